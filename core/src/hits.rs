@@ -1,0 +1,207 @@
+//! The struct-of-arrays hit batch: calibrated singles plus the raw fields kept for diagnostics.
+
+/// Bit flags of a hit (`flags` column).
+pub mod hit_flags {
+    /// Energy column holds ToT in ns (no energy calibration was applied).
+    pub const ENERGY_IS_TOT_NS: u16 = 1 << 0;
+    /// No skew correction was applied to this hit's time.
+    pub const NO_SKEW: u16 = 1 << 1;
+    /// The hit came from a frame whose front-end lost-data flag was set.
+    pub const FROM_LOSSY_FRAME: u16 = 1 << 2;
+    /// The fine-time code was outside the calibrated range (phase clamped).
+    pub const FINE_OUT_OF_RANGE: u16 = 1 << 3;
+}
+
+/// A batch of hits as columns. All columns have the same length; row `i` is one hit.
+///
+/// `t_ps` is the corrected time in picoseconds since the device clock's zero (unwrapped);
+/// `energy_kev` is keV, or ToT in ns when `flags` has [`hit_flags::ENERGY_IS_TOT_NS`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HitBatch {
+    /// Corrected time, ps.
+    pub t_ps: Vec<i64>,
+    /// PETsys absolute channel id.
+    pub channel: Vec<u32>,
+    /// Energy in keV (or ToT ns, see flags).
+    pub energy_kev: Vec<f32>,
+    /// [`hit_flags`] bits.
+    pub flags: Vec<u16>,
+    /// Unwrapped frame number the hit was read in (raw diagnostics).
+    pub frame: Vec<u64>,
+    /// Raw timing-branch coarse counter.
+    pub tcoarse: Vec<u16>,
+    /// Raw energy-branch coarse counter.
+    pub ecoarse: Vec<u16>,
+    /// Decoded timing fine code (after the +27 mod 1024 fix-up).
+    pub tfine: Vec<u16>,
+    /// Decoded energy fine code.
+    pub efine: Vec<u16>,
+    /// TAC used (0..4).
+    pub tac: Vec<u8>,
+}
+
+impl HitBatch {
+    /// Empty batch with room for `n` hits in every column.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            t_ps: Vec::with_capacity(n),
+            channel: Vec::with_capacity(n),
+            energy_kev: Vec::with_capacity(n),
+            flags: Vec::with_capacity(n),
+            frame: Vec::with_capacity(n),
+            tcoarse: Vec::with_capacity(n),
+            ecoarse: Vec::with_capacity(n),
+            tfine: Vec::with_capacity(n),
+            efine: Vec::with_capacity(n),
+            tac: Vec::with_capacity(n),
+        }
+    }
+
+    /// Number of hits.
+    pub fn len(&self) -> usize {
+        self.t_ps.len()
+    }
+
+    /// True when the batch holds no hit.
+    pub fn is_empty(&self) -> bool {
+        self.t_ps.is_empty()
+    }
+
+    /// Removes every hit, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.t_ps.clear();
+        self.channel.clear();
+        self.energy_kev.clear();
+        self.flags.clear();
+        self.frame.clear();
+        self.tcoarse.clear();
+        self.ecoarse.clear();
+        self.tfine.clear();
+        self.efine.clear();
+        self.tac.clear();
+    }
+
+    /// Appends row `i` of `other`.
+    pub fn push_row_from(&mut self, other: &HitBatch, i: usize) {
+        self.t_ps.push(other.t_ps[i]);
+        self.channel.push(other.channel[i]);
+        self.energy_kev.push(other.energy_kev[i]);
+        self.flags.push(other.flags[i]);
+        self.frame.push(other.frame[i]);
+        self.tcoarse.push(other.tcoarse[i]);
+        self.ecoarse.push(other.ecoarse[i]);
+        self.tfine.push(other.tfine[i]);
+        self.efine.push(other.efine[i]);
+        self.tac.push(other.tac[i]);
+    }
+
+    /// Appends rows `range` of `other` (column-wise slice copies).
+    pub fn extend_from_range(&mut self, other: &HitBatch, range: std::ops::Range<usize>) {
+        self.t_ps.extend_from_slice(&other.t_ps[range.clone()]);
+        self.channel.extend_from_slice(&other.channel[range.clone()]);
+        self.energy_kev.extend_from_slice(&other.energy_kev[range.clone()]);
+        self.flags.extend_from_slice(&other.flags[range.clone()]);
+        self.frame.extend_from_slice(&other.frame[range.clone()]);
+        self.tcoarse.extend_from_slice(&other.tcoarse[range.clone()]);
+        self.ecoarse.extend_from_slice(&other.ecoarse[range.clone()]);
+        self.tfine.extend_from_slice(&other.tfine[range.clone()]);
+        self.efine.extend_from_slice(&other.efine[range.clone()]);
+        self.tac.extend_from_slice(&other.tac[range]);
+    }
+
+    /// True when `t_ps` is non-decreasing.
+    pub fn is_time_ordered(&self) -> bool {
+        self.t_ps.windows(2).all(|w| w[0] <= w[1])
+    }
+
+    /// Sorts the batch by `t_ps` (stable: equal times keep their order).
+    pub fn sort_by_time(&mut self) {
+        if self.is_time_ordered() {
+            return;
+        }
+        let mut order: Vec<u32> = (0..self.len() as u32).collect();
+        order.sort_by_key(|&i| self.t_ps[i as usize]);
+        let mut sorted = HitBatch::with_capacity(self.len());
+        for &i in &order {
+            sorted.push_row_from(self, i as usize);
+        }
+        *self = sorted;
+    }
+
+    /// Splits off and returns every hit with `t_ps < limit`, assuming the batch is time
+    /// ordered; the hits at or after `limit` stay in `self`.
+    pub fn take_before(&mut self, limit: i64) -> HitBatch {
+        let n = self.t_ps.partition_point(|&t| t < limit);
+        let mut head = HitBatch::with_capacity(n);
+        head.extend_from_range(self, 0..n);
+        let mut tail = HitBatch::with_capacity(self.len() - n);
+        tail.extend_from_range(self, n..self.len());
+        *self = tail;
+        head
+    }
+
+    /// Merges two time-ordered batches into one time-ordered batch (`a` first on ties).
+    pub fn merge_sorted(a: &HitBatch, b: &HitBatch) -> HitBatch {
+        let mut out = HitBatch::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            if a.t_ps[i] <= b.t_ps[j] {
+                // Copy the whole run of `a` that precedes b[j] at once.
+                let end = i + a.t_ps[i..].partition_point(|&t| t <= b.t_ps[j]);
+                out.extend_from_range(a, i..end);
+                i = end;
+            } else {
+                let end = j + b.t_ps[j..].partition_point(|&t| t < a.t_ps[i]);
+                out.extend_from_range(b, j..end);
+                j = end;
+            }
+        }
+        out.extend_from_range(a, i..a.len());
+        out.extend_from_range(b, j..b.len());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(times: &[i64]) -> HitBatch {
+        let mut b = HitBatch::with_capacity(times.len());
+        for (k, &t) in times.iter().enumerate() {
+            b.t_ps.push(t);
+            b.channel.push(k as u32);
+            b.energy_kev.push(k as f32);
+            b.flags.push(0);
+            b.frame.push(0);
+            b.tcoarse.push(0);
+            b.ecoarse.push(0);
+            b.tfine.push(0);
+            b.efine.push(0);
+            b.tac.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn merge_is_ordered_and_stable() {
+        let a = batch(&[1, 3, 3, 9]);
+        let b = batch(&[0, 3, 4, 10, 11]);
+        let m = HitBatch::merge_sorted(&a, &b);
+        assert_eq!(m.t_ps, vec![0, 1, 3, 3, 3, 4, 9, 10, 11]);
+        // Ties: a's rows (channel 1, 2) before b's row (channel 1 of b).
+        assert_eq!(&m.channel[2..5], &[1, 2, 1]);
+        assert_eq!(&m.energy_kev[2..5], &[1.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn sort_and_take_before() {
+        let mut b = batch(&[5, 1, 4, 1]);
+        b.sort_by_time();
+        assert_eq!(b.t_ps, vec![1, 1, 4, 5]);
+        assert_eq!(b.channel, vec![1, 3, 2, 0]);
+        let head = b.take_before(4);
+        assert_eq!(head.t_ps, vec![1, 1]);
+        assert_eq!(b.t_ps, vec![4, 5]);
+    }
+}

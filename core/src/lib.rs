@@ -1,0 +1,20 @@
+//! scandaq-core: the vocabulary every scandaq crate shares.
+//!
+//! Hit batches (struct-of-arrays), PETsys channel identifiers, scanner geometry, calibration
+//! tables with their text formats, clock/unwrap helpers and named loss counters. No I/O, no
+//! threads: parsers take `&str` and formatters return `String`, the caller owns the files.
+
+pub mod calib;
+pub mod channel;
+pub mod clock;
+pub mod geometry;
+pub mod hits;
+pub mod stats;
+mod table_text;
+
+pub use calib::{Calibration, EnergyTable, SkewTable, TableError, TdcEntry, TdcTable};
+pub use channel::ChannelId;
+pub use clock::{ClockModel, FrameUnwrapper};
+pub use geometry::{Crystal, Geometry};
+pub use hits::{HitBatch, hit_flags};
+pub use stats::LossCounts;

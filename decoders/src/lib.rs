@@ -1,0 +1,14 @@
+//! scandaq-decoders: bytes <-> scandaq-core values for every wire and file format.
+//!
+//! Pure functions and small state machines: no I/O, no global state, and no panic on any
+//! byte sequence (property tests in `tests/` prove it). Encoders sit beside their decoders;
+//! the simulator and the tests use them.
+
+pub mod idxf;
+pub mod petsys;
+pub mod rawf;
+pub mod transport;
+
+pub use petsys::{FrameScanner, FrameSpan, HitFields};
+pub use rawf::RawfHeader;
+pub use transport::{TransportError, TransportHeader};

@@ -1,0 +1,17 @@
+//! scandaq-sinks: everything that writes scandaq's outputs.
+//!
+//! [`parquet_table`] writes one Parquet file atomically (`.inprogress`, fsync, rename) with
+//! per-column encodings and key-value metadata; [`singles`] maps hit batches onto the singles
+//! schema; [`run_dir`] allocates never-reused run numbers; [`manifest`] is the run manifest,
+//! written atomically.
+
+pub mod error;
+pub mod manifest;
+pub mod parquet_table;
+pub mod run_dir;
+pub mod singles;
+
+pub use error::SinkError;
+pub use manifest::{FileRecord, Manifest};
+pub use parquet_table::{ParquetTableWriter, WriteOptions};
+pub use run_dir::RunDir;

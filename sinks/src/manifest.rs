@@ -1,0 +1,85 @@
+//! The run manifest (`manifest.json`): counts, losses, files and time span of a run; written
+//! atomically (temporary file, fsync, rename) so a reader never sees half of one.
+
+use crate::error::SinkError;
+use crate::parquet_table::sync_dir;
+use scandaq_core::LossCounts;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+/// One committed output file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// File name relative to the run directory.
+    pub path: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+}
+
+/// The manifest of one run directory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Run number.
+    pub run: u64,
+    /// True once every file is committed and the run ended cleanly.
+    pub complete: bool,
+    /// scandaq version that wrote the run.
+    pub software_version: String,
+    /// What produced the data (`replay`, `demo`, ...).
+    pub mode: String,
+    /// Input files or sources.
+    pub sources: Vec<String>,
+    /// Unit of the singles `energy_kev` column: `keV` or `ToT_ns`.
+    pub energy_unit: String,
+    /// Calibration checksum (sha256) and the tables it covers.
+    pub calibration: CalibrationRecord,
+    /// Processing counts (hits decoded, singles written, frames, ...).
+    pub counts: BTreeMap<String, u64>,
+    /// Everything not written, by reason.
+    pub losses: LossCounts,
+    /// Committed files.
+    pub files: Vec<FileRecord>,
+    /// First singles time, ps.
+    pub first_t_ps: Option<i64>,
+    /// Last singles time, ps.
+    pub last_t_ps: Option<i64>,
+}
+
+/// Which calibration a run used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    /// sha256 over the tables' names and texts.
+    pub checksum: String,
+    /// Table paths.
+    pub tables: Vec<String>,
+}
+
+impl Manifest {
+    /// Writes `dir/manifest.json` atomically.
+    pub fn write_atomic(&self, dir: &Path) -> Result<(), SinkError> {
+        let path = dir.join("manifest.json");
+        let tmp = dir.join("manifest.json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| SinkError::OutputDir(e.to_string()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| SinkError::io("writing", &tmp, e))?;
+        f.write_all(b"\n").map_err(|e| SinkError::io("writing", &tmp, e))?;
+        f.sync_all().map_err(|e| SinkError::io("syncing", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("renaming", &tmp, e))?;
+        sync_dir(dir);
+        Ok(())
+    }
+
+    /// Reads `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self, SinkError> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| SinkError::io("reading", &path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| SinkError::OutputDir(format!("{}: not a scandaq manifest: {e}", path.display())))
+    }
+}

@@ -1,0 +1,93 @@
+//! Run directories: `OUTDIR/run-NNNNNN/`, numbered from a counter persisted in OUTDIR
+//! (`.scandaq-last-run`) so a run number is never reused, even after directories are deleted.
+
+use crate::error::SinkError;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const COUNTER_FILE: &str = ".scandaq-last-run";
+
+/// An allocated run directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    /// Run number.
+    pub run: u64,
+    /// `OUTDIR/run-NNNNNN`.
+    pub path: PathBuf,
+}
+
+fn highest_existing_run(outdir: &Path) -> u64 {
+    std::fs::read_dir(outdir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("run-")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+impl RunDir {
+    /// Allocates the next run number in `outdir` and creates its directory.
+    ///
+    /// `outdir` is created when missing if its parent exists; a missing parent is an error
+    /// (most likely a typo in the path).
+    pub fn allocate(outdir: &Path) -> Result<Self, SinkError> {
+        if !outdir.exists() {
+            let parent = outdir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(SinkError::OutputDir(format!(
+                    "output directory {} does not exist, nor does its parent {}: check the path, or create it with `mkdir -p {}`",
+                    outdir.display(),
+                    parent.display(),
+                    outdir.display()
+                )));
+            }
+            std::fs::create_dir(outdir).map_err(|e| SinkError::io("creating output directory", outdir, e))?;
+        } else if !outdir.is_dir() {
+            return Err(SinkError::OutputDir(format!(
+                "output path {} exists but is not a directory: choose another --out",
+                outdir.display()
+            )));
+        }
+        let counter_path = outdir.join(COUNTER_FILE);
+        let last = std::fs::read_to_string(&counter_path).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+        let mut run = last.max(highest_existing_run(outdir)) + 1;
+        let path = loop {
+            let path = outdir.join(format!("run-{run:06}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => break path,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => run += 1,
+                Err(e) => return Err(SinkError::io("creating run directory", &path, e)),
+            }
+        };
+        let tmp = outdir.join(format!("{COUNTER_FILE}.tmp"));
+        let write_counter = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{run}")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &counter_path)
+        };
+        write_counter().map_err(|e| SinkError::io("writing run counter", &counter_path, e))?;
+        Ok(Self { run, path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_numbers_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("runs");
+        let a = RunDir::allocate(&out).unwrap();
+        let b = RunDir::allocate(&out).unwrap();
+        assert_eq!((a.run, b.run), (1, 2));
+        assert!(b.path.ends_with("run-000002"));
+        std::fs::remove_dir(&b.path).unwrap();
+        std::fs::remove_dir(&a.path).unwrap();
+        assert_eq!(RunDir::allocate(&out).unwrap().run, 3);
+        let err = RunDir::allocate(&dir.path().join("no/such/dir")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}
