@@ -22,7 +22,11 @@ pub struct TableError {
 impl TableError {
     /// New error.
     pub fn new(table: &str, line: usize, message: String) -> Self {
-        Self { table: table.to_string(), line, message }
+        Self {
+            table: table.to_string(),
+            line,
+            message,
+        }
     }
 }
 
@@ -92,10 +96,16 @@ impl TdcTable {
                 a2: row.finite(9, "a2")?,
             };
             if e.a1 <= 0.0 {
-                return Err(row.error(format!("a1 = {} must be positive (codes per clock period)", e.a1)));
+                return Err(row.error(format!(
+                    "a1 = {} must be positive (codes per clock period)",
+                    e.a1
+                )));
             }
             if entries.insert((id.0, tac, branch), e).is_some() {
-                return Err(row.error(format!("duplicate entry for channel {} tac {tac} branch {branch:?}", id.0)));
+                return Err(row.error(format!(
+                    "duplicate entry for channel {} tac {tac} branch {branch:?}",
+                    id.0
+                )));
             }
         }
         Ok(Self { entries })
@@ -107,7 +117,11 @@ impl TdcTable {
         for (&(id, tac, branch), e) in &self.entries {
             let (p, s, c, ch) = ChannelId(id).parts();
             let b = if branch == Branch::T { 'T' } else { 'E' };
-            let _ = writeln!(out, "{p}\t{s}\t{c}\t{ch}\t{tac}\t{b}\t{:?}\t{:?}\t{:?}\t{:?}", e.t0, e.a0, e.a1, e.a2);
+            let _ = writeln!(
+                out,
+                "{p}\t{s}\t{c}\t{ch}\t{tac}\t{b}\t{:?}\t{:?}\t{:?}\t{:?}",
+                e.t0, e.a0, e.a1, e.a2
+            );
         }
         out
     }
@@ -152,7 +166,10 @@ impl EnergyTable {
         for row in rows(name, text, 6, ENERGY_LAYOUT) {
             let row = row?;
             let id = row.channel(0)?;
-            let e = EnergyEntry { a_ns: row.finite(4, "a_ns")?, b_kev: row.finite(5, "b_kev")? };
+            let e = EnergyEntry {
+                a_ns: row.finite(4, "a_ns")?,
+                b_kev: row.finite(5, "b_kev")?,
+            };
             if e.a_ns <= 0.0 || e.b_kev <= 0.0 {
                 return Err(row.error("a_ns and b_kev must be positive".into()));
             }
@@ -248,7 +265,12 @@ mod tests {
     #[test]
     fn tdc_round_trip_and_phase_inversion() {
         let mut t = TdcTable::default();
-        let e = TdcEntry { t0: 0.31, a0: 95.5, a1: 310.25, a2: -11.0 };
+        let e = TdcEntry {
+            t0: 0.31,
+            a0: 95.5,
+            a1: 310.25,
+            a2: -11.0,
+        };
         t.entries.insert((70, 2, Branch::E), e);
         let back = TdcTable::parse("tdc", &t.to_text()).unwrap();
         assert_eq!(back, t);
@@ -274,7 +296,13 @@ mod tests {
     #[test]
     fn energy_and_skew_round_trip() {
         let mut e = EnergyTable::default();
-        e.entries.insert(3, EnergyEntry { a_ns: 81.5, b_kev: 140.25 });
+        e.entries.insert(
+            3,
+            EnergyEntry {
+                a_ns: 81.5,
+                b_kev: 140.25,
+            },
+        );
         assert_eq!(EnergyTable::parse("e", &e.to_text()).unwrap(), e);
         let tot = 81.5 * (1.0f64 + 511.0 / 140.25).ln();
         assert!((e.entries[&3].energy_kev(tot) - 511.0).abs() < 1e-9);

@@ -23,7 +23,12 @@ impl ChannelId {
     /// `(portID, slaveID, chipID, channelID)`.
     pub fn parts(self) -> (u32, u32, u32, u32) {
         let v = self.0;
-        ((v >> 17) & 0x1f, (v >> 12) & 0x1f, (v >> 6) & 0x3f, v & 0x3f)
+        (
+            (v >> 17) & 0x1f,
+            (v >> 12) & 0x1f,
+            (v >> 6) & 0x3f,
+            v & 0x3f,
+        )
     }
 }
 

@@ -17,7 +17,9 @@ pub struct ClockModel {
 
 impl ClockModel {
     /// The TOFPET2 default, 200 MHz (5 ns ticks).
-    pub const TOFPET2_DEFAULT: Self = Self { frequency_hz: 200_000_000 };
+    pub const TOFPET2_DEFAULT: Self = Self {
+        frequency_hz: 200_000_000,
+    };
 
     /// Clock period in picoseconds, exact as f64.
     pub fn period_ps(self) -> f64 {
@@ -70,7 +72,9 @@ mod tests {
     fn unwraps_across_the_36_bit_wrap() {
         let mut u = FrameUnwrapper::new();
         let start = FRAME_ID_MODULUS - 3;
-        let got: Vec<u64> = (0..6).map(|k| u.unwrap((start + k) % FRAME_ID_MODULUS)).collect();
+        let got: Vec<u64> = (0..6)
+            .map(|k| u.unwrap((start + k) % FRAME_ID_MODULUS))
+            .collect();
         assert_eq!(got, (0..6).map(|k| start + k).collect::<Vec<_>>());
         assert_eq!(u.wraps(), 1);
         // A straggler from just before the wrap keeps its old epoch.

@@ -81,7 +81,12 @@ mod tests {
         let mut g = Geometry::default();
         g.crystals.insert(
             crate::ChannelId::from_parts(0, 0, 1, 5).unwrap().0,
-            Crystal { module: 1, xi: 5, yi: 0, pos_mm: [135.0, -11.2, 1.6] },
+            Crystal {
+                module: 1,
+                xi: 5,
+                yi: 0,
+                pos_mm: [135.0, -11.2, 1.6],
+            },
         );
         let text = g.to_map_channel();
         assert_eq!(Geometry::parse_map_channel("m", &text).unwrap(), g);

@@ -98,12 +98,16 @@ impl HitBatch {
     /// Appends rows `range` of `other` (column-wise slice copies).
     pub fn extend_from_range(&mut self, other: &HitBatch, range: std::ops::Range<usize>) {
         self.t_ps.extend_from_slice(&other.t_ps[range.clone()]);
-        self.channel.extend_from_slice(&other.channel[range.clone()]);
-        self.energy_kev.extend_from_slice(&other.energy_kev[range.clone()]);
+        self.channel
+            .extend_from_slice(&other.channel[range.clone()]);
+        self.energy_kev
+            .extend_from_slice(&other.energy_kev[range.clone()]);
         self.flags.extend_from_slice(&other.flags[range.clone()]);
         self.frame.extend_from_slice(&other.frame[range.clone()]);
-        self.tcoarse.extend_from_slice(&other.tcoarse[range.clone()]);
-        self.ecoarse.extend_from_slice(&other.ecoarse[range.clone()]);
+        self.tcoarse
+            .extend_from_slice(&other.tcoarse[range.clone()]);
+        self.ecoarse
+            .extend_from_slice(&other.ecoarse[range.clone()]);
         self.tfine.extend_from_slice(&other.tfine[range.clone()]);
         self.efine.extend_from_slice(&other.efine[range.clone()]);
         self.tac.extend_from_slice(&other.tac[range]);

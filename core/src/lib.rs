@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod hits;
 pub mod stats;
 mod table_text;
+pub mod units;
 
 pub use calib::{Calibration, EnergyTable, SkewTable, TableError, TdcEntry, TdcTable};
 pub use channel::ChannelId;

@@ -36,7 +36,11 @@ pub(crate) fn rows<'a>(
                 ),
             )));
         }
-        Some(Ok(Row { table, line: i + 1, fields }))
+        Some(Ok(Row {
+            table,
+            line: i + 1,
+            fields,
+        }))
     })
 }
 
@@ -58,7 +62,11 @@ impl Row<'_> {
         if v.is_finite() {
             Ok(v)
         } else {
-            Err(TableError::new(self.table, self.line, format!("column {column}: {v} is not finite")))
+            Err(TableError::new(
+                self.table,
+                self.line,
+                format!("column {column}: {v} is not finite"),
+            ))
         }
     }
 

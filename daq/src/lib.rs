@@ -1,1 +1,14 @@
-//! placeholder
+//! scandaq: the acquisition pipeline behind the `scandaq` command.
+//!
+//! [`calibrate`] is the decode+calibrate kernel, [`merge`] restores time order, [`pipeline`]
+//! wires input -> parallel blocks -> merge -> Parquet, [`session`] turns that into a numbered
+//! run with a manifest; [`replay`], [`demo`] and [`inspect`] are the commands.
+
+pub mod calib_load;
+pub mod calibrate;
+pub mod demo;
+pub mod inspect;
+pub mod merge;
+pub mod pipeline;
+pub mod replay;
+pub mod session;

@@ -39,15 +39,24 @@ pub fn parse(text: &str) -> Result<Vec<IdxfStep>, IdxfError> {
             continue;
         }
         let f: Vec<&str> = line.split_whitespace().collect();
-        let err = |message: String| IdxfError { line: i + 1, message };
+        let err = |message: String| IdxfError {
+            line: i + 1,
+            message,
+        };
         if f.len() < 6 {
             return Err(err(format!(
                 "expected 6 columns (startOffset endOffset firstFrameID lastFrameID step1 step2), found {}",
                 f.len()
             )));
         }
-        let int = |k: usize| f[k].parse::<u64>().map_err(|_| err(format!("column {}: {:?} is not an integer", k + 1, f[k])));
-        let float = |k: usize| f[k].parse::<f64>().map_err(|_| err(format!("column {}: {:?} is not a number", k + 1, f[k])));
+        let int = |k: usize| {
+            f[k].parse::<u64>()
+                .map_err(|_| err(format!("column {}: {:?} is not an integer", k + 1, f[k])))
+        };
+        let float = |k: usize| {
+            f[k].parse::<f64>()
+                .map_err(|_| err(format!("column {}: {:?} is not a number", k + 1, f[k])))
+        };
         let step = IdxfStep {
             start_offset: int(0)?,
             end_offset: int(1)?,
@@ -57,7 +66,10 @@ pub fn parse(text: &str) -> Result<Vec<IdxfStep>, IdxfError> {
             step2: float(5)?,
         };
         if step.end_offset < step.start_offset {
-            return Err(err(format!("endOffset {} is before startOffset {}", step.end_offset, step.start_offset)));
+            return Err(err(format!(
+                "endOffset {} is before startOffset {}",
+                step.end_offset, step.start_offset
+            )));
         }
         steps.push(step);
     }
@@ -83,10 +95,22 @@ mod tests {
 
     #[test]
     fn round_trip_and_errors() {
-        let s = vec![IdxfStep { start_offset: 64, end_offset: 4096, first_frame_id: 7, last_frame_id: 99, step1: 35.5, step2: 0.0 }];
+        let s = vec![IdxfStep {
+            start_offset: 64,
+            end_offset: 4096,
+            first_frame_id: 7,
+            last_frame_id: 99,
+            step1: 35.5,
+            step2: 0.0,
+        }];
         assert_eq!(parse(&format(&s)).unwrap(), s);
         let e = parse("64 10 0 0 0 0\n").unwrap_err();
         assert!(e.to_string().contains("line 1") && e.message.contains("before"));
-        assert!(parse("1 2 3\n").unwrap_err().message.contains("expected 6 columns"));
+        assert!(
+            parse("1 2 3\n")
+                .unwrap_err()
+                .message
+                .contains("expected 6 columns")
+        );
     }
 }

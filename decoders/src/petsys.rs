@@ -119,6 +119,9 @@ pub struct FrameScanner {
     pub frames: u64,
     /// Hit words in accepted frames.
     pub hits: u64,
+    /// Bytes of accepted frames and synthetic lost-frame headers. Together with
+    /// `resync_skipped_bytes` and `truncated_bytes` this accounts for every byte scanned.
+    pub frame_bytes: u64,
     /// Byte position of the stream start of the current buffer (for error messages).
     pub stream_offset: u64,
     /// First and last unwrapped frame numbers seen.
@@ -133,8 +136,14 @@ fn word_at(buf: &[u8], off: usize) -> Option<u64> {
 
 /// Result of checking the header at one position.
 enum HeaderCheck {
-    Data { frame_id: u64, n_hits: u64, lossy: bool },
-    LostRun { first: u64 },
+    Data {
+        frame_id: u64,
+        n_hits: u64,
+        lossy: bool,
+    },
+    LostRun {
+        first: u64,
+    },
     Bad,
     NeedMore,
 }
@@ -166,7 +175,11 @@ impl FrameScanner {
         if size < 2 || size != n_hits + 2 {
             return HeaderCheck::Bad;
         }
-        HeaderCheck::Data { frame_id, n_hits, lossy: w1 & LOST_DATA_MASK != 0 }
+        HeaderCheck::Data {
+            frame_id,
+            n_hits,
+            lossy: w1 & LOST_DATA_MASK != 0,
+        }
     }
 
     /// Whether a header that passes the format checks also fits the frame sequence (used
@@ -219,9 +232,14 @@ impl FrameScanner {
                     self.close_lost_run(Some(first));
                     self.pending_lost_run = Some(first);
                     self.last_frame_id = Some(first);
+                    self.frame_bytes += 16;
                     off += 16;
                 }
-                HeaderCheck::Data { frame_id, n_hits, lossy } => {
+                HeaderCheck::Data {
+                    frame_id,
+                    n_hits,
+                    lossy,
+                } => {
                     if resyncing_from.is_some() && !self.plausible_next(frame_id) {
                         off += 8;
                         continue;
@@ -245,7 +263,13 @@ impl FrameScanner {
                     });
                     self.frames += 1;
                     self.hits += n_hits;
-                    spans.push(FrameSpan { hits_offset: off + 16, n_hits: n_hits as u32, frame, lossy });
+                    self.frame_bytes += (end - off) as u64;
+                    spans.push(FrameSpan {
+                        hits_offset: off + 16,
+                        n_hits: n_hits as u32,
+                        frame,
+                        lossy,
+                    });
                     off = end;
                 }
             }
@@ -283,7 +307,14 @@ mod tests {
 
     #[test]
     fn hit_word_layout() {
-        let h = HitFields { channel: 0x2_0041, tac: 3, tcoarse: 1023, ecoarse: 7, tfine: 27, efine: 28 };
+        let h = HitFields {
+            channel: 0x2_0041,
+            tac: 3,
+            tcoarse: 1023,
+            ecoarse: 7,
+            tfine: 27,
+            efine: 28,
+        };
         let w = h.encode();
         assert_eq!(w & 0x3ff, 1); // efine 28 stored as 1
         assert_eq!((w >> 10) & 0x3ff, 0); // tfine 27 stored as 0
@@ -302,7 +333,10 @@ mod tests {
         let mut spans = Vec::new();
         assert_eq!(s.scan(&buf, true, &mut spans), buf.len());
         assert_eq!(spans.len(), 2);
-        assert_eq!((spans[0].frame, spans[0].n_hits, spans[1].frame), (10, 2, 14));
+        assert_eq!(
+            (spans[0].frame, spans[0].n_hits, spans[1].frame),
+            (10, 2, 14)
+        );
         // frames 11, 12, 13 lost (run), frame 14 flagged lossy
         assert_eq!(s.losses.get("frontend_lost_frames"), 4);
         assert_eq!(s.hits, 3);
@@ -320,7 +354,10 @@ mod tests {
         let mut spans = Vec::new();
         let used = s.scan(&buf, true, &mut spans);
         assert_eq!(used, buf.len());
-        assert_eq!(spans.iter().map(|f| f.frame).collect::<Vec<_>>(), vec![100, 101]);
+        assert_eq!(
+            spans.iter().map(|f| f.frame).collect::<Vec<_>>(),
+            vec![100, 101]
+        );
         assert_eq!(s.losses.get("bad_frame_header"), 1);
         assert_eq!(s.losses.get("resync_skipped_bytes"), 24);
         assert_eq!(s.losses.get("truncated_frame"), 1);

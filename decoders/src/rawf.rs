@@ -34,7 +34,9 @@ pub enum RawfHeaderError {
     )]
     BadFrequency(u32),
     /// Reserved words not zero or odd bits set.
-    #[error("header word {word} = {value:#018x} has bits set that a .rawf header never uses (is this really a .rawf file?)")]
+    #[error(
+        "header word {word} = {value:#018x} has bits set that a .rawf header never uses (is this really a .rawf file?)"
+    )]
     BadWord {
         /// Word index.
         word: usize,
@@ -68,14 +70,20 @@ impl RawfHeader {
             *w = u64::from_le_bytes(b);
         }
         if h[0] >> 33 != 0 {
-            return Err(RawfHeaderError::BadWord { word: 0, value: h[0] });
+            return Err(RawfHeaderError::BadWord {
+                word: 0,
+                value: h[0],
+            });
         }
         let frequency_hz = h[0] as u32;
         if !(1_000_000..=2_000_000_000).contains(&frequency_hz) {
             return Err(RawfHeaderError::BadFrequency(frequency_hz));
         }
         if h[2] != 0 && (h[2] & !0xffff != 0 || h[2] & 0x8000 == 0) {
-            return Err(RawfHeaderError::BadWord { word: 2, value: h[2] });
+            return Err(RawfHeaderError::BadWord {
+                word: 2,
+                value: h[2],
+            });
         }
         for (k, &w) in h.iter().enumerate().skip(5) {
             if w != 0 {
@@ -97,7 +105,8 @@ impl RawfHeader {
         let h = [
             u64::from(self.frequency_hz) | u64::from(self.qdc_mode) << 32,
             self.daq_sync_epoch_s.to_bits(),
-            self.trigger_id.map_or(0, |t| 0x8000 | u64::from(t & 0x7fff)),
+            self.trigger_id
+                .map_or(0, |t| 0x8000 | u64::from(t & 0x7fff)),
             u64::from(self.mixed_mode),
             self.creation_ticks,
             0,
@@ -118,16 +127,29 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejects() {
-        let h = RawfHeader { trigger_id: Some(12), creation_ticks: 99, ..RawfHeader::tot_200mhz(1.5) };
+        let h = RawfHeader {
+            trigger_id: Some(12),
+            creation_ticks: 99,
+            ..RawfHeader::tot_200mhz(1.5)
+        };
         let b = h.encode();
         assert_eq!(&b[0..8], &200_000_000u64.to_le_bytes());
         assert_eq!(RawfHeader::parse(&b).unwrap(), h);
-        assert!(matches!(RawfHeader::parse(&b[..10]), Err(RawfHeaderError::Short(10))));
+        assert!(matches!(
+            RawfHeader::parse(&b[..10]),
+            Err(RawfHeaderError::Short(10))
+        ));
         let mut bad = b;
         bad[0..8].copy_from_slice(&0u64.to_le_bytes());
-        assert!(matches!(RawfHeader::parse(&bad), Err(RawfHeaderError::BadFrequency(0))));
+        assert!(matches!(
+            RawfHeader::parse(&bad),
+            Err(RawfHeaderError::BadFrequency(0))
+        ));
         let mut bad = b;
         bad[60] = 1;
-        assert!(matches!(RawfHeader::parse(&bad), Err(RawfHeaderError::BadWord { word: 7, .. })));
+        assert!(matches!(
+            RawfHeader::parse(&bad),
+            Err(RawfHeaderError::BadWord { word: 7, .. })
+        ));
     }
 }

@@ -137,13 +137,19 @@ pub fn decode_packet(bytes: &[u8]) -> Result<(TransportHeader, &[u8]), Transport
     let start = usize::from(h.header_len);
     let available = bytes.len().saturating_sub(start);
     if h.payload_len as usize > available {
-        return Err(TransportError::Truncated { payload_len: h.payload_len, available });
+        return Err(TransportError::Truncated {
+            payload_len: h.payload_len,
+            available,
+        });
     }
     let payload = &bytes[start..start + h.payload_len as usize];
     if h.flags & FLAG_CRC != 0 {
         let computed = crc32c::crc32c(payload);
         if computed != h.crc32c {
-            return Err(TransportError::Crc { expected: h.crc32c, computed });
+            return Err(TransportError::Crc {
+                expected: h.crc32c,
+                computed,
+            });
         }
     }
     Ok((h, payload))

@@ -1,1 +1,22 @@
-//! placeholder
+//! scandaq-fpga-sim: a front-end emulator that turns simulated PET detector physics into
+//! PETsys TOFPET2 frames, with the ground truth of every emitted hit beside them.
+//!
+//! The `bench` preset (PHYSICS.md §1–2): two 8×8 LYSO modules facing a Na-22 point source,
+//! read one-to-one; dark counts, Lu-176 background, per-channel skew, gain and TDC response,
+//! dead time and frame overflow. [`BenchSim`] generates frames slice by slice (for in-process
+//! use by the `scandaq demo` pipeline and tests); [`write_bench_files`] writes a whole run as
+//! `.rawf`/`.idxf`, `truth.parquet`, a PETsys-style `calib/` folder and `summary.json`.
+//! Everything is deterministic in the seed.
+
+pub mod cli;
+pub mod config;
+pub mod detector;
+pub mod files;
+pub mod rng;
+pub mod sim;
+pub mod truth;
+
+pub use config::{BenchConfig, SimError};
+pub use files::{write_bench_files, write_calibration_dir};
+pub use sim::{BenchSim, SimSummary};
+pub use truth::{HitKind, TruthBatch};

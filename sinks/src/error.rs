@@ -30,9 +30,13 @@ pub enum SinkError {
 
 fn io_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
-        std::io::ErrorKind::PermissionDenied => " (check the directory's permissions or choose another --out)",
+        std::io::ErrorKind::PermissionDenied => {
+            " (check the directory's permissions or choose another --out)"
+        }
         std::io::ErrorKind::NotFound => " (create the directory first, or choose another --out)",
-        std::io::ErrorKind::StorageFull => " (the disk is full: free space or choose another --out)",
+        std::io::ErrorKind::StorageFull => {
+            " (the disk is full: free space or choose another --out)"
+        }
         _ => "",
     }
 }
@@ -40,6 +44,10 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 impl SinkError {
     /// An I/O error on `path`.
     pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
-        Self::Io { action, path: path.to_path_buf(), source }
+        Self::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

@@ -65,11 +65,15 @@ impl Manifest {
     pub fn write_atomic(&self, dir: &Path) -> Result<(), SinkError> {
         let path = dir.join("manifest.json");
         let tmp = dir.join("manifest.json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|e| SinkError::OutputDir(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| SinkError::OutputDir(e.to_string()))?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
-        f.write_all(text.as_bytes()).map_err(|e| SinkError::io("writing", &tmp, e))?;
-        f.write_all(b"\n").map_err(|e| SinkError::io("writing", &tmp, e))?;
-        f.sync_all().map_err(|e| SinkError::io("syncing", &tmp, e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| SinkError::io("writing", &tmp, e))?;
+        f.write_all(b"\n")
+            .map_err(|e| SinkError::io("writing", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| SinkError::io("syncing", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("renaming", &tmp, e))?;
         sync_dir(dir);
         Ok(())
@@ -78,8 +82,10 @@ impl Manifest {
     /// Reads `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self, SinkError> {
         let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| SinkError::io("reading", &path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| SinkError::OutputDir(format!("{}: not a scandaq manifest: {e}", path.display())))
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| SinkError::io("reading", &path, e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            SinkError::OutputDir(format!("{}: not a scandaq manifest: {e}", path.display()))
+        })
     }
 }

@@ -67,7 +67,10 @@ pub struct ParquetTableWriter {
 }
 
 fn parquet_err(path: &Path, e: impl std::fmt::Display) -> SinkError {
-    SinkError::Parquet { path: path.to_path_buf(), message: e.to_string() }
+    SinkError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 impl ParquetTableWriter {
@@ -84,14 +87,21 @@ impl ParquetTableWriter {
         let tmp_path = dir.join(format!("{file_name}.inprogress"));
         let file = File::create(&tmp_path).map_err(|e| SinkError::io("creating", &tmp_path, e))?;
         let compression = match options.zstd_level {
-            Some(level) => Compression::ZSTD(ZstdLevel::try_new(level).map_err(|e| parquet_err(&final_path, e))?),
+            Some(level) => Compression::ZSTD(
+                ZstdLevel::try_new(level).map_err(|e| parquet_err(&final_path, e))?,
+            ),
             None => Compression::UNCOMPRESSED,
         };
         let mut props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(options.row_group_rows))
             .set_created_by(format!("scandaq {}", env!("CARGO_PKG_VERSION")))
-            .set_key_value_metadata(Some(metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()));
+            .set_key_value_metadata(Some(
+                metadata
+                    .into_iter()
+                    .map(|(k, v)| KeyValue::new(k, v))
+                    .collect(),
+            ));
         for col in &options.delta_columns {
             props = props
                 .set_column_dictionary_enabled(ColumnPath::from(*col), false)
@@ -102,14 +112,26 @@ impl ParquetTableWriter {
                 .set_column_dictionary_enabled(ColumnPath::from(*col), false)
                 .set_column_encoding(ColumnPath::from(*col), Encoding::BYTE_STREAM_SPLIT);
         }
-        let sink = HashingFile { file, hasher: Sha256::new(), bytes: 0 };
-        let writer = ArrowWriter::try_new(sink, schema, Some(props.build())).map_err(|e| parquet_err(&final_path, e))?;
-        Ok(Self { final_path, tmp_path, writer, rows: 0 })
+        let sink = HashingFile {
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let writer = ArrowWriter::try_new(sink, schema, Some(props.build()))
+            .map_err(|e| parquet_err(&final_path, e))?;
+        Ok(Self {
+            final_path,
+            tmp_path,
+            writer,
+            rows: 0,
+        })
     }
 
     /// Appends a batch of rows.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
-        self.writer.write(batch).map_err(|e| parquet_err(&self.final_path, e))?;
+        self.writer
+            .write(batch)
+            .map_err(|e| parquet_err(&self.final_path, e))?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -121,22 +143,41 @@ impl ParquetTableWriter {
 
     /// Adds a key-value metadata entry (written with the footer).
     pub fn add_metadata(&mut self, key: &str, value: String) {
-        self.writer.append_key_value_metadata(KeyValue::new(key.to_string(), value));
+        self.writer
+            .append_key_value_metadata(KeyValue::new(key.to_string(), value));
     }
 
     /// Writes the footer, fsyncs, renames `.inprogress` to the final name and returns the
     /// file's record (name relative to its directory, rows, bytes, sha256).
     pub fn commit(self) -> Result<FileRecord, SinkError> {
-        let Self { final_path, tmp_path, writer, rows } = self;
-        let sink = writer.into_inner().map_err(|e| parquet_err(&final_path, e))?;
-        sink.file.sync_all().map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
-        std::fs::rename(&tmp_path, &final_path).map_err(|e| SinkError::io("renaming", &tmp_path, e))?;
+        let Self {
+            final_path,
+            tmp_path,
+            writer,
+            rows,
+        } = self;
+        let sink = writer
+            .into_inner()
+            .map_err(|e| parquet_err(&final_path, e))?;
+        sink.file
+            .sync_all()
+            .map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
+        std::fs::rename(&tmp_path, &final_path)
+            .map_err(|e| SinkError::io("renaming", &tmp_path, e))?;
         if let Some(dir) = final_path.parent() {
             sync_dir(dir);
         }
-        let sha256 = sink.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = sink
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(FileRecord {
-            path: final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            path: final_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             rows,
             bytes: sink.bytes,
             sha256,

@@ -21,7 +21,13 @@ fn highest_existing_run(outdir: &Path) -> u64 {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("run-")?.parse::<u64>().ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("run-")?
+                .parse::<u64>()
+                .ok()
+        })
         .max()
         .unwrap_or(0)
 }
@@ -33,7 +39,10 @@ impl RunDir {
     /// (most likely a typo in the path).
     pub fn allocate(outdir: &Path) -> Result<Self, SinkError> {
         if !outdir.exists() {
-            let parent = outdir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = outdir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             if !parent.is_dir() {
                 return Err(SinkError::OutputDir(format!(
                     "output directory {} does not exist, nor does its parent {}: check the path, or create it with `mkdir -p {}`",
@@ -42,7 +51,8 @@ impl RunDir {
                     outdir.display()
                 )));
             }
-            std::fs::create_dir(outdir).map_err(|e| SinkError::io("creating output directory", outdir, e))?;
+            std::fs::create_dir(outdir)
+                .map_err(|e| SinkError::io("creating output directory", outdir, e))?;
         } else if !outdir.is_dir() {
             return Err(SinkError::OutputDir(format!(
                 "output path {} exists but is not a directory: choose another --out",
@@ -50,7 +60,10 @@ impl RunDir {
             )));
         }
         let counter_path = outdir.join(COUNTER_FILE);
-        let last = std::fs::read_to_string(&counter_path).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+        let last = std::fs::read_to_string(&counter_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         let mut run = last.max(highest_existing_run(outdir)) + 1;
         let path = loop {
             let path = outdir.join(format!("run-{run:06}"));
@@ -87,7 +100,9 @@ mod tests {
         std::fs::remove_dir(&b.path).unwrap();
         std::fs::remove_dir(&a.path).unwrap();
         assert_eq!(RunDir::allocate(&out).unwrap().run, 3);
-        let err = RunDir::allocate(&dir.path().join("no/such/dir")).unwrap_err().to_string();
+        let err = RunDir::allocate(&dir.path().join("no/such/dir"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 }

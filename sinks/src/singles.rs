@@ -1,7 +1,10 @@
 //! The singles table (docs/tables.md): schema, encodings and the zero-copy mapping of a
 //! [`HitBatch`] onto an Arrow record batch.
 
-use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, UInt8Array, UInt16Array, UInt32Array, UInt64Array};
+use arrow_array::{
+    ArrayRef, Float32Array, Int64Array, RecordBatch, UInt8Array, UInt16Array, UInt32Array,
+    UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use scandaq_core::HitBatch;
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,117 @@
+//! Human-friendly quantities on the command line, shared by `scandaq` and `fpga-sim`:
+//! durations (`10s`, `500ms`, `250us`, `2m`, `1h`, plain seconds) and rates (`1M`, `250k`,
+//! `5e5`, `2.5MHz`, plain Hz).
+
+fn number(s: &str) -> Option<f64> {
+    let v: f64 = s.trim().parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
+/// Parses a duration in seconds: `5s`, `500ms`, `250us`, `2m`, `1h`, or a plain number of
+/// seconds (`10`, `0.5`). Must be positive.
+pub fn parse_duration_s(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let err = || {
+        format!(
+            "invalid duration {t:?}: expected a positive number with an optional unit \
+             (s, ms, us, m, h), for example 5s, 500ms, 2m or 10"
+        )
+    };
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix("us").or_else(|| t.strip_suffix("µs")) {
+        (n, 1e-6)
+    } else if let Some(n) = t.strip_suffix("min").or_else(|| t.strip_suffix('m')) {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    match number(num) {
+        Some(v) if v > 0.0 => Ok(v * scale),
+        _ => Err(err()),
+    }
+}
+
+/// Parses a rate in Hz: `1M`, `250k`, `5e5`, `2.5MHz`, `100kHz`, `1G`. Must be positive.
+pub fn parse_rate_hz(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let err = |extra: &str| {
+        format!(
+            "invalid rate {t:?}: expected a positive number of hits per second with an optional \
+             k, M or G multiplier, for example 1M, 250k or 5e5{extra}"
+        )
+    };
+    let body = t
+        .strip_suffix("Hz")
+        .or_else(|| t.strip_suffix("hz"))
+        .unwrap_or(t);
+    let (num, scale) = if let Some(n) = body.strip_suffix(['k', 'K']) {
+        (n, 1e3)
+    } else if let Some(n) = body.strip_suffix('M') {
+        (n, 1e6)
+    } else if let Some(n) = body.strip_suffix('G') {
+        (n, 1e9)
+    } else if body.ends_with('m') {
+        return Err(err(
+            " (use M for mega; milli-hertz rates are not meaningful here)",
+        ));
+    } else {
+        (body, 1.0)
+    };
+    match number(num) {
+        Some(v) if v > 0.0 => Ok(v * scale),
+        _ => Err(err("")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_s("5s"), Ok(5.0));
+        assert_eq!(parse_duration_s("500ms"), Ok(0.5));
+        assert_eq!(parse_duration_s("2m"), Ok(120.0));
+        assert_eq!(parse_duration_s("10"), Ok(10.0));
+        assert_eq!(parse_duration_s(" 0.25 "), Ok(0.25));
+        assert!((parse_duration_s("250us").unwrap() - 250e-6).abs() < 1e-15);
+        assert_eq!(parse_duration_s("1h"), Ok(3600.0));
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "0",
+            "5x",
+            "five",
+            "nan",
+            "inf",
+            "5 parsecs",
+            "1e400",
+        ] {
+            let e = parse_duration_s(bad).unwrap_err();
+            assert!(e.contains("invalid duration"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate_hz("1M"), Ok(1e6));
+        assert_eq!(parse_rate_hz("250k"), Ok(250e3));
+        assert_eq!(parse_rate_hz("5e5"), Ok(5e5));
+        assert_eq!(parse_rate_hz("2.5MHz"), Ok(2.5e6));
+        assert_eq!(parse_rate_hz("100kHz"), Ok(1e5));
+        assert_eq!(parse_rate_hz("1000"), Ok(1000.0));
+        assert!(parse_rate_hz("1m").unwrap_err().contains("use M"));
+        for bad in ["", "M", "-1M", "0", "1T", "fast", "NaN"] {
+            assert!(
+                parse_rate_hz(bad).unwrap_err().contains("invalid rate"),
+                "{bad}"
+            );
+        }
+    }
+}

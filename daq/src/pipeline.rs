@@ -1,0 +1,317 @@
+//! The PETsys pipeline shared by `replay` and `demo`: byte chunks of frames in, time-ordered
+//! calibrated singles out to Parquet, with every frame, hit and byte accounted for.
+//!
+//! ```text
+//! input thread --(bounded chunks)--> scan frames --> rayon: decode+calibrate+sort per block
+//!   --> watermark merge (stream order restored) --(bounded batches)--> Parquet sink thread
+//! ```
+
+use crate::calibrate::{CompiledCalibration, KernelLosses};
+use crate::merge::TimeMerger;
+use anyhow::{Context, Result, anyhow};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use rayon::prelude::*;
+use scandaq_core::{HitBatch, LossCounts};
+use scandaq_decoders::{FrameScanner, FrameSpan};
+use scandaq_sinks::singles;
+use scandaq_sinks::{FileRecord, ParquetTableWriter};
+use std::path::Path;
+use std::thread::JoinHandle;
+
+/// Hits per parallel work unit.
+pub const BLOCK_HITS: usize = 16 * 1024;
+/// Time held back by the merger (one frame, 5.12 us): far more than any calibration moves a
+/// hit, so no hit of a healthy stream is late.
+pub const LATENESS_PS: i64 = 1024 * 5000;
+/// Batches in flight between the merger and the sink.
+const SINK_QUEUE: usize = 8;
+
+/// A chunk of raw frame bytes from an input, with how far it advances the progress bar.
+pub struct Chunk {
+    /// Frame bytes (frames may straddle chunks).
+    pub bytes: Vec<u8>,
+    /// Progress units (bytes for files, simulated milliseconds for the simulator).
+    pub progress: u64,
+}
+
+/// Energy histogram of the singles, 1 keV (or 1 ns of ToT) bins from 0 to 2047.
+#[derive(Clone, Debug)]
+pub struct EnergyHistogram {
+    /// Counts per bin.
+    pub bins: Vec<u64>,
+}
+
+impl Default for EnergyHistogram {
+    fn default() -> Self {
+        Self {
+            bins: vec![0; 2048],
+        }
+    }
+}
+
+impl EnergyHistogram {
+    fn fill(&mut self, energies: &[f32]) {
+        for &e in energies {
+            if e >= 0.0 && e < self.bins.len() as f32 {
+                self.bins[e as usize] += 1;
+            }
+        }
+    }
+
+    /// Photopeak position: the centroid of ±15 bins around the highest bin in `[lo, hi)`.
+    pub fn peak_in(&self, lo: usize, hi: usize) -> Option<f64> {
+        let hi = hi.min(self.bins.len());
+        let (imax, &max) = self.bins[lo..hi]
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, c)| **c)?;
+        if max == 0 {
+            return None;
+        }
+        let centre = lo + imax;
+        let (a, b) = (
+            centre.saturating_sub(15),
+            (centre + 16).min(self.bins.len()),
+        );
+        let (mut s, mut w) = (0.0, 0.0);
+        for (i, &c) in self.bins[a..b].iter().enumerate() {
+            s += (a + i) as f64 * c as f64;
+            w += c as f64;
+        }
+        Some(s / w + 0.5)
+    }
+}
+
+/// What the sink thread reports when it has committed its file.
+#[derive(Debug)]
+pub struct SinkReport {
+    /// The committed singles file.
+    pub file: FileRecord,
+    /// First and last `t_ps` written.
+    pub t_range: Option<(i64, i64)>,
+    /// Energy spectrum of what was written.
+    pub histogram: EnergyHistogram,
+}
+
+/// Metadata written into every Parquet file of the run.
+pub type FileMetadata = Vec<(String, String)>;
+
+fn spawn_singles_sink(
+    dir: &Path,
+    metadata: FileMetadata,
+) -> Result<(Sender<HitBatch>, JoinHandle<Result<SinkReport>>)> {
+    let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
+    let mut writer = ParquetTableWriter::create(
+        dir,
+        "singles-00000.parquet",
+        singles::schema(),
+        &singles::write_options(),
+        metadata,
+    )?;
+    let handle = std::thread::Builder::new()
+        .name("singles-sink".into())
+        .spawn(move || -> Result<SinkReport> {
+            let mut t_range: Option<(i64, i64)> = None;
+            let mut histogram = EnergyHistogram::default();
+            for batch in rx {
+                if batch.is_empty() {
+                    continue;
+                }
+                let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
+                t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
+                histogram.fill(&batch.energy_kev);
+                writer.write(&singles::to_record_batch(batch))?;
+            }
+            if let Some((a, b)) = t_range {
+                writer.add_metadata("first_t_ps", a.to_string());
+                writer.add_metadata("last_t_ps", b.to_string());
+            }
+            let file = writer.commit()?;
+            Ok(SinkReport {
+                file,
+                t_range,
+                histogram,
+            })
+        })
+        .context("cannot start the sink thread")?;
+    Ok((tx, handle))
+}
+
+/// Counts of one pipeline run.
+#[derive(Debug, Default)]
+pub struct PipelineCounts {
+    /// Input bytes scanned (after any file header).
+    pub bytes_scanned: u64,
+    /// Data frames accepted.
+    pub frames: u64,
+    /// Hit words in accepted frames.
+    pub hits_decoded: u64,
+    /// Singles written.
+    pub singles_written: u64,
+    /// Frame-ID wraps seen.
+    pub frame_wraps: u64,
+    /// Everything not written, by reason.
+    pub losses: LossCounts,
+}
+
+impl PipelineCounts {
+    /// Hits decoded but not written (calibration losses + late hits).
+    pub fn hits_dropped(&self) -> u64 {
+        self.losses.sum_of(&[
+            "no_tdc_calibration",
+            "no_energy_calibration",
+            "no_skew_calibration",
+            "late_hit",
+        ])
+    }
+}
+
+/// The processing stage: scanning, parallel decode/calibrate, merging.
+struct Processor<'k> {
+    kernel: &'k CompiledCalibration,
+    scanner: FrameScanner,
+    merger: TimeMerger,
+    kernel_losses: KernelLosses,
+    carry: Vec<u8>,
+    spans: Vec<FrameSpan>,
+    bytes_scanned: u64,
+}
+
+impl<'k> Processor<'k> {
+    fn new(kernel: &'k CompiledCalibration) -> Self {
+        Self {
+            kernel,
+            scanner: FrameScanner::new(),
+            merger: TimeMerger::new(LATENESS_PS),
+            kernel_losses: KernelLosses::default(),
+            carry: Vec::new(),
+            spans: Vec::new(),
+            bytes_scanned: 0,
+        }
+    }
+
+    /// Appends bytes, processes every whole frame, sends final singles to `out`.
+    fn push(&mut self, bytes: &[u8], eof: bool, out: &Sender<HitBatch>) -> Result<()> {
+        self.carry.extend_from_slice(bytes);
+        self.spans.clear();
+        let consumed = self.scanner.scan(&self.carry, eof, &mut self.spans);
+        self.bytes_scanned += consumed as u64;
+        // Cut the frames into blocks of about BLOCK_HITS hits.
+        let mut blocks: Vec<&[FrameSpan]> = Vec::new();
+        let (mut start, mut hits) = (0, 0usize);
+        for (i, s) in self.spans.iter().enumerate() {
+            hits += s.n_hits as usize;
+            if hits >= BLOCK_HITS {
+                blocks.push(&self.spans[start..=i]);
+                (start, hits) = (i + 1, 0);
+            }
+        }
+        if start < self.spans.len() {
+            blocks.push(&self.spans[start..]);
+        }
+        let kernel = self.kernel;
+        let carry = &self.carry;
+        let results: Vec<(HitBatch, KernelLosses)> = blocks
+            .par_iter()
+            .map(|spans| {
+                let n: usize = spans.iter().map(|s| s.n_hits as usize).sum();
+                let mut batch = HitBatch::with_capacity(n);
+                let mut losses = KernelLosses::default();
+                kernel.decode_block(carry, spans, &mut batch, &mut losses);
+                batch.sort_by_time();
+                (batch, losses)
+            })
+            .collect();
+        for (batch, losses) in results {
+            self.kernel_losses.add(&losses);
+            let ready = self.merger.push(batch);
+            if !ready.is_empty() {
+                out.send(ready)
+                    .map_err(|_| anyhow!("the Parquet sink stopped"))?;
+            }
+        }
+        self.carry.drain(..consumed);
+        if eof {
+            let rest = self.merger.finish();
+            if !rest.is_empty() {
+                out.send(rest)
+                    .map_err(|_| anyhow!("the Parquet sink stopped"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn counts(&self) -> PipelineCounts {
+        let mut losses = self.scanner.losses.clone();
+        self.kernel_losses.record(&mut losses);
+        losses.add("late_hit", self.merger.late_hits());
+        PipelineCounts {
+            bytes_scanned: self.bytes_scanned,
+            frames: self.scanner.frames,
+            hits_decoded: self.scanner.hits,
+            singles_written: 0,
+            frame_wraps: self.scanner.wraps(),
+            losses,
+        }
+    }
+}
+
+/// Result of [`run`].
+#[derive(Debug)]
+pub struct PipelineOutcome {
+    /// Counts and losses.
+    pub counts: PipelineCounts,
+    /// The sink's report, if the sink committed its file.
+    pub sink: Result<SinkReport>,
+    /// An input error that ended the stream early (what was read before it is written).
+    pub input_error: Option<anyhow::Error>,
+}
+
+/// Runs chunks from `input` through decode/calibrate/merge into `dir/singles-00000.parquet`.
+/// `on_progress` is called with each chunk's progress units. An input error ends the stream
+/// early but everything decoded before it is still written and committed.
+pub fn run(
+    input: Receiver<Result<Chunk>>,
+    kernel: &CompiledCalibration,
+    dir: &Path,
+    metadata: FileMetadata,
+    mut on_progress: impl FnMut(u64),
+) -> Result<PipelineOutcome> {
+    let (tx, sink) = spawn_singles_sink(dir, metadata)?;
+    let mut processor = Processor::new(kernel);
+    let mut input_error = None;
+    let mut sink_gone = false;
+    for chunk in input.iter() {
+        match chunk {
+            Ok(chunk) => {
+                if processor.push(&chunk.bytes, false, &tx).is_err() {
+                    sink_gone = true;
+                    break;
+                }
+                on_progress(chunk.progress);
+            }
+            Err(e) => {
+                input_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(input);
+    if !sink_gone {
+        let _ = processor.push(&[], true, &tx);
+    }
+    drop(tx);
+    let sink = sink
+        .join()
+        .map_err(|_| anyhow!("the Parquet sink thread panicked"))
+        .and_then(|r| r);
+    let mut counts = processor.counts();
+    if let Ok(report) = &sink {
+        counts.singles_written = report.file.rows;
+    }
+    Ok(PipelineOutcome {
+        counts,
+        sink,
+        input_error,
+    })
+}

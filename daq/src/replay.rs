@@ -1,0 +1,153 @@
+//! `scandaq replay FILE.rawf`: reads a PETsys raw file set (`.rawf` + `.idxf`) and runs it
+//! through the pipeline with the calibration from `--calib DIR` or `--petsys-config FILE`.
+
+use crate::calib_load::LoadedCalibration;
+use crate::pipeline::Chunk;
+use crate::session::{self, RunDescription, RunSummary};
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::bounded;
+use scandaq_core::ClockModel;
+use scandaq_decoders::idxf;
+use scandaq_decoders::rawf::{RAWF_HEADER_LEN, RawfHeader};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Bytes read per chunk.
+const READ_CHUNK: usize = 8 << 20;
+/// Chunks in flight between the reader thread and the pipeline.
+const READ_QUEUE: usize = 2;
+
+/// Checks the `.idxf` beside `rawf` against the file; returns counts and warnings.
+fn check_index(rawf: &Path, file_len: u64) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+    let idx_path = rawf.with_extension("idxf");
+    let mut counts = BTreeMap::new();
+    let mut warnings = Vec::new();
+    match std::fs::read_to_string(&idx_path) {
+        Err(_) => warnings.push(format!(
+            "{} not found: replaying the whole .rawf as one step (the index only lists acquisition steps)",
+            idx_path.display()
+        )),
+        Ok(text) => {
+            let steps = idxf::parse(&text).with_context(|| format!("cannot use index {}", idx_path.display()))?;
+            counts.insert("idxf_steps".to_string(), steps.len() as u64);
+            if let Some(last) = steps.iter().map(|s| s.end_offset).max() {
+                if last > file_len {
+                    warnings.push(format!(
+                        "{} says the data ends at byte {last} but the file has {file_len} bytes: the .rawf is truncated",
+                        idx_path.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok((counts, warnings))
+}
+
+/// Replays `rawf` into a new run under `out_dir`.
+pub fn replay(
+    rawf: &Path,
+    calibration: &LoadedCalibration,
+    out_dir: &Path,
+    show_progress: bool,
+) -> Result<RunSummary> {
+    let mut file =
+        std::fs::File::open(rawf).with_context(|| format!("cannot open {}", rawf.display()))?;
+    let file_len = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", rawf.display()))?
+        .len();
+    let mut head = [0u8; RAWF_HEADER_LEN];
+    let n = read_up_to(&mut file, &mut head)
+        .with_context(|| format!("cannot read {}", rawf.display()))?;
+    let header = RawfHeader::parse(&head[..n])
+        .with_context(|| format!("{} is not a usable PETsys .rawf file", rawf.display()))?;
+    if header.qdc_mode || header.mixed_mode {
+        bail!(
+            "{}: QDC or mixed ToT/QDC mode files are not supported yet (only ToT mode); \
+             acquire in ToT mode or convert with PETsys tools",
+            rawf.display()
+        );
+    }
+    let (extra_counts, mut warnings) = check_index(rawf, file_len)?;
+    if file_len > RAWF_HEADER_LEN as u64 && (file_len - RAWF_HEADER_LEN as u64) % 8 != 0 {
+        warnings.push(format!(
+            "{} is not a whole number of 64-bit words: the file is truncated",
+            rawf.display()
+        ));
+    }
+
+    let (tx, rx) = bounded::<Result<Chunk>>(READ_QUEUE);
+    let path: PathBuf = rawf.to_path_buf();
+    let reader = std::thread::Builder::new()
+        .name("rawf-reader".into())
+        .spawn(move || {
+            loop {
+                let mut buf = vec![0u8; READ_CHUNK];
+                match read_up_to(&mut file, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx
+                            .send(Ok(Chunk {
+                                bytes: buf,
+                                progress: n as u64,
+                            }))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(anyhow::Error::new(e)
+                            .context(format!("read error in {}", path.display()))));
+                        break;
+                    }
+                }
+            }
+        })?;
+
+    let bar = progress_bar(show_progress, file_len);
+    let description = RunDescription {
+        mode: "replay".into(),
+        sources: vec![rawf.display().to_string()],
+        clock: ClockModel {
+            frequency_hz: header.frequency_hz,
+        },
+        extra_counts,
+        warnings,
+    };
+    let summary = session::run(out_dir, calibration, description, rx, |n| bar.inc(n));
+    bar.finish_and_clear();
+    let _ = reader.join();
+    summary
+}
+
+/// Reads until `buf` is full or end of file; returns the bytes read.
+fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A byte-count progress bar on a terminal, hidden otherwise.
+pub fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {percent}% eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}

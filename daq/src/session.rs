@@ -1,0 +1,211 @@
+//! One processing run from start to manifest: allocates the run directory, stores the
+//! calibration it used, runs the pipeline, and writes `manifest.json` (complete or not).
+
+use crate::calib_load::LoadedCalibration;
+use crate::calibrate::CompiledCalibration;
+use crate::pipeline::{self, Chunk, EnergyHistogram, PipelineCounts};
+use anyhow::{Context, Result};
+use crossbeam_channel::Receiver;
+use scandaq_core::ClockModel;
+use scandaq_sinks::manifest::CalibrationRecord;
+use scandaq_sinks::{Manifest, RunDir};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Software version written into files and manifests.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a finished run reports to the command that started it.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Run number.
+    pub run: u64,
+    /// Run directory.
+    pub dir: PathBuf,
+    /// The manifest as written.
+    pub manifest: Manifest,
+    /// Counts.
+    pub counts: PipelineCounts,
+    /// Energy spectrum of the singles written.
+    pub histogram: EnergyHistogram,
+    /// Wall time of the processing.
+    pub elapsed: Duration,
+    /// Warnings for the user.
+    pub warnings: Vec<String>,
+    /// The error that ended the run early, if any (the run's committed data is intact).
+    pub error: Option<String>,
+}
+
+/// How a run is described in its outputs.
+pub struct RunDescription {
+    /// `replay`, `demo`, ...
+    pub mode: String,
+    /// Inputs.
+    pub sources: Vec<String>,
+    /// Front-end clock.
+    pub clock: ClockModel,
+    /// Extra counts known before processing (e.g. idxf steps).
+    pub extra_counts: BTreeMap<String, u64>,
+    /// Extra warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Runs `input` through the pipeline into a new run directory under `out_dir`.
+pub fn run(
+    out_dir: &Path,
+    calibration: &LoadedCalibration,
+    description: RunDescription,
+    input: Receiver<Result<Chunk>>,
+    on_progress: impl FnMut(u64),
+) -> Result<RunSummary> {
+    let run_dir = RunDir::allocate(out_dir)?;
+    let calib_dir = run_dir.path.join("calib");
+    std::fs::create_dir(&calib_dir)
+        .with_context(|| format!("cannot create {}", calib_dir.display()))?;
+    for (name, text) in &calibration.texts {
+        std::fs::write(calib_dir.join(name), text)
+            .with_context(|| format!("cannot write {}", calib_dir.join(name).display()))?;
+    }
+    let kernel = CompiledCalibration::new(&calibration.calibration, description.clock);
+    let energy_unit = if kernel.energy_in_kev() {
+        "keV"
+    } else {
+        "ToT_ns"
+    };
+    let mut manifest = Manifest {
+        run: run_dir.run,
+        complete: false,
+        software_version: SOFTWARE_VERSION.to_string(),
+        mode: description.mode.clone(),
+        sources: description.sources.clone(),
+        energy_unit: energy_unit.to_string(),
+        calibration: CalibrationRecord {
+            checksum: calibration.calibration.checksum.clone(),
+            tables: calibration.calibration.sources.clone(),
+        },
+        ..Manifest::default()
+    };
+    // A manifest exists from the start, so an interrupted run says it is incomplete.
+    manifest.write_atomic(&run_dir.path)?;
+    let metadata = vec![
+        ("scandaq.run".to_string(), run_dir.run.to_string()),
+        ("scandaq.table".to_string(), "singles".to_string()),
+        (
+            "scandaq.schema_version".to_string(),
+            scandaq_sinks::singles::SINGLES_SCHEMA_VERSION.to_string(),
+        ),
+        (
+            "scandaq.software_version".to_string(),
+            SOFTWARE_VERSION.to_string(),
+        ),
+        ("scandaq.mode".to_string(), description.mode.clone()),
+        ("scandaq.source".to_string(), description.sources.join(";")),
+        (
+            "scandaq.calibration_checksum".to_string(),
+            calibration.calibration.checksum.clone(),
+        ),
+        ("scandaq.energy_unit".to_string(), energy_unit.to_string()),
+        (
+            "scandaq.clock_hz".to_string(),
+            description.clock.frequency_hz.to_string(),
+        ),
+    ];
+    let started = Instant::now();
+    let outcome = pipeline::run(input, &kernel, &run_dir.path, metadata, on_progress)?;
+    let elapsed = started.elapsed();
+
+    let mut counts = outcome.counts;
+    let mut error = outcome.input_error.map(|e| format!("{e:#}"));
+    let mut histogram = EnergyHistogram::default();
+    match outcome.sink {
+        Ok(report) => {
+            manifest.first_t_ps = report.t_range.map(|r| r.0);
+            manifest.last_t_ps = report.t_range.map(|r| r.1);
+            manifest.files.push(report.file);
+            histogram = report.histogram;
+        }
+        Err(e) => {
+            error.get_or_insert(format!("{e:#}"));
+            counts.singles_written = 0;
+        }
+    }
+    manifest.counts = description.extra_counts;
+    manifest
+        .counts
+        .insert("bytes_scanned".into(), counts.bytes_scanned);
+    manifest.counts.insert("frames".into(), counts.frames);
+    manifest
+        .counts
+        .insert("hits_decoded".into(), counts.hits_decoded);
+    manifest
+        .counts
+        .insert("singles_written".into(), counts.singles_written);
+    manifest
+        .counts
+        .insert("frame_wraps".into(), counts.frame_wraps);
+    manifest.losses = counts.losses.clone();
+    manifest.complete = error.is_none();
+    manifest.write_atomic(&run_dir.path)?;
+    let mut warnings = calibration.warnings.clone();
+    warnings.extend(description.warnings);
+    Ok(RunSummary {
+        run: run_dir.run,
+        dir: run_dir.path,
+        manifest,
+        counts,
+        histogram,
+        elapsed,
+        warnings,
+        error,
+    })
+}
+
+/// Prints the human summary of a run on stdout.
+pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
+    let c = &s.counts;
+    println!("run {} -> {}", s.run, s.dir.display());
+    println!(
+        "  frames {}  hits decoded {}  singles written {}  in {:.2} s wall time ({:.1} M hits/s)",
+        c.frames,
+        c.hits_decoded,
+        c.singles_written,
+        s.elapsed.as_secs_f64(),
+        c.hits_decoded as f64 / s.elapsed.as_secs_f64().max(1e-9) / 1e6
+    );
+    if let (Some(a), Some(b)) = (s.manifest.first_t_ps, s.manifest.last_t_ps) {
+        let span = (b - a) as f64 * 1e-12;
+        let secs = detector_seconds.unwrap_or(span);
+        println!(
+            "  time span {:.3} s of detector time, singles rate {:.0} /s",
+            span,
+            c.singles_written as f64 / secs.max(1e-12)
+        );
+    }
+    if s.manifest.energy_unit == "keV" {
+        match s.histogram.peak_in(400, 650) {
+            Some(p) => println!("  photopeak at {p:.1} keV"),
+            None => println!("  photopeak: not found in 400-650 keV"),
+        }
+    } else {
+        println!("  energies are ToT in ns (no energy calibration)");
+    }
+    if c.losses.is_empty() {
+        println!("  losses: none");
+    } else {
+        let list: Vec<String> = c.losses.0.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  losses: {}", list.join(", "));
+    }
+    for f in &s.manifest.files {
+        println!(
+            "  wrote {} ({} rows, {} bytes)",
+            s.dir.join(&f.path).display(),
+            f.rows,
+            f.bytes
+        );
+    }
+    println!("  manifest {}", s.dir.join("manifest.json").display());
+    for w in &s.warnings {
+        println!("  note: {w}");
+    }
+}

@@ -1,0 +1,566 @@
+//! End-to-end tests of the PETsys path: fpga-sim writes a bench run with ground truth, scandaq
+//! replays it, and the output is compared with the truth hit by hit. Bad inputs are fed to the
+//! real binary and must give a clear error or a counted loss, never a panic.
+
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type, UInt16Type, UInt32Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use scandaq::calib_load::{load_calibration_dir, load_petsys_config};
+use scandaq::replay::replay;
+use scandaq_core::hit_flags;
+use scandaq_fpga_sim::{BenchConfig, write_bench_files};
+use scandaq_sinks::Manifest;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Simulated jitter of one single: CTR / (2.355 * sqrt 2).
+fn jitter_sigma_ps(c: &BenchConfig) -> f64 {
+    c.ctr_fwhm_ps / (2.355 * 2f64.sqrt())
+}
+
+fn bench_config() -> BenchConfig {
+    BenchConfig {
+        seed: 11,
+        duration_s: 5.0,
+        hit_rate_hz: 1e6,
+        ..BenchConfig::default()
+    }
+    .near_wrap()
+}
+
+/// The 5 s bench simulation, written once per test binary.
+fn sim_dir() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sim");
+        write_bench_files(bench_config(), &dir).unwrap();
+        (tmp, dir)
+    })
+    .1
+}
+
+fn read_parquet(path: &Path) -> (Vec<RecordBatch>, BTreeMap<String, String>) {
+    let file = std::fs::File::open(path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (builder.build().unwrap().map(|b| b.unwrap()).collect(), kv)
+}
+
+fn col_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+fn col_u32(batches: &[RecordBatch], name: &str) -> Vec<u32> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<UInt32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+fn col_f32(batches: &[RecordBatch], name: &str) -> Vec<f32> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+fn col_u16(batches: &[RecordBatch], name: &str) -> Vec<u16> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<UInt16Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+fn col_str(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let arr = b.column_by_name(name).unwrap();
+        let s = arrow_array::cast::AsArray::as_any_dictionary_opt(arr.as_ref())
+            .map(|d| {
+                let values = d.values().as_string::<i32>().clone();
+                d.normalized_keys()
+                    .iter()
+                    .map(|&k| values.value(k).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_else(|| {
+                arr.as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap_or("").to_string())
+                    .collect()
+            });
+        out.extend(s);
+    }
+    out
+}
+
+struct Truth {
+    t: Vec<i64>,
+    channel: Vec<u32>,
+    energy: Vec<f32>,
+    kind: Vec<String>,
+}
+
+fn truth() -> &'static Truth {
+    static T: OnceLock<Truth> = OnceLock::new();
+    T.get_or_init(|| {
+        let (b, _) = read_parquet(&sim_dir().join("truth.parquet"));
+        Truth {
+            t: col_i64(&b, "t_true_ps"),
+            channel: col_u32(&b, "channel"),
+            energy: col_f32(&b, "e_true_kev"),
+            kind: col_str(&b, "kind"),
+        }
+    })
+}
+
+fn run_files(summary_dir: &Path) -> (Vec<RecordBatch>, BTreeMap<String, String>, Manifest) {
+    let manifest = Manifest::read(summary_dir).unwrap();
+    let (b, kv) = read_parquet(&summary_dir.join(&manifest.files[0].path));
+    (b, kv, manifest)
+}
+
+/// Pairs output singles with truth rows channel by channel, in time order: returns
+/// (truth index, single index) pairs. Dead time keeps hits on one channel hundreds of ns apart,
+/// so order within a channel identifies each hit.
+fn pair_by_channel(
+    t_true: &[i64],
+    ch_true: &[u32],
+    t_out: &[i64],
+    ch_out: &[u32],
+) -> Vec<(usize, usize)> {
+    let mut by_ch: BTreeMap<u32, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (i, &c) in ch_true.iter().enumerate() {
+        by_ch.entry(c).or_default().0.push(i);
+    }
+    for (i, &c) in ch_out.iter().enumerate() {
+        by_ch.entry(c).or_default().1.push(i);
+    }
+    let mut pairs = Vec::new();
+    for (c, (mut a, mut b)) in by_ch {
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "channel {c}: {} true hits, {} singles",
+            a.len(),
+            b.len()
+        );
+        a.sort_by_key(|&i| t_true[i]);
+        b.sort_by_key(|&i| t_out[i]);
+        pairs.extend(a.into_iter().zip(b));
+    }
+    pairs
+}
+
+#[test]
+fn replay_with_true_tables_reproduces_the_truth() {
+    let config = bench_config();
+    let truth = truth();
+    assert!(
+        truth.t.len() > 4_000_000,
+        "a 5 s bench at 1 MHz emits millions of hits, got {}",
+        truth.t.len()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let cal = load_calibration_dir(&sim_dir().join("calib")).unwrap();
+    let s = replay(&sim_dir().join("bench.rawf"), &cal, out.path(), false).unwrap();
+    assert!(s.error.is_none(), "{:?}", s.error);
+
+    // Exact accounting: every emitted hit is a single or a named loss (none with true tables).
+    let c = &s.counts;
+    assert_eq!(c.hits_decoded, truth.t.len() as u64);
+    assert_eq!(c.singles_written + c.hits_dropped(), c.hits_decoded);
+    assert_eq!(
+        c.singles_written,
+        truth.t.len() as u64,
+        "losses: {:?}",
+        c.losses
+    );
+    assert_eq!(
+        c.frame_wraps, 1,
+        "the simulation starts near the 36-bit wrap"
+    );
+
+    let (batches, kv, manifest) = run_files(&s.dir);
+    assert!(manifest.complete);
+    assert_eq!(manifest.counts["singles_written"], c.singles_written);
+    assert_eq!(kv["scandaq.energy_unit"], "keV");
+    assert_eq!(kv["scandaq.calibration_checksum"], cal.calibration.checksum);
+    let t = col_i64(&batches, "t_ps");
+    let ch = col_u32(&batches, "channel");
+    let e = col_f32(&batches, "energy_kev");
+    assert!(
+        t.windows(2).all(|w| w[0] <= w[1]),
+        "singles must be time ordered"
+    );
+    assert_eq!(
+        (manifest.first_t_ps, manifest.last_t_ps),
+        (t.first().copied(), t.last().copied())
+    );
+
+    // Times: residual against truth = jitter (+ TDC code noise), centred on zero.
+    let pairs = pair_by_channel(&truth.t, &truth.channel, &t, &ch);
+    let n = pairs.len() as f64;
+    let resid: Vec<f64> = pairs
+        .iter()
+        .map(|&(i, j)| (t[j] - truth.t[i]) as f64)
+        .collect();
+    let mean = resid.iter().sum::<f64>() / n;
+    let rms = (resid.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let sigma = jitter_sigma_ps(&config);
+    eprintln!(
+        "time residual: mean {mean:.2} ps, rms {rms:.2} ps (jitter {sigma:.2} ps) over {n} hits"
+    );
+    assert!(mean.abs() < 2.0, "time bias {mean:.2} ps");
+    assert!(
+        rms < sigma + 5.0 && rms > sigma * 0.9,
+        "time residual rms {rms:.2} ps vs jitter {sigma:.2} ps"
+    );
+
+    // Energies: within the simulated resolution of the true deposit.
+    let res_fwhm = config.energy_resolution_fwhm;
+    let mut z = Vec::new();
+    for &(i, j) in &pairs {
+        let et = f64::from(truth.energy[i]);
+        let sigma_e = res_fwhm / 2.355 * (511.0 * et).sqrt(); // sigma_E = (R/2.355) sqrt(511 E)
+        z.push((f64::from(e[j]) - et) / sigma_e);
+    }
+    let zrms = (z.iter().map(|v| v * v).sum::<f64>() / n).sqrt();
+    assert!(
+        (0.9..1.1).contains(&zrms),
+        "energy pulls rms {zrms:.3} (1 = simulated resolution)"
+    );
+    eprintln!("energy pulls rms {zrms:.3}");
+    let outliers = z.iter().filter(|v| v.abs() > 5.0).count();
+    assert!(
+        outliers as f64 / n < 1e-4,
+        "{outliers} energies more than 5 sigma off"
+    );
+
+    // Photopeak at 511 keV within 1 %.
+    let peak = s.histogram.peak_in(400, 650).unwrap();
+    eprintln!("photopeak at {peak:.2} keV");
+    assert!((peak - 511.0).abs() < 5.11, "photopeak at {peak:.1} keV");
+    // And the kinds the simulator promised are present.
+    for k in ["true", "dark", "prompt_gamma"] {
+        assert!(truth.kind.iter().any(|x| x == k), "no {k} hits in truth");
+    }
+}
+
+#[test]
+fn petsys_config_replay_keeps_tot_and_says_so() {
+    let out = tempfile::tempdir().unwrap();
+    let cal = load_petsys_config(&sim_dir().join("calib/config.ini")).unwrap();
+    assert!(cal.calibration.energy.is_none());
+    let s = replay(&sim_dir().join("bench.rawf"), &cal, out.path(), false).unwrap();
+    assert_eq!(s.counts.singles_written, truth().t.len() as u64);
+    let (batches, kv, manifest) = run_files(&s.dir);
+    assert_eq!(kv["scandaq.energy_unit"], "ToT_ns");
+    assert_eq!(manifest.energy_unit, "ToT_ns");
+    let flags = col_u16(&batches, "flags");
+    assert!(
+        flags
+            .iter()
+            .all(|f| f & hit_flags::ENERGY_IS_TOT_NS != 0 && f & hit_flags::NO_SKEW != 0)
+    );
+    // ToT of 511 keV hits is ~a ln(1 + 511/b): tens to a few hundred ns.
+    let e = col_f32(&batches, "energy_kev");
+    let median = {
+        let mut v = e.clone();
+        v.sort_by(f32::total_cmp);
+        v[v.len() / 2]
+    };
+    assert!((20.0..400.0).contains(&median), "median ToT {median} ns");
+}
+
+#[test]
+fn missing_channel_in_calibration_is_counted_not_guessed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = tmp.path().join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    for f in std::fs::read_dir(sim_dir().join("calib")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), calib.join(f.file_name())).unwrap();
+    }
+    // Remove channel 5 (port 0 slave 0 chip 0 channel 5) from the TDC table.
+    let tdc = std::fs::read_to_string(calib.join("tdc_calibration.tsv")).unwrap();
+    let kept: String = tdc
+        .lines()
+        .filter(|l| !l.starts_with("0\t0\t0\t5\t"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(kept.len() < tdc.len());
+    std::fs::write(calib.join("tdc_calibration.tsv"), kept).unwrap();
+    let s = replay(
+        &sim_dir().join("bench.rawf"),
+        &load_calibration_dir(&calib).unwrap(),
+        &tmp.path().join("out"),
+        false,
+    )
+    .unwrap();
+    let on_channel_5 = truth().channel.iter().filter(|&&c| c == 5).count() as u64;
+    assert!(on_channel_5 > 0);
+    assert_eq!(s.counts.losses.get("no_tdc_calibration"), on_channel_5);
+    assert_eq!(
+        s.counts.singles_written,
+        truth().t.len() as u64 - on_channel_5
+    );
+}
+
+fn scandaq(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args(args)
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn no_panic(stderr: &str) {
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+}
+
+#[test]
+fn truncated_rawf_keeps_every_whole_frame_and_counts_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(sim_dir().join("bench.rawf")).unwrap();
+    let cut = bytes.len() * 2 / 3 + 3; // mid-frame, not word aligned
+    let rawf = tmp.path().join("cut.rawf");
+    std::fs::write(&rawf, &bytes[..cut]).unwrap();
+    // Expected: the hits of every whole frame before the cut.
+    let mut scanner = scandaq_decoders::FrameScanner::new();
+    let mut spans = Vec::new();
+    scanner.scan(&bytes[64..cut], true, &mut spans);
+    let whole_frame_hits: u64 = spans.iter().map(|s| u64::from(s.n_hits)).sum();
+    let out = tmp.path().join("out");
+    let calib = sim_dir().join("calib");
+    let (code, stdout, stderr) = scandaq(&[
+        "replay",
+        rawf.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    no_panic(&stderr);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("truncated_frame 1"), "{stdout}");
+    assert!(
+        stdout.contains("not found"),
+        "the missing .idxf is reported: {stdout}"
+    );
+    let m = Manifest::read(&out.join("run-000001")).unwrap();
+    assert!(m.complete);
+    assert_eq!(m.counts["singles_written"], whole_frame_hits);
+    assert!(m.losses.get("truncated_bytes") > 0);
+}
+
+#[test]
+fn bad_inputs_give_one_clear_error_and_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = sim_dir().join("calib");
+    let calib = calib.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let out = out.to_str().unwrap();
+
+    // Random bytes.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let random: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let path = tmp.path().join("random.rawf");
+    std::fs::write(&path, &random).unwrap();
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--calib",
+        calib,
+        "--out",
+        out,
+    ]);
+    no_panic(&stderr);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not a usable PETsys .rawf"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
+
+    // A valid header followed by random bytes: decoded as far as possible, losses counted.
+    let mut garbage = std::fs::read(sim_dir().join("bench.rawf")).unwrap()[..64].to_vec();
+    garbage.extend_from_slice(&random);
+    let path = tmp.path().join("garbage.rawf");
+    std::fs::write(&path, &garbage).unwrap();
+    let (code, stdout, stderr) = scandaq(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--calib",
+        calib,
+        "--out",
+        out,
+    ]);
+    no_panic(&stderr);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("bad_frame_header"), "{stdout}");
+
+    // A wrong header (clock of 0 Hz).
+    let mut wrong = std::fs::read(sim_dir().join("bench.rawf")).unwrap();
+    wrong[..8].copy_from_slice(&0u64.to_le_bytes());
+    let path = tmp.path().join("wrong.rawf");
+    std::fs::write(&path, &wrong).unwrap();
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--calib",
+        calib,
+        "--out",
+        out,
+    ]);
+    no_panic(&stderr);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("0 Hz"), "{stderr}");
+
+    // A non-existent output directory (parent missing too).
+    let rawf = sim_dir().join("bench.rawf");
+    let missing = tmp.path().join("no/such/dir");
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        rawf.to_str().unwrap(),
+        "--calib",
+        calib,
+        "--out",
+        missing.to_str().unwrap(),
+    ]);
+    no_panic(&stderr);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    // A calibration directory without the TDC table; a table with a bad row.
+    let empty = tmp.path().join("emptycal");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        rawf.to_str().unwrap(),
+        "--calib",
+        empty.to_str().unwrap(),
+        "--out",
+        out,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("tdc_calibration.tsv is missing"),
+        "{stderr}"
+    );
+    std::fs::write(
+        empty.join("tdc_calibration.tsv"),
+        "0 0 0 1 0 T 0.1 90 300\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        rawf.to_str().unwrap(),
+        "--calib",
+        empty.to_str().unwrap(),
+        "--out",
+        out,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("line 1") && stderr.contains("expected 10 columns"),
+        "{stderr}"
+    );
+
+    // No calibration at all; a file that does not exist.
+    let (code, _, stderr) = scandaq(&["replay", rawf.to_str().unwrap(), "--out", out]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--calib"), "{stderr}");
+    let (code, _, stderr) = scandaq(&["inspect", tmp.path().join("nope.rawf").to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot open"), "{stderr}");
+}
+
+#[test]
+fn demo_runs_end_to_end_and_inspect_summarises_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("runs");
+    let (code, stdout, stderr) = scandaq(&[
+        "demo",
+        "--duration",
+        "300ms",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-tui",
+    ]);
+    no_panic(&stderr);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("photopeak at"), "{stdout}");
+    let m = Manifest::read(&out.join("run-000001")).unwrap();
+    assert!(m.complete && m.counts["singles_written"] > 100_000, "{m:?}");
+    assert_eq!(m.counts["hits_decoded"], m.counts["singles_written"]);
+
+    let (code, stdout, _) = scandaq(&["inspect", out.join("run-000001").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("complete") && stdout.contains("singles_written"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = scandaq(&[
+        "inspect",
+        out.join("run-000001/singles-00000.parquet")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&format!("{} rows", m.counts["singles_written"])),
+        "{stdout}"
+    );
+    let (code, stdout, _) = scandaq(&["inspect", sim_dir().join("bench.rawf").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&format!("hits {}", truth().t.len())) && stdout.contains("1 wraps"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,189 @@
+//! Writing a simulated run to disk: the `.rawf` + `.idxf` pair, `truth.parquet`, the true
+//! calibration as a PETsys-style `calib/` folder, and `summary.json`.
+
+use crate::config::{BenchConfig, SimError};
+use crate::sim::{BenchSim, SimSummary};
+use crate::truth::TruthBatch;
+use scandaq_decoders::RawfHeader;
+use scandaq_decoders::idxf::{self, IdxfStep};
+use scandaq_decoders::rawf::RAWF_HEADER_LEN;
+use scandaq_sinks::{ParquetTableWriter, WriteOptions};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Raw frames file (64-byte `.rawf` header + frames).
+pub const RAWF_FILE: &str = "bench.rawf";
+/// Index of the raw file (one step).
+pub const IDXF_FILE: &str = "bench.idxf";
+/// Ground truth, one row per emitted hit.
+pub const TRUTH_FILE: &str = "truth.parquet";
+/// Counts and configuration of the run.
+pub const SUMMARY_FILE: &str = "summary.json";
+/// Folder of the true calibration.
+pub const CALIB_DIR: &str = "calib";
+/// Files written into the calibration folder.
+pub const CALIB_FILES: [&str; 6] = [
+    "tdc_calibration.tsv",
+    "energy_calibration.tsv",
+    "skew.tsv",
+    "map_channel.tsv",
+    "map_trigger.tsv",
+    "config.ini",
+];
+
+/// Every file [`write_bench_files`] writes, relative to its directory.
+pub fn bench_file_list() -> Vec<String> {
+    let mut v: Vec<String> = [RAWF_FILE, IDXF_FILE, TRUTH_FILE, SUMMARY_FILE]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(CALIB_FILES.iter().map(|f| format!("{CALIB_DIR}/{f}")));
+    v
+}
+
+/// PETsys `config.ini` naming the tables beside it; windows in clock periods.
+pub const CONFIG_INI: &str = "[main]
+tdc_calibration_table = %CDIR%/tdc_calibration.tsv
+channel_map = %CDIR%/map_channel.tsv
+trigger_map = %CDIR%/map_trigger.tsv
+[sw_trigger]
+group_max_interval = 20
+coincidence_time_window = 3
+";
+
+/// PETsys `map_trigger.tsv`: regions 0 and 1 in coincidence, multi-hit grouping within each.
+pub const MAP_TRIGGER: &str = "0\t1\tC\n0\t0\tM\n1\t1\tM\n";
+
+/// Truth rows gathered before a record batch goes to the Parquet writer.
+const TRUTH_BATCH_ROWS: usize = 1 << 16;
+
+fn write_truth(writer: &mut ParquetTableWriter, truth: &mut TruthBatch) -> Result<(), SimError> {
+    if !truth.is_empty() {
+        let batch = truth
+            .to_record_batch()
+            .map_err(|e| SimError::Arrow(e.to_string()))?;
+        writer.write(&batch)?;
+        truth.clear();
+    }
+    Ok(())
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), SimError> {
+    std::fs::write(path, text).map_err(|e| SimError::io("writing", path, e))
+}
+
+/// Writes the simulator's true calibration into `dir` (created if missing):
+/// `tdc_calibration.tsv`, `energy_calibration.tsv`, `skew.tsv`, `map_channel.tsv`,
+/// `map_trigger.tsv` and `config.ini`.
+pub fn write_calibration_dir(sim: &BenchSim, dir: &Path) -> Result<(), SimError> {
+    std::fs::create_dir_all(dir).map_err(|e| SimError::io("creating directory", dir, e))?;
+    write_text(&dir.join("tdc_calibration.tsv"), &sim.true_tdc().to_text())?;
+    write_text(
+        &dir.join("energy_calibration.tsv"),
+        &sim.true_energy().to_text(),
+    )?;
+    write_text(&dir.join("skew.tsv"), &sim.true_skew().to_text())?;
+    write_text(
+        &dir.join("map_channel.tsv"),
+        &sim.geometry().to_map_channel(),
+    )?;
+    write_text(&dir.join("map_trigger.tsv"), MAP_TRIGGER)?;
+    write_text(&dir.join("config.ini"), CONFIG_INI)?;
+    Ok(())
+}
+
+/// Creates `dir` if it does not exist (its parent must exist); refuses a path that is a file.
+fn prepare_out_dir(dir: &Path) -> Result<(), SimError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        return Err(SimError::OutputDir(format!(
+            "output path {} exists and is not a directory",
+            dir.display()
+        )));
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(SimError::OutputDir(format!(
+                "cannot create output directory {}: its parent {} does not exist",
+                dir.display(),
+                parent.display()
+            )));
+        }
+    }
+    std::fs::create_dir(dir).map_err(|e| SimError::io("creating directory", dir, e))
+}
+
+/// Simulates a whole run and writes it to `dir` (created if its parent exists):
+/// `bench.rawf` (ToT 200 MHz header + frames), `bench.idxf` (one step), `truth.parquet`
+/// (rows in emission order; metadata `seed` and `config`), `calib/` (see
+/// [`write_calibration_dir`]) and `summary.json`. Returns the summary.
+pub fn write_bench_files(config: BenchConfig, dir: &Path) -> Result<SimSummary, SimError> {
+    let mut sim = BenchSim::new(config)?;
+    prepare_out_dir(dir)?;
+    write_calibration_dir(&sim, &dir.join(CALIB_DIR))?;
+
+    let config_json = serde_json::to_string(sim.config()).map_err(|e| SimError::Json {
+        what: "configuration",
+        message: e.to_string(),
+    })?;
+    let options = WriteOptions {
+        delta_columns: vec!["t_true_ps"],
+        ..Default::default()
+    };
+    let metadata = vec![
+        ("seed".to_string(), sim.config().seed.to_string()),
+        ("config".to_string(), config_json),
+    ];
+    let mut truth_writer =
+        ParquetTableWriter::create(dir, TRUTH_FILE, TruthBatch::schema(), &options, metadata)?;
+
+    let rawf_path = dir.join(RAWF_FILE);
+    let file = File::create(&rawf_path).map_err(|e| SimError::io("creating", &rawf_path, e))?;
+    let mut rawf = BufWriter::with_capacity(1 << 20, file);
+    rawf.write_all(&RawfHeader::tot_200mhz(0.0).encode())
+        .map_err(|e| SimError::io("writing", &rawf_path, e))?;
+    let mut bytes_written = RAWF_HEADER_LEN as u64;
+
+    let mut frames = Vec::with_capacity(1 << 20);
+    let mut truth = TruthBatch::new();
+    while sim.next_slice(&mut frames, &mut truth) {
+        rawf.write_all(&frames)
+            .map_err(|e| SimError::io("writing", &rawf_path, e))?;
+        bytes_written += frames.len() as u64;
+        frames.clear();
+        if truth.len() >= TRUTH_BATCH_ROWS {
+            write_truth(&mut truth_writer, &mut truth)?;
+        }
+    }
+    write_truth(&mut truth_writer, &mut truth)?;
+    let file = rawf
+        .into_inner()
+        .map_err(|e| SimError::io("writing", &rawf_path, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| SimError::io("syncing", &rawf_path, e))?;
+    truth_writer.commit()?;
+
+    let summary = sim.summary();
+    let first = summary
+        .first_frame_id
+        .unwrap_or(sim.config().start_frame_id);
+    let last = summary.last_frame_id.unwrap_or(first);
+    let step = IdxfStep {
+        start_offset: RAWF_HEADER_LEN as u64,
+        end_offset: bytes_written,
+        first_frame_id: first,
+        last_frame_id: last,
+        step1: 0.0,
+        step2: 0.0,
+    };
+    write_text(&dir.join(IDXF_FILE), &idxf::format(&[step]))?;
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| SimError::Json {
+        what: "summary",
+        message: e.to_string(),
+    })?;
+    write_text(&dir.join(SUMMARY_FILE), &(json + "\n"))?;
+    Ok(summary)
+}
