@@ -113,6 +113,31 @@ impl HitBatch {
         self.tac.extend_from_slice(&other.tac[range]);
     }
 
+    /// Keeps, among rows `start..`, those for which `keep(i - start)` is true (in order);
+    /// rows before `start` are untouched.
+    pub fn retain_from(&mut self, start: usize, keep: impl Fn(usize) -> bool) {
+        fn retain<T: Copy>(v: &mut Vec<T>, start: usize, keep: &impl Fn(usize) -> bool) {
+            let mut w = start;
+            for r in start..v.len() {
+                if keep(r - start) {
+                    v[w] = v[r];
+                    w += 1;
+                }
+            }
+            v.truncate(w);
+        }
+        retain(&mut self.t_ps, start, &keep);
+        retain(&mut self.channel, start, &keep);
+        retain(&mut self.energy_kev, start, &keep);
+        retain(&mut self.flags, start, &keep);
+        retain(&mut self.frame, start, &keep);
+        retain(&mut self.tcoarse, start, &keep);
+        retain(&mut self.ecoarse, start, &keep);
+        retain(&mut self.tfine, start, &keep);
+        retain(&mut self.efine, start, &keep);
+        retain(&mut self.tac, start, &keep);
+    }
+
     /// True when `t_ps` is non-decreasing.
     pub fn is_time_ordered(&self) -> bool {
         self.t_ps.windows(2).all(|w| w[0] <= w[1])
@@ -196,6 +221,14 @@ mod tests {
         // Ties: a's rows (channel 1, 2) before b's row (channel 1 of b).
         assert_eq!(&m.channel[2..5], &[1, 2, 1]);
         assert_eq!(&m.energy_kev[2..5], &[1.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn retain_from_keeps_prefix_and_order() {
+        let mut b = batch(&[1, 2, 3, 4, 5]);
+        b.retain_from(1, |i| i % 2 == 1);
+        assert_eq!(b.t_ps, vec![1, 3, 5]);
+        assert_eq!(b.channel, vec![0, 2, 4]);
     }
 
     #[test]
