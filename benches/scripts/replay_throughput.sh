@@ -16,5 +16,5 @@ time_it() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo
 read_t=$(for _ in $(seq "$runs"); do time_it cat "$work/sim/bench.rawf"; done | median)
 replay_t=$(for i in $(seq "$runs"); do time_it target/release/scandaq replay "$work/sim/bench.rawf" --calib "$work/sim/calib" --out "$work/runs" --no-progress; done | median)
 echo "file: $bytes bytes, $hits hits; nproc $(nproc)"
-printf 'read only   : %.3f s  (%.0f MB/s)\n' "$read_t" "$(echo "$bytes / $read_t / 1e6" | bc -l)"
-printf 'replay      : %.3f s  (%.1f M hits/s end to end, Parquet included)\n' "$replay_t" "$(echo "$hits / $replay_t / 1e6" | bc -l)"
+printf 'read only   : %.3f s  (%.0f MB/s)\n' "$read_t" "$(echo "$bytes / $read_t / 1000000" | bc -l)"
+printf 'replay      : %.3f s  (%.1f M hits/s end to end, Parquet included)\n' "$replay_t" "$(echo "$hits / $replay_t / 1000000" | bc -l)"

@@ -143,18 +143,33 @@ impl HitBatch {
         self.t_ps.windows(2).all(|w| w[0] <= w[1])
     }
 
-    /// Sorts the batch by `t_ps` (stable: equal times keep their order).
+    /// Sorts the batch by `t_ps` (stable: equal times keep their order). Sorts (time, row)
+    /// keys once, then gathers each column through the permutation.
     pub fn sort_by_time(&mut self) {
         if self.is_time_ordered() {
             return;
         }
-        let mut order: Vec<u32> = (0..self.len() as u32).collect();
-        order.sort_by_key(|&i| self.t_ps[i as usize]);
-        let mut sorted = HitBatch::with_capacity(self.len());
-        for &i in &order {
-            sorted.push_row_from(self, i as usize);
+        let mut keys: Vec<(i64, u32)> = self
+            .t_ps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i as u32))
+            .collect();
+        keys.sort_unstable();
+        fn gather<T: Copy>(col: &mut Vec<T>, keys: &[(i64, u32)]) {
+            let sorted: Vec<T> = keys.iter().map(|&(_, i)| col[i as usize]).collect();
+            *col = sorted;
         }
-        *self = sorted;
+        self.t_ps = keys.iter().map(|&(t, _)| t).collect();
+        gather(&mut self.channel, &keys);
+        gather(&mut self.energy_kev, &keys);
+        gather(&mut self.flags, &keys);
+        gather(&mut self.frame, &keys);
+        gather(&mut self.tcoarse, &keys);
+        gather(&mut self.ecoarse, &keys);
+        gather(&mut self.tfine, &keys);
+        gather(&mut self.efine, &keys);
+        gather(&mut self.tac, &keys);
     }
 
     /// Splits off and returns every hit with `t_ps < limit`, assuming the batch is time

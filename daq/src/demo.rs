@@ -48,7 +48,12 @@ pub fn true_calibration(sim: &BenchSim) -> LoadedCalibration {
 }
 
 /// Runs the demo: `config.duration_s` of the bench preset into a new run under `out_dir`.
-pub fn demo(config: BenchConfig, out_dir: &Path, show_progress: bool) -> Result<RunSummary> {
+pub fn demo(
+    config: BenchConfig,
+    out_dir: &Path,
+    show_progress: bool,
+    raw_columns: bool,
+) -> Result<RunSummary> {
     let duration_s = config.duration_s;
     let mut sim = BenchSim::new(config).map_err(|e| anyhow!("simulator configuration: {e}"))?;
     let calibration = true_calibration(&sim);
@@ -92,6 +97,7 @@ pub fn demo(config: BenchConfig, out_dir: &Path, show_progress: bool) -> Result<
         clock: ClockModel::TOFPET2_DEFAULT,
         extra_counts,
         warnings: vec![],
+        raw_columns,
     };
     let summary = session::run(out_dir, &calibration, description, rx, |n| bar.inc(n));
     bar.finish_and_clear();

@@ -34,6 +34,9 @@ enum Command {
         /// Output directory for runs.
         #[arg(long, default_value = "scandaq-runs")]
         out: PathBuf,
+        /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
+        #[arg(long)]
+        raw_columns: bool,
         /// Do not open the dashboard (the dashboard is not built yet; the demo always prints a summary).
         #[arg(long)]
         no_tui: bool,
@@ -54,6 +57,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
+        #[arg(long)]
+        raw_columns: bool,
     },
     /// Summarise a .rawf, a scandaq Parquet file, or a run directory.
     Inspect {
@@ -94,6 +100,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rate,
             seed,
             out,
+            raw_columns,
             no_tui: _,
         } => {
             let config = scandaq_fpga_sim::BenchConfig {
@@ -106,7 +113,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "scandaq demo: simulating a two-module LYSO bench with a Na-22 source, {duration} s at {:.0} hits/s",
                 rate
             );
-            let summary = demo::demo(config, &out, true)?;
+            let summary = demo::demo(config, &out, true, raw_columns)?;
             Ok(finish(summary, Some(duration)))
         }
         Command::Replay {
@@ -115,6 +122,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             petsys_config,
             out,
             no_progress,
+            raw_columns,
         } => {
             let calibration = match (calib, petsys_config) {
                 (Some(dir), None) => calib_load::load_calibration_dir(&dir)?,
@@ -123,7 +131,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup)"
                 ),
             };
-            let summary = replay::replay(&file, &calibration, &out, !no_progress)?;
+            let summary = replay::replay(
+                &file,
+                &calibration,
+                &out,
+                replay::ReplayOptions {
+                    progress: !no_progress,
+                    raw_columns,
+                },
+            )?;
             Ok(finish(summary, None))
         }
         Command::Inspect { path } => {

@@ -99,12 +99,13 @@ pub type FileMetadata = Vec<(String, String)>;
 fn spawn_singles_sink(
     dir: &Path,
     metadata: FileMetadata,
+    raw_columns: bool,
 ) -> Result<(Sender<HitBatch>, JoinHandle<Result<SinkReport>>)> {
     let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
     let mut writer = ParquetTableWriter::create(
         dir,
         "singles-00000.parquet",
-        singles::schema(),
+        singles::schema(raw_columns),
         &singles::write_options(),
         metadata,
     )?;
@@ -120,7 +121,7 @@ fn spawn_singles_sink(
                 let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
                 t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
                 histogram.fill(&batch.energy_kev);
-                writer.write(&singles::to_record_batch(batch))?;
+                writer.write(&singles::to_record_batch(batch, raw_columns))?;
             }
             if let Some((a, b)) = t_range {
                 writer.add_metadata("first_t_ps", a.to_string());
@@ -275,9 +276,10 @@ pub fn run(
     kernel: &CompiledCalibration,
     dir: &Path,
     metadata: FileMetadata,
+    raw_columns: bool,
     mut on_progress: impl FnMut(u64),
 ) -> Result<PipelineOutcome> {
-    let (tx, sink) = spawn_singles_sink(dir, metadata)?;
+    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns)?;
     let mut processor = Processor::new(kernel);
     let mut input_error = None;
     let mut sink_gone = false;

@@ -44,12 +44,21 @@ fn check_index(rawf: &Path, file_len: u64) -> Result<(BTreeMap<String, u64>, Vec
     Ok((counts, warnings))
 }
 
+/// Choices of a replay.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOptions {
+    /// Show a progress bar (on a terminal only).
+    pub progress: bool,
+    /// Keep the raw diagnostic columns in the singles table.
+    pub raw_columns: bool,
+}
+
 /// Replays `rawf` into a new run under `out_dir`.
 pub fn replay(
     rawf: &Path,
     calibration: &LoadedCalibration,
     out_dir: &Path,
-    show_progress: bool,
+    options: ReplayOptions,
 ) -> Result<RunSummary> {
     let mut file =
         std::fs::File::open(rawf).with_context(|| format!("cannot open {}", rawf.display()))?;
@@ -107,7 +116,7 @@ pub fn replay(
             }
         })?;
 
-    let bar = progress_bar(show_progress, file_len);
+    let bar = progress_bar(options.progress, file_len);
     let description = RunDescription {
         mode: "replay".into(),
         sources: vec![rawf.display().to_string()],
@@ -116,6 +125,7 @@ pub fn replay(
         },
         extra_counts,
         warnings,
+        raw_columns: options.raw_columns,
     };
     let summary = session::run(out_dir, calibration, description, rx, |n| bar.inc(n));
     bar.finish_and_clear();

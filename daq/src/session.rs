@@ -49,6 +49,8 @@ pub struct RunDescription {
     pub extra_counts: BTreeMap<String, u64>,
     /// Extra warnings.
     pub warnings: Vec<String>,
+    /// Write the raw diagnostic columns into the singles table.
+    pub raw_columns: bool,
 }
 
 /// Runs `input` through the pipeline into a new run directory under `out_dir`.
@@ -112,7 +114,14 @@ pub fn run(
         ),
     ];
     let started = Instant::now();
-    let outcome = pipeline::run(input, &kernel, &run_dir.path, metadata, on_progress)?;
+    let outcome = pipeline::run(
+        input,
+        &kernel,
+        &run_dir.path,
+        metadata,
+        description.raw_columns,
+        on_progress,
+    )?;
     let elapsed = started.elapsed();
 
     let mut counts = outcome.counts;

@@ -7,7 +7,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type, UInt16Type, UInt32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use scandaq::calib_load::{load_calibration_dir, load_petsys_config};
-use scandaq::replay::replay;
+use scandaq::replay::{ReplayOptions, replay};
 use scandaq_core::hit_flags;
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
 use scandaq_sinks::Manifest;
@@ -199,7 +199,13 @@ fn replay_with_true_tables_reproduces_the_truth() {
     );
     let out = tempfile::tempdir().unwrap();
     let cal = load_calibration_dir(&sim_dir().join("calib")).unwrap();
-    let s = replay(&sim_dir().join("bench.rawf"), &cal, out.path(), false).unwrap();
+    let s = replay(
+        &sim_dir().join("bench.rawf"),
+        &cal,
+        out.path(),
+        ReplayOptions::default(),
+    )
+    .unwrap();
     assert!(s.error.is_none(), "{:?}", s.error);
 
     // Exact accounting: every emitted hit is a single or a named loss (none with true tables).
@@ -288,7 +294,13 @@ fn petsys_config_replay_keeps_tot_and_says_so() {
     let out = tempfile::tempdir().unwrap();
     let cal = load_petsys_config(&sim_dir().join("calib/config.ini")).unwrap();
     assert!(cal.calibration.energy.is_none());
-    let s = replay(&sim_dir().join("bench.rawf"), &cal, out.path(), false).unwrap();
+    let s = replay(
+        &sim_dir().join("bench.rawf"),
+        &cal,
+        out.path(),
+        ReplayOptions::default(),
+    )
+    .unwrap();
     assert_eq!(s.counts.singles_written, truth().t.len() as u64);
     let (batches, kv, manifest) = run_files(&s.dir);
     assert_eq!(kv["scandaq.energy_unit"], "ToT_ns");
@@ -331,7 +343,7 @@ fn missing_channel_in_calibration_is_counted_not_guessed() {
         &sim_dir().join("bench.rawf"),
         &load_calibration_dir(&calib).unwrap(),
         &tmp.path().join("out"),
-        false,
+        ReplayOptions::default(),
     )
     .unwrap();
     let on_channel_5 = truth().channel.iter().filter(|&&c| c == 5).count() as u64;
@@ -532,6 +544,7 @@ fn demo_runs_end_to_end_and_inspect_summarises_everything() {
         "--out",
         out.to_str().unwrap(),
         "--no-tui",
+        "--raw-columns",
     ]);
     no_panic(&stderr);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -556,6 +569,12 @@ fn demo_runs_end_to_end_and_inspect_summarises_everything() {
     assert!(
         stdout.contains(&format!("{} rows", m.counts["singles_written"])),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "columns: t_ps, channel, energy_kev, flags, frame, tcoarse, ecoarse, tfine, efine, tac"
+        ),
+        "--raw-columns adds the diagnostics: {stdout}"
     );
     let (code, stdout, _) = scandaq(&["inspect", sim_dir().join("bench.rawf").to_str().unwrap()]);
     assert_eq!(code, 0);

@@ -131,6 +131,7 @@ pub fn write_bench_files(config: BenchConfig, dir: &Path) -> Result<SimSummary, 
     })?;
     let options = WriteOptions {
         delta_columns: vec!["t_true_ps"],
+        dictionary_columns: vec!["channel", "kind"],
         ..Default::default()
     };
     let metadata = vec![

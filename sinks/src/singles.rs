@@ -1,5 +1,7 @@
 //! The singles table (docs/tables.md): schema, encodings and the zero-copy mapping of a
-//! [`HitBatch`] onto an Arrow record batch.
+//! [`HitBatch`] onto an Arrow record batch. Four physics columns always; the six raw
+//! diagnostic columns (frame, coarse and fine counters, TAC) only when asked for, since they
+//! more than double the cost of writing the table.
 
 use arrow_array::{
     ArrayRef, Float32Array, Int64Array, RecordBatch, UInt8Array, UInt16Array, UInt32Array,
@@ -14,51 +16,69 @@ use crate::WriteOptions;
 /// Schema version of the singles table.
 pub const SINGLES_SCHEMA_VERSION: &str = "1";
 
-/// The singles schema.
-pub fn schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
+fn physics_fields() -> Vec<Field> {
+    vec![
+        Field::new("t_ps", DataType::Int64, false),
+        Field::new("channel", DataType::UInt32, false),
+        Field::new("energy_kev", DataType::Float32, false),
+        Field::new("flags", DataType::UInt16, false),
+    ]
+}
+
+/// The singles schema, with or without the raw diagnostic columns.
+pub fn schema(raw_columns: bool) -> SchemaRef {
+    static PHYSICS: OnceLock<SchemaRef> = OnceLock::new();
+    static WITH_RAW: OnceLock<SchemaRef> = OnceLock::new();
+    if !raw_columns {
+        return PHYSICS
+            .get_or_init(|| Arc::new(Schema::new(physics_fields())))
+            .clone();
+    }
+    WITH_RAW
         .get_or_init(|| {
-            Arc::new(Schema::new(vec![
-                Field::new("t_ps", DataType::Int64, false),
-                Field::new("channel", DataType::UInt32, false),
-                Field::new("energy_kev", DataType::Float32, false),
-                Field::new("flags", DataType::UInt16, false),
+            let mut fields = physics_fields();
+            fields.extend([
                 Field::new("frame", DataType::UInt64, false),
                 Field::new("tcoarse", DataType::UInt16, false),
                 Field::new("ecoarse", DataType::UInt16, false),
                 Field::new("tfine", DataType::UInt16, false),
                 Field::new("efine", DataType::UInt16, false),
                 Field::new("tac", DataType::UInt8, false),
-            ]))
+            ]);
+            Arc::new(Schema::new(fields))
         })
         .clone()
 }
 
 /// Column encodings of the singles table: delta for times and frames, byte-stream-split for
-/// energies, zstd.
+/// energies, dictionaries for channel ids and flags, zstd.
 pub fn write_options() -> WriteOptions {
     WriteOptions {
         delta_columns: vec!["t_ps", "frame"],
         byte_stream_split_columns: vec!["energy_kev"],
+        dictionary_columns: vec!["channel", "flags"],
         ..WriteOptions::default()
     }
 }
 
 /// Moves a hit batch into an Arrow record batch without copying the columns.
-pub fn to_record_batch(hits: HitBatch) -> RecordBatch {
-    let columns: Vec<ArrayRef> = vec![
+pub fn to_record_batch(hits: HitBatch, raw_columns: bool) -> RecordBatch {
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(hits.t_ps)),
         Arc::new(UInt32Array::from(hits.channel)),
         Arc::new(Float32Array::from(hits.energy_kev)),
         Arc::new(UInt16Array::from(hits.flags)),
-        Arc::new(UInt64Array::from(hits.frame)),
-        Arc::new(UInt16Array::from(hits.tcoarse)),
-        Arc::new(UInt16Array::from(hits.ecoarse)),
-        Arc::new(UInt16Array::from(hits.tfine)),
-        Arc::new(UInt16Array::from(hits.efine)),
-        Arc::new(UInt8Array::from(hits.tac)),
     ];
+    if raw_columns {
+        columns.extend([
+            Arc::new(UInt64Array::from(hits.frame)) as ArrayRef,
+            Arc::new(UInt16Array::from(hits.tcoarse)),
+            Arc::new(UInt16Array::from(hits.ecoarse)),
+            Arc::new(UInt16Array::from(hits.tfine)),
+            Arc::new(UInt16Array::from(hits.efine)),
+            Arc::new(UInt8Array::from(hits.tac)),
+        ]);
+    }
     // Every column has the same length by construction of HitBatch, so this cannot fail.
-    RecordBatch::try_new(schema(), columns).expect("singles columns have equal lengths")
+    RecordBatch::try_new(schema(raw_columns), columns).expect("singles columns have equal lengths")
 }
