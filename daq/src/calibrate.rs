@@ -97,6 +97,21 @@ impl TacEntry {
     };
 }
 
+/// Per-thread working columns of the kernel, reused from block to block (allocating them per
+/// block cost page faults on every block).
+#[derive(Default)]
+struct Scratch {
+    words: Vec<u64>,
+    entry_of: Vec<u32>,
+    t_frac_ps: Vec<f64>,
+    energy_x: Vec<f64>,
+    energy_b: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
 /// Calibration compiled for the kernel: chip (`channel >> 6`) -> slot of 64 channels x 4 TACs
 /// of [`TacEntry`]. Entry 0 is the "no calibration" entry that unknown chips point at.
 #[derive(Clone, Debug)]
@@ -193,6 +208,11 @@ impl CompiledCalibration {
             let first = 1 + (slot as usize * 64 + (channel & 63) as usize) * 4;
             Some(first..first + 4)
         };
+        if cal.energy.is_none() {
+            for entry in entries.iter_mut() {
+                entry.inv_a_ns = 1.0;
+            }
+        }
         if let Some(energy) = &cal.energy {
             for entry in entries
                 .iter_mut()
@@ -270,6 +290,17 @@ impl CompiledCalibration {
         out: &mut HitBatch,
         losses: &mut KernelLosses,
     ) {
+        SCRATCH.with_borrow_mut(|scratch| self.decode_block_with(buf, spans, out, losses, scratch));
+    }
+
+    fn decode_block_with(
+        &self,
+        buf: &[u8],
+        spans: &[FrameSpan],
+        out: &mut HitBatch,
+        losses: &mut KernelLosses,
+        scratch: &mut Scratch,
+    ) {
         let start = out.len();
         let base_flags = if self.energy_table {
             0
@@ -281,7 +312,15 @@ impl CompiledCalibration {
             hit_flags::NO_SKEW
         };
         let n_hint: usize = spans.iter().map(|s| s.n_hits as usize).sum();
-        let mut words: Vec<u64> = Vec::with_capacity(n_hint);
+        let Scratch {
+            words,
+            entry_of,
+            t_frac_ps,
+            energy_x,
+            energy_b,
+        } = scratch;
+        words.clear();
+        words.reserve(n_hint);
         for span in spans {
             let bytes = buf
                 .get(span.hits_offset..span.hits_offset + 8 * span.n_hits as usize)
@@ -315,7 +354,7 @@ impl CompiledCalibration {
         out.energy_kev.resize(start + n, 0.0);
 
         // Which entry each hit uses (entry 0 = no calibration), and whether any is dropped.
-        let mut entry_of: Vec<u32> = Vec::with_capacity(n);
+        entry_of.clear();
         let mut any_dropped = false;
         for (&channel, &tac) in out.channel[start..].iter().zip(&out.tac[start..]) {
             let slot = self.chip_slot[(channel >> 6) as usize];
@@ -335,49 +374,55 @@ impl CompiledCalibration {
         let period_ps = self.period_ps;
         let period_ns = period_ps / 1000.0;
         let energy_in_kev = self.energy_table;
-        let mut t_frac_ps: Vec<f64> = Vec::with_capacity(n);
-        let mut energy_x: Vec<f64> = Vec::with_capacity(n);
-        let mut energy_b: Vec<f64> = Vec::with_capacity(n);
+        t_frac_ps.resize(n, 0.0);
+        energy_x.resize(n, 0.0);
+        energy_b.resize(n, 0.0);
+        let scratch_out = t_frac_ps
+            .iter_mut()
+            .zip(energy_x.iter_mut())
+            .zip(energy_b.iter_mut());
         let rows = entry_of
             .iter()
             .zip(&out.tcoarse[start..])
             .zip(&out.ecoarse[start..])
             .zip(&out.tfine[start..])
             .zip(&out.efine[start..])
-            .zip(&mut out.flags[start..]);
-        for (((((&ei, &tcoarse), &ecoarse), &tfine), &efine), flags) in rows {
+            .zip(&mut out.flags[start..])
+            .zip(scratch_out);
+        for (
+            (((((&ei, &tcoarse), &ecoarse), &tfine), &efine), flags),
+            ((frac_out, x_out), b_out),
+        ) in rows
+        {
             let entry = &self.entries[ei as usize];
             let q_t = entry.t.phase(f64::from(tfine));
             let q_e = entry.e.phase(f64::from(efine));
             let out_of_range = !(-0.5..=1.5).contains(&q_t) | !(-0.5..=1.5).contains(&q_e);
             *flags |= u16::from(out_of_range) * hit_flags::FINE_OUT_OF_RANGE;
             let t_frac = -q_t - entry.t.t0;
-            t_frac_ps.push(t_frac * period_ps - entry.skew_ps);
+            *frac_out = t_frac * period_ps - entry.skew_ps;
             // Trailing edge: ecoarse wraps within the frame.
             let wrapped = i32::from(ecoarse) < i32::from(tcoarse) - 256;
             let e_ticks = i32::from(ecoarse) + 1024 * i32::from(wrapped) - i32::from(tcoarse);
             let tot_ns = (f64::from(e_ticks) + (-q_e - entry.e.t0) - t_frac) * period_ns;
-            energy_x.push(if energy_in_kev {
-                tot_ns * entry.inv_a_ns
-            } else {
-                tot_ns
-            });
-            energy_b.push(entry.b_kev);
+            // inv_a_ns is 1 without an energy table, so x is then the ToT in ns.
+            *x_out = tot_ns * entry.inv_a_ns;
+            *b_out = entry.b_kev;
         }
         // Loop 2: leading-edge time, whole ticks exactly in integers plus the rounded fraction.
         let times = out.t_ps[start..]
             .iter_mut()
             .zip(&out.frame[start..])
             .zip(&out.tcoarse[start..])
-            .zip(&t_frac_ps);
+            .zip(t_frac_ps.iter());
         for (((t, &frame), &tcoarse), &frac) in times {
             *t = self.ticks_to_ps(((frame as i64) << 10) + i64::from(tcoarse)) + round_to_i64(frac);
         }
         // Loop 3: energy, E = b (exp(ToT / a) - 1), or ToT ns without an energy table.
         let energies = out.energy_kev[start..]
             .iter_mut()
-            .zip(&energy_x)
-            .zip(&energy_b);
+            .zip(energy_x.iter())
+            .zip(energy_b.iter());
         if energy_in_kev {
             for ((e, &x), &b) in energies {
                 *e = (b * (exp_inline(x) - 1.0)) as f32;
@@ -390,7 +435,7 @@ impl CompiledCalibration {
 
         if any_dropped {
             let mut drop = vec![0u8; n];
-            for (d, &ei) in drop.iter_mut().zip(&entry_of) {
+            for (d, &ei) in drop.iter_mut().zip(entry_of.iter()) {
                 *d = self.entries[ei as usize].status;
             }
             for &r in &drop {
