@@ -7,8 +7,14 @@
 pub mod calib_load;
 pub mod calibrate;
 pub mod demo;
+pub mod ingest;
 pub mod inspect;
+pub mod live;
 pub mod merge;
+pub mod net_sources;
 pub mod pipeline;
 pub mod replay;
+pub mod ring;
+pub mod run_config;
+pub mod seq_tracker;
 pub mod session;

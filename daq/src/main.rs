@@ -2,10 +2,16 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+use scandaq::ring::OverflowPolicy;
+use scandaq::run_config::{self, RunFile};
 use scandaq::{calib_load, demo, inspect, replay, session};
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 #[derive(Parser)]
 #[command(
@@ -61,11 +67,70 @@ enum Command {
         #[arg(long)]
         raw_columns: bool,
     },
+    /// Acquire from live front-ends (UDP/TCP) into a new run; Ctrl-C stops cleanly.
+    Run(RunArgs),
+    /// Check a run configuration file without running anything.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Summarise a .rawf, a scandaq Parquet file, or a run directory.
     Inspect {
         /// File or run directory.
         path: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Parse and validate FILE; prints what the run would do.
+    Check {
+        /// The TOML run configuration.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML run configuration (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen for front-end datagrams on HOST:PORT (repeatable).
+    #[arg(long)]
+    udp: Vec<SocketAddr>,
+    /// Connect to a front-end TCP stream at HOST:PORT (repeatable).
+    #[arg(long)]
+    tcp: Vec<SocketAddr>,
+    /// Accept packets only from these front-end IP addresses (repeatable; default: any).
+    #[arg(long)]
+    allow: Vec<IpAddr>,
+    /// Overflow policy of the input rings.
+    #[arg(long, value_parser = ["drop", "block"])]
+    policy: Option<String>,
+    /// scandaq calibration directory.
+    #[arg(long, conflicts_with = "petsys_config")]
+    calib: Option<PathBuf>,
+    /// PETsys config.ini naming the calibration tables.
+    #[arg(long)]
+    petsys_config: Option<PathBuf>,
+    /// Stop after this wall-clock time (e.g. 60s).
+    #[arg(long, value_parser = parse_duration_s)]
+    duration: Option<f64>,
+    /// Stop after this many singles.
+    #[arg(long)]
+    max_hits: Option<u64>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Record packets as received into raw-00000.sdq (replayable with `scandaq replay`).
+    #[arg(long)]
+    raw_archive: bool,
+    /// Also write the raw diagnostic columns.
+    #[arg(long)]
+    raw_columns: bool,
+    /// No stats line on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +196,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup)"
                 ),
             };
+            if is_raw_archive(&file) {
+                let live = LiveConfig {
+                    inputs: vec![InputConfig {
+                        spec: InputSpec::Archive(file.clone()),
+                        allow: vec![],
+                        policy: OverflowPolicy::Block,
+                        ring_chunks: 64,
+                    }],
+                    out_dir: out,
+                    limits: RunLimits::default(),
+                    raw_columns,
+                    raw_archive: false,
+                    stop_at_end_of_stream: false,
+                    stats_every: None,
+                    clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
+                };
+                let summary = run_live(
+                    &live,
+                    &calibration,
+                    Arc::new(AtomicBool::new(false)),
+                    "replay",
+                )?;
+                return Ok(finish(summary, None));
+            }
             let summary = replay::replay(
                 &file,
                 &calibration,
@@ -142,9 +231,117 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(finish(summary, None))
         }
+        Command::Run(args) => run_command(args),
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => {
+            let v = run_config::read(&file)?.validate()?;
+            println!("{}: ok", file.display());
+            for i in &v.live.inputs {
+                println!(
+                    "  input {:?}, policy {:?}, allow {:?}, ring {} chunks",
+                    i.spec, i.policy, i.allow, i.ring_chunks
+                );
+            }
+            match (&v.calib_dir, &v.petsys_config) {
+                (Some(d), _) => println!("  calibration dir {}", d.display()),
+                (_, Some(p)) => println!("  PETsys config {}", p.display()),
+                _ => {}
+            }
+            println!(
+                "  output {}  limits {:?}",
+                v.live.out_dir.display(),
+                v.live.limits
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { path } => {
             inspect::inspect(&path)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn is_raw_archive(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"SDQA"
+}
+
+fn run_command(args: RunArgs) -> Result<ExitCode> {
+    let mut file = match &args.config {
+        Some(path) => run_config::read(path)?,
+        None => RunFile::default(),
+    };
+    // Flags override the file.
+    if !args.udp.is_empty() || !args.tcp.is_empty() {
+        file.input.clear();
+        for a in &args.udp {
+            file.input.push(run_config::InputSection {
+                udp: Some(a.to_string()),
+                ..Default::default()
+            });
+        }
+        for a in &args.tcp {
+            file.input.push(run_config::InputSection {
+                tcp: Some(a.to_string()),
+                ..Default::default()
+            });
+        }
+    }
+    for input in &mut file.input {
+        if !args.allow.is_empty() {
+            input.allow = args.allow.iter().map(|a| a.to_string()).collect();
+        }
+        if let Some(p) = &args.policy {
+            input.policy = Some(if p == "block" {
+                OverflowPolicy::Block
+            } else {
+                OverflowPolicy::Drop
+            });
+        }
+    }
+    if args.calib.is_some() || args.petsys_config.is_some() {
+        file.calibration.dir = args.calib.clone();
+        file.calibration.petsys_config = args.petsys_config.clone();
+    }
+    if let Some(d) = args.duration {
+        file.run.duration = Some(format!("{d}s"));
+    }
+    if args.max_hits.is_some() {
+        file.run.max_hits = args.max_hits;
+    }
+    if let Some(o) = &args.out {
+        file.run.out = Some(o.clone());
+    }
+    if args.raw_archive {
+        file.run.raw_archive = Some(true);
+    }
+    if args.raw_columns {
+        file.run.raw_columns = Some(true);
+    }
+    let mut v = file.validate()?;
+    if args.quiet {
+        v.live.stats_every = None;
+    }
+    let calibration = match (&v.calib_dir, &v.petsys_config) {
+        (Some(d), _) => calib_load::load_calibration_dir(d)?,
+        (_, Some(p)) => calib_load::load_petsys_config(p)?,
+        _ => bail!("calibration missing"),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    if !args.quiet {
+        eprintln!(
+            "scandaq run: {} input(s), Ctrl-C stops cleanly",
+            v.live.inputs.len()
+        );
+    }
+    let summary = run_live(&v.live, &calibration, stop, "run")?;
+    Ok(finish(summary, None))
 }

@@ -96,7 +96,7 @@ pub struct SinkReport {
 /// Metadata written into every Parquet file of the run.
 pub type FileMetadata = Vec<(String, String)>;
 
-fn spawn_singles_sink(
+pub(crate) fn spawn_singles_sink(
     dir: &Path,
     metadata: FileMetadata,
     raw_columns: bool,
@@ -167,8 +167,8 @@ impl PipelineCounts {
     }
 }
 
-/// The processing stage: scanning, parallel decode/calibrate, merging.
-struct Processor<'k> {
+/// The processing stage of one stream: scanning, parallel decode/calibrate, merging.
+pub(crate) struct Processor<'k> {
     kernel: &'k CompiledCalibration,
     scanner: FrameScanner,
     merger: TimeMerger,
@@ -179,7 +179,7 @@ struct Processor<'k> {
 }
 
 impl<'k> Processor<'k> {
-    fn new(kernel: &'k CompiledCalibration) -> Self {
+    pub(crate) fn new(kernel: &'k CompiledCalibration) -> Self {
         Self {
             kernel,
             scanner: FrameScanner::new(),
@@ -191,8 +191,13 @@ impl<'k> Processor<'k> {
         }
     }
 
-    /// Appends bytes, processes every whole frame, sends final singles to `out`.
-    fn push(&mut self, bytes: &[u8], eof: bool, out: &Sender<HitBatch>) -> Result<()> {
+    /// Appends bytes, processes every whole frame, hands final (time-ordered) singles to `emit`.
+    pub(crate) fn push(
+        &mut self,
+        bytes: &[u8],
+        eof: bool,
+        emit: &mut dyn FnMut(HitBatch) -> Result<()>,
+    ) -> Result<()> {
         self.carry.extend_from_slice(bytes);
         self.spans.clear();
         let consumed = self.scanner.scan(&self.carry, eof, &mut self.spans);
@@ -227,22 +232,20 @@ impl<'k> Processor<'k> {
             self.kernel_losses.add(&losses);
             let ready = self.merger.push(batch);
             if !ready.is_empty() {
-                out.send(ready)
-                    .map_err(|_| anyhow!("the Parquet sink stopped"))?;
+                emit(ready)?;
             }
         }
         self.carry.drain(..consumed);
         if eof {
             let rest = self.merger.finish();
             if !rest.is_empty() {
-                out.send(rest)
-                    .map_err(|_| anyhow!("the Parquet sink stopped"))?;
+                emit(rest)?;
             }
         }
         Ok(())
     }
 
-    fn counts(&self) -> PipelineCounts {
+    pub(crate) fn counts(&self) -> PipelineCounts {
         let mut losses = self.scanner.losses.clone();
         self.kernel_losses.record(&mut losses);
         losses.add("late_hit", self.merger.late_hits());
@@ -254,6 +257,14 @@ impl<'k> Processor<'k> {
             frame_wraps: self.scanner.wraps(),
             losses,
         }
+    }
+}
+
+/// An `emit` callback that forwards batches to the sink.
+pub(crate) fn send_to(tx: &Sender<HitBatch>) -> impl FnMut(HitBatch) -> Result<()> + '_ {
+    move |batch| {
+        tx.send(batch)
+            .map_err(|_| anyhow!("the Parquet sink stopped"))
     }
 }
 
@@ -286,7 +297,10 @@ pub fn run(
     for chunk in input.iter() {
         match chunk {
             Ok(chunk) => {
-                if processor.push(&chunk.bytes, false, &tx).is_err() {
+                if processor
+                    .push(&chunk.bytes, false, &mut send_to(&tx))
+                    .is_err()
+                {
                     sink_gone = true;
                     break;
                 }
@@ -300,7 +314,7 @@ pub fn run(
     }
     drop(input);
     if !sink_gone {
-        let _ = processor.push(&[], true, &tx);
+        let _ = processor.push(&[], true, &mut send_to(&tx));
     }
     drop(tx);
     let sink = sink

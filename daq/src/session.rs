@@ -9,6 +9,7 @@ use crossbeam_channel::Receiver;
 use scandaq_core::ClockModel;
 use scandaq_sinks::manifest::CalibrationRecord;
 use scandaq_sinks::{Manifest, RunDir};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,14 +54,31 @@ pub struct RunDescription {
     pub raw_columns: bool,
 }
 
-/// Runs `input` through the pipeline into a new run directory under `out_dir`.
-pub fn run(
+/// A run that has started: directory allocated, calibration stored, manifest says incomplete.
+pub struct RunStart {
+    /// The run directory.
+    pub run_dir: RunDir,
+    /// The compiled calibration.
+    pub kernel: CompiledCalibration,
+    /// The manifest so far.
+    pub manifest: Manifest,
+    /// Key-value metadata for the run's Parquet files.
+    pub metadata: pipeline::FileMetadata,
+    /// How the run was described.
+    pub description: RunDescription,
+    /// Calibration warnings.
+    pub calibration_warnings: Vec<String>,
+    /// When processing started.
+    pub started: Instant,
+}
+
+/// Allocates the run directory, copies the calibration into it and writes the first
+/// (incomplete) manifest.
+pub fn begin(
     out_dir: &Path,
     calibration: &LoadedCalibration,
     description: RunDescription,
-    input: Receiver<Result<Chunk>>,
-    on_progress: impl FnMut(u64),
-) -> Result<RunSummary> {
+) -> Result<RunStart> {
     let run_dir = RunDir::allocate(out_dir)?;
     let calib_dir = run_dir.path.join("calib");
     std::fs::create_dir(&calib_dir)
@@ -75,7 +93,7 @@ pub fn run(
     } else {
         "ToT_ns"
     };
-    let mut manifest = Manifest {
+    let manifest = Manifest {
         run: run_dir.run,
         complete: false,
         software_version: SOFTWARE_VERSION.to_string(),
@@ -90,44 +108,67 @@ pub fn run(
     };
     // A manifest exists from the start, so an interrupted run says it is incomplete.
     manifest.write_atomic(&run_dir.path)?;
+    let kv = |k: &str, v: String| (k.to_string(), v);
     let metadata = vec![
-        ("scandaq.run".to_string(), run_dir.run.to_string()),
-        ("scandaq.table".to_string(), "singles".to_string()),
-        (
-            "scandaq.schema_version".to_string(),
-            scandaq_sinks::singles::SINGLES_SCHEMA_VERSION.to_string(),
+        kv("scandaq.run", run_dir.run.to_string()),
+        kv("scandaq.table", "singles".into()),
+        kv(
+            "scandaq.schema_version",
+            scandaq_sinks::singles::SINGLES_SCHEMA_VERSION.into(),
         ),
-        (
-            "scandaq.software_version".to_string(),
-            SOFTWARE_VERSION.to_string(),
-        ),
-        ("scandaq.mode".to_string(), description.mode.clone()),
-        ("scandaq.source".to_string(), description.sources.join(";")),
-        (
-            "scandaq.calibration_checksum".to_string(),
+        kv("scandaq.software_version", SOFTWARE_VERSION.into()),
+        kv("scandaq.mode", description.mode.clone()),
+        kv("scandaq.source", description.sources.join(";")),
+        kv(
+            "scandaq.calibration_checksum",
             calibration.calibration.checksum.clone(),
         ),
-        ("scandaq.energy_unit".to_string(), energy_unit.to_string()),
-        (
-            "scandaq.clock_hz".to_string(),
+        kv("scandaq.energy_unit", energy_unit.into()),
+        kv(
+            "scandaq.clock_hz",
             description.clock.frequency_hz.to_string(),
         ),
     ];
-    let started = Instant::now();
-    let outcome = pipeline::run(
-        input,
-        &kernel,
-        &run_dir.path,
+    Ok(RunStart {
+        run_dir,
+        kernel,
+        manifest,
         metadata,
-        description.raw_columns,
-        on_progress,
-    )?;
-    let elapsed = started.elapsed();
+        description,
+        calibration_warnings: calibration.warnings.clone(),
+        started: Instant::now(),
+    })
+}
 
-    let mut counts = outcome.counts;
-    let mut error = outcome.input_error.map(|e| format!("{e:#}"));
+/// Everything a finished pipeline hands back to [`finish`].
+pub struct RunEnd {
+    /// Counts and losses.
+    pub counts: PipelineCounts,
+    /// The sink's report.
+    pub sink: Result<pipeline::SinkReport>,
+    /// Other committed files (e.g. the raw archive).
+    pub extra_files: Vec<scandaq_sinks::FileRecord>,
+    /// Extra counts (per source, ...).
+    pub extra_counts: BTreeMap<String, u64>,
+    /// The error that ended the run early, if any.
+    pub error: Option<String>,
+}
+
+/// Writes the final manifest and builds the summary.
+pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
+    let RunStart {
+        run_dir,
+        mut manifest,
+        description,
+        calibration_warnings,
+        started,
+        ..
+    } = start;
+    let elapsed = started.elapsed();
+    let mut counts = end.counts;
+    let mut error = end.error;
     let mut histogram = EnergyHistogram::default();
-    match outcome.sink {
+    match end.sink {
         Ok(report) => {
             manifest.first_t_ps = report.t_range.map(|r| r.0);
             manifest.last_t_ps = report.t_range.map(|r| r.1);
@@ -139,7 +180,9 @@ pub fn run(
             counts.singles_written = 0;
         }
     }
+    manifest.files.extend(end.extra_files);
     manifest.counts = description.extra_counts;
+    manifest.counts.extend(end.extra_counts);
     manifest
         .counts
         .insert("bytes_scanned".into(), counts.bytes_scanned);
@@ -156,7 +199,7 @@ pub fn run(
     manifest.losses = counts.losses.clone();
     manifest.complete = error.is_none();
     manifest.write_atomic(&run_dir.path)?;
-    let mut warnings = calibration.warnings.clone();
+    let mut warnings = calibration_warnings;
     warnings.extend(description.warnings);
     Ok(RunSummary {
         run: run_dir.run,
@@ -168,6 +211,33 @@ pub fn run(
         warnings,
         error,
     })
+}
+
+/// Runs `input` through the pipeline into a new run directory under `out_dir`.
+pub fn run(
+    out_dir: &Path,
+    calibration: &LoadedCalibration,
+    description: RunDescription,
+    input: Receiver<Result<Chunk>>,
+    on_progress: impl FnMut(u64),
+) -> Result<RunSummary> {
+    let start = begin(out_dir, calibration, description)?;
+    let outcome = pipeline::run(
+        input,
+        &start.kernel,
+        &start.run_dir.path,
+        start.metadata.clone(),
+        start.description.raw_columns,
+        on_progress,
+    )?;
+    let end = RunEnd {
+        counts: outcome.counts,
+        sink: outcome.sink,
+        extra_files: vec![],
+        extra_counts: BTreeMap::new(),
+        error: outcome.input_error.map(|e| format!("{e:#}")),
+    };
+    finish(start, end)
 }
 
 /// Prints the human summary of a run on stdout.

@@ -4,6 +4,7 @@
 //! byte sequence (property tests in `tests/` prove it). Encoders sit beside their decoders;
 //! the simulator and the tests use them.
 
+pub mod archive;
 pub mod idxf;
 pub mod petsys;
 pub mod rawf;

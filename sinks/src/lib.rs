@@ -5,6 +5,7 @@
 //! schema; [`run_dir`] allocates never-reused run numbers; [`manifest`] is the run manifest,
 //! written atomically.
 
+pub mod archive;
 pub mod error;
 pub mod manifest;
 pub mod parquet_table;

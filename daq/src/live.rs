@@ -1,0 +1,524 @@
+//! Live acquisition (`scandaq run`) and raw-archive replay: inputs on their own threads feed
+//! [`Ingest`]s, which hand per-board frame chunks through bounded rings to the processing
+//! thread; there each board has its own decode/calibrate [`Processor`], a k-way merge restores
+//! global time order, and the singles sink (plus the optional raw archive) write the run.
+//!
+//! Start order: sinks, processing, then inputs. Stop order: inputs (they drain and flush),
+//! processing drains the rings and flushes every board, then the sinks commit their files and
+//! the manifest is written. States: configured -> running -> stopping -> stopped | error.
+
+use crate::calib_load::LoadedCalibration;
+use crate::ingest::{FrameChunk, Ingest};
+use crate::merge::KWayMerger;
+use crate::net_sources::{bind_udp, run_tcp, run_udp, udp_kernel_drops};
+use crate::pipeline::{PipelineCounts, Processor, spawn_singles_sink};
+use crate::ring::{OverflowPolicy, RingConsumer, RingStats, ring};
+use crate::session::{self, RunDescription, RunEnd, RunSummary};
+use anyhow::{Context, Result, anyhow, bail};
+use scandaq_core::{HitBatch, LossCounts};
+use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
+use scandaq_decoders::transport::TransportHeader;
+use scandaq_sinks::archive::RawArchiveWriter;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where packets come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputSpec {
+    /// Listen for datagrams on this address.
+    Udp(SocketAddr),
+    /// Connect to a front-end serving a TCP stream at this address.
+    Tcp(SocketAddr),
+    /// Read a raw archive (`.sdq`) written by an earlier run.
+    Archive(PathBuf),
+}
+
+/// One input and its policies.
+#[derive(Clone, Debug)]
+pub struct InputConfig {
+    /// The input.
+    pub spec: InputSpec,
+    /// Front-end addresses allowed to send (empty = any).
+    pub allow: Vec<IpAddr>,
+    /// What the input's ring does when full.
+    pub policy: OverflowPolicy,
+    /// Ring capacity in chunks (each up to 256 KiB of frames).
+    pub ring_chunks: usize,
+}
+
+/// When a run stops by itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunLimits {
+    /// Wall-clock duration.
+    pub duration: Option<Duration>,
+    /// Singles written.
+    pub max_hits: Option<u64>,
+    /// Transport bytes received.
+    pub max_bytes: Option<u64>,
+}
+
+/// A live run.
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    /// Inputs.
+    pub inputs: Vec<InputConfig>,
+    /// Output directory (runs are made inside it).
+    pub out_dir: PathBuf,
+    /// Limits.
+    pub limits: RunLimits,
+    /// Keep raw diagnostic columns in the singles.
+    pub raw_columns: bool,
+    /// Record packets as received into `raw-00000.sdq`.
+    pub raw_archive: bool,
+    /// Stop once every board seen has sent end-of-stream.
+    pub stop_at_end_of_stream: bool,
+    /// Print a stats line on stderr this often (None = quiet).
+    pub stats_every: Option<Duration>,
+    /// Front-end clock.
+    pub clock: scandaq_core::ClockModel,
+}
+
+/// A handle to ask a running acquisition to stop (signals, tests).
+pub type StopFlag = Arc<AtomicBool>;
+
+struct InputThread {
+    label: String,
+    handle: JoinHandle<Result<Ingest>>,
+    consumer: RingConsumer<FrameChunk>,
+    stats: Arc<RingStats>,
+    udp_port: Option<u16>,
+}
+
+fn start_input(cfg: &InputConfig, archive: bool, stop: StopFlag) -> Result<InputThread> {
+    let (producer, consumer) = ring::<FrameChunk>(cfg.ring_chunks, cfg.policy);
+    let stats = consumer.stats();
+    let ingest = Ingest::new(cfg.allow.clone(), producer, archive);
+    let (label, udp_port, handle) = match &cfg.spec {
+        InputSpec::Udp(addr) => {
+            let socket =
+                bind_udp(*addr).with_context(|| format!("cannot listen for UDP on {addr}"))?;
+            let port = socket.local_addr().ok().map(|a| a.port());
+            let h = std::thread::Builder::new()
+                .name(format!("udp-{addr}"))
+                .spawn(move || Ok(run_udp(socket, ingest, stop)))?;
+            (format!("udp {addr}"), port, h)
+        }
+        InputSpec::Tcp(addr) => {
+            let addr = *addr;
+            let h = std::thread::Builder::new()
+                .name(format!("tcp-{addr}"))
+                .spawn(move || Ok(run_tcp(addr, ingest, stop)))?;
+            (format!("tcp {addr}"), None, h)
+        }
+        InputSpec::Archive(path) => {
+            let path = path.clone();
+            let label = format!("archive {}", path.display());
+            let h = std::thread::Builder::new()
+                .name("sdq-reader".into())
+                .spawn(move || read_archive(&path, ingest))?;
+            (label, None, h)
+        }
+    };
+    Ok(InputThread {
+        label,
+        handle,
+        consumer,
+        stats,
+        udp_port,
+    })
+}
+
+/// Feeds every packet of a `.sdq` archive to `ingest`, in file order.
+fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut head = [0u8; ARCHIVE_HEADER_LEN];
+    file.read_exact(&mut head)
+        .with_context(|| format!("{}: too short for a raw archive", path.display()))?;
+    let meta_len = parse_header(&head).with_context(|| format!("{}", path.display()))?;
+    let mut meta = vec![0u8; meta_len as usize];
+    file.read_exact(&mut meta)
+        .with_context(|| format!("{}: metadata truncated", path.display()))?;
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 4 << 20];
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .with_context(|| format!("read error in {}", path.display()))?;
+        buf.extend_from_slice(&chunk[..n]);
+        let mut off = 0;
+        while buf.len() - off >= scandaq_decoders::transport::HEADER_LEN {
+            let len = match TransportHeader::parse(&buf[off..]) {
+                Ok(h) => h.packet_len(),
+                Err(_) => {
+                    // Archives hold packets as received; a bad one was counted live too.
+                    ingest.losses.add("archive_resync_skipped_bytes", 1);
+                    off += 1;
+                    continue;
+                }
+            };
+            if buf.len() - off < len {
+                break;
+            }
+            ingest
+                .accept(peer, &buf[off..off + len])
+                .map_err(|_| anyhow!("processing stopped"))?;
+            off += len;
+        }
+        buf.drain(..off);
+        if n == 0 {
+            if !buf.is_empty() {
+                ingest.losses.add("truncated_bytes", buf.len() as u64);
+            }
+            break;
+        }
+    }
+    ingest
+        .flush(true)
+        .map_err(|_| anyhow!("processing stopped"))?;
+    Ok(ingest)
+}
+
+/// Per-board processing state.
+struct BoardState<'k> {
+    processor: Processor<'k>,
+    ended: bool,
+}
+
+/// Drains every ring once into the boards' processors and the merger; returns whether
+/// anything arrived.
+fn drain<'k>(
+    inputs: &mut [InputThread],
+    boards: &mut BTreeMap<u32, BoardState<'k>>,
+    kernel: &'k crate::calibrate::CompiledCalibration,
+    merger: &mut KWayMerger,
+    archive: &mut Option<RawArchiveWriter>,
+    archive_error: &mut Option<String>,
+) -> Result<bool> {
+    let mut got = false;
+    for input in inputs.iter_mut() {
+        while let Some(chunk) = input.consumer.pop() {
+            got = true;
+            if let Some(w) = archive.as_mut() {
+                if !chunk.raw.is_empty() {
+                    if let Err(e) = w.write_packets(&chunk.raw, chunk.packets) {
+                        *archive_error = Some(format!("{e}"));
+                        *archive = None;
+                    }
+                }
+            }
+            let board = boards.entry(chunk.source_id).or_insert_with(|| BoardState {
+                processor: Processor::new(kernel),
+                ended: false,
+            });
+            let id = chunk.source_id;
+            board.processor.push(&chunk.frames, false, &mut |b| {
+                merger.push(id, b);
+                Ok(())
+            })?;
+            if chunk.end_of_stream && !board.ended {
+                board.ended = true;
+                board.processor.push(&[], true, &mut |b| {
+                    merger.push(id, b);
+                    Ok(())
+                })?;
+                merger.end(id);
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// Runs a live acquisition until a limit, `stop`, or the end of every stream.
+pub fn run_live(
+    config: &LiveConfig,
+    calibration: &LoadedCalibration,
+    stop: StopFlag,
+    mode: &str,
+) -> Result<RunSummary> {
+    if config.inputs.is_empty() {
+        bail!("a run needs at least one input (--udp ADDR, --tcp ADDR or [[input]] in the config)");
+    }
+    let description = RunDescription {
+        mode: mode.into(),
+        sources: config
+            .inputs
+            .iter()
+            .map(|i| format!("{:?}", i.spec))
+            .collect(),
+        clock: config.clock,
+        extra_counts: BTreeMap::new(),
+        warnings: vec![],
+        raw_columns: config.raw_columns,
+    };
+    // Sinks first.
+    let start = session::begin(&config.out_dir, calibration, description)?;
+    let (sink_tx, sink) = spawn_singles_sink(
+        &start.run_dir.path,
+        start.metadata.clone(),
+        config.raw_columns,
+    )?;
+    let mut archive = if config.raw_archive {
+        let meta = serde_json::json!({
+            "run": start.run_dir.run,
+            "software_version": session::SOFTWARE_VERSION,
+            "inputs": config.inputs.iter().map(|i| format!("{:?}", i.spec)).collect::<Vec<_>>(),
+            "calibration_checksum": calibration.calibration.checksum,
+        });
+        Some(RawArchiveWriter::create(
+            &start.run_dir.path,
+            "raw-00000.sdq",
+            &meta.to_string(),
+        )?)
+    } else {
+        None
+    };
+    // Then processing, then inputs.
+    let input_stop: StopFlag = Arc::new(AtomicBool::new(false));
+    let mut inputs = Vec::new();
+    for cfg in &config.inputs {
+        match start_input(cfg, archive.is_some(), input_stop.clone()) {
+            Ok(t) => inputs.push(t),
+            Err(e) => {
+                input_stop.store(true, Ordering::Relaxed);
+                for t in inputs {
+                    let _ = t.handle.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let kernel_owned = start.kernel.clone();
+    let kernel = &kernel_owned;
+    let mut boards: BTreeMap<u32, BoardState> = BTreeMap::new();
+    let mut merger = KWayMerger::new(500_000_000_000);
+    let mut singles_sent = 0u64;
+    let mut error: Option<String> = None;
+    let begun = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut last_data = Instant::now();
+    let mut archive_error = None;
+    let reason;
+    let send = |batch: HitBatch, singles_sent: &mut u64| -> Result<()> {
+        *singles_sent += batch.len() as u64;
+        sink_tx
+            .send(batch)
+            .map_err(|_| anyhow!("the Parquet sink stopped"))
+    };
+    loop {
+        match drain(
+            &mut inputs,
+            &mut boards,
+            kernel,
+            &mut merger,
+            &mut archive,
+            &mut archive_error,
+        ) {
+            Ok(true) => last_data = Instant::now(),
+            Ok(false) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => {
+                error = Some(format!("{e:#}"));
+                reason = "error";
+                break;
+            }
+        }
+        let ready = merger.release();
+        if !ready.is_empty() {
+            if let Err(e) = send(ready, &mut singles_sent) {
+                error = Some(format!("{e:#}"));
+                reason = "error";
+                break;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            reason = "stop requested";
+            break;
+        }
+        if config.limits.duration.is_some_and(|d| begun.elapsed() >= d) {
+            reason = "duration limit";
+            break;
+        }
+        if config.limits.max_hits.is_some_and(|m| singles_sent >= m) {
+            reason = "hit limit";
+            break;
+        }
+        let all_ended = !boards.is_empty() && boards.values().all(|b| b.ended);
+        let archives_done = inputs
+            .iter()
+            .all(|i| i.handle.is_finished())
+            && inputs.iter().all(|i| i.consumer.is_finished());
+        if (config.stop_at_end_of_stream
+            && all_ended
+            && last_data.elapsed() > Duration::from_millis(200))
+            || archives_done
+        {
+            reason = "end of stream";
+            break;
+        }
+        if let Some(every) = config.stats_every {
+            if last_stats.elapsed() >= every {
+                last_stats = Instant::now();
+                let fills: Vec<String> = inputs
+                    .iter()
+                    .map(|i| format!("{} ring {}", i.label, i.consumer.fill()))
+                    .collect();
+                eprintln!(
+                    "[{:>6.1} s] running: {} singles written, {} boards, {}",
+                    begun.elapsed().as_secs_f64(),
+                    singles_sent,
+                    boards.len(),
+                    fills.join(", ")
+                );
+            }
+        }
+    }
+    if config.stats_every.is_some() {
+        eprintln!("stopping ({reason}): draining inputs");
+    }
+    // Stop: inputs first, then drain, flush boards, close files last.
+    input_stop.store(true, Ordering::Relaxed);
+    let mut ingests = Vec::new();
+    let mut input_errors = Vec::new();
+    while inputs.iter().any(|i| !i.handle.is_finished()) {
+        if error.is_none() {
+            if let Err(e) = drain(
+                &mut inputs,
+                &mut boards,
+                kernel,
+                &mut merger,
+                &mut archive,
+                &mut archive_error,
+            ) {
+                error = Some(format!("{e:#}"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if error.is_none() {
+        if let Err(e) = drain(
+            &mut inputs,
+            &mut boards,
+            kernel,
+            &mut merger,
+            &mut archive,
+            &mut archive_error,
+        ) {
+            error = Some(format!("{e:#}"));
+        }
+    }
+    let mut port_drops = 0u64;
+    let mut ring_losses = LossCounts::default();
+    for input in inputs {
+        if let Some(port) = input.udp_port {
+            port_drops += udp_kernel_drops(port).unwrap_or(0);
+        }
+        ring_losses.add(
+            "ring_overflow_packets",
+            input.stats.dropped_packets.load(Ordering::Relaxed),
+        );
+        ring_losses.add(
+            "ring_overflow_bytes",
+            input.stats.dropped_bytes.load(Ordering::Relaxed),
+        );
+        match input.handle.join() {
+            Ok(Ok(ingest)) => ingests.push(ingest),
+            Ok(Err(e)) => input_errors.push(format!("{}: {e:#}", input.label)),
+            Err(_) => input_errors.push(format!("{}: input thread panicked", input.label)),
+        }
+    }
+    for (&id, board) in boards.iter_mut() {
+        if !board.ended && error.is_none() {
+            let r = board.processor.push(&[], true, &mut |b| {
+                merger.push(id, b);
+                Ok(())
+            });
+            if let Err(e) = r {
+                error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    let rest = merger.finish();
+    if !rest.is_empty() && error.is_none() {
+        if let Err(e) = send(rest, &mut singles_sent) {
+            error = Some(format!("{e:#}"));
+        }
+    }
+
+    drop(sink_tx);
+    let sink_result = sink
+        .join()
+        .map_err(|_| anyhow!("the Parquet sink thread panicked"))
+        .and_then(|r| r);
+
+    // Accounting.
+    let mut counts = PipelineCounts::default();
+    let mut extra = BTreeMap::new();
+    for (&id, board) in &boards {
+        let c = board.processor.counts();
+        counts.bytes_scanned += c.bytes_scanned;
+        counts.frames += c.frames;
+        counts.hits_decoded += c.hits_decoded;
+        counts.frame_wraps += c.frame_wraps;
+        counts.losses.merge(&c.losses);
+        extra.insert(format!("board.{id}.hits_decoded"), c.hits_decoded);
+        extra.insert(format!("board.{id}.frames"), c.frames);
+    }
+    counts.losses.add("late_hit", merger.late_hits());
+    counts.losses.merge(&ring_losses);
+    counts.losses.add("udp_kernel_drops", port_drops);
+    let mut packets_in = 0;
+    for ingest in &ingests {
+        packets_in += ingest.packets_in;
+        counts.losses.merge(&ingest.losses);
+        for (id, b) in ingest.boards() {
+            let s = &b.seq;
+            extra.insert(format!("board.{id}.packets_expected"), s.expected());
+            extra.insert(format!("board.{id}.packets_received"), s.received);
+            extra.insert(format!("board.{id}.packets_missing"), s.missing());
+            extra.insert(format!("board.{id}.duplicates"), s.duplicates);
+            extra.insert(format!("board.{id}.out_of_order"), s.out_of_order);
+            extra.insert(format!("board.{id}.payload_bytes"), b.payload_bytes);
+            extra.insert(format!("board.{id}.end_of_stream"), u64::from(b.ended));
+            counts.losses.add("packet_gaps", s.missing());
+            counts.losses.add("duplicate_packets", s.duplicates);
+            counts.losses.add("too_late_packets", s.too_late);
+            extra
+                .entry("out_of_order_packets".to_string())
+                .and_modify(|v| *v += s.out_of_order)
+                .or_insert(s.out_of_order);
+        }
+    }
+    extra.insert("packets_in".into(), packets_in);
+    let mut extra_files = Vec::new();
+    if let Some(w) = archive {
+        match w.commit() {
+            Ok(f) => extra_files.push(f),
+            Err(e) => archive_error = Some(e.to_string()),
+        }
+    }
+    if let Some(e) = archive_error {
+        error.get_or_insert(format!("raw archive: {e}"));
+    }
+    if !input_errors.is_empty() && error.is_none() {
+        error = Some(input_errors.join("; "));
+    }
+    let boards_seen: BTreeSet<u32> = boards.keys().copied().collect();
+    extra.insert("boards".into(), boards_seen.len() as u64);
+    session::finish(
+        start,
+        RunEnd {
+            counts,
+            sink: sink_result,
+            extra_files,
+            extra_counts: extra,
+            error,
+        },
+    )
+}

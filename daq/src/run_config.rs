@@ -1,0 +1,300 @@
+//! The run configuration: a TOML file (docs/run-config.md) parsed into typed structs, unknown
+//! keys rejected, every value validated before anything starts, and command-line flags laid
+//! over it.
+
+use crate::live::{InputConfig, InputSpec, LiveConfig, RunLimits};
+use crate::ring::OverflowPolicy;
+use anyhow::{Context, Result, bail};
+use scandaq_core::ClockModel;
+use scandaq_core::units::parse_duration_s;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[run]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Output directory (runs are made inside it).
+    pub out: Option<PathBuf>,
+    /// Wall-clock limit, e.g. "60s".
+    pub duration: Option<String>,
+    /// Stop after this many singles.
+    pub max_hits: Option<u64>,
+    /// Stop after this many transport bytes.
+    pub max_bytes: Option<u64>,
+    /// Write the raw diagnostic columns.
+    pub raw_columns: Option<bool>,
+    /// Record packets as received into a `.sdq` archive.
+    pub raw_archive: Option<bool>,
+    /// Stop once every board has sent end-of-stream (default true).
+    pub stop_at_end_of_stream: Option<bool>,
+    /// Front-end clock in Hz (default 200 MHz).
+    pub clock_hz: Option<u32>,
+}
+
+/// `[calibration]`: exactly one of the two.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSection {
+    /// scandaq calibration directory.
+    pub dir: Option<PathBuf>,
+    /// PETsys config.ini.
+    pub petsys_config: Option<PathBuf>,
+}
+
+/// `[[input]]`: exactly one of `udp` / `tcp`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSection {
+    /// Address to listen on for datagrams.
+    pub udp: Option<String>,
+    /// Front-end address to connect to.
+    pub tcp: Option<String>,
+    /// Front-end IP addresses allowed to send (empty = any).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `drop` (default for live inputs) or `block`.
+    pub policy: Option<OverflowPolicy>,
+    /// Ring capacity in chunks of up to 256 KiB (default 256).
+    pub ring_chunks: Option<usize>,
+}
+
+/// The whole file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFile {
+    /// `[run]`.
+    #[serde(default)]
+    pub run: RunSection,
+    /// `[calibration]`.
+    #[serde(default)]
+    pub calibration: CalibrationSection,
+    /// `[[input]]` tables.
+    #[serde(default)]
+    pub input: Vec<InputSection>,
+}
+
+/// Parses a run file; errors name the file, line and key.
+pub fn parse(path: &Path, text: &str) -> Result<RunFile> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Reads and parses a run file.
+pub fn read(path: &Path) -> Result<RunFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read run configuration {}", path.display()))?;
+    parse(path, &text)
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr> {
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| {
+            format!("{key} = {text:?} is not an address: use HOST:PORT, e.g. 127.0.0.1:5000")
+        })
+}
+
+/// Checks that runs can be written under `out` (it or its parent exists and is writable).
+pub fn check_out_dir(out: &Path) -> Result<()> {
+    let probe_dir = if out.exists() {
+        if !out.is_dir() {
+            bail!("run.out = {}: exists but is not a directory", out.display());
+        }
+        out.to_path_buf()
+    } else {
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            bail!(
+                "run.out = {}: neither it nor its parent {} exists (create it with mkdir -p)",
+                out.display(),
+                parent.display()
+            );
+        }
+        parent.to_path_buf()
+    };
+    let probe = probe_dir.join(format!(".scandaq-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "run.out = {}: cannot write there (check permissions or choose another --out)",
+            out.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// A validated run: the live configuration and where its calibration comes from.
+#[derive(Debug, Clone)]
+pub struct ValidatedRun {
+    /// Live configuration.
+    pub live: LiveConfig,
+    /// `--calib` directory.
+    pub calib_dir: Option<PathBuf>,
+    /// `--petsys-config` file.
+    pub petsys_config: Option<PathBuf>,
+}
+
+impl RunFile {
+    /// Validates every value and builds the run configuration.
+    pub fn validate(&self) -> Result<ValidatedRun> {
+        let duration = self
+            .run
+            .duration
+            .as_deref()
+            .map(|d| parse_duration_s(d).map_err(|e| anyhow::anyhow!("run.duration: {e}")))
+            .transpose()?
+            .map(Duration::from_secs_f64);
+        let out = self
+            .run
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("scandaq-runs"));
+        check_out_dir(&out)?;
+        let (calib_dir, petsys_config) = match (
+            &self.calibration.dir,
+            &self.calibration.petsys_config,
+        ) {
+            (Some(d), None) => {
+                if !d.join(crate::calib_load::names::TDC).is_file() {
+                    bail!(
+                        "calibration.dir = {}: no {} there",
+                        d.display(),
+                        crate::calib_load::names::TDC
+                    );
+                }
+                (Some(d.clone()), None)
+            }
+            (None, Some(p)) => {
+                if !p.is_file() {
+                    bail!("calibration.petsys_config = {}: no such file", p.display());
+                }
+                (None, Some(p.clone()))
+            }
+            (Some(_), Some(_)) => bail!("calibration: give either dir or petsys_config, not both"),
+            (None, None) => bail!(
+                "calibration: missing; set calibration.dir (or --calib DIR) or calibration.petsys_config (or --petsys-config FILE)"
+            ),
+        };
+        if self.input.is_empty() {
+            bail!(
+                "no input: add an [[input]] table with udp = \"HOST:PORT\" or tcp = \"HOST:PORT\" (or pass --udp/--tcp)"
+            );
+        }
+        let mut inputs = Vec::new();
+        for (k, i) in self.input.iter().enumerate() {
+            let key = format!("input[{k}]");
+            let spec = match (&i.udp, &i.tcp) {
+                (Some(a), None) => InputSpec::Udp(socket_addr(&format!("{key}.udp"), a)?),
+                (None, Some(a)) => InputSpec::Tcp(socket_addr(&format!("{key}.tcp"), a)?),
+                _ => bail!("{key}: give exactly one of udp = \"HOST:PORT\" or tcp = \"HOST:PORT\""),
+            };
+            let allow = i
+                .allow
+                .iter()
+                .map(|a| {
+                    a.parse::<IpAddr>()
+                        .with_context(|| format!("{key}.allow: {a:?} is not an IP address"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let ring_chunks = i.ring_chunks.unwrap_or(256);
+            if ring_chunks == 0 {
+                bail!("{key}.ring_chunks must be at least 1");
+            }
+            inputs.push(InputConfig {
+                spec,
+                allow,
+                policy: i.policy.unwrap_or(OverflowPolicy::Drop),
+                ring_chunks,
+            });
+        }
+        let clock_hz = self
+            .run
+            .clock_hz
+            .unwrap_or(ClockModel::TOFPET2_DEFAULT.frequency_hz);
+        if !(1_000_000..=2_000_000_000).contains(&clock_hz) {
+            bail!("run.clock_hz = {clock_hz}: expected 1 MHz .. 2 GHz");
+        }
+        Ok(ValidatedRun {
+            live: LiveConfig {
+                inputs,
+                out_dir: out,
+                limits: RunLimits {
+                    duration,
+                    max_hits: self.run.max_hits,
+                    max_bytes: self.run.max_bytes,
+                },
+                raw_columns: self.run.raw_columns.unwrap_or(false),
+                raw_archive: self.run.raw_archive.unwrap_or(false),
+                stop_at_end_of_stream: self.run.stop_at_end_of_stream.unwrap_or(true),
+                stats_every: Some(Duration::from_secs(1)),
+                clock: ClockModel {
+                    frequency_hz: clock_hz,
+                },
+            },
+            calib_dir,
+            petsys_config,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let p = Path::new("run.toml");
+        let e = parse(p, "[run]\ndurationn = \"5s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("durationn") && e.contains("run.toml"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let cal = dir.path().join("cal");
+        std::fs::create_dir(&cal).unwrap();
+        std::fs::write(cal.join("tdc_calibration.tsv"), "").unwrap();
+        let good = format!(
+            "[run]\nout = {:?}\nduration = \"2s\"\n[calibration]\ndir = {:?}\n[[input]]\nudp = \"127.0.0.1:5000\"\nallow = [\"127.0.0.1\"]\n",
+            dir.path(),
+            cal
+        );
+        let v = parse(p, &good).unwrap().validate().unwrap();
+        assert_eq!(
+            v.live.inputs[0].spec,
+            InputSpec::Udp("127.0.0.1:5000".parse().unwrap())
+        );
+        assert_eq!(v.live.limits.duration, Some(Duration::from_secs(2)));
+        let bad_addr = good.replace("127.0.0.1:5000", "localhost");
+        let e = parse(p, &bad_addr)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input[0].udp"), "{e}");
+        let no_cal = good.replace(&format!("dir = {cal:?}"), "dir = \"/nonexistent\"");
+        let e = parse(p, &no_cal)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("calibration.dir"), "{e}");
+        let bad_out = good.replace(
+            &format!("out = {:?}", dir.path()),
+            "out = \"/nonexistent/a/b\"",
+        );
+        let e = parse(p, &bad_out)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("run.out"), "{e}");
+        let bad_policy = good.replace("allow = [", "policy = \"sometimes\"\nallow = [");
+        let e = parse(p, &bad_policy).unwrap_err().to_string();
+        assert!(e.contains("sometimes") || e.contains("policy"), "{e}");
+    }
+}
