@@ -350,9 +350,7 @@ pub fn run_live(
             break;
         }
         let all_ended = !boards.is_empty() && boards.values().all(|b| b.ended);
-        let archives_done = inputs
-            .iter()
-            .all(|i| i.handle.is_finished())
+        let archives_done = inputs.iter().all(|i| i.handle.is_finished())
             && inputs.iter().all(|i| i.consumer.is_finished());
         if (config.stop_at_end_of_stream
             && all_ended

@@ -189,3 +189,92 @@ fn parse_stream(
     buf.drain(..off);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::FrameChunk;
+    use crate::ring::{OverflowPolicy, ring};
+    use scandaq_decoders::petsys::encode_frame;
+    use scandaq_decoders::transport::{encode_packet, payload_format};
+    use std::io::Write;
+
+    fn packet(seq: u64) -> Vec<u8> {
+        let mut payload = Vec::new();
+        encode_frame(&mut payload, 1000 + seq, false, &[seq]);
+        let mut p = Vec::new();
+        encode_packet(
+            &mut p,
+            payload_format::PETSYS_TOFPET2,
+            3,
+            seq,
+            0,
+            &payload,
+            true,
+        );
+        p
+    }
+
+    #[test]
+    fn udp_input_receives_and_accounts() {
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (p, mut c) = ring::<FrameChunk>(64, OverflowPolicy::Block);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || run_udp(socket, Ingest::new(vec![], p, false), s2));
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in (0..50).filter(|s| s % 10 != 7) {
+            tx.send_to(&packet(seq), addr).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        let ingest = h.join().unwrap();
+        let b = &ingest.boards()[&3];
+        assert_eq!(
+            (b.seq.received, b.seq.missing(), b.seq.expected()),
+            (45, 5, 50)
+        );
+        let mut packets = 0;
+        while let Some(chunk) = c.pop() {
+            packets += chunk.packets;
+        }
+        assert_eq!(packets, 45);
+    }
+
+    #[test]
+    fn tcp_stream_resyncs_after_garbage_and_reconnects() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (p, mut c) = ring::<FrameChunk>(64, OverflowPolicy::Block);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || run_tcp(addr, Ingest::new(vec![], p, false), s2));
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(&packet(0)).unwrap();
+        conn.write_all(b"garbage!garbage!garbage!garbage!garbage!")
+            .unwrap();
+        conn.write_all(&packet(1)).unwrap();
+        let half = packet(2);
+        conn.write_all(&half[..half.len() / 2]).unwrap();
+        drop(conn);
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(&packet(3)).unwrap();
+        conn.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        stop.store(true, Ordering::Relaxed);
+        let ingest = h.join().unwrap();
+        let b = &ingest.boards()[&3];
+        assert_eq!((b.seq.received, b.seq.missing()), (3, 1));
+        assert_eq!(ingest.losses.get("bad_header"), 1);
+        assert_eq!(ingest.losses.get("resync_skipped_bytes"), 40);
+        assert_eq!(ingest.losses.get("tcp_disconnects"), 1);
+        assert_eq!(ingest.losses.get("tcp_reconnects"), 1);
+        assert!(ingest.losses.get("tcp_truncated_bytes") > 0);
+        let mut packets = 0;
+        while let Some(chunk) = c.pop() {
+            packets += chunk.packets;
+        }
+        assert_eq!(packets, 3);
+    }
+}
