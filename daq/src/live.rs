@@ -59,7 +59,7 @@ pub struct RunLimits {
     pub duration: Option<Duration>,
     /// Singles written.
     pub max_hits: Option<u64>,
-    /// Transport bytes received.
+    /// Frame bytes accepted from the inputs.
     pub max_bytes: Option<u64>,
 }
 
@@ -343,6 +343,14 @@ pub fn run_live(
         }
         if config.limits.duration.is_some_and(|d| begun.elapsed() >= d) {
             reason = "duration limit";
+            break;
+        }
+        let bytes_in: u64 = inputs
+            .iter()
+            .map(|i| i.stats.pushed_bytes.load(Ordering::Relaxed))
+            .sum();
+        if config.limits.max_bytes.is_some_and(|m| bytes_in >= m) {
+            reason = "byte limit";
             break;
         }
         if config.limits.max_hits.is_some_and(|m| singles_sent >= m) {

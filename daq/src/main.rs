@@ -119,6 +119,9 @@ struct RunArgs {
     /// Stop after this many singles.
     #[arg(long)]
     max_hits: Option<u64>,
+    /// Stop after this many bytes of frames accepted.
+    #[arg(long)]
+    max_bytes: Option<u64>,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -313,6 +316,9 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     }
     if args.max_hits.is_some() {
         file.run.max_hits = args.max_hits;
+    }
+    if args.max_bytes.is_some() {
+        file.run.max_bytes = args.max_bytes;
     }
     if let Some(o) = &args.out {
         file.run.out = Some(o.clone());

@@ -33,6 +33,8 @@ pub trait RingItem {
 pub struct RingStats {
     /// Items pushed.
     pub pushed: AtomicU64,
+    /// Bytes in items pushed.
+    pub pushed_bytes: AtomicU64,
     /// Items dropped because the ring was full (Drop policy).
     pub dropped_items: AtomicU64,
     /// Packets in dropped items.
@@ -84,9 +86,11 @@ impl<T: RingItem> RingProducer<T> {
             if self.inner.is_abandoned() {
                 return Err(RingClosed);
             }
+            let bytes = item.bytes();
             match self.inner.push(item) {
                 Ok(()) => {
                     self.stats.pushed.fetch_add(1, Ordering::Relaxed);
+                    self.stats.pushed_bytes.fetch_add(bytes, Ordering::Relaxed);
                     if !waited.is_zero() {
                         self.stats
                             .blocked_ns
