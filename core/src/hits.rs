@@ -57,6 +57,24 @@ impl HitBatch {
         }
     }
 
+    /// A batch with the given times, channel = row index and every other column zero (for
+    /// tests and examples).
+    pub fn from_times(times: &[i64]) -> Self {
+        let n = times.len();
+        Self {
+            t_ps: times.to_vec(),
+            channel: (0..n as u32).collect(),
+            energy_kev: (0..n).map(|k| k as f32).collect(),
+            flags: vec![0; n],
+            frame: vec![0; n],
+            tcoarse: vec![0; n],
+            ecoarse: vec![0; n],
+            tfine: vec![0; n],
+            efine: vec![0; n],
+            tac: vec![0; n],
+        }
+    }
+
     /// Number of hits.
     pub fn len(&self) -> usize {
         self.t_ps.len()
@@ -211,20 +229,7 @@ mod tests {
     use super::*;
 
     fn batch(times: &[i64]) -> HitBatch {
-        let mut b = HitBatch::with_capacity(times.len());
-        for (k, &t) in times.iter().enumerate() {
-            b.t_ps.push(t);
-            b.channel.push(k as u32);
-            b.energy_kev.push(k as f32);
-            b.flags.push(0);
-            b.frame.push(0);
-            b.tcoarse.push(0);
-            b.ecoarse.push(0);
-            b.tfine.push(0);
-            b.efine.push(0);
-            b.tac.push(0);
-        }
-        b
+        HitBatch::from_times(times)
     }
 
     #[test]

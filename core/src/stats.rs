@@ -35,6 +35,18 @@ impl LossCounts {
         reasons.iter().map(|r| self.get(r)).sum()
     }
 
+    /// `reason count, reason count, ...`, or `none`.
+    pub fn summary(&self) -> String {
+        if self.0.is_empty() {
+            return "none".to_string();
+        }
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

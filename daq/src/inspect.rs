@@ -47,15 +47,7 @@ fn inspect_run_dir(dir: &Path) -> Result<()> {
     if let (Some(a), Some(b)) = (m.first_t_ps, m.last_t_ps) {
         println!("  t_ps {a} .. {b} ({:.6} s)", (b - a) as f64 * 1e-12);
     }
-    let losses: Vec<String> = m.losses.0.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!(
-        "  losses: {}",
-        if losses.is_empty() {
-            "none".to_string()
-        } else {
-            losses.join(", ")
-        }
-    );
+    println!("  losses: {}", m.losses.summary());
     for file in &m.files {
         println!("  {} {} rows {} bytes", file.path, file.rows, file.bytes);
     }
@@ -111,16 +103,7 @@ fn inspect_parquet(path: &Path) -> Result<()> {
     }
     if let Some(dir) = path.parent() {
         if let Ok(m) = Manifest::read(dir) {
-            let losses: Vec<String> = m.losses.0.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!(
-                "  run {} losses: {}",
-                m.run,
-                if losses.is_empty() {
-                    "none".to_string()
-                } else {
-                    losses.join(", ")
-                }
-            );
+            println!("  run {} losses: {}", m.run, m.losses.summary());
         }
     }
     Ok(())
@@ -189,19 +172,6 @@ fn inspect_rawf(path: &Path) -> Result<()> {
             (b - a + 1) as f64 * 1024.0 * period * 1e-12
         );
     }
-    let losses: Vec<String> = scanner
-        .losses
-        .0
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    println!(
-        "  losses: {}",
-        if losses.is_empty() {
-            "none".to_string()
-        } else {
-            losses.join(", ")
-        }
-    );
+    println!("  losses: {}", scanner.losses.summary());
     Ok(())
 }

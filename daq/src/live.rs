@@ -392,7 +392,9 @@ pub fn run_live(
     input_stop.store(true, Ordering::Relaxed);
     let mut ingests = Vec::new();
     let mut input_errors = Vec::new();
-    while inputs.iter().any(|i| !i.handle.is_finished()) {
+    // Keep draining while the inputs finish, then once more after they have.
+    loop {
+        let finished = inputs.iter().all(|i| i.handle.is_finished());
         if error.is_none() {
             if let Err(e) = drain(
                 &mut inputs,
@@ -405,19 +407,10 @@ pub fn run_live(
                 error = Some(format!("{e:#}"));
             }
         }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if error.is_none() {
-        if let Err(e) = drain(
-            &mut inputs,
-            &mut boards,
-            kernel,
-            &mut merger,
-            &mut archive,
-            &mut archive_error,
-        ) {
-            error = Some(format!("{e:#}"));
+        if finished {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
     let mut port_drops = 0u64;
     let mut ring_losses = LossCounts::default();

@@ -67,20 +67,7 @@ mod tests {
     use super::*;
 
     fn batch(times: &[i64]) -> HitBatch {
-        let mut b = HitBatch::default();
-        for &t in times {
-            b.t_ps.push(t);
-            b.channel.push(0);
-            b.energy_kev.push(0.0);
-            b.flags.push(0);
-            b.frame.push(0);
-            b.tcoarse.push(0);
-            b.ecoarse.push(0);
-            b.tfine.push(0);
-            b.efine.push(0);
-            b.tac.push(0);
-        }
-        b
+        HitBatch::from_times(times)
     }
 
     #[test]
@@ -208,20 +195,7 @@ mod kway_tests {
     use super::*;
 
     fn batch(times: &[i64]) -> HitBatch {
-        let mut b = HitBatch::default();
-        for &t in times {
-            b.t_ps.push(t);
-            b.channel.push(0);
-            b.energy_kev.push(0.0);
-            b.flags.push(0);
-            b.frame.push(0);
-            b.tcoarse.push(0);
-            b.ecoarse.push(0);
-            b.tfine.push(0);
-            b.efine.push(0);
-            b.tac.push(0);
-        }
-        b
+        HitBatch::from_times(times)
     }
 
     #[test]

@@ -269,12 +269,7 @@ pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
     } else {
         println!("  energies are ToT in ns (no energy calibration)");
     }
-    if c.losses.is_empty() {
-        println!("  losses: none");
-    } else {
-        let list: Vec<String> = c.losses.0.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  losses: {}", list.join(", "));
-    }
+    println!("  losses: {}", c.losses.summary());
     for f in &s.manifest.files {
         println!(
             "  wrote {} ({} rows, {} bytes)",
