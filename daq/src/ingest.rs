@@ -94,6 +94,11 @@ impl Ingest {
             .collect()
     }
 
+    /// True when every board seen has sent end-of-stream (a closed connection is then normal).
+    pub fn all_ended(&self) -> bool {
+        !self.boards.is_empty() && self.boards.values().all(|b| b.counts.ended)
+    }
+
     /// True when `peer` may send to us.
     pub fn allowed(&self, peer: IpAddr) -> bool {
         self.allow.is_empty() || self.allow.contains(&peer)

@@ -358,12 +358,15 @@ pub fn run_live(
             break;
         }
         let all_ended = !boards.is_empty() && boards.values().all(|b| b.ended);
-        let archives_done = inputs.iter().all(|i| i.handle.is_finished())
-            && inputs.iter().all(|i| i.consumer.is_finished());
+        // An input thread that has ended (archive read, TCP stream closed) with its ring
+        // drained has nothing more to give.
+        let inputs_done = inputs
+            .iter()
+            .all(|i| i.handle.is_finished() && i.consumer.is_empty());
         if (config.stop_at_end_of_stream
             && all_ended
             && last_data.elapsed() > Duration::from_millis(200))
-            || archives_done
+            || inputs_done
         {
             reason = "end of stream";
             break;

@@ -119,6 +119,10 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
                 break 'connect;
             }
             match stream.read(&mut read_buf) {
+                Ok(0) if ingest.all_ended() => {
+                    // The front-end closed after its end-of-stream: a normal end.
+                    break 'connect;
+                }
                 Ok(0) => {
                     // Disconnected: a partial packet left in the buffer is lost.
                     if !buf.is_empty() {
@@ -139,6 +143,7 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
+                Err(_) if ingest.all_ended() => break 'connect,
                 Err(_) => {
                     ingest.losses.add("tcp_disconnects", 1);
                     buf.clear();

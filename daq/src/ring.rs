@@ -137,6 +137,11 @@ impl<T> RingConsumer<T> {
         self.inner.is_abandoned() && self.inner.is_empty()
     }
 
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
     /// Items waiting.
     pub fn fill(&self) -> usize {
         self.inner.buffer().capacity() - self.inner.slots().min(self.inner.buffer().capacity())

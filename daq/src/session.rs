@@ -170,6 +170,7 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
     let mut histogram = EnergyHistogram::default();
     match end.sink {
         Ok(report) => {
+            counts.singles_written = report.file.rows;
             manifest.first_t_ps = report.t_range.map(|r| r.0);
             manifest.last_t_ps = report.t_range.map(|r| r.1);
             manifest.files.push(report.file);

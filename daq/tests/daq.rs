@@ -583,3 +583,264 @@ fn demo_runs_end_to_end_and_inspect_summarises_everything() {
         "{stdout}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Live acquisition: fpga-sim streams over UDP/TCP, scandaq runs, counts are compared with what
+// the simulator says it sent and injected.
+
+mod live {
+    use super::*;
+    use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+    use scandaq::ring::OverflowPolicy;
+    use scandaq_fpga_sim::stream::{Faults, StreamConfig, StreamSummary, Transport, stream};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    fn free_port_udp() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn free_port_tcp() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn live_config(spec: InputSpec, out: &Path, archive: bool) -> LiveConfig {
+        LiveConfig {
+            inputs: vec![InputConfig {
+                spec,
+                allow: vec![],
+                policy: OverflowPolicy::Block,
+                ring_chunks: 64,
+            }],
+            out_dir: out.to_path_buf(),
+            limits: RunLimits {
+                duration: Some(Duration::from_secs(60)),
+                ..Default::default()
+            },
+            raw_columns: false,
+            raw_archive: archive,
+            stop_at_end_of_stream: true,
+            stats_every: None,
+            clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
+        }
+    }
+
+    fn stream_config(transport: Transport, faults: Faults, seed: u64) -> StreamConfig {
+        StreamConfig {
+            bench: BenchConfig {
+                seed,
+                duration_s: 0.1,
+                hit_rate_hz: 1e6,
+                ..BenchConfig::default()
+            },
+            boards: 2,
+            transport,
+            faults,
+            max_packet_bytes: 8192,
+            paced: true,
+            out_dir: None,
+        }
+    }
+
+    /// Runs scandaq on `spec` while fpga-sim streams `config`; returns both summaries.
+    fn acquire(
+        spec: InputSpec,
+        config: StreamConfig,
+        out: &Path,
+        archive: bool,
+    ) -> (scandaq::session::RunSummary, StreamSummary) {
+        let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
+        let live = live_config(spec, out, archive);
+        let run = std::thread::spawn(move || {
+            run_live(&live, &calib, Arc::new(AtomicBool::new(false)), "run").unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200)); // the run binds/connects first
+        let sent = stream(config).unwrap();
+        (run.join().unwrap(), sent)
+    }
+
+    fn count(m: &Manifest, key: &str) -> u64 {
+        m.counts.get(key).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn udp_run_with_every_fault_accounts_for_every_packet_and_hit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = free_port_udp();
+        let faults = Faults {
+            lose_packets: 0.02,
+            duplicate: 0.02,
+            reorder: 0.02,
+            corrupt: 0.01,
+            disconnect_after: None,
+        };
+        let (s, sent) = acquire(
+            InputSpec::Udp(addr),
+            stream_config(Transport::Udp { target: addr }, faults, 21),
+            tmp.path(),
+            true,
+        );
+        assert!(s.error.is_none(), "{:?}", s.error);
+        let m = &s.manifest;
+        assert_eq!(count(m, "boards"), 2);
+        assert_eq!(
+            m.losses.get("udp_kernel_drops"),
+            0,
+            "loopback at 1 MHz must not drop"
+        );
+        for b in &sent.boards {
+            let id = b.source_id;
+            let f = &b.faults;
+            assert_eq!(
+                count(m, &format!("board.{id}.packets_missing")),
+                f.lost_packets + f.corrupted_packets,
+                "board {id}"
+            );
+            assert_eq!(
+                count(m, &format!("board.{id}.duplicates")),
+                f.duplicated_packets,
+                "board {id}"
+            );
+            assert_eq!(
+                count(m, &format!("board.{id}.out_of_order")),
+                f.reordered_packets,
+                "board {id}"
+            );
+            assert_eq!(count(m, &format!("board.{id}.end_of_stream")), 1);
+            let hits_arrived = b.hits_sent - f.lost_hits - f.corrupted_hits;
+            assert_eq!(
+                count(m, &format!("board.{id}.hits_decoded")),
+                hits_arrived,
+                "board {id}"
+            );
+        }
+        let t = &sent.faults;
+        assert!(
+            t.lost_packets > 0
+                && t.duplicated_packets > 0
+                && t.reordered_packets > 0
+                && t.corrupted_packets > 0,
+            "{t:?}"
+        );
+        assert_eq!(m.losses.get("crc_error"), t.corrupted_packets);
+        // Every hit that arrived is a single or a named loss.
+        let c = &s.counts;
+        assert_eq!(c.singles_written + c.hits_dropped(), c.hits_decoded);
+        assert_eq!(
+            c.hits_decoded,
+            sent.hits_sent - t.lost_hits - t.corrupted_hits
+        );
+
+        // The raw archive replays to the same singles.
+        let archive = s.dir.join("raw-00000.sdq");
+        assert!(m.files.iter().any(|f| f.path == "raw-00000.sdq"));
+        let out2 = tmp.path().join("replayed");
+        let calib = sim_dir().join("calib");
+        let (code, stdout, stderr) = scandaq(&[
+            "replay",
+            archive.to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+            "--out",
+            out2.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let (live_b, _, _) = run_files(&s.dir);
+        let (replay_b, _, replay_m) = run_files(&out2.join("run-000001"));
+        assert_eq!(replay_m.counts["singles_written"], c.singles_written);
+        assert_eq!(col_i64(&live_b, "t_ps"), col_i64(&replay_b, "t_ps"));
+        assert_eq!(col_u32(&live_b, "channel"), col_u32(&replay_b, "channel"));
+        assert_eq!(
+            col_f32(&live_b, "energy_kev"),
+            col_f32(&replay_b, "energy_kev")
+        );
+    }
+
+    #[test]
+    fn tcp_disconnect_reconnects_and_counts_the_gap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = free_port_tcp();
+        let faults = Faults {
+            disconnect_after: Some(40),
+            ..Faults::default()
+        };
+        let config = stream_config(Transport::Tcp { listen: addr }, faults, 22);
+        // fpga-sim listens, scandaq connects: start the sender first.
+        let sender = std::thread::spawn(move || stream(config).unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
+        let s = run_live(
+            &live_config(InputSpec::Tcp(addr), tmp.path(), false),
+            &calib,
+            Arc::new(AtomicBool::new(false)),
+            "run",
+        )
+        .unwrap();
+        let sent = sender.join().unwrap();
+        assert!(s.error.is_none(), "{:?}", s.error);
+        let m = &s.manifest;
+        assert_eq!(sent.faults.disconnects, 1);
+        assert_eq!(m.losses.get("tcp_disconnects"), 1);
+        assert_eq!(m.losses.get("tcp_reconnects"), 1);
+        let missing: u64 = sent
+            .boards
+            .iter()
+            .map(|b| count(m, &format!("board.{}.packets_missing", b.source_id)))
+            .sum();
+        assert_eq!(missing, sent.faults.disconnect_lost_packets);
+        assert_eq!(
+            s.counts.hits_decoded,
+            sent.hits_sent - sent.faults.disconnect_lost_hits
+        );
+        assert!(m.complete);
+    }
+
+    #[test]
+    fn run_rejects_bad_configuration_before_starting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("run.toml");
+        std::fs::write(&cfg, "[run]\nout = \"x\"\nspeed = 3\n").unwrap();
+        let (code, _, stderr) = scandaq(&["config", "check", cfg.to_str().unwrap()]);
+        no_panic(&stderr);
+        assert_ne!(code, 0);
+        assert!(stderr.contains("speed"), "{stderr}");
+        let (code, _, stderr) = scandaq(&[
+            "run",
+            "--udp",
+            "127.0.0.1:1",
+            "--out",
+            tmp.path().to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0);
+        assert!(stderr.contains("calibration"), "{stderr}");
+        let calib = sim_dir().join("calib");
+        let (code, _, stderr) = scandaq(&[
+            "run",
+            "--udp",
+            "127.0.0.1:1",
+            "--calib",
+            calib.to_str().unwrap(),
+            "--out",
+            "/nonexistent/dir/x",
+        ]);
+        assert_ne!(code, 0);
+        assert!(stderr.contains("run.out"), "{stderr}");
+        let (code, _, stderr) = scandaq(&[
+            "run",
+            "--udp",
+            "nonsense",
+            "--calib",
+            calib.to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0);
+        assert!(stderr.contains("nonsense"), "{stderr}");
+    }
+}

@@ -94,7 +94,7 @@ pub fn write_calibration_dir(sim: &BenchSim, dir: &Path) -> Result<(), SimError>
 }
 
 /// Creates `dir` if it does not exist (its parent must exist); refuses a path that is a file.
-fn prepare_out_dir(dir: &Path) -> Result<(), SimError> {
+pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), SimError> {
     if dir.is_dir() {
         return Ok(());
     }

@@ -14,6 +14,7 @@ pub mod detector;
 pub mod files;
 pub mod rng;
 pub mod sim;
+pub mod stream;
 pub mod truth;
 
 pub use config::{BenchConfig, SimError};
