@@ -144,7 +144,7 @@ impl<T> RingConsumer<T> {
 
     /// Items waiting.
     pub fn fill(&self) -> usize {
-        self.inner.buffer().capacity() - self.inner.slots().min(self.inner.buffer().capacity())
+        self.inner.slots()
     }
 
     /// Shared counters.
@@ -176,6 +176,7 @@ mod tests {
         let s = p.stats();
         assert_eq!(s.dropped_items.load(Ordering::Relaxed), 1);
         assert_eq!(s.dropped_bytes.load(Ordering::Relaxed), 30);
+        assert_eq!(c.fill(), 2);
         assert_eq!(c.pop().map(|i| i.0), Some(10));
         assert_eq!(c.pop().map(|i| i.0), Some(20));
         assert!(c.pop().is_none());
