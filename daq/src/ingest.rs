@@ -26,8 +26,11 @@ pub struct FrameChunk {
     pub packets: u64,
     /// The board said end of stream.
     pub end_of_stream: bool,
-    /// Packets exactly as received (for the raw archive), when archiving.
+    /// Packets exactly as received from allowed senders, in arrival order (for the raw
+    /// archive), when archiving; may be carried by a chunk of any board.
     pub raw: Vec<u8>,
+    /// Packets in `raw`.
+    pub raw_packets: u64,
 }
 
 impl RingItem for FrameChunk {
@@ -64,6 +67,8 @@ pub struct Ingest {
     boards: BTreeMap<u32, Board>,
     ring: RingProducer<FrameChunk>,
     archive: bool,
+    raw: Vec<u8>,
+    raw_packets: u64,
     /// Input-level losses by reason (bad headers, CRC errors, foreign senders, ...).
     pub losses: LossCounts,
     /// Packets and bytes that arrived (before any check).
@@ -80,6 +85,8 @@ impl Ingest {
             boards: BTreeMap::new(),
             ring,
             archive,
+            raw: Vec::new(),
+            raw_packets: 0,
             losses: LossCounts::default(),
             packets_in: 0,
             bytes_in: 0,
@@ -112,6 +119,10 @@ impl Ingest {
             self.losses.add("foreign_sender_packets", 1);
             return Ok(());
         }
+        if self.archive {
+            self.raw.extend_from_slice(packet);
+            self.raw_packets += 1;
+        }
         let (header, payload) = match transport::decode_packet(packet) {
             Ok(x) => x,
             Err(e) => {
@@ -129,9 +140,6 @@ impl Ingest {
         if end && board.counts.ended {
             // Repeated end markers (UDP senders repeat them) are expected, not duplicates.
             return Ok(());
-        }
-        if self.archive {
-            board.pending.raw.extend_from_slice(packet);
         }
         match board.counts.seq.observe(header.seq) {
             SeqVerdict::Duplicate | SeqVerdict::TooLate => return Ok(()),
@@ -155,7 +163,7 @@ impl Ingest {
         }
         board.pending.end_of_stream |= end;
         if board.pending.frames.len() >= CHUNK_BYTES || end {
-            Self::hand_on(&mut self.ring, board)?;
+            Self::hand_on(&mut self.ring, board, &mut self.raw, &mut self.raw_packets)?;
         }
         Ok(())
     }
@@ -166,18 +174,32 @@ impl Ingest {
             if final_flush {
                 release_in_order(board, true);
             }
-            if board.pending.packets > 0
-                || !board.pending.raw.is_empty()
-                || board.pending.end_of_stream
-            {
-                Self::hand_on(&mut self.ring, board)?;
+            if board.pending.packets > 0 || board.pending.end_of_stream {
+                Self::hand_on(&mut self.ring, board, &mut self.raw, &mut self.raw_packets)?;
             }
+        }
+        if !self.raw.is_empty() {
+            // Packets that reached no board's frames (rejected ones) still go to the archive.
+            let chunk = FrameChunk {
+                source_id: u32::MAX,
+                raw: std::mem::take(&mut self.raw),
+                raw_packets: std::mem::take(&mut self.raw_packets),
+                ..Default::default()
+            };
+            self.ring.push(chunk)?;
         }
         Ok(())
     }
 
-    fn hand_on(ring: &mut RingProducer<FrameChunk>, board: &mut Board) -> Result<(), RingClosed> {
+    fn hand_on(
+        ring: &mut RingProducer<FrameChunk>,
+        board: &mut Board,
+        raw: &mut Vec<u8>,
+        raw_packets: &mut u64,
+    ) -> Result<(), RingClosed> {
         let id = board.pending.source_id;
+        board.pending.raw = std::mem::take(raw);
+        board.pending.raw_packets = std::mem::take(raw_packets);
         let chunk = std::mem::replace(
             &mut board.pending,
             FrameChunk {

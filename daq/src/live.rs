@@ -208,11 +208,14 @@ fn drain<'k>(
             got = true;
             if let Some(w) = archive.as_mut() {
                 if !chunk.raw.is_empty() {
-                    if let Err(e) = w.write_packets(&chunk.raw, chunk.packets) {
+                    if let Err(e) = w.write_packets(&chunk.raw, chunk.raw_packets) {
                         *archive_error = Some(format!("{e}"));
                         *archive = None;
                     }
                 }
+            }
+            if chunk.frames.is_empty() && !chunk.end_of_stream && chunk.packets == 0 {
+                continue; // archive-only chunk (rejected packets)
             }
             let board = boards.entry(chunk.source_id).or_insert_with(|| BoardState {
                 processor: Processor::new(kernel),
@@ -298,7 +301,9 @@ pub fn run_live(
     let kernel_owned = start.kernel.clone();
     let kernel = &kernel_owned;
     let mut boards: BTreeMap<u32, BoardState> = BTreeMap::new();
-    let mut merger = KWayMerger::new(500_000_000_000);
+    // Boards may lag each other by 0.5 s of detector time; nothing within 50 ms of the newest
+    // hit is released, so a board whose data starts a little later is not late.
+    let mut merger = KWayMerger::new(500_000_000_000, 50_000_000_000);
     let mut singles_sent = 0u64;
     let mut error: Option<String> = None;
     let begun = Instant::now();

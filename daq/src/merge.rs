@@ -84,14 +84,17 @@ mod tests {
 }
 
 /// K-way time merge of several time-ordered streams (one per front-end board) with a
-/// watermark: hits are released once every active stream has moved past them. A stream that
-/// falls more than `max_skew_ps` behind the most advanced one no longer holds the others back
-/// (memory stays bounded); its hits that arrive behind the released time are counted as late.
+/// watermark: hits are released once every active stream has moved past them, and never within
+/// `hold_ps` of the newest hit (so a board whose first data arrives a little after the others'
+/// is not late). A stream that falls more than `max_skew_ps` behind the most advanced one no
+/// longer holds the others back (memory stays bounded); its hits that arrive behind the
+/// released time are counted as late.
 #[derive(Debug)]
 pub struct KWayMerger {
     streams: std::collections::BTreeMap<u32, StreamQueue>,
     released_up_to: i64,
     max_skew_ps: i64,
+    hold_ps: i64,
     late_hits: u64,
 }
 
@@ -104,11 +107,12 @@ struct StreamQueue {
 
 impl KWayMerger {
     /// New merger.
-    pub fn new(max_skew_ps: i64) -> Self {
+    pub fn new(max_skew_ps: i64, hold_ps: i64) -> Self {
         Self {
             streams: Default::default(),
             released_up_to: i64::MIN,
             max_skew_ps,
+            hold_ps,
             late_hits: 0,
         }
     }
@@ -159,7 +163,9 @@ impl KWayMerger {
             .map(|q| q.newest)
             .min();
         let watermark = match active_min {
-            Some(m) => m.max(newest_max.saturating_sub(self.max_skew_ps)),
+            Some(m) => m
+                .max(newest_max.saturating_sub(self.max_skew_ps))
+                .min(newest_max.saturating_sub(self.hold_ps)),
             None => newest_max.saturating_add(1),
         };
         self.take_before(watermark)
@@ -200,7 +206,7 @@ mod kway_tests {
 
     #[test]
     fn merges_streams_in_time_order_with_watermark() {
-        let mut m = KWayMerger::new(1_000);
+        let mut m = KWayMerger::new(1_000, 0);
         let mut out = Vec::new();
         m.push(0, batch(&[1, 4, 9]));
         out.extend(m.release().t_ps); // stream 0 alone: releases < 9
@@ -216,8 +222,20 @@ mod kway_tests {
     }
 
     #[test]
+    fn hold_keeps_room_for_a_board_that_starts_late() {
+        let mut m = KWayMerger::new(1_000_000, 50);
+        m.push(0, batch(&[10, 20, 100]));
+        assert_eq!(m.release().t_ps, vec![10, 20]); // held back: >= 100 - 50
+        m.push(1, batch(&[60, 70])); // within the hold of the newest hit (100): not late
+        assert_eq!(m.release().t_ps, Vec::<i64>::new()); // watermark still capped at 50
+        m.push(1, batch(&[120]));
+        assert_eq!(m.release().t_ps, vec![60]); // min(active) = 100, capped at 120 - 50 = 70
+        assert_eq!(m.late_hits(), 0);
+    }
+
+    #[test]
     fn a_lagging_stream_does_not_hold_memory() {
-        let mut m = KWayMerger::new(100);
+        let mut m = KWayMerger::new(100, 0);
         m.push(0, batch(&[0]));
         m.push(1, batch(&[1_000]));
         let out = m.release(); // watermark = max(0, 1000-100) = 900

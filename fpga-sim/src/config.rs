@@ -205,6 +205,14 @@ pub enum SimError {
     /// The output directory cannot be used.
     #[error("{0}")]
     OutputDir(String),
+    /// A socket error while streaming (binding, sending, waiting for or serving a client).
+    #[error("{action}: {source}")]
+    Network {
+        /// What was being done.
+        action: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Writing the truth Parquet file failed.
     #[error(transparent)]
     Sink(#[from] scandaq_sinks::SinkError),

@@ -56,9 +56,12 @@ coincidence_time_window = 3
 pub const MAP_TRIGGER: &str = "0\t1\tC\n0\t0\tM\n1\t1\tM\n";
 
 /// Truth rows gathered before a record batch goes to the Parquet writer.
-const TRUTH_BATCH_ROWS: usize = 1 << 16;
+pub(crate) const TRUTH_BATCH_ROWS: usize = 1 << 16;
 
-fn write_truth(writer: &mut ParquetTableWriter, truth: &mut TruthBatch) -> Result<(), SimError> {
+pub(crate) fn write_truth(
+    writer: &mut ParquetTableWriter,
+    truth: &mut TruthBatch,
+) -> Result<(), SimError> {
     if !truth.is_empty() {
         let batch = truth
             .to_record_batch()
@@ -116,15 +119,11 @@ pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), SimError> {
     std::fs::create_dir(dir).map_err(|e| SimError::io("creating directory", dir, e))
 }
 
-/// Simulates a whole run and writes it to `dir` (created if its parent exists):
-/// `bench.rawf` (ToT 200 MHz header + frames), `bench.idxf` (one step), `truth.parquet`
-/// (rows in emission order; metadata `seed` and `config`), `calib/` (see
-/// [`write_calibration_dir`]) and `summary.json`. Returns the summary.
-pub fn write_bench_files(config: BenchConfig, dir: &Path) -> Result<SimSummary, SimError> {
-    let mut sim = BenchSim::new(config)?;
-    prepare_out_dir(dir)?;
-    write_calibration_dir(&sim, &dir.join(CALIB_DIR))?;
-
+/// Opens `dir/truth.parquet` for the rows of `sim`, with the `seed` and `config` metadata.
+pub(crate) fn create_truth_writer(
+    sim: &BenchSim,
+    dir: &Path,
+) -> Result<ParquetTableWriter, SimError> {
     let config_json = serde_json::to_string(sim.config()).map_err(|e| SimError::Json {
         what: "configuration",
         message: e.to_string(),
@@ -138,8 +137,25 @@ pub fn write_bench_files(config: BenchConfig, dir: &Path) -> Result<SimSummary, 
         ("seed".to_string(), sim.config().seed.to_string()),
         ("config".to_string(), config_json),
     ];
-    let mut truth_writer =
-        ParquetTableWriter::create(dir, TRUTH_FILE, TruthBatch::schema(), &options, metadata)?;
+    Ok(ParquetTableWriter::create(
+        dir,
+        TRUTH_FILE,
+        TruthBatch::schema(),
+        &options,
+        metadata,
+    )?)
+}
+
+/// Simulates a whole run and writes it to `dir` (created if its parent exists):
+/// `bench.rawf` (ToT 200 MHz header + frames), `bench.idxf` (one step), `truth.parquet`
+/// (rows in emission order; metadata `seed` and `config`), `calib/` (see
+/// [`write_calibration_dir`]) and `summary.json`. Returns the summary.
+pub fn write_bench_files(config: BenchConfig, dir: &Path) -> Result<SimSummary, SimError> {
+    let mut sim = BenchSim::new(config)?;
+    prepare_out_dir(dir)?;
+    write_calibration_dir(&sim, &dir.join(CALIB_DIR))?;
+
+    let mut truth_writer = create_truth_writer(&sim, dir)?;
 
     let rawf_path = dir.join(RAWF_FILE);
     let file = File::create(&rawf_path).map_err(|e| SimError::io("creating", &rawf_path, e))?;

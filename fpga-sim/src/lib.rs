@@ -5,7 +5,9 @@
 //! read one-to-one; dark counts, Lu-176 background, per-channel skew, gain and TDC response,
 //! dead time and frame overflow. [`BenchSim`] generates frames slice by slice (for in-process
 //! use by the `scandaq demo` pipeline and tests); [`write_bench_files`] writes a whole run as
-//! `.rawf`/`.idxf`, `truth.parquet`, a PETsys-style `calib/` folder and `summary.json`.
+//! `.rawf`/`.idxf`, `truth.parquet`, a PETsys-style `calib/` folder and `summary.json`;
+//! [`stream()`] sends the frames live as transport packets over UDP or TCP, one stream per
+//! board, with deterministic fault injection ([`generate_packets`] does the same in-process).
 //! Everything is deterministic in the seed.
 
 pub mod cli;
@@ -20,4 +22,8 @@ pub mod truth;
 pub use config::{BenchConfig, SimError};
 pub use files::{write_bench_files, write_calibration_dir};
 pub use sim::{BenchSim, SimSummary};
+pub use stream::{
+    BoardSummary, FaultCounts, Faults, StreamConfig, StreamSummary, Transport, generate_packets,
+    stream,
+};
 pub use truth::{HitKind, TruthBatch};

@@ -4,9 +4,13 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use scandaq_fpga_sim::cli::{parse_duration, parse_preset, parse_rate, summary_paragraph};
-use scandaq_fpga_sim::files::bench_file_list;
-use scandaq_fpga_sim::stream::{Faults, StreamConfig, Transport, stream};
+use scandaq_fpga_sim::cli::{
+    parse_duration, parse_packet_bytes, parse_preset, parse_probability, parse_rate,
+    stream_report, summary_paragraph,
+};
+use scandaq_fpga_sim::files::{CALIB_DIR, CALIB_FILES, SUMMARY_FILE, TRUTH_FILE, bench_file_list};
+use scandaq_fpga_sim::stream::{DEFAULT_MAX_PACKET_BYTES, TCP_FIRST_ACCEPT_WAIT};
+use scandaq_fpga_sim::{Faults, StreamConfig, Transport, stream};
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,33 +36,34 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Stream to a receiver listening for UDP datagrams at HOST:PORT.
-    #[arg(long, conflicts_with = "tcp")]
+    #[arg(long, conflicts_with = "tcp", value_name = "HOST:PORT")]
     udp: Option<std::net::SocketAddr>,
-    /// Serve the stream over TCP on HOST:PORT (scandaq connects).
-    #[arg(long)]
+    /// Serve the stream over TCP: listen on HOST:PORT and wait for scandaq to connect.
+    #[arg(long, value_name = "HOST:PORT")]
     tcp: Option<std::net::SocketAddr>,
-    /// Front-end boards (streams): 1, or 2 (one per module).
+    /// Front-end boards (streams): 1 (source 0 carries everything) or 2 (source b = chip b).
     #[arg(long, default_value_t = 1)]
     boards: u32,
-    /// Probability per packet of losing it.
-    #[arg(long, default_value_t = 0.0)]
-    lose_packets: f64,
+    /// Probability per packet of losing it (not sent).
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    lose_packets: Option<f64>,
     /// Probability per packet of sending it twice.
-    #[arg(long, default_value_t = 0.0)]
-    duplicate: f64,
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    duplicate: Option<f64>,
     /// Probability per packet of sending it after the next one.
-    #[arg(long, default_value_t = 0.0)]
-    reorder: f64,
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    reorder: Option<f64>,
     /// Probability per packet of flipping a payload byte after the CRC.
-    #[arg(long, default_value_t = 0.0)]
-    corrupt: f64,
-    /// TCP: break the connection after this many packets (then wait for a reconnect).
-    #[arg(long)]
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    corrupt: Option<f64>,
+    /// TCP: cut the connection once, after N packets (half a packet is written), then wait
+    /// for scandaq to reconnect.
+    #[arg(long, value_name = "N")]
     disconnect_after: Option<u64>,
-    /// Largest packet in bytes, header included.
-    #[arg(long, default_value_t = 8192)]
-    max_packet_bytes: usize,
-    /// Send as fast as possible instead of at the configured rate.
+    /// Largest packet in bytes, 32-byte header included [default: 8192].
+    #[arg(long, value_name = "BYTES", value_parser = parse_packet_bytes)]
+    max_packet_bytes: Option<usize>,
+    /// Send as fast as possible instead of in real time at --rate.
     #[arg(long)]
     unpaced: bool,
     /// Start the frameID counter so its 36-bit wrap falls mid-run.
@@ -88,10 +93,10 @@ fn run(args: Args) -> Result<()> {
         config = config.near_wrap();
     }
     let faults = Faults {
-        lose_packets: args.lose_packets,
-        duplicate: args.duplicate,
-        reorder: args.reorder,
-        corrupt: args.corrupt,
+        lose_packets: args.lose_packets.unwrap_or(0.0),
+        duplicate: args.duplicate.unwrap_or(0.0),
+        reorder: args.reorder.unwrap_or(0.0),
+        corrupt: args.corrupt.unwrap_or(0.0),
         disconnect_after: args.disconnect_after,
     };
     let transport = match (args.udp, args.tcp) {
@@ -100,9 +105,26 @@ fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let Some(transport) = transport else {
-        if faults != Faults::default() || args.boards != 1 {
+        let stream_flags = [
+            ("--lose-packets", args.lose_packets.is_some()),
+            ("--duplicate", args.duplicate.is_some()),
+            ("--reorder", args.reorder.is_some()),
+            ("--corrupt", args.corrupt.is_some()),
+            ("--disconnect-after", args.disconnect_after.is_some()),
+            ("--boards", args.boards != 1),
+            ("--max-packet-bytes", args.max_packet_bytes.is_some()),
+            ("--unpaced", args.unpaced),
+        ];
+        let given: Vec<&str> = stream_flags
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(f, _)| *f)
+            .collect();
+        if !given.is_empty() {
             bail!(
-                "--boards and fault injection need a stream: add --udp HOST:PORT or --tcp HOST:PORT"
+                "stream options ({}) need --udp HOST:PORT or --tcp HOST:PORT (faults need a stream); \
+                 drop them to write files",
+                given.join(", ")
             );
         }
         let Some(out) = args.out else {
@@ -116,37 +138,45 @@ fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     };
+    if let (Transport::Udp { .. }, Some(_)) = (&transport, args.disconnect_after) {
+        bail!("--disconnect-after needs --tcp: a UDP stream has no connection to break");
+    }
+    if !(1..=2).contains(&args.boards) {
+        bail!(
+            "--boards {}: the bench has 2 modules (chips 0 and 1); use --boards 1 (everything \
+             on source 0) or --boards 2 (chip b on source b)",
+            args.boards
+        );
+    }
+    if let Transport::Tcp { listen } = &transport {
+        eprintln!(
+            "fpga-sim: serving TCP on {listen}; waiting up to {} s for scandaq to connect",
+            TCP_FIRST_ACCEPT_WAIT.as_secs()
+        );
+    }
+    let rate = config.hit_rate_hz;
+    let out = args.out.clone();
     let summary = stream(StreamConfig {
         bench: config,
         boards: args.boards,
-        transport,
+        transport: transport.clone(),
         faults,
-        max_packet_bytes: args.max_packet_bytes,
+        max_packet_bytes: args.max_packet_bytes.unwrap_or(DEFAULT_MAX_PACKET_BYTES),
         paced: !args.unpaced,
-        out_dir: args.out.clone(),
+        out_dir: out.clone(),
     })
     .context("streaming")?;
-    println!(
-        "fpga-sim streamed {} hits in {} packets on {} board(s) in {:.2} s ({:.2} M hits/s)",
-        summary.hits_sent,
-        summary.packets_sent,
-        summary.boards.len(),
-        summary.wall_seconds,
-        summary.hits_sent as f64 / summary.wall_seconds.max(1e-9) / 1e6
-    );
-    let f = &summary.faults;
-    println!(
-        "  faults: lost {} packets ({} hits), corrupted {} ({} hits), duplicated {}, reordered {}, disconnects {} ({} packets, {} hits)",
-        f.lost_packets,
-        f.lost_hits,
-        f.corrupted_packets,
-        f.corrupted_hits,
-        f.duplicated_packets,
-        f.reordered_packets,
-        f.disconnects,
-        f.disconnect_lost_packets,
-        f.disconnect_lost_hits
-    );
+    let files: Vec<String> = match &out {
+        Some(_) => [TRUTH_FILE, SUMMARY_FILE]
+            .iter()
+            .map(|f| f.to_string())
+            .chain(CALIB_FILES.iter().map(|f| format!("{CALIB_DIR}/{f}")))
+            .collect(),
+        None => Vec::new(),
+    };
+    let dir = out.map(|d| d.display().to_string()).unwrap_or_default();
+    println!("{}", summary_paragraph(&summary.sim, &dir, &files));
+    println!("{}", stream_report(&summary, &transport, rate));
     Ok(())
 }
 

@@ -1,44 +1,102 @@
-//! Streaming front-end emulation: the bench's frames split into one stream per board (board b
-//! carries PETsys chip b), packed whole into transport packets of at most `max_packet_bytes`,
-//! with deterministic fault injection, sent over UDP or served over TCP at the configured hit
-//! rate. [`generate_packets`] yields the same packets in-process for tests.
+//! Streaming front-end emulation: the bench's frames split into one stream per board, packed
+//! whole into transport packets (docs/formats.md §1), with deterministic fault injection, sent
+//! over UDP or served over TCP in real time at the configured hit rate. [`generate_packets`]
+//! hands the same packets to a closure for in-process use and tests.
 //!
-//! Faults (one draw per packet, exclusive): lost (never sent), corrupted (one payload byte
-//! flipped after the CRC was computed), duplicated (sent twice), reordered (sent after the next
-//! packet). TCP `disconnect_after = N`: after N packets the connection gets half of the next
-//! packet and is closed; the server then waits for the client to reconnect. End-of-stream
-//! packets are never faulted; over UDP each is sent three times (receivers ignore repeats).
+//! # Boards
+//! The bench has two modules, PETsys chips 0 and 1. With one board, source 0 carries every hit;
+//! with two, board `b` (source_id `b`) carries the hits of chip `b`. Each frame of
+//! [`BenchSim::next_slice`] is split by board and re-encoded with the same frameID and lost
+//! flag; a board sends only its non-empty frames.
+//!
+//! # Packets
+//! Payload format 1 (whole frames back to back), CRC on, at most `max_packet_bytes` including
+//! the 32-byte header (a frame too big for that goes alone in a larger packet). A board's
+//! pending frames are also sent once they have waited [`FLUSH_AFTER_SLICES`] slices (about
+//! 10 ms of detector time), so low rates still arrive promptly; the rule depends only on
+//! detector time, so the packets are the same paced or not. `seq` counts every packet a board
+//! *generates* from 0, so a lost packet leaves a gap. At the end each board sends one empty
+//! packet with `FLAG_END_OF_STREAM` and its own next seq; it is never faulted. Over UDP it is
+//! sent [`UDP_END_OF_STREAM_COPIES`] times in all (same bytes, same seq): receivers treat repeats
+//! of an end marker as harmless. [`generate_packets`] emits it once.
+//!
+//! # Faults
+//! One draw per data packet from the run's seed, the outcomes exclusive:
+//! - lost: never sent (`lost_packets`, `lost_hits`);
+//! - corrupted: one payload byte flipped after the CRC was computed, so a receiver rejects it
+//!   and its hits are lost (`corrupted_packets`, `corrupted_hits`);
+//! - duplicated: sent twice in a row (`duplicated_packets`);
+//! - reordered: held back and sent right after the next packet that goes out intact
+//!   (`reordered_packets`; one packet per board is held at a time). A held packet with no
+//!   intact successor before the end is sent in order and not counted.
+//!
+//! TCP `disconnect_after = N` (once per run): after N packets on the connection, the next
+//! packet that is sent once, intact and with no held packet behind it gets only its first half
+//! written; the connection is closed (`disconnects`, `disconnect_lost_packets` = 1,
+//! `disconnect_lost_hits`), the server accepts the client's reconnection and continues with
+//! the following packet, `seq` continuing. With these rules each count equals what a receiver
+//! observes (gaps, repeats, seq below the highest seen, CRC failures), faults combined or not.
 
 use crate::BenchConfig;
 use crate::config::SimError;
+use crate::files::{
+    SUMMARY_FILE, TRUTH_BATCH_ROWS, create_truth_writer, prepare_out_dir, write_calibration_dir,
+    write_truth,
+};
 use crate::rng::Rng;
 use crate::sim::{BenchSim, SimSummary};
 use crate::truth::TruthBatch;
-use scandaq_decoders::petsys::{FrameScanner, encode_frame};
+use scandaq_decoders::petsys::{FrameScanner, HitFields, encode_frame};
 use scandaq_decoders::transport::{FLAG_END_OF_STREAM, HEADER_LEN, encode_packet, payload_format};
-use scandaq_sinks::{ParquetTableWriter, WriteOptions};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Default largest packet, header included.
+pub const DEFAULT_MAX_PACKET_BYTES: usize = 8192;
+/// Smallest `max_packet_bytes`: the header plus 64 bytes.
+pub const MIN_MAX_PACKET_BYTES: usize = HEADER_LEN + 64;
+/// Largest `max_packet_bytes` (a UDP datagram holds at most 65507 bytes).
+pub const MAX_MAX_PACKET_BYTES: usize = 65_507;
+/// A board's pending frames are packed and sent after this many slices (~1 ms each).
+pub const FLUSH_AFTER_SLICES: u64 = 10;
+/// Times the end-of-stream packet is sent over UDP (the same bytes each time).
+pub const UDP_END_OF_STREAM_COPIES: usize = 3;
+/// How long the TCP server waits for the first client.
+pub const TCP_FIRST_ACCEPT_WAIT: Duration = Duration::from_secs(60);
+/// How long the TCP server waits for a client to reconnect after a disconnect.
+pub const TCP_REACCEPT_WAIT: Duration = Duration::from_secs(10);
+/// A TCP client that reads nothing for this long ends the run with an error.
+pub const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// Datagrams to this address.
+    /// Datagrams from an ephemeral socket to this address.
     Udp {
         /// Receiver address.
         target: SocketAddr,
     },
-    /// Serve one TCP client on this address.
+    /// Listen here and serve one client (scandaq connects).
     Tcp {
         /// Listening address.
         listen: SocketAddr,
     },
 }
 
-/// Fault injection: probabilities per packet, and the TCP disconnect.
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Udp { target } => write!(f, "UDP to {target}"),
+            Self::Tcp { listen } => write!(f, "TCP served on {listen}"),
+        }
+    }
+}
+
+/// Fault injection: probabilities per data packet (each in [0, 1), sum below 1), and the TCP
+/// disconnect.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Faults {
     /// Packets never sent.
@@ -49,27 +107,42 @@ pub struct Faults {
     pub reorder: f64,
     /// Packets with a payload byte flipped after the CRC.
     pub corrupt: f64,
-    /// TCP only: break the connection after this many packets.
+    /// TCP only: cut the connection once, after this many packets on it.
     pub disconnect_after: Option<u64>,
 }
 
 /// A streaming run.
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
-    /// The simulated bench.
+    /// The simulated bench (rate, duration, seed; the seed also drives the faults).
     pub bench: BenchConfig,
-    /// Boards (1: everything on source 0; 2: chip b on source b).
+    /// Boards: 1 (everything on source 0) or 2 (chip b on source b).
     pub boards: u32,
     /// Transport.
     pub transport: Transport,
     /// Faults.
     pub faults: Faults,
-    /// Largest packet, header included (a frame that does not fit goes alone).
+    /// Largest packet, header included (default 8192; a frame that does not fit goes alone).
     pub max_packet_bytes: usize,
     /// Real time at the configured rate (false: as fast as possible).
     pub paced: bool,
     /// Where to write calib/, truth.parquet and summary.json.
     pub out_dir: Option<PathBuf>,
+}
+
+impl StreamConfig {
+    /// One board, no faults, 8192-byte packets, paced, no output directory.
+    pub fn new(bench: BenchConfig, transport: Transport) -> Self {
+        Self {
+            bench,
+            boards: 1,
+            transport,
+            faults: Faults::default(),
+            max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+            paced: true,
+            out_dir: None,
+        }
+    }
 }
 
 /// What each fault affected.
@@ -83,11 +156,11 @@ pub struct FaultCounts {
     pub duplicated_packets: u64,
     /// Packets sent late.
     pub reordered_packets: u64,
-    /// Packets corrupted.
+    /// Packets corrupted (a receiver rejects them by CRC).
     pub corrupted_packets: u64,
     /// Hits in them.
     pub corrupted_hits: u64,
-    /// TCP disconnects.
+    /// TCP disconnects injected.
     pub disconnects: u64,
     /// Packets cut by a disconnect.
     pub disconnect_lost_packets: u64,
@@ -96,7 +169,8 @@ pub struct FaultCounts {
 }
 
 impl FaultCounts {
-    fn add(&mut self, o: &FaultCounts) {
+    /// Adds `o` to these counts.
+    pub fn add(&mut self, o: &FaultCounts) {
         self.lost_packets += o.lost_packets;
         self.lost_hits += o.lost_hits;
         self.duplicated_packets += o.duplicated_packets;
@@ -107,10 +181,20 @@ impl FaultCounts {
         self.disconnect_lost_packets += o.disconnect_lost_packets;
         self.disconnect_lost_hits += o.disconnect_lost_hits;
     }
+
+    /// Packets a receiver never gets intact (lost, corrupted or cut).
+    pub fn packets_missing(&self) -> u64 {
+        self.lost_packets + self.corrupted_packets + self.disconnect_lost_packets
+    }
+
+    /// Hits in those packets.
+    pub fn hits_missing(&self) -> u64 {
+        self.lost_hits + self.corrupted_hits + self.disconnect_lost_hits
+    }
 }
 
 /// One board's totals.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BoardSummary {
     /// Transport source_id.
     pub source_id: u32,
@@ -118,7 +202,7 @@ pub struct BoardSummary {
     pub hits_sent: u64,
     /// Packets generated (sequence numbers used), end-of-stream included.
     pub packets_sent: u64,
-    /// Frames sent.
+    /// Frames put into packets.
     pub frames_sent: u64,
     /// Faults injected on this board.
     pub faults: FaultCounts,
@@ -127,38 +211,221 @@ pub struct BoardSummary {
 /// The whole run's totals.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StreamSummary {
-    /// Hits put into packets.
+    /// Hits put into packets (before faults), all boards.
     pub hits_sent: u64,
-    /// Packets generated.
+    /// Packets generated, end-of-stream packets included, all boards.
     pub packets_sent: u64,
-    /// Per board.
+    /// Per board, by source_id.
     pub boards: Vec<BoardSummary>,
     /// Faults, all boards.
     pub faults: FaultCounts,
-    /// Wall time.
+    /// Wall time of the run, seconds.
     pub wall_seconds: f64,
+    /// TCP clients that went away without being told to (not injected): the packets in flight
+    /// then are lost without being counted above.
+    #[serde(default)]
+    pub client_disconnects: u64,
     /// The simulator's own summary.
     pub sim: SimSummary,
 }
 
-struct BoardState {
+impl StreamSummary {
+    /// Hits sent per wall second.
+    pub fn achieved_hit_rate(&self) -> f64 {
+        if self.wall_seconds > 0.0 {
+            self.hits_sent as f64 / self.wall_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A packet on its way out of the generator.
+struct Out<'a> {
+    source_id: u32,
+    bytes: &'a [u8],
+    hits: u64,
+    end_of_stream: bool,
+    /// Sent once, intact, with nothing held behind it: a TCP disconnect may cut it and the
+    /// receiver then sees exactly one more gap.
+    cuttable: bool,
+}
+
+type Emit<'e> = dyn FnMut(&Out<'_>) -> bool + 'e;
+
+struct Board {
     summary: BoardSummary,
     seq: u64,
     payload: Vec<u8>,
     payload_hits: u64,
+    /// Slice in which the oldest pending frame was added.
+    payload_since: u64,
+    /// A packet held back for reordering, with its hits.
     held: Option<(Vec<u8>, u64)>,
 }
 
-/// A packet on its way out, with what a sink needs to know about it.
-pub struct OutPacket<'a> {
-    /// Board.
-    pub source_id: u32,
-    /// The packet.
-    pub bytes: &'a [u8],
-    /// Hits in it.
-    pub hits: u64,
-    /// End-of-stream marker.
-    pub end_of_stream: bool,
+struct Packer<'e> {
+    boards: Vec<Board>,
+    rng: Rng,
+    faults: Faults,
+    max_payload: usize,
+    emit: &'e mut Emit<'e>,
+    stopped: bool,
+}
+
+impl Packer<'_> {
+    fn send(&mut self, out: Out<'_>) {
+        if !self.stopped && !(self.emit)(&out) {
+            self.stopped = true;
+        }
+    }
+
+    fn add_frame(&mut self, b: usize, frame_id: u64, lossy: bool, words: &[u64], slice: u64) {
+        let frame_bytes = 16 + 8 * words.len();
+        let board = &self.boards[b];
+        if !board.payload.is_empty() && board.payload.len() + frame_bytes > self.max_payload {
+            self.flush(b);
+        }
+        let board = &mut self.boards[b];
+        if board.payload.is_empty() {
+            board.payload_since = slice;
+        }
+        encode_frame(&mut board.payload, frame_id, lossy, words);
+        board.payload_hits += words.len() as u64;
+        board.summary.frames_sent += 1;
+    }
+
+    /// Packs the board's pending frames into one packet and sends it, faults applied.
+    fn flush(&mut self, b: usize) {
+        let board = &mut self.boards[b];
+        if board.payload.is_empty() {
+            return;
+        }
+        let source_id = board.summary.source_id;
+        let mut packet = Vec::with_capacity(HEADER_LEN + board.payload.len());
+        encode_packet(
+            &mut packet,
+            payload_format::PETSYS_TOFPET2,
+            source_id,
+            board.seq,
+            0,
+            &board.payload,
+            true,
+        );
+        let hits = board.payload_hits;
+        board.seq += 1;
+        board.summary.packets_sent += 1;
+        board.summary.hits_sent += hits;
+        board.payload.clear();
+        board.payload_hits = 0;
+
+        let f = &self.faults;
+        let u = self.rng.uniform();
+        let lose = f.lose_packets;
+        let corrupt = lose + f.corrupt;
+        let duplicate = corrupt + f.duplicate;
+        let reorder = duplicate + f.reorder;
+        let counts = &mut board.summary.faults;
+        let out = |bytes, cuttable| Out {
+            source_id,
+            bytes,
+            hits,
+            end_of_stream: false,
+            cuttable,
+        };
+        if u < lose {
+            counts.lost_packets += 1;
+            counts.lost_hits += hits;
+            // Not sent: a held packet waits for the next packet that goes out.
+            return;
+        }
+        if u < corrupt {
+            counts.corrupted_packets += 1;
+            counts.corrupted_hits += hits;
+            let at = HEADER_LEN + self.rng.below((packet.len() - HEADER_LEN) as u64) as usize;
+            packet[at] ^= 0x5a;
+            self.send(out(&packet, false));
+            // The receiver rejects it: a held packet waits for an intact one.
+            return;
+        }
+        if u < duplicate {
+            counts.duplicated_packets += 1;
+            self.send(out(&packet, false));
+            self.send(out(&packet, false));
+        } else if u < reorder && board.held.is_none() {
+            counts.reordered_packets += 1;
+            board.held = Some((packet, hits));
+            return;
+        } else {
+            let cuttable = board.held.is_none();
+            self.send(out(&packet, cuttable));
+        }
+        if let Some((late, late_hits)) = self.boards[b].held.take() {
+            self.send(Out {
+                source_id,
+                bytes: &late,
+                hits: late_hits,
+                end_of_stream: false,
+                cuttable: false,
+            });
+        }
+    }
+
+    /// Flushes every board, releases held packets in order and sends the end-of-stream markers.
+    fn finish(&mut self) {
+        for b in 0..self.boards.len() {
+            self.flush(b);
+            let board = &mut self.boards[b];
+            let source_id = board.summary.source_id;
+            if let Some((late, hits)) = board.held.take() {
+                // Nothing intact followed it: it goes out in order, so it was not reordered.
+                board.summary.faults.reordered_packets -= 1;
+                self.send(Out {
+                    source_id,
+                    bytes: &late,
+                    hits,
+                    end_of_stream: false,
+                    cuttable: false,
+                });
+            }
+            let board = &mut self.boards[b];
+            let mut eos = Vec::with_capacity(HEADER_LEN);
+            encode_packet(
+                &mut eos,
+                payload_format::PETSYS_TOFPET2,
+                source_id,
+                board.seq,
+                FLAG_END_OF_STREAM,
+                &[],
+                true,
+            );
+            board.seq += 1;
+            board.summary.packets_sent += 1;
+            self.send(Out {
+                source_id,
+                bytes: &eos,
+                hits: 0,
+                end_of_stream: true,
+                cuttable: false,
+            });
+        }
+    }
+
+    fn summary(self, wall_seconds: f64, sim: SimSummary) -> StreamSummary {
+        let mut faults = FaultCounts::default();
+        for b in &self.boards {
+            faults.add(&b.summary.faults);
+        }
+        StreamSummary {
+            hits_sent: self.boards.iter().map(|b| b.summary.hits_sent).sum(),
+            packets_sent: self.boards.iter().map(|b| b.summary.packets_sent).sum(),
+            boards: self.boards.into_iter().map(|b| b.summary).collect(),
+            faults,
+            wall_seconds,
+            client_disconnects: 0,
+            sim,
+        }
+    }
 }
 
 fn validate(config: &StreamConfig) -> Result<(), SimError> {
@@ -166,7 +433,8 @@ fn validate(config: &StreamConfig) -> Result<(), SimError> {
         return Err(SimError::config(
             "boards",
             config.boards,
-            "the bench has 2 modules: use 1 or 2 boards",
+            "the bench has 2 modules (chips 0 and 1): use 1 board (everything on source 0) \
+             or 2 (chip b on source b)",
         ));
     }
     let f = &config.faults;
@@ -180,208 +448,131 @@ fn validate(config: &StreamConfig) -> Result<(), SimError> {
             return Err(SimError::config(
                 name,
                 p,
-                "a probability per packet in [0, 1)",
+                "must be a probability per packet in [0, 1)",
             ));
         }
     }
-    if f.lose_packets + f.duplicate + f.reorder + f.corrupt >= 1.0 {
+    let sum = f.lose_packets + f.duplicate + f.reorder + f.corrupt;
+    if sum >= 1.0 {
         return Err(SimError::config(
             "faults",
-            "sum",
+            sum,
             "the fault probabilities must add up to less than 1",
         ));
     }
-    if config.max_packet_bytes < HEADER_LEN + 64 || config.max_packet_bytes > 65_000 {
+    if !(MIN_MAX_PACKET_BYTES..=MAX_MAX_PACKET_BYTES).contains(&config.max_packet_bytes) {
         return Err(SimError::config(
             "max_packet_bytes",
             config.max_packet_bytes,
-            "between 96 and 65000",
+            format!(
+                "must be in [{MIN_MAX_PACKET_BYTES}, {MAX_MAX_PACKET_BYTES}] (32-byte header \
+                 included)"
+            ),
         ));
     }
-    if f.disconnect_after.is_some() && !matches!(config.transport, Transport::Tcp { .. }) {
-        return Err(SimError::config(
-            "disconnect_after",
-            "set",
-            "a disconnect needs the TCP transport",
-        ));
+    match config.transport {
+        Transport::Udp { .. } => {
+            if f.disconnect_after.is_some() {
+                return Err(SimError::config(
+                    "disconnect_after",
+                    f.disconnect_after.unwrap_or(0),
+                    "a disconnect needs the TCP transport (UDP has no connection)",
+                ));
+            }
+            let largest = HEADER_LEN + 16 + 8 * config.bench.max_hits_per_frame;
+            if largest > MAX_MAX_PACKET_BYTES {
+                return Err(SimError::config(
+                    "max_hits_per_frame",
+                    config.bench.max_hits_per_frame,
+                    format!(
+                        "a full frame makes a {largest}-byte packet, more than a UDP datagram \
+                         holds ({MAX_MAX_PACKET_BYTES})"
+                    ),
+                ));
+            }
+        }
+        Transport::Tcp { .. } => {}
     }
     Ok(())
 }
 
-/// Generates every packet (faults applied) and hands each to `emit`; `emit` returning false
-/// stops the run. Also writes truth and calibration when `out_dir` is set.
-pub fn generate_packets(
-    config: &StreamConfig,
-    mut emit: impl FnMut(OutPacket<'_>) -> bool,
-) -> Result<StreamSummary, SimError> {
+/// Runs the simulator, packs and faults the packets, hands each to `emit` (false = stop), and
+/// writes calib/ and truth.parquet when `out_dir` is set.
+fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimError> {
     validate(config)?;
     let mut sim = BenchSim::new(config.bench.clone())?;
     let mut truth_writer = match &config.out_dir {
         Some(dir) => {
-            crate::files::prepare_out_dir(dir)?;
-            crate::files::write_calibration_dir(&sim, &dir.join("calib"))?;
-            let options = WriteOptions {
-                delta_columns: vec!["t_true_ps"],
-                dictionary_columns: vec!["channel", "kind"],
-                ..Default::default()
-            };
-            Some(ParquetTableWriter::create(
-                dir,
-                "truth.parquet",
-                TruthBatch::schema(),
-                &options,
-                vec![],
-            )?)
+            prepare_out_dir(dir)?;
+            write_calibration_dir(&sim, &dir.join(crate::files::CALIB_DIR))?;
+            Some(create_truth_writer(&sim, dir)?)
         }
         None => None,
     };
-    let mut rng = Rng::stream(config.bench.seed, 0x5eed_57ea);
-    let mut boards: Vec<BoardState> = (0..config.boards)
-        .map(|b| BoardState {
-            summary: BoardSummary {
-                source_id: b,
-                ..Default::default()
-            },
-            seq: 0,
-            payload: Vec::new(),
-            payload_hits: 0,
-            held: None,
-        })
-        .collect();
+    let mut packer = Packer {
+        boards: (0..config.boards)
+            .map(|b| Board {
+                summary: BoardSummary {
+                    source_id: b,
+                    ..Default::default()
+                },
+                seq: 0,
+                payload: Vec::with_capacity(config.max_packet_bytes),
+                payload_hits: 0,
+                payload_since: 0,
+                held: None,
+            })
+            .collect(),
+        rng: Rng::stream(config.bench.seed, 0x5eed_57ea),
+        faults: config.faults.clone(),
+        max_payload: config.max_packet_bytes - HEADER_LEN,
+        emit,
+        stopped: false,
+    };
+    let boards = config.boards as usize;
     let started = Instant::now();
     let mut first_t: Option<i64> = None;
-    let mut frames = Vec::new();
-    let mut truth = TruthBatch::default();
-    let mut scanner_spans = Vec::new();
-    let mut words_by_board: Vec<Vec<u64>> = vec![Vec::new(); config.boards as usize];
-    let max_payload = config.max_packet_bytes - HEADER_LEN;
-    let faults = config.faults.clone();
-    let mut stopped = false;
-
-    // Sends the board's pending payload as one packet, applying faults.
-    let send_packet = |board: &mut BoardState,
-                       rng: &mut Rng,
-                       emit: &mut dyn FnMut(OutPacket<'_>) -> bool|
-     -> bool {
-        if board.payload.is_empty() {
-            return true;
-        }
-        let mut packet = Vec::with_capacity(HEADER_LEN + board.payload.len());
-        encode_packet(
-            &mut packet,
-            payload_format::PETSYS_TOFPET2,
-            board.summary.source_id,
-            board.seq,
-            0,
-            &board.payload,
-            true,
-        );
-        let hits = board.payload_hits;
-        board.seq += 1;
-        board.summary.packets_sent += 1;
-        board.summary.hits_sent += hits;
-        board.payload.clear();
-        board.payload_hits = 0;
-        let id = board.summary.source_id;
-        let f = &mut board.summary.faults;
-        let u = rng.uniform();
-        let (l, c, d, r) = (
-            faults.lose_packets,
-            faults.corrupt,
-            faults.duplicate,
-            faults.reorder,
-        );
-        let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
-        if u < l {
-            f.lost_packets += 1;
-            f.lost_hits += hits;
-        } else if u < l + c {
-            f.corrupted_packets += 1;
-            f.corrupted_hits += hits;
-            let at = HEADER_LEN + (rng.uniform() * (packet.len() - HEADER_LEN) as f64) as usize;
-            let at = at.min(packet.len() - 1);
-            packet[at] ^= 0x5a;
-            out.push((packet, hits));
-        } else if u < l + c + d {
-            f.duplicated_packets += 1;
-            out.push((packet.clone(), hits));
-            out.push((packet, hits));
-        } else if u < l + c + d + r && board.held.is_none() {
-            f.reordered_packets += 1;
-            board.held = Some((packet, hits));
-            return true;
-        } else {
-            out.push((packet, hits));
-        }
-        if let Some(held) = board.held.take() {
-            out.push(held);
-        }
-        for (bytes, hits) in &out {
-            if !emit(OutPacket {
-                source_id: id,
-                bytes,
-                hits: *hits,
-                end_of_stream: false,
-            }) {
-                return false;
-            }
-        }
-        true
-    };
-
-    while !stopped && sim.next_slice(&mut frames, &mut truth) {
-        if let Some(w) = truth_writer.as_mut() {
-            let batch = truth
-                .to_record_batch()
-                .map_err(|e| SimError::Arrow(e.to_string()))?;
-            w.write(&batch)?;
-        }
+    let mut frames = Vec::with_capacity(1 << 20);
+    let mut truth = TruthBatch::new();
+    let mut spans = Vec::new();
+    let mut words: Vec<Vec<u64>> = vec![Vec::new(); boards];
+    let mut slice = 0u64;
+    while !packer.stopped && sim.next_slice(&mut frames, &mut truth) {
         let slice_end = truth.t_true_ps.last().copied();
-        first_t = first_t.or(truth.t_true_ps.first().copied());
-        truth.clear();
-        scanner_spans.clear();
-        let mut scanner = FrameScanner::new();
-        scanner.scan(&frames, true, &mut scanner_spans);
-        for span in &scanner_spans {
-            for w in words_by_board.iter_mut() {
+        if first_t.is_none() {
+            first_t = truth.t_true_ps.first().copied();
+        }
+        match truth_writer.as_mut() {
+            Some(w) if truth.len() >= TRUTH_BATCH_ROWS => write_truth(w, &mut truth)?,
+            Some(_) => {}
+            None => truth.clear(),
+        }
+        spans.clear();
+        FrameScanner::new().scan(&frames, true, &mut spans);
+        for span in &spans {
+            for w in words.iter_mut() {
                 w.clear();
             }
             for k in 0..span.n_hits as usize {
                 let off = span.hits_offset + 8 * k;
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&frames[off..off + 8]);
-                let word = u64::from_le_bytes(b);
-                let chip = ((word >> 42) >> 6) & 0x3f;
-                let board = if config.boards == 1 {
-                    0
-                } else {
-                    (chip as usize).min(config.boards as usize - 1)
-                };
-                words_by_board[board].push(word);
+                let word = u64::from_le_bytes(frames[off..off + 8].try_into().unwrap_or([0; 8]));
+                let chip = (HitFields::decode(word).channel >> 6) & 0x3f;
+                let board = (chip as usize).min(boards - 1);
+                words[board].push(word);
             }
-            for (b, words) in words_by_board.iter().enumerate() {
-                if words.is_empty() {
-                    continue;
+            for (b, w) in words.iter().enumerate() {
+                if !w.is_empty() {
+                    packer.add_frame(b, span.frame, span.lossy, w, slice);
                 }
-                let frame_bytes = 16 + 8 * words.len();
-                let board = &mut boards[b];
-                if !board.payload.is_empty()
-                    && board.payload.len() + frame_bytes > max_payload
-                    && !send_packet(board, &mut rng, &mut emit)
-                {
-                    stopped = true;
-                }
-                encode_frame(
-                    &mut board.payload,
-                    span.frame & ((1 << 36) - 1),
-                    span.lossy,
-                    words,
-                );
-                board.payload_hits += words.len() as u64;
-                board.summary.frames_sent += 1;
             }
         }
         frames.clear();
+        for b in 0..boards {
+            if slice >= packer.boards[b].payload_since + FLUSH_AFTER_SLICES {
+                packer.flush(b);
+            }
+        }
+        slice += 1;
         if config.paced {
             if let (Some(a), Some(b)) = (first_t, slice_end) {
                 let due = Duration::from_secs_f64(((b - a) as f64 * 1e-12).max(0.0));
@@ -392,189 +583,222 @@ pub fn generate_packets(
             }
         }
     }
-    for board in boards.iter_mut() {
-        if !stopped && !send_packet(board, &mut rng, &mut emit) {
-            stopped = true;
-        }
-        if let Some((bytes, hits)) = board.held.take() {
-            if !stopped
-                && !emit(OutPacket {
-                    source_id: board.summary.source_id,
-                    bytes: &bytes,
-                    hits,
-                    end_of_stream: false,
-                })
-            {
-                stopped = true;
-            }
-        }
-        let mut eos = Vec::new();
-        encode_packet(
-            &mut eos,
-            payload_format::PETSYS_TOFPET2,
-            board.summary.source_id,
-            board.seq,
-            FLAG_END_OF_STREAM,
-            &[],
-            true,
-        );
-        board.seq += 1;
-        board.summary.packets_sent += 1;
-        if !stopped {
-            let _ = emit(OutPacket {
-                source_id: board.summary.source_id,
-                bytes: &eos,
-                hits: 0,
-                end_of_stream: true,
-            });
-        }
+    if !packer.stopped {
+        packer.finish();
     }
-    if let Some(w) = truth_writer {
+    if let Some(mut w) = truth_writer {
+        write_truth(&mut w, &mut truth)?;
         w.commit()?;
     }
-    let mut faults_total = FaultCounts::default();
-    for b in &boards {
-        faults_total.add(&b.summary.faults);
+    Ok(packer.summary(started.elapsed().as_secs_f64(), sim.summary()))
+}
+
+fn write_summary(dir: &Path, summary: &StreamSummary) -> Result<(), SimError> {
+    let json = serde_json::to_string_pretty(summary).map_err(|e| SimError::Json {
+        what: "stream summary",
+        message: e.to_string(),
+    })?;
+    let path = dir.join(SUMMARY_FILE);
+    std::fs::write(&path, json + "\n").map_err(|e| SimError::io("writing", &path, e))
+}
+
+/// Generates every packet of the run (faults applied, end-of-stream markers once each) and
+/// hands it to `emit(source_id, packet)`; `emit` returning false stops the run early. The
+/// transport in `config` is not used except for validation (a disconnect needs TCP; the TCP
+/// disconnect itself is applied by [`stream`], not here). Writes calib/, truth.parquet and
+/// summary.json when `out_dir` is set.
+pub fn generate_packets(
+    config: &StreamConfig,
+    mut emit: impl FnMut(u32, &[u8]) -> bool,
+) -> Result<StreamSummary, SimError> {
+    let summary = run(config, &mut |p: &Out<'_>| emit(p.source_id, p.bytes))?;
+    if let Some(dir) = &config.out_dir {
+        write_summary(dir, &summary)?;
     }
-    let summary = StreamSummary {
-        hits_sent: boards.iter().map(|b| b.summary.hits_sent).sum(),
-        packets_sent: boards.iter().map(|b| b.summary.packets_sent).sum(),
-        boards: boards.into_iter().map(|b| b.summary).collect(),
-        faults: faults_total,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        sim: sim.summary(),
-    };
     Ok(summary)
 }
 
-fn hits_in_payload(packet: &[u8]) -> u64 {
-    let mut s = FrameScanner::new();
-    let mut spans = Vec::new();
-    s.scan(packet.get(HEADER_LEN..).unwrap_or(&[]), true, &mut spans);
-    s.hits
+fn net(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> SimError {
+    let action = action.into();
+    move |source| SimError::Network { action, source }
 }
 
-/// Streams the bench over the configured transport; returns what was sent and injected.
-pub fn stream(config: StreamConfig) -> Result<StreamSummary, SimError> {
-    let io =
-        |action: &'static str, e: std::io::Error| SimError::OutputDir(format!("{action}: {e}"));
-    let mut summary = match config.transport.clone() {
-        Transport::Udp { target } => {
-            let bind: SocketAddr = if target.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
+/// Sends one datagram, retrying briefly when the socket buffer is full.
+fn send_datagram(socket: &UdpSocket, bytes: &[u8], target: SocketAddr) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match socket.send_to(bytes, target) {
+            Ok(_) => return Ok(()),
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
             }
-            .parse()
-            .map_err(|_| SimError::OutputDir("bad bind address".into()))?;
-            let socket = UdpSocket::bind(bind).map_err(|e| io("binding a UDP socket", e))?;
-            let mut send_error = None;
-            let summary = generate_packets(&config, |p| {
-                let repeats = if p.end_of_stream { 3 } else { 1 };
-                for _ in 0..repeats {
-                    if let Err(e) = socket.send_to(p.bytes, target) {
-                        // The receiver is not up yet or the buffer is full: retry once, briefly.
-                        std::thread::sleep(Duration::from_millis(1));
-                        if let Err(e2) = socket.send_to(p.bytes, target) {
-                            send_error = Some(format!("sending to {target}: {e}; {e2}"));
-                            return false;
-                        }
-                    }
-                }
-                true
-            })?;
-            if let Some(e) = send_error {
-                return Err(SimError::OutputDir(e));
-            }
-            summary
+            Err(e) => return Err(e),
         }
-        Transport::Tcp { listen } => {
-            let listener = TcpListener::bind(listen).map_err(|e| io("listening for TCP", e))?;
-            let accept = |listener: &TcpListener| -> Result<TcpStream, SimError> {
-                listener
-                    .set_nonblocking(true)
-                    .map_err(|e| io("listening", e))?;
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            s.set_nonblocking(false).map_err(|e| io("accepting", e))?;
-                            let _ = s.set_nodelay(true);
-                            return Ok(s);
-                        }
-                        Err(e)
-                            if e.kind() == std::io::ErrorKind::WouldBlock
-                                && Instant::now() < deadline =>
-                        {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err(e) => return Err(io("waiting for scandaq to connect (10 s)", e)),
-                    }
-                }
-            };
-            let mut conn = Some(accept(&listener)?);
-            let mut on_connection = 0u64;
-            let mut cut: Vec<(u32, u64)> = Vec::new();
-            let mut error = None;
-            let disconnect_after = config.faults.disconnect_after;
-            let mut summary = generate_packets(&config, |p| {
-                if disconnect_after == Some(on_connection) && cut.is_empty() && !p.end_of_stream {
-                    if let Some(mut c) = conn.take() {
-                        let _ = c.write_all(&p.bytes[..p.bytes.len() / 2]);
-                        let _ = c.flush();
-                        let _ = c.shutdown(std::net::Shutdown::Both);
-                    }
-                    cut.push((p.source_id, hits_in_payload(p.bytes)));
-                    match accept(&listener) {
-                        Ok(c) => conn = Some(c),
-                        Err(e) => {
-                            error = Some(e);
-                            return false;
-                        }
-                    }
-                    on_connection = 0;
-                    return true;
-                }
-                let Some(c) = conn.as_mut() else { return false };
-                if let Err(e) = c.write_all(p.bytes) {
-                    error = Some(io("writing to scandaq", e));
-                    return false;
-                }
-                on_connection += 1;
-                true
-            })?;
-            if let Some(e) = error {
-                return Err(e);
-            }
-            if let Some(mut c) = conn {
-                let _ = c.flush();
-                // Let the client read everything before the socket closes.
-                let _ = c.shutdown(std::net::Shutdown::Write);
-                let mut sink = [0u8; 64];
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = std::io::Read::read(&mut c, &mut sink);
-            }
-            for (id, hits) in cut {
-                if let Some(b) = summary.boards.iter_mut().find(|b| b.source_id == id) {
-                    b.faults.disconnects += 1;
-                    b.faults.disconnect_lost_packets += 1;
-                    b.faults.disconnect_lost_hits += hits;
-                }
-                summary.faults.disconnects += 1;
-                summary.faults.disconnect_lost_packets += 1;
-                summary.faults.disconnect_lost_hits += hits;
-            }
-            summary
-        }
-    };
-    summary.wall_seconds = summary.wall_seconds.max(0.0);
-    if let Some(dir) = &config.out_dir {
-        let json = serde_json::to_string_pretty(&summary).map_err(|e| SimError::Json {
-            what: "summary",
-            message: e.to_string(),
-        })?;
-        std::fs::write(dir.join("summary.json"), json)
-            .map_err(|e| SimError::io("writing", &dir.join("summary.json"), e))?;
     }
+}
+
+fn stream_udp(config: &StreamConfig, target: SocketAddr) -> Result<StreamSummary, SimError> {
+    let bind = if target.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let socket = UdpSocket::bind(bind).map_err(net("binding a UDP socket"))?;
+    let mut error = None;
+    let summary = run(config, &mut |p: &Out<'_>| {
+        let copies = if p.end_of_stream {
+            UDP_END_OF_STREAM_COPIES
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            if let Err(e) = send_datagram(&socket, p.bytes, target) {
+                error = Some(net(format!("sending a datagram to {target}"))(e));
+                return false;
+            }
+        }
+        true
+    })?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// Waits up to `wait` for a client on the (non-blocking) listener.
+fn accept(listener: &TcpListener, wait: Duration, what: &str) -> Result<TcpStream, SimError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)
+                    .map_err(net("configuring the TCP connection"))?;
+                s.set_write_timeout(Some(TCP_WRITE_TIMEOUT))
+                    .map_err(net("configuring the TCP connection"))?;
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                if Instant::now() >= deadline {
+                    let addr = listener
+                        .local_addr()
+                        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+                    return Err(SimError::Network {
+                        action: format!(
+                            "no client {what} on {addr} within {} s",
+                            wait.as_secs_f64()
+                        ),
+                        source: ErrorKind::TimedOut.into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // A client that gave up before being accepted: wait for the next one.
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+            Err(e) => return Err(net("accepting a TCP client")(e)),
+        }
+    }
+}
+
+fn client_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+            | ErrorKind::UnexpectedEof
+    )
+}
+
+fn stream_tcp(config: &StreamConfig, listen: SocketAddr) -> Result<StreamSummary, SimError> {
+    let listener = TcpListener::bind(listen).map_err(net(format!("listening on TCP {listen}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(net("configuring the TCP listener"))?;
+    let mut conn = Some(accept(&listener, TCP_FIRST_ACCEPT_WAIT, "connected")?);
+    let mut on_connection = 0u64;
+    let mut cut: Option<(u32, u64)> = None;
+    let mut client_disconnects = 0u64;
+    let mut error = None;
+    let disconnect_after = config.faults.disconnect_after;
+    let mut summary = run(config, &mut |p: &Out<'_>| {
+        let result = (|| -> Result<(), SimError> {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => conn.insert(accept(&listener, TCP_REACCEPT_WAIT, "reconnected")?),
+            };
+            if cut.is_none() && p.cuttable && disconnect_after.is_some_and(|n| on_connection >= n) {
+                // Injected disconnect: half the packet, then close.
+                let _ = c.write_all(&p.bytes[..p.bytes.len() / 2]);
+                let _ = c.flush();
+                let _ = c.shutdown(Shutdown::Both);
+                conn = None;
+                cut = Some((p.source_id, p.hits));
+                on_connection = 0;
+                return Ok(());
+            }
+            match c.write_all(p.bytes) {
+                Ok(()) => on_connection += 1,
+                Err(e) if client_gone(&e) => {
+                    // The client went away: serve its reconnection from the next packet on.
+                    client_disconnects += 1;
+                    conn = None;
+                    on_connection = 0;
+                }
+                Err(e) => return Err(net("writing to the TCP client")(e)),
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                error = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if let Some(mut c) = conn {
+        // Let the client read everything, then wait (briefly) for it to close.
+        let _ = c.flush();
+        let _ = c.shutdown(Shutdown::Write);
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut sink = [0u8; 256];
+        while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
+    }
+    if let Some((source_id, hits)) = cut {
+        for counts in summary
+            .boards
+            .iter_mut()
+            .filter(|b| b.source_id == source_id)
+            .map(|b| &mut b.faults)
+            .chain(std::iter::once(&mut summary.faults))
+        {
+            counts.disconnects += 1;
+            counts.disconnect_lost_packets += 1;
+            counts.disconnect_lost_hits += hits;
+        }
+    }
+    summary.client_disconnects = client_disconnects;
+    Ok(summary)
+}
+
+/// Streams the bench over the configured transport (blocking until the end-of-stream markers
+/// are sent) and returns what was sent and injected. Writes calib/, truth.parquet and
+/// summary.json when `out_dir` is set.
+pub fn stream(config: StreamConfig) -> Result<StreamSummary, SimError> {
+    let mut summary = match config.transport {
+        Transport::Udp { target } => stream_udp(&config, target)?,
+        Transport::Tcp { listen } => stream_tcp(&config, listen)?,
+    };
+    if let Some(dir) = &config.out_dir {
+        // Wall time includes the TCP close.
+        write_summary(dir, &summary)?;
+    }
+    summary.wall_seconds = summary.wall_seconds.max(0.0);
     Ok(summary)
 }
