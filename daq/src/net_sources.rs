@@ -96,6 +96,7 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
     let mut read_buf = vec![0u8; 256 << 10];
     let mut last_flush = Instant::now();
     let mut connected_once = false;
+    let mut resyncing = false;
     'connect: while !stop.load(Ordering::Relaxed) {
         let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             Ok(s) => s,
@@ -108,6 +109,7 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
             ingest.losses.add("tcp_reconnects", 1);
         }
         connected_once = true;
+        resyncing = false;
         if !ingest.allowed(addr.ip()) {
             ingest.losses.add("foreign_sender_connections", 1);
             return ingest;
@@ -134,7 +136,7 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
                 }
                 Ok(n) => {
                     buf.extend_from_slice(&read_buf[..n]);
-                    if parse_stream(&mut buf, addr, &mut ingest).is_err() {
+                    if parse_stream(&mut resyncing, &mut buf, addr, &mut ingest).is_err() {
                         break 'connect;
                     }
                 }
@@ -164,6 +166,7 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
 
 /// Takes every whole packet off the front of `buf`; skips to the next `SDQ1` after a bad header.
 fn parse_stream(
+    resyncing: &mut bool,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     ingest: &mut Ingest,
@@ -172,6 +175,7 @@ fn parse_stream(
     while buf.len() - off >= HEADER_LEN {
         match TransportHeader::parse(&buf[off..]) {
             Ok(h) if h.payload_len <= 1 << 26 => {
+                *resyncing = false;
                 let len = h.packet_len();
                 if buf.len() - off < len {
                     break;
@@ -180,7 +184,11 @@ fn parse_stream(
                 off += len;
             }
             _ => {
-                ingest.losses.add("bad_header", 1);
+                // One bad stretch counts once, even when it spans several reads.
+                if !*resyncing {
+                    ingest.losses.add("bad_header", 1);
+                    *resyncing = true;
+                }
                 let next = buf[off + 1..]
                     .windows(4)
                     .position(|w| w == MAGIC)

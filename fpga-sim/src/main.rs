@@ -5,13 +5,13 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use scandaq_fpga_sim::cli::{
-    parse_duration, parse_packet_bytes, parse_preset, parse_probability, parse_rate,
-    stream_report, summary_paragraph,
+    parse_duration, parse_packet_bytes, parse_preset, parse_probability, parse_rate, stream_report,
+    summary_paragraph,
 };
 use scandaq_fpga_sim::files::{CALIB_DIR, CALIB_FILES, SUMMARY_FILE, TRUTH_FILE, bench_file_list};
 use scandaq_fpga_sim::stream::{DEFAULT_MAX_PACKET_BYTES, TCP_FIRST_ACCEPT_WAIT};
-use scandaq_fpga_sim::{Faults, StreamConfig, Transport, stream};
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
+use scandaq_fpga_sim::{Faults, StreamConfig, Transport, stream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
