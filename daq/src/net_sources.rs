@@ -96,7 +96,7 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
     let mut read_buf = vec![0u8; 256 << 10];
     let mut last_flush = Instant::now();
     let mut connected_once = false;
-    let mut resyncing = false;
+    let mut resyncing;
     'connect: while !stop.load(Ordering::Relaxed) {
         let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             Ok(s) => s,
