@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 /// Default largest packet, header included.
@@ -496,12 +497,24 @@ fn validate(config: &StreamConfig) -> Result<(), SimError> {
     Ok(())
 }
 
+/// One slice of the simulator's output, on its way to the packer.
+struct Slice {
+    frames: Vec<u8>,
+    /// Truth times of the first and last hit of the slice.
+    first_t: Option<i64>,
+    last_t: Option<i64>,
+}
+
+/// Slices (about 1 ms each) buffered between the simulator, the packer and the truth writer.
+const PIPELINE_SLICES: usize = 16;
+
 /// Runs the simulator, packs and faults the packets, hands each to `emit` (false = stop), and
-/// writes calib/ and truth.parquet when `out_dir` is set.
+/// writes calib/ and truth.parquet when `out_dir` is set. The simulator and the truth writer
+/// run on their own threads, so the packer (and the socket) keep up with the generation.
 fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimError> {
     validate(config)?;
     let mut sim = BenchSim::new(config.bench.clone())?;
-    let mut truth_writer = match &config.out_dir {
+    let truth_writer = match &config.out_dir {
         Some(dir) => {
             prepare_out_dir(dir)?;
             write_calibration_dir(&sim, &dir.join(crate::files::CALIB_DIR))?;
@@ -531,50 +544,90 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
     };
     let boards = config.boards as usize;
     let started = Instant::now();
-    let mut first_t: Option<i64> = None;
-    let mut frames = Vec::with_capacity(1 << 20);
-    let mut truth = TruthBatch::new();
-    let mut spans = Vec::new();
-    let mut words: Vec<Vec<u64>> = vec![Vec::new(); boards];
-    let mut slice = 0u64;
-    while !packer.stopped && sim.next_slice(&mut frames, &mut truth) {
-        let slice_end = truth.t_true_ps.last().copied();
-        if first_t.is_none() {
-            first_t = truth.t_true_ps.first().copied();
-        }
-        match truth_writer.as_mut() {
-            Some(w) if truth.len() >= TRUTH_BATCH_ROWS => write_truth(w, &mut truth)?,
-            Some(_) => {}
-            None => truth.clear(),
-        }
-        spans.clear();
-        FrameScanner::new().scan(&frames, true, &mut spans);
-        for span in &spans {
-            for w in words.iter_mut() {
-                w.clear();
+    std::thread::scope(|scope| {
+        let (slice_tx, slice_rx) = sync_channel::<Slice>(PIPELINE_SLICES);
+        let (truth_tx, truth_rx) = match truth_writer.is_some() {
+            true => {
+                let (tx, rx) = sync_channel::<TruthBatch>(PIPELINE_SLICES);
+                (Some(tx), Some(rx))
             }
-            for k in 0..span.n_hits as usize {
-                let off = span.hits_offset + 8 * k;
-                let word = u64::from_le_bytes(frames[off..off + 8].try_into().unwrap_or([0; 8]));
-                let chip = (HitFields::decode(word).channel >> 6) & 0x3f;
-                let board = (chip as usize).min(boards - 1);
-                words[board].push(word);
-            }
-            for (b, w) in words.iter().enumerate() {
-                if !w.is_empty() {
-                    packer.add_frame(b, span.frame, span.lossy, w, slice);
+            false => (None, None),
+        };
+        let simulator = scope.spawn(move || {
+            let mut truth = TruthBatch::new();
+            loop {
+                let mut frames = Vec::with_capacity(64 << 10);
+                if !sim.next_slice(&mut frames, &mut truth) {
+                    break;
+                }
+                let slice = Slice {
+                    frames,
+                    first_t: truth.t_true_ps.first().copied(),
+                    last_t: truth.t_true_ps.last().copied(),
+                };
+                match &truth_tx {
+                    Some(tx) => {
+                        if tx.send(std::mem::take(&mut truth)).is_err() {
+                            break;
+                        }
+                    }
+                    None => truth.clear(),
+                }
+                if slice_tx.send(slice).is_err() {
+                    break;
                 }
             }
-        }
-        frames.clear();
-        for b in 0..boards {
-            if slice >= packer.boards[b].payload_since + FLUSH_AFTER_SLICES {
-                packer.flush(b);
+            sim.summary()
+        });
+        let writer = truth_writer.zip(truth_rx).map(|(mut w, rx)| {
+            scope.spawn(move || -> Result<(), SimError> {
+                let mut pending = TruthBatch::new();
+                for batch in rx {
+                    pending.extend_from(&batch);
+                    if pending.len() >= TRUTH_BATCH_ROWS {
+                        write_truth(&mut w, &mut pending)?;
+                    }
+                }
+                write_truth(&mut w, &mut pending)?;
+                w.commit()?;
+                Ok(())
+            })
+        });
+
+        let mut first_t: Option<i64> = None;
+        let mut spans = Vec::new();
+        let mut words: Vec<Vec<u64>> = vec![Vec::new(); boards];
+        for (slice_no, slice) in (0u64..).zip(slice_rx.iter()) {
+            first_t = first_t.or(slice.first_t);
+            let frames = &slice.frames;
+            spans.clear();
+            FrameScanner::new().scan(frames, true, &mut spans);
+            for span in &spans {
+                for w in words.iter_mut() {
+                    w.clear();
+                }
+                for k in 0..span.n_hits as usize {
+                    let off = span.hits_offset + 8 * k;
+                    let word =
+                        u64::from_le_bytes(frames[off..off + 8].try_into().unwrap_or([0; 8]));
+                    let chip = (HitFields::decode(word).channel >> 6) & 0x3f;
+                    words[(chip as usize).min(boards - 1)].push(word);
+                }
+                for (b, w) in words.iter().enumerate() {
+                    if !w.is_empty() {
+                        packer.add_frame(b, span.frame, span.lossy, w, slice_no);
+                    }
+                }
             }
-        }
-        slice += 1;
-        if config.paced {
-            if let (Some(a), Some(b)) = (first_t, slice_end) {
+            for b in 0..boards {
+                if slice_no >= packer.boards[b].payload_since + FLUSH_AFTER_SLICES {
+                    packer.flush(b);
+                }
+            }
+            if packer.stopped {
+                break;
+            }
+            if let (true, Some(a), Some(b)) = (config.paced, first_t, slice.last_t) {
                 let due = Duration::from_secs_f64(((b - a) as f64 * 1e-12).max(0.0));
                 let elapsed = started.elapsed();
                 if due > elapsed {
@@ -582,15 +635,21 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
                 }
             }
         }
-    }
-    if !packer.stopped {
-        packer.finish();
-    }
-    if let Some(mut w) = truth_writer {
-        write_truth(&mut w, &mut truth)?;
-        w.commit()?;
-    }
-    Ok(packer.summary(started.elapsed().as_secs_f64(), sim.summary()))
+        let stopped = packer.stopped;
+        // Stops the simulator thread when the run was cut short.
+        drop(slice_rx);
+        let sim_summary = simulator
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        // A simulator cut short by a failing truth writer ends without the end markers.
+        if !stopped && sim_summary.finished {
+            packer.finish();
+        }
+        if let Some(w) = writer {
+            w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        }
+        Ok(packer.summary(started.elapsed().as_secs_f64(), sim_summary))
+    })
 }
 
 fn write_summary(dir: &Path, summary: &StreamSummary) -> Result<(), SimError> {

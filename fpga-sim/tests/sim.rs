@@ -506,3 +506,587 @@ fn generation_speed() {
         hits as f64 / dt / 1e6
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Streaming: packets per board, faults as a receiver sees them, UDP and TCP transports.
+
+mod streaming {
+    use super::*;
+    use scandaq_decoders::transport::{
+        FLAG_END_OF_STREAM, HEADER_LEN, TransportError, decode_packet, payload_format,
+    };
+    use scandaq_fpga_sim::{
+        FaultCounts, Faults, StreamConfig, StreamSummary, Transport, generate_packets, stream,
+    };
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::io::Read;
+    use std::net::{SocketAddr, TcpStream, UdpSocket};
+    use std::time::Duration;
+
+    fn config(duration_s: f64, boards: u32, faults: Faults) -> StreamConfig {
+        StreamConfig {
+            boards,
+            faults,
+            paced: false,
+            ..StreamConfig::new(
+                BenchConfig {
+                    duration_s,
+                    hit_rate_hz: 1e6,
+                    ..BenchConfig::default()
+                },
+                Transport::Udp {
+                    target: "127.0.0.1:9".parse().unwrap(),
+                },
+            )
+        }
+    }
+
+    fn packets(config: &StreamConfig) -> (StreamSummary, Vec<(u32, Vec<u8>)>) {
+        let mut out = Vec::new();
+        let summary = generate_packets(config, |source, p| {
+            out.push((source, p.to_vec()));
+            true
+        })
+        .unwrap();
+        (summary, out)
+    }
+
+    /// Hit words of a packet's payload (whole frames), with each frame's (id, lossy).
+    fn payload_hits(payload: &[u8]) -> (Vec<u64>, Vec<(u64, bool)>) {
+        let mut scanner = FrameScanner::new();
+        let mut spans = Vec::new();
+        assert_eq!(scanner.scan(payload, true, &mut spans), payload.len());
+        assert!(scanner.losses.is_empty() || scanner.losses.get("frontend_lost_frames") > 0);
+        let mut words = Vec::new();
+        for s in &spans {
+            for k in 0..s.n_hits as usize {
+                let off = s.hits_offset + 8 * k;
+                words.push(u64::from_le_bytes(
+                    payload[off..off + 8].try_into().unwrap(),
+                ));
+            }
+        }
+        (words, spans.iter().map(|s| (s.frame, s.lossy)).collect())
+    }
+
+    /// Hits per (source, seq) of a clean run.
+    fn hits_by_seq(packets: &[(u32, Vec<u8>)]) -> HashMap<(u32, u64), u64> {
+        packets
+            .iter()
+            .map(|(_, p)| {
+                let (h, payload) = decode_packet(p).unwrap();
+                ((h.source_id, h.seq), payload_hits(payload).0.len() as u64)
+            })
+            .collect()
+    }
+
+    /// What a receiver sees of one source.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Seen {
+        received: BTreeSet<u64>,
+        duplicates: u64,
+        out_of_order: u64,
+        crc_failures: u64,
+        crc_failed_seqs: Vec<u64>,
+        hits: u64,
+        end_seq: Option<u64>,
+    }
+
+    /// Receiver-side accounting: valid packets by seq; CRC failures rejected without their seq
+    /// being trusted; a seq below the highest valid one seen counts as out of order.
+    fn receive(packets: &[(u32, Vec<u8>)]) -> BTreeMap<u32, Seen> {
+        let mut seen: BTreeMap<u32, Seen> = BTreeMap::new();
+        let mut max_seen: HashMap<u32, u64> = HashMap::new();
+        for (source, p) in packets {
+            match decode_packet(p) {
+                Ok((h, payload)) => {
+                    assert_eq!(h.source_id, *source);
+                    assert_eq!(h.payload_format, payload_format::PETSYS_TOFPET2);
+                    let s = seen.entry(h.source_id).or_default();
+                    if h.flags & FLAG_END_OF_STREAM != 0 {
+                        assert!(payload.is_empty());
+                        s.end_seq = Some(h.seq);
+                        continue;
+                    }
+                    if !s.received.insert(h.seq) {
+                        s.duplicates += 1;
+                        continue;
+                    }
+                    let max = max_seen.entry(h.source_id).or_insert(0);
+                    if h.seq < *max {
+                        s.out_of_order += 1;
+                    }
+                    *max = (*max).max(h.seq);
+                    s.hits += payload_hits(payload).0.len() as u64;
+                }
+                Err(TransportError::Crc { .. }) => {
+                    let h = scandaq_decoders::TransportHeader::parse(p).unwrap();
+                    let s = seen.entry(h.source_id).or_default();
+                    s.crc_failures += 1;
+                    s.crc_failed_seqs.push(h.seq);
+                }
+                Err(e) => panic!("packet does not parse: {e}"),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn packets_split_by_board_and_carry_every_hit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c2 = config(0.05, 2, Faults::default());
+        c2.out_dir = Some(tmp.path().join("two"));
+        let (s2, p2) = packets(&c2);
+        let (s1, p1) = packets(&config(0.05, 1, Faults::default()));
+        let (_, frames, truth) = run(cfg(0.05));
+        let (_, sim_spans, sim_hits) = decode(&frames);
+
+        for (summary, pk, boards) in [(&s2, &p2, 2u32), (&s1, &p1, 1)] {
+            assert_eq!(summary.boards.len(), boards as usize);
+            assert_eq!(summary.hits_sent, truth.len() as u64);
+            assert_eq!(summary.sim.hits_emitted, truth.len() as u64);
+            assert_eq!(summary.packets_sent, pk.len() as u64);
+            assert_eq!(summary.faults, FaultCounts::default());
+            for b in &summary.boards {
+                let mine: Vec<&Vec<u8>> = pk
+                    .iter()
+                    .filter(|(s, _)| *s == b.source_id)
+                    .map(|(_, p)| p)
+                    .collect();
+                assert_eq!(mine.len() as u64, b.packets_sent);
+                let (mut hits, mut frames_n) = (0u64, 0u64);
+                for (k, p) in mine.iter().enumerate() {
+                    assert!(p.len() <= 8192);
+                    let (h, payload) = decode_packet(p).unwrap();
+                    assert_eq!(h.seq, k as u64, "board {} seq contiguous", b.source_id);
+                    assert_eq!(h.flags & 1, 1, "CRC flag");
+                    let last = k + 1 == mine.len();
+                    assert_eq!(h.flags & FLAG_END_OF_STREAM != 0, last);
+                    if last {
+                        assert!(payload.is_empty());
+                    }
+                    let (words, frames) = payload_hits(payload);
+                    if !last {
+                        assert!(!frames.is_empty());
+                    }
+                    for w in &words {
+                        let chip = (HitFields::decode(*w).channel >> 6) & 0x3f;
+                        if boards == 2 {
+                            assert_eq!(chip, b.source_id);
+                        }
+                    }
+                    hits += words.len() as u64;
+                    frames_n += frames.len() as u64;
+                }
+                assert_eq!(hits, b.hits_sent);
+                assert_eq!(frames_n, b.frames_sent);
+            }
+        }
+        // One board: exactly the simulator's frames, in order.
+        let one: Vec<u8> = p1
+            .iter()
+            .flat_map(|(_, p)| decode_packet(p).unwrap().1.to_vec())
+            .collect();
+        assert_eq!(one, frames);
+        // Two boards: the same hit words and frameIDs, split by chip.
+        let mut words2: Vec<u64> = p2
+            .iter()
+            .flat_map(|(_, p)| payload_hits(decode_packet(p).unwrap().1).0)
+            .collect();
+        let mut words1: Vec<u64> = sim_hits.iter().map(|(_, h)| h.encode()).collect();
+        words1.sort_unstable();
+        words2.sort_unstable();
+        assert_eq!(words1, words2);
+        let ids2: BTreeSet<u64> = p2
+            .iter()
+            .flat_map(|(_, p)| payload_hits(decode_packet(p).unwrap().1).1)
+            .map(|(f, _)| f)
+            .collect();
+        let ids1: BTreeSet<u64> = sim_spans.iter().map(|s| s.frame).collect();
+        assert_eq!(ids1, ids2);
+
+        // Files beside the stream.
+        let dir = tmp.path().join("two");
+        assert!(dir.join("calib/tdc_calibration.tsv").is_file());
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["hits_sent"], s2.hits_sent);
+        assert_eq!(json["boards"][1]["source_id"], 1);
+        let file = std::fs::File::open(dir.join("truth.parquet")).unwrap();
+        let rows: usize =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap().num_rows())
+                .sum();
+        assert_eq!(rows, truth.len());
+    }
+
+    #[test]
+    fn lost_flags_survive_the_split_and_big_frames_go_alone() {
+        let mut c = config(0.01, 2, Faults::default());
+        c.bench.max_hits_per_frame = 3;
+        c.bench.hit_rate_hz = 2e6;
+        let (s, p) = packets(&c);
+        assert!(s.sim.lossy_frames > 0);
+        let lossy_ids: BTreeSet<u64> = p
+            .iter()
+            .flat_map(|(_, p)| payload_hits(decode_packet(p).unwrap().1).1)
+            .filter(|(_, lossy)| *lossy)
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(lossy_ids.len() as u64, s.sim.lossy_frames);
+
+        // Tiny packets: a packet over the limit holds exactly one frame.
+        let mut c = config(0.01, 1, Faults::default());
+        c.max_packet_bytes = 96;
+        let (s, p) = packets(&c);
+        let mut alone = 0;
+        for (_, p) in &p {
+            let frames = payload_hits(decode_packet(p).unwrap().1).1.len();
+            assert!(
+                p.len() <= 96 || frames == 1,
+                "{} bytes, {frames} frames",
+                p.len()
+            );
+            alone += usize::from(p.len() > 96);
+        }
+        assert!(alone > 0);
+        assert_eq!(s.hits_sent, s.sim.hits_emitted);
+    }
+
+    /// Runs `faults` on a small 2-board stream and checks every count against the receiver.
+    fn check_faults(faults: Faults) -> FaultCounts {
+        let mut clean = config(0.05, 2, Faults::default());
+        clean.max_packet_bytes = 1024;
+        let (_, clean_packets) = packets(&clean);
+        let hits_of = hits_by_seq(&clean_packets);
+        let c = StreamConfig {
+            faults,
+            ..clean.clone()
+        };
+        let (s, p) = packets(&c);
+        let (s_again, p_again) = packets(&c);
+        assert_eq!(p, p_again, "faults are deterministic in the seed");
+        assert_eq!(s.faults, s_again.faults);
+        let seen = receive(&p);
+        let mut total = FaultCounts::default();
+        for b in &s.boards {
+            let r = &seen[&b.source_id];
+            let f = &b.faults;
+            let end = r.end_seq.expect("end of stream");
+            assert_eq!(end + 1, b.packets_sent);
+            let missing: Vec<u64> = (0..end).filter(|q| !r.received.contains(q)).collect();
+            let missing_hits: u64 = missing.iter().map(|q| hits_of[&(b.source_id, *q)]).sum();
+            let crc_hits: u64 = r
+                .crc_failed_seqs
+                .iter()
+                .map(|q| hits_of[&(b.source_id, *q)])
+                .sum();
+            assert_eq!(
+                missing.len() as u64,
+                f.lost_packets + f.corrupted_packets,
+                "board {}: {f:?}",
+                b.source_id
+            );
+            assert_eq!(missing_hits, f.lost_hits + f.corrupted_hits);
+            assert_eq!(r.crc_failures, f.corrupted_packets);
+            assert_eq!(crc_hits, f.corrupted_hits);
+            assert_eq!(r.duplicates, f.duplicated_packets);
+            assert_eq!(r.out_of_order, f.reordered_packets);
+            assert_eq!(r.hits, b.hits_sent - f.lost_hits - f.corrupted_hits);
+            total.add(f);
+        }
+        assert_eq!(total, s.faults);
+        s.faults
+    }
+
+    #[test]
+    fn each_fault_is_counted_as_a_receiver_sees_it() {
+        let f = check_faults(Faults {
+            lose_packets: 0.05,
+            ..Faults::default()
+        });
+        assert!(f.lost_packets > 5 && f.lost_hits > 0, "{f:?}");
+        assert_eq!(f.packets_missing(), f.lost_packets);
+        let f = check_faults(Faults {
+            duplicate: 0.05,
+            ..Faults::default()
+        });
+        assert!(
+            f.duplicated_packets > 5 && f.packets_missing() == 0,
+            "{f:?}"
+        );
+        let f = check_faults(Faults {
+            reorder: 0.05,
+            ..Faults::default()
+        });
+        assert!(f.reordered_packets > 5 && f.packets_missing() == 0, "{f:?}");
+        let f = check_faults(Faults {
+            corrupt: 0.05,
+            ..Faults::default()
+        });
+        assert!(f.corrupted_packets > 5 && f.corrupted_hits > 0, "{f:?}");
+        assert_eq!(f.packets_missing(), f.corrupted_packets);
+        // All at once: the counts still match what arrives.
+        let f = check_faults(Faults {
+            lose_packets: 0.1,
+            duplicate: 0.1,
+            reorder: 0.2,
+            corrupt: 0.1,
+            disconnect_after: None,
+        });
+        assert!(f.lost_packets > 0 && f.duplicated_packets > 0, "{f:?}");
+        assert!(f.reordered_packets > 0 && f.corrupted_packets > 0, "{f:?}");
+        // Reordering almost always: held packets wait behind lost ones, and one held at the
+        // end goes out in order and is not counted.
+        let f = check_faults(Faults {
+            lose_packets: 0.3,
+            reorder: 0.65,
+            ..Faults::default()
+        });
+        assert!(f.reordered_packets > 20, "{f:?}");
+    }
+
+    #[test]
+    fn bad_stream_configs_are_clear_errors() {
+        let err = |c: StreamConfig| generate_packets(&c, |_, _| true).unwrap_err().to_string();
+        let e = err(config(0.01, 3, Faults::default()));
+        assert!(e.contains("boards = 3") && e.contains("2 modules"), "{e}");
+        let e = err(config(
+            0.01,
+            1,
+            Faults {
+                corrupt: 1.0,
+                ..Faults::default()
+            },
+        ));
+        assert!(e.contains("corrupt") && e.contains("[0, 1)"), "{e}");
+        let e = err(config(
+            0.01,
+            1,
+            Faults {
+                disconnect_after: Some(3),
+                ..Faults::default()
+            },
+        ));
+        assert!(e.contains("TCP"), "{e}");
+        let e = err(StreamConfig {
+            max_packet_bytes: 50,
+            ..config(0.01, 1, Faults::default())
+        });
+        assert!(e.contains("max_packet_bytes"), "{e}");
+        // Stopping early is not an error.
+        let mut n = 0;
+        let s = generate_packets(&config(0.05, 1, Faults::default()), |_, _| {
+            n += 1;
+            n < 3
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+        assert!(s.packets_sent < 10);
+    }
+
+    #[test]
+    fn udp_loopback_delivers_every_packet() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let target = rx.local_addr().unwrap();
+        let receiver = std::thread::spawn(move || {
+            let mut got: Vec<(u32, Vec<u8>)> = Vec::new();
+            let mut ends = BTreeSet::new();
+            let mut buf = vec![0u8; 65536];
+            while ends.len() < 2 {
+                let n = rx.recv(&mut buf).expect("datagram before the timeout");
+                let (h, _) = decode_packet(&buf[..n]).unwrap();
+                if h.flags & FLAG_END_OF_STREAM != 0 {
+                    ends.insert(h.source_id);
+                }
+                got.push((h.source_id, buf[..n].to_vec()));
+            }
+            got
+        });
+        // Paced (1 MHz for 10 ms): an unpaced burst can overflow the default socket buffer of
+        // a receiver that is starved of CPU on a busy machine.
+        let c = StreamConfig {
+            transport: Transport::Udp { target },
+            paced: true,
+            ..config(0.01, 2, Faults::default())
+        };
+        let s = stream(c.clone()).unwrap();
+        let got = receiver.join().unwrap();
+        let (_, want) = packets(&c);
+        // Everything up to the first end marker of the last board, in order per board.
+        let data: Vec<_> = got
+            .iter()
+            .filter(|(_, p)| p.len() > HEADER_LEN)
+            .cloned()
+            .collect();
+        let want_data: Vec<_> = want
+            .iter()
+            .filter(|(_, p)| p.len() > HEADER_LEN)
+            .cloned()
+            .collect();
+        assert_eq!(data, want_data);
+        assert_eq!(data.len() as u64 + 2, s.packets_sent);
+        let seen = receive(&got);
+        assert_eq!(seen.values().map(|r| r.hits).sum::<u64>(), s.hits_sent);
+        assert!(s.wall_seconds > 0.0);
+    }
+
+    fn free_tcp_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn connect(addr: SocketAddr) -> TcpStream {
+        for _ in 0..500 {
+            if let Ok(s) = TcpStream::connect(addr) {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("cannot connect to {addr}");
+    }
+
+    /// Splits a TCP byte stream into whole packets and the trailing partial bytes.
+    fn split_packets(bytes: &[u8]) -> (Vec<(u32, Vec<u8>)>, &[u8]) {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            match decode_packet(&bytes[at..]) {
+                Ok((h, _)) => {
+                    out.push((h.source_id, bytes[at..at + h.packet_len()].to_vec()));
+                    at += h.packet_len();
+                }
+                Err(TransportError::Truncated { .. } | TransportError::Short(_)) => break,
+                Err(e) => panic!("bad packet at {at}: {e}"),
+            }
+        }
+        (out, &bytes[at..])
+    }
+
+    #[test]
+    fn tcp_disconnect_cuts_one_packet_and_the_client_reconnects() {
+        let addr = free_tcp_addr();
+        let c = StreamConfig {
+            transport: Transport::Tcp { listen: addr },
+            max_packet_bytes: 1024,
+            faults: Faults {
+                disconnect_after: Some(10),
+                ..Faults::default()
+            },
+            ..config(0.01, 2, Faults::default())
+        };
+        let (_, clean) = packets(&StreamConfig {
+            faults: Faults::default(),
+            ..c.clone()
+        });
+        let hits_of = hits_by_seq(&clean);
+        let server = std::thread::spawn({
+            let c = c.clone();
+            move || stream(c).unwrap()
+        });
+        let mut first = Vec::new();
+        connect(addr).read_to_end(&mut first).unwrap();
+        let (before, half) = split_packets(&first);
+        assert_eq!(before.len(), 10);
+        assert!(!half.is_empty());
+        let cut = scandaq_decoders::TransportHeader::parse(half).unwrap();
+        assert_eq!(half.len(), cut.packet_len() / 2);
+
+        let mut second = Vec::new();
+        connect(addr).read_to_end(&mut second).unwrap();
+        let s = server.join().unwrap();
+        let (after, rest) = split_packets(&second);
+        assert!(rest.is_empty());
+        let all: Vec<_> = before.into_iter().chain(after).collect();
+        assert_eq!(all.len() as u64, s.packets_sent - 1);
+        let seen = receive(&all);
+        let missing: Vec<(u32, u64)> = seen
+            .iter()
+            .flat_map(|(src, r)| {
+                let end = r.end_seq.expect("end of stream");
+                (0..end)
+                    .filter(|q| !r.received.contains(q))
+                    .map(|q| (*src, q))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(missing, [(cut.source_id, cut.seq)], "one seq gap of 1");
+        let f = &s.faults;
+        assert_eq!((f.disconnects, f.disconnect_lost_packets), (1, 1), "{f:?}");
+        assert_eq!(f.disconnect_lost_hits, hits_of[&(cut.source_id, cut.seq)]);
+        let b = s
+            .boards
+            .iter()
+            .find(|b| b.source_id == cut.source_id)
+            .unwrap();
+        assert_eq!(b.faults.disconnects, 1);
+        assert_eq!(
+            seen.values().map(|r| r.hits).sum::<u64>(),
+            s.hits_sent - f.disconnect_lost_hits
+        );
+        assert_eq!(s.client_disconnects, 0);
+    }
+
+    #[test]
+    fn command_line_streams() {
+        let exe = env!("CARGO_BIN_EXE_fpga-sim");
+        let tmp = tempfile::tempdir().unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rx.local_addr().unwrap().to_string();
+        let out = tmp.path().join("s");
+        let o = std::process::Command::new(exe)
+            .args(["--duration", "5ms", "--boards", "2", "--unpaced"])
+            .args(["--lose-packets", "0.1", "--udp", &port, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            stdout.contains("Streamed") && stdout.contains("faults: lost"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("board 1:") && stdout.contains("truth.parquet"),
+            "{stdout}"
+        );
+        assert!(out.join("summary.json").is_file() && out.join("calib/skew.tsv").is_file());
+
+        let bad = |args: &[&str], want: &str| {
+            let o = std::process::Command::new(exe)
+                .args(["--duration", "1ms"])
+                .args(args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{args:?} should fail");
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        };
+        let dir = tmp.path().join("f");
+        let dir = dir.to_str().unwrap();
+        bad(&["--corrupt", "0.1", "--out", dir], "need --udp");
+        bad(&["--boards", "2", "--out", dir], "need --udp");
+        bad(&["--udp", &port, "--disconnect-after", "3"], "needs --tcp");
+        bad(&["--udp", &port, "--boards", "3"], "2 modules");
+        bad(&["--udp", &port, "--reorder", "1"], "[0, 1)");
+        bad(&["--udp", &port, "--max-packet-bytes", "64"], "packet size");
+        bad(&["--udp", &port, "--tcp", &port], "cannot be used with");
+        bad(
+            &["--udp", &port, "--lose-packets", "0.6", "--corrupt", "0.5"],
+            "less than 1",
+        );
+    }
+}
