@@ -10,6 +10,7 @@ pub mod demo;
 pub mod ingest;
 pub mod inspect;
 pub mod live;
+pub mod live_stats;
 pub mod merge;
 pub mod net_sources;
 pub mod pipeline;

@@ -9,6 +9,7 @@
 
 use crate::calib_load::LoadedCalibration;
 use crate::ingest::{FrameChunk, Ingest};
+use crate::live_stats::LiveStats;
 use crate::merge::KWayMerger;
 use crate::net_sources::{bind_udp, run_tcp, run_udp, udp_kernel_drops};
 use crate::pipeline::{PipelineCounts, Processor, spawn_singles_sink};
@@ -246,6 +247,24 @@ pub fn run_live(
     stop: StopFlag,
     mode: &str,
 ) -> Result<RunSummary> {
+    run_live_with_stats(
+        config,
+        calibration,
+        stop,
+        mode,
+        Arc::new(LiveStats::default()),
+    )
+}
+
+/// [`run_live`], publishing its statistics into `stats` (read them with
+/// [`LiveStats::snapshot`] from any thread while the run goes on).
+pub fn run_live_with_stats(
+    config: &LiveConfig,
+    calibration: &LoadedCalibration,
+    stop: StopFlag,
+    mode: &str,
+    stats: Arc<LiveStats>,
+) -> Result<RunSummary> {
     if config.inputs.is_empty() {
         bail!("a run needs at least one input (--udp ADDR, --tcp ADDR or [[input]] in the config)");
     }
@@ -311,8 +330,10 @@ pub fn run_live(
     let mut last_data = Instant::now();
     let mut archive_error = None;
     let reason;
+    let mut last_snapshot = stats.snapshot();
     let send = |batch: HitBatch, singles_sent: &mut u64| -> Result<()> {
         *singles_sent += batch.len() as u64;
+        stats.record_singles(&batch);
         sink_tx
             .send(batch)
             .map_err(|_| anyhow!("the Parquet sink stopped"))
@@ -376,20 +397,26 @@ pub fn run_live(
             reason = "end of stream";
             break;
         }
+        stats.frame_bytes.store(bytes_in, Ordering::Relaxed);
+        stats.ring_fill.store(
+            inputs.iter().map(|i| i.consumer.fill() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        stats.boards.store(boards.len() as u64, Ordering::Relaxed);
         if let Some(every) = config.stats_every {
             if last_stats.elapsed() >= every {
                 last_stats = Instant::now();
-                let fills: Vec<String> = inputs
-                    .iter()
-                    .map(|i| format!("{} ring {}", i.label, i.consumer.fill()))
-                    .collect();
+                let now = stats.snapshot();
                 eprintln!(
-                    "[{:>6.1} s] running: {} singles written, {} boards, {}",
-                    begun.elapsed().as_secs_f64(),
-                    singles_sent,
-                    boards.len(),
-                    fills.join(", ")
+                    "[{:>6.1} s] running: {} singles ({:.2} M/s), {} boards, {:.1} MB in, {} chunks waiting",
+                    now.elapsed_s,
+                    now.singles,
+                    now.singles_rate_since(&last_snapshot) / 1e6,
+                    now.boards,
+                    now.frame_bytes as f64 / 1e6,
+                    now.ring_fill
                 );
+                last_snapshot = now;
             }
         }
     }

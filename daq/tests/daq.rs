@@ -812,6 +812,41 @@ mod live {
     }
 
     #[test]
+    fn sigint_stops_a_run_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let calib = sim_dir().join("calib");
+        let addr = free_port_udp().to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+            .args([
+                "run",
+                "--udp",
+                &addr,
+                "--calib",
+                calib.to_str().unwrap(),
+                "--out",
+                tmp.path().to_str().unwrap(),
+                "--quiet",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        no_panic(&stderr);
+        assert!(out.status.success(), "{stderr}");
+        let m = Manifest::read(&tmp.path().join("run-000001")).unwrap();
+        assert!(m.complete, "a clean stop commits the run");
+        assert_eq!(m.files.len(), 1);
+    }
+
+    #[test]
     fn run_rejects_bad_configuration_before_starting() {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = tmp.path().join("run.toml");
