@@ -121,7 +121,9 @@ pub(crate) fn spawn_singles_sink(
                 let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
                 t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
                 histogram.fill(&batch.energy_kev);
-                writer.write(&singles::to_record_batch(batch, raw_columns))?;
+                let record = singles::to_record_batch(batch, raw_columns)
+                    .map_err(|e| anyhow!("building a singles row group: {e}"))?;
+                writer.write(&record)?;
             }
             if let Some((a, b)) = t_range {
                 writer.add_metadata("first_t_ps", a.to_string());

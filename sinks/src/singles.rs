@@ -61,8 +61,12 @@ pub fn write_options() -> WriteOptions {
     }
 }
 
-/// Moves a hit batch into an Arrow record batch without copying the columns.
-pub fn to_record_batch(hits: HitBatch, raw_columns: bool) -> RecordBatch {
+/// Moves a hit batch into an Arrow record batch without copying the columns. Columns of
+/// unequal length (a malformed batch) are an error, not a panic.
+pub fn to_record_batch(
+    hits: HitBatch,
+    raw_columns: bool,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(hits.t_ps)),
         Arc::new(UInt32Array::from(hits.channel)),
@@ -79,6 +83,20 @@ pub fn to_record_batch(hits: HitBatch, raw_columns: bool) -> RecordBatch {
             Arc::new(UInt8Array::from(hits.tac)),
         ]);
     }
-    // Every column has the same length by construction of HitBatch, so this cannot fail.
-    RecordBatch::try_new(schema(raw_columns), columns).expect("singles columns have equal lengths")
+    RecordBatch::try_new(schema(raw_columns), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_columns_map_and_unequal_ones_are_an_error() {
+        let b = HitBatch::from_times(&[1, 2, 3]);
+        assert_eq!(to_record_batch(b.clone(), true).unwrap().num_columns(), 10);
+        assert_eq!(to_record_batch(b.clone(), false).unwrap().num_rows(), 3);
+        let mut bad = b;
+        bad.energy_kev.pop();
+        assert!(to_record_batch(bad, false).is_err());
+    }
 }
