@@ -1,4 +1,5 @@
-//! scandaq-decoders: bytes <-> scandaq-core values for every wire and file format.
+//! scandaq-decoders: bytes <-> scandaq-core values for every wire and file format (including
+//! PETLINK 32-bit list mode and its Interfile header).
 //!
 //! Pure functions and small state machines: no I/O, no global state, and no panic on any
 //! byte sequence (property tests in `tests/` prove it). Encoders sit beside their decoders;
@@ -6,10 +7,14 @@
 
 pub mod archive;
 pub mod idxf;
+pub mod interfile;
+pub mod petlink;
 pub mod petsys;
 pub mod rawf;
 pub mod transport;
 
+pub use interfile::{InterfileError, InterfileHeader, PetlinkHeader};
+pub use petlink::{PetlinkDecoder, SinogramLayout};
 pub use petsys::{FrameScanner, FrameSpan, HitFields};
 pub use rawf::RawfHeader;
 pub use transport::{TransportError, TransportHeader};
