@@ -7,6 +7,7 @@
 pub mod calib;
 pub mod channel;
 pub mod clock;
+pub mod coincidence;
 pub mod geometry;
 pub mod hits;
 pub mod stats;
@@ -16,6 +17,10 @@ pub mod units;
 pub use calib::{Calibration, EnergyTable, SkewTable, TableError, TdcEntry, TdcTable};
 pub use channel::ChannelId;
 pub use clock::{ClockModel, FrameUnwrapper};
+pub use coincidence::{
+    CoincidenceBatch, CoincidenceConfig, CoincidenceError, CoincidenceSorter, CoincidenceStats,
+    CrystalLut, GroupingConfig, Policy, WindowMode,
+};
 pub use geometry::{Crystal, Geometry};
 pub use hits::{HitBatch, hit_flags};
 pub use stats::LossCounts;

@@ -1,0 +1,372 @@
+//! Configuration of grouping and of the coincidence sorter (windows, energy cut, geometric
+//! "good pair" criteria, multiples policy, window mode) and its validation errors.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Default delay of the delayed-coincidence window: 100 ns.
+pub const DEFAULT_DELAY_PS: i64 = 100_000;
+
+/// Default coincidence window: 4 ns.
+pub const DEFAULT_WINDOW_PS: i64 = 4_000;
+
+/// What a window holding more than one pair (a *multiple*) keeps. Names as in GATE
+/// (`takeAllGoods`, ...), which is also their serde and [`FromStr`] spelling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Policy {
+    /// Every good pair of the window.
+    #[default]
+    TakeAllGoods,
+    /// The winner among the good pairs.
+    TakeWinnerOfGoods,
+    /// The winner of all pairs, if it is good.
+    TakeWinnerIfIsGood,
+    /// The winner of all pairs, if every pair of the window is good.
+    TakeWinnerIfAllAreGoods,
+    /// The good pair, if exactly one pair of the window is good.
+    TakeIfOnlyOneGood,
+    /// Nothing.
+    RemoveMultiples,
+}
+
+impl Policy {
+    /// Every policy, in declaration order.
+    pub const ALL: [Policy; 6] = [
+        Policy::TakeAllGoods,
+        Policy::TakeWinnerOfGoods,
+        Policy::TakeWinnerIfIsGood,
+        Policy::TakeWinnerIfAllAreGoods,
+        Policy::TakeIfOnlyOneGood,
+        Policy::RemoveMultiples,
+    ];
+
+    /// The GATE name (`takeAllGoods`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::TakeAllGoods => "takeAllGoods",
+            Policy::TakeWinnerOfGoods => "takeWinnerOfGoods",
+            Policy::TakeWinnerIfIsGood => "takeWinnerIfIsGood",
+            Policy::TakeWinnerIfAllAreGoods => "takeWinnerIfAllAreGoods",
+            Policy::TakeIfOnlyOneGood => "takeIfOnlyOneGood",
+            Policy::RemoveMultiples => "removeMultiples",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "unknown multiples policy {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Which singles open a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowMode {
+    /// Every single (inside the energy window) opens its own window (GATE 10 default).
+    #[default]
+    MultiWindow,
+    /// A single that was the second member of a kept pair opens no window of its own (older
+    /// GATE behaviour).
+    SingleWindow,
+}
+
+/// Minimum module difference of a good pair (an extra criterion, off by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleDifference {
+    /// A pair is good only if its module difference is at least this.
+    pub min: u32,
+    /// Number of modules around the ring. When set, the difference wraps around the ring:
+    /// `d = |m1 - m2| mod n`, difference `min(d, n - d)` (modules `0` and `n - 1` are
+    /// neighbours). When unset the plain `|m1 - m2|` is used.
+    pub ring_modules: Option<u32>,
+}
+
+impl ModuleDifference {
+    /// The module difference of modules `a` and `b` under this rule.
+    pub fn difference(&self, a: u32, b: u32) -> u32 {
+        let d = a.abs_diff(b);
+        match self.ring_modules {
+            Some(n) if n > 0 => {
+                let d = d % n;
+                d.min(n - d)
+            }
+            _ => d,
+        }
+    }
+}
+
+/// Coincidence sorter configuration. Times are integer picoseconds, distances mm, energies keV.
+///
+/// A candidate `j` of opener `i` satisfies `offset_ps <= t_j - t_i <= offset_ps + window_ps`
+/// (closed on both ends).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoincidenceConfig {
+    /// Window length, ps (> 0).
+    pub window_ps: i64,
+    /// Window start after the opener, ps: 0 for prompt coincidences, > `window_ps` for delayed.
+    pub offset_ps: i64,
+    /// Delayed (randoms) sorter: output flagged [`coinc_flags::DELAYED`](super::coinc_flags::DELAYED).
+    pub delayed: bool,
+    /// Energy window `[min, max]` keV, closed, applied before sorting; `None` = no cut.
+    pub energy_window_kev: Option<[f32; 2]>,
+    /// Minimum transaxial distance (x-y plane) of a good pair, mm.
+    pub min_transaxial_mm: Option<f64>,
+    /// Maximum axial difference `|z1 - z2|` of a good pair, mm.
+    pub max_axial_mm: Option<f64>,
+    /// Minimum module difference of a good pair (off by default).
+    pub min_module_difference: Option<ModuleDifference>,
+    /// What a multiple keeps.
+    pub policy: Policy,
+    /// Multi-window (default) or single-window.
+    pub mode: WindowMode,
+}
+
+impl Default for CoincidenceConfig {
+    fn default() -> Self {
+        Self::prompt(DEFAULT_WINDOW_PS)
+    }
+}
+
+impl CoincidenceConfig {
+    /// Prompt coincidences in a `window_ps` window (offset 0), no cuts, `takeAllGoods`,
+    /// multi-window.
+    pub fn prompt(window_ps: i64) -> Self {
+        Self {
+            window_ps,
+            offset_ps: 0,
+            delayed: false,
+            energy_window_kev: None,
+            min_transaxial_mm: None,
+            max_axial_mm: None,
+            min_module_difference: None,
+            policy: Policy::TakeAllGoods,
+            mode: WindowMode::MultiWindow,
+        }
+    }
+
+    /// Delayed coincidences: a `window_ps` window starting [`DEFAULT_DELAY_PS`] after the opener.
+    pub fn delayed(window_ps: i64) -> Self {
+        Self {
+            offset_ps: DEFAULT_DELAY_PS,
+            delayed: true,
+            ..Self::prompt(window_ps)
+        }
+    }
+
+    /// The same configuration as a delayed sorter with the given offset (cuts, policy and mode
+    /// kept).
+    pub fn to_delayed(&self, offset_ps: i64) -> Self {
+        Self {
+            offset_ps,
+            delayed: true,
+            ..self.clone()
+        }
+    }
+
+    /// `offset_ps + window_ps`: the largest `t_j - t_i` of a candidate (valid configs only).
+    pub fn span_ps(&self) -> i64 {
+        self.offset_ps.saturating_add(self.window_ps)
+    }
+
+    /// Checks the configuration; the error names the offending fields.
+    pub fn validate(&self) -> Result<(), CoincidenceError> {
+        if self.window_ps <= 0 {
+            return Err(CoincidenceError::WindowNotPositive {
+                window_ps: self.window_ps,
+            });
+        }
+        if self.offset_ps.checked_add(self.window_ps).is_none() {
+            return Err(CoincidenceError::WindowTooLong {
+                offset_ps: self.offset_ps,
+                window_ps: self.window_ps,
+            });
+        }
+        if self.delayed {
+            if self.offset_ps <= self.window_ps {
+                return Err(CoincidenceError::DelayNotAfterWindow {
+                    offset_ps: self.offset_ps,
+                    window_ps: self.window_ps,
+                });
+            }
+        } else if self.offset_ps != 0 {
+            return Err(CoincidenceError::PromptWithOffset {
+                offset_ps: self.offset_ps,
+            });
+        }
+        if let Some([lo, hi]) = self.energy_window_kev
+            && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+        {
+            return Err(CoincidenceError::BadEnergyWindow { min: lo, max: hi });
+        }
+        for (field, v) in [
+            ("min_transaxial_mm", self.min_transaxial_mm),
+            ("max_axial_mm", self.max_axial_mm),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(CoincidenceError::BadLimit { field, value: v });
+            }
+        }
+        if let Some(ModuleDifference {
+            ring_modules: Some(0),
+            ..
+        }) = self.min_module_difference
+        {
+            return Err(CoincidenceError::BadLimit {
+                field: "min_module_difference.ring_modules",
+                value: 0.0,
+            });
+        }
+        Ok(())
+    }
+
+    /// True when no geometric criterion is set (every pair is good).
+    pub(crate) fn no_criteria(&self) -> bool {
+        self.min_transaxial_mm.is_none()
+            && self.max_axial_mm.is_none()
+            && self.min_module_difference.is_none()
+    }
+}
+
+/// Grouping (photon building) configuration.
+///
+/// A hit joins a group when `t_hit - t_first <= window_ps` and the 3-D distance between its
+/// crystal and the group's first crystal is `<= max_distance_mm` (both closed), where
+/// `first` is the group's first (earliest) hit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupingConfig {
+    /// Time window from the group's first hit, ps (>= 0).
+    pub window_ps: i64,
+    /// Distance limit from the group's first hit, mm (>= 0).
+    pub max_distance_mm: f64,
+}
+
+impl Default for GroupingConfig {
+    fn default() -> Self {
+        Self {
+            window_ps: 10_000,
+            max_distance_mm: 100.0,
+        }
+    }
+}
+
+impl GroupingConfig {
+    /// Checks the configuration; the error names the offending field.
+    pub fn validate(&self) -> Result<(), CoincidenceError> {
+        if self.window_ps < 0 {
+            return Err(CoincidenceError::BadLimit {
+                field: "grouping.window_ps",
+                value: self.window_ps as f64,
+            });
+        }
+        if !(self.max_distance_mm.is_finite() && self.max_distance_mm >= 0.0) {
+            return Err(CoincidenceError::BadLimit {
+                field: "grouping.max_distance_mm",
+                value: self.max_distance_mm,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Errors of grouping and coincidence sorting: impossible configurations and bad input.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CoincidenceError {
+    /// `window_ps <= 0`.
+    #[error("coincidence window_ps must be > 0, got {window_ps}")]
+    WindowNotPositive {
+        /// The configured window.
+        window_ps: i64,
+    },
+    /// A delayed window that starts before the prompt window ends.
+    #[error(
+        "delayed coincidences: offset_ps ({offset_ps}) must be greater than window_ps \
+         ({window_ps}), otherwise the delayed window overlaps the prompt one"
+    )]
+    DelayNotAfterWindow {
+        /// The configured offset.
+        offset_ps: i64,
+        /// The configured window.
+        window_ps: i64,
+    },
+    /// A prompt sorter with a non-zero offset.
+    #[error(
+        "prompt coincidences: offset_ps must be 0, got {offset_ps} (set delayed = true for a delayed window)"
+    )]
+    PromptWithOffset {
+        /// The configured offset.
+        offset_ps: i64,
+    },
+    /// `offset_ps + window_ps` overflows.
+    #[error("offset_ps ({offset_ps}) + window_ps ({window_ps}) overflows i64")]
+    WindowTooLong {
+        /// The configured offset.
+        offset_ps: i64,
+        /// The configured window.
+        window_ps: i64,
+    },
+    /// Energy window not finite or min > max.
+    #[error("energy_window_kev [{min}, {max}] must be finite with min <= max")]
+    BadEnergyWindow {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// A limit that must be finite and non-negative (or positive) is not.
+    #[error("{field} must be finite and >= 0 (ring_modules > 0), got {value}")]
+    BadLimit {
+        /// Field name.
+        field: &'static str,
+        /// Offending value.
+        value: f64,
+    },
+    /// Input columns of unequal length.
+    #[error(
+        "input columns differ in length: t_ps {t_ps}, channel {channel}, energy_kev {energy_kev}, flags {flags}"
+    )]
+    ColumnLengths {
+        /// Length of `t_ps`.
+        t_ps: usize,
+        /// Length of `channel`.
+        channel: usize,
+        /// Length of `energy_kev`.
+        energy_kev: usize,
+        /// Length of `flags`.
+        flags: usize,
+    },
+    /// Input not in time order (within a batch or across successive batches).
+    #[error(
+        "input not in time order: row {index} of the batch has t_ps {t_ps} < previous {previous_ps}"
+    )]
+    NotTimeOrdered {
+        /// Row of the offending single in the batch that was passed in.
+        index: usize,
+        /// Time of the single before it (possibly from an earlier batch).
+        previous_ps: i64,
+        /// Its time.
+        t_ps: i64,
+    },
+}

@@ -1,0 +1,203 @@
+//! Grouping (photon building): hits close in time and space become one photon with the time
+//! and channel of its highest-energy hit and the summed energy; streaming ([`Grouper`]) and
+//! whole-batch ([`group_hits`]).
+
+use super::batch::{GroupingStats, PhotonBatch, SinglesRef};
+use super::config::{CoincidenceError, GroupingConfig};
+use super::lut::CrystalLut;
+use super::sorter::check_order;
+use std::collections::VecDeque;
+
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    seq: u64,
+    t_first: i64,
+    pos_first: [f32; 3],
+    best_t: i64,
+    best_ch: u32,
+    best_e: f32,
+    sum_e: f32,
+    flags: u16,
+    multiplicity: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Done {
+    t: i64,
+    seq: u64,
+    channel: u32,
+    energy: f32,
+    flags: u16,
+    multiplicity: u32,
+}
+
+/// Streaming grouper.
+///
+/// Hits are taken in time order. A hit joins the earliest-opened group that is still open
+/// (`t_hit - t_first <= window_ps`) and whose first hit's crystal is within `max_distance_mm`
+/// (3-D distance between crystal centres, computed in f64); otherwise it opens a new group.
+/// A photon has the time, channel and crystal of the group's highest-energy hit (ties: the
+/// earliest such hit), energy = f32 sum of the hit energies in hit order, flags = OR of the
+/// hit flags, multiplicity = number of hits. Photons are emitted in time order (equal times:
+/// in the order their groups were opened), so the output can feed the coincidence sorter.
+/// Hits on channels missing from the geometry are dropped and counted.
+#[derive(Debug)]
+pub struct Grouper<'a> {
+    cfg: GroupingConfig,
+    lut: &'a CrystalLut,
+    open: VecDeque<Open>,
+    done: Vec<Done>,
+    next_seq: u64,
+    last_t: Option<i64>,
+    stats: GroupingStats,
+}
+
+impl<'a> Grouper<'a> {
+    /// A grouper for `config` (validated here) with crystal positions from `lut`.
+    pub fn new(config: GroupingConfig, lut: &'a CrystalLut) -> Result<Self, CoincidenceError> {
+        config.validate()?;
+        Ok(Self {
+            cfg: config,
+            lut,
+            open: VecDeque::new(),
+            done: Vec::new(),
+            next_seq: 0,
+            last_t: None,
+            stats: GroupingStats::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &GroupingStats {
+        &self.stats
+    }
+
+    /// Groups the next time-ordered batch of hits, appending to `out` every photon that no
+    /// later hit can change or precede. On error nothing of the batch is used.
+    pub fn push(
+        &mut self,
+        hits: SinglesRef<'_>,
+        out: &mut PhotonBatch,
+    ) -> Result<(), CoincidenceError> {
+        hits.check_lengths()?;
+        check_order(hits.t_ps, self.last_t)?;
+        let w = self.cfg.window_ps;
+        let dmax = self.cfg.max_distance_mm;
+        self.stats.hits_in += hits.len() as u64;
+        for k in 0..hits.len() {
+            let t = hits.t_ps[k];
+            let ch = hits.channel[k];
+            let Some(cr) = self.lut.crystal(ch) else {
+                self.stats.unmapped_channel += 1;
+                continue;
+            };
+            let pos = self.lut.pos_mm(cr);
+            while let Some(g) = self.open.front()
+                && t.saturating_sub(g.t_first) > w
+            {
+                let g = self.open.pop_front().expect("front exists");
+                self.close(g);
+            }
+            let (e, f) = (hits.energy_kev[k], hits.flags[k]);
+            match self
+                .open
+                .iter_mut()
+                .find(|g| distance(g.pos_first, pos) <= dmax)
+            {
+                Some(g) => {
+                    g.sum_e += e;
+                    g.flags |= f;
+                    g.multiplicity += 1;
+                    if e > g.best_e {
+                        g.best_e = e;
+                        g.best_t = t;
+                        g.best_ch = ch;
+                    }
+                }
+                None => {
+                    self.open.push_back(Open {
+                        seq: self.next_seq,
+                        t_first: t,
+                        pos_first: pos,
+                        best_t: t,
+                        best_ch: ch,
+                        best_e: e,
+                        sum_e: e,
+                        flags: f,
+                        multiplicity: 1,
+                    });
+                    self.next_seq += 1;
+                }
+            }
+        }
+        if let Some(&t) = hits.t_ps.last() {
+            self.last_t = Some(t);
+            // Later photons have t >= the first hit of their group >= this bound.
+            let bound = self.open.front().map_or(t, |g| g.t_first.min(t));
+            self.emit(Some(bound), out);
+        }
+        Ok(())
+    }
+
+    /// Closes every group and emits the remaining photons; ready for a new stream afterwards.
+    pub fn finish(&mut self, out: &mut PhotonBatch) {
+        while let Some(g) = self.open.pop_front() {
+            self.close(g);
+        }
+        self.emit(None, out);
+        self.last_t = None;
+    }
+
+    fn close(&mut self, g: Open) {
+        self.done.push(Done {
+            t: g.best_t,
+            seq: g.seq,
+            channel: g.best_ch,
+            energy: g.sum_e,
+            flags: g.flags,
+            multiplicity: g.multiplicity,
+        });
+    }
+
+    /// Emits the closed photons earlier than `bound` (all when `None`) in (time, seq) order.
+    fn emit(&mut self, bound: Option<i64>, out: &mut PhotonBatch) {
+        self.done.sort_unstable_by_key(|d| (d.t, d.seq));
+        let n = match bound {
+            Some(b) => self.done.partition_point(|d| d.t < b),
+            None => self.done.len(),
+        };
+        for d in &self.done[..n] {
+            out.t_ps.push(d.t);
+            out.channel.push(d.channel);
+            out.energy_kev.push(d.energy);
+            out.flags.push(d.flags);
+            out.multiplicity.push(d.multiplicity);
+            self.stats.photons_out += 1;
+            if d.multiplicity > 1 {
+                self.stats.multi_hit_photons += 1;
+            }
+        }
+        self.done.drain(..n);
+    }
+}
+
+#[inline]
+fn distance(a: [f32; 3], b: [f32; 3]) -> f64 {
+    let dx = a[0] as f64 - b[0] as f64;
+    let dy = a[1] as f64 - b[1] as f64;
+    let dz = a[2] as f64 - b[2] as f64;
+    (dx * dx + dy * dy + dz * dz).sqrt()
+}
+
+/// Groups one whole time-ordered batch of hits into photons (see [`Grouper`]).
+pub fn group_hits(
+    config: &GroupingConfig,
+    lut: &CrystalLut,
+    hits: SinglesRef<'_>,
+) -> Result<(PhotonBatch, GroupingStats), CoincidenceError> {
+    let mut g = Grouper::new(config.clone(), lut)?;
+    let mut out = PhotonBatch::default();
+    g.push(hits, &mut out)?;
+    g.finish(&mut out);
+    Ok((out, g.stats))
+}

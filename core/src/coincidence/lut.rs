@@ -1,0 +1,68 @@
+//! Dense channel -> crystal lookup built once from a [`Geometry`]: position (mm) and module of
+//! every mapped channel, indexed without hashing on the hot path.
+
+use crate::Geometry;
+
+const UNMAPPED: u32 = u32::MAX;
+
+/// Channel -> crystal table: `index[channel]` is a dense crystal number (or unmapped), with
+/// the crystal's position and module in parallel columns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CrystalLut {
+    index: Vec<u32>,
+    pos_mm: Vec<[f32; 3]>,
+    module: Vec<u32>,
+}
+
+impl CrystalLut {
+    /// Builds the table from every crystal of `geometry` (size: largest channel id + 1).
+    pub fn from_geometry(geometry: &Geometry) -> Self {
+        let top = geometry
+            .crystals
+            .keys()
+            .next_back()
+            .map_or(0, |&c| c as usize + 1);
+        let mut lut = Self {
+            index: vec![UNMAPPED; top],
+            pos_mm: Vec::with_capacity(geometry.crystals.len()),
+            module: Vec::with_capacity(geometry.crystals.len()),
+        };
+        for (&ch, c) in &geometry.crystals {
+            lut.index[ch as usize] = lut.pos_mm.len() as u32;
+            lut.pos_mm.push(c.pos_mm);
+            lut.module.push(c.module);
+        }
+        lut
+    }
+
+    /// Dense crystal number of `channel`, if mapped.
+    #[inline]
+    pub fn crystal(&self, channel: u32) -> Option<u32> {
+        match self.index.get(channel as usize) {
+            Some(&i) if i != UNMAPPED => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Position (mm) of crystal number `crystal` (from [`CrystalLut::crystal`]).
+    #[inline]
+    pub fn pos_mm(&self, crystal: u32) -> [f32; 3] {
+        self.pos_mm[crystal as usize]
+    }
+
+    /// Module of crystal number `crystal`.
+    #[inline]
+    pub fn module(&self, crystal: u32) -> u32 {
+        self.module[crystal as usize]
+    }
+
+    /// Number of mapped channels.
+    pub fn len(&self) -> usize {
+        self.pos_mm.len()
+    }
+
+    /// True when no channel is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.pos_mm.is_empty()
+    }
+}

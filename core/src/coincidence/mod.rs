@@ -1,0 +1,31 @@
+//! Grouping and coincidence sorting (PHYSICS.md §4, GATE 10 sorter semantics).
+//!
+//! - [`config`]: [`CoincidenceConfig`], [`GroupingConfig`], [`Policy`], [`WindowMode`] and
+//!   the [`CoincidenceError`] for impossible configurations and bad input.
+//! - [`lut`]: [`CrystalLut`], the dense channel -> crystal position/module table.
+//! - [`batch`]: input view [`SinglesRef`], outputs [`PhotonBatch`], [`CoincidenceBatch`],
+//!   counters.
+//! - [`grouping`]: photon building ([`Grouper`], [`group_hits`]).
+//! - [`sorter`]: the sorter ([`CoincidenceSorter`] streaming, [`sort_coincidences`]).
+//! - [`parallel`]: [`sort_coincidences_parallel`], cut at gaps and sorted on rayon.
+//!
+//! Semantics, configuration and output schema: `docs/coincidences.md`.
+
+pub mod batch;
+pub mod config;
+pub mod grouping;
+pub mod lut;
+pub mod parallel;
+pub mod sorter;
+
+pub use batch::{
+    CoincidenceBatch, CoincidenceStats, GroupingStats, PhotonBatch, SinglesRef, coinc_flags,
+};
+pub use config::{
+    CoincidenceConfig, CoincidenceError, DEFAULT_DELAY_PS, DEFAULT_WINDOW_PS, GroupingConfig,
+    ModuleDifference, Policy, WindowMode,
+};
+pub use grouping::{Grouper, group_hits};
+pub use lut::CrystalLut;
+pub use parallel::{gap_cuts, sort_coincidences_parallel, sort_coincidences_sliced};
+pub use sorter::{CoincidenceSorter, sort_coincidences};

@@ -1,0 +1,364 @@
+//! The coincidence sorter: energy cut, window opening (multi- or single-window), same-crystal
+//! removal, good-pair criteria and multiples policies, streaming over successive time-ordered
+//! batches with a bounded carry-over ([`CoincidenceSorter`]), and the whole-batch entry point
+//! [`sort_coincidences`].
+
+use super::batch::{CoincidenceBatch, CoincidenceStats, SinglesRef, coinc_flags};
+use super::config::{CoincidenceConfig, CoincidenceError, Policy, WindowMode};
+use super::lut::CrystalLut;
+
+/// Streaming coincidence sorter.
+///
+/// Feed time-ordered batches with [`push`](Self::push) (each batch in order, later batches not
+/// earlier than the previous one), then call [`finish`](Self::finish). Pairs are written as
+/// soon as an opener's window is complete, i.e. once a single later than
+/// `t_opener + offset + window` has been seen; only the singles from the first incomplete
+/// opener on are carried over (those within `offset + window` of the newest single), so memory
+/// is bounded by the rate times `offset + window`. The output, and the stats, are identical to
+/// sorting the concatenation at once, however the input is split.
+#[derive(Debug)]
+pub struct CoincidenceSorter<'a> {
+    cfg: CoincidenceConfig,
+    lut: &'a CrystalLut,
+    out_flags: u16,
+    // Singles past the energy cut, from the first opener whose window is not complete yet.
+    t: Vec<i64>,
+    ch: Vec<u32>,
+    e: Vec<f32>,
+    crystal: Vec<u32>,
+    // Single-window mode: partner of a kept pair (opens no window).
+    suppressed: Vec<bool>,
+    // Window pointers relative to the carried singles: first candidate, one past the last.
+    lo: usize,
+    hi: usize,
+    last_t: Option<i64>,
+    cand: Vec<u32>,
+    good: Vec<bool>,
+    stats: CoincidenceStats,
+}
+
+impl<'a> CoincidenceSorter<'a> {
+    /// A sorter for `config` (validated here) with crystal positions from `lut`.
+    pub fn new(config: CoincidenceConfig, lut: &'a CrystalLut) -> Result<Self, CoincidenceError> {
+        config.validate()?;
+        Ok(Self {
+            out_flags: if config.delayed {
+                coinc_flags::DELAYED
+            } else {
+                0
+            },
+            cfg: config,
+            lut,
+            t: Vec::new(),
+            ch: Vec::new(),
+            e: Vec::new(),
+            crystal: Vec::new(),
+            suppressed: Vec::new(),
+            lo: 0,
+            hi: 0,
+            last_t: None,
+            cand: Vec::new(),
+            good: Vec::new(),
+            stats: CoincidenceStats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoincidenceConfig {
+        &self.cfg
+    }
+
+    /// Counters since creation (or the last [`take_stats`](Self::take_stats)).
+    pub fn stats(&self) -> &CoincidenceStats {
+        &self.stats
+    }
+
+    /// Returns the counters and resets them.
+    pub fn take_stats(&mut self) -> CoincidenceStats {
+        std::mem::take(&mut self.stats)
+    }
+
+    /// Number of singles carried over, waiting for later input.
+    pub fn pending(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Sorts the next time-ordered batch, appending every coincidence whose window is complete
+    /// to `out`. On error (unequal columns, time order broken inside the batch or against the
+    /// previous batch) nothing of the batch is used and the sorter state is unchanged.
+    pub fn push(
+        &mut self,
+        singles: SinglesRef<'_>,
+        out: &mut CoincidenceBatch,
+    ) -> Result<(), CoincidenceError> {
+        singles.check_lengths()?;
+        check_order(singles.t_ps, self.last_t)?;
+        if let Some(&t) = singles.t_ps.last() {
+            self.last_t = Some(t);
+        }
+        self.append_filtered(singles);
+        self.process(false, out);
+        Ok(())
+    }
+
+    /// Flushes: sorts the carried singles as the end of the stream, appending their
+    /// coincidences to `out`. The sorter is then ready for a new stream (counters are kept).
+    pub fn finish(&mut self, out: &mut CoincidenceBatch) {
+        self.process(true, out);
+        self.last_t = None;
+        self.lo = 0;
+        self.hi = 0;
+    }
+
+    fn append_filtered(&mut self, s: SinglesRef<'_>) {
+        let n = s.len();
+        self.stats.singles_in += n as u64;
+        self.t.reserve(n);
+        self.ch.reserve(n);
+        self.e.reserve(n);
+        self.crystal.reserve(n);
+        self.suppressed.reserve(n);
+        let (elo, ehi) = match self.cfg.energy_window_kev {
+            Some([a, b]) => (a, b),
+            None => (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        let cut = self.cfg.energy_window_kev.is_some();
+        let mut outside = 0u64;
+        let mut unmapped = 0u64;
+        for k in 0..n {
+            let e = s.energy_kev[k];
+            if cut && !(e >= elo && e <= ehi) {
+                outside += 1;
+                continue;
+            }
+            let c = s.channel[k];
+            let Some(cr) = self.lut.crystal(c) else {
+                unmapped += 1;
+                continue;
+            };
+            self.t.push(s.t_ps[k]);
+            self.ch.push(c);
+            self.e.push(e);
+            self.crystal.push(cr);
+            self.suppressed.push(false);
+        }
+        self.stats.outside_energy_window += outside;
+        self.stats.unmapped_channel += unmapped;
+    }
+
+    /// Opens windows in order while they are complete (all of them when `at_end`), then drops
+    /// the processed openers.
+    fn process(&mut self, at_end: bool, out: &mut CoincidenceBatch) {
+        let n = self.t.len();
+        let off = self.cfg.offset_ps;
+        let span = self.cfg.span_ps();
+        let single = self.cfg.mode == WindowMode::SingleWindow;
+        let (mut lo, mut hi) = (self.lo, self.hi);
+        let mut i = 0;
+        while i < n {
+            if single && self.suppressed[i] {
+                self.stats.openers_suppressed += 1;
+                i += 1;
+                continue;
+            }
+            let ti = self.t[i];
+            if lo <= i {
+                lo = i + 1;
+            }
+            while lo < n && self.t[lo].saturating_sub(ti) < off {
+                lo += 1;
+            }
+            if hi < lo {
+                hi = lo;
+            }
+            while hi < n && self.t[hi].saturating_sub(ti) <= span {
+                hi += 1;
+            }
+            if hi == n && !at_end {
+                break;
+            }
+            self.stats.windows_opened += 1;
+            if lo < hi {
+                self.window(i, lo, hi, out);
+            }
+            i += 1;
+        }
+        if i == n {
+            self.t.clear();
+            self.ch.clear();
+            self.e.clear();
+            self.crystal.clear();
+            self.suppressed.clear();
+        } else if i > 0 {
+            self.t.drain(..i);
+            self.ch.drain(..i);
+            self.e.drain(..i);
+            self.crystal.drain(..i);
+            self.suppressed.drain(..i);
+        }
+        self.lo = lo.saturating_sub(i);
+        self.hi = hi.saturating_sub(i);
+    }
+
+    /// The window of opener `i` with candidate slots `lo..hi`.
+    #[inline]
+    fn window(&mut self, i: usize, lo: usize, hi: usize, out: &mut CoincidenceBatch) {
+        let chi = self.ch[i];
+        let mut cand = std::mem::take(&mut self.cand);
+        cand.clear();
+        cand.extend((lo..hi).filter(|&j| self.ch[j] != chi).map(|j| j as u32));
+        match cand.len() {
+            0 => {}
+            1 => {
+                self.stats.one_pair_windows += 1;
+                let j = cand[0] as usize;
+                if self.is_good(i, j) {
+                    self.keep(i, j, self.out_flags, out);
+                } else {
+                    self.stats.one_pair_not_good += 1;
+                }
+            }
+            _ => self.multiple(i, &cand, out),
+        }
+        self.cand = cand;
+    }
+
+    fn multiple(&mut self, i: usize, cand: &[u32], out: &mut CoincidenceBatch) {
+        self.stats.multiples_seen += 1;
+        let mut good = std::mem::take(&mut self.good);
+        good.clear();
+        good.extend(cand.iter().map(|&j| self.is_good(i, j as usize)));
+        let flags = self.out_flags | coinc_flags::MULTIPLE;
+        let kept_before = self.stats.pairs_kept;
+        let pick = match self.cfg.policy {
+            Policy::TakeAllGoods => {
+                for (k, &j) in cand.iter().enumerate() {
+                    if good[k] {
+                        self.keep(i, j as usize, flags, out);
+                    }
+                }
+                None
+            }
+            Policy::TakeWinnerOfGoods => self.winner(i, cand, |k| good[k]),
+            Policy::TakeWinnerIfIsGood => self.winner(i, cand, |_| true).filter(|&k| good[k]),
+            Policy::TakeWinnerIfAllAreGoods => {
+                if good.iter().all(|&g| g) {
+                    self.winner(i, cand, |_| true)
+                } else {
+                    None
+                }
+            }
+            Policy::TakeIfOnlyOneGood => {
+                let mut goods = good.iter().enumerate().filter(|(_, g)| **g);
+                match (goods.next(), goods.next()) {
+                    (Some((k, _)), None) => Some(k),
+                    _ => None,
+                }
+            }
+            Policy::RemoveMultiples => None,
+        };
+        if let Some(k) = pick {
+            self.keep(i, cand[k] as usize, flags, out);
+        }
+        if self.stats.pairs_kept == kept_before {
+            self.stats.multiples_rejected += 1;
+        }
+        self.good = good;
+    }
+
+    /// Index into `cand` of the pair with the highest `e_i + e_j` (in f64) among those for
+    /// which `eligible(k)`; ties go to the earliest partner.
+    fn winner(&self, i: usize, cand: &[u32], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let ei = self.e[i] as f64;
+        let mut best: Option<(usize, f64)> = None;
+        for (k, &j) in cand.iter().enumerate() {
+            if !eligible(k) {
+                continue;
+            }
+            let s = ei + self.e[j as usize] as f64;
+            match best {
+                Some((_, b)) if !(s > b) => {}
+                _ => best = Some((k, s)),
+            }
+        }
+        best.map(|(k, _)| k)
+    }
+
+    #[inline]
+    fn is_good(&self, i: usize, j: usize) -> bool {
+        if self.cfg.no_criteria() {
+            return true;
+        }
+        let (ci, cj) = (self.crystal[i], self.crystal[j]);
+        let (a, b) = (self.lut.pos_mm(ci), self.lut.pos_mm(cj));
+        if let Some(min) = self.cfg.min_transaxial_mm {
+            let dx = a[0] as f64 - b[0] as f64;
+            let dy = a[1] as f64 - b[1] as f64;
+            if !((dx * dx + dy * dy).sqrt() >= min) {
+                return false;
+            }
+        }
+        if let Some(max) = self.cfg.max_axial_mm
+            && !((a[2] as f64 - b[2] as f64).abs() <= max)
+        {
+            return false;
+        }
+        if let Some(md) = self.cfg.min_module_difference
+            && md.difference(self.lut.module(ci), self.lut.module(cj)) < md.min
+        {
+            return false;
+        }
+        true
+    }
+
+    #[inline]
+    fn keep(&mut self, i: usize, j: usize, flags: u16, out: &mut CoincidenceBatch) {
+        out.push(
+            [self.t[i], self.t[j]],
+            [self.ch[i], self.ch[j]],
+            [self.e[i], self.e[j]],
+            flags,
+        );
+        self.stats.pairs_kept += 1;
+        if self.cfg.mode == WindowMode::SingleWindow {
+            self.suppressed[j] = true;
+        }
+    }
+}
+
+/// Errors unless `t` is non-decreasing and not earlier than `previous`.
+pub(crate) fn check_order(t: &[i64], previous: Option<i64>) -> Result<(), CoincidenceError> {
+    let first_ok = match (previous, t.first()) {
+        (Some(p), Some(&f)) => f >= p,
+        _ => true,
+    };
+    if first_ok && t.windows(2).all(|w| w[0] <= w[1]) {
+        return Ok(());
+    }
+    let mut prev = previous.unwrap_or(i64::MIN);
+    for (index, &t_ps) in t.iter().enumerate() {
+        if t_ps < prev {
+            return Err(CoincidenceError::NotTimeOrdered {
+                index,
+                previous_ps: prev,
+                t_ps,
+            });
+        }
+        prev = t_ps;
+    }
+    Ok(())
+}
+
+/// Sorts one whole time-ordered batch: appends its coincidences to `out` and returns the
+/// counters. Same result as a [`CoincidenceSorter`] fed the batch in any split.
+pub fn sort_coincidences(
+    config: &CoincidenceConfig,
+    lut: &CrystalLut,
+    singles: SinglesRef<'_>,
+    out: &mut CoincidenceBatch,
+) -> Result<CoincidenceStats, CoincidenceError> {
+    let mut sorter = CoincidenceSorter::new(config.clone(), lut)?;
+    sorter.push(singles, out)?;
+    sorter.finish(out);
+    Ok(sorter.take_stats())
+}
