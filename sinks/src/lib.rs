@@ -2,13 +2,15 @@
 //!
 //! [`parquet_table`] writes one Parquet file atomically (`.inprogress`, fsync, rename) with
 //! per-column encodings and key-value metadata; [`singles`] maps hit batches onto the singles
-//! schema; [`run_dir`] allocates never-reused run numbers; [`manifest`] is the run manifest,
+//! schema; [`petlink_tables`] holds the PETLINK list-mode events and singles-rate tables;
+//! [`run_dir`] allocates never-reused run numbers; [`manifest`] is the run manifest,
 //! written atomically.
 
 pub mod archive;
 pub mod error;
 pub mod manifest;
 pub mod parquet_table;
+pub mod petlink_tables;
 pub mod run_dir;
 pub mod singles;
 
