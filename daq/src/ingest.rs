@@ -3,12 +3,15 @@
 //! board (gaps, duplicates, reordering), restores packet order within a small window, and hands
 //! per-board chunks of whole PETsys frames to a ring. Every packet is counted under a reason.
 
+use crate::live_stats::{BoardTransportSnapshot, InputSnapshot, LatestCell};
 use crate::ring::{RingClosed, RingItem, RingProducer};
 use crate::seq_tracker::{SeqTracker, SeqVerdict};
 use scandaq_core::LossCounts;
 use scandaq_decoders::transport::{self, FLAG_END_OF_STREAM, payload_format};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Packets held back waiting for a gap to fill before the gap is given up on.
 pub const REORDER_HOLD: usize = 64;
@@ -75,6 +78,9 @@ pub struct Ingest {
     pub packets_in: u64,
     /// Bytes that arrived.
     pub bytes_in: u64,
+    /// Datagrams the kernel dropped on this input's socket (UDP), as last read.
+    pub kernel_drops: u64,
+    published: Option<(String, Arc<LatestCell<InputSnapshot>>)>,
 }
 
 impl Ingest {
@@ -90,6 +96,54 @@ impl Ingest {
             losses: LossCounts::default(),
             packets_in: 0,
             bytes_in: 0,
+            kernel_drops: 0,
+            published: None,
+        }
+    }
+
+    /// Publishes this input's counters into `cell` (labelled `label`) at every flush.
+    pub fn publish_into(&mut self, label: String, cell: Arc<LatestCell<InputSnapshot>>) {
+        self.published = Some((label, cell));
+        self.publish(true);
+    }
+
+    /// Copies the counters into the published cell; with `wait` false it never blocks (a
+    /// reader holding the cell makes it skip this time).
+    pub fn publish(&self, wait: bool) {
+        let Some((label, cell)) = &self.published else {
+            return;
+        };
+        let snapshot = || {
+            let ring = self.ring.stats();
+            InputSnapshot {
+                label: label.clone(),
+                packets_in: self.packets_in,
+                bytes_in: self.bytes_in,
+                losses: self.losses.0.clone(),
+                ring_fill: self.ring.fill() as u64,
+                ring_capacity: self.ring.capacity() as u64,
+                ring_dropped_packets: ring.dropped_packets.load(Ordering::Relaxed),
+                ring_blocked_ms: ring.blocked_ns.load(Ordering::Relaxed) / 1_000_000,
+                kernel_drops: self.kernel_drops,
+                boards: self
+                    .boards
+                    .iter()
+                    .map(|(&id, b)| BoardTransportSnapshot {
+                        source_id: id,
+                        packets_received: b.counts.seq.received,
+                        packets_missing: b.counts.seq.missing(),
+                        duplicates: b.counts.seq.duplicates,
+                        out_of_order: b.counts.seq.out_of_order,
+                        payload_bytes: b.counts.payload_bytes,
+                        ended: b.counts.ended,
+                    })
+                    .collect(),
+            }
+        };
+        if wait {
+            cell.publish(snapshot());
+        } else {
+            cell.try_publish(snapshot);
         }
     }
 
@@ -188,6 +242,7 @@ impl Ingest {
             };
             self.ring.push(chunk)?;
         }
+        self.publish(final_flush);
         Ok(())
     }
 

@@ -9,9 +9,9 @@
 
 use crate::calib_load::LoadedCalibration;
 use crate::ingest::{FrameChunk, Ingest};
-use crate::live_stats::LiveStats;
+use crate::live_stats::{BoardDecodeSnapshot, LiveStats, RunState};
 use crate::merge::KWayMerger;
-use crate::net_sources::{bind_udp, run_tcp, run_udp, udp_kernel_drops};
+use crate::net_sources::{bind_udp, run_tcp, run_udp};
 use crate::pipeline::{PipelineCounts, Processor, spawn_singles_sink};
 use crate::ring::{OverflowPolicy, RingConsumer, RingStats, ring};
 use crate::session::{self, RunDescription, RunEnd, RunSummary};
@@ -93,37 +93,46 @@ struct InputThread {
     handle: JoinHandle<Result<Ingest>>,
     consumer: RingConsumer<FrameChunk>,
     stats: Arc<RingStats>,
-    udp_port: Option<u16>,
 }
 
-fn start_input(cfg: &InputConfig, archive: bool, stop: StopFlag) -> Result<InputThread> {
+fn input_label(spec: &InputSpec) -> String {
+    match spec {
+        InputSpec::Udp(addr) => format!("udp {addr}"),
+        InputSpec::Tcp(addr) => format!("tcp {addr}"),
+        InputSpec::Archive(path) => format!("archive {}", path.display()),
+    }
+}
+
+fn start_input(
+    cfg: &InputConfig,
+    archive: bool,
+    stop: StopFlag,
+    live: &LiveStats,
+) -> Result<InputThread> {
     let (producer, consumer) = ring::<FrameChunk>(cfg.ring_chunks, cfg.policy);
     let stats = consumer.stats();
-    let ingest = Ingest::new(cfg.allow.clone(), producer, archive);
-    let (label, udp_port, handle) = match &cfg.spec {
+    let mut ingest = Ingest::new(cfg.allow.clone(), producer, archive);
+    let label = input_label(&cfg.spec);
+    ingest.publish_into(label.clone(), live.register_input(&label));
+    let handle = match &cfg.spec {
         InputSpec::Udp(addr) => {
             let socket =
                 bind_udp(*addr).with_context(|| format!("cannot listen for UDP on {addr}"))?;
-            let port = socket.local_addr().ok().map(|a| a.port());
-            let h = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("udp-{addr}"))
-                .spawn(move || Ok(run_udp(socket, ingest, stop)))?;
-            (format!("udp {addr}"), port, h)
+                .spawn(move || Ok(run_udp(socket, ingest, stop)))?
         }
         InputSpec::Tcp(addr) => {
             let addr = *addr;
-            let h = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("tcp-{addr}"))
-                .spawn(move || Ok(run_tcp(addr, ingest, stop)))?;
-            (format!("tcp {addr}"), None, h)
+                .spawn(move || Ok(run_tcp(addr, ingest, stop)))?
         }
         InputSpec::Archive(path) => {
             let path = path.clone();
-            let label = format!("archive {}", path.display());
-            let h = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name("sdq-reader".into())
-                .spawn(move || read_archive(&path, ingest))?;
-            (label, None, h)
+                .spawn(move || read_archive(&path, ingest))?
         }
     };
     Ok(InputThread {
@@ -131,7 +140,6 @@ fn start_input(cfg: &InputConfig, archive: bool, stop: StopFlag) -> Result<Input
         handle,
         consumer,
         stats,
-        udp_port,
     })
 }
 
@@ -174,6 +182,7 @@ fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
             off += len;
         }
         buf.drain(..off);
+        ingest.publish(false);
         if n == 0 {
             if !buf.is_empty() {
                 ingest.losses.add("truncated_bytes", buf.len() as u64);
@@ -286,7 +295,9 @@ pub fn run_live_with_stats(
         &start.run_dir.path,
         start.metadata.clone(),
         config.raw_columns,
+        stats.sink.clone(),
     )?;
+    stats.set_state(RunState::Configured);
     let mut archive = if config.raw_archive {
         let meta = serde_json::json!({
             "run": start.run_dir.run,
@@ -306,17 +317,19 @@ pub fn run_live_with_stats(
     let input_stop: StopFlag = Arc::new(AtomicBool::new(false));
     let mut inputs = Vec::new();
     for cfg in &config.inputs {
-        match start_input(cfg, archive.is_some(), input_stop.clone()) {
+        match start_input(cfg, archive.is_some(), input_stop.clone(), &stats) {
             Ok(t) => inputs.push(t),
             Err(e) => {
                 input_stop.store(true, Ordering::Relaxed);
                 for t in inputs {
                     let _ = t.handle.join();
                 }
+                stats.set_state(RunState::Error);
                 return Err(e);
             }
         }
     }
+    stats.set_state(RunState::Running);
     let kernel_owned = start.kernel.clone();
     let kernel = &kernel_owned;
     let mut boards: BTreeMap<u32, BoardState> = BTreeMap::new();
@@ -327,6 +340,7 @@ pub fn run_live_with_stats(
     let mut error: Option<String> = None;
     let begun = Instant::now();
     let mut last_stats = Instant::now();
+    let mut last_publish = Instant::now();
     let mut last_data = Instant::now();
     let mut archive_error = None;
     let reason;
@@ -403,23 +417,36 @@ pub fn run_live_with_stats(
             Ordering::Relaxed,
         );
         stats.boards.store(boards.len() as u64, Ordering::Relaxed);
+        if last_publish.elapsed() >= Duration::from_millis(50) {
+            last_publish = Instant::now();
+            stats
+                .board_decode
+                .try_publish(|| board_decode_snapshot(&boards));
+        }
         if let Some(every) = config.stats_every {
             if last_stats.elapsed() >= every {
                 last_stats = Instant::now();
                 let now = stats.snapshot();
+                let losses = LiveStats::losses_total(&now);
                 eprintln!(
-                    "[{:>6.1} s] running: {} singles ({:.2} M/s), {} boards, {:.1} MB in, {} chunks waiting",
+                    "[{:>6.1} s] running: {} singles ({:.2} M/s), {} boards, {:.1} MB in, {} chunks waiting, {}",
                     now.elapsed_s,
                     now.singles,
                     now.singles_rate_since(&last_snapshot) / 1e6,
                     now.boards,
                     now.frame_bytes as f64 / 1e6,
-                    now.ring_fill
+                    now.ring_fill,
+                    if losses == 0 {
+                        "no losses".to_string()
+                    } else {
+                        format!("LOSSES {losses} (see the manifest for reasons)")
+                    }
                 );
                 last_snapshot = now;
             }
         }
     }
+    stats.set_state(RunState::Stopping);
     if config.stats_every.is_some() {
         eprintln!("stopping ({reason}): draining inputs");
     }
@@ -447,12 +474,8 @@ pub fn run_live_with_stats(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let mut port_drops = 0u64;
     let mut ring_losses = LossCounts::default();
     for input in inputs {
-        if let Some(port) = input.udp_port {
-            port_drops += udp_kernel_drops(port).unwrap_or(0);
-        }
         ring_losses.add(
             "ring_overflow_packets",
             input.stats.dropped_packets.load(Ordering::Relaxed),
@@ -478,6 +501,7 @@ pub fn run_live_with_stats(
             }
         }
     }
+    stats.board_decode.publish(board_decode_snapshot(&boards));
     let rest = merger.finish();
     if !rest.is_empty() && error.is_none() {
         if let Err(e) = send(rest, &mut singles_sent) {
@@ -506,10 +530,11 @@ pub fn run_live_with_stats(
     }
     counts.losses.add("late_hit", merger.late_hits());
     counts.losses.merge(&ring_losses);
-    counts.losses.add("udp_kernel_drops", port_drops);
     let mut packets_in = 0;
+    let mut port_drops = 0u64;
     for ingest in &ingests {
         packets_in += ingest.packets_in;
+        port_drops += ingest.kernel_drops;
         counts.losses.merge(&ingest.losses);
         for (id, b) in ingest.boards() {
             let s = &b.seq;
@@ -529,6 +554,7 @@ pub fn run_live_with_stats(
                 .or_insert(s.out_of_order);
         }
     }
+    counts.losses.add("udp_kernel_drops", port_drops);
     extra.insert("packets_in".into(), packets_in);
     let mut extra_files = Vec::new();
     if let Some(w) = archive {
@@ -545,7 +571,7 @@ pub fn run_live_with_stats(
     }
     let boards_seen: BTreeSet<u32> = boards.keys().copied().collect();
     extra.insert("boards".into(), boards_seen.len() as u64);
-    session::finish(
+    let summary = session::finish(
         start,
         RunEnd {
             counts,
@@ -553,6 +579,28 @@ pub fn run_live_with_stats(
             extra_files,
             extra_counts: extra,
             error,
+            stop_reason: Some(reason.to_string()),
         },
-    )
+    );
+    stats.set_state(match &summary {
+        Ok(s) if s.error.is_none() => RunState::Stopped,
+        _ => RunState::Error,
+    });
+    summary
+}
+
+/// Per-board decode counts for the stats snapshot.
+fn board_decode_snapshot(boards: &BTreeMap<u32, BoardState<'_>>) -> Vec<BoardDecodeSnapshot> {
+    boards
+        .iter()
+        .map(|(&id, b)| {
+            let c = b.processor.counts();
+            BoardDecodeSnapshot {
+                source_id: id,
+                frames: c.frames,
+                hits_decoded: c.hits_decoded,
+                losses: c.losses.0,
+            }
+        })
+        .collect()
 }

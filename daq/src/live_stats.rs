@@ -5,7 +5,9 @@
 
 use scandaq_core::HitBatch;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Energy histogram bins (1 keV, or 1 ns of ToT).
@@ -13,9 +15,158 @@ pub const ENERGY_BINS: usize = 2048;
 /// Channel ids below this get their own rate counter; others share `other_channel_hits`.
 pub const TRACKED_CHANNELS: usize = 1 << 16;
 
+/// The run's state as an operator sees it: idle -> configured -> running -> stopping ->
+/// stopped | error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Nothing configured yet.
+    Idle,
+    /// Configuration validated, run directory and sinks open, inputs not started.
+    Configured,
+    /// Inputs started, data flowing.
+    Running,
+    /// A stop was requested (limit, end of stream, signal): inputs stop, rings drain.
+    Stopping,
+    /// Files committed, manifest written.
+    Stopped,
+    /// Stopped on an error (the manifest says which).
+    Error,
+}
+
+impl RunState {
+    const ALL: [RunState; 6] = [
+        RunState::Idle,
+        RunState::Configured,
+        RunState::Running,
+        RunState::Stopping,
+        RunState::Stopped,
+        RunState::Error,
+    ];
+
+    /// Lower-case name, as in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Idle => "idle",
+            RunState::Configured => "configured",
+            RunState::Running => "running",
+            RunState::Stopping => "stopping",
+            RunState::Stopped => "stopped",
+            RunState::Error => "error",
+        }
+    }
+}
+
+/// A value one thread publishes and others copy, where the publisher never waits: it uses
+/// `try_lock` and skips a publication when a reader happens to hold the lock (the next one,
+/// milliseconds later, carries the newer numbers). Readers hold the lock only to clone.
+#[derive(Debug, Default)]
+pub struct LatestCell<T> {
+    slot: Mutex<T>,
+}
+
+impl<T: Clone> LatestCell<T> {
+    /// Replaces the value unless a reader holds it right now; returns whether it did.
+    pub fn try_publish(&self, value: impl FnOnce() -> T) -> bool {
+        match self.slot.try_lock() {
+            Ok(mut slot) => {
+                *slot = value();
+                true
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                *p.into_inner() = value();
+                true
+            }
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
+    }
+
+    /// Replaces the value, waiting for readers (for final values at the end of a run).
+    pub fn publish(&self, value: T) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+
+    /// A copy of the latest value.
+    pub fn get(&self) -> T {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What one input (a UDP socket, a TCP connection, an archive reader) reports about itself.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct InputSnapshot {
+    /// `udp ADDR`, `tcp ADDR` or `archive PATH`.
+    pub label: String,
+    /// Packets that arrived (before any check).
+    pub packets_in: u64,
+    /// Bytes that arrived.
+    pub bytes_in: u64,
+    /// Losses at this input by reason (bad headers, CRC errors, foreign senders, gaps...).
+    pub losses: BTreeMap<String, u64>,
+    /// Chunks waiting in the input's ring.
+    pub ring_fill: u64,
+    /// Ring capacity in chunks.
+    pub ring_capacity: u64,
+    /// Packets dropped because the ring was full.
+    pub ring_dropped_packets: u64,
+    /// Time the input waited for room in the ring (block policy), ms.
+    pub ring_blocked_ms: u64,
+    /// Datagrams the kernel dropped on the socket (UDP, from /proc/net/udp).
+    pub kernel_drops: u64,
+    /// Per board (transport source_id) sequence accounting.
+    pub boards: Vec<BoardTransportSnapshot>,
+}
+
+/// One board's transport accounting as seen by an input.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct BoardTransportSnapshot {
+    /// Transport source_id.
+    pub source_id: u32,
+    /// Packets accepted (not duplicates).
+    pub packets_received: u64,
+    /// Packets never received (sequence gaps).
+    pub packets_missing: u64,
+    /// Duplicate packets dropped.
+    pub duplicates: u64,
+    /// Packets that arrived out of order.
+    pub out_of_order: u64,
+    /// Payload bytes accepted.
+    pub payload_bytes: u64,
+    /// The board said end of stream.
+    pub ended: bool,
+}
+
+/// One board's decode counts as seen by the processing thread.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct BoardDecodeSnapshot {
+    /// Transport source_id.
+    pub source_id: u32,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Hits decoded.
+    pub hits_decoded: u64,
+    /// Hits lost in decode/calibration by reason.
+    pub losses: BTreeMap<String, u64>,
+}
+
+/// Rows and bytes a table sink has written so far.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Rows handed to the Parquet writer.
+    pub rows: AtomicU64,
+    /// Bytes the Parquet writer has flushed to the file.
+    pub bytes: AtomicU64,
+}
+
 /// Shared, lock-free statistics of one acquisition.
 pub struct LiveStats {
     started: Instant,
+    state: AtomicU8,
+    inputs: Mutex<Vec<Arc<LatestCell<InputSnapshot>>>>,
+    /// Per-board decode counts, published by the processing thread.
+    pub board_decode: LatestCell<Vec<BoardDecodeSnapshot>>,
+    /// Singles sink counters, updated by the sink thread.
+    pub sink: Arc<SinkCounters>,
     /// Singles handed to the sink.
     pub singles: AtomicU64,
     /// Frame bytes taken off the input rings.
@@ -30,10 +181,20 @@ pub struct LiveStats {
 }
 
 /// A copy of the statistics at one instant.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct StatsSnapshot {
+    /// Run state.
+    pub state: RunState,
     /// Seconds since the acquisition started.
     pub elapsed_s: f64,
+    /// Per input: packets, bytes, losses by reason, ring fill, kernel drops, boards.
+    pub inputs: Vec<InputSnapshot>,
+    /// Per board: frames and hits decoded, decode losses.
+    pub boards_decoded: Vec<BoardDecodeSnapshot>,
+    /// Rows written by the singles sink.
+    pub sink_rows: u64,
+    /// Bytes the singles sink has flushed to its file.
+    pub sink_bytes: u64,
     /// Singles handed to the sink.
     pub singles: u64,
     /// Frame bytes taken off the input rings.
@@ -54,6 +215,10 @@ impl Default for LiveStats {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            state: AtomicU8::new(0),
+            inputs: Mutex::new(Vec::new()),
+            board_decode: LatestCell::default(),
+            sink: Arc::default(),
             singles: AtomicU64::new(0),
             frame_bytes: AtomicU64::new(0),
             ring_fill: AtomicU64::new(0),
@@ -66,6 +231,54 @@ impl Default for LiveStats {
 }
 
 impl LiveStats {
+    /// Moves the run to `state`.
+    pub fn set_state(&self, state: RunState) {
+        let i = RunState::ALL.iter().position(|&s| s == state).unwrap_or(0);
+        self.state.store(i as u8, Ordering::Relaxed);
+    }
+
+    /// The run's state now.
+    pub fn state(&self) -> RunState {
+        RunState::ALL
+            .get(self.state.load(Ordering::Relaxed) as usize)
+            .copied()
+            .unwrap_or(RunState::Idle)
+    }
+
+    /// Adds an input; it publishes into the returned cell.
+    pub fn register_input(&self, label: &str) -> Arc<LatestCell<InputSnapshot>> {
+        let cell = Arc::new(LatestCell::default());
+        cell.publish(InputSnapshot {
+            label: label.to_string(),
+            ..Default::default()
+        });
+        self.inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cell.clone());
+        cell
+    }
+
+    /// Total of every loss counter the snapshot knows (inputs, rings, kernel, decode).
+    pub fn losses_total(snapshot: &StatsSnapshot) -> u64 {
+        let inputs: u64 = snapshot
+            .inputs
+            .iter()
+            .map(|i| {
+                i.losses.values().sum::<u64>()
+                    + i.ring_dropped_packets
+                    + i.kernel_drops
+                    + i.boards.iter().map(|b| b.packets_missing).sum::<u64>()
+            })
+            .sum();
+        let decode: u64 = snapshot
+            .boards_decoded
+            .iter()
+            .map(|b| b.losses.values().sum::<u64>())
+            .sum();
+        inputs + decode
+    }
+
     /// Accounts for a batch of singles on its way to the sink: histogrammed locally first,
     /// then one atomic add per touched bin (not per hit).
     pub fn record_singles(&self, batch: &HitBatch) {
@@ -95,8 +308,20 @@ impl LiveStats {
 
     /// Copies every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
+        let inputs: Vec<InputSnapshot> = self
+            .inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|c| c.get())
+            .collect();
         StatsSnapshot {
+            state: self.state(),
             elapsed_s: self.started.elapsed().as_secs_f64(),
+            inputs,
+            boards_decoded: self.board_decode.get(),
+            sink_rows: self.sink.rows.load(Ordering::Relaxed),
+            sink_bytes: self.sink.bytes.load(Ordering::Relaxed),
             singles: self.singles.load(Ordering::Relaxed),
             frame_bytes: self.frame_bytes.load(Ordering::Relaxed),
             ring_fill: self.ring_fill.load(Ordering::Relaxed),

@@ -3,9 +3,12 @@
 //! after a disconnect). Each runs on its own thread and feeds an [`Ingest`].
 
 use crate::ingest::Ingest;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use scandaq_decoders::transport::{HEADER_LEN, MAGIC, TransportHeader};
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::{IoSliceMut, Read};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -54,40 +57,130 @@ pub fn udp_kernel_drops(port: u16) -> Option<u64> {
     total
 }
 
-/// Receives datagrams until `stop`; one datagram = one packet.
-pub fn run_udp(socket: UdpSocket, mut ingest: Ingest, stop: Arc<AtomicBool>) -> Ingest {
-    let mut buf = vec![0u8; 65536];
-    let mut last_flush = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        match socket.recv_from(&mut buf) {
-            Ok((n, peer)) => {
-                if ingest.accept(peer.ip(), &buf[..n]).is_err() {
-                    break;
+/// Datagrams taken per `recvmmsg` call.
+pub const UDP_BATCH: usize = 64;
+/// Largest datagram accepted (the transport packet limit is 64 KiB).
+const UDP_MAX_DATAGRAM: usize = 65536;
+/// How often the kernel's drop counter is read while running.
+const KERNEL_DROPS_EVERY: Duration = Duration::from_millis(500);
+
+/// Batched datagram receive: one `recvmmsg` system call returns up to [`UDP_BATCH`]
+/// datagrams with their senders (`MSG_WAITFORONE`: wait for the first, then take what is
+/// already queued). The socket's read timeout bounds the wait.
+pub struct BatchReceiver {
+    buffers: Vec<u8>,
+    headers: MultiHeaders<SockaddrStorage>,
+    /// `(length, sender)` of each datagram of the last batch, in arrival order.
+    received: Vec<(usize, Option<IpAddr>)>,
+}
+
+impl Default for BatchReceiver {
+    fn default() -> Self {
+        Self {
+            buffers: vec![0u8; UDP_BATCH * UDP_MAX_DATAGRAM],
+            headers: MultiHeaders::preallocate(UDP_BATCH, None),
+            received: Vec::with_capacity(UDP_BATCH),
+        }
+    }
+}
+
+impl BatchReceiver {
+    /// Receives one batch; `Ok(0)` after a timeout. With `nonblocking` it never waits.
+    pub fn receive(&mut self, socket: &UdpSocket, nonblocking: bool) -> std::io::Result<usize> {
+        self.received.clear();
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
+            .buffers
+            .chunks_mut(UDP_MAX_DATAGRAM)
+            .map(|b| [IoSliceMut::new(b)])
+            .collect();
+        let flags = if nonblocking {
+            MsgFlags::MSG_DONTWAIT
+        } else {
+            MsgFlags::MSG_WAITFORONE
+        };
+        match recvmmsg(
+            socket.as_raw_fd(),
+            &mut self.headers,
+            slices.iter_mut(),
+            flags,
+            None,
+        ) {
+            Ok(results) => {
+                for r in results {
+                    let peer = r.address.and_then(|a: SockaddrStorage| {
+                        a.as_sockaddr_in()
+                            .map(|v4| IpAddr::V4(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                    });
+                    self.received.push((r.bytes, peer));
                 }
+                Ok(self.received.len())
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
+            Err(e) => Err(std::io::Error::from(e)),
+        }
+    }
+
+    /// The datagrams of the last batch: `(sender, bytes)`.
+    pub fn datagrams(&self) -> impl Iterator<Item = (Option<IpAddr>, &[u8])> {
+        self.received
+            .iter()
+            .zip(self.buffers.chunks(UDP_MAX_DATAGRAM))
+            .map(|(&(len, peer), buf)| (peer, &buf[..len.min(buf.len())]))
+    }
+}
+
+/// Receives datagrams until `stop` (one datagram = one packet), in batches of up to
+/// [`UDP_BATCH`] per system call; reads the kernel's drop counter as it goes.
+pub fn run_udp(socket: UdpSocket, mut ingest: Ingest, stop: Arc<AtomicBool>) -> Ingest {
+    let port = socket.local_addr().ok().map(|a| a.port());
+    let drops_at_start = port.and_then(udp_kernel_drops).unwrap_or(0);
+    let mut receiver = BatchReceiver::default();
+    let mut last_flush = Instant::now();
+    let mut last_drops = Instant::now();
+    let mut closed = false;
+    let read_drops = |ingest: &mut Ingest| {
+        if let Some(d) = port.and_then(udp_kernel_drops) {
+            ingest.kernel_drops = d.saturating_sub(drops_at_start);
+        }
+    };
+    while !stop.load(Ordering::Relaxed) && !closed {
+        match receiver.receive(&socket, false) {
+            Ok(_) => closed = accept_batch(&receiver, &mut ingest),
             Err(_) => ingest.losses.add("udp_receive_errors", 1),
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
+            if last_drops.elapsed() >= KERNEL_DROPS_EVERY {
+                read_drops(&mut ingest);
+                last_drops = Instant::now();
+            }
             if ingest.flush(false).is_err() {
-                break;
+                closed = true;
             }
             last_flush = Instant::now();
         }
     }
     // Drain what the kernel still holds.
-    let _ = socket.set_nonblocking(true);
-    while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-        if ingest.accept(peer.ip(), &buf[..n]).is_err() {
-            break;
+    while !closed {
+        match receiver.receive(&socket, true) {
+            Ok(n) if n > 0 => closed = accept_batch(&receiver, &mut ingest),
+            _ => break,
         }
     }
+    read_drops(&mut ingest);
     let _ = ingest.flush(true);
     ingest
+}
+
+/// Accepts every datagram of the receiver's last batch; true when processing has gone away.
+fn accept_batch(receiver: &BatchReceiver, ingest: &mut Ingest) -> bool {
+    for (peer, datagram) in receiver.datagrams() {
+        let peer = peer.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if ingest.accept(peer, datagram).is_err() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Connects to `addr` and reads packets until `stop`, reconnecting after a disconnect.

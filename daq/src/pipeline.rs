@@ -7,6 +7,7 @@
 //! ```
 
 use crate::calibrate::{CompiledCalibration, KernelLosses};
+use crate::live_stats::SinkCounters;
 use crate::merge::TimeMerger;
 use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -16,6 +17,8 @@ use scandaq_decoders::{FrameScanner, FrameSpan};
 use scandaq_sinks::singles;
 use scandaq_sinks::{FileRecord, ParquetTableWriter};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 /// Hits per parallel work unit.
@@ -100,6 +103,7 @@ pub(crate) fn spawn_singles_sink(
     dir: &Path,
     metadata: FileMetadata,
     raw_columns: bool,
+    counters: Arc<SinkCounters>,
 ) -> Result<(Sender<HitBatch>, JoinHandle<Result<SinkReport>>)> {
     let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
     let mut writer = ParquetTableWriter::create(
@@ -124,6 +128,10 @@ pub(crate) fn spawn_singles_sink(
                 let record = singles::to_record_batch(batch, raw_columns)
                     .map_err(|e| anyhow!("building a singles row group: {e}"))?;
                 writer.write(&record)?;
+                counters.rows.store(writer.rows(), Ordering::Relaxed);
+                counters
+                    .bytes
+                    .store(writer.bytes_written(), Ordering::Relaxed);
             }
             if let Some((a, b)) = t_range {
                 writer.add_metadata("first_t_ps", a.to_string());
@@ -292,7 +300,7 @@ pub fn run(
     raw_columns: bool,
     mut on_progress: impl FnMut(u64),
 ) -> Result<PipelineOutcome> {
-    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns)?;
+    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns, Arc::default())?;
     let mut processor = Processor::new(kernel);
     let mut input_error = None;
     let mut sink_gone = false;

@@ -124,6 +124,16 @@ impl<T: RingItem> RingProducer<T> {
     pub fn stats(&self) -> Arc<RingStats> {
         self.stats.clone()
     }
+
+    /// Items waiting for the consumer.
+    pub fn fill(&self) -> usize {
+        self.capacity() - self.inner.slots()
+    }
+
+    /// Capacity in items.
+    pub fn capacity(&self) -> usize {
+        self.inner.buffer().capacity()
+    }
 }
 
 impl<T> RingConsumer<T> {

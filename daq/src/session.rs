@@ -96,6 +96,7 @@ pub fn begin(
     let manifest = Manifest {
         run: run_dir.run,
         complete: false,
+        state: "running".into(),
         software_version: SOFTWARE_VERSION.to_string(),
         mode: description.mode.clone(),
         sources: description.sources.clone(),
@@ -152,6 +153,8 @@ pub struct RunEnd {
     pub extra_counts: BTreeMap<String, u64>,
     /// The error that ended the run early, if any.
     pub error: Option<String>,
+    /// Why the run stopped (limits, end of stream, a stop request).
+    pub stop_reason: Option<String>,
 }
 
 /// Writes the final manifest and builds the summary.
@@ -199,6 +202,9 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
         .insert("frame_wraps".into(), counts.frame_wraps);
     manifest.losses = counts.losses.clone();
     manifest.complete = error.is_none();
+    manifest.state = if error.is_none() { "stopped" } else { "error" }.into();
+    manifest.error = error.clone();
+    manifest.stop_reason = end.stop_reason;
     manifest.write_atomic(&run_dir.path)?;
     let mut warnings = calibration_warnings;
     warnings.extend(description.warnings);
@@ -237,6 +243,7 @@ pub fn run(
         extra_files: vec![],
         extra_counts: BTreeMap::new(),
         error: outcome.input_error.map(|e| format!("{e:#}")),
+        stop_reason: Some("end of input".into()),
     };
     finish(start, end)
 }

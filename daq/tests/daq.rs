@@ -590,7 +590,10 @@ fn demo_runs_end_to_end_and_inspect_summarises_everything() {
 
 mod live {
     use super::*;
-    use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+    use scandaq::live::{
+        InputConfig, InputSpec, LiveConfig, RunLimits, run_live, run_live_with_stats,
+    };
+    use scandaq::live_stats::{LiveStats, RunState, StatsSnapshot};
     use scandaq::ring::OverflowPolicy;
     use scandaq_fpga_sim::stream::{Faults, StreamConfig, StreamSummary, Transport, stream};
     use std::net::SocketAddr;
@@ -650,21 +653,55 @@ mod live {
         }
     }
 
-    /// Runs scandaq on `spec` while fpga-sim streams `config`; returns both summaries.
-    fn acquire(
-        spec: InputSpec,
-        config: StreamConfig,
-        out: &Path,
-        archive: bool,
-    ) -> (scandaq::session::RunSummary, StreamSummary) {
+    /// What a live acquisition left: its summary, what the sender sent, the states a 10 Hz
+    /// observer saw, and the final stats snapshot.
+    struct Acquired {
+        run: scandaq::session::RunSummary,
+        sent: StreamSummary,
+        states_seen: Vec<RunState>,
+        last: StatsSnapshot,
+    }
+
+    /// Runs scandaq on `spec` while fpga-sim streams `config`, snapshotting its stats at
+    /// 10 Hz from another thread as a dashboard would.
+    fn acquire(spec: InputSpec, config: StreamConfig, out: &Path, archive: bool) -> Acquired {
         let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
         let live = live_config(spec, out, archive);
+        let stats = Arc::new(LiveStats::default());
+        let run_stats = stats.clone();
         let run = std::thread::spawn(move || {
-            run_live(&live, &calib, Arc::new(AtomicBool::new(false)), "run").unwrap()
+            run_live_with_stats(
+                &live,
+                &calib,
+                Arc::new(AtomicBool::new(false)),
+                "run",
+                run_stats,
+            )
+            .unwrap()
+        });
+        let observer_stats = stats.clone();
+        let observer = std::thread::spawn(move || {
+            let mut seen = vec![];
+            loop {
+                let s = observer_stats.snapshot();
+                if seen.last() != Some(&s.state) {
+                    seen.push(s.state);
+                }
+                if matches!(s.state, RunState::Stopped | RunState::Error) {
+                    return seen;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         });
         std::thread::sleep(Duration::from_millis(500)); // the run binds its socket first
         let sent = stream(config).unwrap();
-        (run.join().unwrap(), sent)
+        let run = run.join().unwrap();
+        Acquired {
+            run,
+            sent,
+            states_seen: observer.join().unwrap(),
+            last: stats.snapshot(),
+        }
     }
 
     fn count(m: &Manifest, key: &str) -> u64 {
@@ -682,15 +719,61 @@ mod live {
             corrupt: 0.01,
             disconnect_after: None,
         };
-        let (s, sent) = acquire(
+        let acquired = acquire(
             InputSpec::Udp(addr),
             stream_config(Transport::Udp { target: addr }, faults, 21),
             tmp.path(),
             true,
         );
+        let (s, sent) = (&acquired.run, &acquired.sent);
         assert!(s.error.is_none(), "{:?}", s.error);
         let m = &s.manifest;
         assert_eq!(count(m, "boards"), 2);
+        // Run states as an observer saw them, and in the manifest.
+        assert_eq!(acquired.states_seen.last(), Some(&RunState::Stopped));
+        assert!(
+            acquired.states_seen.contains(&RunState::Running),
+            "{:?}",
+            acquired.states_seen
+        );
+        assert_eq!(
+            (m.state.as_str(), m.stop_reason.as_deref()),
+            ("stopped", Some("end of stream"))
+        );
+        // The stats snapshot carries the same per-board and per-input numbers as the manifest.
+        let last = &acquired.last;
+        assert_eq!(last.inputs.len(), 1);
+        let input = &last.inputs[0];
+        assert_eq!(input.packets_in, count(m, "packets_in"));
+        assert_eq!(input.kernel_drops, m.losses.get("udp_kernel_drops"));
+        assert_eq!(
+            input.losses.get("crc_error").copied().unwrap_or(0),
+            m.losses.get("crc_error")
+        );
+        assert_eq!(input.boards.len(), 2);
+        for b in &input.boards {
+            let id = b.source_id;
+            assert_eq!(
+                b.packets_missing,
+                count(m, &format!("board.{id}.packets_missing"))
+            );
+            assert_eq!(b.duplicates, count(m, &format!("board.{id}.duplicates")));
+            assert_eq!(
+                b.out_of_order,
+                count(m, &format!("board.{id}.out_of_order"))
+            );
+            assert!(b.ended);
+        }
+        for b in &last.boards_decoded {
+            let id = b.source_id;
+            assert_eq!(
+                b.hits_decoded,
+                count(m, &format!("board.{id}.hits_decoded"))
+            );
+        }
+        assert_eq!(last.sink_rows, s.counts.singles_written);
+        assert!(last.sink_bytes > 0);
+        assert!(LiveStats::losses_total(last) > 0);
         let t = &sent.faults;
         let kernel_drops = m.losses.get("udp_kernel_drops");
         if kernel_drops > 0 {

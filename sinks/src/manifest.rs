@@ -29,6 +29,16 @@ pub struct Manifest {
     pub run: u64,
     /// True once every file is committed and the run ended cleanly.
     pub complete: bool,
+    /// Run state when the manifest was written: `running` while the run goes on (a manifest
+    /// left in this state means the process died), then `stopped` or `error`.
+    #[serde(default)]
+    pub state: String,
+    /// Why the run stopped (`duration limit`, `end of stream`, `stop requested`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// The error that ended the run, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// scandaq version that wrote the run.
     pub software_version: String,
     /// What produced the data (`replay`, `demo`, ...).

@@ -150,6 +150,11 @@ impl ParquetTableWriter {
         self.rows
     }
 
+    /// Bytes flushed to the file so far (whole row groups; the open one is in memory).
+    pub fn bytes_written(&self) -> u64 {
+        self.writer.bytes_written() as u64
+    }
+
     /// Adds a key-value metadata entry (written with the footer).
     pub fn add_metadata(&mut self, key: &str, value: String) {
         self.writer
