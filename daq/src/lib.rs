@@ -2,7 +2,8 @@
 //!
 //! [`calibrate`] is the decode+calibrate kernel, [`merge`] restores time order, [`pipeline`]
 //! wires input -> parallel blocks -> merge -> Parquet, [`session`] turns that into a numbered
-//! run with a manifest; [`replay`], [`demo`] and [`inspect`] are the commands.
+//! run with a manifest; [`replay`], [`demo`] and [`inspect`] are the commands;
+//! [`petlink_replay`] replays PETLINK 32-bit list-mode files.
 
 pub mod calib_load;
 pub mod calibrate;
@@ -13,6 +14,7 @@ pub mod live;
 pub mod live_stats;
 pub mod merge;
 pub mod net_sources;
+pub mod petlink_replay;
 pub mod pipeline;
 pub mod replay;
 pub mod ring;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
 use scandaq::ring::OverflowPolicy;
 use scandaq::run_config::{self, RunFile};
-use scandaq::{calib_load, demo, inspect, replay, session};
+use scandaq::{calib_load, demo, inspect, petlink_replay, replay, session};
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -47,10 +47,13 @@ enum Command {
         #[arg(long)]
         no_tui: bool,
     },
-    /// Reprocess a PETsys .rawf file into calibrated singles in Parquet.
+    /// Reprocess a PETsys .rawf file or raw archive into calibrated singles, or a PETLINK .l list-mode file into events, in Parquet.
     Replay {
-        /// The .rawf file (its .idxf is looked for beside it).
+        /// The .rawf file (its .idxf is looked for beside it), a .sdq raw archive, or a PETLINK .l file.
         file: PathBuf,
+        /// Interfile header of a PETLINK .l file (default: FILE.l.hdr, FILE.l.hdr.STIR, FILE.hdr or a *.hdr* naming FILE).
+        #[arg(long)]
+        header: Option<PathBuf>,
         /// scandaq calibration directory (tdc_calibration.tsv, energy_calibration.tsv, skew.tsv, map_channel.tsv).
         #[arg(long, conflicts_with = "petsys_config")]
         calib: Option<PathBuf>,
@@ -186,12 +189,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Replay {
             file,
+            header,
             calib,
             petsys_config,
             out,
             no_progress,
             raw_columns,
         } => {
+            if petlink_replay::is_petlink(&file, header.as_deref()) {
+                let summary = petlink_replay::replay_petlink(&file, header.as_deref(), &out)?;
+                petlink_replay::print_summary(&summary);
+                return Ok(ExitCode::SUCCESS);
+            }
             let calibration = match (calib, petsys_config) {
                 (Some(dir), None) => calib_load::load_calibration_dir(&dir)?,
                 (None, Some(ini)) => calib_load::load_petsys_config(&ini)?,
