@@ -2,6 +2,7 @@
 //! probabilities, packet sizes) and the console summaries; kept in the library so they are
 //! unit-tested.
 
+use crate::ring::{RingSummary, Source};
 use crate::sim::SimSummary;
 use crate::stream::{
     FaultCounts, MAX_MAX_PACKET_BYTES, MIN_MAX_PACKET_BYTES, StreamSummary, Transport,
@@ -9,7 +10,7 @@ use crate::stream::{
 pub use scandaq_core::units::{parse_duration_s as parse_duration, parse_rate_hz as parse_rate};
 
 /// Geometry presets the simulator implements.
-pub const PRESETS: [&str; 1] = ["bench"];
+pub const PRESETS: [&str; 2] = ["bench", "ring"];
 
 /// Parses a preset name; the error lists the available presets.
 pub fn parse_preset(s: &str) -> Result<String, String> {
@@ -21,6 +22,91 @@ pub fn parse_preset(s: &str) -> Result<String, String> {
             "unknown preset {t:?}; available presets: {}",
             PRESETS.join(", ")
         ))
+    }
+}
+
+/// Parses an activity: `50M`, `5e7`, `50MBq`, `2.5 MBq` (becquerel).
+pub fn parse_activity(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let core = t.strip_suffix("Bq").unwrap_or(t).trim_end();
+    match parse_rate(core) {
+        Ok(v) if v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "invalid activity {t:?}: give becquerel like 50M, 5e7 or 50MBq"
+        )),
+    }
+}
+
+fn parse_point(s: &str) -> Result<[f64; 3], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{s:?} is not a point X,Y,Z in mm"))?;
+    match v[..] {
+        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([x, y, z]),
+        _ => Err(format!("{s:?} is not a point X,Y,Z in mm")),
+    }
+}
+
+/// One `--source` value: `point:X,Y,Z`, `line:X,Y,Z:X,Y,Z` or `cylinder:R,L[:X,Y,Z]`
+/// (mm; a cylinder's axis is parallel to z, centred at the origin unless given).
+pub fn parse_source(s: &str) -> Result<Source, String> {
+    let t = s.trim();
+    let parts: Vec<&str> = t.split(':').collect();
+    let usage = "expected point:X,Y,Z, line:X,Y,Z:X,Y,Z or cylinder:R,L[:X,Y,Z] (mm)";
+    match parts[..] {
+        ["point", p] => Ok(Source::Points {
+            positions_mm: vec![parse_point(p)?],
+        }),
+        ["line", a, b] => Ok(Source::Line {
+            from_mm: parse_point(a)?,
+            to_mm: parse_point(b)?,
+        }),
+        ["cylinder", rl] | ["cylinder", rl, _] => {
+            let v: Vec<f64> = rl
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("invalid source {t:?}: {usage}"))?;
+            let [radius_mm, length_mm] = v[..] else {
+                return Err(format!("invalid source {t:?}: {usage}"));
+            };
+            let centre_mm = match parts.get(2) {
+                Some(c) => parse_point(c)?,
+                None => [0.0; 3],
+            };
+            Ok(Source::Cylinder {
+                centre_mm,
+                radius_mm,
+                length_mm,
+            })
+        }
+        _ => Err(format!("invalid source {t:?}: {usage}")),
+    }
+}
+
+/// Merges several `--source` values: all points become one multi-point source; a line or
+/// cylinder must be the only source.
+pub fn merge_sources(sources: &[Source]) -> Result<Source, String> {
+    match sources {
+        [] => Ok(Source::default()),
+        [one] => Ok(one.clone()),
+        many => {
+            let mut positions_mm = Vec::new();
+            for s in many {
+                match s {
+                    Source::Points { positions_mm: p } => positions_mm.extend_from_slice(p),
+                    _ => {
+                        return Err(
+                            "several --source values must all be points (a line or cylinder source must be the only one)"
+                                .to_string(),
+                        );
+                    }
+                }
+            }
+            Ok(Source::Points { positions_mm })
+        }
     }
 }
 
@@ -152,6 +238,68 @@ pub fn summary_paragraph(s: &SimSummary, out_dir: &str, files: &[String]) -> Str
     p
 }
 
+/// One paragraph describing a finished ring simulation and the files written.
+pub fn ring_summary_paragraph(s: &RingSummary, out_dir: &str, files: &[String]) -> String {
+    let kinds: Vec<String> = s
+        .hits_by_kind
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let rate = if s.simulated_s > 0.0 {
+        s.hits_emitted as f64 / s.simulated_s
+    } else {
+        0.0
+    };
+    let mut p = format!(
+        "fpga-sim preset ring seed {}: {} modules ({} channels) at {} mm; simulated {:.6} s, emitted {} hits ({:.0} Hz; {}) in {} frames (frameID {} .. {}, {} wrap(s)) from {} decays ({:.3e} Bq total activity, axial acceptance |cos| <= {:.3}). Photons: {} reached the ring, {} detected, {} emitted, {} scattered in the object. True pairs emitted {}, {} within {} ps ({} with object scatter); randoms estimate {:.0} Hz. Lost: {} to dead time, {} to frame overflow ({} frames flagged lost); {} deposits below the {} keV threshold.",
+        s.seed,
+        s.config.modules,
+        s.config.modules * 64,
+        s.config.ring_radius_mm,
+        s.simulated_s,
+        s.hits_emitted,
+        rate,
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        },
+        s.frames_emitted,
+        s.first_frame_id.map_or("-".into(), |f| f.to_string()),
+        s.last_frame_id.map_or("-".into(), |f| f.to_string()),
+        s.wraps,
+        s.decays,
+        s.activity_total_bq,
+        s.axial_acceptance_cos,
+        s.photons_reaching_ring,
+        s.photons_detected,
+        s.photons_emitted,
+        s.photons_object_scattered,
+        s.true_pairs_emitted,
+        s.true_coincidences_in_window,
+        s.coincidence_window_ps,
+        s.scattered_coincidences_in_window,
+        s.randoms_rate_estimate_hz,
+        s.dead_time_lost,
+        s.overflow_lost,
+        s.lossy_frames,
+        s.below_threshold,
+        s.config.threshold_kev,
+    );
+    for n in &s.notes {
+        p.push_str(" Note: ");
+        p.push_str(n);
+        if !n.ends_with('.') {
+            p.push('.');
+        }
+    }
+    if !files.is_empty() {
+        p.push_str(&format!(" Wrote {} in {out_dir}.", files.join(", ")));
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,8 +307,62 @@ mod tests {
     #[test]
     fn presets() {
         assert_eq!(parse_preset("bench"), Ok("bench".into()));
-        let e = parse_preset("ring").unwrap_err();
-        assert!(e.contains("available presets: bench"), "{e}");
+        assert_eq!(parse_preset("ring"), Ok("ring".into()));
+        let e = parse_preset("cube").unwrap_err();
+        assert!(e.contains("available presets: bench, ring"), "{e}");
+    }
+
+    #[test]
+    fn sources_and_activity() {
+        assert_eq!(
+            parse_source("point:1,2,-3"),
+            Ok(Source::Points {
+                positions_mm: vec![[1.0, 2.0, -3.0]]
+            })
+        );
+        assert_eq!(
+            parse_source("line:0,0,-10:0,0,10"),
+            Ok(Source::Line {
+                from_mm: [0.0, 0.0, -10.0],
+                to_mm: [0.0, 0.0, 10.0]
+            })
+        );
+        assert_eq!(
+            parse_source("cylinder:50,20"),
+            Ok(Source::Cylinder {
+                centre_mm: [0.0; 3],
+                radius_mm: 50.0,
+                length_mm: 20.0
+            })
+        );
+        assert!(matches!(
+            parse_source("cylinder:50,20:10,0,0"),
+            Ok(Source::Cylinder { centre_mm: [10.0, 0.0, 0.0], .. })
+        ));
+        for bad in ["point:1,2", "sphere:1", "line:0,0,0", "cylinder:5", "point:a,b,c"] {
+            assert!(parse_source(bad).is_err(), "{bad}");
+        }
+        let m = merge_sources(&[
+            parse_source("point:0,0,0").unwrap(),
+            parse_source("point:100,0,0").unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(
+            m,
+            Source::Points {
+                positions_mm: vec![[0.0; 3], [100.0, 0.0, 0.0]]
+            }
+        );
+        assert!(
+            merge_sources(&[
+                parse_source("point:0,0,0").unwrap(),
+                parse_source("cylinder:5,5").unwrap()
+            ])
+            .is_err()
+        );
+        assert_eq!(parse_activity("50MBq"), Ok(50e6));
+        assert_eq!(parse_activity("5e7"), Ok(5e7));
+        assert!(parse_activity("lots").is_err());
     }
 
     #[test]

@@ -156,7 +156,27 @@ pub fn channel_parts(ch: usize) -> (usize, usize, usize) {
 /// channel = yi*8 + xi (so ids 0..63 and 64..127).
 pub fn channel_id(ch: usize) -> u32 {
     let (m, yi, xi) = channel_parts(ch);
-    ChannelId::from_parts(0, 0, m as u32, (yi * CRYSTALS_PER_SIDE + xi) as u32).map_or(0, |c| c.0)
+    module_channel_id(m, yi * CRYSTALS_PER_SIDE + xi)
+}
+
+/// Chips per slave (the 6-bit chipID field).
+pub const CHIPS_PER_SLAVE: usize = 64;
+/// Slaves per port (the 5-bit slaveID field).
+pub const SLAVES_PER_PORT: usize = 32;
+/// Largest number of 64-channel modules the channel id can address (32 ports).
+pub const MAX_MODULES: usize = 32 * SLAVES_PER_PORT * CHIPS_PER_SLAVE;
+
+/// PETsys absolute channel id of channel `channel` (0..64) of module (= chip) `module`:
+/// chip = module % 64, slave = (module / 64) % 32, port = module / 2048, so modules 0..63 are
+/// chips 0..63 of port 0, slave 0 exactly as in the bench preset.
+pub fn module_channel_id(module: usize, channel: usize) -> u32 {
+    ChannelId::from_parts(
+        (module / (SLAVES_PER_PORT * CHIPS_PER_SLAVE)) as u32,
+        ((module / CHIPS_PER_SLAVE) % SLAVES_PER_PORT) as u32,
+        (module % CHIPS_PER_SLAVE) as u32,
+        channel as u32,
+    )
+    .map_or(0, |c| c.0)
 }
 
 /// The front-end constants of one channel.
@@ -188,17 +208,25 @@ pub struct FrontEnd {
 }
 
 impl FrontEnd {
-    /// Draws every channel's constants from `rng` (skew, then gain curve, then the 8 TDCs).
+    /// Draws every bench channel's constants from `rng` (skew, then gain curve, then the 8
+    /// TDCs).
     pub fn draw(config: &BenchConfig, rng: &mut Rng) -> Self {
-        let mut channels = Vec::with_capacity(N_CHANNELS);
+        let ids: Vec<u32> = (0..N_CHANNELS).map(channel_id).collect();
+        Self::draw_channels(&ids, config.skew_range_ps, config.gain_spread, rng)
+    }
+
+    /// Draws the constants of the channels `ids` (channel index = position in `ids`) from
+    /// `rng`, channel by channel: skew uniform in ±`skew_range_ps`, ToT scale, gain uniform in
+    /// 1 ± `gain_spread`, then the 8 TDCs (TAC-major, T before E).
+    pub fn draw_channels(ids: &[u32], skew_range_ps: f64, gain_spread: f64, rng: &mut Rng) -> Self {
+        let mut channels = Vec::with_capacity(ids.len());
         let mut tdc = TdcTable::default();
         let mut energy = EnergyTable::default();
         let mut skew = SkewTable::default();
-        for ch in 0..N_CHANNELS {
-            let id = channel_id(ch);
-            let skew_ps = rng.range(-config.skew_range_ps, config.skew_range_ps);
+        for &id in ids {
+            let skew_ps = rng.range(-skew_range_ps, skew_range_ps);
             let a_ns = rng.range(70.0, 90.0);
-            let gain = rng.range(1.0 - config.gain_spread, 1.0 + config.gain_spread);
+            let gain = rng.range(1.0 - gain_spread, 1.0 + gain_spread);
             let b_kev = 150.0 / gain;
             let mut entries = [[TdcEntry {
                 t0: 0.0,

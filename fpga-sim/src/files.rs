@@ -4,6 +4,7 @@
 use crate::config::{BenchConfig, SimError};
 use crate::sim::{BenchSim, SimSummary};
 use crate::truth::TruthBatch;
+use scandaq_core::{EnergyTable, Geometry, SkewTable, TdcTable};
 use scandaq_decoders::RawfHeader;
 use scandaq_decoders::idxf::{self, IdxfStep};
 use scandaq_decoders::rawf::RAWF_HEADER_LEN;
@@ -62,17 +63,29 @@ pub(crate) fn write_truth(
     writer: &mut ParquetTableWriter,
     truth: &mut TruthBatch,
 ) -> Result<(), SimError> {
+    write_truth_layout(writer, truth, false)
+}
+
+/// Writes and clears `truth` with the bench schema, or the extended (ring) one.
+pub(crate) fn write_truth_layout(
+    writer: &mut ParquetTableWriter,
+    truth: &mut TruthBatch,
+    extended: bool,
+) -> Result<(), SimError> {
     if !truth.is_empty() {
-        let batch = truth
-            .to_record_batch()
-            .map_err(|e| SimError::Arrow(e.to_string()))?;
+        let batch = if extended {
+            truth.to_record_batch_extended()
+        } else {
+            truth.to_record_batch()
+        }
+        .map_err(|e| SimError::Arrow(e.to_string()))?;
         writer.write(&batch)?;
         truth.clear();
     }
     Ok(())
 }
 
-fn write_text(path: &Path, text: &str) -> Result<(), SimError> {
+pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), SimError> {
     std::fs::write(path, text).map_err(|e| SimError::io("writing", path, e))
 }
 
@@ -80,18 +93,31 @@ fn write_text(path: &Path, text: &str) -> Result<(), SimError> {
 /// `tdc_calibration.tsv`, `energy_calibration.tsv`, `skew.tsv`, `map_channel.tsv`,
 /// `map_trigger.tsv` and `config.ini`.
 pub fn write_calibration_dir(sim: &BenchSim, dir: &Path) -> Result<(), SimError> {
+    write_calibration_tables(
+        dir,
+        sim.true_tdc(),
+        sim.true_energy(),
+        sim.true_skew(),
+        sim.geometry(),
+        MAP_TRIGGER,
+    )
+}
+
+/// Writes the calibration folder [`CALIB_FILES`] from the given tables (any preset).
+pub fn write_calibration_tables(
+    dir: &Path,
+    tdc: &TdcTable,
+    energy: &EnergyTable,
+    skew: &SkewTable,
+    geometry: &Geometry,
+    map_trigger: &str,
+) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::io("creating directory", dir, e))?;
-    write_text(&dir.join("tdc_calibration.tsv"), &sim.true_tdc().to_text())?;
-    write_text(
-        &dir.join("energy_calibration.tsv"),
-        &sim.true_energy().to_text(),
-    )?;
-    write_text(&dir.join("skew.tsv"), &sim.true_skew().to_text())?;
-    write_text(
-        &dir.join("map_channel.tsv"),
-        &sim.geometry().to_map_channel(),
-    )?;
-    write_text(&dir.join("map_trigger.tsv"), MAP_TRIGGER)?;
+    write_text(&dir.join("tdc_calibration.tsv"), &tdc.to_text())?;
+    write_text(&dir.join("energy_calibration.tsv"), &energy.to_text())?;
+    write_text(&dir.join("skew.tsv"), &skew.to_text())?;
+    write_text(&dir.join("map_channel.tsv"), &geometry.to_map_channel())?;
+    write_text(&dir.join("map_trigger.tsv"), map_trigger)?;
     write_text(&dir.join("config.ini"), CONFIG_INI)?;
     Ok(())
 }
@@ -124,7 +150,17 @@ pub(crate) fn create_truth_writer(
     sim: &BenchSim,
     dir: &Path,
 ) -> Result<ParquetTableWriter, SimError> {
-    let config_json = serde_json::to_string(sim.config()).map_err(|e| SimError::Json {
+    create_truth_writer_for(dir, sim.config().seed, sim.config(), TruthBatch::schema())
+}
+
+/// Opens `dir/truth.parquet` with `schema` and the `seed` and `config` (JSON) metadata.
+pub(crate) fn create_truth_writer_for<C: serde::Serialize>(
+    dir: &Path,
+    seed: u64,
+    config: &C,
+    schema: arrow_schema::SchemaRef,
+) -> Result<ParquetTableWriter, SimError> {
+    let config_json = serde_json::to_string(config).map_err(|e| SimError::Json {
         what: "configuration",
         message: e.to_string(),
     })?;
@@ -134,16 +170,80 @@ pub(crate) fn create_truth_writer(
         ..Default::default()
     };
     let metadata = vec![
-        ("seed".to_string(), sim.config().seed.to_string()),
+        ("seed".to_string(), seed.to_string()),
         ("config".to_string(), config_json),
     ];
     Ok(ParquetTableWriter::create(
-        dir,
-        TRUTH_FILE,
-        TruthBatch::schema(),
-        &options,
-        metadata,
+        dir, TRUTH_FILE, schema, &options, metadata,
     )?)
+}
+
+/// Where a `.rawf` run ended: bytes written (header included).
+pub(crate) struct RawfRun {
+    pub bytes_written: u64,
+}
+
+/// Writes `dir/rawf_name` (ToT 200 MHz header + the frames `next_slice` yields) and the truth
+/// rows to `truth_writer` (bench or extended schema), then commits the truth file.
+pub(crate) fn write_rawf_run(
+    dir: &Path,
+    rawf_name: &str,
+    mut truth_writer: ParquetTableWriter,
+    extended: bool,
+    mut next_slice: impl FnMut(&mut Vec<u8>, &mut TruthBatch) -> bool,
+) -> Result<RawfRun, SimError> {
+    let rawf_path = dir.join(rawf_name);
+    let file = File::create(&rawf_path).map_err(|e| SimError::io("creating", &rawf_path, e))?;
+    let mut rawf = BufWriter::with_capacity(1 << 20, file);
+    rawf.write_all(&RawfHeader::tot_200mhz(0.0).encode())
+        .map_err(|e| SimError::io("writing", &rawf_path, e))?;
+    let mut bytes_written = RAWF_HEADER_LEN as u64;
+    let mut frames = Vec::with_capacity(1 << 20);
+    let mut truth = TruthBatch::new();
+    while next_slice(&mut frames, &mut truth) {
+        rawf.write_all(&frames)
+            .map_err(|e| SimError::io("writing", &rawf_path, e))?;
+        bytes_written += frames.len() as u64;
+        frames.clear();
+        if truth.len() >= TRUTH_BATCH_ROWS {
+            write_truth_layout(&mut truth_writer, &mut truth, extended)?;
+        }
+    }
+    write_truth_layout(&mut truth_writer, &mut truth, extended)?;
+    let file = rawf
+        .into_inner()
+        .map_err(|e| SimError::io("writing", &rawf_path, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| SimError::io("syncing", &rawf_path, e))?;
+    truth_writer.commit()?;
+    Ok(RawfRun { bytes_written })
+}
+
+/// Writes the one-step `.idxf` for a run of `bytes_written` bytes.
+pub(crate) fn write_idxf(
+    path: &Path,
+    bytes_written: u64,
+    first: u64,
+    last: u64,
+) -> Result<(), SimError> {
+    let step = IdxfStep {
+        start_offset: RAWF_HEADER_LEN as u64,
+        end_offset: bytes_written,
+        first_frame_id: first,
+        last_frame_id: last,
+        step1: 0.0,
+        step2: 0.0,
+    };
+    write_text(path, &idxf::format(&[step]))
+}
+
+/// Writes `value` as pretty JSON (newline-terminated) to `path`.
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), SimError> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| SimError::Json {
+        what: "summary",
+        message: e.to_string(),
+    })?;
+    write_text(path, &(json + "\n"))
 }
 
 /// Simulates a whole run and writes it to `dir` (created if its parent exists):
@@ -155,52 +255,16 @@ pub fn write_bench_files(config: BenchConfig, dir: &Path) -> Result<SimSummary, 
     prepare_out_dir(dir)?;
     write_calibration_dir(&sim, &dir.join(CALIB_DIR))?;
 
-    let mut truth_writer = create_truth_writer(&sim, dir)?;
-
-    let rawf_path = dir.join(RAWF_FILE);
-    let file = File::create(&rawf_path).map_err(|e| SimError::io("creating", &rawf_path, e))?;
-    let mut rawf = BufWriter::with_capacity(1 << 20, file);
-    rawf.write_all(&RawfHeader::tot_200mhz(0.0).encode())
-        .map_err(|e| SimError::io("writing", &rawf_path, e))?;
-    let mut bytes_written = RAWF_HEADER_LEN as u64;
-
-    let mut frames = Vec::with_capacity(1 << 20);
-    let mut truth = TruthBatch::new();
-    while sim.next_slice(&mut frames, &mut truth) {
-        rawf.write_all(&frames)
-            .map_err(|e| SimError::io("writing", &rawf_path, e))?;
-        bytes_written += frames.len() as u64;
-        frames.clear();
-        if truth.len() >= TRUTH_BATCH_ROWS {
-            write_truth(&mut truth_writer, &mut truth)?;
-        }
-    }
-    write_truth(&mut truth_writer, &mut truth)?;
-    let file = rawf
-        .into_inner()
-        .map_err(|e| SimError::io("writing", &rawf_path, e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| SimError::io("syncing", &rawf_path, e))?;
-    truth_writer.commit()?;
-
+    let truth_writer = create_truth_writer(&sim, dir)?;
+    let run = write_rawf_run(dir, RAWF_FILE, truth_writer, false, |f, t| {
+        sim.next_slice(f, t)
+    })?;
     let summary = sim.summary();
     let first = summary
         .first_frame_id
         .unwrap_or(sim.config().start_frame_id);
     let last = summary.last_frame_id.unwrap_or(first);
-    let step = IdxfStep {
-        start_offset: RAWF_HEADER_LEN as u64,
-        end_offset: bytes_written,
-        first_frame_id: first,
-        last_frame_id: last,
-        step1: 0.0,
-        step2: 0.0,
-    };
-    write_text(&dir.join(IDXF_FILE), &idxf::format(&[step]))?;
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| SimError::Json {
-        what: "summary",
-        message: e.to_string(),
-    })?;
-    write_text(&dir.join(SUMMARY_FILE), &(json + "\n"))?;
+    write_idxf(&dir.join(IDXF_FILE), run.bytes_written, first, last)?;
+    write_json(&dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
 }

@@ -8,12 +8,17 @@
 //! `.rawf`/`.idxf`, `truth.parquet`, a PETsys-style `calib/` folder and `summary.json`;
 //! [`stream()`] sends the frames live as transport packets over UDP or TCP, one stream per
 //! board, with deterministic fault injection ([`generate_packets`] does the same in-process).
+//!
+//! The `ring` preset ([`ring`]): a full PET ring (default 32 modules × 64 crystals) around
+//! point, line or cylinder sources, with optional phantom scatter and inter-crystal scatter,
+//! through the same electronics; [`RingSim`] and [`write_ring_files`].
 //! Everything is deterministic in the seed.
 
 pub mod cli;
 pub mod config;
 pub mod detector;
 pub mod files;
+pub mod ring;
 pub mod rng;
 pub mod sim;
 pub mod stream;
@@ -21,9 +26,10 @@ pub mod truth;
 
 pub use config::{BenchConfig, SimError};
 pub use files::{write_bench_files, write_calibration_dir};
+pub use ring::{Phantom, RingConfig, RingSim, RingSummary, Source, write_ring_files};
 pub use sim::{BenchSim, SimSummary};
 pub use stream::{
     BoardSummary, FaultCounts, Faults, StreamConfig, StreamSummary, Transport, generate_packets,
     stream,
 };
-pub use truth::{HitKind, TruthBatch};
+pub use truth::{HitKind, TruthBatch, TruthExtra};

@@ -1,13 +1,15 @@
-//! `fpga-sim`: simulates a PET front end (preset `bench`) and writes its PETsys raw files,
-//! ground truth, true calibration and summary to a directory, or streams it live over UDP or
-//! TCP with fault injection.
+//! `fpga-sim`: simulates a PET front end (presets `bench` and `ring`) and writes its PETsys
+//! raw files, ground truth, true calibration and summary to a directory, or (bench) streams it
+//! live over UDP or TCP with fault injection.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use scandaq_fpga_sim::cli::{
-    parse_duration, parse_packet_bytes, parse_preset, parse_probability, parse_rate, stream_report,
+    merge_sources, parse_activity, parse_duration, parse_packet_bytes, parse_preset,
+    parse_probability, parse_rate, parse_source, ring_summary_paragraph, stream_report,
     summary_paragraph,
 };
+use scandaq_fpga_sim::ring::{Phantom, RingConfig, Source, ring_file_list, write_ring_files};
 use scandaq_fpga_sim::files::{CALIB_DIR, CALIB_FILES, SUMMARY_FILE, TRUTH_FILE, bench_file_list};
 use scandaq_fpga_sim::stream::{DEFAULT_MAX_PACKET_BYTES, TCP_FIRST_ACCEPT_WAIT};
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
@@ -19,15 +21,16 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "fpga-sim", version, about, long_about = None)]
 struct Args {
-    /// Geometry preset (available: bench).
+    /// Geometry preset (available: bench, ring).
     #[arg(long, default_value = "bench", value_parser = parse_preset)]
     preset: String,
     /// Detector time to simulate: 5s, 500ms, 2m, or seconds (10).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     duration: f64,
-    /// Target total hit rate: 1M, 250k, 5e5 (hits per second).
-    #[arg(long, default_value = "1M", value_parser = parse_rate)]
-    rate: f64,
+    /// Target total hit rate: 1M, 250k, 5e5 (hits per second) [default: 1M for bench, 3M for
+    /// ring].
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
     /// Random seed (same seed and settings give identical files).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -72,20 +75,126 @@ struct Args {
     /// Raw 36-bit frameID of the first frame (default 0).
     #[arg(long)]
     start_frame: Option<u64>,
+    /// Ring: total source activity in Bq (50M, 5e7, 50MBq); overrides --rate.
+    #[arg(long, value_parser = parse_activity, help_heading = "Ring preset")]
+    activity: Option<f64>,
+    /// Ring: a source, point:X,Y,Z | line:X,Y,Z:X,Y,Z | cylinder:R,L[:X,Y,Z] (mm); repeat for
+    /// several point sources [default: point:0,0,0].
+    #[arg(long, value_parser = parse_source, help_heading = "Ring preset")]
+    source: Vec<Source>,
+    /// Ring: put a water cylinder phantom (object scatter) around the axis.
+    #[arg(long, help_heading = "Ring preset")]
+    phantom: bool,
+    /// Ring: phantom radius, mm [default: 100].
+    #[arg(long, requires = "phantom", help_heading = "Ring preset")]
+    phantom_radius: Option<f64>,
+    /// Ring: phantom axial length, mm [default: 200].
+    #[arg(long, requires = "phantom", help_heading = "Ring preset")]
+    phantom_length: Option<f64>,
+    /// Ring: radius of the module front faces, mm [default: 400].
+    #[arg(long, help_heading = "Ring preset")]
+    ring_radius: Option<f64>,
+    /// Ring: number of 64-channel modules around the ring [default: 32].
+    #[arg(long, help_heading = "Ring preset")]
+    modules: Option<usize>,
+    /// Ring: coincidence time resolution, ps FWHM [default: 200].
+    #[arg(long, help_heading = "Ring preset")]
+    ctr_ps: Option<f64>,
+    /// Ring: photon pair acollinearity, degrees FWHM [default: 0.5].
+    #[arg(long, help_heading = "Ring preset")]
+    acollinearity: Option<f64>,
+    /// Ring: mean positron range, mm [default: 0].
+    #[arg(long, help_heading = "Ring preset")]
+    positron_range: Option<f64>,
+    /// Ring: simulate only photon axes with |cos(polar angle)| <= this (1 = all directions;
+    /// default automatic, see the README).
+    #[arg(long, value_name = "COS", help_heading = "Ring preset")]
+    axial_acceptance: Option<f64>,
+    /// Ring: probability that a photopeak photon shares its energy with neighbouring crystals
+    /// [default: 0.3].
+    #[arg(long, help_heading = "Ring preset")]
+    inter_crystal: Option<f64>,
+}
+
+fn ring_options_given(args: &Args) -> Vec<&'static str> {
+    [
+        ("--activity", args.activity.is_some()),
+        ("--source", !args.source.is_empty()),
+        ("--phantom", args.phantom),
+        ("--ring-radius", args.ring_radius.is_some()),
+        ("--modules", args.modules.is_some()),
+        ("--ctr-ps", args.ctr_ps.is_some()),
+        ("--acollinearity", args.acollinearity.is_some()),
+        ("--positron-range", args.positron_range.is_some()),
+        ("--inter-crystal", args.inter_crystal.is_some()),
+        ("--axial-acceptance", args.axial_acceptance.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(f, _)| *f)
+    .collect()
+}
+
+fn run_ring(args: Args) -> Result<()> {
+    if args.udp.is_some() || args.tcp.is_some() {
+        bail!("streaming (--udp/--tcp) is only implemented for the bench preset; write files with --out DIR");
+    }
+    let d = RingConfig::default();
+    let mut config = RingConfig {
+        seed: args.seed,
+        duration_s: args.duration,
+        hit_rate_hz: args.rate.unwrap_or(d.hit_rate_hz),
+        activity_bq: args.activity,
+        start_frame_id: args.start_frame.unwrap_or(0),
+        modules: args.modules.unwrap_or(d.modules),
+        ring_radius_mm: args.ring_radius.unwrap_or(d.ring_radius_mm),
+        source: merge_sources(&args.source).map_err(anyhow::Error::msg)?,
+        phantom: args.phantom.then(|| {
+            let p = Phantom::default();
+            Phantom {
+                radius_mm: args.phantom_radius.unwrap_or(p.radius_mm),
+                length_mm: args.phantom_length.unwrap_or(p.length_mm),
+                ..p
+            }
+        }),
+        ctr_fwhm_ps: args.ctr_ps.unwrap_or(d.ctr_fwhm_ps),
+        acollinearity_fwhm_deg: args.acollinearity.unwrap_or(d.acollinearity_fwhm_deg),
+        positron_range_mm: args.positron_range.unwrap_or(d.positron_range_mm),
+        inter_crystal_fraction: args.inter_crystal.unwrap_or(d.inter_crystal_fraction),
+        axial_acceptance_cos: args.axial_acceptance,
+        ..d
+    };
+    if args.near_wrap {
+        config = config.near_wrap();
+    }
+    let Some(out) = args.out else {
+        bail!("say where to write the files with --out DIR");
+    };
+    let summary = write_ring_files(config, &out)
+        .with_context(|| format!("simulating into {}", out.display()))?;
+    println!(
+        "{}",
+        ring_summary_paragraph(&summary, &out.display().to_string(), &ring_file_list())
+    );
+    Ok(())
 }
 
 fn run(args: Args) -> Result<()> {
-    // Only the bench preset exists; parse_preset has already rejected anything else.
-    if args.preset != "bench" {
-        anyhow::bail!(
-            "preset {:?} is not implemented; available presets: bench",
-            args.preset
+    if args.preset == "ring" {
+        return run_ring(args);
+    }
+    // parse_preset has already rejected anything but bench and ring.
+    let ring_only = ring_options_given(&args);
+    if !ring_only.is_empty() {
+        bail!(
+            "{} only apply to --preset ring",
+            ring_only.join(", ")
         );
     }
     let mut config = BenchConfig {
         seed: args.seed,
         duration_s: args.duration,
-        hit_rate_hz: args.rate,
+        hit_rate_hz: args.rate.unwrap_or(BenchConfig::default().hit_rate_hz),
         start_frame_id: args.start_frame.unwrap_or(0),
         ..BenchConfig::default()
     };

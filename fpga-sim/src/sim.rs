@@ -28,14 +28,14 @@ use crate::config::{
 };
 use crate::detector::{BenchGeometry, C_MM_PER_PS, FrontEnd, N_CHANNELS};
 use crate::rng::Rng;
-use crate::truth::{HitKind, TruthBatch};
+use crate::truth::{HitKind, TruthBatch, TruthExtra};
 use scandaq_core::{EnergyTable, Geometry, SkewTable, TdcEntry, TdcTable};
 use scandaq_decoders::petsys::{HitFields, encode_frame};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Detector time generated per slice, ps (1 ms).
-const SLICE_PS: f64 = 1e9;
+pub(crate) const SLICE_PS: f64 = 1e9;
 /// Annihilation photon energy, keV.
 pub const E_511: f64 = 511.0;
 /// Compton edge of 511 keV, keV.
@@ -55,7 +55,7 @@ pub const LU_BQ_PER_CRYSTAL: f64 = 39.0 * 0.18;
 /// Lu-176 beta end point used, keV.
 pub const LU_BETA_MAX: f64 = 596.0;
 /// Lu-176 cascade deposits (keV) and their probabilities.
-const LU_GAMMAS: [(f64, f64); 5] = [
+pub(crate) const LU_GAMMAS: [(f64, f64); 5] = [
     (0.0, 0.30),
     (88.0, 0.15),
     (202.0, 0.20),
@@ -88,6 +88,7 @@ struct Candidate {
     ch: u16,
     photon_id: u8,
     kind: HitKind,
+    extra: TruthExtra,
 }
 
 /// A hit word waiting for its frame to be complete.
@@ -103,22 +104,78 @@ struct Ready {
     decay_id: u64,
     photon_id: u8,
     kind: HitKind,
+    extra: TruthExtra,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Counters {
-    hits_by_kind: [u64; 5],
-    frames: u64,
-    lossy_frames: u64,
     decays_in_cone: u64,
     decays_prompt_only: u64,
     background_decays: u64,
     dark_counts: u64,
-    dead_time_lost: u64,
-    overflow_lost: u64,
     below_threshold: u64,
-    first_frame: Option<u64>,
-    last_frame: Option<u64>,
+}
+
+/// The electronics settings every preset shares (see [`BenchConfig`] for their meaning).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ElectronicsParams {
+    pub ctr_fwhm_ps: f64,
+    pub energy_resolution_fwhm: f64,
+    pub skew_range_ps: f64,
+    pub dead_time_ns: f64,
+    pub tdc_noise_codes: f64,
+    pub max_hits_per_frame: usize,
+    pub start_frame_id: u64,
+}
+
+impl ElectronicsParams {
+    pub(crate) fn of_bench(c: &BenchConfig) -> Self {
+        Self {
+            ctr_fwhm_ps: c.ctr_fwhm_ps,
+            energy_resolution_fwhm: c.energy_resolution_fwhm,
+            skew_range_ps: c.skew_range_ps,
+            dead_time_ns: c.dead_time_ns,
+            tdc_noise_codes: c.tdc_noise_codes,
+            max_hits_per_frame: c.max_hits_per_frame,
+            start_frame_id: c.start_frame_id,
+        }
+    }
+}
+
+/// What the electronics emitted and lost.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FrontEndCounters {
+    pub hits_by_kind: [u64; HitKind::ALL.len()],
+    pub frames: u64,
+    pub lossy_frames: u64,
+    pub dead_time_lost: u64,
+    pub overflow_lost: u64,
+    pub first_frame: Option<u64>,
+    pub last_frame: Option<u64>,
+}
+
+/// The front end shared by the presets: deposits (candidates) -> measured time and energy
+/// (jitter, skew, resolution) -> dead time -> TOFPET2 hit words -> frames with overflow
+/// flagging, with one truth row per emitted word. Random draws come from the caller's
+/// generator so a preset keeps one event stream.
+#[derive(Debug)]
+pub(crate) struct Electronics {
+    pub front: FrontEnd,
+    pub counters: FrontEndCounters,
+    p: ElectronicsParams,
+    sigma_t_ps: f64,
+    res_coef: f64,
+    dead_ps: f64,
+    /// Margin between generated time and final times: 2 frames beyond any reordering.
+    pub margin_ps: f64,
+    /// Earliest time an event may be generated at, ps since the run start.
+    pub t_begin: f64,
+    base_ps: i64,
+    candidates: Vec<Candidate>,
+    ready: Vec<Ready>,
+    words: Vec<u64>,
+    last_emit_ps: Vec<f64>,
+    tac_count: Vec<u32>,
 }
 
 /// What a simulation did, for `summary.json` and the console.
@@ -192,7 +249,7 @@ pub struct SimSummary {
 pub struct BenchSim {
     config: BenchConfig,
     geo: BenchGeometry,
-    front: FrontEnd,
+    fe: Electronics,
     geometry: Geometry,
     rng: Rng,
     // rates
@@ -203,13 +260,7 @@ pub struct BenchSim {
     bg_rate: f64,
     expected_hits_per_decay: f64,
     notes: Vec<String>,
-    // derived constants
-    sigma_t_ps: f64,
-    res_coef: f64,
-    dead_ps: f64,
-    margin_ps: f64,
     t_end: f64,
-    base_ps: i64,
     // state
     t_now: f64,
     next_decay: f64,
@@ -219,13 +270,201 @@ pub struct BenchSim {
     next_decay_id: u64,
     next_dark_id: u64,
     next_bg_id: u64,
-    candidates: Vec<Candidate>,
-    ready: Vec<Ready>,
-    words: Vec<u64>,
-    last_emit_ps: Vec<f64>,
-    tac_count: Vec<u32>,
     counters: Counters,
     finished: bool,
+}
+
+impl Electronics {
+    /// Front end with the constants `front`, nothing queued.
+    pub fn new(front: FrontEnd, p: ElectronicsParams) -> Self {
+        let sigma_t_ps = p.ctr_fwhm_ps / (2.355 * std::f64::consts::SQRT_2);
+        // Box-Muller normals are bounded by ~8.6 sigma, so 9 sigma bounds the jitter.
+        let spread_ps = p.skew_range_ps + 9.0 * sigma_t_ps;
+        let margin_ps = 2.0 * FRAME_PS + spread_ps + 2.0 * CLOCK_PERIOD_PS;
+        let n = front.channels.len();
+        Self {
+            front,
+            counters: FrontEndCounters::default(),
+            sigma_t_ps,
+            res_coef: p.energy_resolution_fwhm / 2.355,
+            dead_ps: p.dead_time_ns * 1000.0,
+            margin_ps,
+            t_begin: spread_ps + CLOCK_PERIOD_PS,
+            base_ps: (p.start_frame_id as i64) * (FRAME_PS as i64),
+            p,
+            candidates: Vec::new(),
+            ready: Vec::new(),
+            words: Vec::new(),
+            last_emit_ps: vec![f64::NEG_INFINITY; n],
+            tac_count: vec![0; n],
+        }
+    }
+
+    /// After every event up to `t1` (ps since the run start) has been queued: digitises and
+    /// emits whatever can no longer change (everything when `last`).
+    pub fn advance(
+        &mut self,
+        rng: &mut Rng,
+        t1: f64,
+        last: bool,
+        frames: &mut Vec<u8>,
+        truth: &mut TruthBatch,
+    ) {
+        if last {
+            self.process_until(rng, f64::INFINITY);
+            self.emit_frames(u64::MAX, frames, truth);
+        } else {
+            let horizon = t1 - self.margin_ps;
+            if horizon > 0.0 {
+                self.process_until(rng, horizon);
+                // A hit processed later has tau >= horizon/P, so tick >= horizon/P - 0.3.
+                let complete = ((horizon / CLOCK_PERIOD_PS - 2.0) / FRAME_TICKS as f64).floor();
+                if complete > 0.0 {
+                    self.emit_frames(complete as u64, frames, truth);
+                }
+            }
+        }
+    }
+
+    /// Measures a deposit (jitter, skew, energy resolution) and queues it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn candidate(
+        &mut self,
+        rng: &mut Rng,
+        t_true: f64,
+        ch: usize,
+        e_true: f64,
+        decay_id: u64,
+        photon_id: u8,
+        kind: HitKind,
+        extra: TruthExtra,
+    ) {
+        let t_meas = t_true + self.front.channels[ch].skew_ps + self.sigma_t_ps * rng.normal();
+        let rel = self.res_coef * (E_511 / e_true).sqrt();
+        let e_meas = (e_true * (1.0 + rel * rng.normal())).max(0.1);
+        self.candidates.push(Candidate {
+            key: t_meas.max(0.0).to_bits(),
+            t_meas,
+            t_true,
+            e_meas: e_meas as f32,
+            e_true: e_true as f32,
+            decay_id,
+            ch: ch as u16,
+            photon_id,
+            kind,
+            extra,
+        });
+    }
+
+    /// Applies dead time and digitises, in measured-time order, every candidate measured
+    /// before `horizon` (ps since the run start).
+    pub fn process_until(&mut self, rng: &mut Rng, horizon: f64) {
+        self.candidates.sort_by_key(|c| c.key);
+        let k = self.candidates.partition_point(|c| c.t_meas < horizon);
+        for i in 0..k {
+            let c = self.candidates[i];
+            self.digitise(rng, c);
+        }
+        self.candidates.drain(..k);
+    }
+
+    /// One TDC branch: edge at `tau` periods -> (tick, fine code).
+    #[inline]
+    pub fn tdc_edge(&self, rng: &mut Rng, e: &TdcEntry, tau: f64) -> (i64, u16) {
+        let tp = tau + e.t0;
+        // floor without a libm call (tp is far inside the i64 range).
+        let mut fl = tp as i64;
+        if (fl as f64) > tp {
+            fl -= 1;
+        }
+        let q = (fl as f64 + 1.0) - tp;
+        let code = e.a0 + q * (e.a1 + e.a2 * q) + self.p.tdc_noise_codes * rng.normal();
+        // Round half up on the clamped, non-negative code.
+        (fl + 1, (code.clamp(0.0, 1023.0) + 0.5) as u16)
+    }
+
+    fn digitise(&mut self, rng: &mut Rng, c: Candidate) {
+        let ch = usize::from(c.ch);
+        if c.t_meas < self.last_emit_ps[ch] + self.dead_ps {
+            self.counters.dead_time_lost += 1;
+            return;
+        }
+        self.last_emit_ps[ch] = c.t_meas;
+        let tac = (self.tac_count[ch] & 3) as usize;
+        self.tac_count[ch] = self.tac_count[ch].wrapping_add(1);
+        let k = self.front.channels[ch];
+        let tau = c.t_meas / CLOCK_PERIOD_PS;
+        let (tick, tfine) = self.tdc_edge(rng, &k.tdc[tac][0], tau);
+        let tot_ns = (k.a_ns * (1.0 + f64::from(c.e_meas) / k.b_kev).ln()).max(MIN_TOT_NS);
+        let (tick_e, efine) = self.tdc_edge(rng, &k.tdc[tac][1], tau + tot_ns / 5.0);
+        let tick = tick.max(0) as u64;
+        let hit = HitFields {
+            channel: k.id,
+            tac: tac as u8,
+            tcoarse: (tick % FRAME_TICKS) as u16,
+            ecoarse: tick_e.rem_euclid(FRAME_TICKS as i64) as u16,
+            tfine,
+            efine,
+        };
+        self.ready.push(Ready {
+            frame: tick / FRAME_TICKS,
+            tcoarse: hit.tcoarse,
+            channel: k.id,
+            word: hit.encode(),
+            t_true_ps: self.base_ps + c.t_true.round() as i64,
+            e_true: c.e_true,
+            decay_id: c.decay_id,
+            photon_id: c.photon_id,
+            kind: c.kind,
+            extra: c.extra,
+        });
+    }
+
+    /// Emits every frame before `limit` (relative frame number) that has hits.
+    pub fn emit_frames(&mut self, limit: u64, frames: &mut Vec<u8>, truth: &mut TruthBatch) {
+        let ready = &mut self.ready;
+        ready.sort_by_key(|r| (r.frame, r.tcoarse, r.channel));
+        let max = self.p.max_hits_per_frame;
+        let start = self.p.start_frame_id;
+        let counters = &mut self.counters;
+        let words = &mut self.words;
+        let mut i = 0;
+        while i < ready.len() && ready[i].frame < limit {
+            let frame = ready[i].frame;
+            let mut j = i + 1;
+            while j < ready.len() && ready[j].frame == frame {
+                j += 1;
+            }
+            let n = j - i;
+            let keep = n.min(max);
+            let kept = &ready[i..i + keep];
+            words.clear();
+            words.extend(kept.iter().map(|r| r.word));
+            let absolute = start + frame;
+            encode_frame(frames, absolute % FRAME_ID_MODULUS, n > keep, words);
+            for r in kept {
+                truth.push_extra(
+                    r.t_true_ps,
+                    r.channel,
+                    r.e_true,
+                    r.decay_id,
+                    r.photon_id,
+                    r.kind,
+                    &r.extra,
+                );
+                counters.hits_by_kind[r.kind as usize] += 1;
+            }
+            counters.overflow_lost += (n - keep) as u64;
+            counters.lossy_frames += u64::from(n > keep);
+            counters.frames += 1;
+            counters.first_frame.get_or_insert(absolute);
+            counters.last_frame = Some(absolute);
+            i = j;
+        }
+        ready.drain(..i);
+    }
+
 }
 
 /// Probability that a detected photon of energy `full` deposits at least `thr`.
@@ -328,12 +567,8 @@ impl BenchSim {
             0.0
         };
 
-        let sigma_t_ps = config.ctr_fwhm_ps / (2.355 * std::f64::consts::SQRT_2);
-        // Box-Muller normals are bounded by ~8.6 sigma, so 9 sigma bounds the jitter.
-        let spread_ps = config.skew_range_ps + 9.0 * sigma_t_ps;
-        // Margin between generated time and final times: 2 frames beyond any reordering.
-        let margin_ps = 2.0 * FRAME_PS + spread_ps + 2.0 * CLOCK_PERIOD_PS;
-        let t_begin = spread_ps + CLOCK_PERIOD_PS;
+        let fe = Electronics::new(front, ElectronicsParams::of_bench(&config));
+        let t_begin = fe.t_begin;
         let t_end = config.duration_s * 1e12;
         let mut rng = Rng::stream(config.seed, 1);
         let first = |rng: &mut Rng, rate: f64| {
@@ -347,12 +582,9 @@ impl BenchSim {
         let next_prompt_only = first(&mut rng, prompt_only_rate);
         let next_dark = first(&mut rng, dark_rate);
         let next_bg = first(&mut rng, bg_rate);
-        let base_ps = (config.start_frame_id as i64) * (FRAME_PS as i64);
-        let res_coef = config.energy_resolution_fwhm / 2.355;
-        let dead_ps = config.dead_time_ns * 1000.0;
         Ok(Self {
             geo,
-            front,
+            fe,
             geometry,
             rng,
             activity,
@@ -362,12 +594,7 @@ impl BenchSim {
             bg_rate,
             expected_hits_per_decay: h,
             notes,
-            sigma_t_ps,
-            res_coef,
-            dead_ps,
-            margin_ps,
             t_end,
-            base_ps,
             t_now: 0.0,
             next_decay,
             next_prompt_only,
@@ -376,11 +603,6 @@ impl BenchSim {
             next_decay_id: 0,
             next_dark_id: 0,
             next_bg_id: 0,
-            candidates: Vec::new(),
-            ready: Vec::new(),
-            words: Vec::new(),
-            last_emit_ps: vec![f64::NEG_INFINITY; N_CHANNELS],
-            tac_count: vec![0; N_CHANNELS],
             counters: Counters::default(),
             finished: false,
             config,
@@ -394,17 +616,17 @@ impl BenchSim {
 
     /// True TDC calibration: per (channel, TAC, branch) `t0, a0, a1, a2`.
     pub fn true_tdc(&self) -> &TdcTable {
-        &self.front.tdc
+        &self.fe.front.tdc
     }
 
     /// True ToT -> keV curve per channel.
     pub fn true_energy(&self) -> &EnergyTable {
-        &self.front.energy
+        &self.fe.front.energy
     }
 
     /// True time skew per channel, ps.
     pub fn true_skew(&self) -> &SkewTable {
-        &self.front.skew
+        &self.fe.front.skew
     }
 
     /// Channel map (geometry) of the bench.
@@ -427,21 +649,9 @@ impl BenchSim {
         let t1 = (self.t_now + SLICE_PS).min(self.t_end);
         self.generate(t1);
         self.t_now = t1;
-        if t1 >= self.t_end {
-            self.process_until(f64::INFINITY);
-            self.emit_frames(u64::MAX, frames, truth);
-            self.finished = true;
-        } else {
-            let horizon = t1 - self.margin_ps;
-            if horizon > 0.0 {
-                self.process_until(horizon);
-                // A hit processed later has tau >= horizon/P, so tick >= horizon/P - 0.3.
-                let complete = ((horizon / CLOCK_PERIOD_PS - 2.0) / FRAME_TICKS as f64).floor();
-                if complete > 0.0 {
-                    self.emit_frames(complete as u64, frames, truth);
-                }
-            }
-        }
+        let last = t1 >= self.t_end;
+        self.fe.advance(&mut self.rng, t1, last, frames, truth);
+        self.finished = last;
         true
     }
 
@@ -587,7 +797,7 @@ impl BenchSim {
         self.candidate(t, ch, e, id, 0, HitKind::Background);
     }
 
-    /// Measures a deposit (jitter, skew, energy resolution) and queues it.
+    /// Measures a deposit and queues it (bench: no extra truth).
     #[inline]
     fn candidate(
         &mut self,
@@ -598,134 +808,26 @@ impl BenchSim {
         photon_id: u8,
         kind: HitKind,
     ) {
-        let t_meas = t_true + self.front.channels[ch].skew_ps + self.sigma_t_ps * self.rng.normal();
-        let rel = self.res_coef * (E_511 / e_true).sqrt();
-        let e_meas = (e_true * (1.0 + rel * self.rng.normal())).max(0.1);
-        self.candidates.push(Candidate {
-            key: t_meas.max(0.0).to_bits(),
-            t_meas,
+        self.fe.candidate(
+            &mut self.rng,
             t_true,
-            e_meas: e_meas as f32,
-            e_true: e_true as f32,
+            ch,
+            e_true,
             decay_id,
-            ch: ch as u16,
             photon_id,
             kind,
-        });
-    }
-
-    /// Applies dead time and digitises, in measured-time order, every candidate measured
-    /// before `horizon` (ps since the run start).
-    fn process_until(&mut self, horizon: f64) {
-        self.candidates.sort_by_key(|c| c.key);
-        let k = self.candidates.partition_point(|c| c.t_meas < horizon);
-        for i in 0..k {
-            let c = self.candidates[i];
-            self.digitise(c);
-        }
-        self.candidates.drain(..k);
-    }
-
-    /// One TDC branch: edge at `tau` periods -> (tick, fine code).
-    #[inline]
-    fn tdc_edge(&mut self, e: &TdcEntry, tau: f64) -> (i64, u16) {
-        let tp = tau + e.t0;
-        // floor without a libm call (tp is far inside the i64 range).
-        let mut fl = tp as i64;
-        if (fl as f64) > tp {
-            fl -= 1;
-        }
-        let q = (fl as f64 + 1.0) - tp;
-        let code = e.a0 + q * (e.a1 + e.a2 * q) + self.config.tdc_noise_codes * self.rng.normal();
-        // Round half up on the clamped, non-negative code.
-        (fl + 1, (code.clamp(0.0, 1023.0) + 0.5) as u16)
-    }
-
-    fn digitise(&mut self, c: Candidate) {
-        let ch = usize::from(c.ch);
-        if c.t_meas < self.last_emit_ps[ch] + self.dead_ps {
-            self.counters.dead_time_lost += 1;
-            return;
-        }
-        self.last_emit_ps[ch] = c.t_meas;
-        let tac = (self.tac_count[ch] & 3) as usize;
-        self.tac_count[ch] = self.tac_count[ch].wrapping_add(1);
-        let k = self.front.channels[ch];
-        let tau = c.t_meas / CLOCK_PERIOD_PS;
-        let (tick, tfine) = self.tdc_edge(&k.tdc[tac][0], tau);
-        let tot_ns = (k.a_ns * (1.0 + f64::from(c.e_meas) / k.b_kev).ln()).max(MIN_TOT_NS);
-        let (tick_e, efine) = self.tdc_edge(&k.tdc[tac][1], tau + tot_ns / 5.0);
-        let tick = tick.max(0) as u64;
-        let hit = HitFields {
-            channel: k.id,
-            tac: tac as u8,
-            tcoarse: (tick % FRAME_TICKS) as u16,
-            ecoarse: tick_e.rem_euclid(FRAME_TICKS as i64) as u16,
-            tfine,
-            efine,
-        };
-        self.ready.push(Ready {
-            frame: tick / FRAME_TICKS,
-            tcoarse: hit.tcoarse,
-            channel: k.id,
-            word: hit.encode(),
-            t_true_ps: self.base_ps + c.t_true.round() as i64,
-            e_true: c.e_true,
-            decay_id: c.decay_id,
-            photon_id: c.photon_id,
-            kind: c.kind,
-        });
-    }
-
-    /// Emits every frame before `limit` (relative frame number) that has hits.
-    fn emit_frames(&mut self, limit: u64, frames: &mut Vec<u8>, truth: &mut TruthBatch) {
-        let ready = &mut self.ready;
-        ready.sort_by_key(|r| (r.frame, r.tcoarse, r.channel));
-        let max = self.config.max_hits_per_frame;
-        let start = self.config.start_frame_id;
-        let counters = &mut self.counters;
-        let words = &mut self.words;
-        let mut i = 0;
-        while i < ready.len() && ready[i].frame < limit {
-            let frame = ready[i].frame;
-            let mut j = i + 1;
-            while j < ready.len() && ready[j].frame == frame {
-                j += 1;
-            }
-            let n = j - i;
-            let keep = n.min(max);
-            let kept = &ready[i..i + keep];
-            words.clear();
-            words.extend(kept.iter().map(|r| r.word));
-            let absolute = start + frame;
-            encode_frame(frames, absolute % FRAME_ID_MODULUS, n > keep, words);
-            for r in kept {
-                truth.push(
-                    r.t_true_ps,
-                    r.channel,
-                    r.e_true,
-                    r.decay_id,
-                    r.photon_id,
-                    r.kind,
-                );
-                counters.hits_by_kind[r.kind as usize] += 1;
-            }
-            counters.overflow_lost += (n - keep) as u64;
-            counters.lossy_frames += u64::from(n > keep);
-            counters.frames += 1;
-            counters.first_frame.get_or_insert(absolute);
-            counters.last_frame = Some(absolute);
-            i = j;
-        }
-        ready.drain(..i);
+            TruthExtra::default(),
+        );
     }
 
     /// Counts so far (complete once [`BenchSim::next_slice`] has returned false).
     pub fn summary(&self) -> SimSummary {
         let c = &self.counters;
-        let hits_by_kind: BTreeMap<String, u64> = HitKind::ALL
+        let e = &self.fe.counters;
+        // The bench's own kinds (it never produces inter-crystal hits).
+        let hits_by_kind: BTreeMap<String, u64> = HitKind::ALL[..5]
             .iter()
-            .map(|k| (k.name().to_string(), c.hits_by_kind[*k as usize]))
+            .map(|k| (k.name().to_string(), e.hits_by_kind[*k as usize]))
             .collect();
         let f = self.geo.cone_fraction();
         let bg_expected: f64 = LU_GAMMAS
@@ -740,23 +842,23 @@ impl BenchSim {
             seed: self.config.seed,
             simulated_s: self.t_now / 1e12,
             finished: self.finished,
-            hits_emitted: c.hits_by_kind.iter().sum(),
-            frames_emitted: c.frames,
-            lossy_frames: c.lossy_frames,
+            hits_emitted: e.hits_by_kind.iter().sum(),
+            frames_emitted: e.frames,
+            lossy_frames: e.lossy_frames,
             decays: c.decays_in_cone + c.decays_prompt_only,
             decays_in_cone: c.decays_in_cone,
             decays_prompt_only: c.decays_prompt_only,
             background_decays: c.background_decays,
-            dark_hits: c.hits_by_kind[HitKind::Dark as usize],
-            dead_time_lost: c.dead_time_lost,
-            overflow_lost: c.overflow_lost,
+            dark_hits: e.hits_by_kind[HitKind::Dark as usize],
+            dead_time_lost: e.dead_time_lost,
+            overflow_lost: e.overflow_lost,
             below_threshold: c.below_threshold,
             hits_by_kind,
-            first_frame_id: c.first_frame.map(|f| f % FRAME_ID_MODULUS),
-            last_frame_id: c.last_frame.map(|f| f % FRAME_ID_MODULUS),
-            first_frame: c.first_frame,
-            last_frame: c.last_frame,
-            wraps: match (c.first_frame, c.last_frame) {
+            first_frame_id: e.first_frame.map(|f| f % FRAME_ID_MODULUS),
+            last_frame_id: e.last_frame.map(|f| f % FRAME_ID_MODULUS),
+            first_frame: e.first_frame,
+            last_frame: e.last_frame,
+            wraps: match (e.first_frame, e.last_frame) {
                 (Some(a), Some(b)) => b / FRAME_ID_MODULUS - a / FRAME_ID_MODULUS,
                 _ => 0,
             },
@@ -794,9 +896,9 @@ mod tests {
             ..Default::default()
         };
         let mut sim = BenchSim::new(cfg).unwrap();
-        let e = sim.front.channels[5].tdc[2][0];
+        let e = sim.fe.front.channels[5].tdc[2][0];
         for tau in [1000.0, 1000.25, 1234.999, 77.5001, 3.0 - e.t0] {
-            let (tick, fine) = sim.tdc_edge(&e, tau);
+            let (tick, fine) = sim.fe.tdc_edge(&mut sim.rng, &e, tau);
             let q = e.phase(f64::from(fine));
             let back = tick as f64 - q - e.t0;
             // Code rounding: half a code over ~300 codes per period.

@@ -1,5 +1,7 @@
 //! Ground truth of the emitted hits: [`HitKind`], the column batch [`TruthBatch`] (one row per
-//! emitted hit, in emission order) and its Arrow schema for `truth.parquet`.
+//! emitted hit, in emission order) and its Arrow schemas for `truth.parquet`: the bench
+//! layout ([`TruthBatch::schema`], six columns) and the ring layout
+//! ([`TruthBatch::schema_extended`], the same six columns followed by the [`TruthExtra`] ones).
 
 use arrow_array::{
     ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray, UInt8Array, UInt32Array,
@@ -16,8 +18,8 @@ use std::sync::Arc;
 pub enum HitKind {
     /// A 511 keV annihilation photon of a source decay (full or partial deposit).
     True = 0,
-    /// An annihilation photon scattered in the object (reserved: the bench preset has no
-    /// scattering object, so it never produces this kind).
+    /// First crystal deposit of an annihilation photon that Compton-scattered in the object
+    /// (ring preset with a phantom; the bench preset never produces this kind).
     Scatter = 1,
     /// A SiPM dark count (with optical crosstalk).
     Dark = 2,
@@ -25,16 +27,20 @@ pub enum HitKind {
     Background = 3,
     /// The Na-22 1274.5 keV prompt gamma.
     PromptGamma = 4,
+    /// A further crystal deposit (after the first) of an annihilation photon that scattered
+    /// from crystal to crystal (ring preset's inter-crystal scatter; never produced by bench).
+    InterCrystal = 5,
 }
 
 impl HitKind {
     /// Every kind, in code order.
-    pub const ALL: [HitKind; 5] = [
+    pub const ALL: [HitKind; 6] = [
         HitKind::True,
         HitKind::Scatter,
         HitKind::Dark,
         HitKind::Background,
         HitKind::PromptGamma,
+        HitKind::InterCrystal,
     ];
 
     /// Stable snake_case name, as written to `truth.parquet`.
@@ -45,6 +51,7 @@ impl HitKind {
             HitKind::Dark => "dark",
             HitKind::Background => "background",
             HitKind::PromptGamma => "prompt_gamma",
+            HitKind::InterCrystal => "inter_crystal",
         }
     }
 
@@ -52,6 +59,23 @@ impl HitKind {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
+}
+
+/// The ring preset's extra truth of one hit (all zero for the bench preset and for dark
+/// counts and background hits).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TruthExtra {
+    /// 0: the photon's first crystal deposit; 1, 2: further crystals it scattered into.
+    pub interaction: u8,
+    /// Compton scatters of the photon in the object (phantom) before it reached the ring.
+    pub n_scatter: u8,
+    /// Energy of the photon when it reached the ring, keV (511 unless object-scattered).
+    pub e_photon_kev: f32,
+    /// The photon's total deposited energy over all its crystals, before threshold and dead
+    /// time, keV (`== e_photon_kev` for a photopeak photon).
+    pub photon_dep_kev: f32,
+    /// Annihilation point, mm.
+    pub src_mm: [f32; 3],
 }
 
 /// Truth rows, column by column. Row `i` describes the `i`-th hit word emitted.
@@ -71,6 +95,20 @@ pub struct TruthBatch {
     pub photon_id: Vec<u8>,
     /// Origin of the hit.
     pub kind: Vec<HitKind>,
+    /// [`TruthExtra::interaction`] per row (0 for bench).
+    pub interaction: Vec<u8>,
+    /// [`TruthExtra::n_scatter`] per row (0 for bench).
+    pub n_scatter: Vec<u8>,
+    /// [`TruthExtra::e_photon_kev`] per row (0 for bench).
+    pub e_photon_kev: Vec<f32>,
+    /// [`TruthExtra::photon_dep_kev`] per row (0 for bench).
+    pub photon_dep_kev: Vec<f32>,
+    /// Annihilation point x, mm (0 for bench).
+    pub src_x_mm: Vec<f32>,
+    /// Annihilation point y, mm (0 for bench).
+    pub src_y_mm: Vec<f32>,
+    /// Annihilation point z, mm (0 for bench).
+    pub src_z_mm: Vec<f32>,
 }
 
 impl TruthBatch {
@@ -97,9 +135,16 @@ impl TruthBatch {
         self.decay_id.clear();
         self.photon_id.clear();
         self.kind.clear();
+        self.interaction.clear();
+        self.n_scatter.clear();
+        self.e_photon_kev.clear();
+        self.photon_dep_kev.clear();
+        self.src_x_mm.clear();
+        self.src_y_mm.clear();
+        self.src_z_mm.clear();
     }
 
-    /// Appends one row.
+    /// Appends one row (extra columns zero).
     #[inline]
     pub fn push(
         &mut self,
@@ -110,12 +155,54 @@ impl TruthBatch {
         photon_id: u8,
         kind: HitKind,
     ) {
+        self.push_extra(
+            t_true_ps,
+            channel,
+            e_true_kev,
+            decay_id,
+            photon_id,
+            kind,
+            &TruthExtra::default(),
+        );
+    }
+
+    /// Appends one row with its extra columns.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn push_extra(
+        &mut self,
+        t_true_ps: i64,
+        channel: u32,
+        e_true_kev: f32,
+        decay_id: u64,
+        photon_id: u8,
+        kind: HitKind,
+        extra: &TruthExtra,
+    ) {
         self.t_true_ps.push(t_true_ps);
         self.channel.push(channel);
         self.e_true_kev.push(e_true_kev);
         self.decay_id.push(decay_id);
         self.photon_id.push(photon_id);
         self.kind.push(kind);
+        self.interaction.push(extra.interaction);
+        self.n_scatter.push(extra.n_scatter);
+        self.e_photon_kev.push(extra.e_photon_kev);
+        self.photon_dep_kev.push(extra.photon_dep_kev);
+        self.src_x_mm.push(extra.src_mm[0]);
+        self.src_y_mm.push(extra.src_mm[1]);
+        self.src_z_mm.push(extra.src_mm[2]);
+    }
+
+    /// The extra columns of row `i`.
+    pub fn extra(&self, i: usize) -> TruthExtra {
+        TruthExtra {
+            interaction: self.interaction[i],
+            n_scatter: self.n_scatter[i],
+            e_photon_kev: self.e_photon_kev[i],
+            photon_dep_kev: self.photon_dep_kev[i],
+            src_mm: [self.src_x_mm[i], self.src_y_mm[i], self.src_z_mm[i]],
+        }
     }
 
     /// Appends every row of `other`.
@@ -126,19 +213,47 @@ impl TruthBatch {
         self.decay_id.extend_from_slice(&other.decay_id);
         self.photon_id.extend_from_slice(&other.photon_id);
         self.kind.extend_from_slice(&other.kind);
+        self.interaction.extend_from_slice(&other.interaction);
+        self.n_scatter.extend_from_slice(&other.n_scatter);
+        self.e_photon_kev.extend_from_slice(&other.e_photon_kev);
+        self.photon_dep_kev.extend_from_slice(&other.photon_dep_kev);
+        self.src_x_mm.extend_from_slice(&other.src_x_mm);
+        self.src_y_mm.extend_from_slice(&other.src_y_mm);
+        self.src_z_mm.extend_from_slice(&other.src_z_mm);
     }
 
     /// Arrow schema of `truth.parquet`: `t_true_ps` Int64, `channel` UInt32, `e_true_kev`
     /// Float32, `decay_id` UInt64, `photon_id` UInt8, `kind` Utf8 (all non-null).
     pub fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
+        Arc::new(Schema::new(Self::base_fields()))
+    }
+
+    fn base_fields() -> Vec<Field> {
+        vec![
             Field::new("t_true_ps", DataType::Int64, false),
             Field::new("channel", DataType::UInt32, false),
             Field::new("e_true_kev", DataType::Float32, false),
             Field::new("decay_id", DataType::UInt64, false),
             Field::new("photon_id", DataType::UInt8, false),
             Field::new("kind", DataType::Utf8, false),
-        ]))
+        ]
+    }
+
+    /// Arrow schema of the ring preset's `truth.parquet`: the [`TruthBatch::schema`] columns,
+    /// then `interaction` UInt8, `n_scatter` UInt8, `e_photon_kev` Float32, `photon_dep_kev`
+    /// Float32, `src_x_mm`, `src_y_mm`, `src_z_mm` Float32 (all non-null).
+    pub fn schema_extended() -> SchemaRef {
+        let mut f = Self::base_fields();
+        f.extend([
+            Field::new("interaction", DataType::UInt8, false),
+            Field::new("n_scatter", DataType::UInt8, false),
+            Field::new("e_photon_kev", DataType::Float32, false),
+            Field::new("photon_dep_kev", DataType::Float32, false),
+            Field::new("src_x_mm", DataType::Float32, false),
+            Field::new("src_y_mm", DataType::Float32, false),
+            Field::new("src_z_mm", DataType::Float32, false),
+        ]);
+        Arc::new(Schema::new(f))
     }
 
     /// The rows as an Arrow record batch with [`TruthBatch::schema`].
@@ -154,6 +269,21 @@ impl TruthBatch {
             )),
         ];
         RecordBatch::try_new(Self::schema(), columns)
+    }
+
+    /// The rows as an Arrow record batch with [`TruthBatch::schema_extended`].
+    pub fn to_record_batch_extended(&self) -> Result<RecordBatch, ArrowError> {
+        let mut columns = self.to_record_batch()?.columns().to_vec();
+        columns.extend([
+            Arc::new(UInt8Array::from(self.interaction.clone())) as ArrayRef,
+            Arc::new(UInt8Array::from(self.n_scatter.clone())),
+            Arc::new(Float32Array::from(self.e_photon_kev.clone())),
+            Arc::new(Float32Array::from(self.photon_dep_kev.clone())),
+            Arc::new(Float32Array::from(self.src_x_mm.clone())),
+            Arc::new(Float32Array::from(self.src_y_mm.clone())),
+            Arc::new(Float32Array::from(self.src_z_mm.clone())),
+        ]);
+        RecordBatch::try_new(Self::schema_extended(), columns)
     }
 }
 
@@ -184,6 +314,9 @@ mod tests {
         assert_eq!(b.schema(), TruthBatch::schema());
         let kinds = b.column(5).as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(kinds.value(1), "dark");
+        let x = t.to_record_batch_extended().unwrap();
+        assert_eq!(x.num_columns(), 13);
+        assert_eq!(x.schema().field(6).name(), "interaction");
         t.clear();
         assert!(t.is_empty());
     }

@@ -1,5 +1,6 @@
-//! Integration tests of the bench simulator: determinism, frame structure against the truth,
-//! inversion with the true calibration, physics mix, files on disk and the command line.
+//! Integration tests of the simulator: bench preset (determinism, frame structure against the
+//! truth, inversion with the true calibration, physics mix, files on disk, the command line,
+//! streaming) and ring preset (module `ring` at the end).
 
 use scandaq_core::calib::Branch;
 use scandaq_decoders::{FrameScanner, FrameSpan, HitFields, RawfHeader};
@@ -203,7 +204,7 @@ fn kind_mix_threshold_and_rate() {
                 assert!(id < 1 << 62 && (truth.photon_id[k] == 1 || truth.photon_id[k] == 2))
             }
             HitKind::PromptGamma => assert!(id < 1 << 62 && truth.photon_id[k] == 3),
-            HitKind::Scatter => unreachable!(),
+            HitKind::Scatter | HitKind::InterCrystal => unreachable!(),
         }
     }
     // Emitted rate close to the request (dead time removes ~0.3%).
@@ -468,7 +469,8 @@ fn command_line() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     };
-    bad(&["--preset", "ring"], "available presets: bench");
+    bad(&["--preset", "cube"], "available presets: bench, ring");
+    bad(&["--phantom"], "only apply to --preset ring");
     bad(&["--duration", "5 parsecs"], "invalid duration");
     bad(&["--rate", "fast"], "invalid rate");
     bad(&["--duration", "2h"], "duration_s");
@@ -1088,5 +1090,580 @@ mod streaming {
             &["--udp", &port, "--lose-packets", "0.6", "--corrupt", "0.5"],
             "less than 1",
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ring preset: determinism, truth accounting, geometry, physics, files and command line.
+
+mod ring {
+    use super::*;
+    use scandaq_fpga_sim::ring::{
+        Phantom, RingConfig, RingGeometry, RingSim, RingSummary, Source, write_ring_files,
+    };
+    use std::collections::HashMap;
+
+    fn ring_cfg(duration_s: f64) -> RingConfig {
+        RingConfig {
+            duration_s,
+            ..RingConfig::default()
+        }
+    }
+
+    fn run_ring(config: RingConfig) -> (RingSim, Vec<u8>, TruthBatch) {
+        let mut sim = RingSim::new(config).expect("valid ring config");
+        let mut frames = Vec::new();
+        let mut truth = TruthBatch::new();
+        let mut slice = TruthBatch::new();
+        while sim.next_slice(&mut frames, &mut slice) {
+            truth.extend_from(&slice);
+            slice.clear();
+        }
+        assert!(!sim.next_slice(&mut Vec::new(), &mut slice));
+        (sim, frames, truth)
+    }
+
+    /// Rows of each photon `(decay_id, photon_id)` of source decays.
+    fn photons(truth: &TruthBatch) -> HashMap<(u64, u8), Vec<usize>> {
+        let mut m: HashMap<(u64, u8), Vec<usize>> = HashMap::new();
+        for i in 0..truth.len() {
+            if matches!(
+                truth.kind[i],
+                HitKind::True | HitKind::Scatter | HitKind::InterCrystal
+            ) {
+                m.entry((truth.decay_id[i], truth.photon_id[i]))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        m
+    }
+
+    fn transaxial(a: [f32; 3], b: [f32; 3]) -> f64 {
+        f64::from(a[0] - b[0]).hypot(f64::from(a[1] - b[1]))
+    }
+
+    #[test]
+    fn ring_same_seed_same_bytes_other_seed_differs() {
+        let (_, fa, ta) = run_ring(ring_cfg(0.005));
+        let (_, fb, tb) = run_ring(ring_cfg(0.005));
+        assert!(ta.len() > 5000, "{}", ta.len());
+        assert_eq!(fa, fb);
+        assert_eq!(ta, tb);
+        let (_, fc, tc) = run_ring(RingConfig {
+            seed: 2,
+            ..ring_cfg(0.005)
+        });
+        assert_ne!(fa, fc);
+        assert_ne!(ta, tc);
+    }
+
+    #[test]
+    fn ring_frames_decode_to_exactly_the_truth_rows() {
+        let (sim, frames, truth) = run_ring(RingConfig {
+            phantom: Some(Phantom::default()),
+            ..ring_cfg(0.01)
+        });
+        let (scanner, spans, hits) = decode(&frames);
+        assert!(scanner.losses.is_empty(), "{:?}", scanner.losses);
+        assert_eq!(hits.len(), truth.len());
+        let s = sim.summary();
+        assert_eq!(s.hits_emitted as usize, truth.len());
+        assert_eq!(s.frames_emitted as usize, spans.len());
+        assert!(spans.windows(2).all(|w| w[0].frame < w[1].frame));
+        for (k, (frame, h)) in hits.iter().enumerate() {
+            assert_eq!(h.channel, truth.channel[k], "row {k}");
+            let f_true = truth.t_true_ps[k].div_euclid(FRAME_PS);
+            assert!((*frame as i64 - f_true).abs() <= 1, "row {k}");
+        }
+        // Every column has one value per row, and the kinds add up to the summary.
+        for n in [
+            truth.interaction.len(),
+            truth.n_scatter.len(),
+            truth.e_photon_kev.len(),
+            truth.photon_dep_kev.len(),
+            truth.src_x_mm.len(),
+        ] {
+            assert_eq!(n, truth.len());
+        }
+        for kind in HitKind::ALL {
+            let n = truth.kind.iter().filter(|k| **k == kind).count() as u64;
+            assert_eq!(s.hits_by_kind.get(kind.name()).copied().unwrap_or(0), n);
+        }
+        assert_eq!(s.dark_hits, s.hits_by_kind["dark"]);
+        // Ids: dark and background flagged, source photons 1 and 2.
+        for i in 0..truth.len() {
+            let id = truth.decay_id[i];
+            match truth.kind[i] {
+                HitKind::Dark => assert!(id & (1 << 62) != 0 && truth.photon_id[i] == 0),
+                HitKind::Background => assert!(id & (1 << 63) != 0 && truth.photon_id[i] == 0),
+                HitKind::PromptGamma => panic!("no prompt gamma in the ring"),
+                _ => assert!(id < 1 << 62 && (1..=2).contains(&truth.photon_id[i])),
+            }
+            assert!(f64::from(truth.e_true_kev[i]) >= RingConfig::default().threshold_kev);
+        }
+        // The true tables invert the words to the true time (skew and jitter aside).
+        let (mut n, mut s2) = (0.0, 0.0);
+        for (k, (frame, h)) in hits.iter().enumerate() {
+            let tt = sim.true_tdc().get(h.channel, h.tac, Branch::T).unwrap();
+            let t = ((*frame * 1024) as f64 + f64::from(h.tcoarse)
+                - tt.phase(f64::from(h.tfine))
+                - tt.t0)
+                * PERIOD_PS;
+            let r = t - sim.true_skew().offsets_ps[&h.channel] - truth.t_true_ps[k] as f64;
+            n += 1.0;
+            s2 += r * r;
+        }
+        let sigma = 200.0 / (2.355 * 2f64.sqrt());
+        let rms = (s2 / n).sqrt();
+        assert!((rms - sigma).abs() < 10.0, "rms {rms} vs {sigma}");
+    }
+
+    #[test]
+    fn ring_geometry_channels_and_map() {
+        for radius in [400.0, 300.0] {
+            let config = RingConfig {
+                ring_radius_mm: radius,
+                duration_s: 0.001,
+                ..RingConfig::default()
+            };
+            let sim = RingSim::new(config.clone()).unwrap();
+            let text = sim.geometry().to_map_channel();
+            let g = scandaq_core::Geometry::parse_map_channel("map", &text).unwrap();
+            assert_eq!(g.crystals.len(), 2048);
+            assert_eq!(&g, sim.geometry());
+            let ids: std::collections::BTreeSet<u32> = g.crystals.keys().copied().collect();
+            assert_eq!(ids.len(), 2048);
+            for (&id, c) in &g.crystals {
+                let (port, slave, chip, ch) = scandaq_core::ChannelId(id).parts();
+                assert_eq!((port, slave), (0, 0));
+                assert_eq!(chip, c.module);
+                assert_eq!(ch, c.yi * 8 + c.xi);
+                let r = f64::from(c.pos_mm[0]).hypot(f64::from(c.pos_mm[1]));
+                assert!(
+                    r >= radius && r <= radius + config.crystal_length_mm,
+                    "channel {id} at radius {r}"
+                );
+                assert!(f64::from(c.pos_mm[2]).abs() < 16.0);
+                // The crystal's azimuth is its module's, within half a module face.
+                let phi = f64::from(c.pos_mm[1]).atan2(f64::from(c.pos_mm[0]));
+                let want = f64::from(c.module) * std::f64::consts::TAU / 32.0;
+                let d = (phi - want + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
+                    - std::f64::consts::PI;
+                assert!(d.abs() < (16.0 / radius), "channel {id}: {d}");
+            }
+            // Ray from the centre to each crystal centre enters that crystal.
+            let geo = sim.ring_geometry();
+            for ch in (0..2048).step_by(37) {
+                let c = geo.crystal_centre(ch);
+                let n = (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]).sqrt();
+                let hit = geo.face_hit([0.0; 3], [c[0] / n, c[1] / n, c[2] / n]);
+                assert_eq!(hit.map(|h| h.ch), Some(ch));
+                assert_eq!(
+                    RingGeometry::channel_id(ch),
+                    *g.crystals.keys().nth(ch).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn centred_point_source_pairs_are_opposite_and_photopeaks_sum_to_511() {
+        let config = ring_cfg(0.02);
+        let r = config.ring_radius_mm;
+        let l = config.crystal_length_mm;
+        let (sim, _, truth) = run_ring(config);
+        let map = sim.geometry();
+        let s = sim.summary();
+        assert_eq!(s.hits_by_kind["scatter"], 0, "no phantom, no object scatter");
+        assert!(truth.n_scatter.iter().all(|&n| n == 0));
+        let ph = photons(&truth);
+        // Opposite crystals: earliest interaction emitted of each photon of a decay.
+        let mut first: HashMap<u64, [Option<usize>; 2]> = HashMap::new();
+        for (&(id, p), rows) in &ph {
+            let i = *rows.iter().min_by_key(|&&i| truth.interaction[i]).unwrap();
+            first.entry(id).or_default()[usize::from(p - 1)] = Some(i);
+        }
+        let (mut pairs, mut opposite) = (0, 0);
+        for v in first.values() {
+            if let [Some(a), Some(b)] = *v {
+                pairs += 1;
+                let ca = map.crystal(truth.channel[a]).unwrap();
+                let cb = map.crystal(truth.channel[b]).unwrap();
+                let d = transaxial(ca.pos_mm, cb.pos_mm);
+                assert!(d > 2.0 * r - 1.0 && d < 2.0 * r + 2.0 * l, "distance {d}");
+                opposite += u32::from((ca.module + 32 - cb.module) % 32 == 16);
+                // Same annihilation point, photons arrive together (centred source).
+                assert!((truth.t_true_ps[a] - truth.t_true_ps[b]).abs() < 100);
+            }
+        }
+        assert!(pairs > 1000, "{pairs} pairs");
+        assert_eq!(opposite, pairs, "every pair lands on opposite modules");
+        assert_eq!(s.true_pairs_emitted, pairs as u64);
+        assert_eq!(s.true_coincidences_in_window, pairs as u64);
+        assert_eq!(s.photons_emitted, ph.len() as u64);
+        assert!(s.decays > s.true_pairs_emitted && s.photons_detected >= s.photons_emitted);
+
+        // Multi-hit photons: same decay and photon id, same module, distinct crystals, the
+        // secondaries later by the crystal distance over c; sums never exceed the photon.
+        let (mut multi, mut full, mut complete) = (0, 0, 0);
+        for rows in ph.values() {
+            let dep = truth.photon_dep_kev[rows[0]];
+            let sum: f32 = rows.iter().map(|&i| truth.e_true_kev[i]).sum();
+            assert!(sum <= dep + 0.01, "{sum} > {dep}");
+            assert!(rows.iter().all(|&i| truth.photon_dep_kev[i] == dep));
+            assert!(rows.iter().all(|&i| truth.e_photon_kev[i] == 511.0));
+            if rows.len() > 1 {
+                multi += 1;
+                let mods: Vec<u32> = rows
+                    .iter()
+                    .map(|&i| map.crystal(truth.channel[i]).unwrap().module)
+                    .collect();
+                assert!(mods.iter().all(|&m| m == mods[0]));
+                let mut chans: Vec<u32> = rows.iter().map(|&i| truth.channel[i]).collect();
+                chans.sort_unstable();
+                chans.dedup();
+                assert_eq!(chans.len(), rows.len());
+                let t0 = rows.iter().map(|&i| truth.t_true_ps[i]).min().unwrap();
+                assert!(rows.iter().all(|&i| truth.t_true_ps[i] - t0 <= 100));
+                for &i in rows {
+                    assert_eq!(
+                        truth.kind[i] == HitKind::InterCrystal,
+                        truth.interaction[i] > 0
+                    );
+                }
+            }
+            if dep == 511.0 {
+                full += 1;
+                complete += u32::from((sum - 511.0).abs() < 0.05);
+            }
+        }
+        assert!(multi > 200, "{multi} multi-hit photons");
+        assert!(s.hits_by_kind["inter_crystal"] > 0);
+        assert!(
+            f64::from(complete) > 0.85 * f64::from(full),
+            "{complete} of {full} photopeak photons sum to 511 keV"
+        );
+        // Point source at the centre: the annihilation point is the origin.
+        for i in 0..truth.len() {
+            if truth.photon_id[i] > 0 {
+                assert_eq!(
+                    [truth.src_x_mm[i], truth.src_y_mm[i], truth.src_z_mm[i]],
+                    [0.0; 3]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn object_scatter_only_with_the_phantom() {
+        let (sim, _, truth) = run_ring(RingConfig {
+            phantom: Some(Phantom::default()),
+            ..ring_cfg(0.02)
+        });
+        let s = sim.summary();
+        assert!(s.hits_by_kind["scatter"] > 100, "{:?}", s.hits_by_kind);
+        assert!(s.photons_object_scattered > 0 && s.scattered_coincidences_in_window > 0);
+        let mut scattered_full = 0;
+        for i in 0..truth.len() {
+            let sc = truth.n_scatter[i] > 0;
+            if truth.interaction[i] == 0 && truth.photon_id[i] > 0 {
+                assert_eq!(truth.kind[i] == HitKind::Scatter, sc, "row {i}");
+            }
+            if sc {
+                assert!(truth.e_photon_kev[i] < 511.0);
+                assert!(truth.e_true_kev[i] <= truth.e_photon_kev[i] + 0.01);
+                scattered_full += u32::from(truth.photon_dep_kev[i] == truth.e_photon_kev[i]);
+            } else if truth.photon_id[i] > 0 {
+                assert_eq!(truth.e_photon_kev[i], 511.0);
+            }
+        }
+        assert!(scattered_full > 0);
+        // Without the phantom (same seed): no object scatter at all.
+        let (sim, _, truth) = run_ring(ring_cfg(0.005));
+        assert_eq!(sim.summary().hits_by_kind["scatter"], 0);
+        assert_eq!(sim.summary().photons_object_scattered, 0);
+        assert!(truth.kind.iter().all(|k| *k != HitKind::Scatter));
+    }
+
+    #[test]
+    fn line_and_cylinder_sources_place_annihilations() {
+        let (_, _, truth) = run_ring(RingConfig {
+            source: Source::Line {
+                from_mm: [50.0, 0.0, -10.0],
+                to_mm: [50.0, 0.0, 10.0],
+            },
+            ..ring_cfg(0.005)
+        });
+        let src: Vec<usize> = (0..truth.len()).filter(|&i| truth.photon_id[i] > 0).collect();
+        assert!(src.len() > 1000);
+        let zs: Vec<f32> = src.iter().map(|&i| truth.src_z_mm[i]).collect();
+        for &i in &src {
+            assert!((truth.src_x_mm[i] - 50.0).abs() < 1e-3 && truth.src_y_mm[i] == 0.0);
+            assert!(truth.src_z_mm[i].abs() <= 10.0);
+        }
+        assert!(zs.iter().any(|&z| z > 5.0) && zs.iter().any(|&z| z < -5.0));
+        let (_, _, truth) = run_ring(RingConfig {
+            source: Source::Cylinder {
+                centre_mm: [0.0; 3],
+                radius_mm: 80.0,
+                length_mm: 30.0,
+            },
+            positron_range_mm: 0.5,
+            ..ring_cfg(0.005)
+        });
+        let mut outer = 0;
+        for i in (0..truth.len()).filter(|&i| truth.photon_id[i] > 0) {
+            let r = truth.src_x_mm[i].hypot(truth.src_y_mm[i]);
+            assert!(r < 80.0 + 20.0 && truth.src_z_mm[i].abs() < 15.0 + 20.0);
+            outer += u32::from(r > 40.0);
+        }
+        assert!(outer > 100);
+    }
+
+    #[test]
+    fn ring_files_on_disk_and_activity() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ring");
+        let config = RingConfig {
+            activity_bq: Some(50e6),
+            ..ring_cfg(0.01)
+        };
+        let summary: RingSummary = write_ring_files(config.clone(), &dir).unwrap();
+        for f in scandaq_fpga_sim::ring::ring_file_list() {
+            assert!(dir.join(&f).is_file(), "{f} missing");
+        }
+        assert!((summary.activity_total_bq - 50e6).abs() < 1.0);
+        let raw = std::fs::read(dir.join("ring.rawf")).unwrap();
+        RawfHeader::parse(&raw).unwrap();
+        let (scanner, spans, _) = decode(&raw[64..]);
+        assert_eq!(scanner.hits, summary.hits_emitted);
+        let idx =
+            scandaq_decoders::idxf::parse(&std::fs::read_to_string(dir.join("ring.idxf")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (idx[0].start_offset, idx[0].end_offset, idx[0].first_frame_id),
+            (64, raw.len() as u64, spans[0].frame)
+        );
+        let file = std::fs::File::open(dir.join("truth.parquet")).unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let names: Vec<String> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "t_true_ps",
+                "channel",
+                "e_true_kev",
+                "decay_id",
+                "photon_id",
+                "kind",
+                "interaction",
+                "n_scatter",
+                "e_photon_kev",
+                "photon_dep_kev",
+                "src_x_mm",
+                "src_y_mm",
+                "src_z_mm"
+            ]
+        );
+        let rows: usize = builder
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+        assert_eq!(rows as u64, summary.hits_emitted);
+        let sim = RingSim::new(config).unwrap();
+        let calib = dir.join("calib");
+        let read = |f: &str| std::fs::read_to_string(calib.join(f)).unwrap();
+        assert_eq!(
+            &scandaq_core::TdcTable::parse("tdc", &read("tdc_calibration.tsv")).unwrap(),
+            sim.true_tdc()
+        );
+        assert_eq!(sim.true_tdc().entries.len(), 2048 * 8);
+        assert_eq!(
+            &scandaq_core::EnergyTable::parse("e", &read("energy_calibration.tsv")).unwrap(),
+            sim.true_energy()
+        );
+        assert_eq!(
+            &scandaq_core::SkewTable::parse("s", &read("skew.tsv")).unwrap(),
+            sim.true_skew()
+        );
+        let skews: Vec<f64> = sim.true_skew().offsets_ps.values().copied().collect();
+        assert!(skews.iter().all(|s| s.abs() <= 500.0));
+        assert!(skews.iter().any(|s| s.abs() > 400.0));
+        assert_eq!(
+            &scandaq_core::Geometry::parse_map_channel("m", &read("map_channel.tsv")).unwrap(),
+            sim.geometry()
+        );
+        let trig = read("map_trigger.tsv");
+        assert_eq!(trig.lines().filter(|l| l.ends_with('C')).count(), 32 * 31 / 2);
+        assert!(read("config.ini").contains("channel_map = %CDIR%/map_channel.tsv"));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["preset"], "ring");
+        for key in [
+            "decays",
+            "photons_detected",
+            "true_coincidences_in_window",
+            "randoms_rate_estimate_hz",
+        ] {
+            assert!(json[key].is_number(), "{key}");
+        }
+        assert_eq!(json["hits_emitted"], summary.hits_emitted);
+    }
+
+    #[test]
+    fn ring_default_rate_randoms_and_multiples_matter() {
+        let (sim, _, truth) = run_ring(ring_cfg(0.02));
+        let s = sim.summary();
+        let rate = s.hits_emitted as f64 / 0.02;
+        assert!(rate > 2.5e6 && rate < 3.2e6, "rate {rate}");
+        // Randoms at a 4 ns window are a visible fraction of the trues.
+        let trues_rate = s.true_coincidences_in_window as f64 / 0.02;
+        assert!(
+            s.randoms_rate_estimate_hz > 0.02 * trues_rate,
+            "{} vs {trues_rate}",
+            s.randoms_rate_estimate_hz
+        );
+        // Singles whose 4 ns window (true time) holds a hit of another decay: randoms and
+        // multiples occur, but stay a minority.
+        let mut t: Vec<(i64, u64)> = truth
+            .t_true_ps
+            .iter()
+            .copied()
+            .zip(truth.decay_id.iter().copied())
+            .collect();
+        t.sort_unstable();
+        let mixed = (0..t.len())
+            .filter(|&i| {
+                t[i + 1..]
+                    .iter()
+                    .take_while(|x| x.0 - t[i].0 <= 4000)
+                    .any(|x| x.1 != t[i].1)
+            })
+            .count();
+        let f = mixed as f64 / t.len() as f64;
+        assert!(f > 0.005 && f < 0.05, "{mixed} of {}", t.len());
+    }
+
+    #[test]
+    fn ring_bad_config_and_command_line() {
+        let err = RingSim::new(RingConfig {
+            ring_radius_mm: 50.0,
+            ..RingConfig::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("ring_radius_mm"), "{err}");
+
+        let exe = env!("CARGO_BIN_EXE_fpga-sim");
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("cli");
+        let ok = std::process::Command::new(exe)
+            .args([
+                "--preset",
+                "ring",
+                "--duration",
+                "5ms",
+                "--rate",
+                "1M",
+                "--source",
+                "point:0,0,0",
+                "--source",
+                "point:100,0,0",
+                "--phantom",
+                "--ring-radius",
+                "380",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&ok.stdout);
+        assert!(
+            ok.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert!(
+            stdout.contains("preset ring") && stdout.contains("ring.rawf"),
+            "{stdout}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["config"]["ring_radius_mm"], 380.0);
+        assert_eq!(json["config"]["phantom"]["radius_mm"], 100.0);
+        assert_eq!(
+            json["config"]["source"]["positions_mm"][1],
+            serde_json::json!([100.0, 0.0, 0.0])
+        );
+        let bad = |args: &[&str], want: &str| {
+            let o = std::process::Command::new(exe)
+                .args(args)
+                .arg("--out")
+                .arg(tmp.path().join("x"))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{args:?} should fail");
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        };
+        bad(&["--preset", "ring", "--source", "sphere:3"], "invalid source");
+        bad(
+            &["--preset", "ring", "--source", "point:500,0,0"],
+            "inside the ring",
+        );
+        bad(
+            &[
+                "--preset",
+                "ring",
+                "--source",
+                "point:0,0,0",
+                "--source",
+                "cylinder:10,10",
+            ],
+            "must all be points",
+        );
+        bad(
+            &["--preset", "ring", "--udp", "127.0.0.1:9"],
+            "only implemented for the bench",
+        );
+    }
+
+    /// Ring generation speed (run with `--ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn ring_generation_speed() {
+        for phantom in [None, Some(Phantom::default())] {
+            let config = RingConfig {
+                duration_s: 2.0,
+                phantom,
+                ..RingConfig::default()
+            };
+            let start = std::time::Instant::now();
+            let mut sim = RingSim::new(config).unwrap();
+            let mut frames = Vec::new();
+            let mut truth = TruthBatch::new();
+            let mut hits = 0usize;
+            while sim.next_slice(&mut frames, &mut truth) {
+                hits += truth.len();
+                truth.clear();
+                frames.clear();
+            }
+            let dt = start.elapsed().as_secs_f64();
+            println!(
+                "phantom {}: {hits} hits in {dt:.3} s: {:.2} M hits/s",
+                sim.config().phantom.is_some(),
+                hits as f64 / dt / 1e6
+            );
+        }
     }
 }
