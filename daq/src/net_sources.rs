@@ -18,7 +18,9 @@ const UDP_RCVBUF: usize = 64 << 20;
 /// Pending frames are handed on at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
-/// Binds a UDP socket with a large receive buffer.
+/// Binds a UDP socket with a large receive buffer: `SO_RCVBUFFORCE` when the process may
+/// (root or CAP_NET_ADMIN), otherwise `SO_RCVBUF`, which the kernel caps at
+/// `net.core.rmem_max`. A buffer well below the request is reported on stderr with the fix.
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
@@ -26,7 +28,21 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         socket2::Domain::IPV6
     };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    let _ = socket.set_recv_buffer_size(UDP_RCVBUF);
+    if nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &UDP_RCVBUF)
+        .is_err()
+    {
+        let _ = socket.set_recv_buffer_size(UDP_RCVBUF);
+    }
+    // Linux reports twice the usable size.
+    let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+    if granted < UDP_RCVBUF / 4 {
+        eprintln!(
+            "warning: UDP receive buffer on {addr} is {} KiB, not the {} MiB asked for; bursts may be dropped by the kernel (counted as udp_kernel_drops). Raise the limit with `sysctl -w net.core.rmem_max={}`",
+            granted >> 10,
+            UDP_RCVBUF >> 20,
+            UDP_RCVBUF
+        );
+    }
     socket.bind(&addr.into())?;
     let socket: UdpSocket = socket.into();
     socket.set_read_timeout(Some(Duration::from_millis(20)))?;
