@@ -6,9 +6,12 @@
 //! The tests compare the library to it on random singles (every policy, both window modes,
 //! prompt and delayed, whole vs streaming vs parallel) and on hand-written cases. The
 //! benchmark `benches/benches/coincidence.rs` includes this file to run the reference beside
-//! the library; everything needing proptest is under `#[cfg(test)]`.
+//! the library, so proptest is named only inside `#[test]` functions and macros (which a
+//! harness-less bench never compiles).
 
 /// The plain reference implementation.
+// Conditions are written as the negation of the rule they enforce, on purpose.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub mod reference {
     use scandaq_core::Geometry;
 
@@ -237,8 +240,8 @@ pub mod reference {
                 let all = vec![true; partners.len()];
                 match cfg.policy {
                     Policy::TakeAllGoods => {
-                        for k in 0..partners.len() {
-                            if good[k] {
+                        for (k, &is_good) in good.iter().enumerate() {
+                            if is_good {
                                 keep.push(k);
                             }
                         }
@@ -353,7 +356,6 @@ pub mod reference {
 #[cfg(test)]
 mod tests {
     use super::reference::{self, Pair, Single};
-    use proptest::prelude::*;
     use scandaq_core::coincidence::*;
     use scandaq_core::{Crystal, Geometry};
 
@@ -499,76 +501,79 @@ mod tests {
         pieces: usize,
     }
 
-    fn case() -> impl Strategy<Value = Case> {
-        let geo = (2u32..7).prop_flat_map(|n| {
-            prop::collection::vec((0u32..4, -2i32..3, -2i32..3, -2i32..3), n as usize)
-        });
-        (
-            geo,
-            1i64..40,
-            1i64..60,
-            prop::collection::vec((0u8..10, 0u32..200, 0u32..8, 0u8..12, 0u16..4), 0..90),
-            prop::option::of(prop_oneof![Just([300.0f32, 650.0]), Just([0.0f32, 500.0])]),
-            prop::option::of(prop_oneof![Just(0.0), Just(50.0), Just(100.0), Just(141.4)]),
-            prop::option::of(prop_oneof![Just(0.0), Just(10.0), Just(25.0)]),
-            prop::option::of((1u32..3, prop::option::of(Just(4u32)))),
-            prop::collection::vec(0usize..30, 0..8),
-            1usize..6,
-        )
-            .prop_map(
-                |(g, window, extra, raw, energy, min_t, max_a, module, splits, pieces)| {
-                    let crystals: Vec<(u32, u32, [f32; 3])> = g
-                        .iter()
-                        .enumerate()
-                        .map(|(c, &(m, x, y, z))| {
-                            (
-                                c as u32,
-                                m,
-                                [x as f32 * 50.0, y as f32 * 50.0, z as f32 * 10.0],
-                            )
-                        })
-                        .collect();
-                    let nch = crystals.len() as u32;
-                    let delay = window + extra;
-                    let mut t = 1_000i64;
-                    let mut singles = Vec::new();
-                    for (gap, r, ch, ecode, flags) in raw {
-                        // Many collisions and exact edges (prompt and delayed).
-                        t += match gap {
-                            0 | 1 => 0,
-                            2 => 1,
-                            3 => window,
-                            4 => window + 1,
-                            5 => delay,
-                            6 => delay + window,
-                            7 => delay + window + 1,
-                            _ => r as i64 % (2 * (delay + window) + 2),
-                        };
-                        let e = match ecode {
-                            0..=6 => {
-                                [100.0, 200.0, 300.0, 400.0, 511.0, 650.0, 700.0][ecode as usize]
-                            }
-                            _ => r as f32 * 3.7,
-                        };
-                        // Channel nch (one past the geometry) is unmapped.
-                        singles.push(single(t, ch % (nch + 1), e));
-                        singles.last_mut().unwrap().flags = flags;
-                    }
-                    Case {
-                        geo: geometry(&crystals),
-                        singles,
-                        window,
-                        delay,
-                        energy,
-                        min_transaxial: min_t,
-                        max_axial: max_a,
-                        module: module
-                            .map(|(min, ring_modules)| ModuleDifference { min, ring_modules }),
-                        splits,
-                        pieces,
-                    }
-                },
+    /// Strategy of random [`Case`]s (a macro so that proptest is only named inside `#[test]`
+    /// functions: the benchmark includes this file without proptest).
+    macro_rules! case_strategy {
+        () => {{
+            let geo = (2u32..7).prop_flat_map(|n| {
+                prop::collection::vec((0u32..4, -2i32..3, -2i32..3, -2i32..3), n as usize)
+            });
+            (
+                geo,
+                1i64..40,
+                1i64..60,
+                prop::collection::vec((0u8..10, 0u32..200, 0u32..8, 0u8..12, 0u16..4), 0..90),
+                prop::option::of(prop_oneof![Just([300.0f32, 650.0]), Just([0.0f32, 500.0])]),
+                prop::option::of(prop_oneof![Just(0.0), Just(50.0), Just(100.0), Just(141.4)]),
+                prop::option::of(prop_oneof![Just(0.0), Just(10.0), Just(25.0)]),
+                prop::option::of((1u32..3, prop::option::of(Just(4u32)))),
+                prop::collection::vec(0usize..30, 0..8),
+                1usize..6,
             )
+                .prop_map(
+                    |(g, window, extra, raw, energy, min_t, max_a, module, splits, pieces)| {
+                        let crystals: Vec<(u32, u32, [f32; 3])> = g
+                            .iter()
+                            .enumerate()
+                            .map(|(c, &(m, x, y, z))| {
+                                (
+                                    c as u32,
+                                    m,
+                                    [x as f32 * 50.0, y as f32 * 50.0, z as f32 * 10.0],
+                                )
+                            })
+                            .collect();
+                        let nch = crystals.len() as u32;
+                        let delay = window + extra;
+                        let mut t = 1_000i64;
+                        let mut singles = Vec::new();
+                        for (gap, r, ch, ecode, flags) in raw {
+                            // Many collisions and exact edges (prompt and delayed).
+                            t += match gap {
+                                0 | 1 => 0,
+                                2 => 1,
+                                3 => window,
+                                4 => window + 1,
+                                5 => delay,
+                                6 => delay + window,
+                                7 => delay + window + 1,
+                                _ => r as i64 % (2 * (delay + window) + 2),
+                            };
+                            let e = match ecode {
+                                0..=6 => [100.0, 200.0, 300.0, 400.0, 511.0, 650.0, 700.0]
+                                    [ecode as usize],
+                                _ => r as f32 * 3.7,
+                            };
+                            // Channel nch (one past the geometry) is unmapped.
+                            singles.push(single(t, ch % (nch + 1), e));
+                            singles.last_mut().unwrap().flags = flags;
+                        }
+                        Case {
+                            geo: geometry(&crystals),
+                            singles,
+                            window,
+                            delay,
+                            energy,
+                            min_transaxial: min_t,
+                            max_axial: max_a,
+                            module: module
+                                .map(|(min, ring_modules)| ModuleDifference { min, ring_modules }),
+                            splits,
+                            pieces,
+                        }
+                    },
+                )
+        }};
     }
 
     fn configs(c: &Case) -> Vec<CoincidenceConfig> {
@@ -605,11 +610,29 @@ mod tests {
         ranges
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    /// Runs `body` on `cases` random inputs of `strategy` with proptest's runner (shrinking,
+    /// no failure persistence); panics with the minimal failing input.
+    macro_rules! check {
+        ($cases:expr, $strategy:expr, |$arg:pat_param| $body:block) => {{
+            let config = proptest::test_runner::Config {
+                cases: $cases,
+                failure_persistence: None,
+                ..Default::default()
+            };
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            if let Err(e) = runner.run(&$strategy, |$arg| {
+                $body;
+                Ok(())
+            }) {
+                panic!("{e}");
+            }
+        }};
+    }
 
-        #[test]
-        fn sorter_matches_reference_whole_streaming_parallel(c in case()) {
+    #[test]
+    fn sorter_matches_reference_whole_streaming_parallel() {
+        use proptest::prelude::*;
+        check!(400, case_strategy!(), |c| {
             let lut = CrystalLut::from_geometry(&c.geo);
             let cols = Cols::new(&c.singles);
             for cfg in configs(&c) {
@@ -630,7 +653,12 @@ mod tests {
                 }
                 sorter.finish(&mut streamed);
                 prop_assert_eq!(&pairs(&streamed), &want, "streaming {}", name);
-                prop_assert_eq!(ref_stats(sorter.stats()), want_stats, "streaming stats {}", name);
+                prop_assert_eq!(
+                    ref_stats(sorter.stats()),
+                    want_stats,
+                    "streaming stats {}",
+                    name
+                );
 
                 let mut par = CoincidenceBatch::default();
                 let pstats =
@@ -638,13 +666,21 @@ mod tests {
                 prop_assert_eq!(&pairs(&par), &want, "parallel {}", name);
                 prop_assert_eq!(ref_stats(&pstats), want_stats, "parallel stats {}", name);
             }
-        }
+        });
+    }
 
-        #[test]
-        fn gap_cuts_only_at_long_gaps(
-            gaps in prop::collection::vec(0i64..30, 0..200), span in 0i64..20, pieces in 1usize..9,
-        ) {
-            let t: Vec<i64> = gaps.iter().scan(0i64, |acc, g| { *acc += g; Some(*acc) }).collect();
+    #[test]
+    fn gap_cuts_only_at_long_gaps() {
+        use proptest::prelude::*;
+        let strategy = (prop::collection::vec(0i64..30, 0..200), 0i64..20, 1usize..9);
+        check!(256, strategy, |(gaps, span, pieces)| {
+            let t: Vec<i64> = gaps
+                .iter()
+                .scan(0i64, |acc, g| {
+                    *acc += g;
+                    Some(*acc)
+                })
+                .collect();
             let cuts = gap_cuts(&t, span, pieces);
             prop_assert_eq!(cuts[0], 0);
             prop_assert_eq!(*cuts.last().unwrap(), t.len());
@@ -655,21 +691,35 @@ mod tests {
             for &c in &cuts[1..cuts.len() - 1] {
                 prop_assert!(t[c] - t[c - 1] > span);
             }
-        }
+        });
+    }
 
-        #[test]
-        fn grouping_matches_reference_whole_and_streaming(
-            c in case(), window in 0i64..60, dmax in prop_oneof![Just(0.0), Just(50.0), Just(100.0), Just(1000.0)],
-        ) {
+    #[test]
+    fn grouping_matches_reference_whole_and_streaming() {
+        use proptest::prelude::*;
+        let dmax = prop_oneof![Just(0.0), Just(50.0), Just(100.0), Just(1000.0)];
+        check!(400, (case_strategy!(), 0i64..60, dmax), |(
+            c,
+            window,
+            dmax,
+        )| {
             let lut = CrystalLut::from_geometry(&c.geo);
             let cols = Cols::new(&c.singles);
-            let cfg = GroupingConfig { window_ps: window, max_distance_mm: dmax };
+            let cfg = GroupingConfig {
+                window_ps: window,
+                max_distance_mm: dmax,
+            };
             let want = reference::group(window, dmax, &c.geo, &c.singles);
             let got_of = |b: &PhotonBatch| -> Vec<reference::Photon> {
-                (0..b.len()).map(|k| reference::Photon {
-                    t: b.t_ps[k], ch: b.channel[k], e: b.energy_kev[k], flags: b.flags[k],
-                    multiplicity: b.multiplicity[k],
-                }).collect()
+                (0..b.len())
+                    .map(|k| reference::Photon {
+                        t: b.t_ps[k],
+                        ch: b.channel[k],
+                        e: b.energy_kev[k],
+                        flags: b.flags[k],
+                        multiplicity: b.multiplicity[k],
+                    })
+                    .collect()
             };
             let (whole, stats) = group_hits(&cfg, &lut, cols.view()).unwrap();
             prop_assert_eq!(got_of(&whole), want.clone());
@@ -685,8 +735,15 @@ mod tests {
 
             // Grouping then sorting, streamed end to end, equals the reference chain.
             let sort_cfg = CoincidenceConfig::prompt(c.window);
-            let ref_photons: Vec<Single> = want.iter()
-                .map(|p| Single { t: p.t, ch: p.ch, e: p.e, flags: p.flags }).collect();
+            let ref_photons: Vec<Single> = want
+                .iter()
+                .map(|p| Single {
+                    t: p.t,
+                    ch: p.ch,
+                    e: p.e,
+                    flags: p.flags,
+                })
+                .collect();
             let (want_pairs, _) = reference::sort(&to_ref(&sort_cfg), &c.geo, &ref_photons);
             let mut sorter = CoincidenceSorter::new(sort_cfg, &lut).unwrap();
             let mut g = Grouper::new(cfg, &lut).unwrap();
@@ -702,7 +759,7 @@ mod tests {
             sorter.push((&photons).into(), &mut out).unwrap();
             sorter.finish(&mut out);
             prop_assert_eq!(pairs(&out), want_pairs);
-        }
+        });
     }
 
     // ---------- hand-written cases ----------

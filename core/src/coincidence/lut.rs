@@ -3,8 +3,6 @@
 
 use crate::Geometry;
 
-const UNMAPPED: u32 = u32::MAX;
-
 /// Channel -> crystal table: `index[channel]` is a dense crystal number (or unmapped), with
 /// the crystal's position and module in parallel columns.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -15,6 +13,9 @@ pub struct CrystalLut {
 }
 
 impl CrystalLut {
+    /// Crystal number of unmapped channels in [`CrystalLut::crystal_or_unmapped`].
+    pub const UNMAPPED: u32 = u32::MAX;
+
     /// Builds the table from every crystal of `geometry` (size: largest channel id + 1).
     pub fn from_geometry(geometry: &Geometry) -> Self {
         let top = geometry
@@ -23,7 +24,7 @@ impl CrystalLut {
             .next_back()
             .map_or(0, |&c| c as usize + 1);
         let mut lut = Self {
-            index: vec![UNMAPPED; top],
+            index: vec![Self::UNMAPPED; top],
             pos_mm: Vec::with_capacity(geometry.crystals.len()),
             module: Vec::with_capacity(geometry.crystals.len()),
         };
@@ -39,9 +40,18 @@ impl CrystalLut {
     #[inline]
     pub fn crystal(&self, channel: u32) -> Option<u32> {
         match self.index.get(channel as usize) {
-            Some(&i) if i != UNMAPPED => Some(i),
+            Some(&i) if i != Self::UNMAPPED => Some(i),
             _ => None,
         }
+    }
+
+    /// Dense crystal number of `channel`, or [`CrystalLut::UNMAPPED`] (branch-free callers).
+    #[inline]
+    pub fn crystal_or_unmapped(&self, channel: u32) -> u32 {
+        self.index
+            .get(channel as usize)
+            .copied()
+            .unwrap_or(Self::UNMAPPED)
     }
 
     /// Position (mm) of crystal number `crystal` (from [`CrystalLut::crystal`]).

@@ -6,6 +6,10 @@
 use super::batch::{CoincidenceBatch, CoincidenceStats, SinglesRef, coinc_flags};
 use super::config::{CoincidenceConfig, CoincidenceError, Policy, WindowMode};
 use super::lut::CrystalLut;
+use std::cmp::Ordering::{Equal, Greater, Less};
+
+/// Input rows handled per step of [`CoincidenceSorter::push`].
+const PIECE: usize = 8192;
 
 /// Streaming coincidence sorter.
 ///
@@ -96,8 +100,14 @@ impl<'a> CoincidenceSorter<'a> {
         if let Some(&t) = singles.t_ps.last() {
             self.last_t = Some(t);
         }
-        self.append_filtered(singles);
-        self.process(false, out);
+        // Cache-sized pieces: the carried columns stay small (tail + one piece) and hot.
+        let mut start = 0;
+        while start < singles.len() {
+            let end = (start + PIECE).min(singles.len());
+            self.append_filtered(singles.slice(start..end));
+            self.process(false, out);
+            start = end;
+        }
         Ok(())
     }
 
@@ -113,37 +123,45 @@ impl<'a> CoincidenceSorter<'a> {
     fn append_filtered(&mut self, s: SinglesRef<'_>) {
         let n = s.len();
         self.stats.singles_in += n as u64;
-        self.t.reserve(n);
-        self.ch.reserve(n);
-        self.e.reserve(n);
-        self.crystal.reserve(n);
-        self.suppressed.reserve(n);
         let (elo, ehi) = match self.cfg.energy_window_kev {
             Some([a, b]) => (a, b),
             None => (f32::NEG_INFINITY, f32::INFINITY),
         };
         let cut = self.cfg.energy_window_kev.is_some();
-        let mut outside = 0u64;
-        let mut unmapped = 0u64;
+        // Branch-free compaction: write every row at `w`, advance `w` only for kept rows.
+        let base = self.t.len();
+        let cap = base + n;
+        self.t.resize(cap, 0);
+        self.ch.resize(cap, 0);
+        self.e.resize(cap, 0.0);
+        self.crystal.resize(cap, 0);
+        self.suppressed.resize(cap, false);
+        let (t, ch, e, cr) = (
+            &mut self.t[base..],
+            &mut self.ch[base..],
+            &mut self.e[base..],
+            &mut self.crystal[base..],
+        );
+        let (mut w, mut outside) = (0usize, 0u64);
         for k in 0..n {
-            let e = s.energy_kev[k];
-            if cut && !(e >= elo && e <= ehi) {
-                outside += 1;
-                continue;
-            }
-            let c = s.channel[k];
-            let Some(cr) = self.lut.crystal(c) else {
-                unmapped += 1;
-                continue;
-            };
-            self.t.push(s.t_ps[k]);
-            self.ch.push(c);
-            self.e.push(e);
-            self.crystal.push(cr);
-            self.suppressed.push(false);
+            let energy = s.energy_kev[k];
+            let inside = !cut || (energy >= elo && energy <= ehi);
+            let crystal = self.lut.crystal_or_unmapped(s.channel[k]);
+            let mapped = crystal != CrystalLut::UNMAPPED;
+            t[w] = s.t_ps[k];
+            ch[w] = s.channel[k];
+            e[w] = energy;
+            cr[w] = crystal;
+            outside += !inside as u64;
+            w += (inside & mapped) as usize;
         }
+        self.t.truncate(base + w);
+        self.ch.truncate(base + w);
+        self.e.truncate(base + w);
+        self.crystal.truncate(base + w);
+        self.suppressed.truncate(base + w);
         self.stats.outside_energy_window += outside;
-        self.stats.unmapped_channel += unmapped;
+        self.stats.unmapped_channel += n as u64 - outside - w as u64;
     }
 
     /// Opens windows in order while they are complete (all of them when `at_end`), then drops
@@ -276,9 +294,8 @@ impl<'a> CoincidenceSorter<'a> {
                 continue;
             }
             let s = ei + self.e[j as usize] as f64;
-            match best {
-                Some((_, b)) if !(s > b) => {}
-                _ => best = Some((k, s)),
+            if best.is_none_or(|(_, b)| s > b) {
+                best = Some((k, s));
             }
         }
         best.map(|(k, _)| k)
@@ -294,12 +311,19 @@ impl<'a> CoincidenceSorter<'a> {
         if let Some(min) = self.cfg.min_transaxial_mm {
             let dx = a[0] as f64 - b[0] as f64;
             let dy = a[1] as f64 - b[1] as f64;
-            if !((dx * dx + dy * dy).sqrt() >= min) {
+            // Good only when d >= min (a NaN distance is not good).
+            if !matches!(
+                (dx * dx + dy * dy).sqrt().partial_cmp(&min),
+                Some(Greater | Equal)
+            ) {
                 return false;
             }
         }
         if let Some(max) = self.cfg.max_axial_mm
-            && !((a[2] as f64 - b[2] as f64).abs() <= max)
+            && !matches!(
+                (a[2] as f64 - b[2] as f64).abs().partial_cmp(&max),
+                Some(Less | Equal)
+            )
         {
             return false;
         }
