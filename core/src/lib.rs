@@ -10,6 +10,7 @@ pub mod clock;
 pub mod coincidence;
 pub mod geometry;
 pub mod hits;
+pub mod snapshot;
 pub mod stats;
 mod table_text;
 pub mod units;

@@ -427,7 +427,7 @@ pub fn run_live_with_stats(
             if last_stats.elapsed() >= every {
                 last_stats = Instant::now();
                 let now = stats.snapshot();
-                let losses = LiveStats::losses_total(&now);
+                let losses = now.losses_total();
                 eprintln!(
                     "[{:>6.1} s] running: {} singles ({:.2} M/s), {} boards, {:.1} MB in, {} chunks waiting, {}",
                     now.elapsed_s,

@@ -1,0 +1,174 @@
+//! The statistics snapshot of a running acquisition: plain data (serde) that the acquisition
+//! fills, the dashboard renders and the control socket streams. No counters live here; the
+//! lock-free model that produces snapshots is `scandaq::live_stats`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Energy histogram bins (1 keV, or 1 ns of ToT).
+pub const ENERGY_BINS: usize = 2048;
+/// Channel ids below this get their own rate counter; others share `other_channel_hits`.
+pub const TRACKED_CHANNELS: usize = 1 << 16;
+
+/// The run's state as an operator sees it: idle -> configured -> running -> stopping ->
+/// stopped | error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Nothing configured yet.
+    Idle,
+    /// Configuration validated, run directory and sinks open, inputs not started.
+    Configured,
+    /// Inputs started, data flowing.
+    Running,
+    /// A stop was requested (limit, end of stream, signal): inputs stop, rings drain.
+    Stopping,
+    /// Files committed, manifest written.
+    Stopped,
+    /// Stopped on an error (the manifest says which).
+    Error,
+}
+
+impl RunState {
+    /// Every state, in order.
+    pub const ALL: [RunState; 6] = [
+        RunState::Idle,
+        RunState::Configured,
+        RunState::Running,
+        RunState::Stopping,
+        RunState::Stopped,
+        RunState::Error,
+    ];
+
+    /// Lower-case name, as in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Idle => "idle",
+            RunState::Configured => "configured",
+            RunState::Running => "running",
+            RunState::Stopping => "stopping",
+            RunState::Stopped => "stopped",
+            RunState::Error => "error",
+        }
+    }
+}
+
+/// What one input (a UDP socket, a TCP connection, an archive reader) reports about itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct InputSnapshot {
+    /// `udp ADDR`, `tcp ADDR` or `archive PATH`.
+    pub label: String,
+    /// Packets that arrived (before any check).
+    pub packets_in: u64,
+    /// Bytes that arrived.
+    pub bytes_in: u64,
+    /// Losses at this input by reason (bad headers, CRC errors, foreign senders, gaps...).
+    pub losses: BTreeMap<String, u64>,
+    /// Chunks waiting in the input's ring.
+    pub ring_fill: u64,
+    /// Ring capacity in chunks.
+    pub ring_capacity: u64,
+    /// Packets dropped because the ring was full.
+    pub ring_dropped_packets: u64,
+    /// Time the input waited for room in the ring (block policy), ms.
+    pub ring_blocked_ms: u64,
+    /// Datagrams the kernel dropped on the socket (UDP, from /proc/net/udp).
+    pub kernel_drops: u64,
+    /// Per board (transport source_id) sequence accounting.
+    pub boards: Vec<BoardTransportSnapshot>,
+}
+
+/// One board's transport accounting as seen by an input.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BoardTransportSnapshot {
+    /// Transport source_id.
+    pub source_id: u32,
+    /// Packets accepted (not duplicates).
+    pub packets_received: u64,
+    /// Packets never received (sequence gaps).
+    pub packets_missing: u64,
+    /// Duplicate packets dropped.
+    pub duplicates: u64,
+    /// Packets that arrived out of order.
+    pub out_of_order: u64,
+    /// Payload bytes accepted.
+    pub payload_bytes: u64,
+    /// The board said end of stream.
+    pub ended: bool,
+}
+
+/// One board's decode counts as seen by the processing thread.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BoardDecodeSnapshot {
+    /// Transport source_id.
+    pub source_id: u32,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Hits decoded.
+    pub hits_decoded: u64,
+    /// Hits lost in decode/calibration by reason.
+    pub losses: BTreeMap<String, u64>,
+}
+
+/// A copy of the statistics at one instant.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatsSnapshot {
+    /// Run state.
+    pub state: RunState,
+    /// Seconds since the acquisition started.
+    pub elapsed_s: f64,
+    /// Per input: packets, bytes, losses by reason, ring fill, kernel drops, boards.
+    pub inputs: Vec<InputSnapshot>,
+    /// Per board: frames and hits decoded, decode losses.
+    pub boards_decoded: Vec<BoardDecodeSnapshot>,
+    /// Rows written by the singles sink.
+    pub sink_rows: u64,
+    /// Bytes the singles sink has flushed to its file.
+    pub sink_bytes: u64,
+    /// Singles handed to the sink.
+    pub singles: u64,
+    /// Frame bytes taken off the input rings.
+    pub frame_bytes: u64,
+    /// Chunks waiting in the input rings.
+    pub ring_fill: u64,
+    /// Boards seen.
+    pub boards: u64,
+    /// Energy histogram (1 keV or 1 ns bins from 0).
+    pub energy_bins: Vec<u64>,
+    /// `(channel, hits)` for every channel with hits.
+    pub channel_hits: Vec<(u32, u64)>,
+    /// Hits on channel ids above the tracked range.
+    pub other_channel_hits: u64,
+}
+
+impl StatsSnapshot {
+    /// Total of every loss counter the snapshot knows (inputs, rings, kernel, decode).
+    pub fn losses_total(&self) -> u64 {
+        let inputs: u64 = self
+            .inputs
+            .iter()
+            .map(|i| {
+                i.losses.values().sum::<u64>()
+                    + i.ring_dropped_packets
+                    + i.kernel_drops
+                    + i.boards.iter().map(|b| b.packets_missing).sum::<u64>()
+            })
+            .sum();
+        let decode: u64 = self
+            .boards_decoded
+            .iter()
+            .map(|b| b.losses.values().sum::<u64>())
+            .sum();
+        inputs + decode
+    }
+
+    /// Singles per second between `earlier` and this snapshot.
+    pub fn singles_rate_since(&self, earlier: &StatsSnapshot) -> f64 {
+        let dt = self.elapsed_s - earlier.elapsed_s;
+        if dt <= 0.0 {
+            0.0
+        } else {
+            (self.singles - earlier.singles) as f64 / dt
+        }
+    }
+}
