@@ -53,6 +53,19 @@ impl RunState {
     }
 }
 
+/// What the run is: set once at the start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunInfo {
+    /// Run number (the `run-NNNNNN` directory).
+    pub run: u64,
+    /// The run directory.
+    pub run_dir: String,
+    /// `run`, `demo`, `replay`.
+    pub mode: String,
+    /// Limits as the operator set them (`duration 60 s`, `hits 1000000`, ...; empty = none).
+    pub limits: Vec<String>,
+}
+
 /// What one input (a UDP socket, a TCP connection, an archive reader) reports about itself.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct InputSnapshot {
@@ -113,6 +126,8 @@ pub struct BoardDecodeSnapshot {
 /// A copy of the statistics at one instant.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StatsSnapshot {
+    /// What the run is.
+    pub info: RunInfo,
     /// Run state.
     pub state: RunState,
     /// Seconds since the acquisition started.

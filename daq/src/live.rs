@@ -9,7 +9,7 @@
 
 use crate::calib_load::LoadedCalibration;
 use crate::ingest::{FrameChunk, Ingest};
-use crate::live_stats::{BoardDecodeSnapshot, LiveStats, RunState};
+use crate::live_stats::{BoardDecodeSnapshot, LiveStats, RunInfo, RunState};
 use crate::merge::KWayMerger;
 use crate::net_sources::{bind_udp, run_tcp, run_udp};
 use crate::pipeline::{PipelineCounts, Processor, spawn_singles_sink};
@@ -297,6 +297,12 @@ pub fn run_live_with_stats(
         config.raw_columns,
         stats.sink.clone(),
     )?;
+    stats.info.publish(RunInfo {
+        run: start.run_dir.run,
+        run_dir: start.run_dir.path.display().to_string(),
+        mode: mode.to_string(),
+        limits: limit_descriptions(&config.limits),
+    });
     stats.set_state(RunState::Configured);
     let mut archive = if config.raw_archive {
         let meta = serde_json::json!({
@@ -587,6 +593,21 @@ pub fn run_live_with_stats(
         _ => RunState::Error,
     });
     summary
+}
+
+/// The limits as an operator reads them.
+fn limit_descriptions(limits: &RunLimits) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(d) = limits.duration {
+        out.push(format!("duration {} s", d.as_secs_f64()));
+    }
+    if let Some(h) = limits.max_hits {
+        out.push(format!("hits {h}"));
+    }
+    if let Some(b) = limits.max_bytes {
+        out.push(format!("bytes {b}"));
+    }
+    out
 }
 
 /// Per-board decode counts for the stats snapshot.

@@ -5,7 +5,7 @@
 
 use scandaq_core::HitBatch;
 pub use scandaq_core::snapshot::{
-    BoardDecodeSnapshot, BoardTransportSnapshot, ENERGY_BINS, InputSnapshot, RunState,
+    BoardDecodeSnapshot, BoardTransportSnapshot, ENERGY_BINS, InputSnapshot, RunInfo, RunState,
     StatsSnapshot, TRACKED_CHANNELS,
 };
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -61,6 +61,8 @@ pub struct LiveStats {
     started: Instant,
     state: AtomicU8,
     inputs: Mutex<Vec<Arc<LatestCell<InputSnapshot>>>>,
+    /// What the run is (set at start).
+    pub info: LatestCell<RunInfo>,
     /// Per-board decode counts, published by the processing thread.
     pub board_decode: LatestCell<Vec<BoardDecodeSnapshot>>,
     /// Singles sink counters, updated by the sink thread.
@@ -84,6 +86,7 @@ impl Default for LiveStats {
             started: Instant::now(),
             state: AtomicU8::new(0),
             inputs: Mutex::new(Vec::new()),
+            info: LatestCell::default(),
             board_decode: LatestCell::default(),
             sink: Arc::default(),
             singles: AtomicU64::new(0),
@@ -163,6 +166,7 @@ impl LiveStats {
             .map(|c| c.get())
             .collect();
         StatsSnapshot {
+            info: self.info.get(),
             state: self.state(),
             elapsed_s: self.started.elapsed().as_secs_f64(),
             inputs,
