@@ -5,6 +5,13 @@ For every run directory given: pyarrow and DuckDB each read every Parquet file t
 lists; row counts must equal the manifest's, the singles must be time ordered, the files must
 carry scandaq's key-value metadata, and the manifest's counts must add up
 (hits_decoded == singles_written + calibration losses + late hits).
+
+PETLINK list-mode replays (`scandaq replay FILE.l`) write `petlink_events` and
+`petlink_singles` instead of singles (the table is named in each file's `scandaq.table`
+metadata): their row counts must equal the manifest's events_written / singles_tags, the
+word kinds must add up to the word count, prompts and delayeds must match the `prompt`
+column, and time_ms must never decrease in the events table. Files of any other table are
+skipped with a note.
 Exits non-zero with a message on the first disagreement.
 """
 import json
@@ -15,6 +22,8 @@ import duckdb
 import pyarrow.parquet as pq
 
 DROPPED = ("no_tdc_calibration", "no_energy_calibration", "no_skew_calibration", "late_hit")
+PETLINK_KINDS = ("prompts", "delayeds", "time_tags", "singles_tags", "gantry_tags", "gating_tags", "control_words")
+PETLINK_TABLES = ("petlink_events", "petlink_singles")
 
 
 def fail(msg):
@@ -29,9 +38,10 @@ def check_run(run_dir: pathlib.Path) -> int:
     if not manifest["files"]:
         fail(f"{run_dir}: manifest lists no files")
     counts, losses = manifest["counts"], manifest["losses"]
-    dropped = sum(losses.get(k, 0) for k in DROPPED)
-    if counts["hits_decoded"] != counts["singles_written"] + dropped:
-        fail(f"{run_dir}: hits_decoded {counts['hits_decoded']} != singles {counts['singles_written']} + dropped {dropped}")
+    if "hits_decoded" in counts:
+        dropped = sum(losses.get(k, 0) for k in DROPPED)
+        if counts["hits_decoded"] != counts["singles_written"] + dropped:
+            fail(f"{run_dir}: hits_decoded {counts['hits_decoded']} != singles {counts['singles_written']} + dropped {dropped}")
     con = duckdb.connect()
     total = 0
     for f in manifest["files"]:
@@ -42,11 +52,20 @@ def check_run(run_dir: pathlib.Path) -> int:
         if table.num_rows != f["rows"]:
             fail(f"{path}: pyarrow reads {table.num_rows} rows, manifest says {f['rows']}")
         meta = {k.decode(): v.decode() for k, v in (pq.read_metadata(path).metadata or {}).items()}
-        for key in ("scandaq.run", "scandaq.software_version", "scandaq.calibration_checksum", "scandaq.source"):
+        for key in ("scandaq.run", "scandaq.software_version", "scandaq.source"):
             if key not in meta:
                 fail(f"{path}: key-value metadata {key} missing")
         if int(meta["scandaq.run"]) != manifest["run"]:
             fail(f"{path}: metadata run {meta['scandaq.run']} != manifest run {manifest['run']}")
+        kind = meta.get("scandaq.table", "singles")
+        if kind in PETLINK_TABLES:
+            total += check_petlink_file(con, path, kind, f, manifest)
+            continue
+        if kind != "singles":
+            print(f"  skip {path.name}: table {kind!r} has no client check yet (row count and size checked)")
+            continue
+        if "scandaq.calibration_checksum" not in meta:
+            fail(f"{path}: key-value metadata scandaq.calibration_checksum missing")
         n, ordered, t_min, t_max = con.execute(
             "SELECT count(*), bool_and(ordered), min(t_ps), max(t_ps) FROM ("
             " SELECT t_ps, t_ps >= coalesce(lag(t_ps) OVER (), t_ps) AS ordered"
@@ -64,9 +83,49 @@ def check_run(run_dir: pathlib.Path) -> int:
             ).fetchone()[0]
             print(f"  {path.name}: {n} rows, {peak} in the 450-575 keV window")
         total += n
-    if total != counts["singles_written"]:
+    if "words" in counts:
+        check_petlink_counts(run_dir, counts)
+    elif total != counts["singles_written"]:
         fail(f"{run_dir}: files hold {total} rows, manifest singles_written {counts['singles_written']}")
     return total
+
+
+def check_petlink_counts(run_dir, counts):
+    """Every PETLINK word is of one kind; every byte is in a word or the trailing partial word."""
+    kinds = sum(counts[k] for k in PETLINK_KINDS)
+    if kinds != counts["words"]:
+        fail(f"{run_dir}: word kinds add up to {kinds}, manifest words {counts['words']}")
+    if 4 * counts["words"] + counts["trailing_bytes"] != counts["bytes"]:
+        fail(f"{run_dir}: 4 * words + trailing_bytes != bytes {counts['bytes']}")
+    kept = counts["prompts"] + counts["delayeds"] - counts["address_out_of_range"]
+    if counts["events_written"] != kept:
+        fail(f"{run_dir}: events_written {counts['events_written']} != prompts + delayeds - out of range {kept}")
+
+
+def check_petlink_file(con, path, kind, f, manifest):
+    """Row counts and columns of a PETLINK table against the manifest; returns its rows."""
+    counts = manifest["counts"]
+    if kind == "petlink_events":
+        n, n_prompt, ordered, t_min, t_max = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE prompt), bool_and(ordered), min(time_ms), max(time_ms) FROM ("
+            " SELECT prompt, time_ms, time_ms >= coalesce(lag(time_ms) OVER (), time_ms) AS ordered"
+            f" FROM read_parquet('{path}'))"
+        ).fetchone()
+        if n != f["rows"] or n != counts["events_written"]:
+            fail(f"{path}: DuckDB reads {n} rows, manifest says {f['rows']} (events_written {counts['events_written']})")
+        if counts["address_out_of_range"] == 0 and (n_prompt, n - n_prompt) != (counts["prompts"], counts["delayeds"]):
+            fail(f"{path}: {n_prompt} prompts / {n - n_prompt} delayeds, manifest {counts['prompts']} / {counts['delayeds']}")
+        if n and not ordered:
+            fail(f"{path}: time_ms decreases (manifest counts {counts['backward_time_jumps']} backward time jumps)")
+        if n and "max_time_ms" in counts and t_max > counts["max_time_ms"]:
+            fail(f"{path}: time_ms reaches {t_max}, beyond the last time tag {counts['max_time_ms']}")
+        print(f"  {path.name}: {n} events ({n_prompt} prompts), time_ms {t_min}..{t_max}")
+    else:
+        n = con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]
+        if n != f["rows"] or n != counts["singles_tags"]:
+            fail(f"{path}: DuckDB reads {n} rows, manifest says {f['rows']} (singles_tags {counts['singles_tags']})")
+        print(f"  {path.name}: {n} singles-rate rows")
+    return n
 
 
 def main():
@@ -75,7 +134,7 @@ def main():
         fail("usage: check_parquet_clients.py RUN_DIR...")
     for run in runs:
         rows = check_run(run)
-        print(f"ok {run}: {rows} singles read by pyarrow and DuckDB, counts match the manifest")
+        print(f"ok {run}: {rows} rows read by pyarrow and DuckDB, counts match the manifest")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ pub fn replay_petlink(
     let mut warnings = Vec::new();
     if data_len % 4 != 0 {
         warnings.push(format!(
-            "{} ends in a partial word ({} bytes after the last whole 32-bit word, counted as trailing_bytes): the file is truncated",
+            "{} ends in a partial word ({} byte(s) after the last whole 32-bit word, counted as trailing_bytes): the file is truncated",
             file.display(),
             data_len % 4
         ));
