@@ -650,6 +650,7 @@ mod live {
             max_packet_bytes: 8192,
             paced: true,
             out_dir: None,
+            source_id_base: 0,
         }
     }
 
@@ -1098,6 +1099,7 @@ mod petlink {
         let (c, ev, si) = decode(&bytes);
         let m = Manifest::read(&dir).unwrap();
         assert!(m.complete);
+        assert_eq!(m.state, "stopped");
         counts_add_up(&m);
         for (k, v) in c.named() {
             assert_eq!(m.counts[k], v, "manifest count {k}");

@@ -47,6 +47,10 @@ struct Args {
     /// Front-end boards (streams): 1 (source 0 carries everything) or 2 (source b = chip b).
     #[arg(long, default_value_t = 1)]
     boards: u32,
+    /// Source id of the first board (board b sends as source id BASE + b); lets several
+    /// simulator processes feed one acquisition as distinct boards.
+    #[arg(long, default_value_t = 0, value_name = "BASE")]
+    source_id_base: u32,
     /// Probability per packet of losing it (not sent).
     #[arg(long, value_name = "P", value_parser = parse_probability)]
     lose_packets: Option<f64>,
@@ -268,6 +272,7 @@ fn run(args: Args) -> Result<()> {
     let summary = stream(StreamConfig {
         bench: config,
         boards: args.boards,
+        source_id_base: args.source_id_base,
         transport: transport.clone(),
         faults,
         max_packet_bytes: args.max_packet_bytes.unwrap_or(DEFAULT_MAX_PACKET_BYTES),

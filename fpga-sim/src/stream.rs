@@ -129,6 +129,9 @@ pub struct StreamConfig {
     pub paced: bool,
     /// Where to write calib/, truth.parquet and summary.json.
     pub out_dir: Option<PathBuf>,
+    /// Board `b` sends as source_id `source_id_base + b` (several simulator processes can
+    /// then feed one acquisition as distinct boards).
+    pub source_id_base: u32,
 }
 
 impl StreamConfig {
@@ -142,6 +145,7 @@ impl StreamConfig {
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             paced: true,
             out_dir: None,
+            source_id_base: 0,
         }
     }
 }
@@ -526,7 +530,7 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
         boards: (0..config.boards)
             .map(|b| Board {
                 summary: BoardSummary {
-                    source_id: b,
+                    source_id: config.source_id_base + b,
                     ..Default::default()
                 },
                 seq: 0,
