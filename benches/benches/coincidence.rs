@@ -10,7 +10,7 @@ use core_tests::reference;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use scandaq_core::coincidence::{
     CoincidenceBatch, CoincidenceConfig, CrystalLut, SinglesRef, sort_coincidences,
-    sort_coincidences_parallel,
+    sort_coincidences_parallel, sort_coincidences_sliced,
 };
 use scandaq_core::{Crystal, Geometry, HitBatch};
 use std::hint::black_box;
@@ -138,6 +138,21 @@ fn coincidence(c: &mut Criterion) {
             out.clear();
             pool.install(|| {
                 sort_coincidences_parallel(&cfg, &lut, SinglesRef::from(&big), &mut out).unwrap()
+            });
+            black_box(out.len())
+        })
+    });
+    // The parallel path's own overhead (cuts, per-slice output, concatenation) on one thread.
+    let pool1 = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("thread pool");
+    group.bench_function("scandaq_sliced_on_1thread", |b| {
+        let mut out = CoincidenceBatch::default();
+        b.iter(|| {
+            out.clear();
+            pool1.install(|| {
+                sort_coincidences_sliced(&cfg, &lut, SinglesRef::from(&big), 8, &mut out).unwrap()
             });
             black_box(out.len())
         })
