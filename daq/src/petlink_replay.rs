@@ -17,7 +17,7 @@ use scandaq_core::LossCounts;
 use scandaq_decoders::interfile::PetlinkHeader;
 use scandaq_decoders::petlink::{EventBatch, PetlinkCounts, PetlinkDecoder, SinglesRateBatch};
 use scandaq_sinks::petlink_tables::{self as tables, PETLINK_SCHEMA_VERSION};
-use scandaq_sinks::{Manifest, ParquetTableWriter, RunDir};
+use scandaq_sinks::{FileRecord, Manifest, ParquetTableWriter, RunDir};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -221,12 +221,91 @@ pub fn replay_petlink(
         software_version: SOFTWARE_VERSION.to_string(),
         mode: "replay".into(),
         sources: sources.clone(),
+        state: "running".into(),
         ..Manifest::default()
     };
     manifest.write_atomic(&run_dir.path)?;
+    let tables = write_tables(&run_dir, file, &mut input, &h, &header_path, &sources);
+    let (counts, events_file, singles_file, sinograms) = match tables {
+        Ok(t) => t,
+        Err(e) => {
+            // The manifest says what went wrong; `complete` stays false.
+            manifest.state = "error".into();
+            manifest.error = Some(format!("{e:#}"));
+            let _ = manifest.write_atomic(&run_dir.path);
+            return Err(e);
+        }
+    };
+
+    for (k, v) in counts.named() {
+        manifest.counts.insert(k.to_string(), v);
+    }
+    manifest
+        .counts
+        .insert("events_written".into(), events_file.rows);
+    manifest
+        .counts
+        .insert("singles_rows_written".into(), singles_file.rows);
+    manifest.counts.insert("file_bytes".into(), file_len);
+    if let Some(t) = h.total_listmode_words {
+        manifest
+            .counts
+            .insert("header_total_listmode_words".into(), t);
+    }
+    let mut losses = LossCounts::default();
+    losses.add("trailing_bytes", counts.trailing_bytes);
+    losses.add("address_out_of_range", counts.address_out_of_range);
+    manifest.losses = losses;
+    manifest.first_t_ps = counts.first_time_ms.map(|t| i64::from(t) * 1_000_000_000);
+    manifest.last_t_ps = counts.max_time_ms.map(|t| i64::from(t) * 1_000_000_000);
+    manifest.files = vec![events_file, singles_file];
+    manifest.complete = true;
+    manifest.state = "stopped".into();
+    manifest.stop_reason = Some("end of file".into());
+    manifest.write_atomic(&run_dir.path)?;
+    if counts.backward_time_jumps > 0 {
+        warnings.push(format!(
+            "{} time tags went backwards (counted as backward_time_jumps)",
+            counts.backward_time_jumps
+        ));
+    }
+    if counts.time_steps_not_interval > 0 {
+        warnings.push(format!(
+            "{} time-tag steps differ from the header's {} ms interval (counted as time_steps_not_interval)",
+            counts.time_steps_not_interval, h.tag_interval_ms
+        ));
+    }
+    if counts.address_out_of_range > 0 {
+        warnings.push(format!(
+            "{} events address sinograms beyond the {} of the span-1 layout (counted, not written): does the header match the scanner?",
+            counts.address_out_of_range, sinograms
+        ));
+    }
+    Ok(PetlinkReplaySummary {
+        run: run_dir.run,
+        dir: run_dir.path,
+        manifest,
+        counts,
+        header_path,
+        header: h,
+        elapsed: started.elapsed(),
+        warnings,
+    })
+}
+
+/// Decodes `input` into the two tables of `run_dir`; returns the counts, both file records and
+/// the number of sinograms of the layout.
+fn write_tables(
+    run_dir: &RunDir,
+    file: &Path,
+    input: &mut std::fs::File,
+    h: &PetlinkHeader,
+    header_path: &Path,
+    sources: &[String],
+) -> Result<(PetlinkCounts, FileRecord, FileRecord, u32)> {
     // Keep the header beside the tables: it is the acquisition's description.
-    let header_copy = run_dir.path.join(file_name(&header_path));
-    std::fs::copy(&header_path, &header_copy).with_context(|| {
+    let header_copy = run_dir.path.join(file_name(header_path));
+    std::fs::copy(header_path, &header_copy).with_context(|| {
         format!(
             "cannot copy {} to {}",
             header_path.display(),
@@ -250,7 +329,7 @@ pub fn replay_petlink(
             ("scandaq.source".to_string(), sources.join(";")),
             ("scandaq.time_unit".to_string(), "ms".to_string()),
         ];
-        kv.extend(tables::header_metadata(&h));
+        kv.extend(tables::header_metadata(h));
         kv
     };
     let mut events_w = ParquetTableWriter::create(
@@ -271,11 +350,11 @@ pub fn replay_petlink(
     input
         .seek(SeekFrom::Start(h.data_offset_bytes))
         .with_context(|| format!("cannot seek in {}", file.display()))?;
-    let mut decoder = PetlinkDecoder::from_header(&h);
+    let mut decoder = PetlinkDecoder::from_header(h);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut singles = SinglesRateBatch::default();
     loop {
-        let n = read_up_to(&mut input, &mut buf)
+        let n = read_up_to(input, &mut buf)
             .with_context(|| format!("read error in {}", file.display()))?;
         if n == 0 {
             break;
@@ -305,60 +384,12 @@ pub fn replay_petlink(
     }
     let events_file = events_w.commit()?;
     let singles_file = singles_w.commit()?;
-
-    for (k, v) in counts.named() {
-        manifest.counts.insert(k.to_string(), v);
-    }
-    manifest
-        .counts
-        .insert("events_written".into(), events_file.rows);
-    manifest
-        .counts
-        .insert("singles_rows_written".into(), singles_file.rows);
-    manifest.counts.insert("file_bytes".into(), file_len);
-    if let Some(t) = h.total_listmode_words {
-        manifest
-            .counts
-            .insert("header_total_listmode_words".into(), t);
-    }
-    let mut losses = LossCounts::default();
-    losses.add("trailing_bytes", counts.trailing_bytes);
-    losses.add("address_out_of_range", counts.address_out_of_range);
-    manifest.losses = losses;
-    manifest.first_t_ps = counts.first_time_ms.map(|t| i64::from(t) * 1_000_000_000);
-    manifest.last_t_ps = counts.max_time_ms.map(|t| i64::from(t) * 1_000_000_000);
-    manifest.files = vec![events_file, singles_file];
-    manifest.complete = true;
-    manifest.write_atomic(&run_dir.path)?;
-    if counts.backward_time_jumps > 0 {
-        warnings.push(format!(
-            "{} time tags went backwards (counted as backward_time_jumps)",
-            counts.backward_time_jumps
-        ));
-    }
-    if counts.time_steps_not_interval > 0 {
-        warnings.push(format!(
-            "{} time-tag steps differ from the header's {} ms interval (counted as time_steps_not_interval)",
-            counts.time_steps_not_interval, h.tag_interval_ms
-        ));
-    }
-    if counts.address_out_of_range > 0 {
-        warnings.push(format!(
-            "{} events address sinograms beyond the {} of the span-1 layout (counted, not written): does the header match the scanner?",
-            counts.address_out_of_range,
-            decoder.layout().sinograms()
-        ));
-    }
-    Ok(PetlinkReplaySummary {
-        run: run_dir.run,
-        dir: run_dir.path,
-        manifest,
+    Ok((
         counts,
-        header_path,
-        header: h,
-        elapsed: started.elapsed(),
-        warnings,
-    })
+        events_file,
+        singles_file,
+        decoder.layout().sinograms(),
+    ))
 }
 
 /// Prints the human summary of a PETLINK replay on stdout.
