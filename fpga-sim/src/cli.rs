@@ -337,9 +337,18 @@ mod tests {
         );
         assert!(matches!(
             parse_source("cylinder:50,20:10,0,0"),
-            Ok(Source::Cylinder { centre_mm: [10.0, 0.0, 0.0], .. })
+            Ok(Source::Cylinder {
+                centre_mm: [10.0, 0.0, 0.0],
+                ..
+            })
         ));
-        for bad in ["point:1,2", "sphere:1", "line:0,0,0", "cylinder:5", "point:a,b,c"] {
+        for bad in [
+            "point:1,2",
+            "sphere:1",
+            "line:0,0,0",
+            "cylinder:5",
+            "point:a,b,c",
+        ] {
             assert!(parse_source(bad).is_err(), "{bad}");
         }
         let m = merge_sources(&[

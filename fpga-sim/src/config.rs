@@ -167,7 +167,13 @@ impl BenchConfig {
     }
 }
 
-pub(crate) fn range(field: &'static str, v: f64, lo: f64, hi: f64, unit: &str) -> Result<(), SimError> {
+pub(crate) fn range(
+    field: &'static str,
+    v: f64,
+    lo: f64,
+    hi: f64,
+    unit: &str,
+) -> Result<(), SimError> {
     if v.is_finite() && v >= lo && v <= hi {
         Ok(())
     } else {

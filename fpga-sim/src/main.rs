@@ -9,8 +9,8 @@ use scandaq_fpga_sim::cli::{
     parse_probability, parse_rate, parse_source, ring_summary_paragraph, stream_report,
     summary_paragraph,
 };
-use scandaq_fpga_sim::ring::{Phantom, RingConfig, Source, ring_file_list, write_ring_files};
 use scandaq_fpga_sim::files::{CALIB_DIR, CALIB_FILES, SUMMARY_FILE, TRUTH_FILE, bench_file_list};
+use scandaq_fpga_sim::ring::{Phantom, RingConfig, Source, ring_file_list, write_ring_files};
 use scandaq_fpga_sim::stream::{DEFAULT_MAX_PACKET_BYTES, TCP_FIRST_ACCEPT_WAIT};
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
 use scandaq_fpga_sim::{Faults, StreamConfig, Transport, stream};
@@ -141,7 +141,9 @@ fn ring_options_given(args: &Args) -> Vec<&'static str> {
 
 fn run_ring(args: Args) -> Result<()> {
     if args.udp.is_some() || args.tcp.is_some() {
-        bail!("streaming (--udp/--tcp) is only implemented for the bench preset; write files with --out DIR");
+        bail!(
+            "streaming (--udp/--tcp) is only implemented for the bench preset; write files with --out DIR"
+        );
     }
     let d = RingConfig::default();
     let mut config = RingConfig {
@@ -190,10 +192,7 @@ fn run(args: Args) -> Result<()> {
     // parse_preset has already rejected anything but bench and ring.
     let ring_only = ring_options_given(&args);
     if !ring_only.is_empty() {
-        bail!(
-            "{} only apply to --preset ring",
-            ring_only.join(", ")
-        );
+        bail!("{} only apply to --preset ring", ring_only.join(", "));
     }
     let mut config = BenchConfig {
         seed: args.seed,

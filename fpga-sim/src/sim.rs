@@ -464,7 +464,6 @@ impl Electronics {
         }
         ready.drain(..i);
     }
-
 }
 
 /// Probability that a detected photon of energy `full` deposits at least `thr`.

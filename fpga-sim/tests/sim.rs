@@ -1275,7 +1275,10 @@ mod ring {
         let (sim, _, truth) = run_ring(config);
         let map = sim.geometry();
         let s = sim.summary();
-        assert_eq!(s.hits_by_kind["scatter"], 0, "no phantom, no object scatter");
+        assert_eq!(
+            s.hits_by_kind["scatter"], 0,
+            "no phantom, no object scatter"
+        );
         assert!(truth.n_scatter.iter().all(|&n| n == 0));
         let ph = photons(&truth);
         // Opposite crystals: earliest interaction emitted of each photon of a decay.
@@ -1395,7 +1398,9 @@ mod ring {
             },
             ..ring_cfg(0.005)
         });
-        let src: Vec<usize> = (0..truth.len()).filter(|&i| truth.photon_id[i] > 0).collect();
+        let src: Vec<usize> = (0..truth.len())
+            .filter(|&i| truth.photon_id[i] > 0)
+            .collect();
         assert!(src.len() > 1000);
         let zs: Vec<f32> = src.iter().map(|&i| truth.src_z_mm[i]).collect();
         for &i in &src {
@@ -1443,7 +1448,11 @@ mod ring {
             scandaq_decoders::idxf::parse(&std::fs::read_to_string(dir.join("ring.idxf")).unwrap())
                 .unwrap();
         assert_eq!(
-            (idx[0].start_offset, idx[0].end_offset, idx[0].first_frame_id),
+            (
+                idx[0].start_offset,
+                idx[0].end_offset,
+                idx[0].first_frame_id
+            ),
             (64, raw.len() as u64, spans[0].frame)
         );
         let file = std::fs::File::open(dir.join("truth.parquet")).unwrap();
@@ -1502,7 +1511,10 @@ mod ring {
             sim.geometry()
         );
         let trig = read("map_trigger.tsv");
-        assert_eq!(trig.lines().filter(|l| l.ends_with('C')).count(), 32 * 31 / 2);
+        assert_eq!(
+            trig.lines().filter(|l| l.ends_with('C')).count(),
+            32 * 31 / 2
+        );
         assert!(read("config.ini").contains("channel_map = %CDIR%/map_channel.tsv"));
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
@@ -1616,7 +1628,10 @@ mod ring {
             assert!(err.contains(want), "{args:?}: {err}");
             assert!(!err.contains("panicked"), "{err}");
         };
-        bad(&["--preset", "ring", "--source", "sphere:3"], "invalid source");
+        bad(
+            &["--preset", "ring", "--source", "sphere:3"],
+            "invalid source",
+        );
         bad(
             &["--preset", "ring", "--source", "point:500,0,0"],
             "inside the ring",

@@ -274,7 +274,13 @@ impl RingConfig {
             ));
         }
         range("crystal_pitch_mm", self.crystal_pitch_mm, 0.5, 50.0, "mm")?;
-        range("crystal_length_mm", self.crystal_length_mm, 1.0, 100.0, "mm")?;
+        range(
+            "crystal_length_mm",
+            self.crystal_length_mm,
+            1.0,
+            100.0,
+            "mm",
+        )?;
         range("ring_radius_mm", self.ring_radius_mm, 20.0, 5000.0, "mm")?;
         let half_face = 4.0 * self.crystal_pitch_mm;
         let room = self.ring_radius_mm * (std::f64::consts::PI / self.modules as f64).tan();
@@ -320,13 +326,7 @@ impl RingConfig {
             5.0,
             "degrees",
         )?;
-        range(
-            "positron_range_mm",
-            self.positron_range_mm,
-            0.0,
-            10.0,
-            "mm",
-        )?;
+        range("positron_range_mm", self.positron_range_mm, 0.0, 10.0, "mm")?;
         if let Some(c) = self.axial_acceptance_cos {
             range("axial_acceptance_cos", c, 1e-3, 1.0, "(cosine)")?;
         }

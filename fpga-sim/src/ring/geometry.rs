@@ -73,11 +73,7 @@ impl RingGeometry {
     /// `(module, yi, xi)` of a channel index.
     #[inline]
     pub fn parts(ch: usize) -> (usize, usize, usize) {
-        (
-            ch / PER_MODULE,
-            (ch % PER_MODULE) / N_SIDE,
-            ch % N_SIDE,
-        )
+        (ch / PER_MODULE, (ch % PER_MODULE) / N_SIDE, ch % N_SIDE)
     }
 
     /// Channel index of crystal (`xi`, `yi`) of module `m`.
@@ -104,7 +100,11 @@ impl RingGeometry {
         let half = (N_SIDE as f64 - 1.0) / 2.0;
         let a = (xi as f64 - half) * self.pitch;
         let depth = self.radius + self.length / 2.0;
-        [depth * c - a * s, depth * s + a * c, (yi as f64 - half) * self.pitch]
+        [
+            depth * c - a * s,
+            depth * s + a * c,
+            (yi as f64 - half) * self.pitch,
+        ]
     }
 
     /// The PETsys channel map: region = module, xi, yi and the crystal centre.
@@ -181,7 +181,7 @@ impl RingGeometry {
         if z.abs() > self.half_face + self.pitch {
             return None;
         }
-        let phi = (p[1] + s * u[1]).atan2(p[0] + s * u[0]);
+        let phi = crate::ring::physics::fast_atan2(p[1] + s * u[1], p[0] + s * u[0]);
         let m = (phi / self.dphi).round().rem_euclid(self.modules as f64) as usize % self.modules;
         let (ta, za, dist) = self.plane(m, p, u)?;
         let (m, ta, za, dist) = if ta.abs() < self.half_face {
@@ -223,7 +223,11 @@ mod tests {
             let u = [c[0] / n, c[1] / n, c[2] / n];
             let hit = g.face_hit([0.0; 3], u).unwrap();
             assert_eq!(hit.ch, ch);
-            assert!(hit.path_mm > 400.0 && hit.path_mm < 401.0, "{}", hit.path_mm);
+            assert!(
+                hit.path_mm > 400.0 && hit.path_mm < 401.0,
+                "{}",
+                hit.path_mm
+            );
         }
         // Between modules 0 and 1 (azimuth 5.6 degrees): a gap.
         let (s, c) = (0.5 * std::f64::consts::TAU / 32.0).sin_cos();
@@ -236,7 +240,10 @@ mod tests {
     #[test]
     fn ids_match_the_bench_packing() {
         assert_eq!(RingGeometry::channel_id(0), crate::detector::channel_id(0));
-        assert_eq!(RingGeometry::channel_id(127), crate::detector::channel_id(127));
+        assert_eq!(
+            RingGeometry::channel_id(127),
+            crate::detector::channel_id(127)
+        );
         assert_eq!(RingGeometry::channel_id(31 * 64 + 5), (31 << 6) | 5);
         assert_eq!(module_channel_id(64, 0), 1 << 12);
     }

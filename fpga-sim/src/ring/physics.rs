@@ -9,10 +9,11 @@ use crate::rng::Rng;
 
 /// Electron rest energy, keV.
 pub const ME_KEV: f64 = 511.0;
-/// Photons below this energy are taken as absorbed in the phantom, keV.
-pub const ABSORB_BELOW_KEV: f64 = 50.0;
+/// Photons below this energy are taken as absorbed in the phantom, keV (they would mostly
+/// scatter on many more times; a cut that keeps phantom runs fast).
+pub const ABSORB_BELOW_KEV: f64 = 100.0;
 /// Scatters followed per photon at most (the rest of the track is dropped as absorbed).
-pub const MAX_SCATTERS: u8 = 50;
+pub const MAX_SCATTERS: u8 = 10;
 
 /// Compton edge (largest electron energy) of a photon of energy `e` keV.
 #[inline]
@@ -132,23 +133,61 @@ pub fn band_direction(rng: &mut Rng, cos_max: f64) -> [f64; 3] {
     [s * cp, s * sp, c]
 }
 
-/// The partner of `u`: `−u` deviated by a 2-D Gaussian angle of `sigma_rad` per component.
+/// Two independent standard normals (Marsaglia's polar method: one logarithm, no
+/// trigonometry).
+#[inline]
+pub fn normal_pair(rng: &mut Rng) -> (f64, f64) {
+    loop {
+        let a = 2.0 * rng.uniform() - 1.0;
+        let b = 2.0 * rng.uniform() - 1.0;
+        let s = a * a + b * b;
+        if s < 1.0 && s > 1e-300 {
+            let f = (-2.0 * s.ln() / s).sqrt();
+            return (a * f, b * f);
+        }
+    }
+}
+
+/// The partner of `u`: `−u` deviated by a 2-D Gaussian angle of `sigma_rad` per component
+/// (perpendicular basis from Duff et al.'s branchless construction).
 #[inline]
 pub fn partner(rng: &mut Rng, u: [f64; 3], sigma_rad: f64) -> [f64; 3] {
     if sigma_rad <= 0.0 {
         return [-u[0], -u[1], -u[2]];
     }
-    let d = [
-        sigma_rad * rng.normal(),
-        sigma_rad * rng.normal(),
-        sigma_rad * rng.normal(),
-    ];
-    let du = d[0] * u[0] + d[1] * u[1] + d[2] * u[2];
+    let (g1, g2) = normal_pair(rng);
+    let sign = 1f64.copysign(u[2]);
+    let a = -1.0 / (sign + u[2]);
+    let b = u[0] * u[1] * a;
+    let e1 = [1.0 + sign * u[0] * u[0] * a, sign * b, -sign * u[0]];
+    let e2 = [b, sign + u[1] * u[1] * a, -u[1]];
+    let (d1, d2) = (sigma_rad * g1, sigma_rad * g2);
     normalise([
-        -u[0] + d[0] - du * u[0],
-        -u[1] + d[1] - du * u[1],
-        -u[2] + d[2] - du * u[2],
+        -u[0] + d1 * e1[0] + d2 * e2[0],
+        -u[1] + d1 * e1[1] + d2 * e2[1],
+        -u[2] + d1 * e1[2] + d2 * e2[2],
     ])
+}
+
+/// atan2 to about 2e-4 rad (polynomial): enough to pick a module, since a face lookup that
+/// misses the chosen face tries the neighbour on that side.
+#[inline]
+pub fn fast_atan2(y: f64, x: f64) -> f64 {
+    let (ax, ay) = (x.abs(), y.abs());
+    let (mn, mx) = if ax < ay { (ax, ay) } else { (ay, ax) };
+    if mx == 0.0 {
+        return 0.0;
+    }
+    let a = mn / mx;
+    let s = a * a;
+    let mut r = ((-0.046_496_474_9 * s + 0.159_314_22) * s - 0.327_622_764) * s * a + a;
+    if ay > ax {
+        r = std::f64::consts::FRAC_PI_2 - r;
+    }
+    if x < 0.0 {
+        r = std::f64::consts::PI - r;
+    }
+    if y < 0.0 { -r } else { r }
 }
 
 /// Entry and exit distances `[s0, s1]` (s0 >= 0) of the ray `p + s u` in the phantom cylinder,
@@ -208,7 +247,11 @@ pub struct Photon {
 #[inline]
 pub fn through_phantom(rng: &mut Rng, phantom: &Phantom, ph: &mut Photon) -> bool {
     while let Some((s0, s1)) = chord(phantom, ph.pos, ph.dir) {
-        let mu = phantom.mu_511_per_mm * kn_total_relative(ph.e_kev);
+        let mu = if ph.n_scatter == 0 {
+            phantom.mu_511_per_mm
+        } else {
+            phantom.mu_511_per_mm * kn_total_relative(ph.e_kev)
+        };
         if mu <= 0.0 {
             return true;
         }
@@ -269,7 +312,20 @@ mod tests {
             let w = partner(&mut rng, u, 0.004);
             let d = -(u[0] * w[0] + u[1] * w[1] + u[2] * w[2]);
             assert!(d > 0.999);
+            let (y, x) = (2.0 * rng.uniform() - 1.0, 2.0 * rng.uniform() - 1.0);
+            assert!((fast_atan2(y, x) - y.atan2(x)).abs() < 2.5e-4);
         }
+        // Acollinearity: the angle from back-to-back has per-component sigma 0.004 rad, so
+        // its mean square is 2 sigma^2.
+        let mut m2 = 0.0;
+        for _ in 0..20_000 {
+            let u = isotropic(&mut rng);
+            let w = partner(&mut rng, u, 0.004);
+            let d = -(u[0] * w[0] + u[1] * w[1] + u[2] * w[2]);
+            m2 += 2.0 * (1.0 - d);
+        }
+        let m2 = m2 / 20_000.0;
+        assert!((m2 / (2.0 * 0.004 * 0.004) - 1.0).abs() < 0.05, "{m2}");
         let ph = Phantom::default();
         let (s0, s1) = chord(&ph, [0.0; 3], [1.0, 0.0, 0.0]).unwrap();
         assert!((s0 - 0.0).abs() < 1e-12 && (s1 - 100.0).abs() < 1e-9);

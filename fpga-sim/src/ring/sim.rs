@@ -328,7 +328,7 @@ pub struct RingSummary {
     pub photons_reaching_ring: u64,
     /// Photons that Compton-scattered in the phantom and left it.
     pub photons_object_scattered: u64,
-    /// Photons absorbed in the phantom (below 50 keV after scattering).
+    /// Photons absorbed in the phantom (below 100 keV or after 10 scatters).
     pub photons_absorbed_in_phantom: u64,
     /// Photons with at least one deposit above threshold (before dead time).
     pub photons_detected: u64,
@@ -596,12 +596,8 @@ impl RingSim {
             let t = self.next_decay;
             let id = self.next_decay_id;
             self.next_decay_id += 1;
-            self.phys.decay(
-                &mut self.rng,
-                t,
-                &mut self.deposits,
-                &mut self.counters,
-            );
+            self.phys
+                .decay(&mut self.rng, t, &mut self.deposits, &mut self.counters);
             for d in self.deposits.drain(..) {
                 self.fe.candidate(
                     &mut self.rng,
