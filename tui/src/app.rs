@@ -1,0 +1,644 @@
+//! The dashboard's state: a history of snapshots (for rates and sparklines), what the operator
+//! has selected, the freeze and help flags, and a log of warnings derived from how the
+//! snapshots change. Pure: no terminal, no clock; `update` takes snapshots, `handle_key` takes
+//! keys and says what the caller should do.
+
+use scandaq_core::snapshot::{RunState, StatsSnapshot};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Channels per module (one TOFPET2 chip): a module is `channel >> 6`.
+pub const CHANNELS_PER_MODULE: u32 = 64;
+/// Rate samples kept for the sparklines.
+pub const SPARK_POINTS: usize = 120;
+/// Log entries kept.
+pub const LOG_ENTRIES: usize = 200;
+/// The window (seconds of run time) over which rates are averaged.
+pub const RATE_WINDOW_S: f64 = 1.0;
+
+/// A key the dashboard understands (backend-neutral; see [`crate::term::key_from_event`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// A printable character.
+    Char(char),
+    /// Arrow left.
+    Left,
+    /// Arrow right.
+    Right,
+    /// Arrow up.
+    Up,
+    /// Arrow down.
+    Down,
+    /// Tab.
+    Tab,
+    /// Shift-Tab.
+    BackTab,
+    /// Escape.
+    Esc,
+    /// Enter.
+    Enter,
+    /// Ctrl-C (the terminal is in raw mode, so it arrives as a key, not a signal).
+    CtrlC,
+}
+
+/// What the caller of [`App::handle_key`] should do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing beyond redrawing.
+    None,
+    /// Leave the dashboard (in-process: stop the run first if it still runs).
+    Quit,
+    /// `q` during a running acquisition: the dashboard now asks to confirm (`y` quits).
+    ConfirmQuit,
+    /// Stop the run (it drains, commits its files and writes the manifest).
+    Stop,
+    /// Write a marker row with this text into the run's data.
+    Marker(String),
+}
+
+/// Which main view is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Header, sources, detector health, sink, log.
+    Overview,
+    /// Every loss counter by place and reason, with rates.
+    Losses,
+}
+
+/// Severity of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// State changes, markers, ends of stream.
+    Info,
+    /// New loss reasons, reconnects, calibration gaps.
+    Warn,
+    /// The run ended on an error.
+    Error,
+}
+
+/// One line of the log pane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    /// Run time (s) when it was seen.
+    pub t_s: f64,
+    /// Severity.
+    pub level: Level,
+    /// What happened.
+    pub text: String,
+}
+
+/// Coincidence statistics for the detector-health panel.
+///
+/// HOOK: the stats snapshot has no coincidence fields yet; [`coincidence_view`] returns `None`
+/// until it does, and the panel says "no coincidences yet". When the coincidence sorter
+/// publishes its histogram into the snapshot, fill this from it in `coincidence_view`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CoincidenceView {
+    /// Time-difference histogram (counts per bin).
+    pub dt_bins: Vec<u64>,
+    /// Time difference at the low edge of bin 0, ps.
+    pub dt_min_ps: f64,
+    /// Bin width, ps.
+    pub bin_ps: f64,
+    /// Prompt coincidences per second.
+    pub prompt_rate: f64,
+    /// Delayed-window coincidences per second (randoms estimate).
+    pub delayed_rate: f64,
+}
+
+impl CoincidenceView {
+    /// Full width at half maximum of the time-difference histogram in ps (linear
+    /// interpolation of the half-maximum crossings), `None` when empty.
+    pub fn fwhm_ps(&self) -> Option<f64> {
+        fwhm(&self.dt_bins, self.bin_ps)
+    }
+}
+
+/// FWHM of a histogram in units of `bin_width` (linear interpolation on both flanks).
+pub fn fwhm(bins: &[u64], bin_width: f64) -> Option<f64> {
+    let (imax, &max) = bins.iter().enumerate().max_by_key(|(_, c)| **c)?;
+    if max == 0 {
+        return None;
+    }
+    let half = max as f64 / 2.0;
+    let mut left = 0.0;
+    for i in (0..imax).rev() {
+        let (a, b) = (bins[i] as f64, bins[i + 1] as f64);
+        if a <= half {
+            left = i as f64 + (half - a) / (b - a).max(1e-12);
+            break;
+        }
+    }
+    let mut right = (bins.len() - 1) as f64;
+    for i in imax + 1..bins.len() {
+        let (a, b) = (bins[i - 1] as f64, bins[i] as f64);
+        if b <= half {
+            right = (i - 1) as f64 + (a - half) / (a - b).max(1e-12);
+            break;
+        }
+    }
+    Some((right - left) * bin_width)
+}
+
+/// Coincidence statistics from a snapshot. HOOK: always `None` until `StatsSnapshot` carries
+/// coincidence fields (dt histogram, prompts, delayeds).
+pub fn coincidence_view(_snapshot: &StatsSnapshot) -> Option<CoincidenceView> {
+    None
+}
+
+/// How the dashboard is used.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// Energy window marked on the spectrum, keV (lower, upper).
+    pub energy_window_kev: (f64, f64),
+    /// Attached to another process's run (`scandaq top`): `q` leaves the viewer without
+    /// asking, since it stops nothing.
+    pub attached: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            energy_window_kev: (425.0, 650.0),
+            attached: false,
+        }
+    }
+}
+
+/// Rates of one input over the rate window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputRates {
+    /// Packets per second.
+    pub packets: f64,
+    /// Hits decoded per second (boards of this input).
+    pub hits: f64,
+    /// Bytes per second.
+    pub bytes: f64,
+    /// Losses per second (every reason).
+    pub losses: f64,
+}
+
+/// The dashboard's state.
+pub struct App {
+    /// Options set at start.
+    pub options: AppOptions,
+    /// Snapshots of the last [`RATE_WINDOW_S`] seconds (newest last), for rates.
+    recent: VecDeque<StatsSnapshot>,
+    /// What is shown (the newest snapshot unless frozen).
+    shown: Option<usize>,
+    /// Frozen copy (display does not move while `p` holds it).
+    frozen: Option<(StatsSnapshot, Option<StatsSnapshot>)>,
+    /// Per-input hits/s history (sparklines).
+    spark: Vec<VecDeque<f64>>,
+    /// Singles/s history.
+    singles_spark: VecDeque<f64>,
+    coincidences: Option<CoincidenceView>,
+    log: VecDeque<LogEntry>,
+    /// Index into the sorted list of modules with hits.
+    pub selected_module: usize,
+    /// Channel within the selected module (0..63).
+    pub selected_channel: u32,
+    /// The main view.
+    pub view: View,
+    /// `?` pressed: the help overlay is open.
+    pub help: bool,
+    /// `q` pressed during a running acquisition: waiting for `y`.
+    pub confirm_quit: bool,
+    /// A line shown in the footer (last action's result).
+    pub status: Option<String>,
+    markers: u32,
+}
+
+/// Which input an index of `boards_decoded` belongs to: the input that lists the board id,
+/// or the only input when there is one and it lists none (the demo's simulator).
+fn boards_of_input(s: &StatsSnapshot, input: usize) -> Vec<usize> {
+    let Some(inp) = s.inputs.get(input) else {
+        return vec![];
+    };
+    let ids: BTreeSet<u32> = inp.boards.iter().map(|b| b.source_id).collect();
+    s.boards_decoded
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| ids.contains(&b.source_id) || (ids.is_empty() && s.inputs.len() == 1))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Hits decoded by the boards of input `i`.
+pub fn input_hits(s: &StatsSnapshot, i: usize) -> u64 {
+    boards_of_input(s, i)
+        .into_iter()
+        .map(|b| s.boards_decoded[b].hits_decoded)
+        .sum()
+}
+
+/// Every loss counter of input `i` by `(place, reason)`: the input's own reasons, its ring and
+/// kernel drops, its boards' sequence gaps and decode losses.
+pub fn input_losses(s: &StatsSnapshot, i: usize) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Some(inp) = s.inputs.get(i) else {
+        return out;
+    };
+    for (k, v) in &inp.losses {
+        *out.entry(k.clone()).or_insert(0) += v;
+    }
+    let mut add = |k: &str, v: u64| {
+        if v > 0 {
+            *out.entry(k.to_string()).or_insert(0) += v;
+        }
+    };
+    add("ring_overflow_packets", inp.ring_dropped_packets);
+    add("udp_kernel_drops", inp.kernel_drops);
+    add(
+        "packet_gaps",
+        inp.boards.iter().map(|b| b.packets_missing).sum(),
+    );
+    for b in boards_of_input(s, i) {
+        for (k, v) in &s.boards_decoded[b].losses {
+            add(k, *v);
+        }
+    }
+    out
+}
+
+/// Every loss counter of the snapshot as `(place, reason) -> count` (place: the input label,
+/// `board N` for decode losses of boards no input lists).
+pub fn all_losses(s: &StatsSnapshot) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    let mut claimed = BTreeSet::new();
+    for (i, inp) in s.inputs.iter().enumerate() {
+        claimed.extend(boards_of_input(s, i));
+        for (k, v) in input_losses(s, i) {
+            out.insert((inp.label.clone(), k), v);
+        }
+    }
+    for (i, b) in s.boards_decoded.iter().enumerate() {
+        if claimed.contains(&i) {
+            continue;
+        }
+        for (k, v) in &b.losses {
+            out.insert((format!("board {}", b.source_id), k.clone()), *v);
+        }
+    }
+    out
+}
+
+fn rate(now: u64, then: u64, dt: f64) -> f64 {
+    if dt <= 0.0 {
+        0.0
+    } else {
+        now.saturating_sub(then) as f64 / dt
+    }
+}
+
+impl App {
+    /// A dashboard with no data yet.
+    pub fn new(options: AppOptions) -> Self {
+        Self {
+            options,
+            recent: VecDeque::new(),
+            shown: None,
+            frozen: None,
+            spark: Vec::new(),
+            singles_spark: VecDeque::new(),
+            coincidences: None,
+            log: VecDeque::new(),
+            selected_module: 0,
+            selected_channel: 0,
+            view: View::Overview,
+            help: false,
+            confirm_quit: false,
+            status: None,
+            markers: 0,
+        }
+    }
+
+    /// Takes a new snapshot: rates, sparklines and the log move on (the display stays put
+    /// while frozen; the history and the log still advance).
+    pub fn update(&mut self, snapshot: StatsSnapshot) {
+        let prev = self.recent.back().cloned();
+        if let Some(p) = &prev {
+            if snapshot.elapsed_s < p.elapsed_s {
+                // A new run behind the same socket (or a clock step): start over.
+                self.recent.clear();
+                self.spark.clear();
+                self.singles_spark.clear();
+            }
+        }
+        let prev = self.recent.back().cloned();
+        self.derive_log(prev.as_ref(), &snapshot);
+        if let Some(p) = &prev {
+            let dt = snapshot.elapsed_s - p.elapsed_s;
+            self.spark.resize_with(snapshot.inputs.len(), VecDeque::new);
+            for i in 0..snapshot.inputs.len() {
+                let r = if i < p.inputs.len() {
+                    rate(input_hits(&snapshot, i), input_hits(p, i), dt)
+                } else {
+                    0.0
+                };
+                push_capped(&mut self.spark[i], r, SPARK_POINTS);
+            }
+            push_capped(
+                &mut self.singles_spark,
+                rate(snapshot.singles, p.singles, dt),
+                SPARK_POINTS,
+            );
+        }
+        self.coincidences = coincidence_view(&snapshot).or(self.coincidences.take());
+        self.recent.push_back(snapshot);
+        // Keep one snapshot at or before the start of the rate window.
+        let newest = self.recent.back().map_or(0.0, |s| s.elapsed_s);
+        while self.recent.len() > 2 && self.recent[1].elapsed_s <= newest - RATE_WINDOW_S {
+            self.recent.pop_front();
+        }
+        self.shown = Some(self.recent.len() - 1);
+    }
+
+    /// Replaces the coincidence statistics (HOOK for the coincidence sorter; see
+    /// [`CoincidenceView`]).
+    pub fn set_coincidences(&mut self, view: Option<CoincidenceView>) {
+        self.coincidences = view;
+    }
+
+    /// The coincidence statistics, if any exist.
+    pub fn coincidences(&self) -> Option<&CoincidenceView> {
+        self.coincidences.as_ref()
+    }
+
+    fn derive_log(&mut self, prev: Option<&StatsSnapshot>, now: &StatsSnapshot) {
+        let t = now.elapsed_s;
+        let state_changed = prev.is_none_or(|p| p.state != now.state);
+        if state_changed && prev.is_some() {
+            let level = if now.state == RunState::Error {
+                Level::Error
+            } else {
+                Level::Info
+            };
+            self.log(t, level, format!("run {}", now.state.name()));
+        }
+        let before = prev.map(all_losses).unwrap_or_default();
+        for ((place, reason), &n) in &all_losses(now) {
+            let was = before
+                .get(&(place.clone(), reason.clone()))
+                .copied()
+                .unwrap_or(0);
+            if n <= was {
+                continue;
+            }
+            if reason.contains("reconnect") {
+                self.log(t, Level::Warn, format!("{place}: reconnected ({n} so far)"));
+            } else if was == 0 {
+                let what = if reason.starts_with("no_") && reason.contains("calibration") {
+                    "calibration gap"
+                } else {
+                    "new loss"
+                };
+                self.log(t, Level::Warn, format!("{what}: {reason} = {n} at {place}"));
+            }
+        }
+        for inp in &now.inputs {
+            for b in &inp.boards {
+                let was_ended = prev
+                    .and_then(|p| p.inputs.iter().find(|i| i.label == inp.label))
+                    .and_then(|i| i.boards.iter().find(|x| x.source_id == b.source_id))
+                    .is_some_and(|x| x.ended);
+                if b.ended && !was_ended {
+                    self.log(
+                        t,
+                        Level::Info,
+                        format!("{}: board {} ended its stream", inp.label, b.source_id),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Adds a line to the log pane.
+    pub fn log(&mut self, t_s: f64, level: Level, text: String) {
+        push_capped(&mut self.log, LogEntry { t_s, level, text }, LOG_ENTRIES);
+    }
+
+    /// Adds a line at the current run time.
+    pub fn note(&mut self, level: Level, text: String) {
+        let t = self.latest().map_or(0.0, |s| s.elapsed_s);
+        self.log(t, level, text);
+    }
+
+    /// The log, oldest first.
+    pub fn log_entries(&self) -> impl DoubleEndedIterator<Item = &LogEntry> + ExactSizeIterator {
+        self.log.iter()
+    }
+
+    /// The newest snapshot received (frozen or not).
+    pub fn latest(&self) -> Option<&StatsSnapshot> {
+        self.recent.back()
+    }
+
+    /// The snapshot on screen and the one the rates are taken against.
+    pub fn shown(&self) -> Option<(&StatsSnapshot, Option<&StatsSnapshot>)> {
+        if let Some((s, base)) = &self.frozen {
+            return Some((s, base.as_ref()));
+        }
+        let i = self.shown?;
+        let s = &self.recent[i];
+        let base = self.recent.front().filter(|b| b.elapsed_s < s.elapsed_s);
+        Some((s, base))
+    }
+
+    /// Whether `p` froze the display.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// Rates of input `i` on screen.
+    pub fn input_rates(&self, i: usize) -> InputRates {
+        let Some((s, Some(b))) = self.shown() else {
+            return InputRates::default();
+        };
+        let dt = s.elapsed_s - b.elapsed_s;
+        let (Some(now), Some(then)) = (s.inputs.get(i), b.inputs.get(i)) else {
+            return InputRates::default();
+        };
+        let loss_now: u64 = input_losses(s, i).values().sum();
+        let loss_then: u64 = input_losses(b, i).values().sum();
+        InputRates {
+            packets: rate(now.packets_in, then.packets_in, dt),
+            hits: rate(input_hits(s, i), input_hits(b, i), dt),
+            bytes: rate(now.bytes_in, then.bytes_in, dt),
+            losses: rate(loss_now, loss_then, dt),
+        }
+    }
+
+    /// `(singles/s, sink rows/s, sink bytes/s)` on screen.
+    pub fn totals_rates(&self) -> (f64, f64, f64) {
+        match self.shown() {
+            Some((s, Some(b))) => {
+                let dt = s.elapsed_s - b.elapsed_s;
+                (
+                    rate(s.singles, b.singles, dt),
+                    rate(s.sink_rows, b.sink_rows, dt),
+                    rate(s.sink_bytes, b.sink_bytes, dt),
+                )
+            }
+            _ => (0.0, 0.0, 0.0),
+        }
+    }
+
+    /// Hits/s history of input `i`, oldest first.
+    pub fn sparkline(&self, i: usize) -> Vec<f64> {
+        self.spark
+            .get(i)
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Singles/s history, oldest first.
+    pub fn singles_sparkline(&self) -> Vec<f64> {
+        self.singles_spark.iter().copied().collect()
+    }
+
+    /// Modules (channel >> 6) that have hits on screen, ascending.
+    pub fn modules(&self) -> Vec<u32> {
+        let Some((s, _)) = self.shown() else {
+            return vec![];
+        };
+        let set: BTreeSet<u32> = s
+            .channel_hits
+            .iter()
+            .map(|(c, _)| c / CHANNELS_PER_MODULE)
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// The selected module, if any module has hits.
+    pub fn module(&self) -> Option<u32> {
+        let m = self.modules();
+        m.get(self.selected_module.min(m.len().saturating_sub(1)))
+            .copied()
+    }
+
+    /// Count rate (hits/s) of every channel of `module`, index = channel & 63. Over the rate
+    /// window, or since the start with a single snapshot.
+    pub fn module_rates(&self, module: u32) -> [f64; 64] {
+        let mut out = [0.0; 64];
+        let Some((s, base)) = self.shown() else {
+            return out;
+        };
+        let lo = module * CHANNELS_PER_MODULE;
+        let in_module = |c: u32| c >= lo && c < lo + CHANNELS_PER_MODULE;
+        let then: BTreeMap<u32, u64> = base
+            .map(|b| {
+                b.channel_hits
+                    .iter()
+                    .filter(|(c, _)| in_module(*c))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dt = base.map_or(s.elapsed_s, |b| s.elapsed_s - b.elapsed_s);
+        for &(c, n) in s.channel_hits.iter().filter(|(c, _)| in_module(*c)) {
+            out[(c - lo) as usize] = rate(n, then.get(&c).copied().unwrap_or(0), dt);
+        }
+        out
+    }
+
+    fn running(&self) -> bool {
+        self.latest().is_some_and(|s| {
+            matches!(
+                s.state,
+                RunState::Configured | RunState::Running | RunState::Stopping
+            )
+        })
+    }
+
+    /// Applies a key; returns what the caller must do.
+    pub fn handle_key(&mut self, key: Key) -> Action {
+        if self.confirm_quit {
+            self.confirm_quit = false;
+            return match key {
+                Key::Char('y') | Key::Char('Y') | Key::Char('q') | Key::Enter | Key::CtrlC => {
+                    Action::Quit
+                }
+                _ => {
+                    self.status = Some("quit cancelled".into());
+                    Action::None
+                }
+            };
+        }
+        if self.help {
+            // Any key closes the help; `q` still works from there.
+            self.help = false;
+            if !matches!(key, Key::Char('q')) {
+                return Action::None;
+            }
+        }
+        match key {
+            Key::Char('q') | Key::Esc | Key::CtrlC => {
+                if self.options.attached || !self.running() || key == Key::CtrlC {
+                    Action::Quit
+                } else {
+                    self.confirm_quit = true;
+                    Action::ConfirmQuit
+                }
+            }
+            Key::Char('s') => {
+                if self.running() {
+                    self.status = Some("stop requested".into());
+                    Action::Stop
+                } else {
+                    self.status = Some("the run is not running".into());
+                    Action::None
+                }
+            }
+            Key::Char('m') => {
+                self.markers += 1;
+                Action::Marker(format!("operator marker {}", self.markers))
+            }
+            Key::Char('p') => {
+                if self.frozen.is_some() {
+                    self.frozen = None;
+                } else if let Some((s, b)) = self.shown() {
+                    self.frozen = Some((s.clone(), b.cloned()));
+                }
+                Action::None
+            }
+            Key::Char('?') | Key::Char('h') => {
+                self.help = true;
+                Action::None
+            }
+            Key::Tab | Key::BackTab => {
+                self.view = match self.view {
+                    View::Overview => View::Losses,
+                    View::Losses => View::Overview,
+                };
+                Action::None
+            }
+            Key::Right => {
+                let n = self.modules().len().max(1);
+                self.selected_module = (self.selected_module + 1) % n;
+                Action::None
+            }
+            Key::Left => {
+                let n = self.modules().len().max(1);
+                self.selected_module = (self.selected_module + n - 1) % n;
+                Action::None
+            }
+            Key::Down => {
+                self.selected_channel = (self.selected_channel + 1) % CHANNELS_PER_MODULE;
+                Action::None
+            }
+            Key::Up => {
+                self.selected_channel =
+                    (self.selected_channel + CHANNELS_PER_MODULE - 1) % CHANNELS_PER_MODULE;
+                Action::None
+            }
+            _ => Action::None,
+        }
+    }
+}
+
+fn push_capped<T>(d: &mut VecDeque<T>, v: T, cap: usize) {
+    if d.len() == cap {
+        d.pop_front();
+    }
+    d.push_back(v);
+}

@@ -1,0 +1,658 @@
+//! Drawing the dashboard: `render(frame, &app)`. Everything is text with colours on top, so
+//! a screen read without colour (a test, a screenshot, a colour-blind operator) still says
+//! the same: losses read `DROPPED`, dead channels `··`, hot channels `!!`.
+
+use crate::app::{App, CHANNELS_PER_MODULE, Level, View, all_losses, input_losses};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, Wrap};
+use scandaq_core::snapshot::{RunState, StatsSnapshot};
+
+const RED: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+const DIM: Style = Style::new().fg(Color::DarkGray);
+const OK: Style = Style::new().fg(Color::Green);
+const WARN: Style = Style::new().fg(Color::Yellow);
+const TITLE: Style = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
+
+/// Style of loss numbers: red when non-zero.
+pub fn loss_style(n: u64) -> Style {
+    if n > 0 { RED } else { OK }
+}
+
+/// `1234567` -> `1.23 M`.
+pub fn si(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1e9 {
+        format!("{:.2} G", x / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Seconds as `h:mm:ss`.
+pub fn clock(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// A text sparkline of the last `width` values.
+pub fn sparkline(values: &[f64], width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let tail = &values[values.len().saturating_sub(width)..];
+    let max = tail.iter().copied().fold(0.0, f64::max);
+    let mut s: String = tail
+        .iter()
+        .map(|&v| {
+            if max <= 0.0 {
+                '▁'
+            } else {
+                BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize]
+            }
+        })
+        .collect();
+    while s.chars().count() < width {
+        s.insert(0, ' ');
+    }
+    s
+}
+
+/// A text gauge `██░░░░ 31%`.
+pub fn gauge(fill: u64, capacity: u64, width: usize) -> String {
+    if capacity == 0 {
+        return "-".into();
+    }
+    let f = (fill as f64 / capacity as f64).clamp(0.0, 1.0);
+    let full = (f * width as f64).round() as usize;
+    format!(
+        "{}{} {:>3.0}%",
+        "█".repeat(full),
+        "░".repeat(width - full),
+        f * 100.0
+    )
+}
+
+fn ellipsize_left(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    if max <= 1 {
+        return "…".into();
+    }
+    let tail: String = s.chars().skip(n - (max - 1)).collect();
+    format!("…{tail}")
+}
+
+fn state_style(s: RunState) -> Style {
+    match s {
+        RunState::Running => OK.add_modifier(Modifier::BOLD),
+        RunState::Stopping => WARN.add_modifier(Modifier::BOLD),
+        RunState::Error => RED,
+        _ => Style::new().fg(Color::Blue).add_modifier(Modifier::BOLD),
+    }
+}
+
+/// Draws the whole dashboard.
+pub fn render(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    let Some((snap, _)) = app.shown() else {
+        let p = Paragraph::new(vec![
+            Line::styled("scandaq dashboard", TITLE),
+            Line::raw("waiting for the first statistics snapshot…"),
+            Line::styled("q quit  ? help", DIM),
+        ]);
+        frame.render_widget(p, area);
+        draw_overlays(frame, app);
+        return;
+    };
+    let n_inputs = snap.inputs.len().max(1) as u16;
+    let small = area.height < 36;
+    let log_h = if small { 4 } else { (area.height / 5).max(4) };
+    let sources_h = (3 + n_inputs).min(if small { 5 } else { 10 });
+    let [header, sources, health, sink, log, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(sources_h),
+        Constraint::Min(6),
+        Constraint::Length(1),
+        Constraint::Length(log_h),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(frame, app, snap, header);
+    draw_sources(frame, app, snap, sources);
+    match app.view {
+        View::Overview => draw_health(frame, app, snap, health),
+        View::Losses => draw_losses(frame, app, snap, health),
+    }
+    draw_sink(frame, app, snap, sink);
+    draw_log(frame, app, log);
+    draw_footer(frame, app, snap, footer);
+    draw_overlays(frame, app);
+}
+
+fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let sep = Span::styled(" │ ", DIM);
+    let mut l1 = vec![
+        Span::styled(" scandaq", TITLE),
+        sep.clone(),
+        Span::raw(format!("run {:06}", s.info.run)),
+        sep.clone(),
+        Span::styled(s.state.name().to_uppercase(), state_style(s.state)),
+        sep.clone(),
+        Span::raw(clock(s.elapsed_s)),
+    ];
+    if !s.info.mode.is_empty() {
+        l1.push(sep.clone());
+        l1.push(Span::raw(s.info.mode.clone()));
+    }
+    l1.push(sep.clone());
+    l1.push(Span::raw(if s.info.limits.is_empty() {
+        "no limits".to_string()
+    } else {
+        format!("limits: {}", s.info.limits.join(", "))
+    }));
+    if app.is_frozen() {
+        l1.push(Span::styled(
+            "  FROZEN (p)",
+            Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD),
+        ));
+    }
+    let losses = s.losses_total();
+    let (singles_rate, _, _) = app.totals_rates();
+    let written = format!("written {:.1} MB", s.sink_bytes as f64 / 1e6);
+    let singles = format!("singles {} ({}/s)", si(s.singles as f64), si(singles_rate));
+    let dropped = if losses > 0 {
+        format!("DROPPED {losses}")
+    } else {
+        "dropped 0".to_string()
+    };
+    let fixed = 5 + written.len() + 3 + singles.len() + 3 + dropped.len() + 3;
+    let room = (area.width as usize).saturating_sub(fixed).max(8);
+    let dir = if s.info.run_dir.is_empty() {
+        "-".to_string()
+    } else {
+        ellipsize_left(&s.info.run_dir, room)
+    };
+    let l2 = vec![
+        Span::raw(" out "),
+        Span::raw(dir),
+        sep.clone(),
+        Span::raw(written),
+        sep.clone(),
+        Span::raw(singles),
+        sep,
+        Span::styled(
+            dropped,
+            if losses > 0 {
+                RED.add_modifier(Modifier::REVERSED)
+            } else {
+                OK
+            },
+        ),
+    ];
+    frame.render_widget(Paragraph::new(vec![Line::from(l1), Line::from(l2)]), area);
+}
+
+fn draw_sources(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let wide = area.width >= 120;
+    let spark_w: usize = if wide { 30 } else { 10 };
+    let header = Row::new(vec![
+        "source", "pkt/s", "hits/s", "MB/s", "rate", "ring", "losses",
+    ])
+    .style(DIM);
+    let rows: Vec<Row> = s
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, inp)| {
+            let r = app.input_rates(i);
+            let losses = input_losses(s, i);
+            let total: u64 = losses.values().sum();
+            let loss_text = if total == 0 {
+                "none".to_string()
+            } else {
+                let reasons: Vec<String> = losses
+                    .iter()
+                    .filter(|(_, v)| **v > 0)
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                format!("{total}: {}", reasons.join(", "))
+            };
+            let ring_style = if inp.ring_capacity > 0 && inp.ring_fill * 4 >= inp.ring_capacity * 3
+            {
+                RED
+            } else {
+                Style::new()
+            };
+            Row::new(vec![
+                Span::raw(inp.label.clone()),
+                Span::raw(si(r.packets)),
+                Span::raw(si(r.hits)),
+                Span::raw(format!("{:.1}", r.bytes / 1e6)),
+                Span::styled(sparkline(&app.sparkline(i), spark_w), OK),
+                Span::styled(
+                    gauge(inp.ring_fill, inp.ring_capacity, if wide { 12 } else { 4 }),
+                    ring_style,
+                ),
+                Span::styled(loss_text, loss_style(total)),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(if wide { 28 } else { 16 }),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(5),
+        Constraint::Length(spark_w as u16),
+        Constraint::Length(if wide { 17 } else { 9 }),
+        Constraint::Min(10),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .column_spacing(1)
+        .block(block(" sources "));
+    frame.render_widget(table, area);
+}
+
+fn block(title: &str) -> Block<'_> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(DIM)
+        .title(Span::styled(title, TITLE))
+}
+
+fn draw_health(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let wide = area.width >= 120;
+    let [spectrum, crystal, coinc] = Layout::horizontal([
+        Constraint::Percentage(if wide { 50 } else { 42 }),
+        Constraint::Length(if wide { 40 } else { 22 }),
+        Constraint::Min(14),
+    ])
+    .areas(area);
+    draw_spectrum(frame, app, s, spectrum);
+    draw_crystal_map(frame, app, crystal);
+    draw_coincidences(frame, app, coinc);
+}
+
+/// Vertical bar rows for `values` in `height` text rows (eighth-block resolution).
+fn bar_rows(values: &[f64], height: usize) -> Vec<String> {
+    const PARTS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().fold(0.0, f64::max);
+    (0..height)
+        .map(|row| {
+            let from_bottom = height - 1 - row;
+            values
+                .iter()
+                .map(|&v| {
+                    let eighths = if max > 0.0 {
+                        (v / max * (height * 8) as f64).round() as usize
+                    } else {
+                        0
+                    };
+                    let here = eighths.saturating_sub(from_bottom * 8).min(8);
+                    PARTS[here]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn draw_spectrum(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let (lo_w, hi_w) = app.options.energy_window_kev;
+    let total: u64 = s.energy_bins.iter().sum();
+    let in_window: u64 = s
+        .energy_bins
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (*i as f64) >= lo_w && (*i as f64) < hi_w)
+        .map(|(_, c)| c)
+        .sum();
+    let share = if total > 0 {
+        format!(": {:.0}%", in_window as f64 * 100.0 / total as f64)
+    } else {
+        String::new()
+    };
+    let title = if area.width >= 60 {
+        format!(" energy spectrum, all channels (keV); window {lo_w:.0}-{hi_w:.0}{share} ")
+    } else {
+        format!(" keV, window {lo_w:.0}-{hi_w:.0}{share} ")
+    };
+    let b = block(&title);
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    if inner.height < 3 || inner.width < 10 {
+        return;
+    }
+    if total == 0 {
+        frame.render_widget(Paragraph::new(Line::styled("no singles yet", DIM)), inner);
+        return;
+    }
+    let range = (hi_w * 1.3).clamp(800.0, 2048.0);
+    let cols = inner.width as usize;
+    let per = range / cols as f64;
+    let values: Vec<f64> = (0..cols)
+        .map(|c| {
+            let (a, b) = ((c as f64 * per) as usize, ((c + 1) as f64 * per) as usize);
+            s.energy_bins
+                .get(a..b.min(s.energy_bins.len()))
+                .map_or(0, |x| x.iter().sum::<u64>()) as f64
+        })
+        .collect();
+    let in_win = |c: usize| {
+        let e = (c as f64 + 0.5) * per;
+        e >= lo_w && e < hi_w
+    };
+    let bar_h = inner.height as usize - 2;
+    let mut lines: Vec<Line> = bar_rows(&values, bar_h)
+        .into_iter()
+        .map(|row| {
+            Line::from(
+                row.chars()
+                    .enumerate()
+                    .map(|(c, ch)| {
+                        Span::styled(
+                            ch.to_string(),
+                            if in_win(c) {
+                                OK
+                            } else {
+                                Style::new().fg(Color::Gray)
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let marker: String = (0..cols)
+        .map(|c| if in_win(c) { '━' } else { ' ' })
+        .collect();
+    lines.push(Line::styled(marker, OK));
+    let mut axis = vec![' '; cols];
+    let step = if cols >= 60 { 100.0 } else { 200.0 };
+    let mut e = 0.0;
+    while e < range {
+        let c = (e / per) as usize;
+        for (k, ch) in format!("{e:.0}").chars().enumerate() {
+            if c + k < cols {
+                axis[c + k] = ch;
+            }
+        }
+        e += step;
+    }
+    lines.push(Line::styled(axis.into_iter().collect::<String>(), DIM));
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_crystal_map(frame: &mut Frame, app: &App, area: Rect) {
+    let modules = app.modules();
+    let title = match app.module() {
+        Some(m) => format!(
+            " module {m} [{}/{}] ",
+            app.selected_module.min(modules.len() - 1) + 1,
+            modules.len()
+        ),
+        None => " crystal map ".to_string(),
+    };
+    let b = block(&title);
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    let Some(module) = app.module() else {
+        frame.render_widget(Paragraph::new(Line::styled("no hits yet", DIM)), inner);
+        return;
+    };
+    let rates = app.module_rates(module);
+    let mut live: Vec<f64> = rates.iter().copied().filter(|&r| r > 0.0).collect();
+    live.sort_by(f64::total_cmp);
+    let median = live.get(live.len() / 2).copied().unwrap_or(0.0);
+    let max = live.last().copied().unwrap_or(0.0);
+    let wide = inner.width >= 34;
+    let (mut dead, mut hot) = (0, 0);
+    let mut lines = Vec::new();
+    for row in 0..8u32 {
+        let mut spans = vec![];
+        for col in 0..8u32 {
+            let ch = row * 8 + col;
+            let r = rates[ch as usize];
+            let (text, mut style) = if r <= 0.0 {
+                dead += 1;
+                ("··".to_string(), DIM)
+            } else if median > 0.0 && r > 3.0 * median {
+                hot += 1;
+                ("!!".to_string(), RED.bg(Color::Red).fg(Color::White))
+            } else {
+                let f = if max > 0.0 { r / max } else { 0.0 };
+                let shade = ['░', '▒', '▓', '█'][((f * 3.999) as usize).min(3)];
+                let color = if f < 0.25 {
+                    Color::Blue
+                } else if f < 0.5 {
+                    Color::Cyan
+                } else if f < 0.75 {
+                    Color::Green
+                } else {
+                    Color::Yellow
+                };
+                (shade.to_string().repeat(2), Style::new().fg(color))
+            };
+            if ch == app.selected_channel {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            spans.push(Span::styled(text, style));
+            if wide {
+                spans.push(Span::raw("  "));
+            }
+        }
+        lines.push(Line::from(spans));
+        if wide && inner.height >= 20 {
+            lines.push(Line::raw(""));
+        }
+    }
+    let ch = app.selected_channel;
+    let sel = format!(
+        "ch {} ({}): {}/s",
+        module * CHANNELS_PER_MODULE + ch,
+        ch,
+        si(rates[ch as usize])
+    );
+    lines.push(Line::raw(sel));
+    lines.push(Line::from(vec![
+        Span::styled(format!("dead {dead}"), if dead > 0 { WARN } else { DIM }),
+        Span::raw(" "),
+        Span::styled(format!("hot {hot}"), if hot > 0 { RED } else { DIM }),
+    ]));
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_coincidences(frame: &mut Frame, app: &App, area: Rect) {
+    let b = block(" coincidences ");
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    let Some(c) = app.coincidences() else {
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::raw("no coincidences yet"),
+                Line::styled("prompt  -/s", DIM),
+                Line::styled("delayed -/s", DIM),
+            ])
+            .wrap(Wrap { trim: true }),
+            inner,
+        );
+        return;
+    };
+    let mut lines = vec![
+        Line::raw(match c.fwhm_ps() {
+            Some(f) => format!("Δt FWHM {f:.0} ps"),
+            None => "Δt FWHM -".into(),
+        }),
+        Line::raw(format!(
+            "prompt {}/s  delayed {}/s",
+            si(c.prompt_rate),
+            si(c.delayed_rate)
+        )),
+    ];
+    let h = (inner.height as usize).saturating_sub(2);
+    if h > 0 && !c.dt_bins.is_empty() {
+        let cols = inner.width as usize;
+        let per = c.dt_bins.len().div_ceil(cols).max(1);
+        let values: Vec<f64> = c
+            .dt_bins
+            .chunks(per)
+            .map(|x| x.iter().sum::<u64>() as f64)
+            .collect();
+        lines.extend(
+            bar_rows(&values, h)
+                .into_iter()
+                .map(|r| Line::styled(r, Style::new().fg(Color::Magenta))),
+        );
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_losses(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let base = app.shown().and_then(|(_, b)| b);
+    let before = base.map(all_losses).unwrap_or_default();
+    let dt = base.map_or(0.0, |b| s.elapsed_s - b.elapsed_s);
+    let rows: Vec<Row> = all_losses(s)
+        .into_iter()
+        .map(|((place, reason), n)| {
+            let was = before
+                .get(&(place.clone(), reason.clone()))
+                .copied()
+                .unwrap_or(n);
+            let r = if dt > 0.0 {
+                n.saturating_sub(was) as f64 / dt
+            } else {
+                0.0
+            };
+            Row::new(vec![
+                Span::raw(place),
+                Span::raw(reason),
+                Span::styled(n.to_string(), loss_style(n)),
+                Span::raw(format!("{}/s", si(r))),
+            ])
+        })
+        .collect();
+    let empty = rows.is_empty();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Percentage(40),
+            Constraint::Percentage(35),
+            Constraint::Length(12),
+            Constraint::Min(8),
+        ],
+    )
+    .header(Row::new(vec!["where", "reason", "count", "rate"]).style(DIM))
+    .block(block(" losses by place and reason (tab: overview) "));
+    frame.render_widget(table, area);
+    if empty {
+        let inner = Rect {
+            y: area.y + 2,
+            height: 1,
+            ..block("").inner(area)
+        };
+        frame.render_widget(Paragraph::new(Line::styled("no losses", OK)), inner);
+    }
+}
+
+fn draw_sink(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let (_, rows, bytes) = app.totals_rates();
+    let waited: u64 = s.inputs.iter().map(|i| i.ring_blocked_ms).sum();
+    let line = Line::from(vec![
+        Span::styled(" sink ", TITLE),
+        Span::raw(format!(
+            "{} rows/s {:.1} MB/s │ singles-00000.parquet │ rotations 0 │ wait {} ms",
+            si(rows),
+            bytes / 1e6,
+            waited
+        )),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
+    let b = block(" log ");
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    let n = inner.height as usize;
+    let entries: Vec<_> = app.log_entries().collect();
+    let lines: Vec<Line> = entries[entries.len().saturating_sub(n)..]
+        .iter()
+        .map(|e| {
+            let style = match e.level {
+                Level::Info => Style::new(),
+                Level::Warn => WARN,
+                Level::Error => RED,
+            };
+            Line::styled(format!("[{:>7.1} s] {}", e.t_s, e.text), style)
+        })
+        .collect();
+    if lines.is_empty() {
+        frame.render_widget(Paragraph::new(Line::styled("no warnings", DIM)), inner);
+    } else {
+        frame.render_widget(Paragraph::new(lines), inner);
+    }
+}
+
+fn draw_footer(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let mut spans = vec![];
+    if let Some(st) = &app.status {
+        spans.push(Span::styled(format!(" {st} "), WARN));
+    }
+    if matches!(s.state, RunState::Stopped | RunState::Error) && !app.options.attached {
+        spans.push(Span::styled(" run ended: q exits ", OK));
+    }
+    spans.push(Span::styled(
+        " q quit  s stop  m marker  p freeze  tab view  ←→ module  ↑↓ channel  ? help",
+        DIM,
+    ));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+fn draw_overlays(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    if app.help {
+        let lines = vec![
+            Line::raw("q / Esc   quit (asks first if the run is still going)"),
+            Line::raw("Ctrl-C    stop the run and quit"),
+            Line::raw("s         stop the run (files committed, manifest written)"),
+            Line::raw("m         write a marker row (markers.parquet)"),
+            Line::raw("p         freeze / unfreeze the display"),
+            Line::raw("tab       overview / losses view"),
+            Line::raw("← →       select module (crystal map)"),
+            Line::raw("↑ ↓       select channel in the module"),
+            Line::raw("?         this help (any key closes it)"),
+        ];
+        let r = centered(area, 62, lines.len() as u16 + 2);
+        frame.render_widget(Clear, r);
+        frame.render_widget(Paragraph::new(lines).block(block(" help ")), r);
+    }
+    if app.confirm_quit {
+        let r = centered(area, 46, 4);
+        frame.render_widget(Clear, r);
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::styled("The acquisition is still running.", WARN),
+                Line::raw("Stop it and quit? y = yes, any key = no"),
+            ])
+            .block(block(" quit? ")),
+            r,
+        );
+    }
+}

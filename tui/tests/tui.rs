@@ -1,0 +1,365 @@
+//! Rendered-screen tests of the dashboard (ratatui TestBackend at 80x24 and 200x50, compared
+//! with insta snapshots and checked for the words and colours that matter) and key handling.
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use scandaq_core::snapshot::{
+    BoardDecodeSnapshot, BoardTransportSnapshot, InputSnapshot, RunInfo, RunState, StatsSnapshot,
+};
+use scandaq_tui::app::fwhm;
+use scandaq_tui::{Action, App, AppOptions, CoincidenceView, Key, View, render};
+use std::collections::BTreeMap;
+
+/// A two-board UDP run at about 1 M singles/s, `t` seconds in.
+fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
+    let hits = (t * 1e6) as u64;
+    let mut energy_bins = vec![0u64; 2048];
+    for (i, b) in energy_bins.iter_mut().enumerate().take(800) {
+        let e = i as f64;
+        let peak = (-((e - 511.0) / 20.0).powi(2) / 2.0).exp() * 1000.0;
+        let compton = if e < 340.0 { 150.0 } else { 0.0 };
+        *b = ((peak + compton) * t) as u64;
+    }
+    // Module 0 and 1 (channels 0-127); channel 5 dead, channel 70 hot.
+    let mut channel_hits = Vec::new();
+    for c in 0..128u32 {
+        let n = match c {
+            5 => 0,
+            70 => (t * 40_000.0) as u64,
+            _ => (t * (7_000.0 + 50.0 * f64::from(c % 8))) as u64,
+        };
+        if n > 0 {
+            channel_hits.push((c, n));
+        }
+    }
+    let mut input_losses = BTreeMap::new();
+    let mut decode_losses = BTreeMap::new();
+    let (missing, ring_dropped) = if lossy {
+        input_losses.insert("crc_error".to_string(), (t * 3.0) as u64);
+        decode_losses.insert("no_tdc_calibration".to_string(), (t * 100.0) as u64);
+        ((t * 40.0) as u64, (t * 10.0) as u64)
+    } else {
+        (0, 0)
+    };
+    let board = |id: u32, share: u64| BoardTransportSnapshot {
+        source_id: id,
+        packets_received: (t * 2000.0) as u64 / share,
+        packets_missing: missing / share,
+        duplicates: 0,
+        out_of_order: 0,
+        payload_bytes: (t * 8e6) as u64 / share,
+        ended: state == RunState::Stopped,
+    };
+    StatsSnapshot {
+        info: RunInfo {
+            run: 42,
+            run_dir: "/data/scandaq-runs/run-000042".into(),
+            mode: "run".into(),
+            limits: vec!["duration 60 s".into()],
+        },
+        state,
+        elapsed_s: t,
+        inputs: vec![InputSnapshot {
+            label: "udp 0.0.0.0:5000".into(),
+            packets_in: (t * 2000.0) as u64,
+            bytes_in: (t * 8e6) as u64,
+            losses: input_losses,
+            ring_fill: if lossy { 250 } else { 3 },
+            ring_capacity: 256,
+            ring_dropped_packets: ring_dropped,
+            ring_blocked_ms: 0,
+            kernel_drops: 0,
+            boards: vec![board(0, 2), board(1, 2)],
+        }],
+        boards_decoded: vec![
+            BoardDecodeSnapshot {
+                source_id: 0,
+                frames: (t * 1000.0) as u64,
+                hits_decoded: hits / 2,
+                losses: decode_losses.clone(),
+            },
+            BoardDecodeSnapshot {
+                source_id: 1,
+                frames: (t * 1000.0) as u64,
+                hits_decoded: hits / 2,
+                losses: BTreeMap::new(),
+            },
+        ],
+        sink_rows: hits,
+        sink_bytes: (t * 9e6) as u64,
+        singles: hits,
+        frame_bytes: (t * 8e6) as u64,
+        ring_fill: 3,
+        boards: 2,
+        energy_bins,
+        channel_hits,
+        other_channel_hits: 0,
+    }
+}
+
+fn app_with(state: RunState, lossy: bool) -> App {
+    let mut app = App::new(AppOptions::default());
+    for k in 1..=5 {
+        let t = 10.0 + f64::from(k) * 0.25;
+        let st = if k == 5 { state } else { RunState::Running };
+        app.update(snapshot(t, st, lossy));
+    }
+    app
+}
+
+fn draw(app: &App, w: u16, h: u16) -> Buffer {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| render(f, app)).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn text(b: &Buffer) -> String {
+    let mut out = String::new();
+    for y in 0..b.area.height {
+        let mut line = String::new();
+        for x in 0..b.area.width {
+            line.push_str(b[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Position of the first occurrence of `needle` on screen.
+fn find(b: &Buffer, needle: &str) -> Option<(u16, u16)> {
+    for y in 0..b.area.height {
+        let line: Vec<String> = (0..b.area.width)
+            .map(|x| b[(x, y)].symbol().to_string())
+            .collect();
+        let joined: String = line.concat();
+        if let Some(byte) = joined.find(needle) {
+            // Convert the byte offset to a cell index (one symbol per cell).
+            let mut acc = 0;
+            for (x, s) in line.iter().enumerate() {
+                if acc == byte {
+                    return Some((x as u16, y));
+                }
+                acc += s.len();
+            }
+        }
+    }
+    None
+}
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (200, 50)];
+
+#[test]
+fn healthy_run_renders_rates_spectrum_map_and_no_losses() {
+    let app = app_with(RunState::Running, false);
+    for (w, h) in SIZES {
+        let b = draw(&app, w, h);
+        let s = text(&b);
+        insta::assert_snapshot!(format!("healthy_{w}x{h}"), s);
+        for needle in [
+            "run 000042",
+            "RUNNING",
+            "0:00:11",
+            "dropped 0",
+            "udp 0.0.0.0:5000",
+            "1.00 M",
+            "none",
+            "window 425-650",
+            "module 0 [1/2]",
+            "no coincidences yet",
+            "1.00 M rows/s 9.0 MB/s",
+            "no warnings",
+        ] {
+            assert!(s.contains(needle), "{w}x{h}: {needle:?} missing in\n{s}");
+        }
+        assert!(!s.contains("DROPPED"), "{s}");
+        // Channel 5 of module 0 is dead.
+        assert!(s.contains("··"), "{s}");
+        let (x, y) = find(&b, "dropped 0").unwrap();
+        assert_eq!(b[(x, y)].fg, Color::Green);
+    }
+}
+
+#[test]
+fn lossy_run_highlights_losses_in_red_and_logs_new_reasons() {
+    let app = app_with(RunState::Running, true);
+    for (w, h) in SIZES {
+        let b = draw(&app, w, h);
+        let s = text(&b);
+        insta::assert_snapshot!(format!("lossy_{w}x{h}"), s);
+        let (x, y) = find(&b, "DROPPED").unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(b[(x, y)].fg, Color::Red, "dropped total must be red");
+        let (x, y) = find(&b, "crc_error").unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(b[(x, y)].fg, Color::Red, "the source's losses must be red");
+        // The nearly full ring is red too.
+        assert!(s.contains("98%"), "{s}");
+        // The log says which loss reasons appeared.
+        assert!(s.contains("new loss: "), "{s}");
+    }
+    let log: Vec<String> = app.log_entries().map(|e| e.text.clone()).collect();
+    for reason in [
+        "crc_error",
+        "packet_gaps",
+        "ring_overflow_packets",
+        "calibration gap: no_tdc_calibration",
+    ] {
+        assert!(
+            log.iter().any(|l| l.contains(reason)),
+            "{reason} not logged: {log:?}"
+        );
+    }
+    // Logged once, not at every snapshot.
+    assert_eq!(log.iter().filter(|l| l.contains("crc_error")).count(), 1);
+}
+
+#[test]
+fn stopped_run_says_so() {
+    let app = app_with(RunState::Stopped, false);
+    for (w, h) in SIZES {
+        let b = draw(&app, w, h);
+        let s = text(&b);
+        insta::assert_snapshot!(format!("stopped_{w}x{h}"), s);
+        assert!(s.contains("STOPPED"), "{s}");
+        assert!(s.contains("run ended: q exits"), "{s}");
+    }
+    let log: Vec<String> = app.log_entries().map(|e| e.text.clone()).collect();
+    assert!(log.iter().any(|l| l == "run stopped"), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("board 1 ended")), "{log:?}");
+}
+
+#[test]
+fn first_screen_and_overlays_render() {
+    let mut app = App::new(AppOptions::default());
+    let s = text(&draw(&app, 80, 24));
+    assert!(
+        s.contains("waiting for the first statistics snapshot"),
+        "{s}"
+    );
+    app.update(snapshot(1.0, RunState::Running, false));
+    assert_eq!(app.handle_key(Key::Char('?')), Action::None);
+    let s = text(&draw(&app, 80, 24));
+    assert!(s.contains("freeze / unfreeze"), "{s}");
+    assert_eq!(
+        app.handle_key(Key::Char('x')),
+        Action::None,
+        "any key closes help"
+    );
+    assert!(!app.help);
+    assert_eq!(app.handle_key(Key::Char('q')), Action::ConfirmQuit);
+    let s = text(&draw(&app, 80, 24));
+    assert!(s.contains("Stop it and quit?"), "{s}");
+    // Tiny terminals do not panic.
+    for (w, h) in [(20, 5), (1, 1), (80, 10)] {
+        draw(&app, w, h);
+    }
+}
+
+#[test]
+fn quit_asks_first_while_running_and_not_after() {
+    let mut app = app_with(RunState::Running, false);
+    assert_eq!(app.handle_key(Key::Char('q')), Action::ConfirmQuit);
+    assert!(app.confirm_quit);
+    assert_eq!(app.handle_key(Key::Char('n')), Action::None);
+    assert!(!app.confirm_quit);
+    assert_eq!(app.handle_key(Key::Char('q')), Action::ConfirmQuit);
+    assert_eq!(app.handle_key(Key::Char('y')), Action::Quit);
+    // Ctrl-C stops and quits without asking (like Ctrl-C on the plain `scandaq run`).
+    assert_eq!(app.handle_key(Key::CtrlC), Action::Quit);
+
+    let mut stopped = app_with(RunState::Stopped, false);
+    assert_eq!(stopped.handle_key(Key::Char('q')), Action::Quit);
+    assert_eq!(stopped.handle_key(Key::Char('s')), Action::None);
+
+    let mut attached = App::new(AppOptions {
+        attached: true,
+        ..AppOptions::default()
+    });
+    attached.update(snapshot(1.0, RunState::Running, false));
+    assert_eq!(attached.handle_key(Key::Char('q')), Action::Quit);
+}
+
+#[test]
+fn keys_stop_mark_freeze_select_and_switch_view() {
+    let mut app = app_with(RunState::Running, false);
+    assert_eq!(app.handle_key(Key::Char('s')), Action::Stop);
+    assert_eq!(
+        app.handle_key(Key::Char('m')),
+        Action::Marker("operator marker 1".into())
+    );
+    assert_eq!(
+        app.handle_key(Key::Char('m')),
+        Action::Marker("operator marker 2".into())
+    );
+
+    // Freeze: new snapshots do not move the display.
+    let before = app.shown().unwrap().0.elapsed_s;
+    app.handle_key(Key::Char('p'));
+    assert!(app.is_frozen());
+    app.update(snapshot(20.0, RunState::Running, false));
+    assert_eq!(app.shown().unwrap().0.elapsed_s, before);
+    assert!(text(&draw(&app, 80, 24)).contains("FROZEN"));
+    app.handle_key(Key::Char('p'));
+    assert_eq!(app.shown().unwrap().0.elapsed_s, 20.0);
+
+    // Modules: 0 and 1; right moves to module 1 (hot channel 70 = module 1, channel 6).
+    assert_eq!(app.modules(), vec![0, 1]);
+    app.handle_key(Key::Right);
+    assert_eq!(app.module(), Some(1));
+    let rates = app.module_rates(1);
+    assert!(rates[6] > 3.0 * rates[0], "{rates:?}");
+    let s = text(&draw(&app, 80, 24));
+    assert!(s.contains("module 1 [2/2]") && s.contains("!!"), "{s}");
+    app.handle_key(Key::Right);
+    assert_eq!(app.module(), Some(0));
+    app.handle_key(Key::Left);
+    assert_eq!(app.module(), Some(1));
+    app.handle_key(Key::Up);
+    assert_eq!(app.selected_channel, 63);
+    app.handle_key(Key::Down);
+    assert_eq!(app.selected_channel, 0);
+
+    app.handle_key(Key::Tab);
+    assert_eq!(app.view, View::Losses);
+    let s = text(&draw(&app, 80, 24));
+    assert!(
+        s.contains("losses by place and reason") && s.contains("no losses"),
+        "{s}"
+    );
+    app.handle_key(Key::Tab);
+    assert_eq!(app.view, View::Overview);
+}
+
+#[test]
+fn rates_come_from_consecutive_snapshots() {
+    let app = app_with(RunState::Running, false);
+    let r = app.input_rates(0);
+    assert!((r.hits - 1e6).abs() < 1e3, "{r:?}");
+    assert!((r.packets - 2000.0).abs() < 1.0, "{r:?}");
+    assert!((r.bytes - 8e6).abs() < 1e3, "{r:?}");
+    let (singles, rows, bytes) = app.totals_rates();
+    assert!((singles - 1e6).abs() < 1e3 && (rows - 1e6).abs() < 1e3 && bytes > 0.0);
+    assert_eq!(app.sparkline(0).len(), 4);
+}
+
+#[test]
+fn coincidence_panel_shows_fwhm_once_coincidences_exist() {
+    let mut app = app_with(RunState::Running, false);
+    // A triangle 0,1,2,...,10,...,1,0: FWHM = 10 bins.
+    let mut bins: Vec<u64> = (0..=10).collect();
+    bins.extend((0..10).rev());
+    let f = fwhm(&bins, 25.0).unwrap();
+    assert!((f - 250.0).abs() < 1e-9, "{f}");
+    app.set_coincidences(Some(CoincidenceView {
+        dt_bins: bins,
+        dt_min_ps: -262.5,
+        bin_ps: 25.0,
+        prompt_rate: 12_345.0,
+        delayed_rate: 678.0,
+    }));
+    let s = text(&draw(&app, 200, 50));
+    assert!(s.contains("Δt FWHM 250 ps"), "{s}");
+    assert!(s.contains("prompt 12.3 k/s"), "{s}");
+    assert!(!s.contains("no coincidences yet"));
+}
