@@ -53,6 +53,7 @@ pub fn demo(
     out_dir: &Path,
     show_progress: bool,
     raw_columns: bool,
+    coincidences: crate::coinc_stage::CoincidenceOptions,
 ) -> Result<RunSummary> {
     let duration_s = config.duration_s;
     let mut sim = BenchSim::new(config).map_err(|e| anyhow!("simulator configuration: {e}"))?;
@@ -98,6 +99,7 @@ pub fn demo(
         extra_counts,
         warnings: vec![],
         raw_columns,
+        coincidences,
     };
     let summary = session::run(out_dir, &calibration, description, rx, |n| bar.inc(n));
     bar.finish_and_clear();

@@ -7,6 +7,7 @@
 
 pub mod calib_load;
 pub mod calibrate;
+pub mod coinc_stage;
 pub mod demo;
 pub mod ingest;
 pub mod inspect;

@@ -8,6 +8,7 @@
 //! the manifest is written. States: configured -> running -> stopping -> stopped | error.
 
 use crate::calib_load::LoadedCalibration;
+use crate::coinc_stage::CoincidenceOptions;
 use crate::ingest::{FrameChunk, Ingest};
 use crate::live_stats::{BoardDecodeSnapshot, LiveStats, RunInfo, RunState};
 use crate::merge::KWayMerger;
@@ -83,6 +84,8 @@ pub struct LiveConfig {
     pub stats_every: Option<Duration>,
     /// Front-end clock.
     pub clock: scandaq_core::ClockModel,
+    /// Coincidence sorting.
+    pub coincidences: CoincidenceOptions,
 }
 
 /// A handle to ask a running acquisition to stop (signals, tests).
@@ -288,6 +291,7 @@ pub fn run_live_with_stats(
         extra_counts: BTreeMap::new(),
         warnings: vec![],
         raw_columns: config.raw_columns,
+        coincidences: config.coincidences.clone(),
     };
     // Sinks first.
     let start = session::begin(&config.out_dir, calibration, description)?;
@@ -296,6 +300,7 @@ pub fn run_live_with_stats(
         start.metadata.clone(),
         config.raw_columns,
         stats.sink.clone(),
+        start.coincidences.clone(),
     )?;
     stats.info.publish(RunInfo {
         run: start.run_dir.run,

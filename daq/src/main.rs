@@ -2,6 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+use scandaq::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
 use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
 use scandaq::ring::OverflowPolicy;
 use scandaq::run_config::{self, RunFile};
@@ -46,6 +47,8 @@ enum Command {
         /// Do not open the dashboard (the dashboard is not built yet; the demo always prints a summary).
         #[arg(long)]
         no_tui: bool,
+        #[command(flatten)]
+        coincidences: CoincidenceArgs,
     },
     /// Reprocess a PETsys .rawf file or raw archive into calibrated singles, or a PETLINK .l list-mode file into events, in Parquet.
     Replay {
@@ -69,6 +72,8 @@ enum Command {
         /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
         #[arg(long)]
         raw_columns: bool,
+        #[command(flatten)]
+        coincidences: CoincidenceArgs,
     },
     /// Acquire from live front-ends (UDP/TCP) into a new run; Ctrl-C stops cleanly.
     Run(RunArgs),
@@ -137,6 +142,8 @@ struct RunArgs {
     /// No stats line on stderr.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    coincidences: CoincidenceArgs,
 }
 
 fn main() -> ExitCode {
@@ -173,7 +180,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             raw_columns,
             no_tui: _,
+            coincidences,
         } => {
+            let coincidences = coincidences.apply(CoincidenceOptions::default())?;
             let config = scandaq_fpga_sim::BenchConfig {
                 seed,
                 duration_s: duration,
@@ -184,7 +193,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "scandaq demo: simulating a two-module LYSO bench with a Na-22 source, {duration} s at {:.0} hits/s",
                 rate
             );
-            let summary = demo::demo(config, &out, true, raw_columns)?;
+            let summary = demo::demo(config, &out, true, raw_columns, coincidences)?;
             Ok(finish(summary, Some(duration)))
         }
         Command::Replay {
@@ -195,7 +204,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             no_progress,
             raw_columns,
+            coincidences,
         } => {
+            let coincidences = coincidences.apply(CoincidenceOptions::default())?;
             if petlink_replay::is_petlink(&file, header.as_deref()) {
                 let summary = petlink_replay::replay_petlink(&file, header.as_deref(), &out)?;
                 petlink_replay::print_summary(&summary);
@@ -223,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     stop_at_end_of_stream: false,
                     stats_every: None,
                     clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
+                    coincidences,
                 };
                 let summary = run_live(
                     &live,
@@ -239,6 +251,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 replay::ReplayOptions {
                     progress: !no_progress,
                     raw_columns,
+                    coincidences,
                 },
             )?;
             Ok(finish(summary, None))
@@ -338,6 +351,7 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     if args.raw_columns {
         file.run.raw_columns = Some(true);
     }
+    file.coincidences = args.coincidences.apply(file.coincidences.clone())?;
     let mut v = file.validate()?;
     if args.quiet {
         v.live.stats_every = None;

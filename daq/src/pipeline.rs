@@ -7,6 +7,7 @@
 //! ```
 
 use crate::calibrate::{CompiledCalibration, KernelLosses};
+use crate::coinc_stage::{self, CoincidenceReport, CoincidenceSetup};
 use crate::live_stats::SinkCounters;
 use crate::merge::TimeMerger;
 use anyhow::{Context, Result, anyhow};
@@ -94,6 +95,8 @@ pub struct SinkReport {
     pub t_range: Option<(i64, i64)>,
     /// Energy spectrum of what was written.
     pub histogram: EnergyHistogram,
+    /// The coincidence stage's report, when it ran.
+    pub coincidences: Option<Result<CoincidenceReport>>,
 }
 
 /// Metadata written into every Parquet file of the run.
@@ -104,8 +107,13 @@ pub(crate) fn spawn_singles_sink(
     metadata: FileMetadata,
     raw_columns: bool,
     counters: Arc<SinkCounters>,
+    coincidences: Option<CoincidenceSetup>,
 ) -> Result<(Sender<HitBatch>, JoinHandle<Result<SinkReport>>)> {
     let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
+    let coincidence_stage = match coincidences {
+        Some(setup) => Some(coinc_stage::spawn(dir, metadata.clone(), setup)?),
+        None => None,
+    };
     let mut writer = ParquetTableWriter::create(
         dir,
         "singles-00000.parquet",
@@ -118,9 +126,19 @@ pub(crate) fn spawn_singles_sink(
         .spawn(move || -> Result<SinkReport> {
             let mut t_range: Option<(i64, i64)> = None;
             let mut histogram = EnergyHistogram::default();
+            let (mut coinc_tx, coinc_thread) = match coincidence_stage {
+                Some((tx, handle)) => (Some(tx), Some(handle)),
+                None => (None, None),
+            };
             for batch in rx {
                 if batch.is_empty() {
                     continue;
+                }
+                if let Some(tx) = &coinc_tx {
+                    if tx.send(coinc_stage::physics_columns(&batch)).is_err() {
+                        // The coincidence thread stopped on an error: its report says why.
+                        coinc_tx = None;
+                    }
                 }
                 let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
                 t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
@@ -137,11 +155,18 @@ pub(crate) fn spawn_singles_sink(
                 writer.add_metadata("first_t_ps", a.to_string());
                 writer.add_metadata("last_t_ps", b.to_string());
             }
+            drop(coinc_tx);
+            let coincidences = coinc_thread.map(|h| {
+                h.join()
+                    .map_err(|_| anyhow!("the coincidence thread panicked"))
+                    .and_then(|r| r)
+            });
             let file = writer.commit()?;
             Ok(SinkReport {
                 file,
                 t_range,
                 histogram,
+                coincidences,
             })
         })
         .context("cannot start the sink thread")?;
@@ -298,9 +323,10 @@ pub fn run(
     dir: &Path,
     metadata: FileMetadata,
     raw_columns: bool,
+    coincidences: Option<CoincidenceSetup>,
     mut on_progress: impl FnMut(u64),
 ) -> Result<PipelineOutcome> {
-    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns, Arc::default())?;
+    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns, Arc::default(), coincidences)?;
     let mut processor = Processor::new(kernel);
     let mut input_error = None;
     let mut sink_gone = false;

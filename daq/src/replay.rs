@@ -45,12 +45,14 @@ fn check_index(rawf: &Path, file_len: u64) -> Result<(BTreeMap<String, u64>, Vec
 }
 
 /// Choices of a replay.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplayOptions {
     /// Show a progress bar (on a terminal only).
     pub progress: bool,
     /// Keep the raw diagnostic columns in the singles table.
     pub raw_columns: bool,
+    /// Coincidence sorting.
+    pub coincidences: crate::coinc_stage::CoincidenceOptions,
 }
 
 /// Replays `rawf` into a new run under `out_dir`.
@@ -126,6 +128,7 @@ pub fn replay(
         extra_counts,
         warnings,
         raw_columns: options.raw_columns,
+        coincidences: options.coincidences.clone(),
     };
     let summary = session::run(out_dir, calibration, description, rx, |n| bar.inc(n));
     bar.finish_and_clear();

@@ -74,6 +74,9 @@ pub struct RunFile {
     /// `[[input]]` tables.
     #[serde(default)]
     pub input: Vec<InputSection>,
+    /// `[coincidences]`: how prompts and delayeds are sorted (docs/coincidences.md).
+    #[serde(default)]
+    pub coincidences: crate::coinc_stage::CoincidenceOptions,
 }
 
 /// Parses a run file; errors name the file, line and key.
@@ -220,6 +223,7 @@ impl RunFile {
         if !(1_000_000..=2_000_000_000).contains(&clock_hz) {
             bail!("run.clock_hz = {clock_hz}: expected 1 MHz .. 2 GHz");
         }
+        self.coincidences.validate()?;
         Ok(ValidatedRun {
             live: LiveConfig {
                 inputs,
@@ -236,6 +240,7 @@ impl RunFile {
                 clock: ClockModel {
                     frequency_hz: clock_hz,
                 },
+                coincidences: self.coincidences.clone(),
             },
             calib_dir,
             petsys_config,

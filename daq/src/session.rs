@@ -3,6 +3,7 @@
 
 use crate::calib_load::LoadedCalibration;
 use crate::calibrate::CompiledCalibration;
+use crate::coinc_stage::{CoincidenceOptions, CoincidenceSetup};
 use crate::pipeline::{self, Chunk, EnergyHistogram, PipelineCounts};
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
@@ -52,6 +53,8 @@ pub struct RunDescription {
     pub warnings: Vec<String>,
     /// Write the raw diagnostic columns into the singles table.
     pub raw_columns: bool,
+    /// Coincidence sorting.
+    pub coincidences: CoincidenceOptions,
 }
 
 /// A run that has started: directory allocated, calibration stored, manifest says incomplete.
@@ -70,6 +73,8 @@ pub struct RunStart {
     pub calibration_warnings: Vec<String>,
     /// When processing started.
     pub started: Instant,
+    /// The coincidence stage, when coincidences are sorted.
+    pub coincidences: Option<CoincidenceSetup>,
 }
 
 /// Allocates the run directory, copies the calibration into it and writes the first
@@ -130,14 +135,36 @@ pub fn begin(
             description.clock.frequency_hz.to_string(),
         ),
     ];
+    let mut calibration_warnings = calibration.warnings.clone();
+    let coincidences = match CoincidenceSetup::new(
+        &description.coincidences,
+        calibration.calibration.geometry.as_ref(),
+        kernel.energy_in_kev(),
+    ) {
+        Ok(setup) => setup,
+        Err(why) => {
+            calibration_warnings.push(why);
+            None
+        }
+    };
+    if coincidences.is_some()
+        && !kernel.energy_in_kev()
+        && description.coincidences.energy_window_kev.is_some()
+    {
+        calibration_warnings.push(
+            "energies are ToT (no energy table): coincidences are sorted without an energy window"
+                .into(),
+        );
+    }
     Ok(RunStart {
         run_dir,
         kernel,
         manifest,
         metadata,
         description,
-        calibration_warnings: calibration.warnings.clone(),
+        calibration_warnings,
         started: Instant::now(),
+        coincidences,
     })
 }
 
@@ -171,6 +198,7 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
     let mut counts = end.counts;
     let mut error = end.error;
     let mut histogram = EnergyHistogram::default();
+    let mut coincidence_counts = BTreeMap::new();
     match end.sink {
         Ok(report) => {
             counts.singles_written = report.file.rows;
@@ -178,6 +206,16 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
             manifest.last_t_ps = report.t_range.map(|r| r.1);
             manifest.files.push(report.file);
             histogram = report.histogram;
+            match report.coincidences {
+                Some(Ok(c)) => {
+                    coincidence_counts = c.counts();
+                    manifest.files.extend(c.files);
+                }
+                Some(Err(e)) => {
+                    error.get_or_insert(format!("coincidences: {e:#}"));
+                }
+                None => {}
+            }
         }
         Err(e) => {
             error.get_or_insert(format!("{e:#}"));
@@ -187,6 +225,7 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
     manifest.files.extend(end.extra_files);
     manifest.counts = description.extra_counts;
     manifest.counts.extend(end.extra_counts);
+    manifest.counts.extend(coincidence_counts);
     manifest
         .counts
         .insert("bytes_scanned".into(), counts.bytes_scanned);
@@ -235,6 +274,7 @@ pub fn run(
         &start.run_dir.path,
         start.metadata.clone(),
         start.description.raw_columns,
+        start.coincidences.clone(),
         on_progress,
     )?;
     let end = RunEnd {
@@ -276,6 +316,14 @@ pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
         }
     } else {
         println!("  energies are ToT in ns (no energy calibration)");
+    }
+    let count = |k: &str| s.manifest.counts.get(k).copied();
+    if let Some(p) = count("coincidences.prompt.pairs") {
+        let d = count("coincidences.delayed.pairs").unwrap_or(0);
+        println!(
+            "  coincidences: {p} prompt, {d} delayed (randoms estimate), {} multiples seen",
+            count("coincidences.prompt.multiples_seen").unwrap_or(0)
+        );
     }
     println!("  losses: {}", c.losses.summary());
     for f in &s.manifest.files {

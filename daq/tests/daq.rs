@@ -633,6 +633,7 @@ mod live {
             stop_at_end_of_stream: true,
             stats_every: None,
             clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
+            coincidences: Default::default(),
         }
     }
 

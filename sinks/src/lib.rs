@@ -2,11 +2,12 @@
 //!
 //! [`parquet_table`] writes one Parquet file atomically (`.inprogress`, fsync, rename) with
 //! per-column encodings and key-value metadata; [`singles`] maps hit batches onto the singles
-//! schema; [`petlink_tables`] holds the PETLINK list-mode events and singles-rate tables;
+//! schema; [`coincidences`] the prompt and delayed coincidence tables; [`petlink_tables`] holds the PETLINK list-mode events and singles-rate tables;
 //! [`run_dir`] allocates never-reused run numbers; [`manifest`] is the run manifest,
 //! written atomically.
 
 pub mod archive;
+pub mod coincidences;
 pub mod error;
 pub mod manifest;
 pub mod parquet_table;

@@ -1,0 +1,452 @@
+//! The coincidence stage of a run: its own thread takes the time-ordered singles the singles
+//! sink writes (their four physics columns), optionally groups hits into photons, sorts prompt
+//! and delayed coincidences with `scandaq_core::coincidence`, and writes
+//! `coincidences-00000.parquet` and `delayed-00000.parquet`. Bounded queue, batches only.
+
+use crate::pipeline::FileMetadata;
+use anyhow::{Context, Result, anyhow, bail};
+use crossbeam_channel::{Sender, bounded};
+use scandaq_core::coincidence::{
+    CoincidenceBatch, CoincidenceConfig, CoincidenceError, CoincidenceSorter, CoincidenceStats,
+    CrystalLut, Grouper, GroupingConfig, GroupingStats, PhotonBatch, Policy, SinglesRef,
+    WindowMode,
+};
+use scandaq_core::{Geometry, HitBatch};
+use scandaq_sinks::coincidences;
+use scandaq_sinks::{FileRecord, ParquetTableWriter};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Singles batches waiting for the coincidence thread.
+const QUEUE: usize = 8;
+/// Coincidences gathered before a write.
+const WRITE_ROWS: usize = 64 << 10;
+/// Prompt file name.
+pub const PROMPTS_FILE: &str = "coincidences-00000.parquet";
+/// Delayed file name.
+pub const DELAYED_FILE: &str = "delayed-00000.parquet";
+
+/// How a run sorts coincidences (the `[coincidences]` table of a run config, or CLI flags).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoincidenceOptions {
+    /// Sort coincidences at all.
+    pub enabled: bool,
+    /// Prompt window, ps.
+    pub window_ps: i64,
+    /// Delayed window offset, ps (0 = no delayed table).
+    pub delay_ps: i64,
+    /// Energy window `[min, max]` keV applied before sorting (ignored, with a warning, when
+    /// energies are ToT because no energy table was given).
+    pub energy_window_kev: Option<[f32; 2]>,
+    /// Multiples policy (GATE names).
+    pub policy: Policy,
+    /// Single-window mode instead of the default multi-window.
+    pub single_window: bool,
+    /// Minimum transaxial distance of a good pair, mm.
+    pub min_transaxial_mm: Option<f64>,
+    /// Maximum axial difference of a good pair, mm.
+    pub max_axial_mm: Option<f64>,
+    /// Group hits into photons first: `[window_ps, max_distance_mm]`.
+    pub grouping: Option<GroupingConfig>,
+}
+
+impl Default for CoincidenceOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_ps: 4_000,
+            delay_ps: scandaq_core::coincidence::DEFAULT_DELAY_PS,
+            energy_window_kev: Some([400.0, 650.0]),
+            policy: Policy::TakeAllGoods,
+            single_window: false,
+            min_transaxial_mm: None,
+            max_axial_mm: None,
+            grouping: None,
+        }
+    }
+}
+
+impl CoincidenceOptions {
+    /// The prompt sorter's configuration (`energy_in_kev` false drops the energy window).
+    pub fn prompt_config(&self, energy_in_kev: bool) -> CoincidenceConfig {
+        CoincidenceConfig {
+            energy_window_kev: if energy_in_kev {
+                self.energy_window_kev
+            } else {
+                None
+            },
+            min_transaxial_mm: self.min_transaxial_mm,
+            max_axial_mm: self.max_axial_mm,
+            policy: self.policy,
+            mode: if self.single_window {
+                WindowMode::SingleWindow
+            } else {
+                WindowMode::MultiWindow
+            },
+            ..CoincidenceConfig::prompt(self.window_ps)
+        }
+    }
+
+    /// Checks the options as the sorters will (a clear message naming the setting).
+    pub fn validate(&self) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let prompt = self.prompt_config(true);
+        prompt
+            .validate()
+            .map_err(|e| anyhow!("coincidences: {e}"))?;
+        if self.delay_ps != 0 {
+            prompt
+                .to_delayed(self.delay_ps)
+                .validate()
+                .map_err(|e| anyhow!("coincidences (delayed window, delay_ps): {e}"))?;
+        }
+        if let Some(g) = &self.grouping {
+            g.validate()
+                .map_err(|e| anyhow!("coincidences (grouping): {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the coincidence thread needs, fixed at run start.
+#[derive(Clone, Debug)]
+pub struct CoincidenceSetup {
+    /// Options.
+    pub options: CoincidenceOptions,
+    /// Energies are in keV (an energy table was given).
+    pub energy_in_kev: bool,
+    /// Channel -> crystal positions.
+    pub lut: Arc<CrystalLut>,
+}
+
+impl CoincidenceSetup {
+    /// The setup for `options` on `geometry`; None (with the reason) when coincidences are off
+    /// or cannot be sorted.
+    pub fn new(
+        options: &CoincidenceOptions,
+        geometry: Option<&Geometry>,
+        energy_in_kev: bool,
+    ) -> Result<Option<Self>, String> {
+        if !options.enabled {
+            return Ok(None);
+        }
+        let Some(geometry) = geometry else {
+            return Err("no crystal map (map_channel.tsv) in the calibration: coincidences are not sorted; add the map to the calibration directory".into());
+        };
+        Ok(Some(Self {
+            options: options.clone(),
+            energy_in_kev,
+            lut: Arc::new(CrystalLut::from_geometry(geometry)),
+        }))
+    }
+}
+
+/// What the coincidence thread wrote.
+#[derive(Debug, Default)]
+pub struct CoincidenceReport {
+    /// Committed files (prompts, then delayed).
+    pub files: Vec<FileRecord>,
+    /// Prompt sorter counters.
+    pub prompt: CoincidenceStats,
+    /// Delayed sorter counters.
+    pub delayed: Option<CoincidenceStats>,
+    /// Grouping counters.
+    pub grouping: Option<GroupingStats>,
+    /// Batches refused by the sorter (time order broken), by reason.
+    pub refused_batches: BTreeMap<String, u64>,
+}
+
+impl CoincidenceReport {
+    /// Manifest counts (`coincidences.*`).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        let mut put = |prefix: &str, s: &CoincidenceStats| {
+            out.insert(format!("{prefix}.pairs"), s.pairs_kept);
+            out.insert(format!("{prefix}.singles_in"), s.singles_in);
+            out.insert(
+                format!("{prefix}.outside_energy_window"),
+                s.outside_energy_window,
+            );
+            out.insert(format!("{prefix}.unmapped_channel"), s.unmapped_channel);
+            out.insert(format!("{prefix}.multiples_seen"), s.multiples_seen);
+            out.insert(format!("{prefix}.multiples_rejected"), s.multiples_rejected);
+            out.insert(format!("{prefix}.one_pair_not_good"), s.one_pair_not_good);
+        };
+        put("coincidences.prompt", &self.prompt);
+        if let Some(d) = &self.delayed {
+            put("coincidences.delayed", d);
+        }
+        if let Some(g) = &self.grouping {
+            out.insert("grouping.hits_in".into(), g.hits_in);
+            out.insert("grouping.photons_out".into(), g.photons_out);
+            out.insert("grouping.multi_hit_photons".into(), g.multi_hit_photons);
+            out.insert("grouping.unmapped_channel".into(), g.unmapped_channel);
+        }
+        for (k, v) in &self.refused_batches {
+            out.insert(format!("coincidences.refused.{k}"), *v);
+        }
+        out
+    }
+}
+
+/// One table being written.
+struct TableOut {
+    writer: ParquetTableWriter,
+    pending: CoincidenceBatch,
+}
+
+impl TableOut {
+    fn create(dir: &Path, name: &str, metadata: &FileMetadata) -> Result<Self> {
+        Ok(Self {
+            writer: ParquetTableWriter::create(
+                dir,
+                name,
+                coincidences::schema(),
+                &coincidences::write_options(),
+                metadata.clone(),
+            )?,
+            pending: CoincidenceBatch::default(),
+        })
+    }
+
+    fn write_if_full(&mut self, force: bool) -> Result<()> {
+        if self.pending.len() >= WRITE_ROWS || (force && !self.pending.is_empty()) {
+            let batch = std::mem::take(&mut self.pending);
+            let record = coincidences::to_record_batch(batch)
+                .map_err(|e| anyhow!("building a coincidence row group: {e}"))?;
+            self.writer.write(&record)?;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self) -> Result<FileRecord> {
+        self.write_if_full(true)?;
+        Ok(self.writer.commit()?)
+    }
+}
+
+/// Starts the coincidence thread; send it singles in time order, drop the sender to finish.
+pub(crate) fn spawn(
+    dir: &Path,
+    metadata: FileMetadata,
+    setup: CoincidenceSetup,
+) -> Result<(Sender<HitBatch>, JoinHandle<Result<CoincidenceReport>>)> {
+    let prompt_cfg = setup.options.prompt_config(setup.energy_in_kev);
+    let delayed_cfg =
+        (setup.options.delay_ps != 0).then(|| prompt_cfg.to_delayed(setup.options.delay_ps));
+    let mut meta = metadata;
+    meta.push((
+        "scandaq.coincidences_schema_version".into(),
+        coincidences::COINCIDENCES_SCHEMA_VERSION.into(),
+    ));
+    meta.push((
+        "scandaq.coincidence_config".into(),
+        serde_json::to_string(&setup.options).unwrap_or_default(),
+    ));
+    let mut prompts = TableOut::create(dir, PROMPTS_FILE, &meta)?;
+    let mut delayed = match &delayed_cfg {
+        Some(_) => Some(TableOut::create(dir, DELAYED_FILE, &meta)?),
+        None => None,
+    };
+    let (tx, rx) = bounded::<HitBatch>(QUEUE);
+    let handle = std::thread::Builder::new()
+        .name("coincidences".into())
+        .spawn(move || -> Result<CoincidenceReport> {
+            let lut = setup.lut.clone();
+            let mut prompt_sorter = CoincidenceSorter::new(prompt_cfg, &lut)
+                .map_err(|e| anyhow!("coincidences: {e}"))?;
+            let mut delayed_sorter = match delayed_cfg {
+                Some(c) => Some(
+                    CoincidenceSorter::new(c, &lut)
+                        .map_err(|e| anyhow!("coincidences (delayed): {e}"))?,
+                ),
+                None => None,
+            };
+            let mut grouper = match setup.options.grouping {
+                Some(g) => Some(
+                    Grouper::new(g, &lut).map_err(|e| anyhow!("coincidences (grouping): {e}"))?,
+                ),
+                None => None,
+            };
+            let mut photons = PhotonBatch::default();
+            let mut report = CoincidenceReport::default();
+            let mut sort = |singles: SinglesRef<'_>,
+                            prompts: &mut TableOut,
+                            delayed: &mut Option<TableOut>,
+                            report: &mut CoincidenceReport|
+             -> Result<()> {
+                if let Err(e) = prompt_sorter.push(singles, &mut prompts.pending) {
+                    *report
+                        .refused_batches
+                        .entry(refusal_reason(&e).into())
+                        .or_insert(0) += 1;
+                    return Ok(());
+                }
+                prompts.write_if_full(false)?;
+                if let (Some(s), Some(d)) = (delayed_sorter.as_mut(), delayed.as_mut()) {
+                    if s.push(singles, &mut d.pending).is_ok() {
+                        d.write_if_full(false)?;
+                    }
+                }
+                Ok(())
+            };
+            for batch in rx {
+                match grouper.as_mut() {
+                    Some(g) => {
+                        photons.clear();
+                        if let Err(e) = g.push(SinglesRef::from(&batch), &mut photons) {
+                            *report
+                                .refused_batches
+                                .entry(refusal_reason(&e).into())
+                                .or_insert(0) += 1;
+                            continue;
+                        }
+                        sort(
+                            SinglesRef::from(&photons),
+                            &mut prompts,
+                            &mut delayed,
+                            &mut report,
+                        )?;
+                    }
+                    None => sort(
+                        SinglesRef::from(&batch),
+                        &mut prompts,
+                        &mut delayed,
+                        &mut report,
+                    )?,
+                }
+            }
+            if let Some(g) = grouper.as_mut() {
+                photons.clear();
+                g.finish(&mut photons);
+                sort(
+                    SinglesRef::from(&photons),
+                    &mut prompts,
+                    &mut delayed,
+                    &mut report,
+                )?;
+                report.grouping = Some(*g.stats());
+            }
+            drop(sort);
+            prompt_sorter.finish(&mut prompts.pending);
+            report.prompt = *prompt_sorter.stats();
+            report.files.push(prompts.commit()?);
+            if let (Some(mut s), Some(mut d)) = (delayed_sorter, delayed) {
+                s.finish(&mut d.pending);
+                report.delayed = Some(*s.stats());
+                report.files.push(d.commit()?);
+            }
+            Ok(report)
+        })
+        .context("cannot start the coincidence thread")?;
+    Ok((tx, handle))
+}
+
+/// The manifest name of a refused batch.
+fn refusal_reason(e: &CoincidenceError) -> &'static str {
+    match e {
+        CoincidenceError::NotTimeOrdered { .. } => "not_time_ordered",
+        CoincidenceError::ColumnLengths { .. } => "unequal_columns",
+        _ => "invalid",
+    }
+}
+
+/// The four physics columns of `batch` (what the coincidence stage reads).
+pub(crate) fn physics_columns(batch: &HitBatch) -> HitBatch {
+    HitBatch {
+        t_ps: batch.t_ps.clone(),
+        channel: batch.channel.clone(),
+        energy_kev: batch.energy_kev.clone(),
+        flags: batch.flags.clone(),
+        ..HitBatch::default()
+    }
+}
+
+/// Parses `MIN:MAX` keV, or `none`.
+pub fn parse_energy_window(s: &str) -> Result<Option<[f32; 2]>> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let Some((a, b)) = s.split_once(':') else {
+        bail!("energy window {s:?}: expected MIN:MAX in keV (e.g. 400:650) or none");
+    };
+    let a: f32 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("energy window {s:?}: bad minimum"))?;
+    let b: f32 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("energy window {s:?}: bad maximum"))?;
+    Ok(Some([a, b]))
+}
+
+/// Coincidence flags shared by `scandaq demo`, `replay` and `run` (each overrides the run
+/// config's `[coincidences]` table, or the defaults).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CoincidenceArgs {
+    /// Do not sort coincidences (singles only).
+    #[arg(long)]
+    pub no_coincidences: bool,
+    /// Prompt coincidence window (e.g. 4ns; closed interval on integer ps).
+    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_duration_s)]
+    pub window: Option<f64>,
+    /// Delayed window offset (e.g. 100ns; 0 = no delayed table).
+    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_duration_s)]
+    pub delay: Option<f64>,
+    /// Energy window applied before sorting, MIN:MAX keV (e.g. 400:650) or `none`.
+    #[arg(long, value_name = "MIN:MAX")]
+    pub energy_window: Option<String>,
+    /// Multiples policy: takeAllGoods, takeWinnerOfGoods, takeWinnerIfIsGood,
+    /// takeWinnerIfAllAreGoods, takeIfOnlyOneGood, removeMultiples.
+    #[arg(long, value_name = "POLICY")]
+    pub multiples: Option<String>,
+    /// Single-window mode (a kept pair's second single opens no window) instead of multi-window.
+    #[arg(long)]
+    pub single_window: bool,
+    /// Group hits into photons first, within this window (e.g. 10ns) and 100 mm.
+    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_duration_s)]
+    pub group_window: Option<f64>,
+}
+
+fn seconds_to_ps(s: f64) -> i64 {
+    (s * 1e12).round() as i64
+}
+
+impl CoincidenceArgs {
+    /// `base` with every flag given applied, validated.
+    pub fn apply(&self, mut base: CoincidenceOptions) -> Result<CoincidenceOptions> {
+        if self.no_coincidences {
+            base.enabled = false;
+        }
+        if let Some(w) = self.window {
+            base.window_ps = seconds_to_ps(w);
+        }
+        if let Some(d) = self.delay {
+            base.delay_ps = seconds_to_ps(d);
+        }
+        if let Some(e) = &self.energy_window {
+            base.energy_window_kev = parse_energy_window(e)?;
+        }
+        if let Some(p) = &self.multiples {
+            base.policy = p.parse().map_err(|e| anyhow!("--multiples {p}: {e}"))?;
+        }
+        if self.single_window {
+            base.single_window = true;
+        }
+        if let Some(g) = self.group_window {
+            base.grouping = Some(GroupingConfig {
+                window_ps: seconds_to_ps(g),
+                ..base.grouping.unwrap_or_default()
+            });
+        }
+        base.validate()?;
+        Ok(base)
+    }
+}
