@@ -36,6 +36,38 @@ pub fn parse_duration_s(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a short time into integer picoseconds: `4ns`, `100ns`, `250ps`, `1.5us`, `0`
+/// (unit required unless 0). Zero is allowed (e.g. "no delayed window").
+pub fn parse_time_ps(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let err = || {
+        format!(
+            "invalid time {t:?}: expected a number with a unit (ps, ns, us, ms, s), for example \
+             4ns, 250ps or 100ns"
+        )
+    };
+    if t == "0" {
+        return Ok(0);
+    }
+    let (num, scale) = if let Some(n) = t.strip_suffix("ps") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix("ns") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix("us").or_else(|| t.strip_suffix("µs")) {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e12)
+    } else {
+        return Err(err());
+    };
+    match number(num) {
+        Some(v) if v >= 0.0 && (v * scale) < 9.0e18 => Ok((v * scale).round() as i64),
+        _ => Err(err()),
+    }
+}
+
 /// Parses a rate in Hz: `1M`, `250k`, `5e5`, `2.5MHz`, `100kHz`, `1G`. Must be positive.
 pub fn parse_rate_hz(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -71,6 +103,16 @@ pub fn parse_rate_hz(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_times_are_exact_picoseconds() {
+        assert_eq!(parse_time_ps("4ns"), Ok(4_000));
+        assert_eq!(parse_time_ps("250ps"), Ok(250));
+        assert_eq!(parse_time_ps("1.5us"), Ok(1_500_000));
+        assert_eq!(parse_time_ps("0"), Ok(0));
+        assert!(parse_time_ps("4").is_err());
+        assert!(parse_time_ps("-1ns").is_err());
+    }
 
     #[test]
     fn durations() {

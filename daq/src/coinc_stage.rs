@@ -395,11 +395,11 @@ pub struct CoincidenceArgs {
     #[arg(long)]
     pub no_coincidences: bool,
     /// Prompt coincidence window (e.g. 4ns; closed interval on integer ps).
-    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_duration_s)]
-    pub window: Option<f64>,
+    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_time_ps)]
+    pub window: Option<i64>,
     /// Delayed window offset (e.g. 100ns; 0 = no delayed table).
-    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_duration_s)]
-    pub delay: Option<f64>,
+    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_time_ps)]
+    pub delay: Option<i64>,
     /// Energy window applied before sorting, MIN:MAX keV (e.g. 400:650) or `none`.
     #[arg(long, value_name = "MIN:MAX")]
     pub energy_window: Option<String>,
@@ -411,12 +411,8 @@ pub struct CoincidenceArgs {
     #[arg(long)]
     pub single_window: bool,
     /// Group hits into photons first, within this window (e.g. 10ns) and 100 mm.
-    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_duration_s)]
-    pub group_window: Option<f64>,
-}
-
-fn seconds_to_ps(s: f64) -> i64 {
-    (s * 1e12).round() as i64
+    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_time_ps)]
+    pub group_window: Option<i64>,
 }
 
 impl CoincidenceArgs {
@@ -426,10 +422,10 @@ impl CoincidenceArgs {
             base.enabled = false;
         }
         if let Some(w) = self.window {
-            base.window_ps = seconds_to_ps(w);
+            base.window_ps = w;
         }
         if let Some(d) = self.delay {
-            base.delay_ps = seconds_to_ps(d);
+            base.delay_ps = d;
         }
         if let Some(e) = &self.energy_window {
             base.energy_window_kev = parse_energy_window(e)?;
@@ -442,7 +438,7 @@ impl CoincidenceArgs {
         }
         if let Some(g) = self.group_window {
             base.grouping = Some(GroupingConfig {
-                window_ps: seconds_to_ps(g),
+                window_ps: g,
                 ..base.grouping.unwrap_or_default()
             });
         }

@@ -1338,3 +1338,178 @@ mod petlink {
         assert!(stdout.contains("no time tags"), "{stdout}");
     }
 }
+
+/// Coincidences written by a run equal the library sorter applied to the run's own singles
+/// (the stage's streaming, threading and flags change nothing), and the counts add up.
+mod coincidences {
+    use super::*;
+    use scandaq_core::Geometry;
+    use scandaq_core::coincidence::{
+        CoincidenceBatch, CoincidenceConfig, CrystalLut, Policy, SinglesRef, WindowMode,
+        coinc_flags, sort_coincidences,
+    };
+
+    fn table(dir: &Path, name: &str) -> Vec<RecordBatch> {
+        read_parquet(&dir.join(name)).0
+    }
+
+    fn check_run(dir: &Path, config: &CoincidenceConfig) -> (usize, usize) {
+        let (singles, _, manifest) = run_files(dir);
+        let geometry = Geometry::parse_map_channel(
+            "map_channel.tsv",
+            &std::fs::read_to_string(dir.join("calib/map_channel.tsv")).unwrap(),
+        )
+        .unwrap();
+        let lut = CrystalLut::from_geometry(&geometry);
+        let t = col_i64(&singles, "t_ps");
+        let ch = col_u32(&singles, "channel");
+        let e = col_f32(&singles, "energy_kev");
+        let f = col_u16(&singles, "flags");
+        let input = SinglesRef {
+            t_ps: &t,
+            channel: &ch,
+            energy_kev: &e,
+            flags: &f,
+        };
+        let mut sizes = vec![];
+        for (cfg, file, key) in [
+            (config.clone(), "coincidences-00000.parquet", "prompt"),
+            (
+                config.to_delayed(100_000),
+                "delayed-00000.parquet",
+                "delayed",
+            ),
+        ] {
+            let mut expected = CoincidenceBatch::default();
+            let stats = sort_coincidences(&cfg, &lut, input, &mut expected).unwrap();
+            let got = table(dir, file);
+            assert_eq!(col_i64(&got, "t1_ps"), expected.t1_ps, "{file}");
+            assert_eq!(col_i64(&got, "t2_ps"), expected.t2_ps, "{file}");
+            assert_eq!(col_u32(&got, "channel1"), expected.channel1, "{file}");
+            assert_eq!(col_u32(&got, "channel2"), expected.channel2, "{file}");
+            assert_eq!(col_f32(&got, "energy1_kev"), expected.energy1_kev, "{file}");
+            assert_eq!(col_u16(&got, "flags"), expected.flags, "{file}");
+            let tof = col_i64(&got, "tof_ps");
+            let t1 = col_i64(&got, "t1_ps");
+            let t2 = col_i64(&got, "t2_ps");
+            assert!(
+                tof.iter()
+                    .zip(t1.iter().zip(&t2))
+                    .all(|(d, (a, b))| *d == a - b)
+            );
+            assert_eq!(
+                manifest.counts[&format!("coincidences.{key}.pairs")],
+                expected.len() as u64
+            );
+            assert_eq!(
+                manifest.counts[&format!("coincidences.{key}.singles_in")],
+                stats.singles_in
+            );
+            let record = manifest.files.iter().find(|r| r.path == file).unwrap();
+            assert_eq!(record.rows, expected.len() as u64);
+            sizes.push(expected.len());
+        }
+        let delayed = table(dir, "delayed-00000.parquet");
+        assert!(
+            col_u16(&delayed, "flags")
+                .iter()
+                .all(|f| f & coinc_flags::DELAYED != 0)
+        );
+        (sizes[0], sizes[1])
+    }
+
+    #[test]
+    fn demo_coincidences_equal_the_library_on_the_same_singles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("runs");
+        let (code, stdout, stderr) = scandaq(&[
+            "demo",
+            "--duration",
+            "1s",
+            "--rate",
+            "2M",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-tui",
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("coincidences:"), "{stdout}");
+        let cfg = CoincidenceConfig {
+            energy_window_kev: Some([400.0, 650.0]),
+            ..CoincidenceConfig::prompt(4_000)
+        };
+        let (prompts, delayed) = check_run(&out.join("run-000001"), &cfg);
+        // A Na-22 bench at 2 M hits/s: many trues, a few randoms in the delayed window.
+        assert!(prompts > 10_000, "{prompts}");
+        assert!(
+            delayed > 0 && delayed < prompts / 10,
+            "{delayed} vs {prompts}"
+        );
+    }
+
+    #[test]
+    fn replay_flags_reach_the_sorter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("runs");
+        let calib = sim_dir().join("calib");
+        let (code, stdout, stderr) = scandaq(&[
+            "replay",
+            sim_dir().join("bench.rawf").to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--window",
+            "10ns",
+            "--energy-window",
+            "300:700",
+            "--multiples",
+            "takeWinnerOfGoods",
+            "--single-window",
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let cfg = CoincidenceConfig {
+            energy_window_kev: Some([300.0, 700.0]),
+            policy: Policy::TakeWinnerOfGoods,
+            mode: WindowMode::SingleWindow,
+            ..CoincidenceConfig::prompt(10_000)
+        };
+        let (prompts, _) = check_run(&out.join("run-000001"), &cfg);
+        assert!(prompts > 0);
+    }
+
+    #[test]
+    fn impossible_windows_are_refused_before_anything_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("runs");
+        let (code, stdout, stderr) = scandaq(&[
+            "demo",
+            "--duration",
+            "1s",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-tui",
+            "--window",
+            "200ns",
+            "--delay",
+            "100ns",
+        ]);
+        assert_ne!(code, 0, "{stdout}");
+        assert!(
+            stderr.contains("delay") && stderr.contains("window_ps"),
+            "{stderr}"
+        );
+        assert!(!out.exists(), "nothing may start");
+        let (code, _, stderr) = scandaq(&[
+            "demo",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-tui",
+            "--multiples",
+            "takeSomething",
+        ]);
+        assert_ne!(code, 0);
+        assert!(stderr.contains("takeSomething"), "{stderr}");
+    }
+}
