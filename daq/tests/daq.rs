@@ -1479,6 +1479,165 @@ mod coincidences {
         assert!(prompts > 0);
     }
 
+    fn col_u64(batches: &[RecordBatch], name: &str) -> Vec<u64> {
+        use arrow_array::types::UInt64Type;
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name(name)
+                    .unwrap()
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    fn col_u8(batches: &[RecordBatch], name: &str) -> Vec<u8> {
+        use arrow_array::types::UInt8Type;
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name(name)
+                    .unwrap()
+                    .as_primitive::<UInt8Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    fn col_str(batches: &[RecordBatch], name: &str) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name(name).unwrap().as_string::<i32>();
+                (0..arrow_array::Array::len(a))
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Full ring with a centred point source at 3 M hits/s: every true coincidence inside the
+    /// windows is found (takeAllGoods), and the delayed window's count matches the true randoms
+    /// among the prompts within statistics.
+    #[test]
+    fn ring_prompts_find_the_true_coincidences_and_delayeds_estimate_the_randoms() {
+        use scandaq_fpga_sim::ring::{RingConfig, write_ring_files};
+        let tmp = tempfile::tempdir().unwrap();
+        let sim = tmp.path().join("ring");
+        write_ring_files(
+            RingConfig {
+                seed: 11,
+                duration_s: 0.25,
+                ..RingConfig::default()
+            },
+            &sim,
+        )
+        .unwrap();
+        let out = tmp.path().join("runs");
+        let (code, stdout, stderr) = scandaq(&[
+            "replay",
+            sim.join("ring.rawf").to_str().unwrap(),
+            "--calib",
+            sim.join("calib").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let dir = out.join("run-000001");
+        let (singles, _, manifest) = run_files(&dir);
+        assert!(manifest.losses.is_empty(), "{:?}", manifest.losses);
+        let (truth, _) = read_parquet(&sim.join("truth.parquet"));
+        let t_true = col_i64(&truth, "t_true_ps");
+        let ch_true = col_u32(&truth, "channel");
+        let decay = col_u64(&truth, "decay_id");
+        let photon = col_u8(&truth, "photon_id");
+        let kind = col_str(&truth, "kind");
+        let t = col_i64(&singles, "t_ps");
+        let ch = col_u32(&singles, "channel");
+        let e = col_f32(&singles, "energy_kev");
+        // Single index -> truth index.
+        let mut truth_of = vec![usize::MAX; t.len()];
+        for (ti, si) in pair_by_channel(&t_true, &ch_true, &t, &ch) {
+            truth_of[si] = ti;
+        }
+        let index: std::collections::HashMap<(i64, u32), usize> = t
+            .iter()
+            .zip(&ch)
+            .enumerate()
+            .map(|(i, (&a, &b))| ((a, b), i))
+            .collect();
+        let in_window = |i: usize| (400.0..=650.0).contains(&e[i]);
+
+        // Expected trues: both annihilation photons of a decay seen as photopeak singles inside
+        // the energy window, on different crystals, within the 4 ns window of each other.
+        let mut by_decay: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for i in 0..t.len() {
+            let ti = truth_of[i];
+            if kind[ti] == "true" && (photon[ti] == 1 || photon[ti] == 2) && in_window(i) {
+                by_decay.entry(decay[ti]).or_default().push(i);
+            }
+        }
+        let mut expected = std::collections::BTreeSet::new();
+        for members in by_decay.values() {
+            if let [a, b] = members[..] {
+                let (a, b) = if (t[a], a) <= (t[b], b) {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                if ch[a] != ch[b] && t[b] - t[a] <= 4_000 {
+                    expected.insert((a, b));
+                }
+            }
+        }
+        assert!(expected.len() > 10_000, "{} trues", expected.len());
+
+        let prompts = table(&dir, "coincidences-00000.parquet");
+        let (t1, c1) = (col_i64(&prompts, "t1_ps"), col_u32(&prompts, "channel1"));
+        let (t2, c2) = (col_i64(&prompts, "t2_ps"), col_u32(&prompts, "channel2"));
+        let mut found = 0usize;
+        let mut randoms = 0u64;
+        for k in 0..t1.len() {
+            let a = index[&(t1[k], c1[k])];
+            let b = index[&(t2[k], c2[k])];
+            if expected.contains(&(a, b)) {
+                found += 1;
+            }
+            if decay[truth_of[a]] != decay[truth_of[b]] {
+                randoms += 1;
+            }
+        }
+        let fraction = found as f64 / expected.len() as f64;
+        assert!(
+            fraction >= 0.99,
+            "found {found} of {} trues",
+            expected.len()
+        );
+        let delayed = table(&dir, "delayed-00000.parquet")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>() as f64;
+        let sigma = (randoms as f64 + delayed).sqrt();
+        assert!(
+            randoms > 100,
+            "randoms {randoms}: the ring should have some at 3 M hits/s"
+        );
+        assert!(
+            (delayed - randoms as f64).abs() <= 4.0 * sigma,
+            "delayed {delayed} vs true randoms {randoms} (sigma {sigma:.1})"
+        );
+        eprintln!(
+            "ring: {} expected trues, {found} found ({:.4}), {} prompts, {randoms} randoms, {delayed} delayed",
+            expected.len(),
+            fraction,
+            t1.len()
+        );
+    }
+
     #[test]
     fn impossible_windows_are_refused_before_anything_starts() {
         let tmp = tempfile::tempdir().unwrap();
