@@ -928,7 +928,22 @@ mod live {
         assert!(out.status.success(), "{stderr}");
         let m = Manifest::read(&tmp.path().join("run-000001")).unwrap();
         assert!(m.complete, "a clean stop commits the run");
-        assert_eq!(m.files.len(), 1);
+        assert_eq!(
+            (m.state.as_str(), m.stop_reason.as_deref()),
+            ("stopped", Some("stop requested"))
+        );
+        let names: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "singles-00000.parquet",
+                "coincidences-00000.parquet",
+                "delayed-00000.parquet"
+            ]
+        );
+        for f in &m.files {
+            assert!(tmp.path().join("run-000001").join(&f.path).exists());
+        }
     }
 
     #[test]
