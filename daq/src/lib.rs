@@ -8,11 +8,14 @@
 pub mod calib_load;
 pub mod calibrate;
 pub mod coinc_stage;
+pub mod control;
+pub mod dashboard;
 pub mod demo;
 pub mod ingest;
 pub mod inspect;
 pub mod live;
 pub mod live_stats;
+pub mod markers;
 pub mod merge;
 pub mod net_sources;
 pub mod petlink_replay;

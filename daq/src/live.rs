@@ -277,6 +277,20 @@ pub fn run_live_with_stats(
     mode: &str,
     stats: Arc<LiveStats>,
 ) -> Result<RunSummary> {
+    let markers = Arc::default();
+    run_live_with_markers(config, calibration, stop, mode, stats, markers)
+}
+
+/// [`run_live_with_stats`], placing operator markers from `markers` (dashboard, control
+/// socket) into the run's `markers.parquet`.
+pub fn run_live_with_markers(
+    config: &LiveConfig,
+    calibration: &LoadedCalibration,
+    stop: StopFlag,
+    mode: &str,
+    stats: Arc<LiveStats>,
+    markers: crate::markers::SharedMarkers,
+) -> Result<RunSummary> {
     if config.inputs.is_empty() {
         bail!("a run needs at least one input (--udp ADDR, --tcp ADDR or [[input]] in the config)");
     }
@@ -359,6 +373,7 @@ pub fn run_live_with_stats(
     let send = |batch: HitBatch, singles_sent: &mut u64| -> Result<()> {
         *singles_sent += batch.len() as u64;
         stats.record_singles(&batch);
+        markers.note_released(&batch);
         sink_tx
             .send(batch)
             .map_err(|_| anyhow!("the Parquet sink stopped"))
@@ -579,6 +594,13 @@ pub fn run_live_with_stats(
     }
     if !input_errors.is_empty() && error.is_none() {
         error = Some(input_errors.join("; "));
+    }
+    match markers.commit(&start.run_dir.path, &start.metadata) {
+        Ok(Some(f)) => extra_files.push(f),
+        Ok(None) => {}
+        Err(e) => {
+            error.get_or_insert(format!("markers: {e:#}"));
+        }
     }
     let boards_seen: BTreeSet<u32> = boards.keys().copied().collect();
     extra.insert("boards".into(), boards_seen.len() as u64);

@@ -1,18 +1,25 @@
 //! The `scandaq` command line: demo, replay, inspect.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use scandaq::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
-use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+use scandaq::control::{self, ControlContext, ControlServer};
+use scandaq::dashboard;
+use scandaq::live::{
+    InputConfig, InputSpec, LiveConfig, RunLimits, run_live, run_live_with_markers,
+};
+use scandaq::live_stats::LiveStats;
+use scandaq::markers::SharedMarkers;
 use scandaq::ring::OverflowPolicy;
 use scandaq::run_config::{self, RunFile};
 use scandaq::{calib_load, demo, inspect, petlink_replay, replay, session};
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
+use scandaq_tui::AppOptions;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +51,7 @@ enum Command {
         /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
         #[arg(long)]
         raw_columns: bool,
-        /// Do not open the dashboard (the dashboard is not built yet; the demo always prints a summary).
+        /// No dashboard: run at full speed with a progress bar and print the summary (the default when stdin/stdout is not a terminal).
         #[arg(long)]
         no_tui: bool,
         #[command(flatten)]
@@ -82,6 +89,25 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Show the dashboard of a running acquisition (attached through its control socket; q leaves, the run goes on).
+    Top {
+        /// A run directory or its control.sock (default: the newest live run under --out).
+        target: Option<PathBuf>,
+        /// Where to look for runs when no target is given (default: ./runs and ./scandaq-runs).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Talk to a running acquisition's control socket (for scripts).
+    Ctl {
+        #[command(subcommand)]
+        action: CtlAction,
+        /// The control socket (or the run directory holding it); default: the newest live run.
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// Where to look for runs when no --socket is given (default: ./runs and ./scandaq-runs).
+        #[arg(long, global = true)]
+        out: Option<PathBuf>,
+    },
     /// Summarise a .rawf, a scandaq Parquet file, or a run directory.
     Inspect {
         /// File or run directory.
@@ -95,6 +121,19 @@ enum ConfigAction {
     Check {
         /// The TOML run configuration.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Print the run's statistics snapshot as one JSON line.
+    Status,
+    /// Stop the run (it drains, commits its files and writes the manifest).
+    Stop,
+    /// Write a marker row (wall clock, detector time, TEXT) into the run's markers.parquet.
+    Marker {
+        /// The marker's text.
+        text: Vec<String>,
     },
 }
 
@@ -142,6 +181,9 @@ struct RunArgs {
     /// No stats line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Show the operator dashboard (needs a terminal; otherwise the stats line is printed).
+    #[arg(long)]
+    tui: bool,
     #[command(flatten)]
     coincidences: CoincidenceArgs,
 }
@@ -179,10 +221,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             out,
             raw_columns,
-            no_tui: _,
+            no_tui,
             coincidences,
         } => {
             let coincidences = coincidences.apply(CoincidenceOptions::default())?;
+            if !no_tui && dashboard::can_run() {
+                let config = scandaq_fpga_sim::BenchConfig {
+                    seed,
+                    duration_s: duration,
+                    hit_rate_hz: rate,
+                    ..Default::default()
+                };
+                return demo_dashboard(config, out, raw_columns, coincidences);
+            }
             let config = scandaq_fpga_sim::BenchConfig {
                 seed,
                 duration_s: duration,
@@ -280,6 +331,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top { target, out } => {
+            let socket = control::find_socket(target.as_deref(), &run_search_dirs(out))?;
+            let exit = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, exit.clone())?;
+            }
+            dashboard::top(&socket, &exit)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ctl {
+            action,
+            socket,
+            out,
+        } => {
+            let socket = control::find_socket(socket.as_deref(), &run_search_dirs(out))?;
+            match action {
+                CtlAction::Status => {
+                    println!("{}", serde_json::to_string(&control::status(&socket)?)?);
+                }
+                CtlAction::Stop => {
+                    control::request(&socket, &serde_json::json!({"cmd": "stop"}))?;
+                    println!("stop requested ({})", socket.display());
+                }
+                CtlAction::Marker { text } => {
+                    let reply = control::request(
+                        &socket,
+                        &serde_json::json!({"cmd": "marker", "text": text.join(" ")}),
+                    )?;
+                    println!("{}", reply["marker"]);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { path } => {
             inspect::inspect(&path)?;
             Ok(ExitCode::SUCCESS)
@@ -371,6 +455,107 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             v.live.inputs.len()
         );
     }
-    let summary = run_live(&v.live, &calibration, stop, "run")?;
+    let stats = Arc::new(LiveStats::default());
+    let markers: SharedMarkers = Arc::default();
+    let control = ControlServer::start_for_run(ControlContext {
+        stats: stats.clone(),
+        stop: stop.clone(),
+        markers: markers.clone(),
+    });
+    if args.tui && !dashboard::can_run() {
+        eprintln!(
+            "scandaq run: --tui needs a terminal on stdin and stdout; printing the stats line instead"
+        );
+    }
+    let summary = if args.tui && dashboard::can_run() {
+        v.live.stats_every = None;
+        let exit = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, exit.clone())?;
+        }
+        let (live, s, m, st) = (v.live.clone(), stats.clone(), markers.clone(), stop.clone());
+        let worker = std::thread::Builder::new()
+            .name("acquisition".into())
+            .spawn(move || run_live_with_markers(&live, &calibration, st, "run", s, m))?;
+        let ui =
+            dashboard::run_in_process(stats, stop.clone(), markers, &exit, AppOptions::default());
+        stop.store(true, Ordering::Relaxed);
+        let summary = worker
+            .join()
+            .map_err(|_| anyhow!("the acquisition thread panicked"))?;
+        if let Err(e) = ui {
+            eprintln!("warning: {e:#}");
+        }
+        summary?
+    } else {
+        run_live_with_markers(&v.live, &calibration, stop, "run", stats, markers)?
+    };
+    control.shutdown();
     Ok(finish(summary, None))
+}
+
+/// Where `top` and `ctl` look for live runs.
+fn run_search_dirs(out: Option<PathBuf>) -> Vec<PathBuf> {
+    match out {
+        Some(o) => vec![o],
+        None => vec![PathBuf::from("runs"), PathBuf::from("scandaq-runs")],
+    }
+}
+
+/// `scandaq demo` with the dashboard: the simulator paced to wall-clock time, the dashboard
+/// on this thread, the acquisition on another, a control socket in the run directory.
+fn demo_dashboard(
+    config: scandaq_fpga_sim::BenchConfig,
+    out: PathBuf,
+    raw_columns: bool,
+    coincidences: CoincidenceOptions,
+) -> Result<ExitCode> {
+    let duration = config.duration_s;
+    let stats = Arc::new(LiveStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let markers: SharedMarkers = Arc::default();
+    let exit = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, exit.clone())?;
+    }
+    let control = ControlServer::start_for_run(ControlContext {
+        stats: stats.clone(),
+        stop: stop.clone(),
+        markers: markers.clone(),
+    });
+    let window = coincidences
+        .energy_window_kev
+        .map_or((425.0, 650.0), |[a, b]| (f64::from(a), f64::from(b)));
+    let live = demo::DemoLive {
+        stats: stats.clone(),
+        stop: stop.clone(),
+        markers: markers.clone(),
+        realtime: true,
+    };
+    let worker = std::thread::Builder::new()
+        .name("demo".into())
+        .spawn(move || {
+            demo::demo_live(config, &out, false, raw_columns, coincidences, Some(live))
+        })?;
+    let ui = dashboard::run_in_process(
+        stats,
+        stop.clone(),
+        markers,
+        &exit,
+        AppOptions {
+            energy_window_kev: window,
+            attached: false,
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let summary = worker
+        .join()
+        .map_err(|_| anyhow!("the demo thread panicked"))?;
+    control.shutdown();
+    if let Err(e) = ui {
+        eprintln!("warning: {e:#}");
+    }
+    let summary = summary?;
+    let ran_out = summary.manifest.stop_reason.as_deref() != Some("stop requested");
+    Ok(finish(summary, ran_out.then_some(duration)))
 }

@@ -324,19 +324,49 @@ pub fn run(
     metadata: FileMetadata,
     raw_columns: bool,
     coincidences: Option<CoincidenceSetup>,
+    on_progress: impl FnMut(u64),
+) -> Result<PipelineOutcome> {
+    run_observed(
+        input,
+        kernel,
+        dir,
+        metadata,
+        raw_columns,
+        coincidences,
+        Arc::default(),
+        &mut |_| {},
+        on_progress,
+    )
+}
+
+/// [`run`], with the sink's row and byte counters in `sink_counters` and every batch of
+/// singles shown to `observe` (on this thread) just before it goes to the sink: how the demo
+/// feeds its live statistics and markers.
+#[allow(clippy::too_many_arguments)]
+pub fn run_observed(
+    input: Receiver<Result<Chunk>>,
+    kernel: &CompiledCalibration,
+    dir: &Path,
+    metadata: FileMetadata,
+    raw_columns: bool,
+    coincidences: Option<CoincidenceSetup>,
+    sink_counters: Arc<SinkCounters>,
+    observe: &mut dyn FnMut(&HitBatch),
     mut on_progress: impl FnMut(u64),
 ) -> Result<PipelineOutcome> {
-    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns, Arc::default(), coincidences)?;
+    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns, sink_counters, coincidences)?;
+    let mut send = send_to(&tx);
+    let mut emit = |batch: HitBatch| {
+        observe(&batch);
+        send(batch)
+    };
     let mut processor = Processor::new(kernel);
     let mut input_error = None;
     let mut sink_gone = false;
     for chunk in input.iter() {
         match chunk {
             Ok(chunk) => {
-                if processor
-                    .push(&chunk.bytes, false, &mut send_to(&tx))
-                    .is_err()
-                {
+                if processor.push(&chunk.bytes, false, &mut emit).is_err() {
                     sink_gone = true;
                     break;
                 }
@@ -350,8 +380,10 @@ pub fn run(
     }
     drop(input);
     if !sink_gone {
-        let _ = processor.push(&[], true, &mut send_to(&tx));
+        let _ = processor.push(&[], true, &mut emit);
     }
+    drop(emit);
+    drop(send);
     drop(tx);
     let sink = sink
         .join()
