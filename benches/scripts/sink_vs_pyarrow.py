@@ -47,8 +47,9 @@ subprocess.run(["cargo", "build", "-q", "--release", "-p", "scandaq-benches", "-
                cwd=root, check=True)
 out = subprocess.run([os.path.join(root, "target", "release", "sink_bench"), src, str(repeats)],
                      capture_output=True, text=True, check=True).stdout
-sd = json.loads(out.strip().splitlines()[-1])
+rows = [json.loads(l) for l in out.strip().splitlines() if l.startswith("{")]
 print(json.dumps(pa))
-print(json.dumps(sd))
-print(f"scandaq / pyarrow: {sd['rows_per_s'] / pa['rows_per_s']:.2f}x rows/s, "
-      f"{sd['bytes'] / pa['bytes']:.3f}x file size ({table.num_rows} rows)")
+for sd in rows:
+    print(json.dumps(sd))
+    print(f"{sd['writer']} / pyarrow: {sd['rows_per_s'] / pa['rows_per_s']:.2f}x rows/s, "
+          f"{sd['bytes'] / pa['bytes']:.3f}x file size ({table.num_rows} rows)")

@@ -1,15 +1,25 @@
 //! One Parquet file written atomically: rows go to `NAME.inprogress`, which is fsynced and
 //! renamed to `NAME` on commit; the SHA-256 and size are computed while writing.
+//!
+//! Row groups are cut by rows or by buffered bytes, whichever comes first, and their columns
+//! are encoded and compressed in parallel (one rayon task per column, parquet's
+//! `ArrowColumnWriter` API), then spliced into the file in schema order.
 
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::errors::Result as ParquetResult;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
@@ -20,8 +30,12 @@ use std::path::{Path, PathBuf};
 pub struct WriteOptions {
     /// zstd level (1 = fastest); `None` = uncompressed.
     pub zstd_level: Option<i32>,
-    /// Rows per row group.
+    /// Rows per row group (at most).
     pub row_group_rows: usize,
+    /// Buffered Arrow bytes per row group (at most): wide rows cut row groups earlier.
+    pub row_group_bytes: usize,
+    /// Encode a row group's columns in parallel (rayon); false = one after the other.
+    pub parallel_columns: bool,
     /// Columns written with DELTA_BINARY_PACKED (monotone integers such as times).
     pub delta_columns: Vec<&'static str>,
     /// Columns written with BYTE_STREAM_SPLIT (floats).
@@ -37,6 +51,8 @@ impl Default for WriteOptions {
         Self {
             zstd_level: Some(1),
             row_group_rows: 1 << 20,
+            row_group_bytes: 128 << 20,
+            parallel_columns: true,
             delta_columns: Vec::new(),
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
@@ -67,7 +83,17 @@ impl Write for HashingFile {
 pub struct ParquetTableWriter {
     final_path: PathBuf,
     tmp_path: PathBuf,
-    writer: ArrowWriter<HashingFile>,
+    writer: SerializedFileWriter<HashingFile>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// Column writers of the open row group (created at its first rows).
+    open: Option<Vec<ArrowColumnWriter>>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    row_group_rows: usize,
+    row_group_bytes: usize,
+    row_groups: usize,
+    parallel_columns: bool,
     rows: u64,
 }
 
@@ -126,22 +152,120 @@ impl ParquetTableWriter {
             hasher: Sha256::new(),
             bytes: 0,
         };
-        let writer = ArrowWriter::try_new(sink, schema, Some(props.build()))
+        let (writer, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(props.build()))
+            .and_then(|w| w.into_serialized_writer())
             .map_err(|e| parquet_err(&final_path, e))?;
         Ok(Self {
             final_path,
             tmp_path,
             writer,
+            factory,
+            schema,
+            open: None,
+            pending_rows: 0,
+            pending_bytes: 0,
+            row_group_rows: options.row_group_rows.max(1),
+            row_group_bytes: options.row_group_bytes.max(1),
+            row_groups: 0,
+            parallel_columns: options.parallel_columns,
             rows: 0,
         })
     }
 
-    /// Appends a batch of rows.
+    /// Appends a batch of rows (buffered until a row group is full).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
-        self.writer
-            .write(batch)
-            .map_err(|e| parquet_err(&self.final_path, e))?;
-        self.rows += batch.num_rows() as u64;
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(parquet_err(
+                &self.final_path,
+                format!(
+                    "batch schema {:?} does not match the table's {:?}",
+                    batch.schema().fields(),
+                    self.schema.fields()
+                ),
+            ));
+        }
+        let mut batch = batch.clone();
+        let bytes_per_row = (batch.get_array_memory_size() / batch.num_rows().max(1)).max(1);
+        while batch.num_rows() > 0 {
+            let room_rows = self.row_group_rows - self.pending_rows;
+            let room_bytes = self.row_group_bytes.saturating_sub(self.pending_bytes);
+            let take = room_rows
+                .min((room_bytes / bytes_per_row).max(1))
+                .min(batch.num_rows());
+            let head = batch.slice(0, take);
+            batch = batch.slice(take, batch.num_rows() - take);
+            self.pending_bytes += take * bytes_per_row;
+            self.pending_rows += take;
+            self.rows += take as u64;
+            self.encode(&head)?;
+            if self.pending_rows >= self.row_group_rows
+                || self.pending_bytes >= self.row_group_bytes
+            {
+                self.flush_row_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes `rows` into the open row group's column writers, every column in parallel.
+    fn encode(&mut self, rows: &RecordBatch) -> Result<(), SinkError> {
+        let path = self.final_path.clone();
+        let writers = match self.open.as_mut() {
+            Some(w) => w,
+            None => self.open.insert(
+                self.factory
+                    .create_column_writers(self.row_groups)
+                    .map_err(|e| parquet_err(&path, e))?,
+            ),
+        };
+        let fields = self.schema.fields();
+        // Flat (non-nested) schemas: one leaf writer per field, in schema order.
+        let encode = |(i, w): (usize, &mut ArrowColumnWriter)| -> ParquetResult<()> {
+            for leaf in compute_leaves(&fields[i], rows.column(i))? {
+                w.write(&leaf)?;
+            }
+            Ok(())
+        };
+        if self.parallel_columns {
+            writers.par_iter_mut().enumerate().try_for_each(encode)
+        } else {
+            writers.iter_mut().enumerate().try_for_each(encode)
+        }
+        .map_err(|e| parquet_err(&path, e))
+    }
+
+    /// Closes the open row group: its column chunks (closed in parallel) go into the file.
+    fn flush_row_group(&mut self) -> Result<(), SinkError> {
+        let Some(writers) = self.open.take() else {
+            return Ok(());
+        };
+        let path = self.final_path.clone();
+        let close = |w: ArrowColumnWriter| w.close();
+        let chunks: Vec<ArrowColumnChunk> = if self.parallel_columns {
+            writers
+                .into_par_iter()
+                .map(close)
+                .collect::<ParquetResult<Vec<_>>>()
+        } else {
+            writers
+                .into_iter()
+                .map(close)
+                .collect::<ParquetResult<Vec<_>>>()
+        }
+        .map_err(|e| parquet_err(&path, e))?;
+        let mut row_group = self
+            .writer
+            .next_row_group()
+            .map_err(|e| parquet_err(&path, e))?;
+        for chunk in chunks {
+            chunk
+                .append_to_row_group(&mut row_group)
+                .map_err(|e| parquet_err(&path, e))?;
+        }
+        row_group.close().map_err(|e| parquet_err(&path, e))?;
+        self.row_groups += 1;
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
         Ok(())
     }
 
@@ -163,12 +287,14 @@ impl ParquetTableWriter {
 
     /// Writes the footer, fsyncs, renames `.inprogress` to the final name and returns the
     /// file's record (name relative to its directory, rows, bytes, sha256).
-    pub fn commit(self) -> Result<FileRecord, SinkError> {
+    pub fn commit(mut self) -> Result<FileRecord, SinkError> {
+        self.flush_row_group()?;
         let Self {
             final_path,
             tmp_path,
             writer,
             rows,
+            ..
         } = self;
         let sink = writer
             .into_inner()
@@ -203,5 +329,121 @@ impl ParquetTableWriter {
 pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type};
+    use arrow_array::{Float32Array, Int64Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use std::sync::Arc;
+
+    fn batch(schema: &SchemaRef, start: i64, n: usize) -> RecordBatch {
+        let t: Vec<i64> = (0..n as i64).map(|i| start + 3 * i).collect();
+        let e: Vec<f32> = t.iter().map(|&x| (x % 1000) as f32 * 0.5).collect();
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(t)),
+                Arc::new(Float32Array::from(e)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parallel_row_groups_round_trip_and_are_cut_by_rows_and_bytes() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("t_ps", DataType::Int64, false),
+            Field::new("energy_kev", DataType::Float32, false),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        for (rows, bytes, expect_groups) in [(1000, usize::MAX, 8), (usize::MAX, 4096, 0)] {
+            let options = WriteOptions {
+                row_group_rows: rows,
+                row_group_bytes: bytes,
+                delta_columns: vec!["t_ps"],
+                byte_stream_split_columns: vec!["energy_kev"],
+                ..WriteOptions::default()
+            };
+            let name = format!("t-{rows}-{bytes}.parquet");
+            let mut w =
+                ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
+                    .unwrap();
+            let mut start = 0;
+            for n in [700, 1300, 2500, 3500] {
+                w.write(&batch(&schema, start, n)).unwrap();
+                start += 3 * n as i64;
+            }
+            w.add_metadata("first_t_ps", "0".into());
+            let record = w.commit().unwrap();
+            assert_eq!(record.rows, 8000);
+            assert!(!dir.path().join(format!("{name}.inprogress")).exists());
+            let path = dir.path().join(&name);
+            let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+            let groups = reader.metadata().num_row_groups();
+            if expect_groups > 0 {
+                assert_eq!(groups, expect_groups);
+            } else {
+                assert!(
+                    groups > 8,
+                    "a 4 KiB byte limit cuts many small groups: {groups}"
+                );
+            }
+            let kv = reader
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .unwrap();
+            assert!(kv.iter().any(|k| k.key == "first_t_ps"));
+            let back = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                File::open(&path).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            let mut t = Vec::new();
+            let mut e = Vec::new();
+            for b in back {
+                let b = b.unwrap();
+                assert_eq!(b.schema().fields(), schema.fields());
+                t.extend_from_slice(b.column(0).as_primitive::<Int64Type>().values());
+                e.extend_from_slice(b.column(1).as_primitive::<Float32Type>().values());
+            }
+            let want: Vec<i64> = (0..8000).map(|i| 3 * i).collect();
+            assert_eq!(t, want);
+            assert!(
+                e.iter()
+                    .zip(&want)
+                    .all(|(e, t)| *e == (t % 1000) as f32 * 0.5)
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_of_another_schema_is_an_error() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("t_ps", DataType::Int64, false),
+            Field::new("energy_kev", DataType::Float32, false),
+        ]));
+        let other: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int64, false),
+            Field::new("energy_kev", DataType::Float32, false),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ParquetTableWriter::create(
+            dir.path(),
+            "a.parquet",
+            schema,
+            &WriteOptions::default(),
+            vec![],
+        )
+        .unwrap();
+        let e = w.write(&batch(&other, 0, 10)).unwrap_err().to_string();
+        assert!(e.contains("does not match"), "{e}");
     }
 }

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let input = args.next().expect("usage: sink_bench INPUT.parquet [REPEATS]");
+    let input = args
+        .next()
+        .expect("usage: sink_bench INPUT.parquet [REPEATS]");
     let repeats: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(5);
     let file = std::fs::File::open(&input).expect("open input");
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -34,31 +36,36 @@ fn main() {
         .collect();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut times = Vec::new();
+    // Both modes alternate in one process, so machine load affects them alike.
+    let mut times = [Vec::new(), Vec::new()];
     let mut bytes = 0;
     for i in 0..repeats {
-        let name = format!("out-{i}.parquet");
-        let start = Instant::now();
-        let mut w = ParquetTableWriter::create(
-            dir.path(),
-            &name,
-            schema.clone(),
-            &singles::write_options(),
-            vec![],
-        )
-        .expect("create");
-        for b in &batches {
-            w.write(b).expect("write");
+        for (mode, parallel) in [(0, true), (1, false)] {
+            let name = format!("out-{i}-{mode}.parquet");
+            let options = scandaq_sinks::WriteOptions {
+                parallel_columns: parallel,
+                ..singles::write_options()
+            };
+            let start = Instant::now();
+            let mut w =
+                ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
+                    .expect("create");
+            for b in &batches {
+                w.write(b).expect("write");
+            }
+            let rec = w.commit().expect("commit");
+            times[mode].push(start.elapsed().as_secs_f64());
+            bytes = rec.bytes;
+            std::fs::remove_file(dir.path().join(&name)).ok();
         }
-        let rec = w.commit().expect("commit");
-        times.push(start.elapsed().as_secs_f64());
-        bytes = rec.bytes;
-        std::fs::remove_file(dir.path().join(&name)).ok();
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    println!(
-        "{{\"writer\": \"scandaq\", \"rows\": {rows}, \"median_s\": {median:.4}, \"rows_per_s\": {:.0}, \"bytes\": {bytes}}}",
-        rows as f64 / median
-    );
+    for (mode, label) in [(0, "scandaq"), (1, "scandaq_sequential_columns")] {
+        let t = &mut times[mode];
+        t.sort_by(f64::total_cmp);
+        let median = t[t.len() / 2];
+        println!(
+            "{{\"writer\": \"{label}\", \"rows\": {rows}, \"median_s\": {median:.4}, \"rows_per_s\": {:.0}, \"bytes\": {bytes}}}",
+            rows as f64 / median
+        );
+    }
 }
