@@ -1687,3 +1687,304 @@ mod coincidences {
         assert!(stderr.contains("takeSomething"), "{stderr}");
     }
 }
+
+/// The operator dashboard's plumbing: control socket, markers, and the real binary in tmux.
+mod dashboard {
+    use super::{col_str, read_parquet};
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use scandaq::control::{self, ControlContext, ControlServer, SOCKET_NAME};
+    use scandaq::demo::{DemoLive, demo_live};
+    use scandaq::live_stats::{LiveStats, RunState};
+    use scandaq::markers::SharedMarkers;
+    use scandaq_fpga_sim::BenchConfig;
+    use scandaq_sinks::Manifest;
+    use serde_json::json;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn control_socket_serves_status_subscribe_marker_and_stop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("runs");
+        let stats = Arc::new(LiveStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let markers: SharedMarkers = Arc::default();
+        let ctx = ControlContext {
+            stats: stats.clone(),
+            stop: stop.clone(),
+            markers: markers.clone(),
+        };
+        let server = ControlServer::start_for_run(ctx);
+        let live = DemoLive {
+            stats: stats.clone(),
+            stop: stop.clone(),
+            markers,
+            realtime: true,
+        };
+        let config = BenchConfig {
+            seed: 3,
+            duration_s: 60.0,
+            hit_rate_hz: 2e5,
+            ..BenchConfig::default()
+        };
+        let out2 = out.clone();
+        let run = std::thread::spawn(move || {
+            demo_live(config, &out2, false, false, Default::default(), Some(live))
+        });
+        wait_until("the control socket", Duration::from_secs(20), || {
+            server.socket_path().is_some()
+        });
+        let socket = server.socket_path().unwrap();
+        assert_eq!(socket.file_name().unwrap(), SOCKET_NAME);
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the socket is owner-only");
+        // Found by looking under the output directory, as `scandaq top` does.
+        assert_eq!(control::find_socket(None, &[out.clone()]).unwrap(), socket);
+
+        // A viewer that subscribes and never reads must not hold anything up.
+        let mut stuck = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        writeln!(stuck, "{}", json!({"cmd": "subscribe"})).unwrap();
+
+        wait_until("singles", Duration::from_secs(20), || {
+            control::status(&socket).unwrap().singles > 0
+        });
+        let s = control::status(&socket).unwrap();
+        assert_eq!(s.state, RunState::Running);
+        assert_eq!(s.info.mode, "demo");
+        let mut sub = control::Subscription::open(&socket).unwrap();
+        let a = sub.next_snapshot().unwrap().unwrap();
+        let mut b = a.clone();
+        for _ in 0..5 {
+            b = sub.next_snapshot().unwrap().unwrap();
+        }
+        assert!(
+            b.elapsed_s > a.elapsed_s + 0.3,
+            "{} {}",
+            a.elapsed_s,
+            b.elapsed_s
+        );
+        assert!(
+            b.singles > a.singles,
+            "rates move: {} {}",
+            a.singles,
+            b.singles
+        );
+
+        let reply =
+            control::request(&socket, &json!({"cmd": "marker", "text": "beam on"})).unwrap();
+        assert_eq!(reply["marker"]["seq"], 1);
+        assert!(reply["marker"]["t_ps"].as_i64().unwrap() > 0);
+        let bad = control::request(&socket, &json!({"cmd": "explode"}));
+        assert!(format!("{:#}", bad.unwrap_err()).contains("unknown command"));
+
+        control::request(&socket, &json!({"cmd": "stop"})).unwrap();
+        let summary = run.join().unwrap().unwrap();
+        let s = control::status(&socket).unwrap();
+        assert_eq!(s.state, RunState::Stopped);
+        server.shutdown();
+        assert!(!socket.exists(), "the socket file is removed");
+        drop(stuck);
+
+        let m = Manifest::read(&summary.dir).unwrap();
+        assert_eq!(m.stop_reason.as_deref(), Some("stop requested"));
+        assert!(m.complete);
+        assert!(
+            m.files
+                .iter()
+                .any(|f| f.path == "markers.parquet" && f.rows == 1)
+        );
+        let (batches, kv) = read_parquet(&summary.dir.join("markers.parquet"));
+        assert_eq!(kv.get("scandaq.table").map(String::as_str), Some("markers"));
+        assert_eq!(col_str(&batches, "text"), vec!["beam on"]);
+        assert_eq!(col_str(&batches, "source"), vec!["ctl"]);
+        let t = batches[0].column_by_name("t_ps").unwrap();
+        assert!(t.as_primitive::<Int64Type>().value(0) > 0);
+    }
+
+    fn tmux(args: &[&str]) -> String {
+        let o = Command::new("tmux").args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    fn pane(session: &str) -> String {
+        tmux(&["capture-pane", "-p", "-t", session])
+    }
+
+    fn singles_on_screen(screen: &str) -> Option<f64> {
+        let i = screen.find("│ singles ")? + "│ singles ".len();
+        let rest: Vec<&str> = screen[i..].split_whitespace().take(2).collect();
+        let n: f64 = rest.first()?.parse().ok()?;
+        Some(match rest.get(1) {
+            Some(&"M") => n * 1e6,
+            Some(&"k") => n * 1e3,
+            _ => n,
+        })
+    }
+
+    struct Session(String);
+    impl Drop for Session {
+        fn drop(&mut self) {
+            tmux(&["kill-session", "-t", &self.0]);
+        }
+    }
+
+    fn wait_screen(session: &str, what: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = pane(session);
+            if s.contains(what) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what:?} on the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn run_dir(out: &Path) -> PathBuf {
+        std::fs::read_dir(out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run-"))
+            .unwrap()
+    }
+
+    /// Drives the real binary in tmux: `scandaq demo` shows the dashboard, the rates move,
+    /// `scandaq top` attached to it shows the same run and can be killed without harm, `m`
+    /// writes a marker, `q` asks and `y` stops and quits, the terminal is restored.
+    #[test]
+    fn demo_dashboard_in_tmux_marker_quit_and_top() {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            println!("SKIPPED: tmux is not installed (apt-get install tmux)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("runs");
+        let bin = env!("CARGO_BIN_EXE_scandaq");
+        let id = std::process::id();
+        let demo = Session(format!("scandaq-demo-{id}"));
+        let cmd = format!(
+            "{bin} demo --duration 120s --rate 200k --out {}; echo SCANDAQ-EXIT=$?; sleep 60",
+            out.display()
+        );
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &demo.0,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &cmd,
+        ]);
+        let s1 = wait_screen(&demo.0, "RUNNING", 60);
+        assert!(s1.contains("fpga-sim (in-pro"), "{s1}");
+        std::thread::sleep(Duration::from_millis(1500));
+        let s2 = pane(&demo.0);
+        let (a, b) = (singles_on_screen(&s1), singles_on_screen(&s2));
+        assert!(
+            matches!((a, b), (Some(a), Some(b)) if b > a),
+            "the singles count moves: {a:?} -> {b:?}\n{s2}"
+        );
+        assert_eq!(
+            tmux(&["display", "-p", "-t", &demo.0, "#{alternate_on}"]).trim(),
+            "1"
+        );
+
+        // `scandaq top` attached to the same run shows its number and state.
+        let dir = run_dir(&out);
+        let top = Session(format!("scandaq-top-{id}"));
+        let top_cmd = format!("{bin} top {}", dir.display());
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &top.0,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &top_cmd,
+        ]);
+        let t = wait_screen(&top.0, "RUNNING", 30);
+        assert!(t.contains("run 000001"), "{t}");
+        assert!(t.contains("fpga-sim (in-pro"), "{t}");
+        // Killing the viewer does not disturb the run.
+        drop(top);
+        std::thread::sleep(Duration::from_millis(800));
+        let s3 = pane(&demo.0);
+        assert!(s3.contains("RUNNING"), "{s3}");
+        assert!(singles_on_screen(&s3) > b, "{s3}");
+
+        tmux(&["send-keys", "-t", &demo.0, "m"]);
+        wait_screen(
+            &demo.0,
+            "marker 1 \"operator marker 1\" at detector time",
+            10,
+        );
+        tmux(&["send-keys", "-t", &demo.0, "q"]);
+        wait_screen(&demo.0, "Stop it and quit?", 10);
+        tmux(&["send-keys", "-t", &demo.0, "y"]);
+        let end = wait_screen(&demo.0, "SCANDAQ-EXIT=", 60);
+        assert!(end.contains("SCANDAQ-EXIT=0"), "{end}");
+        assert!(end.contains("markers.parquet (1 rows"), "{end}");
+        // Restored: main screen, the summary on it, no dashboard left over.
+        assert_eq!(
+            tmux(&["display", "-p", "-t", &demo.0, "#{alternate_on}"]).trim(),
+            "0"
+        );
+        assert!(!end.contains("┌ sources"), "{end}");
+
+        let m = Manifest::read(&dir).unwrap();
+        assert_eq!(m.stop_reason.as_deref(), Some("stop requested"));
+        let (batches, _) = read_parquet(&dir.join("markers.parquet"));
+        assert_eq!(col_str(&batches, "text"), vec!["operator marker 1"]);
+        assert_eq!(col_str(&batches, "source"), vec!["dashboard"]);
+        assert!(!dir.join(SOCKET_NAME).exists());
+    }
+
+    /// `scandaq ctl` and `scandaq top` without a terminal, and clear errors with no run.
+    #[test]
+    fn ctl_and_top_without_a_run_say_what_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = env!("CARGO_BIN_EXE_scandaq");
+        let o = Command::new(bin)
+            .args(["ctl", "status", "--out"])
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains("no running acquisition found"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let o = Command::new(bin)
+            .args(["top"])
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("neither a control socket nor a run directory"),
+            "{err}"
+        );
+    }
+}
