@@ -82,7 +82,7 @@ pub fn run_in_process(
 /// The dashboard attached to another process's run through its control socket.
 struct Attached {
     socket: PathBuf,
-    latest: Arc<Mutex<Option<StatsSnapshot>>>,
+    latest: Latest,
     _closed: Arc<AtomicBool>,
 }
 
@@ -115,7 +115,10 @@ impl term::Controller for Attached {
 }
 
 /// Reads a subscription on a thread, keeping only the newest snapshot.
-fn spawn_reader(socket: &Path) -> Result<(Arc<Mutex<Option<StatsSnapshot>>>, Arc<AtomicBool>)> {
+/// The newest snapshot a reader thread has received.
+type Latest = Arc<Mutex<Option<StatsSnapshot>>>;
+
+fn spawn_reader(socket: &Path) -> Result<(Latest, Arc<AtomicBool>)> {
     let mut sub = Subscription::open(socket)?;
     let latest = Arc::new(Mutex::new(None));
     let closed = Arc::new(AtomicBool::new(false));

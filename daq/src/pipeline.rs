@@ -382,7 +382,6 @@ pub fn run_observed(
     if !sink_gone {
         let _ = processor.push(&[], true, &mut emit);
     }
-    drop(emit);
     drop(send);
     drop(tx);
     let sink = sink
