@@ -1753,7 +1753,7 @@ mod dashboard {
         let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the socket is owner-only");
         // Found by looking under the output directory, as `scandaq top` does.
-        assert_eq!(control::find_socket(None, &[out.clone()]).unwrap(), socket);
+        assert_eq!(control::find_socket(None, std::slice::from_ref(&out)).unwrap(), socket);
 
         // A viewer that subscribes and never reads must not hold anything up.
         let mut stuck = std::os::unix::net::UnixStream::connect(&socket).unwrap();
