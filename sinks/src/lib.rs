@@ -7,6 +7,7 @@
 //! written atomically.
 
 pub mod archive;
+pub mod castor;
 pub mod coincidences;
 pub mod error;
 pub mod manifest;
