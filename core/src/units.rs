@@ -68,6 +68,37 @@ pub fn parse_time_ps(s: &str) -> Result<i64, String> {
     }
 }
 
+/// Parses a size in bytes: `512MB`, `2GB`, `64MiB`, `1GiB`, `1000000` (k/M/G/T = powers of
+/// 1000, Ki/Mi/Gi/Ti = powers of 1024; the trailing `B` is optional). Must be positive.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let err = || {
+        format!(
+            "invalid size {t:?}: expected a positive number of bytes with an optional unit \
+             (kB, MB, GB, TB, KiB, MiB, GiB, TiB), for example 512MB or 2GiB"
+        )
+    };
+    let body = t.strip_suffix('B').unwrap_or(t);
+    let units: [(&str, f64); 8] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    let (num, scale) = units
+        .iter()
+        .find_map(|(u, f)| body.strip_suffix(u).map(|n| (n, *f)))
+        .unwrap_or((body, 1.0));
+    match number(num) {
+        Some(v) if v > 0.0 && v * scale < 1.8e19 => Ok((v * scale).round() as u64),
+        _ => Err(err()),
+    }
+}
+
 /// Parses a rate in Hz: `1M`, `250k`, `5e5`, `2.5MHz`, `100kHz`, `1G`. Must be positive.
 pub fn parse_rate_hz(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -103,6 +134,16 @@ pub fn parse_rate_hz(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_in_decimal_and_binary_units() {
+        assert_eq!(parse_bytes("512MB"), Ok(512_000_000));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
 
     #[test]
     fn short_times_are_exact_picoseconds() {

@@ -333,7 +333,6 @@ pub(crate) fn spawn(
                 )?;
                 report.grouping = Some(*g.stats());
             }
-            drop(sort);
             prompt_sorter.finish(&mut prompts.pending);
             report.prompt = *prompt_sorter.stats();
             report.files.push(prompts.commit()?);

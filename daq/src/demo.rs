@@ -164,6 +164,7 @@ pub fn demo_live(
         extra_counts,
         warnings: vec![],
         raw_columns,
+        rotation: Default::default(),
         coincidences,
     };
     // session::run, with the statistics and markers fed at the sink.
@@ -201,10 +202,10 @@ pub fn demo_live(
         &start.kernel,
         &start.run_dir.path,
         start.metadata.clone(),
-        start.description.raw_columns,
-        start.coincidences.clone(),
-        live.as_ref()
-            .map_or_else(Arc::default, |l| l.stats.sink.clone()),
+        start.sink_settings(
+            live.as_ref()
+                .map_or_else(Arc::default, |l| l.stats.sink.clone()),
+        ),
         &mut observe,
         |n| bar.inc(n),
     );

@@ -86,6 +86,8 @@ pub struct LiveConfig {
     pub clock: scandaq_core::ClockModel,
     /// Coincidence sorting.
     pub coincidences: CoincidenceOptions,
+    /// Singles file rotation.
+    pub rotation: crate::pipeline::Rotation,
 }
 
 /// A handle to ask a running acquisition to stop (signals, tests).
@@ -305,6 +307,7 @@ pub fn run_live_with_markers(
         extra_counts: BTreeMap::new(),
         warnings: vec![],
         raw_columns: config.raw_columns,
+        rotation: config.rotation,
         coincidences: config.coincidences.clone(),
     };
     // Sinks first.
@@ -312,9 +315,7 @@ pub fn run_live_with_markers(
     let (sink_tx, sink) = spawn_singles_sink(
         &start.run_dir.path,
         start.metadata.clone(),
-        config.raw_columns,
-        stats.sink.clone(),
-        start.coincidences.clone(),
+        start.sink_settings(stats.sink.clone()),
     )?;
     stats.info.publish(RunInfo {
         run: start.run_dir.run,

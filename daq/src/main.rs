@@ -79,6 +79,9 @@ enum Command {
         /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
         #[arg(long)]
         raw_columns: bool,
+        /// Start a new singles file at this size (e.g. 2GB, 512MiB).
+        #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
+        rotate_size: Option<u64>,
         #[command(flatten)]
         coincidences: CoincidenceArgs,
     },
@@ -181,6 +184,12 @@ struct RunArgs {
     /// No stats line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Start a new singles file at this size (e.g. 2GB, 512MiB).
+    #[arg(long, value_name = "SIZE")]
+    rotate_size: Option<String>,
+    /// Start a new singles file after this wall-clock time (e.g. 10m).
+    #[arg(long, value_name = "DURATION")]
+    rotate_every: Option<String>,
     /// Show the operator dashboard (needs a terminal; otherwise the stats line is printed).
     #[arg(long)]
     tui: bool,
@@ -255,8 +264,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             no_progress,
             raw_columns,
+            rotate_size,
             coincidences,
         } => {
+            let rotation = scandaq::pipeline::Rotation {
+                max_bytes: rotate_size,
+                max_seconds: None,
+            };
             let coincidences = coincidences.apply(CoincidenceOptions::default())?;
             if petlink_replay::is_petlink(&file, header.as_deref()) {
                 let summary = petlink_replay::replay_petlink(&file, header.as_deref(), &out)?;
@@ -286,6 +300,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     stats_every: None,
                     clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
                     coincidences,
+                    rotation,
                 };
                 let summary = run_live(
                     &live,
@@ -303,6 +318,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     progress: !no_progress,
                     raw_columns,
                     coincidences,
+                    rotation,
                 },
             )?;
             Ok(finish(summary, None))
@@ -436,6 +452,12 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
         file.run.raw_columns = Some(true);
     }
     file.coincidences = args.coincidences.apply(file.coincidences.clone())?;
+    if args.rotate_size.is_some() {
+        file.run.rotate_size = args.rotate_size.clone();
+    }
+    if args.rotate_every.is_some() {
+        file.run.rotate_every = args.rotate_every.clone();
+    }
     let mut v = file.validate()?;
     if args.quiet {
         v.live.stats_every = None;

@@ -11,16 +11,19 @@ use crate::coinc_stage::{self, CoincidenceReport, CoincidenceSetup};
 use crate::live_stats::SinkCounters;
 use crate::merge::TimeMerger;
 use anyhow::{Context, Result, anyhow};
+use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::{FrameScanner, FrameSpan};
 use scandaq_sinks::singles;
-use scandaq_sinks::{FileRecord, ParquetTableWriter};
-use std::path::Path;
+use scandaq_sinks::{FileRecord, Manifest, ParquetTableWriter};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 /// Hits per parallel work unit.
 pub const BLOCK_HITS: usize = 16 * 1024;
@@ -86,51 +89,177 @@ impl EnergyHistogram {
     }
 }
 
-/// What the sink thread reports when it has committed its file.
+/// What the sink thread reports when it has stopped.
 #[derive(Debug)]
 pub struct SinkReport {
-    /// The committed singles file.
-    pub file: FileRecord,
+    /// The committed singles files, in order.
+    pub files: Vec<FileRecord>,
     /// First and last `t_ps` written.
     pub t_range: Option<(i64, i64)>,
     /// Energy spectrum of what was written.
     pub histogram: EnergyHistogram,
     /// The coincidence stage's report, when it ran.
     pub coincidences: Option<Result<CoincidenceReport>>,
+    /// The error that stopped the sink early (disk full, unwritable directory, ...); every
+    /// file committed before it is still in `files`.
+    pub error: Option<String>,
+}
+
+impl SinkReport {
+    /// Singles rows in the committed files.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// When the singles sink starts a new file (`singles-00001.parquet`, ...). Each file is
+/// committed (fsync + rename) as it closes and added to the manifest at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// Start a new file once this many bytes are written.
+    pub max_bytes: Option<u64>,
+    /// Start a new file after this much wall-clock time, seconds.
+    pub max_seconds: Option<f64>,
 }
 
 /// Metadata written into every Parquet file of the run.
 pub type FileMetadata = Vec<(String, String)>;
 
+/// The sequence of singles files of one run.
+struct SinglesFiles {
+    dir: PathBuf,
+    metadata: FileMetadata,
+    raw_columns: bool,
+    rotation: Rotation,
+    next_index: u32,
+    writer: Option<ParquetTableWriter>,
+    opened: Instant,
+    range: Option<(i64, i64)>,
+    committed: Vec<FileRecord>,
+}
+
+impl SinglesFiles {
+    fn open(&mut self) -> Result<&mut ParquetTableWriter> {
+        if self.writer.is_none() {
+            let name = format!("singles-{:05}.parquet", self.next_index);
+            self.writer = Some(ParquetTableWriter::create(
+                &self.dir,
+                &name,
+                singles::schema(self.raw_columns),
+                &singles::write_options(),
+                self.metadata.clone(),
+            )?);
+            self.next_index += 1;
+            self.opened = Instant::now();
+            self.range = None;
+        }
+        Ok(self.writer.as_mut().expect("just opened"))
+    }
+
+    fn write(&mut self, record: &RecordBatch, first: i64, last: i64) -> Result<()> {
+        let w = self.open()?;
+        w.write(record)?;
+        self.range = Some(self.range.map_or((first, last), |(a, _)| (a, last)));
+        let due = self
+            .rotation
+            .max_bytes
+            .is_some_and(|m| self.writer.as_ref().is_some_and(|w| w.bytes_written() >= m))
+            || self
+                .rotation
+                .max_seconds
+                .is_some_and(|s| self.opened.elapsed().as_secs_f64() >= s);
+        if due {
+            self.commit(true)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open file (if any); `record_now` also adds it to the manifest on disk.
+    fn commit(&mut self, record_now: bool) -> Result<()> {
+        let Some(mut w) = self.writer.take() else {
+            return Ok(());
+        };
+        if let Some((a, b)) = self.range {
+            w.add_metadata("first_t_ps", a.to_string());
+            w.add_metadata("last_t_ps", b.to_string());
+        }
+        let record = w.commit()?;
+        if record_now {
+            // The run's manifest lists each rotated file as soon as it is committed, so a
+            // crash keeps it on record.
+            if let Ok(mut m) = Manifest::read(&self.dir) {
+                m.files.push(record.clone());
+                let _ = m.write_atomic(&self.dir);
+            }
+        }
+        self.committed.push(record);
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        self.committed.iter().map(|f| f.bytes).sum::<u64>()
+            + self.writer.as_ref().map_or(0, |w| w.bytes_written())
+    }
+
+    fn rows(&self) -> u64 {
+        self.committed.iter().map(|f| f.rows).sum::<u64>()
+            + self.writer.as_ref().map_or(0, |w| w.rows())
+    }
+}
+
+/// Sink settings of a run.
+#[derive(Clone, Debug, Default)]
+pub struct SinkSettings {
+    /// Keep the raw diagnostic columns.
+    pub raw_columns: bool,
+    /// Singles file rotation.
+    pub rotation: Rotation,
+    /// Coincidence sorting.
+    pub coincidences: Option<CoincidenceSetup>,
+    /// Live counters.
+    pub counters: Arc<SinkCounters>,
+}
+
 pub(crate) fn spawn_singles_sink(
     dir: &Path,
     metadata: FileMetadata,
-    raw_columns: bool,
-    counters: Arc<SinkCounters>,
-    coincidences: Option<CoincidenceSetup>,
+    settings: SinkSettings,
 ) -> Result<(Sender<HitBatch>, JoinHandle<Result<SinkReport>>)> {
+    let SinkSettings {
+        raw_columns,
+        rotation,
+        coincidences,
+        counters,
+    } = settings;
     let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
     let coincidence_stage = match coincidences {
         Some(setup) => Some(coinc_stage::spawn(dir, metadata.clone(), setup)?),
         None => None,
     };
-    let mut writer = ParquetTableWriter::create(
-        dir,
-        "singles-00000.parquet",
-        singles::schema(raw_columns),
-        &singles::write_options(),
+    let mut files = SinglesFiles {
+        dir: dir.to_path_buf(),
         metadata,
-    )?;
+        raw_columns,
+        rotation,
+        next_index: 0,
+        writer: None,
+        opened: Instant::now(),
+        range: None,
+        committed: Vec::new(),
+    };
+    // The first file exists from the start: an unwritable directory fails before anything runs.
+    files.open()?;
     let handle = std::thread::Builder::new()
         .name("singles-sink".into())
         .spawn(move || -> Result<SinkReport> {
             let mut t_range: Option<(i64, i64)> = None;
             let mut histogram = EnergyHistogram::default();
+            let mut error = None;
             let (mut coinc_tx, coinc_thread) = match coincidence_stage {
                 Some((tx, handle)) => (Some(tx), Some(handle)),
                 None => (None, None),
             };
-            for batch in rx {
+            for batch in rx.iter() {
                 if batch.is_empty() {
                     continue;
                 }
@@ -141,32 +270,38 @@ pub(crate) fn spawn_singles_sink(
                     }
                 }
                 let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
-                t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
                 histogram.fill(&batch.energy_kev);
-                let record = singles::to_record_batch(batch, raw_columns)
-                    .map_err(|e| anyhow!("building a singles row group: {e}"))?;
-                writer.write(&record)?;
-                counters.rows.store(writer.rows(), Ordering::Relaxed);
-                counters
-                    .bytes
-                    .store(writer.bytes_written(), Ordering::Relaxed);
+                let written = singles::to_record_batch(batch, raw_columns)
+                    .map_err(|e| anyhow!("building a singles row group: {e}"))
+                    .and_then(|record| files.write(&record, first, last));
+                if let Err(e) = written {
+                    // Stop taking data (senders see the sink gone and stop cleanly); what
+                    // was committed stays committed.
+                    error = Some(format!("{e:#}"));
+                    break;
+                }
+                t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
+                counters.rows.store(files.rows(), Ordering::Relaxed);
+                counters.bytes.store(files.bytes(), Ordering::Relaxed);
             }
-            if let Some((a, b)) = t_range {
-                writer.add_metadata("first_t_ps", a.to_string());
-                writer.add_metadata("last_t_ps", b.to_string());
-            }
+            drop(rx);
             drop(coinc_tx);
             let coincidences = coinc_thread.map(|h| {
                 h.join()
                     .map_err(|_| anyhow!("the coincidence thread panicked"))
                     .and_then(|r| r)
             });
-            let file = writer.commit()?;
+            if error.is_none() {
+                if let Err(e) = files.commit(false) {
+                    error = Some(format!("{e:#}"));
+                }
+            }
             Ok(SinkReport {
-                file,
+                files: files.committed,
                 t_range,
                 histogram,
                 coincidences,
+                error,
             })
         })
         .context("cannot start the sink thread")?;
@@ -322,8 +457,7 @@ pub fn run(
     kernel: &CompiledCalibration,
     dir: &Path,
     metadata: FileMetadata,
-    raw_columns: bool,
-    coincidences: Option<CoincidenceSetup>,
+    settings: SinkSettings,
     on_progress: impl FnMut(u64),
 ) -> Result<PipelineOutcome> {
     run_observed(
@@ -331,9 +465,7 @@ pub fn run(
         kernel,
         dir,
         metadata,
-        raw_columns,
-        coincidences,
-        Arc::default(),
+        settings,
         &mut |_| {},
         on_progress,
     )
@@ -342,19 +474,16 @@ pub fn run(
 /// [`run`], with the sink's row and byte counters in `sink_counters` and every batch of
 /// singles shown to `observe` (on this thread) just before it goes to the sink: how the demo
 /// feeds its live statistics and markers.
-#[allow(clippy::too_many_arguments)]
 pub fn run_observed(
     input: Receiver<Result<Chunk>>,
     kernel: &CompiledCalibration,
     dir: &Path,
     metadata: FileMetadata,
-    raw_columns: bool,
-    coincidences: Option<CoincidenceSetup>,
-    sink_counters: Arc<SinkCounters>,
+    settings: SinkSettings,
     observe: &mut dyn FnMut(&HitBatch),
     mut on_progress: impl FnMut(u64),
 ) -> Result<PipelineOutcome> {
-    let (tx, sink) = spawn_singles_sink(dir, metadata, raw_columns, sink_counters, coincidences)?;
+    let (tx, sink) = spawn_singles_sink(dir, metadata, settings)?;
     let mut send = send_to(&tx);
     let mut emit = |batch: HitBatch| {
         observe(&batch);
@@ -390,7 +519,7 @@ pub fn run_observed(
         .and_then(|r| r);
     let mut counts = processor.counts();
     if let Ok(report) = &sink {
-        counts.singles_written = report.file.rows;
+        counts.singles_written = report.rows();
     }
     Ok(PipelineOutcome {
         counts,

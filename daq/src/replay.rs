@@ -53,6 +53,8 @@ pub struct ReplayOptions {
     pub raw_columns: bool,
     /// Coincidence sorting.
     pub coincidences: crate::coinc_stage::CoincidenceOptions,
+    /// Singles file rotation.
+    pub rotation: crate::pipeline::Rotation,
 }
 
 /// Replays `rawf` into a new run under `out_dir`.
@@ -128,6 +130,7 @@ pub fn replay(
         extra_counts,
         warnings,
         raw_columns: options.raw_columns,
+        rotation: options.rotation,
         coincidences: options.coincidences.clone(),
     };
     let summary = session::run(out_dir, calibration, description, rx, |n| bar.inc(n));

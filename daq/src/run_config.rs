@@ -32,6 +32,10 @@ pub struct RunSection {
     pub stop_at_end_of_stream: Option<bool>,
     /// Front-end clock in Hz (default 200 MHz).
     pub clock_hz: Option<u32>,
+    /// Start a new singles file at this size, e.g. "2GB" or "512MiB".
+    pub rotate_size: Option<String>,
+    /// Start a new singles file after this wall-clock time, e.g. "10m".
+    pub rotate_every: Option<String>,
 }
 
 /// `[calibration]`: exactly one of the two.
@@ -224,6 +228,22 @@ impl RunFile {
             bail!("run.clock_hz = {clock_hz}: expected 1 MHz .. 2 GHz");
         }
         self.coincidences.validate()?;
+        let rotation = crate::pipeline::Rotation {
+            max_bytes: self
+                .run
+                .rotate_size
+                .as_deref()
+                .map(scandaq_core::units::parse_bytes)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.rotate_size: {e}"))?,
+            max_seconds: self
+                .run
+                .rotate_every
+                .as_deref()
+                .map(scandaq_core::units::parse_duration_s)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.rotate_every: {e}"))?,
+        };
         Ok(ValidatedRun {
             live: LiveConfig {
                 inputs,
@@ -241,6 +261,7 @@ impl RunFile {
                     frequency_hz: clock_hz,
                 },
                 coincidences: self.coincidences.clone(),
+                rotation,
             },
             calib_dir,
             petsys_config,

@@ -53,6 +53,8 @@ pub struct RunDescription {
     pub warnings: Vec<String>,
     /// Write the raw diagnostic columns into the singles table.
     pub raw_columns: bool,
+    /// Singles file rotation.
+    pub rotation: pipeline::Rotation,
     /// Coincidence sorting.
     pub coincidences: CoincidenceOptions,
 }
@@ -75,6 +77,21 @@ pub struct RunStart {
     pub started: Instant,
     /// The coincidence stage, when coincidences are sorted.
     pub coincidences: Option<CoincidenceSetup>,
+}
+
+impl RunStart {
+    /// The sink settings of this run, with `counters` for live statistics.
+    pub fn sink_settings(
+        &self,
+        counters: std::sync::Arc<crate::live_stats::SinkCounters>,
+    ) -> pipeline::SinkSettings {
+        pipeline::SinkSettings {
+            raw_columns: self.description.raw_columns,
+            rotation: self.description.rotation,
+            coincidences: self.coincidences.clone(),
+            counters,
+        }
+    }
 }
 
 /// Allocates the run directory, copies the calibration into it and writes the first
@@ -201,10 +218,13 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
     let mut coincidence_counts = BTreeMap::new();
     match end.sink {
         Ok(report) => {
-            counts.singles_written = report.file.rows;
+            counts.singles_written = report.rows();
             manifest.first_t_ps = report.t_range.map(|r| r.0);
             manifest.last_t_ps = report.t_range.map(|r| r.1);
-            manifest.files.push(report.file);
+            manifest.files.extend(report.files);
+            if let Some(e) = report.error {
+                error.get_or_insert(format!("singles sink: {e}"));
+            }
             histogram = report.histogram;
             match report.coincidences {
                 Some(Ok(c)) => {
@@ -273,8 +293,7 @@ pub fn run(
         &start.kernel,
         &start.run_dir.path,
         start.metadata.clone(),
-        start.description.raw_columns,
-        start.coincidences.clone(),
+        start.sink_settings(Default::default()),
         on_progress,
     )?;
     let end = RunEnd {
