@@ -7,6 +7,7 @@
 
 pub mod calib_load;
 pub mod calibrate;
+pub mod calibrate_cmd;
 pub mod coinc_stage;
 pub mod control;
 pub mod dashboard;

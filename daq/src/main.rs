@@ -111,6 +111,11 @@ enum Command {
         #[arg(long, global = true)]
         out: Option<PathBuf>,
     },
+    /// Derive calibration tables (tdc, energy, skew) from raw .rawf acquisitions.
+    Calibrate {
+        #[command(subcommand)]
+        kind: scandaq::calibrate_cmd::CalibrateCommand,
+    },
     /// Summarise a .rawf, a scandaq Parquet file, or a run directory.
     Inspect {
         /// File or run directory.
@@ -378,6 +383,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("{}", reply["marker"]);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate { kind } => {
+            scandaq::calibrate_cmd::run_cli(kind)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { path } => {
