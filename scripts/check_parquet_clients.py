@@ -19,6 +19,7 @@ import pathlib
 import sys
 
 import duckdb
+import polars as pl
 import pyarrow.parquet as pq
 
 DROPPED = ("no_tdc_calibration", "no_energy_calibration", "no_skew_calibration", "late_hit")
@@ -51,6 +52,9 @@ def check_run(run_dir: pathlib.Path) -> int:
         table = pq.read_table(path)
         if table.num_rows != f["rows"]:
             fail(f"{path}: pyarrow reads {table.num_rows} rows, manifest says {f['rows']}")
+        frame = pl.read_parquet(path)
+        if frame.height != f["rows"] or frame.columns != table.column_names:
+            fail(f"{path}: polars reads {frame.height} rows {frame.columns}, manifest says {f['rows']}")
         meta = {k.decode(): v.decode() for k, v in (pq.read_metadata(path).metadata or {}).items()}
         for key in ("scandaq.run", "scandaq.software_version", "scandaq.source"):
             if key not in meta:
@@ -60,6 +64,9 @@ def check_run(run_dir: pathlib.Path) -> int:
         kind = meta.get("scandaq.table", "singles")
         if kind in PETLINK_TABLES:
             total += check_petlink_file(con, path, kind, f, manifest)
+            continue
+        if kind in ("coincidences", "delayed"):
+            check_coincidence_file(con, path, kind, f, manifest)
             continue
         if kind != "singles":
             print(f"  skip {path.name}: table {kind!r} has no client check yet (row count and size checked)")
@@ -75,8 +82,10 @@ def check_run(run_dir: pathlib.Path) -> int:
             fail(f"{path}: DuckDB reads {n} rows, manifest says {f['rows']}")
         if n and not ordered:
             fail(f"{path}: singles are not time ordered")
-        if n and (t_min != manifest["first_t_ps"] or t_max != manifest["last_t_ps"]):
-            fail(f"{path}: t_ps range {t_min}..{t_max} != manifest {manifest['first_t_ps']}..{manifest['last_t_ps']}")
+        if n and (str(t_min), str(t_max)) != (meta.get("first_t_ps"), meta.get("last_t_ps")):
+            fail(f"{path}: t_ps range {t_min}..{t_max} != file metadata {meta.get('first_t_ps')}..{meta.get('last_t_ps')}")
+        if n and not (manifest["first_t_ps"] <= t_min and t_max <= manifest["last_t_ps"]):
+            fail(f"{path}: t_ps range {t_min}..{t_max} outside the run's {manifest['first_t_ps']}..{manifest['last_t_ps']}")
         if manifest["energy_unit"] == "keV":
             peak = con.execute(
                 f"SELECT count(*) FILTER (WHERE energy_kev BETWEEN 450 AND 575) FROM read_parquet('{path}')"
@@ -88,6 +97,38 @@ def check_run(run_dir: pathlib.Path) -> int:
     elif total != counts["singles_written"]:
         fail(f"{run_dir}: files hold {total} rows, manifest singles_written {counts['singles_written']}")
     return total
+
+
+def check_coincidence_file(con, path, kind, f, manifest):
+    """Prompt / delayed coincidences: rows equal the manifest's pair count, tof = t1 - t2, the
+    pair lies inside its window, energies inside the configured energy window."""
+    meta = {k.decode(): v.decode() for k, v in (pq.read_metadata(path).metadata or {}).items()}
+    config = json.loads(meta["scandaq.coincidence_config"])
+    key = "prompt" if kind == "coincidences" else "delayed"
+    pairs = manifest["counts"][f"coincidences.{key}.pairs"]
+    lo = 0 if kind == "coincidences" else config["delay_ps"]
+    hi = lo + config["window_ps"]
+    n, bad_tof, outside, n_delayed_flag = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE tof_ps != t1_ps - t2_ps),"
+        f" count(*) FILTER (WHERE t2_ps - t1_ps < {lo} OR t2_ps - t1_ps > {hi}),"
+        " count(*) FILTER (WHERE flags & 1 = 1)"
+        f" FROM read_parquet('{path}')"
+    ).fetchone()
+    if n != pairs or n != f["rows"]:
+        fail(f"{path}: DuckDB reads {n} pairs, manifest {pairs} / file record {f['rows']}")
+    if bad_tof or outside:
+        fail(f"{path}: {bad_tof} rows with tof_ps != t1 - t2, {outside} outside the window [{lo}, {hi}] ps")
+    if n_delayed_flag != (n if kind == "delayed" else 0):
+        fail(f"{path}: {n_delayed_flag} rows flagged delayed of {n}")
+    window = config.get("energy_window_kev")
+    if window and manifest["energy_unit"] == "keV":
+        out_e = con.execute(
+            f"SELECT count(*) FILTER (WHERE energy1_kev NOT BETWEEN {window[0]} AND {window[1]}"
+            f" OR energy2_kev NOT BETWEEN {window[0]} AND {window[1]}) FROM read_parquet('{path}')"
+        ).fetchone()[0]
+        if out_e:
+            fail(f"{path}: {out_e} pairs with an energy outside {window} keV")
+    print(f"  {path.name}: {n} {kind} pairs inside [{lo}, {hi}] ps, tof = t1 - t2")
 
 
 def check_petlink_counts(run_dir, counts):
@@ -134,7 +175,7 @@ def main():
         fail("usage: check_parquet_clients.py RUN_DIR...")
     for run in runs:
         rows = check_run(run)
-        print(f"ok {run}: {rows} rows read by pyarrow and DuckDB, counts match the manifest")
+        print(f"ok {run}: {rows} rows read by pyarrow, polars and DuckDB, counts match the manifest")
 
 
 if __name__ == "__main__":

@@ -240,18 +240,27 @@ pub(crate) fn spawn(
     let prompt_cfg = setup.options.prompt_config(setup.energy_in_kev);
     let delayed_cfg =
         (setup.options.delay_ps != 0).then(|| prompt_cfg.to_delayed(setup.options.delay_ps));
-    let mut meta = metadata;
-    meta.push((
-        "scandaq.coincidences_schema_version".into(),
-        coincidences::COINCIDENCES_SCHEMA_VERSION.into(),
-    ));
-    meta.push((
-        "scandaq.coincidence_config".into(),
-        serde_json::to_string(&setup.options).unwrap_or_default(),
-    ));
-    let mut prompts = TableOut::create(dir, PROMPTS_FILE, &meta)?;
+    // The run's metadata, with this table's own name and schema version.
+    let table_meta = |table: &str| -> FileMetadata {
+        let mut meta: FileMetadata = metadata
+            .iter()
+            .filter(|(k, _)| k != "scandaq.table" && k != "scandaq.schema_version")
+            .cloned()
+            .collect();
+        meta.push(("scandaq.table".into(), table.into()));
+        meta.push((
+            "scandaq.schema_version".into(),
+            coincidences::COINCIDENCES_SCHEMA_VERSION.into(),
+        ));
+        meta.push((
+            "scandaq.coincidence_config".into(),
+            serde_json::to_string(&setup.options).unwrap_or_default(),
+        ));
+        meta
+    };
+    let mut prompts = TableOut::create(dir, PROMPTS_FILE, &table_meta("coincidences"))?;
     let mut delayed = match &delayed_cfg {
-        Some(_) => Some(TableOut::create(dir, DELAYED_FILE, &meta)?),
+        Some(_) => Some(TableOut::create(dir, DELAYED_FILE, &table_meta("delayed"))?),
         None => None,
     };
     let (tx, rx) = bounded::<HitBatch>(QUEUE);
