@@ -12,7 +12,7 @@ use scandaq::live_stats::LiveStats;
 use scandaq::markers::SharedMarkers;
 use scandaq::ring::OverflowPolicy;
 use scandaq::run_config::{self, RunFile};
-use scandaq::{calib_load, demo, inspect, petlink_replay, replay, session};
+use scandaq::{calib_load, demo, export, inspect, petlink_replay, recover, replay, session};
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
 use scandaq_tui::AppOptions;
 use std::net::{IpAddr, SocketAddr};
@@ -111,6 +111,16 @@ enum Command {
         #[arg(long, global = true)]
         out: Option<PathBuf>,
     },
+    /// Export a run to the formats reconstruction tools read.
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
+    /// Finalise the run directory of a process that died: verify committed files, salvage the interrupted ones, rewrite the manifest (state: recovered).
+    Recover {
+        /// The run directory (OUTDIR/run-NNNNNN).
+        run_dir: PathBuf,
+    },
     /// Derive calibration tables (tdc, energy, skew) from raw .rawf acquisitions.
     Calibrate {
         #[command(subcommand)]
@@ -120,6 +130,33 @@ enum Command {
     Inspect {
         /// File or run directory.
         path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportFormat {
+    /// CASToR list mode: NAME.cdh + NAME.cdf (prompts), NAME_delayed.* (delayed), scandaq_NAME.hscan + .lut (scanner from the run's map_channel.tsv).
+    Castor {
+        /// The run directory (OUTDIR/run-NNNNNN).
+        run_dir: PathBuf,
+        /// Output directory (created if its parent exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Base name of the data files (default: the run directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Coincidence time resolution, FWHM (e.g. 200ps), written as the TOF resolution.
+        #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_time_ps)]
+        tof_fwhm: Option<i64>,
+        /// Write no TOF field.
+        #[arg(long)]
+        no_tof: bool,
+        /// Do not export the delayed coincidences.
+        #[arg(long)]
+        no_delayed: bool,
+        /// Crystal depth for the scanner description, mm.
+        #[arg(long, default_value_t = 20.0)]
+        crystal_depth: f64,
     },
 }
 
@@ -384,6 +421,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            format:
+                ExportFormat::Castor {
+                    run_dir,
+                    out,
+                    name,
+                    tof_fwhm,
+                    no_tof,
+                    no_delayed,
+                    crystal_depth,
+                },
+        } => {
+            let e = export::export_castor(
+                &run_dir,
+                &export::CastorOptions {
+                    out,
+                    name,
+                    tof_fwhm_ps: tof_fwhm.map(|t| t as f64),
+                    no_tof,
+                    no_delayed,
+                    crystal_depth_mm: crystal_depth,
+                },
+            )?;
+            export::print_summary(&e);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recover { run_dir } => {
+            let r = recover::recover(&run_dir)?;
+            recover::print_report(&r);
+            Ok(if r.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Calibrate { kind } => {
             scandaq::calibrate_cmd::run_cli(kind)?;

@@ -222,6 +222,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CastorError> {
     Ok(())
 }
 
+/// SHA-256 (hex) and size of a file, computed the way the run manifest records them (used to
+/// check exports and committed tables).
+pub fn sha256_file(path: &Path) -> Result<(String, u64), CastorError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| CastorError::io("opening", path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| CastorError::io("reading", path, e))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), n))
+}
+
 /// TOF keys of a `.cdh`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TofHeader {

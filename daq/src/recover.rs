@@ -1,0 +1,922 @@
+//! `scandaq recover RUN_DIR`: finalises the run directory of a process that died (its
+//! manifest still says `complete: false`, `state: "running"`).
+//!
+//! 1. Committed files (renamed from `.inprogress`, so their footer was written and synced) are
+//!    verified with a real Parquet footer read; their rows come from the footer and their
+//!    SHA-256 is computed (and compared with the manifest's, when it lists them).
+//! 2. Each `NAME.parquet.inprogress` is a Parquet file without a footer. It is salvaged: its
+//!    page headers are walked from the `PAR1` magic on, the pages are cut into column chunks
+//!    and row groups (a dictionary-encoded column's chunk starts with its dictionary page,
+//!    which fixes the row count of each row group), every row group whose column chunks are
+//!    all complete is decoded through a footer rebuilt in memory from the table's known schema,
+//!    and the rows are rewritten into `NAME.parquet` (written atomically, like any table). The
+//!    tail — the row group the writer was filling when it was killed — is lost and counted.
+//!    The original is renamed `NAME.parquet.footerless` while this happens and removed once
+//!    the salvaged file is committed (a recovery that dies itself resumes from it).
+//! 3. The manifest is rewritten atomically: `complete` stays false (the run did not end
+//!    cleanly), `state: "recovered"`, `files` lists what is now committed with rows, bytes and
+//!    sha256, and `recovery` holds a note per file. Fields the recovery does not know are kept.
+//!
+//! Running it again on a recovered run re-verifies the files and changes nothing; a complete
+//! run is verified and left alone.
+
+use crate::export::{DELAYED_FILE, PROMPTS_FILE};
+use anyhow::{Context, Result, anyhow, bail};
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowSchemaConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::{
+    ColumnChunkMetaData, FileMetaData, ParquetMetaData, RowGroupMetaData,
+};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::schema::types::SchemaDescriptor;
+use scandaq_sinks::manifest::FileRecord;
+use scandaq_sinks::{ParquetTableWriter, WriteOptions, coincidences, petlink_tables, singles};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What recovery did with one file (the manifest's `recovery.files`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryNote {
+    /// File name (the committed name, or the leftover's name when nothing was salvaged).
+    pub file: String,
+    /// `verified`, `salvaged`, `not salvaged`, or `failed verification`.
+    pub action: String,
+    /// Rows in the committed file.
+    pub rows: u64,
+    /// Bytes of the committed file.
+    pub bytes: u64,
+    /// Bytes of the interrupted file that could not be salvaged.
+    pub bytes_lost: u64,
+    /// Human-readable detail.
+    pub note: String,
+}
+
+/// The manifest's `recovery` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverySection {
+    /// scandaq version that recovered the run.
+    pub software_version: String,
+    /// The state the manifest had before (`running` for a killed process).
+    pub previous_state: String,
+    /// One note per file.
+    pub files: Vec<RecoveryNote>,
+}
+
+/// The outcome of `scandaq recover`.
+#[derive(Clone, Debug)]
+pub struct RecoverReport {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// `complete`: the run had ended cleanly, nothing was changed.
+    /// `already recovered`: verified again, nothing was changed. `recovered`: manifest rewritten.
+    pub outcome: &'static str,
+    /// Per-file notes.
+    pub notes: Vec<RecoveryNote>,
+    /// Problems found while verifying (non-empty = exit status 1).
+    pub problems: Vec<String>,
+}
+
+/// Parquet tables recovery knows the schema of, by file-name prefix: candidate schemas (the
+/// singles table has two) and the write options of the table.
+fn table_schemas(name: &str) -> Option<(Vec<SchemaRef>, WriteOptions, &'static str)> {
+    if name.starts_with("singles-") {
+        Some((
+            vec![singles::schema(true), singles::schema(false)],
+            singles::write_options(),
+            "singles",
+        ))
+    } else if name.starts_with("coincidences-") || name.starts_with("delayed-") {
+        Some((
+            vec![coincidences::schema()],
+            coincidences::write_options(),
+            if name.starts_with("delayed-") {
+                "delayed"
+            } else {
+                "coincidences"
+            },
+        ))
+    } else if name.starts_with("petlink_events-") {
+        Some((
+            vec![petlink_tables::events_schema()],
+            petlink_tables::events_write_options(),
+            "petlink_events",
+        ))
+    } else if name.starts_with("petlink_singles-") {
+        Some((
+            vec![petlink_tables::singles_schema()],
+            petlink_tables::singles_write_options(),
+            "petlink_singles",
+        ))
+    } else {
+        None
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    Ok(scandaq_sinks::castor::sha256_file(path)?)
+}
+
+/// Reads the footer of a committed Parquet file and hashes it: (rows, bytes, sha256).
+pub fn verify_parquet(path: &Path) -> Result<(u64, u64, String)> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = SerializedFileReader::new(f)
+        .map_err(|e| anyhow!("{}: Parquet footer unreadable: {e}", path.display()))?;
+    let rows = reader.metadata().file_metadata().num_rows();
+    let (sha, bytes) = sha256_file(path)?;
+    Ok((u64::try_from(rows).unwrap_or(0), bytes, sha))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page headers (Thrift compact protocol), just what walking a footerless file needs.
+
+const PAGE_DATA: i32 = 0;
+const PAGE_DICTIONARY: i32 = 2;
+const PAGE_DATA_V2: i32 = 3;
+
+/// One page found in the file.
+#[derive(Clone, Copy, Debug)]
+struct Page {
+    offset: u64,
+    header_len: u64,
+    compressed: u64,
+    uncompressed: u64,
+    kind: i32,
+    /// Rows of a data page (v1: values; flat required columns have one value per row).
+    rows: u64,
+}
+
+struct Thrift<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Thrift<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let v = *self.b.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift.min(63);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn zigzag(&mut self) -> Option<i64> {
+        let v = self.varint()?;
+        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+    fn skip(&mut self, ty: u8, depth: u32) -> Option<()> {
+        if depth > 16 {
+            return None;
+        }
+        match ty {
+            1 | 2 => {}
+            3 => {
+                self.byte()?;
+            }
+            4..=6 => {
+                self.varint()?;
+            }
+            7 => {
+                self.pos = self.pos.checked_add(8).filter(|&p| p <= self.b.len())?;
+            }
+            8 => {
+                let n = usize::try_from(self.varint()?).ok()?;
+                self.pos = self.pos.checked_add(n).filter(|&p| p <= self.b.len())?;
+            }
+            9 | 10 => {
+                let h = self.byte()?;
+                let n = match h >> 4 {
+                    15 => self.varint()?,
+                    n => u64::from(n),
+                };
+                for _ in 0..n {
+                    if h & 0x0f == 1 || h & 0x0f == 2 {
+                        self.byte()?;
+                    } else {
+                        self.skip(h & 0x0f, depth + 1)?;
+                    }
+                }
+            }
+            11 => {
+                let n = self.varint()?;
+                if n > 0 {
+                    let kv = self.byte()?;
+                    for _ in 0..n {
+                        self.skip(kv >> 4, depth + 1)?;
+                        self.skip(kv & 0x0f, depth + 1)?;
+                    }
+                }
+            }
+            12 => {
+                self.fields(depth + 1, |_, _, t| t.skip_field())?;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+    /// Walks a struct's fields; `f(id, type, self)` returns Some(true) when it consumed the
+    /// value, Some(false) to have it skipped.
+    fn fields(
+        &mut self,
+        depth: u32,
+        mut f: impl FnMut(i16, u8, &mut Self) -> Option<bool>,
+    ) -> Option<()> {
+        let mut last = 0i16;
+        loop {
+            let h = self.byte()?;
+            if h == 0 {
+                return Some(());
+            }
+            let ty = h & 0x0f;
+            let id = match h >> 4 {
+                0 => i16::try_from(self.zigzag()?).ok()?,
+                d => last.checked_add(i16::from(d))?,
+            };
+            last = id;
+            if !f(id, ty, self)? {
+                self.skip(ty, depth)?;
+            }
+        }
+    }
+    fn skip_field(&mut self) -> Option<bool> {
+        Some(false)
+    }
+}
+
+/// Parses the page header at `b[0..]`: (header length, page).
+fn page_header(b: &[u8], offset: u64) -> Option<Page> {
+    let mut t = Thrift { b, pos: 0 };
+    let (mut kind, mut unc, mut comp, mut values, mut rows_v2) = (None, None, None, None, None);
+    t.fields(0, |id, ty, t| match (id, ty) {
+        (1, 5) => {
+            kind = Some(t.zigzag()?);
+            Some(true)
+        }
+        (2, 5) => {
+            unc = Some(t.zigzag()?);
+            Some(true)
+        }
+        (3, 5) => {
+            comp = Some(t.zigzag()?);
+            Some(true)
+        }
+        (5, 12) | (7, 12) => {
+            t.fields(1, |id, ty, t| {
+                if id == 1 && ty == 5 {
+                    values = Some(t.zigzag()?);
+                    Some(true)
+                } else {
+                    Some(false)
+                }
+            })?;
+            Some(true)
+        }
+        (8, 12) => {
+            t.fields(1, |id, ty, t| match (id, ty) {
+                (1, 5) => {
+                    values = Some(t.zigzag()?);
+                    Some(true)
+                }
+                (3, 5) => {
+                    rows_v2 = Some(t.zigzag()?);
+                    Some(true)
+                }
+                _ => Some(false),
+            })?;
+            Some(true)
+        }
+        _ => Some(false),
+    })?;
+    let kind = i32::try_from(kind?).ok()?;
+    let rows = match kind {
+        PAGE_DATA => values?,
+        PAGE_DATA_V2 => rows_v2?,
+        _ => 0,
+    };
+    Some(Page {
+        offset,
+        header_len: t.pos as u64,
+        compressed: u64::try_from(comp?).ok()?,
+        uncompressed: u64::try_from(unc?).ok()?,
+        kind,
+        rows: u64::try_from(rows).ok()?,
+    })
+}
+
+/// Every complete page after the magic, in file order.
+fn walk_pages(bytes: &[u8]) -> Vec<Page> {
+    let mut pages = Vec::new();
+    let mut pos = 4usize;
+    while pos < bytes.len() {
+        let Some(p) = page_header(&bytes[pos..], pos as u64) else {
+            break;
+        };
+        let end = pos as u64 + p.header_len + p.compressed;
+        if end > bytes.len() as u64 || !(0..=3).contains(&p.kind) {
+            break;
+        }
+        pages.push(p);
+        pos = end as usize;
+    }
+    pages
+}
+
+/// A row group found in the pages: per column, its pages.
+struct FoundGroup {
+    rows: u64,
+    columns: Vec<Vec<Page>>,
+}
+
+/// Cuts `pages` into complete row groups of a table whose columns are dictionary-encoded
+/// where `dict[i]` says. Needs a dictionary column after the first: the values before its
+/// dictionary page fix the row count. Stops at the first incomplete or inconsistent group.
+fn cut_row_groups(pages: &[Page], dict: &[bool]) -> (Vec<FoundGroup>, Option<String>) {
+    let mut groups = Vec::new();
+    let Some(k) = dict.iter().position(|&d| d).filter(|&k| k > 0) else {
+        return (
+            groups,
+            Some("the table has no dictionary column after the first, so row-group boundaries cannot be found without the footer".into()),
+        );
+    };
+    let mut i = 0usize;
+    while i < pages.len() {
+        // Rows of this group: data values before the first dictionary page, over k columns.
+        let mut before = 0u64;
+        let mut j = i;
+        while j < pages.len() && pages[j].kind != PAGE_DICTIONARY {
+            before += pages[j].rows;
+            j += 1;
+        }
+        if j == pages.len() {
+            return (groups, None); // the group being written when the process died
+        }
+        if before == 0 || before % k as u64 != 0 {
+            return (
+                groups,
+                Some(format!(
+                    "page structure inconsistent at byte {}",
+                    pages[i].offset
+                )),
+            );
+        }
+        let rows = before / k as u64;
+        let mut columns = Vec::with_capacity(dict.len());
+        let mut p = i;
+        for &is_dict in dict {
+            let mut chunk = Vec::new();
+            if is_dict {
+                match pages.get(p) {
+                    Some(pg) if pg.kind == PAGE_DICTIONARY => {
+                        chunk.push(*pg);
+                        p += 1;
+                    }
+                    Some(pg) => {
+                        return (
+                            groups,
+                            Some(format!("expected a dictionary page at byte {}", pg.offset)),
+                        );
+                    }
+                    None => return (groups, None),
+                }
+            }
+            let mut got = 0u64;
+            while got < rows {
+                match pages.get(p) {
+                    Some(pg) if pg.kind == PAGE_DATA || pg.kind == PAGE_DATA_V2 => {
+                        got += pg.rows;
+                        chunk.push(*pg);
+                        p += 1;
+                    }
+                    Some(pg) => {
+                        return (
+                            groups,
+                            Some(format!(
+                                "unexpected page kind {} at byte {}",
+                                pg.kind, pg.offset
+                            )),
+                        );
+                    }
+                    None => return (groups, None),
+                }
+            }
+            if got != rows {
+                return (
+                    groups,
+                    Some(format!("a column chunk holds {got} rows, not {rows}")),
+                );
+            }
+            columns.push(chunk);
+        }
+        groups.push(FoundGroup { rows, columns });
+        i = p;
+    }
+    (groups, None)
+}
+
+/// Builds the in-memory footer for `groups`.
+fn rebuild_metadata(
+    descr: &Arc<SchemaDescriptor>,
+    groups: &[FoundGroup],
+    compression: Compression,
+) -> Result<ParquetMetaData> {
+    let mut row_groups = Vec::with_capacity(groups.len());
+    let mut total = 0i64;
+    for (ordinal, g) in groups.iter().enumerate() {
+        let mut cols = Vec::with_capacity(g.columns.len());
+        let mut group_bytes = 0i64;
+        for (c, pages) in g.columns.iter().enumerate() {
+            let dict = pages.first().filter(|p| p.kind == PAGE_DICTIONARY);
+            let data = pages
+                .iter()
+                .find(|p| p.kind != PAGE_DICTIONARY)
+                .ok_or_else(|| anyhow!("column chunk without data pages"))?;
+            let comp: u64 = pages.iter().map(|p| p.header_len + p.compressed).sum();
+            let unc: u64 = pages.iter().map(|p| p.header_len + p.uncompressed).sum();
+            group_bytes += unc as i64;
+            cols.push(
+                ColumnChunkMetaData::builder(descr.column(c))
+                    .set_compression(compression)
+                    .set_encodings(vec![Encoding::PLAIN, Encoding::RLE])
+                    .set_num_values(g.rows as i64)
+                    .set_total_compressed_size(comp as i64)
+                    .set_total_uncompressed_size(unc as i64)
+                    .set_data_page_offset(data.offset as i64)
+                    .set_dictionary_page_offset(dict.map(|d| d.offset as i64))
+                    .build()?,
+            );
+        }
+        total += g.rows as i64;
+        row_groups.push(
+            RowGroupMetaData::builder(descr.clone())
+                .set_num_rows(g.rows as i64)
+                .set_total_byte_size(group_bytes)
+                .set_column_metadata(cols)
+                .set_ordinal(ordinal as i32)
+                .build()?,
+        );
+    }
+    let file = FileMetaData::new(2, total, None, None, descr.clone(), None);
+    Ok(ParquetMetaData::new(file, row_groups))
+}
+
+/// What salvaging one footerless file gave.
+struct Salvage {
+    record: Option<FileRecord>,
+    row_groups: usize,
+    bytes_lost: u64,
+    why_stopped: Option<String>,
+}
+
+/// Salvages `footerless` (a table named `final_name`) into `dir/final_name`.
+fn salvage(dir: &Path, footerless: &Path, final_name: &str, run: u64) -> Result<Salvage> {
+    let Some((schemas, options, table)) = table_schemas(final_name) else {
+        bail!("not a table recovery knows the schema of (no footer, so no schema)");
+    };
+    let bytes =
+        std::fs::read(footerless).with_context(|| format!("reading {}", footerless.display()))?;
+    let size = bytes.len() as u64;
+    if bytes.len() < 4 || &bytes[..4] != b"PAR1" {
+        return Ok(Salvage {
+            record: None,
+            row_groups: 0,
+            bytes_lost: size,
+            why_stopped: Some("the file does not start with the Parquet magic PAR1".into()),
+        });
+    }
+    let pages = walk_pages(&bytes);
+    drop(bytes);
+    // The candidate schema that explains the most complete row groups.
+    let mut best: Option<(SchemaRef, Vec<FoundGroup>, Option<String>)> = None;
+    for schema in schemas {
+        let dict: Vec<bool> = schema
+            .fields()
+            .iter()
+            .map(|f| options.dictionary_columns.contains(&f.name().as_str()))
+            .collect();
+        let (groups, why) = cut_row_groups(&pages, &dict);
+        if best.as_ref().is_none_or(|b| groups.len() > b.1.len()) {
+            best = Some((schema, groups, why));
+        }
+    }
+    let Some((schema, groups, mut why)) = best else {
+        bail!("no schema");
+    };
+    let compression = match options.zstd_level {
+        Some(l) => Compression::ZSTD(ZstdLevel::try_new(l).unwrap_or_default()),
+        None => Compression::UNCOMPRESSED,
+    };
+    let descr = Arc::new(ArrowSchemaConverter::new().convert(&schema)?);
+    // Decode row group by row group; keep those that decode.
+    let file = std::fs::File::open(footerless)?;
+    let mut writer: Option<ParquetTableWriter> = None;
+    let mut kept = 0usize;
+    let mut kept_end = 4u64;
+    for (i, g) in groups.iter().enumerate() {
+        let metadata = rebuild_metadata(&descr, &groups[..=i], compression)?;
+        let decoded = ArrowReaderMetadata::try_new(
+            Arc::new(metadata),
+            ArrowReaderOptions::new().with_schema(schema.clone()),
+        )
+        .and_then(|m| {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, m)
+                .with_row_groups(vec![i])
+                .build()?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Into::into)
+        });
+        let batches = match decoded {
+            Ok(b) if b.iter().map(|b| b.num_rows() as u64).sum::<u64>() == g.rows => b,
+            Ok(_) => {
+                why = Some(format!("row group {i} decoded to the wrong number of rows"));
+                break;
+            }
+            Err(e) => {
+                why = Some(format!("row group {i} does not decode: {e}"));
+                break;
+            }
+        };
+        if writer.is_none() {
+            let meta = vec![
+                ("scandaq.run".to_string(), run.to_string()),
+                ("scandaq.table".to_string(), table.to_string()),
+                (
+                    "scandaq.software_version".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                ),
+                (
+                    "scandaq.recovered".to_string(),
+                    "salvaged by scandaq recover from a file without footer; the original key-value metadata was in the lost footer".to_string(),
+                ),
+            ];
+            writer = Some(ParquetTableWriter::create(
+                dir,
+                final_name,
+                schema.clone(),
+                &options,
+                meta,
+            )?);
+        }
+        let w = writer.as_mut().expect("created above");
+        for b in &batches {
+            w.write(b)?;
+        }
+        kept += 1;
+        kept_end = g
+            .columns
+            .last()
+            .and_then(|c| c.last())
+            .map_or(kept_end, |p| p.offset + p.header_len + p.compressed);
+    }
+    let record = match writer {
+        Some(mut w) => {
+            w.add_metadata("scandaq.recovered_row_groups", kept.to_string());
+            Some(w.commit()?)
+        }
+        None => None,
+    };
+    Ok(Salvage {
+        record,
+        row_groups: kept,
+        bytes_lost: size.saturating_sub(kept_end),
+        why_stopped: why,
+    })
+}
+
+/// Order of the tables in `files`: singles, prompts, delayed, then the rest by name.
+fn file_rank(name: &str) -> (u8, String) {
+    let r = if name.starts_with("singles-") {
+        0
+    } else if name == PROMPTS_FILE {
+        1
+    } else if name == DELAYED_FILE {
+        2
+    } else {
+        3
+    };
+    (r, name.to_string())
+}
+
+fn verify_listed(
+    dir: &Path,
+    files: &[FileRecord],
+    problems: &mut Vec<String>,
+) -> Vec<RecoveryNote> {
+    files
+        .iter()
+        .map(|f| {
+            let path = dir.join(&f.path);
+            match verify_parquet_or_raw(&path) {
+                Ok((rows, bytes, sha)) => {
+                    let mut issues = Vec::new();
+                    if rows != f.rows && f.path.ends_with(".parquet") {
+                        issues.push(format!("footer says {rows} rows, manifest {}", f.rows));
+                    }
+                    if bytes != f.bytes {
+                        issues.push(format!("{bytes} bytes, manifest {}", f.bytes));
+                    }
+                    if !f.sha256.is_empty() && sha != f.sha256 {
+                        issues.push("sha256 differs from the manifest's".into());
+                    }
+                    if issues.is_empty() {
+                        RecoveryNote {
+                            file: f.path.clone(),
+                            action: "verified".into(),
+                            rows: f.rows,
+                            bytes,
+                            bytes_lost: 0,
+                            note: "listed in the manifest; footer read, sha256 matches".into(),
+                        }
+                    } else {
+                        problems.push(format!("{}: {}", f.path, issues.join("; ")));
+                        RecoveryNote {
+                            file: f.path.clone(),
+                            action: "failed verification".into(),
+                            rows,
+                            bytes,
+                            bytes_lost: 0,
+                            note: issues.join("; "),
+                        }
+                    }
+                }
+                Err(e) => {
+                    problems.push(format!("{}: {e:#}", f.path));
+                    RecoveryNote {
+                        file: f.path.clone(),
+                        action: "failed verification".into(),
+                        rows: 0,
+                        bytes: 0,
+                        bytes_lost: f.bytes,
+                        note: format!("{e:#}"),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// Parquet files: footer + hash; other files (raw archives): hash only, rows as listed.
+fn verify_parquet_or_raw(path: &Path) -> Result<(u64, u64, String)> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        verify_parquet(path)
+    } else {
+        let (sha, bytes) = sha256_file(path)?;
+        Ok((0, bytes, sha))
+    }
+}
+
+fn write_manifest_value(dir: &Path, value: &serde_json::Value) -> Result<()> {
+    let path = dir.join("manifest.json");
+    let tmp = dir.join("manifest.json.tmp");
+    let text = serde_json::to_string_pretty(value)?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot rename {}", tmp.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Recovers `dir` (see the module doc).
+pub fn recover(dir: &Path) -> Result<RecoverReport> {
+    let manifest_path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).with_context(|| {
+        format!(
+            "{}: no readable manifest.json, so this is not a scandaq run directory (give OUTDIR/run-NNNNNN)",
+            dir.display()
+        )
+    })?;
+    let mut value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", manifest_path.display()))?;
+    let manifest: scandaq_sinks::Manifest = serde_json::from_value(value.clone())
+        .with_context(|| format!("{}: not a scandaq manifest", manifest_path.display()))?;
+    let mut problems = Vec::new();
+    if manifest.complete || manifest.state == "recovered" {
+        let notes = verify_listed(dir, &manifest.files, &mut problems);
+        return Ok(RecoverReport {
+            dir: dir.to_path_buf(),
+            outcome: if manifest.complete {
+                "complete"
+            } else {
+                "already recovered"
+            },
+            notes,
+            problems,
+        });
+    }
+    let listed: Vec<FileRecord> = manifest.files.clone();
+    let mut notes = verify_listed(dir, &listed, &mut problems);
+    let mut files: Vec<FileRecord> = listed
+        .iter()
+        .zip(&notes)
+        .filter(|(_, n)| n.action == "verified")
+        .map(|(f, _)| f.clone())
+        .collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort_by_key(|n| file_rank(n));
+    // Committed but unlisted tables (the process died after their rename).
+    for name in names.iter().filter(|n| n.ends_with(".parquet")) {
+        if listed.iter().any(|f| &f.path == name) {
+            continue;
+        }
+        match verify_parquet(&dir.join(name)) {
+            Ok((rows, bytes, sha256)) => {
+                files.push(FileRecord {
+                    path: name.clone(),
+                    rows,
+                    bytes,
+                    sha256: sha256.clone(),
+                });
+                notes.push(RecoveryNote {
+                    file: name.clone(),
+                    action: "verified".into(),
+                    rows,
+                    bytes,
+                    bytes_lost: 0,
+                    note: "committed before the process died (not yet listed); footer read, sha256 computed".into(),
+                });
+            }
+            Err(e) => {
+                problems.push(format!("{name}: {e:#}"));
+                notes.push(RecoveryNote {
+                    file: name.clone(),
+                    action: "failed verification".into(),
+                    rows: 0,
+                    bytes: 0,
+                    bytes_lost: 0,
+                    note: format!("{e:#}"),
+                });
+            }
+        }
+    }
+    // Interrupted tables: NAME.parquet.inprogress (or .footerless left by an interrupted
+    // recovery).
+    for name in &names {
+        let Some(final_name) = name
+            .strip_suffix(".inprogress")
+            .or_else(|| name.strip_suffix(".footerless"))
+            .filter(|f| f.ends_with(".parquet"))
+        else {
+            continue;
+        };
+        let original = dir.join(name);
+        if dir.join(final_name).exists() {
+            if name.ends_with(".footerless") {
+                // A recovery died after committing the salvaged file: finish its clean-up.
+                let _ = std::fs::remove_file(&original);
+            } else {
+                notes.push(RecoveryNote {
+                    file: name.clone(),
+                    action: "not salvaged".into(),
+                    rows: 0,
+                    bytes: 0,
+                    bytes_lost: std::fs::metadata(&original).map_or(0, |m| m.len()),
+                    note: format!(
+                        "{final_name} is already committed; this leftover was left in place"
+                    ),
+                });
+            }
+            continue;
+        }
+        let size = std::fs::metadata(&original).map_or(0, |m| m.len());
+        let footerless = dir.join(format!("{final_name}.footerless"));
+        if original != footerless {
+            std::fs::rename(&original, &footerless)
+                .with_context(|| format!("cannot rename {}", original.display()))?;
+        }
+        match salvage(dir, &footerless, final_name, manifest.run) {
+            Ok(s) => match s.record {
+                Some(rec) => {
+                    let stop = s
+                        .why_stopped
+                        .map(|w| format!(" (stopped: {w})"))
+                        .unwrap_or_default();
+                    notes.push(RecoveryNote {
+                        file: final_name.to_string(),
+                        action: "salvaged".into(),
+                        rows: rec.rows,
+                        bytes: rec.bytes,
+                        bytes_lost: s.bytes_lost,
+                        note: format!(
+                            "the writer was killed before closing the file (no footer): {} complete row group(s), {} rows rewritten from its pages; the last {} bytes (the row group being written) lost{stop}",
+                            s.row_groups, rec.rows, s.bytes_lost
+                        ),
+                    });
+                    files.push(rec);
+                    std::fs::remove_file(&footerless)
+                        .with_context(|| format!("cannot remove {}", footerless.display()))?;
+                }
+                None => {
+                    let why = s
+                        .why_stopped
+                        .unwrap_or_else(|| "the writer was killed before it finished its first row group".into());
+                    notes.push(RecoveryNote {
+                        file: format!("{final_name}.footerless"),
+                        action: "not salvaged".into(),
+                        rows: 0,
+                        bytes: 0,
+                        bytes_lost: size,
+                        note: format!(
+                            "no footer (the writer was killed before closing the file) and no complete row group: {why}; {size} bytes lost (file kept as {final_name}.footerless)"
+                        ),
+                    });
+                }
+            },
+            Err(e) => notes.push(RecoveryNote {
+                file: format!("{final_name}.footerless"),
+                action: "not salvaged".into(),
+                rows: 0,
+                bytes: 0,
+                bytes_lost: size,
+                note: format!(
+                    "no footer (the writer was killed before closing the file): {e:#}; {size} bytes lost (file kept as {final_name}.footerless)"
+                ),
+            }),
+        }
+    }
+    files.sort_by_key(|f| file_rank(&f.path));
+    let section = RecoverySection {
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+        previous_state: manifest.state.clone(),
+        files: notes.clone(),
+    };
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("{}: not a JSON object", manifest_path.display()))?;
+    obj.insert("complete".into(), false.into());
+    obj.insert("state".into(), "recovered".into());
+    obj.insert("files".into(), serde_json::to_value(&files)?);
+    obj.insert("recovery".into(), serde_json::to_value(&section)?);
+    if obj.get("stop_reason").is_none_or(|v| v.is_null()) {
+        obj.insert(
+            "stop_reason".into(),
+            "the process ended without finishing the run (finalised by scandaq recover)".into(),
+        );
+    }
+    write_manifest_value(dir, &value)?;
+    Ok(RecoverReport {
+        dir: dir.to_path_buf(),
+        outcome: "recovered",
+        notes,
+        problems,
+    })
+}
+
+/// Prints a recovery report.
+pub fn print_report(r: &RecoverReport) {
+    match r.outcome {
+        "complete" => println!(
+            "{}: the run ended cleanly (complete: true); nothing to recover",
+            r.dir.display()
+        ),
+        "already recovered" => println!(
+            "{}: already recovered; files verified again, nothing changed",
+            r.dir.display()
+        ),
+        _ => println!(
+            "{}: recovered (state: recovered, complete: false)",
+            r.dir.display()
+        ),
+    }
+    for n in &r.notes {
+        println!(
+            "  {:<20} {}: {} rows, {} bytes{} — {}",
+            n.action,
+            n.file,
+            n.rows,
+            n.bytes,
+            if n.bytes_lost > 0 {
+                format!(", {} bytes lost", n.bytes_lost)
+            } else {
+                String::new()
+            },
+            n.note
+        );
+    }
+    for p in &r.problems {
+        println!("  problem: {p}");
+    }
+    if r.outcome == "recovered" {
+        println!("  manifest {}", r.dir.join("manifest.json").display());
+    }
+}
