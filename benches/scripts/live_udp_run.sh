@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# End-to-end live run over UDP on this machine: two fpga-sim sender processes (one board each,
+# source ids 0 and 1, RATE/2 hits/s each, optional faults) -> `scandaq run --udp` -> Parquet.
+# Prints, per board, hits sent (fpga-sim summary.json) against hits decoded and packets
+# counted missing (scandaq manifest), the losses by reason, and scandaq's resident memory
+# sampled every second (peak and curve).
+#
+# Usage: benches/scripts/live_udp_run.sh [SECONDS] [TOTAL_RATE] [FAULT_PROBABILITY]
+#   e.g. benches/scripts/live_udp_run.sh 60 5M 0.001
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds="${1:-60}"
+rate="${2:-5M}"
+fault="${3:-0}"
+half=$(python3 -c "import sys; r=sys.argv[1]; m={'k':1e3,'M':1e6,'G':1e9}; v=float(r[:-1])*m[r[-1]] if r[-1] in m else float(r); print(int(v/2))" "$rate")
+cargo build -q --release -p scandaq -p scandaq-fpga-sim
+bin=target/release
+work="$(mktemp -d)"
+trap 'rm -rf "$work"; kill $(jobs -p) 2>/dev/null || true' EXIT
+port=$((30000 + RANDOM % 20000))
+$bin/fpga-sim --preset bench --seed 1 --duration 10ms --out "$work/cal" >/dev/null
+$bin/scandaq run --udp 127.0.0.1:$port --calib "$work/cal/calib" --out "$work/runs" \
+  --duration $((seconds + 30))s --quiet --no-coincidences &
+daq=$!
+sleep 1
+( while kill -0 $daq 2>/dev/null; do
+    ps -o rss= -p $daq 2>/dev/null || true
+    sleep 1
+  done ) > "$work/rss.txt" &
+faults=()
+if [ "$fault" != "0" ]; then
+  faults=(--lose-packets "$fault" --duplicate "$fault" --reorder "$fault" --corrupt "$fault")
+fi
+for b in 0 1; do
+  $bin/fpga-sim --preset bench --seed $((b + 1)) --boards 1 --source-id-base $b \
+    --rate "$half" --duration "${seconds}s" --udp 127.0.0.1:$port "${faults[@]}" \
+    --out "$work/sender$b" > "$work/sender$b.txt" 2>&1 &
+done
+wait $(jobs -p | grep -v "^$daq$" | head -2) 2>/dev/null || true
+wait $daq
+python3 - "$work" <<'EOF'
+import glob, json, sys
+work = sys.argv[1]
+m = json.load(open(glob.glob(f"{work}/runs/run-*/manifest.json")[0]))
+c, losses = m["counts"], m["losses"]
+print(f"scandaq run: state {m.get('state')}, stop {m.get('stop_reason')}, singles {c['singles_written']}")
+ok = True
+for b in (0, 1):
+    s = json.load(open(f"{work}/sender{b}/summary.json"))
+    board = s["boards"][0]
+    sent = board["hits_sent"]
+    f = board["faults"]
+    arrived = sent - f["lost_hits"] - f["corrupted_hits"]
+    got = c.get(f"board.{b}.hits_decoded", 0)
+    missing = c.get(f"board.{b}.packets_missing", 0)
+    injected = f["lost_packets"] + f["corrupted_packets"]
+    print(f"board {b}: sent {sent} hits in {board['packets_sent']} packets at "
+          f"{sent / s['wall_seconds'] / 1e6:.2f} M hits/s; decoded {got}; "
+          f"packets missing {missing} (injected lost+corrupt {injected}), "
+          f"duplicates {c.get(f'board.{b}.duplicates', 0)} (injected {f['duplicated_packets']}), "
+          f"out of order {c.get(f'board.{b}.out_of_order', 0)} (injected {f['reordered_packets']})")
+    ok &= got == arrived or losses.get("udp_kernel_drops", 0) > 0
+print("losses:", json.dumps(losses))
+rss = [int(x) for x in open(f"{work}/rss.txt").read().split()]
+if rss:
+    print(f"scandaq RSS: peak {max(rss) / 1024:.0f} MiB; every 10 s: "
+          + " ".join(f"{r / 1024:.0f}" for r in rss[::10]))
+print("hits decoded == hits sent - injected losses, per board:", "yes" if ok else "NO")
+EOF
