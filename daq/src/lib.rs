@@ -28,3 +28,4 @@ pub mod ring;
 pub mod run_config;
 pub mod seq_tracker;
 pub mod session;
+pub mod streams;

@@ -6,6 +6,7 @@
 //! the simulator and the tests use them.
 
 pub mod archive;
+pub mod control;
 pub mod idxf;
 pub mod interfile;
 pub mod petlink;

@@ -1,0 +1,142 @@
+//! Control packets (transport payload format 0xFFFF, docs/formats.md §7): records a front-end
+//! sends beside its data, in the same source_id and sequence space. Kind 1 is a clock-sync
+//! record: the device counter latched at an edge of the reference clock (a PPS or a
+//! PTP-disciplined pulse), with the reference time of that edge. Stream processors fit the
+//! board clock against these (offset + rate per segment).
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | kind: 1 = clock sync |
+//! | 2 | 2 | reserved (0) |
+//! | 4 | 4 | device_fraction: fraction of a device tick at the edge, in units of 2^-32 tick |
+//! | 8 | 8 | device_counter: the device counter at the edge (u64; a 32-bit counter sits in the low bits and wraps as the data's counter does) |
+//! | 16 | 8 | reference_ns: reference-clock time of the edge, ns (i64) |
+//! | 24 | 8 | reserved (0) |
+
+use thiserror::Error;
+
+/// Kind code of a clock-sync record.
+pub const KIND_CLOCK_SYNC: u16 = 1;
+/// Length of a clock-sync record.
+pub const CLOCK_SYNC_LEN: usize = 32;
+
+/// A clock-sync record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockSync {
+    /// Device counter at the reference edge (raw, as the device counts; may wrap).
+    pub device_counter: u64,
+    /// Fraction of a tick at the edge, units of 2^-32 tick.
+    pub device_fraction: u32,
+    /// Reference time of the edge, ns.
+    pub reference_ns: i64,
+}
+
+impl ClockSync {
+    /// The device counter at the edge including the fraction, as f64 ticks (raw counter).
+    pub fn device_ticks(&self) -> f64 {
+        self.device_counter as f64 + self.device_fraction as f64 / 4_294_967_296.0
+    }
+}
+
+/// A control payload, decoded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ControlRecord {
+    /// A clock-sync record.
+    ClockSync(ClockSync),
+    /// A kind this version does not know (the caller counts and skips it).
+    Unknown(u16),
+}
+
+/// Why a control payload could not be decoded.
+#[derive(Debug, Error, PartialEq)]
+pub enum ControlError {
+    /// Shorter than its kind needs.
+    #[error("control payload of kind {kind} is {len} bytes, needs {need}")]
+    Truncated {
+        /// Kind code.
+        kind: u16,
+        /// Bytes present.
+        len: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+}
+
+impl ControlError {
+    /// Loss reason under which the packet is counted.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ControlError::Truncated { .. } => "control_truncated",
+        }
+    }
+}
+
+/// Decodes one control payload.
+pub fn decode_control(payload: &[u8]) -> Result<ControlRecord, ControlError> {
+    if payload.len() < 2 {
+        return Err(ControlError::Truncated {
+            kind: 0,
+            len: payload.len(),
+            need: 2,
+        });
+    }
+    let kind = u16::from_le_bytes([payload[0], payload[1]]);
+    match kind {
+        KIND_CLOCK_SYNC => {
+            if payload.len() < CLOCK_SYNC_LEN {
+                return Err(ControlError::Truncated {
+                    kind,
+                    len: payload.len(),
+                    need: CLOCK_SYNC_LEN,
+                });
+            }
+            let u32_at =
+                |o: usize| u32::from_le_bytes(payload[o..o + 4].try_into().unwrap_or_default());
+            let u64_at =
+                |o: usize| u64::from_le_bytes(payload[o..o + 8].try_into().unwrap_or_default());
+            Ok(ControlRecord::ClockSync(ClockSync {
+                device_fraction: u32_at(4),
+                device_counter: u64_at(8),
+                reference_ns: u64_at(16) as i64,
+            }))
+        }
+        other => Ok(ControlRecord::Unknown(other)),
+    }
+}
+
+/// Encodes a clock-sync record (32 bytes).
+pub fn encode_clock_sync(sync: &ClockSync) -> [u8; CLOCK_SYNC_LEN] {
+    let mut out = [0u8; CLOCK_SYNC_LEN];
+    out[0..2].copy_from_slice(&KIND_CLOCK_SYNC.to_le_bytes());
+    out[4..8].copy_from_slice(&sync.device_fraction.to_le_bytes());
+    out[8..16].copy_from_slice(&sync.device_counter.to_le_bytes());
+    out[16..24].copy_from_slice(&sync.reference_ns.to_le_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_sync_round_trip_and_truncation() {
+        let s = ClockSync {
+            device_counter: 0xFFFF_FFF0,
+            device_fraction: 1 << 31,
+            reference_ns: -5,
+        };
+        let bytes = encode_clock_sync(&s);
+        assert_eq!(decode_control(&bytes), Ok(ControlRecord::ClockSync(s)));
+        assert_eq!(s.device_ticks(), 4_294_967_280.5);
+        assert_eq!(
+            decode_control(&bytes[..20]),
+            Err(ControlError::Truncated {
+                kind: 1,
+                len: 20,
+                need: 32
+            })
+        );
+        assert_eq!(decode_control(&[7, 0]), Ok(ControlRecord::Unknown(7)));
+        assert!(decode_control(&[1]).is_err());
+    }
+}
