@@ -30,6 +30,25 @@ pub struct LoadedCalibration {
     pub warnings: Vec<String>,
 }
 
+impl LoadedCalibration {
+    /// No PET calibration at all (runs of OPM-MEG / ultrasound streams only): a PETsys
+    /// board's hits are counted as `no_tdc_calibration`, never guessed.
+    pub fn none() -> Self {
+        let calibration = Calibration {
+            checksum: checksum_of(&[]),
+            sources: vec!["none".into()],
+            ..Default::default()
+        };
+        Self {
+            calibration,
+            texts: Vec::new(),
+            warnings: vec![
+                "no PET calibration (--no-calib): hits of a PETsys board would be counted as no_tdc_calibration".into(),
+            ],
+        }
+    }
+}
+
 fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path)
         .with_context(|| format!("cannot read calibration table {}", path.display()))

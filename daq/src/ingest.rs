@@ -1,7 +1,9 @@
 //! Transport-level ingest of one input (a UDP socket or a TCP connection): validates each
 //! packet's header and CRC, applies the front-end address allowlist, tracks sequence numbers per
 //! board (gaps, duplicates, reordering), restores packet order within a small window, and hands
-//! per-board chunks of whole PETsys frames to a ring. Every packet is counted under a reason.
+//! per-board chunks to a ring: whole PETsys frames for PET boards, packet payloads with their
+//! boundaries for stream boards (OPM-MEG, ultrasound; see [`crate::streams`]). Every packet is
+//! counted under a reason.
 
 use crate::live_stats::{BoardTransportSnapshot, InputSnapshot, LatestCell};
 use crate::ring::{RingClosed, RingItem, RingProducer};
@@ -23,8 +25,13 @@ const CHUNK_BYTES: usize = 256 << 10;
 pub struct FrameChunk {
     /// Board (transport source_id).
     pub source_id: u32,
-    /// PETsys frames back to back.
+    /// The board's data payload format (0 while only control packets have been seen).
+    pub payload_format: u16,
+    /// PETsys frames back to back (PET boards), or packet payloads back to back (streams).
     pub frames: Vec<u8>,
+    /// Stream boards only: for each payload in `frames`, its payload format (data or
+    /// control) and its end offset in `frames`.
+    pub payload_ends: Vec<(u16, u32)>,
     /// Packets whose payloads are in `frames`.
     pub packets: u64,
     /// The board said end of stream.
@@ -54,13 +61,17 @@ pub struct BoardCounts {
     pub payload_bytes: u64,
     /// End of stream seen.
     pub ended: bool,
+    /// Control packets of a PETsys board (it has no use for them), dropped.
+    pub control_dropped: u64,
 }
 
 #[derive(Debug, Default)]
 struct Board {
     counts: BoardCounts,
     next_seq: Option<u64>,
-    held: BTreeMap<u64, Vec<u8>>,
+    /// Data payload format, fixed by the board's first data packet.
+    format: Option<u16>,
+    held: BTreeMap<u64, (u16, Vec<u8>)>,
     pending: FrameChunk,
 }
 
@@ -184,12 +195,36 @@ impl Ingest {
                 return Ok(());
             }
         };
-        if header.payload_format != payload_format::PETSYS_TOFPET2 {
+        let format = header.payload_format;
+        let is_control = format == payload_format::CONTROL;
+        if !is_control && !is_supported_data_format(format) {
             self.losses.add("unsupported_payload_format", 1);
             return Ok(());
         }
         let board = self.boards.entry(header.source_id).or_default();
         board.pending.source_id = header.source_id;
+        let mut format_changed = false;
+        if !is_control {
+            match board.format {
+                None => {
+                    board.format = Some(format);
+                    board.pending.payload_format = format;
+                    if format == payload_format::PETSYS_TOFPET2 {
+                        // Control packets that came first: PETsys boards have none to use.
+                        let n = board.pending.payload_ends.len() as u64;
+                        board.counts.control_dropped += n;
+                        board.pending.frames.clear();
+                        board.pending.payload_ends.clear();
+                    }
+                }
+                Some(f) if f != format => {
+                    // Dropped below, after it has taken its place in the sequence.
+                    self.losses.add("payload_format_changed_packets", 1);
+                    format_changed = true;
+                }
+                Some(_) => {}
+            }
+        }
         let end = header.flags & FLAG_END_OF_STREAM != 0;
         if end && board.counts.ended {
             // Repeated end markers (UDP senders repeat them) are expected, not duplicates.
@@ -199,19 +234,20 @@ impl Ingest {
             SeqVerdict::Duplicate | SeqVerdict::TooLate => return Ok(()),
             SeqVerdict::InOrder | SeqVerdict::Late => {}
         }
+        let payload = if format_changed { &[][..] } else { payload };
         board.counts.payload_bytes += payload.len() as u64;
         if end {
             board.counts.ended = true;
         }
+
         // Restore packet order within REORDER_HOLD packets.
         match board.next_seq {
             Some(next) if header.seq < next => {
                 // A late packet whose gap was already given up on: deliver it as it is.
-                board.pending.frames.extend_from_slice(payload);
-                board.pending.packets += 1;
+                deliver(board, format, payload);
             }
             _ => {
-                board.held.insert(header.seq, payload.to_vec());
+                board.held.insert(header.seq, (format, payload.to_vec()));
                 release_in_order(board, end);
             }
         }
@@ -253,12 +289,14 @@ impl Ingest {
         raw_packets: &mut u64,
     ) -> Result<(), RingClosed> {
         let id = board.pending.source_id;
+        let format = board.pending.payload_format;
         board.pending.raw = std::mem::take(raw);
         board.pending.raw_packets = std::mem::take(raw_packets);
         let chunk = std::mem::replace(
             &mut board.pending,
             FrameChunk {
                 source_id: id,
+                payload_format: format,
                 ..Default::default()
             },
         );
@@ -274,11 +312,37 @@ fn release_in_order(board: &mut Board, all: bool) {
         if !(in_order || all || board.held.len() > REORDER_HOLD) {
             break;
         }
-        if let Some(payload) = board.held.remove(&seq) {
-            board.pending.frames.extend_from_slice(&payload);
-            board.pending.packets += 1;
+        if let Some((format, payload)) = board.held.remove(&seq) {
+            deliver(board, format, &payload);
         }
         board.next_seq = Some(seq + 1);
+    }
+}
+
+/// Data payload formats ingest hands on (PETsys frames, and the stream formats).
+fn is_supported_data_format(format: u16) -> bool {
+    matches!(
+        format,
+        payload_format::PETSYS_TOFPET2 | payload_format::OPM_BLOCK | payload_format::US_RF_EVENT
+    )
+}
+
+/// Appends one packet's payload to the board's pending chunk; stream boards (and boards
+/// whose data format is not known yet) keep each payload's boundary.
+fn deliver(board: &mut Board, format: u16, payload: &[u8]) {
+    board.pending.packets += 1;
+    if format == payload_format::CONTROL && board.format == Some(payload_format::PETSYS_TOFPET2) {
+        // PETsys boards have no control records; the packet kept its place in the sequence.
+        board.counts.control_dropped += 1;
+        return;
+    }
+    if payload.is_empty() {
+        return; // end-of-stream markers
+    }
+    board.pending.frames.extend_from_slice(payload);
+    if board.format != Some(payload_format::PETSYS_TOFPET2) {
+        let end = u32::try_from(board.pending.frames.len()).unwrap_or(u32::MAX);
+        board.pending.payload_ends.push((format, end));
     }
 }
 
@@ -337,5 +401,74 @@ mod tests {
             .map(|f| u64::from_le_bytes(f[..8].try_into().unwrap()) & 0xf_ffff_ffff)
             .collect();
         assert_eq!(ids, vec![100, 101, 102, 103]);
+    }
+
+    fn stream_packet(source: u32, seq: u64, format: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = Vec::new();
+        encode_packet(&mut p, format, source, seq, 0, payload, true);
+        p
+    }
+
+    #[test]
+    fn stream_payloads_keep_boundaries_order_and_control_records() {
+        let (p, mut c) = ring::<FrameChunk>(16, OverflowPolicy::Block);
+        let me = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut ingest = Ingest::new(vec![], p, false);
+        let ctl = payload_format::CONTROL;
+        let opm = payload_format::OPM_BLOCK;
+        // A control record first, then data arriving out of order, a duplicate, a format
+        // change (dropped, counted) and an end-of-stream marker.
+        let sent: [(u64, u16, &[u8]); 6] = [
+            (0, ctl, b"sync0"),
+            (2, opm, b"block-two"),
+            (1, opm, b"block1"),
+            (1, opm, b"block1"),
+            (3, payload_format::US_RF_EVENT, b"rf"),
+            (4, opm, b"b4"),
+        ];
+        for (seq, format, payload) in sent {
+            ingest
+                .accept(me, &stream_packet(3, seq, format, payload))
+                .unwrap();
+        }
+        let mut end = Vec::new();
+        encode_packet(&mut end, opm, 3, 5, FLAG_END_OF_STREAM, &[], true);
+        ingest.accept(me, &end).unwrap();
+        // A PETsys board's control packet is counted and dropped, its frames untouched.
+        ingest.accept(me, &packet(9, 0, 50)).unwrap();
+        ingest
+            .accept(me, &stream_packet(9, 1, ctl, b"sync"))
+            .unwrap();
+        ingest.accept(me, &packet(9, 2, 51)).unwrap();
+        ingest.flush(true).unwrap();
+        assert_eq!(ingest.losses.get("payload_format_changed_packets"), 1);
+        let mut chunks = Vec::new();
+        while let Some(chunk) = c.pop() {
+            chunks.push(chunk);
+        }
+        let stream: Vec<&FrameChunk> = chunks.iter().filter(|c| c.source_id == 3).collect();
+        assert_eq!(stream.len(), 1, "{chunks:?}");
+        let chunk = stream[0];
+        assert_eq!(chunk.payload_format, opm);
+        assert!(chunk.end_of_stream);
+        let mut start = 0;
+        let mut got = Vec::new();
+        for &(format, end) in &chunk.payload_ends {
+            got.push((format, &chunk.frames[start..end as usize]));
+            start = end as usize;
+        }
+        let want: Vec<(u16, &[u8])> = vec![
+            (ctl, b"sync0"),
+            (opm, b"block1"),
+            (opm, b"block-two"),
+            (opm, b"b4"),
+        ];
+        assert_eq!(got, want);
+        let pet = chunks.iter().find(|c| c.source_id == 9).unwrap();
+        assert_eq!(pet.payload_format, payload_format::PETSYS_TOFPET2);
+        assert!(pet.payload_ends.is_empty());
+        assert_eq!(pet.frames.len(), 48, "two frames, no control bytes");
+        assert_eq!(ingest.boards()[&9].control_dropped, 1);
+        assert_eq!(ingest.boards()[&9].seq.missing(), 0);
     }
 }

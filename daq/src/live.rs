@@ -16,6 +16,8 @@ use crate::net_sources::{bind_udp, run_tcp, run_udp};
 use crate::pipeline::{PipelineCounts, Processor, spawn_singles_sink};
 use crate::ring::{OverflowPolicy, RingConsumer, RingStats, ring};
 use crate::session::{self, RunDescription, RunEnd, RunSummary};
+use crate::streams::StreamSettings;
+use crate::streams::stage::StreamStage;
 use anyhow::{Context, Result, anyhow, bail};
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
@@ -88,6 +90,8 @@ pub struct LiveConfig {
     pub coincidences: CoincidenceOptions,
     /// Singles file rotation.
     pub rotation: crate::pipeline::Rotation,
+    /// Stream processors' settings (`[meg]`, `[ultrasound]`).
+    pub streams: StreamSettings,
 }
 
 /// A handle to ask a running acquisition to stop (signals, tests).
@@ -216,6 +220,7 @@ fn drain<'k>(
     merger: &mut KWayMerger,
     archive: &mut Option<RawArchiveWriter>,
     archive_error: &mut Option<String>,
+    streams: &mut StreamStage,
 ) -> Result<bool> {
     let mut got = false;
     for input in inputs.iter_mut() {
@@ -231,6 +236,10 @@ fn drain<'k>(
             }
             if chunk.frames.is_empty() && !chunk.end_of_stream && chunk.packets == 0 {
                 continue; // archive-only chunk (rejected packets)
+            }
+            if StreamStage::is_stream_chunk(&chunk) {
+                streams.push(&chunk)?;
+                continue;
             }
             let board = boards.entry(chunk.source_id).or_insert_with(|| BoardState {
                 processor: Processor::new(kernel),
@@ -311,7 +320,12 @@ pub fn run_live_with_markers(
         coincidences: config.coincidences.clone(),
     };
     // Sinks first.
-    let start = session::begin(&config.out_dir, calibration, description)?;
+    let mut start = session::begin(&config.out_dir, calibration, description)?;
+    let mut streams = StreamStage::new(
+        start.run_dir.path.clone(),
+        start.metadata.clone(),
+        config.streams.clone(),
+    );
     let (sink_tx, sink) = spawn_singles_sink(
         &start.run_dir.path,
         start.metadata.clone(),
@@ -387,6 +401,7 @@ pub fn run_live_with_markers(
             &mut merger,
             &mut archive,
             &mut archive_error,
+            &mut streams,
         ) {
             Ok(true) => last_data = Instant::now(),
             Ok(false) => std::thread::sleep(Duration::from_millis(1)),
@@ -424,7 +439,9 @@ pub fn run_live_with_markers(
             reason = "hit limit";
             break;
         }
-        let all_ended = !boards.is_empty() && boards.values().all(|b| b.ended);
+        let all_ended = (!boards.is_empty() || !streams.is_empty())
+            && boards.values().all(|b| b.ended)
+            && (streams.is_empty() || streams.all_ended());
         // An input thread that has ended (archive read, TCP stream closed) with its ring
         // drained has nothing more to give.
         let inputs_done = inputs
@@ -492,6 +509,7 @@ pub fn run_live_with_markers(
                 &mut merger,
                 &mut archive,
                 &mut archive_error,
+                &mut streams,
             ) {
                 error = Some(format!("{e:#}"));
             }
@@ -573,6 +591,9 @@ pub fn run_live_with_markers(
             extra.insert(format!("board.{id}.payload_bytes"), b.payload_bytes);
             extra.insert(format!("board.{id}.end_of_stream"), u64::from(b.ended));
             counts.losses.add("packet_gaps", s.missing());
+            counts
+                .losses
+                .add("unsupported_control_packets", b.control_dropped);
             counts.losses.add("duplicate_packets", s.duplicates);
             counts.losses.add("too_late_packets", s.too_late);
             extra
@@ -584,6 +605,14 @@ pub fn run_live_with_markers(
     counts.losses.add("udp_kernel_drops", port_drops);
     extra.insert("packets_in".into(), packets_in);
     let mut extra_files = Vec::new();
+    let (stream_report, stream_errors) = streams.finish();
+    extra_files.extend(stream_report.files);
+    extra.extend(stream_report.counts);
+    counts.losses.merge(&stream_report.losses);
+    start.description.warnings.extend(stream_report.warnings);
+    if !stream_errors.is_empty() {
+        error.get_or_insert(stream_errors.join("; "));
+    }
     if let Some(w) = archive {
         match w.commit() {
             Ok(f) => extra_files.push(f),

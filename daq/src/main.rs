@@ -70,6 +70,9 @@ enum Command {
         /// A PETsys config.ini naming the setup's calibration tables.
         #[arg(long)]
         petsys_config: Option<PathBuf>,
+        /// A .sdq archive with no PETsys boards (only OPM-MEG / ultrasound streams) needs no PET calibration.
+        #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
+        no_calib: bool,
         /// Output directory; each replay makes a new run-NNNNNN inside it.
         #[arg(long)]
         out: PathBuf,
@@ -205,6 +208,9 @@ struct RunArgs {
     /// PETsys config.ini naming the calibration tables.
     #[arg(long)]
     petsys_config: Option<PathBuf>,
+    /// The run has no PETsys boards (only OPM-MEG / ultrasound streams): no PET calibration.
+    #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
+    no_calib: bool,
     /// Stop after this wall-clock time (e.g. 60s).
     #[arg(long, value_parser = parse_duration_s)]
     duration: Option<f64>,
@@ -303,6 +309,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             header,
             calib,
             petsys_config,
+            no_calib,
             out,
             no_progress,
             raw_columns,
@@ -322,8 +329,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let calibration = match (calib, petsys_config) {
                 (Some(dir), None) => calib_load::load_calibration_dir(&dir)?,
                 (None, Some(ini)) => calib_load::load_petsys_config(&ini)?,
+                (None, None) if no_calib && is_raw_archive(&file) => {
+                    calib_load::LoadedCalibration::none()
+                }
                 _ => bail!(
-                    "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup)"
+                    "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup); a .sdq archive of OPM-MEG / ultrasound streams only takes --no-calib"
                 ),
             };
             if is_raw_archive(&file) {
@@ -343,6 +353,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
                     coincidences,
                     rotation,
+                    streams: Default::default(),
                 };
                 let summary = run_live(
                     &live,
@@ -380,7 +391,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match (&v.calib_dir, &v.petsys_config) {
                 (Some(d), _) => println!("  calibration dir {}", d.display()),
                 (_, Some(p)) => println!("  PETsys config {}", p.display()),
-                _ => {}
+                _ => println!("  no PET calibration (calibration.none = true)"),
             }
             println!(
                 "  output {}  limits {:?}",
@@ -510,9 +521,10 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
             });
         }
     }
-    if args.calib.is_some() || args.petsys_config.is_some() {
+    if args.calib.is_some() || args.petsys_config.is_some() || args.no_calib {
         file.calibration.dir = args.calib.clone();
         file.calibration.petsys_config = args.petsys_config.clone();
+        file.calibration.none = args.no_calib.then_some(true);
     }
     if let Some(d) = args.duration {
         file.run.duration = Some(format!("{d}s"));
@@ -546,7 +558,7 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     let calibration = match (&v.calib_dir, &v.petsys_config) {
         (Some(d), _) => calib_load::load_calibration_dir(d)?,
         (_, Some(p)) => calib_load::load_petsys_config(p)?,
-        _ => bail!("calibration missing"),
+        _ => calib_load::LoadedCalibration::none(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

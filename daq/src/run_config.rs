@@ -38,7 +38,7 @@ pub struct RunSection {
     pub rotate_every: Option<String>,
 }
 
-/// `[calibration]`: exactly one of the two.
+/// `[calibration]`: exactly one of `dir`, `petsys_config`, or `none = true`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalibrationSection {
@@ -46,6 +46,9 @@ pub struct CalibrationSection {
     pub dir: Option<PathBuf>,
     /// PETsys config.ini.
     pub petsys_config: Option<PathBuf>,
+    /// `true`: the run has no PETsys boards (only OPM-MEG / ultrasound streams), so no PET
+    /// calibration; a PETsys board's hits would then be counted as `no_tdc_calibration`.
+    pub none: Option<bool>,
 }
 
 /// `[[input]]`: exactly one of `udp` / `tcp`.
@@ -81,6 +84,12 @@ pub struct RunFile {
     /// `[coincidences]`: how prompts and delayeds are sorted (docs/coincidences.md).
     #[serde(default)]
     pub coincidences: crate::coinc_stage::CoincidenceOptions,
+    /// `[meg]`: OPM-MEG streams (docs/meg.md).
+    #[serde(default)]
+    pub meg: crate::streams::meg::MegSettings,
+    /// `[ultrasound]`: ultrasound RF streams (docs/ultrasound.md).
+    #[serde(default)]
+    pub ultrasound: crate::streams::us::UsSettings,
 }
 
 /// Parses a run file; errors name the file, line and key.
@@ -184,10 +193,16 @@ impl RunFile {
                 (None, Some(p.clone()))
             }
             (Some(_), Some(_)) => bail!("calibration: give either dir or petsys_config, not both"),
+            (None, None) if self.calibration.none == Some(true) => (None, None),
             (None, None) => bail!(
-                "calibration: missing; set calibration.dir (or --calib DIR) or calibration.petsys_config (or --petsys-config FILE)"
+                "calibration: missing; set calibration.dir (or --calib DIR) or calibration.petsys_config (or --petsys-config FILE); a run with only OPM-MEG / ultrasound streams sets calibration.none = true (or --no-calib)"
             ),
         };
+        if self.calibration.none == Some(true)
+            && (self.calibration.dir.is_some() || self.calibration.petsys_config.is_some())
+        {
+            bail!("calibration: none = true cannot be combined with dir or petsys_config");
+        }
         if self.input.is_empty() {
             bail!(
                 "no input: add an [[input]] table with udp = \"HOST:PORT\" or tcp = \"HOST:PORT\" (or pass --udp/--tcp)"
@@ -262,6 +277,10 @@ impl RunFile {
                 },
                 coincidences: self.coincidences.clone(),
                 rotation,
+                streams: crate::streams::StreamSettings {
+                    meg: self.meg.clone(),
+                    ultrasound: self.ultrasound.clone(),
+                },
             },
             calib_dir,
             petsys_config,

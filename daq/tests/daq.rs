@@ -635,6 +635,7 @@ mod live {
             clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
             coincidences: Default::default(),
             rotation: Default::default(),
+            streams: Default::default(),
         }
     }
 

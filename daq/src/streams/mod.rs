@@ -13,6 +13,7 @@
 //! them with its counters and losses; the run adds them to the manifest.
 
 pub mod meg;
+pub mod stage;
 pub mod us;
 
 use scandaq_core::LossCounts;

@@ -1,0 +1,147 @@
+//! The stream side of the processing thread: routes each stream board's payloads (in
+//! sequence order, as ingest delivered them) to its [`StreamProcessor`], created on the
+//! board's first data payload, and gathers the processors' reports at the end of the run.
+
+use super::{StreamContext, StreamProcessor, StreamReport, StreamSettings, new_processor};
+use crate::ingest::FrameChunk;
+use anyhow::{Context, Result};
+use scandaq_core::LossCounts;
+use scandaq_decoders::transport::payload_format;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Control payloads held for a board whose data format is not known yet.
+const MAX_EARLY_CONTROL: usize = 4096;
+
+/// One stream board.
+#[derive(Default)]
+struct StreamBoard {
+    processor: Option<Box<dyn StreamProcessor>>,
+    /// Control payloads that arrived before the first data payload.
+    early_control: Vec<Vec<u8>>,
+    ended: bool,
+}
+
+/// Every stream board of a run.
+pub struct StreamStage {
+    run_dir: PathBuf,
+    metadata: Vec<(String, String)>,
+    settings: StreamSettings,
+    boards: BTreeMap<u32, StreamBoard>,
+    losses: LossCounts,
+}
+
+impl StreamStage {
+    /// A stage writing into `run_dir` with the run's Parquet metadata.
+    pub fn new(
+        run_dir: PathBuf,
+        metadata: Vec<(String, String)>,
+        settings: StreamSettings,
+    ) -> Self {
+        Self {
+            run_dir,
+            metadata,
+            settings,
+            boards: BTreeMap::new(),
+            losses: LossCounts::default(),
+        }
+    }
+
+    /// True when `chunk` belongs to a stream board (not to the PETsys hit pipeline).
+    pub fn is_stream_chunk(chunk: &FrameChunk) -> bool {
+        chunk.payload_format != payload_format::PETSYS_TOFPET2
+    }
+
+    /// True when at least one stream board exists and every one has ended.
+    pub fn all_ended(&self) -> bool {
+        !self.boards.is_empty() && self.boards.values().all(|b| b.ended)
+    }
+
+    /// True when no stream board has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.boards.is_empty()
+    }
+
+    /// Hands a stream board's chunk to its processor.
+    pub fn push(&mut self, chunk: &FrameChunk) -> Result<()> {
+        let board = self.boards.entry(chunk.source_id).or_default();
+        if board.processor.is_none() && chunk.payload_format != 0 {
+            let ctx = StreamContext {
+                run_dir: self.run_dir.clone(),
+                metadata: self.metadata.clone(),
+                source_id: chunk.source_id,
+                payload_format: chunk.payload_format,
+                settings: self.settings.clone(),
+            };
+            let mut processor = new_processor(ctx)
+                .with_context(|| format!("starting the processor of stream {}", chunk.source_id))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "payload format {} of source {} is not a stream format",
+                        chunk.payload_format,
+                        chunk.source_id
+                    )
+                })?;
+            for control in board.early_control.drain(..) {
+                processor.control(&control)?;
+            }
+            board.processor = Some(processor);
+        }
+        let mut start = 0usize;
+        for &(format, end) in &chunk.payload_ends {
+            let end = end as usize;
+            let Some(payload) = chunk.frames.get(start..end) else {
+                break;
+            };
+            start = end;
+            match (&mut board.processor, format) {
+                (Some(p), payload_format::CONTROL) => p
+                    .control(payload)
+                    .with_context(|| format!("stream {}", chunk.source_id))?,
+                (Some(p), _) => p
+                    .payload(payload)
+                    .with_context(|| format!("stream {}", chunk.source_id))?,
+                (None, _) if board.early_control.len() < MAX_EARLY_CONTROL => {
+                    board.early_control.push(payload.to_vec());
+                }
+                (None, _) => self.losses.add("control_before_data_packets", 1),
+            }
+        }
+        board.ended |= chunk.end_of_stream;
+        Ok(())
+    }
+
+    /// Live figures of every stream, by source id.
+    pub fn figures(&self) -> Vec<(u32, Vec<super::StreamFigure>)> {
+        self.boards
+            .iter()
+            .filter_map(|(&id, b)| b.processor.as_ref().map(|p| (id, p.figures())))
+            .collect()
+    }
+
+    /// Finishes every processor; errors are gathered, not fatal to the others' files.
+    pub fn finish(self) -> (StreamReport, Vec<String>) {
+        let mut total = StreamReport {
+            losses: self.losses,
+            ..Default::default()
+        };
+        let mut errors = Vec::new();
+        for (id, board) in self.boards {
+            let early = board.early_control.len() as u64;
+            total.losses.add("control_without_stream_packets", early);
+            let Some(processor) = board.processor else {
+                continue;
+            };
+            match processor.finish() {
+                Ok(r) => {
+                    total.files.extend(r.files);
+                    total.counts.extend(r.counts);
+                    total.losses.merge(&r.losses);
+                    total.warnings.extend(r.warnings);
+                }
+                Err(e) => errors.push(format!("stream {id}: {e:#}")),
+            }
+        }
+        (total, errors)
+    }
+}
