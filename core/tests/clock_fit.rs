@@ -1,0 +1,207 @@
+//! Counter unwrapping and the piecewise-linear clock fit against a known drifting clock: a
+//! 1200.5 Hz sample clock whose rate drifts by a few ppm (slowly varying), a 32-bit counter
+//! starting just below its wrap, a counter reset, and sync points once per reference second.
+
+use proptest::prelude::*;
+use scandaq_core::clock_fit::{
+    ClockFit, ClockFitConfig, CounterUnwrapper, JumpKind, SegmentStart, SyncPoint,
+};
+
+/// A drifting device clock: ticks elapsed at reference time `t` seconds.
+struct DriftingClock {
+    f0: f64,
+    ppm: f64,
+    swing_ppm: f64,
+    period_s: f64,
+}
+
+impl DriftingClock {
+    fn ticks_at(&self, t: f64) -> f64 {
+        let w = 2.0 * std::f64::consts::PI / self.period_s;
+        self.f0 * (t + 1e-6 * (self.ppm * t - self.swing_ppm / w * ((w * t).cos() - 1.0)))
+    }
+}
+
+/// Runs `seconds` of sync points, with an optional counter reset at `reset_at` seconds, and
+/// checks corrected times at many points against the truth. Returns the worst error (ns) and
+/// the fit.
+fn run(
+    clock: &DriftingClock,
+    start_counter: u64,
+    seconds: u32,
+    reset_at: Option<u32>,
+) -> (f64, ClockFit) {
+    let mut unwrap = CounterUnwrapper::u32_counter(100_000, 2_000);
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    let t0_ns: i64 = 1_790_000_000_000_000_000; // an epoch-like reference time
+    // Per counter segment: unwrapped tick - true (unwrapped, unreset) tick.
+    let mut seg_offset: Vec<i64> = Vec::new();
+    let mut reset_ticks = 0i64; // true ticks at the reset: the counter restarts from 0 there
+    for k in 0..=seconds {
+        let n = clock.ticks_at(k as f64);
+        if Some(k) == reset_at {
+            reset_ticks = n.floor() as i64 - 5;
+        }
+        let whole = n.floor() as i64;
+        let counter = if reset_at.is_some_and(|r| k >= r) {
+            (whole - reset_ticks) as u64
+        } else {
+            start_counter + whole as u64
+        };
+        let u = unwrap.push(counter & 0xFFFF_FFFF);
+        if u.segment as usize >= seg_offset.len() {
+            seg_offset.push(u.tick - whole);
+        }
+        fit.add(
+            SyncPoint {
+                tick: u.tick,
+                frac: n - n.floor(),
+                reference_ns: t0_ns + k as i64 * 1_000_000_000,
+            },
+            u.segment,
+        );
+    }
+    // Check at 7 points per second, inside the synced range, away from the reset second.
+    let mut worst = 0.0f64;
+    for j in 0..(seconds as usize * 7) {
+        let t = j as f64 / 7.0 + 0.0123;
+        if reset_at.is_some_and(|r| (t - r as f64).abs() < 1.0) {
+            continue;
+        }
+        let seg = if reset_at.is_some_and(|r| t > r as f64) {
+            1
+        } else {
+            0
+        };
+        let n = clock.ticks_at(t);
+        let tick = n.floor() as i64 + seg_offset[seg];
+        let got = fit.time(tick, n - n.floor()).expect("a fit");
+        assert!(
+            !got.extrapolated,
+            "t = {t}: extrapolated inside the synced range"
+        );
+        let err = ((got.ns - t0_ns) as f64 + got.frac_ns - t * 1e9).abs();
+        worst = worst.max(err);
+    }
+    (worst, fit)
+}
+
+#[test]
+fn drifting_clock_with_wrap_and_reset_within_one_microsecond() {
+    let clock = DriftingClock {
+        f0: 1200.5,
+        ppm: 3.0,
+        swing_ppm: 1.5,
+        period_s: 200.0,
+    };
+    let (worst, fit) = run(&clock, u32::MAX as u64 - 50_000, 600, Some(400));
+    assert!(worst < 1000.0, "worst error {worst} ns");
+    let segs = fit.segments();
+    assert!(
+        segs.iter().any(|s| s.start == SegmentStart::CounterJump),
+        "{segs:?}"
+    );
+    assert!(
+        segs.iter()
+            .filter(|s| s.start == SegmentStart::Drift)
+            .count()
+            >= 2,
+        "drift is followed: {segs:?}"
+    );
+    for s in &segs {
+        assert!(s.max_residual_ns <= ClockFitConfig::default().max_residual_ns);
+        assert!(
+            (s.ns_per_tick / (1e9 / 1200.5) - 1.0).abs() < 10e-6,
+            "{s:?}"
+        );
+    }
+    assert_eq!(fit.rejected_points(), 0);
+}
+
+#[test]
+fn a_clock_step_starts_an_unjoined_segment_and_extrapolation_is_flagged() {
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    for k in 0..20i64 {
+        let step = if k >= 10 { 5_000_000 } else { 0 };
+        fit.add(
+            SyncPoint {
+                tick: 1000 * k,
+                frac: 0.0,
+                reference_ns: 1_000_000_000 * k + step,
+            },
+            0,
+        );
+    }
+    let segs = fit.segments();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert_eq!(segs[1].start, SegmentStart::ClockJump);
+    assert_eq!(segs[1].first_tick, 10_000);
+    assert!(fit.time(25_000, 0.0).unwrap().extrapolated);
+    assert!(fit.time(-5, 0.0).unwrap().extrapolated);
+    // Between the two segments (after segment 0's last point): extrapolated from segment 0.
+    assert!(fit.time(9_500, 0.0).unwrap().extrapolated);
+    assert_eq!(fit.time(12_000, 0.0).unwrap().ns, 12_005_000_000);
+}
+
+#[test]
+fn non_advancing_sync_points_are_rejected() {
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    let p = |tick, ns| SyncPoint {
+        tick,
+        frac: 0.0,
+        reference_ns: ns,
+    };
+    fit.add(p(100, 0), 0);
+    fit.add(p(200, 1000), 0);
+    fit.add(p(200, 1000), 0);
+    fit.add(p(150, 500), 0);
+    assert_eq!(fit.rejected_points(), 2);
+    assert!(
+        ClockFit::new(ClockFitConfig::default())
+            .time(0, 0.0)
+            .is_none()
+    );
+}
+
+#[test]
+fn u64_counter_jumps() {
+    let mut u = CounterUnwrapper::u64_counter(1 << 20, 10);
+    let a = u.push(u64::MAX - 3);
+    let b = u.push(4);
+    assert_eq!(b.tick - a.tick, 8);
+    let j = u.push(1 << 40);
+    assert_eq!(j.jump.map(|j| j.kind), Some(JumpKind::Forward));
+    assert_eq!(j.tick, b.tick + 1);
+    let back = u.push(1 << 30);
+    assert_eq!(back.jump.map(|j| j.kind), Some(JumpKind::Backward));
+    assert_eq!(back.segment, 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    #[test]
+    fn any_slow_drift_within_one_microsecond(
+        ppm in -8.0f64..8.0,
+        swing in 0.0f64..2.0,
+        period in 120.0f64..900.0,
+        f0 in 900.0f64..6000.0,
+        start in 0u64..(1u64 << 32),
+    ) {
+        let clock = DriftingClock { f0, ppm, swing_ppm: swing, period_s: period };
+        let (worst, _) = run(&clock, start, 240, None);
+        prop_assert!(worst < 1000.0, "worst {} ns", worst);
+    }
+
+    #[test]
+    fn unwrapped_ticks_follow_true_counts(steps in proptest::collection::vec(0u64..5000, 1..200), start in 0u64..(1u64 << 32)) {
+        let mut u = CounterUnwrapper::u32_counter(5000, 0);
+        let mut truth = start;
+        let first = u.push(start & 0xFFFF_FFFF).tick;
+        for s in steps {
+            truth += s;
+            let got = u.push(truth & 0xFFFF_FFFF);
+            prop_assert!(got.jump.is_none());
+            prop_assert_eq!(got.tick - first, (truth - start) as i64);
+        }
+    }
+}
