@@ -172,6 +172,189 @@ pub fn encode_block(header: &BlockHeader, samples: &[i32]) -> Vec<u8> {
     out
 }
 
+/// Kind of a channel in the channel table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// MEG magnetometer (an OPM axis); values in tesla.
+    MegMag,
+    /// MEG gradiometer; values in tesla per metre.
+    MegGrad,
+    /// Trigger bitmask channel.
+    Trigger,
+    /// Anything else (auxiliary inputs).
+    Misc,
+}
+
+impl ChannelKind {
+    /// Name used in the channel table and the `meg_channels` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::MegMag => "meg_mag",
+            ChannelKind::MegGrad => "meg_grad",
+            ChannelKind::Trigger => "trigger",
+            ChannelKind::Misc => "misc",
+        }
+    }
+
+    /// Parses a kind name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "meg_mag" => ChannelKind::MegMag,
+            "meg_grad" => ChannelKind::MegGrad,
+            "trigger" => ChannelKind::Trigger,
+            "misc" => ChannelKind::Misc,
+            _ => return None,
+        })
+    }
+}
+
+/// One channel of an OPM stream (a row of the channel table, docs/meg.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelInfo {
+    /// Channel name (unique).
+    pub name: String,
+    /// Kind.
+    pub kind: ChannelKind,
+    /// Calibration: physical value = raw * cal * range.
+    pub cal: f64,
+    /// Range factor (see `cal`).
+    pub range: f64,
+    /// Unit of the physical value ("T", "T/m", "bitmask", "V").
+    pub unit: String,
+    /// Group delay of the channel's signal path, ps (the physical event happened this long
+    /// before the sample's time).
+    pub delay_ps: i64,
+    /// Sensor position, metres (device coordinates).
+    pub position_m: [f64; 3],
+    /// Sensitive-axis orientation (unit vector).
+    pub orientation: [f64; 3],
+}
+
+/// Header line of the channel table (tab-separated columns).
+pub const CHANNEL_TABLE_COLUMNS: [&str; 12] = [
+    "name", "kind", "cal", "range", "unit", "delay_ps", "x_m", "y_m", "z_m", "ox", "oy", "oz",
+];
+
+/// Why a channel table could not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ChannelTableError {
+    /// The header line is missing or not the expected columns.
+    #[error("channel table header must be the tab-separated columns {expected:?}, found {found:?}")]
+    Header {
+        /// Expected columns.
+        expected: String,
+        /// What the first non-comment line held.
+        found: String,
+    },
+    /// A row that cannot be parsed.
+    #[error("channel table line {line}: {message}")]
+    Row {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Formats a channel table (tab-separated, a `#` comment line, the header, one row per
+/// channel). Floats are written in Rust's shortest round-trip form.
+pub fn format_channel_table(channels: &[ChannelInfo]) -> String {
+    let mut out = String::from("# scandaq OPM channel table v1: physical = raw * cal * range\n");
+    out.push_str(&CHANNEL_TABLE_COLUMNS.join("\t"));
+    out.push('\n');
+    for c in channels {
+        let p = c.position_m;
+        let o = c.orientation;
+        out.push_str(&format!(
+            "{}\t{}\t{:e}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            c.name,
+            c.kind.as_str(),
+            c.cal,
+            c.range,
+            c.unit,
+            c.delay_ps,
+            p[0],
+            p[1],
+            p[2],
+            o[0],
+            o[1],
+            o[2]
+        ));
+    }
+    out
+}
+
+/// Parses a channel table written by [`format_channel_table`] (or by hand: `#` lines and
+/// blank lines are skipped).
+pub fn parse_channel_table(text: &str) -> Result<Vec<ChannelInfo>, ChannelTableError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let expected = CHANNEL_TABLE_COLUMNS.join("\t");
+    match lines.next() {
+        Some((_, h)) if h.trim_end() == expected => {}
+        other => {
+            return Err(ChannelTableError::Header {
+                expected,
+                found: other.map(|(_, l)| l.to_string()).unwrap_or_default(),
+            });
+        }
+    }
+    let mut out: Vec<ChannelInfo> = Vec::new();
+    for (i, line) in lines {
+        let row = |message: String| ChannelTableError::Row {
+            line: i + 1,
+            message,
+        };
+        let f: Vec<&str> = line.trim_end().split('\t').collect();
+        if f.len() != CHANNEL_TABLE_COLUMNS.len() {
+            return Err(row(format!(
+                "{} columns, expected {}",
+                f.len(),
+                CHANNEL_TABLE_COLUMNS.len()
+            )));
+        }
+        let num = |k: usize| -> Result<f64, ChannelTableError> {
+            f[k].trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    row(format!(
+                        "{} {:?} is not a number",
+                        CHANNEL_TABLE_COLUMNS[k], f[k]
+                    ))
+                })
+        };
+        let kind = ChannelKind::parse(f[1].trim()).ok_or_else(|| {
+            row(format!(
+                "kind {:?} is not one of meg_mag, meg_grad, trigger, misc",
+                f[1]
+            ))
+        })?;
+        let delay_ps = f[5]
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| row(format!("delay_ps {:?} is not an integer", f[5])))?;
+        let name = f[0].trim().to_string();
+        if name.is_empty() || out.iter().any(|c| c.name == name) {
+            return Err(row(format!("channel name {name:?} is empty or repeated")));
+        }
+        out.push(ChannelInfo {
+            name,
+            kind,
+            cal: num(2)?,
+            range: num(3)?,
+            unit: f[4].trim().to_string(),
+            delay_ps,
+            position_m: [num(6)?, num(7)?, num(8)?],
+            orientation: [num(9)?, num(10)?, num(11)?],
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +385,43 @@ mod tests {
         assert_eq!(
             decode_block(&bytes[..10]).unwrap_err().reason(),
             "meg_truncated_blocks"
+        );
+    }
+
+    #[test]
+    fn channel_table_round_trip_and_errors() {
+        let c = ChannelInfo {
+            name: "OPM001X".into(),
+            kind: ChannelKind::MegMag,
+            cal: 1e-16,
+            range: 1.0,
+            unit: "T".into(),
+            delay_ps: 1_250_000_000,
+            position_m: [0.01, -0.02, 0.1],
+            orientation: [1.0, 0.0, 0.0],
+        };
+        let t = ChannelInfo {
+            name: "STI001".into(),
+            kind: ChannelKind::Trigger,
+            unit: "bitmask".into(),
+            cal: 1.0,
+            delay_ps: 0,
+            ..c.clone()
+        };
+        let text = format_channel_table(&[c.clone(), t.clone()]);
+        assert_eq!(parse_channel_table(&text), Ok(vec![c, t]));
+        assert!(matches!(
+            parse_channel_table("name\tkind\n"),
+            Err(ChannelTableError::Header { .. })
+        ));
+        let bad = text.replace("meg_mag", "squid");
+        assert!(
+            matches!(
+                parse_channel_table(&bad),
+                Err(ChannelTableError::Row { line: 3, .. })
+            ),
+            "{:?}",
+            parse_channel_table(&bad)
         );
     }
 }
