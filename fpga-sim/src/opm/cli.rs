@@ -1,0 +1,163 @@
+//! Command-line flags of the opm preset (flattened into `fpga-sim`'s arguments) and the
+//! preset's entry point from `main`.
+
+use super::{DriftingClock, OpmConfig, OpmFaults, OpmSummary, run_opm};
+use crate::packet_out::Destination;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags that only apply to `--preset opm`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OpmArgs {
+    /// OPM: nominal sampling rate, Hz (non-integer allowed) [default: 1200.5].
+    #[arg(long, value_name = "HZ", help_heading = "OPM preset")]
+    pub sample_rate: Option<f64>,
+    /// OPM: triaxial sensors (3 channels each, plus a trigger channel) [default: 64].
+    #[arg(long, help_heading = "OPM preset")]
+    pub sensors: Option<usize>,
+    /// OPM: samples per block [default: as many as fit --max-packet-bytes].
+    #[arg(long, help_heading = "OPM preset")]
+    pub samples_per_block: Option<usize>,
+    /// OPM: mean board-clock rate offset, ppm [default: 3]; a slow 1.5 ppm swing is added.
+    #[arg(
+        long,
+        value_name = "PPM",
+        help_heading = "OPM preset",
+        allow_hyphen_values = true
+    )]
+    pub drift_ppm: Option<f64>,
+    /// OPM: send at this multiple of real time (e.g. 50 sends 10 min in 12 s) [default: 1];
+    /// --unpaced sends as fast as possible.
+    #[arg(long, value_name = "X", help_heading = "OPM preset")]
+    pub speed: Option<f64>,
+    /// OPM: probability per block of truncating its payload.
+    #[arg(long, value_name = "P", help_heading = "OPM preset")]
+    pub truncate_blocks: Option<f64>,
+    /// OPM: make the sample counter jump (skip 5,000,000 counts) at this simulated time, s.
+    #[arg(long, value_name = "S", help_heading = "OPM preset")]
+    pub counter_jump_at: Option<f64>,
+    /// OPM: reset the board clock (counter restarts at 0) at this simulated time, s.
+    #[arg(long, value_name = "S", help_heading = "OPM preset")]
+    pub clock_reset_at: Option<f64>,
+}
+
+impl OpmArgs {
+    /// Flags given, by name (to refuse them with another preset).
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--sample-rate", self.sample_rate.is_some()),
+            ("--sensors", self.sensors.is_some()),
+            ("--samples-per-block", self.samples_per_block.is_some()),
+            ("--drift-ppm", self.drift_ppm.is_some()),
+            ("--speed", self.speed.is_some()),
+            ("--truncate-blocks", self.truncate_blocks.is_some()),
+            ("--counter-jump-at", self.counter_jump_at.is_some()),
+            ("--clock-reset-at", self.clock_reset_at.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| *f)
+        .collect()
+    }
+}
+
+/// Options shared with the other presets.
+#[derive(Debug, Clone)]
+pub struct CommonArgs {
+    /// Simulated time, s.
+    pub duration_s: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Output directory (channel table, truth, summary).
+    pub out: Option<PathBuf>,
+    /// UDP receiver.
+    pub udp: Option<SocketAddr>,
+    /// TCP listening address.
+    pub tcp: Option<SocketAddr>,
+    /// Source id.
+    pub source_id: u32,
+    /// Packet-loss probability.
+    pub lose_packets: Option<f64>,
+    /// Largest packet.
+    pub max_packet_bytes: Option<usize>,
+    /// Send unpaced.
+    pub unpaced: bool,
+}
+
+/// Runs the preset; returns the summary and a one-paragraph report.
+pub fn run(common: CommonArgs, args: &OpmArgs) -> anyhow::Result<(OpmSummary, String)> {
+    let d = OpmConfig::default();
+    let f0 = args.sample_rate.unwrap_or(d.clock.f0_hz);
+    let config = OpmConfig {
+        seed: common.seed,
+        duration_s: common.duration_s,
+        clock: DriftingClock {
+            f0_hz: f0,
+            ppm: args.drift_ppm.unwrap_or(d.clock.ppm),
+            ..d.clock
+        },
+        sensors: args.sensors.unwrap_or(d.sensors),
+        max_packet_bytes: common.max_packet_bytes.unwrap_or(d.max_packet_bytes),
+        samples_per_block: args.samples_per_block,
+        source_id: common.source_id,
+        start_counter: u32::MAX - (20.0 * f0).min(1e9) as u32,
+        faults: OpmFaults {
+            lose_packets: common.lose_packets.unwrap_or(0.0),
+            truncate_blocks: args.truncate_blocks.unwrap_or(0.0),
+            counter_jump_at_s: args.counter_jump_at,
+            clock_reset_at_s: args.clock_reset_at,
+        },
+        ..d
+    };
+    if let Some(s) = args.speed
+        && !(s.is_finite() && s > 0.0)
+    {
+        anyhow::bail!("--speed {s}: give a positive multiple of real time (e.g. 50)");
+    }
+    let speed = if common.unpaced {
+        None
+    } else {
+        Some(args.speed.unwrap_or(1.0))
+    };
+    let (destination, to) = match (common.udp, common.tcp) {
+        (Some(target), _) => (Destination::Udp { target }, format!("UDP to {target}")),
+        (_, Some(listen)) => {
+            eprintln!("fpga-sim: serving TCP on {listen}; waiting for scandaq to connect");
+            (Destination::Tcp { listen }, format!("TCP on {listen}"))
+        }
+        _ => {
+            anyhow::bail!(
+                "the opm preset streams: give --udp HOST:PORT or --tcp HOST:PORT (and --out DIR for the channel table and truth)"
+            )
+        }
+    };
+    let summary = run_opm(&config, destination, speed, common.out.as_deref())?;
+    let f = &summary.faults;
+    let report = format!(
+        "fpga-sim opm: {} blocks ({} samples x {} channels, {} per block) and {} clock-sync records sent {to}; \
+         {} triggers; faults: {} blocks lost ({} samples), {} truncated, {} counter jumps, {} clock resets{}",
+        summary.blocks,
+        summary.samples,
+        summary.n_channels,
+        summary.samples_per_block,
+        summary.sync_records,
+        summary.triggers,
+        f.lost_blocks,
+        f.lost_samples,
+        f.truncated_blocks,
+        f.counter_jumps,
+        f.clock_resets,
+        match &common.out {
+            Some(d) => format!(
+                "; wrote {}/{{{}, {}, {}, {}}}",
+                d.display(),
+                super::CHANNELS_FILE,
+                super::TRUTH_BLOCKS_FILE,
+                super::TRUTH_TRIGGERS_FILE,
+                super::SUMMARY_FILE
+            ),
+            None => String::new(),
+        }
+    );
+    Ok((summary, report))
+}
