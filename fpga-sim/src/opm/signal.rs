@@ -144,10 +144,9 @@ pub fn sample_row(
         }
         let n = rng.normal();
         let mut v = m.white_ft * n;
-        for k in 0..3 {
-            let a = PINK_POLES[k];
-            m.pink_state[k] = a * m.pink_state[k] + (1.0 - a * a).sqrt() * n;
-            v += m.pink_gain[k] * m.pink_state[k];
+        for ((state, gain), a) in m.pink_state.iter_mut().zip(m.pink_gain).zip(PINK_POLES) {
+            *state = a * *state + (1.0 - a * a).sqrt() * n;
+            v += gain * *state;
         }
         let ph = mains_w * t_s + m.mains_phase;
         v += m.mains_ft * (ph.sin() + 0.3 * (3.0 * ph).sin());
