@@ -194,6 +194,12 @@ impl HitBatch {
     /// ordered; the hits at or after `limit` stay in `self`.
     pub fn take_before(&mut self, limit: i64) -> HitBatch {
         let n = self.t_ps.partition_point(|&t| t < limit);
+        if n == 0 {
+            return HitBatch::default();
+        }
+        if n == self.len() {
+            return std::mem::take(self);
+        }
         let mut head = HitBatch::with_capacity(n);
         head.extend_from_range(self, 0..n);
         let mut tail = HitBatch::with_capacity(self.len() - n);

@@ -154,6 +154,55 @@ pub struct StatsSnapshot {
     pub channel_hits: Vec<(u32, u64)>,
     /// Hits on channel ids above the tracked range.
     pub other_channel_hits: u64,
+    /// Coincidence sorting so far; `None` while the run sorts none (or none yet).
+    #[serde(default)]
+    pub coincidences: Option<CoincidenceSnapshot>,
+}
+
+/// Coincidence counters and the prompt time-difference histogram, published by the
+/// coincidence stage as it sorts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CoincidenceSnapshot {
+    /// Prompt coincidences written.
+    pub prompts: u64,
+    /// Delayed-window coincidences written (randoms estimate).
+    pub delayeds: u64,
+    /// Singles the sorter has consumed.
+    pub singles_sorted: u64,
+    /// Histogram of prompt `tof_ps` (= t1 - t2): counts per bin.
+    pub dt_bins: Vec<u64>,
+    /// `tof_ps` at the low edge of bin 0, ps.
+    pub dt_min_ps: f64,
+    /// Bin width, ps.
+    pub bin_ps: f64,
+    /// Prompt window, ps.
+    pub window_ps: i64,
+}
+
+impl CoincidenceSnapshot {
+    /// An empty histogram of `bins` bins covering `[-window_ps, window_ps]`.
+    pub fn new(window_ps: i64, bins: usize) -> Self {
+        let bins = bins.max(1);
+        let span = 2.0 * window_ps.max(1) as f64;
+        Self {
+            dt_bins: vec![0; bins],
+            dt_min_ps: -(window_ps.max(1) as f64),
+            bin_ps: span / bins as f64,
+            window_ps,
+            ..Default::default()
+        }
+    }
+
+    /// Adds prompt time differences (ps) to the histogram; values outside are ignored.
+    pub fn add_tof(&mut self, tof_ps: &[i64]) {
+        let n = self.dt_bins.len();
+        for &t in tof_ps {
+            let x = (t as f64 - self.dt_min_ps) / self.bin_ps;
+            if x >= 0.0 && (x as usize) < n {
+                self.dt_bins[x as usize] += 1;
+            }
+        }
+    }
 }
 
 impl StatsSnapshot {

@@ -63,6 +63,19 @@ pub struct BoardCounts {
     pub ended: bool,
     /// Control packets of a PETsys board (it has no use for them), dropped.
     pub control_dropped: u64,
+    /// Packets of this board dropped because the ring to processing was full.
+    pub ring_dropped_packets: u64,
+    /// Their payload bytes.
+    pub ring_dropped_bytes: u64,
+    /// PETsys hits in them (from the frame headers).
+    pub ring_dropped_hits: u64,
+}
+
+/// Hits in whole PETsys frames (read from the frame headers only).
+fn hits_in_frames(frames: &[u8]) -> u64 {
+    let mut spans = Vec::new();
+    scandaq_decoders::FrameScanner::new().scan(frames, true, &mut spans);
+    spans.iter().map(|s| s.n_hits as u64).sum()
 }
 
 #[derive(Debug, Default)]
@@ -300,7 +313,25 @@ impl Ingest {
                 ..Default::default()
             },
         );
-        ring.push(chunk).map(|_| ())
+        let Some(dropped) = ring.push_or_return(chunk)? else {
+            return Ok(());
+        };
+        // The ring was full: the chunk is lost (the ring counted it); say what was in it.
+        board.counts.ring_dropped_packets += dropped.packets;
+        board.counts.ring_dropped_bytes += dropped.frames.len() as u64;
+        if format == payload_format::PETSYS_TOFPET2 {
+            board.counts.ring_dropped_hits += hits_in_frames(&dropped.frames);
+        }
+        if dropped.end_of_stream {
+            // The end marker itself must arrive, or the run would wait for this board.
+            ring.push_blocking(FrameChunk {
+                source_id: id,
+                payload_format: format,
+                end_of_stream: true,
+                ..Default::default()
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -401,6 +432,55 @@ mod tests {
             .map(|f| u64::from_le_bytes(f[..8].try_into().unwrap()) & 0xf_ffff_ffff)
             .collect();
         assert_eq!(ids, vec![100, 101, 102, 103]);
+    }
+
+    #[test]
+    fn ring_overflow_is_counted_per_board_and_the_end_marker_still_arrives() {
+        let (p, mut c) = ring::<FrameChunk>(1, OverflowPolicy::Drop);
+        let me = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut ingest = Ingest::new(vec![], p, false);
+        // Chunk 1 (2 packets, 2 hits) fills the ring; chunk 2 (3 packets, 3 hits) is dropped.
+        for seq in 0..2 {
+            ingest.accept(me, &packet(4, seq, seq)).unwrap();
+        }
+        ingest.flush(false).unwrap();
+        for seq in 2..5 {
+            ingest.accept(me, &packet(4, seq, seq)).unwrap();
+        }
+        ingest.flush(false).unwrap();
+        let b = &ingest.boards()[&4];
+        assert_eq!((b.ring_dropped_packets, b.ring_dropped_hits), (3, 3));
+        // The last chunk carries the end marker while the ring is still full: its data is
+        // dropped and counted, the marker waits for room (a consumer frees it later).
+        let consumer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match c.pop() {
+                    Some(chunk) => got.push(chunk),
+                    None => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+            got
+        });
+        ingest.accept(me, &packet(4, 5, 5)).unwrap();
+        let mut end = Vec::new();
+        encode_packet(
+            &mut end,
+            payload_format::PETSYS_TOFPET2,
+            4,
+            6,
+            FLAG_END_OF_STREAM,
+            &[],
+            true,
+        );
+        ingest.accept(me, &end).unwrap();
+        ingest.flush(true).unwrap();
+        let got = consumer.join().unwrap();
+        assert_eq!(got[0].packets, 2);
+        assert!(got[1].end_of_stream && got[1].frames.is_empty());
+        let b = &ingest.boards()[&4];
+        assert_eq!((b.ring_dropped_packets, b.ring_dropped_hits), (5, 4));
     }
 
     fn stream_packet(source: u32, seq: u64, format: u16, payload: &[u8]) -> Vec<u8> {

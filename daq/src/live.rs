@@ -94,6 +94,10 @@ pub struct LiveConfig {
     pub streams: StreamSettings,
 }
 
+/// Largest batch handed to the singles sink (about 10 MB of columns); the sink queue holds
+/// a few of them, so its memory is bounded whatever the release sizes.
+const MAX_SINK_BATCH_HITS: usize = 1 << 18;
+
 /// A handle to ask a running acquisition to stop (signals, tests).
 pub type StopFlag = Arc<AtomicBool>;
 
@@ -389,9 +393,22 @@ pub fn run_live_with_markers(
         *singles_sent += batch.len() as u64;
         stats.record_singles(&batch);
         markers.note_released(&batch);
-        sink_tx
-            .send(batch)
-            .map_err(|_| anyhow!("the Parquet sink stopped"))
+        // The sink queue is bounded in batches; cap each batch so it is bounded in bytes too
+        // (a slow loop iteration can release seconds of data at once).
+        if batch.len() <= MAX_SINK_BATCH_HITS {
+            return sink_tx
+                .send(batch)
+                .map_err(|_| anyhow!("the Parquet sink stopped"));
+        }
+        for start in (0..batch.len()).step_by(MAX_SINK_BATCH_HITS) {
+            let end = (start + MAX_SINK_BATCH_HITS).min(batch.len());
+            let mut piece = HitBatch::with_capacity(end - start);
+            piece.extend_from_range(&batch, start..end);
+            sink_tx
+                .send(piece)
+                .map_err(|_| anyhow!("the Parquet sink stopped"))?;
+        }
+        Ok(())
     };
     loop {
         match drain(
@@ -590,6 +607,11 @@ pub fn run_live_with_markers(
             extra.insert(format!("board.{id}.out_of_order"), s.out_of_order);
             extra.insert(format!("board.{id}.payload_bytes"), b.payload_bytes);
             extra.insert(format!("board.{id}.end_of_stream"), u64::from(b.ended));
+            extra.insert(
+                format!("board.{id}.ring_dropped_packets"),
+                b.ring_dropped_packets,
+            );
+            extra.insert(format!("board.{id}.ring_dropped_hits"), b.ring_dropped_hits);
             counts.losses.add("packet_gaps", s.missing());
             counts
                 .losses

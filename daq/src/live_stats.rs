@@ -5,8 +5,8 @@
 
 use scandaq_core::HitBatch;
 pub use scandaq_core::snapshot::{
-    BoardDecodeSnapshot, BoardTransportSnapshot, ENERGY_BINS, InputSnapshot, RunInfo, RunState,
-    StatsSnapshot, TRACKED_CHANNELS,
+    BoardDecodeSnapshot, BoardTransportSnapshot, CoincidenceSnapshot, ENERGY_BINS, InputSnapshot,
+    RunInfo, RunState, StatsSnapshot, TRACKED_CHANNELS,
 };
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,8 @@ pub struct SinkCounters {
     pub rows: AtomicU64,
     /// Bytes the Parquet writer has flushed to the file.
     pub bytes: AtomicU64,
+    /// Coincidence counters and histogram, published by the coincidence stage.
+    pub coincidences: LatestCell<Option<CoincidenceSnapshot>>,
 }
 
 /// Shared, lock-free statistics of one acquisition.
@@ -192,6 +194,7 @@ impl LiveStats {
                 })
                 .collect(),
             other_channel_hits: self.other_channel_hits.load(Ordering::Relaxed),
+            coincidences: self.sink.coincidences.get(),
         }
     }
 }

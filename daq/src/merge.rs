@@ -4,6 +4,7 @@
 //! older; a hit that still arrives behind the released time is counted as `late_hit`.
 
 use scandaq_core::HitBatch;
+use std::collections::VecDeque;
 
 /// Watermark merger of sorted batches.
 #[derive(Debug)]
@@ -98,11 +99,55 @@ pub struct KWayMerger {
     late_hits: u64,
 }
 
+/// One stream's pending hits: sorted runs, each run's hits at or after every hit of the run
+/// before it. A batch that overlaps the newest run is merged with it (and with older runs
+/// only while they overlap), so a push costs O(batch + overlapping run), never O(pending),
+/// however far a lagging board holds the watermark back.
 #[derive(Debug, Default)]
 struct StreamQueue {
-    pending: HitBatch,
+    runs: VecDeque<HitBatch>,
     newest: i64,
     ended: bool,
+}
+
+impl StreamQueue {
+    fn push(&mut self, mut batch: HitBatch) {
+        while let (Some(&last), Some(&first)) = (
+            self.runs.back().and_then(|r| r.t_ps.last()),
+            batch.t_ps.first(),
+        ) {
+            if last <= first {
+                break;
+            }
+            let Some(run) = self.runs.pop_back() else {
+                break;
+            };
+            batch = HitBatch::merge_sorted(&run, &batch);
+        }
+        self.runs.push_back(batch);
+    }
+
+    /// Removes and returns every pending hit before `watermark`, in time order.
+    fn take_before(&mut self, watermark: i64) -> HitBatch {
+        let mut out = HitBatch::default();
+        while let Some(front) = self.runs.front_mut() {
+            let whole = front.t_ps.last().is_some_and(|&t| t < watermark);
+            let part = if whole {
+                self.runs.pop_front().unwrap_or_default()
+            } else {
+                front.take_before(watermark)
+            };
+            if out.is_empty() {
+                out = part;
+            } else {
+                out.extend_from_range(&part, 0..part.len());
+            }
+            if !whole {
+                break;
+            }
+        }
+        out
+    }
 }
 
 impl KWayMerger {
@@ -122,6 +167,15 @@ impl KWayMerger {
         self.late_hits
     }
 
+    /// Hits waiting for the watermark, over all streams.
+    pub fn pending_hits(&self) -> usize {
+        self.streams
+            .values()
+            .flat_map(|q| q.runs.iter())
+            .map(HitBatch::len)
+            .sum()
+    }
+
     /// Adds a time-ordered batch of stream `id`.
     pub fn push(&mut self, id: u32, mut batch: HitBatch) {
         let late = batch.t_ps.partition_point(|&t| t < self.released_up_to);
@@ -135,15 +189,11 @@ impl KWayMerger {
         });
         if let Some(&last) = batch.t_ps.last() {
             q.newest = q.newest.max(last);
-            q.pending = if q.pending.is_empty() {
-                batch
-            } else {
-                HitBatch::merge_sorted(&q.pending, &batch)
-            };
+            q.push(batch);
         }
     }
 
-    /// Marks stream `id` as finished (it no longer holds the watermark back).
+/// Marks stream `id` as finished (it no longer holds the watermark back).
     pub fn end(&mut self, id: u32) {
         self.streams.entry(id).or_default().ended = true;
     }
@@ -182,7 +232,7 @@ impl KWayMerger {
         }
         let mut out = HitBatch::default();
         for q in self.streams.values_mut() {
-            let part = q.pending.take_before(watermark);
+            let part = q.take_before(watermark);
             if !part.is_empty() {
                 out = if out.is_empty() {
                     part
@@ -230,6 +280,30 @@ mod kway_tests {
         assert_eq!(m.release().t_ps, Vec::<i64>::new()); // watermark still capped at 50
         m.push(1, batch(&[120]));
         assert_eq!(m.release().t_ps, vec![60]); // min(active) = 100, capped at 120 - 50 = 70
+        assert_eq!(m.late_hits(), 0);
+    }
+
+    #[test]
+    fn overlapping_batches_merge_into_runs_and_release_in_order() {
+        let mut m = KWayMerger::new(1_000_000, 0);
+        // Stream 0 sends overlapping batches (calibration moves hits across block edges);
+        // stream 1 lags, holding the watermark back so runs accumulate.
+        m.push(0, batch(&[10, 20, 30]));
+        m.push(0, batch(&[25, 40, 50]));
+        m.push(0, batch(&[60, 70]));
+        m.push(0, batch(&[5, 65, 80]));
+        m.push(1, batch(&[1]));
+        assert_eq!(m.pending_hits(), 12);
+        let mut out = m.release().t_ps; // watermark = newest of stream 1 = 1
+        assert!(out.is_empty());
+        m.push(1, batch(&[45]));
+        out.extend(m.release().t_ps); // < 45
+        assert_eq!(out, vec![1, 5, 10, 20, 25, 30, 40]);
+        m.end(1);
+        m.end(0);
+        out.extend(m.finish().t_ps);
+        assert_eq!(out, vec![1, 5, 10, 20, 25, 30, 40, 45, 50, 60, 65, 70, 80]);
+        assert_eq!(m.pending_hits(), 0);
         assert_eq!(m.late_hits(), 0);
     }
 

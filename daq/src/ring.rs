@@ -79,6 +79,22 @@ pub fn ring<T>(capacity: usize, policy: OverflowPolicy) -> (RingProducer<T>, Rin
 impl<T: RingItem> RingProducer<T> {
     /// Hands `item` to the consumer according to the policy. `Ok(false)` = dropped (counted).
     pub fn push(&mut self, item: T) -> Result<bool, RingClosed> {
+        self.push_or_return(item).map(|back| back.is_none())
+    }
+
+    /// [`push`](Self::push), giving a dropped item back (already counted as dropped) so the
+    /// caller can account for what was in it.
+    pub fn push_or_return(&mut self, item: T) -> Result<Option<T>, RingClosed> {
+        self.push_with(item, self.policy)
+    }
+
+    /// Hands `item` over waiting for room whatever the policy (end-of-stream markers, which
+    /// must not be lost with the data around them).
+    pub fn push_blocking(&mut self, item: T) -> Result<(), RingClosed> {
+        self.push_with(item, OverflowPolicy::Block).map(|_| ())
+    }
+
+    fn push_with(&mut self, item: T, policy: OverflowPolicy) -> Result<Option<T>, RingClosed> {
         let mut item = item;
         let mut waited = Duration::ZERO;
         let mut backoff = Duration::from_micros(20);
@@ -96,9 +112,9 @@ impl<T: RingItem> RingProducer<T> {
                             .blocked_ns
                             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
                     }
-                    return Ok(true);
+                    return Ok(None);
                 }
-                Err(rtrb::PushError::Full(back)) => match self.policy {
+                Err(rtrb::PushError::Full(back)) => match policy {
                     OverflowPolicy::Drop => {
                         self.stats.dropped_items.fetch_add(1, Ordering::Relaxed);
                         self.stats
@@ -107,7 +123,7 @@ impl<T: RingItem> RingProducer<T> {
                         self.stats
                             .dropped_bytes
                             .fetch_add(back.bytes(), Ordering::Relaxed);
-                        return Ok(false);
+                        return Ok(Some(back));
                     }
                     OverflowPolicy::Block => {
                         item = back;

@@ -654,6 +654,7 @@ mod live {
             paced: true,
             out_dir: None,
             source_id_base: 0,
+            prerender: false,
         }
     }
 
@@ -723,9 +724,13 @@ mod live {
             corrupt: 0.01,
             disconnect_after: None,
         };
+        // Prerendered: generated first, then sent paced (the path of the 5 M hits/s runs).
         let acquired = acquire(
             InputSpec::Udp(addr),
-            stream_config(Transport::Udp { target: addr }, faults, 21),
+            StreamConfig {
+                prerender: true,
+                ..stream_config(Transport::Udp { target: addr }, faults, 21)
+            },
             tmp.path(),
             true,
         );

@@ -73,6 +73,10 @@ struct Args {
     /// Send as fast as possible instead of in real time at --rate.
     #[arg(long)]
     unpaced: bool,
+    /// UDP: generate the whole run into memory first (about 8.5 bytes per hit), then send it
+    /// paced at --rate, so the simulator's CPU does not compete with the receiver under test.
+    #[arg(long, requires = "udp")]
+    prerender: bool,
     /// Start the frameID counter so its 36-bit wrap falls mid-run.
     #[arg(long, conflicts_with = "start_frame")]
     near_wrap: bool,
@@ -277,6 +281,7 @@ fn run(args: Args) -> Result<()> {
         max_packet_bytes: args.max_packet_bytes.unwrap_or(DEFAULT_MAX_PACKET_BYTES),
         paced: !args.unpaced,
         out_dir: out.clone(),
+        prerender: args.prerender,
     })
     .context("streaming")?;
     let files: Vec<String> = match &out {

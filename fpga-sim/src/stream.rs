@@ -132,6 +132,10 @@ pub struct StreamConfig {
     /// Board `b` sends as source_id `source_id_base + b` (several simulator processes can
     /// then feed one acquisition as distinct boards).
     pub source_id_base: u32,
+    /// UDP only: generate every packet into memory first, then send them paced at the hit
+    /// rate. The host's CPU then goes to the receiver under test, as with a real front-end
+    /// (an FPGA costs the host nothing); memory is about 8.5 bytes per hit.
+    pub prerender: bool,
 }
 
 impl StreamConfig {
@@ -146,6 +150,7 @@ impl StreamConfig {
             paced: true,
             out_dir: None,
             source_id_base: 0,
+            prerender: false,
         }
     }
 }
@@ -708,6 +713,9 @@ fn stream_udp(config: &StreamConfig, target: SocketAddr) -> Result<StreamSummary
         SocketAddr::from(([0u16; 8], 0))
     };
     let socket = UdpSocket::bind(bind).map_err(net("binding a UDP socket"))?;
+    if config.prerender {
+        return stream_udp_prerendered(config, &socket, target);
+    }
     let mut error = None;
     let summary = run(config, &mut |p: &Out<'_>| {
         let copies = if p.end_of_stream {
@@ -727,6 +735,67 @@ fn stream_udp(config: &StreamConfig, target: SocketAddr) -> Result<StreamSummary
         Some(e) => Err(e),
         None => Ok(summary),
     }
+}
+
+/// One packet generated ahead of sending.
+struct Rendered {
+    end: usize,
+    hits_before: u64,
+    end_of_stream: bool,
+}
+
+/// [`StreamConfig::prerender`]: generates the whole run (unpaced), then sends it paced by
+/// hits: packet `k` is due when the hits before it, at the configured rate, have elapsed.
+fn stream_udp_prerendered(
+    config: &StreamConfig,
+    socket: &UdpSocket,
+    target: SocketAddr,
+) -> Result<StreamSummary, SimError> {
+    let mut bytes = Vec::new();
+    let mut packets = Vec::new();
+    let mut hits = 0u64;
+    let mut unpaced = config.clone();
+    unpaced.paced = false;
+    let mut summary = run(&unpaced, &mut |p: &Out<'_>| {
+        bytes.extend_from_slice(p.bytes);
+        packets.push(Rendered {
+            end: bytes.len(),
+            hits_before: hits,
+            end_of_stream: p.end_of_stream,
+        });
+        hits += p.hits;
+        true
+    })?;
+    eprintln!(
+        "fpga-sim: {} packets ({:.1} MB, {hits} hits) generated in {:.1} s; sending",
+        packets.len(),
+        bytes.len() as f64 / 1e6,
+        summary.wall_seconds
+    );
+    let rate = config.bench.hit_rate_hz.max(1.0);
+    let started = Instant::now();
+    let mut start = 0;
+    for p in &packets {
+        if config.paced {
+            let due = Duration::from_secs_f64(p.hits_before as f64 / rate);
+            let elapsed = started.elapsed();
+            if due > elapsed + Duration::from_micros(200) {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        let copies = if p.end_of_stream {
+            UDP_END_OF_STREAM_COPIES
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            send_datagram(socket, &bytes[start..p.end], target)
+                .map_err(net(format!("sending a datagram to {target}")))?;
+        }
+        start = p.end;
+    }
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
 /// Waits up to `wait` for a client on the (non-blocking) listener.

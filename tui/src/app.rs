@@ -88,9 +88,8 @@ pub struct LogEntry {
 
 /// Coincidence statistics for the detector-health panel.
 ///
-/// HOOK: the stats snapshot has no coincidence fields yet; [`coincidence_view`] returns `None`
-/// until it does, and the panel says "no coincidences yet". When the coincidence sorter
-/// publishes its histogram into the snapshot, fill this from it in `coincidence_view`.
+/// Filled by [`coincidence_view`] from the snapshot's coincidence fields; the panel says "no
+/// coincidences yet" while there are none.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CoincidenceView {
     /// Time-difference histogram (counts per bin).
@@ -139,10 +138,34 @@ pub fn fwhm(bins: &[u64], bin_width: f64) -> Option<f64> {
     Some((right - left) * bin_width)
 }
 
-/// Coincidence statistics from a snapshot. HOOK: always `None` until `StatsSnapshot` carries
-/// coincidence fields (dt histogram, prompts, delayeds).
-pub fn coincidence_view(_snapshot: &StatsSnapshot) -> Option<CoincidenceView> {
-    None
+/// Coincidence statistics from a snapshot: the prompt time-difference histogram as
+/// published, and prompt/delayed rates since `before` (or averaged over the run without it).
+pub fn coincidence_view(
+    snapshot: &StatsSnapshot,
+    before: Option<&StatsSnapshot>,
+) -> Option<CoincidenceView> {
+    let c = snapshot.coincidences.as_ref()?;
+    let earlier = before.and_then(|b| b.coincidences.as_ref().map(|e| (b.elapsed_s, e)));
+    let (dt, prompts0, delayeds0) = match earlier {
+        Some((t0, e)) if snapshot.elapsed_s > t0 => {
+            (snapshot.elapsed_s - t0, e.prompts, e.delayeds)
+        }
+        _ => (snapshot.elapsed_s, 0, 0),
+    };
+    let rate = |now: u64, then: u64| {
+        if dt > 0.0 {
+            now.saturating_sub(then) as f64 / dt
+        } else {
+            0.0
+        }
+    };
+    Some(CoincidenceView {
+        dt_bins: c.dt_bins.clone(),
+        dt_min_ps: c.dt_min_ps,
+        bin_ps: c.bin_ps,
+        prompt_rate: rate(c.prompts, prompts0),
+        delayed_rate: rate(c.delayeds, delayeds0),
+    })
 }
 
 /// How the dashboard is used.
@@ -343,7 +366,8 @@ impl App {
                 SPARK_POINTS,
             );
         }
-        self.coincidences = coincidence_view(&snapshot).or(self.coincidences.take());
+        self.coincidences =
+            coincidence_view(&snapshot, self.recent.front()).or(self.coincidences.take());
         self.recent.push_back(snapshot);
         // Keep one snapshot at or before the start of the rate window.
         let newest = self.recent.back().map_or(0.0, |s| s.elapsed_s);

@@ -96,6 +96,7 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
         energy_bins,
         channel_hits,
         other_channel_hits: 0,
+        coincidences: None,
     }
 }
 
@@ -361,5 +362,38 @@ fn coincidence_panel_shows_fwhm_once_coincidences_exist() {
     let s = text(&draw(&app, 200, 50));
     assert!(s.contains("Δt FWHM 250 ps"), "{s}");
     assert!(s.contains("prompt 12.3 k/s"), "{s}");
+    assert!(!s.contains("no coincidences yet"));
+}
+
+#[test]
+fn coincidence_panel_is_fed_from_the_snapshot() {
+    use scandaq_core::snapshot::CoincidenceSnapshot;
+    let mut app = App::new(AppOptions::default());
+    // 10 000 prompts/s and 500 delayeds/s; a Gaussian time difference of sigma 85 ps
+    // (FWHM 2.3548 * 85 = 200 ps) in 10 ps bins.
+    let at = |t: f64| {
+        let mut s = snapshot(t, RunState::Running, false);
+        let mut c = CoincidenceSnapshot::new(4_000, 800);
+        let tofs: Vec<i64> = (-400..=400)
+            .flat_map(|x: i64| {
+                let n = (1000.0 * t * (-(x as f64 / 85.0).powi(2) / 2.0).exp()) as usize;
+                std::iter::repeat_n(x, n)
+            })
+            .collect();
+        c.add_tof(&tofs);
+        c.prompts = (t * 10_000.0) as u64;
+        c.delayeds = (t * 500.0) as u64;
+        s.coincidences = Some(c);
+        s
+    };
+    app.update(at(1.0));
+    app.update(at(2.0));
+    let view = app.coincidences().expect("fed from the snapshot");
+    assert!((view.prompt_rate - 10_000.0).abs() < 1.0, "{view:?}");
+    assert!((view.delayed_rate - 500.0).abs() < 1.0, "{view:?}");
+    let fwhm = view.fwhm_ps().unwrap();
+    assert!((fwhm - 200.0).abs() < 10.0, "{fwhm}");
+    let s = text(&draw(&app, 200, 50));
+    assert!(s.contains("prompt 10.0 k/s"), "{s}");
     assert!(!s.contains("no coincidences yet"));
 }
