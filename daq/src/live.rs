@@ -94,6 +94,9 @@ pub struct LiveConfig {
     pub streams: StreamSettings,
 }
 
+/// Chunks taken off one input's ring per processing round (between merger releases).
+const DRAIN_CHUNKS_PER_CALL: usize = 8;
+
 /// Largest batch handed to the singles sink (about 10 MB of columns); the sink queue holds
 /// a few of them, so its memory is bounded whatever the release sizes.
 const MAX_SINK_BATCH_HITS: usize = 1 << 18;
@@ -228,7 +231,13 @@ fn drain<'k>(
 ) -> Result<bool> {
     let mut got = false;
     for input in inputs.iter_mut() {
-        while let Some(chunk) = input.consumer.pop() {
+        // A bounded number per call: the caller releases merged hits to the sink between
+        // calls, so an input that refills its ring as fast as it is drained cannot make the
+        // merger hold an unbounded backlog.
+        for _ in 0..DRAIN_CHUNKS_PER_CALL {
+            let Some(chunk) = input.consumer.pop() else {
+                break;
+            };
             got = true;
             if let Some(w) = archive.as_mut() {
                 if !chunk.raw.is_empty() {
@@ -515,11 +524,13 @@ pub fn run_live_with_markers(
     input_stop.store(true, Ordering::Relaxed);
     let mut ingests = Vec::new();
     let mut input_errors = Vec::new();
-    // Keep draining while the inputs finish, then once more after they have.
+    // Keep draining (and releasing to the sink) while the inputs finish, then until their
+    // rings are empty.
     loop {
         let finished = inputs.iter().all(|i| i.handle.is_finished());
+        let mut got = false;
         if error.is_none() {
-            if let Err(e) = drain(
+            match drain(
                 &mut inputs,
                 &mut boards,
                 kernel,
@@ -528,13 +539,22 @@ pub fn run_live_with_markers(
                 &mut archive_error,
                 &mut streams,
             ) {
-                error = Some(format!("{e:#}"));
+                Ok(g) => got = g,
+                Err(e) => error = Some(format!("{e:#}")),
+            }
+            let ready = merger.release();
+            if !ready.is_empty() {
+                if let Err(e) = send(ready, &mut singles_sent) {
+                    error = Some(format!("{e:#}"));
+                }
             }
         }
-        if finished {
+        if finished && !got {
             break;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        if !got {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     let mut ring_losses = LossCounts::default();
     for input in inputs {
