@@ -1970,6 +1970,141 @@ mod dashboard {
         assert!(!dir.join(SOCKET_NAME).exists());
     }
 
+    /// `scandaq top` attached to a real `scandaq run` fed by fpga-sim over UDP with lost
+    /// packets: the viewer shows the counters `scandaq ctl status` reports (singles, the
+    /// dropped-data total and its reason), and killing the viewer does not disturb the run,
+    /// which completes with every board's hits accounted for.
+    #[test]
+    fn top_attached_to_a_udp_run_shows_its_counters_and_can_be_killed() {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            println!("SKIPPED: tmux is not installed (apt-get install tmux)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("runs");
+        let bin = env!("CARGO_BIN_EXE_scandaq");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = tmp.path().join("run.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[run]\nout = {:?}\nduration = \"8s\"\nstop_at_end_of_stream = false\n\
+                 [calibration]\ndir = {:?}\n[[input]]\nudp = \"127.0.0.1:{port}\"\n",
+                out.display().to_string(),
+                super::sim_dir().join("calib").display().to_string(),
+            ),
+        )
+        .unwrap();
+        let mut run = Command::new(bin)
+            .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("the run's control socket", Duration::from_secs(20), || {
+            out.exists() && run_dir(&out).join(SOCKET_NAME).exists()
+        });
+        let dir = run_dir(&out);
+        let id = std::process::id();
+        let top = Session(format!("scandaq-top-run-{id}"));
+        let top_cmd = format!("{bin} top {}", dir.display());
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &top.0,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &top_cmd,
+        ]);
+        wait_screen(&top.0, "RUNNING", 30);
+
+        // Two boards at 200 k hits/s for 2 s, 1 % of the packets lost.
+        let sent_dir = tmp.path().join("sender");
+        let config = scandaq_fpga_sim::stream::StreamConfig {
+            boards: 2,
+            faults: scandaq_fpga_sim::stream::Faults {
+                lose_packets: 0.01,
+                ..Default::default()
+            },
+            out_dir: Some(sent_dir),
+            ..scandaq_fpga_sim::stream::StreamConfig::new(
+                BenchConfig {
+                    seed: 5,
+                    duration_s: 2.0,
+                    hit_rate_hz: 2e5,
+                    ..BenchConfig::default()
+                },
+                scandaq_fpga_sim::stream::Transport::Udp {
+                    target: format!("127.0.0.1:{port}").parse().unwrap(),
+                },
+            )
+        };
+        let sent = scandaq_fpga_sim::stream::stream(config).unwrap();
+        let lost = sent.faults.lost_packets;
+        assert!(lost > 0);
+
+        // Everything has arrived; the counters stand still until the run's 8 s are up.
+        let socket = dir.join(SOCKET_NAME);
+        wait_until("every packet counted", Duration::from_secs(10), || {
+            control::request(&socket, &json!({"cmd": "status"}))
+                .map(|s| {
+                    let boards = s["snapshot"]["inputs"][0]["boards"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    boards.len() == 2 && boards.iter().all(|b| b["ended"].as_bool() == Some(true))
+                })
+                .unwrap_or(false)
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        let reply = control::request(&socket, &json!({"cmd": "status"})).unwrap();
+        let status = &reply["snapshot"];
+        let missing: u64 = status["inputs"][0]["boards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["packets_missing"].as_u64().unwrap())
+            .sum();
+        assert_eq!(missing, lost);
+        let singles = status["singles"].as_u64().unwrap() as f64;
+        let screen = wait_screen(&top.0, &format!("DROPPED {missing}"), 10);
+        assert!(
+            screen.contains(&format!("packet_gaps {missing}")),
+            "{screen}"
+        );
+        let shown = singles_on_screen(&screen).expect("singles on the screen");
+        assert!(
+            (shown - singles).abs() <= singles * 1e-3 + 1.0,
+            "top shows {shown} singles, ctl says {singles}\n{screen}"
+        );
+        assert!(screen.contains("run 000001"), "{screen}");
+
+        // Killing the viewer does not disturb the run: it ends by its duration limit with
+        // every hit accounted for, per board.
+        drop(top);
+        let status = run.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "{stderr}");
+        let m = Manifest::read(&dir).unwrap();
+        assert_eq!(m.stop_reason.as_deref(), Some("duration limit"));
+        for b in &sent.boards {
+            let id = b.source_id;
+            assert_eq!(
+                m.counts[&format!("board.{id}.hits_decoded")],
+                b.hits_sent - b.faults.lost_hits,
+                "board {id}"
+            );
+        }
+    }
+
     /// `scandaq ctl` and `scandaq top` without a terminal, and clear errors with no run.
     #[test]
     fn ctl_and_top_without_a_run_say_what_to_do() {
