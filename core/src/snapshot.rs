@@ -9,6 +9,12 @@ use std::collections::BTreeMap;
 pub const ENERGY_BINS: usize = 2048;
 /// Channel ids below this get their own rate counter; others share `other_channel_hits`.
 pub const TRACKED_CHANNELS: usize = 1 << 16;
+/// Channels per module (PETsys: 64 channels per ASIC).
+pub const CHANNELS_PER_MODULE: usize = 64;
+/// Bin width of the per-module energy spectra, keV (or ns of ToT without an energy table).
+pub const MODULE_ENERGY_BIN: f32 = 8.0;
+/// Bins of each per-module energy spectrum (0 to 2048 keV).
+pub const MODULE_ENERGY_BINS: usize = 256;
 
 /// The run's state as an operator sees it: idle -> configured -> running -> stopping ->
 /// stopped | error.
@@ -154,6 +160,10 @@ pub struct StatsSnapshot {
     pub channel_hits: Vec<(u32, u64)>,
     /// Hits on channel ids above the tracked range.
     pub other_channel_hits: u64,
+    /// `(module, counts per MODULE_ENERGY_BIN bin)` for every module (channel / 64) with
+    /// hits: the selected module's spectrum on the dashboard.
+    #[serde(default)]
+    pub module_energy_bins: Vec<(u32, Vec<u64>)>,
     /// Coincidence sorting so far; `None` while the run sorts none (or none yet).
     #[serde(default)]
     pub coincidences: Option<CoincidenceSnapshot>,

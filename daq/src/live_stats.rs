@@ -5,8 +5,9 @@
 
 use scandaq_core::HitBatch;
 pub use scandaq_core::snapshot::{
-    BoardDecodeSnapshot, BoardTransportSnapshot, CoincidenceSnapshot, ENERGY_BINS, InputSnapshot,
-    RunInfo, RunState, StatsSnapshot, TRACKED_CHANNELS,
+    BoardDecodeSnapshot, BoardTransportSnapshot, CHANNELS_PER_MODULE, CoincidenceSnapshot,
+    ENERGY_BINS, InputSnapshot, MODULE_ENERGY_BIN, MODULE_ENERGY_BINS, RunInfo, RunState,
+    StatsSnapshot, TRACKED_CHANNELS,
 };
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,9 @@ pub struct LiveStats {
     energy: Box<[AtomicU64]>,
     channels: Box<[AtomicU64]>,
     other_channel_hits: AtomicU64,
+    /// Per-module energy spectra, `[module * MODULE_ENERGY_BINS + bin]` (allocated on the
+    /// first singles).
+    module_energy: Mutex<Vec<u64>>,
 }
 
 impl Default for LiveStats {
@@ -98,6 +102,7 @@ impl Default for LiveStats {
             energy: (0..ENERGY_BINS).map(|_| AtomicU64::new(0)).collect(),
             channels: (0..TRACKED_CHANNELS).map(|_| AtomicU64::new(0)).collect(),
             other_channel_hits: AtomicU64::new(0),
+            module_energy: Mutex::new(Vec::new()),
         }
     }
 }
@@ -147,6 +152,21 @@ impl LiveStats {
                 bin.fetch_add(u64::from(n), Ordering::Relaxed);
             }
         }
+        {
+            // One writer (the processing thread); a snapshot holds the lock only to copy.
+            let mut modules = self.module_energy.lock().unwrap_or_else(|p| p.into_inner());
+            let n_modules = TRACKED_CHANNELS / CHANNELS_PER_MODULE;
+            if modules.is_empty() {
+                modules.resize(n_modules * MODULE_ENERGY_BINS, 0);
+            }
+            for (&c, &e) in batch.channel.iter().zip(&batch.energy_kev) {
+                let module = c as usize / CHANNELS_PER_MODULE;
+                let bin = e / MODULE_ENERGY_BIN;
+                if module < n_modules && bin >= 0.0 && (bin as usize) < MODULE_ENERGY_BINS {
+                    modules[module * MODULE_ENERGY_BINS + bin as usize] += 1;
+                }
+            }
+        }
         let mut sorted = batch.channel.clone();
         sorted.sort_unstable();
         for run in sorted.chunk_by(|a, b| a == b) {
@@ -194,6 +214,15 @@ impl LiveStats {
                 })
                 .collect(),
             other_channel_hits: self.other_channel_hits.load(Ordering::Relaxed),
+            module_energy_bins: {
+                let modules = self.module_energy.lock().unwrap_or_else(|p| p.into_inner());
+                modules
+                    .chunks(MODULE_ENERGY_BINS)
+                    .enumerate()
+                    .filter(|(_, bins)| bins.iter().any(|&n| n > 0))
+                    .map(|(m, bins)| (m as u32, bins.to_vec()))
+                    .collect()
+            },
             coincidences: self.sink.coincidences.get(),
         }
     }
@@ -216,6 +245,12 @@ mod tests {
         assert_eq!(s.energy_bins.iter().sum::<u64>(), 2);
         assert_eq!(s.channel_hits, vec![(5, 2), (9, 1)]);
         assert_eq!(s.other_channel_hits, 1);
+        // Channel 5 is in module 0; channel 9's energy is out of range.
+        assert_eq!(s.module_energy_bins.len(), 1);
+        let (module, bins) = &s.module_energy_bins[0];
+        assert_eq!(*module, 0);
+        assert_eq!(bins[(511.2 / MODULE_ENERGY_BIN) as usize], 2);
+        assert_eq!(bins.iter().sum::<u64>(), 2);
         let later = stats.snapshot();
         assert_eq!(later.singles_rate_since(&s), 0.0);
     }

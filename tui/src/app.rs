@@ -218,6 +218,8 @@ pub struct App {
     log: VecDeque<LogEntry>,
     /// Index into the sorted list of modules with hits.
     pub selected_module: usize,
+    /// `e` pressed: the energy spectrum shows the selected module instead of all channels.
+    pub module_spectrum: bool,
     /// Channel within the selected module (0..63).
     pub selected_channel: u32,
     /// The main view.
@@ -326,6 +328,7 @@ impl App {
             coincidences: None,
             log: VecDeque::new(),
             selected_module: 0,
+            module_spectrum: false,
             selected_channel: 0,
             view: View::Overview,
             help: false,
@@ -623,6 +626,10 @@ impl App {
                 } else if let Some((s, b)) = self.shown() {
                     self.frozen = Some((s.clone(), b.cloned()));
                 }
+                Action::None
+            }
+            Key::Char('e') => {
+                self.module_spectrum = !self.module_spectrum;
                 Action::None
             }
             Key::Char('?') | Key::Char('h') => {

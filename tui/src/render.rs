@@ -303,14 +303,37 @@ fn bar_rows(values: &[f64], height: usize) -> Vec<String> {
         .collect()
 }
 
+/// The spectrum shown: all channels (1 keV bins) or, after `e`, the selected module's
+/// (MODULE_ENERGY_BIN bins); with its label.
+fn spectrum_source<'s>(app: &App, s: &'s StatsSnapshot) -> (&'s [u64], f64, String) {
+    if app.module_spectrum {
+        if let Some(m) = app.module() {
+            let bins = s
+                .module_energy_bins
+                .iter()
+                .find(|(id, _)| *id == m)
+                .map_or(&[][..], |(_, b)| b.as_slice());
+            return (
+                bins,
+                f64::from(scandaq_core::snapshot::MODULE_ENERGY_BIN),
+                format!("module {m}"),
+            );
+        }
+    }
+    (&s.energy_bins, 1.0, "all channels".into())
+}
+
 fn draw_spectrum(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     let (lo_w, hi_w) = app.options.energy_window_kev;
-    let total: u64 = s.energy_bins.iter().sum();
-    let in_window: u64 = s
-        .energy_bins
+    let (bins, width, label) = spectrum_source(app, s);
+    let total: u64 = bins.iter().sum();
+    let in_window: u64 = bins
         .iter()
         .enumerate()
-        .filter(|(i, _)| (*i as f64) >= lo_w && (*i as f64) < hi_w)
+        .filter(|(i, _)| {
+            let e = (*i as f64 + 0.5) * width;
+            e >= lo_w && e < hi_w
+        })
         .map(|(_, c)| c)
         .sum();
     let share = if total > 0 {
@@ -319,7 +342,9 @@ fn draw_spectrum(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
         String::new()
     };
     let title = if area.width >= 60 {
-        format!(" energy spectrum, all channels (keV); window {lo_w:.0}-{hi_w:.0}{share} ")
+        format!(" energy spectrum, {label} (keV); window {lo_w:.0}-{hi_w:.0}{share} ")
+    } else if app.module_spectrum {
+        format!(" keV, {label}, window {lo_w:.0}-{hi_w:.0}{share} ")
     } else {
         format!(" keV, window {lo_w:.0}-{hi_w:.0}{share} ")
     };
@@ -338,9 +363,9 @@ fn draw_spectrum(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     let per = range / cols as f64;
     let values: Vec<f64> = (0..cols)
         .map(|c| {
-            let (a, b) = ((c as f64 * per) as usize, ((c + 1) as f64 * per) as usize);
-            s.energy_bins
-                .get(a..b.min(s.energy_bins.len()))
+            let a = (c as f64 * per / width) as usize;
+            let b = (((c + 1) as f64 * per / width) as usize).max(a + 1);
+            bins.get(a.min(bins.len())..b.min(bins.len()))
                 .map_or(0, |x| x.iter().sum::<u64>()) as f64
         })
         .collect();
@@ -636,6 +661,7 @@ fn draw_overlays(frame: &mut Frame, app: &App) {
             Line::raw("p         freeze / unfreeze the display"),
             Line::raw("tab       overview / losses view"),
             Line::raw("← →       select module (crystal map)"),
+            Line::raw("e         energy spectrum: all channels / selected module"),
             Line::raw("↑ ↓       select channel in the module"),
             Line::raw("?         this help (any key closes it)"),
         ];

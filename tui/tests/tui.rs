@@ -96,6 +96,7 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
         energy_bins,
         channel_hits,
         other_channel_hits: 0,
+        module_energy_bins: vec![],
         coincidences: None,
     }
 }
@@ -396,4 +397,38 @@ fn coincidence_panel_is_fed_from_the_snapshot() {
     let s = text(&draw(&app, 200, 50));
     assert!(s.contains("prompt 10.0 k/s"), "{s}");
     assert!(!s.contains("no coincidences yet"));
+}
+
+#[test]
+fn e_shows_the_selected_module_spectrum() {
+    use scandaq_core::snapshot::{MODULE_ENERGY_BIN, MODULE_ENERGY_BINS};
+    let mut app = App::new(AppOptions::default());
+    let mut s = snapshot(2.0, RunState::Running, false);
+    // Module 0: everything in the photopeak (511 keV); module 1: everything at 100 keV (a
+    // module whose gain dropped).
+    let bin = |kev: f32| (kev / MODULE_ENERGY_BIN) as usize;
+    let mut m0 = vec![0u64; MODULE_ENERGY_BINS];
+    m0[bin(511.0)] = 5000;
+    let mut m1 = vec![0u64; MODULE_ENERGY_BINS];
+    m1[bin(100.0)] = 5000;
+    s.module_energy_bins = vec![(0, m0), (1, m1)];
+    app.update(s);
+    let all = text(&draw(&app, 200, 50));
+    assert!(all.contains("energy spectrum, all channels"), "{all}");
+    assert_eq!(app.handle_key(Key::Char('e')), Action::None);
+    let m0 = text(&draw(&app, 200, 50));
+    assert!(
+        m0.contains("energy spectrum, module 0 (keV); window 425-650: 100%"),
+        "{m0}"
+    );
+    app.handle_key(Key::Right);
+    let m1 = text(&draw(&app, 200, 50));
+    assert!(
+        m1.contains("energy spectrum, module 1 (keV); window 425-650: 0%"),
+        "{m1}"
+    );
+    let small = text(&draw(&app, 80, 24));
+    assert!(small.contains("module 1"), "{small}");
+    app.handle_key(Key::Char('e'));
+    assert!(text(&draw(&app, 200, 50)).contains("energy spectrum, all channels"));
 }
