@@ -1,9 +1,12 @@
 //! One Parquet file written atomically: rows go to `NAME.inprogress`, which is fsynced and
 //! renamed to `NAME` on commit; the SHA-256 and size are computed while writing.
 //!
-//! Row groups are cut by rows or by buffered bytes, whichever comes first, and their columns
-//! are encoded and compressed in parallel (one rayon task per column, parquet's
-//! `ArrowColumnWriter` API), then spliced into the file in schema order.
+//! Row groups are cut by rows or by buffered bytes, whichever comes first. Each is encoded and
+//! compressed with parquet's `ArrowColumnWriter` API: with `parallel_row_groups`, whole row
+//! groups are handed to rayon tasks (up to one per core in flight, so the cores share the work
+//! evenly whatever the columns cost) and their column chunks spliced into the file in order;
+//! otherwise the open row group's columns are encoded batch by batch, in parallel
+//! (`parallel_columns`) or one after the other.
 
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
@@ -21,9 +24,11 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
 
 /// How a table's columns are laid out in the file.
 #[derive(Clone, Debug)]
@@ -36,6 +41,9 @@ pub struct WriteOptions {
     pub row_group_bytes: usize,
     /// Encode a row group's columns in parallel (rayon); false = one after the other.
     pub parallel_columns: bool,
+    /// Encode whole row groups as rayon tasks, several in flight (the fastest on a few cores;
+    /// costs up to one row group of buffered rows per core).
+    pub parallel_row_groups: bool,
     /// Columns written with DELTA_BINARY_PACKED (monotone integers such as times).
     pub delta_columns: Vec<&'static str>,
     /// Columns written with BYTE_STREAM_SPLIT (floats).
@@ -53,6 +61,7 @@ impl Default for WriteOptions {
             row_group_rows: 1 << 20,
             row_group_bytes: 128 << 20,
             parallel_columns: true,
+            parallel_row_groups: true,
             delta_columns: Vec::new(),
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
@@ -94,7 +103,39 @@ pub struct ParquetTableWriter {
     row_group_bytes: usize,
     row_groups: usize,
     parallel_columns: bool,
+    parallel_row_groups: bool,
+    /// Rows of the row group being gathered (parallel_row_groups).
+    gathered: Vec<RecordBatch>,
+    /// Row groups being encoded, oldest first; each delivers its column chunks.
+    in_flight: VecDeque<Receiver<ParquetResult<Vec<ArrowColumnChunk>>>>,
+    /// Row groups handed out for encoding (their index in the file).
+    launched: usize,
     rows: u64,
+}
+
+/// Encodes `batches` into `writers` (one per leaf column, schema order) and closes them.
+fn encode_row_group(
+    mut writers: Vec<ArrowColumnWriter>,
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    parallel_columns: bool,
+) -> ParquetResult<Vec<ArrowColumnChunk>> {
+    let fields = schema.fields();
+    let encode = |(i, w): (usize, &mut ArrowColumnWriter)| -> ParquetResult<()> {
+        for rows in batches {
+            for leaf in compute_leaves(&fields[i], rows.column(i))? {
+                w.write(&leaf)?;
+            }
+        }
+        Ok(())
+    };
+    if parallel_columns {
+        writers.par_iter_mut().enumerate().try_for_each(encode)?;
+        writers.into_par_iter().map(|w| w.close()).collect()
+    } else {
+        writers.iter_mut().enumerate().try_for_each(encode)?;
+        writers.into_iter().map(|w| w.close()).collect()
+    }
 }
 
 fn parquet_err(path: &Path, e: impl std::fmt::Display) -> SinkError {
@@ -168,6 +209,10 @@ impl ParquetTableWriter {
             row_group_bytes: options.row_group_bytes.max(1),
             row_groups: 0,
             parallel_columns: options.parallel_columns,
+            parallel_row_groups: options.parallel_row_groups,
+            gathered: Vec::new(),
+            in_flight: VecDeque::new(),
+            launched: 0,
             rows: 0,
         })
     }
@@ -197,11 +242,19 @@ impl ParquetTableWriter {
             self.pending_bytes += take * bytes_per_row;
             self.pending_rows += take;
             self.rows += take as u64;
-            self.encode(&head)?;
+            if self.parallel_row_groups {
+                self.gathered.push(head);
+            } else {
+                self.encode(&head)?;
+            }
             if self.pending_rows >= self.row_group_rows
                 || self.pending_bytes >= self.row_group_bytes
             {
-                self.flush_row_group()?;
+                if self.parallel_row_groups {
+                    self.launch_row_group()?;
+                } else {
+                    self.flush_row_group()?;
+                }
             }
         }
         Ok(())
@@ -234,8 +287,77 @@ impl ParquetTableWriter {
         .map_err(|e| parquet_err(&path, e))
     }
 
+    /// Hands the gathered rows to a rayon task as one row group; appends finished row groups
+    /// (oldest first) while more than one per core is in flight.
+    fn launch_row_group(&mut self) -> Result<(), SinkError> {
+        let batches = std::mem::take(&mut self.gathered);
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let writers = self
+            .factory
+            .create_column_writers(self.launched)
+            .map_err(|e| parquet_err(&self.final_path, e))?;
+        self.launched += 1;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let schema = self.schema.clone();
+        let parallel_columns = self.parallel_columns;
+        rayon::spawn(move || {
+            let _ = tx.send(encode_row_group(
+                writers,
+                &batches,
+                &schema,
+                parallel_columns,
+            ));
+        });
+        self.in_flight.push_back(rx);
+        while self.in_flight.len() > rayon::current_num_threads().max(1) {
+            self.append_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest row group in flight and splices it into the file.
+    fn append_oldest(&mut self) -> Result<(), SinkError> {
+        let Some(rx) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let path = self.final_path.clone();
+        let chunks = rx
+            .recv()
+            .map_err(|_| parquet_err(&path, "a row group's encoding task died"))?
+            .map_err(|e| parquet_err(&path, e))?;
+        self.append_chunks(chunks)
+    }
+
+    fn append_chunks(&mut self, chunks: Vec<ArrowColumnChunk>) -> Result<(), SinkError> {
+        let path = self.final_path.clone();
+        let mut row_group = self
+            .writer
+            .next_row_group()
+            .map_err(|e| parquet_err(&path, e))?;
+        for chunk in chunks {
+            chunk
+                .append_to_row_group(&mut row_group)
+                .map_err(|e| parquet_err(&path, e))?;
+        }
+        row_group.close().map_err(|e| parquet_err(&path, e))?;
+        self.row_groups += 1;
+        Ok(())
+    }
+
     /// Closes the open row group: its column chunks (closed in parallel) go into the file.
+    /// With parallel row groups: launches the gathered rows and waits for every row group.
     fn flush_row_group(&mut self) -> Result<(), SinkError> {
+        if self.parallel_row_groups {
+            self.launch_row_group()?;
+            while !self.in_flight.is_empty() {
+                self.append_oldest()?;
+            }
+            return Ok(());
+        }
         let Some(writers) = self.open.take() else {
             return Ok(());
         };
@@ -253,17 +375,8 @@ impl ParquetTableWriter {
                 .collect::<ParquetResult<Vec<_>>>()
         }
         .map_err(|e| parquet_err(&path, e))?;
-        let mut row_group = self
-            .writer
-            .next_row_group()
-            .map_err(|e| parquet_err(&path, e))?;
-        for chunk in chunks {
-            chunk
-                .append_to_row_group(&mut row_group)
-                .map_err(|e| parquet_err(&path, e))?;
-        }
-        row_group.close().map_err(|e| parquet_err(&path, e))?;
-        self.row_groups += 1;
+        self.append_chunks(chunks)?;
+        self.launched = self.row_groups;
         self.pending_rows = 0;
         self.pending_bytes = 0;
         Ok(())
@@ -362,15 +475,19 @@ mod tests {
             Field::new("energy_kev", DataType::Float32, false),
         ]));
         let dir = tempfile::tempdir().unwrap();
-        for (rows, bytes, expect_groups) in [(1000, usize::MAX, 8), (usize::MAX, 4096, 0)] {
+        let cases = [(1000, usize::MAX, 8), (usize::MAX, 4096, 0)];
+        for ((rows, bytes, expect_groups), whole_groups) in
+            cases.into_iter().flat_map(|c| [(c, true), (c, false)])
+        {
             let options = WriteOptions {
                 row_group_rows: rows,
                 row_group_bytes: bytes,
+                parallel_row_groups: whole_groups,
                 delta_columns: vec!["t_ps"],
                 byte_stream_split_columns: vec!["energy_kev"],
                 ..WriteOptions::default()
             };
-            let name = format!("t-{rows}-{bytes}.parquet");
+            let name = format!("t-{rows}-{bytes}-{whole_groups}.parquet");
             let mut w =
                 ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
                     .unwrap();

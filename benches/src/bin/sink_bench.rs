@@ -37,13 +37,20 @@ fn main() {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let dir = tempfile::tempdir().expect("temp dir");
     // Both modes alternate in one process, so machine load affects them alike.
-    let mut times = [Vec::new(), Vec::new()];
+    // Modes: whole row groups in parallel (the default), columns in parallel, sequential.
+    let modes = [
+        ("scandaq", true, true),
+        ("scandaq_parallel_columns", false, true),
+        ("scandaq_sequential", false, false),
+    ];
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
     let mut bytes = 0;
     for i in 0..repeats {
-        for (mode, parallel) in [(0, true), (1, false)] {
+        for (mode, &(_, row_groups, columns)) in modes.iter().enumerate() {
             let name = format!("out-{i}-{mode}.parquet");
             let options = scandaq_sinks::WriteOptions {
-                parallel_columns: parallel,
+                parallel_row_groups: row_groups,
+                parallel_columns: columns,
                 ..singles::write_options()
             };
             let start = Instant::now();
@@ -59,7 +66,7 @@ fn main() {
             std::fs::remove_file(dir.path().join(&name)).ok();
         }
     }
-    for (mode, label) in [(0, "scandaq"), (1, "scandaq_sequential_columns")] {
+    for (mode, &(label, _, _)) in modes.iter().enumerate() {
         let t = &mut times[mode];
         t.sort_by(f64::total_cmp);
         let median = t[t.len() / 2];
