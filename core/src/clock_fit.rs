@@ -537,6 +537,14 @@ impl ClockFit {
         })
     }
 
+    /// Fitted rate of segment `idx` (as in [`ClockTime::segment`]), ns per tick.
+    pub fn ns_per_tick(&self, idx: usize) -> Option<f64> {
+        self.segments
+            .get(idx)
+            .map(|s| s.slope)
+            .filter(|s| s.is_finite())
+    }
+
     /// Every segment so far (the last one still open).
     pub fn segments(&self) -> Vec<ClockSegment> {
         self.segments.iter().map(Segment::report).collect()

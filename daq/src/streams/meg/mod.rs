@@ -1,0 +1,502 @@
+//! Processor for OPM-MEG sample blocks (payload format 3, docs/meg.md): decodes each block,
+//! unwraps its 32-bit sample counter, counts gaps, duplicates and counter jumps, fits the board
+//! clock against the clock-sync control records ([`scandaq_core::clock_fit`]) and gives every
+//! block the corrected reference time of its first sample. A block is held until a sync point
+//! at or after its last sample has arrived (bounded by `max_hold_s`), so its time is
+//! interpolated, not extrapolated. Rows go to `meg_blocks` and `triggers` through a writer
+//! thread ([`writer`]); `meg_channels` and `clock_segments` are written at the end.
+
+mod writer;
+
+use super::{StreamContext, StreamFigure, StreamProcessor, StreamReport};
+use anyhow::{Context, Result};
+use scandaq_core::LossCounts;
+use scandaq_core::clock_fit::{ClockFit, ClockFitConfig, CounterUnwrapper, SyncPoint};
+use scandaq_decoders::control::{ControlRecord, decode_control};
+use scandaq_decoders::meg::{
+    ChannelInfo, FLAG_CLIPPED, FLAG_TRIGGER_CHANNEL, decode_block, parse_channel_table,
+};
+use scandaq_sinks::ParquetTableWriter;
+use scandaq_sinks::meg_tables::{
+    self, BlockRow, BlocksBuilder, CHANNELS_TABLE, CLOCK_SEGMENTS_TABLE, TriggerRow, block_flags,
+};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use writer::{Batch, Writer};
+
+/// `meg_blocks` rows per record batch sent to the writer (or fewer when they reach
+/// [`BATCH_BYTES`]).
+const BATCH_ROWS: usize = 4096;
+/// Payload bytes per record batch.
+const BATCH_BYTES: usize = 16 << 20;
+
+fn default_max_residual_ns() -> f64 {
+    ClockFitConfig::default().max_residual_ns
+}
+fn default_jump_residual_ns() -> f64 {
+    ClockFitConfig::default().jump_residual_ns
+}
+fn default_max_hold_s() -> f64 {
+    5.0
+}
+fn default_max_gap_samples() -> u64 {
+    1_000_000
+}
+fn default_max_backward_samples() -> u64 {
+    20_000
+}
+
+/// Settings from the run configuration's `[meg]` section.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MegSettings {
+    /// The channel table (tab-separated: name, kind, cal, range, unit, delay_ps, position,
+    /// orientation; `fpga-sim --preset opm --out DIR` writes `DIR/opm_channels.tsv`). Without
+    /// it `meg_channels` is not written and `scandaq export fif` cannot run.
+    #[serde(default)]
+    pub channel_table: Option<PathBuf>,
+    /// Largest residual of a sync point from its clock segment's line, ns; beyond it a new
+    /// segment starts (the clock drifted).
+    #[serde(default = "default_max_residual_ns")]
+    pub clock_max_residual_ns: f64,
+    /// A sync point this far (ns) from the extrapolated line is a clock jump/reset.
+    #[serde(default = "default_jump_residual_ns")]
+    pub clock_jump_residual_ns: f64,
+    /// Longest a block waits for the sync point after it, seconds of samples; then its time
+    /// is extrapolated (flagged).
+    #[serde(default = "default_max_hold_s")]
+    pub max_hold_s: f64,
+    /// Largest forward step of the sample counter counted as missing samples; beyond it the
+    /// counter jumped (a new counter segment).
+    #[serde(default = "default_max_gap_samples")]
+    pub max_gap_samples: u64,
+    /// How far a counter may step back (a duplicate, a sync latched in an earlier block)
+    /// before it is a reset.
+    #[serde(default = "default_max_backward_samples")]
+    pub max_backward_samples: u64,
+}
+
+impl Default for MegSettings {
+    fn default() -> Self {
+        Self {
+            channel_table: None,
+            clock_max_residual_ns: default_max_residual_ns(),
+            clock_jump_residual_ns: default_jump_residual_ns(),
+            max_hold_s: default_max_hold_s(),
+            max_gap_samples: default_max_gap_samples(),
+            max_backward_samples: default_max_backward_samples(),
+        }
+    }
+}
+
+/// Reads a channel table file.
+pub fn load_channel_table(path: &Path) -> Result<Vec<ChannelInfo>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the MEG channel table {}", path.display()))?;
+    parse_channel_table(&text)
+        .with_context(|| format!("MEG channel table {} ([meg] channel_table)", path.display()))
+}
+
+/// A block waiting for the sync point after it.
+struct Held {
+    index: i64,
+    counter: u32,
+    counter_segment: u32,
+    n_samples: u16,
+    n_channels: u16,
+    flags: u32,
+    payload: Vec<u8>,
+}
+
+struct MegProcessor {
+    source_id: u32,
+    run_dir: PathBuf,
+    metadata: Vec<(String, String)>,
+    settings: MegSettings,
+    channels: Option<Vec<ChannelInfo>>,
+    unwrap: CounterUnwrapper,
+    fit: ClockFit,
+    next_index: Option<i64>,
+    /// Flags to put on the next block (gap, counter jump).
+    pending_flags: u32,
+    held: VecDeque<Held>,
+    held_samples: i64,
+    hold_limit_samples: i64,
+    last_trigger: Option<i32>,
+    blocks: BlocksBuilder,
+    triggers: Vec<TriggerRow>,
+    writer: Option<Writer>,
+    losses: LossCounts,
+    warnings: Vec<String>,
+    n_blocks: u64,
+    n_samples: u64,
+    n_syncs: u64,
+    n_trigger_edges: u64,
+    n_extrapolated: u64,
+    counter_jumps: u64,
+    shape_warned: bool,
+    rate_hz: f64,
+}
+
+/// Makes the processor for one stream.
+pub fn new_processor(ctx: StreamContext) -> Result<Box<dyn StreamProcessor>> {
+    let settings = ctx.settings.meg.clone();
+    let channels = match &settings.channel_table {
+        Some(p) => Some(load_channel_table(p)?),
+        None => None,
+    };
+    let writer = Writer::start(&ctx.run_dir, &ctx.metadata, ctx.source_id)?;
+    let fit = ClockFit::new(ClockFitConfig {
+        max_residual_ns: settings.clock_max_residual_ns,
+        jump_residual_ns: settings.clock_jump_residual_ns,
+        ..ClockFitConfig::default()
+    });
+    let mut warnings = Vec::new();
+    if channels.is_none() {
+        warnings.push(format!(
+            "MEG stream {}: no [meg] channel_table: meg_channels not written, values stay raw counts",
+            ctx.source_id
+        ));
+    }
+    Ok(Box::new(MegProcessor {
+        source_id: ctx.source_id,
+        run_dir: ctx.run_dir,
+        metadata: ctx.metadata,
+        unwrap: CounterUnwrapper::u32_counter(
+            settings.max_gap_samples,
+            settings.max_backward_samples,
+        ),
+        settings,
+        channels,
+        fit,
+        next_index: None,
+        pending_flags: 0,
+        held: VecDeque::new(),
+        held_samples: 0,
+        hold_limit_samples: i64::MAX,
+        last_trigger: None,
+        blocks: BlocksBuilder::default(),
+        triggers: Vec::new(),
+        writer: Some(writer),
+        losses: LossCounts::default(),
+        warnings,
+        n_blocks: 0,
+        n_samples: 0,
+        n_syncs: 0,
+        n_trigger_edges: 0,
+        n_extrapolated: 0,
+        counter_jumps: 0,
+        shape_warned: false,
+        rate_hz: 0.0,
+    }))
+}
+
+impl MegProcessor {
+    fn on_counter_jump(&mut self, j: &scandaq_core::clock_fit::CounterJump) -> Result<()> {
+        self.counter_jumps += 1;
+        self.warnings.push(format!(
+            "MEG stream {}: sample counter jumped {:?} from {} to {} (counter segment {}); \
+             indices continue after the last block, times restart with a new clock segment",
+            self.source_id, j.kind, j.raw_before, j.raw_after, j.new_segment
+        ));
+        self.pending_flags |= block_flags::COUNTER_JUMP;
+        // The held blocks will never get a sync point of their own segment after them.
+        self.release_held(true)
+    }
+
+    /// Releases held blocks whose bracketing sync point has arrived (all of them when
+    /// `all`), and those held too long.
+    fn release_held(&mut self, all: bool) -> Result<()> {
+        while let Some(front) = self.held.front() {
+            let last_tick = front.index + i64::from(front.n_samples) - 1;
+            let bracketed = match (self.fit.last_tick(), self.fit.last_counter_segment()) {
+                (Some(t), Some(seg)) => {
+                    seg > front.counter_segment || (seg == front.counter_segment && t >= last_tick)
+                }
+                _ => false,
+            };
+            if !(all || bracketed || self.held_samples > self.hold_limit_samples) {
+                break;
+            }
+            if let Some(b) = self.held.pop_front() {
+                self.held_samples -= i64::from(b.n_samples);
+                self.emit(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Times a block, finds its trigger edges and adds its row.
+    fn emit(&mut self, b: Held) -> Result<()> {
+        let mut flags = b.flags;
+        let time = self.fit.time(b.index, 0.0);
+        let rate = time
+            .and_then(|t| self.fit.ns_per_tick(t.segment))
+            .map(|ns| 1e9 / ns);
+        if time.is_none_or(|t| t.extrapolated) {
+            flags |= block_flags::TIME_EXTRAPOLATED;
+            self.n_extrapolated += 1;
+        }
+        if let Some(r) = rate {
+            self.rate_hz = r;
+        }
+        if b.flags & block_flags::TRIGGER_CHANNEL != 0 && b.n_channels > 0 {
+            let nch = b.n_channels as usize;
+            let c = nch - 1;
+            for s in 0..b.n_samples as usize {
+                let o = 4 * (s * nch + c);
+                let Some(bytes) = b.payload.get(o..o + 4) else {
+                    break;
+                };
+                let v = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                let prev = *self.last_trigger.get_or_insert(v);
+                let changed = prev ^ v;
+                if changed != 0 {
+                    let sample = b.index + s as i64;
+                    let t = self.fit.time(sample, 0.0);
+                    for bit in 0..32u8 {
+                        if changed & (1 << bit) != 0 {
+                            self.triggers.push(TriggerRow {
+                                stream: self.source_id,
+                                sample,
+                                t_ns: t.map(|t| t.ns),
+                                bit,
+                                rising: v & (1 << bit) != 0,
+                                extrapolated: t.is_none_or(|t| t.extrapolated),
+                            });
+                            self.n_trigger_edges += 1;
+                        }
+                    }
+                }
+                self.last_trigger = Some(v);
+            }
+        }
+        self.blocks.push(&BlockRow {
+            stream: self.source_id,
+            first_sample: b.index,
+            counter: b.counter,
+            counter_segment: b.counter_segment,
+            n_samples: b.n_samples,
+            n_channels: b.n_channels,
+            t_first_ns: time.map(|t| t.ns),
+            rate_hz: rate,
+            flags,
+            payload: &b.payload,
+        });
+        if self.blocks.rows() >= BATCH_ROWS || self.blocks.bytes() >= BATCH_BYTES {
+            self.flush_batches()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batches(&mut self) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        if self.blocks.rows() > 0 {
+            let batch = self
+                .blocks
+                .finish()
+                .context("building a meg_blocks batch")?;
+            writer.send(Batch::Blocks(batch))?;
+        }
+        if !self.triggers.is_empty() {
+            let batch =
+                meg_tables::triggers_batch(&self.triggers).context("building a triggers batch")?;
+            self.triggers.clear();
+            writer.send(Batch::Triggers(batch))?;
+        }
+        Ok(())
+    }
+
+    fn write_small_table(
+        &self,
+        table: &str,
+        schema: arrow_schema::SchemaRef,
+        batch: arrow_array::RecordBatch,
+    ) -> Result<scandaq_sinks::FileRecord> {
+        let mut w = ParquetTableWriter::create(
+            &self.run_dir,
+            &meg_tables::file_name(table, self.source_id),
+            schema,
+            &meg_tables::small_write_options(),
+            writer::table_metadata(&self.metadata, table, self.source_id),
+        )?;
+        w.write(&batch)?;
+        Ok(w.commit()?)
+    }
+}
+
+impl StreamProcessor for MegProcessor {
+    fn payload(&mut self, payload: &[u8]) -> Result<()> {
+        let block = match decode_block(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                // Its samples show up as a gap in the next block's index.
+                self.losses.add(e.reason(), 1);
+                return Ok(());
+            }
+        };
+        let h = block.header;
+        if self.hold_limit_samples == i64::MAX && h.sample_rate_mhz > 0 {
+            self.hold_limit_samples =
+                (self.settings.max_hold_s * f64::from(h.sample_rate_mhz) / 1000.0).ceil() as i64;
+        }
+        let u = self
+            .unwrap
+            .push_span(u64::from(h.sample_counter), u64::from(h.n_samples));
+        if let Some(j) = u.jump {
+            self.on_counter_jump(&j)?;
+        }
+        let n = i64::from(h.n_samples);
+        // The index is the unwrapped tick (the clock fit works in the same space); after a
+        // jump it continues right after the highest count seen, the true gap is unknown.
+        let index = u.tick;
+        let jumped = self.pending_flags & block_flags::COUNTER_JUMP != 0;
+        if let Some(next) = self.next_index.filter(|_| !jumped) {
+            if index > next {
+                self.losses
+                    .add("meg_missing_samples", (index - next) as u64);
+                self.losses.add("meg_sample_gaps", 1);
+                self.pending_flags |= block_flags::AFTER_GAP;
+            } else if index < next {
+                if index + n <= next {
+                    self.losses.add("meg_duplicate_blocks", 1);
+                } else {
+                    self.losses.add("meg_overlapping_blocks", 1);
+                }
+                return Ok(());
+            }
+        }
+        self.next_index = Some(index + n);
+        let mut flags = std::mem::take(&mut self.pending_flags);
+        if h.flags & FLAG_TRIGGER_CHANNEL != 0 {
+            flags |= block_flags::TRIGGER_CHANNEL;
+        }
+        if h.flags & FLAG_CLIPPED != 0 {
+            flags |= block_flags::CLIPPED;
+        }
+        if let Some(ch) = &self.channels
+            && ch.len() != h.n_channels as usize
+        {
+            flags |= block_flags::SHAPE_MISMATCH;
+            if !self.shape_warned {
+                self.shape_warned = true;
+                self.warnings.push(format!(
+                    "MEG stream {}: blocks carry {} channels, the channel table describes {}",
+                    self.source_id,
+                    h.n_channels,
+                    ch.len()
+                ));
+            }
+        }
+        self.n_blocks += 1;
+        self.n_samples += h.n_samples as u64;
+        self.held_samples += n;
+        self.held.push_back(Held {
+            index,
+            counter: h.sample_counter,
+            counter_segment: u.segment,
+            n_samples: h.n_samples,
+            n_channels: h.n_channels,
+            flags,
+            payload: block.data.to_vec(),
+        });
+        self.release_held(false)
+    }
+
+    fn control(&mut self, payload: &[u8]) -> Result<()> {
+        let sync = match decode_control(payload) {
+            Ok(ControlRecord::ClockSync(s)) => s,
+            Ok(ControlRecord::Unknown(_)) => {
+                self.losses.add("control_unknown_kind_packets", 1);
+                return Ok(());
+            }
+            Err(e) => {
+                self.losses.add(e.reason(), 1);
+                return Ok(());
+            }
+        };
+        let u = self.unwrap.push(sync.device_counter & 0xFFFF_FFFF);
+        if let Some(j) = u.jump {
+            self.on_counter_jump(&j)?;
+        }
+        self.n_syncs += 1;
+        let outcome = self.fit.add(
+            SyncPoint {
+                tick: u.tick,
+                frac: f64::from(sync.device_fraction) / 4_294_967_296.0,
+                reference_ns: sync.reference_ns,
+            },
+            u.segment,
+        );
+        if outcome == scandaq_core::clock_fit::PointOutcome::NotAdvancing {
+            self.losses.add("meg_sync_points_not_advancing", 1);
+        }
+        self.release_held(false)
+    }
+
+    fn figures(&self) -> Vec<StreamFigure> {
+        vec![
+            ("blocks".into(), self.n_blocks as f64, "".into()),
+            ("samples".into(), self.n_samples as f64, "".into()),
+            ("rate".into(), self.rate_hz, "Hz".into()),
+            (
+                "trigger edges".into(),
+                self.n_trigger_edges as f64,
+                "".into(),
+            ),
+        ]
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<StreamReport> {
+        self.release_held(true)?;
+        self.flush_batches()?;
+        let mut files = self
+            .writer
+            .take()
+            .map(Writer::finish)
+            .transpose()?
+            .unwrap_or_default();
+        let id = self.source_id;
+        if let Some(ch) = &self.channels {
+            let batch = meg_tables::channels_batch(id, ch).context("building meg_channels")?;
+            files.push(self.write_small_table(
+                CHANNELS_TABLE,
+                meg_tables::channels_schema(),
+                batch,
+            )?);
+        }
+        let segments = self.fit.segments();
+        let batch =
+            meg_tables::clock_segments_batch(id, &segments).context("building clock_segments")?;
+        files.push(self.write_small_table(
+            CLOCK_SEGMENTS_TABLE,
+            meg_tables::clock_segments_schema(),
+            batch,
+        )?);
+        if self.n_blocks > 0 && self.n_syncs == 0 {
+            self.warnings.push(format!(
+                "MEG stream {id}: no clock-sync record arrived; t_first_ns is null in every block"
+            ));
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        for (k, v) in [
+            ("blocks", self.n_blocks),
+            ("samples", self.n_samples),
+            ("sync_records", self.n_syncs),
+            ("clock_segments", segments.len() as u64),
+            ("trigger_edges", self.n_trigger_edges),
+            ("counter_jumps", self.counter_jumps),
+            ("blocks_time_extrapolated", self.n_extrapolated),
+        ] {
+            counts.insert(format!("meg.{id}.{k}"), v);
+        }
+        Ok(StreamReport {
+            files,
+            counts,
+            losses: self.losses,
+            warnings: self.warnings,
+        })
+    }
+}
