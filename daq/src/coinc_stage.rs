@@ -1,15 +1,17 @@
 //! The coincidence stage of a run: its own thread takes the time-ordered singles the singles
-//! sink writes (their four physics columns), optionally groups hits into photons, sorts prompt
-//! and delayed coincidences with `scandaq_core::coincidence`, and writes
-//! `coincidences-00000.parquet` and `delayed-00000.parquet`. Bounded queue, batches only.
+//! sink writes (their four physics columns), or the photons the sink grouped them into
+//! (grouping runs in the sink thread, `singles_columns`, so the singles table can say which
+//! photon each hit went into), sorts prompt and delayed coincidences with
+//! `scandaq_core::coincidence`, and writes `coincidences-00000.parquet` and
+//! `delayed-00000.parquet`. Bounded queue, batches only.
 
+use crate::live_stats::{CoincidenceSnapshot, SinkCounters};
 use crate::pipeline::FileMetadata;
 use anyhow::{Context, Result, anyhow, bail};
 use crossbeam_channel::{Sender, bounded};
 use scandaq_core::coincidence::{
     CoincidenceBatch, CoincidenceConfig, CoincidenceError, CoincidenceSorter, CoincidenceStats,
-    CrystalLut, Grouper, GroupingConfig, GroupingStats, PhotonBatch, Policy, SinglesRef,
-    WindowMode,
+    CrystalLut, GroupingConfig, GroupingStats, Policy, SinglesRef, WindowMode,
 };
 use scandaq_core::{Geometry, HitBatch};
 use scandaq_sinks::coincidences;
@@ -19,9 +21,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Singles batches waiting for the coincidence thread.
 const QUEUE: usize = 8;
+/// How often the coincidence counters are published for the dashboard.
+const LIVE_PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// Coincidences gathered before a write.
 const WRITE_ROWS: usize = 64 << 10;
 /// Prompt file name.
@@ -50,8 +55,14 @@ pub struct CoincidenceOptions {
     pub min_transaxial_mm: Option<f64>,
     /// Maximum axial difference of a good pair, mm.
     pub max_axial_mm: Option<f64>,
-    /// Group hits into photons first: `[window_ps, max_distance_mm]`.
+    /// Group hits into photons first: `[window_ps, max_distance_mm]`. The singles table then
+    /// carries `photon_id` and `photon_multiplicity`.
     pub grouping: Option<GroupingConfig>,
+    /// Singles-table option carried here because it needs the same geometry: write each
+    /// single's crystal centre (`x_mm`, `y_mm`, `z_mm`). Set by `--positions` or
+    /// `[run] positions`, not by `[coincidences]`; not part of the coincidence metadata.
+    #[serde(skip)]
+    pub positions: bool,
 }
 
 impl Default for CoincidenceOptions {
@@ -66,6 +77,7 @@ impl Default for CoincidenceOptions {
             min_transaxial_mm: None,
             max_axial_mm: None,
             grouping: None,
+            positions: false,
         }
     }
 }
@@ -93,6 +105,10 @@ impl CoincidenceOptions {
 
     /// Checks the options as the sorters will (a clear message naming the setting).
     pub fn validate(&self) -> Result<()> {
+        if let Some(g) = &self.grouping {
+            g.validate()
+                .map_err(|e| anyhow!("coincidences (grouping): {e}"))?;
+        }
         if !self.enabled {
             return Ok(());
         }
@@ -106,15 +122,12 @@ impl CoincidenceOptions {
                 .validate()
                 .map_err(|e| anyhow!("coincidences (delayed window, delay_ps): {e}"))?;
         }
-        if let Some(g) = &self.grouping {
-            g.validate()
-                .map_err(|e| anyhow!("coincidences (grouping): {e}"))?;
-        }
         Ok(())
     }
 }
 
-/// Everything the coincidence thread needs, fixed at run start.
+/// Everything the coincidence thread and the singles table's derived columns (positions,
+/// photons) need, fixed at run start. `options.enabled` says whether coincidences are sorted.
 #[derive(Clone, Debug)]
 pub struct CoincidenceSetup {
     /// Options.
@@ -126,18 +139,31 @@ pub struct CoincidenceSetup {
 }
 
 impl CoincidenceSetup {
-    /// The setup for `options` on `geometry`; None (with the reason) when coincidences are off
-    /// or cannot be sorted.
+    /// The setup for `options` on `geometry`; None when nothing needs the geometry
+    /// (coincidences off, no positions, no grouping), or (with the reason) when it is missing.
     pub fn new(
         options: &CoincidenceOptions,
         geometry: Option<&Geometry>,
         energy_in_kev: bool,
     ) -> Result<Option<Self>, String> {
-        if !options.enabled {
+        if !options.enabled && !options.positions && options.grouping.is_none() {
             return Ok(None);
         }
         let Some(geometry) = geometry else {
-            return Err("no crystal map (map_channel.tsv) in the calibration: coincidences are not sorted; add the map to the calibration directory".into());
+            let mut missing = vec![];
+            if options.enabled {
+                missing.push("coincidences are not sorted");
+            }
+            if options.positions {
+                missing.push("the singles have no x_mm/y_mm/z_mm");
+            }
+            if options.grouping.is_some() {
+                missing.push("hits are not grouped into photons");
+            }
+            return Err(format!(
+                "no crystal map (map_channel.tsv) in the calibration: {}; add the map to the calibration directory",
+                missing.join(", ")
+            ));
         };
         Ok(Some(Self {
             options: options.clone(),
@@ -152,14 +178,16 @@ impl CoincidenceSetup {
 pub struct CoincidenceReport {
     /// Committed files (prompts, then delayed).
     pub files: Vec<FileRecord>,
-    /// Prompt sorter counters.
-    pub prompt: CoincidenceStats,
+    /// Prompt sorter counters (None when coincidences were not sorted).
+    pub prompt: Option<CoincidenceStats>,
     /// Delayed sorter counters.
     pub delayed: Option<CoincidenceStats>,
     /// Grouping counters.
     pub grouping: Option<GroupingStats>,
     /// Batches refused by the sorter (time order broken), by reason.
     pub refused_batches: BTreeMap<String, u64>,
+    /// Counts of the singles table's derived columns (`singles.*`).
+    pub singles_columns: BTreeMap<String, u64>,
 }
 
 impl CoincidenceReport {
@@ -178,7 +206,9 @@ impl CoincidenceReport {
             out.insert(format!("{prefix}.multiples_rejected"), s.multiples_rejected);
             out.insert(format!("{prefix}.one_pair_not_good"), s.one_pair_not_good);
         };
-        put("coincidences.prompt", &self.prompt);
+        if let Some(p) = &self.prompt {
+            put("coincidences.prompt", p);
+        }
         if let Some(d) = &self.delayed {
             put("coincidences.delayed", d);
         }
@@ -191,6 +221,7 @@ impl CoincidenceReport {
         for (k, v) in &self.refused_batches {
             out.insert(format!("coincidences.refused.{k}"), *v);
         }
+        out.extend(self.singles_columns.iter().map(|(k, v)| (k.clone(), *v)));
         out
     }
 }
@@ -231,13 +262,16 @@ impl TableOut {
     }
 }
 
-/// Starts the coincidence thread; send it singles in time order, drop the sender to finish.
+/// Starts the coincidence thread; send it singles (or grouped photons) in time order, drop the
+/// sender to finish. It sorts what it gets as is: grouping is the sender's job.
 pub(crate) fn spawn(
     dir: &Path,
     metadata: FileMetadata,
     setup: CoincidenceSetup,
+    live: Arc<SinkCounters>,
 ) -> Result<(Sender<HitBatch>, JoinHandle<Result<CoincidenceReport>>)> {
     let prompt_cfg = setup.options.prompt_config(setup.energy_in_kev);
+    let window_ps = prompt_cfg.window_ps;
     let delayed_cfg =
         (setup.options.delay_ps != 0).then(|| prompt_cfg.to_delayed(setup.options.delay_ps));
     // The run's metadata, with this table's own name and schema version.
@@ -277,20 +311,22 @@ pub(crate) fn spawn(
                 ),
                 None => None,
             };
-            let mut grouper = match setup.options.grouping {
-                Some(g) => Some(
-                    Grouper::new(g, &lut).map_err(|e| anyhow!("coincidences (grouping): {e}"))?,
-                ),
-                None => None,
-            };
-            let mut photons = PhotonBatch::default();
             let mut report = CoincidenceReport::default();
+            // Counters and the prompt time-difference histogram for the dashboard.
+            let mut view = CoincidenceSnapshot::new(window_ps, 400);
+            let mut last_publish = Instant::now();
             let mut sort = |singles: SinglesRef<'_>,
                             prompts: &mut TableOut,
                             delayed: &mut Option<TableOut>,
                             report: &mut CoincidenceReport|
              -> Result<()> {
-                if let Err(e) = prompt_sorter.push(singles, &mut prompts.pending) {
+                view.singles_sorted += singles.t_ps.len() as u64;
+                let before = prompts.pending.len();
+                let pushed = prompt_sorter.push(singles, &mut prompts.pending);
+                let new_prompts = &prompts.pending.tof_ps[before.min(prompts.pending.len())..];
+                view.prompts += new_prompts.len() as u64;
+                view.add_tof(new_prompts);
+                if let Err(e) = pushed {
                     *report
                         .refused_batches
                         .entry(refusal_reason(&e).into())
@@ -299,57 +335,41 @@ pub(crate) fn spawn(
                 }
                 prompts.write_if_full(false)?;
                 if let (Some(s), Some(d)) = (delayed_sorter.as_mut(), delayed.as_mut()) {
+                    let before = d.pending.len();
                     if s.push(singles, &mut d.pending).is_ok() {
+                        view.delayeds += d.pending.len().saturating_sub(before) as u64;
                         d.write_if_full(false)?;
                     }
+                }
+                if last_publish.elapsed() >= LIVE_PUBLISH_EVERY {
+                    last_publish = Instant::now();
+                    live.coincidences.try_publish(|| Some(view.clone()));
                 }
                 Ok(())
             };
             for batch in rx {
-                match grouper.as_mut() {
-                    Some(g) => {
-                        photons.clear();
-                        if let Err(e) = g.push(SinglesRef::from(&batch), &mut photons) {
-                            *report
-                                .refused_batches
-                                .entry(refusal_reason(&e).into())
-                                .or_insert(0) += 1;
-                            continue;
-                        }
-                        sort(
-                            SinglesRef::from(&photons),
-                            &mut prompts,
-                            &mut delayed,
-                            &mut report,
-                        )?;
-                    }
-                    None => sort(
-                        SinglesRef::from(&batch),
-                        &mut prompts,
-                        &mut delayed,
-                        &mut report,
-                    )?,
-                }
-            }
-            if let Some(g) = grouper.as_mut() {
-                photons.clear();
-                g.finish(&mut photons);
                 sort(
-                    SinglesRef::from(&photons),
+                    SinglesRef::from(&batch),
                     &mut prompts,
                     &mut delayed,
                     &mut report,
                 )?;
-                report.grouping = Some(*g.stats());
             }
+            let before = prompts.pending.len();
             prompt_sorter.finish(&mut prompts.pending);
-            report.prompt = *prompt_sorter.stats();
+            let last = &prompts.pending.tof_ps[before.min(prompts.pending.len())..];
+            view.prompts += last.len() as u64;
+            view.add_tof(last);
+            report.prompt = Some(*prompt_sorter.stats());
             report.files.push(prompts.commit()?);
             if let (Some(mut s), Some(mut d)) = (delayed_sorter, delayed) {
+                let before = d.pending.len();
                 s.finish(&mut d.pending);
+                view.delayeds += d.pending.len().saturating_sub(before) as u64;
                 report.delayed = Some(*s.stats());
                 report.files.push(d.commit()?);
             }
+            live.coincidences.publish(Some(view));
             Ok(report)
         })
         .context("cannot start the coincidence thread")?;
@@ -418,9 +438,14 @@ pub struct CoincidenceArgs {
     /// Single-window mode (a kept pair's second single opens no window) instead of multi-window.
     #[arg(long)]
     pub single_window: bool,
-    /// Group hits into photons first, within this window (e.g. 10ns) and 100 mm.
+    /// Group hits into photons first, within this window (e.g. 10ns) and 100 mm; the singles
+    /// table then says which photon each hit went into (photon_id, photon_multiplicity).
     #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_time_ps)]
     pub group_window: Option<i64>,
+    /// Write each single's crystal centre (x_mm, y_mm, z_mm, from the crystal map) into the
+    /// singles table.
+    #[arg(long)]
+    pub positions: bool,
 }
 
 impl CoincidenceArgs {
@@ -443,6 +468,9 @@ impl CoincidenceArgs {
         }
         if self.single_window {
             base.single_window = true;
+        }
+        if self.positions {
+            base.positions = true;
         }
         if let Some(g) = self.group_window {
             base.grouping = Some(GroupingConfig {

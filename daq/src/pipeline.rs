@@ -4,19 +4,23 @@
 //! ```text
 //! input thread --(bounded chunks)--> scan frames --> rayon: decode+calibrate+sort per block
 //!   --> watermark merge (stream order restored) --(bounded batches)--> Parquet sink thread
+//!   --> [derived columns: positions, photon grouping] --> singles files
+//!                                                     \--> coincidence thread
 //! ```
 
 use crate::calibrate::{CompiledCalibration, KernelLosses};
 use crate::coinc_stage::{self, CoincidenceReport, CoincidenceSetup};
 use crate::live_stats::SinkCounters;
 use crate::merge::TimeMerger;
+use crate::singles_columns::{Annotated, SinglesAnnotator};
 use anyhow::{Context, Result, anyhow};
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
+use scandaq_core::coincidence::PhotonBatch;
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::{FrameScanner, FrameSpan};
-use scandaq_sinks::singles;
+use scandaq_sinks::singles::{self, SinglesColumns};
 use scandaq_sinks::{FileRecord, Manifest, ParquetTableWriter};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -129,7 +133,7 @@ pub type FileMetadata = Vec<(String, String)>;
 struct SinglesFiles {
     dir: PathBuf,
     metadata: FileMetadata,
-    raw_columns: bool,
+    columns: SinglesColumns,
     rotation: Rotation,
     next_index: u32,
     writer: Option<ParquetTableWriter>,
@@ -145,7 +149,7 @@ impl SinglesFiles {
             self.writer = Some(ParquetTableWriter::create(
                 &self.dir,
                 &name,
-                singles::schema(self.raw_columns),
+                singles::schema_with(self.columns),
                 &singles::write_options(),
                 self.metadata.clone(),
             )?);
@@ -232,14 +236,38 @@ pub(crate) fn spawn_singles_sink(
         counters,
     } = settings;
     let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
-    let coincidence_stage = match coincidences {
-        Some(setup) => Some(coinc_stage::spawn(dir, metadata.clone(), setup)?),
-        None => None,
+    let coincidence_stage = match &coincidences {
+        Some(setup) if setup.options.enabled => Some(coinc_stage::spawn(
+            dir,
+            metadata.clone(),
+            setup.clone(),
+            counters.clone(),
+        )?),
+        _ => None,
     };
+    // The derived singles columns (docs/tables.md): positions with `--positions`, photon ids
+    // whenever hits are grouped (the coincidences are then sorted from those photons).
+    let columns = SinglesColumns {
+        positions: coincidences.as_ref().is_some_and(|c| c.options.positions),
+        photons: coincidences
+            .as_ref()
+            .is_some_and(|c| c.options.grouping.is_some()),
+        raw: raw_columns,
+    };
+    let mut metadata = metadata;
+    if let Some(g) = coincidences
+        .as_ref()
+        .and_then(|c| c.options.grouping.as_ref())
+    {
+        metadata.push((
+            "scandaq.photon_grouping".into(),
+            serde_json::to_string(g).unwrap_or_default(),
+        ));
+    }
     let mut files = SinglesFiles {
         dir: dir.to_path_buf(),
         metadata,
-        raw_columns,
+        columns,
         rotation,
         next_index: 0,
         writer: None,
@@ -259,38 +287,123 @@ pub(crate) fn spawn_singles_sink(
                 Some((tx, handle)) => (Some(tx), Some(handle)),
                 None => (None, None),
             };
-            for batch in rx.iter() {
-                if batch.is_empty() {
-                    continue;
+            let lut = coincidences.as_ref().map(|c| c.lut.clone());
+            let mut annotator = match (&coincidences, &lut) {
+                (Some(c), Some(lut)) if columns.positions || columns.photons => {
+                    Some(SinglesAnnotator::new(
+                        lut,
+                        columns.positions,
+                        c.options.grouping.clone(),
+                        raw_columns,
+                    )?)
                 }
-                if let Some(tx) = &coinc_tx {
-                    if tx.send(coinc_stage::physics_columns(&batch)).is_err() {
-                        // The coincidence thread stopped on an error: its report says why.
-                        coinc_tx = None;
-                    }
+                _ => None,
+            };
+            let grouping = columns.photons;
+            let mut photons = PhotonBatch::default();
+            let mut ready: Vec<Annotated> = Vec::new();
+            // Sends what the coincidence thread sorts: the photons when grouping, else the
+            // singles' physics columns.
+            let to_sorter = |batch: HitBatch, coinc_tx: &mut Option<Sender<HitBatch>>| {
+                if batch.is_empty() {
+                    return;
+                }
+                if let Some(tx) = coinc_tx.as_ref()
+                    && tx.send(batch).is_err()
+                {
+                    // The coincidence thread stopped on an error: its report says why.
+                    *coinc_tx = None;
+                }
+            };
+            let mut write = |batch: HitBatch,
+                             derived: singles::DerivedColumns,
+                             files: &mut SinglesFiles|
+             -> Result<()> {
+                if batch.is_empty() {
+                    return Ok(());
                 }
                 let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
                 histogram.fill(&batch.energy_kev);
-                let written = singles::to_record_batch(batch, raw_columns)
+                singles::to_record_batch_with(batch, derived, columns)
                     .map_err(|e| anyhow!("building a singles row group: {e}"))
-                    .and_then(|record| files.write(&record, first, last));
-                if let Err(e) = written {
+                    .and_then(|record| files.write(&record, first, last))?;
+                t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
+                counters.rows.store(files.rows(), Ordering::Relaxed);
+                counters.bytes.store(files.bytes(), Ordering::Relaxed);
+                Ok(())
+            };
+            let mut received = rx.iter();
+            loop {
+                let batch = received.next();
+                let end = batch.is_none();
+                match (&mut annotator, batch) {
+                    (_, Some(batch)) if batch.is_empty() => continue,
+                    (None, Some(batch)) => {
+                        if coinc_tx.is_some() {
+                            to_sorter(coinc_stage::physics_columns(&batch), &mut coinc_tx);
+                        }
+                        ready.push((batch, singles::DerivedColumns::default()));
+                    }
+                    (None, None) => {}
+                    (Some(a), batch) => {
+                        photons.clear();
+                        match batch {
+                            Some(batch) => {
+                                if !grouping && coinc_tx.is_some() {
+                                    to_sorter(coinc_stage::physics_columns(&batch), &mut coinc_tx);
+                                }
+                                a.push(batch, &mut photons, &mut ready);
+                            }
+                            None => a.finish(&mut photons, &mut ready),
+                        }
+                        if grouping {
+                            let p = std::mem::take(&mut photons);
+                            to_sorter(
+                                HitBatch {
+                                    t_ps: p.t_ps,
+                                    channel: p.channel,
+                                    energy_kev: p.energy_kev,
+                                    flags: p.flags,
+                                    ..HitBatch::default()
+                                },
+                                &mut coinc_tx,
+                            );
+                        }
+                    }
+                }
+                let mut failed = None;
+                for (batch, derived) in ready.drain(..) {
+                    if let Err(e) = write(batch, derived, &mut files) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
                     // Stop taking data (senders see the sink gone and stop cleanly); what
                     // was committed stays committed.
                     error = Some(format!("{e:#}"));
                     break;
                 }
-                t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
-                counters.rows.store(files.rows(), Ordering::Relaxed);
-                counters.bytes.store(files.bytes(), Ordering::Relaxed);
+                if end {
+                    break;
+                }
             }
             drop(rx);
             drop(coinc_tx);
-            let coincidences = coinc_thread.map(|h| {
+            let mut coincidences = coinc_thread.map(|h| {
                 h.join()
                     .map_err(|_| anyhow!("the coincidence thread panicked"))
                     .and_then(|r| r)
             });
+            if let Some(a) = &annotator {
+                // Grouping and derived-column counts go with the coincidence counts (a report
+                // of their own when coincidences were not sorted).
+                let report = coincidences.get_or_insert_with(|| Ok(CoincidenceReport::default()));
+                if let Ok(r) = report {
+                    r.grouping = a.grouping_stats();
+                    r.singles_columns = a.counts().counts(columns);
+                }
+            }
             if error.is_none() {
                 if let Err(e) = files.commit(false) {
                     error = Some(format!("{e:#}"));
