@@ -386,3 +386,89 @@ fn arbitrary_payloads_and_control_records_are_counted_never_a_panic() {
         assert!(tmp.path().join(&f.path).exists());
     }
 }
+
+/// True when `python3 -c "import mne"` works.
+fn have_mne() -> bool {
+    Command::new("python3")
+        .args(["-c", "import mne, pyarrow"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
+    let config = OpmConfig {
+        seed: 3,
+        duration_s: 30.0,
+        sensors: 8,
+        faults: OpmFaults {
+            lose_packets: 0.002,
+            ..OpmFaults::default()
+        },
+        ..OpmConfig::default()
+    };
+    let run = stream_run(&config, 60.0);
+    let fif = run.run_dir.join("export.fif");
+    let out = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args([
+            "export",
+            "fif",
+            run.run_dir.to_str().unwrap(),
+            "--out",
+            fif.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    no_panic(&stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let gaps = run.loss("meg_missing_samples");
+    if gaps > 0 {
+        assert!(
+            stdout.contains(&format!("{gaps} missing samples filled")),
+            "{stdout}"
+        );
+    }
+    let bytes = std::fs::read(&fif).unwrap();
+    // FIFF_FILE_ID (100), type id struct (31), 20 bytes, big-endian.
+    assert_eq!(&bytes[..12], &[0, 0, 0, 100, 0, 0, 0, 31, 0, 0, 0, 20]);
+    if !have_mne() {
+        eprintln!(
+            "NOTICE: python3 cannot import mne (pip install mne): the MNE-Python check of the FIF export is skipped"
+        );
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_fif_mne.py");
+    let check = Command::new("python3")
+        .args([
+            script,
+            run.run_dir.to_str().unwrap(),
+            fif.to_str().unwrap(),
+            "--channel",
+            "OPM003Z",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains("all FIF checks passed"), "{text}");
+    eprintln!("{text}");
+    // Refusals: a run without MEG tables, a missing stream.
+    let err = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args([
+            "export",
+            "fif",
+            run.sim_dir.to_str().unwrap(),
+            "--out",
+            fif.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no meg_blocks"));
+}

@@ -1,0 +1,404 @@
+//! `scandaq export fif RUN_DIR --out FILE.fif`: writes one MEG stream of a run as a raw FIF
+//! file that MNE-Python opens with `mne.io.read_raw_fif` (docs/meg.md "FIF export").
+//!
+//! FIF is a tagged big-endian format: each tag is `kind, type, size, next` (four i32) and its
+//! data. The file holds the compulsory header tags (file id, directory pointer -1, free list
+//! -1), a measurement block with the measurement info (channel count, sampling rate = the
+//! stream's effective rate from the clock fit, filter band, measurement date = corrected time of
+//! the first sample, one channel-info record per channel) and a raw-data block whose data
+//! buffers are the stored blocks' samples as 32-bit integers, so MNE's values are
+//! `raw * cal * range` (tesla for the OPM channels, the bitmask for the trigger channel). Tag
+//! and block numbers are the public FIFF constants (as in MNE-Python's `constants.py`).
+//!
+//! Sample gaps (missing samples counted by the run) are filled with zeros so the time axis
+//! stays uniform; the report says how many.
+
+use anyhow::{Context, Result, bail};
+use arrow_array::{Array, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, UInt16Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use scandaq_sinks::meg_tables::{BLOCKS_TABLE, CHANNELS_TABLE};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+mod fiff {
+    pub const FILE_ID: i32 = 100;
+    pub const DIR_POINTER: i32 = 101;
+    pub const BLOCK_ID: i32 = 103;
+    pub const BLOCK_START: i32 = 104;
+    pub const BLOCK_END: i32 = 105;
+    pub const FREE_LIST: i32 = 106;
+    pub const NOP: i32 = 108;
+    pub const NCHAN: i32 = 200;
+    pub const SFREQ: i32 = 201;
+    pub const CH_INFO: i32 = 203;
+    pub const MEAS_DATE: i32 = 204;
+    pub const FIRST_SAMPLE: i32 = 208;
+    pub const LOWPASS: i32 = 219;
+    pub const HIGHPASS: i32 = 223;
+    pub const DATA_BUFFER: i32 = 300;
+    pub const B_MEAS: i32 = 100;
+    pub const B_MEAS_INFO: i32 = 101;
+    pub const B_RAW_DATA: i32 = 102;
+    pub const T_VOID: i32 = 0;
+    pub const T_INT: i32 = 3;
+    pub const T_FLOAT: i32 = 4;
+    pub const T_CH_INFO_STRUCT: i32 = 30;
+    pub const T_ID_STRUCT: i32 = 31;
+    pub const NEXT_SEQ: i32 = 0;
+    pub const NEXT_NONE: i32 = -1;
+    pub const VERSION: i32 = (1 << 16) | 4;
+    pub const MEG_CH: i32 = 1;
+    pub const STIM_CH: i32 = 3;
+    pub const MISC_CH: i32 = 502;
+    pub const COIL_NONE: i32 = 0;
+    /// QuSpin zero-field OPM, second generation (a point magnetometer).
+    pub const COIL_OPM_MAG: i32 = 8002;
+    pub const UNIT_T: i32 = 112;
+    pub const UNIT_T_M: i32 = 201;
+    pub const UNIT_V: i32 = 107;
+    pub const UNIT_NONE: i32 = -1;
+}
+
+/// FIF addresses tags with 32-bit offsets; larger runs need split files (not written here).
+const MAX_FIF_BYTES: u64 = (1 << 31) - (1 << 20);
+
+/// What the export wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FifExport {
+    /// The file written.
+    pub path: PathBuf,
+    /// Stream exported.
+    pub stream: u32,
+    /// Channels.
+    pub channels: usize,
+    /// Samples per channel (gaps filled included).
+    pub samples: u64,
+    /// Zero samples inserted for gaps.
+    pub gap_samples_filled: u64,
+    /// Sampling rate written, Hz.
+    pub sfreq: f64,
+}
+
+struct Channel {
+    name: String,
+    kind: String,
+    cal: f64,
+    range: f64,
+    pos: [f64; 3],
+    ori: [f64; 3],
+}
+
+fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .map(|b| b.with_context(|| format!("reading {}", path.display())))
+        .collect()
+}
+
+/// The streams whose `meg_blocks` files the run directory holds.
+fn streams_in(run_dir: &Path) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    let prefix = format!("{BLOCKS_TABLE}-source");
+    for e in std::fs::read_dir(run_dir).with_context(|| format!("listing {}", run_dir.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".parquet"))
+            .and_then(|r| r.parse::<u32>().ok())
+        {
+            out.push(id);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn col<'a>(b: &'a RecordBatch, name: &str, file: &str) -> Result<&'a arrow_array::ArrayRef> {
+    b.column_by_name(name)
+        .with_context(|| format!("{file} has no column {name}"))
+}
+
+fn read_channels(path: &Path) -> Result<Vec<Channel>> {
+    let file = path.display().to_string();
+    let mut out = Vec::new();
+    for b in read_table(path)? {
+        let name = col(&b, "name", &file)?.as_string::<i32>();
+        let kind = col(&b, "kind", &file)?.as_string::<i32>();
+        let f = |n: &str| -> Result<Vec<f64>> {
+            Ok(col(&b, n, &file)?
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec())
+        };
+        let (cal, range) = (f("cal")?, f("range")?);
+        let (x, y, z) = (f("x_m")?, f("y_m")?, f("z_m")?);
+        let (ox, oy, oz) = (f("ox")?, f("oy")?, f("oz")?);
+        for i in 0..b.num_rows() {
+            out.push(Channel {
+                name: name.value(i).to_string(),
+                kind: kind.value(i).to_string(),
+                cal: cal[i],
+                range: range[i],
+                pos: [x[i], y[i], z[i]],
+                ori: [ox[i], oy[i], oz[i]],
+            });
+        }
+    }
+    Ok(out)
+}
+
+struct Fif<W: Write> {
+    w: W,
+}
+
+impl<W: Write> Fif<W> {
+    fn tag(&mut self, kind: i32, typ: i32, data: &[u8], next: i32) -> Result<()> {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&kind.to_be_bytes());
+        h[4..8].copy_from_slice(&typ.to_be_bytes());
+        h[8..12].copy_from_slice(&(data.len() as i32).to_be_bytes());
+        h[12..16].copy_from_slice(&next.to_be_bytes());
+        self.w.write_all(&h)?;
+        self.w.write_all(data)?;
+        Ok(())
+    }
+    fn int(&mut self, kind: i32, v: &[i32]) -> Result<()> {
+        let d: Vec<u8> = v.iter().flat_map(|x| x.to_be_bytes()).collect();
+        self.tag(kind, fiff::T_INT, &d, fiff::NEXT_SEQ)
+    }
+    fn float(&mut self, kind: i32, v: f32) -> Result<()> {
+        self.tag(kind, fiff::T_FLOAT, &v.to_be_bytes(), fiff::NEXT_SEQ)
+    }
+    fn id(&mut self, kind: i32, secs: i32, usecs: i32) -> Result<()> {
+        let d: Vec<u8> = [fiff::VERSION, 0x5CA9, 0xDA0, secs, usecs]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect();
+        self.tag(kind, fiff::T_ID_STRUCT, &d, fiff::NEXT_SEQ)
+    }
+    fn ch_info(&mut self, index: i32, ch: &Channel) -> Result<()> {
+        let (kind, coil, unit) = match ch.kind.as_str() {
+            "meg_mag" => (fiff::MEG_CH, fiff::COIL_OPM_MAG, fiff::UNIT_T),
+            "meg_grad" => (fiff::MEG_CH, fiff::COIL_NONE, fiff::UNIT_T_M),
+            "trigger" => (fiff::STIM_CH, fiff::COIL_NONE, fiff::UNIT_V),
+            _ => (fiff::MISC_CH, fiff::COIL_NONE, fiff::UNIT_NONE),
+        };
+        let mut d = Vec::with_capacity(96);
+        for v in [index + 1, index + 1, kind] {
+            d.extend_from_slice(&v.to_be_bytes());
+        }
+        d.extend_from_slice(&(ch.range as f32).to_be_bytes());
+        d.extend_from_slice(&(ch.cal as f32).to_be_bytes());
+        d.extend_from_slice(&coil.to_be_bytes());
+        // loc: r0, ex, ey, ez (ez = the sensitive axis).
+        let ez = ch.ori;
+        let (ex, ey) = orthonormal_pair(ez);
+        for v in ch.pos.iter().chain(&ex).chain(&ey).chain(&ez) {
+            d.extend_from_slice(&(*v as f32).to_be_bytes());
+        }
+        d.extend_from_slice(&unit.to_be_bytes());
+        d.extend_from_slice(&0i32.to_be_bytes());
+        let mut name = [0u8; 16];
+        name[..ch.name.len()].copy_from_slice(ch.name.as_bytes());
+        d.extend_from_slice(&name);
+        self.tag(fiff::CH_INFO, fiff::T_CH_INFO_STRUCT, &d, fiff::NEXT_SEQ)
+    }
+}
+
+/// Two unit vectors completing `z` to an orthonormal frame (zeros for a zero `z`).
+fn orthonormal_pair(z: [f64; 3]) -> ([f64; 3], [f64; 3]) {
+    let n = (z[0] * z[0] + z[1] * z[1] + z[2] * z[2]).sqrt();
+    if n == 0.0 {
+        return ([0.0; 3], [0.0; 3]);
+    }
+    let z = [z[0] / n, z[1] / n, z[2] / n];
+    let a = if z[0].abs() < 0.9 {
+        [1.0, 0.0, 0.0]
+    } else {
+        [0.0, 1.0, 0.0]
+    };
+    let cross = |u: [f64; 3], v: [f64; 3]| {
+        [
+            u[1] * v[2] - u[2] * v[1],
+            u[2] * v[0] - u[0] * v[2],
+            u[0] * v[1] - u[1] * v[0],
+        ]
+    };
+    let x = cross(a, z);
+    let xn = (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]).sqrt();
+    let x = [x[0] / xn, x[1] / xn, x[2] / xn];
+    (x, cross(z, x))
+}
+
+/// Exports stream `stream` (the only one when `None`) of `run_dir` to `out`.
+pub fn export_fif(run_dir: &Path, out: &Path, stream: Option<u32>) -> Result<FifExport> {
+    let streams = streams_in(run_dir)?;
+    let stream = match (stream, streams.as_slice()) {
+        (Some(s), _) if streams.contains(&s) => s,
+        (Some(s), _) => bail!(
+            "{} has no meg_blocks of stream {s} (streams: {streams:?})",
+            run_dir.display()
+        ),
+        (None, [one]) => *one,
+        (None, []) => bail!(
+            "{} has no meg_blocks-source*.parquet: not a run with an OPM-MEG stream",
+            run_dir.display()
+        ),
+        (None, many) => {
+            bail!("the run has several MEG streams {many:?}: choose one with --stream ID")
+        }
+    };
+    let ch_path = run_dir.join(scandaq_sinks::meg_tables::file_name(CHANNELS_TABLE, stream));
+    if !ch_path.exists() {
+        bail!(
+            "{} is missing: the run had no [meg] channel_table, so channel names and calibrations are unknown",
+            ch_path.display()
+        );
+    }
+    let channels = read_channels(&ch_path)?;
+    for c in &channels {
+        if c.name.is_empty() || c.name.len() > 15 || !c.name.is_ascii() {
+            bail!(
+                "channel name {:?} does not fit FIF's 15-character ASCII channel names",
+                c.name
+            );
+        }
+    }
+    let blocks_path = run_dir.join(scandaq_sinks::meg_tables::file_name(BLOCKS_TABLE, stream));
+    let blocks = read_table(&blocks_path)?;
+    let file = blocks_path.display().to_string();
+    let nch = channels.len();
+    // First pass: sample range, times, shape.
+    let (mut first, mut last_end) = (None::<i64>, 0i64);
+    let (mut t0, mut t_last) = (None::<(i64, i64)>, None::<(i64, i64)>);
+    let mut total: u64 = 0;
+    for b in &blocks {
+        let fs = col(b, "first_sample", &file)?.as_primitive::<Int64Type>();
+        let ns = col(b, "n_samples", &file)?.as_primitive::<UInt16Type>();
+        let nc = col(b, "n_channels", &file)?.as_primitive::<UInt16Type>();
+        let t = col(b, "t_first_ns", &file)?.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            if nc.value(i) as usize != nch {
+                bail!(
+                    "block at sample {} has {} channels, meg_channels describes {nch}",
+                    fs.value(i),
+                    nc.value(i)
+                );
+            }
+            first.get_or_insert(fs.value(i));
+            last_end = fs.value(i) + i64::from(ns.value(i));
+            total += u64::from(ns.value(i));
+            if t.is_valid(i) {
+                let p = (fs.value(i), t.value(i));
+                t0.get_or_insert(p);
+                t_last = Some(p);
+            }
+        }
+    }
+    let Some(first) = first else {
+        bail!("{} has no blocks", blocks_path.display());
+    };
+    let span = (last_end - first) as u64;
+    let data_bytes = span * nch as u64 * 4;
+    if data_bytes > MAX_FIF_BYTES {
+        bail!(
+            "{data_bytes} bytes of samples exceed a single FIF file's 2 GiB; split FIF files are not written yet"
+        );
+    }
+    let sfreq = match (t0, t_last) {
+        (Some((s0, n0)), Some((s1, n1))) if s1 > s0 && n1 > n0 => {
+            (s1 - s0) as f64 * 1e9 / (n1 - n0) as f64
+        }
+        _ => blocks
+            .iter()
+            .find_map(|b| {
+                let r = b.column_by_name("rate_hz")?.as_primitive::<Float64Type>();
+                (0..b.num_rows())
+                    .find(|&i| r.is_valid(i))
+                    .map(|i| r.value(i))
+            })
+            .context("no block has a corrected time or rate: cannot tell the sampling rate")?,
+    };
+    let meas_ns = t0.map_or(0, |(s, n)| {
+        n - ((s - first) as f64 * 1e9 / sfreq).round() as i64
+    });
+    let tmp = out.with_extension("fif.inprogress");
+    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut fif = Fif {
+        w: std::io::BufWriter::new(f),
+    };
+    let secs = meas_ns.div_euclid(1_000_000_000);
+    let usecs = (meas_ns.rem_euclid(1_000_000_000) / 1000) as i32;
+    let secs32 = i32::try_from(secs).unwrap_or(0);
+    fif.id(fiff::FILE_ID, secs32, usecs)?;
+    fif.int(fiff::DIR_POINTER, &[-1])?;
+    fif.int(fiff::FREE_LIST, &[-1])?;
+    fif.int(fiff::BLOCK_START, &[fiff::B_MEAS])?;
+    fif.id(fiff::BLOCK_ID, secs32, usecs)?;
+    fif.int(fiff::BLOCK_START, &[fiff::B_MEAS_INFO])?;
+    fif.int(fiff::NCHAN, &[nch as i32])?;
+    fif.float(fiff::SFREQ, sfreq as f32)?;
+    fif.float(fiff::HIGHPASS, 0.0)?;
+    fif.float(fiff::LOWPASS, (sfreq / 2.0) as f32)?;
+    fif.int(fiff::MEAS_DATE, &[secs32, usecs])?;
+    for (i, c) in channels.iter().enumerate() {
+        fif.ch_info(i as i32, c)?;
+    }
+    fif.int(fiff::BLOCK_END, &[fiff::B_MEAS_INFO])?;
+    fif.int(fiff::BLOCK_START, &[fiff::B_RAW_DATA])?;
+    fif.int(fiff::FIRST_SAMPLE, &[0])?;
+    let mut next = first;
+    let mut filled = 0u64;
+    let mut buf: Vec<u8> = Vec::new();
+    for b in &blocks {
+        let fs = col(b, "first_sample", &file)?.as_primitive::<Int64Type>();
+        let ns = col(b, "n_samples", &file)?.as_primitive::<UInt16Type>();
+        let payload = col(b, "payload", &file)?.as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            let start = fs.value(i);
+            if start < next {
+                bail!(
+                    "meg_blocks rows overlap at sample {start}: the table is not a single clean stream"
+                );
+            }
+            while next < start {
+                let n = (start - next).min(1000) as usize;
+                let zeros = vec![0u8; n * nch * 4];
+                fif.tag(fiff::DATA_BUFFER, fiff::T_INT, &zeros, fiff::NEXT_SEQ)?;
+                filled += n as u64;
+                next += n as i64;
+            }
+            let p = payload.value(i);
+            if p.len() != ns.value(i) as usize * nch * 4 {
+                bail!("block at sample {start}: payload length does not match its shape");
+            }
+            buf.clear();
+            buf.extend(p.chunks_exact(4).flat_map(|c| [c[3], c[2], c[1], c[0]]));
+            fif.tag(fiff::DATA_BUFFER, fiff::T_INT, &buf, fiff::NEXT_SEQ)?;
+            next = start + i64::from(ns.value(i));
+        }
+    }
+    fif.int(fiff::BLOCK_END, &[fiff::B_RAW_DATA])?;
+    fif.int(fiff::BLOCK_END, &[fiff::B_MEAS])?;
+    fif.tag(fiff::NOP, fiff::T_VOID, &[], fiff::NEXT_NONE)?;
+    let file = fif
+        .w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
+    Ok(FifExport {
+        path: out.to_path_buf(),
+        stream,
+        channels: nch,
+        samples: total + filled,
+        gap_samples_filled: filled,
+        sfreq,
+    })
+}
