@@ -10,6 +10,9 @@
 # PRERENDER=1: each sender generates its whole run into memory first (fpga-sim --prerender),
 # then sends it paced, so the simulators' CPU does not compete with scandaq on 2 cores; the
 # run stops at the senders' end-of-stream markers.
+# SENDERS=1: one sender process for both boards (one detector clock; two processes that fall
+# behind real time by different amounts drift apart, and a board behind the other by more than
+# the merger's 0.5 s is late data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-60}"
@@ -40,7 +43,7 @@ faults=()
 if [ "$fault" != "0" ]; then
   faults=(--lose-packets "$fault" --duplicate "$fault" --reorder "$fault" --corrupt "$fault")
 fi
-if [ "${PRERENDER:-0}" = 1 ]; then
+if [ "${PRERENDER:-0}" = 1 ] || [ "${SENDERS:-2}" = 1 ]; then
   # One process for both boards, so their detector clocks start together (two processes
   # finish prerendering at different times, and a board starting late is late data).
   $bin/fpga-sim --preset bench --seed 1 --boards 2 --rate "$rate" --duration "${seconds}s" \
