@@ -82,8 +82,13 @@ impl OpmRun {
     }
 }
 
-/// Streams `config` over UDP at `speed` x real time into `scandaq run --no-calib`.
+/// Streams `config` over UDP at `speed` x real time into `scandaq run --no-calib` (recording
+/// the packets into `raw-00000.sdq` when `archive`).
 fn stream_run(config: &OpmConfig, speed: f64) -> OpmRun {
+    stream_run_with(config, speed, false)
+}
+
+fn stream_run_with(config: &OpmConfig, speed: f64, archive: bool) -> OpmRun {
     let tmp = tempfile::tempdir().unwrap();
     let sim_dir = tmp.path().join("sim");
     let runs = tmp.path().join("runs");
@@ -112,6 +117,7 @@ fn stream_run(config: &OpmConfig, speed: f64) -> OpmRun {
             "20m",
             "--quiet",
         ])
+        .args(archive.then_some("--raw-archive"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -294,7 +300,7 @@ fn lost_and_truncated_blocks_counter_jump_and_clock_reset_are_counted() {
         },
         ..OpmConfig::default()
     };
-    let run = stream_run(&config, 120.0);
+    let run = stream_run_with(&config, 120.0, true);
     let f = &run.sent.faults;
     assert!(f.lost_blocks > 0 && f.truncated_blocks > 0, "{f:?}");
     assert_eq!(run.loss("meg_truncated_blocks"), f.truncated_blocks);
@@ -316,6 +322,38 @@ fn lost_and_truncated_blocks_counter_jump_and_clock_reset_are_counted() {
     let (worst, compared) = time_errors_segmented(&run, &truth);
     assert!(compared > blocks.iter().map(|b| b.num_rows()).sum::<usize>() * 9 / 10);
     assert!(worst <= 1000.0, "worst {worst} ns");
+    // Replaying the raw archive redoes the same correction: identical blocks and times.
+    let archive = std::fs::read_dir(&run.run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "sdq"))
+        .expect("the run recorded a raw archive");
+    let replays = run.run_dir.parent().unwrap().join("replays");
+    std::fs::create_dir_all(&replays).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args([
+            "replay",
+            archive.to_str().unwrap(),
+            "--no-calib",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&replays)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    no_panic(&stderr);
+    assert!(out.status.success(), "{stderr}");
+    let replayed = read_parquet(
+        &replays
+            .join("run-000001")
+            .join("meg_blocks-source0.parquet"),
+    )
+    .0;
+    for name in ["first_sample", "t_first_ns"] {
+        assert_eq!(i64s(&replayed, name), i64s(&blocks, name), "{name}");
+    }
+    assert_eq!(u32s(&replayed, "flags"), u32s(&blocks, "flags"));
 }
 
 /// Like [`time_errors`] across counter segments: matches stored blocks to the truth by
