@@ -45,6 +45,7 @@ def check_run(run_dir: pathlib.Path) -> int:
             fail(f"{run_dir}: hits_decoded {counts['hits_decoded']} != singles {counts['singles_written']} + dropped {dropped}")
     con = duckdb.connect()
     total = 0
+    singles_files = []
     for f in manifest["files"]:
         path = run_dir / f["path"]
         if path.stat().st_size != f["bytes"]:
@@ -92,11 +93,46 @@ def check_run(run_dir: pathlib.Path) -> int:
             ).fetchone()[0]
             print(f"  {path.name}: {n} rows, {peak} in the 450-575 keV window")
         total += n
+        singles_files.append(path)
+    if singles_files:
+        check_derived_columns(con, run_dir, singles_files, counts)
     if "words" in counts:
         check_petlink_counts(run_dir, counts)
     elif total != counts["singles_written"]:
         fail(f"{run_dir}: files hold {total} rows, manifest singles_written {counts['singles_written']}")
     return total
+
+
+def check_derived_columns(con, run_dir, paths, counts):
+    """Optional singles columns, over all of a run's singles files (a photon may straddle a
+    rotation): each photon_id's rows carry its row count as photon_multiplicity; ungrouped
+    rows (photon_id = 2^64-1) and NaN positions match the manifest; one position per channel."""
+    files = "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+    columns = set(pq.read_schema(paths[0]).names)
+    if "photon_id" in columns:
+        bad, photons, ungrouped = con.execute(
+            "SELECT count(*) FILTER (WHERE mn != c OR mx != c), count(*) FILTER (WHERE photon_id != 18446744073709551615),"
+            " coalesce(sum(c) FILTER (WHERE photon_id = 18446744073709551615), 0) FROM ("
+            " SELECT photon_id, min(photon_multiplicity) mn, max(photon_multiplicity) mx, count(*) c"
+            f" FROM read_parquet({files}) GROUP BY photon_id)"
+        ).fetchone()
+        if bad:
+            fail(f"{run_dir}: {bad} photons whose photon_multiplicity is not their row count")
+        if ungrouped != counts.get("singles.photon_ungrouped", 0):
+            fail(f"{run_dir}: {ungrouped} ungrouped singles, manifest {counts.get('singles.photon_ungrouped')}")
+        print(f"  photon columns: {photons} photons, multiplicities = row counts")
+    if "x_mm" in columns:
+        moved, missing = con.execute(
+            "SELECT count(*) FILTER (WHERE n > 1), coalesce(sum(nan), 0) FROM ("
+            " SELECT channel, count(DISTINCT (x_mm, y_mm, z_mm)) FILTER (WHERE NOT isnan(x_mm)) n,"
+            " count(*) FILTER (WHERE isnan(x_mm)) nan"
+            f" FROM read_parquet({files}) GROUP BY channel)"
+        ).fetchone()
+        if moved:
+            fail(f"{run_dir}: {moved} channels with more than one crystal position")
+        if missing != counts.get("singles.position_missing_from_geometry", 0):
+            fail(f"{run_dir}: {missing} singles without a position, manifest {counts.get('singles.position_missing_from_geometry')}")
+        print(f"  position columns: one centre per channel, {missing} singles without one")
 
 
 def check_coincidence_file(con, path, kind, f, manifest):

@@ -28,4 +28,5 @@ pub mod ring;
 pub mod run_config;
 pub mod seq_tracker;
 pub mod session;
+pub mod singles_columns;
 pub mod streams;

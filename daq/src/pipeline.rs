@@ -167,7 +167,7 @@ impl SinglesFiles {
         let due = self
             .rotation
             .max_bytes
-            .is_some_and(|m| self.writer.as_ref().is_some_and(|w| w.bytes_written() >= m))
+            .is_some_and(|m| self.writer.as_ref().is_some_and(|w| w.bytes_estimate() >= m))
             || self
                 .rotation
                 .max_seconds

@@ -83,14 +83,11 @@ pub struct RecoverReport {
 }
 
 /// Parquet tables recovery knows the schema of, by file-name prefix: candidate schemas (the
-/// singles table has two) and the write options of the table.
+/// singles table has eight: optional positions, photon and raw columns) and the write options
+/// of the table.
 fn table_schemas(name: &str) -> Option<(Vec<SchemaRef>, WriteOptions, &'static str)> {
     if name.starts_with("singles-") {
-        Some((
-            vec![singles::schema(true), singles::schema(false)],
-            singles::write_options(),
-            "singles",
-        ))
+        Some((singles::all_schemas(), singles::write_options(), "singles"))
     } else if name.starts_with("coincidences-") || name.starts_with("delayed-") {
         Some((
             vec![coincidences::schema()],

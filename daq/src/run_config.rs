@@ -36,6 +36,8 @@ pub struct RunSection {
     pub rotate_size: Option<String>,
     /// Start a new singles file after this wall-clock time, e.g. "10m".
     pub rotate_every: Option<String>,
+    /// Write each single's crystal centre (x_mm, y_mm, z_mm) into the singles table.
+    pub positions: Option<bool>,
 }
 
 /// `[calibration]`: exactly one of `dir`, `petsys_config`, or `none = true`.
@@ -275,7 +277,10 @@ impl RunFile {
                 clock: ClockModel {
                     frequency_hz: clock_hz,
                 },
-                coincidences: self.coincidences.clone(),
+                coincidences: crate::coinc_stage::CoincidenceOptions {
+                    positions: self.coincidences.positions || self.run.positions.unwrap_or(false),
+                    ..self.coincidences.clone()
+                },
                 rotation,
                 streams: crate::streams::StreamSettings {
                     meg: self.meg.clone(),

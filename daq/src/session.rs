@@ -164,7 +164,7 @@ pub fn begin(
             None
         }
     };
-    if coincidences.is_some()
+    if coincidences.as_ref().is_some_and(|c| c.options.enabled)
         && !kernel.energy_in_kev()
         && description.coincidences.energy_window_kev.is_some()
     {

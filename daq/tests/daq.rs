@@ -752,6 +752,16 @@ mod live {
         // The stats snapshot carries the same per-board and per-input numbers as the manifest.
         let last = &acquired.last;
         assert_eq!(last.inputs.len(), 1);
+        // The dashboard's coincidence counters end equal to the tables written.
+        let c = last.coincidences.as_ref().expect("coincidence counters published");
+        assert_eq!(c.prompts, count(m, "coincidences.prompt.pairs"));
+        assert_eq!(c.delayeds, count(m, "coincidences.delayed.pairs"));
+        assert!(c.prompts > 0);
+        assert_eq!(
+            c.dt_bins.iter().sum::<u64>(),
+            c.prompts,
+            "every prompt tof is inside the window"
+        );
         let input = &last.inputs[0];
         assert_eq!(input.packets_in, count(m, "packets_in"));
         assert_eq!(input.kernel_drops, m.losses.get("udp_kernel_drops"));

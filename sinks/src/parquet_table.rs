@@ -107,7 +107,9 @@ pub struct ParquetTableWriter {
     /// Rows of the row group being gathered (parallel_row_groups).
     gathered: Vec<RecordBatch>,
     /// Row groups being encoded, oldest first; each delivers its column chunks.
-    in_flight: VecDeque<Receiver<ParquetResult<Vec<ArrowColumnChunk>>>>,
+    in_flight: VecDeque<(usize, Receiver<ParquetResult<Vec<ArrowColumnChunk>>>)>,
+    /// Rows in row groups already in the file.
+    appended_rows: u64,
     /// Row groups handed out for encoding (their index in the file).
     launched: usize,
     rows: u64,
@@ -212,6 +214,7 @@ impl ParquetTableWriter {
             parallel_row_groups: options.parallel_row_groups,
             gathered: Vec::new(),
             in_flight: VecDeque::new(),
+            appended_rows: 0,
             launched: 0,
             rows: 0,
         })
@@ -291,6 +294,7 @@ impl ParquetTableWriter {
     /// (oldest first) while more than one per core is in flight.
     fn launch_row_group(&mut self) -> Result<(), SinkError> {
         let batches = std::mem::take(&mut self.gathered);
+        let rows = self.pending_rows;
         self.pending_rows = 0;
         self.pending_bytes = 0;
         if batches.is_empty() {
@@ -312,7 +316,7 @@ impl ParquetTableWriter {
                 parallel_columns,
             ));
         });
-        self.in_flight.push_back(rx);
+        self.in_flight.push_back((rows, rx));
         while self.in_flight.len() > rayon::current_num_threads().max(1) {
             self.append_oldest()?;
         }
@@ -321,9 +325,10 @@ impl ParquetTableWriter {
 
     /// Waits for the oldest row group in flight and splices it into the file.
     fn append_oldest(&mut self) -> Result<(), SinkError> {
-        let Some(rx) = self.in_flight.pop_front() else {
+        let Some((rows, rx)) = self.in_flight.pop_front() else {
             return Ok(());
         };
+        self.appended_rows += rows as u64;
         let path = self.final_path.clone();
         let chunks = rx
             .recv()
@@ -377,6 +382,7 @@ impl ParquetTableWriter {
         .map_err(|e| parquet_err(&path, e))?;
         self.append_chunks(chunks)?;
         self.launched = self.row_groups;
+        self.appended_rows += self.pending_rows as u64;
         self.pending_rows = 0;
         self.pending_bytes = 0;
         Ok(())
@@ -390,6 +396,19 @@ impl ParquetTableWriter {
     /// Bytes flushed to the file so far (whole row groups; the open one is in memory).
     pub fn bytes_written(&self) -> u64 {
         self.writer.bytes_written() as u64
+    }
+
+    /// The file's size once every row given so far is written: the bytes flushed plus the
+    /// rows still buffered or being encoded, at the compressed bytes per row seen so far (8
+    /// before the first row group). What size-based rotation compares with its limit.
+    pub fn bytes_estimate(&self) -> u64 {
+        let written = self.bytes_written();
+        let per_row = if self.appended_rows > 0 {
+            written as f64 / self.appended_rows as f64
+        } else {
+            8.0
+        };
+        written + ((self.rows - self.appended_rows) as f64 * per_row) as u64
     }
 
     /// Adds a key-value metadata entry (written with the footer).

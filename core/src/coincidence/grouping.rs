@@ -1,6 +1,7 @@
 //! Grouping (photon building): hits close in time and space become one photon with the time
 //! and channel of its highest-energy hit and the summed energy; streaming ([`Grouper`]) and
-//! whole-batch ([`group_hits`]).
+//! whole-batch ([`group_hits`]); [`Grouper::push_labeled`] also says which photon each hit went
+//! into ([`GroupLabels`]), for callers that write the hits beside the photons.
 
 use super::batch::{GroupingStats, PhotonBatch, SinglesRef};
 use super::config::{CoincidenceError, GroupingConfig};
@@ -29,6 +30,33 @@ struct Done {
     energy: f32,
     flags: u16,
     multiplicity: u32,
+}
+
+/// Per-hit output of [`Grouper::push_labeled`] / [`Grouper::finish_labeled`]: which photon
+/// (group) each hit went into, and the multiplicity of every group once it is closed.
+///
+/// Group ids are `0, 1, 2, ...` in the order the groups were opened, over the grouper's whole
+/// life (never reused, also across [`Grouper::finish`]). Groups close in id order, so the
+/// `k`-th multiplicity ever appended to `closed_multiplicity` is that of group `k`, and a hit
+/// whose id is below the number of groups closed so far has its final multiplicity.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupLabels {
+    /// One entry per hit offered, in order: its group id, or [`GroupLabels::UNGROUPED`] for a
+    /// hit on a channel missing from the geometry (dropped, counted as `unmapped_channel`).
+    pub photon_id: Vec<u64>,
+    /// Multiplicity (hits) of each group as it closes, in group id order.
+    pub closed_multiplicity: Vec<u32>,
+}
+
+impl GroupLabels {
+    /// Group id of a hit that was not grouped (channel missing from the geometry).
+    pub const UNGROUPED: u64 = u64::MAX;
+
+    /// Empties both columns (keeps their capacity).
+    pub fn clear(&mut self) {
+        self.photon_id.clear();
+        self.closed_multiplicity.clear();
+    }
 }
 
 /// Streaming grouper.
@@ -79,6 +107,31 @@ impl<'a> Grouper<'a> {
         hits: SinglesRef<'_>,
         out: &mut PhotonBatch,
     ) -> Result<(), CoincidenceError> {
+        self.push_impl(hits, out, None)
+    }
+
+    /// [`Grouper::push`], also appending to `labels` each hit's group id and the multiplicity
+    /// of every group closed meanwhile. Same photons as `push`. On error nothing is appended.
+    pub fn push_labeled(
+        &mut self,
+        hits: SinglesRef<'_>,
+        out: &mut PhotonBatch,
+        labels: &mut GroupLabels,
+    ) -> Result<(), CoincidenceError> {
+        self.push_impl(hits, out, Some(labels))
+    }
+
+    /// Number of groups closed so far: every group id below it is final.
+    pub fn groups_closed(&self) -> u64 {
+        self.open.front().map_or(self.next_seq, |g| g.seq)
+    }
+
+    fn push_impl(
+        &mut self,
+        hits: SinglesRef<'_>,
+        out: &mut PhotonBatch,
+        mut labels: Option<&mut GroupLabels>,
+    ) -> Result<(), CoincidenceError> {
         hits.check_lengths()?;
         check_order(hits.t_ps, self.last_t)?;
         let w = self.cfg.window_ps;
@@ -89,6 +142,9 @@ impl<'a> Grouper<'a> {
             let ch = hits.channel[k];
             let Some(cr) = self.lut.crystal(ch) else {
                 self.stats.unmapped_channel += 1;
+                if let Some(l) = labels.as_deref_mut() {
+                    l.photon_id.push(GroupLabels::UNGROUPED);
+                }
                 continue;
             };
             let pos = self.lut.pos_mm(cr);
@@ -96,6 +152,9 @@ impl<'a> Grouper<'a> {
                 && t.saturating_sub(g.t_first) > w
             {
                 let g = self.open.pop_front().expect("front exists");
+                if let Some(l) = labels.as_deref_mut() {
+                    l.closed_multiplicity.push(g.multiplicity);
+                }
                 self.close(g);
             }
             let (e, f) = (hits.energy_kev[k], hits.flags[k]);
@@ -105,6 +164,9 @@ impl<'a> Grouper<'a> {
                 .find(|g| distance(g.pos_first, pos) <= dmax)
             {
                 Some(g) => {
+                    if let Some(l) = labels.as_deref_mut() {
+                        l.photon_id.push(g.seq);
+                    }
                     g.sum_e += e;
                     g.flags |= f;
                     g.multiplicity += 1;
@@ -115,6 +177,9 @@ impl<'a> Grouper<'a> {
                     }
                 }
                 None => {
+                    if let Some(l) = labels.as_deref_mut() {
+                        l.photon_id.push(self.next_seq);
+                    }
                     self.open.push_back(Open {
                         seq: self.next_seq,
                         t_first: t,
@@ -141,7 +206,19 @@ impl<'a> Grouper<'a> {
 
     /// Closes every group and emits the remaining photons; ready for a new stream afterwards.
     pub fn finish(&mut self, out: &mut PhotonBatch) {
+        self.finish_impl(out, None);
+    }
+
+    /// [`Grouper::finish`], appending the multiplicities of the groups it closes to `labels`.
+    pub fn finish_labeled(&mut self, out: &mut PhotonBatch, labels: &mut GroupLabels) {
+        self.finish_impl(out, Some(labels));
+    }
+
+    fn finish_impl(&mut self, out: &mut PhotonBatch, mut labels: Option<&mut GroupLabels>) {
         while let Some(g) = self.open.pop_front() {
+            if let Some(l) = labels.as_deref_mut() {
+                l.closed_multiplicity.push(g.multiplicity);
+            }
             self.close(g);
         }
         self.emit(None, out);

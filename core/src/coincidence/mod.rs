@@ -5,7 +5,7 @@
 //! - [`lut`]: [`CrystalLut`], the dense channel -> crystal position/module table.
 //! - [`batch`]: input view [`SinglesRef`], outputs [`PhotonBatch`], [`CoincidenceBatch`],
 //!   counters.
-//! - [`grouping`]: photon building ([`Grouper`], [`group_hits`]).
+//! - [`grouping`]: photon building ([`Grouper`], [`group_hits`], per-hit [`GroupLabels`]).
 //! - [`sorter`]: the sorter ([`CoincidenceSorter`] streaming, [`sort_coincidences`]).
 //! - [`parallel`]: [`sort_coincidences_parallel`], cut at gaps and sorted on rayon.
 //!
@@ -25,7 +25,7 @@ pub use config::{
     CoincidenceConfig, CoincidenceError, DEFAULT_DELAY_PS, DEFAULT_WINDOW_PS, GroupingConfig,
     ModuleDifference, Policy, WindowMode,
 };
-pub use grouping::{Grouper, group_hits};
+pub use grouping::{GroupLabels, Grouper, group_hits};
 pub use lut::CrystalLut;
 pub use parallel::{gap_cuts, sort_coincidences_parallel, sort_coincidences_sliced};
 pub use sorter::{CoincidenceSorter, sort_coincidences};
