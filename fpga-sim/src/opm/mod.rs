@@ -568,3 +568,76 @@ pub fn read_trigger_truth(path: &Path) -> Result<Vec<(i64, i32)>, SimError> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scandaq_decoders::control::{ControlRecord, decode_control};
+    use scandaq_decoders::meg::decode_block;
+    use scandaq_decoders::transport::decode_packet;
+
+    /// Runs a short config into memory: (block headers with their first sample's truth
+    /// time, sync records).
+    fn collect(config: &OpmConfig) -> (Vec<(u32, u16)>, Vec<ClockSync>, OpmSummary) {
+        let mut packets: Vec<Vec<u8>> = Vec::new();
+        let summary = run_opm(
+            config,
+            Destination::Closure(Box::new(|_, p| {
+                packets.push(p.to_vec());
+                true
+            })),
+            None,
+            None,
+        )
+        .unwrap();
+        let (mut blocks, mut syncs) = (Vec::new(), Vec::new());
+        for p in &packets {
+            let (h, payload) = decode_packet(p).unwrap();
+            match h.payload_format {
+                // The end-of-stream marker is an empty packet.
+                payload_format::OPM_BLOCK if !payload.is_empty() => {
+                    let b = decode_block(payload).unwrap();
+                    blocks.push((b.header.sample_counter, b.header.n_samples));
+                }
+                payload_format::CONTROL if !payload.is_empty() => {
+                    if let Ok(ControlRecord::ClockSync(s)) = decode_control(payload) {
+                        syncs.push(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        (blocks, syncs, summary)
+    }
+
+    #[test]
+    fn counter_wraps_syncs_match_the_clock_and_runs_are_deterministic() {
+        let config = OpmConfig {
+            duration_s: 25.0,
+            sensors: 2,
+            ..OpmConfig::default()
+        };
+        let (blocks, syncs, summary) = collect(&config);
+        assert_eq!(blocks.len() as u64, summary.blocks);
+        // Consecutive counters (mod 2^32), and the wrap happens (start 20 s before it).
+        for w in blocks.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(w[0].1 as u32));
+        }
+        assert!(blocks.windows(2).any(|w| w[1].0 < w[0].0));
+        // One sync per reference second plus the one after the last block.
+        assert_eq!(syncs.len() as u64, summary.sync_records);
+        assert_eq!(syncs.len(), 26, "edges 0..=24 s during the run, then 25 s");
+        for (k, s) in syncs.iter().enumerate() {
+            let pos = config.clock.sample_position(k as f64);
+            let expect = (config.start_counter as f64 + pos).rem_euclid(4_294_967_296.0);
+            let got = s.device_ticks();
+            assert!((got - expect).abs() < 1e-6, "edge {k}: {got} vs {expect}");
+            assert_eq!(
+                s.reference_ns,
+                config.reference_start_ns + k as i64 * 1_000_000_000
+            );
+        }
+        let again = collect(&config);
+        assert_eq!(again.0, blocks);
+    }
+}
