@@ -583,6 +583,12 @@ mod tests {
             chunk_offset: 0,
         };
         encode_chunk(&mut p, &h, &[7u8; 64]);
+        // The test vector of docs/ultrasound.md.
+        let expect: [u8; 40] = [
+            1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 8, 0, 0, 0, 0x15, 0xcd, 0x5b, 0x07, 0, 0, 0, 0,
+            0x06, 0xff, 0xff, 0xff, 0x40, 0x78, 0x7d, 0x01, 0, 0, 1, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(&p[..40], &expect[..]);
         assert_eq!(decode_chunk(&p).unwrap().samples, &[7u8; 64][..]);
         assert_eq!(
             decode_chunk(&p[..39]).unwrap_err().reason(),
