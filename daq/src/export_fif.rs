@@ -14,9 +14,9 @@
 //! stays uniform; the report says how many.
 
 use anyhow::{Context, Result, bail};
-use arrow_array::{Array, RecordBatch};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, UInt16Type};
+use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use scandaq_sinks::meg_tables::{BLOCKS_TABLE, CHANNELS_TABLE};
 use std::io::Write;
