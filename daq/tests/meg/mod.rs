@@ -510,3 +510,71 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("no meg_blocks"));
 }
+
+#[test]
+fn in_process_stream_gives_dashboard_figures_from_the_data() {
+    use scandaq::streams::{StreamContext, StreamSettings, new_processor};
+    use scandaq_decoders::transport::{decode_packet, payload_format};
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let config = OpmConfig {
+        seed: 2,
+        duration_s: 12.0,
+        sensors: 4,
+        ..OpmConfig::default()
+    };
+    run_opm(
+        &config,
+        Destination::Closure(Box::new(|_, p| {
+            packets.push(p.to_vec());
+            true
+        })),
+        None,
+        Some(&sim),
+    )
+    .unwrap();
+    let mut settings = StreamSettings::default();
+    settings.meg.channel_table = Some(sim.join(CHANNELS_FILE));
+    let mut p = new_processor(StreamContext {
+        run_dir: tmp.path().to_path_buf(),
+        metadata: vec![],
+        source_id: 0,
+        payload_format: payload_format::OPM_BLOCK,
+        settings,
+    })
+    .unwrap()
+    .unwrap();
+    for packet in &packets {
+        let (h, payload) = decode_packet(packet).unwrap();
+        if payload.is_empty() {
+            continue;
+        }
+        if h.payload_format == payload_format::CONTROL {
+            p.control(payload).unwrap();
+        } else {
+            p.payload(payload).unwrap();
+        }
+    }
+    let figures = p.figures();
+    let get = |name: &str| figures.iter().find(|f| f.0 == name).unwrap().1;
+    let triggers = read_trigger_truth(&sim.join(TRUTH_TRIGGERS_FILE)).unwrap();
+    let true_rate =
+        (triggers.len() - 1) as f64 * 1e9 / (triggers.last().unwrap().0 - triggers[0].0) as f64;
+    assert!(
+        (get("trigger rate") - true_rate).abs() < 1e-3,
+        "{figures:?}"
+    );
+    // White 15 fT/sqrt(Hz) over 600 Hz is 367 fT rms; mains adds up to 2 pT amplitude.
+    assert!(
+        (300.0..3000.0).contains(&get("median channel RMS")),
+        "{figures:?}"
+    );
+    assert!((get("rate") / 1200.5 - 1.0).abs() < 6e-6, "{figures:?}");
+    let report = p.finish().unwrap();
+    assert_eq!(report.counts["meg.0.blocks_time_extrapolated"], 0);
+    assert_eq!(
+        report.counts["meg.0.samples"],
+        (12.0f64 * 1200.5).floor() as u64
+    );
+}

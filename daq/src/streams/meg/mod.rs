@@ -136,6 +136,10 @@ struct MegProcessor {
     counter_jumps: u64,
     shape_warned: bool,
     rate_hz: f64,
+    /// Median over the MEG channels of each channel's RMS in the last block, fT (dashboard).
+    median_rms_ft: f64,
+    /// Corrected time of the first and the last rising trigger edge, ns, and their count.
+    trigger_span: Option<(i64, i64, u64)>,
 }
 
 /// Makes the processor for one stream.
@@ -188,6 +192,8 @@ pub fn new_processor(ctx: StreamContext) -> Result<Box<dyn StreamProcessor>> {
         counter_jumps: 0,
         shape_warned: false,
         rate_hz: 0.0,
+        median_rms_ft: f64::NAN,
+        trigger_span: None,
     }))
 }
 
@@ -265,12 +271,18 @@ impl MegProcessor {
                                 extrapolated: t.is_none_or(|t| t.extrapolated),
                             });
                             self.n_trigger_edges += 1;
+                            if let (true, Some(t)) = (v & (1 << bit) != 0, t) {
+                                let span = self.trigger_span.get_or_insert((t.ns, t.ns, 0));
+                                span.1 = t.ns;
+                                span.2 += 1;
+                            }
                         }
                     }
                 }
                 self.last_trigger = Some(v);
             }
         }
+        self.update_rms(&b);
         self.blocks.push(&BlockRow {
             stream: self.source_id,
             first_sample: b.index,
@@ -287,6 +299,39 @@ impl MegProcessor {
             self.flush_batches()?;
         }
         Ok(())
+    }
+
+    /// Median over the MEG channels of the block's per-channel RMS, in fT (needs the
+    /// channel table's calibration).
+    fn update_rms(&mut self, b: &Held) {
+        let Some(ch) = &self.channels else { return };
+        let nch = b.n_channels as usize;
+        if ch.len() != nch || b.n_samples == 0 {
+            return;
+        }
+        let mut rms: Vec<f64> = Vec::with_capacity(nch);
+        for (c, info) in ch.iter().enumerate() {
+            if !matches!(
+                info.kind,
+                scandaq_decoders::meg::ChannelKind::MegMag
+                    | scandaq_decoders::meg::ChannelKind::MegGrad
+            ) {
+                continue;
+            }
+            let mut ss = 0.0f64;
+            for s in 0..b.n_samples as usize {
+                let o = 4 * (s * nch + c);
+                if let Some(x) = b.payload.get(o..o + 4) {
+                    let v = f64::from(i32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+                    ss += v * v;
+                }
+            }
+            rms.push((ss / f64::from(b.n_samples)).sqrt() * info.cal * info.range * 1e15);
+        }
+        if !rms.is_empty() {
+            rms.sort_by(f64::total_cmp);
+            self.median_rms_ft = rms[rms.len() / 2];
+        }
     }
 
     fn flush_batches(&mut self) -> Result<()> {
@@ -446,6 +491,17 @@ impl StreamProcessor for MegProcessor {
                 self.n_trigger_edges as f64,
                 "".into(),
             ),
+            (
+                "trigger rate".into(),
+                match self.trigger_span {
+                    Some((first, last, n)) if n > 1 && last > first => {
+                        (n - 1) as f64 * 1e9 / (last - first) as f64
+                    }
+                    _ => 0.0,
+                },
+                "Hz".into(),
+            ),
+            ("median channel RMS".into(), self.median_rms_ft, "fT".into()),
         ]
     }
 
