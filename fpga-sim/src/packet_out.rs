@@ -723,7 +723,10 @@ mod tests {
     use super::*;
     use scandaq_decoders::transport::decode_packet;
 
-    fn collect(options: PacketOutOptions) -> (Vec<(u32, Vec<u8>)>, PacketOutSummary, Vec<Sent>) {
+    /// Packets received by the closure, `(source_id, bytes)`.
+    type Received = Vec<(u32, Vec<u8>)>;
+
+    fn collect(options: PacketOutOptions) -> (Received, PacketOutSummary, Vec<Sent>) {
         let mut got = Vec::new();
         let mut sent = Vec::new();
         let summary = {

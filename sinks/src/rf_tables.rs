@@ -90,7 +90,7 @@ impl UsSequence {
             ("tick_rate_hz", self.tick_rate_hz),
             ("frame_rate_hz", self.frame_rate_hz),
         ] {
-            if !(v.is_finite() && v > 0.0) {
+            if !v.is_finite() || v <= 0.0 {
                 return Err(format!("{name} = {v}: must be a positive number"));
             }
         }

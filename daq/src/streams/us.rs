@@ -102,10 +102,10 @@ pub fn new_processor(ctx: StreamContext) -> Result<Box<dyn StreamProcessor>> {
         None => None,
     };
     let tick_rate = s.tick_rate_hz.or(sequence.as_ref().map(|q| q.tick_rate_hz));
-    if let Some(r) = tick_rate {
-        if !(r.is_finite() && r > 0.0) {
-            anyhow::bail!("ultrasound.tick_rate_hz = {r}: must be a positive rate in Hz");
-        }
+    if let Some(r) = tick_rate
+        && (!r.is_finite() || r <= 0.0)
+    {
+        anyhow::bail!("ultrasound.tick_rate_hz = {r}: must be a positive rate in Hz");
     }
     let mut metadata = ctx.metadata.clone();
     metadata.push(("scandaq.table".into(), RF_EVENTS_TABLE.into()));
@@ -190,10 +190,10 @@ impl UsProcessor {
         if time.is_none() {
             self.events_without_time += 1;
         }
-        if let Some(q) = &self.sequence {
-            if !q.transmits.iter().any(|t| t.tx_index == h.tx_index) {
-                self.events_unknown_tx += 1;
-            }
+        if let Some(q) = &self.sequence
+            && !q.transmits.iter().any(|t| t.tx_index == h.tx_index)
+        {
+            self.events_unknown_tx += 1;
         }
         let record = Record {
             row: RfEventRow {

@@ -207,7 +207,11 @@ impl UsConfig {
                 "give 1 to 256 plane-wave angles",
             ));
         }
-        if let Some(a) = self.angles_deg.iter().find(|a| !(a.abs() < 45.0)) {
+        if let Some(a) = self
+            .angles_deg
+            .iter()
+            .find(|a| a.is_nan() || a.abs() >= 45.0)
+        {
             return Err(SimError::config(
                 "angles_deg",
                 a,
