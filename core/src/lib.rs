@@ -7,6 +7,7 @@
 pub mod calib;
 pub mod channel;
 pub mod clock;
+pub mod clock_fit;
 pub mod coincidence;
 pub mod geometry;
 pub mod hits;

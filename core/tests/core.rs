@@ -353,6 +353,11 @@ pub mod reference {
     }
 }
 
+/// Counter unwrapping and clock fit (not part of the coincidence benchmark).
+#[cfg(test)]
+#[path = "clock_fit/mod.rs"]
+mod clock_fit;
+
 #[cfg(test)]
 mod tests {
     use super::reference::{self, Pair, Single};

@@ -13,6 +13,7 @@ pub mod control;
 pub mod dashboard;
 pub mod demo;
 pub mod export;
+pub mod export_fif;
 pub mod ingest;
 pub mod inspect;
 pub mod live;

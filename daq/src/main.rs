@@ -161,6 +161,17 @@ enum ExportFormat {
         #[arg(long, default_value_t = 20.0)]
         crystal_depth: f64,
     },
+    /// Raw FIF (MNE-Python: mne.io.read_raw_fif) of a run's OPM-MEG stream: channels, calibrations, effective sampling rate, data buffers, trigger channel.
+    Fif {
+        /// The run directory (OUTDIR/run-NNNNNN).
+        run_dir: PathBuf,
+        /// The FIF file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The stream (source id) to export, when the run has several.
+        #[arg(long)]
+        stream: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -457,6 +468,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
             )?;
             export::print_summary(&e);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            format:
+                ExportFormat::Fif {
+                    run_dir,
+                    out,
+                    stream,
+                },
+        } => {
+            let e = scandaq::export_fif::export_fif(&run_dir, &out, stream)?;
+            println!(
+                "wrote {}: stream {}, {} channels, {} samples at {:.6} Hz{}",
+                e.path.display(),
+                e.stream,
+                e.channels,
+                e.samples,
+                e.sfreq,
+                if e.gap_samples_filled > 0 {
+                    format!(
+                        " ({} missing samples filled with zeros)",
+                        e.gap_samples_filled
+                    )
+                } else {
+                    String::new()
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover { run_dir } => {

@@ -193,7 +193,7 @@ impl KWayMerger {
         }
     }
 
-/// Marks stream `id` as finished (it no longer holds the watermark back).
+    /// Marks stream `id` as finished (it no longer holds the watermark back).
     pub fn end(&mut self, id: u32) {
         self.streams.entry(id).or_default().ended = true;
     }

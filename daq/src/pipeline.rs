@@ -164,14 +164,14 @@ impl SinglesFiles {
         let w = self.open()?;
         w.write(record)?;
         self.range = Some(self.range.map_or((first, last), |(a, _)| (a, last)));
-        let due = self
+        let due = self.rotation.max_bytes.is_some_and(|m| {
+            self.writer
+                .as_ref()
+                .is_some_and(|w| w.bytes_estimate() >= m)
+        }) || self
             .rotation
-            .max_bytes
-            .is_some_and(|m| self.writer.as_ref().is_some_and(|w| w.bytes_estimate() >= m))
-            || self
-                .rotation
-                .max_seconds
-                .is_some_and(|s| self.opened.elapsed().as_secs_f64() >= s);
+            .max_seconds
+            .is_some_and(|s| self.opened.elapsed().as_secs_f64() >= s);
         if due {
             self.commit(true)?;
         }

@@ -753,7 +753,10 @@ mod live {
         let last = &acquired.last;
         assert_eq!(last.inputs.len(), 1);
         // The dashboard's coincidence counters end equal to the tables written.
-        let c = last.coincidences.as_ref().expect("coincidence counters published");
+        let c = last
+            .coincidences
+            .as_ref()
+            .expect("coincidence counters published");
         assert_eq!(c.prompts, count(m, "coincidences.prompt.pairs"));
         assert_eq!(c.delayeds, count(m, "coincidences.delayed.pairs"));
         assert!(c.prompts > 0);
@@ -2301,6 +2304,21 @@ mod dashboard {
         })
     }
 
+    /// Starts `cmd` in a detached 100x30 tmux session named `name`.
+    fn start_session(name: &str, cmd: &str) {
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            cmd,
+        ]);
+    }
+
     struct Session(String);
     impl Drop for Session {
         fn drop(&mut self) {
@@ -2350,17 +2368,7 @@ mod dashboard {
             "{bin} demo --duration 120s --rate 200k --out {}; echo SCANDAQ-EXIT=$?; sleep 60",
             out.display()
         );
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &demo.0,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &cmd,
-        ]);
+        start_session(&demo.0, &cmd);
         let s1 = wait_screen(&demo.0, "RUNNING", 60);
         assert!(s1.contains("fpga-sim (in-pro"), "{s1}");
         std::thread::sleep(Duration::from_millis(1500));
@@ -2379,17 +2387,7 @@ mod dashboard {
         let dir = run_dir(&out);
         let top = Session(format!("scandaq-top-{id}"));
         let top_cmd = format!("{bin} top {}", dir.display());
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &top.0,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &top_cmd,
-        ]);
+        start_session(&top.0, &top_cmd);
         let t = wait_screen(&top.0, "RUNNING", 30);
         assert!(t.contains("run 000001"), "{t}");
         assert!(t.contains("fpga-sim (in-pro"), "{t}");
@@ -2469,17 +2467,7 @@ mod dashboard {
         let id = std::process::id();
         let top = Session(format!("scandaq-top-run-{id}"));
         let top_cmd = format!("{bin} top {}", dir.display());
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &top.0,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &top_cmd,
-        ]);
+        start_session(&top.0, &top_cmd);
         wait_screen(&top.0, "RUNNING", 30);
 
         // Two boards at 200 k hits/s for 2 s, 1 % of the packets lost.
@@ -3394,3 +3382,9 @@ mod crash_safety {
         assert!(stderr.contains("not a scandaq run directory"), "{stderr}");
     }
 }
+
+#[path = "meg/mod.rs"]
+mod meg;
+
+#[path = "us/mod.rs"]
+mod us;

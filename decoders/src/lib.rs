@@ -9,9 +9,11 @@ pub mod archive;
 pub mod control;
 pub mod idxf;
 pub mod interfile;
+pub mod meg;
 pub mod petlink;
 pub mod petsys;
 pub mod rawf;
+pub mod rf;
 pub mod transport;
 
 pub use interfile::{InterfileError, InterfileHeader, PetlinkHeader};

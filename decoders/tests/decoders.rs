@@ -372,3 +372,9 @@ mod petlink {
         }
     }
 }
+
+#[path = "meg/mod.rs"]
+mod meg;
+
+#[path = "rf/mod.rs"]
+mod rf;

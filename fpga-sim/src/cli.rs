@@ -10,7 +10,7 @@ use crate::stream::{
 pub use scandaq_core::units::{parse_duration_s as parse_duration, parse_rate_hz as parse_rate};
 
 /// Geometry presets the simulator implements.
-pub const PRESETS: [&str; 2] = ["bench", "ring"];
+pub const PRESETS: [&str; 4] = ["bench", "ring", "opm", "us"];
 
 /// Parses a preset name; the error lists the available presets.
 pub fn parse_preset(s: &str) -> Result<String, String> {

@@ -18,11 +18,14 @@ pub mod cli;
 pub mod config;
 pub mod detector;
 pub mod files;
+pub mod opm;
+pub mod packet_out;
 pub mod ring;
 pub mod rng;
 pub mod sim;
 pub mod stream;
 pub mod truth;
+pub mod us;
 
 pub use config::{BenchConfig, SimError};
 pub use files::{write_bench_files, write_calibration_dir};

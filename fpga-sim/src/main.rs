@@ -21,7 +21,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "fpga-sim", version, about, long_about = None)]
 struct Args {
-    /// Geometry preset (available: bench, ring).
+    /// Preset (available: bench, ring, opm).
     #[arg(long, default_value = "bench", value_parser = parse_preset)]
     preset: String,
     /// Detector time to simulate: 5s, 500ms, 2m, or seconds (10).
@@ -122,6 +122,10 @@ struct Args {
     /// [default: 0.3].
     #[arg(long, help_heading = "Ring preset")]
     inter_crystal: Option<f64>,
+    #[command(flatten)]
+    opm: scandaq_fpga_sim::opm::cli::OpmArgs,
+    #[command(flatten)]
+    us: scandaq_fpga_sim::us::cli::UsArgs,
 }
 
 fn ring_options_given(args: &Args) -> Vec<&'static str> {
@@ -189,7 +193,88 @@ fn run_ring(args: Args) -> Result<()> {
     Ok(())
 }
 
+fn run_opm(args: Args) -> Result<()> {
+    let ring_only = ring_options_given(&args);
+    if !ring_only.is_empty() {
+        bail!("{} only apply to --preset ring", ring_only.join(", "));
+    }
+    let bench_only: Vec<&str> = [
+        ("--rate", args.rate.is_some()),
+        ("--duplicate", args.duplicate.is_some()),
+        ("--reorder", args.reorder.is_some()),
+        ("--corrupt", args.corrupt.is_some()),
+        ("--disconnect-after", args.disconnect_after.is_some()),
+        ("--boards", args.boards != 1),
+        ("--prerender", args.prerender),
+        ("--near-wrap", args.near_wrap),
+        ("--start-frame", args.start_frame.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(f, _)| *f)
+    .collect();
+    if !bench_only.is_empty() {
+        bail!(
+            "{} do not apply to --preset opm (its counter starts near its wrap; faults: --lose-packets, --truncate-blocks, --counter-jump-at, --clock-reset-at)",
+            bench_only.join(", ")
+        );
+    }
+    let common = scandaq_fpga_sim::opm::cli::CommonArgs {
+        duration_s: args.duration,
+        seed: args.seed,
+        out: args.out.clone(),
+        udp: args.udp,
+        tcp: args.tcp,
+        source_id: args.source_id_base,
+        lose_packets: args.lose_packets,
+        max_packet_bytes: args.max_packet_bytes,
+        unpaced: args.unpaced,
+    };
+    let (_, report) = scandaq_fpga_sim::opm::cli::run(common, &args.opm)?;
+    println!("{report}");
+    Ok(())
+}
+
+fn run_us(args: Args) -> Result<()> {
+    let ring_only = ring_options_given(&args);
+    let opm_only = args.opm.given();
+    if !ring_only.is_empty() || !opm_only.is_empty() {
+        bail!(
+            "{} do not apply to --preset us",
+            [ring_only, opm_only].concat().join(", ")
+        );
+    }
+    let common = scandaq_fpga_sim::us::cli::CommonArgs {
+        duration_s: args.duration,
+        seed: args.seed,
+        out: args.out.clone(),
+        udp: args.udp,
+        tcp: args.tcp,
+        source_id: args.source_id_base,
+        lose_packets: args.lose_packets,
+        max_packet_bytes: args.max_packet_bytes,
+        unpaced: args.unpaced,
+    };
+    let (_, report) = scandaq_fpga_sim::us::cli::run_cli(common, &args.us)?;
+    println!("{report}");
+    Ok(())
+}
+
 fn run(args: Args) -> Result<()> {
+    if args.preset == "us" {
+        return run_us(args);
+    }
+    let us_only = args.us.given();
+    if !us_only.is_empty() {
+        bail!("{} only apply to --preset us", us_only.join(", "));
+    }
+    if args.preset == "opm" {
+        return run_opm(args);
+    }
+    let opm_only = args.opm.given();
+    if !opm_only.is_empty() {
+        bail!("{} only apply to --preset opm", opm_only.join(", "));
+    }
     if args.preset == "ring" {
         return run_ring(args);
     }

@@ -11,8 +11,10 @@ pub mod castor;
 pub mod coincidences;
 pub mod error;
 pub mod manifest;
+pub mod meg_tables;
 pub mod parquet_table;
 pub mod petlink_tables;
+pub mod rf_tables;
 pub mod run_dir;
 pub mod singles;
 

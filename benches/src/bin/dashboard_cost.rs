@@ -50,8 +50,7 @@ fn prepare(dir: &Path, hits: f64) -> std::path::PathBuf {
     config.boards = 2;
     config.paced = false;
     config.out_dir = Some(dir.join("sim"));
-    let mut archive =
-        RawArchiveWriter::create(dir, "bench.sdq", "{}").expect("create the archive");
+    let mut archive = RawArchiveWriter::create(dir, "bench.sdq", "{}").expect("create the archive");
     generate_packets(&config, |_, packet| {
         archive.write_packets(packet, 1).expect("write the archive");
         true
