@@ -52,14 +52,19 @@ impl StreamStage {
         chunk.payload_format != payload_format::PETSYS_TOFPET2
     }
 
-    /// True when at least one stream board exists and every one has ended.
+    /// True when at least one stream exists and every one has ended. Only sources that sent
+    /// stream data count: control packets alone (e.g. from a PETsys board) make no stream.
     pub fn all_ended(&self) -> bool {
-        !self.boards.is_empty() && self.boards.values().all(|b| b.ended)
+        !self.is_empty() && self.streams().all(|b| b.ended)
     }
 
-    /// True when no stream board has been seen.
+    /// True when no source has sent stream data.
     pub fn is_empty(&self) -> bool {
-        self.boards.is_empty()
+        self.streams().next().is_none()
+    }
+
+    fn streams(&self) -> impl Iterator<Item = &StreamBoard> {
+        self.boards.values().filter(|b| b.processor.is_some())
     }
 
     /// Hands a stream board's chunk to its processor.
