@@ -20,6 +20,7 @@ pub mod detector;
 pub mod files;
 pub mod opm;
 pub mod packet_out;
+pub mod preset_args;
 pub mod ring;
 pub mod rng;
 pub mod sim;

@@ -219,7 +219,15 @@ fn run_opm(args: Args) -> Result<()> {
             bench_only.join(", ")
         );
     }
-    let common = scandaq_fpga_sim::opm::cli::CommonArgs {
+    let common = common_args(&args);
+    let (_, report) = scandaq_fpga_sim::opm::cli::run(common, &args.opm)?;
+    println!("{report}");
+    Ok(())
+}
+
+/// The flags the stream presets (opm, us) share.
+fn common_args(args: &Args) -> scandaq_fpga_sim::preset_args::CommonArgs {
+    scandaq_fpga_sim::preset_args::CommonArgs {
         duration_s: args.duration,
         seed: args.seed,
         out: args.out.clone(),
@@ -229,10 +237,7 @@ fn run_opm(args: Args) -> Result<()> {
         lose_packets: args.lose_packets,
         max_packet_bytes: args.max_packet_bytes,
         unpaced: args.unpaced,
-    };
-    let (_, report) = scandaq_fpga_sim::opm::cli::run(common, &args.opm)?;
-    println!("{report}");
-    Ok(())
+    }
 }
 
 fn run_us(args: Args) -> Result<()> {
@@ -244,17 +249,7 @@ fn run_us(args: Args) -> Result<()> {
             [ring_only, opm_only].concat().join(", ")
         );
     }
-    let common = scandaq_fpga_sim::us::cli::CommonArgs {
-        duration_s: args.duration,
-        seed: args.seed,
-        out: args.out.clone(),
-        udp: args.udp,
-        tcp: args.tcp,
-        source_id: args.source_id_base,
-        lose_packets: args.lose_packets,
-        max_packet_bytes: args.max_packet_bytes,
-        unpaced: args.unpaced,
-    };
+    let common = common_args(&args);
     let (_, report) = scandaq_fpga_sim::us::cli::run_cli(common, &args.us)?;
     println!("{report}");
     Ok(())

@@ -687,35 +687,7 @@ fn send_udp_batch(
 
 /// Waits up to [`TCP_ACCEPT_WAIT`] for the receiver on the (non-blocking) listener.
 fn accept(listener: &TcpListener) -> Result<TcpStream, SimError> {
-    let deadline = Instant::now() + TCP_ACCEPT_WAIT;
-    loop {
-        match listener.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)
-                    .map_err(net("configuring the TCP connection"))?;
-                s.set_write_timeout(Some(TCP_WRITE_TIMEOUT))
-                    .map_err(net("configuring the TCP connection"))?;
-                return Ok(s);
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                if Instant::now() >= deadline {
-                    let addr = listener
-                        .local_addr()
-                        .map_or_else(|_| "?".to_string(), |a| a.to_string());
-                    return Err(SimError::Network {
-                        action: format!(
-                            "no receiver connected to {addr} within {} s",
-                            TCP_ACCEPT_WAIT.as_secs()
-                        ),
-                        source: ErrorKind::TimedOut.into(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
-            Err(e) => return Err(net("accepting a TCP client")(e)),
-        }
-    }
+    crate::stream::accept(listener, TCP_ACCEPT_WAIT, "connected")
 }
 
 #[cfg(test)]

@@ -799,7 +799,11 @@ fn stream_udp_prerendered(
 }
 
 /// Waits up to `wait` for a client on the (non-blocking) listener.
-fn accept(listener: &TcpListener, wait: Duration, what: &str) -> Result<TcpStream, SimError> {
+pub(crate) fn accept(
+    listener: &TcpListener,
+    wait: Duration,
+    what: &str,
+) -> Result<TcpStream, SimError> {
     let deadline = Instant::now() + wait;
     loop {
         match listener.accept() {

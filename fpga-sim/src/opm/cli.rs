@@ -3,8 +3,6 @@
 
 use super::{DriftingClock, OpmConfig, OpmFaults, OpmSummary, run_opm};
 use crate::packet_out::Destination;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Flags that only apply to `--preset opm`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -61,28 +59,7 @@ impl OpmArgs {
     }
 }
 
-/// Options shared with the other presets.
-#[derive(Debug, Clone)]
-pub struct CommonArgs {
-    /// Simulated time, s.
-    pub duration_s: f64,
-    /// Seed.
-    pub seed: u64,
-    /// Output directory (channel table, truth, summary).
-    pub out: Option<PathBuf>,
-    /// UDP receiver.
-    pub udp: Option<SocketAddr>,
-    /// TCP listening address.
-    pub tcp: Option<SocketAddr>,
-    /// Source id.
-    pub source_id: u32,
-    /// Packet-loss probability.
-    pub lose_packets: Option<f64>,
-    /// Largest packet.
-    pub max_packet_bytes: Option<usize>,
-    /// Send unpaced.
-    pub unpaced: bool,
-}
+pub use crate::preset_args::CommonArgs;
 
 /// Runs the preset; returns the summary and a one-paragraph report.
 pub fn run(common: CommonArgs, args: &OpmArgs) -> anyhow::Result<(OpmSummary, String)> {

@@ -3,7 +3,6 @@
 
 use super::{UsConfig, UsSummary, run};
 use crate::packet_out::Destination;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Flags that only apply to `--preset us`.
@@ -86,28 +85,7 @@ impl UsArgs {
     }
 }
 
-/// The flags `fpga-sim` shares between presets.
-#[derive(Clone, Debug, Default)]
-pub struct CommonArgs {
-    /// `--duration`, s.
-    pub duration_s: f64,
-    /// `--seed`.
-    pub seed: u64,
-    /// `--out`.
-    pub out: Option<PathBuf>,
-    /// `--udp`.
-    pub udp: Option<SocketAddr>,
-    /// `--tcp`.
-    pub tcp: Option<SocketAddr>,
-    /// `--source-id-base`.
-    pub source_id: u32,
-    /// `--lose-packets`.
-    pub lose_packets: Option<f64>,
-    /// `--max-packet-bytes`.
-    pub max_packet_bytes: Option<usize>,
-    /// `--unpaced`.
-    pub unpaced: bool,
-}
+pub use crate::preset_args::CommonArgs;
 
 /// Builds the configuration from the flags.
 pub fn config(common: &CommonArgs, us: &UsArgs) -> UsConfig {
