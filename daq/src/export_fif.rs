@@ -12,6 +12,13 @@
 //!
 //! Sample gaps (missing samples counted by the run) are filled with zeros so the time axis
 //! stays uniform; the report says how many.
+//!
+//! By default every channel is shifted by its group delay (`meg_channels.delay_ps`,
+//! fractional-sample windowed-sinc interpolation, [`align`]) so all channels refer to the same
+//! instants; the buffers are then 32-bit floats (raw counts, MNE still applies cal · range).
+//! `--unaligned` writes the samples as recorded (32-bit integers).
+
+pub mod align;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::cast::AsArray;
@@ -34,6 +41,8 @@ mod fiff {
     pub const SFREQ: i32 = 201;
     pub const CH_INFO: i32 = 203;
     pub const MEAS_DATE: i32 = 204;
+    pub const DESCRIPTION: i32 = 206;
+    pub const T_STRING: i32 = 10;
     pub const FIRST_SAMPLE: i32 = 208;
     pub const LOWPASS: i32 = 219;
     pub const HIGHPASS: i32 = 223;
@@ -79,6 +88,19 @@ pub struct FifExport {
     pub gap_samples_filled: u64,
     /// Sampling rate written, Hz.
     pub sfreq: f64,
+    /// Channels were shifted by their delays (float buffers); false: as recorded.
+    pub aligned: bool,
+    /// Largest channel shift applied, samples (0 when not aligned).
+    pub max_shift_samples: f64,
+}
+
+/// Choices of the export.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FifOptions {
+    /// The stream (source id) to export; `None`: the run's only MEG stream.
+    pub stream: Option<u32>,
+    /// Write the samples as recorded instead of shifting each channel by its delay.
+    pub unaligned: bool,
 }
 
 struct Channel {
@@ -86,6 +108,7 @@ struct Channel {
     kind: String,
     cal: f64,
     range: f64,
+    delay_ps: i64,
     pos: [f64; 3],
     ori: [f64; 3],
 }
@@ -138,12 +161,14 @@ fn read_channels(path: &Path) -> Result<Vec<Channel>> {
         let (cal, range) = (f("cal")?, f("range")?);
         let (x, y, z) = (f("x_m")?, f("y_m")?, f("z_m")?);
         let (ox, oy, oz) = (f("ox")?, f("oy")?, f("oz")?);
+        let delay = col(&b, "delay_ps", &file)?.as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             out.push(Channel {
                 name: name.value(i).to_string(),
                 kind: kind.value(i).to_string(),
                 cal: cal[i],
                 range: range[i],
+                delay_ps: if delay.is_valid(i) { delay.value(i) } else { 0 },
                 pos: [x[i], y[i], z[i]],
                 ori: [ox[i], oy[i], oz[i]],
             });
@@ -235,8 +260,82 @@ fn orthonormal_pair(z: [f64; 3]) -> ([f64; 3], [f64; 3]) {
     (x, cross(z, x))
 }
 
-/// Exports stream `stream` (the only one when `None`) of `run_dir` to `out`.
+/// Writes the raw-data buffers: zero buffers over gaps, then the rows given.
+struct DataWriter<W: Write> {
+    fif: Fif<W>,
+    nch: usize,
+    next: i64,
+    filled: u64,
+    float: bool,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> DataWriter<W> {
+    fn fill_to(&mut self, start: i64) -> Result<()> {
+        if start < self.next {
+            bail!(
+                "meg_blocks rows overlap at sample {start}: the table is not a single clean stream"
+            );
+        }
+        while self.next < start {
+            let n = (start - self.next).min(1000) as usize;
+            let zeros = vec![0u8; n * self.nch * 4];
+            let typ = if self.float {
+                fiff::T_FLOAT
+            } else {
+                fiff::T_INT
+            };
+            self.fif
+                .tag(fiff::DATA_BUFFER, typ, &zeros, fiff::NEXT_SEQ)?;
+            self.filled += n as u64;
+            self.next += n as i64;
+        }
+        Ok(())
+    }
+
+    /// Rows as stored: little-endian i32, sample-major.
+    fn raw_rows(&mut self, start: i64, payload: &[u8]) -> Result<()> {
+        self.fill_to(start)?;
+        self.buf.clear();
+        self.buf.extend(
+            payload
+                .chunks_exact(4)
+                .flat_map(|c| [c[3], c[2], c[1], c[0]]),
+        );
+        self.fif
+            .tag(fiff::DATA_BUFFER, fiff::T_INT, &self.buf, fiff::NEXT_SEQ)?;
+        self.next = start + (payload.len() / (4 * self.nch)) as i64;
+        Ok(())
+    }
+
+    /// Aligned rows, sample-major.
+    fn float_rows(&mut self, start: i64, rows: &[f32]) -> Result<()> {
+        self.fill_to(start)?;
+        self.buf.clear();
+        self.buf.extend(rows.iter().flat_map(|v| v.to_be_bytes()));
+        self.fif
+            .tag(fiff::DATA_BUFFER, fiff::T_FLOAT, &self.buf, fiff::NEXT_SEQ)?;
+        self.next = start + (rows.len() / self.nch) as i64;
+        Ok(())
+    }
+}
+
+/// Exports stream `stream` (the only one when `None`) of `run_dir` to `out`, each channel
+/// shifted by its delay.
 pub fn export_fif(run_dir: &Path, out: &Path, stream: Option<u32>) -> Result<FifExport> {
+    export_fif_with(
+        run_dir,
+        out,
+        &FifOptions {
+            stream,
+            ..FifOptions::default()
+        },
+    )
+}
+
+/// Exports a MEG stream of `run_dir` to `out` as `options` say.
+pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Result<FifExport> {
+    let stream = options.stream;
     let streams = streams_in(run_dir)?;
     let stream = match (stream, streams.as_slice()) {
         (Some(s), _) if streams.contains(&s) => s,
@@ -327,6 +426,24 @@ pub fn export_fif(run_dir: &Path, out: &Path, stream: Option<u32>) -> Result<Fif
     let meas_ns = t0.map_or(0, |(s, n)| {
         n - ((s - first) as f64 * 1e9 / sfreq).round() as i64
     });
+    // Channel shifts in samples of the written rate; trigger bitmasks are never shifted.
+    let shifts: Vec<f64> = channels
+        .iter()
+        .map(|c| c.delay_ps as f64 * 1e-12 * sfreq)
+        .collect();
+    let interpolate: Vec<bool> = channels.iter().map(|c| c.kind != "trigger").collect();
+    let mut aligner = align::DelayAligner::new(&shifts, &interpolate);
+    let aligned = !options.unaligned && !aligner.is_identity();
+    let max_shift_samples = if aligned {
+        shifts
+            .iter()
+            .zip(&interpolate)
+            .filter(|(_, i)| **i)
+            .map(|(s, _)| s.abs())
+            .fold(0.0, f64::max)
+    } else {
+        0.0
+    };
     let tmp = out.with_extension("fif.inprogress");
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut fif = Fif {
@@ -346,43 +463,83 @@ pub fn export_fif(run_dir: &Path, out: &Path, stream: Option<u32>) -> Result<Fif
     fif.float(fiff::HIGHPASS, 0.0)?;
     fif.float(fiff::LOWPASS, (sfreq / 2.0) as f32)?;
     fif.int(fiff::MEAS_DATE, &[secs32, usecs])?;
+    let description = if aligned {
+        format!(
+            "scandaq: stream {stream}; channels aligned by meg_channels.delay_ps (Kaiser-windowed \
+             sinc, {} taps, beta {}); largest shift {max_shift_samples:.3} samples",
+            2 * align::HALF_TAPS,
+            align::KAISER_BETA
+        )
+    } else {
+        format!("scandaq: stream {stream}; samples as recorded (channel delays not applied)")
+    };
+    fif.tag(
+        fiff::DESCRIPTION,
+        fiff::T_STRING,
+        description.as_bytes(),
+        fiff::NEXT_SEQ,
+    )?;
     for (i, c) in channels.iter().enumerate() {
         fif.ch_info(i as i32, c)?;
     }
     fif.int(fiff::BLOCK_END, &[fiff::B_MEAS_INFO])?;
     fif.int(fiff::BLOCK_START, &[fiff::B_RAW_DATA])?;
     fif.int(fiff::FIRST_SAMPLE, &[0])?;
-    let mut next = first;
-    let mut filled = 0u64;
-    let mut buf: Vec<u8> = Vec::new();
+    let mut data = DataWriter {
+        fif,
+        nch,
+        next: first,
+        filled: 0,
+        float: aligned,
+        buf: Vec::new(),
+    };
+    let mut samples: Vec<i32> = Vec::new();
+    let mut failed: Option<anyhow::Error> = None;
     for b in &blocks {
         let fs = col(b, "first_sample", &file)?.as_primitive::<Int64Type>();
         let ns = col(b, "n_samples", &file)?.as_primitive::<UInt16Type>();
         let payload = col(b, "payload", &file)?.as_binary::<i32>();
         for i in 0..b.num_rows() {
             let start = fs.value(i);
-            if start < next {
-                bail!(
-                    "meg_blocks rows overlap at sample {start}: the table is not a single clean stream"
-                );
-            }
-            while next < start {
-                let n = (start - next).min(1000) as usize;
-                let zeros = vec![0u8; n * nch * 4];
-                fif.tag(fiff::DATA_BUFFER, fiff::T_INT, &zeros, fiff::NEXT_SEQ)?;
-                filled += n as u64;
-                next += n as i64;
-            }
             let p = payload.value(i);
             if p.len() != ns.value(i) as usize * nch * 4 {
                 bail!("block at sample {start}: payload length does not match its shape");
             }
-            buf.clear();
-            buf.extend(p.chunks_exact(4).flat_map(|c| [c[3], c[2], c[1], c[0]]));
-            fif.tag(fiff::DATA_BUFFER, fiff::T_INT, &buf, fiff::NEXT_SEQ)?;
-            next = start + i64::from(ns.value(i));
+            if !aligned {
+                data.raw_rows(start, p)?;
+                continue;
+            }
+            samples.clear();
+            samples.extend(
+                p.chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            aligner.push(start, &samples, &mut |first, rows| {
+                if failed.is_none()
+                    && let Err(e) = data.float_rows(first, rows)
+                {
+                    failed = Some(e);
+                }
+            });
+            if let Some(e) = failed.take() {
+                return Err(e);
+            }
         }
     }
+    if aligned {
+        aligner.close(&mut |first, rows| {
+            if failed.is_none()
+                && let Err(e) = data.float_rows(first, rows)
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
+    }
+    let filled = data.filled;
+    let mut fif = data.fif;
     fif.int(fiff::BLOCK_END, &[fiff::B_RAW_DATA])?;
     fif.int(fiff::BLOCK_END, &[fiff::B_MEAS])?;
     fif.tag(fiff::NOP, fiff::T_VOID, &[], fiff::NEXT_NONE)?;
@@ -400,5 +557,7 @@ pub fn export_fif(run_dir: &Path, out: &Path, stream: Option<u32>) -> Result<Fif
         samples: total + filled,
         gap_samples_filled: filled,
         sfreq,
+        aligned,
+        max_shift_samples,
     })
 }

@@ -167,3 +167,109 @@ pub fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
     }
     bar
 }
+
+/// The metadata JSON of the raw archive `archive` (`.sdq`: 64-byte header, JSON, packets).
+pub fn archive_metadata(archive: &Path) -> Result<serde_json::Value> {
+    use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
+    let mut file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot open {}", archive.display()))?;
+    let mut head = [0u8; ARCHIVE_HEADER_LEN];
+    file.read_exact(&mut head)
+        .with_context(|| format!("{}: too short for a raw archive", archive.display()))?;
+    let len = parse_header(&head).with_context(|| format!("{}", archive.display()))?;
+    let mut meta = vec![0u8; len as usize];
+    file.read_exact(&mut meta)
+        .with_context(|| format!("{}: metadata truncated", archive.display()))?;
+    if meta.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&meta)
+        .with_context(|| format!("{}: the archive's metadata is not JSON", archive.display()))
+}
+
+/// Stream settings for replaying the raw archive `archive`: the `[meg]` / `[ultrasound]`
+/// settings the recording run (or fpga-sim) stored in the archive's metadata (key
+/// [`crate::streams::ARCHIVE_METADATA_KEY`], the channel table's and sequence's text
+/// included), with every key of the `[meg]` / `[ultrasound]` sections of the run
+/// configuration `config` laid over them (a `channel_table` / `sequence_file` given there
+/// replaces the stored text). Returns the resolved settings and notes for the operator.
+pub fn archive_stream_settings(
+    archive: &Path,
+    config: Option<&Path>,
+) -> Result<(crate::streams::StreamSettings, Vec<String>)> {
+    use crate::streams::{ARCHIVE_METADATA_KEY, StreamSettings};
+    let meta = archive_metadata(archive)?;
+    let mut notes = Vec::new();
+    let mut base = match meta.get(ARCHIVE_METADATA_KEY) {
+        Some(v) => v.clone(),
+        None => {
+            notes.push(format!(
+                "{} stores no stream settings (written before scandaq recorded them): defaults \
+                 unless --config FILE gives [meg] / [ultrasound]",
+                archive.display()
+            ));
+            serde_json::json!({})
+        }
+    };
+    if let Some(path) = config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read run configuration {}", path.display()))?;
+        // The whole file must be a valid run configuration (typos are named) ...
+        crate::run_config::parse(path, &text)?;
+        // ... and the keys it gives in [meg] / [ultrasound] override the archive's.
+        let given: toml::Table =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        for (section, path_key, text_key) in [
+            ("meg", "channel_table", "channel_table_tsv"),
+            ("ultrasound", "sequence_file", "sequence_json"),
+        ] {
+            let Some(toml::Value::Table(keys)) = given.get(section) else {
+                continue;
+            };
+            if !base.is_object() {
+                base = serde_json::json!({});
+            }
+            let target = base
+                .as_object_mut()
+                .map(|o| o.entry(section).or_insert_with(|| serde_json::json!({})));
+            let Some(serde_json::Value::Object(target)) = target else {
+                bail!(
+                    "{}: stored [{section}] settings are not an object",
+                    archive.display()
+                );
+            };
+            if keys.contains_key(path_key) {
+                target.remove(text_key);
+            }
+            for (k, v) in keys {
+                target.insert(k.clone(), serde_json::to_value(v)?);
+            }
+            notes.push(format!(
+                "[{section}] keys from {} override the archive's: {}",
+                path.display(),
+                keys.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let settings: StreamSettings = serde_json::from_value(base).with_context(|| {
+        format!(
+            "{}: the stream settings stored in the archive are not usable by this scandaq; \
+             give them with --config FILE ([meg] / [ultrasound])",
+            archive.display()
+        )
+    })?;
+    let settings = settings
+        .resolve()
+        .with_context(|| format!("stream settings for replaying {}", archive.display()))?;
+    if let Some(ch) = settings.meg.channels()? {
+        notes.push(format!(
+            "MEG channel table: {} channels ({})",
+            ch.len(),
+            match &settings.meg.channel_table {
+                Some(p) => format!("channel_table {}", p.display()),
+                None => "stored in the archive".into(),
+            }
+        ));
+    }
+    Ok((settings, notes))
+}

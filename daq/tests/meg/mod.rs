@@ -93,6 +93,14 @@ fn stream_run_with(config: &OpmConfig, speed: f64, archive: bool) -> OpmRun {
     let sim_dir = tmp.path().join("sim");
     let runs = tmp.path().join("runs");
     std::fs::create_dir_all(&runs).unwrap();
+    // scandaq reads (and checks) the channel table when the run starts; the simulator
+    // writes the same table again into its --out directory.
+    std::fs::create_dir_all(&sim_dir).unwrap();
+    std::fs::write(
+        sim_dir.join(CHANNELS_FILE),
+        scandaq_decoders::meg::format_channel_table(&scandaq_fpga_sim::opm::channel_table(config)),
+    )
+    .unwrap();
     let cfg = tmp.path().join("run.toml");
     std::fs::write(
         &cfg,
@@ -445,7 +453,15 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
         },
         ..OpmConfig::default()
     };
-    let run = stream_run(&config, 60.0);
+    let run = stream_run_with(&config, 60.0, true);
+    // The replay of the run's raw archive (no flags: the [meg] settings, channel table
+    // included, travel in the archive) gives the same tables ...
+    let replay_dir = replay_archive(&run_archive(&run), &run.run_dir.join("replays"), &[]);
+    for table in ["meg_blocks", "meg_channels", "triggers", "clock_segments"] {
+        let (live, _) = read_parquet(&run.run_dir.join(format!("{table}-source0.parquet")));
+        let (replayed, _) = read_parquet(&replay_dir.join(format!("{table}-source0.parquet")));
+        assert_same_rows(&live, &replayed, table);
+    }
     let fif = run.run_dir.join("export.fif");
     let out = Command::new(env!("CARGO_BIN_EXE_scandaq"))
         .args([
@@ -496,6 +512,19 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
     assert!(check.status.success(), "{text}");
     assert!(text.contains("all FIF checks passed"), "{text}");
     eprintln!("{text}");
+    // ... and so the same FIF file, which MNE reads.
+    let replay_fif = replay_dir.join("export.fif");
+    export_fif(&replay_dir, &replay_fif, &[]);
+    assert!(
+        std::fs::read(&replay_fif).unwrap() == bytes,
+        "the replay's FIF differs from the live run's"
+    );
+    mne_check(&replay_dir, &replay_fif, &["--channel", "OPM003Z"]);
+    // --unaligned: the samples as recorded (integer buffers), checked exactly.
+    let plain_fif = replay_dir.join("plain.fif");
+    let stdout = export_fif(&replay_dir, &plain_fif, &["--unaligned"]);
+    assert!(stdout.contains("samples as recorded"), "{stdout}");
+    mne_check(&replay_dir, &plain_fif, &["--channel", "OPM005Y"]);
     // Refusals: a run without MEG tables, a missing stream.
     let err = Command::new(env!("CARGO_BIN_EXE_scandaq"))
         .args([
@@ -577,4 +606,469 @@ fn in_process_stream_gives_dashboard_figures_from_the_data() {
         report.counts["meg.0.samples"],
         (12.0f64 * 1200.5).floor() as u64
     );
+}
+
+/// The raw archive a run recorded (`--raw-archive`).
+fn run_archive(run: &OpmRun) -> PathBuf {
+    std::fs::read_dir(&run.run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "sdq"))
+        .expect("the run recorded a raw archive")
+}
+
+/// `scandaq replay ARCHIVE --no-calib --out OUT EXTRA...`; returns the new run directory.
+fn replay_archive(archive: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> PathBuf {
+    let (ok, stderr) = try_replay(archive, out, extra);
+    assert!(ok, "replay failed: {stderr}");
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    runs.sort();
+    runs.pop().unwrap()
+}
+
+/// Runs a replay; returns (success, stderr).
+fn try_replay(archive: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    std::fs::create_dir_all(out).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .arg("replay")
+        .arg(archive)
+        .args(["--no-calib", "--no-progress", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    no_panic(&stderr);
+    (o.status.success(), stderr)
+}
+
+/// `scandaq export fif RUN --out FIF EXTRA...` must succeed; returns its stdout.
+fn export_fif(run_dir: &std::path::Path, fif: &std::path::Path, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args(["export", "fif"])
+        .arg(run_dir)
+        .arg("--out")
+        .arg(fif)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    no_panic(&stderr);
+    assert!(out.status.success(), "export fif failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs scripts/check_fif_mne.py (skipped with a notice without mne).
+fn mne_check(run_dir: &std::path::Path, fif: &std::path::Path, extra: &[&str]) {
+    if !have_mne() {
+        eprintln!(
+            "NOTICE: python3 cannot import mne: MNE check of {} skipped",
+            fif.display()
+        );
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_fif_mne.py");
+    let check = Command::new("python3")
+        .arg(script)
+        .arg(run_dir)
+        .arg(fif)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains("all FIF checks passed"), "{text}");
+}
+
+/// The two tables hold the same rows, column by column (file metadata such as the run
+/// number may differ).
+fn assert_same_rows(a: &[RecordBatch], b: &[RecordBatch], table: &str) {
+    let rows = |x: &[RecordBatch]| x.iter().map(|b| b.num_rows()).sum::<usize>();
+    assert_eq!(rows(a), rows(b), "{table}: row counts");
+    assert!(rows(a) > 0, "{table} is empty");
+    assert_eq!(a.len(), b.len(), "{table}: batches as read");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.schema().fields(), y.schema().fields(), "{table}: schema");
+        assert!(x.columns() == y.columns(), "{table}: values differ");
+    }
+}
+
+#[test]
+fn fpga_sim_archive_replays_with_its_channel_table_and_config_overrides_it() {
+    use scandaq_fpga_sim::opm::{archive_metadata, channel_table};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = OpmConfig {
+        seed: 4,
+        duration_s: 8.0,
+        sensors: 3,
+        ..OpmConfig::default()
+    };
+    let archive = tmp.path().join("opm.sdq");
+    run_opm(
+        &config,
+        Destination::Archive {
+            path: archive.clone(),
+            metadata_json: archive_metadata(&config),
+        },
+        None,
+        None,
+    )
+    .unwrap();
+    let truth = channel_table(&config);
+    let names = |run: &std::path::Path| -> Vec<String> {
+        read_parquet(&run.join("meg_channels-source0.parquet"))
+            .0
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("name").unwrap().as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|i| c.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let delays = |run: &std::path::Path| -> Vec<Option<i64>> {
+        i64s(
+            &read_parquet(&run.join("meg_channels-source0.parquet")).0,
+            "delay_ps",
+        )
+    };
+    // The simulator's archive carries its channel table: meg_channels as simulated.
+    let run = replay_archive(&archive, &tmp.path().join("a"), &[]);
+    let want: Vec<String> = truth.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names(&run), want);
+    assert_eq!(
+        delays(&run),
+        truth.iter().map(|c| Some(c.delay_ps)).collect::<Vec<_>>()
+    );
+    let fif = tmp.path().join("a.fif");
+    export_fif(&run, &fif, &[]);
+    mne_check(&run, &fif, &[]);
+    // --config overrides: another channel table (first channel renamed) and a setting.
+    let mut renamed = truth.clone();
+    renamed[0].name = "RENAMED".into();
+    let table = tmp.path().join("renamed.tsv");
+    std::fs::write(
+        &table,
+        scandaq_decoders::meg::format_channel_table(&renamed),
+    )
+    .unwrap();
+    let cfg = tmp.path().join("replay.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[meg]\nchannel_table = {:?}\nmax_hold_s = 2\n",
+            table.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = replay_archive(
+        &archive,
+        &tmp.path().join("b"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    assert_eq!(names(&run)[0], "RENAMED");
+    assert_eq!(names(&run)[1..], want[1..]);
+    // A broken table given with --config stops the replay before it starts, naming it.
+    std::fs::write(&table, "name\tkind\nA\tsquid\n").unwrap();
+    let (ok, stderr) = try_replay(
+        &archive,
+        &tmp.path().join("c"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("renamed.tsv") && stderr.contains("header"),
+        "{stderr}"
+    );
+    assert!(
+        !tmp.path().join("c").join("run-000001").exists(),
+        "no run directory is made for a replay that cannot start"
+    );
+}
+
+/// The data buffers of a FIF file written by `scandaq export fif` (tags in sequence):
+/// (channels, sample-major values as stored, whether they were floats).
+fn read_fif_data(path: &std::path::Path) -> (usize, Vec<f64>, bool) {
+    let bytes = std::fs::read(path).unwrap();
+    let be = |o: usize| i32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let (mut pos, mut nch, mut values, mut float) = (0usize, 0usize, Vec::new(), false);
+    while pos + 16 <= bytes.len() {
+        let (kind, typ, size) = (be(pos), be(pos + 4), be(pos + 8) as usize);
+        let data = &bytes[pos + 16..pos + 16 + size];
+        match (kind, typ) {
+            (200, 3) => nch = be(pos + 16) as usize,
+            (300, 3) => values.extend(
+                data.chunks_exact(4)
+                    .map(|c| f64::from(i32::from_be_bytes([c[0], c[1], c[2], c[3]]))),
+            ),
+            (300, 4) => {
+                float = true;
+                values.extend(
+                    data.chunks_exact(4)
+                        .map(|c| f64::from(f32::from_be_bytes([c[0], c[1], c[2], c[3]]))),
+                )
+            }
+            _ => {}
+        }
+        pos += 16 + size;
+    }
+    (nch, values, float)
+}
+
+/// The lag (s) at which `g * evoked(t - lag)` fits channel `y` best, over the samples near
+/// the true triggers: `windows` holds (sample index, true time since the trigger, bits).
+fn evoked_lag(y: &[f64], windows: &[(usize, f64, i32)]) -> f64 {
+    use scandaq_fpga_sim::opm::signal::evoked_response;
+    let score = |lag: f64| {
+        let (mut ys, mut ss) = (0.0, 0.0);
+        for &(k, tau, bits) in windows {
+            let s = evoked_response(tau - lag, bits);
+            ys += y[k] * s;
+            ss += s * s;
+        }
+        if ss > 0.0 { ys * ys / ss } else { 0.0 }
+    };
+    let best = |lo: f64, hi: f64, step: f64| {
+        let n = ((hi - lo) / step).round() as usize;
+        (0..=n)
+            .map(|i| lo + i as f64 * step)
+            .max_by(|a, b| score(*a).total_cmp(&score(*b)))
+            .unwrap()
+    };
+    let coarse = best(-1e-3, 4e-3, 10e-6);
+    best(coarse - 10e-6, coarse + 10e-6, 0.1e-6)
+}
+
+#[test]
+fn fif_export_aligns_channel_delays_so_evoked_responses_line_up_with_truth() {
+    use scandaq::export_fif::{FifOptions, export_fif_with};
+    use scandaq::streams::{StreamContext, StreamSettings, new_processor};
+    use scandaq_decoders::transport::{decode_packet, payload_format};
+    use scandaq_fpga_sim::opm::channel_table;
+    // Noise-free evoked responses (no white, 1/f or mains), large enough that rounding to
+    // counts does not matter; 4 sensors = 12 channels with group delays of 1-3 ms.
+    let config = OpmConfig {
+        seed: 7,
+        duration_s: 12.0,
+        sensors: 4,
+        white_noise_ft: 0.0,
+        mains_ft: 0.0,
+        evoked_ft: 1e5,
+        ..OpmConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    run_opm(
+        &config,
+        Destination::Closure(Box::new(|_, p| {
+            packets.push(p.to_vec());
+            true
+        })),
+        None,
+        Some(&sim),
+    )
+    .unwrap();
+    let table = channel_table(&config);
+    let mut settings = StreamSettings::default();
+    settings.meg.channel_table_tsv = Some(scandaq_decoders::meg::format_channel_table(&table));
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let mut p = new_processor(StreamContext {
+        run_dir: run_dir.clone(),
+        metadata: vec![],
+        source_id: 0,
+        payload_format: payload_format::OPM_BLOCK,
+        settings,
+    })
+    .unwrap()
+    .unwrap();
+    for packet in &packets {
+        let (h, payload) = decode_packet(packet).unwrap();
+        if payload.is_empty() {
+            continue;
+        }
+        if h.payload_format == payload_format::CONTROL {
+            p.control(payload).unwrap();
+        } else {
+            p.payload(payload).unwrap();
+        }
+    }
+    p.finish().unwrap();
+    let aligned = tmp.path().join("aligned.fif");
+    let plain = tmp.path().join("plain.fif");
+    let e = export_fif_with(&run_dir, &aligned, &FifOptions::default()).unwrap();
+    assert!(e.aligned && e.max_shift_samples > 1.0, "{e:?}");
+    let e = export_fif_with(
+        &run_dir,
+        &plain,
+        &FifOptions {
+            unaligned: true,
+            ..FifOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(!e.aligned);
+    // FIF sample k is true sample k (nothing lost): its true time from the simulator's clock.
+    let truth_triggers = read_trigger_truth(&sim.join(TRUTH_TRIGGERS_FILE)).unwrap();
+    let (nch, a, float) = read_fif_data(&aligned);
+    assert!(float);
+    let (nch2, u, float2) = read_fif_data(&plain);
+    assert!(!float2 && nch == table.len() && nch2 == nch && a.len() == u.len());
+    let n = a.len() / nch;
+    let mut windows = Vec::new();
+    for &(t_ns, bits) in &truth_triggers {
+        let tr = (t_ns - config.reference_start_ns) as f64 * 1e-9;
+        let lo = config.clock.sample_position(tr - 0.01).ceil().max(0.0) as usize;
+        let hi = (config.clock.sample_position(tr + 0.41).floor() as usize).min(n - 1);
+        for k in lo..=hi {
+            windows.push((k, config.clock.sample_time(k as f64) - tr, bits));
+        }
+    }
+    assert!(
+        windows.len() > 4000,
+        "{} samples near triggers",
+        windows.len()
+    );
+    let (mut worst_aligned, mut worst_plain) = (0.0f64, 0.0f64);
+    let mut delays = Vec::new();
+    for (c, info) in table.iter().enumerate() {
+        let column = |v: &[f64]| (0..n).map(|k| v[k * nch + c]).collect::<Vec<f64>>();
+        if info.kind == scandaq_decoders::meg::ChannelKind::Trigger {
+            assert_eq!(
+                column(&a),
+                column(&u),
+                "the trigger channel is copied as is"
+            );
+            continue;
+        }
+        let delay = info.delay_ps as f64 * 1e-12;
+        delays.push(delay);
+        let lag_aligned = evoked_lag(&column(&a), &windows);
+        let lag_plain = evoked_lag(&column(&u), &windows);
+        // As recorded, the response lags by the channel's delay; aligned, it does not.
+        worst_plain = worst_plain.max((lag_plain - delay).abs());
+        worst_aligned = worst_aligned.max(lag_aligned.abs());
+        assert!(
+            lag_plain > 0.9e-3,
+            "{}: unaligned lag {lag_plain} s",
+            info.name
+        );
+    }
+    let spread = delays.iter().cloned().fold(f64::MIN, f64::max)
+        - delays.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        spread > 0.5e-3,
+        "channels with different delays: {delays:?}"
+    );
+    eprintln!(
+        "delay alignment: {} channels, delays {:.3}..{:.3} ms; worst |lag| aligned {:.2} us, \
+         unaligned |lag - delay| {:.2} us",
+        delays.len(),
+        delays.iter().cloned().fold(f64::MAX, f64::min) * 1e3,
+        delays.iter().cloned().fold(f64::MIN, f64::max) * 1e3,
+        worst_aligned * 1e6,
+        worst_plain * 1e6
+    );
+    assert!(
+        worst_plain < 5e-6,
+        "the truth's delays are the table's: {worst_plain}"
+    );
+    assert!(
+        worst_aligned < 5e-6,
+        "aligned channels line up with the truth: {worst_aligned}"
+    );
+}
+
+#[test]
+fn missing_or_broken_channel_table_stops_the_run_at_startup_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("run.toml");
+    let table = tmp.path().join("channels.tsv");
+    let scandaq = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        no_panic(&stderr);
+        (o.status.success(), stderr)
+    };
+    let runs = tmp.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let addr = free_port_udp().to_string();
+    let run_args = [
+        "run",
+        "--udp",
+        &addr,
+        "--no-calib",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        runs.to_str().unwrap(),
+        "--duration",
+        "30s",
+        "--quiet",
+    ];
+    let check_args = ["config", "check", cfg.to_str().unwrap()];
+    std::fs::write(
+        &cfg,
+        format!(
+            "[calibration]\nnone = true\n[[input]]\nudp = {addr:?}\n[meg]\nchannel_table = {:?}\n",
+            table.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    // Missing: `config check` and `run` fail at once (no packet needed), naming key and path.
+    for args in [&check_args[..], &run_args[..]] {
+        let (ok, stderr) = scandaq(args);
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.contains("[meg] channel_table")
+                && stderr.contains("channels.tsv")
+                && stderr.contains("cannot read"),
+            "{stderr}"
+        );
+    }
+    // A broken row: the line and the column are named.
+    let good = scandaq_decoders::meg::format_channel_table(&scandaq_fpga_sim::opm::channel_table(
+        &OpmConfig {
+            sensors: 2,
+            ..OpmConfig::default()
+        },
+    ));
+    let broken = good.replacen("meg_mag", "squid", 1);
+    std::fs::write(&table, &broken).unwrap();
+    for args in [&check_args[..], &run_args[..]] {
+        let (ok, stderr) = scandaq(args);
+        assert!(!ok);
+        assert!(
+            stderr.contains("line 3")
+                && stderr.contains("squid")
+                && stderr.contains("channels.tsv"),
+            "{stderr}"
+        );
+    }
+    // A header without rows, and a bad clock setting.
+    std::fs::write(&table, good.lines().take(2).collect::<Vec<_>>().join("\n")).unwrap();
+    let (ok, stderr) = scandaq(&check_args);
+    assert!(!ok && stderr.contains("no channel rows"), "{stderr}");
+    std::fs::write(&table, &good).unwrap();
+    let (ok, stderr) = scandaq(&check_args);
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}clock_max_residual_ns = -5\n")).unwrap();
+    let (ok, stderr) = scandaq(&check_args);
+    assert!(!ok && stderr.contains("clock_max_residual_ns"), "{stderr}");
+    // Nothing was started: no run directory.
+    assert!(std::fs::read_dir(&runs).unwrap().next().is_none());
 }

@@ -62,7 +62,13 @@ impl OpmArgs {
 pub use crate::preset_args::CommonArgs;
 
 /// Runs the preset; returns the summary and a one-paragraph report.
-pub fn run(common: CommonArgs, args: &OpmArgs) -> anyhow::Result<(OpmSummary, String)> {
+/// `archive`: write the packets to this `.sdq` raw archive (with the channel table in its
+/// metadata) instead of streaming them.
+pub fn run(
+    common: CommonArgs,
+    args: &OpmArgs,
+    archive: Option<&std::path::Path>,
+) -> anyhow::Result<(OpmSummary, String)> {
     let d = OpmConfig::default();
     let f0 = args.sample_rate.unwrap_or(d.clock.f0_hz);
     let config = OpmConfig {
@@ -91,22 +97,31 @@ pub fn run(common: CommonArgs, args: &OpmArgs) -> anyhow::Result<(OpmSummary, St
     {
         anyhow::bail!("--speed {s}: give a positive multiple of real time (e.g. 50)");
     }
-    let speed = if common.unpaced {
+    // An archive is written as fast as the disk takes it.
+    let speed = if common.unpaced || (archive.is_some() && args.speed.is_none()) {
         None
     } else {
         Some(args.speed.unwrap_or(1.0))
     };
-    let (destination, to) = match (common.udp, common.tcp) {
-        (Some(target), _) => (Destination::Udp { target }, format!("UDP to {target}")),
-        (_, Some(listen)) => {
+    let (destination, to) = match (common.udp, common.tcp, archive) {
+        (Some(target), None, None) => (Destination::Udp { target }, format!("UDP to {target}")),
+        (None, Some(listen), None) => {
             eprintln!("fpga-sim: serving TCP on {listen}; waiting for scandaq to connect");
             (Destination::Tcp { listen }, format!("TCP on {listen}"))
         }
-        _ => {
+        (None, None, Some(path)) => (
+            Destination::Archive {
+                path: path.to_path_buf(),
+                metadata_json: super::archive_metadata(&config),
+            },
+            format!("into the raw archive {}", path.display()),
+        ),
+        (None, None, None) => {
             anyhow::bail!(
-                "the opm preset streams: give --udp HOST:PORT or --tcp HOST:PORT (and --out DIR for the channel table and truth)"
+                "the opm preset streams: give --udp HOST:PORT, --tcp HOST:PORT or --archive FILE.sdq (and --out DIR for the channel table and truth)"
             )
         }
+        _ => anyhow::bail!("give only one of --udp, --tcp and --archive"),
     };
     let summary = run_opm(&config, destination, speed, common.out.as_deref())?;
     let f = &summary.faults;

@@ -296,6 +296,35 @@ fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, SimError> {
         .map_err(|e| SimError::io("creating", path, e))
 }
 
+/// The channel table the run of `config` uses (the one `out_dir/opm_channels.tsv` holds).
+pub fn channel_table(config: &OpmConfig) -> Vec<scandaq_decoders::meg::ChannelInfo> {
+    signal::channels(
+        config.sensors,
+        config.clock.f0_hz,
+        config.white_noise_ft,
+        config.mains_ft,
+        config.evoked_ft,
+        &mut Rng::stream(config.seed, CHANNEL_STREAM),
+    )
+    .into_iter()
+    .map(|m| m.info)
+    .collect()
+}
+
+/// Metadata JSON for a `.sdq` raw archive of the run of `config`: what made it, and under
+/// `"streams"` the `[meg]` settings `scandaq replay` uses, with the channel table's text
+/// (`{"meg": {"channel_table_tsv": ...}}`, the same key a `scandaq run --raw-archive` writes).
+pub fn archive_metadata(config: &OpmConfig) -> String {
+    serde_json::json!({
+        "source": "fpga-sim --preset opm",
+        "seed": config.seed,
+        "streams": {
+            "meg": {"channel_table_tsv": format_channel_table(&channel_table(config))},
+        },
+    })
+    .to_string()
+}
+
 /// Simulates the run into `destination`, paced at `speed` times real time (`None`: as fast
 /// as the destination takes it), writing the channel table, truth and summary into
 /// `out_dir` when given.

@@ -111,6 +111,14 @@ pub fn channels(
     out
 }
 
+/// The evoked response to a trigger with bitmask `bits`, `tau` seconds after it at the
+/// sensor (after its group delay), per unit of the channel's evoked gain: bit 2 pulses give
+/// -0.7 times the shape of bit 1 pulses. The truth a test lines aligned channels up with.
+pub fn evoked_response(tau: f64, bits: i32) -> f64 {
+    let sign = if bits & 2 != 0 { -0.7 } else { 1.0 };
+    sign * evoked(tau)
+}
+
 /// Evoked response shape at `tau` seconds after the trigger (0 outside 0..0.4 s): a 10 Hz
 /// wavelet peaking at [`EVOKED_LATENCY_S`].
 fn evoked(tau: f64) -> f64 {
@@ -153,8 +161,7 @@ pub fn sample_row(
         for tr in triggers {
             let tau = t_s - m.delay_s - tr.t_s;
             if (0.0..0.4).contains(&tau) {
-                let sign = if tr.bits & 2 != 0 { -0.7 } else { 1.0 };
-                v += sign * m.evoked_gain * evoked(tau);
+                v += m.evoked_gain * evoked_response(tau, tr.bits);
             }
         }
         // fT -> raw counts of 0.1 fT (MEG_CAL), saturating.

@@ -56,7 +56,7 @@ pub struct UsArgs {
     /// US: probability per chunk of truncating its payload.
     #[arg(long, value_name = "P", help_heading = "US preset")]
     pub truncate_chunks: Option<f64>,
-    /// US: write the packets to this `.sdq` raw archive instead of sending them.
+    /// US and OPM: write the packets to this `.sdq` raw archive instead of sending them (its metadata carries the sequence / channel table `scandaq replay` uses).
     #[arg(long, value_name = "FILE", help_heading = "US preset")]
     pub archive: Option<PathBuf>,
 }
@@ -129,6 +129,10 @@ pub fn run_cli(common: CommonArgs, us: &UsArgs) -> anyhow::Result<(UsSummary, St
                 "source": "fpga-sim --preset us",
                 "seed": config.seed,
                 "sequence": config.sequence(),
+                // The [ultrasound] settings `scandaq replay` uses (same key as a run's archive).
+                "streams": {"ultrasound": {
+                    "sequence_json": serde_json::to_string(&config.sequence()).unwrap_or_default(),
+                }},
             })
             .to_string(),
         },
