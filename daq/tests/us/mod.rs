@@ -241,7 +241,8 @@ fn replayed_archive_with_truncated_chunks_stores_exactly_the_complete_events() {
         &config,
         Destination::Archive {
             path: archive.clone(),
-            metadata_json: "{\"run\":1}".into(),
+            // Carries the sequence: the replay needs no --config for us_sequence.
+            metadata_json: scandaq_fpga_sim::us::archive_metadata(&config),
         },
     )
     .unwrap();
@@ -275,6 +276,15 @@ fn replayed_archive_with_truncated_chunks_stores_exactly_the_complete_events() {
         incomplete_seen,
         "{:?}",
         m.losses
+    );
+    let seq_rows: usize = read_batches(&dir.join("us_sequence-source0.parquet"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(
+        seq_rows,
+        config.angles_deg.len(),
+        "sequence from the archive"
     );
 }
 
@@ -325,4 +335,127 @@ fn garbage_rf_chunks_and_control_records_are_counted_never_a_panic() {
         report.losses
     );
     assert_eq!(report.files[0].path, "rf_events-source9.parquet");
+}
+
+#[test]
+fn rf_events_over_tcp_with_a_board_clock_reset_are_bit_exact_and_the_reset_is_counted() {
+    use scandaq_fpga_sim::us::REFERENCE_EPOCH_NS;
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    // 0.5 s of frames, sync records every 50 ms, the board's counter restarts from 0 at
+    // 223.4 ms (between two sync edges).
+    let reset_s = 0.2234;
+    let config = UsConfig {
+        frames: 100,
+        sync_interval_s: 0.05,
+        paced: false,
+        clock_reset_at_s: Some(reset_s),
+        ..small_config(23, &sim)
+    };
+    std::fs::create_dir_all(&sim).unwrap();
+    let seq = sim.join(SEQUENCE_FILE);
+    std::fs::write(&seq, serde_json::to_string(&config.sequence()).unwrap()).unwrap();
+    let listen: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sim_config = config.clone();
+    let sender = std::thread::spawn(move || run(&sim_config, Destination::Tcp { listen }));
+    let out = tmp.path().join("runs");
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[ultrasound]\nsequence_file = {:?}\ntick_rate_hz = {}\n",
+            seq.display().to_string(),
+            config.tick_rate_hz,
+        ),
+    )
+    .unwrap();
+    let result = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args(["run", "--tcp", &listen.to_string(), "--no-calib", "--quiet"])
+        .args([
+            "--duration",
+            "120s",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let summary = sender.join().unwrap().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(result.status.success(), "{text}");
+    assert_eq!(summary.faults.clock_resets, 1);
+    let dir = only_run_dir(&out);
+    let m = manifest_of(&dir);
+    let truth = read_truth(&sim.join(TRUTH_FILE)).unwrap();
+    // TCP loses nothing: every event stored, bit-exact.
+    assert!(truth.iter().all(|t| t.complete));
+    let errors = check_against_truth(&stored_events(&dir), &truth);
+    assert!(
+        m.losses.0.values().all(|&v| v == 0),
+        "nothing lost: {:?}",
+        m.losses
+    );
+    // The reset is in the truth (the counter drops) ...
+    let reset_ns = REFERENCE_EPOCH_NS + (reset_s * 1e9) as i64;
+    let after: Vec<&TruthEvent> = truth
+        .iter()
+        .filter(|t| t.true_tx_time_ns >= reset_ns)
+        .collect();
+    let before = truth
+        .iter()
+        .rfind(|t| t.true_tx_time_ns < reset_ns)
+        .unwrap();
+    assert!(
+        after[0].tx_ticks < before.tx_ticks / 1000,
+        "the counter restarted"
+    );
+    // ... counted once and reported, with a new clock segment starting at it.
+    assert_eq!(m.counts["us.0.counter_jumps"], 1, "{:?}", m.counts);
+    assert!(text.contains("a board clock reset"), "{text}");
+    let starts: Vec<String> = read_batches(&dir.join("clock_segments-source0.parquet"))
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name("start").unwrap().as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| c.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        starts.iter().filter(|s| *s == "counter_jump").count(),
+        1,
+        "{starts:?}"
+    );
+    // Events between the reset and the next sync edge (250 ms) cannot be timed: exactly
+    // those are stored without a time and counted; every other event is within 1 us.
+    let next_edge = REFERENCE_EPOCH_NS + 250_000_000;
+    let untimed = truth
+        .iter()
+        .filter(|t| (reset_ns..next_edge).contains(&t.true_tx_time_ns))
+        .count() as u64;
+    assert!(untimed > 5, "{untimed} events in the blind interval");
+    assert_eq!(m.counts["us.0.events_without_time"], untimed);
+    assert_eq!(errors.len() as u64, summary.events - untimed);
+    let stored = stored_events(&dir);
+    for t in &truth {
+        let timed = stored[&(t.frame_no, t.tx_index)].1.is_some();
+        let blind = (reset_ns..next_edge).contains(&t.true_tx_time_ns);
+        assert_eq!(timed, !blind, "event {} {}", t.frame_no, t.tx_index);
+    }
+    let worst = errors.iter().map(|e| e.1).max().unwrap();
+    assert!(worst < 1000, "corrected transmit time off by {worst} ns");
+    eprintln!(
+        "us over tcp with a clock reset: {} events bit-exact, {untimed} untimed after the \
+         reset, worst time error {worst} ns",
+        summary.events
+    );
 }

@@ -111,30 +111,31 @@ pub fn config(common: &CommonArgs, us: &UsArgs) -> UsConfig {
         source_id: common.source_id,
         lose_packets: common.lose_packets.unwrap_or(0.0),
         truncate_chunks: us.truncate_chunks.unwrap_or(0.0),
-        paced: !common.unpaced,
+        // An archive is written as fast as the disk takes it.
+        paced: !common.unpaced && us.archive.is_none(),
         out_dir: common.out.clone(),
         ..d
     }
 }
 
 /// Runs the preset from the command line; returns the summary and a one-paragraph report.
-pub fn run_cli(common: CommonArgs, us: &UsArgs) -> anyhow::Result<(UsSummary, String)> {
-    let config = config(&common, us);
+/// `clock_reset_at`: `--clock-reset-at S` (shared with the opm preset), the board's tick
+/// counter restarts from 0 at that simulated time.
+pub fn run_cli(
+    common: CommonArgs,
+    us: &UsArgs,
+    clock_reset_at: Option<f64>,
+) -> anyhow::Result<(UsSummary, String)> {
+    let config = UsConfig {
+        clock_reset_at_s: clock_reset_at,
+        ..config(&common, us)
+    };
     let destination = match (common.udp, common.tcp, &us.archive) {
         (Some(target), None, None) => Destination::Udp { target },
         (None, Some(listen), None) => Destination::Tcp { listen },
         (None, None, Some(path)) => Destination::Archive {
             path: path.clone(),
-            metadata_json: serde_json::json!({
-                "source": "fpga-sim --preset us",
-                "seed": config.seed,
-                "sequence": config.sequence(),
-                // The [ultrasound] settings `scandaq replay` uses (same key as a run's archive).
-                "streams": {"ultrasound": {
-                    "sequence_json": serde_json::to_string(&config.sequence()).unwrap_or_default(),
-                }},
-            })
-            .to_string(),
+            metadata_json: super::archive_metadata(&config),
         },
         (None, None, None) => anyhow::bail!(
             "--preset us needs a destination: --udp HOST:PORT, --tcp HOST:PORT or --archive FILE.sdq"
@@ -146,7 +147,7 @@ pub fn run_cli(common: CommonArgs, us: &UsArgs) -> anyhow::Result<(UsSummary, St
         "fpga-sim preset us seed {}: {} frames x {} transmits = {} RF events ({} channels x {} \
          samples, {:.1} MB of RF) in {} chunks and {} sync records over {:.3} s simulated, \
          {:.3} s wall ({:.0} MB/s of RF); faults: {} packets lost, {} chunks truncated, {} \
-         events incomplete",
+         events incomplete, {} clock resets",
         summary.seed,
         summary.frames,
         config.angles_deg.len(),
@@ -162,6 +163,7 @@ pub fn run_cli(common: CommonArgs, us: &UsArgs) -> anyhow::Result<(UsSummary, St
         summary.faults.lost_packets,
         summary.faults.truncated_chunks,
         summary.faults.incomplete_events,
+        summary.faults.clock_resets,
     );
     Ok((summary, report))
 }

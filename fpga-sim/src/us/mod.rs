@@ -25,7 +25,9 @@
 //! `lose_packets` (per data packet, by [`crate::packet_out`]) and `truncate_chunks` (per chunk,
 //! its payload cut to a random shorter length before the CRC is computed, so the transport
 //! accepts it and the RF decoder must reject or out-of-tile it): either makes the event
-//! incomplete in the truth. Clock-sync packets are never faulted.
+//! incomplete in the truth. Clock-sync packets are never faulted. `clock_reset_at_s`: the
+//! board's tick counter restarts from 0 at that reference time (same rate and drift), so
+//! `tx_ticks` and the sync records' counters drop; the truth's `tx_ticks` show it.
 
 pub mod cli;
 pub mod echo;
@@ -104,6 +106,9 @@ pub struct UsConfig {
     pub paced: bool,
     /// Where the truth, sequence, config fragment and summary go.
     pub out_dir: Option<PathBuf>,
+    /// Reset the board's tick counter to 0 at this reference time, s since t = 0.
+    #[serde(default)]
+    pub clock_reset_at_s: Option<f64>,
 }
 
 impl Default for UsConfig {
@@ -131,6 +136,7 @@ impl Default for UsConfig {
             truncate_chunks: 0.0,
             paced: true,
             out_dir: None,
+            clock_reset_at_s: None,
         }
     }
 }
@@ -193,6 +199,9 @@ impl UsConfig {
         positive("speed_of_sound_m_s", self.speed_of_sound_m_s)?;
         positive("tick_rate_hz", self.tick_rate_hz)?;
         positive("sync_interval_s", self.sync_interval_s)?;
+        if let Some(t) = self.clock_reset_at_s {
+            positive("clock_reset_at_s", t)?;
+        }
         if !(self.noise_lsb.is_finite() && self.noise_lsb >= 0.0) {
             return Err(SimError::config(
                 "noise_lsb",
@@ -314,6 +323,9 @@ pub struct UsFaults {
     pub truncated_chunks: u64,
     /// Events with at least one lost or truncated chunk.
     pub incomplete_events: u64,
+    /// Board clock resets (the tick counter restarted from 0).
+    #[serde(default)]
+    pub clock_resets: u64,
 }
 
 /// The run's totals (`summary.json`).
@@ -355,17 +367,43 @@ struct BoardClock {
     rate: f64,
     ppm: f64,
     drift: f64,
+    /// The counter restarts from 0 at this reference time.
+    reset_at: Option<f64>,
 }
 
 impl BoardClock {
+    /// The running clock, never reset.
+    fn free_running(&self, t: f64) -> f64 {
+        self.tick0 + self.rate * (t + self.ppm * 1e-6 * t + 0.5 * self.drift * 1e-6 * t * t)
+    }
+
     /// Device ticks (fractional) at reference time `t` s since the epoch.
     fn ticks(&self, t: f64) -> f64 {
-        self.tick0 + self.rate * (t + self.ppm * 1e-6 * t + 0.5 * self.drift * 1e-6 * t * t)
+        match self.reset_at {
+            Some(r) if t >= r => self.free_running(t) - self.free_running(r),
+            _ => self.free_running(t),
+        }
     }
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), SimError> {
     std::fs::write(path, text).map_err(|e| SimError::io("writing", path, e))
+}
+
+/// Metadata JSON for a `.sdq` raw archive of the run of `config`: what made it, the
+/// sequence, and under `"streams"` the `[ultrasound]` settings `scandaq replay` uses
+/// (`{"ultrasound": {"sequence_json": ...}}`, the same key a `scandaq run --raw-archive`
+/// writes).
+pub fn archive_metadata(config: &UsConfig) -> String {
+    serde_json::json!({
+        "source": "fpga-sim --preset us",
+        "seed": config.seed,
+        "sequence": config.sequence(),
+        "streams": {"ultrasound": {
+            "sequence_json": serde_json::to_string(&config.sequence()).unwrap_or_default(),
+        }},
+    })
+    .to_string()
 }
 
 /// Runs the preset into `destination`; writes the output files when `out_dir` is set.
@@ -424,6 +462,7 @@ pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary,
         rate: config.tick_rate_hz,
         ppm: config.clock_ppm,
         drift: config.clock_drift_ppm_per_s,
+        reset_at: config.clock_reset_at_s,
     };
     let mut out = PacketOut::open(
         destination,
@@ -541,6 +580,7 @@ pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary,
     }
     let packets = out.finish()?;
     summary_faults.lost_packets = packets.lost_packets();
+    summary_faults.clock_resets = u64::from(config.clock_reset_at_s.is_some_and(|r| r <= last_t));
     let wall_seconds = started.elapsed().as_secs_f64();
     if let Some((w, path)) = truth.take() {
         w.into_inner()
