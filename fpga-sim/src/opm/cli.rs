@@ -34,7 +34,7 @@ pub struct OpmArgs {
     /// OPM: make the sample counter jump (skip 5,000,000 counts) at this simulated time, s.
     #[arg(long, value_name = "S", help_heading = "OPM preset")]
     pub counter_jump_at: Option<f64>,
-    /// OPM: reset the board clock (counter restarts at 0) at this simulated time, s.
+    /// OPM and US: reset the board clock (its counter restarts at 0) at this simulated time, s.
     #[arg(long, value_name = "S", help_heading = "OPM preset")]
     pub clock_reset_at: Option<f64>,
 }
