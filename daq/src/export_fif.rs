@@ -17,6 +17,10 @@
 //! fractional-sample windowed-sinc interpolation, [`align`]) so all channels refer to the same
 //! instants; the buffers are then 32-bit floats (raw counts, MNE still applies cal · range).
 //! `--unaligned` writes the samples as recorded (32-bit integers).
+//!
+//! A file holds at most [`MAX_FIF_BYTES`] (FIF offsets are 32-bit): beyond it, or beyond
+//! `--split-size`, the export continues in `X-1.fif`, `X-2.fif`, ..., each a whole FIF file
+//! linked to its neighbours by `FIFFB_REF` blocks as MNE-Python writes split raw files.
 
 pub mod align;
 
@@ -47,6 +51,13 @@ mod fiff {
     pub const LOWPASS: i32 = 219;
     pub const HIGHPASS: i32 = 223;
     pub const DATA_BUFFER: i32 = 300;
+    pub const REF_ROLE: i32 = 115;
+    pub const REF_FILE_ID: i32 = 116;
+    pub const REF_FILE_NUM: i32 = 117;
+    pub const REF_FILE_NAME: i32 = 118;
+    pub const B_REF: i32 = 118;
+    pub const ROLE_PREV_FILE: i32 = 1;
+    pub const ROLE_NEXT_FILE: i32 = 2;
     pub const B_MEAS: i32 = 100;
     pub const B_MEAS_INFO: i32 = 101;
     pub const B_RAW_DATA: i32 = 102;
@@ -70,8 +81,11 @@ mod fiff {
     pub const UNIT_NONE: i32 = -1;
 }
 
-/// FIF addresses tags with 32-bit offsets; larger runs need split files (not written here).
-const MAX_FIF_BYTES: u64 = (1 << 31) - (1 << 20);
+/// FIF addresses tags with 32-bit offsets: the default (and largest) size of one file of a
+/// split set (`X.fif`, `X-1.fif`, ...).
+pub const MAX_FIF_BYTES: u64 = (1 << 31) - (1 << 20);
+/// Room kept at the end of each split file for the next-file reference and the end tags.
+const END_RESERVE: u64 = 4096;
 
 /// What the export wrote.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +106,8 @@ pub struct FifExport {
     pub aligned: bool,
     /// Largest channel shift applied, samples (0 when not aligned).
     pub max_shift_samples: f64,
+    /// The files written, in order (one unless the data exceeded the split size).
+    pub files: Vec<PathBuf>,
 }
 
 /// Choices of the export.
@@ -101,6 +117,9 @@ pub struct FifOptions {
     pub stream: Option<u32>,
     /// Write the samples as recorded instead of shifting each channel by its delay.
     pub unaligned: bool,
+    /// Largest size of one file, bytes (default and at most [`MAX_FIF_BYTES`]); beyond it
+    /// the export continues in `X-1.fif`, `X-2.fif`, ... linked as MNE links split files.
+    pub split_bytes: Option<u64>,
 }
 
 struct Channel {
@@ -179,6 +198,8 @@ fn read_channels(path: &Path) -> Result<Vec<Channel>> {
 
 struct Fif<W: Write> {
     w: W,
+    /// Bytes written.
+    pos: u64,
 }
 
 impl<W: Write> Fif<W> {
@@ -190,6 +211,7 @@ impl<W: Write> Fif<W> {
         h[12..16].copy_from_slice(&next.to_be_bytes());
         self.w.write_all(&h)?;
         self.w.write_all(data)?;
+        self.pos += 16 + data.len() as u64;
         Ok(())
     }
     fn int(&mut self, kind: i32, v: &[i32]) -> Result<()> {
@@ -260,17 +282,179 @@ fn orthonormal_pair(z: [f64; 3]) -> ([f64; 3], [f64; 3]) {
     (x, cross(z, x))
 }
 
+/// The name of part `k` of a split set: `X.fif`, `X-1.fif`, `X-2.fif`, ... (MNE's
+/// "neuromag" split naming).
+pub fn part_path(out: &Path, k: u32) -> PathBuf {
+    if k == 0 {
+        return out.to_path_buf();
+    }
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let part = match name.strip_suffix(".fif") {
+        Some(stem) => format!("{stem}-{k}.fif"),
+        None => format!("{name}-{k}"),
+    };
+    out.with_file_name(part)
+}
+
+/// The files of a (possibly split) FIF export: each part is a whole FIF file (file id,
+/// measurement info, a raw-data block starting at its first sample), linked to its
+/// neighbours by `FIFFB_REF` blocks (role, file name, measurement id, part number) as
+/// MNE-Python writes and follows them. Parts are written as `NAME.inprogress` and renamed
+/// when all are complete.
+struct PartWriter {
+    out: PathBuf,
+    /// File id, directory pointer, free list, measurement block start, its id and the
+    /// measurement info: the same at the start of every part.
+    head: Vec<u8>,
+    id: (i32, i32),
+    split_bytes: u64,
+    fif: Option<Fif<std::io::BufWriter<std::fs::File>>>,
+    part: u32,
+    /// (temporary, final) names of the parts written.
+    parts: Vec<(PathBuf, PathBuf)>,
+}
+
+impl PartWriter {
+    fn tmp_path(&self, k: u32) -> PathBuf {
+        let p = part_path(&self.out, k);
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".inprogress");
+        p.with_file_name(name)
+    }
+
+    /// Starts part `self.part` whose first sample is `first_sample` (0 = the export's first).
+    fn open(&mut self, first_sample: i64) -> Result<()> {
+        let tmp = self.tmp_path(self.part);
+        let f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut fif = Fif {
+            w: std::io::BufWriter::new(f),
+            pos: 0,
+        };
+        fif.w
+            .write_all(&self.head)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fif.pos = self.head.len() as u64;
+        fif.int(fiff::BLOCK_START, &[fiff::B_RAW_DATA])?;
+        let first = i32::try_from(first_sample)
+            .context("the export is longer than 2^31 samples (FIF sample numbers are 32-bit)")?;
+        fif.int(fiff::FIRST_SAMPLE, &[first])?;
+        if self.part > 0 {
+            let prev = part_path(&self.out, self.part - 1);
+            self.reference(&mut fif, fiff::ROLE_PREV_FILE, &prev, self.part - 1)?;
+        }
+        self.parts.push((tmp, part_path(&self.out, self.part)));
+        self.fif = Some(fif);
+        Ok(())
+    }
+
+    fn reference(
+        &self,
+        fif: &mut Fif<std::io::BufWriter<std::fs::File>>,
+        role: i32,
+        file: &Path,
+        num: u32,
+    ) -> Result<()> {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fif.int(fiff::BLOCK_START, &[fiff::B_REF])?;
+        fif.int(fiff::REF_ROLE, &[role])?;
+        fif.tag(
+            fiff::REF_FILE_NAME,
+            fiff::T_STRING,
+            name.as_bytes(),
+            fiff::NEXT_SEQ,
+        )?;
+        fif.id(fiff::REF_FILE_ID, self.id.0, self.id.1)?;
+        fif.int(fiff::REF_FILE_NUM, &[num as i32])?;
+        fif.int(fiff::BLOCK_END, &[fiff::B_REF])?;
+        Ok(())
+    }
+
+    /// Ends the open part (with a reference to the next one when `more`).
+    fn close_part(&mut self, more: bool) -> Result<()> {
+        let Some(mut fif) = self.fif.take() else {
+            return Ok(());
+        };
+        if more {
+            let next = part_path(&self.out, self.part + 1);
+            self.reference(&mut fif, fiff::ROLE_NEXT_FILE, &next, self.part + 1)?;
+        }
+        fif.int(fiff::BLOCK_END, &[fiff::B_RAW_DATA])?;
+        fif.int(fiff::BLOCK_END, &[fiff::B_MEAS])?;
+        fif.tag(fiff::NOP, fiff::T_VOID, &[], fiff::NEXT_NONE)?;
+        let tmp = self.tmp_path(self.part);
+        let file = fif
+            .w
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        Ok(())
+    }
+
+    /// Writes one data buffer starting at `first_sample`, in a new part when it would not
+    /// fit the current one.
+    fn buffer(&mut self, first_sample: i64, typ: i32, bytes: &[u8]) -> Result<()> {
+        let need = 16 + bytes.len() as u64 + END_RESERVE;
+        match &self.fif {
+            None => self.open(first_sample)?,
+            Some(f) if f.pos + need > self.split_bytes => {
+                self.close_part(true)?;
+                self.part += 1;
+                self.open(first_sample)?;
+            }
+            Some(_) => {}
+        }
+        let fif = self.fif.as_mut().context("no open FIF part")?;
+        if fif.pos + need > self.split_bytes {
+            bail!(
+                "a split size of {} bytes cannot hold the measurement info and one data buffer \
+                 plus the end tags: give at least {} bytes",
+                self.split_bytes,
+                fif.pos + need
+            );
+        }
+        fif.tag(fiff::DATA_BUFFER, typ, bytes, fiff::NEXT_SEQ)
+    }
+
+    /// Closes the last part and renames every part to its final name; returns them.
+    fn finish(mut self) -> Result<Vec<PathBuf>> {
+        self.close_part(false)?;
+        let mut out = Vec::new();
+        for (tmp, path) in &self.parts {
+            std::fs::rename(tmp, path)
+                .with_context(|| format!("renaming to {}", path.display()))?;
+            out.push(path.clone());
+        }
+        // Best effort: the renames survive a crash.
+        if let Some(dir) = self.out.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(out)
+    }
+}
+
 /// Writes the raw-data buffers: zero buffers over gaps, then the rows given.
-struct DataWriter<W: Write> {
-    fif: Fif<W>,
+struct DataWriter {
+    parts: PartWriter,
     nch: usize,
+    /// The export's first sample (FIF sample 0).
+    origin: i64,
     next: i64,
     filled: u64,
     float: bool,
     buf: Vec<u8>,
 }
 
-impl<W: Write> DataWriter<W> {
+impl DataWriter {
     fn fill_to(&mut self, start: i64) -> Result<()> {
         if start < self.next {
             bail!(
@@ -285,8 +469,7 @@ impl<W: Write> DataWriter<W> {
             } else {
                 fiff::T_INT
             };
-            self.fif
-                .tag(fiff::DATA_BUFFER, typ, &zeros, fiff::NEXT_SEQ)?;
+            self.parts.buffer(self.next - self.origin, typ, &zeros)?;
             self.filled += n as u64;
             self.next += n as i64;
         }
@@ -302,8 +485,8 @@ impl<W: Write> DataWriter<W> {
                 .chunks_exact(4)
                 .flat_map(|c| [c[3], c[2], c[1], c[0]]),
         );
-        self.fif
-            .tag(fiff::DATA_BUFFER, fiff::T_INT, &self.buf, fiff::NEXT_SEQ)?;
+        self.parts
+            .buffer(start - self.origin, fiff::T_INT, &self.buf)?;
         self.next = start + (payload.len() / (4 * self.nch)) as i64;
         Ok(())
     }
@@ -313,8 +496,8 @@ impl<W: Write> DataWriter<W> {
         self.fill_to(start)?;
         self.buf.clear();
         self.buf.extend(rows.iter().flat_map(|v| v.to_be_bytes()));
-        self.fif
-            .tag(fiff::DATA_BUFFER, fiff::T_FLOAT, &self.buf, fiff::NEXT_SEQ)?;
+        self.parts
+            .buffer(start - self.origin, fiff::T_FLOAT, &self.buf)?;
         self.next = start + (rows.len() / self.nch) as i64;
         Ok(())
     }
@@ -402,11 +585,17 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
     let Some(first) = first else {
         bail!("{} has no blocks", blocks_path.display());
     };
-    let span = (last_end - first) as u64;
-    let data_bytes = span * nch as u64 * 4;
-    if data_bytes > MAX_FIF_BYTES {
+    if last_end - first > i64::from(i32::MAX) {
         bail!(
-            "{data_bytes} bytes of samples exceed a single FIF file's 2 GiB; split FIF files are not written yet"
+            "{} samples: FIF numbers samples with 32-bit integers; export a shorter run",
+            last_end - first
+        );
+    }
+    let split_bytes = options.split_bytes.unwrap_or(MAX_FIF_BYTES);
+    if split_bytes > MAX_FIF_BYTES {
+        bail!(
+            "a split size of {split_bytes} bytes is beyond FIF's 32-bit file offsets: give at \
+             most {MAX_FIF_BYTES} (2 GiB - 1 MiB)"
         );
     }
     let sfreq = match (t0, t_last) {
@@ -444,10 +633,9 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
     } else {
         0.0
     };
-    let tmp = out.with_extension("fif.inprogress");
-    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut fif = Fif {
-        w: std::io::BufWriter::new(f),
+        w: Vec::new(),
+        pos: 0,
     };
     let secs = meas_ns.div_euclid(1_000_000_000);
     let usecs = (meas_ns.rem_euclid(1_000_000_000) / 1000) as i32;
@@ -483,11 +671,18 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
         fif.ch_info(i as i32, c)?;
     }
     fif.int(fiff::BLOCK_END, &[fiff::B_MEAS_INFO])?;
-    fif.int(fiff::BLOCK_START, &[fiff::B_RAW_DATA])?;
-    fif.int(fiff::FIRST_SAMPLE, &[0])?;
     let mut data = DataWriter {
-        fif,
+        parts: PartWriter {
+            out: out.to_path_buf(),
+            head: fif.w,
+            id: (secs32, usecs),
+            split_bytes,
+            fif: None,
+            part: 0,
+            parts: Vec::new(),
+        },
         nch,
+        origin: first,
         next: first,
         filled: 0,
         float: aligned,
@@ -539,17 +734,7 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
         }
     }
     let filled = data.filled;
-    let mut fif = data.fif;
-    fif.int(fiff::BLOCK_END, &[fiff::B_RAW_DATA])?;
-    fif.int(fiff::BLOCK_END, &[fiff::B_MEAS])?;
-    fif.tag(fiff::NOP, fiff::T_VOID, &[], fiff::NEXT_NONE)?;
-    let file = fif
-        .w
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("writing {}: {}", tmp.display(), e.error()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
+    let files = data.parts.finish()?;
     Ok(FifExport {
         path: out.to_path_buf(),
         stream,
@@ -559,5 +744,6 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
         sfreq,
         aligned,
         max_shift_samples,
+        files,
     })
 }

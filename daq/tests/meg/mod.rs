@@ -525,6 +525,40 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
     let stdout = export_fif(&replay_dir, &plain_fif, &["--unaligned"]);
     assert!(stdout.contains("samples as recorded"), "{stdout}");
     mne_check(&replay_dir, &plain_fif, &["--channel", "OPM005Y"]);
+    // Split files (as for runs over 2 GiB), forced small: X.fif, X-1.fif, ... each within
+    // the size, linked so MNE reads the whole run from X.fif; the same samples as one file.
+    let split = replay_dir.join("split.fif");
+    let stdout = export_fif(&replay_dir, &split, &["--split-size", "1MB"]);
+    let parts: Vec<PathBuf> = std::iter::once(split.clone())
+        .chain((1..).map(|k| replay_dir.join(format!("split-{k}.fif"))))
+        .take_while(|p| p.exists())
+        .collect();
+    let whole = std::fs::metadata(&replay_fif).unwrap().len();
+    assert!(whole > 3_000_000, "{whole} bytes");
+    assert!(
+        parts.len() as u64 >= whole / 1_000_000,
+        "{parts:?} from {whole} bytes"
+    );
+    assert!(
+        stdout.contains(&format!("split into {} files", parts.len())),
+        "{stdout}"
+    );
+    for p in &parts {
+        assert!(
+            std::fs::metadata(p).unwrap().len() <= 1_000_000,
+            "{}",
+            p.display()
+        );
+    }
+    let (nch, one, _) = read_fif_data(&replay_fif);
+    let mut joined = Vec::new();
+    for p in &parts {
+        let (n, v, float) = read_fif_data(p);
+        assert!(n == nch && float);
+        joined.extend(v);
+    }
+    assert!(joined == one, "the parts hold the single file's samples");
+    mne_check(&replay_dir, &split, &["--channel", "OPM003Z"]);
     // Refusals: a run without MEG tables, a missing stream.
     let err = Command::new(env!("CARGO_BIN_EXE_scandaq"))
         .args([
