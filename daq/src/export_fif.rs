@@ -133,13 +133,30 @@ struct Channel {
 }
 
 fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
+    batches(path, None)?.collect()
+}
+
+/// The record batches of a Parquet file, read one at a time (only `columns` when given), so
+/// a run of any size is exported in bounded memory.
+fn batches(
+    path: &Path,
+    columns: Option<&[&str]>,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading {}", path.display()))?;
-    reader
-        .map(|b| b.with_context(|| format!("reading {}", path.display())))
-        .collect()
+    if let Some(columns) = columns {
+        let mask = parquet::arrow::ProjectionMask::columns(
+            builder.parquet_schema(),
+            columns.iter().copied(),
+        );
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder
+        .build()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let shown = path.display().to_string();
+    Ok(reader.map(move |b| b.with_context(|| format!("reading {shown}"))))
 }
 
 /// The streams whose `meg_blocks` files the run directory holds.
@@ -552,14 +569,28 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
         }
     }
     let blocks_path = run_dir.join(scandaq_sinks::meg_tables::file_name(BLOCKS_TABLE, stream));
-    let blocks = read_table(&blocks_path)?;
     let file = blocks_path.display().to_string();
     let nch = channels.len();
-    // First pass: sample range, times, shape.
+    // First pass, without the payloads: sample range, times, shape, a rate.
     let (mut first, mut last_end) = (None::<i64>, 0i64);
     let (mut t0, mut t_last) = (None::<(i64, i64)>, None::<(i64, i64)>);
     let mut total: u64 = 0;
-    for b in &blocks {
+    let mut some_rate = None::<f64>;
+    let columns = [
+        "first_sample",
+        "n_samples",
+        "n_channels",
+        "t_first_ns",
+        "rate_hz",
+    ];
+    for b in batches(&blocks_path, Some(&columns))? {
+        let b = &b?;
+        if some_rate.is_none() {
+            let r = col(b, "rate_hz", &file)?.as_primitive::<Float64Type>();
+            some_rate = (0..b.num_rows())
+                .find(|&i| r.is_valid(i))
+                .map(|i| r.value(i));
+        }
         let fs = col(b, "first_sample", &file)?.as_primitive::<Int64Type>();
         let ns = col(b, "n_samples", &file)?.as_primitive::<UInt16Type>();
         let nc = col(b, "n_channels", &file)?.as_primitive::<UInt16Type>();
@@ -602,14 +633,7 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
         (Some((s0, n0)), Some((s1, n1))) if s1 > s0 && n1 > n0 => {
             (s1 - s0) as f64 * 1e9 / (n1 - n0) as f64
         }
-        _ => blocks
-            .iter()
-            .find_map(|b| {
-                let r = b.column_by_name("rate_hz")?.as_primitive::<Float64Type>();
-                (0..b.num_rows())
-                    .find(|&i| r.is_valid(i))
-                    .map(|i| r.value(i))
-            })
+        _ => some_rate
             .context("no block has a corrected time or rate: cannot tell the sampling rate")?,
     };
     let meas_ns = t0.map_or(0, |(s, n)| {
@@ -690,7 +714,9 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
     };
     let mut samples: Vec<i32> = Vec::new();
     let mut failed: Option<anyhow::Error> = None;
-    for b in &blocks {
+    // Second pass: the samples, one record batch at a time.
+    for b in batches(&blocks_path, None)? {
+        let b = &b?;
         let fs = col(b, "first_sample", &file)?.as_primitive::<Int64Type>();
         let ns = col(b, "n_samples", &file)?.as_primitive::<UInt16Type>();
         let payload = col(b, "payload", &file)?.as_binary::<i32>();

@@ -197,6 +197,14 @@ impl DelayAligner {
                 let v = if f.taps.len() == 1 {
                     let j = (k + f.first).clamp(lo, hi);
                     self.rows[(j - self.buf_start) as usize * nch + c] as f64
+                } else if k + f.first >= lo && k + f.first + f.taps.len() as i64 - 1 <= hi {
+                    // Every tap inside the segment: a strided dot product.
+                    let base = (k + f.first - self.buf_start) as usize * nch + c;
+                    f.taps
+                        .iter()
+                        .zip(self.rows[base..].iter().step_by(nch))
+                        .map(|(h, x)| h * f64::from(*x))
+                        .sum()
                 } else {
                     let mut acc = 0.0;
                     for (i, h) in f.taps.iter().enumerate() {
