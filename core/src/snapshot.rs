@@ -167,6 +167,9 @@ pub struct StatsSnapshot {
     /// Coincidence sorting so far; `None` while the run sorts none (or none yet).
     #[serde(default)]
     pub coincidences: Option<CoincidenceSnapshot>,
+    /// Sampled streams (OPM-MEG, ultrasound) by source id; empty in a PET-only run.
+    #[serde(default)]
+    pub streams: Vec<StreamSnapshot>,
 }
 
 /// Coincidence counters and the prompt time-difference histogram, published by the
@@ -213,6 +216,140 @@ impl CoincidenceSnapshot {
             }
         }
     }
+}
+
+/// One sampled stream's live figures, as its processor last published them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamSnapshot {
+    /// Transport source_id of the stream.
+    pub source_id: u32,
+    /// What kind of stream it is, with its kind's figures.
+    pub figures: StreamFigures,
+}
+
+impl StreamSnapshot {
+    /// `MEG` or `US`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.figures {
+            StreamFigures::Meg(_) => "MEG",
+            StreamFigures::Ultrasound(_) => "US",
+        }
+    }
+}
+
+/// The figures of one kind of stream.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StreamFigures {
+    /// An OPM-MEG sample stream (payload format 3).
+    Meg(MegSnapshot),
+    /// An ultrasound RF event stream (payload format 4).
+    Ultrasound(UsSnapshot),
+}
+
+/// Health of one MEG channel over the last analysis window (thresholds: docs/meg.md, "Live
+/// figures").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelHealth {
+    /// None of the below.
+    #[default]
+    Ok,
+    /// Constant (stuck) or RMS far below the median: a dead or disconnected sensor.
+    Flat,
+    /// Samples at the code limits or railed at the window's extreme: clipping.
+    Saturated,
+    /// RMS far above the median.
+    Noisy,
+}
+
+impl ChannelHealth {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelHealth::Ok => "ok",
+            ChannelHealth::Flat => "flat",
+            ChannelHealth::Saturated => "saturated",
+            ChannelHealth::Noisy => "noisy",
+        }
+    }
+}
+
+/// OPM-MEG live figures. Per-channel vectors cover the MEG channels only (magnetometers and
+/// gradiometers, not the trigger channel), in channel-table order, all of the same length.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MegSnapshot {
+    /// Blocks accepted.
+    pub blocks: u64,
+    /// Samples accepted.
+    pub samples: u64,
+    /// Effective sampling rate from the fitted board clock, Hz (0 until fitted).
+    pub rate_hz: f64,
+    /// Trigger edges seen (rising and falling, every bit).
+    pub trigger_edges: u64,
+    /// Rising trigger edges per second, from their corrected times (first to last), Hz.
+    pub trigger_rate_hz: f64,
+    /// Unit of the amplitudes: `fT` with a channel table, `counts` without.
+    pub unit: String,
+    /// Channel names.
+    pub channel_names: Vec<String>,
+    /// Per-channel RMS about the mean (DC removed) over the last window, in `unit`.
+    pub rms: Vec<f32>,
+    /// Per-channel health over the last window.
+    pub health: Vec<ChannelHealth>,
+    /// Median of `rms`.
+    pub median_rms: f64,
+    /// Mains frequency found (50 or 60 Hz; 0 before the first window).
+    pub mains_hz: f64,
+    /// Frequency of the spectral peak near `mains_hz` (0.25 Hz scan, interpolated), Hz.
+    pub mains_peak_hz: f64,
+    /// Median over the channels of the amplitude of the mains line, in `unit`.
+    pub mains_amplitude: f64,
+    /// Stream time the per-channel figures cover, s.
+    pub window_s: f64,
+    /// Analysis windows completed (0: the per-channel figures are not there yet).
+    pub windows: u64,
+}
+
+impl MegSnapshot {
+    /// How many channels are in each health state: (ok, flat, saturated, noisy).
+    pub fn health_counts(&self) -> (usize, usize, usize, usize) {
+        let n = |h| self.health.iter().filter(|&&x| x == h).count();
+        (
+            n(ChannelHealth::Ok),
+            n(ChannelHealth::Flat),
+            n(ChannelHealth::Saturated),
+            n(ChannelHealth::Noisy),
+        )
+    }
+}
+
+/// Ultrasound RF live figures. Rates are over the last second of transmit time (the fitted
+/// tx clock; wall-clock time until the first clock-sync record).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct UsSnapshot {
+    /// Complete events handed to the `rf_events` writer.
+    pub events_written: u64,
+    /// Events that never completed (lost chunks): counted, never written.
+    pub events_incomplete: u64,
+    /// Frames (distinct frame numbers) with at least one complete event.
+    pub frames: u64,
+    /// Frames per second.
+    pub frames_per_s: f64,
+    /// Complete events per second.
+    pub events_per_s: f64,
+    /// RF sample bytes per second of complete events, MB/s (1e6 bytes).
+    pub mb_per_s: f64,
+    /// RF sample bytes of complete events.
+    pub rf_bytes: u64,
+    /// `true` when the rates use the fitted tx clock, `false` for wall-clock time.
+    pub rates_from_tx_clock: bool,
+    /// Per receive element: RMS of the RF samples of one recent event, LSB.
+    pub element_rms: Vec<f32>,
+    /// Per receive element: largest |sample| of the same event, LSB.
+    pub element_peak: Vec<f32>,
+    /// The event the amplitudes come from: (frame_no, tx_index).
+    pub amplitude_event: Option<(u64, u16)>,
 }
 
 impl StatsSnapshot {

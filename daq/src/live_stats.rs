@@ -7,7 +7,7 @@ use scandaq_core::HitBatch;
 pub use scandaq_core::snapshot::{
     BoardDecodeSnapshot, BoardTransportSnapshot, CHANNELS_PER_MODULE, CoincidenceSnapshot,
     ENERGY_BINS, InputSnapshot, MODULE_ENERGY_BIN, MODULE_ENERGY_BINS, RunInfo, RunState,
-    StatsSnapshot, TRACKED_CHANNELS,
+    StatsSnapshot, StreamSnapshot, TRACKED_CHANNELS,
 };
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,9 @@ pub struct LiveStats {
     pub info: LatestCell<RunInfo>,
     /// Per-board decode counts, published by the processing thread.
     pub board_decode: LatestCell<Vec<BoardDecodeSnapshot>>,
+    /// Figures of the sampled streams (MEG, ultrasound), published by the processing
+    /// thread's stream stage.
+    pub streams: Arc<LatestCell<Vec<StreamSnapshot>>>,
     /// Singles sink counters, updated by the sink thread.
     pub sink: Arc<SinkCounters>,
     /// Singles handed to the sink.
@@ -94,6 +97,7 @@ impl Default for LiveStats {
             inputs: Mutex::new(Vec::new()),
             info: LatestCell::default(),
             board_decode: LatestCell::default(),
+            streams: Arc::default(),
             sink: Arc::default(),
             singles: AtomicU64::new(0),
             frame_bytes: AtomicU64::new(0),
@@ -224,6 +228,7 @@ impl LiveStats {
                     .collect()
             },
             coincidences: self.sink.coincidences.get(),
+            streams: self.streams.get(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! snapshots change. Pure: no terminal, no clock; `update` takes snapshots, `handle_key` takes
 //! keys and says what the caller should do.
 
-use scandaq_core::snapshot::{RunState, StatsSnapshot};
+use scandaq_core::snapshot::{RunState, StatsSnapshot, StreamFigures, StreamSnapshot};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Channels per module (one TOFPET2 chip): a module is `channel >> 6`.
@@ -231,6 +231,13 @@ pub struct App {
     /// A line shown in the footer (last action's result).
     pub status: Option<String>,
     markers: u32,
+    /// `d` pressed in a run with PET boards and streams: the stream panels replace the PET
+    /// ones (a run with streams only always shows them).
+    pub prefer_streams: bool,
+    /// Index into the snapshot's streams of the stream shown first (←→).
+    pub selected_stream: usize,
+    /// Index into the selected MEG stream's channels (↑↓).
+    pub selected_meg_channel: usize,
 }
 
 /// Which input an index of `boards_decoded` belongs to: the input that lists the board id,
@@ -335,6 +342,44 @@ impl App {
             confirm_quit: false,
             status: None,
             markers: 0,
+            prefer_streams: false,
+            selected_stream: 0,
+            selected_meg_channel: 0,
+        }
+    }
+
+    /// Whether the snapshot on screen has PET boards (hits decoded or singles).
+    pub fn has_pet(&self) -> bool {
+        self.shown()
+            .is_some_and(|(s, _)| !s.boards_decoded.is_empty() || s.singles > 0)
+    }
+
+    /// The streams (MEG, ultrasound) of the snapshot on screen.
+    pub fn streams(&self) -> &[StreamSnapshot] {
+        self.shown().map_or(&[], |(s, _)| s.streams.as_slice())
+    }
+
+    /// Whether the detector area shows the stream panels: a run with streams and no PET
+    /// boards, or a mixed run after `d`.
+    pub fn shows_streams(&self) -> bool {
+        !self.streams().is_empty() && (self.prefer_streams || !self.has_pet())
+    }
+
+    /// Index of the selected stream (clamped to the streams there are).
+    pub fn stream_index(&self) -> usize {
+        self.selected_stream
+            .min(self.streams().len().saturating_sub(1))
+    }
+
+    /// Index of the selected MEG channel in `channels` channels (clamped).
+    pub fn meg_channel_index(&self, channels: usize) -> usize {
+        self.selected_meg_channel.min(channels.saturating_sub(1))
+    }
+
+    fn selected_meg_channels(&self) -> usize {
+        match self.streams().get(self.stream_index()).map(|s| &s.figures) {
+            Some(StreamFigures::Meg(m)) => m.rms.len(),
+            _ => 0,
         }
     }
 
@@ -630,6 +675,36 @@ impl App {
             }
             Key::Char('e') => {
                 self.module_spectrum = !self.module_spectrum;
+                Action::None
+            }
+            Key::Char('d') => {
+                if self.streams().is_empty() {
+                    self.status = Some("no MEG or ultrasound streams in this run".into());
+                } else if !self.has_pet() {
+                    self.status = Some("this run has streams only".into());
+                } else {
+                    self.prefer_streams = !self.prefer_streams;
+                }
+                Action::None
+            }
+            Key::Right | Key::Left if self.shows_streams() => {
+                let n = self.streams().len().max(1);
+                let i = self.stream_index();
+                self.selected_stream = if key == Key::Right {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
+                Action::None
+            }
+            Key::Down | Key::Up if self.shows_streams() => {
+                let n = self.selected_meg_channels().max(1);
+                let i = self.meg_channel_index(n);
+                self.selected_meg_channel = if key == Key::Down {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
                 Action::None
             }
             Key::Char('?') | Key::Char('h') => {

@@ -1,6 +1,7 @@
 //! Drawing the dashboard: `render(frame, &app)`. Everything is text with colours on top, so
 //! a screen read without colour (a test, a screenshot, a colour-blind operator) still says
-//! the same: losses read `DROPPED`, dead channels `··`, hot channels `!!`.
+//! the same: losses read `DROPPED`, dead channels `··`, hot channels `!!`; on the MEG
+//! channel map flat channels are `·`, saturated ones `#`, noisy ones `!`.
 
 use crate::app::{App, CHANNELS_PER_MODULE, Level, View, all_losses, input_losses};
 use ratatui::Frame;
@@ -8,7 +9,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, Wrap};
-use scandaq_core::snapshot::{RunState, StatsSnapshot};
+use scandaq_core::snapshot::{
+    ChannelHealth, MegSnapshot, RunState, StatsSnapshot, StreamFigures, UsSnapshot,
+};
 
 const RED: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 const DIM: Style = Style::new().fg(Color::DarkGray);
@@ -127,6 +130,7 @@ pub fn render(frame: &mut Frame, app: &App) {
     draw_header(frame, app, snap, header);
     draw_sources(frame, app, snap, sources);
     match app.view {
+        View::Overview if app.shows_streams() => draw_streams(frame, app, health),
         View::Overview => draw_health(frame, app, snap, health),
         View::Losses => draw_losses(frame, app, snap, health),
     }
@@ -632,10 +636,18 @@ fn draw_footer(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     if matches!(s.state, RunState::Stopped | RunState::Error) && !app.options.attached {
         spans.push(Span::styled(" run ended: q exits ", OK));
     }
-    spans.push(Span::styled(
-        " q quit  s stop  m marker  p freeze  tab view  ←→ module  ↑↓ channel  ? help",
-        DIM,
-    ));
+    let keys = if app.shows_streams() {
+        if app.has_pet() {
+            " q quit  s stop  m marker  p freeze  tab view  d PET  ←→ stream  ↑↓ channel  ? help"
+        } else {
+            " q quit  s stop  m marker  p freeze  tab view  ←→ stream  ↑↓ channel  ? help"
+        }
+    } else if !app.streams().is_empty() {
+        " q quit  s stop  m marker  p freeze  tab view  d streams  ←→ module  ↑↓ channel  ? help"
+    } else {
+        " q quit  s stop  m marker  p freeze  tab view  ←→ module  ↑↓ channel  ? help"
+    };
+    spans.push(Span::styled(keys, DIM));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -663,6 +675,8 @@ fn draw_overlays(frame: &mut Frame, app: &App) {
             Line::raw("← →       select module (crystal map)"),
             Line::raw("e         energy spectrum: all channels / selected module"),
             Line::raw("↑ ↓       select channel in the module"),
+            Line::raw("d         PET panels / stream panels (MEG, ultrasound)"),
+            Line::raw("← → ↑ ↓   on stream panels: select stream, MEG channel"),
             Line::raw("?         this help (any key closes it)"),
         ];
         let r = centered(area, 62, lines.len() as u16 + 2);
@@ -681,4 +695,298 @@ fn draw_overlays(frame: &mut Frame, app: &App) {
             r,
         );
     }
+}
+
+/// A magnetic field (or raw counts) in a readable unit: `812 fT`, `1.25 pT`, `3.1 k counts`.
+pub fn field(x: f64, unit: &str) -> String {
+    if !x.is_finite() {
+        return "-".into();
+    }
+    if unit == "fT" {
+        if x.abs() >= 1e6 {
+            format!("{:.2} nT", x / 1e6)
+        } else if x.abs() >= 1e3 {
+            format!("{:.2} pT", x / 1e3)
+        } else {
+            format!("{x:.0} fT")
+        }
+    } else {
+        format!("{} {unit}", si(x))
+    }
+}
+
+/// The stream panels: the selected stream, and the next one beside it on a wide screen.
+fn draw_streams(frame: &mut Frame, app: &App, area: Rect) {
+    let streams = app.streams();
+    let n = streams.len();
+    let first = app.stream_index();
+    let shown = if area.width >= 160 && n >= 2 { 2 } else { 1 };
+    let areas = Layout::horizontal(vec![Constraint::Ratio(1, shown as u32); shown]).split(area);
+    for (k, rect) in areas.iter().enumerate() {
+        let i = (first + k) % n;
+        let s = &streams[i];
+        let which = if n > 1 {
+            format!(" [{}/{n}, ←→]", i + 1)
+        } else {
+            String::new()
+        };
+        match &s.figures {
+            StreamFigures::Meg(m) => draw_meg(frame, app, s.source_id, m, &which, k == 0, *rect),
+            StreamFigures::Ultrasound(u) => draw_us(frame, s.source_id, u, &which, *rect),
+        }
+    }
+}
+
+/// One MEG channel's map cell: the health glyph, or a shade by RMS relative to the median.
+fn meg_cell(health: ChannelHealth, rms: f64, median: f64) -> (char, Style) {
+    match health {
+        ChannelHealth::Flat => ('·', WARN),
+        ChannelHealth::Saturated => ('#', RED.bg(Color::Red).fg(Color::White)),
+        ChannelHealth::Noisy => ('!', RED.bg(Color::Red).fg(Color::White)),
+        ChannelHealth::Ok => {
+            let f = if median > 0.0 { rms / median } else { 0.0 };
+            if f < 0.5 {
+                ('░', Style::new().fg(Color::Blue))
+            } else if f < 1.0 {
+                ('▒', Style::new().fg(Color::Cyan))
+            } else if f < 2.0 {
+                ('▓', Style::new().fg(Color::Green))
+            } else {
+                ('█', Style::new().fg(Color::Yellow))
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_meg(
+    frame: &mut Frame,
+    app: &App,
+    id: u32,
+    m: &MegSnapshot,
+    which: &str,
+    selected: bool,
+    area: Rect,
+) {
+    let b = block_owned(format!(" MEG stream {id}{which} "));
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    let sep = Span::styled(" │ ", DIM);
+    let mains = if m.windows == 0 {
+        "mains -".to_string()
+    } else if m.mains_peak_hz > 0.0 {
+        format!(
+            "mains {:.0} Hz: peak {:.2} Hz {}",
+            m.mains_hz,
+            m.mains_peak_hz,
+            field(m.mains_amplitude, &m.unit)
+        )
+    } else {
+        format!(
+            "mains {:.0} Hz {}",
+            m.mains_hz,
+            field(m.mains_amplitude, &m.unit)
+        )
+    };
+    let mut lines = vec![Line::from(vec![
+        Span::raw(format!("{:.3} Hz", m.rate_hz)),
+        sep.clone(),
+        Span::raw(format!("blocks {}", si(m.blocks as f64))),
+        sep.clone(),
+        Span::raw(format!("trig {:.2} Hz", m.trigger_rate_hz)),
+        sep.clone(),
+        Span::raw(mains),
+    ])];
+    if m.windows == 0 || m.rms.is_empty() {
+        lines.push(Line::styled(
+            "channel RMS: waiting for the first analysis window",
+            DIM,
+        ));
+        frame.render_widget(Paragraph::new(lines), inner);
+        return;
+    }
+    let (ok, flat, sat, noisy) = m.health_counts();
+    let count = |label: &str, n: usize, bad: Style| {
+        Span::styled(format!("{label} {n}"), if n > 0 { bad } else { DIM })
+    };
+    lines.push(Line::from(vec![
+        Span::raw(format!("RMS median {}", field(m.median_rms, &m.unit))),
+        sep.clone(),
+        Span::styled(format!("ok {ok}"), OK),
+        Span::raw(" "),
+        count("flat", flat, WARN),
+        Span::raw(" "),
+        count("saturated", sat, RED),
+        Span::raw(" "),
+        count("noisy", noisy, RED),
+    ]));
+    // The channels that are not ok, by name, as many as fit.
+    let mut bad: Vec<Span> = Vec::new();
+    let mut used = 0usize;
+    let width = inner.width as usize;
+    for (i, h) in m.health.iter().enumerate() {
+        if *h == ChannelHealth::Ok {
+            continue;
+        }
+        let name = m.channel_names.get(i).map_or("?", String::as_str);
+        let text = match h {
+            ChannelHealth::Noisy if m.median_rms > 0.0 => format!(
+                "{name} {} {:.1}x ",
+                h.name(),
+                f64::from(m.rms[i]) / m.median_rms
+            ),
+            _ => format!("{name} {} ", h.name()),
+        };
+        if used + text.chars().count() > width.saturating_sub(4) {
+            bad.push(Span::styled("…", DIM));
+            break;
+        }
+        used += text.chars().count();
+        let style = if *h == ChannelHealth::Flat { WARN } else { RED };
+        bad.push(Span::styled(text, style));
+    }
+    if bad.is_empty() {
+        lines.push(Line::styled("all channels ok", OK));
+    } else {
+        lines.push(Line::from(bad));
+    }
+    // The channel map: one cell per channel, rows of up to 64.
+    let n = m.rms.len();
+    let cols = n.min(64).min(width.max(1));
+    let cell_w = (width / cols.max(1)).clamp(1, 2);
+    let sel = app.meg_channel_index(n);
+    let rows = n.div_ceil(cols.max(1));
+    let room = (inner.height as usize).saturating_sub(lines.len() + 1);
+    for r in 0..rows.min(room) {
+        let spans: Vec<Span> = (r * cols..((r + 1) * cols).min(n))
+            .map(|i| {
+                let (ch, mut style) = meg_cell(
+                    m.health.get(i).copied().unwrap_or_default(),
+                    f64::from(m.rms[i]),
+                    m.median_rms,
+                );
+                if selected && i == sel {
+                    style = style.add_modifier(Modifier::REVERSED);
+                }
+                Span::styled(ch.to_string().repeat(cell_w), style)
+            })
+            .collect();
+        lines.push(Line::from(spans));
+    }
+    if selected {
+        let h = m.health.get(sel).copied().unwrap_or_default();
+        lines.push(Line::from(vec![
+            Span::raw(format!(
+                "ch {} {}: {} ",
+                sel + 1,
+                m.channel_names.get(sel).map_or("?", String::as_str),
+                field(f64::from(m.rms[sel]), &m.unit)
+            )),
+            Span::styled(h.name(), if h == ChannelHealth::Ok { OK } else { WARN }),
+            Span::styled(format!("  (RMS over {:.1} s, ↑↓)", m.window_s), DIM),
+        ]));
+    }
+    // Per-channel RMS bars when there is room.
+    let left = (inner.height as usize).saturating_sub(lines.len());
+    if left >= 3 && width >= 10 {
+        let values = fit_columns(&m.rms, width);
+        lines.extend(
+            bar_rows(&values, left.min(10))
+                .into_iter()
+                .map(|r| Line::styled(r, Style::new().fg(Color::Cyan))),
+        );
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_us(frame: &mut Frame, id: u32, u: &UsSnapshot, which: &str, area: Rect) {
+    let b = block_owned(format!(" ultrasound stream {id}{which} "));
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    let sep = Span::styled(" │ ", DIM);
+    let incomplete = if u.events_incomplete > 0 {
+        Span::styled(format!("INCOMPLETE {}", u.events_incomplete), RED)
+    } else {
+        Span::styled("incomplete 0", OK)
+    };
+    let mut first = vec![
+        Span::raw(format!("{:.1} frames/s", u.frames_per_s)),
+        sep.clone(),
+        Span::raw(format!("{} events/s", si(u.events_per_s))),
+        sep.clone(),
+        Span::raw(format!("{:.1} MB/s", u.mb_per_s)),
+        sep.clone(),
+        Span::raw(format!("written {}", si(u.events_written as f64))),
+        sep.clone(),
+        incomplete,
+    ];
+    if !u.rates_from_tx_clock && u.events_written > 0 {
+        first.push(Span::styled(" (wall clock)", DIM));
+    }
+    let mut lines = vec![Line::from(first)];
+    let Some((frame_no, tx)) = u.amplitude_event else {
+        lines.push(Line::styled(
+            "element amplitude: no complete event yet",
+            DIM,
+        ));
+        frame.render_widget(Paragraph::new(lines), inner);
+        return;
+    };
+    let mut sorted: Vec<f32> = u.element_rms.clone();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let (imax, max) = u
+        .element_rms
+        .iter()
+        .enumerate()
+        .fold((0, 0.0f32), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+    let peak = u.element_peak.iter().copied().fold(0.0f32, f32::max);
+    lines.push(Line::raw(format!(
+        "element RMS (LSB), frame {frame_no} tx {tx}: median {median:.0}, max {max:.0} (element {}), peak {peak:.0}",
+        imax + 1
+    )));
+    let width = inner.width as usize;
+    let left = (inner.height as usize).saturating_sub(lines.len() + 1);
+    let n = u.element_rms.len();
+    if left >= 1 && n > 0 && width >= 10 {
+        let values = fit_columns(&u.element_rms, width);
+        let cols = values.len();
+        lines.extend(
+            bar_rows(&values, left.min(12))
+                .into_iter()
+                .map(|r| Line::styled(r, Style::new().fg(Color::Magenta))),
+        );
+        let last = n.to_string();
+        let mut axis = format!("1{}", " ".repeat(cols.saturating_sub(1 + last.len())));
+        axis.push_str(&last);
+        lines.push(Line::styled(format!("{axis}  element"), DIM));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// One bar per column: each value repeated when there are fewer values than columns, the
+/// largest of each group when there are more (a single bad channel stays visible).
+fn fit_columns(values: &[f32], width: usize) -> Vec<f64> {
+    if values.is_empty() || width == 0 {
+        return Vec::new();
+    }
+    if values.len() <= width {
+        let k = width / values.len();
+        return values
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(f64::from(v), k))
+            .collect();
+    }
+    let per = values.len().div_ceil(width);
+    values
+        .chunks(per)
+        .map(|c| f64::from(c.iter().copied().fold(0.0f32, f32::max)))
+        .collect()
+}
+
+fn block_owned(title: String) -> Block<'static> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(DIM)
+        .title(Span::styled(title, TITLE))
 }

@@ -98,6 +98,7 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
         other_channel_hits: 0,
         module_energy_bins: vec![],
         coincidences: None,
+        streams: vec![],
     }
 }
 
@@ -432,3 +433,6 @@ fn e_shows_the_selected_module_spectrum() {
     app.handle_key(Key::Char('e'));
     assert!(text(&draw(&app, 200, 50)).contains("energy spectrum, all channels"));
 }
+
+#[path = "stream_panels/mod.rs"]
+mod stream_panels;

@@ -1,17 +1,27 @@
 //! The stream side of the processing thread: routes each stream board's payloads (in
 //! sequence order, as ingest delivered them) to its [`StreamProcessor`], created on the
 //! board's first data payload, and gathers the processors' reports at the end of the run.
+//! With [`StreamStage::publish_into`] it also publishes every stream's dashboard figures
+//! ([`StreamProcessor::panel`]) at most every [`PUBLISH_EVERY`], and their final values
+//! (after the processors flushed everything) when the run ends.
 
 use super::{StreamContext, StreamProcessor, StreamReport, StreamSettings, new_processor};
 use crate::ingest::FrameChunk;
+use crate::live_stats::LatestCell;
 use anyhow::{Context, Result};
 use scandaq_core::LossCounts;
+use scandaq_core::snapshot::StreamSnapshot;
 use scandaq_decoders::transport::payload_format;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Control payloads held for a board whose data format is not known yet.
 const MAX_EARLY_CONTROL: usize = 4096;
+/// Shortest interval between two publications of the streams' figures (the dashboard and the
+/// control socket read at 10 Hz).
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
 /// One stream board.
 #[derive(Default)]
@@ -29,6 +39,8 @@ pub struct StreamStage {
     settings: StreamSettings,
     boards: BTreeMap<u32, StreamBoard>,
     losses: LossCounts,
+    publish: Option<Arc<LatestCell<Vec<StreamSnapshot>>>>,
+    last_publish: Option<Instant>,
 }
 
 impl StreamStage {
@@ -44,7 +56,39 @@ impl StreamStage {
             settings,
             boards: BTreeMap::new(),
             losses: LossCounts::default(),
+            publish: None,
+            last_publish: None,
         }
+    }
+
+    /// Publishes the streams' figures into `cell` from now on (e.g. `LiveStats::streams`).
+    pub fn publish_into(&mut self, cell: Arc<LatestCell<Vec<StreamSnapshot>>>) {
+        self.publish = Some(cell);
+    }
+
+    /// Every stream's dashboard figures now, by source id.
+    pub fn snapshots(&self) -> Vec<StreamSnapshot> {
+        self.boards
+            .iter()
+            .filter_map(|(&source_id, b)| {
+                let figures = b.processor.as_ref()?.panel()?;
+                Some(StreamSnapshot { source_id, figures })
+            })
+            .collect()
+    }
+
+    /// Publishes when [`PUBLISH_EVERY`] has passed since the last publication; a reader
+    /// holding the cell only makes it skip this one.
+    fn publish_due(&mut self) {
+        let Some(cell) = &self.publish else { return };
+        if self
+            .last_publish
+            .is_some_and(|t| t.elapsed() < PUBLISH_EVERY)
+        {
+            return;
+        }
+        self.last_publish = Some(Instant::now());
+        cell.try_publish(|| self.snapshots());
     }
 
     /// True when `chunk` belongs to a stream board (not to the PETsys hit pipeline).
@@ -113,6 +157,7 @@ impl StreamStage {
             }
         }
         board.ended |= chunk.end_of_stream;
+        self.publish_due();
         Ok(())
     }
 
@@ -131,21 +176,40 @@ impl StreamStage {
             ..Default::default()
         };
         let mut errors = Vec::new();
+        let mut last = Vec::new();
         for (id, board) in self.boards {
             let early = board.early_control.len() as u64;
             total.losses.add("control_without_stream_packets", early);
             let Some(processor) = board.processor else {
                 continue;
             };
+            let before = processor.panel();
             match processor.finish() {
                 Ok(r) => {
+                    if let Some(figures) = r.panel.or(before) {
+                        last.push(StreamSnapshot {
+                            source_id: id,
+                            figures,
+                        });
+                    }
                     total.files.extend(r.files);
                     total.counts.extend(r.counts);
                     total.losses.merge(&r.losses);
                     total.warnings.extend(r.warnings);
                 }
-                Err(e) => errors.push(format!("stream {id}: {e:#}")),
+                Err(e) => {
+                    errors.push(format!("stream {id}: {e:#}"));
+                    if let Some(figures) = before {
+                        last.push(StreamSnapshot {
+                            source_id: id,
+                            figures,
+                        });
+                    }
+                }
             }
+        }
+        if let Some(cell) = &self.publish {
+            cell.publish(last);
         }
         (total, errors)
     }
