@@ -3,7 +3,8 @@
 //! snapshot's MEG and ultrasound figures are checked against the simulator's settings and
 //! truth (sample and block counts, effective rate, trigger rate, the mains frequency, a dead
 //! channel flagged flat and no other, frame rate, incomplete events, per-element amplitudes
-//! recomputed from the stored RF).
+//! recomputed from the stored RF); and `scandaq top`, attached to a real `scandaq run` over
+//! the control socket, shows the MEG panel (tmux).
 
 use super::read_parquet;
 use arrow_array::cast::AsArray;
@@ -375,4 +376,145 @@ fn stats_snapshots_carry_streams_through_json_and_old_ones_still_parse() {
     v.as_object_mut().unwrap().remove("streams");
     let old: StatsSnapshot = serde_json::from_value(v).unwrap();
     assert!(old.streams.is_empty());
+}
+
+/// The real binaries: `scandaq run` receives an OPM stream (60 Hz mains, one dead channel)
+/// over UDP and `scandaq top`, attached through the control socket in tmux, shows the MEG
+/// panel with the dead channel flagged and the mains frequency.
+#[test]
+fn top_attached_to_a_meg_run_shows_the_meg_panel() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let tmux = |args: &[&str]| {
+        let o = Command::new("tmux").args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let wait = |what: &str, timeout_s: u64, f: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(timeout_s);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    let out = tmp.path().join("runs");
+    let config = OpmConfig {
+        seed: 33,
+        duration_s: 6.0,
+        sensors: 8,
+        mains_hz: 60.0,
+        flat_channels: vec![2],
+        ..OpmConfig::default()
+    };
+    // The channel table first (the run reads it at start), from a short run of the same array.
+    run_opm(
+        &OpmConfig {
+            duration_s: 0.01,
+            ..config.clone()
+        },
+        Destination::Closure(Box::new(|_, _| true)),
+        None,
+        Some(&sim),
+    )
+    .unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nout = {:?}\nduration = \"120s\"\nstop_at_end_of_stream = false\n\
+             [calibration]\nnone = true\n[[input]]\nudp = \"127.0.0.1:{port}\"\n\
+             [meg]\nchannel_table = {:?}\n",
+            out.display().to_string(),
+            sim.join(CHANNELS_FILE).display().to_string(),
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_scandaq");
+    /// The run, killed if the test fails before stopping it.
+    struct Run(std::process::Child);
+    impl Drop for Run {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut run = Run(Command::new(bin)
+        .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap());
+    let run_dir = || {
+        std::fs::read_dir(&out)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run-"))
+    };
+    let socket = || run_dir().map(|d| d.join(scandaq::control::SOCKET_NAME));
+    wait("the run's control socket", 30, &mut || {
+        socket().is_some_and(|s| s.exists())
+    });
+    let dir = run_dir().unwrap();
+    let session = format!("scandaq-top-meg-{}", std::process::id());
+    struct Kill<'a>(&'a str);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", self.0])
+                .output();
+        }
+    }
+    let _kill = Kill(&session);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &format!("{bin} top {}", dir.display()),
+    ]);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    run_opm(&config, Destination::Udp { target: addr }, Some(3.0), None).unwrap();
+    let flat_name = parse_channel_table(&std::fs::read_to_string(sim.join(CHANNELS_FILE)).unwrap())
+        .unwrap()[2]
+        .name
+        .clone();
+    let mut screen = String::new();
+    wait("the MEG panel with its figures", 30, &mut || {
+        screen = tmux(&["capture-pane", "-p", "-t", &session]);
+        screen.contains("MEG stream 0")
+            && screen.contains("flat 1")
+            && screen.contains(&format!("{flat_name} flat"))
+            && screen.contains("mains 60 Hz")
+    });
+    assert!(screen.contains("ok 23"), "{screen}");
+    assert!(!screen.contains("energy spectrum"), "{screen}");
+    let stop = Command::new(bin)
+        .args([
+            "ctl",
+            "stop",
+            "--socket",
+            socket().unwrap().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{stop:?}");
+    let status = run.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success() && !stderr.contains("panicked"), "{stderr}");
 }
