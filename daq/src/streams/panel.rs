@@ -36,6 +36,9 @@ const SCAN_POINTS: usize = 89;
 const PEAK_SEARCH_HZ: f64 = 5.0;
 /// Fewest samples in a window (lower rates get longer windows).
 const MIN_WINDOW_SAMPLES: usize = 64;
+/// Most samples in a window (higher rates get shorter windows; bounds the memory a corrupt
+/// rate in a block header can ask for).
+const MAX_WINDOW_SAMPLES: usize = 1 << 17;
 /// Stream time the ultrasound rates are averaged over, ns.
 const US_RATE_WINDOW_NS: i64 = 1_000_000_000;
 /// Stream time between two per-element amplitude computations, ns.
@@ -180,7 +183,8 @@ impl MegPanel {
                 self.out.unit = "counts".into();
             }
         }
-        self.window_len = ((rate_hz * MEG_WINDOW_S).round() as usize).max(MIN_WINDOW_SAMPLES);
+        self.window_len = ((rate_hz * MEG_WINDOW_S).round() as usize)
+            .clamp(MIN_WINDOW_SAMPLES, MAX_WINDOW_SAMPLES);
         let n = self.window_len as f64;
         self.hann = (0..self.window_len)
             .map(|k| 0.5 - 0.5 * (std::f64::consts::TAU * k as f64 / (n - 1.0)).cos())
@@ -451,8 +455,10 @@ impl UsPanel {
     ) {
         let tx_clock = t_tx_ns.is_some();
         let t_ns = t_tx_ns.unwrap_or_else(|| self.started.elapsed().as_nanos() as i64);
-        if tx_clock != self.tx_clock {
-            // Another time base: the old checkpoints cannot be compared with the new ones.
+        let went_back = self.window.back().is_some_and(|b| t_ns < b.t_ns);
+        if tx_clock != self.tx_clock || went_back {
+            // Another time base (or the board clock restarted): the old checkpoints cannot be
+            // compared with the new ones.
             self.tx_clock = tx_clock;
             self.window.clear();
             self.last_amplitude_ns = None;
@@ -586,6 +592,44 @@ mod tests {
         assert_eq!(s.windows, 1);
         assert_eq!(s.health[2], ChannelHealth::Saturated, "{s:?}");
         assert_eq!(s.health_counts(), (3, 0, 1, 0));
+    }
+
+    #[test]
+    fn meg_bad_shapes_and_rates_never_panic() {
+        let mut p = MegPanel::new(None);
+        let junk: Vec<u8> = (0..4099u32).map(|i| (i * 37 % 251) as u8).collect();
+        for (n, nch, rate, trig) in [
+            (10, 0, 1000.0, true),
+            (10, 1, 1000.0, true),
+            (1000, 3, 1000.0, false),
+            (5, 7, f64::NAN, false),
+            (5, 7, 0.0, false),
+            (5, 7, -3.0, false),
+            (50, 2, 4.0e9, true),
+            (65535, 193, 6000.0, true),
+            (3, 1, 1.0, false),
+        ] {
+            for _ in 0..40 {
+                p.push_block(&junk, n, nch, rate, trig);
+            }
+            let s = p.snapshot();
+            assert_eq!(s.rms.len(), s.health.len());
+            assert!(p.window_len <= MAX_WINDOW_SAMPLES);
+        }
+    }
+
+    #[test]
+    fn us_rates_restart_when_the_tx_clock_goes_back() {
+        let mut p = UsPanel::default();
+        let ev = vec![0u8; 16];
+        for f in 0..400u64 {
+            // A board clock reset after frame 199: times restart from 0.
+            let t = (f % 200) as i64 * 5_000_000;
+            p.push_event(f, 0, Some(t), 2, &ev);
+        }
+        let s = p.snapshot(0);
+        assert!((s.frames_per_s - 200.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.frames, 400);
     }
 
     #[test]
