@@ -899,6 +899,9 @@ fn draw_meg(
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// An ultrasound element whose RMS is below this fraction of the median is shown as dead.
+pub const DEAD_ELEMENT_FRACTION: f64 = 0.1;
+
 fn draw_us(frame: &mut Frame, id: u32, u: &UsSnapshot, which: &str, area: Rect) {
     let b = block_owned(format!(" ultrasound stream {id}{which} "));
     let inner = b.inner(area);
@@ -945,6 +948,20 @@ fn draw_us(frame: &mut Frame, id: u32, u: &UsSnapshot, which: &str, area: Rect) 
         "element RMS (LSB), frame {frame_no} tx {tx}: median {median:.0}, max {max:.0} (element {}), peak {peak:.0}",
         imax + 1
     )));
+    // Elements far below the others: dead or disconnected.
+    let dead: Vec<String> = u
+        .element_rms
+        .iter()
+        .enumerate()
+        .filter(|&(_, &r)| f64::from(r) < DEAD_ELEMENT_FRACTION * f64::from(median))
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    if !dead.is_empty() {
+        lines.push(Line::styled(
+            format!("DEAD elements ({}): {}", dead.len(), dead.join(", ")),
+            WARN,
+        ));
+    }
     let width = inner.width as usize;
     let left = (inner.height as usize).saturating_sub(lines.len() + 1);
     let n = u.element_rms.len();

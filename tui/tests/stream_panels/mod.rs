@@ -231,6 +231,22 @@ fn ultrasound_panel_shows_rates_amplitudes_and_incomplete_events_in_red() {
         let full = find(&b, "█").unwrap_or_else(|| panic!("no bars: {s}"));
         assert!(full.0 > w / 2, "{w}x{h}: {full:?}\n{s}");
     }
+    assert!(!text(&draw(&app, 80, 24)).contains("DEAD"));
+    // Two silent elements (17 and 40) are named.
+    let mut dead = us();
+    dead.element_rms[16] = 0.0;
+    dead.element_rms[39] = 3.0;
+    let app_dead = app_of([stream_run(
+        2.0,
+        vec![StreamSnapshot {
+            source_id: 7,
+            figures: StreamFigures::Ultrasound(dead),
+        }],
+    )]);
+    for (w, h) in SIZES {
+        let s = text(&draw(&app_dead, w, h));
+        assert!(s.contains("DEAD elements (2): 17, 40"), "{s}");
+    }
     let mut clean = us();
     clean.events_incomplete = 0;
     let app = app_of([stream_run(
