@@ -318,6 +318,8 @@ pub fn run_live_with_markers(
     if config.inputs.is_empty() {
         bail!("a run needs at least one input (--udp ADDR, --tcp ADDR or [[input]] in the config)");
     }
+    // Checked (and the files they name read) before anything starts.
+    let stream_settings = config.streams.resolve()?;
     let description = RunDescription {
         mode: mode.into(),
         sources: config
@@ -337,8 +339,9 @@ pub fn run_live_with_markers(
     let mut streams = StreamStage::new(
         start.run_dir.path.clone(),
         start.metadata.clone(),
-        config.streams.clone(),
+        stream_settings.clone(),
     );
+    streams.publish_into(stats.streams.clone());
     let (sink_tx, sink) = spawn_singles_sink(
         &start.run_dir.path,
         start.metadata.clone(),
@@ -357,6 +360,7 @@ pub fn run_live_with_markers(
             "software_version": session::SOFTWARE_VERSION,
             "inputs": config.inputs.iter().map(|i| format!("{:?}", i.spec)).collect::<Vec<_>>(),
             "calibration_checksum": calibration.calibration.checksum,
+            (crate::streams::ARCHIVE_METADATA_KEY): stream_settings,
         });
         Some(RawArchiveWriter::create(
             &start.run_dir.path,

@@ -73,6 +73,9 @@ enum Command {
         /// A .sdq archive with no PETsys boards (only OPM-MEG / ultrasound streams) needs no PET calibration.
         #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
         no_calib: bool,
+        /// Run configuration whose [meg] / [ultrasound] keys override the stream settings stored in the .sdq archive (channel table, clock-fit settings, sequence).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Output directory; each replay makes a new run-NNNNNN inside it.
         #[arg(long)]
         out: PathBuf,
@@ -171,6 +174,12 @@ enum ExportFormat {
         /// The stream (source id) to export, when the run has several.
         #[arg(long)]
         stream: Option<u32>,
+        /// Write the samples as recorded; by default each channel is shifted by its group delay (meg_channels.delay_ps) so all channels refer to the same instants.
+        #[arg(long)]
+        unaligned: bool,
+        /// Largest size of one file (default and at most 2 GiB - 1 MiB); more data continues in FILE-1.fif, FILE-2.fif, ... linked as MNE's split files (mne.io.read_raw_fif(FILE) reads them all).
+        #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
+        split_size: Option<u64>,
     },
 }
 
@@ -321,6 +330,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             calib,
             petsys_config,
             no_calib,
+            config,
             out,
             no_progress,
             raw_columns,
@@ -347,7 +357,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup); a .sdq archive of OPM-MEG / ultrasound streams only takes --no-calib"
                 ),
             };
+            if config.is_some() && !is_raw_archive(&file) {
+                bail!(
+                    "--config only applies to a .sdq raw archive (its [meg] / [ultrasound] stream settings)"
+                );
+            }
             if is_raw_archive(&file) {
+                let (streams, notes) = replay::archive_stream_settings(&file, config.as_deref())?;
+                for n in notes {
+                    eprintln!("replay: {n}");
+                }
                 let live = LiveConfig {
                     inputs: vec![InputConfig {
                         spec: InputSpec::Archive(file.clone()),
@@ -364,7 +383,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
                     coincidences,
                     rotation,
-                    streams: Default::default(),
+                    streams,
                 };
                 let summary = run_live(
                     &live,
@@ -409,6 +428,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 v.live.out_dir.display(),
                 v.live.limits
             );
+            if let (Some(ch), Some(p)) = (
+                v.live.streams.meg.channels()?,
+                &v.live.streams.meg.channel_table,
+            ) {
+                println!("  MEG channel table {}: {} channels", p.display(), ch.len());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Top { target, out } => {
@@ -476,16 +501,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     run_dir,
                     out,
                     stream,
+                    unaligned,
+                    split_size,
                 },
         } => {
-            let e = scandaq::export_fif::export_fif(&run_dir, &out, stream)?;
+            let e = scandaq::export_fif::export_fif_with(
+                &run_dir,
+                &out,
+                &scandaq::export_fif::FifOptions {
+                    stream,
+                    unaligned,
+                    split_bytes: split_size,
+                },
+            )?;
+            if e.files.len() > 1 {
+                println!(
+                    "split into {} files: {}",
+                    e.files.len(),
+                    e.files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             println!(
-                "wrote {}: stream {}, {} channels, {} samples at {:.6} Hz{}",
+                "wrote {}: stream {}, {} channels, {} samples at {:.6} Hz, {}{}",
                 e.path.display(),
                 e.stream,
                 e.channels,
                 e.samples,
                 e.sfreq,
+                if e.aligned {
+                    format!(
+                        "channels aligned by their delays (largest shift {:.3} samples)",
+                        e.max_shift_samples
+                    )
+                } else {
+                    "samples as recorded".to_string()
+                },
                 if e.gap_samples_filled > 0 {
                     format!(
                         " ({} missing samples filled with zeros)",

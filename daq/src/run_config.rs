@@ -282,10 +282,12 @@ impl RunFile {
                     ..self.coincidences.clone()
                 },
                 rotation,
+                // Checked now (channel table and sequence read), not at the first packet.
                 streams: crate::streams::StreamSettings {
                     meg: self.meg.clone(),
                     ultrasound: self.ultrasound.clone(),
-                },
+                }
+                .resolve()?,
             },
             calib_dir,
             petsys_config,

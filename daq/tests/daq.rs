@@ -3388,3 +3388,6 @@ mod meg;
 
 #[path = "us/mod.rs"]
 mod us;
+
+#[path = "stream_panels/mod.rs"]
+mod stream_panels;

@@ -220,7 +220,8 @@ fn run_opm(args: Args) -> Result<()> {
         );
     }
     let common = common_args(&args);
-    let (_, report) = scandaq_fpga_sim::opm::cli::run(common, &args.opm)?;
+    let (_, report) =
+        scandaq_fpga_sim::opm::cli::run(common, &args.opm, args.us.archive.as_deref())?;
     println!("{report}");
     Ok(())
 }
@@ -242,7 +243,13 @@ fn common_args(args: &Args) -> scandaq_fpga_sim::preset_args::CommonArgs {
 
 fn run_us(args: Args) -> Result<()> {
     let ring_only = ring_options_given(&args);
-    let opm_only = args.opm.given();
+    // --clock-reset-at S also serves the us preset.
+    let opm_only: Vec<&str> = args
+        .opm
+        .given()
+        .into_iter()
+        .filter(|f| *f != "--clock-reset-at")
+        .collect();
     if !ring_only.is_empty() || !opm_only.is_empty() {
         bail!(
             "{} do not apply to --preset us",
@@ -250,7 +257,8 @@ fn run_us(args: Args) -> Result<()> {
         );
     }
     let common = common_args(&args);
-    let (_, report) = scandaq_fpga_sim::us::cli::run_cli(common, &args.us)?;
+    let (_, report) =
+        scandaq_fpga_sim::us::cli::run_cli(common, &args.us, args.opm.clock_reset_at)?;
     println!("{report}");
     Ok(())
 }
@@ -259,7 +267,13 @@ fn run(args: Args) -> Result<()> {
     if args.preset == "us" {
         return run_us(args);
     }
-    let us_only = args.us.given();
+    // --archive FILE.sdq also serves the opm preset.
+    let us_only: Vec<&str> = args
+        .us
+        .given()
+        .into_iter()
+        .filter(|f| !(args.preset == "opm" && *f == "--archive"))
+        .collect();
     if !us_only.is_empty() {
         bail!("{} only apply to --preset us", us_only.join(", "));
     }

@@ -13,6 +13,7 @@
 //! them with its counters and losses; the run adds them to the manifest.
 
 pub mod meg;
+pub mod panel;
 pub mod stage;
 pub mod us;
 
@@ -23,7 +24,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Configuration of the stream processors (the `[meg]` and `[ultrasound]` run-config sections).
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+/// A run records them, resolved (files' text included), under [`ARCHIVE_METADATA_KEY`] in its
+/// raw archive's metadata, and `scandaq replay` uses them from there.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSettings {
     /// OPM-MEG streams.
@@ -32,6 +35,21 @@ pub struct StreamSettings {
     /// Ultrasound RF streams.
     #[serde(default)]
     pub ultrasound: us::UsSettings,
+}
+
+/// The key of a raw archive's metadata JSON holding the run's [`StreamSettings`].
+pub const ARCHIVE_METADATA_KEY: &str = "streams";
+
+impl StreamSettings {
+    /// Checks every setting and reads the files they name (channel table, sequence) into
+    /// the settings, so mistakes stop the run at startup with a message saying what, where
+    /// and how to fix it, and the result can be stored in a raw archive.
+    pub fn resolve(&self) -> anyhow::Result<Self> {
+        Ok(Self {
+            meg: self.meg.resolve()?,
+            ultrasound: self.ultrasound.resolve()?,
+        })
+    }
 }
 
 /// What a processor is given when its stream first appears.
@@ -62,6 +80,9 @@ pub struct StreamReport {
     pub losses: LossCounts,
     /// Warnings for the run summary (clock resets, ...).
     pub warnings: Vec<String>,
+    /// The stream's dashboard figures after everything was flushed (the last values the
+    /// dashboard shows), when the processor has any.
+    pub panel: Option<scandaq_core::snapshot::StreamFigures>,
 }
 
 /// A live figure for the dashboard (name, value, unit), e.g. ("frames/s", 812.0, "Hz").
@@ -77,6 +98,11 @@ pub trait StreamProcessor: Send {
     /// Live figures for the dashboard and the stats line (cheap; called a few times a second).
     fn figures(&self) -> Vec<StreamFigure> {
         Vec::new()
+    }
+    /// Typed dashboard figures ([`panel`]: cheap, small copies; called up to 20 times a
+    /// second on the processing thread).
+    fn panel(&self) -> Option<scandaq_core::snapshot::StreamFigures> {
+        None
     }
     /// Flushes and commits everything; called once at the end of the run.
     fn finish(self: Box<Self>) -> anyhow::Result<StreamReport>;

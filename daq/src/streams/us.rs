@@ -39,13 +39,19 @@ pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
 /// Complete events queued for the writer thread at most (back-pressure beyond).
 const WRITER_QUEUE_EVENTS: usize = 256;
 
-/// Settings from the run configuration's `[ultrasound]` section.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+/// Settings from the run configuration's `[ultrasound]` section (also stored, with the
+/// sequence's text, in a raw archive's metadata so a replay uses them).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsSettings {
     /// Transmit sequence file (`us_sequence.json`, as fpga-sim writes it): stored as the
     /// `us_sequence` table; its `tick_rate_hz` is the default tick rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sequence_file: Option<PathBuf>,
+    /// The sequence file's text itself (what a raw archive stores; read from
+    /// `sequence_file` by [`UsSettings::resolve`]); used instead of the file when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_json: Option<String>,
     /// Nominal rate of the boards' `tx_ticks` counter, Hz (used until two clock-sync
     /// records give the fitted rate).
     pub tick_rate_hz: Option<f64>,
@@ -55,6 +61,53 @@ pub struct UsSettings {
     pub max_event_bytes: Option<u64>,
     /// Payload bytes per record batch written [default: 32 MiB].
     pub batch_bytes: Option<usize>,
+}
+
+impl UsSettings {
+    /// Checks the settings and reads the sequence file into `sequence_json`, so a bad file
+    /// stops the run before it starts and the settings can travel with a raw archive.
+    pub fn resolve(&self) -> Result<Self> {
+        let mut out = self.clone();
+        if out.sequence_json.is_none()
+            && let Some(path) = &self.sequence_file
+        {
+            out.sequence_json = Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow!(
+                    "[ultrasound] sequence_file = {}: cannot read it ({e}); give the path of \
+                     the us_sequence.json the front end uses (fpga-sim --preset us --out DIR \
+                     writes DIR/us_sequence.json) or remove the key",
+                    path.display()
+                )
+            })?);
+        }
+        out.sequence()?;
+        if let Some(r) = self.tick_rate_hz
+            && (!r.is_finite() || r <= 0.0)
+        {
+            anyhow::bail!("[ultrasound] tick_rate_hz = {r}: must be a positive rate in Hz");
+        }
+        if self.max_open_events == Some(0) {
+            anyhow::bail!("[ultrasound] max_open_events = 0: must be at least 1 (default 64)");
+        }
+        Ok(out)
+    }
+
+    /// The transmit sequence from `sequence_json` (or `sequence_file`), `None` without one.
+    fn sequence(&self) -> Result<Option<UsSequence>> {
+        let origin = match &self.sequence_file {
+            Some(p) => format!("[ultrasound] sequence_file = {}", p.display()),
+            None => "[ultrasound] sequence_json (the sequence stored in the raw archive)".into(),
+        };
+        let text = match (&self.sequence_json, &self.sequence_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("{origin}: cannot read it"))?,
+            (None, None) => return Ok(None),
+        };
+        UsSequence::from_json(&text)
+            .map(Some)
+            .map_err(|e| anyhow!("{origin}: {e} (see docs/ultrasound.md for the format)"))
+    }
 }
 
 /// A complete event on its way to the writer thread.
@@ -78,29 +131,18 @@ struct UsProcessor {
     sync_records: u64,
     events_without_time: u64,
     events_unknown_tx: u64,
+    /// Tick-counter jumps (a board clock reset: backwards; forwards: a glitch).
+    counter_jumps: u64,
+    jump_warnings: Vec<String>,
     started: Instant,
+    /// Dashboard figures: rates in tx time, per-element amplitude (`super::panel`).
+    dashboard: super::panel::UsPanel,
 }
 
 /// Makes the processor for one stream.
 pub fn new_processor(ctx: StreamContext) -> Result<Box<dyn StreamProcessor>> {
     let s = &ctx.settings.ultrasound;
-    let sequence = match &s.sequence_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "ultrasound.sequence_file = {}: cannot read it",
-                    path.display()
-                )
-            })?;
-            Some(UsSequence::from_json(&text).map_err(|e| {
-                anyhow!(
-                    "ultrasound.sequence_file = {}: {e} (see docs/ultrasound.md for the format)",
-                    path.display()
-                )
-            })?)
-        }
-        None => None,
-    };
+    let sequence = s.sequence()?;
     let tick_rate = s.tick_rate_hz.or(sequence.as_ref().map(|q| q.tick_rate_hz));
     if let Some(r) = tick_rate
         && (!r.is_finite() || r <= 0.0)
@@ -155,7 +197,10 @@ pub fn new_processor(ctx: StreamContext) -> Result<Box<dyn StreamProcessor>> {
         sync_records: 0,
         events_without_time: 0,
         events_unknown_tx: 0,
+        counter_jumps: 0,
+        jump_warnings: Vec::new(),
         started: Instant::now(),
+        dashboard: Default::default(),
     }))
 }
 
@@ -180,9 +225,33 @@ fn write_events(
 }
 
 impl UsProcessor {
+    /// Counts a tick-counter jump (seen in an event's `tx_ticks` or a sync record) and says
+    /// what it means for the times.
+    fn on_counter_jump(&mut self, j: &scandaq_core::clock_fit::CounterJump, seen_in: &str) {
+        self.counter_jumps += 1;
+        let what = match j.kind {
+            scandaq_core::clock_fit::JumpKind::Backward => "went back (a board clock reset)",
+            scandaq_core::clock_fit::JumpKind::Forward => "jumped forward",
+        };
+        let times = if seen_in.starts_with("event") {
+            "events until the next clock-sync record have no corrected time, then times \
+             restart with a new clock segment"
+        } else {
+            "times restart with a new clock segment at this record"
+        };
+        self.jump_warnings.push(format!(
+            "ultrasound stream {}: tx tick counter {what} from {} to {} in {seen_in} (counter \
+             segment {}): {times}",
+            self.source_id, j.raw_before, j.raw_after, j.new_segment
+        ));
+    }
+
     fn store(&mut self, ev: RfEvent) -> Result<()> {
         let h = ev.header;
         let u = self.unwrapper.push(h.tx_ticks);
+        if let Some(j) = u.jump {
+            self.on_counter_jump(&j, &format!("event frame {} tx {}", h.frame_no, h.tx_index));
+        }
         let time = match self.fit.last_counter_segment() {
             Some(seg) if seg == u.segment => self.fit.time(u.tick, 0.0),
             _ => None,
@@ -195,6 +264,13 @@ impl UsProcessor {
         {
             self.events_unknown_tx += 1;
         }
+        self.dashboard.push_event(
+            h.frame_no,
+            h.tx_index,
+            time.map(|t| t.ns),
+            usize::from(h.n_channels),
+            &ev.samples,
+        );
         let record = Record {
             row: RfEventRow {
                 stream: self.source_id,
@@ -265,6 +341,9 @@ impl StreamProcessor for UsProcessor {
             Ok(ControlRecord::ClockSync(s)) => {
                 self.sync_records += 1;
                 let u = self.unwrapper.push(s.device_counter);
+                if let Some(j) = u.jump {
+                    self.on_counter_jump(&j, "a clock-sync record");
+                }
                 let p = SyncPoint {
                     tick: u.tick,
                     frac: f64::from(s.device_fraction) / 4_294_967_296.0,
@@ -300,6 +379,13 @@ impl StreamProcessor for UsProcessor {
         ]
     }
 
+    fn panel(&self) -> Option<scandaq_core::snapshot::StreamFigures> {
+        let incomplete = self.reassembler.counts().events_incomplete;
+        Some(scandaq_core::snapshot::StreamFigures::Ultrasound(
+            self.dashboard.snapshot(incomplete),
+        ))
+    }
+
     fn finish(mut self: Box<Self>) -> Result<StreamReport> {
         self.reassembler.finish();
         self.to_writer = None;
@@ -333,6 +419,7 @@ impl StreamProcessor for UsProcessor {
                 ));
             }
         }
+        report.warnings.append(&mut self.jump_warnings);
         if self.events_without_time > 0 {
             report.warnings.push(format!(
                 "ultrasound stream {}: {} events stored without a corrected time (no clock-sync \
@@ -352,11 +439,13 @@ impl StreamProcessor for UsProcessor {
             ("clock_segments", segments.len() as u64),
             ("events_without_time", self.events_without_time),
             ("events_unknown_tx_index", self.events_unknown_tx),
+            ("counter_jumps", self.counter_jumps),
         ] {
             report.counts.insert(format!("us.{id}.{k}"), v);
         }
         report.losses.merge(self.reassembler.losses());
         report.losses.merge(&self.losses);
+        report.panel = StreamProcessor::panel(&*self);
         Ok(report)
     }
 }

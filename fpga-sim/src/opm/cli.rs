@@ -37,6 +37,18 @@ pub struct OpmArgs {
     /// OPM and US: reset the board clock (its counter restarts at 0) at this simulated time, s.
     #[arg(long, value_name = "S", help_heading = "OPM preset")]
     pub clock_reset_at: Option<f64>,
+    /// OPM: mains frequency, Hz [default: 50].
+    #[arg(long, value_name = "HZ", help_heading = "OPM preset")]
+    pub mains_hz: Option<f64>,
+    /// OPM: dead channels (0-based MEG channel indices, comma-separated): they send a
+    /// constant.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "OPM preset"
+    )]
+    pub flat_channels: Vec<usize>,
 }
 
 impl OpmArgs {
@@ -51,6 +63,8 @@ impl OpmArgs {
             ("--truncate-blocks", self.truncate_blocks.is_some()),
             ("--counter-jump-at", self.counter_jump_at.is_some()),
             ("--clock-reset-at", self.clock_reset_at.is_some()),
+            ("--mains-hz", self.mains_hz.is_some()),
+            ("--flat-channels", !self.flat_channels.is_empty()),
         ]
         .iter()
         .filter(|(_, set)| *set)
@@ -90,6 +104,8 @@ pub fn run(
             counter_jump_at_s: args.counter_jump_at,
             clock_reset_at_s: args.clock_reset_at,
         },
+        mains_hz: args.mains_hz.unwrap_or(d.mains_hz),
+        flat_channels: args.flat_channels.clone(),
         ..d
     };
     if let Some(s) = args.speed

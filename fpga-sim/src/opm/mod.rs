@@ -137,6 +137,20 @@ pub struct OpmConfig {
     pub trigger_interval_s: (f64, f64),
     /// Faults.
     pub faults: OpmFaults,
+    /// Mains frequency, Hz (50 or 60 Hz grids).
+    #[serde(default = "default_mains_hz")]
+    pub mains_hz: f64,
+    /// Channels (0-based, MEG channels only) that are dead: they send [`FLAT_CHANNEL_VALUE`]
+    /// at every sample.
+    #[serde(default)]
+    pub flat_channels: Vec<usize>,
+}
+
+/// What a dead channel ([`OpmConfig::flat_channels`]) sends, raw counts.
+pub const FLAT_CHANNEL_VALUE: i32 = 1000;
+
+fn default_mains_hz() -> f64 {
+    50.0
 }
 
 impl Default for OpmConfig {
@@ -163,6 +177,8 @@ impl Default for OpmConfig {
             evoked_ft: 400.0,
             trigger_interval_s: (0.7, 1.3),
             faults: OpmFaults::default(),
+            mains_hz: default_mains_hz(),
+            flat_channels: Vec::new(),
         }
     }
 }
@@ -201,6 +217,14 @@ impl OpmConfig {
             0.0,
             0.999_999,
         )?;
+        range("mains_hz", self.mains_hz, 1.0, 1000.0)?;
+        if let Some(&c) = self.flat_channels.iter().find(|&&c| c >= 3 * self.sensors) {
+            return Err(SimError::config(
+                "flat_channels",
+                c,
+                format!("must be MEG channels, 0..{}", 3 * self.sensors),
+            ));
+        }
         let spb = self.block_samples();
         if spb == 0 || spb > u16::MAX as usize {
             return Err(SimError::config(
@@ -476,7 +500,11 @@ pub fn run_opm(
             } else {
                 t_first
             };
-            signal::sample_row(&mut models, t, &near, &mut noise, &mut row);
+            let start = row.len();
+            signal::sample_row_at(&mut models, t, &near, &mut noise, &mut row, config.mains_hz);
+            for &c in &config.flat_channels {
+                row[start + c] = FLAT_CHANNEL_VALUE;
+            }
         }
         let counter = (base_at(&bases, j as i64) + j as i64).rem_euclid(1 << 32) as u32;
         let header = BlockHeader {

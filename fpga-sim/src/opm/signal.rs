@@ -130,7 +130,7 @@ fn evoked(tau: f64) -> f64 {
 }
 
 /// Writes one sample of every channel (sample-major row) into `row`: `t_s` is the sample's
-/// reference time since the run start, `triggers` the pulses near it (sorted).
+/// reference time since the run start, `triggers` the pulses near it (sorted). 50 Hz mains.
 pub fn sample_row(
     models: &mut [ChannelModel],
     t_s: f64,
@@ -138,7 +138,19 @@ pub fn sample_row(
     rng: &mut Rng,
     row: &mut Vec<i32>,
 ) {
-    let mains_w = std::f64::consts::TAU * 50.0;
+    sample_row_at(models, t_s, triggers, rng, row, 50.0);
+}
+
+/// [`sample_row`] with mains at `mains_hz`.
+pub fn sample_row_at(
+    models: &mut [ChannelModel],
+    t_s: f64,
+    triggers: &[Trigger],
+    rng: &mut Rng,
+    row: &mut Vec<i32>,
+    mains_hz: f64,
+) {
+    let mains_w = std::f64::consts::TAU * mains_hz;
     let mut trigger_bits = 0i32;
     for tr in triggers {
         if t_s >= tr.t_s && t_s < tr.t_s + TRIGGER_WIDTH_S {

@@ -46,15 +46,21 @@ fn default_max_backward_samples() -> u64 {
     20_000
 }
 
-/// Settings from the run configuration's `[meg]` section.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+/// Settings from the run configuration's `[meg]` section (also stored, with the channel
+/// table's text, in a raw archive's metadata so a replay uses them: docs/meg.md §5).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MegSettings {
     /// The channel table (tab-separated: name, kind, cal, range, unit, delay_ps, position,
     /// orientation; `fpga-sim --preset opm --out DIR` writes `DIR/opm_channels.tsv`). Without
     /// it `meg_channels` is not written and `scandaq export fif` cannot run.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_table: Option<PathBuf>,
+    /// The channel table's text itself (what a raw archive stores; read from
+    /// `channel_table` by [`MegSettings::resolve`]). When set it is used and `channel_table`
+    /// only records where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_table_tsv: Option<String>,
     /// Largest residual of a sync point from its clock segment's line, ns; beyond it a new
     /// segment starts (the clock drifted).
     #[serde(default = "default_max_residual_ns")]
@@ -80,6 +86,7 @@ impl Default for MegSettings {
     fn default() -> Self {
         Self {
             channel_table: None,
+            channel_table_tsv: None,
             clock_max_residual_ns: default_max_residual_ns(),
             clock_jump_residual_ns: default_jump_residual_ns(),
             max_hold_s: default_max_hold_s(),
@@ -95,6 +102,102 @@ pub fn load_channel_table(path: &Path) -> Result<Vec<ChannelInfo>> {
         .with_context(|| format!("reading the MEG channel table {}", path.display()))?;
     parse_channel_table(&text)
         .with_context(|| format!("MEG channel table {} ([meg] channel_table)", path.display()))
+}
+
+impl MegSettings {
+    /// Where the channel table comes from, for messages.
+    fn table_origin(&self) -> String {
+        match &self.channel_table {
+            Some(p) => format!("[meg] channel_table = {}", p.display()),
+            None => "[meg] channel_table_tsv (the table stored in the raw archive)".into(),
+        }
+    }
+
+    /// Checks every setting and reads the channel table into `channel_table_tsv`, so a bad
+    /// table or value stops the run before it starts (not at the first packet) and the
+    /// resolved settings can travel with a raw archive. Errors say which key, what is wrong
+    /// and how to fix it.
+    pub fn resolve(&self) -> Result<Self> {
+        let mut out = self.clone();
+        let positive = |key: &str, v: f64| -> Result<()> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                anyhow::bail!("[meg] {key} = {v}: must be a positive number (see docs/meg.md §5)")
+            }
+        };
+        positive("clock_max_residual_ns", self.clock_max_residual_ns)?;
+        positive("clock_jump_residual_ns", self.clock_jump_residual_ns)?;
+        positive("max_hold_s", self.max_hold_s)?;
+        if self.clock_jump_residual_ns <= self.clock_max_residual_ns {
+            anyhow::bail!(
+                "[meg] clock_jump_residual_ns = {} must be larger than clock_max_residual_ns = {} \
+                 (a clock step is a much larger residual than drift)",
+                self.clock_jump_residual_ns,
+                self.clock_max_residual_ns
+            );
+        }
+        if self.max_gap_samples == 0 {
+            anyhow::bail!("[meg] max_gap_samples = 0: must be at least 1 (default 1000000)");
+        }
+        if out.channel_table_tsv.is_none()
+            && let Some(path) = &self.channel_table
+        {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "[meg] channel_table = {}: cannot read it ({e}); give the path of the \
+                     tab-separated channel table (relative paths are from the directory scandaq \
+                     runs in; `fpga-sim --preset opm --out DIR` writes DIR/opm_channels.tsv), or \
+                     remove the key to run without one (no meg_channels, no FIF export)",
+                    path.display()
+                )
+            })?;
+            out.channel_table_tsv = Some(text);
+        }
+        if out.channel_table_tsv.is_some() {
+            out.channels()?;
+        }
+        Ok(out)
+    }
+
+    /// The channel table parsed from `channel_table_tsv` (or read from `channel_table` when
+    /// the settings were not resolved); `None` without a table. Errors name the origin, the
+    /// line and the column.
+    pub fn channels(&self) -> Result<Option<Vec<ChannelInfo>>> {
+        let text = match (&self.channel_table_tsv, &self.channel_table) {
+            (Some(t), _) => t.clone(),
+            (None, Some(p)) => return load_channel_table(p).map(Some),
+            (None, None) => return Ok(None),
+        };
+        let table = parse_channel_table(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; fix the table (columns: {}; docs/meg.md §2)",
+                self.table_origin(),
+                scandaq_decoders::meg::CHANNEL_TABLE_COLUMNS.join(", ")
+            )
+        })?;
+        if table.is_empty() {
+            anyhow::bail!(
+                "{}: the table has a header but no channel rows; add one row per channel in \
+                 block order",
+                self.table_origin()
+            );
+        }
+        for (i, c) in table.iter().enumerate() {
+            if c.cal == 0.0 || c.range == 0.0 {
+                anyhow::bail!(
+                    "{}: channel {} ({:?}) has cal {} and range {}: both must be non-zero \
+                     (physical value = raw * cal * range)",
+                    self.table_origin(),
+                    i,
+                    c.name,
+                    c.cal,
+                    c.range
+                );
+            }
+        }
+        Ok(Some(table))
+    }
 }
 
 /// A block waiting for the sync point after it.
@@ -136,8 +239,10 @@ struct MegProcessor {
     counter_jumps: u64,
     shape_warned: bool,
     rate_hz: f64,
-    /// Median over the MEG channels of each channel's RMS in the last block, fT (dashboard).
-    median_rms_ft: f64,
+    /// Dashboard figures: per-channel RMS, health, mains line (`super::panel`).
+    dashboard: super::panel::MegPanel,
+    /// Nominal sampling rate from the block headers, Hz.
+    nominal_rate_hz: f64,
     /// Corrected time of the first and the last rising trigger edge, ns, and their count.
     trigger_span: Option<(i64, i64, u64)>,
 }
@@ -145,10 +250,8 @@ struct MegProcessor {
 /// Makes the processor for one stream.
 pub fn new_processor(ctx: StreamContext) -> Result<Box<dyn StreamProcessor>> {
     let settings = ctx.settings.meg.clone();
-    let channels = match &settings.channel_table {
-        Some(p) => Some(load_channel_table(p)?),
-        None => None,
-    };
+    let channels = settings.channels()?;
+    let dashboard = super::panel::MegPanel::new(channels.clone());
     let writer = Writer::start(&ctx.run_dir, &ctx.metadata, ctx.source_id)?;
     let fit = ClockFit::new(ClockFitConfig {
         max_residual_ns: settings.clock_max_residual_ns,
@@ -192,7 +295,8 @@ pub fn new_processor(ctx: StreamContext) -> Result<Box<dyn StreamProcessor>> {
         counter_jumps: 0,
         shape_warned: false,
         rate_hz: 0.0,
-        median_rms_ft: f64::NAN,
+        dashboard,
+        nominal_rate_hz: 0.0,
         trigger_span: None,
     }))
 }
@@ -282,7 +386,13 @@ impl MegProcessor {
                 self.last_trigger = Some(v);
             }
         }
-        self.update_rms(&b);
+        self.dashboard.push_block(
+            &b.payload,
+            usize::from(b.n_samples),
+            usize::from(b.n_channels),
+            self.nominal_rate_hz,
+            b.flags & block_flags::TRIGGER_CHANNEL != 0,
+        );
         self.blocks.push(&BlockRow {
             stream: self.source_id,
             first_sample: b.index,
@@ -301,36 +411,13 @@ impl MegProcessor {
         Ok(())
     }
 
-    /// Median over the MEG channels of the block's per-channel RMS, in fT (needs the
-    /// channel table's calibration).
-    fn update_rms(&mut self, b: &Held) {
-        let Some(ch) = &self.channels else { return };
-        let nch = b.n_channels as usize;
-        if ch.len() != nch || b.n_samples == 0 {
-            return;
-        }
-        let mut rms: Vec<f64> = Vec::with_capacity(nch);
-        for (c, info) in ch.iter().enumerate() {
-            if !matches!(
-                info.kind,
-                scandaq_decoders::meg::ChannelKind::MegMag
-                    | scandaq_decoders::meg::ChannelKind::MegGrad
-            ) {
-                continue;
+    /// Rising trigger edges per second from their corrected times (first to last).
+    fn trigger_rate_hz(&self) -> f64 {
+        match self.trigger_span {
+            Some((first, last, n)) if n > 1 && last > first => {
+                (n - 1) as f64 * 1e9 / (last - first) as f64
             }
-            let mut ss = 0.0f64;
-            for s in 0..b.n_samples as usize {
-                let o = 4 * (s * nch + c);
-                if let Some(x) = b.payload.get(o..o + 4) {
-                    let v = f64::from(i32::from_le_bytes([x[0], x[1], x[2], x[3]]));
-                    ss += v * v;
-                }
-            }
-            rms.push((ss / f64::from(b.n_samples)).sqrt() * info.cal * info.range * 1e15);
-        }
-        if !rms.is_empty() {
-            rms.sort_by(f64::total_cmp);
-            self.median_rms_ft = rms[rms.len() / 2];
+            _ => 0.0,
         }
     }
 
@@ -383,6 +470,7 @@ impl StreamProcessor for MegProcessor {
             }
         };
         let h = block.header;
+        self.nominal_rate_hz = f64::from(h.sample_rate_mhz) / 1000.0;
         if self.hold_limit_samples == i64::MAX && h.sample_rate_mhz > 0 {
             self.hold_limit_samples =
                 (self.settings.max_hold_s * f64::from(h.sample_rate_mhz) / 1000.0).ceil() as i64;
@@ -491,18 +579,23 @@ impl StreamProcessor for MegProcessor {
                 self.n_trigger_edges as f64,
                 "".into(),
             ),
+            ("trigger rate".into(), self.trigger_rate_hz(), "Hz".into()),
             (
-                "trigger rate".into(),
-                match self.trigger_span {
-                    Some((first, last, n)) if n > 1 && last > first => {
-                        (n - 1) as f64 * 1e9 / (last - first) as f64
-                    }
-                    _ => 0.0,
-                },
-                "Hz".into(),
+                "median channel RMS".into(),
+                self.dashboard.median_rms().unwrap_or(f64::NAN),
+                "fT".into(),
             ),
-            ("median channel RMS".into(), self.median_rms_ft, "fT".into()),
         ]
+    }
+
+    fn panel(&self) -> Option<scandaq_core::snapshot::StreamFigures> {
+        let mut m = self.dashboard.snapshot();
+        m.blocks = self.n_blocks;
+        m.samples = self.n_samples;
+        m.rate_hz = self.rate_hz;
+        m.trigger_edges = self.n_trigger_edges;
+        m.trigger_rate_hz = self.trigger_rate_hz();
+        Some(scandaq_core::snapshot::StreamFigures::Meg(m))
     }
 
     fn finish(mut self: Box<Self>) -> Result<StreamReport> {
@@ -548,11 +641,13 @@ impl StreamProcessor for MegProcessor {
         ] {
             counts.insert(format!("meg.{id}.{k}"), v);
         }
+        let panel = StreamProcessor::panel(&*self);
         Ok(StreamReport {
             files,
             counts,
             losses: self.losses,
             warnings: self.warnings,
+            panel,
         })
     }
 }
