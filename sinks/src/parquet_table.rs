@@ -12,6 +12,7 @@ use crate::error::SinkError;
 use crate::manifest::FileRecord;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
@@ -44,6 +45,11 @@ pub struct WriteOptions {
     /// Encode whole row groups as rayon tasks, several in flight (the fastest on a few cores;
     /// costs up to one row group of buffered rows per core).
     pub parallel_row_groups: bool,
+    /// Values the column writers take at a time; page limits (1 MiB, 20 000 rows) are checked
+    /// between them. Parquet's default is 1024; narrow tables such as the singles use 20 000,
+    /// which gives pages of 20 000 rows (as pyarrow writes) and cut the sequential encoder's
+    /// CPU by about 10 %. Keep it small for wide rows (blobs), where it bounds page bytes.
+    pub write_batch_rows: usize,
     /// Columns written with DELTA_BINARY_PACKED (monotone integers such as times).
     pub delta_columns: Vec<&'static str>,
     /// Columns written with BYTE_STREAM_SPLIT (floats).
@@ -62,6 +68,7 @@ impl Default for WriteOptions {
             row_group_bytes: 128 << 20,
             parallel_columns: true,
             parallel_row_groups: true,
+            write_batch_rows: 1024,
             delta_columns: Vec::new(),
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
@@ -85,6 +92,63 @@ impl Write for HashingFile {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Flushes the row groups already in the file to disk on a helper thread while the next ones
+/// are encoded, so the commit's fsync finds little left to write (it was ~10 % of a singles
+/// file's write time), then drops the file's clean pages from the page cache
+/// (`POSIX_FADV_DONTNEED`): a run writes far more than it re-reads, the cache stays flat, and
+/// the next writes reuse the freed pages — on the reference VM, writing into fresh page-cache
+/// pages cost 2.2 s of kernel CPU per GB against 0.2 s for recycled ones (`dd`, 2 GB). At most
+/// one flush runs; a row group finished meanwhile is covered by the next one or by the
+/// commit's fsync.
+struct BackgroundSync {
+    /// A second handle on the file being written.
+    file: File,
+    running: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// The first error a flush met, reported by the commit.
+    error: Option<std::io::Error>,
+}
+
+impl BackgroundSync {
+    /// Starts a flush unless one is still running.
+    fn kick(&mut self) {
+        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.wait();
+        match self.file.try_clone() {
+            Ok(file) => {
+                self.running = Some(std::thread::spawn(move || {
+                    file.sync_data()?;
+                    // Advice only: a kernel that ignores it changes nothing but memory use.
+                    let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+                    Ok(())
+                }))
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for the running flush, keeping its error (the first one counts).
+    fn wait(&mut self) {
+        if let Some(handle) = self.running.take() {
+            let result = handle
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the flush thread panicked")));
+            if let Err(e) = result {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for the running flush; the first error any flush met.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.wait();
+        self.error.map_or(Ok(()), Err)
     }
 }
 
@@ -113,6 +177,7 @@ pub struct ParquetTableWriter {
     /// Row groups handed out for encoding (their index in the file).
     launched: usize,
     rows: u64,
+    background_sync: BackgroundSync,
 }
 
 /// Encodes `batches` into `writers` (one per leaf column, schema order) and closes them.
@@ -170,6 +235,7 @@ impl ParquetTableWriter {
             .set_compression(compression)
             .set_max_row_group_row_count(Some(options.row_group_rows))
             .set_dictionary_enabled(false)
+            .set_write_batch_size(options.write_batch_rows.max(1))
             .set_created_by(format!("scandaq {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(
                 metadata
@@ -190,6 +256,13 @@ impl ParquetTableWriter {
                 .set_column_dictionary_enabled(ColumnPath::from(*col), false)
                 .set_column_encoding(ColumnPath::from(*col), Encoding::BYTE_STREAM_SPLIT);
         }
+        let background_sync = BackgroundSync {
+            file: file
+                .try_clone()
+                .map_err(|e| SinkError::io("opening a second handle on", &tmp_path, e))?,
+            running: None,
+            error: None,
+        };
         let sink = HashingFile {
             file,
             hasher: Sha256::new(),
@@ -217,6 +290,7 @@ impl ParquetTableWriter {
             appended_rows: 0,
             launched: 0,
             rows: 0,
+            background_sync,
         })
     }
 
@@ -350,6 +424,7 @@ impl ParquetTableWriter {
         }
         row_group.close().map_err(|e| parquet_err(&path, e))?;
         self.row_groups += 1;
+        self.background_sync.kick();
         Ok(())
     }
 
@@ -426,11 +501,15 @@ impl ParquetTableWriter {
             tmp_path,
             writer,
             rows,
+            background_sync,
             ..
         } = self;
         let sink = writer
             .into_inner()
             .map_err(|e| parquet_err(&final_path, e))?;
+        background_sync
+            .finish()
+            .map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
         sink.file
             .sync_all()
             .map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
@@ -557,6 +636,48 @@ mod tests {
                     .zip(&want)
                     .all(|(e, t)| *e == (t % 1000) as f32 * 0.5)
             );
+        }
+    }
+
+    /// Rows of every data page of column `column` in row group 0.
+    fn data_page_rows(path: &Path, column: usize) -> Vec<u32> {
+        let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        let mut pages = reader
+            .get_row_group(0)
+            .unwrap()
+            .get_column_page_reader(column)
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(p) = pages.get_next_page().unwrap() {
+            if p.page_type() != parquet::basic::PageType::DICTIONARY_PAGE {
+                out.push(p.num_values());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn write_batch_rows_sets_the_page_granularity() {
+        let dir = tempfile::tempdir().unwrap();
+        // Page limits (20 000 rows here) are checked once per batch of values.
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("t_ps", DataType::Int64, false),
+            Field::new("energy_kev", DataType::Float32, false),
+        ]));
+        for (batch_rows, page_rows) in [(20_000, vec![20_000; 5]), (1024, vec![20_480; 4])] {
+            let options = WriteOptions {
+                write_batch_rows: batch_rows,
+                zstd_level: None,
+                ..WriteOptions::default()
+            };
+            let name = format!("n{batch_rows}.parquet");
+            let mut w =
+                ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
+                    .unwrap();
+            w.write(&batch(&schema, 0, 100_000)).unwrap();
+            w.commit().unwrap();
+            let pages = data_page_rows(&dir.path().join(&name), 0);
+            assert_eq!(pages[..page_rows.len()], page_rows[..], "{pages:?}");
         }
     }
 

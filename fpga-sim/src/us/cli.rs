@@ -112,6 +112,7 @@ pub fn config(common: &CommonArgs, us: &UsArgs) -> UsConfig {
         lose_packets: common.lose_packets.unwrap_or(0.0),
         truncate_chunks: us.truncate_chunks.unwrap_or(0.0),
         paced: !common.unpaced,
+        prerender: common.prerender,
         out_dir: common.out.clone(),
         ..d
     }
