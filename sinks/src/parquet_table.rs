@@ -3,8 +3,9 @@
 //!
 //! Row groups are cut by rows or by buffered bytes, whichever comes first. Each is encoded and
 //! compressed with parquet's `ArrowColumnWriter` API: with `parallel_row_groups`, whole row
-//! groups are handed to rayon tasks (up to one per core in flight, so the cores share the work
-//! evenly whatever the columns cost) and their column chunks spliced into the file in order;
+//! groups are handed to rayon tasks (one per core in flight plus one queued, so the cores
+//! share the work evenly whatever the columns cost) and their column chunks spliced into the
+//! file in order;
 //! otherwise the open row group's columns are encoded batch by batch, in parallel
 //! (`parallel_columns`) or one after the other.
 
@@ -43,7 +44,7 @@ pub struct WriteOptions {
     /// Encode a row group's columns in parallel (rayon); false = one after the other.
     pub parallel_columns: bool,
     /// Encode whole row groups as rayon tasks, several in flight (the fastest on a few cores;
-    /// costs up to one row group of buffered rows per core).
+    /// costs up to one row group of buffered rows per core, plus one).
     pub parallel_row_groups: bool,
     /// Values the column writers take at a time; page limits (1 MiB, 20 000 rows) are checked
     /// between them. Parquet's default is 1024; narrow tables such as the singles use 20 000,
@@ -365,7 +366,7 @@ impl ParquetTableWriter {
     }
 
     /// Hands the gathered rows to a rayon task as one row group; appends finished row groups
-    /// (oldest first) while more than one per core is in flight.
+    /// (oldest first) while more than one per core, plus one, are in flight.
     fn launch_row_group(&mut self) -> Result<(), SinkError> {
         let batches = std::mem::take(&mut self.gathered);
         let rows = self.pending_rows;
@@ -391,7 +392,9 @@ impl ParquetTableWriter {
             ));
         });
         self.in_flight.push_back((rows, rx));
-        while self.in_flight.len() > rayon::current_num_threads().max(1) {
+        // One row group queued beyond the pool's threads, so a worker that finishes finds the
+        // next one ready while this thread splices and hashes the oldest.
+        while self.in_flight.len() > rayon::current_num_threads().max(1) + 1 {
             self.append_oldest()?;
         }
         Ok(())
