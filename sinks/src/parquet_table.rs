@@ -9,11 +9,11 @@
 //! otherwise the open row group's columns are encoded batch by batch, in parallel
 //! (`parallel_columns`) or one after the other.
 
+use crate::durable_file::{BackgroundSync, HashingFile};
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
@@ -25,10 +25,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 
@@ -74,82 +72,6 @@ impl Default for WriteOptions {
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
         }
-    }
-}
-
-/// Writer that hashes and counts every byte on its way to the file.
-struct HashingFile {
-    file: File,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl Write for HashingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// Flushes the row groups already in the file to disk on a helper thread while the next ones
-/// are encoded, so the commit's fsync finds little left to write (it was ~10 % of a singles
-/// file's write time), then drops the file's clean pages from the page cache
-/// (`POSIX_FADV_DONTNEED`): a run writes far more than it re-reads, the cache stays flat, and
-/// the next writes reuse the freed pages — on the reference VM, writing into fresh page-cache
-/// pages cost 2.2 s of kernel CPU per GB against 0.2 s for recycled ones (`dd`, 2 GB). At most
-/// one flush runs; a row group finished meanwhile is covered by the next one or by the
-/// commit's fsync.
-struct BackgroundSync {
-    /// A second handle on the file being written.
-    file: File,
-    running: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    /// The first error a flush met, reported by the commit.
-    error: Option<std::io::Error>,
-}
-
-impl BackgroundSync {
-    /// Starts a flush unless one is still running.
-    fn kick(&mut self) {
-        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
-        }
-        self.wait();
-        match self.file.try_clone() {
-            Ok(file) => {
-                self.running = Some(std::thread::spawn(move || {
-                    file.sync_data()?;
-                    // Advice only: a kernel that ignores it changes nothing but memory use.
-                    let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-                    Ok(())
-                }))
-            }
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
-    }
-
-    /// Waits for the running flush, keeping its error (the first one counts).
-    fn wait(&mut self) {
-        if let Some(handle) = self.running.take() {
-            let result = handle
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the flush thread panicked")));
-            if let Err(e) = result {
-                self.error.get_or_insert(e);
-            }
-        }
-    }
-
-    /// Waits for the running flush; the first error any flush met.
-    fn finish(mut self) -> std::io::Result<()> {
-        self.wait();
-        self.error.map_or(Ok(()), Err)
     }
 }
 
@@ -257,18 +179,10 @@ impl ParquetTableWriter {
                 .set_column_dictionary_enabled(ColumnPath::from(*col), false)
                 .set_column_encoding(ColumnPath::from(*col), Encoding::BYTE_STREAM_SPLIT);
         }
-        let background_sync = BackgroundSync {
-            file: file
-                .try_clone()
-                .map_err(|e| SinkError::io("opening a second handle on", &tmp_path, e))?,
-            running: None,
-            error: None,
-        };
-        let sink = HashingFile {
-            file,
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
+        let background_sync = BackgroundSync::new(&file)
+            .map_err(|e| SinkError::io("opening a second handle on", &tmp_path, e))?;
+        let sink = HashingFile::new(file)
+            .map_err(|e| SinkError::io("starting the hashing thread for", &tmp_path, e))?;
         let (writer, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(props.build()))
             .and_then(|w| w.into_serialized_writer())
             .map_err(|e| parquet_err(&final_path, e))?;
@@ -513,27 +427,26 @@ impl ParquetTableWriter {
         background_sync
             .finish()
             .map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
-        sink.file
+        // The hashing thread catches up while the file syncs.
+        sink.file()
             .sync_all()
             .map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
+        let bytes = sink.bytes();
+        let sha256 = sink
+            .finish_hash()
+            .map_err(|e| SinkError::io("hashing", &tmp_path, e))?;
         std::fs::rename(&tmp_path, &final_path)
             .map_err(|e| SinkError::io("renaming", &tmp_path, e))?;
         if let Some(dir) = final_path.parent() {
             sync_dir(dir);
         }
-        let sha256 = sink
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(FileRecord {
             path: final_path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             rows,
-            bytes: sink.bytes,
+            bytes,
             sha256,
         })
     }
