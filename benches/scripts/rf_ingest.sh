@@ -7,6 +7,10 @@
 # and the manifest counts no loss at all (kernel drops, ring drops, gaps, incomplete events).
 # Prints one line per step and the highest lossless RF payload rate (MB/s, 1 MB = 1e6 B).
 #
+# PRERENDER=1 makes the simulator generate each step first and then send it paced
+# (`fpga-sim --prerender`, SECONDS x rate of RF in memory), so only its sending shares the CPU
+# with scandaq, as a front-end board on its own hardware would.
+#
 # Usage: benches/scripts/rf_ingest.sh [SECONDS] [FRAME_RATES...]
 #   e.g. benches/scripts/rf_ingest.sh 5 100 200 300 400 500
 # Each frame/s carries 5 x 524 288 B = 2.62 MB/s of RF.  The run directories go to a temporary
@@ -43,7 +47,9 @@ TOML
     if ls "$step"/runs/run-*/control.sock >/dev/null 2>&1; then break; fi
     sleep 0.1
   done
-  "$bin/fpga-sim" --preset us --frame-rate "$fr" --duration "${seconds}s" --seed 1 \
+  extra=()
+  if [ "${PRERENDER:-0}" = 1 ]; then extra=(--prerender); fi
+  "$bin/fpga-sim" --preset us --frame-rate "$fr" --duration "${seconds}s" --seed 1 "${extra[@]}" \
     --udp "127.0.0.1:$port" --out "$step/sim" > "$step/sim.txt" 2>&1 || true
   wait $daq || true
   line=$(python3 - "$step" <<'PY'

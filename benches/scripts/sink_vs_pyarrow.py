@@ -45,7 +45,8 @@ pa = {"writer": "pyarrow", "rows": table.num_rows, "median_s": pa_med,
       "rows_per_s": table.num_rows / pa_med, "bytes": size}
 subprocess.run(["cargo", "build", "-q", "--release", "-p", "scandaq-benches", "--bin", "sink_bench"],
                cwd=root, check=True)
-out = subprocess.run([os.path.join(root, "target", "release", "sink_bench"), src, str(repeats)],
+target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
+out = subprocess.run([os.path.join(target, "release", "sink_bench"), src, str(repeats)],
                      capture_output=True, text=True, check=True).stdout
 rows = [json.loads(l) for l in out.strip().splitlines() if l.startswith("{")]
 print(json.dumps(pa))

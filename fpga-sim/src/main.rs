@@ -73,8 +73,9 @@ struct Args {
     /// Send as fast as possible instead of in real time at --rate.
     #[arg(long)]
     unpaced: bool,
-    /// UDP: generate the whole run into memory first (about 8.5 bytes per hit), then send it
-    /// paced at --rate, so the simulator's CPU does not compete with the receiver under test.
+    /// UDP: generate the whole run into memory first (bench: about 8.5 bytes per hit; us: the
+    /// run's RF bytes), then send it paced (--rate; us: frame times), so the simulator's CPU
+    /// does not compete with the receiver under test.
     #[arg(long, requires = "udp")]
     prerender: bool,
     /// Start the frameID counter so its 36-bit wrap falls mid-run.
@@ -238,6 +239,7 @@ fn common_args(args: &Args) -> scandaq_fpga_sim::preset_args::CommonArgs {
         lose_packets: args.lose_packets,
         max_packet_bytes: args.max_packet_bytes,
         unpaced: args.unpaced,
+        prerender: args.prerender,
     }
 }
 

@@ -45,7 +45,9 @@
 //! [`Pacing::BytesPerSecond`] (wire bytes, headers included) or [`Pacing::PacketsPerSecond`]
 //! hold each batch back until the rate allows it, measured from the first packet;
 //! [`PacketOut::pace_to`] additionally lets a simulator pace on its own clock (e.g. frame times).
-//! [`Pacing::Unpaced`] sends as fast as the destination takes it.
+//! [`Pacing::Unpaced`] sends as fast as the destination takes it. With
+//! [`PacketOutOptions::prerender`] the packets are generated first, kept in memory, and sent
+//! at [`PacketOut::finish`] with the same pacing.
 //!
 //! # Destinations
 //! - [`Destination::Udp`]: one datagram per packet, [`PacketOutOptions::udp_batch`] datagrams per
@@ -156,6 +158,10 @@ pub struct PacketOutOptions {
     pub seed: u64,
     /// Datagrams per `sendmmsg` call (UDP; 1..=1024).
     pub udp_batch: usize,
+    /// Generate everything first, keeping the packets in memory (the run's wire bytes), then
+    /// send them with the same pacing: a benchmark's sender then costs only its system calls,
+    /// as a front-end board on its own hardware would, not the physics. UDP and TCP only.
+    pub prerender: bool,
 }
 
 impl Default for PacketOutOptions {
@@ -165,6 +171,7 @@ impl Default for PacketOutOptions {
             lose_packets: 0.0,
             seed: 1,
             udp_batch: DEFAULT_UDP_BATCH,
+            prerender: false,
         }
     }
 }
@@ -221,6 +228,14 @@ impl PacketOutSummary {
     }
 }
 
+/// Packets generated ahead of sending ([`PacketOutOptions::prerender`]).
+struct PrerenderedBatch {
+    /// Not sent before this time after the start of sending ([`PacketOut::pace_to`]).
+    not_before: Duration,
+    batch: Vec<u8>,
+    spans: Vec<(u32, usize, usize)>,
+}
+
 struct Source {
     counts: SourceCounts,
     seq: u64,
@@ -258,6 +273,9 @@ pub struct PacketOut<'a> {
     wire_packets: u64,
     wire_bytes: u64,
     stopped: bool,
+    /// With [`PacketOutOptions::prerender`]: the batches generated so far, and the pacing
+    /// time the next one gets.
+    prerendered: Option<(Vec<PrerenderedBatch>, Duration)>,
 }
 
 fn net(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> SimError {
@@ -351,9 +369,17 @@ impl<'a> PacketOut<'a> {
             }
             Destination::Closure(f) => (Sink::Closure(f), 1, usize::MAX),
         };
+        if options.prerender && !matches!(sink, Sink::Udp { .. } | Sink::Tcp { .. }) {
+            return Err(SimError::config(
+                "prerender",
+                true,
+                "prerendering paces a network stream: use it with --udp or --tcp",
+            ));
+        }
         Ok(Self {
             sink,
             rng: Rng::stream(options.seed, LOSS_STREAM),
+            prerendered: options.prerender.then(|| (Vec::new(), Duration::ZERO)),
             options,
             sources: Vec::new(),
             batch: Vec::with_capacity(STREAM_BATCH_BYTES + 65_536),
@@ -518,6 +544,13 @@ impl<'a> PacketOut<'a> {
     /// Waits until `t` has passed since the first packet (a simulator pacing on its own clock,
     /// e.g. frame times); batched packets are written first so they are not held back.
     pub fn pace_to(&mut self, t: Duration) -> Result<(), SimError> {
+        if self.prerendered.is_some() {
+            self.flush()?;
+            if let Some((_, not_before)) = &mut self.prerendered {
+                *not_before = t;
+            }
+            return Ok(());
+        }
         let started = *self.started.get_or_insert_with(Instant::now);
         let elapsed = started.elapsed();
         if t > elapsed {
@@ -545,8 +578,47 @@ impl<'a> PacketOut<'a> {
         }
     }
 
-    /// Writes every batched packet to the destination.
+    /// Writes every batched packet to the destination (prerendering: keeps them for later).
     pub fn flush(&mut self) -> Result<(), SimError> {
+        if self.spans.is_empty() {
+            return Ok(());
+        }
+        if let Some((batches, not_before)) = &mut self.prerendered {
+            let capacity = self.batch.capacity();
+            batches.push(PrerenderedBatch {
+                not_before: *not_before,
+                batch: std::mem::replace(&mut self.batch, Vec::with_capacity(capacity)),
+                spans: std::mem::take(&mut self.spans),
+            });
+            return Ok(());
+        }
+        self.write_batch()
+    }
+
+    /// Sends the prerendered batches, each no earlier than its pacing time after the first.
+    fn send_prerendered(&mut self) -> Result<(), SimError> {
+        let Some((batches, _)) = self.prerendered.take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        self.started = Some(started);
+        for b in batches {
+            let elapsed = started.elapsed();
+            if b.not_before > elapsed {
+                std::thread::sleep(b.not_before - elapsed);
+            }
+            self.batch = b.batch;
+            self.spans = b.spans;
+            self.write_batch()?;
+            if self.stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the current batch to the destination, paced.
+    fn write_batch(&mut self) -> Result<(), SimError> {
         if self.spans.is_empty() {
             return Ok(());
         }
@@ -609,6 +681,7 @@ impl<'a> PacketOut<'a> {
             }
         }
         self.flush()?;
+        self.send_prerendered()?;
         let wall_seconds = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         let archive = match self.sink {
             Sink::Tcp {
@@ -847,5 +920,72 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 51);
+    }
+
+    /// The datagrams one emitter run delivers to a fresh UDP socket, and how long the sending
+    /// took from the first packet.
+    fn udp_run(prerender: bool) -> (Vec<Vec<u8>>, PacketOutSummary) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = setsockopt(&rx, sockopt::RcvBuf, &(4usize << 20));
+        let mut out = PacketOut::open(
+            Destination::Udp {
+                target: rx.local_addr().unwrap(),
+            },
+            PacketOutOptions {
+                udp_batch: 4,
+                lose_packets: 0.1,
+                seed: 9,
+                prerender,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..60u32 {
+            if i % 20 == 0 {
+                out.pace_to(Duration::from_millis(u64::from(i))).unwrap();
+                out.send_control(1, &i.to_le_bytes()).unwrap();
+            }
+            out.send(1, 4, &vec![i as u8; 500]).unwrap();
+        }
+        let summary = out.finish().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        for _ in 0..summary.wire_packets {
+            let n = rx.recv(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        (got, summary)
+    }
+
+    #[test]
+    fn prerendered_udp_sends_the_same_packets_with_the_same_pacing() {
+        let (live, live_summary) = udp_run(false);
+        let (pre, pre_summary) = udp_run(true);
+        assert!(live_summary.lost_packets() > 0, "the loss draws apply");
+        assert_eq!(pre_summary.sources, live_summary.sources);
+        assert_eq!(pre, live, "same bytes, same order");
+        // The last pace_to (40 ms) holds the packets after it back, from the first one sent.
+        assert!(
+            pre_summary.wall_seconds >= 0.040,
+            "{}",
+            pre_summary.wall_seconds
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let e = PacketOut::open(
+            Destination::Archive {
+                path: dir.path().join("a.sdq"),
+                metadata_json: "{}".into(),
+            },
+            PacketOutOptions {
+                prerender: true,
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("--udp or --tcp"), "{e}");
     }
 }

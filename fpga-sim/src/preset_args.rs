@@ -25,4 +25,6 @@ pub struct CommonArgs {
     pub max_packet_bytes: Option<usize>,
     /// `--unpaced`: send as fast as possible.
     pub unpaced: bool,
+    /// `--prerender`: generate everything first, then send it paced (us preset).
+    pub prerender: bool,
 }

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod castor;
 pub mod coincidences;
+mod durable_file;
 pub mod error;
 pub mod manifest;
 pub mod meg_tables;

@@ -3,11 +3,13 @@
 //!
 //! Row groups are cut by rows or by buffered bytes, whichever comes first. Each is encoded and
 //! compressed with parquet's `ArrowColumnWriter` API: with `parallel_row_groups`, whole row
-//! groups are handed to rayon tasks (up to one per core in flight, so the cores share the work
-//! evenly whatever the columns cost) and their column chunks spliced into the file in order;
+//! groups are handed to rayon tasks (one per core in flight plus one queued, so the cores
+//! share the work evenly whatever the columns cost) and their column chunks spliced into the
+//! file in order;
 //! otherwise the open row group's columns are encoded batch by batch, in parallel
 //! (`parallel_columns`) or one after the other.
 
+use crate::durable_file::{BackgroundSync, HashingFile};
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
 use arrow_array::RecordBatch;
@@ -23,10 +25,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 
@@ -42,8 +42,13 @@ pub struct WriteOptions {
     /// Encode a row group's columns in parallel (rayon); false = one after the other.
     pub parallel_columns: bool,
     /// Encode whole row groups as rayon tasks, several in flight (the fastest on a few cores;
-    /// costs up to one row group of buffered rows per core).
+    /// costs up to one row group of buffered rows per core, plus one).
     pub parallel_row_groups: bool,
+    /// Values the column writers take at a time; page limits (1 MiB, 20 000 rows) are checked
+    /// between them. Parquet's default is 1024; narrow tables such as the singles use 20 000,
+    /// which gives pages of 20 000 rows (as pyarrow writes) and cut the sequential encoder's
+    /// CPU by about 10 %. Keep it small for wide rows (blobs), where it bounds page bytes.
+    pub write_batch_rows: usize,
     /// Columns written with DELTA_BINARY_PACKED (monotone integers such as times).
     pub delta_columns: Vec<&'static str>,
     /// Columns written with BYTE_STREAM_SPLIT (floats).
@@ -62,29 +67,11 @@ impl Default for WriteOptions {
             row_group_bytes: 128 << 20,
             parallel_columns: true,
             parallel_row_groups: true,
+            write_batch_rows: 1024,
             delta_columns: Vec::new(),
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
         }
-    }
-}
-
-/// Writer that hashes and counts every byte on its way to the file.
-struct HashingFile {
-    file: File,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl Write for HashingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
     }
 }
 
@@ -113,6 +100,7 @@ pub struct ParquetTableWriter {
     /// Row groups handed out for encoding (their index in the file).
     launched: usize,
     rows: u64,
+    background_sync: BackgroundSync,
 }
 
 /// Encodes `batches` into `writers` (one per leaf column, schema order) and closes them.
@@ -170,6 +158,7 @@ impl ParquetTableWriter {
             .set_compression(compression)
             .set_max_row_group_row_count(Some(options.row_group_rows))
             .set_dictionary_enabled(false)
+            .set_write_batch_size(options.write_batch_rows.max(1))
             .set_created_by(format!("scandaq {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(
                 metadata
@@ -190,11 +179,10 @@ impl ParquetTableWriter {
                 .set_column_dictionary_enabled(ColumnPath::from(*col), false)
                 .set_column_encoding(ColumnPath::from(*col), Encoding::BYTE_STREAM_SPLIT);
         }
-        let sink = HashingFile {
-            file,
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
+        let background_sync = BackgroundSync::new(&file)
+            .map_err(|e| SinkError::io("opening a second handle on", &tmp_path, e))?;
+        let sink = HashingFile::new(file)
+            .map_err(|e| SinkError::io("starting the hashing thread for", &tmp_path, e))?;
         let (writer, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(props.build()))
             .and_then(|w| w.into_serialized_writer())
             .map_err(|e| parquet_err(&final_path, e))?;
@@ -217,6 +205,7 @@ impl ParquetTableWriter {
             appended_rows: 0,
             launched: 0,
             rows: 0,
+            background_sync,
         })
     }
 
@@ -291,7 +280,7 @@ impl ParquetTableWriter {
     }
 
     /// Hands the gathered rows to a rayon task as one row group; appends finished row groups
-    /// (oldest first) while more than one per core is in flight.
+    /// (oldest first) while more than one per core, plus one, are in flight.
     fn launch_row_group(&mut self) -> Result<(), SinkError> {
         let batches = std::mem::take(&mut self.gathered);
         let rows = self.pending_rows;
@@ -317,7 +306,9 @@ impl ParquetTableWriter {
             ));
         });
         self.in_flight.push_back((rows, rx));
-        while self.in_flight.len() > rayon::current_num_threads().max(1) {
+        // One row group queued beyond the pool's threads, so a worker that finishes finds the
+        // next one ready while this thread splices and hashes the oldest.
+        while self.in_flight.len() > rayon::current_num_threads().max(1) + 1 {
             self.append_oldest()?;
         }
         Ok(())
@@ -350,6 +341,7 @@ impl ParquetTableWriter {
         }
         row_group.close().map_err(|e| parquet_err(&path, e))?;
         self.row_groups += 1;
+        self.background_sync.kick();
         Ok(())
     }
 
@@ -426,32 +418,35 @@ impl ParquetTableWriter {
             tmp_path,
             writer,
             rows,
+            background_sync,
             ..
         } = self;
         let sink = writer
             .into_inner()
             .map_err(|e| parquet_err(&final_path, e))?;
-        sink.file
+        background_sync
+            .finish()
+            .map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
+        // The hashing thread catches up while the file syncs.
+        sink.file()
             .sync_all()
             .map_err(|e| SinkError::io("syncing", &tmp_path, e))?;
+        let bytes = sink.bytes();
+        let sha256 = sink
+            .finish_hash()
+            .map_err(|e| SinkError::io("hashing", &tmp_path, e))?;
         std::fs::rename(&tmp_path, &final_path)
             .map_err(|e| SinkError::io("renaming", &tmp_path, e))?;
         if let Some(dir) = final_path.parent() {
             sync_dir(dir);
         }
-        let sha256 = sink
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(FileRecord {
             path: final_path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             rows,
-            bytes: sink.bytes,
+            bytes,
             sha256,
         })
     }
@@ -557,6 +552,48 @@ mod tests {
                     .zip(&want)
                     .all(|(e, t)| *e == (t % 1000) as f32 * 0.5)
             );
+        }
+    }
+
+    /// Rows of every data page of column `column` in row group 0.
+    fn data_page_rows(path: &Path, column: usize) -> Vec<u32> {
+        let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        let mut pages = reader
+            .get_row_group(0)
+            .unwrap()
+            .get_column_page_reader(column)
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(p) = pages.get_next_page().unwrap() {
+            if p.page_type() != parquet::basic::PageType::DICTIONARY_PAGE {
+                out.push(p.num_values());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn write_batch_rows_sets_the_page_granularity() {
+        let dir = tempfile::tempdir().unwrap();
+        // Page limits (20 000 rows here) are checked once per batch of values.
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("t_ps", DataType::Int64, false),
+            Field::new("energy_kev", DataType::Float32, false),
+        ]));
+        for (batch_rows, page_rows) in [(20_000, vec![20_000; 5]), (1024, vec![20_480; 4])] {
+            let options = WriteOptions {
+                write_batch_rows: batch_rows,
+                zstd_level: None,
+                ..WriteOptions::default()
+            };
+            let name = format!("n{batch_rows}.parquet");
+            let mut w =
+                ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
+                    .unwrap();
+            w.write(&batch(&schema, 0, 100_000)).unwrap();
+            w.commit().unwrap();
+            let pages = data_page_rows(&dir.path().join(&name), 0);
+            assert_eq!(pages[..page_rows.len()], page_rows[..], "{pages:?}");
         }
     }
 

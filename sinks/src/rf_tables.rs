@@ -160,6 +160,7 @@ pub fn rf_events_write_options() -> WriteOptions {
         row_group_bytes: 64 << 20,
         parallel_columns: false,
         parallel_row_groups: false,
+        write_batch_rows: 1024,
         delta_columns: vec!["frame_no", "tx_ticks", "t_tx_ns"],
         byte_stream_split_columns: Vec::new(),
         dictionary_columns: vec!["dtype"],

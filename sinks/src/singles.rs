@@ -133,6 +133,7 @@ pub fn write_options() -> WriteOptions {
     WriteOptions {
         delta_columns: vec!["t_ps", "frame", "photon_id"],
         byte_stream_split_columns: vec!["energy_kev"],
+        write_batch_rows: 20_000,
         // Positions repeat per crystal: a dictionary of the crystal centres (plain + zstd was
         // both larger, 8.9 vs 7.8 B/single, and slower on the bench).
         dictionary_columns: vec![

@@ -35,7 +35,7 @@ use std::time::Instant;
 /// Default largest event accepted, bytes of samples (256 MiB).
 pub const DEFAULT_MAX_EVENT_BYTES: u64 = 256 << 20;
 /// Default payload bytes per `rf_events` record batch handed to the Parquet writer.
-pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
+pub const DEFAULT_BATCH_BYTES: usize = 8 << 20;
 /// Complete events queued for the writer thread at most (back-pressure beyond).
 const WRITER_QUEUE_EVENTS: usize = 256;
 
@@ -59,7 +59,7 @@ pub struct UsSettings {
     pub max_open_events: Option<usize>,
     /// Largest event accepted, bytes of samples [default: 256 MiB].
     pub max_event_bytes: Option<u64>,
-    /// Payload bytes per record batch written [default: 32 MiB].
+    /// Payload bytes per record batch written [default: 8 MiB].
     pub batch_bytes: Option<usize>,
 }
 

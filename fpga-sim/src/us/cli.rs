@@ -113,6 +113,7 @@ pub fn config(common: &CommonArgs, us: &UsArgs) -> UsConfig {
         truncate_chunks: us.truncate_chunks.unwrap_or(0.0),
         // An archive is written as fast as the disk takes it.
         paced: !common.unpaced && us.archive.is_none(),
+        prerender: common.prerender,
         out_dir: common.out.clone(),
         ..d
     }

@@ -104,6 +104,11 @@ pub struct UsConfig {
     pub truncate_chunks: f64,
     /// Real time (frames at frame_rate_hz) instead of as fast as possible.
     pub paced: bool,
+    /// Generate every packet first (in memory: the run's RF bytes), then send them paced
+    /// ([`PacketOutOptions::prerender`]); for benchmarks, so the physics does not share the
+    /// receiver's CPU.
+    #[serde(default)]
+    pub prerender: bool,
     /// Where the truth, sequence, config fragment and summary go.
     pub out_dir: Option<PathBuf>,
     /// Reset the board's tick counter to 0 at this reference time, s since t = 0.
@@ -135,6 +140,7 @@ impl Default for UsConfig {
             lose_packets: 0.0,
             truncate_chunks: 0.0,
             paced: true,
+            prerender: false,
             out_dir: None,
             clock_reset_at_s: None,
         }
@@ -470,6 +476,7 @@ pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary,
             pacing: Pacing::Unpaced,
             lose_packets: config.lose_packets,
             seed: config.seed,
+            prerender: config.prerender,
             ..PacketOutOptions::default()
         },
     )?;
@@ -581,7 +588,12 @@ pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary,
     let packets = out.finish()?;
     summary_faults.lost_packets = packets.lost_packets();
     summary_faults.clock_resets = u64::from(config.clock_reset_at_s.is_some_and(|r| r <= last_t));
-    let wall_seconds = started.elapsed().as_secs_f64();
+    // Prerendered: the sending alone (generating came first).
+    let wall_seconds = if config.prerender {
+        packets.wall_seconds
+    } else {
+        started.elapsed().as_secs_f64()
+    };
     if let Some((w, path)) = truth.take() {
         w.into_inner()
             .map_err(|e| SimError::io("writing", &path, e.into_error()))?

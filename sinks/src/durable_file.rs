@@ -1,0 +1,197 @@
+//! The file under a Parquet writer: [`HashingFile`] counts and SHA-256-hashes every byte on
+//! its way to disk, the hashing on a helper thread; [`BackgroundSync`] flushes what is written
+//! to disk while more is produced and drops it from the page cache.
+
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Write;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+/// Bytes handed to the hashing thread at a time.
+const HASH_CHUNK: usize = 4 << 20;
+/// Chunks queued for the hashing thread at most (then the writer waits for it).
+const HASH_QUEUE_CHUNKS: usize = 8;
+
+/// Writer that counts every byte on its way to the file and hashes it (SHA-256) on a helper
+/// thread: hashing costs 0.55 s of CPU per GB, which on the writer's own thread capped the
+/// `rf_events` writer; now the two overlap (the bytes are copied once more, ~0.1 s/GB).
+pub(crate) struct HashingFile {
+    file: File,
+    bytes: u64,
+    /// Bytes written but not yet handed to the hashing thread.
+    pending: Vec<u8>,
+    to_hasher: Option<SyncSender<Vec<u8>>>,
+    hasher: Option<JoinHandle<Sha256>>,
+}
+
+impl HashingFile {
+    /// Wraps a freshly created file and starts its hashing thread.
+    pub(crate) fn new(file: File) -> std::io::Result<Self> {
+        let (tx, rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(HASH_QUEUE_CHUNKS);
+        let hasher = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for chunk in rx {
+                    h.update(&chunk);
+                }
+                h
+            })?;
+        Ok(Self {
+            file,
+            bytes: 0,
+            pending: Vec::new(),
+            to_hasher: Some(tx),
+            hasher: Some(hasher),
+        })
+    }
+
+    /// The file (for syncing).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Bytes written.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The SHA-256 of every byte written, as lowercase hex.
+    pub(crate) fn finish_hash(mut self) -> std::io::Result<String> {
+        let stopped = || std::io::Error::other("the file's hashing thread stopped");
+        let (Some(tx), Some(handle)) = (self.to_hasher.take(), self.hasher.take()) else {
+            return Err(stopped());
+        };
+        if !self.pending.is_empty() {
+            tx.send(std::mem::take(&mut self.pending))
+                .map_err(|_| stopped())?;
+        }
+        drop(tx);
+        let digest = handle.join().map_err(|_| stopped())?.finalize();
+        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.pending.extend_from_slice(&buf[..n]);
+        self.bytes += n as u64;
+        if self.pending.len() >= HASH_CHUNK
+            && let Some(tx) = &self.to_hasher
+        {
+            let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(HASH_CHUNK));
+            tx.send(chunk)
+                .map_err(|_| std::io::Error::other("the file's hashing thread stopped"))?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Flushes the row groups already in the file to disk on a helper thread while the next ones
+/// are encoded, so the commit's fsync finds little left to write (it was ~10 % of a singles
+/// file's write time), then drops the file's clean pages from the page cache
+/// (`POSIX_FADV_DONTNEED`): a run writes far more than it re-reads, the cache stays flat, and
+/// the next writes reuse the freed pages — on the reference VM, writing into fresh page-cache
+/// pages cost 2.2 s of kernel CPU per GB against 0.2 s for recycled ones (`dd`, 2 GB). At most
+/// one flush runs; a row group finished meanwhile is covered by the next one or by the
+/// commit's fsync.
+pub(crate) struct BackgroundSync {
+    /// A second handle on the file being written.
+    file: File,
+    running: Option<JoinHandle<std::io::Result<()>>>,
+    /// The first error a flush met, reported by the commit.
+    error: Option<std::io::Error>,
+}
+
+impl BackgroundSync {
+    /// Flushes of `file` (a second handle is opened on it).
+    pub(crate) fn new(file: &File) -> std::io::Result<Self> {
+        Ok(Self {
+            file: file.try_clone()?,
+            running: None,
+            error: None,
+        })
+    }
+
+    /// Starts a flush unless one is still running.
+    pub(crate) fn kick(&mut self) {
+        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.wait();
+        match self.file.try_clone() {
+            Ok(file) => {
+                self.running = Some(std::thread::spawn(move || {
+                    file.sync_data()?;
+                    // Advice only: a kernel that ignores it changes nothing but memory use.
+                    let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+                    Ok(())
+                }))
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for the running flush, keeping its error (the first one counts).
+    fn wait(&mut self) {
+        if let Some(handle) = self.running.take() {
+            let result = handle
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the flush thread panicked")));
+            if let Err(e) = result {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for the running flush; the first error any flush met.
+    pub(crate) fn finish(mut self) -> std::io::Result<()> {
+        self.wait();
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_the_sha256_of_the_bytes_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let mut f = HashingFile::new(File::create(&path).unwrap()).unwrap();
+        let mut sync = BackgroundSync::new(f.file()).unwrap();
+        // Writes of odd sizes crossing several hashing chunks.
+        let mut x = 1u64;
+        for n in [1usize, 4095, HASH_CHUNK - 7, 3 * HASH_CHUNK + 11, 0, 17] {
+            let buf: Vec<u8> = (0..n)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (x >> 56) as u8
+                })
+                .collect();
+            f.write_all(&buf).unwrap();
+            sync.kick();
+        }
+        sync.finish().unwrap();
+        let bytes = f.bytes();
+        let hash = f.finish_hash().unwrap();
+        let content = std::fs::read(&path).unwrap();
+        assert_eq!(bytes, content.len() as u64);
+        let want: String = Sha256::digest(&content)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hash, want);
+    }
+}
