@@ -8,6 +8,7 @@ use crate::live::StopFlag;
 use crate::live_stats::{LiveStats, StatsSnapshot};
 use crate::markers::SharedMarkers;
 use anyhow::{Context, Result};
+use scandaq_core::snapshot::{ChannelHealth, StreamFigures, StreamSnapshot};
 use scandaq_tui::{Action, App, AppOptions, Level, term};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -154,11 +155,11 @@ pub fn top(socket: &Path, exit: &AtomicBool) -> Result<()> {
     term::run(&mut app, &mut c, exit).context("the dashboard's terminal failed")
 }
 
-/// One line of plain statistics (no terminal).
+/// One line of plain statistics (no terminal), with a short part per MEG or ultrasound stream.
 pub fn plain_line(now: &StatsSnapshot, before: Option<&StatsSnapshot>) -> String {
     let rate = before.map_or(0.0, |b| now.singles_rate_since(b));
     let losses = now.losses_total();
-    format!(
+    let mut line = format!(
         "[{:>6.1} s] run {} {}: {} singles ({:.2} M/s), {:.1} MB written, {}",
         now.elapsed_s,
         now.info.run,
@@ -171,7 +172,46 @@ pub fn plain_line(now: &StatsSnapshot, before: Option<&StatsSnapshot>) -> String
         } else {
             format!("LOSSES {losses}")
         }
-    )
+    );
+    for s in &now.streams {
+        line.push_str(&stream_part(s));
+    }
+    line
+}
+
+/// `; meg 3: ...` or `; us 0: ...` for the plain stats line.
+fn stream_part(s: &StreamSnapshot) -> String {
+    match &s.figures {
+        StreamFigures::Meg(m) => {
+            let bad = |h: ChannelHealth| m.health.iter().filter(|&&x| x == h).count();
+            format!(
+                "; meg {}: {:.2} Hz, {} samples, triggers {:.2}/s, median RMS {:.0} {}, \
+                 mains {:.1} Hz, flat {} saturated {} noisy {}",
+                s.source_id,
+                m.rate_hz,
+                m.samples,
+                m.trigger_rate_hz,
+                m.median_rms,
+                m.unit,
+                m.mains_peak_hz,
+                bad(ChannelHealth::Flat),
+                bad(ChannelHealth::Saturated),
+                bad(ChannelHealth::Noisy)
+            )
+        }
+        StreamFigures::Ultrasound(u) => format!(
+            "; us {}: {:.1} frames/s, {:.0} MB/s, {} events, {}",
+            s.source_id,
+            u.frames_per_s,
+            u.mb_per_s,
+            u.events_written,
+            if u.events_incomplete == 0 {
+                "none incomplete".to_string()
+            } else {
+                format!("INCOMPLETE {}", u.events_incomplete)
+            }
+        ),
+    }
 }
 
 fn plain_lines(socket: &Path, exit: &AtomicBool) -> Result<()> {

@@ -88,6 +88,16 @@ fn meg_run(tmp: &Path, config: &OpmConfig) -> (MegSnapshot, OpmSummary) {
     let snap = acquire(&archive, &tmp.join("runs"), settings);
     let s = only_stream(&snap);
     assert_eq!(s.source_id, config.source_id);
+    // The plain stats line (`scandaq top` without a terminal) carries the stream too.
+    let line = scandaq::dashboard::plain_line(&snap, None);
+    let flat = config.flat_channels.len();
+    for part in [
+        format!("; meg {}: ", config.source_id),
+        format!("{} samples", sent.samples),
+        format!("flat {flat} saturated 0 noisy 0"),
+    ] {
+        assert!(line.contains(&part), "{part:?} not in {line:?}");
+    }
     match &s.figures {
         StreamFigures::Meg(m) => (m.clone(), sent),
         other => panic!("not a MEG stream: {other:?}"),
