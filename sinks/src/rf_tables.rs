@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use crate::WriteOptions;
 
 /// Schema version of the ultrasound tables.
-pub const RF_SCHEMA_VERSION: &str = "1";
+pub const RF_SCHEMA_VERSION: &str = "2";
 /// Table name of the events table.
 pub const RF_EVENTS_TABLE: &str = "rf_events";
 /// Table name of the transmit-sequence table.
@@ -113,6 +113,8 @@ pub fn rf_events_schema() -> SchemaRef {
             Field::new("frame_no", DataType::UInt64, false),
             Field::new("tx_index", DataType::UInt16, false),
             Field::new("tx_ticks", DataType::UInt64, false),
+            Field::new("tick", DataType::Int64, false),
+            Field::new("counter_segment", DataType::UInt32, false),
             Field::new("t_tx_ns", DataType::Int64, true),
             Field::new("time_extrapolated", DataType::Boolean, false),
             Field::new("rx_offset_ns", DataType::Int32, false),
@@ -161,7 +163,7 @@ pub fn rf_events_write_options() -> WriteOptions {
         parallel_columns: false,
         parallel_row_groups: false,
         write_batch_rows: 1024,
-        delta_columns: vec!["frame_no", "tx_ticks", "t_tx_ns"],
+        delta_columns: vec!["frame_no", "tx_ticks", "tick", "t_tx_ns"],
         byte_stream_split_columns: Vec::new(),
         dictionary_columns: vec!["dtype"],
     }
@@ -178,6 +180,12 @@ pub struct RfEventRow {
     pub tx_index: u16,
     /// Raw device counter at transmit.
     pub tx_ticks: u64,
+    /// The counter unwrapped, in the tick numbering of `clock_segments` (first_tick,
+    /// last_tick).
+    pub tick: i64,
+    /// Counter segment of `tick` (a new one after a counter reset or jump): the
+    /// `clock_segments` rows with this `counter_segment` time it.
+    pub counter_segment: u32,
     /// Corrected transmit time, ns of the reference clock (None before any clock fit).
     pub t_tx_ns: Option<i64>,
     /// True when `t_tx_ns` was extrapolated beyond the fitted sync points.
@@ -199,6 +207,8 @@ pub struct RfEventsBuilder {
     frame_no: UInt64Builder,
     tx_index: UInt16Builder,
     tx_ticks: UInt64Builder,
+    tick: Int64Builder,
+    counter_segment: UInt32Builder,
     t_tx_ns: Int64Builder,
     extrapolated: BooleanBuilder,
     rx_offset_ns: Int32Builder,
@@ -236,6 +246,8 @@ impl RfEventsBuilder {
         self.frame_no.append_value(r.frame_no);
         self.tx_index.append_value(r.tx_index);
         self.tx_ticks.append_value(r.tx_ticks);
+        self.tick.append_value(r.tick);
+        self.counter_segment.append_value(r.counter_segment);
         self.t_tx_ns.append_option(r.t_tx_ns);
         self.extrapolated.append_value(r.time_extrapolated);
         self.rx_offset_ns.append_value(r.rx_offset_ns);
@@ -270,6 +282,8 @@ impl RfEventsBuilder {
             Arc::new(self.frame_no.finish()),
             Arc::new(self.tx_index.finish()),
             Arc::new(self.tx_ticks.finish()),
+            Arc::new(self.tick.finish()),
+            Arc::new(self.counter_segment.finish()),
             Arc::new(self.t_tx_ns.finish()),
             Arc::new(self.extrapolated.finish()),
             Arc::new(self.rx_offset_ns.finish()),

@@ -277,6 +277,8 @@ impl UsProcessor {
                 frame_no: h.frame_no,
                 tx_index: h.tx_index,
                 tx_ticks: h.tx_ticks,
+                tick: u.tick,
+                counter_segment: u.segment,
                 t_tx_ns: time.map(|t| t.ns),
                 time_extrapolated: time.is_none_or(|t| t.extrapolated),
                 rx_offset_ns: h.rx_offset_ns,
