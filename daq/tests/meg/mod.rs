@@ -574,10 +574,41 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
     assert!(String::from_utf8_lossy(&err.stderr).contains("no meg_blocks"));
 }
 
+/// An OPM stream processor writing into `run_dir`, fed every packet (control and data, in
+/// order; empty end markers skipped).
+fn feed_opm_processor(
+    run_dir: &std::path::Path,
+    settings: scandaq::streams::StreamSettings,
+    packets: &[Vec<u8>],
+) -> Box<dyn scandaq::streams::StreamProcessor> {
+    use scandaq::streams::{StreamContext, new_processor};
+    use scandaq_decoders::transport::{decode_packet, payload_format};
+    let mut p = new_processor(StreamContext {
+        run_dir: run_dir.to_path_buf(),
+        metadata: vec![],
+        source_id: 0,
+        payload_format: payload_format::OPM_BLOCK,
+        settings,
+    })
+    .unwrap()
+    .unwrap();
+    for packet in packets {
+        let (h, payload) = decode_packet(packet).unwrap();
+        if payload.is_empty() {
+            continue;
+        }
+        if h.payload_format == payload_format::CONTROL {
+            p.control(payload).unwrap();
+        } else {
+            p.payload(payload).unwrap();
+        }
+    }
+    p
+}
+
 #[test]
 fn in_process_stream_gives_dashboard_figures_from_the_data() {
-    use scandaq::streams::{StreamContext, StreamSettings, new_processor};
-    use scandaq_decoders::transport::{decode_packet, payload_format};
+    use scandaq::streams::StreamSettings;
     let tmp = tempfile::tempdir().unwrap();
     let sim = tmp.path().join("sim");
     let mut packets: Vec<Vec<u8>> = Vec::new();
@@ -599,26 +630,7 @@ fn in_process_stream_gives_dashboard_figures_from_the_data() {
     .unwrap();
     let mut settings = StreamSettings::default();
     settings.meg.channel_table = Some(sim.join(CHANNELS_FILE));
-    let mut p = new_processor(StreamContext {
-        run_dir: tmp.path().to_path_buf(),
-        metadata: vec![],
-        source_id: 0,
-        payload_format: payload_format::OPM_BLOCK,
-        settings,
-    })
-    .unwrap()
-    .unwrap();
-    for packet in &packets {
-        let (h, payload) = decode_packet(packet).unwrap();
-        if payload.is_empty() {
-            continue;
-        }
-        if h.payload_format == payload_format::CONTROL {
-            p.control(payload).unwrap();
-        } else {
-            p.payload(payload).unwrap();
-        }
-    }
+    let p = feed_opm_processor(tmp.path(), settings, &packets);
     let figures = p.figures();
     let get = |name: &str| figures.iter().find(|f| f.0 == name).unwrap().1;
     let triggers = read_trigger_truth(&sim.join(TRUTH_TRIGGERS_FILE)).unwrap();
@@ -885,8 +897,7 @@ fn evoked_lag(y: &[f64], windows: &[(usize, f64, i32)]) -> f64 {
 #[test]
 fn fif_export_aligns_channel_delays_so_evoked_responses_line_up_with_truth() {
     use scandaq::export_fif::{FifOptions, export_fif_with};
-    use scandaq::streams::{StreamContext, StreamSettings, new_processor};
-    use scandaq_decoders::transport::{decode_packet, payload_format};
+    use scandaq::streams::StreamSettings;
     use scandaq_fpga_sim::opm::channel_table;
     // Noise-free evoked responses (no white, 1/f or mains), large enough that rounding to
     // counts does not matter; 4 sensors = 12 channels with group delays of 1-3 ms.
@@ -917,26 +928,7 @@ fn fif_export_aligns_channel_delays_so_evoked_responses_line_up_with_truth() {
     settings.meg.channel_table_tsv = Some(scandaq_decoders::meg::format_channel_table(&table));
     let run_dir = tmp.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
-    let mut p = new_processor(StreamContext {
-        run_dir: run_dir.clone(),
-        metadata: vec![],
-        source_id: 0,
-        payload_format: payload_format::OPM_BLOCK,
-        settings,
-    })
-    .unwrap()
-    .unwrap();
-    for packet in &packets {
-        let (h, payload) = decode_packet(packet).unwrap();
-        if payload.is_empty() {
-            continue;
-        }
-        if h.payload_format == payload_format::CONTROL {
-            p.control(payload).unwrap();
-        } else {
-            p.payload(payload).unwrap();
-        }
-    }
+    let p = feed_opm_processor(&run_dir, settings, &packets);
     p.finish().unwrap();
     let aligned = tmp.path().join("aligned.fif");
     let plain = tmp.path().join("plain.fif");

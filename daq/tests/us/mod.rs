@@ -40,24 +40,25 @@ fn read_batches(path: &Path) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// Column `name` of `b` as a primitive array (the test fails if it is missing).
+fn col<'a, T: arrow_array::ArrowPrimitiveType>(
+    b: &'a RecordBatch,
+    name: &str,
+) -> &'a arrow_array::PrimitiveArray<T> {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_primitive::<T>()
+}
+
 /// A stored event: (frame_no, tx_index) -> (sha256 of the payload, t_tx_ns).
 type Stored = BTreeMap<(u64, u16), (String, Option<i64>)>;
 
 fn stored_events(run_dir: &Path) -> Stored {
     let mut out = Stored::new();
     for b in read_batches(&run_dir.join("rf_events-source0.parquet")) {
-        let frame = b
-            .column_by_name("frame_no")
-            .unwrap()
-            .as_primitive::<UInt64Type>();
-        let tx = b
-            .column_by_name("tx_index")
-            .unwrap()
-            .as_primitive::<UInt16Type>();
-        let t = b
-            .column_by_name("t_tx_ns")
-            .unwrap()
-            .as_primitive::<Int64Type>();
+        let frame = col::<UInt64Type>(&b, "frame_no");
+        let tx = col::<UInt16Type>(&b, "tx_index");
+        let t = col::<Int64Type>(&b, "t_tx_ns");
         let payload = b.column_by_name("payload").unwrap().as_binary::<i32>();
         let dtype = b.column_by_name("dtype").unwrap().as_string::<i32>();
         for i in 0..b.num_rows() {
@@ -488,22 +489,10 @@ fn retime_from_clock_segments(dir: &Path) -> BTreeMap<(u64, u16), (i64, Option<i
     // (counter_segment, first_tick, offset_ns, ns_per_tick), sorted.
     let mut segments = Vec::new();
     for b in read_batches(&dir.join("clock_segments-source0.parquet")) {
-        let cs = b
-            .column_by_name("counter_segment")
-            .unwrap()
-            .as_primitive::<UInt32Type>();
-        let first = b
-            .column_by_name("first_tick")
-            .unwrap()
-            .as_primitive::<Int64Type>();
-        let offset = b
-            .column_by_name("offset_ns")
-            .unwrap()
-            .as_primitive::<Int64Type>();
-        let slope = b
-            .column_by_name("ns_per_tick")
-            .unwrap()
-            .as_primitive::<Float64Type>();
+        let cs = col::<UInt32Type>(&b, "counter_segment");
+        let first = col::<Int64Type>(&b, "first_tick");
+        let offset = col::<Int64Type>(&b, "offset_ns");
+        let slope = col::<Float64Type>(&b, "ns_per_tick");
         for i in 0..b.num_rows() {
             segments.push((cs.value(i), first.value(i), offset.value(i), slope.value(i)));
         }
@@ -511,26 +500,11 @@ fn retime_from_clock_segments(dir: &Path) -> BTreeMap<(u64, u16), (i64, Option<i
     segments.sort_by_key(|s| (s.0, s.1));
     let mut out = BTreeMap::new();
     for b in read_batches(&dir.join("rf_events-source0.parquet")) {
-        let frame = b
-            .column_by_name("frame_no")
-            .unwrap()
-            .as_primitive::<UInt64Type>();
-        let tx = b
-            .column_by_name("tx_index")
-            .unwrap()
-            .as_primitive::<UInt16Type>();
-        let tick = b
-            .column_by_name("tick")
-            .unwrap()
-            .as_primitive::<Int64Type>();
-        let cs = b
-            .column_by_name("counter_segment")
-            .unwrap()
-            .as_primitive::<UInt32Type>();
-        let t = b
-            .column_by_name("t_tx_ns")
-            .unwrap()
-            .as_primitive::<Int64Type>();
+        let frame = col::<UInt64Type>(&b, "frame_no");
+        let tx = col::<UInt16Type>(&b, "tx_index");
+        let tick = col::<Int64Type>(&b, "tick");
+        let cs = col::<UInt32Type>(&b, "counter_segment");
+        let t = col::<Int64Type>(&b, "t_tx_ns");
         for i in 0..b.num_rows() {
             let own: Vec<_> = segments.iter().filter(|s| s.0 == cs.value(i)).collect();
             let seg = own
