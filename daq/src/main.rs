@@ -85,7 +85,7 @@ enum Command {
         /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
         #[arg(long)]
         raw_columns: bool,
-        /// Start a new singles file at this size (e.g. 2GB, 512MiB).
+        /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
         #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
         rotate_size: Option<u64>,
         #[command(flatten)]
@@ -252,7 +252,7 @@ struct RunArgs {
     /// No stats line on stderr.
     #[arg(long)]
     quiet: bool,
-    /// Start a new singles file at this size (e.g. 2GB, 512MiB).
+    /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
     #[arg(long, value_name = "SIZE")]
     rotate_size: Option<String>,
     /// Start a new singles file after this wall-clock time (e.g. 10m).

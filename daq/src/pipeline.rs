@@ -116,11 +116,19 @@ impl SinkReport {
     }
 }
 
+/// Singles file size at which a new file starts when no size is configured. A Parquet writer
+/// keeps every page's index entry and every row group's metadata in memory until it writes
+/// the footer: about 10 MiB per GB of singles (measured: +18 MiB RSS over 296 M rows, 2 GB;
+/// a 10-minute soak at 2.5 M hits/s in one 10 GB file grew 66 MiB). Capping files at 4 GiB
+/// keeps that below ~40 MiB however long the run.
+pub const DEFAULT_ROTATE_BYTES: u64 = 4 << 30;
+
 /// When the singles sink starts a new file (`singles-00001.parquet`, ...). Each file is
 /// committed (fsync + rename) as it closes and added to the manifest at once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rotation {
-    /// Start a new file once this many bytes are written.
+    /// Start a new file once this many bytes are written ([`DEFAULT_ROTATE_BYTES`] when
+    /// `None`).
     pub max_bytes: Option<u64>,
     /// Start a new file after this much wall-clock time, seconds.
     pub max_seconds: Option<f64>,
@@ -164,14 +172,15 @@ impl SinglesFiles {
         let w = self.open()?;
         w.write(record)?;
         self.range = Some(self.range.map_or((first, last), |(a, _)| (a, last)));
-        let due = self.rotation.max_bytes.is_some_and(|m| {
-            self.writer
-                .as_ref()
-                .is_some_and(|w| w.bytes_estimate() >= m)
-        }) || self
-            .rotation
-            .max_seconds
-            .is_some_and(|s| self.opened.elapsed().as_secs_f64() >= s);
+        let max_bytes = self.rotation.max_bytes.unwrap_or(DEFAULT_ROTATE_BYTES);
+        let due = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.bytes_estimate() >= max_bytes)
+            || self
+                .rotation
+                .max_seconds
+                .is_some_and(|s| self.opened.elapsed().as_secs_f64() >= s);
         if due {
             self.commit(true)?;
         }
