@@ -16,6 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// A UDP address on the loopback nobody listens on (bound, read, released).
+fn free_port_udp() -> std::net::SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// Simulated jitter of one single: CTR / (2.355 * sqrt 2).
 fn jitter_sigma_ps(c: &BenchConfig) -> f64 {
     c.ctr_fwhm_ps / (2.355 * 2f64.sqrt())
@@ -601,12 +609,7 @@ mod live {
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
-    fn free_port_udp() -> SocketAddr {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    }
+    use crate::free_port_udp;
 
     fn free_port_tcp() -> SocketAddr {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -2438,11 +2441,7 @@ mod dashboard {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("runs");
         let bin = env!("CARGO_BIN_EXE_scandaq");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port_udp().port();
         let cfg = tmp.path().join("run.toml");
         std::fs::write(
             &cfg,

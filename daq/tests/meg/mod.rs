@@ -18,12 +18,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn free_port_udp() -> std::net::SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use crate::free_port_udp;
 
 fn i64s(b: &[RecordBatch], name: &str) -> Vec<Option<i64>> {
     b.iter()
@@ -463,20 +458,7 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
         assert_same_rows(&live, &replayed, table);
     }
     let fif = run.run_dir.join("export.fif");
-    let out = Command::new(env!("CARGO_BIN_EXE_scandaq"))
-        .args([
-            "export",
-            "fif",
-            run.run_dir.to_str().unwrap(),
-            "--out",
-            fif.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    no_panic(&stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = export_fif(&run.run_dir, &fif, &[]);
     let gaps = run.loss("meg_missing_samples");
     if gaps > 0 {
         assert!(

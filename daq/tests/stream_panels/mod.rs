@@ -432,11 +432,7 @@ fn top_attached_to_a_meg_run_shows_the_meg_panel() {
         Some(&sim),
     )
     .unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::free_port_udp().port();
     let cfg = tmp.path().join("run.toml");
     std::fs::write(
         &cfg,

@@ -134,11 +134,7 @@ fn rf_events_over_udp_are_bit_exact_and_lost_chunks_make_exactly_the_truths_inco
     let seq = sim.join(SEQUENCE_FILE);
     std::fs::write(&seq, serde_json::to_string(&config.sequence()).unwrap()).unwrap();
     let out = tmp.path().join("runs");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::free_port_udp().port();
     let cfg = tmp.path().join("run.toml");
     std::fs::write(
         &cfg,
