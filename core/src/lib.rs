@@ -11,6 +11,7 @@ pub mod clock_fit;
 pub mod coincidence;
 pub mod geometry;
 pub mod hits;
+pub mod run_state;
 pub mod snapshot;
 pub mod stats;
 mod table_text;

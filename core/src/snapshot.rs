@@ -16,48 +16,7 @@ pub const MODULE_ENERGY_BIN: f32 = 8.0;
 /// Bins of each per-module energy spectrum (0 to 2048 keV).
 pub const MODULE_ENERGY_BINS: usize = 256;
 
-/// The run's state as an operator sees it: idle -> configured -> running -> stopping ->
-/// stopped | error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    /// Nothing configured yet.
-    Idle,
-    /// Configuration validated, run directory and sinks open, inputs not started.
-    Configured,
-    /// Inputs started, data flowing.
-    Running,
-    /// A stop was requested (limit, end of stream, signal): inputs stop, rings drain.
-    Stopping,
-    /// Files committed, manifest written.
-    Stopped,
-    /// Stopped on an error (the manifest says which).
-    Error,
-}
-
-impl RunState {
-    /// Every state, in order.
-    pub const ALL: [RunState; 6] = [
-        RunState::Idle,
-        RunState::Configured,
-        RunState::Running,
-        RunState::Stopping,
-        RunState::Stopped,
-        RunState::Error,
-    ];
-
-    /// Lower-case name, as in the manifest.
-    pub fn name(self) -> &'static str {
-        match self {
-            RunState::Idle => "idle",
-            RunState::Configured => "configured",
-            RunState::Running => "running",
-            RunState::Stopping => "stopping",
-            RunState::Stopped => "stopped",
-            RunState::Error => "error",
-        }
-    }
-}
+pub use crate::run_state::{FailureReason, RunState, StopReason};
 
 /// What the run is: set once at the start.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -170,6 +129,37 @@ pub struct StatsSnapshot {
     /// Sampled streams (OPM-MEG, ultrasound) by source id; empty in a PET-only run.
     #[serde(default)]
     pub streams: Vec<StreamSnapshot>,
+    /// Failure, warnings and the output disk's free space.
+    #[serde(default)]
+    pub health: RunHealth,
+}
+
+/// What could end the run, or already did: the failure (shown at once, in red), the
+/// operator warnings the run has raised, and the output disk's free space.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunHealth {
+    /// Why the run failed, once it has.
+    #[serde(default)]
+    pub failure: Option<FailureReason>,
+    /// What failed and where (one line).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Warnings raised so far (low disk space, rejected senders, ...), oldest first; at most
+    /// [`RunHealth::MAX_WARNINGS`] are kept.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Free bytes on the run directory's filesystem, at the last check.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    /// Seconds until that filesystem is full at the current write rate (none while nothing
+    /// is written).
+    #[serde(default)]
+    pub disk_seconds_to_full: Option<f64>,
+}
+
+impl RunHealth {
+    /// Warnings kept in a snapshot (the stats line and the manifest have them all).
+    pub const MAX_WARNINGS: usize = 32;
 }
 
 /// Coincidence counters and the prompt time-difference histogram, published by the

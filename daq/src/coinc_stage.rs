@@ -348,12 +348,16 @@ pub(crate) fn spawn(
                 Ok(())
             };
             for batch in rx {
-                sort(
+                if let Err(e) = sort(
                     SinglesRef::from(&batch),
                     &mut prompts,
                     &mut delayed,
                     &mut report,
-                )?;
+                ) {
+                    // The run stops at once (a full disk, most likely), not at its end.
+                    live.set_failure(format!("coincidence sink: {e:#}"));
+                    return Err(e);
+                }
             }
             let before = prompts.pending.len();
             prompt_sorter.finish(&mut prompts.pending);

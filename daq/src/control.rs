@@ -106,7 +106,7 @@ impl ControlServer {
                     if !info.run_dir.is_empty() {
                         break PathBuf::from(info.run_dir);
                     }
-                    if matches!(ctx.stats.state(), RunState::Error | RunState::Stopped) {
+                    if matches!(ctx.stats.state(), RunState::Failed | RunState::Stopped) {
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -238,11 +238,17 @@ fn serve_client(stream: UnixStream, ctx: &ControlContext, shutdown: &AtomicBool)
                 let marker = ctx.markers.add(text, "ctl");
                 writeln!(out, "{}", json!({"ok": true, "marker": marker}))?;
             }
-            other => writeln!(
-                out,
-                "{}",
-                json!({"ok": false, "error": format!("unknown command {other:?}: use status, subscribe, stop or marker")})
-            )?,
+            other => {
+                let what = match other {
+                    Some(cmd) => format!("unknown command \"{cmd}\""),
+                    None => "no \"cmd\" in the request".to_string(),
+                };
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"ok": false, "error": format!("{what}: use status, subscribe, stop or marker, e.g. {{\"cmd\":\"status\"}}")})
+                )?
+            }
         }
     }
     Ok(())

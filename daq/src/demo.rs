@@ -13,6 +13,7 @@ use crate::session::{self, RunDescription, RunEnd, RunSummary};
 use anyhow::{Result, anyhow};
 use crossbeam_channel::bounded;
 use scandaq_core::calib::checksum_of;
+use scandaq_core::run_state::StopReason;
 use scandaq_core::{Calibration, ClockModel, HitBatch};
 use scandaq_fpga_sim::{BenchConfig, BenchSim, TruthBatch};
 use std::collections::BTreeMap;
@@ -168,7 +169,8 @@ pub fn demo_live(
         coincidences,
     };
     // session::run, with the statistics and markers fed at the sink.
-    let start = session::begin(out_dir, &calibration, description)?;
+    let mut start = session::begin(out_dir, &calibration, description)?;
+    start.set_running(live.as_ref().map(|l| l.stats.as_ref()))?;
     if let Some(l) = &live {
         l.stats.info.publish(RunInfo {
             run: start.run_dir.run,
@@ -176,7 +178,6 @@ pub fn demo_live(
             mode: "demo".into(),
             limits: vec![format!("duration {duration_s} s (simulated)")],
         });
-        l.stats.set_state(RunState::Running);
     }
     let mut last_publish = Instant::now();
     let mut observe = |batch: &HitBatch| {
@@ -235,20 +236,18 @@ pub fn demo_live(
         extra_files,
         extra_counts: BTreeMap::new(),
         error,
-        stop_reason: Some(
-            if stopped {
-                "stop requested"
-            } else {
-                "end of input"
-            }
-            .into(),
-        ),
+        failure: None,
+        stop_reason: if stopped {
+            StopReason::StopRequested
+        } else {
+            StopReason::EndOfInput
+        },
     };
     let summary = session::finish(start, end);
     if let Some(l) = &live {
         l.stats.set_state(match &summary {
             Ok(s) if s.error.is_none() => RunState::Stopped,
-            _ => RunState::Error,
+            _ => RunState::Failed,
         });
     }
     summary

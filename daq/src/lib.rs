@@ -12,6 +12,7 @@ pub mod coinc_stage;
 pub mod control;
 pub mod dashboard;
 pub mod demo;
+pub mod disk_watch;
 pub mod export;
 pub mod export_fif;
 pub mod ingest;

@@ -9,6 +9,7 @@
 
 use crate::calib_load::LoadedCalibration;
 use crate::coinc_stage::CoincidenceOptions;
+use crate::disk_watch::{DiskWarnLevels, DiskWatch};
 use crate::ingest::{FrameChunk, Ingest};
 use crate::live_stats::{BoardDecodeSnapshot, LiveStats, RunInfo, RunState};
 use crate::merge::KWayMerger;
@@ -19,6 +20,7 @@ use crate::session::{self, RunDescription, RunEnd, RunSummary};
 use crate::streams::StreamSettings;
 use crate::streams::stage::StreamStage;
 use anyhow::{Context, Result, anyhow, bail};
+use scandaq_core::run_state::{FailureReason, StopReason};
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
 use scandaq_decoders::transport::TransportHeader;
@@ -92,6 +94,29 @@ pub struct LiveConfig {
     pub rotation: crate::pipeline::Rotation,
     /// Stream processors' settings (`[meg]`, `[ultrasound]`).
     pub streams: StreamSettings,
+    /// When to warn that the output disk is filling.
+    pub disk_warn: DiskWarnLevels,
+}
+
+impl Default for LiveConfig {
+    /// No inputs, `./scandaq-runs`, no limits, stop at end of stream, quiet, the TOFPET2 clock,
+    /// default coincidences, rotation, streams and disk warnings.
+    fn default() -> Self {
+        Self {
+            inputs: vec![],
+            out_dir: PathBuf::from("scandaq-runs"),
+            limits: RunLimits::default(),
+            raw_columns: false,
+            raw_archive: false,
+            stop_at_end_of_stream: true,
+            stats_every: None,
+            clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
+            coincidences: CoincidenceOptions::default(),
+            rotation: crate::pipeline::Rotation::default(),
+            streams: StreamSettings::default(),
+            disk_warn: DiskWarnLevels::default(),
+        }
+    }
 }
 
 /// Chunks taken off one input's ring per processing round (between merger releases).
@@ -111,16 +136,46 @@ struct InputThread {
     stats: Arc<RingStats>,
 }
 
+impl std::fmt::Display for InputSpec {
+    /// `udp ADDR`, `tcp ADDR`, `archive PATH`: how inputs are named in manifests, stats and
+    /// messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputSpec::Udp(addr) => write!(f, "udp {addr}"),
+            InputSpec::Tcp(addr) => write!(f, "tcp {addr}"),
+            InputSpec::Archive(path) => write!(f, "archive {}", path.display()),
+        }
+    }
+}
+
 fn input_label(spec: &InputSpec) -> String {
-    match spec {
-        InputSpec::Udp(addr) => format!("udp {addr}"),
-        InputSpec::Tcp(addr) => format!("tcp {addr}"),
-        InputSpec::Archive(path) => format!("archive {}", path.display()),
+    spec.to_string()
+}
+
+/// An input whose resources are held (a bound UDP socket) but whose thread has not started:
+/// everything that can fail at start (a port in use) fails here, before any file is made.
+enum OpenedInput {
+    Udp(std::net::UdpSocket),
+    Other,
+}
+
+fn open_input(cfg: &InputConfig) -> Result<OpenedInput> {
+    match &cfg.spec {
+        InputSpec::Udp(addr) => bind_udp(*addr)
+            .map(OpenedInput::Udp)
+            .with_context(|| format!("cannot listen for UDP on {addr}")),
+        InputSpec::Archive(path) => {
+            std::fs::File::open(path)
+                .with_context(|| format!("cannot open raw archive {}", path.display()))?;
+            Ok(OpenedInput::Other)
+        }
+        InputSpec::Tcp(_) => Ok(OpenedInput::Other),
     }
 }
 
 fn start_input(
     cfg: &InputConfig,
+    opened: OpenedInput,
     archive: bool,
     stop: StopFlag,
     live: &LiveStats,
@@ -130,21 +185,20 @@ fn start_input(
     let mut ingest = Ingest::new(cfg.allow.clone(), producer, archive);
     let label = input_label(&cfg.spec);
     ingest.publish_into(label.clone(), live.register_input(&label));
-    let handle = match &cfg.spec {
-        InputSpec::Udp(addr) => {
-            let socket =
-                bind_udp(*addr).with_context(|| format!("cannot listen for UDP on {addr}"))?;
-            std::thread::Builder::new()
-                .name(format!("udp-{addr}"))
-                .spawn(move || Ok(run_udp(socket, ingest, stop)))?
+    let handle = match (&cfg.spec, opened) {
+        (InputSpec::Udp(addr), OpenedInput::Udp(socket)) => std::thread::Builder::new()
+            .name(format!("udp-{addr}"))
+            .spawn(move || Ok(run_udp(socket, ingest, stop)))?,
+        (InputSpec::Udp(addr), OpenedInput::Other) => {
+            bail!("UDP input {addr} was not bound before its start")
         }
-        InputSpec::Tcp(addr) => {
+        (InputSpec::Tcp(addr), _) => {
             let addr = *addr;
             std::thread::Builder::new()
                 .name(format!("tcp-{addr}"))
                 .spawn(move || Ok(run_tcp(addr, ingest, stop)))?
         }
-        InputSpec::Archive(path) => {
+        (InputSpec::Archive(path), _) => {
             let path = path.clone();
             std::thread::Builder::new()
                 .name("sdq-reader".into())
@@ -322,11 +376,7 @@ pub fn run_live_with_markers(
     let stream_settings = config.streams.resolve()?;
     let description = RunDescription {
         mode: mode.into(),
-        sources: config
-            .inputs
-            .iter()
-            .map(|i| format!("{:?}", i.spec))
-            .collect(),
+        sources: config.inputs.iter().map(|i| i.spec.to_string()).collect(),
         clock: config.clock,
         extra_counts: BTreeMap::new(),
         warnings: vec![],
@@ -334,8 +384,22 @@ pub fn run_live_with_markers(
         rotation: config.rotation,
         coincidences: config.coincidences.clone(),
     };
-    // Sinks first.
     let mut start = session::begin(&config.out_dir, calibration, description)?;
+    stats.set_state(RunState::Configured);
+    // What can fail at start (a port in use, a missing archive) fails before any file is made,
+    // and leaves the run `failed` with the reason.
+    let mut opened = Vec::new();
+    for cfg in &config.inputs {
+        match open_input(cfg) {
+            Ok(o) => opened.push(o),
+            Err(e) => {
+                stats.set_failure(FailureReason::StartFailed, &format!("{e:#}"));
+                stats.set_state(RunState::Failed);
+                return Err(start.fail_start(FailureReason::StartFailed, e));
+            }
+        }
+    }
+    // Sinks first.
     let mut streams = StreamStage::new(
         start.run_dir.path.clone(),
         start.metadata.clone(),
@@ -353,12 +417,11 @@ pub fn run_live_with_markers(
         mode: mode.to_string(),
         limits: limit_descriptions(&config.limits),
     });
-    stats.set_state(RunState::Configured);
     let mut archive = if config.raw_archive {
         let meta = serde_json::json!({
             "run": start.run_dir.run,
             "software_version": session::SOFTWARE_VERSION,
-            "inputs": config.inputs.iter().map(|i| format!("{:?}", i.spec)).collect::<Vec<_>>(),
+            "inputs": config.inputs.iter().map(|i| i.spec.to_string()).collect::<Vec<_>>(),
             "calibration_checksum": calibration.calibration.checksum,
             (crate::streams::ARCHIVE_METADATA_KEY): stream_settings,
         });
@@ -373,20 +436,25 @@ pub fn run_live_with_markers(
     // Then processing, then inputs.
     let input_stop: StopFlag = Arc::new(AtomicBool::new(false));
     let mut inputs = Vec::new();
-    for cfg in &config.inputs {
-        match start_input(cfg, archive.is_some(), input_stop.clone(), &stats) {
+    for (cfg, opened) in config.inputs.iter().zip(opened) {
+        match start_input(cfg, opened, archive.is_some(), input_stop.clone(), &stats) {
             Ok(t) => inputs.push(t),
             Err(e) => {
                 input_stop.store(true, Ordering::Relaxed);
                 for t in inputs {
                     let _ = t.handle.join();
                 }
-                stats.set_state(RunState::Error);
-                return Err(e);
+                drop(sink_tx);
+                let _ = sink.join();
+                stats.set_failure(FailureReason::StartFailed, &format!("{e:#}"));
+                stats.set_state(RunState::Failed);
+                return Err(start.fail_start(FailureReason::StartFailed, e));
             }
         }
     }
-    stats.set_state(RunState::Running);
+    start.set_running(Some(&stats))?;
+    let mut disk = DiskWatch::new(&start.run_dir.path, config.disk_warn);
+    let mut failure: Option<FailureReason> = None;
     let kernel_owned = start.kernel.clone();
     let kernel = &kernel_owned;
     let mut boards: BTreeMap<u32, BoardState> = BTreeMap::new();
@@ -437,7 +505,7 @@ pub fn run_live_with_markers(
             Ok(false) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => {
                 error = Some(format!("{e:#}"));
-                reason = "error";
+                reason = StopReason::Failure;
                 break;
             }
         }
@@ -445,16 +513,39 @@ pub fn run_live_with_markers(
         if !ready.is_empty() {
             if let Err(e) = send(ready, &mut singles_sent) {
                 error = Some(format!("{e:#}"));
-                reason = "error";
+                reason = StopReason::Failure;
                 break;
             }
         }
+        // A failed write (a full disk first of all) stops the run at once: the inputs stop,
+        // what can be committed is committed, and the operator sees it now, not at the end.
+        if let Some(e) = stats
+            .sink
+            .failure()
+            .or_else(|| archive_error.as_ref().map(|e| format!("raw archive: {e}")))
+        {
+            let f = session::failure_of(&e);
+            report_failure(&stats, f, &e, config.stats_every.is_some());
+            failure = Some(f);
+            error = Some(e);
+            reason = StopReason::Failure;
+            break;
+        }
+        if let Some((reading, warnings)) = disk.check() {
+            stats.set_disk(reading.free_bytes, reading.seconds_to_full);
+            for w in warnings {
+                if config.stats_every.is_some() {
+                    eprintln!("{}", paint(&format!("warning: {w}"), YELLOW));
+                }
+                stats.warn(w);
+            }
+        }
         if stop.load(Ordering::Relaxed) {
-            reason = "stop requested";
+            reason = StopReason::StopRequested;
             break;
         }
         if config.limits.duration.is_some_and(|d| begun.elapsed() >= d) {
-            reason = "duration limit";
+            reason = StopReason::DurationLimit;
             break;
         }
         let bytes_in: u64 = inputs
@@ -462,11 +553,11 @@ pub fn run_live_with_markers(
             .map(|i| i.stats.pushed_bytes.load(Ordering::Relaxed))
             .sum();
         if config.limits.max_bytes.is_some_and(|m| bytes_in >= m) {
-            reason = "byte limit";
+            reason = StopReason::ByteLimit;
             break;
         }
         if config.limits.max_hits.is_some_and(|m| singles_sent >= m) {
-            reason = "hit limit";
+            reason = StopReason::HitLimit;
             break;
         }
         let all_ended = (!boards.is_empty() || !streams.is_empty())
@@ -482,7 +573,7 @@ pub fn run_live_with_markers(
             && last_data.elapsed() > Duration::from_millis(200))
             || inputs_done
         {
-            reason = "end of stream";
+            reason = StopReason::EndOfStream;
             break;
         }
         stats.frame_bytes.store(bytes_in, Ordering::Relaxed);
@@ -513,7 +604,10 @@ pub fn run_live_with_markers(
                     if losses == 0 {
                         "no losses".to_string()
                     } else {
-                        format!("LOSSES {losses} (see the manifest for reasons)")
+                        paint(
+                            &format!("LOSSES {losses} (see the manifest for reasons)"),
+                            RED,
+                        )
                     }
                 );
                 last_snapshot = now;
@@ -670,6 +764,7 @@ pub fn run_live_with_markers(
     }
     if !input_errors.is_empty() && error.is_none() {
         error = Some(input_errors.join("; "));
+        failure = Some(FailureReason::InputFailed);
     }
     match markers.commit(&start.run_dir.path, &start.metadata) {
         Ok(Some(f)) => extra_files.push(f),
@@ -688,18 +783,58 @@ pub fn run_live_with_markers(
             extra_files,
             extra_counts: extra,
             error,
-            stop_reason: Some(reason.to_string()),
+            failure,
+            stop_reason: reason,
         },
     );
-    stats.set_state(match &summary {
-        Ok(s) if s.error.is_none() => RunState::Stopped,
-        _ => RunState::Error,
-    });
+    match &summary {
+        Ok(s) if s.error.is_none() => stats.set_state(RunState::Stopped),
+        Ok(s) => {
+            let f = s
+                .manifest
+                .failure
+                .unwrap_or(FailureReason::ProcessingFailed);
+            report_failure(&stats, f, s.error.as_deref().unwrap_or_default(), false);
+            stats.set_state(RunState::Failed);
+        }
+        Err(e) => {
+            report_failure(&stats, FailureReason::WriteFailed, &format!("{e:#}"), false);
+            stats.set_state(RunState::Failed);
+        }
+    }
     summary
 }
 
+/// Records a failure in the statistics (the dashboard shows it at once) and, when `print`,
+/// says it on stderr in red.
+fn report_failure(stats: &LiveStats, failure: FailureReason, error: &str, print: bool) {
+    stats.set_failure(failure, error);
+    if print {
+        eprintln!(
+            "{}",
+            paint(
+                &format!("FAILED ({failure}): {error}: stopping the acquisition"),
+                RED
+            )
+        );
+    }
+}
+
+const RED: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[33m";
+
+/// `text` in `colour` when stderr is a terminal, plain otherwise.
+fn paint(text: &str, colour: &str) -> String {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        format!("{colour}{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
 /// The limits as an operator reads them.
-fn limit_descriptions(limits: &RunLimits) -> Vec<String> {
+pub fn limit_descriptions(limits: &RunLimits) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(d) = limits.duration {
         out.push(format!("duration {} s", d.as_secs_f64()));

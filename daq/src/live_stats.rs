@@ -4,10 +4,11 @@
 //! acquisition.
 
 use scandaq_core::HitBatch;
+use scandaq_core::run_state::FailureReason;
 pub use scandaq_core::snapshot::{
     BoardDecodeSnapshot, BoardTransportSnapshot, CHANNELS_PER_MODULE, CoincidenceSnapshot,
-    ENERGY_BINS, InputSnapshot, MODULE_ENERGY_BIN, MODULE_ENERGY_BINS, RunInfo, RunState,
-    StatsSnapshot, StreamSnapshot, TRACKED_CHANNELS,
+    ENERGY_BINS, InputSnapshot, MODULE_ENERGY_BIN, MODULE_ENERGY_BINS, RunHealth, RunInfo,
+    RunState, StatsSnapshot, StreamSnapshot, TRACKED_CHANNELS,
 };
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,28 @@ pub struct SinkCounters {
     pub bytes: AtomicU64,
     /// Coincidence counters and histogram, published by the coincidence stage.
     pub coincidences: LatestCell<Option<CoincidenceSnapshot>>,
+    /// Set by a sink that failed (a full disk, an I/O error), so the run stops at once.
+    failed: std::sync::atomic::AtomicBool,
+    /// What failed and where.
+    failure: LatestCell<Option<String>>,
+}
+
+impl SinkCounters {
+    /// Records that a sink failed with `error` (the first failure wins).
+    pub fn set_failure(&self, error: String) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            self.failure.publish(Some(error));
+        }
+    }
+
+    /// The failure of a sink, if one failed (one atomic load otherwise).
+    pub fn failure(&self) -> Option<String> {
+        if self.failed.load(Ordering::Acquire) {
+            self.failure.get()
+        } else {
+            None
+        }
+    }
 }
 
 /// Shared, lock-free statistics of one acquisition.
@@ -87,6 +110,8 @@ pub struct LiveStats {
     /// Per-module energy spectra, `[module * MODULE_ENERGY_BINS + bin]` (allocated on the
     /// first singles).
     module_energy: Mutex<Vec<u64>>,
+    /// Failure, warnings and disk space (rarely written: a plain lock).
+    health: Mutex<RunHealth>,
 }
 
 impl Default for LiveStats {
@@ -107,6 +132,7 @@ impl Default for LiveStats {
             channels: (0..TRACKED_CHANNELS).map(|_| AtomicU64::new(0)).collect(),
             other_channel_hits: AtomicU64::new(0),
             module_energy: Mutex::new(Vec::new()),
+            health: Mutex::new(RunHealth::default()),
         }
     }
 }
@@ -124,6 +150,39 @@ impl LiveStats {
             .get(self.state.load(Ordering::Relaxed) as usize)
             .copied()
             .unwrap_or(RunState::Idle)
+    }
+
+    /// Records the failure that ends the run (the first one wins) and moves it to
+    /// `stopping`: the dashboard and the stats line show it at once.
+    pub fn set_failure(&self, reason: FailureReason, error: &str) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if h.failure.is_none() {
+            h.failure = Some(reason);
+            h.error = Some(error.to_string());
+        }
+    }
+
+    /// The failure recorded so far.
+    pub fn failure(&self) -> Option<(FailureReason, String)> {
+        let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.failure.map(|f| (f, h.error.clone().unwrap_or_default()))
+    }
+
+    /// Adds an operator warning (kept in the snapshot, the oldest dropped beyond
+    /// [`RunHealth::MAX_WARNINGS`]).
+    pub fn warn(&self, text: String) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if h.warnings.len() >= RunHealth::MAX_WARNINGS {
+            h.warnings.remove(0);
+        }
+        h.warnings.push(text);
+    }
+
+    /// Records the output disk's free space and time to full.
+    pub fn set_disk(&self, free_bytes: u64, seconds_to_full: Option<f64>) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.disk_free_bytes = Some(free_bytes);
+        h.disk_seconds_to_full = seconds_to_full;
     }
 
     /// Adds an input; it publishes into the returned cell.
@@ -229,6 +288,11 @@ impl LiveStats {
             },
             coincidences: self.sink.coincidences.get(),
             streams: self.streams.get(),
+            health: self
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

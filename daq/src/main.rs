@@ -13,6 +13,7 @@ use scandaq::markers::SharedMarkers;
 use scandaq::ring::OverflowPolicy;
 use scandaq::run_config::{self, RunFile};
 use scandaq::{calib_load, demo, export, inspect, petlink_replay, recover, replay, session};
+use scandaq_core::run_state::StopReason;
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
 use scandaq_tui::AppOptions;
 use std::net::{IpAddr, SocketAddr};
@@ -280,14 +281,41 @@ fn finish(summary: session::RunSummary, detector_seconds: Option<f64>) -> ExitCo
     session::print_summary(&summary, detector_seconds);
     match &summary.error {
         Some(e) => {
+            let reason = summary
+                .manifest
+                .failure
+                .map_or("failed".to_string(), |f| f.to_string());
+            let salvage = if summary
+                .manifest
+                .files
+                .iter()
+                .any(|f| f.path.ends_with(".inprogress"))
+                || has_inprogress_files(&summary.dir)
+            {
+                format!(
+                    "; files left .inprogress hold more: `scandaq recover {}` salvages them",
+                    summary.dir.display()
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "error: {e} (everything committed before it is in {})",
+                "error ({reason}): {e} (everything committed before it is in {}{salvage})",
                 summary.dir.display()
             );
             ExitCode::FAILURE
         }
         None => ExitCode::SUCCESS,
     }
+}
+
+/// True when `dir` still holds files a run did not commit.
+fn has_inprogress_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".inprogress"))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -321,8 +349,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "scandaq demo: simulating a two-module LYSO bench with a Na-22 source, {duration} s at {:.0} hits/s",
                 rate
             );
-            let summary = demo::demo(config, &out, true, raw_columns, coincidences)?;
-            Ok(finish(summary, Some(duration)))
+            // Ctrl-C (or SIGTERM) stops the simulation; what was acquired is committed.
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone())?;
+            }
+            let live = demo::DemoLive {
+                stats: Arc::new(LiveStats::default()),
+                stop,
+                markers: Arc::default(),
+                realtime: false,
+            };
+            let summary =
+                demo::demo_live(config, &out, true, raw_columns, coincidences, Some(live))?;
+            let ran_out = summary.manifest.stop_reason != Some(StopReason::StopRequested);
+            Ok(finish(summary, ran_out.then_some(duration)))
         }
         Command::Replay {
             file,
@@ -379,11 +420,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     raw_columns,
                     raw_archive: false,
                     stop_at_end_of_stream: false,
-                    stats_every: None,
-                    clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
                     coincidences,
                     rotation,
                     streams,
+                    ..LiveConfig::default()
                 };
                 let summary = run_live(
                     &live,
@@ -413,9 +453,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v = run_config::read(&file)?.validate()?;
             println!("{}: ok", file.display());
             for i in &v.live.inputs {
+                let allow = if i.allow.is_empty() {
+                    "any sender".to_string()
+                } else {
+                    i.allow
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 println!(
-                    "  input {:?}, policy {:?}, allow {:?}, ring {} chunks",
-                    i.spec, i.policy, i.allow, i.ring_chunks
+                    "  input {}, policy {}, allow {allow}, ring {} chunks",
+                    i.spec, i.policy, i.ring_chunks
                 );
             }
             match (&v.calib_dir, &v.petsys_config) {
@@ -423,10 +472,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (_, Some(p)) => println!("  PETsys config {}", p.display()),
                 _ => println!("  no PET calibration (calibration.none = true)"),
             }
+            let limits = scandaq::live::limit_descriptions(&v.live.limits);
             println!(
-                "  output {}  limits {:?}",
+                "  output {}  limits: {}",
                 v.live.out_dir.display(),
-                v.live.limits
+                if limits.is_empty() {
+                    "none".to_string()
+                } else {
+                    limits.join(", ")
+                }
             );
             if let (Some(ch), Some(p)) = (
                 v.live.streams.meg.channels()?,
@@ -763,6 +817,6 @@ fn demo_dashboard(
         eprintln!("warning: {e:#}");
     }
     let summary = summary?;
-    let ran_out = summary.manifest.stop_reason.as_deref() != Some("stop requested");
+    let ran_out = summary.manifest.stop_reason != Some(StopReason::StopRequested);
     Ok(finish(summary, ran_out.then_some(duration)))
 }

@@ -11,9 +11,10 @@
 //! moved into Arrow without copying) written as it comes, so memory stays flat for files of
 //! any size.
 
-use crate::session::SOFTWARE_VERSION;
+use crate::session::{self, SOFTWARE_VERSION};
 use anyhow::{Context, Result, bail};
 use scandaq_core::LossCounts;
+use scandaq_core::run_state::{FailureReason, RunState, StopReason};
 use scandaq_decoders::interfile::PetlinkHeader;
 use scandaq_decoders::petlink::{EventBatch, PetlinkCounts, PetlinkDecoder, SinglesRateBatch};
 use scandaq_sinks::petlink_tables::{self as tables, PETLINK_SCHEMA_VERSION};
@@ -210,29 +211,24 @@ pub fn replay_petlink(
         }
     }
 
-    let run_dir = RunDir::allocate(out_dir)?;
     let sources = vec![
         file.display().to_string(),
         header_path.display().to_string(),
     ];
-    let mut manifest = Manifest {
-        run: run_dir.run,
-        complete: false,
-        software_version: SOFTWARE_VERSION.to_string(),
-        mode: "replay".into(),
-        sources: sources.clone(),
-        state: "running".into(),
-        ..Manifest::default()
-    };
-    manifest.write_atomic(&run_dir.path)?;
+    let (run_dir, mut manifest) = session::open_run(out_dir, "replay", &sources)?;
+    manifest.state = RunState::Running;
+    if let Err(e) = manifest.write_atomic(&run_dir.path) {
+        let e = anyhow::Error::from(e);
+        session::fail_run(&run_dir, &mut manifest, FailureReason::StartFailed, &e);
+        return Err(e);
+    }
     let tables = write_tables(&run_dir, file, &mut input, &h, &header_path, &sources);
     let (counts, events_file, singles_file, sinograms) = match tables {
         Ok(t) => t,
         Err(e) => {
             // The manifest says what went wrong; `complete` stays false.
-            manifest.state = "error".into();
-            manifest.error = Some(format!("{e:#}"));
-            let _ = manifest.write_atomic(&run_dir.path);
+            let reason = session::failure_of(&format!("{e:#}"));
+            session::fail_run(&run_dir, &mut manifest, reason, &e);
             return Err(e);
         }
     };
@@ -259,10 +255,7 @@ pub fn replay_petlink(
     manifest.first_t_ps = counts.first_time_ms.map(|t| i64::from(t) * 1_000_000_000);
     manifest.last_t_ps = counts.max_time_ms.map(|t| i64::from(t) * 1_000_000_000);
     manifest.files = vec![events_file, singles_file];
-    manifest.complete = true;
-    manifest.state = "stopped".into();
-    manifest.stop_reason = Some("end of file".into());
-    manifest.write_atomic(&run_dir.path)?;
+    session::close_run(&run_dir, &mut manifest, StopReason::EndOfInput)?;
     if counts.backward_time_jumps > 0 {
         warnings.push(format!(
             "{} time tags went backwards (counted as backward_time_jumps)",

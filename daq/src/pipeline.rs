@@ -390,6 +390,7 @@ pub(crate) fn spawn_singles_sink(
                 if let Some(e) = failed {
                     // Stop taking data (senders see the sink gone and stop cleanly); what
                     // was committed stays committed.
+                    counters.set_failure(format!("singles sink: {e:#}"));
                     error = Some(format!("{e:#}"));
                     break;
                 }

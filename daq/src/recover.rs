@@ -704,7 +704,7 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
     let manifest: scandaq_sinks::Manifest = serde_json::from_value(value.clone())
         .with_context(|| format!("{}: not a scandaq manifest", manifest_path.display()))?;
     let mut problems = Vec::new();
-    if manifest.complete || manifest.state == "recovered" {
+    if manifest.complete || manifest.state == scandaq_core::run_state::RunState::Recovered {
         let notes = verify_listed(dir, &manifest.files, &mut problems);
         return Ok(RecoverReport {
             dir: dir.to_path_buf(),
@@ -854,7 +854,7 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
     files.sort_by_key(|f| file_rank(&f.path));
     let section = RecoverySection {
         software_version: env!("CARGO_PKG_VERSION").to_string(),
-        previous_state: manifest.state.clone(),
+        previous_state: manifest.state.to_string(),
         files: notes.clone(),
     };
     let obj = value
@@ -867,7 +867,7 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
     if obj.get("stop_reason").is_none_or(|v| v.is_null()) {
         obj.insert(
             "stop_reason".into(),
-            "the process ended without finishing the run (finalised by scandaq recover)".into(),
+            serde_json::to_value(scandaq_core::run_state::StopReason::ProcessEnded)?,
         );
     }
     write_manifest_value(dir, &value)?;

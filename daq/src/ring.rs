@@ -20,6 +20,16 @@ pub enum OverflowPolicy {
     Drop,
 }
 
+impl std::fmt::Display for OverflowPolicy {
+    /// `block` or `drop`, as in the run config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OverflowPolicy::Block => "block",
+            OverflowPolicy::Drop => "drop",
+        })
+    }
+}
+
 /// Something the ring can account for when it has to drop it.
 pub trait RingItem {
     /// Packets in the item.

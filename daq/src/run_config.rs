@@ -38,6 +38,12 @@ pub struct RunSection {
     pub rotate_every: Option<String>,
     /// Write each single's crystal centre (x_mm, y_mm, z_mm) into the singles table.
     pub positions: Option<bool>,
+    /// Warn when the output disk has less free space than this (`500MB`, `2GiB`; default
+    /// 1 GiB).
+    pub disk_warn_free: Option<String>,
+    /// Warn when the output disk is full in less than this at the current write rate (`10m`,
+    /// `90s`; default 10 minutes).
+    pub disk_warn_time: Option<String>,
 }
 
 /// `[calibration]`: exactly one of `dir`, `petsys_config`, or `none = true`.
@@ -261,6 +267,25 @@ impl RunFile {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("run.rotate_every: {e}"))?,
         };
+        let defaults = crate::disk_watch::DiskWarnLevels::default();
+        let disk_warn = crate::disk_watch::DiskWarnLevels {
+            min_free_bytes: self
+                .run
+                .disk_warn_free
+                .as_deref()
+                .map(scandaq_core::units::parse_bytes)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.disk_warn_free: {e}"))?
+                .unwrap_or(defaults.min_free_bytes),
+            min_time_to_full: self
+                .run
+                .disk_warn_time
+                .as_deref()
+                .map(scandaq_core::units::parse_duration_s)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.disk_warn_time: {e}"))?
+                .map_or(defaults.min_time_to_full, Duration::from_secs_f64),
+        };
         Ok(ValidatedRun {
             live: LiveConfig {
                 inputs,
@@ -288,6 +313,7 @@ impl RunFile {
                     ultrasound: self.ultrasound.clone(),
                 }
                 .resolve()?,
+                disk_warn,
             },
             calib_dir,
             petsys_config,

@@ -1,5 +1,9 @@
-//! One processing run from start to manifest: allocates the run directory, stores the
-//! calibration it used, runs the pipeline, and writes `manifest.json` (complete or not).
+//! The run lifecycle, one place for every kind of run (live, demo, `.rawf`/`.sdq` replay,
+//! PETLINK replay): allocates the numbered run directory (distinct numbers for concurrent
+//! runs), reserves the space of its last manifest, stores the calibration it used, moves the
+//! run through its states (configured -> running -> stopped | failed(reason); `recover`
+//! later makes a dead run `recovered`) and writes `manifest.json` at each step. A start that
+//! fails leaves a `failed` manifest with the reason, never one that says `running`.
 
 use crate::calib_load::LoadedCalibration;
 use crate::calibrate::CompiledCalibration;
@@ -8,7 +12,8 @@ use crate::pipeline::{self, Chunk, EnergyHistogram, PipelineCounts};
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use scandaq_core::ClockModel;
-use scandaq_sinks::manifest::CalibrationRecord;
+use scandaq_core::run_state::{FailureReason, RunState, StopReason};
+use scandaq_sinks::manifest::{CalibrationRecord, release_manifest_space, reserve_manifest_space};
 use scandaq_sinks::{Manifest, RunDir};
 
 use std::collections::BTreeMap;
@@ -80,6 +85,30 @@ pub struct RunStart {
 }
 
 impl RunStart {
+    /// Inputs started: the manifest (and `stats`, when given) say `running`.
+    pub fn set_running(&mut self, stats: Option<&crate::live_stats::LiveStats>) -> Result<()> {
+        self.manifest.state = RunState::Running;
+        if let Some(s) = stats {
+            s.set_state(RunState::Running);
+        }
+        self.manifest
+            .write_atomic(&self.run_dir.path)
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Ends a run that failed before it ran (an input that cannot start, a sink that cannot
+    /// open): the manifest says `failed` with `reason` and the error, and the error returned
+    /// names the run directory.
+    pub fn fail_start(mut self, reason: FailureReason, error: anyhow::Error) -> anyhow::Error {
+        fail_run(&self.run_dir, &mut self.manifest, reason, &error);
+        error.context(format!(
+            "run {} did not start (its manifest in {} says failed: {})",
+            self.run_dir.run,
+            self.run_dir.path.display(),
+            reason
+        ))
+    }
+
     /// The sink settings of this run, with `counters` for live statistics.
     pub fn sink_settings(
         &self,
@@ -101,7 +130,50 @@ pub fn begin(
     calibration: &LoadedCalibration,
     description: RunDescription,
 ) -> Result<RunStart> {
+    let (run_dir, mut manifest) = open_run(out_dir, &description.mode, &description.sources)?;
+    if let Err(e) = store_calibration(&run_dir, calibration) {
+        fail_run(&run_dir, &mut manifest, FailureReason::StartFailed, &e);
+        return Err(e);
+    }
+    begin_prepared(run_dir, manifest, calibration, description)
+}
+
+/// Opens a new run: allocates its numbered directory under `out_dir`, reserves the space of
+/// its last manifest and writes the first one (state `configured`). Every kind of run starts
+/// here; from here on every way out leaves a manifest that says how the run ended.
+pub fn open_run(out_dir: &Path, mode: &str, sources: &[String]) -> Result<(RunDir, Manifest)> {
     let run_dir = RunDir::allocate(out_dir)?;
+    let mut manifest = Manifest {
+        run: run_dir.run,
+        state: RunState::Configured,
+        software_version: SOFTWARE_VERSION.to_string(),
+        mode: mode.to_string(),
+        sources: sources.to_vec(),
+        ..Manifest::default()
+    };
+    let opened = reserve_manifest_space(&run_dir.path)
+        .and_then(|()| manifest.write_atomic(&run_dir.path))
+        .map_err(anyhow::Error::from);
+    if let Err(e) = opened {
+        fail_run(&run_dir, &mut manifest, FailureReason::StartFailed, &e);
+        return Err(e);
+    }
+    Ok((run_dir, manifest))
+}
+
+/// Writes the final manifest of a run that ended as asked (state `stopped`) and gives the
+/// reserved space back.
+pub fn close_run(run_dir: &RunDir, manifest: &mut Manifest, reason: StopReason) -> Result<()> {
+    manifest.complete = true;
+    manifest.state = RunState::Stopped;
+    manifest.stop_reason = Some(reason);
+    manifest.write_atomic(&run_dir.path)?;
+    release_manifest_space(&run_dir.path);
+    Ok(())
+}
+
+/// Stores the calibration texts the run uses in its `calib/`.
+fn store_calibration(run_dir: &RunDir, calibration: &LoadedCalibration) -> Result<()> {
     let calib_dir = run_dir.path.join("calib");
     std::fs::create_dir(&calib_dir)
         .with_context(|| format!("cannot create {}", calib_dir.display()))?;
@@ -109,28 +181,51 @@ pub fn begin(
         std::fs::write(calib_dir.join(name), text)
             .with_context(|| format!("cannot write {}", calib_dir.join(name).display()))?;
     }
+    Ok(())
+}
+
+/// Writes the `failed` manifest of a run (best effort: the failure may be the disk itself;
+/// the reserved space is given up for it) and gives the reserved space back.
+pub fn fail_run(
+    run_dir: &RunDir,
+    manifest: &mut Manifest,
+    reason: FailureReason,
+    error: &anyhow::Error,
+) {
+    manifest.state = RunState::Failed;
+    manifest.failure = Some(reason);
+    manifest.stop_reason = Some(StopReason::Failure);
+    manifest.error = Some(format!("{error:#}"));
+    let _ = manifest.write_atomic(&run_dir.path);
+    release_manifest_space(&run_dir.path);
+}
+
+fn begin_prepared(
+    run_dir: RunDir,
+    manifest: Manifest,
+    calibration: &LoadedCalibration,
+    description: RunDescription,
+) -> Result<RunStart> {
     let kernel = CompiledCalibration::new(&calibration.calibration, description.clock);
     let energy_unit = if kernel.energy_in_kev() {
         "keV"
     } else {
         "ToT_ns"
     };
-    let manifest = Manifest {
-        run: run_dir.run,
-        complete: false,
-        state: "running".into(),
-        software_version: SOFTWARE_VERSION.to_string(),
-        mode: description.mode.clone(),
-        sources: description.sources.clone(),
+    let mut manifest = Manifest {
         energy_unit: energy_unit.to_string(),
         calibration: CalibrationRecord {
             checksum: calibration.calibration.checksum.clone(),
             tables: calibration.calibration.sources.clone(),
         },
-        ..Manifest::default()
+        ..manifest
     };
     // A manifest exists from the start, so an interrupted run says it is incomplete.
-    manifest.write_atomic(&run_dir.path)?;
+    if let Err(e) = manifest.write_atomic(&run_dir.path) {
+        let e = anyhow::Error::from(e);
+        fail_run(&run_dir, &mut manifest, FailureReason::StartFailed, &e);
+        return Err(e);
+    }
     let kv = |k: &str, v: String| (k.to_string(), v);
     let metadata = vec![
         kv("scandaq.run", run_dir.run.to_string()),
@@ -197,8 +292,23 @@ pub struct RunEnd {
     pub extra_counts: BTreeMap<String, u64>,
     /// The error that ended the run early, if any.
     pub error: Option<String>,
+    /// Why it failed, when that is known where the error happened (otherwise
+    /// [`failure_of`] classifies the error text).
+    pub failure: Option<FailureReason>,
     /// Why the run stopped (limits, end of stream, a stop request).
-    pub stop_reason: Option<String>,
+    pub stop_reason: StopReason,
+}
+
+/// Classifies an error that crossed threads as text: a full disk (the OS's ENOSPC/EDQUOT
+/// messages, stable strerror texts) or a failed write of an output, else processing.
+pub fn failure_of(error: &str) -> FailureReason {
+    if error.contains("No space left on device") || error.contains("quota exceeded") {
+        FailureReason::DiskFull
+    } else if error.contains("sink") || error.contains("writing") || error.contains("archive") {
+        FailureReason::WriteFailed
+    } else {
+        FailureReason::ProcessingFailed
+    }
 }
 
 /// Writes the final manifest and builds the summary.
@@ -259,12 +369,34 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
     manifest
         .counts
         .insert("frame_wraps".into(), counts.frame_wraps);
+    if error.is_some() {
+        // Singles that reached the sink but are in no committed file (a full disk, a failed
+        // write): counted, so a failed run never says "no losses". `scandaq recover` salvages
+        // what of them is in the `.inprogress` files.
+        let to_sink = counts.hits_decoded.saturating_sub(counts.hits_dropped());
+        counts.losses.add(
+            "uncommitted_after_failure",
+            to_sink.saturating_sub(counts.singles_written),
+        );
+    }
     manifest.losses = counts.losses.clone();
     manifest.complete = error.is_none();
-    manifest.state = if error.is_none() { "stopped" } else { "error" }.into();
+    manifest.state = if error.is_none() {
+        RunState::Stopped
+    } else {
+        RunState::Failed
+    };
+    manifest.failure = error
+        .as_deref()
+        .map(|e| end.failure.unwrap_or_else(|| failure_of(e)));
     manifest.error = error.clone();
-    manifest.stop_reason = end.stop_reason;
+    manifest.stop_reason = Some(if error.is_some() {
+        StopReason::Failure
+    } else {
+        end.stop_reason
+    });
     manifest.write_atomic(&run_dir.path)?;
+    release_manifest_space(&run_dir.path);
     let mut warnings = calibration_warnings;
     warnings.extend(description.warnings);
     Ok(RunSummary {
@@ -287,7 +419,8 @@ pub fn run(
     input: Receiver<Result<Chunk>>,
     on_progress: impl FnMut(u64),
 ) -> Result<RunSummary> {
-    let start = begin(out_dir, calibration, description)?;
+    let mut start = begin(out_dir, calibration, description)?;
+    start.set_running(None)?;
     let outcome = pipeline::run(
         input,
         &start.kernel,
@@ -302,7 +435,8 @@ pub fn run(
         extra_files: vec![],
         extra_counts: BTreeMap::new(),
         error: outcome.input_error.map(|e| format!("{e:#}")),
-        stop_reason: Some("end of input".into()),
+        failure: None,
+        stop_reason: StopReason::EndOfInput,
     };
     finish(start, end)
 }

@@ -634,11 +634,7 @@ mod live {
             raw_columns: false,
             raw_archive: archive,
             stop_at_end_of_stream: true,
-            stats_every: None,
-            clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
-            coincidences: Default::default(),
-            rotation: Default::default(),
-            streams: Default::default(),
+            ..LiveConfig::default()
         }
     }
 
@@ -695,7 +691,7 @@ mod live {
                 if seen.last() != Some(&s.state) {
                     seen.push(s.state);
                 }
-                if matches!(s.state, RunState::Stopped | RunState::Error) {
+                if matches!(s.state, RunState::Stopped | RunState::Failed) {
                     return seen;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -749,7 +745,7 @@ mod live {
             acquired.states_seen
         );
         assert_eq!(
-            (m.state.as_str(), m.stop_reason.as_deref()),
+            (m.state.name(), m.stop_reason.map(|r| r.name())),
             ("stopped", Some("end of stream"))
         );
         // The stats snapshot carries the same per-board and per-input numbers as the manifest.
@@ -952,7 +948,7 @@ mod live {
         let m = Manifest::read(&tmp.path().join("run-000001")).unwrap();
         assert!(m.complete, "a clean stop commits the run");
         assert_eq!(
-            (m.state.as_str(), m.stop_reason.as_deref()),
+            (m.state.name(), m.stop_reason.map(|r| r.name())),
             ("stopped", Some("stop requested"))
         );
         let names: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
@@ -1138,7 +1134,7 @@ mod petlink {
         let (c, ev, si) = decode(&bytes);
         let m = Manifest::read(&dir).unwrap();
         assert!(m.complete);
-        assert_eq!(m.state, "stopped");
+        assert_eq!(m.state.name(), "stopped");
         counts_add_up(&m);
         for (k, v) in c.named() {
             assert_eq!(m.counts[k], v, "manifest count {k}");
@@ -2260,8 +2256,12 @@ mod dashboard {
             control::request(&socket, &json!({"cmd": "marker", "text": "beam on"})).unwrap();
         assert_eq!(reply["marker"]["seq"], 1);
         assert!(reply["marker"]["t_ps"].as_i64().unwrap() > 0);
-        let bad = control::request(&socket, &json!({"cmd": "explode"}));
-        assert!(format!("{:#}", bad.unwrap_err()).contains("unknown command"));
+        let bad = format!(
+            "{:#}",
+            control::request(&socket, &json!({"cmd": "rm -rf"})).unwrap_err()
+        );
+        assert!(bad.contains("unknown command \"rm -rf\""), "{bad}");
+        assert!(!bad.contains("Some("), "no Rust Debug text: {bad}");
 
         control::request(&socket, &json!({"cmd": "stop"})).unwrap();
         let summary = run.join().unwrap().unwrap();
@@ -2272,7 +2272,7 @@ mod dashboard {
         drop(stuck);
 
         let m = Manifest::read(&summary.dir).unwrap();
-        assert_eq!(m.stop_reason.as_deref(), Some("stop requested"));
+        assert_eq!(m.stop_reason.map(|r| r.name()), Some("stop requested"));
         assert!(m.complete);
         assert!(
             m.files
@@ -2421,7 +2421,7 @@ mod dashboard {
         assert!(!end.contains("┌ sources"), "{end}");
 
         let m = Manifest::read(&dir).unwrap();
-        assert_eq!(m.stop_reason.as_deref(), Some("stop requested"));
+        assert_eq!(m.stop_reason.map(|r| r.name()), Some("stop requested"));
         let (batches, _) = read_parquet(&dir.join("markers.parquet"));
         assert_eq!(col_str(&batches, "text"), vec!["operator marker 1"]);
         assert_eq!(col_str(&batches, "source"), vec!["dashboard"]);
@@ -2538,7 +2538,7 @@ mod dashboard {
         std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         assert!(status.success(), "{stderr}");
         let m = Manifest::read(&dir).unwrap();
-        assert_eq!(m.stop_reason.as_deref(), Some("duration limit"));
+        assert_eq!(m.stop_reason.map(|r| r.name()), Some("duration limit"));
         for b in &sent.boards {
             let id = b.source_id;
             assert_eq!(
@@ -3056,7 +3056,7 @@ mod crash_safety {
                 continue;
             }
             let m = Manifest::read(&dir).unwrap();
-            assert!(!m.complete || m.state == "stopped", "{m:?}");
+            assert!(!m.complete || m.state.name() == "stopped", "{m:?}");
             check_listed(&dir, &m, true);
             let before = std::fs::read_dir(&dir)
                 .unwrap()
@@ -3075,7 +3075,7 @@ mod crash_safety {
                 continue;
             }
             assert!(!r.complete);
-            assert_eq!(r.state, "recovered");
+            assert_eq!(r.state.name(), "recovered");
             let rec = recovery(&dir);
             assert_eq!(rec.previous_state, "running");
             for name in &before {
@@ -3171,7 +3171,7 @@ mod crash_safety {
         std::fs::remove_file(&singles).unwrap();
         let mut m = Manifest::read(&dir).unwrap();
         m.complete = false;
-        m.state = "running".into();
+        m.state = scandaq_core::run_state::RunState::Running;
         m.stop_reason = None;
         m.files.retain(|f| f.path != "singles-00000.parquet");
         m.write_atomic(&dir).unwrap();
@@ -3180,7 +3180,7 @@ mod crash_safety {
         no_panic(&stderr);
         assert_eq!(code, 0, "{stdout}{stderr}");
         let r = Manifest::read(&dir).unwrap();
-        assert_eq!(r.state, "recovered");
+        assert_eq!(r.state.name(), "recovered");
         check_listed(&dir, &r, true);
         let rec = recovery(&dir);
         let note = rec
@@ -3388,5 +3388,7 @@ mod meg;
 #[path = "us/mod.rs"]
 mod us;
 
+#[path = "lifecycle/mod.rs"]
+mod lifecycle;
 #[path = "stream_panels/mod.rs"]
 mod stream_panels;

@@ -51,3 +51,24 @@ impl SinkError {
         }
     }
 }
+
+impl SinkError {
+    /// True when the error is a full disk (ENOSPC) or an exceeded quota (EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Io { source, .. } => is_disk_full_io(source),
+            Self::Parquet { message, .. } => {
+                message.contains("No space left on device") || message.contains("quota exceeded")
+            }
+            Self::OutputDir(_) => false,
+        }
+    }
+}
+
+/// True for ENOSPC (no space left on device) and EDQUOT (disk quota exceeded).
+pub fn is_disk_full_io(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(28) | Some(122))
+}

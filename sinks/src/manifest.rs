@@ -4,6 +4,7 @@
 use crate::error::SinkError;
 use crate::parquet_table::sync_dir;
 use scandaq_core::LossCounts;
+use scandaq_core::run_state::{FailureReason, RunState, StopReason};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -29,14 +30,18 @@ pub struct Manifest {
     pub run: u64,
     /// True once every file is committed and the run ended cleanly.
     pub complete: bool,
-    /// Run state when the manifest was written: `running` while the run goes on (a manifest
-    /// left in this state means the process died), then `stopped` or `error`.
+    /// Run state when the manifest was written: `configured` while the run starts, `running`
+    /// while it goes on (a manifest left in either means the process died), then `stopped`,
+    /// `failed` or (after `scandaq recover`) `recovered`.
     #[serde(default)]
-    pub state: String,
+    pub state: RunState,
     /// Why the run stopped (`duration limit`, `end of stream`, `stop requested`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_reason: Option<String>,
-    /// The error that ended the run, if any.
+    pub stop_reason: Option<StopReason>,
+    /// Why the run failed (`disk_full`, `start_failed`, ...), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureReason>,
+    /// The error that ended the run, if any: what happened and where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// scandaq version that wrote the run.
@@ -71,20 +76,36 @@ pub struct CalibrationRecord {
 }
 
 impl Manifest {
-    /// Writes `dir/manifest.json` atomically.
+    /// Writes `dir/manifest.json` atomically. When the disk is full, the space reserved at
+    /// the run's start ([`reserve_manifest_space`]) is given up and the write tried once more,
+    /// so the last manifest of a run that filled its disk still lands.
     pub fn write_atomic(&self, dir: &Path) -> Result<(), SinkError> {
+        match self.try_write_atomic(dir) {
+            Err(e) if e.is_disk_full() && release_manifest_space(dir) => self.try_write_atomic(dir),
+            other => other,
+        }
+    }
+
+    fn try_write_atomic(&self, dir: &Path) -> Result<(), SinkError> {
         let path = dir.join("manifest.json");
         let tmp = dir.join("manifest.json.tmp");
         let text =
             serde_json::to_string_pretty(self).map_err(|e| SinkError::OutputDir(e.to_string()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| SinkError::io("writing", &tmp, e))?;
-        f.write_all(b"\n")
-            .map_err(|e| SinkError::io("writing", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| SinkError::io("syncing", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("renaming", &tmp, e))?;
+        let result = (|| {
+            let mut f =
+                std::fs::File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
+            f.write_all(text.as_bytes())
+                .map_err(|e| SinkError::io("writing", &tmp, e))?;
+            f.write_all(b"\n")
+                .map_err(|e| SinkError::io("writing", &tmp, e))?;
+            f.sync_all()
+                .map_err(|e| SinkError::io("syncing", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("renaming", &tmp, e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
         sync_dir(dir);
         Ok(())
     }
@@ -98,4 +119,29 @@ impl Manifest {
             SinkError::OutputDir(format!("{}: not a scandaq manifest: {e}", path.display()))
         })
     }
+}
+
+/// Name of the file that holds space for the final manifest.
+pub const MANIFEST_RESERVE: &str = ".manifest-reserve";
+/// Bytes held for the final manifest: a manifest of hundreds of boards is about 100 KiB.
+pub const MANIFEST_RESERVE_BYTES: usize = 1 << 20;
+
+/// Holds [`MANIFEST_RESERVE_BYTES`] of disk in `dir` (written and synced, so the filesystem
+/// has really allocated them) for the run's last manifest.
+pub fn reserve_manifest_space(dir: &Path) -> Result<(), SinkError> {
+    let path = dir.join(MANIFEST_RESERVE);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&vec![0u8; MANIFEST_RESERVE_BYTES])?;
+        f.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        SinkError::io("reserving space for the manifest in", &path, e)
+    })
+}
+
+/// Gives the reserved space back; true when there was a reservation to give.
+pub fn release_manifest_space(dir: &Path) -> bool {
+    std::fs::remove_file(dir.join(MANIFEST_RESERVE)).is_ok()
 }

@@ -1,11 +1,14 @@
 //! Run directories: `OUTDIR/run-NNNNNN/`, numbered from a counter persisted in OUTDIR
 //! (`.scandaq-last-run`) so a run number is never reused, even after directories are deleted.
+//! Runs started at the same moment into one output directory take the counter in turn (an
+//! exclusive lock on `.scandaq-runs.lock`), so each gets its own number.
 
 use crate::error::SinkError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const COUNTER_FILE: &str = ".scandaq-last-run";
+const LOCK_FILE: &str = ".scandaq-runs.lock";
 
 /// An allocated run directory.
 #[derive(Clone, Debug)]
@@ -59,6 +62,16 @@ impl RunDir {
                 outdir.display()
             )));
         }
+        // Held until this function returns: one allocation at a time per output directory.
+        let lock_path = outdir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SinkError::io("opening the run-number lock", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| SinkError::io("locking the run-number lock", &lock_path, e))?;
         let counter_path = outdir.join(COUNTER_FILE);
         let last = std::fs::read_to_string(&counter_path)
             .ok()
@@ -73,7 +86,7 @@ impl RunDir {
                 Err(e) => return Err(SinkError::io("creating run directory", &path, e)),
             }
         };
-        let tmp = outdir.join(format!("{COUNTER_FILE}.tmp"));
+        let tmp = outdir.join(format!("{COUNTER_FILE}.{}.tmp", std::process::id()));
         let write_counter = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             writeln!(f, "{run}")?;
@@ -88,6 +101,24 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_allocations_get_distinct_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("runs");
+        std::fs::create_dir(&out).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let out = out.clone();
+                std::thread::spawn(move || RunDir::allocate(&out).unwrap().run)
+            })
+            .collect();
+        let mut runs: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        runs.sort_unstable();
+        assert_eq!(runs, (1..=8).collect::<Vec<u64>>());
+        let counter = std::fs::read_to_string(out.join(COUNTER_FILE)).unwrap();
+        assert_eq!(counter.trim(), "8");
+    }
 
     #[test]
     fn run_numbers_are_never_reused() {

@@ -440,12 +440,27 @@ impl App {
         let t = now.elapsed_s;
         let state_changed = prev.is_none_or(|p| p.state != now.state);
         if state_changed && prev.is_some() {
-            let level = if now.state == RunState::Error {
+            let level = if now.state == RunState::Failed {
                 Level::Error
             } else {
                 Level::Info
             };
             self.log(t, level, format!("run {}", now.state.name()));
+        }
+        let had_failure = prev.is_some_and(|p| p.health.failure.is_some());
+        if let (Some(f), false) = (now.health.failure, had_failure) {
+            let what = now.health.error.clone().unwrap_or_default();
+            self.log(t, Level::Error, format!("FAILED ({f}): {what}"));
+        }
+        let warned = prev.map_or(0, |p| p.health.warnings.len());
+        let fresh = if now.health.warnings.len() >= warned {
+            &now.health.warnings[warned..]
+        } else {
+            // The snapshot's list was trimmed: its last entry is the new one.
+            &now.health.warnings[now.health.warnings.len().saturating_sub(1)..]
+        };
+        for w in fresh {
+            self.log(t, Level::Warn, w.clone());
         }
         let before = prev.map(all_losses).unwrap_or_default();
         for ((place, reason), &n) in &all_losses(now) {

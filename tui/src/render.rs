@@ -96,7 +96,7 @@ fn state_style(s: RunState) -> Style {
     match s {
         RunState::Running => OK.add_modifier(Modifier::BOLD),
         RunState::Stopping => WARN.add_modifier(Modifier::BOLD),
-        RunState::Error => RED,
+        RunState::Failed => RED,
         _ => Style::new().fg(Color::Blue).add_modifier(Modifier::BOLD),
     }
 }
@@ -161,6 +161,13 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     } else {
         format!("limits: {}", s.info.limits.join(", "))
     }));
+    if let Some(f) = s.health.failure {
+        l1.push(sep.clone());
+        l1.push(Span::styled(
+            format!("FAILED: {f}"),
+            RED.add_modifier(Modifier::REVERSED | Modifier::BOLD),
+        ));
+    }
     if app.is_frozen() {
         l1.push(Span::styled(
             "  FROZEN (p)",
@@ -176,7 +183,8 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     } else {
         "dropped 0".to_string()
     };
-    let fixed = 5 + written.len() + 3 + singles.len() + 3 + dropped.len() + 3;
+    let (disk, disk_low) = disk_text(s);
+    let fixed = 5 + written.len() + 3 + singles.len() + 3 + dropped.len() + 3 + disk.len() + 3;
     let room = (area.width as usize).saturating_sub(fixed).max(8);
     let dir = if s.info.run_dir.is_empty() {
         "-".to_string()
@@ -200,7 +208,30 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
             },
         ),
     ];
+    let mut l2 = l2;
+    if !disk.is_empty() {
+        l2.push(Span::styled(" │ ", DIM));
+        l2.push(Span::styled(disk, if disk_low { RED } else { DIM }));
+    }
     frame.render_widget(Paragraph::new(vec![Line::from(l1), Line::from(l2)]), area);
+}
+
+/// `disk 12.3 GB free, full in 41 min` and whether that is low (under 10 minutes or 1 GB).
+fn disk_text(s: &StatsSnapshot) -> (String, bool) {
+    let Some(free) = s.health.disk_free_bytes else {
+        return (String::new(), false);
+    };
+    let mut text = format!("disk {}B free", si(free as f64));
+    let mut low = free < 1 << 30;
+    if let Some(secs) = s.health.disk_seconds_to_full {
+        low |= secs < 600.0;
+        if secs < 120.0 {
+            text.push_str(&format!(", full in {secs:.0} s"));
+        } else if secs < 48.0 * 3600.0 {
+            text.push_str(&format!(", full in {:.0} min", secs / 60.0));
+        }
+    }
+    (text, low)
 }
 
 fn draw_sources(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
@@ -633,7 +664,7 @@ fn draw_footer(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     if let Some(st) = &app.status {
         spans.push(Span::styled(format!(" {st} "), WARN));
     }
-    if matches!(s.state, RunState::Stopped | RunState::Error) && !app.options.attached {
+    if matches!(s.state, RunState::Stopped | RunState::Failed) && !app.options.attached {
         spans.push(Span::styled(" run ended: q exits ", OK));
     }
     let keys = if app.shows_streams() {

@@ -103,11 +103,7 @@ fn main() {
         raw_columns: false,
         raw_archive: false,
         stop_at_end_of_stream: false,
-        stats_every: None,
-        clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
-        coincidences: Default::default(),
-        rotation: Default::default(),
-        streams: Default::default(),
+        ..LiveConfig::default()
     };
     std::fs::create_dir_all(&config.out_dir).expect("runs dir");
     let mut rates = [Vec::new(), Vec::new()];

@@ -45,11 +45,8 @@ fn acquire(archive: &Path, out: &Path, streams: StreamSettings) -> StatsSnapshot
         raw_columns: false,
         raw_archive: false,
         stop_at_end_of_stream: true,
-        stats_every: None,
-        clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
-        coincidences: Default::default(),
-        rotation: Default::default(),
         streams,
+        ..LiveConfig::default()
     };
     let stats = Arc::new(LiveStats::default());
     let summary = run_live_with_stats(
