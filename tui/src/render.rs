@@ -155,18 +155,23 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
         l1.push(sep.clone());
         l1.push(Span::raw(s.info.mode.clone()));
     }
+    // What matters most takes the place of the limits on a narrow screen: a failure, then a
+    // disk about to fill; a healthy disk's free space goes after the totals where it fits.
+    let (disk, disk_low) = disk_text(s);
     l1.push(sep.clone());
-    l1.push(Span::raw(if s.info.limits.is_empty() {
-        "no limits".to_string()
-    } else {
-        format!("limits: {}", s.info.limits.join(", "))
-    }));
     if let Some(f) = s.health.failure {
-        l1.push(sep.clone());
         l1.push(Span::styled(
             format!("FAILED: {f}"),
             RED.add_modifier(Modifier::REVERSED | Modifier::BOLD),
         ));
+    } else if disk_low {
+        l1.push(Span::styled(disk.clone(), RED.add_modifier(Modifier::BOLD)));
+    } else {
+        l1.push(Span::raw(if s.info.limits.is_empty() {
+            "no limits".to_string()
+        } else {
+            format!("limits: {}", s.info.limits.join(", "))
+        }));
     }
     if app.is_frozen() {
         l1.push(Span::styled(
@@ -183,8 +188,7 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     } else {
         "dropped 0".to_string()
     };
-    let (disk, disk_low) = disk_text(s);
-    let fixed = 5 + written.len() + 3 + singles.len() + 3 + dropped.len() + 3 + disk.len() + 3;
+    let fixed = 5 + written.len() + 3 + singles.len() + 3 + dropped.len() + 3;
     let room = (area.width as usize).saturating_sub(fixed).max(8);
     let dir = if s.info.run_dir.is_empty() {
         "-".to_string()
@@ -209,9 +213,10 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
         ),
     ];
     let mut l2 = l2;
-    if !disk.is_empty() {
+    let used: usize = l2.iter().map(|sp| sp.content.chars().count()).sum();
+    if !disk.is_empty() && !disk_low && used + 3 + disk.len() <= area.width as usize {
         l2.push(Span::styled(" │ ", DIM));
-        l2.push(Span::styled(disk, if disk_low { RED } else { DIM }));
+        l2.push(Span::styled(disk, DIM));
     }
     frame.render_widget(Paragraph::new(vec![Line::from(l1), Line::from(l2)]), area);
 }
@@ -221,7 +226,14 @@ fn disk_text(s: &StatsSnapshot) -> (String, bool) {
     let Some(free) = s.health.disk_free_bytes else {
         return (String::new(), false);
     };
-    let mut text = format!("disk {}B free", si(free as f64));
+    let gb = free as f64 / 1e9;
+    let mut text = if gb >= 10.0 {
+        format!("disk {gb:.0} GB free")
+    } else if gb >= 1.0 {
+        format!("disk {gb:.1} GB free")
+    } else {
+        format!("disk {:.0} MB free", free as f64 / 1e6)
+    };
     let mut low = free < 1 << 30;
     if let Some(secs) = s.health.disk_seconds_to_full {
         low |= secs < 600.0;

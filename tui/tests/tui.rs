@@ -99,6 +99,7 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
         module_energy_bins: vec![],
         coincidences: None,
         streams: vec![],
+        health: Default::default(),
     }
 }
 
@@ -215,6 +216,52 @@ fn lossy_run_highlights_losses_in_red_and_logs_new_reasons() {
     }
     // Logged once, not at every snapshot.
     assert_eq!(log.iter().filter(|l| l.contains("crc_error")).count(), 1);
+}
+
+#[test]
+fn a_failure_and_a_filling_disk_show_at_once_in_red() {
+    let mut app = app_with(RunState::Running, false);
+    let mut s = snapshot(11.5, RunState::Running, false);
+    s.health.disk_free_bytes = Some(300_000_000);
+    s.health.disk_seconds_to_full = Some(95.0);
+    s.health
+        .warnings
+        .push("disk full in about 95 s at the current write rate".into());
+    app.update(s.clone());
+    for (w, h) in SIZES {
+        let b = draw(&app, w, h);
+        let text = text(&b);
+        let (x, y) = find(&b, "disk 300").unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(b[(x, y)].fg, Color::Red, "a disk 95 s from full is red");
+        assert!(text.contains("full in 95 s"), "{text}");
+    }
+    s.elapsed_s = 11.75;
+    s.state = RunState::Stopping;
+    s.health.failure = Some(scandaq_core::run_state::FailureReason::DiskFull);
+    s.health.error = Some(
+        "singles sink: writing /data/run-000042/singles-00000.parquet: No space left on device"
+            .into(),
+    );
+    app.update(s);
+    for (w, h) in SIZES {
+        let b = draw(&app, w, h);
+        let text = text(&b);
+        let (x, y) = find(&b, "FAILED: disk_full").unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(b[(x, y)].fg, Color::Red, "{text}");
+    }
+    let log: Vec<String> = app.log_entries().map(|e| e.text.clone()).collect();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("FAILED (disk_full)") && l.contains("singles-00000.parquet")),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("disk full in about"))
+            .count(),
+        1,
+        "{log:?}"
+    );
 }
 
 #[test]
