@@ -1192,7 +1192,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 // Mean gap 100 ps, and now and then a pause longer than the prompt span.
-                t += (x % 200) as i64 + if x % 1000 == 0 { 10_000 } else { 0 };
+                t += (x % 200) as i64 + if x.is_multiple_of(1000) { 10_000 } else { 0 };
                 single(t, (x >> 20) as u32 % 64, 300.0 + (x >> 40) as f32 % 400.0)
             })
             .collect();

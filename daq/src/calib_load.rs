@@ -218,13 +218,13 @@ pub fn load_petsys_config(config: &Path) -> Result<LoadedCalibration> {
     if skew.is_none() {
         warnings.push("PETsys config has no timing offsets: times are not skew-corrected".into());
     }
-    if let Some(trigger) = resolve("trigger_map") {
-        if !trigger.is_file() {
-            warnings.push(format!(
-                "trigger_map {} not found (not needed for singles)",
-                trigger.display()
-            ));
-        }
+    if let Some(trigger) = resolve("trigger_map")
+        && !trigger.is_file()
+    {
+        warnings.push(format!(
+            "trigger_map {} not found (not needed for singles)",
+            trigger.display()
+        ));
     }
     assemble(
         tdc,

@@ -86,11 +86,11 @@ fn inspect_parquet(path: &Path) -> Result<()> {
     if let Some(ci) = time_col {
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         for rg in meta.row_groups() {
-            if let Some(Statistics::Int64(s)) = rg.column(ci).statistics() {
-                if let (Some(a), Some(b)) = (s.min_opt(), s.max_opt()) {
-                    lo = lo.min(*a);
-                    hi = hi.max(*b);
-                }
+            if let Some(Statistics::Int64(s)) = rg.column(ci).statistics()
+                && let (Some(a), Some(b)) = (s.min_opt(), s.max_opt())
+            {
+                lo = lo.min(*a);
+                hi = hi.max(*b);
             }
         }
         if lo <= hi {
@@ -101,10 +101,10 @@ fn inspect_parquet(path: &Path) -> Result<()> {
             );
         }
     }
-    if let Some(dir) = path.parent() {
-        if let Ok(m) = Manifest::read(dir) {
-            println!("  run {} losses: {}", m.run, m.losses.summary());
-        }
+    if let Some(dir) = path.parent()
+        && let Ok(m) = Manifest::read(dir)
+    {
+        println!("  run {} losses: {}", m.run, m.losses.summary());
     }
     Ok(())
 }

@@ -293,13 +293,12 @@ fn drain<'k>(
                 break;
             };
             got = true;
-            if let Some(w) = archive.as_mut() {
-                if !chunk.raw.is_empty() {
-                    if let Err(e) = w.write_packets(&chunk.raw, chunk.raw_packets) {
-                        *archive_error = Some(format!("{e}"));
-                        *archive = None;
-                    }
-                }
+            if let Some(w) = archive.as_mut()
+                && !chunk.raw.is_empty()
+                && let Err(e) = w.write_packets(&chunk.raw, chunk.raw_packets)
+            {
+                *archive_error = Some(format!("{e}"));
+                *archive = None;
             }
             if chunk.frames.is_empty() && !chunk.end_of_stream && chunk.packets == 0 {
                 continue; // archive-only chunk (rejected packets)
@@ -510,12 +509,12 @@ pub fn run_live_with_markers(
             }
         }
         let ready = merger.release();
-        if !ready.is_empty() {
-            if let Err(e) = send(ready, &mut singles_sent) {
-                error = Some(format!("{e:#}"));
-                reason = StopReason::Failure;
-                break;
-            }
+        if !ready.is_empty()
+            && let Err(e) = send(ready, &mut singles_sent)
+        {
+            error = Some(format!("{e:#}"));
+            reason = StopReason::Failure;
+            break;
         }
         // A failed write (a full disk first of all) stops the run at once: the inputs stop,
         // what can be committed is committed, and the operator sees it now, not at the end.
@@ -588,30 +587,30 @@ pub fn run_live_with_markers(
                 .board_decode
                 .try_publish(|| board_decode_snapshot(&boards));
         }
-        if let Some(every) = config.stats_every {
-            if last_stats.elapsed() >= every {
-                last_stats = Instant::now();
-                let now = stats.snapshot();
-                let losses = now.losses_total();
-                eprintln!(
-                    "[{:>6.1} s] running: {} singles ({:.2} M/s), {} boards, {:.1} MB in, {} chunks waiting, {}",
-                    now.elapsed_s,
-                    now.singles,
-                    now.singles_rate_since(&last_snapshot) / 1e6,
-                    now.boards,
-                    now.frame_bytes as f64 / 1e6,
-                    now.ring_fill,
-                    if losses == 0 {
-                        "no losses".to_string()
-                    } else {
-                        paint(
-                            &format!("LOSSES {losses} (see the manifest for reasons)"),
-                            RED,
-                        )
-                    }
-                );
-                last_snapshot = now;
-            }
+        if let Some(every) = config.stats_every
+            && last_stats.elapsed() >= every
+        {
+            last_stats = Instant::now();
+            let now = stats.snapshot();
+            let losses = now.losses_total();
+            eprintln!(
+                "[{:>6.1} s] running: {} singles ({:.2} M/s), {} boards, {:.1} MB in, {} chunks waiting, {}",
+                now.elapsed_s,
+                now.singles,
+                now.singles_rate_since(&last_snapshot) / 1e6,
+                now.boards,
+                now.frame_bytes as f64 / 1e6,
+                now.ring_fill,
+                if losses == 0 {
+                    "no losses".to_string()
+                } else {
+                    paint(
+                        &format!("LOSSES {losses} (see the manifest for reasons)"),
+                        RED,
+                    )
+                }
+            );
+            last_snapshot = now;
         }
     }
     stats.set_state(RunState::Stopping);
@@ -641,10 +640,10 @@ pub fn run_live_with_markers(
                 Err(e) => error = Some(format!("{e:#}")),
             }
             let ready = merger.release();
-            if !ready.is_empty() {
-                if let Err(e) = send(ready, &mut singles_sent) {
-                    error = Some(format!("{e:#}"));
-                }
+            if !ready.is_empty()
+                && let Err(e) = send(ready, &mut singles_sent)
+            {
+                error = Some(format!("{e:#}"));
             }
         }
         if finished && !got {
@@ -683,10 +682,11 @@ pub fn run_live_with_markers(
     }
     stats.board_decode.publish(board_decode_snapshot(&boards));
     let rest = merger.finish();
-    if !rest.is_empty() && error.is_none() {
-        if let Err(e) = send(rest, &mut singles_sent) {
-            error = Some(format!("{e:#}"));
-        }
+    if !rest.is_empty()
+        && error.is_none()
+        && let Err(e) = send(rest, &mut singles_sent)
+    {
+        error = Some(format!("{e:#}"));
     }
 
     drop(sink_tx);

@@ -63,10 +63,10 @@ pub fn udp_kernel_drops(port: u16) -> Option<u64> {
                 .get(1)
                 .and_then(|a| a.rsplit(':').next())
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) {
-                if let Some(d) = f.last().and_then(|d| d.parse::<u64>().ok()) {
-                    *total.get_or_insert(0) += d;
-                }
+            if local_port == Some(port)
+                && let Some(d) = f.last().and_then(|d| d.parse::<u64>().ok())
+            {
+                *total.get_or_insert(0) += d;
             }
         }
     }

@@ -414,10 +414,10 @@ pub(crate) fn spawn_singles_sink(
                     r.singles_columns = a.counts().counts(columns);
                 }
             }
-            if error.is_none() {
-                if let Err(e) = files.commit(false) {
-                    error = Some(format!("{e:#}"));
-                }
+            if error.is_none()
+                && let Err(e) = files.commit(false)
+            {
+                error = Some(format!("{e:#}"));
             }
             Ok(SinkReport {
                 files: files.committed,

@@ -360,7 +360,7 @@ fn cut_row_groups(pages: &[Page], dict: &[bool]) -> (Vec<FoundGroup>, Option<Str
         if j == pages.len() {
             return (groups, None); // the group being written when the process died
         }
-        if before == 0 || before % k as u64 != 0 {
+        if before == 0 || !before.is_multiple_of(k as u64) {
             return (
                 groups,
                 Some(format!(

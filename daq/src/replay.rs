@@ -31,14 +31,13 @@ fn check_index(rawf: &Path, file_len: u64) -> Result<(BTreeMap<String, u64>, Vec
         Ok(text) => {
             let steps = idxf::parse(&text).with_context(|| format!("cannot use index {}", idx_path.display()))?;
             counts.insert("idxf_steps".to_string(), steps.len() as u64);
-            if let Some(last) = steps.iter().map(|s| s.end_offset).max() {
-                if last > file_len {
+            if let Some(last) = steps.iter().map(|s| s.end_offset).max()
+                && last > file_len {
                     warnings.push(format!(
                         "{} says the data ends at byte {last} but the file has {file_len} bytes: the .rawf is truncated",
                         idx_path.display()
                     ));
                 }
-            }
         }
     }
     Ok((counts, warnings))
@@ -83,7 +82,7 @@ pub fn replay(
         );
     }
     let (extra_counts, mut warnings) = check_index(rawf, file_len)?;
-    if file_len > RAWF_HEADER_LEN as u64 && (file_len - RAWF_HEADER_LEN as u64) % 8 != 0 {
+    if file_len > RAWF_HEADER_LEN as u64 && !(file_len - RAWF_HEADER_LEN as u64).is_multiple_of(8) {
         warnings.push(format!(
             "{} is not a whole number of 64-bit words: the file is truncated",
             rawf.display()

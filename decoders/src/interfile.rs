@@ -389,13 +389,13 @@ impl PetlinkHeader {
                 "list-mode bin addresses are decoded as span 1 (axial compression 1) only",
             ));
         }
-        if let Some(bits) = h.get_u32(WORD_BITS)? {
-            if bits != 32 {
-                return Err(h.unsupported(
-                    WORD_BITS,
-                    "only the 32-bit PETLINK list-mode format is supported",
-                ));
-            }
+        if let Some(bits) = h.get_u32(WORD_BITS)?
+            && bits != 32
+        {
+            return Err(h.unsupported(
+                WORD_BITS,
+                "only the 32-bit PETLINK list-mode format is supported",
+            ));
         }
         let tof_bins = h.get_u32(TOF_BINS)?.unwrap_or(1);
         if tof_bins > 1 {

@@ -211,7 +211,10 @@ pub fn decode_chunk_limited(payload: &[u8], max_event_bytes: u64) -> Result<RfCh
         });
     }
     let samples = &payload[CHUNK_HEADER_LEN..];
-    if samples.is_empty() || samples.len() % 2 != 0 || header.chunk_offset % 2 != 0 {
+    if samples.is_empty()
+        || !samples.len().is_multiple_of(2)
+        || !header.chunk_offset.is_multiple_of(2)
+    {
         return Err(RfError::Misaligned {
             offset: header.chunk_offset,
             len: samples.len(),

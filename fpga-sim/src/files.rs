@@ -133,14 +133,14 @@ pub(crate) fn prepare_out_dir(dir: &Path) -> Result<(), SimError> {
             dir.display()
         )));
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(SimError::OutputDir(format!(
-                "cannot create output directory {}: its parent {} does not exist",
-                dir.display(),
-                parent.display()
-            )));
-        }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(SimError::OutputDir(format!(
+            "cannot create output directory {}: its parent {} does not exist",
+            dir.display(),
+            parent.display()
+        )));
     }
     std::fs::create_dir(dir).map_err(|e| SimError::io("creating directory", dir, e))
 }

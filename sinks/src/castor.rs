@@ -99,7 +99,7 @@ fn le_f32(b: &[u8]) -> f32 {
 /// records.
 pub fn decode_cdf(path: &Path, bytes: &[u8], tof: bool) -> Result<Vec<CdfEvent>, CastorError> {
     let size = record_size(tof);
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(CastorError::format(
             path,
             format!(
@@ -438,7 +438,7 @@ pub fn lut_bytes(entries: &[LutEntry]) -> Vec<u8> {
 
 /// Decodes a `.lut`.
 pub fn decode_lut(path: &Path, bytes: &[u8]) -> Result<Vec<LutEntry>, CastorError> {
-    if bytes.len() % LUT_BYTES_PER_CRYSTAL != 0 {
+    if !bytes.len().is_multiple_of(LUT_BYTES_PER_CRYSTAL) {
         return Err(CastorError::format(
             path,
             format!(

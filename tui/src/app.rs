@@ -387,13 +387,13 @@ impl App {
     /// while frozen; the history and the log still advance).
     pub fn update(&mut self, snapshot: StatsSnapshot) {
         let prev = self.recent.back().cloned();
-        if let Some(p) = &prev {
-            if snapshot.elapsed_s < p.elapsed_s {
-                // A new run behind the same socket (or a clock step): start over.
-                self.recent.clear();
-                self.spark.clear();
-                self.singles_spark.clear();
-            }
+        if let Some(p) = &prev
+            && snapshot.elapsed_s < p.elapsed_s
+        {
+            // A new run behind the same socket (or a clock step): start over.
+            self.recent.clear();
+            self.spark.clear();
+            self.singles_spark.clear();
         }
         let prev = self.recent.back().cloned();
         self.derive_log(prev.as_ref(), &snapshot);

@@ -353,19 +353,19 @@ fn bar_rows(values: &[f64], height: usize) -> Vec<String> {
 /// The spectrum shown: all channels (1 keV bins) or, after `e`, the selected module's
 /// (MODULE_ENERGY_BIN bins); with its label.
 fn spectrum_source<'s>(app: &App, s: &'s StatsSnapshot) -> (&'s [u64], f64, String) {
-    if app.module_spectrum {
-        if let Some(m) = app.module() {
-            let bins = s
-                .module_energy_bins
-                .iter()
-                .find(|(id, _)| *id == m)
-                .map_or(&[][..], |(_, b)| b.as_slice());
-            return (
-                bins,
-                f64::from(scandaq_core::snapshot::MODULE_ENERGY_BIN),
-                format!("module {m}"),
-            );
-        }
+    if app.module_spectrum
+        && let Some(m) = app.module()
+    {
+        let bins = s
+            .module_energy_bins
+            .iter()
+            .find(|(id, _)| *id == m)
+            .map_or(&[][..], |(_, b)| b.as_slice());
+        return (
+            bins,
+            f64::from(scandaq_core::snapshot::MODULE_ENERGY_BIN),
+            format!("module {m}"),
+        );
     }
     (&s.energy_bins, 1.0, "all channels".into())
 }

@@ -375,11 +375,11 @@ pub fn run(opts: &EnergyOptions) -> Result<Report> {
     // Two-line fits first (they set the fixed `a` for one-line channels).
     let mut fits: BTreeMap<u32, (f64, f64, bool)> = BTreeMap::new();
     for r in &results {
-        if let (Some(p1), Some(p2)) = (r.peak_511, r.peak_2) {
-            if let Some(b) = solve_b(p2.tot_ns / p1.tot_ns, E_511, opts.second_line_kev) {
-                let a = p1.tot_ns / (1.0 + E_511 / b).ln();
-                fits.insert(r.channel, (a, b, true));
-            }
+        if let (Some(p1), Some(p2)) = (r.peak_511, r.peak_2)
+            && let Some(b) = solve_b(p2.tot_ns / p1.tot_ns, E_511, opts.second_line_kev)
+        {
+            let a = p1.tot_ns / (1.0 + E_511 / b).ln();
+            fits.insert(r.channel, (a, b, true));
         }
     }
     let two_line_a: Vec<f64> = fits.values().map(|f| f.0).collect();

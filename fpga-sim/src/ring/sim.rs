@@ -297,10 +297,10 @@ impl PairCounter {
                 }
             }
         }
-        if let Some(&last) = truth.t_true_ps.last() {
-            if self.open.len() > 4096 {
-                self.open.retain(|_, e| e.3 > last - PAIR_MEMORY_PS);
-            }
+        if let Some(&last) = truth.t_true_ps.last()
+            && self.open.len() > 4096
+        {
+            self.open.retain(|_, e| e.3 > last - PAIR_MEMORY_PS);
         }
     }
 }
