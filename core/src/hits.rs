@@ -10,6 +10,11 @@ pub mod hit_flags {
     pub const FROM_LOSSY_FRAME: u16 = 1 << 2;
     /// The fine-time code was outside the calibrated range (phase clamped).
     pub const FINE_OUT_OF_RANGE: u16 = 1 << 3;
+    /// The hit's board restarted during the run and its clock with it: the hit belongs to a
+    /// later session whose times were moved onto the run's timeline at the restart (offset
+    /// known only roughly), so its time is not synchronised with other boards or with the
+    /// board's earlier sessions (docs/formats.md §1, "Sessions").
+    pub const CLOCK_REBASED: u16 = 1 << 5;
 }
 
 /// A batch of hits as columns. All columns have the same length; row `i` is one hit.

@@ -54,6 +54,10 @@ pub struct InputSnapshot {
     pub kernel_drops: u64,
     /// Per board (transport source_id) sequence accounting.
     pub boards: Vec<BoardTransportSnapshot>,
+    /// Warnings for the operator, oldest first (a sender the allowlist rejects, a board
+    /// outside the expected list, a board restart, ...); bounded.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One board's transport accounting as seen by an input.

@@ -1,30 +1,72 @@
-//! Transport-level ingest of one input (a UDP socket or a TCP connection): validates each
-//! packet's header and CRC, applies the front-end address allowlist, tracks sequence numbers per
-//! board (gaps, duplicates, reordering), restores packet order within a small window, and hands
-//! per-board chunks to a ring: whole PETsys frames for PET boards, packet payloads with their
-//! boundaries for stream boards (OPM-MEG, ultrasound; see [`crate::streams`]). Every packet is
-//! counted under a reason.
+//! Transport-level ingest of one input (a UDP socket, a TCP connection or a raw archive):
+//! validates each packet's header and CRC, applies the front-end address allowlist and the
+//! expected-boards list (or the board cap), tracks sequence numbers per board (gaps,
+//! duplicates, reordering, implausible numbers, jumps, restarts; see [`crate::seq_tracker`]),
+//! restores packet order within a small window, and hands per-board chunks to a ring: whole
+//! PETsys frames for PET boards, packet payloads with their boundaries for stream boards
+//! (OPM-MEG, ultrasound; see [`crate::streams`]). Every packet is counted under exactly one
+//! outcome, and what an operator must act on (a rejected sender, an unknown board, a restart)
+//! becomes a warning in the input's snapshot.
+//!
+//! A board restart (start-of-stream flag, or a confirmed jump back) opens a new *session*:
+//! the old session's data is handed on first, and the chunks carry the session number so the
+//! processing stage can decode the new session on its own clock.
 
 use crate::live_stats::{BoardTransportSnapshot, InputSnapshot, LatestCell};
 use crate::ring::{RingClosed, RingItem, RingProducer};
-use crate::seq_tracker::{SeqTracker, SeqVerdict};
+use crate::seq_tracker::{SeqTracker, SeqVerdict, SuspectOutcome};
 use scandaq_core::LossCounts;
-use scandaq_decoders::transport::{self, FLAG_END_OF_STREAM, payload_format};
+use scandaq_decoders::transport::{
+    self, FLAG_CRC, FLAG_END_OF_STREAM, FLAG_START_OF_STREAM, payload_format,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// Packets held back waiting for a gap to fill before the gap is given up on.
 pub const REORDER_HOLD: usize = 64;
 /// A board's pending frames are handed on once they reach this size.
 const CHUNK_BYTES: usize = 256 << 10;
+/// Boards one input accepts when no expected-boards list is given; packets of further source
+/// ids are counted as `excess_source_packets`.
+pub const MAX_BOARDS: usize = 256;
+/// Warnings kept per input.
+const MAX_WARNINGS: usize = 32;
+/// Rejected senders / unknown source ids named in warnings, per input.
+const MAX_NAMED: usize = 16;
+/// Restart events kept per board (all are counted).
+pub const MAX_RESTART_EVENTS: usize = 16;
+/// Default time a TCP input waits for its first connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Ingest policies of one input beyond the allowlist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// The boards (source ids) expected; packets of others are counted as
+    /// `unknown_source_packets`. None: any, up to [`MAX_BOARDS`].
+    pub expected_boards: Option<Vec<u32>>,
+    /// TCP: the run fails if no connection is made within this time.
+    pub connect_timeout: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            expected_boards: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
 
 /// Whole frames of one board, in packet order, handed from an input to the processing stage.
 #[derive(Debug, Default)]
 pub struct FrameChunk {
     /// Board (transport source_id).
     pub source_id: u32,
+    /// The board's session: 0, then one more at each restart of the board.
+    pub session: u32,
     /// The board's data payload format (0 while only control packets have been seen).
     pub payload_format: u16,
     /// PETsys frames back to back (PET boards), or packet payloads back to back (streams).
@@ -52,6 +94,21 @@ impl RingItem for FrameChunk {
     }
 }
 
+/// A board restart as ingest saw it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestartEvent {
+    /// The session it opened (1 for the first restart).
+    pub session: u32,
+    /// Milliseconds since the input started.
+    pub at_ms: u64,
+    /// Packets the input had received before it.
+    pub after_packets: u64,
+    /// Sequence number of the new session's first packet.
+    pub first_seq: u64,
+    /// Highest sequence number of the session before.
+    pub previous_highest_seq: u64,
+}
+
 /// Per-board transport accounting.
 #[derive(Debug, Default, Clone)]
 pub struct BoardCounts {
@@ -59,8 +116,10 @@ pub struct BoardCounts {
     pub seq: SeqTracker,
     /// Payload bytes accepted.
     pub payload_bytes: u64,
-    /// End of stream seen.
+    /// End of stream seen (in the current session).
     pub ended: bool,
+    /// Repeats of an end-of-stream marker (UDP senders repeat them; harmless, not data).
+    pub repeated_end_markers: u64,
     /// Control packets of a PETsys board (it has no use for them), dropped.
     pub control_dropped: u64,
     /// Packets of this board dropped because the ring to processing was full.
@@ -69,6 +128,8 @@ pub struct BoardCounts {
     pub ring_dropped_bytes: u64,
     /// PETsys hits in them (from the frame headers).
     pub ring_dropped_hits: u64,
+    /// The first [`MAX_RESTART_EVENTS`] restarts (`seq.restarts` counts all).
+    pub restarts: Vec<RestartEvent>,
 }
 
 /// Hits in whole PETsys frames (read from the frame headers only).
@@ -78,19 +139,31 @@ fn hits_in_frames(frames: &[u8]) -> u64 {
     spans.iter().map(|s| s.n_hits as u64).sum()
 }
 
+/// A packet held while the board's next packet decides whether its number is believed.
+#[derive(Debug)]
+struct Suspect {
+    seq: u64,
+    format: u16,
+    flags: u32,
+    payload: Vec<u8>,
+}
+
 #[derive(Debug, Default)]
 struct Board {
     counts: BoardCounts,
+    session: u32,
     next_seq: Option<u64>,
     /// Data payload format, fixed by the board's first data packet.
     format: Option<u16>,
     held: BTreeMap<u64, (u16, Vec<u8>)>,
+    suspect: Option<Suspect>,
     pending: FrameChunk,
 }
 
 /// Ingest state of one input.
 pub struct Ingest {
     allow: BTreeSet<IpAddr>,
+    expected: Option<BTreeSet<u32>>,
     boards: BTreeMap<u32, Board>,
     ring: RingProducer<FrameChunk>,
     archive: bool,
@@ -104,6 +177,11 @@ pub struct Ingest {
     pub bytes_in: u64,
     /// Datagrams the kernel dropped on this input's socket (UDP), as last read.
     pub kernel_drops: u64,
+    label: String,
+    started: Instant,
+    warnings: Vec<String>,
+    named_senders: BTreeSet<IpAddr>,
+    named_sources: BTreeSet<u32>,
     published: Option<(String, Arc<LatestCell<InputSnapshot>>)>,
 }
 
@@ -112,6 +190,7 @@ impl Ingest {
     pub fn new(allow: Vec<IpAddr>, ring: RingProducer<FrameChunk>, archive: bool) -> Self {
         Self {
             allow: allow.into_iter().collect(),
+            expected: None,
             boards: BTreeMap::new(),
             ring,
             archive,
@@ -121,12 +200,27 @@ impl Ingest {
             packets_in: 0,
             bytes_in: 0,
             kernel_drops: 0,
+            label: "input".into(),
+            started: Instant::now(),
+            warnings: Vec::new(),
+            named_senders: BTreeSet::new(),
+            named_sources: BTreeSet::new(),
             published: None,
         }
     }
 
+    /// Applies the expected-boards list of `options`.
+    pub fn with_options(mut self, options: &IngestOptions) -> Self {
+        self.expected = options
+            .expected_boards
+            .as_ref()
+            .map(|b| b.iter().copied().collect());
+        self
+    }
+
     /// Publishes this input's counters into `cell` (labelled `label`) at every flush.
     pub fn publish_into(&mut self, label: String, cell: Arc<LatestCell<InputSnapshot>>) {
+        self.label = label.clone();
         self.published = Some((label, cell));
         self.publish(true);
     }
@@ -162,6 +256,7 @@ impl Ingest {
                         ended: b.counts.ended,
                     })
                     .collect(),
+                warnings: self.warnings.clone(),
             }
         };
         if wait {
@@ -179,6 +274,25 @@ impl Ingest {
             .collect()
     }
 
+    /// Boards seen (bounded by the expected list or [`MAX_BOARDS`]).
+    pub fn board_count(&self) -> usize {
+        self.boards.len()
+    }
+
+    /// Packets held in memory: waiting for a gap to fill or as suspects (bounded: at most
+    /// [`REORDER_HOLD`] + 2 per board).
+    pub fn held_packets(&self) -> usize {
+        self.boards
+            .values()
+            .map(|b| b.held.len() + usize::from(b.suspect.is_some()))
+            .sum()
+    }
+
+    /// Warnings for the operator so far, oldest first.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// True when every board seen has sent end-of-stream (a closed connection is then normal).
     pub fn all_ended(&self) -> bool {
         !self.boards.is_empty() && self.boards.values().all(|b| b.counts.ended)
@@ -189,12 +303,82 @@ impl Ingest {
         self.allow.is_empty() || self.allow.contains(&peer)
     }
 
+    fn warn(&mut self, text: String) {
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(text);
+        }
+    }
+
+    /// Records (once per address, for the first few) a warning naming a sender the
+    /// allowlist rejects, and how to accept it.
+    pub fn warn_rejected_sender(&mut self, peer: IpAddr) {
+        if self.named_senders.contains(&peer) || self.named_senders.len() > MAX_NAMED {
+            return;
+        }
+        self.named_senders.insert(peer);
+        if self.named_senders.len() > MAX_NAMED {
+            let text = format!(
+                "{}: more senders outside the allowlist; their packets are counted as foreign_sender_packets",
+                self.label
+            );
+            self.warn(text);
+            return;
+        }
+        let allowed: Vec<String> = self.allow.iter().map(|a| a.to_string()).collect();
+        let text = format!(
+            "{}: rejecting packets from {peer}, which is not in the allowlist ({}); counted as foreign_sender_packets. If {peer} is a front end, add --allow {peer} (or \"{peer}\" to the input's allow list in the run config)",
+            self.label,
+            allowed.join(", ")
+        );
+        self.warn(text);
+    }
+
+    /// Whether packets of the new board `id` are taken (the expected list, or the cap).
+    fn admit_board(&mut self, id: u32) -> bool {
+        let reason = match &self.expected {
+            Some(expected) if expected.contains(&id) => return true,
+            Some(_) => "unknown_source_packets",
+            None if self.boards.len() < MAX_BOARDS => return true,
+            None => "excess_source_packets",
+        };
+        self.losses.add(reason, 1);
+        if !self.named_sources.contains(&id) && self.named_sources.len() <= MAX_NAMED {
+            self.named_sources.insert(id);
+            let text = if self.named_sources.len() > MAX_NAMED {
+                format!(
+                    "{}: packets of more source ids are dropped, counted as {reason}",
+                    self.label
+                )
+            } else if reason == "unknown_source_packets" {
+                let list: Vec<String> = self
+                    .expected
+                    .iter()
+                    .flatten()
+                    .map(|b| b.to_string())
+                    .collect();
+                format!(
+                    "{}: packets of source id {id}, which is not an expected board ({}), are dropped, counted as unknown_source_packets; add it to --boards / run.boards if it is one",
+                    self.label,
+                    list.join(", ")
+                )
+            } else {
+                format!(
+                    "{}: packets of source id {id} are dropped: this input already has {MAX_BOARDS} boards (the limit without a list of expected boards); counted as excess_source_packets. Name the boards with --boards / run.boards",
+                    self.label
+                )
+            };
+            self.warn(text);
+        }
+        false
+    }
+
     /// Accounts for one whole packet from `peer`.
     pub fn accept(&mut self, peer: IpAddr, packet: &[u8]) -> Result<(), RingClosed> {
         self.packets_in += 1;
         self.bytes_in += packet.len() as u64;
         if !self.allowed(peer) {
             self.losses.add("foreign_sender_packets", 1);
+            self.warn_rejected_sender(peer);
             return Ok(());
         }
         if self.archive {
@@ -209,76 +393,179 @@ impl Ingest {
             }
         };
         let format = header.payload_format;
-        let is_control = format == payload_format::CONTROL;
-        if !is_control && !is_supported_data_format(format) {
+        if format != payload_format::CONTROL && !is_supported_data_format(format) {
             self.losses.add("unsupported_payload_format", 1);
             return Ok(());
         }
-        let board = self.boards.entry(header.source_id).or_default();
-        board.pending.source_id = header.source_id;
-        let mut format_changed = false;
-        if !is_control {
-            match board.format {
-                None => {
-                    board.format = Some(format);
-                    board.pending.payload_format = format;
-                    if format == payload_format::PETSYS_TOFPET2 {
-                        // Control packets that came first: PETsys boards have none to use.
-                        let n = board.pending.payload_ends.len() as u64;
-                        board.counts.control_dropped += n;
-                        board.pending.frames.clear();
-                        board.pending.payload_ends.clear();
-                    }
-                }
-                Some(f) if f != format => {
-                    // Dropped below, after it has taken its place in the sequence.
-                    self.losses.add("payload_format_changed_packets", 1);
-                    format_changed = true;
-                }
-                Some(_) => {}
-            }
-        }
-        let end = header.flags & FLAG_END_OF_STREAM != 0;
-        if end && board.counts.ended {
-            // Repeated end markers (UDP senders repeat them) are expected, not duplicates.
+        let id = header.source_id;
+        if !self.boards.contains_key(&id) && !self.admit_board(id) {
             return Ok(());
         }
-        match board.counts.seq.observe(header.seq) {
-            SeqVerdict::Duplicate | SeqVerdict::TooLate => return Ok(()),
-            SeqVerdict::InOrder | SeqVerdict::Late => {}
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let packets_in = self.packets_in;
+        let board = self.boards.entry(id).or_default();
+        board.pending.source_id = id;
+        let start = header.flags & FLAG_START_OF_STREAM != 0;
+        let end = header.flags & FLAG_END_OF_STREAM != 0;
+        if end && !start && board.counts.ended {
+            // Repeated end markers (UDP senders repeat them) are expected, not duplicates.
+            board.counts.repeated_end_markers += 1;
+            return Ok(());
         }
-        let payload = if format_changed { &[][..] } else { payload };
-        board.counts.payload_bytes += payload.len() as u64;
-        if end {
-            board.counts.ended = true;
-        }
-
-        // Restore packet order within REORDER_HOLD packets.
-        match board.next_seq {
-            Some(next) if header.seq < next => {
-                // A late packet whose gap was already given up on: deliver it as it is.
-                deliver(board, format, payload);
+        let fingerprint = match (start, header.flags & FLAG_CRC != 0) {
+            (false, _) => 0,
+            (true, true) => header.crc32c,
+            (true, false) => crc32c::crc32c(payload),
+        };
+        let previous_highest = board.counts.seq.highest().unwrap_or(0);
+        let seen = board.counts.seq.observe(header.seq, start, fingerprint);
+        let ring = &mut self.ring;
+        let (raw, raw_packets) = (&mut self.raw, &mut self.raw_packets);
+        let mut restarted = None;
+        match seen.suspect {
+            Some(SuspectOutcome::Confirmed { restart }) => {
+                if let Some(s) = board.suspect.take() {
+                    if restart {
+                        new_session(ring, board, raw, raw_packets)?;
+                        restarted = Some(s.seq);
+                    }
+                    place(
+                        board,
+                        &mut self.losses,
+                        s.seq,
+                        s.format,
+                        s.flags,
+                        &s.payload,
+                    );
+                }
             }
-            _ => {
-                board.held.insert(header.seq, (format, payload.to_vec()));
-                release_in_order(board, end);
+            Some(SuspectOutcome::Rejected) => board.suspect = None,
+            None => {}
+        }
+        if seen.restart {
+            new_session(ring, board, raw, raw_packets)?;
+            restarted = Some(header.seq);
+        }
+        match seen.verdict {
+            SeqVerdict::Held => {
+                board.suspect = Some(Suspect {
+                    seq: header.seq,
+                    format,
+                    flags: header.flags,
+                    payload: payload.to_vec(),
+                });
+            }
+            SeqVerdict::Duplicate | SeqVerdict::TooLate => {}
+            SeqVerdict::InOrder | SeqVerdict::Late => {
+                place(
+                    board,
+                    &mut self.losses,
+                    header.seq,
+                    format,
+                    header.flags,
+                    payload,
+                );
             }
         }
-        board.pending.end_of_stream |= end;
-        if board.pending.frames.len() >= CHUNK_BYTES || end {
-            Self::hand_on(&mut self.ring, board, &mut self.raw, &mut self.raw_packets)?;
+        if board.pending.frames.len() >= CHUNK_BYTES || board.pending.end_of_stream {
+            hand_on(ring, board, raw, raw_packets)?;
+        }
+        if let Some(first_seq) = restarted {
+            let event = RestartEvent {
+                session: board.session,
+                at_ms,
+                after_packets: packets_in - 1,
+                first_seq,
+                previous_highest_seq: previous_highest,
+            };
+            if board.counts.restarts.len() < MAX_RESTART_EVENTS {
+                board.counts.restarts.push(event);
+            }
+            let text = format!(
+                "{}: board {id} restarted {:.3} s into the input (sequence {previous_highest} -> {first_seq}); its data from then on is session {}, decoded on its own clock (singles flag bit 5, clock_rebased)",
+                self.label,
+                at_ms as f64 / 1e3,
+                board.session
+            );
+            self.warn(text);
         }
         Ok(())
+    }
+
+    /// Adds this input's per-board counts (`board.{id}.*` keys and run totals) to a run's
+    /// `counts`, and its transport losses by reason to `losses` (call after the final flush).
+    pub fn account(&self, counts: &mut BTreeMap<String, u64>, losses: &mut LossCounts) {
+        let mut add = |key: String, n: u64| *counts.entry(key).or_insert(0) += n;
+        for (id, board) in &self.boards {
+            let b = &board.counts;
+            let s = &b.seq;
+            add(format!("board.{id}.packets_expected"), s.expected());
+            add(format!("board.{id}.packets_received"), s.received);
+            add(format!("board.{id}.packets_missing"), s.missing());
+            add(format!("board.{id}.duplicates"), s.duplicates);
+            add(format!("board.{id}.out_of_order"), s.out_of_order);
+            add(format!("board.{id}.payload_bytes"), b.payload_bytes);
+            add(format!("board.{id}.end_of_stream"), u64::from(b.ended));
+            add(
+                format!("board.{id}.ring_dropped_packets"),
+                b.ring_dropped_packets,
+            );
+            add(format!("board.{id}.ring_dropped_hits"), b.ring_dropped_hits);
+            add("out_of_order_packets".into(), s.out_of_order);
+            for (key, n) in [
+                ("missed_before_first_packet", s.missed_before_first()),
+                ("implausible_sequence", s.implausible),
+                ("sequence_jumps", s.jumps),
+                ("restarts", s.restarts),
+            ] {
+                if n > 0 {
+                    add(format!("board.{id}.{key}"), n);
+                }
+            }
+            add("sequence_jumps".into(), s.jumps);
+            add("board_restarts".into(), s.restarts);
+            for (k, r) in b.restarts.iter().enumerate() {
+                let p = format!("board.{id}.restart.{k}");
+                add(format!("{p}.session"), u64::from(r.session));
+                add(format!("{p}.at_ms"), r.at_ms);
+                add(format!("{p}.after_packets"), r.after_packets);
+                add(format!("{p}.first_seq"), r.first_seq);
+                add(format!("{p}.previous_highest_seq"), r.previous_highest_seq);
+            }
+            losses.add("packet_gaps", s.missing());
+            losses.add("missed_before_first_packet", s.missed_before_first());
+            losses.add("implausible_sequence", s.implausible);
+            losses.add("unsupported_control_packets", b.control_dropped);
+            losses.add("duplicate_packets", s.duplicates);
+            losses.add("too_late_packets", s.too_late);
+        }
+        losses.merge(&self.losses);
     }
 
     /// Hands every board's pending frames on (call periodically and at the end).
     pub fn flush(&mut self, final_flush: bool) -> Result<(), RingClosed> {
         for board in self.boards.values_mut() {
             if final_flush {
+                match board.counts.seq.finish() {
+                    Some(SuspectOutcome::Confirmed { .. }) => {
+                        if let Some(s) = board.suspect.take() {
+                            place(
+                                board,
+                                &mut self.losses,
+                                s.seq,
+                                s.format,
+                                s.flags,
+                                &s.payload,
+                            );
+                        }
+                    }
+                    Some(SuspectOutcome::Rejected) => board.suspect = None,
+                    None => {}
+                }
                 release_in_order(board, true);
             }
             if board.pending.packets > 0 || board.pending.end_of_stream {
-                Self::hand_on(&mut self.ring, board, &mut self.raw, &mut self.raw_packets)?;
+                hand_on(&mut self.ring, board, &mut self.raw, &mut self.raw_packets)?;
             }
         }
         if !self.raw.is_empty() {
@@ -294,45 +581,117 @@ impl Ingest {
         self.publish(final_flush);
         Ok(())
     }
+}
 
-    fn hand_on(
-        ring: &mut RingProducer<FrameChunk>,
-        board: &mut Board,
-        raw: &mut Vec<u8>,
-        raw_packets: &mut u64,
-    ) -> Result<(), RingClosed> {
-        let id = board.pending.source_id;
-        let format = board.pending.payload_format;
-        board.pending.raw = std::mem::take(raw);
-        board.pending.raw_packets = std::mem::take(raw_packets);
-        let chunk = std::mem::replace(
-            &mut board.pending,
-            FrameChunk {
-                source_id: id,
-                payload_format: format,
-                ..Default::default()
-            },
-        );
-        let Some(dropped) = ring.push_or_return(chunk)? else {
-            return Ok(());
-        };
-        // The ring was full: the chunk is lost (the ring counted it); say what was in it.
-        board.counts.ring_dropped_packets += dropped.packets;
-        board.counts.ring_dropped_bytes += dropped.frames.len() as u64;
-        if format == payload_format::PETSYS_TOFPET2 {
-            board.counts.ring_dropped_hits += hits_in_frames(&dropped.frames);
+/// Takes an accepted packet into the board: its data format, its payload, the reorder hold.
+fn place(
+    board: &mut Board,
+    losses: &mut LossCounts,
+    seq: u64,
+    format: u16,
+    flags: u32,
+    payload: &[u8],
+) {
+    let mut format_changed = false;
+    if format != payload_format::CONTROL {
+        match board.format {
+            None => {
+                board.format = Some(format);
+                board.pending.payload_format = format;
+                if format == payload_format::PETSYS_TOFPET2 {
+                    // Control packets that came first: PETsys boards have none to use.
+                    let n = board.pending.payload_ends.len() as u64;
+                    board.counts.control_dropped += n;
+                    board.pending.frames.clear();
+                    board.pending.payload_ends.clear();
+                }
+            }
+            Some(f) if f != format => {
+                // It has taken its place in the sequence; its payload is dropped.
+                losses.add("payload_format_changed_packets", 1);
+                format_changed = true;
+            }
+            Some(_) => {}
         }
-        if dropped.end_of_stream {
-            // The end marker itself must arrive, or the run would wait for this board.
-            ring.push_blocking(FrameChunk {
-                source_id: id,
-                payload_format: format,
-                end_of_stream: true,
-                ..Default::default()
-            })?;
-        }
-        Ok(())
     }
+    let end = flags & FLAG_END_OF_STREAM != 0;
+    let payload = if format_changed { &[][..] } else { payload };
+    board.counts.payload_bytes += payload.len() as u64;
+    if end {
+        board.counts.ended = true;
+    }
+    // Restore packet order within REORDER_HOLD packets.
+    match board.next_seq {
+        Some(next) if seq < next => {
+            // A late packet whose gap was already given up on: deliver it as it is.
+            deliver(board, format, payload);
+        }
+        _ => {
+            board.held.insert(seq, (format, payload.to_vec()));
+            release_in_order(board, end);
+        }
+    }
+    board.pending.end_of_stream |= end;
+}
+
+/// Closes the board's session (everything held goes out, in order) and opens the next.
+fn new_session(
+    ring: &mut RingProducer<FrameChunk>,
+    board: &mut Board,
+    raw: &mut Vec<u8>,
+    raw_packets: &mut u64,
+) -> Result<(), RingClosed> {
+    release_in_order(board, true);
+    if board.pending.packets > 0 || board.pending.end_of_stream {
+        hand_on(ring, board, raw, raw_packets)?;
+    }
+    board.session += 1;
+    board.pending.session = board.session;
+    board.next_seq = None;
+    board.counts.ended = false;
+    Ok(())
+}
+
+fn hand_on(
+    ring: &mut RingProducer<FrameChunk>,
+    board: &mut Board,
+    raw: &mut Vec<u8>,
+    raw_packets: &mut u64,
+) -> Result<(), RingClosed> {
+    let id = board.pending.source_id;
+    let format = board.pending.payload_format;
+    let session = board.session;
+    board.pending.raw = std::mem::take(raw);
+    board.pending.raw_packets = std::mem::take(raw_packets);
+    let chunk = std::mem::replace(
+        &mut board.pending,
+        FrameChunk {
+            source_id: id,
+            session,
+            payload_format: format,
+            ..Default::default()
+        },
+    );
+    let Some(dropped) = ring.push_or_return(chunk)? else {
+        return Ok(());
+    };
+    // The ring was full: the chunk is lost (the ring counted it); say what was in it.
+    board.counts.ring_dropped_packets += dropped.packets;
+    board.counts.ring_dropped_bytes += dropped.frames.len() as u64;
+    if format == payload_format::PETSYS_TOFPET2 {
+        board.counts.ring_dropped_hits += hits_in_frames(&dropped.frames);
+    }
+    if dropped.end_of_stream {
+        // The end marker itself must arrive, or the run would wait for this board.
+        ring.push_blocking(FrameChunk {
+            source_id: id,
+            session,
+            payload_format: format,
+            end_of_stream: true,
+            ..Default::default()
+        })?;
+    }
+    Ok(())
 }
 
 /// Moves held packets into the board's pending frames in sequence order; gives up on a gap
@@ -346,7 +705,7 @@ fn release_in_order(board: &mut Board, all: bool) {
         if let Some((format, payload)) = board.held.remove(&seq) {
             deliver(board, format, &payload);
         }
-        board.next_seq = Some(seq + 1);
+        board.next_seq = Some(seq.saturating_add(1));
     }
 }
 

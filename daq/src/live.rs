@@ -10,7 +10,7 @@
 use crate::calib_load::LoadedCalibration;
 use crate::coinc_stage::CoincidenceOptions;
 use crate::disk_watch::{DiskWarnLevels, DiskWatch};
-use crate::ingest::{FrameChunk, Ingest};
+use crate::ingest::{FrameChunk, Ingest, IngestOptions};
 use crate::live_stats::{BoardDecodeSnapshot, LiveStats, RunInfo, RunState};
 use crate::merge::KWayMerger;
 use crate::net_sources::{bind_udp, run_tcp, run_udp};
@@ -56,6 +56,8 @@ pub struct InputConfig {
     pub policy: OverflowPolicy,
     /// Ring capacity in chunks (each up to 256 KiB of frames).
     pub ring_chunks: usize,
+    /// Expected boards, TCP connect timeout.
+    pub ingest: IngestOptions,
 }
 
 /// When a run stops by itself.
@@ -182,7 +184,7 @@ fn start_input(
 ) -> Result<InputThread> {
     let (producer, consumer) = ring::<FrameChunk>(cfg.ring_chunks, cfg.policy);
     let stats = consumer.stats();
-    let mut ingest = Ingest::new(cfg.allow.clone(), producer, archive);
+    let mut ingest = Ingest::new(cfg.allow.clone(), producer, archive).with_options(&cfg.ingest);
     let label = input_label(&cfg.spec);
     ingest.publish_into(label.clone(), live.register_input(&label));
     let handle = match (&cfg.spec, opened) {
@@ -194,9 +196,10 @@ fn start_input(
         }
         (InputSpec::Tcp(addr), _) => {
             let addr = *addr;
+            let timeout = cfg.ingest.connect_timeout;
             std::thread::Builder::new()
                 .name(format!("tcp-{addr}"))
-                .spawn(move || Ok(run_tcp(addr, ingest, stop)))?
+                .spawn(move || Ok(run_tcp(addr, ingest, stop, timeout)?))?
         }
         (InputSpec::Archive(path), _) => {
             let path = path.clone();
@@ -212,6 +215,10 @@ fn start_input(
         stats,
     })
 }
+
+/// Largest payload an archived packet may declare (as for a TCP stream); a header claiming
+/// more is skipped like a bad one.
+const MAX_ARCHIVED_PAYLOAD: u32 = 1 << 26;
 
 /// Feeds every packet of a `.sdq` archive to `ingest`, in file order.
 fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
@@ -235,8 +242,9 @@ fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
         let mut off = 0;
         while buf.len() - off >= scandaq_decoders::transport::HEADER_LEN {
             let len = match TransportHeader::parse(&buf[off..]) {
-                Ok(h) => h.packet_len(),
-                Err(_) => {
+                // A corrupt length cannot make the reader hold the rest of the file.
+                Ok(h) if h.payload_len <= MAX_ARCHIVED_PAYLOAD => h.packet_len(),
+                _ => {
                     // Archives hold packets as received; a bad one was counted live too.
                     ingest.losses.add("archive_resync_skipped_bytes", 1);
                     off += 1;
@@ -266,19 +274,115 @@ fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
     Ok(ingest)
 }
 
-/// Per-board processing state.
+/// Per-board processing state (of the board's current session).
 struct BoardState<'k> {
     processor: Processor<'k>,
     ended: bool,
+    /// The board's session (0, then one more per restart; see [`crate::ingest`]).
+    session: u32,
+    /// The merger stream of this session.
+    key: u32,
+    /// Sessions after a restart: the offset that puts their clock onto the run's timeline
+    /// (fixed by the session's first singles).
+    rebase: Option<i64>,
+    /// Counts of the board's earlier sessions.
+    earlier: PipelineCounts,
+}
+
+/// Times and merger streams shared by the boards' sessions.
+#[derive(Default)]
+struct Timeline {
+    /// Newest singles time handed to the merger (ps), if any.
+    newest: Option<i64>,
+    /// Merger streams allocated (one per board session).
+    keys: u32,
+}
+
+impl<'k> BoardState<'k> {
+    fn new(kernel: &'k crate::calibrate::CompiledCalibration, session: u32, key: u32) -> Self {
+        Self {
+            processor: Processor::new(kernel),
+            ended: false,
+            session,
+            key,
+            rebase: None,
+            earlier: PipelineCounts::default(),
+        }
+    }
+
+    /// This board's counts over all its sessions.
+    fn counts(&self) -> PipelineCounts {
+        let mut c = self.processor.counts();
+        let e = &self.earlier;
+        c.bytes_scanned += e.bytes_scanned;
+        c.frames += e.frames;
+        c.hits_decoded += e.hits_decoded;
+        c.frame_wraps += e.frame_wraps;
+        c.losses.merge(&e.losses);
+        c
+    }
+
+    /// Decodes `frames` (and the session's end with `eof`) into the merger; a session after
+    /// a restart is moved onto the run's timeline and flagged.
+    fn push(
+        &mut self,
+        frames: &[u8],
+        eof: bool,
+        merger: &mut KWayMerger,
+        timeline: &mut Timeline,
+    ) -> Result<()> {
+        let (key, restarted, rebase) = (self.key, self.session > 0, &mut self.rebase);
+        self.processor.push(frames, eof, &mut |mut b| {
+            if restarted && !b.is_empty() {
+                // The board's clock restarted with it: its first singles are placed at the
+                // newest time of the run so far, and the session keeps that offset.
+                let offset = *rebase.get_or_insert_with(|| {
+                    timeline.newest.map_or(0, |n| n.saturating_sub(b.t_ps[0]))
+                });
+                for t in &mut b.t_ps {
+                    *t = t.saturating_add(offset);
+                }
+                for f in &mut b.flags {
+                    *f |= scandaq_core::hit_flags::CLOCK_REBASED;
+                }
+            }
+            if let Some(&last) = b.t_ps.last() {
+                timeline.newest = Some(timeline.newest.map_or(last, |n| n.max(last)));
+            }
+            merger.push(key, b);
+            Ok(())
+        })
+    }
+
+    /// Ends the current session and opens `session`, on a new merger stream.
+    fn next_session(
+        &mut self,
+        session: u32,
+        kernel: &'k crate::calibrate::CompiledCalibration,
+        merger: &mut KWayMerger,
+        timeline: &mut Timeline,
+    ) -> Result<()> {
+        if !self.ended {
+            self.push(&[], true, merger, timeline)?;
+        }
+        merger.end(self.key);
+        let earlier = self.counts();
+        timeline.keys += 1;
+        *self = Self::new(kernel, session, timeline.keys);
+        self.earlier = earlier;
+        Ok(())
+    }
 }
 
 /// Drains every ring once into the boards' processors and the merger; returns whether
 /// anything arrived.
+#[allow(clippy::too_many_arguments)]
 fn drain<'k>(
     inputs: &mut [InputThread],
     boards: &mut BTreeMap<u32, BoardState<'k>>,
     kernel: &'k crate::calibrate::CompiledCalibration,
     merger: &mut KWayMerger,
+    timeline: &mut Timeline,
     archive: &mut Option<RawArchiveWriter>,
     archive_error: &mut Option<String>,
     streams: &mut StreamStage,
@@ -307,22 +411,18 @@ fn drain<'k>(
                 streams.push(&chunk)?;
                 continue;
             }
-            let board = boards.entry(chunk.source_id).or_insert_with(|| BoardState {
-                processor: Processor::new(kernel),
-                ended: false,
+            let board = boards.entry(chunk.source_id).or_insert_with(|| {
+                timeline.keys += 1;
+                BoardState::new(kernel, chunk.session, timeline.keys)
             });
-            let id = chunk.source_id;
-            board.processor.push(&chunk.frames, false, &mut |b| {
-                merger.push(id, b);
-                Ok(())
-            })?;
+            if chunk.session > board.session {
+                board.next_session(chunk.session, kernel, merger, timeline)?;
+            }
+            board.push(&chunk.frames, false, merger, timeline)?;
             if chunk.end_of_stream && !board.ended {
                 board.ended = true;
-                board.processor.push(&[], true, &mut |b| {
-                    merger.push(id, b);
-                    Ok(())
-                })?;
-                merger.end(id);
+                board.push(&[], true, merger, timeline)?;
+                merger.end(board.key);
             }
         }
     }
@@ -457,6 +557,7 @@ pub fn run_live_with_markers(
     let kernel_owned = start.kernel.clone();
     let kernel = &kernel_owned;
     let mut boards: BTreeMap<u32, BoardState> = BTreeMap::new();
+    let mut timeline = Timeline::default();
     // Boards may lag each other by 0.5 s of detector time; nothing within 50 ms of the newest
     // hit is released, so a board whose data starts a little later is not late.
     let mut merger = KWayMerger::new(500_000_000_000, 50_000_000_000);
@@ -469,6 +570,8 @@ pub fn run_live_with_markers(
     let mut archive_error = None;
     let reason;
     let mut last_snapshot = stats.snapshot();
+    let mut last_warning_check = Instant::now();
+    let mut warnings_printed = BTreeMap::new();
     let send = |batch: HitBatch, singles_sent: &mut u64| -> Result<()> {
         *singles_sent += batch.len() as u64;
         stats.record_singles(&batch);
@@ -496,6 +599,7 @@ pub fn run_live_with_markers(
             &mut boards,
             kernel,
             &mut merger,
+            &mut timeline,
             &mut archive,
             &mut archive_error,
             &mut streams,
@@ -587,6 +691,10 @@ pub fn run_live_with_markers(
                 .board_decode
                 .try_publish(|| board_decode_snapshot(&boards));
         }
+        if config.stats_every.is_some() && last_warning_check.elapsed() >= WARNINGS_EVERY {
+            last_warning_check = Instant::now();
+            print_new_warnings(&stats, &mut warnings_printed);
+        }
         if let Some(every) = config.stats_every
             && last_stats.elapsed() >= every
         {
@@ -632,6 +740,7 @@ pub fn run_live_with_markers(
                 &mut boards,
                 kernel,
                 &mut merger,
+                &mut timeline,
                 &mut archive,
                 &mut archive_error,
                 &mut streams,
@@ -669,13 +778,9 @@ pub fn run_live_with_markers(
             Err(_) => input_errors.push(format!("{}: input thread panicked", input.label)),
         }
     }
-    for (&id, board) in boards.iter_mut() {
+    for board in boards.values_mut() {
         if !board.ended && error.is_none() {
-            let r = board.processor.push(&[], true, &mut |b| {
-                merger.push(id, b);
-                Ok(())
-            });
-            if let Err(e) = r {
+            if let Err(e) = board.push(&[], true, &mut merger, &mut timeline) {
                 error = Some(format!("{e:#}"));
             }
         }
@@ -699,7 +804,7 @@ pub fn run_live_with_markers(
     let mut counts = PipelineCounts::default();
     let mut extra = BTreeMap::new();
     for (&id, board) in &boards {
-        let c = board.processor.counts();
+        let c = board.counts();
         counts.bytes_scanned += c.bytes_scanned;
         counts.frames += c.frames;
         counts.hits_decoded += c.hits_decoded;
@@ -715,32 +820,11 @@ pub fn run_live_with_markers(
     for ingest in &ingests {
         packets_in += ingest.packets_in;
         port_drops += ingest.kernel_drops;
-        counts.losses.merge(&ingest.losses);
-        for (id, b) in ingest.boards() {
-            let s = &b.seq;
-            extra.insert(format!("board.{id}.packets_expected"), s.expected());
-            extra.insert(format!("board.{id}.packets_received"), s.received);
-            extra.insert(format!("board.{id}.packets_missing"), s.missing());
-            extra.insert(format!("board.{id}.duplicates"), s.duplicates);
-            extra.insert(format!("board.{id}.out_of_order"), s.out_of_order);
-            extra.insert(format!("board.{id}.payload_bytes"), b.payload_bytes);
-            extra.insert(format!("board.{id}.end_of_stream"), u64::from(b.ended));
-            extra.insert(
-                format!("board.{id}.ring_dropped_packets"),
-                b.ring_dropped_packets,
-            );
-            extra.insert(format!("board.{id}.ring_dropped_hits"), b.ring_dropped_hits);
-            counts.losses.add("packet_gaps", s.missing());
-            counts
-                .losses
-                .add("unsupported_control_packets", b.control_dropped);
-            counts.losses.add("duplicate_packets", s.duplicates);
-            counts.losses.add("too_late_packets", s.too_late);
-            extra
-                .entry("out_of_order_packets".to_string())
-                .and_modify(|v| *v += s.out_of_order)
-                .or_insert(s.out_of_order);
-        }
+        ingest.account(&mut extra, &mut counts.losses);
+        start
+            .description
+            .warnings
+            .extend(ingest.warnings().iter().cloned());
     }
     counts.losses.add("udp_kernel_drops", port_drops);
     extra.insert("packets_in".into(), packets_in);
@@ -833,6 +917,21 @@ fn paint(text: &str, colour: &str) -> String {
     }
 }
 
+/// How often the inputs' warnings are checked for new ones to print.
+const WARNINGS_EVERY: Duration = Duration::from_millis(100);
+
+/// Prints, on stderr, the inputs' warnings not printed yet (`printed`: per input label, how
+/// many were).
+fn print_new_warnings(stats: &LiveStats, printed: &mut BTreeMap<String, usize>) {
+    for input in stats.inputs_snapshot() {
+        let done = printed.entry(input.label).or_insert(0);
+        for w in input.warnings.iter().skip(*done) {
+            eprintln!("{}", paint(&format!("warning: {w}"), YELLOW));
+        }
+        *done = (*done).max(input.warnings.len());
+    }
+}
+
 /// The limits as an operator reads them.
 pub fn limit_descriptions(limits: &RunLimits) -> Vec<String> {
     let mut out = Vec::new();
@@ -853,7 +952,7 @@ fn board_decode_snapshot(boards: &BTreeMap<u32, BoardState<'_>>) -> Vec<BoardDec
     boards
         .iter()
         .map(|(&id, b)| {
-            let c = b.processor.counts();
+            let c = b.counts();
             BoardDecodeSnapshot {
                 source_id: id,
                 frames: c.frames,

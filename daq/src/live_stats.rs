@@ -199,6 +199,16 @@ impl LiveStats {
         cell
     }
 
+    /// A copy of every input's latest snapshot (cheaper than [`Self::snapshot`]).
+    pub fn inputs_snapshot(&self) -> Vec<InputSnapshot> {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|c| c.get())
+            .collect()
+    }
+
     /// Accounts for a batch of singles on its way to the sink: histogrammed locally first,
     /// then one atomic add per touched bin (not per hit).
     pub fn record_singles(&self, batch: &HitBatch) {

@@ -220,6 +220,13 @@ struct RunArgs {
     /// Accept packets only from these front-end IP addresses (repeatable; default: any).
     #[arg(long)]
     allow: Vec<IpAddr>,
+    /// The boards (source ids) expected, e.g. 0,1; other sources are counted as
+    /// unknown_source_packets [default: any, up to 256 per input].
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    boards: Option<Vec<u32>>,
+    /// TCP: fail the run if no connection is made within this time (e.g. 30s) [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: Option<String>,
     /// Overflow policy of the input rings.
     #[arg(long, value_parser = ["drop", "block"])]
     policy: Option<String>,
@@ -414,6 +421,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         allow: vec![],
                         policy: OverflowPolicy::Block,
                         ring_chunks: 64,
+                        ingest: Default::default(),
                     }],
                     out_dir: out,
                     limits: RunLimits::default(),
@@ -674,6 +682,12 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     }
     if let Some(d) = args.duration {
         file.run.duration = Some(format!("{d}s"));
+    }
+    if args.boards.is_some() {
+        file.run.boards = args.boards.clone();
+    }
+    if args.connect_timeout.is_some() {
+        file.run.connect_timeout = args.connect_timeout.clone();
     }
     if args.max_hits.is_some() {
         file.run.max_hits = args.max_hits;

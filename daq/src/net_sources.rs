@@ -199,18 +199,77 @@ fn accept_batch(receiver: &BatchReceiver, ingest: &mut Ingest) -> bool {
     false
 }
 
-/// Connects to `addr` and reads packets until `stop`, reconnecting after a disconnect.
-pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> Ingest {
+/// How long one TCP connection attempt may take.
+const CONNECT_ATTEMPT: Duration = Duration::from_millis(500);
+/// Time between TCP connection attempts.
+const CONNECT_RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Sleeps `d` in short steps; false when `stop` was set meanwhile.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+/// A TCP input that never connected.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "tcp {addr}: no connection within {timeout_s} s ({attempts} attempts, last: {last}); check that the front end serves on that address, or give it longer with --connect-timeout"
+)]
+pub struct NeverConnected {
+    /// The front end's address.
+    pub addr: SocketAddr,
+    /// The time allowed, s.
+    pub timeout_s: f64,
+    /// Attempts made.
+    pub attempts: u64,
+    /// The last attempt's error.
+    pub last: String,
+}
+
+/// Connects to `addr` and reads packets until `stop`, reconnecting after a disconnect. Each
+/// failed attempt is reported on stderr (one line per attempt); without a first connection
+/// within `connect_timeout` (or before `stop`), the input fails with [`NeverConnected`].
+pub fn run_tcp(
+    addr: SocketAddr,
+    mut ingest: Ingest,
+    stop: Arc<AtomicBool>,
+    connect_timeout: Duration,
+) -> Result<Ingest, NeverConnected> {
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut read_buf = vec![0u8; 256 << 10];
     let mut last_flush = Instant::now();
     let mut connected_once = false;
     let mut resyncing;
+    let begun = Instant::now();
+    let mut attempts = 0u64;
+    let mut last_error = String::from("not tried");
     'connect: while !stop.load(Ordering::Relaxed) {
-        let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        if !connected_once && begun.elapsed() >= connect_timeout {
+            break;
+        }
+        attempts += 1;
+        let mut stream = match TcpStream::connect_timeout(&addr, CONNECT_ATTEMPT) {
             Ok(s) => s,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(50));
+            Err(e) => {
+                last_error = e.to_string();
+                if connected_once {
+                    eprintln!(
+                        "scandaq: tcp {addr}: reconnect attempt {attempts} failed ({e}); retrying"
+                    );
+                } else {
+                    let left = connect_timeout.saturating_sub(begun.elapsed());
+                    eprintln!(
+                        "scandaq: tcp {addr}: connection attempt {attempts} failed ({e}); retrying for {:.0} s more",
+                        left.as_secs_f64().ceil()
+                    );
+                }
+                sleep_unless_stopped(CONNECT_RETRY_EVERY.saturating_sub(CONNECT_ATTEMPT), &stop);
                 continue;
             }
         };
@@ -218,10 +277,13 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
             ingest.losses.add("tcp_reconnects", 1);
         }
         connected_once = true;
+        attempts = 0;
         resyncing = false;
         if !ingest.allowed(addr.ip()) {
             ingest.losses.add("foreign_sender_connections", 1);
-            return ingest;
+            ingest.warn_rejected_sender(addr.ip());
+            let _ = ingest.flush(true);
+            return Ok(ingest);
         }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
         let _ = stream.set_nodelay(true);
@@ -269,8 +331,16 @@ pub fn run_tcp(addr: SocketAddr, mut ingest: Ingest, stop: Arc<AtomicBool>) -> I
             }
         }
     }
+    if !connected_once {
+        return Err(NeverConnected {
+            addr,
+            timeout_s: connect_timeout.as_secs_f64(),
+            attempts,
+            last: last_error,
+        });
+    }
     let _ = ingest.flush(true);
-    ingest
+    Ok(ingest)
 }
 
 /// Takes every whole packet off the front of `buf`; skips to the next `SDQ1` after a bad header.
@@ -371,7 +441,15 @@ mod tests {
         let (p, mut c) = ring::<FrameChunk>(64, OverflowPolicy::Block);
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
-        let h = std::thread::spawn(move || run_tcp(addr, Ingest::new(vec![], p, false), s2));
+        let h = std::thread::spawn(move || {
+            run_tcp(
+                addr,
+                Ingest::new(vec![], p, false),
+                s2,
+                Duration::from_secs(10),
+            )
+            .unwrap()
+        });
         let (mut conn, _) = listener.accept().unwrap();
         conn.write_all(&packet(0)).unwrap();
         conn.write_all(b"garbage!garbage!garbage!garbage!garbage!")

@@ -44,6 +44,12 @@ pub struct RunSection {
     /// Warn when the output disk is full in less than this at the current write rate (`10m`,
     /// `90s`; default 10 minutes).
     pub disk_warn_time: Option<String>,
+    /// The boards (transport source ids) expected; packets of other sources are dropped and
+    /// counted as `unknown_source_packets` (default: any, up to 256 boards per input).
+    pub boards: Option<Vec<u32>>,
+    /// TCP inputs: fail the run if no connection is made within this time, e.g. "10s"
+    /// (default 10 s).
+    pub connect_timeout: Option<String>,
 }
 
 /// `[calibration]`: exactly one of `dir`, `petsys_config`, or `none = true`.
@@ -216,6 +222,21 @@ impl RunFile {
                 "no input: add an [[input]] table with udp = \"HOST:PORT\" or tcp = \"HOST:PORT\" (or pass --udp/--tcp)"
             );
         }
+        let connect_timeout = match self.run.connect_timeout.as_deref() {
+            None => crate::ingest::DEFAULT_CONNECT_TIMEOUT,
+            Some(t) => match parse_duration_s(t) {
+                Ok(s) if s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
+                Ok(_) => bail!("run.connect_timeout = {t:?}: must be more than 0 s"),
+                Err(e) => bail!("run.connect_timeout: {e}"),
+            },
+        };
+        let ingest = crate::ingest::IngestOptions {
+            expected_boards: self.run.boards.clone(),
+            connect_timeout,
+        };
+        if self.run.boards.as_ref().is_some_and(|b| b.is_empty()) {
+            bail!("run.boards is empty: list the expected boards' source ids, or leave it out");
+        }
         let mut inputs = Vec::new();
         for (k, i) in self.input.iter().enumerate() {
             let key = format!("input[{k}]");
@@ -241,6 +262,7 @@ impl RunFile {
                 allow,
                 policy: i.policy.unwrap_or(OverflowPolicy::Drop),
                 ring_chunks,
+                ingest: ingest.clone(),
             });
         }
         let clock_hz = self

@@ -625,6 +625,7 @@ mod live {
                 allow: vec![],
                 policy: OverflowPolicy::Block,
                 ring_chunks: 64,
+                ingest: Default::default(),
             }],
             out_dir: out.to_path_buf(),
             limits: RunLimits {
@@ -722,6 +723,7 @@ mod live {
             reorder: 0.02,
             corrupt: 0.01,
             disconnect_after: None,
+            restart_at_s: None,
         };
         // Prerendered: generated first, then sent paced (the path of the 5 M hits/s runs).
         let acquired = acquire(

@@ -12,6 +12,11 @@ pub const HEADER_LEN: usize = 32;
 pub const FLAG_CRC: u32 = 1 << 0;
 /// Flag bit 1: end of stream.
 pub const FLAG_END_OF_STREAM: u32 = 1 << 1;
+/// Flag bit 2: start of stream. The sender sets it on the first packet it sends after it
+/// (re)starts counting `seq` (normally `seq` 0); a receiver that sees it on a packet other
+/// than a repeat of the current stream's first packet opens a new session for the source
+/// (the board restarted). Receivers predating the bit ignore it.
+pub const FLAG_START_OF_STREAM: u32 = 1 << 2;
 
 /// Payload formats.
 pub mod payload_format {

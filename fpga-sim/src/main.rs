@@ -67,6 +67,10 @@ struct Args {
     /// for scandaq to reconnect.
     #[arg(long, value_name = "N")]
     disconnect_after: Option<u64>,
+    /// Restart every board once, this far into the run in detector time (e.g. 0.5s): sequence
+    /// numbers and frame counter from 0 again, the first packet flagged start-of-stream.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    restart_at: Option<f64>,
     /// Largest packet in bytes, 32-byte header included [default: 8192].
     #[arg(long, value_name = "BYTES", value_parser = parse_packet_bytes)]
     max_packet_bytes: Option<usize>,
@@ -310,6 +314,7 @@ fn run(args: Args) -> Result<()> {
         reorder: args.reorder.unwrap_or(0.0),
         corrupt: args.corrupt.unwrap_or(0.0),
         disconnect_after: args.disconnect_after,
+        restart_at_s: args.restart_at,
     };
     let transport = match (args.udp, args.tcp) {
         (Some(target), _) => Some(Transport::Udp { target }),
@@ -323,6 +328,7 @@ fn run(args: Args) -> Result<()> {
             ("--reorder", args.reorder.is_some()),
             ("--corrupt", args.corrupt.is_some()),
             ("--disconnect-after", args.disconnect_after.is_some()),
+            ("--restart-at", args.restart_at.is_some()),
             ("--boards", args.boards != 1),
             ("--max-packet-bytes", args.max_packet_bytes.is_some()),
             ("--unpaced", args.unpaced),

@@ -28,7 +28,8 @@
 //!
 //! # Packets and sources
 //! Every packet is a 32-byte header + payload, CRC flag set. `seq` counts each source's
-//! packets from 0, lost ones included (a lost packet leaves a gap). Several sources may be
+//! packets from 0, lost ones included (a lost packet leaves a gap); a source's first packet
+//! (seq 0) carries `FLAG_START_OF_STREAM` and is never lost. Several sources may be
 //! interleaved freely: the caller decides the order by calling [`PacketOut::send_parts`] /
 //! [`PacketOut::send_control`] with their source ids. [`PacketOut::finish`] sends, for each
 //! source in order of first appearance, one empty packet with `FLAG_END_OF_STREAM` and the
@@ -71,7 +72,7 @@ use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, setsockopt, sockopt,
 };
 use scandaq_decoders::transport::{
-    FLAG_CRC, FLAG_END_OF_STREAM, HEADER_LEN, MAGIC, payload_format,
+    FLAG_CRC, FLAG_END_OF_STREAM, FLAG_START_OF_STREAM, HEADER_LEN, MAGIC, payload_format,
 };
 use scandaq_sinks::archive::RawArchiveWriter;
 use serde::{Deserialize, Serialize};
@@ -447,6 +448,11 @@ impl<'a> PacketOut<'a> {
             self.batch.extend_from_slice(p);
             crc = crc32c::crc32c_append(crc, p);
         }
+        let flags = if seq == 0 {
+            flags | FLAG_START_OF_STREAM
+        } else {
+            flags
+        };
         let h = &mut self.batch[start..start + HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC);
         h[4..6].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
@@ -501,6 +507,8 @@ impl<'a> PacketOut<'a> {
         let lost = self.rng.uniform() < self.options.lose_packets;
         let src = self.source(source_id);
         let seq = src.seq;
+        // A source's start packet is never lost (the draw is made all the same).
+        let lost = lost && seq != 0;
         src.seq += 1;
         src.last_format = Some(format);
         let c = &mut src.counts;

@@ -15,7 +15,9 @@
 //! pending frames are also sent once they have waited [`FLUSH_AFTER_SLICES`] slices (about
 //! 10 ms of detector time), so low rates still arrive promptly; the rule depends only on
 //! detector time, so the packets are the same paced or not. `seq` counts every packet a board
-//! *generates* from 0, so a lost packet leaves a gap. At the end each board sends one empty
+//! *generates* from 0, so a lost packet leaves a gap. A board's first packet (seq 0) carries
+//! `FLAG_START_OF_STREAM` and is never faulted (its fault draw is made and ignored). At the end
+//! each board sends one empty
 //! packet with `FLAG_END_OF_STREAM` and its own next seq; it is never faulted. Over UDP it is
 //! sent [`UDP_END_OF_STREAM_COPIES`] times in all (same bytes, same seq): receivers treat repeats
 //! of an end marker as harmless. [`generate_packets`] emits it once.
@@ -36,6 +38,12 @@
 //! `disconnect_lost_hits`), the server accepts the client's reconnection and continues with
 //! the following packet, `seq` continuing. With these rules each count equals what a receiver
 //! observes (gaps, repeats, seq below the highest seen, CRC failures), faults combined or not.
+//!
+//! `restart_at_s = T` (once per run): at the first slice whose first hit is at least T s of
+//! detector time after the run's first hit, every board restarts as a front end does after a
+//! reset: its pending frames and a held packet go out first, then `seq` starts again from 0
+//! (the first packet again with `FLAG_START_OF_STREAM`, never faulted) and the frame counter
+//! from 0 (frame IDs relative to the restart slice's first frame); `restarts` = 1 per board.
 
 use crate::BenchConfig;
 use crate::config::SimError;
@@ -47,7 +55,9 @@ use crate::rng::Rng;
 use crate::sim::{BenchSim, SimSummary};
 use crate::truth::TruthBatch;
 use scandaq_decoders::petsys::{FrameScanner, HitFields, encode_frame};
-use scandaq_decoders::transport::{FLAG_END_OF_STREAM, HEADER_LEN, encode_packet, payload_format};
+use scandaq_decoders::transport::{
+    FLAG_END_OF_STREAM, FLAG_START_OF_STREAM, HEADER_LEN, encode_packet, payload_format,
+};
 use serde::{Deserialize, Serialize};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -110,6 +120,10 @@ pub struct Faults {
     pub corrupt: f64,
     /// TCP only: cut the connection once, after this many packets on it.
     pub disconnect_after: Option<u64>,
+    /// Restart every board once, this many seconds of detector time into the run: sequence
+    /// numbers and frame counter from 0 again, start-of-stream flag on the first packet.
+    #[serde(default)]
+    pub restart_at_s: Option<f64>,
 }
 
 /// A streaming run.
@@ -176,6 +190,9 @@ pub struct FaultCounts {
     pub disconnect_lost_packets: u64,
     /// Hits in them.
     pub disconnect_lost_hits: u64,
+    /// Board restarts (sequence and frame counter from 0 again).
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 impl FaultCounts {
@@ -190,6 +207,7 @@ impl FaultCounts {
         self.disconnects += o.disconnects;
         self.disconnect_lost_packets += o.disconnect_lost_packets;
         self.disconnect_lost_hits += o.disconnect_lost_hits;
+        self.restarts += o.restarts;
     }
 
     /// Packets a receiver never gets intact (lost, corrupted or cut).
@@ -281,6 +299,8 @@ struct Packer<'e> {
     max_payload: usize,
     emit: &'e mut Emit<'e>,
     stopped: bool,
+    /// Frame IDs are sent relative to this one (the first frame after a restart).
+    frame_base: u64,
 }
 
 impl Packer<'_> {
@@ -292,6 +312,7 @@ impl Packer<'_> {
 
     fn add_frame(&mut self, b: usize, frame_id: u64, lossy: bool, words: &[u64], slice: u64) {
         let frame_bytes = 16 + 8 * words.len();
+        let frame_id = frame_id.wrapping_sub(self.frame_base);
         let board = &self.boards[b];
         if !board.payload.is_empty() && board.payload.len() + frame_bytes > self.max_payload {
             self.flush(b);
@@ -312,13 +333,14 @@ impl Packer<'_> {
             return;
         }
         let source_id = board.summary.source_id;
+        let start = board.seq == 0;
         let mut packet = Vec::with_capacity(HEADER_LEN + board.payload.len());
         encode_packet(
             &mut packet,
             payload_format::PETSYS_TOFPET2,
             source_id,
             board.seq,
-            0,
+            if start { FLAG_START_OF_STREAM } else { 0 },
             &board.payload,
             true,
         );
@@ -331,6 +353,8 @@ impl Packer<'_> {
 
         let f = &self.faults;
         let u = self.rng.uniform();
+        // The start packet is never faulted (1.0 is above every threshold).
+        let u = if start { 1.0 } else { u };
         let lose = f.lose_packets;
         let corrupt = lose + f.corrupt;
         let duplicate = corrupt + f.duplicate;
@@ -367,7 +391,7 @@ impl Packer<'_> {
             board.held = Some((packet, hits));
             return;
         } else {
-            let cuttable = board.held.is_none();
+            let cuttable = board.held.is_none() && !start;
             self.send(out(&packet, cuttable));
         }
         if let Some((late, late_hits)) = self.boards[b].held.take() {
@@ -381,23 +405,41 @@ impl Packer<'_> {
         }
     }
 
+    /// Flushes board `b`'s pending frames and sends a held packet in order.
+    fn flush_all(&mut self, b: usize) {
+        self.flush(b);
+        let board = &mut self.boards[b];
+        let source_id = board.summary.source_id;
+        if let Some((late, hits)) = board.held.take() {
+            // Nothing intact followed it: it goes out in order, so it was not reordered.
+            board.summary.faults.reordered_packets -= 1;
+            self.send(Out {
+                source_id,
+                bytes: &late,
+                hits,
+                end_of_stream: false,
+                cuttable: false,
+            });
+        }
+    }
+
+    /// Restarts every board: what it has goes out, then `seq` from 0 and frame IDs relative
+    /// to `first_frame`.
+    fn restart(&mut self, first_frame: u64) {
+        for b in 0..self.boards.len() {
+            self.flush_all(b);
+            let board = &mut self.boards[b];
+            board.seq = 0;
+            board.summary.faults.restarts += 1;
+        }
+        self.frame_base = first_frame;
+    }
+
     /// Flushes every board, releases held packets in order and sends the end-of-stream markers.
     fn finish(&mut self) {
         for b in 0..self.boards.len() {
-            self.flush(b);
-            let board = &mut self.boards[b];
-            let source_id = board.summary.source_id;
-            if let Some((late, hits)) = board.held.take() {
-                // Nothing intact followed it: it goes out in order, so it was not reordered.
-                board.summary.faults.reordered_packets -= 1;
-                self.send(Out {
-                    source_id,
-                    bytes: &late,
-                    hits,
-                    end_of_stream: false,
-                    cuttable: false,
-                });
-            }
+            self.flush_all(b);
+            let source_id = self.boards[b].summary.source_id;
             let board = &mut self.boards[b];
             let mut eos = Vec::with_capacity(HEADER_LEN);
             encode_packet(
@@ -405,7 +447,12 @@ impl Packer<'_> {
                 payload_format::PETSYS_TOFPET2,
                 source_id,
                 board.seq,
-                FLAG_END_OF_STREAM,
+                FLAG_END_OF_STREAM
+                    | if board.seq == 0 {
+                        FLAG_START_OF_STREAM
+                    } else {
+                        0
+                    },
                 &[],
                 true,
             );
@@ -459,6 +506,15 @@ fn validate(config: &StreamConfig) -> Result<(), SimError> {
                 name,
                 p,
                 "must be a probability per packet in [0, 1)",
+            ));
+        }
+    }
+    if let Some(t) = f.restart_at_s {
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(SimError::config(
+                "restart_at_s",
+                t,
+                "must be a time in seconds of detector time, >= 0",
             ));
         }
     }
@@ -550,6 +606,7 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
         max_payload: config.max_packet_bytes - HEADER_LEN,
         emit,
         stopped: false,
+        frame_base: 0,
     };
     let boards = config.boards as usize;
     let started = Instant::now();
@@ -604,6 +661,7 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
         });
 
         let mut first_t: Option<i64> = None;
+        let mut restart_due = config.faults.restart_at_s;
         let mut spans = Vec::new();
         let mut words: Vec<Vec<u64>> = vec![Vec::new(); boards];
         for (slice_no, slice) in (0u64..).zip(slice_rx.iter()) {
@@ -611,6 +669,14 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
             let frames = &slice.frames;
             spans.clear();
             FrameScanner::new().scan(frames, true, &mut spans);
+            if let (Some(at), Some(a), Some(t), Some(span)) =
+                (restart_due, first_t, slice.first_t, spans.first())
+            {
+                if (t - a) as f64 * 1e-12 >= at {
+                    packer.restart(span.frame);
+                    restart_due = None;
+                }
+            }
             for span in &spans {
                 for w in words.iter_mut() {
                     w.clear();

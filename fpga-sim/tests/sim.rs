@@ -839,6 +839,7 @@ mod streaming {
             reorder: 0.2,
             corrupt: 0.1,
             disconnect_after: None,
+            restart_at_s: None,
         });
         assert!(f.lost_packets > 0 && f.duplicated_packets > 0, "{f:?}");
         assert!(f.reordered_packets > 0 && f.corrupted_packets > 0, "{f:?}");

@@ -483,6 +483,12 @@ impl App {
             }
         }
         for inp in &now.inputs {
+            let warned = prev
+                .and_then(|p| p.inputs.iter().find(|i| i.label == inp.label))
+                .map_or(0, |i| i.warnings.len());
+            for w in inp.warnings.iter().skip(warned) {
+                self.log(t, Level::Warn, w.clone());
+            }
             for b in &inp.boards {
                 let was_ended = prev
                     .and_then(|p| p.inputs.iter().find(|i| i.label == inp.label))

@@ -72,6 +72,7 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
             ring_blocked_ms: 0,
             kernel_drops: 0,
             boards: vec![board(0, 2), board(1, 2)],
+            warnings: vec![],
         }],
         boards_decoded: vec![
             BoardDecodeSnapshot {

@@ -97,6 +97,7 @@ fn main() {
             allow: vec![],
             policy: OverflowPolicy::Block,
             ring_chunks: 64,
+            ingest: Default::default(),
         }],
         out_dir: tmp.path().join("runs"),
         limits: RunLimits::default(),

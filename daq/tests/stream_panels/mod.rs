@@ -36,6 +36,7 @@ fn acquire(archive: &Path, out: &Path, streams: StreamSettings) -> StatsSnapshot
             allow: vec![],
             policy: OverflowPolicy::Block,
             ring_chunks: 64,
+            ingest: Default::default(),
         }],
         out_dir: out.to_path_buf(),
         limits: RunLimits {
