@@ -373,7 +373,8 @@ impl FrameScanner {
                 break;
             }
             let mut frame_id = h.frame_id;
-            let in_sequence = matches!(self.last_frame_id, Some(last) if ahead(last, frame_id) == 1);
+            let in_sequence =
+                matches!(self.last_frame_id, Some(last) if ahead(last, frame_id) == 1);
             if !in_sequence {
                 let next = match Self::check(buf, end) {
                     HeaderCheck::Frame(n) => Some(n),
@@ -384,11 +385,9 @@ impl FrameScanner {
                 };
                 let mut verdict =
                     judge_frame_id(self.last_frame_id, frame_id, next.map(|n| n.frame_id));
-                if let (None, Some(n), false) = (
-                    self.last_frame_id,
-                    next,
-                    verdict == FrameIdVerdict::Accept,
-                ) {
+                if let (None, Some(n), false) =
+                    (self.last_frame_id, next, verdict == FrameIdVerdict::Accept)
+                {
                     // A first frame and its successor disagree: the frame after them decides
                     // which one is the outlier.
                     let end2 = end + 16 + 8 * n.n_hits as usize;
@@ -598,7 +597,10 @@ mod tests {
             Repair((1 << 20) + 4)
         );
         // A jump that the next frame confirms is believed, forward or back.
-        assert_eq!(judge_frame_id(Some(10), 1 << 30, Some((1 << 30) + 2)), Accept);
+        assert_eq!(
+            judge_frame_id(Some(10), 1 << 30, Some((1 << 30) + 2)),
+            Accept
+        );
         assert_eq!(judge_frame_id(Some(1 << 30), 7, Some(8)), Accept);
         // The next frame is the odd one: keep this one.
         assert_eq!(judge_frame_id(Some(10), 12, Some(1 << 34 | 3)), Accept);
@@ -631,7 +633,11 @@ mod tests {
                 let got: Vec<u64> = spans.iter().map(|f| f.frame).collect();
                 let dropped = s.losses.get("corrupt_frame_id");
                 let repaired = s.losses.get("repaired_frame_id");
-                assert_eq!(s.hits + s.losses.get("corrupt_frame_id_hits"), total, "{what}");
+                assert_eq!(
+                    s.hits + s.losses.get("corrupt_frame_id_hits"),
+                    total,
+                    "{what}"
+                );
                 assert!(got.windows(2).all(|w| w[0] < w[1]), "{what}");
                 assert!(dropped + repaired <= 2, "{what}");
                 if victim < 2 || victim + 1 == ids.len() {

@@ -41,13 +41,12 @@ struct Sim {
 
 /// `fpga-sim` beside the `scandaq` binary (built by `cargo test --workspace`, as CI runs).
 fn fpga_sim_exe() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_scandaq")).with_file_name(format!(
-        "fpga-sim{}",
-        std::env::consts::EXE_SUFFIX
-    ))
+    Path::new(env!("CARGO_BIN_EXE_scandaq"))
+        .with_file_name(format!("fpga-sim{}", std::env::consts::EXE_SUFFIX))
 }
 
-/// The bench preset, 1 s at 1 M hits/s, written once by the `fpga-sim` binary.
+/// The bench preset, 1 s at 1 M hits/s, frame IDs crossing the 36-bit wrap mid-file, written
+/// once by the `fpga-sim` binary.
 fn sim() -> &'static Sim {
     static SIM: OnceLock<Sim> = OnceLock::new();
     SIM.get_or_init(|| {
@@ -57,7 +56,7 @@ fn sim() -> &'static Sim {
         if exe.is_file() {
             let out = std::process::Command::new(&exe)
                 .args(["--preset", "bench", "--duration", "1s", "--rate", "1M"])
-                .args(["--seed", "13", "--out", dir.to_str().unwrap()])
+                .args(["--seed", "13", "--near-wrap", "--out", dir.to_str().unwrap()])
                 .output()
                 .unwrap();
             assert!(
@@ -78,7 +77,8 @@ fn sim() -> &'static Sim {
                     duration_s: 1.0,
                     hit_rate_hz: 1e6,
                     ..Default::default()
-                },
+                }
+                .near_wrap(),
                 &dir,
             )
             .unwrap();
@@ -341,7 +341,10 @@ fn every_header_bit_of_sampled_frames_keeps_99_percent_of_the_hits() {
     let end = frames[cut - 1].off + 16 + 8 * frames[cut - 1].n as usize;
     let bytes = &s.bytes[..end];
     let base = replay_in_process(bytes, tmp.path());
-    assert!(base.rows > 190_000 && base.loss("corrupt_frame_id") == 0, "{base:?}");
+    assert!(
+        base.rows > 190_000 && base.loss("corrupt_frame_id") == 0,
+        "{base:?}"
+    );
     let picks = [0, 1, cut / 2, cut - 2, cut - 1];
     let mut cases = 0;
     for &k in &picks {
