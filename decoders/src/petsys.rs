@@ -242,6 +242,9 @@ pub struct FrameScanner {
     unwrapper: FrameUnwrapper,
     last_frame_id: Option<u64>,
     pending_lost_run: Option<u64>,
+    /// A resynchronisation was still under way at the end of the last buffer (its bad header
+    /// is already counted).
+    resyncing: bool,
     /// Named counts of what could not be used.
     pub losses: LossCounts,
     /// Data frames accepted.
@@ -350,7 +353,7 @@ impl FrameScanner {
     /// frame are counted as truncated and consumed.
     pub fn scan(&mut self, buf: &[u8], eof: bool, spans: &mut Vec<FrameSpan>) -> usize {
         let mut off = 0usize;
-        let mut resyncing_from: Option<usize> = None;
+        let mut resyncing_from: Option<usize> = self.resyncing.then_some(0);
         loop {
             let h = match Self::check(buf, off) {
                 HeaderCheck::NeedMore => break,
@@ -452,9 +455,10 @@ impl FrameScanner {
         }
         if let Some(from) = resyncing_from {
             // Everything from the bad header up to here is skipped; keep scanning later from
-            // `off` (a possible partial header is kept for the next call).
+            // `off` (a possible partial header is kept for the next call), still resyncing.
             self.losses.add("resync_skipped_bytes", (off - from) as u64);
         }
+        self.resyncing = resyncing_from.is_some() && !eof;
         if eof && off < buf.len() {
             self.losses.add("truncated_frame", 1);
             self.losses.add("truncated_bytes", (buf.len() - off) as u64);

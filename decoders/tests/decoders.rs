@@ -148,7 +148,8 @@ proptest! {
         // value means mixed).
         if bytes.len() >= 64 {
             let mut b = bytes.clone();
-            b[0..8].copy_from_slice(&(200_000_000u64 | u64::from(b[4] & 1) << 32).to_le_bytes());
+            let qdc = u64::from(b[4] & 1);
+            b[0..8].copy_from_slice(&(200_000_000u64 | qdc << 32).to_le_bytes());
             b[16..24].fill(0);
             b[40..64].fill(0);
             let h = RawfHeader::parse(&b).unwrap();
