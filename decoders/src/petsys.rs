@@ -395,12 +395,11 @@ impl FrameScanner {
                     // which one is the outlier.
                     let end2 = end + 16 + 8 * n.n_hits as usize;
                     match Self::check(buf, end2) {
-                        HeaderCheck::Frame(n2) => {
+                        HeaderCheck::Frame(n2)
                             if is_shortly_after(frame_id, n2.frame_id)
-                                && !is_shortly_after(n.frame_id, n2.frame_id)
-                            {
-                                verdict = FrameIdVerdict::Accept;
-                            }
+                                && !is_shortly_after(n.frame_id, n2.frame_id) =>
+                        {
+                            verdict = FrameIdVerdict::Accept;
                         }
                         HeaderCheck::NeedMore if !eof => break,
                         _ => {}
@@ -621,7 +620,7 @@ mod tests {
         // Across the 36-bit wrap.
         let top = FRAME_ID_MASK;
         assert_eq!(judge_frame_id(Some(top - 1), top, Some(0)), Accept);
-        assert_eq!(judge_frame_id(Some(top), 0 | 1 << 20, Some(1)), Repair(0));
+        assert_eq!(judge_frame_id(Some(top), 1 << 20, Some(1)), Repair(0));
     }
 
     #[test]
