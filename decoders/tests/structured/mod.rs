@@ -631,3 +631,92 @@ proptest! {
         prop_assert!(decode_packet(&pkt[..cut]).is_err());
     }
 }
+
+/// The third-party PETsys raw file (`../shared/data/petsys-peer/`, written by a generator
+/// independent of scandaq, with gaps where frames had no hits): the plausibility rules take
+/// every frame as it is, and one flipped bit in a sample of its frame headers costs at most
+/// that frame, counted.
+mod third_party {
+    use super::*;
+
+    fn peer_rawf() -> Vec<u8> {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/petsys-peer/run.rawf");
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "third-party fixture {} is missing ({e}): it must sit at ../shared/data/petsys-peer/ \
+                 beside the workspace (CI provides it)",
+                path.display()
+            )
+        })
+    }
+
+    /// (offset, frame ID, hits) of each frame, from the header fields alone.
+    fn walk(frames: &[u8]) -> Vec<(usize, u64, u64)> {
+        let word = |o: usize| u64::from_le_bytes(frames[o..o + 8].try_into().unwrap());
+        let mut v = Vec::new();
+        let mut off = 0;
+        while off < frames.len() {
+            let n = word(off + 8) & 0x7fff;
+            v.push((off, word(off) & ID_MASK, n));
+            off += 16 + 8 * n as usize;
+        }
+        assert_eq!(off, frames.len());
+        v
+    }
+
+    #[test]
+    fn peer_file_passes_the_frame_id_rules_untouched() {
+        let bytes = peer_rawf();
+        let frames = &bytes[RAWF_HEADER_LEN..];
+        let table = walk(frames);
+        let (s, out) = scan_pieces(frames, &[frames.len() / 3]);
+        assert!(s.losses.is_empty(), "{}", s.losses.summary());
+        assert_eq!((s.frames, s.hits), (3901, 20_000));
+        let gaps = table.windows(2).filter(|w| w[1].1 != w[0].1 + 1).count();
+        assert!(gaps > 0, "the file has gaps between frame IDs");
+        let ids: Vec<u64> = out.iter().map(|f| f.id).collect();
+        assert_eq!(ids, table.iter().map(|t| t.1).collect::<Vec<_>>());
+        // `run.idxf` says frames 1000..4906.
+        assert_eq!(s.frame_range, Some((1000, 4906)));
+    }
+
+    #[test]
+    fn one_flipped_bit_in_peer_frame_headers_costs_at_most_that_frame() {
+        let bytes = peer_rawf();
+        let frames = &bytes[RAWF_HEADER_LEN..];
+        let table = walk(frames);
+        let mut seed = 7u64;
+        for _ in 0..24 {
+            let k = (splitmix(&mut seed) % table.len() as u64) as usize;
+            let (off, id, n) = table[k];
+            for bit in 0..128 {
+                let mut m = frames.to_vec();
+                m[off + bit / 8] ^= 1 << (bit % 8);
+                let (s, out) = scan_pieces(&m, &[]);
+                let what = format!("frame {k} (id {id}) bit {bit}: {}", s.losses.summary());
+                let hits: u64 = out.iter().map(|f| f.hits.len() as u64).sum();
+                assert!(hits + n >= 20_000, "{what}");
+                let frames_out: Vec<u64> = out.iter().map(|f| f.frame).collect();
+                assert!(frames_out.windows(2).all(|w| w[0] < w[1]), "{what}");
+                if bit < 36 {
+                    assert_eq!(
+                        hits + s.losses.get("corrupt_frame_id_hits"),
+                        20_000,
+                        "{what}"
+                    );
+                    let flipped = id ^ (1 << bit);
+                    if k > 0 && k + 1 < table.len() {
+                        let (p, nx) = (table[k - 1].1, table[k + 1].1);
+                        let between = ahead(p, flipped) > 0 && ahead(p, flipped) < ahead(p, nx);
+                        let counted =
+                            s.losses.get("corrupt_frame_id") + s.losses.get("repaired_frame_id");
+                        assert_eq!(counted == 0, between, "{what}");
+                    }
+                } else if bit != 79 && bit != 80 {
+                    assert!(s.losses.get("bad_frame_header") >= 1, "{what}");
+                }
+            }
+        }
+    }
+}
