@@ -1,5 +1,7 @@
 //! `scandaq inspect FILE`: a summary of a PETsys `.rawf`, a scandaq Parquet file or a run
-//! directory (format, counts, time span, losses), without calibration.
+//! directory (format, counts, time span, losses), without calibration. A `.rawf` is scanned
+//! with the replay's [`FrameScanner`], so its losses carry the replay's reason names and counts
+//! (frame IDs judged, repaired or dropped the same way).
 
 use anyhow::{Context, Result, bail};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -172,6 +174,12 @@ fn inspect_rawf(path: &Path) -> Result<()> {
             (b - a + 1) as f64 * 1024.0 * period * 1e-12
         );
     }
-    println!("  losses: {}", scanner.losses.summary());
+    // The frame scanner is the replay's: these are the reasons and counts a replay of this
+    // file records, before calibration and time ordering.
+    println!(
+        "  losses: {} (frame scanning, as a replay counts them; calibration and time-order \
+         losses need a replay)",
+        scanner.losses.summary()
+    );
     Ok(())
 }

@@ -3394,3 +3394,6 @@ mod us;
 mod lifecycle;
 #[path = "stream_panels/mod.rs"]
 mod stream_panels;
+
+#[path = "faults_frames/mod.rs"]
+mod faults_frames;

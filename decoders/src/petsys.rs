@@ -1,7 +1,8 @@
 //! PETsys TOFPET2 frames and hit words (docs/formats.md §2): field extraction, the +27 mod 1024
 //! fine-code fix-up, frame encoding, and [`FrameScanner`], which walks a byte stream of frames
-//! (file or packet payloads) frame by frame, unwraps frame IDs, and counts every frame and byte
-//! it cannot use under a named reason.
+//! (file or packet payloads) frame by frame, checks each frame ID against its neighbours
+//! ([`judge_frame_id`]), unwraps frame IDs, and counts every frame and byte it cannot use under
+//! a named reason.
 
 use scandaq_core::{FrameUnwrapper, LossCounts};
 
@@ -15,6 +16,127 @@ pub const LOST_DATA_MASK: u64 = 0x18000;
 pub const SYNTHETIC_LOST_WORD1: u64 = 1 << 16;
 /// Largest frame the scanner accepts, in words (frameSize is 15 bits).
 pub const MAX_FRAME_WORDS: u64 = (1 << 15) - 1;
+/// A frame ID counts as "after" another when it is 1 to `2^35 - 1` frames ahead (mod 2^36).
+const HALF_RANGE: u64 = 1 << 35;
+/// Largest forward step (frames, ~86 s at 200 MHz) believed on the word of one neighbour
+/// alone: a jump confirmed only by the previous frame or only by the next one.
+pub const MAX_UNCONFIRMED_STEP: u64 = 1 << 24;
+
+/// Frames from `from` forward to `to`, modulo the 36-bit counter (0..2^36).
+#[inline(always)]
+fn ahead(from: u64, to: u64) -> u64 {
+    to.wrapping_sub(from) & FRAME_ID_MASK
+}
+
+/// `to` comes after `from` (1 to 2^35 - 1 frames ahead).
+#[inline(always)]
+fn is_after(from: u64, to: u64) -> bool {
+    let d = ahead(from, to);
+    d != 0 && d < HALF_RANGE
+}
+
+/// `to` comes after `from` by at most [`MAX_UNCONFIRMED_STEP`].
+#[inline(always)]
+fn is_shortly_after(from: u64, to: u64) -> bool {
+    let d = ahead(from, to);
+    d != 0 && d <= MAX_UNCONFIRMED_STEP
+}
+
+/// What the scanner does with a frame ID, given its neighbours (see [`judge_frame_id`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameIdVerdict {
+    /// The ID fits: use it.
+    Accept,
+    /// The ID does not fit but its neighbours say what it was: use this ID instead
+    /// (counted `repaired_frame_id`).
+    Repair(u64),
+    /// The ID does not fit and cannot be repaired: drop the frame (counted `corrupt_frame_id`,
+    /// its hits `corrupt_frame_id_hits`).
+    Drop,
+}
+
+/// The one frame ID strictly between `prev` and `next` that `cand` could have been before one
+/// corrupted bit, or the only slot between them; `None` when that is not unique.
+fn repair_between(prev: u64, cand: u64, next: u64) -> Option<u64> {
+    if ahead(prev, next) == 2 {
+        return Some((prev + 1) & FRAME_ID_MASK);
+    }
+    let mut found = None;
+    for bit in 0..36 {
+        let v = cand ^ (1 << bit);
+        if is_after(prev, v) && is_after(v, next) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(v);
+        }
+    }
+    found
+}
+
+/// Decides whether the frame ID `cand` fits between the last accepted frame ID `prev` and the
+/// ID of the frame that follows it, `next` (`None` at either end of the input or when the next
+/// header is unusable). Frame IDs of one stream increase strictly (frames with no hits may be
+/// missing, so steps larger than 1 are normal); a corrupted ID shows up as a frame that does
+/// not come between its neighbours. The rules, in order:
+///
+/// 1. `prev < cand < next`: accept (an ID that is wrong but still between its neighbours
+///    cannot be told from a real gap; its hits keep a time off by less than the gap).
+/// 2. `prev < next` with room between them: `cand` is the outlier. Repair it when exactly one
+///    value fits (the only slot between the neighbours, or the only single-bit change of
+///    `cand` that lands between them), else drop it.
+/// 3. `cand < next` within [`MAX_UNCONFIRMED_STEP`]: the stream really jumped (the next frame
+///    confirms it): accept.
+/// 4. `prev < cand` within [`MAX_UNCONFIRMED_STEP`]: the next frame is the odd one: accept.
+/// 5. Otherwise drop.
+///
+/// A frame ID equal to `prev` is repaired as in 2 or dropped.
+///
+/// With only one neighbour the ID is accepted when it is within [`MAX_UNCONFIRMED_STEP`] of
+/// it; a first frame whose next frame disagrees is repaired to `next - 1` when one bit
+/// explains the difference.
+pub fn judge_frame_id(prev: Option<u64>, cand: u64, next: Option<u64>) -> FrameIdVerdict {
+    use FrameIdVerdict::{Accept, Drop, Repair};
+    match (prev, next) {
+        // A repeated frame ID is never believed as such (a stream's IDs increase strictly).
+        (Some(p), Some(n)) if cand == p => {
+            if is_after(p, n) && ahead(p, n) >= 2 {
+                repair_between(p, cand, n).map_or(Drop, Repair)
+            } else {
+                Drop
+            }
+        }
+        (Some(p), Some(n)) => {
+            if is_after(p, cand) && is_after(cand, n) {
+                Accept
+            } else if is_after(p, n) && ahead(p, n) >= 2 {
+                repair_between(p, cand, n).map_or(Drop, Repair)
+            } else if is_shortly_after(cand, n) || is_shortly_after(p, cand) {
+                Accept
+            } else {
+                Drop
+            }
+        }
+        (Some(p), None) => {
+            if is_shortly_after(p, cand) {
+                Accept
+            } else {
+                Drop
+            }
+        }
+        (None, Some(n)) => {
+            let before_next = n.wrapping_sub(1) & FRAME_ID_MASK;
+            if is_shortly_after(cand, n) {
+                Accept
+            } else if (cand ^ before_next).is_power_of_two() {
+                Repair(before_next)
+            } else {
+                Drop
+            }
+        }
+        (None, None) => Accept,
+    }
+}
 
 /// The fields of one hit word, fine codes already fixed up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,21 +228,32 @@ pub struct FrameSpan {
 /// Counters (in [`FrameScanner::losses`]): `frontend_lost_frames` (frames flagged by the
 /// front-end plus frames covered by synthetic lost-frame headers), `bad_frame_header` (headers
 /// that fail the consistency checks), `resync_skipped_bytes`, `truncated_frame` and
-/// `truncated_bytes` (a partial frame at end of input). Counts of good frames and hits are
-/// in [`FrameScanner::frames`] and [`FrameScanner::hits`].
+/// `truncated_bytes` (a partial frame at end of input), `corrupt_frame_id` and
+/// `corrupt_frame_id_hits` (frames dropped because their ID does not fit their neighbours, and
+/// their hits), `repaired_frame_id` (frames whose ID did not fit but was restored from the
+/// neighbours; their hits are kept). Counts of good frames and hits are in
+/// [`FrameScanner::frames`] and [`FrameScanner::hits`].
+///
+/// A frame whose ID is not the previous one + 1 is judged by [`judge_frame_id`] against the
+/// next frame's header, so such a frame waits (unconsumed) until the next header has arrived
+/// or the input ends.
 #[derive(Debug, Default)]
 pub struct FrameScanner {
     unwrapper: FrameUnwrapper,
     last_frame_id: Option<u64>,
     pending_lost_run: Option<u64>,
+    /// A resynchronisation was still under way at the end of the last buffer (its bad header
+    /// is already counted).
+    resyncing: bool,
     /// Named counts of what could not be used.
     pub losses: LossCounts,
     /// Data frames accepted.
     pub frames: u64,
     /// Hit words in accepted frames.
     pub hits: u64,
-    /// Bytes of accepted frames and synthetic lost-frame headers. Together with
-    /// `resync_skipped_bytes` and `truncated_bytes` this accounts for every byte scanned.
+    /// Bytes of whole frames (accepted, or dropped for their frame ID) and synthetic lost-frame
+    /// headers. Together with `resync_skipped_bytes` and `truncated_bytes` this accounts for
+    /// every byte scanned.
     pub frame_bytes: u64,
     /// Byte position of the stream start of the current buffer (for error messages).
     pub stream_offset: u64,
@@ -134,16 +267,19 @@ fn word_at(buf: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
+/// A header that passed the format checks.
+#[derive(Clone, Copy)]
+struct Header {
+    frame_id: u64,
+    n_hits: u64,
+    lossy: bool,
+    /// A synthetic lost-frame header (no hits).
+    lost_run: bool,
+}
+
 /// Result of checking the header at one position.
 enum HeaderCheck {
-    Data {
-        frame_id: u64,
-        n_hits: u64,
-        lossy: bool,
-    },
-    LostRun {
-        first: u64,
-    },
+    Frame(Header),
     Bad,
     NeedMore,
 }
@@ -159,6 +295,7 @@ impl FrameScanner {
         self.unwrapper.wraps()
     }
 
+    #[inline(always)]
     fn check(buf: &[u8], off: usize) -> HeaderCheck {
         let (Some(w0), Some(w1)) = (word_at(buf, off), word_at(buf, off + 8)) else {
             return HeaderCheck::NeedMore;
@@ -170,16 +307,22 @@ impl FrameScanner {
             return HeaderCheck::Bad;
         }
         if size == 2 && w1 == SYNTHETIC_LOST_WORD1 {
-            return HeaderCheck::LostRun { first: frame_id };
+            return HeaderCheck::Frame(Header {
+                frame_id,
+                n_hits: 0,
+                lossy: false,
+                lost_run: true,
+            });
         }
         if size < 2 || size != n_hits + 2 {
             return HeaderCheck::Bad;
         }
-        HeaderCheck::Data {
+        HeaderCheck::Frame(Header {
             frame_id,
             n_hits,
             lossy: w1 & LOST_DATA_MASK != 0,
-        }
+            lost_run: false,
+        })
     }
 
     /// Whether a header that passes the format checks also fits the frame sequence (used
@@ -210,9 +353,9 @@ impl FrameScanner {
     /// frame are counted as truncated and consumed.
     pub fn scan(&mut self, buf: &[u8], eof: bool, spans: &mut Vec<FrameSpan>) -> usize {
         let mut off = 0usize;
-        let mut resyncing_from: Option<usize> = None;
+        let mut resyncing_from: Option<usize> = self.resyncing.then_some(0);
         loop {
-            match Self::check(buf, off) {
+            let h = match Self::check(buf, off) {
                 HeaderCheck::NeedMore => break,
                 HeaderCheck::Bad => {
                     if resyncing_from.is_none() {
@@ -220,65 +363,101 @@ impl FrameScanner {
                         resyncing_from = Some(off);
                     }
                     off += 8;
+                    continue;
                 }
-                HeaderCheck::LostRun { first } => {
-                    if resyncing_from.is_some() && !self.plausible_next(first) {
-                        off += 8;
+                HeaderCheck::Frame(h) => h,
+            };
+            if resyncing_from.is_some() && !self.plausible_next(h.frame_id) {
+                off += 8;
+                continue;
+            }
+            let end = off + 16 + 8 * h.n_hits as usize;
+            if end > buf.len() {
+                break;
+            }
+            let mut frame_id = h.frame_id;
+            let in_sequence =
+                matches!(self.last_frame_id, Some(last) if ahead(last, frame_id) == 1);
+            if !in_sequence {
+                let next = match Self::check(buf, end) {
+                    HeaderCheck::Frame(n) => Some(n),
+                    HeaderCheck::Bad => None,
+                    HeaderCheck::NeedMore if eof => None,
+                    // Decide when the next header is here.
+                    HeaderCheck::NeedMore => break,
+                };
+                let mut verdict =
+                    judge_frame_id(self.last_frame_id, frame_id, next.map(|n| n.frame_id));
+                if let (None, Some(n), false) =
+                    (self.last_frame_id, next, verdict == FrameIdVerdict::Accept)
+                {
+                    // A first frame and its successor disagree: the frame after them decides
+                    // which one is the outlier.
+                    let end2 = end + 16 + 8 * n.n_hits as usize;
+                    match Self::check(buf, end2) {
+                        HeaderCheck::Frame(n2)
+                            if is_shortly_after(frame_id, n2.frame_id)
+                                && !is_shortly_after(n.frame_id, n2.frame_id) =>
+                        {
+                            verdict = FrameIdVerdict::Accept;
+                        }
+                        HeaderCheck::NeedMore if !eof => break,
+                        _ => {}
+                    }
+                }
+                match verdict {
+                    FrameIdVerdict::Accept => {}
+                    FrameIdVerdict::Repair(id) => {
+                        self.losses.add("repaired_frame_id", 1);
+                        frame_id = id;
+                    }
+                    FrameIdVerdict::Drop => {
+                        if let Some(from) = resyncing_from.take() {
+                            self.losses.add("resync_skipped_bytes", (off - from) as u64);
+                        }
+                        self.losses.add("corrupt_frame_id", 1);
+                        self.losses.add("corrupt_frame_id_hits", h.n_hits);
+                        self.frame_bytes += (end - off) as u64;
+                        off = end;
                         continue;
                     }
-                    if let Some(from) = resyncing_from.take() {
-                        self.losses.add("resync_skipped_bytes", (off - from) as u64);
-                    }
-                    self.close_lost_run(Some(first));
-                    self.pending_lost_run = Some(first);
-                    self.last_frame_id = Some(first);
-                    self.frame_bytes += 16;
-                    off += 16;
-                }
-                HeaderCheck::Data {
-                    frame_id,
-                    n_hits,
-                    lossy,
-                } => {
-                    if resyncing_from.is_some() && !self.plausible_next(frame_id) {
-                        off += 8;
-                        continue;
-                    }
-                    let end = off + 16 + 8 * n_hits as usize;
-                    if end > buf.len() {
-                        break;
-                    }
-                    if let Some(from) = resyncing_from.take() {
-                        self.losses.add("resync_skipped_bytes", (off - from) as u64);
-                    }
-                    self.close_lost_run(Some(frame_id));
-                    if lossy {
-                        self.losses.add("frontend_lost_frames", 1);
-                    }
-                    let frame = self.unwrapper.unwrap(frame_id);
-                    self.last_frame_id = Some(frame_id);
-                    self.frame_range = Some(match self.frame_range {
-                        None => (frame, frame),
-                        Some((a, b)) => (a.min(frame), b.max(frame)),
-                    });
-                    self.frames += 1;
-                    self.hits += n_hits;
-                    self.frame_bytes += (end - off) as u64;
-                    spans.push(FrameSpan {
-                        hits_offset: off + 16,
-                        n_hits: n_hits as u32,
-                        frame,
-                        lossy,
-                    });
-                    off = end;
                 }
             }
+            if let Some(from) = resyncing_from.take() {
+                self.losses.add("resync_skipped_bytes", (off - from) as u64);
+            }
+            self.close_lost_run(Some(frame_id));
+            self.last_frame_id = Some(frame_id);
+            self.frame_bytes += (end - off) as u64;
+            if h.lost_run {
+                self.pending_lost_run = Some(frame_id);
+                off = end;
+                continue;
+            }
+            if h.lossy {
+                self.losses.add("frontend_lost_frames", 1);
+            }
+            let frame = self.unwrapper.unwrap(frame_id);
+            self.frame_range = Some(match self.frame_range {
+                None => (frame, frame),
+                Some((a, b)) => (a.min(frame), b.max(frame)),
+            });
+            self.frames += 1;
+            self.hits += h.n_hits;
+            spans.push(FrameSpan {
+                hits_offset: off + 16,
+                n_hits: h.n_hits as u32,
+                frame,
+                lossy: h.lossy,
+            });
+            off = end;
         }
         if let Some(from) = resyncing_from {
             // Everything from the bad header up to here is skipped; keep scanning later from
-            // `off` (a possible partial header is kept for the next call).
+            // `off` (a possible partial header is kept for the next call), still resyncing.
             self.losses.add("resync_skipped_bytes", (off - from) as u64);
         }
+        self.resyncing = resyncing_from.is_some() && !eof;
         if eof && off < buf.len() {
             self.losses.add("truncated_frame", 1);
             self.losses.add("truncated_bytes", (buf.len() - off) as u64);
@@ -368,11 +547,134 @@ mod tests {
     fn scanner_keeps_partial_frame_for_next_call() {
         let mut buf = Vec::new();
         encode_frame(&mut buf, 5, false, &[1, 2, 3]);
+        encode_frame(&mut buf, 6, false, &[4]);
+        let first = 16 + 3 * 8;
         let mut s = FrameScanner::new();
         let mut spans = Vec::new();
         assert_eq!(s.scan(&buf[..20], false, &mut spans), 0);
         assert!(spans.is_empty() && s.losses.is_empty());
-        assert_eq!(s.scan(&buf, false, &mut spans), buf.len());
+        // A first frame waits for its successor's header to be judged.
+        assert_eq!(s.scan(&buf[..first + 8], false, &mut spans), 0);
+        assert_eq!(s.scan(&buf[..first + 16], false, &mut spans), first);
         assert_eq!(spans.len(), 1);
+        // The next one is in sequence: taken as soon as it is whole.
+        assert_eq!(s.scan(&buf[first..], false, &mut spans), buf.len() - first);
+        assert_eq!(spans.len(), 2);
+    }
+
+    /// Frames with the given IDs, frame k holding k+1 hits.
+    fn frames_with_ids(ids: &[u64]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (k, &id) in ids.iter().enumerate() {
+            let hits: Vec<u64> = (0..=k as u64).collect();
+            encode_frame(&mut buf, id, false, &hits);
+        }
+        buf
+    }
+
+    fn scan_all(buf: &[u8]) -> (FrameScanner, Vec<FrameSpan>) {
+        let mut s = FrameScanner::new();
+        let mut spans = Vec::new();
+        assert_eq!(s.scan(buf, true, &mut spans), buf.len());
+        (s, spans)
+    }
+
+    #[test]
+    fn judge_frame_id_rules() {
+        use FrameIdVerdict::{Accept, Drop, Repair};
+        // In sequence, and a real gap between agreeing neighbours.
+        assert_eq!(judge_frame_id(Some(10), 11, Some(12)), Accept);
+        assert_eq!(judge_frame_id(Some(10), 500, Some(501)), Accept);
+        // One flipped high bit: the only slot between the neighbours.
+        assert_eq!(judge_frame_id(Some(10), 11 | 1 << 30, Some(12)), Repair(11));
+        // Wider gap: the single-bit change that lands between the neighbours.
+        assert_eq!(judge_frame_id(Some(10), 13 | 1 << 33, Some(20)), Repair(13));
+        // Backwards (a set bit cleared).
+        assert_eq!(
+            judge_frame_id(Some(1 << 20), 5, Some((1 << 20) + 9)),
+            Repair((1 << 20) + 5)
+        );
+        assert_eq!(judge_frame_id(Some(3 << 20), 5, Some((3 << 20) + 9)), Drop);
+        assert_eq!(
+            judge_frame_id(Some((1 << 20) + 3), 4, Some((1 << 20) + 5)),
+            Repair((1 << 20) + 4)
+        );
+        // A jump that the next frame confirms is believed, forward or back.
+        assert_eq!(
+            judge_frame_id(Some(10), 1 << 30, Some((1 << 30) + 2)),
+            Accept
+        );
+        assert_eq!(judge_frame_id(Some(1 << 30), 7, Some(8)), Accept);
+        // The next frame is the odd one: keep this one.
+        assert_eq!(judge_frame_id(Some(10), 12, Some(1 << 34 | 3)), Accept);
+        assert_eq!(judge_frame_id(Some(10), 12, Some(11)), Accept);
+        // Nobody agrees.
+        assert_eq!(judge_frame_id(Some(10), 1 << 34, Some(5)), Drop);
+        // One neighbour only.
+        assert_eq!(judge_frame_id(Some(10), 15, None), Accept);
+        assert_eq!(judge_frame_id(Some(10), 11 | 1 << 30, None), Drop);
+        assert_eq!(judge_frame_id(None, 11 | 1 << 30, Some(12)), Repair(11));
+        assert_eq!(judge_frame_id(None, 3 << 30, Some(12)), Drop);
+        assert_eq!(judge_frame_id(None, 9, Some(12)), Accept);
+        assert_eq!(judge_frame_id(None, 9, None), Accept);
+        // Across the 36-bit wrap.
+        let top = FRAME_ID_MASK;
+        assert_eq!(judge_frame_id(Some(top - 1), top, Some(0)), Accept);
+        assert_eq!(judge_frame_id(Some(top), 1 << 20, Some(1)), Repair(0));
+    }
+
+    #[test]
+    fn one_flipped_frame_id_bit_never_drags_the_time_base() {
+        let ids: Vec<u64> = (100..110).collect();
+        let total: u64 = (1..=ids.len() as u64).sum();
+        for bit in 0..36 {
+            for victim in 0..ids.len() {
+                let mut bad = ids.clone();
+                bad[victim] ^= 1 << bit;
+                let (s, spans) = scan_all(&frames_with_ids(&bad));
+                let what = format!("bit {bit} frame {victim}: {}", s.losses.summary());
+                let got: Vec<u64> = spans.iter().map(|f| f.frame).collect();
+                let dropped = s.losses.get("corrupt_frame_id");
+                let repaired = s.losses.get("repaired_frame_id");
+                assert_eq!(
+                    s.hits + s.losses.get("corrupt_frame_id_hits"),
+                    total,
+                    "{what}"
+                );
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "{what}");
+                assert!(dropped + repaired <= 2, "{what}");
+                if victim < 2 || victim + 1 == ids.len() {
+                    // The first frames are judged with one neighbour, the last with none
+                    // after it: at most one frame is lost, the rest keep their IDs.
+                    assert!(dropped <= 1, "{what}");
+                    assert!(got.len() + 1 >= ids.len(), "{what}");
+                    continue;
+                }
+                // Inside, consecutive neighbours leave one slot: the frame is repaired.
+                assert_eq!((dropped, repaired), (0, 1), "{what}");
+                assert_eq!(got, ids, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_confirmed_jump_is_believed_and_a_suspect_frame_waits_for_its_successor() {
+        let ids = [5u64, 6, 1000, 1001, 1002];
+        let buf = frames_with_ids(&ids);
+        let (s, spans) = scan_all(&buf);
+        assert!(s.losses.is_empty(), "{}", s.losses.summary());
+        assert_eq!(spans.iter().map(|f| f.frame).collect::<Vec<_>>(), ids);
+        // Split right after the frame that jumps: it is held back until the next header.
+        let cut = 16 * 3 + 8 * (1 + 2 + 3);
+        let mut s = FrameScanner::new();
+        let mut spans = Vec::new();
+        let used = s.scan(&buf[..cut], false, &mut spans);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(used, 16 * 2 + 8 * 3);
+        // At the end of the input it is judged with the previous frame alone.
+        let mut s = FrameScanner::new();
+        let mut spans = Vec::new();
+        assert_eq!(s.scan(&buf[..cut], true, &mut spans), cut);
+        assert_eq!(spans.len(), 3);
     }
 }

@@ -147,7 +147,16 @@ pub fn decode_packet(bytes: &[u8]) -> Result<(TransportHeader, &[u8]), Transport
             available,
         });
     }
-    let payload = &bytes[start..start + h.payload_len as usize];
+    // `available` is 0 both when the payload is empty and when header_len points past the
+    // end of the bytes: slice with `get` so a header_len beyond the packet is an error, not a
+    // panic.
+    let payload =
+        bytes
+            .get(start..start + h.payload_len as usize)
+            .ok_or(TransportError::Truncated {
+                payload_len: h.payload_len,
+                available,
+            })?;
     if h.flags & FLAG_CRC != 0 {
         let computed = crc32c::crc32c(payload);
         if computed != h.crc32c {

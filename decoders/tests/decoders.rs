@@ -141,10 +141,75 @@ proptest! {
     #[test]
     fn rawf_header_and_idxf_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..80), text in ".{0,200}") {
         if let Ok(h) = RawfHeader::parse(&bytes) {
-            prop_assert_eq!(RawfHeader::parse(&h.encode()).unwrap(), h);
+            prop_assert_eq!(RawfHeader::parse(&h.encode()).unwrap().encode(), h.encode());
+        }
+        // The same bytes made into a valid header (random bytes almost never are one): it
+        // must parse, and encode back to those bytes except the mixed-mode word (any non-zero
+        // value means mixed).
+        if bytes.len() >= 64 {
+            let mut b = bytes.clone();
+            let qdc = u64::from(b[4] & 1);
+            b[0..8].copy_from_slice(&(200_000_000u64 | qdc << 32).to_le_bytes());
+            b[16..24].fill(0);
+            b[40..64].fill(0);
+            let h = RawfHeader::parse(&b).unwrap();
+            let e = h.encode();
+            prop_assert_eq!(&e[..24], &b[..24]);
+            prop_assert_eq!(&e[32..64], &b[32..64]);
+            prop_assert_eq!(h.mixed_mode, b[24..32].iter().any(|&x| x != 0));
         }
         let _ = idxf::parse(&text);
     }
+}
+
+/// The hit-word test vector of docs/formats.md §2, read from the document, against a word
+/// assembled from the bit table by hand (not by `HitFields::encode`): pins every field,
+/// ecoarse and TAC included.
+#[test]
+fn hit_word_matches_the_doc_test_vector() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
+        .unwrap();
+    let at = doc
+        .find("Test vector: channel 0x20041")
+        .expect("test vector paragraph");
+    let para = &doc[at..at + 300];
+    let hex = para
+        .split('`')
+        .nth(1)
+        .expect("the word in backticks")
+        .trim_start_matches("0x")
+        .replace('_', "");
+    let documented = u64::from_str_radix(&hex, 16).unwrap();
+    // Table: efine 0-9, tfine 10-19, ecoarse 20-29, tcoarse 30-39, tacID 40-41, channel 42-63;
+    // fine codes stored as (fine - 27) mod 1024.
+    let (efine_raw, tfine_raw): (u64, u64) = ((28 + 1024 - 27) % 1024, (27 + 1024 - 27) % 1024);
+    assert_eq!((efine_raw, tfine_raw), (1, 0));
+    let by_table: u64 =
+        efine_raw | tfine_raw << 10 | 7 << 20 | 1023 << 30 | 3 << 40 | 0x20041 << 42;
+    assert_eq!(documented, by_table, "docs/formats.md test vector");
+    assert_eq!(documented, 0x0801_07ff_c070_0001);
+    let h = HitFields {
+        channel: 0x20041,
+        tac: 3,
+        tcoarse: 1023,
+        ecoarse: 7,
+        tfine: 27,
+        efine: 28,
+    };
+    assert_eq!(h.encode(), documented);
+    assert_eq!(HitFields::decode(documented), h);
+    // One more word with every field distinct and non-symmetric.
+    let w: u64 = 0x3f0 | 0x2aa << 10 | 0x0f0 << 20 | 0x30f << 30 | 2 << 40 | 0x2a_5a5a << 42;
+    let d = HitFields::decode(w);
+    assert_eq!(
+        (d.efine, d.tfine, d.ecoarse, d.tcoarse, d.tac, d.channel),
+        (
+            11,  // 0x3f0 + 27 = 1035, mod 1024
+            709, // 0x2aa + 27
+            0x0f0, 0x30f, 2, 0x2a_5a5a
+        )
+    );
+    assert_eq!(d.encode(), w);
 }
 
 /// PETLINK 32-bit list mode: the real Siemens mMR excerpt (`../shared/data/petlink/`, CI has
@@ -378,3 +443,6 @@ mod meg;
 
 #[path = "rf/mod.rs"]
 mod rf;
+
+#[path = "structured/mod.rs"]
+mod structured;
