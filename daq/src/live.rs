@@ -362,11 +362,10 @@ pub fn run_live_with_markers(
             "calibration_checksum": calibration.calibration.checksum,
             (crate::streams::ARCHIVE_METADATA_KEY): stream_settings,
         });
-        Some(RawArchiveWriter::create(
-            &start.run_dir.path,
-            "raw-00000.sdq",
-            &meta.to_string(),
-        )?)
+        let mut w =
+            RawArchiveWriter::create(&start.run_dir.path, "raw-00000.sdq", &meta.to_string())?;
+        w.set_commit_interval(config.rotation.commit_interval());
+        Some(w)
     } else {
         None
     };
@@ -448,6 +447,11 @@ pub fn run_live_with_markers(
                 reason = "error";
                 break;
             }
+        }
+        // The archive's commit interval holds when no packets arrive too.
+        if let Some(Err(e)) = archive.as_mut().map(RawArchiveWriter::tick) {
+            archive_error = Some(format!("{e}"));
+            archive = None;
         }
         if stop.load(Ordering::Relaxed) {
             reason = "stop requested";

@@ -57,6 +57,8 @@ pub struct SinkCounters {
     pub bytes: AtomicU64,
     /// Coincidence counters and histogram, published by the coincidence stage.
     pub coincidences: LatestCell<Option<CoincidenceSnapshot>>,
+    /// Set the moment the singles sink fails (a full disk, ...): the run stops on it.
+    pub failure: std::sync::OnceLock<crate::pipeline::SinkFailure>,
 }
 
 /// Shared, lock-free statistics of one acquisition.
