@@ -3390,3 +3390,6 @@ mod us;
 
 #[path = "stream_panels/mod.rs"]
 mod stream_panels;
+
+#[path = "faults_durable/mod.rs"]
+mod faults_durable;
