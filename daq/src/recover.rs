@@ -824,9 +824,9 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
                         .with_context(|| format!("cannot remove {}", footerless.display()))?;
                 }
                 None => {
-                    let why = s
-                        .why_stopped
-                        .unwrap_or_else(|| "the writer was killed before it finished its first row group".into());
+                    let why = s.why_stopped.unwrap_or_else(|| {
+                        "the writer was killed before it finished its first row group".into()
+                    });
                     notes.push(RecoveryNote {
                         file: format!("{final_name}.footerless"),
                         action: "not salvaged".into(),
@@ -840,7 +840,9 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
                 }
             },
             Err(e) => {
-                if let Some(advice) = disk_full_advice(&e, dir, &format!("rewrite {final_name}"), size) {
+                if let Some(advice) =
+                    disk_full_advice(&e, dir, &format!("rewrite {final_name}"), size)
+                {
                     // The partial rewrite goes; the interrupted file stays for the next try.
                     let _ = std::fs::remove_file(dir.join(format!("{final_name}.inprogress")));
                     bail!("{advice} ({final_name}.footerless is kept)");
@@ -1142,7 +1144,10 @@ struct TableEnd {
 }
 
 /// Reads the end of the singles table from its last non-empty file.
-fn singles_end(dir: &Path, files: &[FileRecord]) -> Result<(TableEnd, Option<SchemaRef>, Option<u32>)> {
+fn singles_end(
+    dir: &Path,
+    files: &[FileRecord],
+) -> Result<(TableEnd, Option<SchemaRef>, Option<u32>)> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     let mut singles: Vec<&FileRecord> = files
@@ -1198,12 +1203,7 @@ fn singles_end(dir: &Path, files: &[FileRecord]) -> Result<(TableEnd, Option<Sch
 fn next_singles_index(names: &[String]) -> u32 {
     names
         .iter()
-        .filter_map(|n| {
-            n.strip_prefix("singles-")?
-                .get(..5)?
-                .parse::<u32>()
-                .ok()
-        })
+        .filter_map(|n| n.strip_prefix("singles-")?.get(..5)?.parse::<u32>().ok())
         .max()
         .map_or(0, |i| i + 1)
 }
@@ -1245,7 +1245,10 @@ fn replay_archive_tail(
     }
     let calib_dir = dir.join("calib");
     let has_tables = std::fs::read_dir(&calib_dir)
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tsv")))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".tsv"))
+        })
         .unwrap_or(false);
     let calibration = if has_tables {
         crate::calib_load::load_calibration_dir(&calib_dir)
@@ -1260,8 +1263,7 @@ fn replay_archive_tail(
     }
     std::fs::create_dir(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let (streams, _) = crate::replay::archive_stream_settings(archive, None)
-        .unwrap_or_default();
+    let (streams, _) = crate::replay::archive_stream_settings(archive, None).unwrap_or_default();
     let config = LiveConfig {
         inputs: vec![InputConfig {
             spec: InputSpec::Archive(archive.to_path_buf()),
@@ -1276,7 +1278,8 @@ fn replay_archive_tail(
         stop_at_end_of_stream: false,
         stats_every: None,
         clock: scandaq_core::ClockModel {
-            frequency_hz: clock_hz.unwrap_or(scandaq_core::ClockModel::TOFPET2_DEFAULT.frequency_hz),
+            frequency_hz: clock_hz
+                .unwrap_or(scandaq_core::ClockModel::TOFPET2_DEFAULT.frequency_hz),
         },
         coincidences: crate::coinc_stage::CoincidenceOptions {
             enabled: false,
@@ -1313,14 +1316,12 @@ fn replay_archive_tail(
         let (mut before, mut at_last_skipped, mut tail_rows) = (0u64, 0u64, 0u64);
         let (mut first_t, mut last_t) = (None, None);
         for path in &replayed {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?
-                .build()?;
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.build()?;
             for batch in reader {
                 let batch = batch?;
                 if batch.schema().fields() != schema.fields() {
-                    bail!(
-                        "the archive's replay gives singles of another schema than the run's"
-                    );
+                    bail!("the archive's replay gives singles of another schema than the run's");
                 }
                 let t = batch.column(0).as_primitive::<Int64Type>().values();
                 // Rows of this batch already in the table.
@@ -1393,8 +1394,12 @@ fn replay_archive_tail(
             record,
             note: format!(
                 "replayed {} through the run's calibration: {tail_rows} singles newer than the last salvaged one (t_ps {}) written{consistent}; coincidences of the tail are not re-derived (replay the archive for them)",
-                archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                end.last_t_ps.map_or_else(|| "none".to_string(), |t| t.to_string()),
+                archive
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                end.last_t_ps
+                    .map_or_else(|| "none".to_string(), |t| t.to_string()),
             ),
             archive_rows_before: before,
         })
@@ -1402,7 +1407,10 @@ fn replay_archive_tail(
     let _ = std::fs::remove_dir_all(&scratch);
     if result.is_err() {
         // A partial tail file must not be taken for a committed one by the next recovery.
-        let name = format!("singles-{:05}.parquet.inprogress", next_singles_index(names));
+        let name = format!(
+            "singles-{:05}.parquet.inprogress",
+            next_singles_index(names)
+        );
         let _ = std::fs::remove_file(dir.join(name));
     }
     result

@@ -8,8 +8,8 @@
 use crate::durable_file::{BackgroundSync, copy_io_error};
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
-use crate::parquet_table::{CUT_FRACTION, DEFAULT_COMMIT_INTERVAL};
 use crate::parquet_table::sync_dir;
+use crate::parquet_table::{CUT_FRACTION, DEFAULT_COMMIT_INTERVAL};
 use scandaq_decoders::archive::encode_header;
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -44,12 +44,7 @@ pub enum SinkError {
     OutputDir(String),
 }
 
-fn disk_full_message(
-    action: &str,
-    path: &Path,
-    free: Option<u64>,
-    needed: Option<u64>,
-) -> String {
+fn disk_full_message(action: &str, path: &Path, free: Option<u64>, needed: Option<u64>) -> String {
     let free = free.map_or_else(String::new, |f| format!(", {} free", human_bytes(f)));
     let needed = needed.map_or_else(String::new, |n| format!(", {} needed", human_bytes(n)));
     format!(
@@ -100,7 +95,9 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     let mut p = Some(path);
     while let Some(q) = p {
         if let Ok(s) = nix::sys::statvfs::statvfs(q) {
-            return Some(u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())));
+            return Some(
+                u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())),
+            );
         }
         p = q.parent();
     }
@@ -160,7 +157,10 @@ mod tests {
             );
             assert!(e.is_disk_full());
             let m = e.to_string();
-            assert!(m.starts_with("disk full: writing /data/run-000001/singles"), "{m}");
+            assert!(
+                m.starts_with("disk full: writing /data/run-000001/singles"),
+                "{m}"
+            );
             assert!(m.contains("choose another --out"), "{m}");
         }
         let other = SinkError::io(

@@ -232,10 +232,9 @@ impl ParquetTableWriter {
             .map_err(|e| SinkError::io("opening a second handle on", &tmp_path, e))?;
         let sink = HashingFile::new(file)
             .map_err(|e| SinkError::io("starting the hashing thread for", &tmp_path, e))?;
-        let (mut writer, factory) =
-            ArrowWriter::try_new(sink, schema.clone(), Some(props.build()))
-                .and_then(|w| w.into_serialized_writer())
-                .map_err(|e| parquet_err(&final_path, e))?;
+        let (mut writer, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(props.build()))
+            .and_then(|w| w.into_serialized_writer())
+            .map_err(|e| parquet_err(&final_path, e))?;
         // The magic on disk from the start: an interrupted file is recognisably Parquet.
         writer
             .flush()
@@ -256,12 +255,8 @@ impl ParquetTableWriter {
             parallel_row_groups: options.parallel_row_groups,
             gathered: Vec::new(),
             in_flight: VecDeque::new(),
-            cut_after: options
-                .commit_interval
-                .map(|i| i.mul_f64(CUT_FRACTION)),
-            append_after: options
-                .commit_interval
-                .map(|i| i.mul_f64(APPEND_FRACTION)),
+            cut_after: options.commit_interval.map(|i| i.mul_f64(CUT_FRACTION)),
+            append_after: options.commit_interval.map(|i| i.mul_f64(APPEND_FRACTION)),
             pending_since: None,
             appended_rows: 0,
             launched: 0,
@@ -559,11 +554,13 @@ impl ParquetTableWriter {
         // The footer: written and pushed out of the writer's buffer (it may be the write that
         // finds the disk full).
         if let Err(e) = writer.finish() {
-            return Err(if writer.inner().saw_disk_full() || io_error_is_disk_full(&e) {
-                SinkError::disk_full("writing the footer of", &tmp_path, None)
-            } else {
-                parquet_err(&final_path, e)
-            });
+            return Err(
+                if writer.inner().saw_disk_full() || io_error_is_disk_full(&e) {
+                    SinkError::disk_full("writing the footer of", &tmp_path, None)
+                } else {
+                    parquet_err(&final_path, e)
+                },
+            );
         }
         background_sync
             .finish()

@@ -29,7 +29,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_scandaq");
 const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Seeded points (xorshift), `lo..=hi` ms.
-fn kill_points(seed: u64, n: usize, lo: u64, hi: u64) -> Vec<u64> {
+pub(crate) fn kill_points(seed: u64, n: usize, lo: u64, hi: u64) -> Vec<u64> {
     let mut s = seed;
     (0..n)
         .map(|_| {
@@ -56,11 +56,14 @@ fn the_run(out: &Path) -> Option<PathBuf> {
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("run-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("run-"))
+        })
 }
 
 /// Waits for the run's control socket (the run is acquiring) and returns the run directory.
-fn wait_for_socket(out: &Path, child: &mut Child) -> PathBuf {
+pub(crate) fn wait_for_socket(out: &Path, child: &mut Child) -> PathBuf {
     let mut dir = None;
     wait_for("the run's control socket", Duration::from_secs(60), || {
         if let Ok(Some(status)) = child.try_wait() {
@@ -73,14 +76,14 @@ fn wait_for_socket(out: &Path, child: &mut Child) -> PathBuf {
 }
 
 /// Records `(instant the reply arrived, singles)` from the control socket every 20 ms.
-struct Watcher {
+pub(crate) struct Watcher {
     samples: Arc<Mutex<Vec<(Instant, u64)>>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
-    fn start(socket: PathBuf) -> Self {
+    pub(crate) fn start(socket: PathBuf) -> Self {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (samples.clone(), stop.clone());
@@ -102,7 +105,7 @@ impl Watcher {
     }
 
     /// Singles acquired before `t` (the last sample at or before it; 0 without one).
-    fn singles_before(&self, t: Instant) -> u64 {
+    pub(crate) fn singles_before(&self, t: Instant) -> u64 {
         self.samples
             .lock()
             .unwrap()
@@ -117,7 +120,7 @@ impl Watcher {
         self.samples.lock().unwrap().last().map_or(0, |s| s.1)
     }
 
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -126,7 +129,7 @@ impl Watcher {
 }
 
 /// SIGKILL now; returns the instant just before it.
-fn kill_now(child: &mut Child) -> Instant {
+pub(crate) fn kill_now(child: &mut Child) -> Instant {
     let t = Instant::now();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -144,7 +147,9 @@ fn pyarrow() -> bool {
         "pyarrow is not importable but CI is set: CI must install pyarrow"
     );
     if !ok {
-        eprintln!("NOTE: pyarrow not importable here; the files are checked with the parquet crate only");
+        eprintln!(
+            "NOTE: pyarrow not importable here; the files are checked with the parquet crate only"
+        );
     }
     ok
 }
@@ -219,7 +224,10 @@ fn sigkill_of_a_demo_costs_at_most_the_commit_interval() {
     let with_pyarrow = pyarrow();
     let tmp = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for (i, delay) in kill_points(0x5eed_d0a1, 10, 300, 4000).into_iter().enumerate() {
+    for (i, delay) in kill_points(0x5eed_d0a1, 10, 300, 4000)
+        .into_iter()
+        .enumerate()
+    {
         let out = tmp.path().join(format!("k{i}"));
         let mut child = Command::new(BIN)
             .args(["demo", "--duration", "600s", "--rate", "1M", "--no-tui"])
@@ -250,7 +258,10 @@ fn sigkill_of_a_demo_costs_at_most_the_commit_interval() {
             checked += 1;
         }
     }
-    assert!(checked >= 5, "only {checked} kills came late enough to check anything");
+    assert!(
+        checked >= 5,
+        "only {checked} kills came late enough to check anything"
+    );
 }
 
 /// SIGKILL of a live `scandaq run` receiving fpga-sim traffic over UDP (2 boards, 1 M hits/s
@@ -264,7 +275,10 @@ fn sigkill_of_a_live_run_costs_at_most_the_commit_interval_and_nothing_with_an_a
     let with_pyarrow = pyarrow();
     let tmp = tempfile::tempdir().unwrap();
     let calib = sim_dir().join("calib");
-    for (i, delay) in kill_points(0x11fe_5eed, 6, 500, 3500).into_iter().enumerate() {
+    for (i, delay) in kill_points(0x11fe_5eed, 6, 1300, 4000)
+        .into_iter()
+        .enumerate()
+    {
         let archive = i % 2 == 0;
         let out = tmp.path().join(format!("k{i}"));
         let port = super::free_port_udp();
@@ -311,7 +325,10 @@ fn sigkill_of_a_live_run_costs_at_most_the_commit_interval_and_nothing_with_an_a
         eprintln!(
             "kill {i} at {delay} ms (archive: {archive}): {last} singles at the last sample, {must} one interval before the kill, {got} recovered"
         );
-        assert!(must > 0, "kill {i}: no sample a whole interval before the kill");
+        assert!(
+            must > 0,
+            "kill {i}: no sample a whole interval before the kill"
+        );
         assert!(
             got >= must,
             "kill {i} at {delay} ms: {got} singles recovered, {must} were acquired more than {INTERVAL:?} before the kill"
@@ -349,7 +366,10 @@ fn sigkill_of_a_live_run_costs_at_most_the_commit_interval_and_nothing_with_an_a
             want.len() as u64,
             "kill {i}: recovered singles vs the archive's"
         );
-        assert!(t == want, "kill {i}: the recovered singles' times differ from the archive's");
+        assert!(
+            t == want,
+            "kill {i}: the recovered singles' times differ from the archive's"
+        );
         assert!(
             std::fs::read_to_string(dir.join("manifest.json"))
                 .unwrap()
@@ -415,7 +435,15 @@ fn a_full_disk_stops_the_sink_at_once_naming_the_path_and_recover_says_what_it_n
     let out = disk.dir.join("runs");
     let started = Instant::now();
     let o = Command::new(BIN)
-        .args(["demo", "--duration", "600s", "--rate", "1M", "--no-tui", "--out"])
+        .args([
+            "demo",
+            "--duration",
+            "600s",
+            "--rate",
+            "1M",
+            "--no-tui",
+            "--out",
+        ])
         .arg(&out)
         .stdin(Stdio::null())
         .output()
@@ -423,7 +451,10 @@ fn a_full_disk_stops_the_sink_at_once_naming_the_path_and_recover_says_what_it_n
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&o.stderr);
     no_panic(&stderr);
-    assert!(!o.status.success(), "a full disk must fail the run: {stderr}");
+    assert!(
+        !o.status.success(),
+        "a full disk must fail the run: {stderr}"
+    );
     let dir = the_run(&out).expect("a run directory");
     assert!(
         stderr.contains("disk full: ") && stderr.contains(&dir.display().to_string()),
