@@ -95,6 +95,8 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     let mut p = Some(path);
     while let Some(q) = p {
         if let Ok(s) = nix::sys::statvfs::statvfs(q) {
+            // The field types differ between platforms (u32 on some).
+            #[allow(clippy::useless_conversion)]
             return Some(
                 u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())),
             );

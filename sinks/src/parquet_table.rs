@@ -607,6 +607,7 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema};
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     fn batch(schema: &SchemaRef, start: i64, n: usize) -> RecordBatch {
         let t: Vec<i64> = (0..n as i64).map(|i| start + 3 * i).collect();
@@ -733,6 +734,68 @@ mod tests {
             w.commit().unwrap();
             let pages = data_page_rows(&dir.path().join(&name), 0);
             assert_eq!(pages[..page_rows.len()], page_rows[..], "{pages:?}");
+        }
+    }
+
+    /// Rows that stop coming are cut into a row group, appended, pushed out of every buffer
+    /// and synced within the commit interval (not before its cut fraction), with tick()
+    /// alone; the row groups stay whole in the committed file.
+    #[test]
+    fn a_quiet_writer_puts_its_rows_on_disk_within_the_commit_interval() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("t_ps", DataType::Int64, false),
+            Field::new("energy_kev", DataType::Float32, false),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(400);
+        for whole_groups in [true, false] {
+            let options = WriteOptions {
+                parallel_row_groups: whole_groups,
+                commit_interval: Some(interval),
+                ..WriteOptions::default()
+            };
+            let name = format!("q-{whole_groups}.parquet");
+            let mut w =
+                ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
+                    .unwrap();
+            let tmp = dir.path().join(format!("{name}.inprogress"));
+            for round in 1..=2u64 {
+                let start = Instant::now();
+                w.write(&batch(&schema, 0, 1000)).unwrap();
+                assert_eq!(w.appended_rows(), 1000 * (round - 1), "cut too early");
+                loop {
+                    w.tick().unwrap();
+                    if w.appended_rows() == 1000 * round && w.background_sync.idle() {
+                        break;
+                    }
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "rows never reached the disk"
+                    );
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let took = start.elapsed();
+                assert!(
+                    took >= interval.mul_f64(CUT_FRACTION) && took <= interval,
+                    "on disk after {took:?}"
+                );
+                // Nothing held in a buffer: the file holds every byte written.
+                assert_eq!(
+                    std::fs::metadata(&tmp).unwrap().len(),
+                    w.bytes_written(),
+                    "round {round}"
+                );
+            }
+            w.commit().unwrap();
+            let reader =
+                SerializedFileReader::new(File::open(dir.path().join(&name)).unwrap()).unwrap();
+            let groups: Vec<i64> = reader
+                .metadata()
+                .row_groups()
+                .iter()
+                .map(|g| g.num_rows())
+                .collect();
+            assert_eq!(groups, [1000, 1000]);
         }
     }
 
