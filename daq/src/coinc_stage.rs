@@ -355,7 +355,8 @@ pub(crate) fn spawn(
                     &mut report,
                 ) {
                     // The run stops at once (a full disk, most likely), not at its end.
-                    live.set_failure(format!("coincidence sink: {e:#}"));
+                    let e = e.context("coincidence sink");
+                    let _ = live.failure.set(crate::pipeline::SinkFailure::of(&e));
                     return Err(e);
                 }
             }

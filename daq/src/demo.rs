@@ -97,6 +97,27 @@ pub fn demo_live(
     coincidences: crate::coinc_stage::CoincidenceOptions,
     live: Option<DemoLive>,
 ) -> Result<RunSummary> {
+    demo_with(
+        config,
+        out_dir,
+        show_progress,
+        raw_columns,
+        coincidences,
+        Default::default(),
+        live,
+    )
+}
+
+/// [`demo_live`] with the singles files' rotation and commit interval.
+pub fn demo_with(
+    config: BenchConfig,
+    out_dir: &Path,
+    show_progress: bool,
+    raw_columns: bool,
+    coincidences: crate::coinc_stage::CoincidenceOptions,
+    rotation: crate::pipeline::Rotation,
+    live: Option<DemoLive>,
+) -> Result<RunSummary> {
     let duration_s = config.duration_s;
     let mut sim = BenchSim::new(config).map_err(|e| anyhow!("simulator configuration: {e}"))?;
     let calibration = true_calibration(&sim);
@@ -165,7 +186,7 @@ pub fn demo_live(
         extra_counts,
         warnings: vec![],
         raw_columns,
-        rotation: Default::default(),
+        rotation,
         coincidences,
     };
     // session::run, with the statistics and markers fed at the sink.

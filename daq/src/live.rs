@@ -524,11 +524,10 @@ pub fn run_live_with_markers(
             "calibration_checksum": calibration.calibration.checksum,
             (crate::streams::ARCHIVE_METADATA_KEY): stream_settings,
         });
-        Some(RawArchiveWriter::create(
-            &start.run_dir.path,
-            "raw-00000.sdq",
-            &meta.to_string(),
-        )?)
+        let mut w =
+            RawArchiveWriter::create(&start.run_dir.path, "raw-00000.sdq", &meta.to_string())?;
+        w.set_commit_interval(config.rotation.commit_interval());
+        Some(w)
     } else {
         None
     };
@@ -622,12 +621,20 @@ pub fn run_live_with_markers(
         }
         // A failed write (a full disk first of all) stops the run at once: the inputs stop,
         // what can be committed is committed, and the operator sees it now, not at the end.
-        if let Some(e) = stats
-            .sink
-            .failure()
-            .or_else(|| archive_error.as_ref().map(|e| format!("raw archive: {e}")))
-        {
-            let f = session::failure_of(&e);
+        let sink_failure = stats.sink.failure.get().map(|f| {
+            let reason = if f.disk_full {
+                FailureReason::DiskFull
+            } else {
+                FailureReason::WriteFailed
+            };
+            (reason, f.message.clone())
+        });
+        if let Some((f, e)) = sink_failure.or_else(|| {
+            archive_error.as_ref().map(|e| {
+                let e = format!("raw archive: {e}");
+                (session::failure_of(&e), e)
+            })
+        }) {
             report_failure(&stats, f, &e, config.stats_every.is_some());
             failure = Some(f);
             error = Some(e);
@@ -642,6 +649,11 @@ pub fn run_live_with_markers(
                 }
                 stats.warn(w);
             }
+        }
+        // The archive's commit interval holds when no packets arrive too.
+        if let Some(Err(e)) = archive.as_mut().map(RawArchiveWriter::tick) {
+            archive_error = Some(format!("{e}"));
+            archive = None;
         }
         if stop.load(Ordering::Relaxed) {
             reason = StopReason::StopRequested;

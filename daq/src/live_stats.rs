@@ -58,28 +58,8 @@ pub struct SinkCounters {
     pub bytes: AtomicU64,
     /// Coincidence counters and histogram, published by the coincidence stage.
     pub coincidences: LatestCell<Option<CoincidenceSnapshot>>,
-    /// Set by a sink that failed (a full disk, an I/O error), so the run stops at once.
-    failed: std::sync::atomic::AtomicBool,
-    /// What failed and where.
-    failure: LatestCell<Option<String>>,
-}
-
-impl SinkCounters {
-    /// Records that a sink failed with `error` (the first failure wins).
-    pub fn set_failure(&self, error: String) {
-        if !self.failed.swap(true, Ordering::AcqRel) {
-            self.failure.publish(Some(error));
-        }
-    }
-
-    /// The failure of a sink, if one failed (one atomic load otherwise).
-    pub fn failure(&self) -> Option<String> {
-        if self.failed.load(Ordering::Acquire) {
-            self.failure.get()
-        } else {
-            None
-        }
-    }
+    /// Set the moment the singles sink fails (a full disk, ...): the run stops on it.
+    pub failure: std::sync::OnceLock<crate::pipeline::SinkFailure>,
 }
 
 /// Shared, lock-free statistics of one acquisition.

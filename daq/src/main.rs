@@ -55,6 +55,12 @@ enum Command {
         /// No dashboard: run at full speed with a progress bar and print the summary (the default when stdin/stdout is not a terminal).
         #[arg(long)]
         no_tui: bool,
+        /// Commit interval: every single is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
+        #[arg(long, value_name = "DURATION", value_parser = scandaq::pipeline::parse_commit_interval)]
+        commit_interval: Option<f64>,
+        /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+        #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
+        rotate_size: Option<u64>,
         #[command(flatten)]
         coincidences: CoincidenceArgs,
     },
@@ -266,6 +272,9 @@ struct RunArgs {
     /// Start a new singles file after this wall-clock time (e.g. 10m).
     #[arg(long, value_name = "DURATION")]
     rotate_every: Option<String>,
+    /// Commit interval: every single (and archived packet) is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    commit_interval: Option<String>,
     /// Show the operator dashboard (needs a terminal; otherwise the stats line is printed).
     #[arg(long)]
     tui: bool,
@@ -334,8 +343,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             raw_columns,
             no_tui,
+            commit_interval,
+            rotate_size,
             coincidences,
         } => {
+            let rotation = scandaq::pipeline::Rotation {
+                commit_interval_s: commit_interval,
+                max_bytes: rotate_size,
+                ..Default::default()
+            };
             let coincidences = coincidences.apply(CoincidenceOptions::default())?;
             if !no_tui && dashboard::can_run() {
                 let config = scandaq_fpga_sim::BenchConfig {
@@ -344,7 +360,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     hit_rate_hz: rate,
                     ..Default::default()
                 };
-                return demo_dashboard(config, out, raw_columns, coincidences);
+                return demo_dashboard(config, out, raw_columns, coincidences, rotation);
             }
             let config = scandaq_fpga_sim::BenchConfig {
                 seed,
@@ -356,19 +372,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "scandaq demo: simulating a two-module LYSO bench with a Na-22 source, {duration} s at {:.0} hits/s",
                 rate
             );
-            // Ctrl-C (or SIGTERM) stops the simulation; what was acquired is committed.
+            // Ctrl-C (or SIGTERM) stops the simulation; what was acquired is committed. A
+            // control socket (`scandaq ctl status` shows the progress) while it runs.
+            let stats = Arc::new(LiveStats::default());
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, stop.clone())?;
             }
+            let markers: SharedMarkers = Arc::default();
+            let control = ControlServer::start_for_run(ControlContext {
+                stats: stats.clone(),
+                stop: stop.clone(),
+                markers: markers.clone(),
+            });
             let live = demo::DemoLive {
-                stats: Arc::new(LiveStats::default()),
+                stats,
                 stop,
-                markers: Arc::default(),
+                markers,
                 realtime: false,
             };
-            let summary =
-                demo::demo_live(config, &out, true, raw_columns, coincidences, Some(live))?;
+            let summary = demo::demo_with(
+                config,
+                &out,
+                true,
+                raw_columns,
+                coincidences,
+                rotation,
+                Some(live),
+            );
+            control.shutdown();
+            let summary = summary?;
             let ran_out = summary.manifest.stop_reason != Some(StopReason::StopRequested);
             Ok(finish(summary, ran_out.then_some(duration)))
         }
@@ -388,6 +421,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rotation = scandaq::pipeline::Rotation {
                 max_bytes: rotate_size,
                 max_seconds: None,
+                commit_interval_s: None,
             };
             let coincidences = coincidences.apply(CoincidenceOptions::default())?;
             if petlink_replay::is_petlink(&file, header.as_deref()) {
@@ -711,6 +745,9 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     if args.rotate_every.is_some() {
         file.run.rotate_every = args.rotate_every.clone();
     }
+    if args.commit_interval.is_some() {
+        file.run.commit_interval = args.commit_interval.clone();
+    }
     let mut v = file.validate()?;
     if args.quiet {
         v.live.stats_every = None;
@@ -784,6 +821,7 @@ fn demo_dashboard(
     out: PathBuf,
     raw_columns: bool,
     coincidences: CoincidenceOptions,
+    rotation: scandaq::pipeline::Rotation,
 ) -> Result<ExitCode> {
     let duration = config.duration_s;
     let stats = Arc::new(LiveStats::default());
@@ -810,7 +848,15 @@ fn demo_dashboard(
     let worker = std::thread::Builder::new()
         .name("demo".into())
         .spawn(move || {
-            demo::demo_live(config, &out, false, raw_columns, coincidences, Some(live))
+            demo::demo_with(
+                config,
+                &out,
+                false,
+                raw_columns,
+                coincidences,
+                rotation,
+                Some(live),
+            )
         })?;
     let ui = dashboard::run_in_process(
         stats,

@@ -15,7 +15,7 @@ use crate::merge::TimeMerger;
 use crate::singles_columns::{Annotated, SinglesAnnotator};
 use anyhow::{Context, Result, anyhow};
 use arrow_array::RecordBatch;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rayon::prelude::*;
 use scandaq_core::coincidence::PhotonBatch;
 use scandaq_core::{HitBatch, LossCounts};
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Hits per parallel work unit.
 pub const BLOCK_HITS: usize = 16 * 1024;
@@ -107,6 +107,35 @@ pub struct SinkReport {
     /// The error that stopped the sink early (disk full, unwritable directory, ...); every
     /// file committed before it is still in `files`.
     pub error: Option<String>,
+    /// The same error, typed (also published in [`SinkCounters::failure`] the moment it
+    /// happened).
+    pub failure: Option<SinkFailure>,
+}
+
+/// Why a table sink stopped early: published in [`SinkCounters::failure`] the moment it
+/// happens, so the run can stop at once (a full disk: reason `disk_full`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkFailure {
+    /// The file system is full (ENOSPC, EDQUOT).
+    pub disk_full: bool,
+    /// The file being written, when known.
+    pub path: Option<PathBuf>,
+    /// One line for the operator (names the path and what to do).
+    pub message: String,
+}
+
+impl SinkFailure {
+    /// Classifies an error of the sink ([`scandaq_sinks::SinkError`] anywhere in its chain).
+    pub fn of(e: &anyhow::Error) -> Self {
+        let sink = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<scandaq_sinks::SinkError>());
+        Self {
+            disk_full: sink.is_some_and(scandaq_sinks::SinkError::is_disk_full),
+            path: sink.and_then(|s| s.path().map(Path::to_path_buf)),
+            message: format!("{e:#}"),
+        }
+    }
 }
 
 impl SinkReport {
@@ -123,8 +152,9 @@ impl SinkReport {
 /// keeps that below ~40 MiB however long the run.
 pub const DEFAULT_ROTATE_BYTES: u64 = 4 << 30;
 
-/// When the singles sink starts a new file (`singles-00001.parquet`, ...). Each file is
-/// committed (fsync + rename) as it closes and added to the manifest at once.
+/// When the singles sink starts a new file (`singles-00001.parquet`, ...), and how often the
+/// open one is made durable. Each file is committed (fsync + rename) as it closes and added to
+/// the manifest at once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rotation {
     /// Start a new file once this many bytes are written ([`DEFAULT_ROTATE_BYTES`] when
@@ -132,6 +162,31 @@ pub struct Rotation {
     pub max_bytes: Option<u64>,
     /// Start a new file after this much wall-clock time, seconds.
     pub max_seconds: Option<f64>,
+    /// Commit interval, seconds (1 s when `None`): every singles row is in a complete row
+    /// group on disk (fdatasync started) within it, so a power cut or SIGKILL costs at most
+    /// this much (docs/reliability.md).
+    #[serde(default)]
+    pub commit_interval_s: Option<f64>,
+}
+
+impl Rotation {
+    /// The commit interval.
+    pub fn commit_interval(&self) -> Duration {
+        self.commit_interval_s
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(scandaq_sinks::parquet_table::DEFAULT_COMMIT_INTERVAL, |s| {
+                Duration::from_secs_f64(s.clamp(0.01, 3600.0))
+            })
+    }
+}
+
+/// Parses a commit interval (`1s`, `250ms`): at least 10 ms, at most an hour.
+pub fn parse_commit_interval(text: &str) -> Result<f64> {
+    let s = scandaq_core::units::parse_duration_s(text).map_err(|e| anyhow!("{e}"))?;
+    if !(0.01..=3600.0).contains(&s) {
+        anyhow::bail!("commit interval {text}: expected 10 ms .. 1 h");
+    }
+    Ok(s)
 }
 
 /// Metadata written into every Parquet file of the run.
@@ -154,11 +209,15 @@ impl SinglesFiles {
     fn open(&mut self) -> Result<&mut ParquetTableWriter> {
         if self.writer.is_none() {
             let name = format!("singles-{:05}.parquet", self.next_index);
+            let options = scandaq_sinks::WriteOptions {
+                commit_interval: Some(self.rotation.commit_interval()),
+                ..singles::write_options()
+            };
             self.writer = Some(ParquetTableWriter::create(
                 &self.dir,
                 &name,
                 singles::schema_with(self.columns),
-                &singles::write_options(),
+                &options,
                 self.metadata.clone(),
             )?);
             self.next_index += 1;
@@ -209,6 +268,14 @@ impl SinglesFiles {
         Ok(())
     }
 
+    /// Keeps the commit interval with no rows arriving (see [`ParquetTableWriter::tick`]).
+    fn tick(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            w.tick()?;
+        }
+        Ok(())
+    }
+
     fn bytes(&self) -> u64 {
         self.committed.iter().map(|f| f.bytes).sum::<u64>()
             + self.writer.as_ref().map_or(0, |w| w.bytes_written())
@@ -245,6 +312,10 @@ pub(crate) fn spawn_singles_sink(
         counters,
     } = settings;
     let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
+    // The sink wakes this often when no rows arrive, so the open row group is cut and synced
+    // within the commit interval even when the stream goes quiet.
+    let tick_every = (rotation.commit_interval() / 10)
+        .clamp(Duration::from_millis(5), Duration::from_millis(100));
     let coincidence_stage = match &coincidences {
         Some(setup) if setup.options.enabled => Some(coinc_stage::spawn(
             dir,
@@ -341,9 +412,26 @@ pub(crate) fn spawn_singles_sink(
                 counters.bytes.store(files.bytes(), Ordering::Relaxed);
                 Ok(())
             };
-            let mut received = rx.iter();
+            let mut failure = None;
+            let mut fail = |e: anyhow::Error| {
+                let f = SinkFailure::of(&e);
+                // Published at once: the run stops on it without waiting for the sink's end.
+                let _ = counters.failure.set(f.clone());
+                failure = Some(f);
+                format!("{e:#}")
+            };
             loop {
-                let batch = received.next();
+                let batch = match rx.recv_timeout(tick_every) {
+                    Ok(b) => Some(b),
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = files.tick() {
+                            error = Some(fail(e));
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                };
                 let end = batch.is_none();
                 match (&mut annotator, batch) {
                     (_, Some(batch)) if batch.is_empty() => continue,
@@ -390,8 +478,7 @@ pub(crate) fn spawn_singles_sink(
                 if let Some(e) = failed {
                     // Stop taking data (senders see the sink gone and stop cleanly); what
                     // was committed stays committed.
-                    counters.set_failure(format!("singles sink: {e:#}"));
-                    error = Some(format!("{e:#}"));
+                    error = Some(fail(e));
                     break;
                 }
                 if end {
@@ -417,7 +504,7 @@ pub(crate) fn spawn_singles_sink(
             if error.is_none()
                 && let Err(e) = files.commit(false)
             {
-                error = Some(format!("{e:#}"));
+                error = Some(fail(e));
             }
             Ok(SinkReport {
                 files: files.committed,
@@ -425,6 +512,7 @@ pub(crate) fn spawn_singles_sink(
                 histogram,
                 coincidences,
                 error,
+                failure,
             })
         })
         .context("cannot start the sink thread")?;

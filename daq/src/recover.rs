@@ -824,9 +824,9 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
                         .with_context(|| format!("cannot remove {}", footerless.display()))?;
                 }
                 None => {
-                    let why = s
-                        .why_stopped
-                        .unwrap_or_else(|| "the writer was killed before it finished its first row group".into());
+                    let why = s.why_stopped.unwrap_or_else(|| {
+                        "the writer was killed before it finished its first row group".into()
+                    });
                     notes.push(RecoveryNote {
                         file: format!("{final_name}.footerless"),
                         action: "not salvaged".into(),
@@ -839,7 +839,15 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
                     });
                 }
             },
-            Err(e) => notes.push(RecoveryNote {
+            Err(e) => {
+                if let Some(advice) =
+                    disk_full_advice(&e, dir, &format!("rewrite {final_name}"), size)
+                {
+                    // The partial rewrite goes; the interrupted file stays for the next try.
+                    let _ = std::fs::remove_file(dir.join(format!("{final_name}.inprogress")));
+                    bail!("{advice} ({final_name}.footerless is kept)");
+                }
+                notes.push(RecoveryNote {
                 file: format!("{final_name}.footerless"),
                 action: "not salvaged".into(),
                 rows: 0,
@@ -848,7 +856,124 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
                 note: format!(
                     "no footer (the writer was killed before closing the file): {e:#}; {size} bytes lost (file kept as {final_name}.footerless)"
                 ),
-            }),
+            });
+            }
+        }
+    }
+    // The raw archive being written when the process died: cut at its last whole packet and
+    // committed; then its tail (the packets whose singles the tables lost) is replayed.
+    for name in &names {
+        let Some(final_name) = name
+            .strip_suffix(".inprogress")
+            .filter(|f| f.starts_with("raw-") && f.ends_with(".sdq"))
+        else {
+            continue;
+        };
+        if dir.join(final_name).exists() {
+            notes.push(RecoveryNote {
+                file: name.clone(),
+                action: "not salvaged".into(),
+                rows: 0,
+                bytes: 0,
+                bytes_lost: std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()),
+                note: format!("{final_name} is already committed; this leftover was left in place"),
+            });
+            continue;
+        }
+        match commit_archive(dir, name, final_name) {
+            Ok(c) => {
+                notes.push(RecoveryNote {
+                    file: final_name.to_string(),
+                    action: "committed".into(),
+                    rows: c.record.rows,
+                    bytes: c.record.bytes,
+                    bytes_lost: c.bytes_cut,
+                    note: format!(
+                        "raw archive the writer was killed in: cut after its last whole packet ({} packets kept, {} bytes of a partial packet cut), synced and renamed",
+                        c.record.rows, c.bytes_cut
+                    ),
+                });
+                files.push(c.record);
+            }
+            Err(e) => {
+                problems.push(format!("{name}: {e:#}"));
+                notes.push(RecoveryNote {
+                    file: name.clone(),
+                    action: "not salvaged".into(),
+                    rows: 0,
+                    bytes: 0,
+                    bytes_lost: std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()),
+                    note: format!("{e:#}"),
+                });
+            }
+        }
+    }
+    let archives: Vec<String> = files
+        .iter()
+        .map(|f| f.path.clone())
+        .filter(|p| p.starts_with("raw-") && p.ends_with(".sdq"))
+        .chain(
+            names
+                .iter()
+                .filter(|n| n.starts_with("raw-") && n.ends_with(".sdq"))
+                .cloned(),
+        )
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if let Some(archive) = archives.first() {
+        let path = dir.join(archive);
+        if !files.iter().any(|f| &f.path == archive) {
+            // Committed before the process died but not yet listed.
+            let (sha256, bytes) = sha256_file(&path)?;
+            files.push(FileRecord {
+                path: archive.clone(),
+                rows: 0,
+                bytes,
+                sha256,
+            });
+        }
+        let now: Vec<String> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        match replay_archive_tail(dir, &path, &files, &now, manifest.run) {
+            Ok(t) => {
+                let rows = t.record.as_ref().map_or(0, |r| r.rows);
+                notes.push(RecoveryNote {
+                    file: t
+                        .record
+                        .as_ref()
+                        .map_or_else(|| archive.clone(), |r| r.path.clone()),
+                    action: "replayed".into(),
+                    rows,
+                    bytes: t.record.as_ref().map_or(0, |r| r.bytes),
+                    bytes_lost: 0,
+                    note: format!(
+                        "{} ({} singles of the archive were already in the tables)",
+                        t.note, t.archive_rows_before
+                    ),
+                });
+                files.extend(t.record);
+            }
+            Err(e) => {
+                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                if let Some(advice) =
+                    disk_full_advice(&e, dir, &format!("replay the tail of {archive}"), size)
+                {
+                    bail!("{advice}");
+                }
+                problems.push(format!("{archive}: tail not replayed: {e:#}"));
+                notes.push(RecoveryNote {
+                    file: archive.clone(),
+                    action: "not replayed".into(),
+                    rows: 0,
+                    bytes: 0,
+                    bytes_lost: 0,
+                    note: format!("the archive's tail could not be replayed: {e:#}"),
+                });
+            }
         }
     }
     files.sort_by_key(|f| file_rank(&f.path));
@@ -870,7 +995,14 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
             serde_json::to_value(scandaq_core::run_state::StopReason::ProcessEnded)?,
         );
     }
-    write_manifest_value(dir, &value)?;
+    if let Err(e) = write_manifest_value(dir, &value) {
+        let needed = serde_json::to_string_pretty(&value).map_or(1 << 16, |t| t.len() as u64);
+        if let Some(advice) = disk_full_advice(&e, dir, "write manifest.json", needed) {
+            let _ = std::fs::remove_file(dir.join("manifest.json.tmp"));
+            bail!("{advice}");
+        }
+        return Err(e);
+    }
     Ok(RecoverReport {
         dir: dir.to_path_buf(),
         outcome: "recovered",
@@ -916,4 +1048,392 @@ pub fn print_report(r: &RecoverReport) {
     if r.outcome == "recovered" {
         println!("  manifest {}", r.dir.join("manifest.json").display());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw archive of a killed run: committed up to its last whole packet, and its tail
+// replayed into the singles table.
+
+/// What committing an interrupted archive gave.
+struct ArchiveCommit {
+    record: FileRecord,
+    /// Bytes after the last whole packet, cut off.
+    bytes_cut: u64,
+}
+
+/// Commits `dir/name` (`raw-NNNNN.sdq.inprogress`) as `dir/final_name`: the file is cut after
+/// its last whole packet (a packet the writer was writing when killed is incomplete), synced
+/// and renamed. Bytes that do not parse as a packet header are stepped over one at a time, as
+/// a replay does (they were counted when received).
+fn commit_archive(dir: &Path, name: &str, final_name: &str) -> Result<ArchiveCommit> {
+    use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
+    use scandaq_decoders::transport::{HEADER_LEN, TransportHeader};
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let mut head = [0u8; ARCHIVE_HEADER_LEN];
+    file.read_exact_at(&mut head, 0).with_context(|| {
+        format!(
+            "{}: shorter than an archive header (killed before anything was archived)",
+            path.display()
+        )
+    })?;
+    let meta_len = parse_header(&head).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let mut pos = (ARCHIVE_HEADER_LEN + meta_len as usize) as u64;
+    if pos > size {
+        bail!(
+            "{}: killed while its metadata was being written",
+            path.display()
+        );
+    }
+    let mut end = pos;
+    let mut packets = 0u64;
+    let mut header = [0u8; HEADER_LEN];
+    while pos + HEADER_LEN as u64 <= size {
+        file.read_exact_at(&mut header, pos)?;
+        match TransportHeader::parse(&header) {
+            Ok(h) => {
+                let next = pos + h.packet_len() as u64;
+                if next > size {
+                    break; // the packet being written when the process died
+                }
+                packets += 1;
+                pos = next;
+                end = next;
+            }
+            Err(_) => pos += 1,
+        }
+    }
+    if end < size {
+        file.set_len(end)
+            .with_context(|| format!("cannot cut {} at byte {end}", path.display()))?;
+    }
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    drop(file);
+    let final_path = dir.join(final_name);
+    std::fs::rename(&path, &final_path)
+        .with_context(|| format!("cannot rename {}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let (sha256, bytes) = sha256_file(&final_path)?;
+    Ok(ArchiveCommit {
+        record: FileRecord {
+            path: final_name.to_string(),
+            rows: packets,
+            bytes,
+            sha256,
+        },
+        bytes_cut: size - end,
+    })
+}
+
+/// Where the salvaged singles end: the last row's time and how many rows of the table have
+/// that time (the archive's rows at that time are skipped that many times).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TableEnd {
+    last_t_ps: Option<i64>,
+    rows_at_last: u64,
+    rows: u64,
+}
+
+/// Reads the end of the singles table from its last non-empty file.
+fn singles_end(
+    dir: &Path,
+    files: &[FileRecord],
+) -> Result<(TableEnd, Option<SchemaRef>, Option<u32>)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let mut singles: Vec<&FileRecord> = files
+        .iter()
+        .filter(|f| f.path.starts_with("singles-") && f.path.ends_with(".parquet"))
+        .collect();
+    singles.sort_by(|a, b| a.path.cmp(&b.path));
+    let rows = singles.iter().map(|f| f.rows).sum();
+    let mut schema = None;
+    let mut clock_hz = None;
+    let mut end = TableEnd {
+        rows,
+        ..TableEnd::default()
+    };
+    for f in singles.iter().rev() {
+        let path = dir.join(&f.path);
+        let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path)?)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if schema.is_none() {
+            schema = Some(builder.schema().clone());
+        }
+        if clock_hz.is_none() {
+            clock_hz = builder
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == "scandaq.clock_hz"))
+                .and_then(|k| k.value.as_deref()?.parse().ok());
+        }
+        let groups = builder.metadata().num_row_groups();
+        if f.rows == 0 || groups == 0 {
+            continue;
+        }
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0]);
+        let reader = builder
+            .with_row_groups(vec![groups - 1])
+            .with_projection(mask)
+            .build()?;
+        let mut t = Vec::new();
+        for b in reader {
+            t.extend_from_slice(b?.column(0).as_primitive::<Int64Type>().values());
+        }
+        if let Some(&last) = t.last() {
+            end.last_t_ps = Some(last);
+            end.rows_at_last = t.iter().rev().take_while(|&&x| x == last).count() as u64;
+            break;
+        }
+    }
+    Ok((end, schema, clock_hz))
+}
+
+/// The next free singles file index in `dir`.
+fn next_singles_index(names: &[String]) -> u32 {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix("singles-")?.get(..5)?.parse::<u32>().ok())
+        .max()
+        .map_or(0, |i| i + 1)
+}
+
+/// What replaying the archive's tail gave.
+struct TailReplay {
+    record: Option<FileRecord>,
+    note: String,
+    /// Rows the archive gives up to the end of the salvaged table (it should equal the rows
+    /// the table holds).
+    archive_rows_before: u64,
+}
+
+/// Replays `archive` through the run's calibration into a scratch run inside `dir`, and
+/// writes every single newer than the end of the salvaged table into a new singles file
+/// (`singles-NNNNN.parquet`, the next index). The run's singles are in time order (the
+/// merger releases them so), and the salvaged files hold a prefix of that order; the
+/// archive's replay gives the same rows in the same order, so the tail is exactly the rows
+/// after the salvaged table's last time (rows at that very time skipped as many times as the
+/// table holds them).
+fn replay_archive_tail(
+    dir: &Path,
+    archive: &Path,
+    files: &[FileRecord],
+    names: &[String],
+    run: u64,
+) -> Result<TailReplay> {
+    use crate::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let (end, schema, clock_hz) = singles_end(dir, files)?;
+    let schema = schema.unwrap_or_else(|| singles::schema(false));
+    let has = |c: &str| schema.fields().iter().any(|f| f.name() == c);
+    if has("x_mm") || has("photon_id") {
+        bail!(
+            "the run's singles carry derived columns (positions or photon ids), which a recovery does not re-derive; replay {} with `scandaq replay` for its tail",
+            archive.display()
+        );
+    }
+    let calib_dir = dir.join("calib");
+    let has_tables = std::fs::read_dir(&calib_dir)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".tsv"))
+        })
+        .unwrap_or(false);
+    let calibration = if has_tables {
+        crate::calib_load::load_calibration_dir(&calib_dir)
+            .with_context(|| format!("the run's calibration in {}", calib_dir.display()))?
+    } else {
+        crate::calib_load::LoadedCalibration::none()
+    };
+    let scratch = dir.join(".recover-tail");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("cannot remove {}", scratch.display()))?;
+    }
+    std::fs::create_dir(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let (streams, _) = crate::replay::archive_stream_settings(archive, None).unwrap_or_default();
+    let config = LiveConfig {
+        inputs: vec![InputConfig {
+            spec: InputSpec::Archive(archive.to_path_buf()),
+            allow: vec![],
+            policy: crate::ring::OverflowPolicy::Block,
+            ring_chunks: 64,
+            ingest: Default::default(),
+        }],
+        out_dir: scratch.clone(),
+        limits: RunLimits::default(),
+        raw_columns: has("frame"),
+        raw_archive: false,
+        stop_at_end_of_stream: false,
+        stats_every: None,
+        clock: scandaq_core::ClockModel {
+            frequency_hz: clock_hz
+                .unwrap_or(scandaq_core::ClockModel::TOFPET2_DEFAULT.frequency_hz),
+        },
+        coincidences: crate::coinc_stage::CoincidenceOptions {
+            enabled: false,
+            ..Default::default()
+        },
+        rotation: crate::pipeline::Rotation {
+            commit_interval_s: Some(3600.0),
+            ..Default::default()
+        },
+        streams,
+        ..LiveConfig::default()
+    };
+    let result = (|| -> Result<TailReplay> {
+        let summary = run_live(
+            &config,
+            &calibration,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            "recover",
+        )?;
+        if let Some(e) = &summary.error {
+            bail!("replaying {}: {e}", archive.display());
+        }
+        let mut replayed: Vec<PathBuf> = std::fs::read_dir(&summary.dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("singles-") && n.ends_with(".parquet"))
+            })
+            .collect();
+        replayed.sort();
+        let name = format!("singles-{:05}.parquet", next_singles_index(names));
+        let mut writer: Option<ParquetTableWriter> = None;
+        let (mut before, mut at_last_skipped, mut tail_rows) = (0u64, 0u64, 0u64);
+        let (mut first_t, mut last_t) = (None, None);
+        for path in &replayed {
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.build()?;
+            for batch in reader {
+                let batch = batch?;
+                if batch.schema().fields() != schema.fields() {
+                    bail!("the archive's replay gives singles of another schema than the run's");
+                }
+                let t = batch.column(0).as_primitive::<Int64Type>().values();
+                // Rows of this batch already in the table.
+                let mut start = 0usize;
+                if let Some(last) = end.last_t_ps {
+                    start = t.partition_point(|&x| x < last);
+                    while start < t.len() && t[start] == last && at_last_skipped < end.rows_at_last
+                    {
+                        start += 1;
+                        at_last_skipped += 1;
+                    }
+                }
+                before += start as u64;
+                if start == t.len() {
+                    continue;
+                }
+                first_t.get_or_insert(t[start]);
+                last_t = t.last().copied();
+                let w = match writer.as_mut() {
+                    Some(w) => w,
+                    None => writer.insert(ParquetTableWriter::create(
+                        dir,
+                        &name,
+                        schema.clone(),
+                        &WriteOptions {
+                            commit_interval: None,
+                            ..singles::write_options()
+                        },
+                        vec![
+                            ("scandaq.run".into(), run.to_string()),
+                            ("scandaq.table".into(), "singles".into()),
+                            (
+                                "scandaq.software_version".into(),
+                                env!("CARGO_PKG_VERSION").into(),
+                            ),
+                            (
+                                "scandaq.recovered".into(),
+                                format!(
+                                    "replayed by scandaq recover from the raw archive {}: the singles newer than the last salvaged row",
+                                    archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                                ),
+                            ),
+                        ],
+                    )?),
+                };
+                let tail = batch.slice(start, batch.num_rows() - start);
+                tail_rows += tail.num_rows() as u64;
+                w.write(&tail)?;
+            }
+        }
+        let record = match writer {
+            Some(mut w) => {
+                if let (Some(a), Some(b)) = (first_t, last_t) {
+                    w.add_metadata("first_t_ps", a.to_string());
+                    w.add_metadata("last_t_ps", b.to_string());
+                }
+                Some(w.commit()?)
+            }
+            None => None,
+        };
+        let consistent = if before == end.rows {
+            String::new()
+        } else {
+            format!(
+                "; note: the archive gives {before} singles up to the table's last row where the table holds {}",
+                end.rows
+            )
+        };
+        Ok(TailReplay {
+            record,
+            note: format!(
+                "replayed {} through the run's calibration: {tail_rows} singles newer than the last salvaged one (t_ps {}) written{consistent}; coincidences of the tail are not re-derived (replay the archive for them)",
+                archive
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                end.last_t_ps
+                    .map_or_else(|| "none".to_string(), |t| t.to_string()),
+            ),
+            archive_rows_before: before,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    if result.is_err() {
+        // A partial tail file must not be taken for a committed one by the next recovery.
+        let name = format!(
+            "singles-{:05}.parquet.inprogress",
+            next_singles_index(names)
+        );
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    result
+}
+
+/// When `e` is a full disk: what the recovery needs (bytes, where) and what to do.
+fn disk_full_advice(e: &anyhow::Error, dir: &Path, what: &str, needed: u64) -> Option<String> {
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<scandaq_sinks::SinkError>()
+            .is_some_and(scandaq_sinks::SinkError::is_disk_full)
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(scandaq_sinks::error::is_disk_full)
+    });
+    if !full {
+        return None;
+    }
+    let free = scandaq_sinks::error::free_bytes(dir).unwrap_or(0);
+    Some(format!(
+        "the disk holding {} is full: recover needs about {} free there to {what} ({} free now); free space (or copy the run directory to a disk with room) and run `scandaq recover` again — nothing is lost meanwhile",
+        dir.display(),
+        scandaq_sinks::error::human_bytes(needed),
+        scandaq_sinks::error::human_bytes(free),
+    ))
 }

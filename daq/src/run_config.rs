@@ -36,6 +36,8 @@ pub struct RunSection {
     pub rotate_size: Option<String>,
     /// Start a new singles file after this wall-clock time, e.g. "10m".
     pub rotate_every: Option<String>,
+    /// Commit interval, e.g. "1s" (the default) or "250ms": what a power cut may cost at most.
+    pub commit_interval: Option<String>,
     /// Write each single's crystal centre (x_mm, y_mm, z_mm) into the singles table.
     pub positions: Option<bool>,
     /// Warn when the output disk has less free space than this (`500MB`, `2GiB`; default
@@ -288,6 +290,13 @@ impl RunFile {
                 .map(scandaq_core::units::parse_duration_s)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("run.rotate_every: {e}"))?,
+            commit_interval_s: self
+                .run
+                .commit_interval
+                .as_deref()
+                .map(crate::pipeline::parse_commit_interval)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.commit_interval: {e:#}"))?,
         };
         let defaults = crate::disk_watch::DiskWarnLevels::default();
         let disk_warn = crate::disk_watch::DiskWarnLevels {

@@ -302,7 +302,10 @@ pub struct RunEnd {
 /// Classifies an error that crossed threads as text: a full disk (the OS's ENOSPC/EDQUOT
 /// messages, stable strerror texts) or a failed write of an output, else processing.
 pub fn failure_of(error: &str) -> FailureReason {
-    if error.contains("No space left on device") || error.contains("quota exceeded") {
+    if error.contains("No space left on device")
+        || error.contains("quota exceeded")
+        || error.contains("disk full:")
+    {
         FailureReason::DiskFull
     } else if error.contains("sink") || error.contains("writing") || error.contains("archive") {
         FailureReason::WriteFailed

@@ -1,6 +1,8 @@
 //! The file under a Parquet writer: [`HashingFile`] counts and SHA-256-hashes every byte on
-//! its way to disk, the hashing on a helper thread; [`BackgroundSync`] flushes what is written
-//! to disk while more is produced and drops it from the page cache.
+//! its way to disk, the hashing on a helper thread, and remembers a full disk; [`BackgroundSync`]
+//! flushes what is written to disk (fdatasync) while more is produced, drops it from the page
+//! cache, and makes sure a flush starts after every row group appended (the commit interval's
+//! durability, docs/reliability.md).
 
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use sha2::{Digest, Sha256};
@@ -8,6 +10,14 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
+
+/// A copy of `e` (kind and OS error number kept) for reporting an error that is also kept.
+pub(crate) fn copy_io_error(e: &std::io::Error) -> std::io::Error {
+    e.raw_os_error().map_or_else(
+        || std::io::Error::new(e.kind(), e.to_string()),
+        std::io::Error::from_raw_os_error,
+    )
+}
 
 /// Bytes handed to the hashing thread at a time.
 const HASH_CHUNK: usize = 4 << 20;
@@ -24,6 +34,8 @@ pub(crate) struct HashingFile {
     pending: Vec<u8>,
     to_hasher: Option<SyncSender<Vec<u8>>>,
     hasher: Option<JoinHandle<Sha256>>,
+    /// A write failed because the file system is full.
+    disk_full: bool,
 }
 
 impl HashingFile {
@@ -45,6 +57,7 @@ impl HashingFile {
             pending: Vec::new(),
             to_hasher: Some(tx),
             hasher: Some(hasher),
+            disk_full: false,
         })
     }
 
@@ -53,13 +66,18 @@ impl HashingFile {
         &self.file
     }
 
+    /// Whether a write failed on a full disk (ENOSPC, EDQUOT).
+    pub(crate) fn saw_disk_full(&self) -> bool {
+        self.disk_full
+    }
+
     /// Bytes written.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// The SHA-256 of every byte written, as lowercase hex.
-    pub(crate) fn finish_hash(mut self) -> std::io::Result<String> {
+    pub(crate) fn finish_hash(&mut self) -> std::io::Result<String> {
         let stopped = || std::io::Error::other("the file's hashing thread stopped");
         let (Some(tx), Some(handle)) = (self.to_hasher.take(), self.hasher.take()) else {
             return Err(stopped());
@@ -76,7 +94,9 @@ impl HashingFile {
 
 impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = self.file.write(buf).inspect_err(|e| {
+            self.disk_full |= crate::error::is_disk_full(e);
+        })?;
         self.pending.extend_from_slice(&buf[..n]);
         self.bytes += n as u64;
         if self.pending.len() >= HASH_CHUNK
@@ -99,13 +119,17 @@ impl Write for HashingFile {
 /// (`POSIX_FADV_DONTNEED`): a run writes far more than it re-reads, the cache stays flat, and
 /// the next writes reuse the freed pages — on the reference VM, writing into fresh page-cache
 /// pages cost 2.2 s of kernel CPU per GB against 0.2 s for recycled ones (`dd`, 2 GB). At most
-/// one flush runs; a row group finished meanwhile is covered by the next one or by the
-/// commit's fsync.
+/// one flush runs; a row group finished meanwhile is marked pending and its flush starts at
+/// the next [`BackgroundSync::tick`] or kick after the running one ends, so every row group is
+/// on disk within one flush time plus one tick of its append.
 pub(crate) struct BackgroundSync {
     /// A second handle on the file being written.
     file: File,
     running: Option<JoinHandle<std::io::Result<()>>>,
-    /// The first error a flush met, reported by the commit.
+    /// Bytes appended since the running flush started (it may not cover them).
+    pending: bool,
+    /// The first error a flush met, reported at once by [`BackgroundSync::tick`] and by the
+    /// commit.
     error: Option<std::io::Error>,
 }
 
@@ -115,15 +139,19 @@ impl BackgroundSync {
         Ok(Self {
             file: file.try_clone()?,
             running: None,
+            pending: false,
             error: None,
         })
     }
 
-    /// Starts a flush unless one is still running.
+    /// Starts a flush unless one is still running (then one starts at the next tick or kick
+    /// after it).
     pub(crate) fn kick(&mut self) {
         if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            self.pending = true;
             return;
         }
+        self.pending = false;
         self.wait();
         match self.file.try_clone() {
             Ok(file) => {
@@ -138,6 +166,23 @@ impl BackgroundSync {
                 self.error.get_or_insert(e);
             }
         }
+    }
+
+    /// Starts the flush a kick left pending once the running one has ended; the first error
+    /// any flush met so far (kept for the commit too).
+    pub(crate) fn tick(&mut self) -> Result<(), &std::io::Error> {
+        if self.pending {
+            self.kick();
+        } else if self.running.as_ref().is_some_and(|h| h.is_finished()) {
+            self.wait();
+        }
+        self.error.as_ref().map_or(Ok(()), Err)
+    }
+
+    /// Whether every byte appended before the last kick has been flushed.
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> bool {
+        !self.pending && self.running.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Waits for the running flush, keeping its error (the first one counts).
@@ -155,6 +200,10 @@ impl BackgroundSync {
     /// Waits for the running flush; the first error any flush met.
     pub(crate) fn finish(mut self) -> std::io::Result<()> {
         self.wait();
+        if self.pending {
+            self.kick();
+            self.wait();
+        }
         self.error.map_or(Ok(()), Err)
     }
 }

@@ -166,6 +166,7 @@ pub fn rf_events_write_options() -> WriteOptions {
         delta_columns: vec!["frame_no", "tx_ticks", "tick", "t_tx_ns"],
         byte_stream_split_columns: Vec::new(),
         dictionary_columns: vec!["dtype"],
+        commit_interval: Some(crate::parquet_table::DEFAULT_COMMIT_INTERVAL),
     }
 }
 
