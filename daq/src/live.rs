@@ -733,6 +733,20 @@ pub fn run_live_with_markers(
             last_snapshot = now;
         }
     }
+    // A sink that failed is the root cause of whatever the loop saw next (a send to the
+    // stopped sink): its error is the one the run reports.
+    if let Some(f) = stats.sink.failure.get()
+        && failure.is_none()
+    {
+        let reason = if f.disk_full {
+            FailureReason::DiskFull
+        } else {
+            FailureReason::WriteFailed
+        };
+        report_failure(&stats, reason, &f.message, config.stats_every.is_some());
+        failure = Some(reason);
+        error = Some(f.message.clone());
+    }
     stats.set_state(RunState::Stopping);
     if config.stats_every.is_some() {
         eprintln!("stopping ({reason}): draining inputs");
