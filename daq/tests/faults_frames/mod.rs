@@ -356,3 +356,82 @@ fn every_header_bit_of_sampled_frames_keeps_99_percent_of_the_hits() {
     }
     assert_eq!(cases, picks.len() * 128);
 }
+
+/// The same file's frames packed whole into transport packets (payload format 1, no CRC, so a
+/// corrupted frame reaches the scanner) in a `.sdq` raw archive: the live path's per-board
+/// processing.
+fn sdq_of(bytes: &[u8], frames: &[FrameInfo]) -> Vec<u8> {
+    use scandaq_decoders::archive::encode_header;
+    use scandaq_decoders::transport::{FLAG_END_OF_STREAM, encode_packet, payload_format};
+    let mut out = encode_header(0).to_vec();
+    let mut seq = 0u64;
+    let mut start = frames[0].off;
+    for (i, f) in frames.iter().enumerate() {
+        let end = f.off + 16 + 8 * f.n as usize;
+        if end - start >= 8000 || i + 1 == frames.len() {
+            encode_packet(
+                &mut out,
+                payload_format::PETSYS_TOFPET2,
+                0,
+                seq,
+                0,
+                &bytes[start..end],
+                false,
+            );
+            seq += 1;
+            start = end;
+        }
+    }
+    encode_packet(
+        &mut out,
+        payload_format::PETSYS_TOFPET2,
+        0,
+        seq,
+        FLAG_END_OF_STREAM,
+        &[],
+        false,
+    );
+    out
+}
+
+/// Runs `scandaq replay FILE.sdq`; returns the run's outcome.
+fn replay_sdq(sdq: &[u8], work: &Path, name: &str) -> Outcome {
+    let path = work.join(format!("{name}.sdq"));
+    std::fs::write(&path, sdq).unwrap();
+    let out = work.join(format!("out-{name}"));
+    let calib = sim().dir.join("calib");
+    let (code, stdout, stderr) = scandaq(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    no_panic(&stderr);
+    assert_eq!(code, 0, "{name}: {stdout}{stderr}");
+    let m = Manifest::read(&out.join("run-000001")).unwrap();
+    Outcome {
+        rows: m.counts["singles_written"],
+        losses: m.losses.0.clone(),
+    }
+}
+
+#[test]
+fn a_flipped_frame_id_in_a_raw_archive_keeps_the_board_stream() {
+    let s = sim();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = replay_sdq(&sdq_of(&s.bytes, &s.frames), tmp.path(), "clean");
+    assert!(base.rows > 900_000, "{base:?}");
+    for (k, bit) in [(s.frames.len() / 2, 30), (s.frames.len() / 4, 33)] {
+        let name = format!("sdq-frame{k}-bit{bit}");
+        let sdq = sdq_of(&flipped(&s.bytes, &s.frames[k], bit), &s.frames);
+        let got = replay_sdq(&sdq, tmp.path(), &name);
+        check_case(&base, &got, &s.frames, k, bit);
+        assert!(
+            got.loss("repaired_frame_id") + got.loss("corrupt_frame_id") >= 1,
+            "{name}: {got:?}"
+        );
+    }
+}

@@ -7,7 +7,12 @@
 //! they exercise the frame-ID plausibility rules, resynchronisation and truncation.
 //!
 //! Cases per property: `SCANDAQ_FUZZ_CASES` (default 256, what CI runs). Every case is also
-//! bounded in time (`CASE_TIME_LIMIT`).
+//! bounded in time (`CASE_TIME_LIMIT`). One case is 136 decoder inputs across the five
+//! generated properties (1 stream, 128 header-bit flips, 3 `.rawf` parses, 2 `.idxf` parses, 2
+//! packet decodes). Long run:
+//! `SCANDAQ_FUZZ_CASES=1000000 cargo test -p scandaq-decoders --test decoders structured -- --test-threads=1`
+//! (1 M cases per property, 136 M inputs: 7 min 48 s, 238 s CPU, 5.4 MB RSS, no failure, on a
+//! shared 2-core machine).
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
