@@ -362,7 +362,13 @@ impl StatsSnapshot {
         let decode: u64 = self
             .boards_decoded
             .iter()
-            .map(|b| b.losses.values().sum::<u64>())
+            .map(|b| {
+                b.losses
+                    .iter()
+                    .filter(|(k, _)| !crate::stats::REPAIRS.contains(&k.as_str()))
+                    .map(|(_, v)| v)
+                    .sum::<u64>()
+            })
             .sum();
         inputs + decode
     }

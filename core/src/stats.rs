@@ -9,7 +9,29 @@ use std::collections::BTreeMap;
 #[serde(transparent)]
 pub struct LossCounts(pub BTreeMap<String, u64>);
 
+/// Counters that ride with the losses from the frame scanner but lose nothing: a frame whose
+/// ID was restored from its neighbours. The manifest moves them to `counts`; loss totals
+/// leave them out.
+pub const REPAIRS: [&str; 1] = ["repaired_frame_id"];
+
 impl LossCounts {
+    /// Takes the [`REPAIRS`] counters out of the losses.
+    pub fn take_repairs(&mut self) -> BTreeMap<String, u64> {
+        REPAIRS
+            .iter()
+            .filter_map(|r| self.0.remove(*r).map(|n| (r.to_string(), n)))
+            .collect()
+    }
+
+    /// Sum of every count except the [`REPAIRS`].
+    pub fn total_lost(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| !REPAIRS.contains(&k.as_str()))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Adds `n` under `reason` (no entry is created for zero).
     pub fn add(&mut self, reason: &str, n: u64) {
         if n == 0 {

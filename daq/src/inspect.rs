@@ -176,10 +176,19 @@ fn inspect_rawf(path: &Path) -> Result<()> {
     }
     // The frame scanner is the replay's: these are the reasons and counts a replay of this
     // file records, before calibration and time ordering.
+    let mut losses = scanner.losses.clone();
+    let repairs = losses.take_repairs();
     println!(
         "  losses: {} (frame scanning, as a replay counts them; calibration and time-order \
          losses need a replay)",
-        scanner.losses.summary()
+        losses.summary()
     );
+    if !repairs.is_empty() {
+        let list: Vec<String> = repairs.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "  repaired: {} (frame IDs restored from their neighbours; no hit lost)",
+            list.join(", ")
+        );
+    }
     Ok(())
 }

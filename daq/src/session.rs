@@ -382,6 +382,8 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
             to_sink.saturating_sub(counts.singles_written),
         );
     }
+    // Repaired frame IDs lost nothing: they are counts, not losses.
+    manifest.counts.extend(counts.losses.take_repairs());
     manifest.losses = counts.losses.clone();
     manifest.complete = error.is_none();
     manifest.state = if error.is_none() {

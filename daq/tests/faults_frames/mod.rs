@@ -183,13 +183,51 @@ fn replay_binary(bytes: &[u8], work: &Path, name: &str) -> (Outcome, String) {
         .unwrap_or_else(|| panic!("{name}: inspect prints no losses line: {stdout}"))
         .trim()
         .to_string();
+    // Repaired frame IDs lose nothing: the manifest has them in `counts`, inspect on a line of
+    // their own. Both are compared with the scanner's counters together.
+    let mut scanner = parse_losses_line(&line);
+    if let Some(r) = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("repaired:"))
+    {
+        scanner.extend(parse_losses_line(&r.trim().replacen(
+            "repaired:",
+            "losses:",
+            1,
+        )));
+    }
+    let line = format!(
+        "losses: {}",
+        if scanner.is_empty() {
+            "none".to_string()
+        } else {
+            scanner
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     (
         Outcome {
             rows: m.counts["singles_written"],
-            losses: m.losses.0.clone(),
+            losses: losses_and_repairs(&m),
         },
         line,
     )
+}
+
+/// The manifest's losses with its repair counters (kept in `counts`: a repaired frame ID
+/// loses nothing) beside them, as the scanner counted them.
+fn losses_and_repairs(m: &Manifest) -> BTreeMap<String, u64> {
+    let mut losses = m.losses.0.clone();
+    for r in scandaq_core::stats::REPAIRS {
+        if let Some(&n) = m.counts.get(r) {
+            assert!(!m.losses.0.contains_key(r), "{r} is no loss");
+            losses.insert(r.to_string(), n);
+        }
+    }
+    losses
 }
 
 /// Reasons the frame scanner counts (what `inspect` can see without calibration).
@@ -414,7 +452,7 @@ fn replay_sdq(sdq: &[u8], work: &Path, name: &str) -> Outcome {
     let m = Manifest::read(&out.join("run-000001")).unwrap();
     Outcome {
         rows: m.counts["singles_written"],
-        losses: m.losses.0.clone(),
+        losses: losses_and_repairs(&m),
     }
 }
 
