@@ -24,7 +24,8 @@
 //! The first packet of a source is held the same way until a second one within the window
 //! confirms it (a stray header arriving first cannot set the window), unless it carries the
 //! start-of-stream flag. A suspect still held at the end of the input is dropped and counted,
-//! except a source's lone first packet, which is accepted.
+//! except a source's lone first packet, which is accepted (nothing is counted as missed before
+//! it: one packet says nothing about its sender's numbering).
 //!
 //! # Sessions
 //! A packet with the start-of-stream flag that is not a repeat of the current session's own
@@ -385,7 +386,8 @@ impl SeqTracker {
     pub fn finish(&mut self) -> Option<SuspectOutcome> {
         let s = self.suspect.take()?;
         if self.window.is_none() {
-            self.window = Some(Window::new(s, 0, None));
+            // One packet says nothing about the numbers before it.
+            self.window = Some(Window::new(s, s, None));
             self.received += 1;
             Some(SuspectOutcome::Confirmed { restart: false })
         } else {

@@ -3392,3 +3392,6 @@ mod us;
 
 #[path = "stream_panels/mod.rs"]
 mod stream_panels;
+
+#[path = "faults_ingest/mod.rs"]
+mod faults_ingest;
