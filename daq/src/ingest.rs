@@ -422,50 +422,52 @@ impl Ingest {
         let ring = &mut self.ring;
         let (raw, raw_packets) = (&mut self.raw, &mut self.raw_packets);
         let mut restarted = None;
-        match seen.suspect {
+        let confirmed = match seen.suspect {
             Some(SuspectOutcome::Confirmed { restart }) => {
-                if let Some(s) = board.suspect.take() {
-                    if restart {
-                        new_session(ring, board, raw, raw_packets)?;
-                        restarted = Some(s.seq);
-                    }
-                    place(
-                        board,
-                        &mut self.losses,
-                        s.seq,
-                        s.format,
-                        s.flags,
-                        &s.payload,
-                    );
+                let held = board.suspect.take();
+                if let (true, Some(s)) = (restart, &held) {
+                    new_session(ring, board, raw, raw_packets)?;
+                    restarted = Some(s.seq);
                 }
+                held
             }
-            Some(SuspectOutcome::Rejected) => board.suspect = None,
-            None => {}
-        }
+            Some(SuspectOutcome::Rejected) => {
+                board.suspect = None;
+                None
+            }
+            None => None,
+        };
         if seen.restart {
             new_session(ring, board, raw, raw_packets)?;
             restarted = Some(header.seq);
         }
-        match seen.verdict {
-            SeqVerdict::Held => {
-                board.suspect = Some(Suspect {
-                    seq: header.seq,
-                    format,
-                    flags: header.flags,
-                    payload: payload.to_vec(),
-                });
+        let take = matches!(seen.verdict, SeqVerdict::InOrder | SeqVerdict::Late);
+        let losses = &mut self.losses;
+        let this = (header.seq, format, header.flags, payload);
+        let take_this = |board: &mut Board, losses: &mut LossCounts| {
+            if take {
+                place(board, losses, this.0, this.1, this.2, this.3);
             }
-            SeqVerdict::Duplicate | SeqVerdict::TooLate => {}
-            SeqVerdict::InOrder | SeqVerdict::Late => {
-                place(
-                    board,
-                    &mut self.losses,
-                    header.seq,
-                    format,
-                    header.flags,
-                    payload,
-                );
+        };
+        match confirmed {
+            // The two in sequence order.
+            Some(s) if take && s.seq > header.seq => {
+                take_this(board, losses);
+                place(board, losses, s.seq, s.format, s.flags, &s.payload);
             }
+            Some(s) => {
+                place(board, losses, s.seq, s.format, s.flags, &s.payload);
+                take_this(board, losses);
+            }
+            None => take_this(board, losses),
+        }
+        if seen.verdict == SeqVerdict::Held {
+            board.suspect = Some(Suspect {
+                seq: header.seq,
+                format,
+                flags: header.flags,
+                payload: payload.to_vec(),
+            });
         }
         if board.pending.frames.len() >= CHUNK_BYTES || board.pending.end_of_stream {
             hand_on(ring, board, raw, raw_packets)?;

@@ -24,7 +24,8 @@
 //! The first packet of a source is held the same way until a second one within the window
 //! confirms it (a stray header arriving first cannot set the window), unless it carries the
 //! start-of-stream flag. A suspect still held at the end of the input is dropped and counted,
-//! except a source's lone first packet, which is accepted.
+//! except a source's lone first packet, which is accepted (nothing is counted as missed before
+//! it: one packet says nothing about its sender's numbering).
 //!
 //! # Sessions
 //! A packet with the start-of-stream flag that is not a repeat of the current session's own
@@ -266,9 +267,26 @@ impl SeqTracker {
                 }
             }
             let mut obs = Observation::just(SeqVerdict::InOrder);
-            if self.suspect.take().is_some() {
-                self.implausible += 1;
-                obs.suspect = Some(SuspectOutcome::Rejected);
+            match (self.suspect.take(), &self.window) {
+                (Some(s), None) if s.abs_diff(seq) <= W && s != seq => {
+                    // A first packet that overtook the start packet: both are taken.
+                    self.window = Some(Window::new(seq, seq, Some(fingerprint)));
+                    self.received += 1;
+                    let late = self.classify(s);
+                    debug_assert!(matches!(late, SeqVerdict::InOrder | SeqVerdict::TooLate));
+                    obs.suspect = Some(match late {
+                        SeqVerdict::InOrder | SeqVerdict::Late => {
+                            SuspectOutcome::Confirmed { restart: false }
+                        }
+                        _ => SuspectOutcome::Rejected,
+                    });
+                    return obs;
+                }
+                (Some(_), _) => {
+                    self.implausible += 1;
+                    obs.suspect = Some(SuspectOutcome::Rejected);
+                }
+                (None, _) => {}
             }
             if self.window.is_some() {
                 self.close_session();
@@ -385,7 +403,8 @@ impl SeqTracker {
     pub fn finish(&mut self) -> Option<SuspectOutcome> {
         let s = self.suspect.take()?;
         if self.window.is_none() {
-            self.window = Some(Window::new(s, 0, None));
+            // One packet says nothing about the numbers before it.
+            self.window = Some(Window::new(s, s, None));
             self.received += 1;
             Some(SuspectOutcome::Confirmed { restart: false })
         } else {
@@ -548,6 +567,24 @@ mod tests {
     }
 
     #[test]
+    fn a_start_packet_overtaken_by_the_next_takes_both() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.observe(1, false, 0).verdict, SeqVerdict::Held);
+        let o = t.observe(0, true, 5);
+        assert_eq!(
+            o.suspect,
+            Some(SuspectOutcome::Confirmed { restart: false })
+        );
+        assert_eq!(o.verdict, SeqVerdict::InOrder);
+        run(&mut t, &[2]);
+        assert_eq!(
+            (t.received, t.missed_before_first(), t.missing()),
+            (3, 0, 0)
+        );
+        assert_eq!(t.expected(), 3);
+    }
+
+    #[test]
     fn a_late_start_counts_what_was_missed() {
         let mut t = SeqTracker::default();
         run(&mut t, &[500, 501, 499, 502]);
@@ -567,7 +604,7 @@ mod tests {
             t.finish(),
             Some(SuspectOutcome::Confirmed { restart: false })
         );
-        assert_eq!((t.received, t.missed_before_first()), (1, 3));
+        assert_eq!((t.received, t.missed_before_first()), (1, 0));
         // A suspect against a window is dropped at the end.
         let mut t = SeqTracker::default();
         run(&mut t, &[0, 1, 1 << 40]);

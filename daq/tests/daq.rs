@@ -3414,3 +3414,5 @@ mod stream_panels;
 mod faults_durable;
 #[path = "faults_frames/mod.rs"]
 mod faults_frames;
+#[path = "faults_ingest/mod.rs"]
+mod faults_ingest;

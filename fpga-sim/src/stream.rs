@@ -16,7 +16,8 @@
 //! 10 ms of detector time), so low rates still arrive promptly; the rule depends only on
 //! detector time, so the packets are the same paced or not. `seq` counts every packet a board
 //! *generates* from 0, so a lost packet leaves a gap. A board's first packet (seq 0) carries
-//! `FLAG_START_OF_STREAM` and is never faulted (its fault draw is made and ignored). At the end
+//! `FLAG_START_OF_STREAM` and is never lost or corrupted (a draw for either is ignored; it may
+//! be duplicated or reordered). At the end
 //! each board sends one empty
 //! packet with `FLAG_END_OF_STREAM` and its own next seq; it is never faulted. Over UDP it is
 //! sent [`UDP_END_OF_STREAM_COPIES`] times in all (same bytes, same seq): receivers treat repeats
@@ -42,7 +43,7 @@
 //! `restart_at_s = T` (once per run): at the first slice whose first hit is at least T s of
 //! detector time after the run's first hit, every board restarts as a front end does after a
 //! reset: its pending frames and a held packet go out first, then `seq` starts again from 0
-//! (the first packet again with `FLAG_START_OF_STREAM`, never faulted) and the frame counter
+//! (the first packet again with `FLAG_START_OF_STREAM`, never lost) and the frame counter
 //! from 0 (frame IDs relative to the restart slice's first frame); `restarts` = 1 per board.
 
 use crate::BenchConfig;
@@ -353,10 +354,11 @@ impl Packer<'_> {
 
         let f = &self.faults;
         let u = self.rng.uniform();
-        // The start packet is never faulted (1.0 is above every threshold).
-        let u = if start { 1.0 } else { u };
         let lose = f.lose_packets;
         let corrupt = lose + f.corrupt;
+        // The start packet is never lost or corrupted (1.0 is above every threshold); it may
+        // be duplicated or reordered.
+        let u = if start && u < corrupt { 1.0 } else { u };
         let duplicate = corrupt + f.duplicate;
         let reorder = duplicate + f.reorder;
         let counts = &mut board.summary.faults;
