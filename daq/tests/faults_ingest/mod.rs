@@ -542,6 +542,12 @@ fn tcp_to_an_address_where_nothing_listens_retries_then_fails_the_run() {
     for debug in ["Tcp(", "Some(", "Os {"] {
         assert!(!stderr.contains(debug), "Debug text: {stderr}");
     }
+    let m = run.manifest();
+    assert_eq!(
+        (m.state.name(), m.failure.map(|f| f.name())),
+        ("failed", Some("input_failed")),
+        "{m:?}"
+    );
 }
 
 #[test]
