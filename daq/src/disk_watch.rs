@@ -2,6 +2,7 @@
 //! rate over the last checks, the time until it is full. Warns (once per level) before the
 //! disk fills, so an operator can act while the run still goes on.
 
+use scandaq_sinks::error::human_bytes;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -121,20 +122,6 @@ impl DiskWatch {
             },
             warnings,
         )
-    }
-}
-
-/// `1.5 GB`, `20.0 MB`, `512 B`.
-pub fn human_bytes(b: u64) -> String {
-    let b = b as f64;
-    if b >= 1e9 {
-        format!("{:.1} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kB", b / 1e3)
-    } else {
-        format!("{b:.0} B")
     }
 }
 

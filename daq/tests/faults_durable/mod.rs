@@ -381,13 +381,13 @@ fn sigkill_of_a_live_run_costs_at_most_the_commit_interval_and_nothing_with_an_a
 
 /// A tmpfs of `size_mb` MiB mounted on a fresh directory, unmounted on drop. Needs root
 /// (CI runs as root); fails with a clear message otherwise.
-struct SmallDisk {
-    dir: PathBuf,
+pub(crate) struct SmallDisk {
+    pub(crate) dir: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    fn mount(size_mb: u64) -> Self {
+    pub(crate) fn mount(size_mb: u64) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("disk");
         std::fs::create_dir(&dir).unwrap();

@@ -3,6 +3,7 @@
 //! without Rust Debug formatting. Each case asserts the manifest's state, failure reason and
 //! the exit code.
 
+use super::faults_durable::SmallDisk;
 use super::{free_port_udp, no_panic, scandaq, sim_dir};
 use scandaq_core::run_state::{FailureReason, RunState, StopReason};
 use scandaq_fpga_sim::BenchConfig;
@@ -11,38 +12,6 @@ use scandaq_sinks::Manifest;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A tmpfs of `mb` MiB mounted for the test's life: a real filesystem that fills up. Needs
-/// root (CI runs as root); fails with a clear message otherwise, never skips silently.
-struct SmallDisk {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn new(mb: u32) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk");
-        std::fs::create_dir(&path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(&path)
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "the disk-full tests mount a small tmpfs and need root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { _dir: dir, path }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 /// Polls `f` every 20 ms until it holds; panics naming `what` after `timeout`.
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -98,8 +67,8 @@ fn udp_sender(port: u16, seconds: f64, rate: f64) -> StreamConfig {
 
 #[test]
 fn a_full_disk_fails_the_live_run_at_once_naming_the_path() {
-    let disk = SmallDisk::new(12);
-    let out = disk.path.join("runs");
+    let disk = SmallDisk::mount(12);
+    let out = disk.dir.join("runs");
     let addr = free_port_udp();
     let calib = sim_dir().join("calib");
     let child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
@@ -149,8 +118,8 @@ fn a_full_disk_fails_the_live_run_at_once_naming_the_path() {
 
 #[test]
 fn a_full_disk_fails_the_demo_and_counts_what_was_not_committed() {
-    let disk = SmallDisk::new(8);
-    let out = disk.path.join("runs");
+    let disk = SmallDisk::mount(8);
+    let out = disk.dir.join("runs");
     let (code, _stdout, stderr) = scandaq(&[
         "demo",
         "--duration",
