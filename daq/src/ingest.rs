@@ -407,7 +407,7 @@ impl Ingest {
         board.pending.source_id = id;
         let start = header.flags & FLAG_START_OF_STREAM != 0;
         let end = header.flags & FLAG_END_OF_STREAM != 0;
-        if end && !start && board.counts.ended {
+        if end && board.counts.ended {
             // Repeated end markers (UDP senders repeat them) are expected, not duplicates.
             board.counts.repeated_end_markers += 1;
             return Ok(());
