@@ -401,13 +401,12 @@ impl Ingest {
         if !self.boards.contains_key(&id) && !self.admit_board(id) {
             return Ok(());
         }
-        let at_ms = self.started.elapsed().as_millis() as u64;
         let packets_in = self.packets_in;
         let board = self.boards.entry(id).or_default();
         board.pending.source_id = id;
         let start = header.flags & FLAG_START_OF_STREAM != 0;
         let end = header.flags & FLAG_END_OF_STREAM != 0;
-        if end && !start && board.counts.ended {
+        if end && board.counts.ended {
             // Repeated end markers (UDP senders repeat them) are expected, not duplicates.
             board.counts.repeated_end_markers += 1;
             return Ok(());
@@ -473,6 +472,7 @@ impl Ingest {
             hand_on(ring, board, raw, raw_packets)?;
         }
         if let Some(first_seq) = restarted {
+            let at_ms = self.started.elapsed().as_millis() as u64;
             let event = RestartEvent {
                 session: board.session,
                 at_ms,

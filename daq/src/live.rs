@@ -294,7 +294,9 @@ struct BoardState<'k> {
 struct Timeline {
     /// Newest singles time handed to the merger (ps), if any.
     newest: Option<i64>,
-    /// Merger streams allocated (one per board session).
+    /// Sessions after a restart opened so far (their merger streams are numbered down from
+    /// `u32::MAX - 1`; a board's first session uses its source id, so ties between boards
+    /// break as before, whatever order their chunks arrive in).
     keys: u32,
 }
 
@@ -368,7 +370,7 @@ impl<'k> BoardState<'k> {
         merger.end(self.key);
         let earlier = self.counts();
         timeline.keys += 1;
-        *self = Self::new(kernel, session, timeline.keys);
+        *self = Self::new(kernel, session, u32::MAX - timeline.keys);
         self.earlier = earlier;
         Ok(())
     }
@@ -411,10 +413,9 @@ fn drain<'k>(
                 streams.push(&chunk)?;
                 continue;
             }
-            let board = boards.entry(chunk.source_id).or_insert_with(|| {
-                timeline.keys += 1;
-                BoardState::new(kernel, chunk.session, timeline.keys)
-            });
+            let board = boards
+                .entry(chunk.source_id)
+                .or_insert_with(|| BoardState::new(kernel, chunk.session, chunk.source_id));
             if chunk.session > board.session {
                 board.next_session(chunk.session, kernel, merger, timeline)?;
             }

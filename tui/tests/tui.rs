@@ -484,3 +484,22 @@ fn e_shows_the_selected_module_spectrum() {
 
 #[path = "stream_panels/mod.rs"]
 mod stream_panels;
+
+#[test]
+fn input_warnings_reach_the_log_once() {
+    let mut app = App::new(AppOptions::default());
+    app.update(snapshot(1.0, RunState::Running, false));
+    let warning =
+        "udp 0.0.0.0:5000: rejecting packets from 10.0.0.9, which is not in the allowlist";
+    for t in [1.25, 1.5] {
+        let mut s = snapshot(t, RunState::Running, false);
+        s.inputs[0].warnings.push(warning.into());
+        app.update(s);
+    }
+    let log: Vec<String> = app.log_entries().map(|e| e.text.clone()).collect();
+    assert_eq!(
+        log.iter().filter(|l| l.as_str() == warning).count(),
+        1,
+        "{log:?}"
+    );
+}

@@ -143,6 +143,16 @@ impl Run {
     }
 }
 
+impl Drop for Run {
+    fn drop(&mut self) {
+        // A failed test leaves no run behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn count(m: &Manifest, key: &str) -> u64 {
     m.counts.get(key).copied().unwrap_or(0)
 }
