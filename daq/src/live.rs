@@ -806,10 +806,11 @@ pub fn run_live_with_markers(
         }
     }
     for board in boards.values_mut() {
-        if !board.ended && error.is_none() {
-            if let Err(e) = board.push(&[], true, &mut merger, &mut timeline) {
-                error = Some(format!("{e:#}"));
-            }
+        if !board.ended
+            && error.is_none()
+            && let Err(e) = board.push(&[], true, &mut merger, &mut timeline)
+        {
+            error = Some(format!("{e:#}"));
         }
     }
     stats.board_decode.publish(board_decode_snapshot(&boards));

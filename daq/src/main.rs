@@ -33,6 +33,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Simulate a two-module PET bench in-process, acquire it, and write Parquet (no hardware needed).

@@ -260,11 +260,12 @@ impl SeqTracker {
     /// `fingerprint` a checksum of it (tells a repeat of a start packet from a new start).
     pub fn observe(&mut self, seq: u64, start: bool, fingerprint: u32) -> Observation {
         if start {
-            if let Some(w) = &self.window {
-                if w.first == seq && w.start_fingerprint == Some(fingerprint) {
-                    self.duplicates += 1;
-                    return Observation::just(SeqVerdict::Duplicate);
-                }
+            if let Some(w) = &self.window
+                && w.first == seq
+                && w.start_fingerprint == Some(fingerprint)
+            {
+                self.duplicates += 1;
+                return Observation::just(SeqVerdict::Duplicate);
             }
             let mut obs = Observation::just(SeqVerdict::InOrder);
             match (self.suspect.take(), &self.window) {

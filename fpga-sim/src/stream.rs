@@ -511,14 +511,14 @@ fn validate(config: &StreamConfig) -> Result<(), SimError> {
             ));
         }
     }
-    if let Some(t) = f.restart_at_s {
-        if !(t.is_finite() && t >= 0.0) {
-            return Err(SimError::config(
-                "restart_at_s",
-                t,
-                "must be a time in seconds of detector time, >= 0",
-            ));
-        }
+    if let Some(t) = f.restart_at_s
+        && !(t.is_finite() && t >= 0.0)
+    {
+        return Err(SimError::config(
+            "restart_at_s",
+            t,
+            "must be a time in seconds of detector time, >= 0",
+        ));
     }
     let sum = f.lose_packets + f.duplicate + f.reorder + f.corrupt;
     if sum >= 1.0 {
@@ -673,11 +673,10 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
             FrameScanner::new().scan(frames, true, &mut spans);
             if let (Some(at), Some(a), Some(t), Some(span)) =
                 (restart_due, first_t, slice.first_t, spans.first())
+                && (t - a) as f64 * 1e-12 >= at
             {
-                if (t - a) as f64 * 1e-12 >= at {
-                    packer.restart(span.frame);
-                    restart_due = None;
-                }
+                packer.restart(span.frame);
+                restart_due = None;
             }
             for span in &spans {
                 for w in words.iter_mut() {
