@@ -995,7 +995,14 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
             serde_json::to_value(scandaq_core::run_state::StopReason::ProcessEnded)?,
         );
     }
-    if let Err(e) = write_manifest_value(dir, &value) {
+    // The space the run reserved for its last manifest is given up for it if the disk is full
+    // (and given back once it is written: the run is closed).
+    let mut written = write_manifest_value(dir, &value);
+    if written.is_err() && scandaq_sinks::manifest::release_manifest_space(dir) {
+        written = write_manifest_value(dir, &value);
+    }
+    scandaq_sinks::manifest::release_manifest_space(dir);
+    if let Err(e) = written {
         let needed = serde_json::to_string_pretty(&value).map_or(1 << 16, |t| t.len() as u64);
         if let Some(advice) = disk_full_advice(&e, dir, "write manifest.json", needed) {
             let _ = std::fs::remove_file(dir.join("manifest.json.tmp"));

@@ -186,7 +186,7 @@ fn recover_and_read(dir: &Path, with_pyarrow: bool) -> (Manifest, Vec<i64>) {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".inprogress"))
+        .filter(|n| n.ends_with(".inprogress") || n == scandaq_sinks::manifest::MANIFEST_RESERVE)
         .collect();
     assert!(left.is_empty(), "left after recovery: {left:?}\n{stdout}");
     let mut t = Vec::new();
