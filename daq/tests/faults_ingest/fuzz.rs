@@ -12,7 +12,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use scandaq::ingest::{FrameChunk, Ingest, IngestOptions, MAX_BOARDS, REORDER_HOLD};
 use scandaq::ring::{OverflowPolicy, RingConsumer, ring};
-use scandaq_decoders::petsys::encode_frame;
 use scandaq_decoders::transport::{FLAG_START_OF_STREAM, encode_packet, payload_format};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -91,19 +90,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// A packet of one PETsys frame whose ID is the sequence number.
 fn packet(source: u32, seq: u64, flags: u32) -> Vec<u8> {
-    let mut payload = Vec::new();
-    encode_frame(&mut payload, seq, false, &[seq]);
-    let mut p = Vec::new();
-    encode_packet(
-        &mut p,
-        payload_format::PETSYS_TOFPET2,
-        source,
-        seq,
-        flags,
-        &payload,
-        true,
-    );
-    p
+    super::frame_packet(source, seq, flags)
 }
 
 fn datagram(op: &Op, next: &mut BTreeMap<u32, u64>) -> (IpAddr, Vec<u8>) {
