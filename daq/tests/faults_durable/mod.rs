@@ -379,15 +379,17 @@ fn sigkill_of_a_live_run_costs_at_most_the_commit_interval_and_nothing_with_an_a
     }
 }
 
-/// A tmpfs of `size_mb` MiB mounted on a fresh directory, unmounted on drop. Needs root
-/// (CI runs as root); fails with a clear message otherwise.
+/// A tmpfs of `size_mb` MiB mounted on a fresh directory, unmounted on drop. Needs root.
+/// Under CI (`CI` set; CI runs as root) a failed mount fails the test with a clear message;
+/// elsewhere (a newcomer's `cargo test` as a normal user) the test says loudly that it was
+/// skipped and why, and passes.
 pub(crate) struct SmallDisk {
     pub(crate) dir: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    pub(crate) fn mount(size_mb: u64) -> Self {
+    pub(crate) fn mount(size_mb: u64) -> Option<Self> {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("disk");
         std::fs::create_dir(&dir).unwrap();
@@ -396,13 +398,18 @@ impl SmallDisk {
             .arg(&dir)
             .output()
             .expect("cannot run mount");
-        assert!(
-            o.status.success(),
-            "this test needs a real full disk: `mount -t tmpfs -o size={size_mb}m tmpfs {}` failed (run the tests as root, as CI does): {}",
-            dir.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Self { dir, _tmp: tmp }
+        if !o.status.success() {
+            let why = format!(
+                "this test needs a real full disk: `mount -t tmpfs -o size={size_mb}m tmpfs {}` failed (run the tests as root, as CI does): {}",
+                dir.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            println!("SKIPPED (not under CI): {why}");
+            eprintln!("SKIPPED (not under CI): {why}");
+            return None;
+        }
+        Some(Self { dir, _tmp: tmp })
     }
 
     fn resize(&self, size_mb: u64) {
@@ -431,7 +438,9 @@ impl Drop for SmallDisk {
 #[test]
 fn a_full_disk_stops_the_sink_at_once_naming_the_path_and_recover_says_what_it_needs() {
     let with_pyarrow = pyarrow();
-    let disk = SmallDisk::mount(24);
+    let Some(disk) = SmallDisk::mount(24) else {
+        return;
+    };
     let out = disk.dir.join("runs");
     let started = Instant::now();
     let o = Command::new(BIN)
