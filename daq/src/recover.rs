@@ -690,6 +690,18 @@ fn write_manifest_value(dir: &Path, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// The note of an interrupted file left as it is (nothing of it salvaged: all its bytes lost).
+fn left_in_place(dir: &Path, name: &str, note: String) -> RecoveryNote {
+    RecoveryNote {
+        file: name.to_string(),
+        action: "not salvaged".into(),
+        rows: 0,
+        bytes: 0,
+        bytes_lost: std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()),
+        note,
+    }
+}
+
 /// Recovers `dir` (see the module doc).
 pub fn recover(dir: &Path) -> Result<RecoverReport> {
     let manifest_path = dir.join("manifest.json");
@@ -870,14 +882,11 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
             continue;
         };
         if dir.join(final_name).exists() {
-            notes.push(RecoveryNote {
-                file: name.clone(),
-                action: "not salvaged".into(),
-                rows: 0,
-                bytes: 0,
-                bytes_lost: std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()),
-                note: format!("{final_name} is already committed; this leftover was left in place"),
-            });
+            notes.push(left_in_place(
+                dir,
+                name,
+                format!("{final_name} is already committed; this leftover was left in place"),
+            ));
             continue;
         }
         match commit_archive(dir, name, final_name) {
@@ -897,14 +906,7 @@ pub fn recover(dir: &Path) -> Result<RecoverReport> {
             }
             Err(e) => {
                 problems.push(format!("{name}: {e:#}"));
-                notes.push(RecoveryNote {
-                    file: name.clone(),
-                    action: "not salvaged".into(),
-                    rows: 0,
-                    bytes: 0,
-                    bytes_lost: std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()),
-                    note: format!("{e:#}"),
-                });
+                notes.push(left_in_place(dir, name, format!("{e:#}")));
             }
         }
     }

@@ -154,16 +154,16 @@ fn replay_in_process(bytes: &[u8], work: &Path) -> Outcome {
     }
 }
 
-/// Runs `scandaq replay` and `scandaq inspect` on `bytes`; returns the run's outcome and the
-/// `losses:` line of `inspect`.
-fn replay_binary(bytes: &[u8], work: &Path, name: &str) -> (Outcome, String) {
-    let rawf = work.join(format!("{name}.rawf"));
-    std::fs::write(&rawf, bytes).unwrap();
+/// Writes `bytes` to `work/NAME.EXT` and replays it with `scandaq replay` and the simulator's
+/// calibration (exit 0, no panic); returns the file and the run's manifest.
+fn replay_file(bytes: &[u8], work: &Path, name: &str, ext: &str) -> (PathBuf, Manifest) {
+    let file = work.join(format!("{name}.{ext}"));
+    std::fs::write(&file, bytes).unwrap();
     let out = work.join(format!("out-{name}"));
     let calib = sim().dir.join("calib");
     let (code, stdout, stderr) = scandaq(&[
         "replay",
-        rawf.to_str().unwrap(),
+        file.to_str().unwrap(),
         "--calib",
         calib.to_str().unwrap(),
         "--out",
@@ -172,7 +172,13 @@ fn replay_binary(bytes: &[u8], work: &Path, name: &str) -> (Outcome, String) {
     ]);
     no_panic(&stderr);
     assert_eq!(code, 0, "{name}: {stdout}{stderr}");
-    let m = Manifest::read(&out.join("run-000001")).unwrap();
+    (file, Manifest::read(&out.join("run-000001")).unwrap())
+}
+
+/// Runs `scandaq replay` and `scandaq inspect` on `bytes`; returns the run's outcome and the
+/// `losses:` line of `inspect`.
+fn replay_binary(bytes: &[u8], work: &Path, name: &str) -> (Outcome, String) {
+    let (rawf, m) = replay_file(bytes, work, name, "rawf");
     assert!(m.complete, "{name}");
     let (code, stdout, stderr) = scandaq(&["inspect", rawf.to_str().unwrap()]);
     no_panic(&stderr);
@@ -434,22 +440,7 @@ fn sdq_of(bytes: &[u8], frames: &[FrameInfo]) -> Vec<u8> {
 
 /// Runs `scandaq replay FILE.sdq`; returns the run's outcome.
 fn replay_sdq(sdq: &[u8], work: &Path, name: &str) -> Outcome {
-    let path = work.join(format!("{name}.sdq"));
-    std::fs::write(&path, sdq).unwrap();
-    let out = work.join(format!("out-{name}"));
-    let calib = sim().dir.join("calib");
-    let (code, stdout, stderr) = scandaq(&[
-        "replay",
-        path.to_str().unwrap(),
-        "--calib",
-        calib.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
-    no_panic(&stderr);
-    assert_eq!(code, 0, "{name}: {stdout}{stderr}");
-    let m = Manifest::read(&out.join("run-000001")).unwrap();
+    let (_, m) = replay_file(sdq, work, name, "sdq");
     Outcome {
         rows: m.counts["singles_written"],
         losses: losses_and_repairs(&m),
