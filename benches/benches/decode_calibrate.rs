@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
-use scandaq::calibrate::{CompiledCalibration, KernelLosses};
+use scandaq::process::kernel::{CompiledCalibration, KernelLosses};
 use scandaq_benches::{ScalarHit, fixture, scalar_peer};
 use scandaq_core::{ClockModel, HitBatch};
 use std::hint::black_box;

@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
-use scandaq::ring::{OverflowPolicy, RingItem, ring};
+use scandaq::acquire::ring::{OverflowPolicy, RingItem, ring};
 use std::hint::black_box;
 use std::sync::Arc;
 

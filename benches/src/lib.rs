@@ -130,7 +130,7 @@ pub fn rows(batch: &HitBatch) -> Vec<ScalarHit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scandaq::calibrate::{CompiledCalibration, KernelLosses};
+    use scandaq::process::kernel::{CompiledCalibration, KernelLosses};
     use scandaq_core::ClockModel;
 
     #[test]

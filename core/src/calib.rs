@@ -1,34 +1,12 @@
 //! Calibration tables and their documented text formats (see docs/calibration.md):
 //! TDC fine-time per (channel, TAC, branch), ToT -> keV per channel, time skew per channel.
 
+pub use crate::table_text::TableError;
 use crate::table_text::rows;
 use crate::{ChannelId, Geometry};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-/// A table could not be read: which table, which line, what is wrong.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{table} line {line}: {message}")]
-pub struct TableError {
-    /// Table (file) name.
-    pub table: String,
-    /// 1-based line number (0 = the table as a whole).
-    pub line: usize,
-    /// What is wrong, and the expected layout where that helps.
-    pub message: String,
-}
-
-impl TableError {
-    /// New error.
-    pub fn new(table: &str, line: usize, message: String) -> Self {
-        Self {
-            table: table.to_string(),
-            line,
-            message,
-        }
-    }
-}
 
 /// TDC branch: `T` (timing, leading edge) or `E` (energy, trailing edge in ToT mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

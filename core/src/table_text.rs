@@ -1,9 +1,31 @@
 //! Shared reader for the whitespace/tab-separated calibration and map tables: skips blank and
 //! `#` lines, splits fields, and turns bad fields into [`TableError`]s naming file and line.
 
-use crate::calib::TableError;
 use crate::channel::ChannelId;
 use std::str::FromStr;
+
+/// A table could not be read: which table, which line, what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{table} line {line}: {message}")]
+pub struct TableError {
+    /// Table (file) name.
+    pub table: String,
+    /// 1-based line number (0 = the table as a whole).
+    pub line: usize,
+    /// What is wrong, and the expected layout where that helps.
+    pub message: String,
+}
+
+impl TableError {
+    /// New error.
+    pub fn new(table: &str, line: usize, message: String) -> Self {
+        Self {
+            table: table.to_string(),
+            line,
+            message,
+        }
+    }
+}
 
 /// One data row of a table: its 1-based line number and its fields.
 pub(crate) struct Row<'a> {

@@ -1,34 +1,16 @@
 //! scandaq: the acquisition pipeline behind the `scandaq` command.
 //!
-//! [`calibrate`] is the decode+calibrate kernel, [`merge`] restores time order, [`pipeline`]
-//! wires input -> parallel blocks -> merge -> Parquet, [`session`] turns that into a numbered
-//! run with a manifest; [`replay`], [`demo`] and [`inspect`] are the commands;
-//! [`petlink_replay`] replays PETLINK 32-bit list-mode files.
+//! The crate is in four layers; each imports only the layers below it:
+//!
+//! - [`commands`]: one module per subcommand (demo, replay, recover, export, calibrate, ...);
+//! - [`acquire`]: the live path (UDP/TCP/archive inputs, rings, sequence tracking, the run loop);
+//! - [`process`]: decode + calibrate kernel, time-order merge, coincidence stage, Parquet sinks
+//!   glue, OPM-MEG / ultrasound streams, and the run session (directory, manifest, lifecycle);
+//! - [`observe`]: live statistics, the control socket, markers, the dashboard glue, disk watch.
+//!
+//! `main.rs` only parses the command line, calls a command and maps errors to exit codes.
 
-pub mod calib_load;
-pub mod calibrate;
-pub mod calibrate_cmd;
-pub mod coinc_stage;
-pub mod control;
-pub mod dashboard;
-pub mod demo;
-pub mod disk_watch;
-pub mod export;
-pub mod export_fif;
-pub mod ingest;
-pub mod inspect;
-pub mod live;
-pub mod live_stats;
-pub mod markers;
-pub mod merge;
-pub mod net_sources;
-pub mod petlink_replay;
-pub mod pipeline;
-pub mod recover;
-pub mod replay;
-pub mod ring;
-pub mod run_config;
-pub mod seq_tracker;
-pub mod session;
-pub mod singles_columns;
-pub mod streams;
+pub mod acquire;
+pub mod commands;
+pub mod observe;
+pub mod process;

@@ -2,17 +2,19 @@
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use scandaq::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
-use scandaq::control::{self, ControlContext, ControlServer};
-use scandaq::dashboard;
-use scandaq::live::{
+use scandaq::acquire::live::{
     InputConfig, InputSpec, LiveConfig, RunLimits, run_live, run_live_with_markers,
 };
-use scandaq::live_stats::LiveStats;
-use scandaq::markers::SharedMarkers;
-use scandaq::ring::OverflowPolicy;
-use scandaq::run_config::{self, RunFile};
-use scandaq::{calib_load, demo, export, inspect, petlink_replay, recover, replay, session};
+use scandaq::acquire::ring::OverflowPolicy;
+use scandaq::acquire::run_config::{self, RunFile};
+use scandaq::commands::{castor as export, demo, inspect, petlink_replay, recover, replay};
+use scandaq::observe::control::{self, ControlContext, ControlServer};
+use scandaq::observe::dashboard;
+use scandaq::observe::live_stats::LiveStats;
+use scandaq::observe::markers::SharedMarkers;
+use scandaq::observe::stop::stop_on_signals;
+use scandaq::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
+use scandaq::process::{calib_load, session};
 use scandaq_core::run_state::StopReason;
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
 use scandaq_tui::AppOptions;
@@ -58,7 +60,7 @@ enum Command {
         #[arg(long)]
         no_tui: bool,
         /// Commit interval: every single is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
-        #[arg(long, value_name = "DURATION", value_parser = scandaq::pipeline::parse_commit_interval)]
+        #[arg(long, value_name = "DURATION", value_parser = scandaq::process::pipeline::parse_commit_interval)]
         commit_interval: Option<f64>,
         /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
         #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
@@ -139,7 +141,7 @@ enum Command {
     /// Derive calibration tables (tdc, energy, skew) from raw .rawf acquisitions.
     Calibrate {
         #[command(subcommand)]
-        kind: scandaq::calibrate_cmd::CalibrateCommand,
+        kind: scandaq::commands::calibrate::CalibrateCommand,
     },
     /// Summarise a .rawf, a scandaq Parquet file, or a run directory.
     Inspect {
@@ -349,7 +351,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rotate_size,
             coincidences,
         } => {
-            let rotation = scandaq::pipeline::Rotation {
+            let rotation = scandaq::process::pipeline::Rotation {
                 commit_interval_s: commit_interval,
                 max_bytes: rotate_size,
                 ..Default::default()
@@ -378,9 +380,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // control socket (`scandaq ctl status` shows the progress) while it runs.
             let stats = Arc::new(LiveStats::default());
             let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, stop.clone())?;
-            }
+            stop_on_signals(&stop)?;
             let markers: SharedMarkers = Arc::default();
             let control = ControlServer::start_for_run(ControlContext {
                 stats: stats.clone(),
@@ -420,7 +420,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rotate_size,
             coincidences,
         } => {
-            let rotation = scandaq::pipeline::Rotation {
+            let rotation = scandaq::process::pipeline::Rotation {
                 max_bytes: rotate_size,
                 max_seconds: None,
                 commit_interval_s: None,
@@ -516,7 +516,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (_, Some(p)) => println!("  PETsys config {}", p.display()),
                 _ => println!("  no PET calibration (calibration.none = true)"),
             }
-            let limits = scandaq::live::limit_descriptions(&v.live.limits);
+            let limits = scandaq::acquire::live::limit_descriptions(&v.live.limits);
             println!(
                 "  output {}  limits: {}",
                 v.live.out_dir.display(),
@@ -537,9 +537,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Top { target, out } => {
             let socket = control::find_socket(target.as_deref(), &run_search_dirs(out))?;
             let exit = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, exit.clone())?;
-            }
+            stop_on_signals(&exit)?;
             dashboard::top(&socket, &exit)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -603,10 +601,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     split_size,
                 },
         } => {
-            let e = scandaq::export_fif::export_fif_with(
+            let e = scandaq::commands::fif::export_fif_with(
                 &run_dir,
                 &out,
-                &scandaq::export_fif::FifOptions {
+                &scandaq::commands::fif::FifOptions {
                     stream,
                     unaligned,
                     split_bytes: split_size,
@@ -659,7 +657,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Calibrate { kind } => {
-            scandaq::calibrate_cmd::run_cli(kind)?;
+            scandaq::commands::calibrate::run_cli(kind)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { path } => {
@@ -760,9 +758,7 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
         _ => calib_load::LoadedCalibration::none(),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    stop_on_signals(&stop)?;
     if !args.quiet {
         eprintln!(
             "scandaq run: {} input(s), Ctrl-C stops cleanly",
@@ -784,9 +780,7 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     let summary = if args.tui && dashboard::can_run() {
         v.live.stats_every = None;
         let exit = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(sig, exit.clone())?;
-        }
+        stop_on_signals(&exit)?;
         let (live, s, m, st) = (v.live.clone(), stats.clone(), markers.clone(), stop.clone());
         let worker = std::thread::Builder::new()
             .name("acquisition".into())
@@ -823,16 +817,14 @@ fn demo_dashboard(
     out: PathBuf,
     raw_columns: bool,
     coincidences: CoincidenceOptions,
-    rotation: scandaq::pipeline::Rotation,
+    rotation: scandaq::process::pipeline::Rotation,
 ) -> Result<ExitCode> {
     let duration = config.duration_s;
     let stats = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let markers: SharedMarkers = Arc::default();
     let exit = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, exit.clone())?;
-    }
+    stop_on_signals(&exit)?;
     let control = ControlServer::start_for_run(ControlContext {
         stats: stats.clone(),
         stop: stop.clone(),

@@ -6,8 +6,8 @@ use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type, UInt16Type, UInt32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use scandaq::calib_load::{load_calibration_dir, load_petsys_config};
-use scandaq::replay::{ReplayOptions, replay};
+use scandaq::commands::replay::{ReplayOptions, replay};
+use scandaq::process::calib_load::{load_calibration_dir, load_petsys_config};
 use scandaq_core::hit_flags;
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
 use scandaq_sinks::Manifest;
@@ -598,11 +598,11 @@ fn demo_runs_end_to_end_and_inspect_summarises_everything() {
 
 mod live {
     use super::*;
-    use scandaq::live::{
+    use scandaq::acquire::live::{
         InputConfig, InputSpec, LiveConfig, RunLimits, run_live, run_live_with_stats,
     };
-    use scandaq::live_stats::{LiveStats, RunState, StatsSnapshot};
-    use scandaq::ring::OverflowPolicy;
+    use scandaq::acquire::ring::OverflowPolicy;
+    use scandaq::observe::live_stats::{LiveStats, RunState, StatsSnapshot};
     use scandaq_fpga_sim::stream::{Faults, StreamConfig, StreamSummary, Transport, stream};
     use std::net::SocketAddr;
     use std::sync::Arc;
@@ -661,7 +661,7 @@ mod live {
     /// What a live acquisition left: its summary, what the sender sent, the states a 10 Hz
     /// observer saw, and the final stats snapshot.
     struct Acquired {
-        run: scandaq::session::RunSummary,
+        run: scandaq::process::session::RunSummary,
         sent: StreamSummary,
         states_seen: Vec<RunState>,
         last: StatsSnapshot,
@@ -2121,10 +2121,10 @@ mod singles_positions {
             ring_dir().join("calib").to_str().unwrap()
         );
         std::fs::write(&cfg, &text).unwrap();
-        let parsed = scandaq::run_config::parse(&cfg, &text).unwrap();
+        let parsed = scandaq::acquire::run_config::parse(&cfg, &text).unwrap();
         assert!(parsed.validate().unwrap().live.coincidences.positions);
         let off = text.replace("positions = true\n", "");
-        let parsed = scandaq::run_config::parse(&cfg, &off).unwrap();
+        let parsed = scandaq::acquire::run_config::parse(&cfg, &off).unwrap();
         assert!(!parsed.validate().unwrap().live.coincidences.positions);
     }
 
@@ -2160,10 +2160,10 @@ mod dashboard {
     use super::{col_str, read_parquet};
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
-    use scandaq::control::{self, ControlContext, ControlServer, SOCKET_NAME};
-    use scandaq::demo::{DemoLive, demo_live};
-    use scandaq::live_stats::{LiveStats, RunState};
-    use scandaq::markers::SharedMarkers;
+    use scandaq::commands::demo::{DemoLive, demo_live};
+    use scandaq::observe::control::{self, ControlContext, ControlServer, SOCKET_NAME};
+    use scandaq::observe::live_stats::{LiveStats, RunState};
+    use scandaq::observe::markers::SharedMarkers;
     use scandaq_fpga_sim::BenchConfig;
     use scandaq_sinks::Manifest;
     use serde_json::json;
@@ -2960,7 +2960,7 @@ mod calibration {
 mod crash_safety {
     use super::{col_i64, col_u32, no_panic, read_parquet, scandaq};
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    use scandaq::recover::RecoverySection;
+    use scandaq::commands::recover::RecoverySection;
     use scandaq_core::Geometry;
     use scandaq_sinks::Manifest;
     use scandaq_sinks::castor::{CdhHeader, read_cdf, read_lut, record_size, sha256_file};
@@ -3045,7 +3045,7 @@ mod crash_safety {
                 .spawn()
                 .unwrap();
             let dir = wait_for_socket(&out, &mut child);
-            let watcher = Watcher::start(dir.join(scandaq::control::SOCKET_NAME));
+            let watcher = Watcher::start(dir.join(scandaq::observe::control::SOCKET_NAME));
             std::thread::sleep(Duration::from_millis(delay));
             let t_kill = kill_now(&mut child);
             let must = watcher.singles_before(t_kill - Duration::from_secs(1));
@@ -3421,3 +3421,6 @@ mod faults_durable;
 mod faults_frames;
 #[path = "faults_ingest/mod.rs"]
 mod faults_ingest;
+
+#[path = "architecture/mod.rs"]
+mod architecture;

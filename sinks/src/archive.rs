@@ -5,10 +5,10 @@
 //! `scandaq recover` finds every packet received up to one interval before it (the file is
 //! cut at its last whole packet and committed).
 
+use crate::durable_file::sync_dir;
 use crate::durable_file::{BackgroundSync, copy_io_error};
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
-use crate::parquet_table::sync_dir;
 use crate::parquet_table::{CUT_FRACTION, DEFAULT_COMMIT_INTERVAL};
 use scandaq_decoders::archive::encode_header;
 use sha2::{Digest, Sha256};

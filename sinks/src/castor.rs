@@ -205,7 +205,7 @@ fn inprogress(path: &Path) -> PathBuf {
 
 fn sync_parent(path: &Path) {
     if let Some(dir) = path.parent() {
-        crate::parquet_table::sync_dir(dir);
+        crate::durable_file::sync_dir(dir);
     }
 }
 

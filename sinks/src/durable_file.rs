@@ -2,12 +2,14 @@
 //! its way to disk, the hashing on a helper thread, and remembers a full disk; [`BackgroundSync`]
 //! flushes what is written to disk (fdatasync) while more is produced, drops it from the page
 //! cache, and makes sure a flush starts after every row group appended (the commit interval's
-//! durability, docs/reliability.md).
+//! durability, docs/reliability.md). Also the crash-safe small-file primitives every writer of
+//! the workspace uses: [`sync_dir`] and [`write_atomic`].
 
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -17,6 +19,39 @@ pub(crate) fn copy_io_error(e: &std::io::Error) -> std::io::Error {
         || std::io::Error::new(e.kind(), e.to_string()),
         std::io::Error::from_raw_os_error,
     )
+}
+
+/// Best-effort fsync of a directory so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Replaces `path` with `bytes` atomically: writes `PATH.tmp` beside it, fsyncs it, renames it
+/// over `path` and fsyncs the directory, so a crash leaves either the old or the new file. The
+/// temporary file is removed when any step fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), crate::SinkError> {
+    use crate::SinkError;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| SinkError::io("writing", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| SinkError::io("syncing", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| SinkError::io("renaming", &tmp, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
 }
 
 /// Bytes handed to the hashing thread at a time.

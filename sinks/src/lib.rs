@@ -9,7 +9,7 @@
 pub mod archive;
 pub mod castor;
 pub mod coincidences;
-mod durable_file;
+pub mod durable_file;
 pub mod error;
 pub mod manifest;
 pub mod meg_tables;
@@ -21,5 +21,5 @@ pub mod singles;
 
 pub use error::SinkError;
 pub use manifest::{FileRecord, Manifest};
-pub use parquet_table::{ParquetTableWriter, WriteOptions};
+pub use parquet_table::{FileMetadata, ParquetTableWriter, WriteOptions};
 pub use run_dir::RunDir;

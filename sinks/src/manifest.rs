@@ -1,8 +1,8 @@
 //! The run manifest (`manifest.json`): counts, losses, files and time span of a run; written
 //! atomically (temporary file, fsync, rename) so a reader never sees half of one.
 
+use crate::durable_file::write_atomic;
 use crate::error::SinkError;
-use crate::parquet_table::sync_dir;
 use scandaq_core::LossCounts;
 use scandaq_core::run_state::{FailureReason, RunState, StopReason};
 use serde::{Deserialize, Serialize};
@@ -87,27 +87,10 @@ impl Manifest {
     }
 
     fn try_write_atomic(&self, dir: &Path) -> Result<(), SinkError> {
-        let path = dir.join("manifest.json");
-        let tmp = dir.join("manifest.json.tmp");
-        let text =
+        let mut text =
             serde_json::to_string_pretty(self).map_err(|e| SinkError::OutputDir(e.to_string()))?;
-        let result = (|| {
-            let mut f =
-                std::fs::File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
-            f.write_all(text.as_bytes())
-                .map_err(|e| SinkError::io("writing", &tmp, e))?;
-            f.write_all(b"\n")
-                .map_err(|e| SinkError::io("writing", &tmp, e))?;
-            f.sync_all()
-                .map_err(|e| SinkError::io("syncing", &tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("renaming", &tmp, e))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result?;
-        sync_dir(dir);
-        Ok(())
+        text.push('\n');
+        write_atomic(&dir.join("manifest.json"), text.as_bytes())
     }
 
     /// Reads `dir/manifest.json`.

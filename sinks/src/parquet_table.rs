@@ -20,7 +20,7 @@
 //! [`ParquetTableWriter::write`] and [`ParquetTableWriter::tick`]; a sink that may go quiet
 //! calls `tick` a few times per interval.
 
-use crate::durable_file::{BackgroundSync, HashingFile, copy_io_error};
+use crate::durable_file::{BackgroundSync, HashingFile, copy_io_error, sync_dir};
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
 use arrow_array::RecordBatch;
@@ -41,6 +41,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
+
+/// Key-value metadata written into a Parquet file's footer (run id, units, calibration, ...).
+pub type FileMetadata = Vec<(String, String)>;
 
 /// Default commit interval: what a power cut may cost at most.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -192,7 +195,7 @@ impl ParquetTableWriter {
         file_name: &str,
         schema: SchemaRef,
         options: &WriteOptions,
-        metadata: Vec<(String, String)>,
+        metadata: FileMetadata,
     ) -> Result<Self, SinkError> {
         let final_path = dir.join(file_name);
         let tmp_path = dir.join(format!("{file_name}.inprogress"));
@@ -588,13 +591,6 @@ impl ParquetTableWriter {
             bytes,
             sha256,
         })
-    }
-}
-
-/// Best-effort fsync of a directory so a rename survives a crash.
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

@@ -1,7 +1,7 @@
 //! Dashboard cost harness: the same acquisition with and without a dashboard watching it.
 //!
 //! A raw archive (`.sdq`) of a two-board bench run is generated once; then
-//! `scandaq::live::run_live_with_stats` replays it (the live pipeline: ingest, rings,
+//! `scandaq::acquire::live::run_live_with_stats` replays it (the live pipeline: ingest, rings,
 //! decode/calibrate, k-way merge, singles and coincidence sinks) REPEATS times with the
 //! dashboard off and on, alternating so machine load affects both alike. "On" is the
 //! in-process dashboard's work exactly as `scandaq run --tui` does it: every frame (100 ms, the
@@ -15,10 +15,10 @@
 use ratatui::layout::Rect;
 use ratatui::prelude::CrosstermBackend;
 use ratatui::{Terminal, TerminalOptions, Viewport};
-use scandaq::calib_load::load_calibration_dir;
-use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live_with_stats};
-use scandaq::live_stats::LiveStats;
-use scandaq::ring::OverflowPolicy;
+use scandaq::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live_with_stats};
+use scandaq::acquire::ring::OverflowPolicy;
+use scandaq::observe::live_stats::LiveStats;
+use scandaq::process::calib_load::load_calibration_dir;
 use scandaq_fpga_sim::BenchConfig;
 use scandaq_fpga_sim::stream::{StreamConfig, Transport, generate_packets};
 use scandaq_sinks::archive::RawArchiveWriter;

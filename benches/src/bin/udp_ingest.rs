@@ -7,9 +7,9 @@
 //! Usage: `udp_ingest [--seconds S] [--drop] RATE_GBIT [RATE_GBIT ...]`
 //! (`--drop`: the live ring policy, overflow dropped and counted; default block.)
 
-use scandaq::ingest::{FrameChunk, Ingest};
-use scandaq::net_sources::{bind_udp, run_udp};
-use scandaq::ring::{OverflowPolicy, ring};
+use scandaq::acquire::ingest::{FrameChunk, Ingest};
+use scandaq::acquire::net::{bind_udp, run_udp};
+use scandaq::acquire::ring::{OverflowPolicy, ring};
 use scandaq_decoders::transport::{HEADER_LEN, encode_packet, payload_format};
 use std::net::UdpSocket;
 use std::sync::Arc;

@@ -13,7 +13,7 @@
 //! Disk full: real full file systems (a small tmpfs, mounted for the test; needs root).
 
 use super::{col_i64, no_panic, read_parquet, scandaq, sim_dir};
-use scandaq::control;
+use scandaq::observe::control;
 use scandaq_sinks::Manifest;
 use serde_json::json;
 use std::path::{Path, PathBuf};

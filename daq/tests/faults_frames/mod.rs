@@ -12,8 +12,8 @@
 //! so that one lost frame is a larger share of the file than in the full one.
 
 use super::{no_panic, scandaq};
-use scandaq::calib_load::load_calibration_dir;
-use scandaq::calibrate_cmd::for_each_calibrated_batch;
+use scandaq::commands::calibrate::for_each_calibrated_batch;
+use scandaq::process::calib_load::load_calibration_dir;
 use scandaq_sinks::Manifest;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -138,7 +138,7 @@ impl Outcome {
 
 /// Runs `bytes` (a whole `.rawf`) through the replay's decode path in process.
 fn replay_in_process(bytes: &[u8], work: &Path) -> Outcome {
-    static CAL: OnceLock<scandaq::calib_load::LoadedCalibration> = OnceLock::new();
+    static CAL: OnceLock<scandaq::process::calib_load::LoadedCalibration> = OnceLock::new();
     let cal = CAL.get_or_init(|| load_calibration_dir(&sim().dir.join("calib")).unwrap());
     let path = work.join("case.rawf");
     std::fs::write(&path, bytes).unwrap();

@@ -10,8 +10,8 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use scandaq::ingest::{FrameChunk, Ingest, IngestOptions, MAX_BOARDS, REORDER_HOLD};
-use scandaq::ring::{OverflowPolicy, RingConsumer, ring};
+use scandaq::acquire::ingest::{FrameChunk, Ingest, IngestOptions, MAX_BOARDS, REORDER_HOLD};
+use scandaq::acquire::ring::{OverflowPolicy, RingConsumer, ring};
 use scandaq_decoders::transport::{FLAG_START_OF_STREAM, encode_packet, payload_format};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};

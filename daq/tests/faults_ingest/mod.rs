@@ -128,8 +128,8 @@ impl Run {
     fn wait_packets(&self, n: u64) {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
-            let got = scandaq::control::find_socket(None, std::slice::from_ref(&self.out))
-                .and_then(|s| scandaq::control::status(&s))
+            let got = scandaq::observe::control::find_socket(None, std::slice::from_ref(&self.out))
+                .and_then(|s| scandaq::observe::control::status(&s))
                 .map_or(0, |s| s.inputs.iter().map(|i| i.packets_in).sum::<u64>());
             if got >= n {
                 return;
@@ -514,7 +514,7 @@ fn unexpected_and_excess_source_ids_are_counted_not_made_boards() {
     let (status, _) = run.wait_exit(Duration::from_secs(15)).unwrap();
     assert!(status.success(), "{}", run.stderr());
     let m = run.manifest();
-    let cap = scandaq::ingest::MAX_BOARDS as u64;
+    let cap = scandaq::acquire::ingest::MAX_BOARDS as u64;
     if m.losses.get("udp_kernel_drops") == 0 {
         assert_eq!(m.losses.get("excess_source_packets"), 300 - cap);
     }

@@ -385,7 +385,7 @@ fn time_errors_segmented(run: &OpmRun, truth: &[BlockTruth]) -> (f64, usize) {
 
 #[test]
 fn arbitrary_payloads_and_control_records_are_counted_never_a_panic() {
-    use scandaq::streams::{StreamContext, StreamSettings, new_processor};
+    use scandaq::process::streams::{StreamContext, StreamSettings, new_processor};
     use scandaq_decoders::transport::payload_format;
     let tmp = tempfile::tempdir().unwrap();
     let mut p = new_processor(StreamContext {
@@ -560,10 +560,10 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
 /// order; empty end markers skipped).
 fn feed_opm_processor(
     run_dir: &std::path::Path,
-    settings: scandaq::streams::StreamSettings,
+    settings: scandaq::process::streams::StreamSettings,
     packets: &[Vec<u8>],
-) -> Box<dyn scandaq::streams::StreamProcessor> {
-    use scandaq::streams::{StreamContext, new_processor};
+) -> Box<dyn scandaq::process::streams::StreamProcessor> {
+    use scandaq::process::streams::{StreamContext, new_processor};
     use scandaq_decoders::transport::{decode_packet, payload_format};
     let mut p = new_processor(StreamContext {
         run_dir: run_dir.to_path_buf(),
@@ -590,7 +590,7 @@ fn feed_opm_processor(
 
 #[test]
 fn in_process_stream_gives_dashboard_figures_from_the_data() {
-    use scandaq::streams::StreamSettings;
+    use scandaq::process::streams::StreamSettings;
     let tmp = tempfile::tempdir().unwrap();
     let sim = tmp.path().join("sim");
     let mut packets: Vec<Vec<u8>> = Vec::new();
@@ -878,8 +878,8 @@ fn evoked_lag(y: &[f64], windows: &[(usize, f64, i32)]) -> f64 {
 
 #[test]
 fn fif_export_aligns_channel_delays_so_evoked_responses_line_up_with_truth() {
-    use scandaq::export_fif::{FifOptions, export_fif_with};
-    use scandaq::streams::StreamSettings;
+    use scandaq::commands::fif::{FifOptions, export_fif_with};
+    use scandaq::process::streams::StreamSettings;
     use scandaq_fpga_sim::opm::channel_table;
     // Noise-free evoked responses (no white, 1/f or mains), large enough that rounding to
     // counts does not matter; 4 sensors = 12 channels with group delays of 1-3 ms.

@@ -1,5 +1,5 @@
 //! The dashboard's stream figures end to end: fpga-sim's opm and us presets write a raw
-//! archive, `scandaq::live` acquires it in-process with a `LiveStats`, and the published
+//! archive, `scandaq::acquire::live` acquires it in-process with a `LiveStats`, and the published
 //! snapshot's MEG and ultrasound figures are checked against the simulator's settings and
 //! truth (sample and block counts, effective rate, trigger rate, the mains frequency, a dead
 //! channel flagged flat and no other, frame rate, incomplete events, per-element amplitudes
@@ -9,11 +9,11 @@
 use super::read_parquet;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt16Type, UInt64Type};
-use scandaq::calib_load::LoadedCalibration;
-use scandaq::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live_with_stats};
-use scandaq::live_stats::LiveStats;
-use scandaq::ring::OverflowPolicy;
-use scandaq::streams::StreamSettings;
+use scandaq::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live_with_stats};
+use scandaq::acquire::ring::OverflowPolicy;
+use scandaq::observe::live_stats::LiveStats;
+use scandaq::process::calib_load::LoadedCalibration;
+use scandaq::process::streams::StreamSettings;
 use scandaq_core::snapshot::{
     ChannelHealth, MegSnapshot, StatsSnapshot, StreamFigures, StreamSnapshot, UsSnapshot,
 };
@@ -87,7 +87,7 @@ fn meg_run(tmp: &Path, config: &OpmConfig) -> (MegSnapshot, OpmSummary) {
     let s = only_stream(&snap);
     assert_eq!(s.source_id, config.source_id);
     // The plain stats line (`scandaq top` without a terminal) carries the stream too.
-    let line = scandaq::dashboard::plain_line(&snap, None);
+    let line = scandaq::observe::dashboard::plain_line(&snap, None);
     let flat = config.flat_channels.len();
     for part in [
         format!("; meg {}: ", config.source_id),
@@ -147,7 +147,7 @@ fn check_meg(tmp: &Path, config: &OpmConfig) -> MegSnapshot {
         (m.rms.len(), m.health.len()),
         (meg_names.len(), meg_names.len())
     );
-    let whole_windows = (config.duration_s / scandaq::streams::panel::MEG_WINDOW_S) as u64;
+    let whole_windows = (config.duration_s / scandaq::process::streams::panel::MEG_WINDOW_S) as u64;
     assert!(
         m.windows + 1 >= whole_windows && m.windows <= whole_windows,
         "{} windows in {} s",
@@ -465,7 +465,7 @@ fn top_attached_to_a_meg_run_shows_the_meg_panel() {
             .map(|e| e.path())
             .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run-"))
     };
-    let socket = || run_dir().map(|d| d.join(scandaq::control::SOCKET_NAME));
+    let socket = || run_dir().map(|d| d.join(scandaq::observe::control::SOCKET_NAME));
     wait("the run's control socket", 30, &mut || {
         socket().is_some_and(|s| s.exists())
     });

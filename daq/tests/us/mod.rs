@@ -287,7 +287,7 @@ fn replayed_archive_with_truncated_chunks_stores_exactly_the_complete_events() {
 
 #[test]
 fn garbage_rf_chunks_and_control_records_are_counted_never_a_panic() {
-    use scandaq::streams::{StreamContext, StreamSettings, new_processor};
+    use scandaq::process::streams::{StreamContext, StreamSettings, new_processor};
     let tmp = tempfile::tempdir().unwrap();
     let mut p = new_processor(StreamContext {
         run_dir: tmp.path().to_path_buf(),

@@ -2,8 +2,8 @@
 //! keys rejected, every value validated before anything starts, and command-line flags laid
 //! over it.
 
-use crate::live::{InputConfig, InputSpec, LiveConfig, RunLimits};
-use crate::ring::OverflowPolicy;
+use crate::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits};
+use crate::acquire::ring::OverflowPolicy;
 use anyhow::{Context, Result, bail};
 use scandaq_core::ClockModel;
 use scandaq_core::units::parse_duration_s;
@@ -99,13 +99,13 @@ pub struct RunFile {
     pub input: Vec<InputSection>,
     /// `[coincidences]`: how prompts and delayeds are sorted (docs/coincidences.md).
     #[serde(default)]
-    pub coincidences: crate::coinc_stage::CoincidenceOptions,
+    pub coincidences: crate::process::coinc_stage::CoincidenceOptions,
     /// `[meg]`: OPM-MEG streams (docs/meg.md).
     #[serde(default)]
-    pub meg: crate::streams::meg::MegSettings,
+    pub meg: crate::process::streams::meg::MegSettings,
     /// `[ultrasound]`: ultrasound RF streams (docs/ultrasound.md).
     #[serde(default)]
-    pub ultrasound: crate::streams::us::UsSettings,
+    pub ultrasound: crate::process::streams::us::UsSettings,
 }
 
 /// Parses a run file; errors name the file, line and key.
@@ -193,11 +193,11 @@ impl RunFile {
             &self.calibration.petsys_config,
         ) {
             (Some(d), None) => {
-                if !d.join(crate::calib_load::names::TDC).is_file() {
+                if !d.join(crate::process::calib_load::names::TDC).is_file() {
                     bail!(
                         "calibration.dir = {}: no {} there",
                         d.display(),
-                        crate::calib_load::names::TDC
+                        crate::process::calib_load::names::TDC
                     );
                 }
                 (Some(d.clone()), None)
@@ -225,14 +225,14 @@ impl RunFile {
             );
         }
         let connect_timeout = match self.run.connect_timeout.as_deref() {
-            None => crate::ingest::DEFAULT_CONNECT_TIMEOUT,
+            None => crate::acquire::ingest::DEFAULT_CONNECT_TIMEOUT,
             Some(t) => match parse_duration_s(t) {
                 Ok(s) if s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
                 Ok(_) => bail!("run.connect_timeout = {t:?}: must be more than 0 s"),
                 Err(e) => bail!("run.connect_timeout: {e}"),
             },
         };
-        let ingest = crate::ingest::IngestOptions {
+        let ingest = crate::acquire::ingest::IngestOptions {
             expected_boards: self.run.boards.clone(),
             connect_timeout,
         };
@@ -275,7 +275,7 @@ impl RunFile {
             bail!("run.clock_hz = {clock_hz}: expected 1 MHz .. 2 GHz");
         }
         self.coincidences.validate()?;
-        let rotation = crate::pipeline::Rotation {
+        let rotation = crate::process::pipeline::Rotation {
             max_bytes: self
                 .run
                 .rotate_size
@@ -294,12 +294,12 @@ impl RunFile {
                 .run
                 .commit_interval
                 .as_deref()
-                .map(crate::pipeline::parse_commit_interval)
+                .map(crate::process::pipeline::parse_commit_interval)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("run.commit_interval: {e:#}"))?,
         };
-        let defaults = crate::disk_watch::DiskWarnLevels::default();
-        let disk_warn = crate::disk_watch::DiskWarnLevels {
+        let defaults = crate::observe::disk_watch::DiskWarnLevels::default();
+        let disk_warn = crate::observe::disk_watch::DiskWarnLevels {
             min_free_bytes: self
                 .run
                 .disk_warn_free
@@ -333,13 +333,13 @@ impl RunFile {
                 clock: ClockModel {
                     frequency_hz: clock_hz,
                 },
-                coincidences: crate::coinc_stage::CoincidenceOptions {
+                coincidences: crate::process::coinc_stage::CoincidenceOptions {
                     positions: self.coincidences.positions || self.run.positions.unwrap_or(false),
                     ..self.coincidences.clone()
                 },
                 rotation,
                 // Checked now (channel table and sequence read), not at the first packet.
-                streams: crate::streams::StreamSettings {
+                streams: crate::process::streams::StreamSettings {
                     meg: self.meg.clone(),
                     ultrasound: self.ultrasound.clone(),
                 }

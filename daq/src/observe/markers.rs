@@ -4,7 +4,6 @@
 //! Markers are kept in memory and the table is committed with the run (listed in the
 //! manifest); a run without markers has no markers file.
 
-use crate::pipeline::FileMetadata;
 use anyhow::{Result, anyhow};
 use arrow_array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
@@ -12,6 +11,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use scandaq_core::HitBatch;
+use scandaq_sinks::FileMetadata;
 use scandaq_sinks::{FileRecord, ParquetTableWriter, WriteOptions};
 use serde::Serialize;
 use std::path::Path;

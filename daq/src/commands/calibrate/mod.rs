@@ -18,9 +18,9 @@ pub mod report;
 pub mod skew;
 pub mod tdc;
 
-use crate::calib_load::names;
-use crate::calibrate::CompiledCalibration;
-use crate::pipeline::Processor;
+use crate::process::calib_load::names;
+use crate::process::kernel::CompiledCalibration;
+use crate::process::pipeline::Processor;
 use anyhow::{Context, Result, bail};
 use scandaq_core::{Calibration, ClockModel, EnergyTable, Geometry, HitBatch, TdcTable};
 use scandaq_decoders::FrameScanner;

@@ -7,18 +7,18 @@
 //! processing drains the rings and flushes every board, then the sinks commit their files and
 //! the manifest is written. States: configured -> running -> stopping -> stopped | error.
 
-use crate::calib_load::LoadedCalibration;
-use crate::coinc_stage::CoincidenceOptions;
-use crate::disk_watch::{DiskWarnLevels, DiskWatch};
-use crate::ingest::{FrameChunk, Ingest, IngestOptions};
-use crate::live_stats::{BoardDecodeSnapshot, LiveStats, RunInfo, RunState};
-use crate::merge::KWayMerger;
-use crate::net_sources::{bind_udp, run_tcp, run_udp};
-use crate::pipeline::{PipelineCounts, Processor, spawn_singles_sink};
-use crate::ring::{OverflowPolicy, RingConsumer, RingStats, ring};
-use crate::session::{self, RunDescription, RunEnd, RunSummary};
-use crate::streams::StreamSettings;
-use crate::streams::stage::StreamStage;
+use crate::acquire::ingest::{FrameChunk, Ingest, IngestOptions};
+use crate::acquire::net::{bind_udp, run_tcp, run_udp};
+use crate::acquire::ring::{OverflowPolicy, RingConsumer, RingStats, ring};
+use crate::observe::disk_watch::{DiskWarnLevels, DiskWatch};
+use crate::observe::live_stats::{BoardDecodeSnapshot, LiveStats, RunInfo, RunState};
+use crate::process::calib_load::LoadedCalibration;
+use crate::process::coinc_stage::CoincidenceOptions;
+use crate::process::merge::KWayMerger;
+use crate::process::pipeline::{PipelineCounts, Processor, spawn_singles_sink};
+use crate::process::session::{self, RunDescription, RunEnd, RunSummary};
+use crate::process::streams::StreamSettings;
+use crate::process::streams::stage::StreamStage;
 use anyhow::{Context, Result, anyhow, bail};
 use scandaq_core::run_state::{FailureReason, StopReason};
 use scandaq_core::{HitBatch, LossCounts};
@@ -93,7 +93,7 @@ pub struct LiveConfig {
     /// Coincidence sorting.
     pub coincidences: CoincidenceOptions,
     /// Singles file rotation.
-    pub rotation: crate::pipeline::Rotation,
+    pub rotation: crate::process::pipeline::Rotation,
     /// Stream processors' settings (`[meg]`, `[ultrasound]`).
     pub streams: StreamSettings,
     /// When to warn that the output disk is filling.
@@ -114,7 +114,7 @@ impl Default for LiveConfig {
             stats_every: None,
             clock: scandaq_core::ClockModel::TOFPET2_DEFAULT,
             coincidences: CoincidenceOptions::default(),
-            rotation: crate::pipeline::Rotation::default(),
+            rotation: crate::process::pipeline::Rotation::default(),
             streams: StreamSettings::default(),
             disk_warn: DiskWarnLevels::default(),
         }
@@ -128,8 +128,7 @@ const DRAIN_CHUNKS_PER_CALL: usize = 8;
 /// a few of them, so its memory is bounded whatever the release sizes.
 const MAX_SINK_BATCH_HITS: usize = 1 << 18;
 
-/// A handle to ask a running acquisition to stop (signals, tests).
-pub type StopFlag = Arc<AtomicBool>;
+pub use crate::observe::stop::StopFlag;
 
 struct InputThread {
     label: String,
@@ -278,7 +277,7 @@ fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
 struct BoardState<'k> {
     processor: Processor<'k>,
     ended: bool,
-    /// The board's session (0, then one more per restart; see [`crate::ingest`]).
+    /// The board's session (0, then one more per restart; see [`crate::acquire::ingest`]).
     session: u32,
     /// The merger stream of this session.
     key: u32,
@@ -301,7 +300,11 @@ struct Timeline {
 }
 
 impl<'k> BoardState<'k> {
-    fn new(kernel: &'k crate::calibrate::CompiledCalibration, session: u32, key: u32) -> Self {
+    fn new(
+        kernel: &'k crate::process::kernel::CompiledCalibration,
+        session: u32,
+        key: u32,
+    ) -> Self {
         Self {
             processor: Processor::new(kernel),
             ended: false,
@@ -360,7 +363,7 @@ impl<'k> BoardState<'k> {
     fn next_session(
         &mut self,
         session: u32,
-        kernel: &'k crate::calibrate::CompiledCalibration,
+        kernel: &'k crate::process::kernel::CompiledCalibration,
         merger: &mut KWayMerger,
         timeline: &mut Timeline,
     ) -> Result<()> {
@@ -382,7 +385,7 @@ impl<'k> BoardState<'k> {
 fn drain<'k>(
     inputs: &mut [InputThread],
     boards: &mut BTreeMap<u32, BoardState<'k>>,
-    kernel: &'k crate::calibrate::CompiledCalibration,
+    kernel: &'k crate::process::kernel::CompiledCalibration,
     merger: &mut KWayMerger,
     timeline: &mut Timeline,
     archive: &mut Option<RawArchiveWriter>,
@@ -467,7 +470,7 @@ pub fn run_live_with_markers(
     stop: StopFlag,
     mode: &str,
     stats: Arc<LiveStats>,
-    markers: crate::markers::SharedMarkers,
+    markers: crate::observe::markers::SharedMarkers,
 ) -> Result<RunSummary> {
     if config.inputs.is_empty() {
         bail!("a run needs at least one input (--udp ADDR, --tcp ADDR or [[input]] in the config)");
@@ -523,7 +526,7 @@ pub fn run_live_with_markers(
             "software_version": session::SOFTWARE_VERSION,
             "inputs": config.inputs.iter().map(|i| i.spec.to_string()).collect::<Vec<_>>(),
             "calibration_checksum": calibration.calibration.checksum,
-            (crate::streams::ARCHIVE_METADATA_KEY): stream_settings,
+            (crate::process::streams::ARCHIVE_METADATA_KEY): stream_settings,
         });
         let mut w =
             RawArchiveWriter::create(&start.run_dir.path, "raw-00000.sdq", &meta.to_string())?;

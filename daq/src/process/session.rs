@@ -5,10 +5,10 @@
 //! later makes a dead run `recovered`) and writes `manifest.json` at each step. A start that
 //! fails leaves a `failed` manifest with the reason, never one that says `running`.
 
-use crate::calib_load::LoadedCalibration;
-use crate::calibrate::CompiledCalibration;
-use crate::coinc_stage::{CoincidenceOptions, CoincidenceSetup};
-use crate::pipeline::{self, Chunk, EnergyHistogram, PipelineCounts};
+use crate::process::calib_load::LoadedCalibration;
+use crate::process::coinc_stage::{CoincidenceOptions, CoincidenceSetup};
+use crate::process::kernel::CompiledCalibration;
+use crate::process::pipeline::{self, Chunk, EnergyHistogram, PipelineCounts};
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use scandaq_core::ClockModel;
@@ -73,7 +73,7 @@ pub struct RunStart {
     /// The manifest so far.
     pub manifest: Manifest,
     /// Key-value metadata for the run's Parquet files.
-    pub metadata: pipeline::FileMetadata,
+    pub metadata: scandaq_sinks::FileMetadata,
     /// How the run was described.
     pub description: RunDescription,
     /// Calibration warnings.
@@ -86,7 +86,10 @@ pub struct RunStart {
 
 impl RunStart {
     /// Inputs started: the manifest (and `stats`, when given) say `running`.
-    pub fn set_running(&mut self, stats: Option<&crate::live_stats::LiveStats>) -> Result<()> {
+    pub fn set_running(
+        &mut self,
+        stats: Option<&crate::observe::live_stats::LiveStats>,
+    ) -> Result<()> {
         self.manifest.state = RunState::Running;
         if let Some(s) = stats {
             s.set_state(RunState::Running);
@@ -112,7 +115,7 @@ impl RunStart {
     /// The sink settings of this run, with `counters` for live statistics.
     pub fn sink_settings(
         &self,
-        counters: std::sync::Arc<crate::live_stats::SinkCounters>,
+        counters: std::sync::Arc<crate::observe::live_stats::SinkCounters>,
     ) -> pipeline::SinkSettings {
         pipeline::SinkSettings {
             raw_columns: self.description.raw_columns,

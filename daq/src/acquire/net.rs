@@ -2,7 +2,7 @@
 //! `/proc/net/udp`) and a TCP client (resynchronises on `SDQ1` after a bad header, reconnects
 //! after a disconnect). Each runs on its own thread and feeds an [`Ingest`].
 
-use crate::ingest::Ingest;
+use crate::acquire::ingest::Ingest;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use scandaq_decoders::transport::{HEADER_LEN, MAGIC, TransportHeader};
@@ -349,7 +349,7 @@ fn parse_stream(
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     ingest: &mut Ingest,
-) -> Result<(), crate::ring::RingClosed> {
+) -> Result<(), crate::acquire::ring::RingClosed> {
     let mut off = 0;
     while buf.len() - off >= HEADER_LEN {
         match TransportHeader::parse(&buf[off..]) {
@@ -385,8 +385,8 @@ fn parse_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::FrameChunk;
-    use crate::ring::{OverflowPolicy, ring};
+    use crate::acquire::ingest::FrameChunk;
+    use crate::acquire::ring::{OverflowPolicy, ring};
     use scandaq_decoders::petsys::encode_frame;
     use scandaq_decoders::transport::{encode_packet, payload_format};
     use std::io::Write;

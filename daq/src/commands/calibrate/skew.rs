@@ -20,7 +20,7 @@ use super::report::Report;
 use super::tdc::summarise_stream;
 use super::{check_inputs, for_each_calibrated_batch, load_energy, load_geometry, load_tdc};
 use super::{median, read_table_text, write_table};
-use crate::calib_load::names;
+use crate::process::calib_load::names;
 use anyhow::{Result, bail};
 use scandaq_core::calib::Branch;
 use scandaq_core::coincidence::{

@@ -6,8 +6,8 @@
 //! (after the processors flushed everything) when the run ends.
 
 use super::{StreamContext, StreamProcessor, StreamReport, StreamSettings, new_processor};
-use crate::ingest::FrameChunk;
-use crate::live_stats::LatestCell;
+use crate::observe::live_stats::LatestCell;
+use crate::process::frame_chunk::FrameChunk;
 use anyhow::{Context, Result};
 use scandaq_core::LossCounts;
 use scandaq_core::snapshot::StreamSnapshot;

@@ -10,6 +10,7 @@ pub use scandaq_core::snapshot::{
     ENERGY_BINS, InputSnapshot, MODULE_ENERGY_BIN, MODULE_ENERGY_BINS, RunHealth, RunInfo,
     RunState, StatsSnapshot, StreamSnapshot, TRACKED_CHANNELS,
 };
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -59,7 +60,7 @@ pub struct SinkCounters {
     /// Coincidence counters and histogram, published by the coincidence stage.
     pub coincidences: LatestCell<Option<CoincidenceSnapshot>>,
     /// Set the moment the singles sink fails (a full disk, ...): the run stops on it.
-    pub failure: std::sync::OnceLock<crate::pipeline::SinkFailure>,
+    pub failure: std::sync::OnceLock<SinkFailure>,
 }
 
 /// Shared, lock-free statistics of one acquisition.
@@ -283,6 +284,32 @@ impl LiveStats {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+        }
+    }
+}
+
+/// Why a table sink stopped early: published in [`SinkCounters::failure`] the moment it
+/// happens, so the run can stop at once (a full disk: reason `disk_full`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkFailure {
+    /// The file system is full (ENOSPC, EDQUOT).
+    pub disk_full: bool,
+    /// The file being written, when known.
+    pub path: Option<PathBuf>,
+    /// One line for the operator (names the path and what to do).
+    pub message: String,
+}
+
+impl SinkFailure {
+    /// Classifies an error of the sink ([`scandaq_sinks::SinkError`] anywhere in its chain).
+    pub fn of(e: &anyhow::Error) -> Self {
+        let sink = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<scandaq_sinks::SinkError>());
+        Self {
+            disk_full: sink.is_some_and(scandaq_sinks::SinkError::is_disk_full),
+            path: sink.and_then(|s| s.path().map(Path::to_path_buf)),
+            message: format!("{e:#}"),
         }
     }
 }

@@ -14,9 +14,9 @@
 //! 2 s write timeout. Taking a snapshot never blocks the acquisition (see `live_stats`), so
 //! no viewer can slow it down.
 
-use crate::live::StopFlag;
-use crate::live_stats::{LiveStats, RunState, StatsSnapshot};
-use crate::markers::SharedMarkers;
+use crate::observe::live_stats::{LiveStats, RunState, StatsSnapshot};
+use crate::observe::markers::SharedMarkers;
+use crate::observe::stop::StopFlag;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};

@@ -20,7 +20,7 @@
 //! Running it again on a recovered run re-verifies the files and changes nothing; a complete
 //! run is verified and left alone.
 
-use crate::export::{DELAYED_FILE, PROMPTS_FILE};
+use crate::commands::castor::{DELAYED_FILE, PROMPTS_FILE};
 use anyhow::{Context, Result, anyhow, bail};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowSchemaConverter;
@@ -36,7 +36,6 @@ use parquet::schema::types::SchemaDescriptor;
 use scandaq_sinks::manifest::FileRecord;
 use scandaq_sinks::{ParquetTableWriter, WriteOptions, coincidences, petlink_tables, singles};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -675,19 +674,12 @@ fn verify_parquet_or_raw(path: &Path) -> Result<(u64, u64, String)> {
 }
 
 fn write_manifest_value(dir: &Path, value: &serde_json::Value) -> Result<()> {
-    let path = dir.join("manifest.json");
-    let tmp = dir.join("manifest.json.tmp");
-    let text = serde_json::to_string_pretty(value)?;
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot rename {}", tmp.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(scandaq_sinks::durable_file::write_atomic(
+        &dir.join("manifest.json"),
+        text.as_bytes(),
+    )?)
 }
 
 /// The note of an interrupted file left as it is (nothing of it salvaged: all its bytes lost).
@@ -1128,9 +1120,7 @@ fn commit_archive(dir: &Path, name: &str, final_name: &str) -> Result<ArchiveCom
     let final_path = dir.join(final_name);
     std::fs::rename(&path, &final_path)
         .with_context(|| format!("cannot rename {}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    scandaq_sinks::durable_file::sync_dir(dir);
     let (sha256, bytes) = sha256_file(&final_path)?;
     Ok(ArchiveCommit {
         record: FileRecord {
@@ -1240,7 +1230,7 @@ fn replay_archive_tail(
     names: &[String],
     run: u64,
 ) -> Result<TailReplay> {
-    use crate::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+    use crate::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     let (end, schema, clock_hz) = singles_end(dir, files)?;
@@ -1260,10 +1250,10 @@ fn replay_archive_tail(
         })
         .unwrap_or(false);
     let calibration = if has_tables {
-        crate::calib_load::load_calibration_dir(&calib_dir)
+        crate::process::calib_load::load_calibration_dir(&calib_dir)
             .with_context(|| format!("the run's calibration in {}", calib_dir.display()))?
     } else {
-        crate::calib_load::LoadedCalibration::none()
+        crate::process::calib_load::LoadedCalibration::none()
     };
     let scratch = dir.join(".recover-tail");
     if scratch.exists() {
@@ -1272,12 +1262,13 @@ fn replay_archive_tail(
     }
     std::fs::create_dir(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let (streams, _) = crate::replay::archive_stream_settings(archive, None).unwrap_or_default();
+    let (streams, _) =
+        crate::commands::replay::archive_stream_settings(archive, None).unwrap_or_default();
     let config = LiveConfig {
         inputs: vec![InputConfig {
             spec: InputSpec::Archive(archive.to_path_buf()),
             allow: vec![],
-            policy: crate::ring::OverflowPolicy::Block,
+            policy: crate::acquire::ring::OverflowPolicy::Block,
             ring_chunks: 64,
             ingest: Default::default(),
         }],
@@ -1291,11 +1282,11 @@ fn replay_archive_tail(
             frequency_hz: clock_hz
                 .unwrap_or(scandaq_core::ClockModel::TOFPET2_DEFAULT.frequency_hz),
         },
-        coincidences: crate::coinc_stage::CoincidenceOptions {
+        coincidences: crate::process::coinc_stage::CoincidenceOptions {
             enabled: false,
             ..Default::default()
         },
-        rotation: crate::pipeline::Rotation {
+        rotation: crate::process::pipeline::Rotation {
             commit_interval_s: Some(3600.0),
             ..Default::default()
         },

@@ -1,10 +1,10 @@
 //! Transport-level ingest of one input (a UDP socket, a TCP connection or a raw archive):
 //! validates each packet's header and CRC, applies the front-end address allowlist and the
 //! expected-boards list (or the board cap), tracks sequence numbers per board (gaps,
-//! duplicates, reordering, implausible numbers, jumps, restarts; see [`crate::seq_tracker`]),
+//! duplicates, reordering, implausible numbers, jumps, restarts; see [`crate::acquire::seq_tracker`]),
 //! restores packet order within a small window, and hands per-board chunks to a ring: whole
 //! PETsys frames for PET boards, packet payloads with their boundaries for stream boards
-//! (OPM-MEG, ultrasound; see [`crate::streams`]). Every packet is counted under exactly one
+//! (OPM-MEG, ultrasound; see [`crate::process::streams`]). Every packet is counted under exactly one
 //! outcome, and what an operator must act on (a rejected sender, an unknown board, a restart)
 //! becomes a warning in the input's snapshot.
 //!
@@ -12,9 +12,9 @@
 //! the old session's data is handed on first, and the chunks carry the session number so the
 //! processing stage can decode the new session on its own clock.
 
-use crate::live_stats::{BoardTransportSnapshot, InputSnapshot, LatestCell};
-use crate::ring::{RingClosed, RingItem, RingProducer};
-use crate::seq_tracker::{SeqTracker, SeqVerdict, SuspectOutcome};
+use crate::acquire::ring::{RingClosed, RingItem, RingProducer};
+use crate::acquire::seq_tracker::{SeqTracker, SeqVerdict, SuspectOutcome};
+use crate::observe::live_stats::{BoardTransportSnapshot, InputSnapshot, LatestCell};
 use scandaq_core::LossCounts;
 use scandaq_decoders::transport::{
     self, FLAG_CRC, FLAG_END_OF_STREAM, FLAG_START_OF_STREAM, payload_format,
@@ -60,30 +60,7 @@ impl Default for IngestOptions {
     }
 }
 
-/// Whole frames of one board, in packet order, handed from an input to the processing stage.
-#[derive(Debug, Default)]
-pub struct FrameChunk {
-    /// Board (transport source_id).
-    pub source_id: u32,
-    /// The board's session: 0, then one more at each restart of the board.
-    pub session: u32,
-    /// The board's data payload format (0 while only control packets have been seen).
-    pub payload_format: u16,
-    /// PETsys frames back to back (PET boards), or packet payloads back to back (streams).
-    pub frames: Vec<u8>,
-    /// Stream boards only: for each payload in `frames`, its payload format (data or
-    /// control) and its end offset in `frames`.
-    pub payload_ends: Vec<(u16, u32)>,
-    /// Packets whose payloads are in `frames`.
-    pub packets: u64,
-    /// The board said end of stream.
-    pub end_of_stream: bool,
-    /// Packets exactly as received from allowed senders, in arrival order (for the raw
-    /// archive), when archiving; may be carried by a chunk of any board.
-    pub raw: Vec<u8>,
-    /// Packets in `raw`.
-    pub raw_packets: u64,
-}
+pub use crate::process::frame_chunk::FrameChunk;
 
 impl RingItem for FrameChunk {
     fn packets(&self) -> u64 {
@@ -741,7 +718,7 @@ fn deliver(board: &mut Board, format: u16, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::{OverflowPolicy, ring};
+    use crate::acquire::ring::{OverflowPolicy, ring};
     use scandaq_decoders::petsys::encode_frame;
     use scandaq_decoders::transport::encode_packet;
     use std::net::Ipv4Addr;

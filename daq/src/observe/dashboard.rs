@@ -3,10 +3,10 @@
 //! reads them from the run's control socket. Both use `scandaq_tui`'s terminal loop (10 Hz,
 //! terminal restored on exit, panic and signals).
 
-use crate::control::{self, Subscription};
-use crate::live::StopFlag;
-use crate::live_stats::{LiveStats, StatsSnapshot};
-use crate::markers::SharedMarkers;
+use crate::observe::control::{self, Subscription};
+use crate::observe::live_stats::{LiveStats, StatsSnapshot};
+use crate::observe::markers::SharedMarkers;
+use crate::observe::stop::StopFlag;
 use anyhow::{Context, Result};
 use scandaq_core::snapshot::{ChannelHealth, StreamFigures, StreamSnapshot};
 use scandaq_tui::{Action, App, AppOptions, Level, term};

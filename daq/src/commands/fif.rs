@@ -450,10 +450,8 @@ impl PartWriter {
             out.push(path.clone());
         }
         // Best effort: the renames survive a crash.
-        if let Some(dir) = self.out.parent()
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
+        if let Some(dir) = self.out.parent() {
+            scandaq_sinks::durable_file::sync_dir(dir);
         }
         Ok(out)
     }

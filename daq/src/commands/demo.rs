@@ -1,15 +1,15 @@
 //! `scandaq demo`: the bench simulator runs in-process and streams its frames through the
 //! same pipeline as a replay, with the simulator's true calibration, into a new run.
 
-use crate::calib_load::LoadedCalibration;
-use crate::live::StopFlag;
-use crate::live_stats::{
+use crate::observe::live_stats::{
     BoardDecodeSnapshot, BoardTransportSnapshot, InputSnapshot, LiveStats, RunInfo, RunState,
 };
-use crate::markers::SharedMarkers;
-use crate::pipeline;
-use crate::pipeline::Chunk;
-use crate::session::{self, RunDescription, RunEnd, RunSummary};
+use crate::observe::markers::SharedMarkers;
+use crate::observe::stop::StopFlag;
+use crate::process::calib_load::LoadedCalibration;
+use crate::process::pipeline;
+use crate::process::pipeline::Chunk;
+use crate::process::session::{self, RunDescription, RunEnd, RunSummary};
 use anyhow::{Result, anyhow};
 use crossbeam_channel::bounded;
 use scandaq_core::calib::checksum_of;
@@ -76,7 +76,7 @@ pub fn demo(
     out_dir: &Path,
     show_progress: bool,
     raw_columns: bool,
-    coincidences: crate::coinc_stage::CoincidenceOptions,
+    coincidences: crate::process::coinc_stage::CoincidenceOptions,
 ) -> Result<RunSummary> {
     demo_live(
         config,
@@ -94,7 +94,7 @@ pub fn demo_live(
     out_dir: &Path,
     show_progress: bool,
     raw_columns: bool,
-    coincidences: crate::coinc_stage::CoincidenceOptions,
+    coincidences: crate::process::coinc_stage::CoincidenceOptions,
     live: Option<DemoLive>,
 ) -> Result<RunSummary> {
     demo_with(
@@ -114,8 +114,8 @@ pub fn demo_with(
     out_dir: &Path,
     show_progress: bool,
     raw_columns: bool,
-    coincidences: crate::coinc_stage::CoincidenceOptions,
-    rotation: crate::pipeline::Rotation,
+    coincidences: crate::process::coinc_stage::CoincidenceOptions,
+    rotation: crate::process::pipeline::Rotation,
     live: Option<DemoLive>,
 ) -> Result<RunSummary> {
     let duration_s = config.duration_s;
@@ -176,7 +176,7 @@ pub fn demo_with(
             }
             (sim.summary(), stopped)
         })?;
-    let bar = crate::replay::progress_bar(show_progress, (duration_s * 1000.0) as u64);
+    let bar = crate::observe::progress::progress_bar(show_progress, (duration_s * 1000.0) as u64);
     let mut extra_counts = BTreeMap::new();
     extra_counts.insert("simulated_ms".into(), (duration_s * 1000.0) as u64);
     let description = RunDescription {

@@ -11,7 +11,7 @@
 //! moved into Arrow without copying) written as it comes, so memory stays flat for files of
 //! any size.
 
-use crate::session::{self, SOFTWARE_VERSION};
+use crate::process::session::{self, SOFTWARE_VERSION};
 use anyhow::{Context, Result, bail};
 use scandaq_core::LossCounts;
 use scandaq_core::run_state::{FailureReason, RunState, StopReason};

@@ -1,9 +1,10 @@
 //! `scandaq replay FILE.rawf`: reads a PETsys raw file set (`.rawf` + `.idxf`) and runs it
 //! through the pipeline with the calibration from `--calib DIR` or `--petsys-config FILE`.
 
-use crate::calib_load::LoadedCalibration;
-use crate::pipeline::Chunk;
-use crate::session::{self, RunDescription, RunSummary};
+use crate::observe::progress::progress_bar;
+use crate::process::calib_load::LoadedCalibration;
+use crate::process::pipeline::Chunk;
+use crate::process::session::{self, RunDescription, RunSummary};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::bounded;
 use scandaq_core::ClockModel;
@@ -51,9 +52,9 @@ pub struct ReplayOptions {
     /// Keep the raw diagnostic columns in the singles table.
     pub raw_columns: bool,
     /// Coincidence sorting.
-    pub coincidences: crate::coinc_stage::CoincidenceOptions,
+    pub coincidences: crate::process::coinc_stage::CoincidenceOptions,
     /// Singles file rotation.
-    pub rotation: crate::pipeline::Rotation,
+    pub rotation: crate::process::pipeline::Rotation,
 }
 
 /// Replays `rawf` into a new run under `out_dir`.
@@ -152,21 +153,6 @@ fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// A byte-count progress bar on a terminal, hidden otherwise.
-pub fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !show || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {percent}% eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
-
 /// The metadata JSON of the raw archive `archive` (`.sdq`: 64-byte header, JSON, packets).
 pub fn archive_metadata(archive: &Path) -> Result<serde_json::Value> {
     use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
@@ -188,15 +174,15 @@ pub fn archive_metadata(archive: &Path) -> Result<serde_json::Value> {
 
 /// Stream settings for replaying the raw archive `archive`: the `[meg]` / `[ultrasound]`
 /// settings the recording run (or fpga-sim) stored in the archive's metadata (key
-/// [`crate::streams::ARCHIVE_METADATA_KEY`], the channel table's and sequence's text
+/// [`crate::process::streams::ARCHIVE_METADATA_KEY`], the channel table's and sequence's text
 /// included), with every key of the `[meg]` / `[ultrasound]` sections of the run
 /// configuration `config` laid over them (a `channel_table` / `sequence_file` given there
 /// replaces the stored text). Returns the resolved settings and notes for the operator.
 pub fn archive_stream_settings(
     archive: &Path,
     config: Option<&Path>,
-) -> Result<(crate::streams::StreamSettings, Vec<String>)> {
-    use crate::streams::{ARCHIVE_METADATA_KEY, StreamSettings};
+) -> Result<(crate::process::streams::StreamSettings, Vec<String>)> {
+    use crate::process::streams::{ARCHIVE_METADATA_KEY, StreamSettings};
     let meta = archive_metadata(archive)?;
     let mut notes = Vec::new();
     let mut base = match meta.get(ARCHIVE_METADATA_KEY) {
@@ -214,7 +200,7 @@ pub fn archive_stream_settings(
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read run configuration {}", path.display()))?;
         // The whole file must be a valid run configuration (typos are named) ...
-        crate::run_config::parse(path, &text)?;
+        crate::acquire::run_config::parse(path, &text)?;
         // ... and the keys it gives in [meg] / [ultrasound] override the archive's.
         let given: toml::Table =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

@@ -19,7 +19,7 @@ use super::report::Report;
 use super::tdc::summarise_stream;
 use super::write_table;
 use super::{check_inputs, copy_map_or_from, for_each_calibrated_batch, load_tdc, median};
-use crate::calib_load::names;
+use crate::process::calib_load::names;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 use scandaq_core::calib::{Branch, EnergyEntry};

@@ -8,11 +8,12 @@
 //!                                                     \--> coincidence thread
 //! ```
 
-use crate::calibrate::{CompiledCalibration, KernelLosses};
-use crate::coinc_stage::{self, CoincidenceReport, CoincidenceSetup};
-use crate::live_stats::SinkCounters;
-use crate::merge::TimeMerger;
-use crate::singles_columns::{Annotated, SinglesAnnotator};
+use crate::observe::live_stats::SinkCounters;
+use crate::observe::live_stats::SinkFailure;
+use crate::process::coinc_stage::{self, CoincidenceReport, CoincidenceSetup};
+use crate::process::kernel::{CompiledCalibration, KernelLosses};
+use crate::process::merge::TimeMerger;
+use crate::process::singles_columns::{Annotated, SinglesAnnotator};
 use anyhow::{Context, Result, anyhow};
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -21,7 +22,7 @@ use scandaq_core::coincidence::PhotonBatch;
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::{FrameScanner, FrameSpan};
 use scandaq_sinks::singles::{self, SinglesColumns};
-use scandaq_sinks::{FileRecord, Manifest, ParquetTableWriter};
+use scandaq_sinks::{FileMetadata, FileRecord, Manifest, ParquetTableWriter};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,32 +113,6 @@ pub struct SinkReport {
     pub failure: Option<SinkFailure>,
 }
 
-/// Why a table sink stopped early: published in [`SinkCounters::failure`] the moment it
-/// happens, so the run can stop at once (a full disk: reason `disk_full`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SinkFailure {
-    /// The file system is full (ENOSPC, EDQUOT).
-    pub disk_full: bool,
-    /// The file being written, when known.
-    pub path: Option<PathBuf>,
-    /// One line for the operator (names the path and what to do).
-    pub message: String,
-}
-
-impl SinkFailure {
-    /// Classifies an error of the sink ([`scandaq_sinks::SinkError`] anywhere in its chain).
-    pub fn of(e: &anyhow::Error) -> Self {
-        let sink = e
-            .chain()
-            .find_map(|c| c.downcast_ref::<scandaq_sinks::SinkError>());
-        Self {
-            disk_full: sink.is_some_and(scandaq_sinks::SinkError::is_disk_full),
-            path: sink.and_then(|s| s.path().map(Path::to_path_buf)),
-            message: format!("{e:#}"),
-        }
-    }
-}
-
 impl SinkReport {
     /// Singles rows in the committed files.
     pub fn rows(&self) -> u64 {
@@ -188,9 +163,6 @@ pub fn parse_commit_interval(text: &str) -> Result<f64> {
     }
     Ok(s)
 }
-
-/// Metadata written into every Parquet file of the run.
-pub type FileMetadata = Vec<(String, String)>;
 
 /// The sequence of singles files of one run.
 struct SinglesFiles {

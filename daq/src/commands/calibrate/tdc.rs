@@ -12,7 +12,7 @@
 
 use super::report::Report;
 use super::{StreamCounts, check_inputs, copy_map, for_each_raw_hit, median, write_table};
-use crate::calib_load::names;
+use crate::process::calib_load::names;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 use scandaq_core::TdcEntry;

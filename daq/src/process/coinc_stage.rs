@@ -5,8 +5,7 @@
 //! `scandaq_core::coincidence`, and writes `coincidences-00000.parquet` and
 //! `delayed-00000.parquet`. Bounded queue, batches only.
 
-use crate::live_stats::{CoincidenceSnapshot, SinkCounters};
-use crate::pipeline::FileMetadata;
+use crate::observe::live_stats::{CoincidenceSnapshot, SinkCounters};
 use anyhow::{Context, Result, anyhow, bail};
 use crossbeam_channel::{Sender, bounded};
 use scandaq_core::coincidence::{
@@ -14,6 +13,7 @@ use scandaq_core::coincidence::{
     CrystalLut, GroupingConfig, GroupingStats, Policy, SinglesRef, WindowMode,
 };
 use scandaq_core::{Geometry, HitBatch};
+use scandaq_sinks::FileMetadata;
 use scandaq_sinks::coincidences;
 use scandaq_sinks::{FileRecord, ParquetTableWriter};
 use serde::{Deserialize, Serialize};
@@ -356,7 +356,9 @@ pub(crate) fn spawn(
                 ) {
                     // The run stops at once (a full disk, most likely), not at its end.
                     let e = e.context("coincidence sink");
-                    let _ = live.failure.set(crate::pipeline::SinkFailure::of(&e));
+                    let _ = live
+                        .failure
+                        .set(crate::observe::live_stats::SinkFailure::of(&e));
                     return Err(e);
                 }
             }

@@ -1,0 +1,16 @@
+//! Turning raw frames into physics and tables: the decode + calibrate [`kernel`], the loaded
+//! calibration ([`calib_load`]), the parallel [`pipeline`] and its time-order [`merge`], the
+//! coincidence stage, the singles columns, the OPM-MEG / ultrasound [`streams`], and the run
+//! [`session`] (run directory, manifest, lifecycle) shared by every command that writes a run.
+//!
+//! May import [`crate::observe`]; never [`crate::acquire`] or [`crate::commands`].
+
+pub mod calib_load;
+pub mod coinc_stage;
+pub mod frame_chunk;
+pub mod kernel;
+pub mod merge;
+pub mod pipeline;
+pub mod session;
+pub mod singles_columns;
+pub mod streams;
