@@ -230,10 +230,7 @@ pub fn checksum_of(parts: &[(&str, &str)]) -> String {
         h.update((text.len() as u64).to_le_bytes());
         h.update(text.as_bytes());
     }
-    h.finalize().iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    crate::hex::hex_lower(&h.finalize())
 }
 
 #[cfg(test)]

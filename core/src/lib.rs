@@ -10,6 +10,7 @@ pub mod clock;
 pub mod clock_fit;
 pub mod coincidence;
 pub mod geometry;
+pub mod hex;
 pub mod hits;
 pub mod run_state;
 pub mod snapshot;

@@ -673,7 +673,7 @@ fn is_raw_archive(path: &std::path::Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
-        && &magic == b"SDQA"
+        && magic == scandaq_decoders::archive::ARCHIVE_MAGIC
 }
 
 fn run_command(args: RunArgs) -> Result<ExitCode> {

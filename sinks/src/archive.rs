@@ -133,11 +133,7 @@ impl RawArchiveWriter {
                 .unwrap_or_default(),
             rows: packets,
             bytes,
-            sha256: hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: scandaq_core::hex::hex_lower(&hasher.finalize()),
         })
     }
 }

@@ -241,7 +241,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), CastorError> {
         h.update(&buf[..k]);
         n += k as u64;
     }
-    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), n))
+    Ok((scandaq_core::hex::hex_lower(&h.finalize()), n))
 }
 
 /// TOF keys of a `.cdh`.

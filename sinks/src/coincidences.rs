@@ -9,6 +9,11 @@ use std::sync::{Arc, OnceLock};
 
 use crate::WriteOptions;
 
+/// File name of a run's prompt coincidence table.
+pub const PROMPTS_FILE: &str = "coincidences-00000.parquet";
+/// File name of a run's delayed coincidence table.
+pub const DELAYED_FILE: &str = "delayed-00000.parquet";
+
 /// Schema version of the coincidence tables.
 pub const COINCIDENCES_SCHEMA_VERSION: &str = "1";
 

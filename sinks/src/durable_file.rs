@@ -123,7 +123,7 @@ impl HashingFile {
         }
         drop(tx);
         let digest = handle.join().map_err(|_| stopped())?.finalize();
-        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(scandaq_core::hex::hex_lower(&digest))
     }
 }
 
@@ -272,10 +272,7 @@ mod tests {
         let hash = f.finish_hash().unwrap();
         let content = std::fs::read(&path).unwrap();
         assert_eq!(bytes, content.len() as u64);
-        let want: String = Sha256::digest(&content)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want = scandaq_core::hex::hex_lower(&Sha256::digest(&content));
         assert_eq!(hash, want);
     }
 }

@@ -14,6 +14,12 @@ use std::sync::{Arc, OnceLock};
 
 use crate::WriteOptions;
 
+/// File name of a run's singles table number `index` (a new one starts at each rotation):
+/// `singles-00000.parquet`, `singles-00001.parquet`, ...
+pub fn singles_file_name(index: u32) -> String {
+    format!("singles-{index:05}.parquet")
+}
+
 /// Schema version of the singles table.
 pub const SINGLES_SCHEMA_VERSION: &str = "1";
 

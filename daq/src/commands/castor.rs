@@ -16,10 +16,7 @@ use scandaq_sinks::castor::{
 };
 use std::path::{Path, PathBuf};
 
-/// Prompt coincidence table of a run.
-pub const PROMPTS_FILE: &str = "coincidences-00000.parquet";
-/// Delayed coincidence table of a run.
-pub const DELAYED_FILE: &str = "delayed-00000.parquet";
+use scandaq_sinks::coincidences::{DELAYED_FILE, PROMPTS_FILE};
 
 /// The refusal for a PETLINK run (sinogram bin addresses, no crystal pairs).
 pub const PETLINK_REFUSAL: &str = "this run carries sinogram bin addresses (PETLINK), not crystal pairs; CASToR list-mode export needs crystal pairs (two crystal ids per event), which a PETLINK list mode does not record. Reconstruct PETLINK data as sinograms (e.g. with STIR or the vendor's tools); nothing was written";

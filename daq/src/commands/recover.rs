@@ -20,7 +20,6 @@
 //! Running it again on a recovered run re-verifies the files and changes nothing; a complete
 //! run is verified and left alone.
 
-use crate::commands::castor::{DELAYED_FILE, PROMPTS_FILE};
 use anyhow::{Context, Result, anyhow, bail};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowSchemaConverter;
@@ -33,6 +32,7 @@ use parquet::file::metadata::{
 };
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::SchemaDescriptor;
+use scandaq_sinks::coincidences::{DELAYED_FILE, PROMPTS_FILE};
 use scandaq_sinks::manifest::FileRecord;
 use scandaq_sinks::{ParquetTableWriter, WriteOptions, coincidences, petlink_tables, singles};
 use serde::{Deserialize, Serialize};

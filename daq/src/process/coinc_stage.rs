@@ -29,10 +29,7 @@ const QUEUE: usize = 8;
 const LIVE_PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// Coincidences gathered before a write.
 const WRITE_ROWS: usize = 64 << 10;
-/// Prompt file name.
-pub const PROMPTS_FILE: &str = "coincidences-00000.parquet";
-/// Delayed file name.
-pub const DELAYED_FILE: &str = "delayed-00000.parquet";
+pub use scandaq_sinks::coincidences::{DELAYED_FILE, PROMPTS_FILE};
 
 /// How a run sorts coincidences (the `[coincidences]` table of a run config, or CLI flags).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

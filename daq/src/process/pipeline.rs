@@ -180,7 +180,7 @@ struct SinglesFiles {
 impl SinglesFiles {
     fn open(&mut self) -> Result<&mut ParquetTableWriter> {
         if self.writer.is_none() {
-            let name = format!("singles-{:05}.parquet", self.next_index);
+            let name = singles::singles_file_name(self.next_index);
             let options = scandaq_sinks::WriteOptions {
                 commit_interval: Some(self.rotation.commit_interval()),
                 ..singles::write_options()

@@ -630,9 +630,7 @@ pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary,
     Ok(summary)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use scandaq_core::hex::hex_lower as hex;
 
 /// One row of `us_truth.tsv`.
 #[derive(Clone, Debug, PartialEq, Eq)]
