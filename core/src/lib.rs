@@ -27,4 +27,4 @@ pub use coincidence::{
 };
 pub use geometry::{Crystal, Geometry};
 pub use hits::{HitBatch, hit_flags};
-pub use stats::LossCounts;
+pub use stats::{LossCounts, LossReason};

@@ -3,7 +3,6 @@
 //! lock-free model that produces snapshots is `scandaq::live_stats`.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Energy histogram bins (1 keV, or 1 ns of ToT).
 pub const ENERGY_BINS: usize = 2048;
@@ -41,7 +40,7 @@ pub struct InputSnapshot {
     /// Bytes that arrived.
     pub bytes_in: u64,
     /// Losses at this input by reason (bad headers, CRC errors, foreign senders, gaps...).
-    pub losses: BTreeMap<String, u64>,
+    pub losses: crate::LossCounts,
     /// Chunks waiting in the input's ring.
     pub ring_fill: u64,
     /// Ring capacity in chunks.
@@ -89,7 +88,7 @@ pub struct BoardDecodeSnapshot {
     /// Hits decoded.
     pub hits_decoded: u64,
     /// Hits lost in decode/calibration by reason.
-    pub losses: BTreeMap<String, u64>,
+    pub losses: crate::LossCounts,
 }
 
 /// A copy of the statistics at one instant.
@@ -353,7 +352,7 @@ impl StatsSnapshot {
             .inputs
             .iter()
             .map(|i| {
-                i.losses.values().sum::<u64>()
+                i.losses.total_lost()
                     + i.ring_dropped_packets
                     + i.kernel_drops
                     + i.boards.iter().map(|b| b.packets_missing).sum::<u64>()
@@ -362,13 +361,7 @@ impl StatsSnapshot {
         let decode: u64 = self
             .boards_decoded
             .iter()
-            .map(|b| {
-                b.losses
-                    .iter()
-                    .filter(|(k, _)| !crate::stats::REPAIRS.contains(&k.as_str()))
-                    .map(|(_, v)| v)
-                    .sum::<u64>()
-            })
+            .map(|b| b.losses.total_lost())
             .sum();
         inputs + decode
     }

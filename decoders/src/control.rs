@@ -13,6 +13,7 @@
 //! | 16 | 8 | reference_ns: reference-clock time of the edge, ns (i64) |
 //! | 24 | 8 | reserved (0) |
 
+use scandaq_core::LossReason;
 use thiserror::Error;
 
 /// Kind code of a clock-sync record.
@@ -64,9 +65,9 @@ pub enum ControlError {
 
 impl ControlError {
     /// Loss reason under which the packet is counted.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> LossReason {
         match self {
-            ControlError::Truncated { .. } => "control_truncated",
+            ControlError::Truncated { .. } => LossReason::ControlTruncated,
         }
     }
 }

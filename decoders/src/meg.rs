@@ -12,6 +12,7 @@
 //! | 12 | 4 | flags: bit 0 = last channel is a trigger bitmask; bit 1 = data clipped |
 //! | 16 | 4 * n_channels * n_samples | i32 samples, sample-major |
 
+use scandaq_core::LossReason;
 use thiserror::Error;
 
 /// Length of the block header.
@@ -105,14 +106,14 @@ pub enum BlockError {
 
 impl BlockError {
     /// Loss reason under which the block is counted.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> LossReason {
         match self {
-            BlockError::Truncated { .. } => "meg_truncated_blocks",
-            BlockError::Empty { .. } => "meg_empty_blocks",
+            BlockError::Truncated { .. } => LossReason::MegTruncatedBlocks,
+            BlockError::Empty { .. } => LossReason::MegEmptyBlocks,
             BlockError::LengthMismatch { got, expected, .. } if got < expected => {
-                "meg_truncated_blocks"
+                LossReason::MegTruncatedBlocks
             }
-            BlockError::LengthMismatch { .. } => "meg_oversized_blocks",
+            BlockError::LengthMismatch { .. } => LossReason::MegOversizedBlocks,
         }
     }
 }
@@ -381,10 +382,10 @@ mod tests {
         assert_eq!(b.channel(1).collect::<Vec<_>>(), vec![-1, 4]);
         assert_eq!(b.sample(0, 2), None);
         let e = decode_block(&bytes[..20]).unwrap_err();
-        assert_eq!(e.reason(), "meg_truncated_blocks");
+        assert_eq!(e.reason(), LossReason::MegTruncatedBlocks);
         assert_eq!(
             decode_block(&bytes[..10]).unwrap_err().reason(),
-            "meg_truncated_blocks"
+            LossReason::MegTruncatedBlocks
         );
     }
 

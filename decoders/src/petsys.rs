@@ -4,6 +4,7 @@
 //! ([`judge_frame_id`]), unwraps frame IDs, and counts every frame and byte it cannot use under
 //! a named reason.
 
+use scandaq_core::LossReason;
 use scandaq_core::{FrameUnwrapper, LossCounts};
 
 /// Offset added (mod 1024) to the stored fine codes.
@@ -343,7 +344,7 @@ impl FrameScanner {
                 Some(next) => (next.wrapping_sub(first) & FRAME_ID_MASK).clamp(1, 1 << 24),
                 None => 1,
             };
-            self.losses.add("frontend_lost_frames", n);
+            self.losses.add(LossReason::FrontendLostFrames, n);
         }
     }
 
@@ -359,7 +360,7 @@ impl FrameScanner {
                 HeaderCheck::NeedMore => break,
                 HeaderCheck::Bad => {
                     if resyncing_from.is_none() {
-                        self.losses.add("bad_frame_header", 1);
+                        self.losses.add(LossReason::BadFrameHeader, 1);
                         resyncing_from = Some(off);
                     }
                     off += 8;
@@ -408,15 +409,16 @@ impl FrameScanner {
                 match verdict {
                     FrameIdVerdict::Accept => {}
                     FrameIdVerdict::Repair(id) => {
-                        self.losses.add("repaired_frame_id", 1);
+                        self.losses.add(LossReason::RepairedFrameId, 1);
                         frame_id = id;
                     }
                     FrameIdVerdict::Drop => {
                         if let Some(from) = resyncing_from.take() {
-                            self.losses.add("resync_skipped_bytes", (off - from) as u64);
+                            self.losses
+                                .add(LossReason::ResyncSkippedBytes, (off - from) as u64);
                         }
-                        self.losses.add("corrupt_frame_id", 1);
-                        self.losses.add("corrupt_frame_id_hits", h.n_hits);
+                        self.losses.add(LossReason::CorruptFrameId, 1);
+                        self.losses.add(LossReason::CorruptFrameIdHits, h.n_hits);
                         self.frame_bytes += (end - off) as u64;
                         off = end;
                         continue;
@@ -424,7 +426,8 @@ impl FrameScanner {
                 }
             }
             if let Some(from) = resyncing_from.take() {
-                self.losses.add("resync_skipped_bytes", (off - from) as u64);
+                self.losses
+                    .add(LossReason::ResyncSkippedBytes, (off - from) as u64);
             }
             self.close_lost_run(Some(frame_id));
             self.last_frame_id = Some(frame_id);
@@ -435,7 +438,7 @@ impl FrameScanner {
                 continue;
             }
             if h.lossy {
-                self.losses.add("frontend_lost_frames", 1);
+                self.losses.add(LossReason::FrontendLostFrames, 1);
             }
             let frame = self.unwrapper.unwrap(frame_id);
             self.frame_range = Some(match self.frame_range {
@@ -455,12 +458,14 @@ impl FrameScanner {
         if let Some(from) = resyncing_from {
             // Everything from the bad header up to here is skipped; keep scanning later from
             // `off` (a possible partial header is kept for the next call), still resyncing.
-            self.losses.add("resync_skipped_bytes", (off - from) as u64);
+            self.losses
+                .add(LossReason::ResyncSkippedBytes, (off - from) as u64);
         }
         self.resyncing = resyncing_from.is_some() && !eof;
         if eof && off < buf.len() {
-            self.losses.add("truncated_frame", 1);
-            self.losses.add("truncated_bytes", (buf.len() - off) as u64);
+            self.losses.add(LossReason::TruncatedFrame, 1);
+            self.losses
+                .add(LossReason::TruncatedBytes, (buf.len() - off) as u64);
             off = buf.len();
         }
         if eof {
@@ -517,7 +522,7 @@ mod tests {
             (10, 2, 14)
         );
         // frames 11, 12, 13 lost (run), frame 14 flagged lossy
-        assert_eq!(s.losses.get("frontend_lost_frames"), 4);
+        assert_eq!(s.losses.get(LossReason::FrontendLostFrames), 4);
         assert_eq!(s.hits, 3);
     }
 
@@ -537,10 +542,10 @@ mod tests {
             spans.iter().map(|f| f.frame).collect::<Vec<_>>(),
             vec![100, 101]
         );
-        assert_eq!(s.losses.get("bad_frame_header"), 1);
-        assert_eq!(s.losses.get("resync_skipped_bytes"), 24);
-        assert_eq!(s.losses.get("truncated_frame"), 1);
-        assert_eq!(s.losses.get("truncated_bytes"), 24 - 3);
+        assert_eq!(s.losses.get(LossReason::BadFrameHeader), 1);
+        assert_eq!(s.losses.get(LossReason::ResyncSkippedBytes), 24);
+        assert_eq!(s.losses.get(LossReason::TruncatedFrame), 1);
+        assert_eq!(s.losses.get(LossReason::TruncatedBytes), 24 - 3);
     }
 
     #[test]
@@ -634,10 +639,10 @@ mod tests {
                 let (s, spans) = scan_all(&frames_with_ids(&bad));
                 let what = format!("bit {bit} frame {victim}: {}", s.losses.summary());
                 let got: Vec<u64> = spans.iter().map(|f| f.frame).collect();
-                let dropped = s.losses.get("corrupt_frame_id");
-                let repaired = s.losses.get("repaired_frame_id");
+                let dropped = s.losses.get(LossReason::CorruptFrameId);
+                let repaired = s.losses.get(LossReason::RepairedFrameId);
                 assert_eq!(
-                    s.hits + s.losses.get("corrupt_frame_id_hits"),
+                    s.hits + s.losses.get(LossReason::CorruptFrameIdHits),
                     total,
                     "{what}"
                 );

@@ -27,6 +27,7 @@
 //! `us_incomplete_events` and never emitted (never written half-filled).
 
 use scandaq_core::LossCounts;
+use scandaq_core::LossReason;
 use std::collections::{HashSet, VecDeque};
 use thiserror::Error;
 
@@ -145,13 +146,13 @@ pub enum RfError {
 
 impl RfError {
     /// Loss-counter reason under which the chunk is counted.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> LossReason {
         match self {
-            Self::Truncated(_) => "us_truncated_chunks",
-            Self::ChunkIndex { .. } => "us_bad_chunk_index",
-            Self::ShapeOverflow { .. } => "us_bad_event_shape",
-            Self::OutsideEvent { .. } => "us_chunk_outside_event",
-            Self::Misaligned { .. } => "us_misaligned_chunks",
+            Self::Truncated(_) => LossReason::UsTruncatedChunks,
+            Self::ChunkIndex { .. } => LossReason::UsBadChunkIndex,
+            Self::ShapeOverflow { .. } => LossReason::UsBadEventShape,
+            Self::OutsideEvent { .. } => LossReason::UsChunkOutsideEvent,
+            Self::Misaligned { .. } => LossReason::UsMisalignedChunks,
         }
     }
 }
@@ -429,9 +430,11 @@ impl RfReassembler {
 
     fn give_up(&mut self, ev: OpenEvent) {
         self.counts.events_incomplete += 1;
-        self.losses.add("us_incomplete_events", 1);
-        self.losses
-            .add("us_incomplete_event_chunks", u64::from(ev.n_received));
+        self.losses.add(LossReason::UsIncompleteEvents, 1);
+        self.losses.add(
+            LossReason::UsIncompleteEventChunks,
+            u64::from(ev.n_received),
+        );
         let key = ev.header.key();
         self.recycle(ev.data);
         self.remember_closed(key, true);
@@ -453,11 +456,11 @@ impl RfReassembler {
         // Fast path: a single-chunk event is complete on arrival.
         if h.chunk_count == 1 && !self.closed_set.contains(&key) {
             if self.open.iter().any(|o| o.header.key() == key) {
-                self.losses.add("us_conflicting_chunks", 1);
+                self.losses.add(LossReason::UsConflictingChunks, 1);
                 return;
             }
             if offset != 0 || len as u64 != h.event.event_bytes() {
-                self.losses.add("us_inconsistent_events", 1);
+                self.losses.add(LossReason::UsInconsistentEvents, 1);
                 self.remember_closed(key, true);
                 return;
             }
@@ -472,9 +475,9 @@ impl RfReassembler {
             None => {
                 if self.closed_set.contains(&key) {
                     let reason = if self.closed_incomplete.contains(&key) {
-                        "us_late_chunks"
+                        LossReason::UsLateChunks
                     } else {
-                        "us_duplicate_chunks"
+                        LossReason::UsDuplicateChunks
                     };
                     self.losses.add(reason, 1);
                     return;
@@ -499,11 +502,11 @@ impl RfReassembler {
         };
         let ev = &mut self.open[pos];
         if ev.header != h.event || ev.chunk_count != h.chunk_count {
-            self.losses.add("us_conflicting_chunks", 1);
+            self.losses.add(LossReason::UsConflictingChunks, 1);
             return;
         }
         if ev.has(h.chunk_index) {
-            self.losses.add("us_duplicate_chunks", 1);
+            self.losses.add(LossReason::UsDuplicateChunks, 1);
             return;
         }
         ev.mark(h.chunk_index);
@@ -514,9 +517,11 @@ impl RfReassembler {
                 return;
             };
             if !ev.covers_exactly() {
-                self.losses.add("us_inconsistent_events", 1);
-                self.losses
-                    .add("us_incomplete_event_chunks", u64::from(ev.n_received));
+                self.losses.add(LossReason::UsInconsistentEvents, 1);
+                self.losses.add(
+                    LossReason::UsIncompleteEventChunks,
+                    u64::from(ev.n_received),
+                );
                 self.recycle(ev.data);
                 self.remember_closed(key, true);
                 return;
@@ -595,33 +600,33 @@ mod tests {
         assert_eq!(decode_chunk(&p).unwrap().samples, &[7u8; 64][..]);
         assert_eq!(
             decode_chunk(&p[..39]).unwrap_err().reason(),
-            "us_truncated_chunks"
+            LossReason::UsTruncatedChunks
         );
         let mut bad = p.clone();
         bad.push(0);
         bad.push(0);
         assert_eq!(
             decode_chunk(&bad).unwrap_err().reason(),
-            "us_chunk_outside_event"
+            LossReason::UsChunkOutsideEvent
         );
         let mut odd = p.clone();
         odd.pop();
         assert_eq!(
             decode_chunk(&odd).unwrap_err().reason(),
-            "us_misaligned_chunks"
+            LossReason::UsMisalignedChunks
         );
         let mut idx = p.clone();
         idx[32] = 1;
         assert_eq!(
             decode_chunk(&idx).unwrap_err().reason(),
-            "us_bad_chunk_index"
+            LossReason::UsBadChunkIndex
         );
         let mut shape = p.clone();
         shape[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         shape[10..12].copy_from_slice(&u16::MAX.to_le_bytes());
         assert_eq!(
             decode_chunk(&shape).unwrap_err().reason(),
-            "us_bad_event_shape"
+            LossReason::UsBadEventShape
         );
     }
 
@@ -642,7 +647,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].samples, data);
         assert_eq!(out[0].header, ev);
-        assert_eq!(r.losses().get("us_duplicate_chunks"), 1);
+        assert_eq!(r.losses().get(LossReason::UsDuplicateChunks), 1);
         assert_eq!(r.counts().chunks, 7);
         // An event missing one chunk is never emitted.
         let ev2 = header(6, 0, 3, 1000);
@@ -651,8 +656,8 @@ mod tests {
         }
         r.finish();
         assert_eq!(out.len(), 1);
-        assert_eq!(r.losses().get("us_incomplete_events"), 1);
-        assert_eq!(r.losses().get("us_incomplete_event_chunks"), 6);
+        assert_eq!(r.losses().get(LossReason::UsIncompleteEvents), 1);
+        assert_eq!(r.losses().get(LossReason::UsIncompleteEventChunks), 6);
     }
 
     #[test]
@@ -666,10 +671,10 @@ mod tests {
         for c in &cs {
             r.push(&c[0], &mut |e| out.push(e));
         }
-        assert_eq!(r.losses().get("us_incomplete_events"), 1);
+        assert_eq!(r.losses().get(LossReason::UsIncompleteEvents), 1);
         // Its straggler is late, not a new event.
         r.push(&cs[0][1], &mut |e| out.push(e));
-        assert_eq!(r.losses().get("us_late_chunks"), 1);
+        assert_eq!(r.losses().get(LossReason::UsLateChunks), 1);
         r.push(&cs[1][1], &mut |e| out.push(e));
         r.push(&cs[2][1], &mut |e| out.push(e));
         assert_eq!(out.len(), 2);

@@ -1,6 +1,7 @@
 //! The scandaq transport packet (docs/formats.md §1): a 32-byte little-endian header
 //! (`SDQ1`, header_len, payload_format, source_id, flags, seq, payload_len, crc32c) + payload.
 
+use scandaq_core::LossReason;
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -97,11 +98,11 @@ pub enum TransportError {
 
 impl TransportError {
     /// Loss-counter reason name.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> LossReason {
         match self {
-            Self::Short(_) | Self::BadMagic(_) | Self::BadHeaderLen(_) => "bad_header",
-            Self::Truncated { .. } => "truncated_packet",
-            Self::Crc { .. } => "crc_error",
+            Self::Short(_) | Self::BadMagic(_) | Self::BadHeaderLen(_) => LossReason::BadHeader,
+            Self::Truncated { .. } => LossReason::TruncatedPacket,
+            Self::Crc { .. } => LossReason::CrcError,
         }
     }
 }
@@ -211,6 +212,9 @@ mod tests {
         let (h, p) = decode_packet(&out).unwrap();
         assert_eq!((h.source_id, h.seq, p), (7, 0x0102, &b"abcd"[..]));
         out[33] ^= 1;
-        assert_eq!(decode_packet(&out).unwrap_err().reason(), "crc_error");
+        assert_eq!(
+            decode_packet(&out).unwrap_err().reason(),
+            LossReason::CrcError
+        );
     }
 }

@@ -135,7 +135,7 @@ proptest! {
         let _ = decode_packet(&bytes);
         let mut b = bytes.clone();
         if b.len() >= 4 { b[..4].copy_from_slice(b"SDQ1"); }
-        if let Err(e) = decode_packet(&b) { prop_assert!(!e.reason().is_empty()); }
+        if let Err(e) = decode_packet(&b) { prop_assert!(!e.reason().name().is_empty()); }
     }
 
     #[test]

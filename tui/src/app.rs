@@ -3,6 +3,7 @@
 //! snapshots change. Pure: no terminal, no clock; `update` takes snapshots, `handle_key` takes
 //! keys and says what the caller should do.
 
+use scandaq_core::LossReason;
 use scandaq_core::snapshot::{RunState, StatsSnapshot, StreamFigures, StreamSnapshot};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -266,30 +267,23 @@ pub fn input_hits(s: &StatsSnapshot, i: usize) -> u64 {
 /// Every loss counter of input `i` by `(place, reason)`: the input's own reasons, its ring and
 /// kernel drops, its boards' sequence gaps and decode losses.
 pub fn input_losses(s: &StatsSnapshot, i: usize) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
     let Some(inp) = s.inputs.get(i) else {
-        return out;
+        return BTreeMap::new();
     };
-    for (k, v) in &inp.losses {
-        *out.entry(k.clone()).or_insert(0) += v;
-    }
-    let mut add = |k: &str, v: u64| {
-        if v > 0 {
-            *out.entry(k.to_string()).or_insert(0) += v;
-        }
-    };
-    add("ring_overflow_packets", inp.ring_dropped_packets);
-    add("udp_kernel_drops", inp.kernel_drops);
-    add(
-        "packet_gaps",
+    let mut out = inp.losses.clone();
+    out.add(LossReason::RingOverflowPackets, inp.ring_dropped_packets);
+    out.add(LossReason::UdpKernelDrops, inp.kernel_drops);
+    out.add(
+        LossReason::PacketGaps,
         inp.boards.iter().map(|b| b.packets_missing).sum(),
     );
     for b in boards_of_input(s, i) {
-        for (k, v) in &s.boards_decoded[b].losses {
-            add(k, *v);
-        }
+        out.merge(&s.boards_decoded[b].losses);
     }
-    out
+    out.by_name()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 /// Every loss counter of the snapshot as `(place, reason) -> count` (place: the input label,
@@ -307,8 +301,8 @@ pub fn all_losses(s: &StatsSnapshot) -> BTreeMap<(String, String), u64> {
         if claimed.contains(&i) {
             continue;
         }
-        for (k, v) in &b.losses {
-            out.insert((format!("board {}", b.source_id), k.clone()), *v);
+        for (k, v) in b.losses.by_name() {
+            out.insert((format!("board {}", b.source_id), k.to_string()), v);
         }
     }
     out

@@ -8,9 +8,9 @@ use ratatui::style::Color;
 use scandaq_core::snapshot::{
     BoardDecodeSnapshot, BoardTransportSnapshot, InputSnapshot, RunInfo, RunState, StatsSnapshot,
 };
+use scandaq_core::{LossCounts, LossReason};
 use scandaq_tui::app::fwhm;
 use scandaq_tui::{Action, App, AppOptions, CoincidenceView, Key, View, render};
-use std::collections::BTreeMap;
 
 /// A two-board UDP run at about 1 M singles/s, `t` seconds in.
 fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
@@ -34,11 +34,11 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
             channel_hits.push((c, n));
         }
     }
-    let mut input_losses = BTreeMap::new();
-    let mut decode_losses = BTreeMap::new();
+    let mut input_losses = LossCounts::default();
+    let mut decode_losses = LossCounts::default();
     let (missing, ring_dropped) = if lossy {
-        input_losses.insert("crc_error".to_string(), (t * 3.0) as u64);
-        decode_losses.insert("no_tdc_calibration".to_string(), (t * 100.0) as u64);
+        input_losses.add(LossReason::CrcError, (t * 3.0) as u64);
+        decode_losses.add(LossReason::NoTdcCalibration, (t * 100.0) as u64);
         ((t * 40.0) as u64, (t * 10.0) as u64)
     } else {
         (0, 0)
@@ -85,7 +85,7 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
                 source_id: 1,
                 frames: (t * 1000.0) as u64,
                 hits_decoded: hits / 2,
-                losses: BTreeMap::new(),
+                losses: LossCounts::default(),
             },
         ],
         sink_rows: hits,

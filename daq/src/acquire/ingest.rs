@@ -16,6 +16,7 @@ use crate::acquire::ring::{RingClosed, RingItem, RingProducer};
 use crate::acquire::seq_tracker::{SeqTracker, SeqVerdict, SuspectOutcome};
 use crate::observe::live_stats::{BoardTransportSnapshot, InputSnapshot, LatestCell};
 use scandaq_core::LossCounts;
+use scandaq_core::LossReason;
 use scandaq_decoders::transport::{
     self, FLAG_CRC, FLAG_END_OF_STREAM, FLAG_START_OF_STREAM, payload_format,
 };
@@ -214,7 +215,7 @@ impl Ingest {
                 label: label.clone(),
                 packets_in: self.packets_in,
                 bytes_in: self.bytes_in,
-                losses: self.losses.0.clone(),
+                losses: self.losses.clone(),
                 ring_fill: self.ring.fill() as u64,
                 ring_capacity: self.ring.capacity() as u64,
                 ring_dropped_packets: ring.dropped_packets.load(Ordering::Relaxed),
@@ -314,9 +315,9 @@ impl Ingest {
     fn admit_board(&mut self, id: u32) -> bool {
         let reason = match &self.expected {
             Some(expected) if expected.contains(&id) => return true,
-            Some(_) => "unknown_source_packets",
+            Some(_) => LossReason::UnknownSourcePackets,
             None if self.boards.len() < MAX_BOARDS => return true,
-            None => "excess_source_packets",
+            None => LossReason::ExcessSourcePackets,
         };
         self.losses.add(reason, 1);
         if !self.named_sources.contains(&id) && self.named_sources.len() <= MAX_NAMED {
@@ -326,7 +327,7 @@ impl Ingest {
                     "{}: packets of more source ids are dropped, counted as {reason}",
                     self.label
                 )
-            } else if reason == "unknown_source_packets" {
+            } else if reason == LossReason::UnknownSourcePackets {
                 let list: Vec<String> = self
                     .expected
                     .iter()
@@ -354,7 +355,7 @@ impl Ingest {
         self.packets_in += 1;
         self.bytes_in += packet.len() as u64;
         if !self.allowed(peer) {
-            self.losses.add("foreign_sender_packets", 1);
+            self.losses.add(LossReason::ForeignSenderPackets, 1);
             self.warn_rejected_sender(peer);
             return Ok(());
         }
@@ -371,7 +372,7 @@ impl Ingest {
         };
         let format = header.payload_format;
         if format != payload_format::CONTROL && !is_supported_data_format(format) {
-            self.losses.add("unsupported_payload_format", 1);
+            self.losses.add(LossReason::UnsupportedPayloadFormat, 1);
             return Ok(());
         }
         let id = header.source_id;
@@ -511,12 +512,12 @@ impl Ingest {
                 add(format!("{p}.first_seq"), r.first_seq);
                 add(format!("{p}.previous_highest_seq"), r.previous_highest_seq);
             }
-            losses.add("packet_gaps", s.missing());
-            losses.add("missed_before_first_packet", s.missed_before_first());
-            losses.add("implausible_sequence", s.implausible);
-            losses.add("unsupported_control_packets", b.control_dropped);
-            losses.add("duplicate_packets", s.duplicates);
-            losses.add("too_late_packets", s.too_late);
+            losses.add(LossReason::PacketGaps, s.missing());
+            losses.add(LossReason::MissedBeforeFirstPacket, s.missed_before_first());
+            losses.add(LossReason::ImplausibleSequence, s.implausible);
+            losses.add(LossReason::UnsupportedControlPackets, b.control_dropped);
+            losses.add(LossReason::DuplicatePackets, s.duplicates);
+            losses.add(LossReason::TooLatePackets, s.too_late);
         }
         losses.merge(&self.losses);
     }
@@ -587,7 +588,7 @@ fn place(
             }
             Some(f) if f != format => {
                 // It has taken its place in the sequence; its payload is dropped.
-                losses.add("payload_format_changed_packets", 1);
+                losses.add(LossReason::PayloadFormatChangedPackets, 1);
                 format_changed = true;
             }
             Some(_) => {}
@@ -759,8 +760,8 @@ mod tests {
             (b.seq.received, b.seq.duplicates, b.seq.out_of_order),
             (4, 1, 1)
         );
-        assert_eq!(ingest.losses.get("foreign_sender_packets"), 1);
-        assert_eq!(ingest.losses.get("crc_error"), 1);
+        assert_eq!(ingest.losses.get(LossReason::ForeignSenderPackets), 1);
+        assert_eq!(ingest.losses.get(LossReason::CrcError), 1);
         let chunk = c.pop().unwrap();
         assert_eq!(chunk.packets, 4);
         // Frames delivered in sequence order 100, 101, 102, 103.
@@ -859,7 +860,10 @@ mod tests {
             .unwrap();
         ingest.accept(me, &packet(9, 2, 51)).unwrap();
         ingest.flush(true).unwrap();
-        assert_eq!(ingest.losses.get("payload_format_changed_packets"), 1);
+        assert_eq!(
+            ingest.losses.get(LossReason::PayloadFormatChangedPackets),
+            1
+        );
         let mut chunks = Vec::new();
         while let Some(chunk) = c.pop() {
             chunks.push(chunk);

@@ -20,6 +20,7 @@ use crate::process::session::{self, RunDescription, RunEnd, RunSummary};
 use crate::process::streams::StreamSettings;
 use crate::process::streams::stage::StreamStage;
 use anyhow::{Context, Result, anyhow, bail};
+use scandaq_core::LossReason;
 use scandaq_core::run_state::{FailureReason, StopReason};
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
@@ -245,7 +246,7 @@ fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
                 Ok(h) if h.payload_len <= MAX_ARCHIVED_PAYLOAD => h.packet_len(),
                 _ => {
                     // Archives hold packets as received; a bad one was counted live too.
-                    ingest.losses.add("archive_resync_skipped_bytes", 1);
+                    ingest.losses.add(LossReason::ArchiveResyncSkippedBytes, 1);
                     off += 1;
                     continue;
                 }
@@ -262,7 +263,9 @@ fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
         ingest.publish(false);
         if n == 0 {
             if !buf.is_empty() {
-                ingest.losses.add("truncated_bytes", buf.len() as u64);
+                ingest
+                    .losses
+                    .add(LossReason::TruncatedBytes, buf.len() as u64);
             }
             break;
         }
@@ -795,11 +798,11 @@ pub fn run_live_with_markers(
     let mut ring_losses = LossCounts::default();
     for input in inputs {
         ring_losses.add(
-            "ring_overflow_packets",
+            LossReason::RingOverflowPackets,
             input.stats.dropped_packets.load(Ordering::Relaxed),
         );
         ring_losses.add(
-            "ring_overflow_bytes",
+            LossReason::RingOverflowBytes,
             input.stats.dropped_bytes.load(Ordering::Relaxed),
         );
         match input.handle.join() {
@@ -844,7 +847,7 @@ pub fn run_live_with_markers(
         extra.insert(format!("board.{id}.hits_decoded"), c.hits_decoded);
         extra.insert(format!("board.{id}.frames"), c.frames);
     }
-    counts.losses.add("late_hit", merger.late_hits());
+    counts.losses.add(LossReason::LateHit, merger.late_hits());
     counts.losses.merge(&ring_losses);
     let mut packets_in = 0;
     let mut port_drops = 0u64;
@@ -857,7 +860,7 @@ pub fn run_live_with_markers(
             .warnings
             .extend(ingest.warnings().iter().cloned());
     }
-    counts.losses.add("udp_kernel_drops", port_drops);
+    counts.losses.add(LossReason::UdpKernelDrops, port_drops);
     extra.insert("packets_in".into(), packets_in);
     let mut extra_files = Vec::new();
     let (stream_report, stream_errors) = streams.finish();
@@ -988,7 +991,7 @@ fn board_decode_snapshot(boards: &BTreeMap<u32, BoardState<'_>>) -> Vec<BoardDec
                 source_id: id,
                 frames: c.frames,
                 hits_decoded: c.hits_decoded,
-                losses: c.losses.0,
+                losses: c.losses,
             }
         })
         .collect()

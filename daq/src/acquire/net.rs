@@ -5,6 +5,7 @@
 use crate::acquire::ingest::Ingest;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use scandaq_core::LossReason;
 use scandaq_decoders::transport::{HEADER_LEN, MAGIC, TransportHeader};
 use std::io::{IoSliceMut, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -163,7 +164,7 @@ pub fn run_udp(socket: UdpSocket, mut ingest: Ingest, stop: Arc<AtomicBool>) -> 
     while !stop.load(Ordering::Relaxed) && !closed {
         match receiver.receive(&socket, false) {
             Ok(_) => closed = accept_batch(&receiver, &mut ingest),
-            Err(_) => ingest.losses.add("udp_receive_errors", 1),
+            Err(_) => ingest.losses.add(LossReason::UdpReceiveErrors, 1),
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             if last_drops.elapsed() >= KERNEL_DROPS_EVERY {
@@ -274,13 +275,13 @@ pub fn run_tcp(
             }
         };
         if connected_once {
-            ingest.losses.add("tcp_reconnects", 1);
+            ingest.losses.add(LossReason::TcpReconnects, 1);
         }
         connected_once = true;
         attempts = 0;
         resyncing = false;
         if !ingest.allowed(addr.ip()) {
-            ingest.losses.add("foreign_sender_connections", 1);
+            ingest.losses.add(LossReason::ForeignSenderConnections, 1);
             ingest.warn_rejected_sender(addr.ip());
             let _ = ingest.flush(true);
             return Ok(ingest);
@@ -299,10 +300,12 @@ pub fn run_tcp(
                 Ok(0) => {
                     // Disconnected: a partial packet left in the buffer is lost.
                     if !buf.is_empty() {
-                        ingest.losses.add("tcp_truncated_bytes", buf.len() as u64);
+                        ingest
+                            .losses
+                            .add(LossReason::TcpTruncatedBytes, buf.len() as u64);
                         buf.clear();
                     }
-                    ingest.losses.add("tcp_disconnects", 1);
+                    ingest.losses.add(LossReason::TcpDisconnects, 1);
                     continue 'connect;
                 }
                 Ok(n) => {
@@ -318,7 +321,7 @@ pub fn run_tcp(
                     ) => {}
                 Err(_) if ingest.all_ended() => break 'connect,
                 Err(_) => {
-                    ingest.losses.add("tcp_disconnects", 1);
+                    ingest.losses.add(LossReason::TcpDisconnects, 1);
                     buf.clear();
                     continue 'connect;
                 }
@@ -365,7 +368,7 @@ fn parse_stream(
             _ => {
                 // One bad stretch counts once, even when it spans several reads.
                 if !*resyncing {
-                    ingest.losses.add("bad_header", 1);
+                    ingest.losses.add(LossReason::BadHeader, 1);
                     *resyncing = true;
                 }
                 let next = buf[off + 1..]
@@ -373,7 +376,9 @@ fn parse_stream(
                     .position(|w| w == MAGIC)
                     .map(|p| off + 1 + p);
                 let to = next.unwrap_or(buf.len() - 3);
-                ingest.losses.add("resync_skipped_bytes", (to - off) as u64);
+                ingest
+                    .losses
+                    .add(LossReason::ResyncSkippedBytes, (to - off) as u64);
                 off = to;
             }
         }
@@ -466,11 +471,11 @@ mod tests {
         let ingest = h.join().unwrap();
         let b = &ingest.boards()[&3];
         assert_eq!((b.seq.received, b.seq.missing()), (3, 1));
-        assert_eq!(ingest.losses.get("bad_header"), 1);
-        assert_eq!(ingest.losses.get("resync_skipped_bytes"), 40);
-        assert_eq!(ingest.losses.get("tcp_disconnects"), 1);
-        assert_eq!(ingest.losses.get("tcp_reconnects"), 1);
-        assert!(ingest.losses.get("tcp_truncated_bytes") > 0);
+        assert_eq!(ingest.losses.get(LossReason::BadHeader), 1);
+        assert_eq!(ingest.losses.get(LossReason::ResyncSkippedBytes), 40);
+        assert_eq!(ingest.losses.get(LossReason::TcpDisconnects), 1);
+        assert_eq!(ingest.losses.get(LossReason::TcpReconnects), 1);
+        assert!(ingest.losses.get(LossReason::TcpTruncatedBytes) > 0);
         let mut packets = 0;
         while let Some(chunk) = c.pop() {
             packets += chunk.packets;

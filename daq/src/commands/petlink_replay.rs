@@ -14,6 +14,7 @@
 use crate::process::session::{self, SOFTWARE_VERSION};
 use anyhow::{Context, Result, bail};
 use scandaq_core::LossCounts;
+use scandaq_core::LossReason;
 use scandaq_core::run_state::{FailureReason, RunState, StopReason};
 use scandaq_decoders::interfile::PetlinkHeader;
 use scandaq_decoders::petlink::{EventBatch, PetlinkCounts, PetlinkDecoder, SinglesRateBatch};
@@ -249,8 +250,8 @@ pub fn replay_petlink(
             .insert("header_total_listmode_words".into(), t);
     }
     let mut losses = LossCounts::default();
-    losses.add("trailing_bytes", counts.trailing_bytes);
-    losses.add("address_out_of_range", counts.address_out_of_range);
+    losses.add(LossReason::TrailingBytes, counts.trailing_bytes);
+    losses.add(LossReason::AddressOutOfRange, counts.address_out_of_range);
     manifest.losses = losses;
     manifest.first_t_ps = counts.first_time_ms.map(|t| i64::from(t) * 1_000_000_000);
     manifest.last_t_ps = counts.max_time_ms.map(|t| i64::from(t) * 1_000_000_000);

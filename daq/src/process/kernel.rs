@@ -3,6 +3,7 @@
 //! layout ([`CompiledCalibration`]); the kernel then does no map look-ups and no allocation
 //! per hit.
 
+use scandaq_core::LossReason;
 use scandaq_core::calib::Branch;
 use scandaq_core::{Calibration, ClockModel, HitBatch, hit_flags};
 use scandaq_decoders::petsys::{FrameSpan, decode_fine};
@@ -146,9 +147,9 @@ impl KernelLosses {
 
     /// Adds the counts to named loss counters.
     pub fn record(&self, losses: &mut scandaq_core::LossCounts) {
-        losses.add("no_tdc_calibration", self.no_tdc_calibration);
-        losses.add("no_energy_calibration", self.no_energy_calibration);
-        losses.add("no_skew_calibration", self.no_skew_calibration);
+        losses.add(LossReason::NoTdcCalibration, self.no_tdc_calibration);
+        losses.add(LossReason::NoEnergyCalibration, self.no_energy_calibration);
+        losses.add(LossReason::NoSkewCalibration, self.no_skew_calibration);
     }
 
     /// Total hits dropped.

@@ -18,6 +18,7 @@ use anyhow::{Context, Result, anyhow};
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rayon::prelude::*;
+use scandaq_core::LossReason;
 use scandaq_core::coincidence::PhotonBatch;
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::{FrameScanner, FrameSpan};
@@ -512,10 +513,10 @@ impl PipelineCounts {
     /// Hits decoded but not written (calibration losses + late hits).
     pub fn hits_dropped(&self) -> u64 {
         self.losses.sum_of(&[
-            "no_tdc_calibration",
-            "no_energy_calibration",
-            "no_skew_calibration",
-            "late_hit",
+            LossReason::NoTdcCalibration,
+            LossReason::NoEnergyCalibration,
+            LossReason::NoSkewCalibration,
+            LossReason::LateHit,
         ])
     }
 }
@@ -601,7 +602,7 @@ impl<'k> Processor<'k> {
     pub(crate) fn counts(&self) -> PipelineCounts {
         let mut losses = self.scanner.losses.clone();
         self.kernel_losses.record(&mut losses);
-        losses.add("late_hit", self.merger.late_hits());
+        losses.add(LossReason::LateHit, self.merger.late_hits());
         PipelineCounts {
             bytes_scanned: self.bytes_scanned,
             frames: self.scanner.frames,

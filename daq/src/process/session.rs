@@ -12,6 +12,7 @@ use crate::process::pipeline::{self, Chunk, EnergyHistogram, PipelineCounts};
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use scandaq_core::ClockModel;
+use scandaq_core::LossReason;
 use scandaq_core::run_state::{FailureReason, RunState, StopReason};
 use scandaq_sinks::manifest::{CalibrationRecord, release_manifest_space, reserve_manifest_space};
 use scandaq_sinks::{Manifest, RunDir};
@@ -381,7 +382,7 @@ pub fn finish(start: RunStart, end: RunEnd) -> Result<RunSummary> {
         // what of them is in the `.inprogress` files.
         let to_sink = counts.hits_decoded.saturating_sub(counts.hits_dropped());
         counts.losses.add(
-            "uncommitted_after_failure",
+            LossReason::UncommittedAfterFailure,
             to_sink.saturating_sub(counts.singles_written),
         );
     }

@@ -226,11 +226,16 @@ fn replay_binary(bytes: &[u8], work: &Path, name: &str) -> (Outcome, String) {
 /// The manifest's losses with its repair counters (kept in `counts`: a repaired frame ID
 /// loses nothing) beside them, as the scanner counted them.
 fn losses_and_repairs(m: &Manifest) -> BTreeMap<String, u64> {
-    let mut losses = m.losses.0.clone();
+    let mut losses: BTreeMap<String, u64> = m
+        .losses
+        .by_name()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     for r in scandaq_core::stats::REPAIRS {
-        if let Some(&n) = m.counts.get(r) {
-            assert!(!m.losses.0.contains_key(r), "{r} is no loss");
-            losses.insert(r.to_string(), n);
+        if let Some(&n) = m.counts.get(r.name()) {
+            assert_eq!(m.losses.get(r), 0, "{r} is no loss");
+            losses.insert(r.name().to_string(), n);
         }
     }
     losses

@@ -12,7 +12,7 @@ proptest! {
                 prop_assert_eq!(b.data.len(), b.header.data_len());
                 prop_assert_eq!(bytes.len(), BLOCK_HEADER_LEN + b.data.len());
             }
-            Err(e) => prop_assert!(e.reason().starts_with("meg_")),
+            Err(e) => prop_assert!(e.reason().name().starts_with("meg_")),
         }
     }
 

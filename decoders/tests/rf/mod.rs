@@ -78,7 +78,7 @@ proptest! {
                     prop_assert!(c.header.chunk_index < c.header.chunk_count);
                     prop_assert_eq!(c.samples.len(), p.len() - CHUNK_HEADER_LEN);
                 }
-                Err(e) => prop_assert!(e.reason().starts_with("us_")),
+                Err(e) => prop_assert!(e.reason().name().starts_with("us_")),
             }
             r.push(p, &mut |e: RfEvent| {
                 emitted += 1;

@@ -115,7 +115,7 @@ fn for_each_chunk(
 fn add_losses(counts: &mut StreamCounts, losses: &scandaq_core::LossCounts) {
     for (k, &v) in &losses.0 {
         if v > 0 {
-            match counts.losses.iter_mut().find(|(n, _)| n == k) {
+            match counts.losses.iter_mut().find(|(n, _)| n == k.name()) {
                 Some(e) => e.1 += v,
                 None => counts.losses.push((k.to_string(), v)),
             }

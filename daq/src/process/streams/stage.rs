@@ -10,6 +10,7 @@ use crate::observe::live_stats::LatestCell;
 use crate::process::frame_chunk::FrameChunk;
 use anyhow::{Context, Result};
 use scandaq_core::LossCounts;
+use scandaq_core::LossReason;
 use scandaq_core::snapshot::StreamSnapshot;
 use scandaq_decoders::transport::payload_format;
 use std::collections::BTreeMap;
@@ -153,7 +154,7 @@ impl StreamStage {
                 (None, _) if board.early_control.len() < MAX_EARLY_CONTROL => {
                     board.early_control.push(payload.to_vec());
                 }
-                (None, _) => self.losses.add("control_before_data_packets", 1),
+                (None, _) => self.losses.add(LossReason::ControlBeforeDataPackets, 1),
             }
         }
         board.ended |= chunk.end_of_stream;
@@ -179,7 +180,9 @@ impl StreamStage {
         let mut last = Vec::new();
         for (id, board) in self.boards {
             let early = board.early_control.len() as u64;
-            total.losses.add("control_without_stream_packets", early);
+            total
+                .losses
+                .add(LossReason::ControlWithoutStreamPackets, early);
             let Some(processor) = board.processor else {
                 continue;
             };

@@ -17,6 +17,7 @@ use super::{StreamContext, StreamFigure, StreamProcessor, StreamReport};
 use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use scandaq_core::LossCounts;
+use scandaq_core::LossReason;
 use scandaq_core::clock_fit::{
     ClockFit, ClockFitConfig, CounterUnwrapper, SegmentStart, SyncPoint,
 };
@@ -353,7 +354,9 @@ impl StreamProcessor for UsProcessor {
                 };
                 self.fit.add(p, u.segment);
             }
-            Ok(ControlRecord::Unknown(_)) => self.losses.add("control_unknown_kind", 1),
+            Ok(ControlRecord::Unknown(_)) => {
+                self.losses.add(LossReason::ControlUnknownKindPackets, 1)
+            }
             Err(e) => self.losses.add(e.reason(), 1),
         }
         Ok(())

@@ -11,6 +11,7 @@ mod writer;
 use super::{StreamContext, StreamFigure, StreamProcessor, StreamReport};
 use anyhow::{Context, Result};
 use scandaq_core::LossCounts;
+use scandaq_core::LossReason;
 use scandaq_core::clock_fit::{ClockFit, ClockFitConfig, CounterUnwrapper, SyncPoint};
 use scandaq_decoders::control::{ControlRecord, decode_control};
 use scandaq_decoders::meg::{
@@ -489,14 +490,14 @@ impl StreamProcessor for MegProcessor {
         if let Some(next) = self.next_index.filter(|_| !jumped) {
             if index > next {
                 self.losses
-                    .add("meg_missing_samples", (index - next) as u64);
-                self.losses.add("meg_sample_gaps", 1);
+                    .add(LossReason::MegMissingSamples, (index - next) as u64);
+                self.losses.add(LossReason::MegSampleGaps, 1);
                 self.pending_flags |= block_flags::AFTER_GAP;
             } else if index < next {
                 if index + n <= next {
-                    self.losses.add("meg_duplicate_blocks", 1);
+                    self.losses.add(LossReason::MegDuplicateBlocks, 1);
                 } else {
-                    self.losses.add("meg_overlapping_blocks", 1);
+                    self.losses.add(LossReason::MegOverlappingBlocks, 1);
                 }
                 return Ok(());
             }
@@ -542,7 +543,7 @@ impl StreamProcessor for MegProcessor {
         let sync = match decode_control(payload) {
             Ok(ControlRecord::ClockSync(s)) => s,
             Ok(ControlRecord::Unknown(_)) => {
-                self.losses.add("control_unknown_kind_packets", 1);
+                self.losses.add(LossReason::ControlUnknownKindPackets, 1);
                 return Ok(());
             }
             Err(e) => {
@@ -564,7 +565,7 @@ impl StreamProcessor for MegProcessor {
             u.segment,
         );
         if outcome == scandaq_core::clock_fit::PointOutcome::NotAdvancing {
-            self.losses.add("meg_sync_points_not_advancing", 1);
+            self.losses.add(LossReason::MegSyncPointsNotAdvancing, 1);
         }
         self.release_held(false)
     }
