@@ -181,13 +181,27 @@ pub mod reference {
 
     /// Sorts `singles` (time ordered) into coincidences.
     pub fn sort(cfg: &Config, geo: &Geometry, singles: &[Single]) -> (Vec<Pair>, Stats) {
+        let (pairs, stats, _) = sort_marked(cfg, geo, singles);
+        (pairs, stats)
+    }
+
+    /// [`sort`], also telling for each input single whether it opened a window: `None` when
+    /// it was cut (energy window, unmapped channel), `Some(false)` when it was suppressed
+    /// (single-window mode), `Some(true)` when it opened one.
+    pub fn sort_marked(
+        cfg: &Config,
+        geo: &Geometry,
+        singles: &[Single],
+    ) -> (Vec<Pair>, Stats, Vec<Option<bool>>) {
+        let mut opened: Vec<Option<bool>> = vec![None; singles.len()];
+        let mut input_row: Vec<usize> = Vec::new();
         let mut stats = Stats {
             singles_in: singles.len() as u64,
             ..Stats::default()
         };
         // Energy cut (and geometry) before sorting.
         let mut s: Vec<Single> = Vec::new();
-        for x in singles {
+        for (row, x) in singles.iter().enumerate() {
             if let Some((lo, hi)) = cfg.energy
                 && !(x.e >= lo && x.e <= hi)
             {
@@ -198,6 +212,7 @@ pub mod reference {
                 stats.unmapped_channel += 1;
                 continue;
             }
+            input_row.push(row);
             s.push(*x);
         }
         let mut suppressed = vec![false; s.len()];
@@ -205,9 +220,11 @@ pub mod reference {
         for i in 0..s.len() {
             if cfg.single_window && suppressed[i] {
                 stats.openers_suppressed += 1;
+                opened[input_row[i]] = Some(false);
                 continue;
             }
             stats.windows_opened += 1;
+            opened[input_row[i]] = Some(true);
             // Candidates: later singles with offset <= dt <= offset + window, other crystal.
             let mut partner_index = Vec::new();
             for j in (i + 1)..s.len() {
@@ -296,7 +313,7 @@ pub mod reference {
                 suppressed[partner_index[k]] = true;
             }
         }
-        (pairs, stats)
+        (pairs, stats, opened)
     }
 
     /// Groups time-ordered hits into photons.
@@ -603,6 +620,29 @@ mod tests {
         v
     }
 
+    /// The number of singles a streaming sorter must still hold after it has been fed `prefix`
+    /// (computed from the reference, not the library): among the singles past the energy cut
+    /// and the geometry, those from the first one that opens a window (not suppressed in
+    /// single-window mode) whose window is not complete yet, i.e. with
+    /// `t + offset + window >= t_last` (`t_last`: the newest such single); 0 when there is none.
+    /// Suppression of the singles before it depends only on complete windows, so the reference
+    /// run on the prefix gives it.
+    fn expected_pending(cfg: &CoincidenceConfig, geo: &Geometry, prefix: &[Single]) -> usize {
+        let (_, _, opened) = reference::sort_marked(&to_ref(cfg), geo, prefix);
+        let kept: Vec<(i64, bool)> = prefix
+            .iter()
+            .zip(&opened)
+            .filter_map(|(s, o)| o.map(|opens| (s.t, opens)))
+            .collect();
+        let Some(&(t_last, _)) = kept.last() else {
+            return 0;
+        };
+        let span = cfg.offset_ps as i128 + cfg.window_ps as i128;
+        kept.iter()
+            .position(|&(t, opens)| opens && t as i128 + span >= t_last as i128)
+            .map_or(0, |first| kept.len() - first)
+    }
+
     fn split_batches(n: usize, splits: &[usize]) -> Vec<std::ops::Range<usize>> {
         let mut ranges = Vec::new();
         let mut start = 0;
@@ -652,9 +692,17 @@ mod tests {
                 let mut sorter = CoincidenceSorter::new(cfg.clone(), &lut).unwrap();
                 let mut streamed = CoincidenceBatch::default();
                 for r in split_batches(c.singles.len(), &c.splits) {
+                    let end = r.end;
                     sorter.push(cols.view().slice(r), &mut streamed).unwrap();
-                    // Bounded carry-over: only singles within offset + window of the newest.
-                    prop_assert!(sorter.pending() <= c.singles.len());
+                    // Bounded carry-over: exactly the singles from the first opener whose
+                    // window is still incomplete.
+                    prop_assert_eq!(
+                        sorter.pending(),
+                        expected_pending(&cfg, &c.geo, &c.singles[..end]),
+                        "pending after {} singles, {}",
+                        end,
+                        name
+                    );
                 }
                 sorter.finish(&mut streamed);
                 prop_assert_eq!(&pairs(&streamed), &want, "streaming {}", name);
@@ -1226,3 +1274,8 @@ mod tests {
         }
     }
 }
+
+/// Parity with the real GATE 10 sorter's output (not part of the coincidence benchmark).
+#[cfg(test)]
+#[path = "gate10/mod.rs"]
+mod gate10;
