@@ -181,15 +181,18 @@ pub mod reference {
 
     /// Sorts `singles` (time ordered) into coincidences.
     pub fn sort(cfg: &Config, geo: &Geometry, singles: &[Single]) -> (Vec<Pair>, Stats) {
-        let (pairs, stats, _) = sort_marked(cfg, geo, singles);
+        let (pairs, stats, _) = sort_marked(cfg, false, geo, singles);
         (pairs, stats)
     }
 
-    /// [`sort`], also telling for each input single whether it opened a window: `None` when
+    /// [`sort`], with GATE 10's single-window rule when `gate10_single_window` (a single that
+    /// is a candidate of any earlier single's window opens none; `cfg.single_window` is then
+    /// ignored), also telling for each input single whether it opened a window: `None` when
     /// it was cut (energy window, unmapped channel), `Some(false)` when it was suppressed
-    /// (single-window mode), `Some(true)` when it opened one.
+    /// (single-window modes), `Some(true)` when it opened one.
     pub fn sort_marked(
         cfg: &Config,
+        gate10_single_window: bool,
         geo: &Geometry,
         singles: &[Single],
     ) -> (Vec<Pair>, Stats, Vec<Option<bool>>) {
@@ -216,9 +219,25 @@ pub mod reference {
             s.push(*x);
         }
         let mut suppressed = vec![false; s.len()];
+        // GATE 10: suppressed when some earlier single on another crystal has it in its window.
+        let mut in_earlier_window = vec![false; s.len()];
+        if gate10_single_window {
+            for j in 0..s.len() {
+                for i in 0..j {
+                    let dt = s[j].t as i128 - s[i].t as i128;
+                    if s[i].ch != s[j].ch
+                        && dt >= cfg.offset as i128
+                        && dt <= cfg.offset as i128 + cfg.window as i128
+                    {
+                        in_earlier_window[j] = true;
+                    }
+                }
+            }
+        }
         let mut pairs = Vec::new();
         for i in 0..s.len() {
-            if cfg.single_window && suppressed[i] {
+            if (cfg.single_window && !gate10_single_window && suppressed[i]) || in_earlier_window[i]
+            {
                 stats.openers_suppressed += 1;
                 opened[input_row[i]] = Some(false);
                 continue;
@@ -404,6 +423,17 @@ mod tests {
         }
     }
 
+    /// The reference's pairs and counters for `cfg` (any window mode).
+    fn ref_sort(
+        cfg: &CoincidenceConfig,
+        geo: &Geometry,
+        s: &[Single],
+    ) -> (Vec<Pair>, reference::Stats) {
+        let gate10 = cfg.mode == WindowMode::SingleWindowGate10;
+        let (pairs, stats, _) = reference::sort_marked(&to_ref(cfg), gate10, geo, s);
+        (pairs, stats)
+    }
+
     fn ref_stats(s: &CoincidenceStats) -> reference::Stats {
         reference::Stats {
             singles_in: s.singles_in,
@@ -498,7 +528,7 @@ mod tests {
         let cols = Cols::new(s);
         let mut out = CoincidenceBatch::default();
         sort_coincidences(cfg, &lut, cols.view(), &mut out).unwrap();
-        let (want, _) = reference::sort(&to_ref(cfg), geo, s);
+        let (want, _) = ref_sort(cfg, geo, s);
         assert_eq!(pairs(&out), want, "library vs reference");
         pairs(&out)
     }
@@ -601,7 +631,11 @@ mod tests {
     fn configs(c: &Case) -> Vec<CoincidenceConfig> {
         let mut v = Vec::new();
         for policy in Policy::ALL {
-            for mode in [WindowMode::MultiWindow, WindowMode::SingleWindow] {
+            for mode in [
+                WindowMode::MultiWindow,
+                WindowMode::SingleWindow,
+                WindowMode::SingleWindowGate10,
+            ] {
                 for delayed in [false, true] {
                     let mut cfg = CoincidenceConfig::prompt(c.window);
                     cfg.policy = policy;
@@ -623,16 +657,18 @@ mod tests {
     /// The number of singles a streaming sorter must still hold after it has been fed `prefix`
     /// (computed from the reference, not the library): among the singles past the energy cut
     /// and the geometry, those from the first one that opens a window (not suppressed in
-    /// single-window mode) whose window is not complete yet, i.e. with
+    /// single-window mode; in GATE 10 single-window mode any single, since a suppressed one
+    /// still suppresses its window's candidates) whose window is not complete yet, i.e. with
     /// `t + offset + window >= t_last` (`t_last`: the newest such single); 0 when there is none.
     /// Suppression of the singles before it depends only on complete windows, so the reference
     /// run on the prefix gives it.
     fn expected_pending(cfg: &CoincidenceConfig, geo: &Geometry, prefix: &[Single]) -> usize {
-        let (_, _, opened) = reference::sort_marked(&to_ref(cfg), geo, prefix);
+        let gate10 = cfg.mode == WindowMode::SingleWindowGate10;
+        let (_, _, opened) = reference::sort_marked(&to_ref(cfg), gate10, geo, prefix);
         let kept: Vec<(i64, bool)> = prefix
             .iter()
             .zip(&opened)
-            .filter_map(|(s, o)| o.map(|opens| (s.t, opens)))
+            .filter_map(|(s, o)| o.map(|opens| (s.t, opens || gate10)))
             .collect();
         let Some(&(t_last, _)) = kept.last() else {
             return 0;
@@ -681,7 +717,7 @@ mod tests {
             let lut = CrystalLut::from_geometry(&c.geo);
             let cols = Cols::new(&c.singles);
             for cfg in configs(&c) {
-                let (want, want_stats) = reference::sort(&to_ref(&cfg), &c.geo, &c.singles);
+                let (want, want_stats) = ref_sort(&cfg, &c.geo, &c.singles);
                 let name = format!("{} {:?} delayed={}", cfg.policy, cfg.mode, cfg.delayed);
 
                 let mut whole = CoincidenceBatch::default();
@@ -797,7 +833,7 @@ mod tests {
                     flags: p.flags,
                 })
                 .collect();
-            let (want_pairs, _) = reference::sort(&to_ref(&sort_cfg), &c.geo, &ref_photons);
+            let (want_pairs, _) = ref_sort(&sort_cfg, &c.geo, &ref_photons);
             let mut sorter = CoincidenceSorter::new(sort_cfg, &lut).unwrap();
             let mut g = Grouper::new(cfg, &lut).unwrap();
             let mut out = CoincidenceBatch::default();
@@ -848,6 +884,68 @@ mod tests {
         // Winner of a's window is (a,c); c is then suppressed, b still opens: (b,c).
         cfg.policy = Policy::TakeWinnerOfGoods;
         assert_eq!(pt(&sort_all(&cfg, &geo, &s)), vec![(0, 2000), (1000, 2000)]);
+    }
+
+    /// GATE 10.1.1's single-window rule, worked out by hand from `_coincidences_sorter` in
+    /// `opengate/actors/coincidences.py` (`allDigiOpenCoincGate = False`): every window whose
+    /// opener is the second single of any pair (same-crystal pairs already removed) is dropped
+    /// before the good-pair filter and the policy.
+    #[test]
+    fn gate10_single_window_rule() {
+        let geo = ring(8);
+        let abc = [
+            single(0, 0, 400.0),
+            single(1000, 1, 500.0),
+            single(2000, 2, 600.0),
+        ];
+        let mut cfg = CoincidenceConfig::prompt(4000);
+        cfg.mode = WindowMode::SingleWindowGate10;
+        // b and c are in a's window: only a's window is left.
+        assert_eq!(pt(&sort_all(&cfg, &geo, &abc)), vec![(0, 1000), (0, 2000)]);
+        cfg.policy = Policy::TakeWinnerOfGoods;
+        assert_eq!(pt(&sort_all(&cfg, &geo, &abc)), vec![(0, 2000)]);
+        // a's window is a multiple and removed; b still opens none (scandaq's SingleWindow
+        // writes (b,c) here).
+        cfg.policy = Policy::RemoveMultiples;
+        assert!(sort_all(&cfg, &geo, &abc).is_empty());
+        // A chain a-b-c, 3 ns apart: c is in b's window although b opens none.
+        let chain = [
+            single(0, 0, 511.0),
+            single(3000, 1, 511.0),
+            single(6000, 5, 511.0),
+        ];
+        cfg.policy = Policy::TakeAllGoods;
+        assert_eq!(pt(&sort_all(&cfg, &geo, &chain)), vec![(0, 3000)]);
+        let stats = sort_coincidences(
+            &cfg,
+            &CrystalLut::from_geometry(&geo),
+            Cols::new(&chain).view(),
+            &mut CoincidenceBatch::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (stats.windows_opened, stats.openers_suppressed),
+            (1, 2),
+            "only a opens a window; b and c are suppressed"
+        );
+        // (a,b) is not good (neighbours, 306 mm), (b,c) is (opposite, 800 mm): b is still
+        // suppressed, so nothing is written, where scandaq's SingleWindow writes (b,c).
+        cfg.min_transaxial_mm = Some(500.0);
+        assert!(sort_all(&cfg, &geo, &chain).is_empty());
+        let mut kept_rule = cfg.clone();
+        kept_rule.mode = WindowMode::SingleWindow;
+        assert_eq!(pt(&sort_all(&kept_rule, &geo, &chain)), vec![(3000, 6000)]);
+        // A same-crystal pair is no pair, so it suppresses nothing: b opens.
+        let same = [
+            single(0, 3, 511.0),
+            single(1000, 3, 511.0),
+            single(2000, 7, 511.0),
+        ];
+        cfg.min_transaxial_mm = None;
+        assert_eq!(
+            pt(&sort_all(&cfg, &geo, &same)),
+            vec![(0, 2000), (1000, 2000)]
+        );
     }
 
     #[test]
