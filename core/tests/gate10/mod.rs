@@ -10,8 +10,10 @@
 //! [`sorter_gives_exactly_gate10_pairs`] runs scandaq's sorter with the matching configuration
 //! on the same singles and asserts that, for each of the 6 policies x 2 criteria sets, the set
 //! of pairs (as rows of `singles.parquet`) is exactly GATE's; a failure names every differing
-//! pair (rows, times, crystals, event ids, and which side has it).
+//! pair (rows, times, crystals, event ids, and which side has it). The plain reference sorter
+//! of `core.rs` ([`crate::reference`]) is held to the same pairs.
 
+use crate::reference;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type, UInt32Type};
 use arrow_array::{Array, RecordBatch};
@@ -179,6 +181,29 @@ fn read_gate_pairs(path: &Path, s: &Singles) -> BTreeMap<String, BTreeSet<(usize
     by_policy
 }
 
+/// The reference sorter's settings for `cfg` (prompt, no energy window, multi-window).
+fn ref_config(cfg: &CoincidenceConfig) -> reference::Config {
+    assert!(cfg.energy_window_kev.is_none() && !cfg.delayed && cfg.mode == WindowMode::MultiWindow);
+    reference::Config {
+        window: cfg.window_ps,
+        offset: 0,
+        delayed: false,
+        energy: None,
+        min_transaxial: cfg.min_transaxial_mm,
+        max_axial: cfg.max_axial_mm,
+        min_module: None,
+        policy: match cfg.policy {
+            Policy::TakeAllGoods => reference::Policy::TakeAllGoods,
+            Policy::TakeWinnerOfGoods => reference::Policy::TakeWinnerOfGoods,
+            Policy::TakeWinnerIfIsGood => reference::Policy::TakeWinnerIfIsGood,
+            Policy::TakeWinnerIfAllAreGoods => reference::Policy::TakeWinnerIfAllAreGoods,
+            Policy::TakeIfOnlyOneGood => reference::Policy::TakeIfOnlyOneGood,
+            Policy::RemoveMultiples => reference::Policy::RemoveMultiples,
+        },
+        single_window: false,
+    }
+}
+
 /// GATE's spelling of a policy in the reference files.
 fn gate_name(p: Policy) -> &'static str {
     match p {
@@ -191,25 +216,61 @@ fn gate_name(p: Policy) -> &'static str {
     }
 }
 
-/// scandaq's pairs as (row1, row2) of the singles, via the unique (time, crystal) of a row.
-fn scandaq_rows(
-    out: &CoincidenceBatch,
+/// Pairs `(t1, crystal1, t2, crystal2)` as (row1, row2) of the singles, via the unique
+/// (time, crystal) of a row. `who` names the sorter in messages.
+fn to_rows(
+    who: &str,
+    pairs: impl Iterator<Item = (i64, u32, i64, u32)>,
     row_of: &HashMap<(i64, u32), usize>,
 ) -> BTreeSet<(usize, usize)> {
     let row = |t: i64, ch: u32| -> usize {
         *row_of
             .get(&(t, ch))
-            .unwrap_or_else(|| panic!("scandaq pair member (t {t}, crystal {ch}) is no single"))
+            .unwrap_or_else(|| panic!("{who} pair member (t {t}, crystal {ch}) is no single"))
     };
     let mut set = BTreeSet::new();
-    for k in 0..out.len() {
-        let pair = (
-            row(out.t1_ps[k], out.channel1[k]),
-            row(out.t2_ps[k], out.channel2[k]),
-        );
-        assert!(set.insert(pair), "scandaq wrote pair {pair:?} twice");
+    for (t1, c1, t2, c2) in pairs {
+        let pair = (row(t1, c1), row(t2, c2));
+        assert!(set.insert(pair), "{who} wrote pair {pair:?} twice");
     }
     set
+}
+
+/// Appends to `failures` every pair of `got` (by sorter `who`) not in `want` (GATE's) and
+/// the reverse, each with both singles described.
+fn describe_difference(
+    failures: &mut String,
+    what: &str,
+    who: &str,
+    got: &BTreeSet<(usize, usize)>,
+    want: &BTreeSet<(usize, usize)>,
+    singles: &Singles,
+) {
+    if got == want {
+        return;
+    }
+    let _ = writeln!(
+        failures,
+        "{what}: {who} {} pairs, GATE {}:",
+        got.len(),
+        want.len()
+    );
+    let only_who = format!("{who} only");
+    for (side, a, b) in [(only_who.as_str(), got, want), ("GATE only", want, got)] {
+        for &(r1, r2) in a.difference(b).take(40) {
+            let _ = writeln!(
+                failures,
+                "  {side}: {} + {} (dt {} ps)",
+                singles.describe(r1),
+                singles.describe(r2),
+                singles.t_ps[r2] - singles.t_ps[r1]
+            );
+        }
+        let n = a.difference(b).count();
+        if n > 40 {
+            let _ = writeln!(failures, "  {side}: ... {} more", n - 40);
+        }
+    }
 }
 
 #[test]
@@ -234,6 +295,14 @@ fn sorter_gives_exactly_gate10_pairs() {
         }
     }
     let flags = vec![0u16; singles.len()];
+    let ref_singles: Vec<reference::Single> = (0..singles.len())
+        .map(|r| reference::Single {
+            t: singles.t_ps[r],
+            ch: singles.crystal[r],
+            e: singles.energy_kev[r],
+            flags: 0,
+        })
+        .collect();
     let view = SinglesRef {
         t_ps: &singles.t_ps,
         channel: &singles.crystal,
@@ -241,8 +310,14 @@ fn sorter_gives_exactly_gate10_pairs() {
         flags: &flags,
     };
 
-    let sets: [(&str, Option<f64>, Option<f64>, [usize; 6]); 2] = [
-        ("pairs.parquet", None, None, README_COUNTS_PLAIN),
+    // (file, min transaxial mm, max axial mm, README counts)
+    let sets = [
+        (
+            "pairs.parquet",
+            None::<f64>,
+            None::<f64>,
+            README_COUNTS_PLAIN,
+        ),
         (
             "pairs_transaxial100_axial8.parquet",
             Some(100.0),
@@ -251,7 +326,7 @@ fn sorter_gives_exactly_gate10_pairs() {
         ),
     ];
     let mut failures = String::new();
-    let mut table = String::from("file, policy: scandaq pairs / GATE pairs\n");
+    let mut table = String::from("file, policy: scandaq / reference / GATE pairs\n");
     for (file, min_transaxial_mm, max_axial_mm, readme) in sets {
         let gate = read_gate_pairs(&dir.join(file), &singles);
         let names: BTreeSet<&str> = gate.keys().map(|k| k.as_str()).collect();
@@ -284,39 +359,29 @@ fn sorter_gives_exactly_gate10_pairs() {
             }
             sorter.finish(&mut out);
             assert_eq!(out, whole, "{file} {policy}: streamed vs whole");
-            let got = scandaq_rows(&out, &row_of);
+            let got = to_rows(
+                "scandaq",
+                (0..out.len())
+                    .map(|k| (out.t1_ps[k], out.channel1[k], out.t2_ps[k], out.channel2[k])),
+                &row_of,
+            );
+            let (ref_pairs, _) = reference::sort(&ref_config(&cfg), &geo, &ref_singles);
+            let by_ref = to_rows(
+                "reference",
+                ref_pairs.iter().map(|p| (p.t1, p.ch1, p.t2, p.ch2)),
+                &row_of,
+            );
             let _ = writeln!(
                 table,
-                "{file}, {}: {} / {}",
+                "{file}, {}: {} / {} / {}",
                 gate_name(policy),
                 got.len(),
+                by_ref.len(),
                 want.len()
             );
-            if &got == want {
-                continue;
-            }
-            let _ = writeln!(
-                failures,
-                "{file}, {}: scandaq {} pairs, GATE {}:",
-                gate_name(policy),
-                got.len(),
-                want.len()
-            );
-            for (side, a, b) in [("scandaq only", &got, want), ("GATE only", want, &got)] {
-                for &(r1, r2) in a.difference(b).take(40) {
-                    let _ = writeln!(
-                        failures,
-                        "  {side}: {} + {} (dt {} ps)",
-                        singles.describe(r1),
-                        singles.describe(r2),
-                        singles.t_ps[r2] - singles.t_ps[r1]
-                    );
-                }
-                let n = a.difference(b).count();
-                if n > 40 {
-                    let _ = writeln!(failures, "  {side}: ... {} more", n - 40);
-                }
-            }
+            let what = format!("{file}, {}", gate_name(policy));
+            describe_difference(&mut failures, &what, "scandaq", &got, want, &singles);
+            describe_difference(&mut failures, &what, "reference", &by_ref, want, &singles);
         }
     }
     println!("{table}");
