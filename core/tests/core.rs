@@ -181,13 +181,30 @@ pub mod reference {
 
     /// Sorts `singles` (time ordered) into coincidences.
     pub fn sort(cfg: &Config, geo: &Geometry, singles: &[Single]) -> (Vec<Pair>, Stats) {
+        let (pairs, stats, _) = sort_marked(cfg, false, geo, singles);
+        (pairs, stats)
+    }
+
+    /// [`sort`], with GATE 10's single-window rule when `gate10_single_window` (a single that
+    /// is a candidate of any earlier single's window opens none; `cfg.single_window` is then
+    /// ignored), also telling for each input single whether it opened a window: `None` when
+    /// it was cut (energy window, unmapped channel), `Some(false)` when it was suppressed
+    /// (single-window modes), `Some(true)` when it opened one.
+    pub fn sort_marked(
+        cfg: &Config,
+        gate10_single_window: bool,
+        geo: &Geometry,
+        singles: &[Single],
+    ) -> (Vec<Pair>, Stats, Vec<Option<bool>>) {
+        let mut opened: Vec<Option<bool>> = vec![None; singles.len()];
+        let mut input_row: Vec<usize> = Vec::new();
         let mut stats = Stats {
             singles_in: singles.len() as u64,
             ..Stats::default()
         };
         // Energy cut (and geometry) before sorting.
         let mut s: Vec<Single> = Vec::new();
-        for x in singles {
+        for (row, x) in singles.iter().enumerate() {
             if let Some((lo, hi)) = cfg.energy
                 && !(x.e >= lo && x.e <= hi)
             {
@@ -198,16 +215,35 @@ pub mod reference {
                 stats.unmapped_channel += 1;
                 continue;
             }
+            input_row.push(row);
             s.push(*x);
         }
         let mut suppressed = vec![false; s.len()];
+        // GATE 10: suppressed when some earlier single on another crystal has it in its window.
+        let mut in_earlier_window = vec![false; s.len()];
+        if gate10_single_window {
+            for j in 0..s.len() {
+                for i in 0..j {
+                    let dt = s[j].t as i128 - s[i].t as i128;
+                    if s[i].ch != s[j].ch
+                        && dt >= cfg.offset as i128
+                        && dt <= cfg.offset as i128 + cfg.window as i128
+                    {
+                        in_earlier_window[j] = true;
+                    }
+                }
+            }
+        }
         let mut pairs = Vec::new();
         for i in 0..s.len() {
-            if cfg.single_window && suppressed[i] {
+            if (cfg.single_window && !gate10_single_window && suppressed[i]) || in_earlier_window[i]
+            {
                 stats.openers_suppressed += 1;
+                opened[input_row[i]] = Some(false);
                 continue;
             }
             stats.windows_opened += 1;
+            opened[input_row[i]] = Some(true);
             // Candidates: later singles with offset <= dt <= offset + window, other crystal.
             let mut partner_index = Vec::new();
             for j in (i + 1)..s.len() {
@@ -296,7 +332,7 @@ pub mod reference {
                 suppressed[partner_index[k]] = true;
             }
         }
-        (pairs, stats)
+        (pairs, stats, opened)
     }
 
     /// Groups time-ordered hits into photons.
@@ -385,6 +421,17 @@ mod tests {
             },
             single_window: cfg.mode == WindowMode::SingleWindow,
         }
+    }
+
+    /// The reference's pairs and counters for `cfg` (any window mode).
+    fn ref_sort(
+        cfg: &CoincidenceConfig,
+        geo: &Geometry,
+        s: &[Single],
+    ) -> (Vec<Pair>, reference::Stats) {
+        let gate10 = cfg.mode == WindowMode::SingleWindowGate10;
+        let (pairs, stats, _) = reference::sort_marked(&to_ref(cfg), gate10, geo, s);
+        (pairs, stats)
     }
 
     fn ref_stats(s: &CoincidenceStats) -> reference::Stats {
@@ -481,7 +528,7 @@ mod tests {
         let cols = Cols::new(s);
         let mut out = CoincidenceBatch::default();
         sort_coincidences(cfg, &lut, cols.view(), &mut out).unwrap();
-        let (want, _) = reference::sort(&to_ref(cfg), geo, s);
+        let (want, _) = ref_sort(cfg, geo, s);
         assert_eq!(pairs(&out), want, "library vs reference");
         pairs(&out)
     }
@@ -584,7 +631,11 @@ mod tests {
     fn configs(c: &Case) -> Vec<CoincidenceConfig> {
         let mut v = Vec::new();
         for policy in Policy::ALL {
-            for mode in [WindowMode::MultiWindow, WindowMode::SingleWindow] {
+            for mode in [
+                WindowMode::MultiWindow,
+                WindowMode::SingleWindow,
+                WindowMode::SingleWindowGate10,
+            ] {
                 for delayed in [false, true] {
                     let mut cfg = CoincidenceConfig::prompt(c.window);
                     cfg.policy = policy;
@@ -601,6 +652,31 @@ mod tests {
             }
         }
         v
+    }
+
+    /// The number of singles a streaming sorter must still hold after it has been fed `prefix`
+    /// (computed from the reference, not the library): among the singles past the energy cut
+    /// and the geometry, those from the first one that opens a window (not suppressed in
+    /// single-window mode; in GATE 10 single-window mode any single, since a suppressed one
+    /// still suppresses its window's candidates) whose window is not complete yet, i.e. with
+    /// `t + offset + window >= t_last` (`t_last`: the newest such single); 0 when there is none.
+    /// Suppression of the singles before it depends only on complete windows, so the reference
+    /// run on the prefix gives it.
+    fn expected_pending(cfg: &CoincidenceConfig, geo: &Geometry, prefix: &[Single]) -> usize {
+        let gate10 = cfg.mode == WindowMode::SingleWindowGate10;
+        let (_, _, opened) = reference::sort_marked(&to_ref(cfg), gate10, geo, prefix);
+        let kept: Vec<(i64, bool)> = prefix
+            .iter()
+            .zip(&opened)
+            .filter_map(|(s, o)| o.map(|opens| (s.t, opens || gate10)))
+            .collect();
+        let Some(&(t_last, _)) = kept.last() else {
+            return 0;
+        };
+        let span = cfg.offset_ps as i128 + cfg.window_ps as i128;
+        kept.iter()
+            .position(|&(t, opens)| opens && t as i128 + span >= t_last as i128)
+            .map_or(0, |first| kept.len() - first)
     }
 
     fn split_batches(n: usize, splits: &[usize]) -> Vec<std::ops::Range<usize>> {
@@ -641,7 +717,7 @@ mod tests {
             let lut = CrystalLut::from_geometry(&c.geo);
             let cols = Cols::new(&c.singles);
             for cfg in configs(&c) {
-                let (want, want_stats) = reference::sort(&to_ref(&cfg), &c.geo, &c.singles);
+                let (want, want_stats) = ref_sort(&cfg, &c.geo, &c.singles);
                 let name = format!("{} {:?} delayed={}", cfg.policy, cfg.mode, cfg.delayed);
 
                 let mut whole = CoincidenceBatch::default();
@@ -652,9 +728,17 @@ mod tests {
                 let mut sorter = CoincidenceSorter::new(cfg.clone(), &lut).unwrap();
                 let mut streamed = CoincidenceBatch::default();
                 for r in split_batches(c.singles.len(), &c.splits) {
+                    let end = r.end;
                     sorter.push(cols.view().slice(r), &mut streamed).unwrap();
-                    // Bounded carry-over: only singles within offset + window of the newest.
-                    prop_assert!(sorter.pending() <= c.singles.len());
+                    // Bounded carry-over: exactly the singles from the first opener whose
+                    // window is still incomplete.
+                    prop_assert_eq!(
+                        sorter.pending(),
+                        expected_pending(&cfg, &c.geo, &c.singles[..end]),
+                        "pending after {} singles, {}",
+                        end,
+                        name
+                    );
                 }
                 sorter.finish(&mut streamed);
                 prop_assert_eq!(&pairs(&streamed), &want, "streaming {}", name);
@@ -749,7 +833,7 @@ mod tests {
                     flags: p.flags,
                 })
                 .collect();
-            let (want_pairs, _) = reference::sort(&to_ref(&sort_cfg), &c.geo, &ref_photons);
+            let (want_pairs, _) = ref_sort(&sort_cfg, &c.geo, &ref_photons);
             let mut sorter = CoincidenceSorter::new(sort_cfg, &lut).unwrap();
             let mut g = Grouper::new(cfg, &lut).unwrap();
             let mut out = CoincidenceBatch::default();
@@ -800,6 +884,68 @@ mod tests {
         // Winner of a's window is (a,c); c is then suppressed, b still opens: (b,c).
         cfg.policy = Policy::TakeWinnerOfGoods;
         assert_eq!(pt(&sort_all(&cfg, &geo, &s)), vec![(0, 2000), (1000, 2000)]);
+    }
+
+    /// GATE 10.1.1's single-window rule, worked out by hand from `_coincidences_sorter` in
+    /// `opengate/actors/coincidences.py` (`allDigiOpenCoincGate = False`): every window whose
+    /// opener is the second single of any pair (same-crystal pairs already removed) is dropped
+    /// before the good-pair filter and the policy.
+    #[test]
+    fn gate10_single_window_rule() {
+        let geo = ring(8);
+        let abc = [
+            single(0, 0, 400.0),
+            single(1000, 1, 500.0),
+            single(2000, 2, 600.0),
+        ];
+        let mut cfg = CoincidenceConfig::prompt(4000);
+        cfg.mode = WindowMode::SingleWindowGate10;
+        // b and c are in a's window: only a's window is left.
+        assert_eq!(pt(&sort_all(&cfg, &geo, &abc)), vec![(0, 1000), (0, 2000)]);
+        cfg.policy = Policy::TakeWinnerOfGoods;
+        assert_eq!(pt(&sort_all(&cfg, &geo, &abc)), vec![(0, 2000)]);
+        // a's window is a multiple and removed; b still opens none (scandaq's SingleWindow
+        // writes (b,c) here).
+        cfg.policy = Policy::RemoveMultiples;
+        assert!(sort_all(&cfg, &geo, &abc).is_empty());
+        // A chain a-b-c, 3 ns apart: c is in b's window although b opens none.
+        let chain = [
+            single(0, 0, 511.0),
+            single(3000, 1, 511.0),
+            single(6000, 5, 511.0),
+        ];
+        cfg.policy = Policy::TakeAllGoods;
+        assert_eq!(pt(&sort_all(&cfg, &geo, &chain)), vec![(0, 3000)]);
+        let stats = sort_coincidences(
+            &cfg,
+            &CrystalLut::from_geometry(&geo),
+            Cols::new(&chain).view(),
+            &mut CoincidenceBatch::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (stats.windows_opened, stats.openers_suppressed),
+            (1, 2),
+            "only a opens a window; b and c are suppressed"
+        );
+        // (a,b) is not good (neighbours, 306 mm), (b,c) is (opposite, 800 mm): b is still
+        // suppressed, so nothing is written, where scandaq's SingleWindow writes (b,c).
+        cfg.min_transaxial_mm = Some(500.0);
+        assert!(sort_all(&cfg, &geo, &chain).is_empty());
+        let mut kept_rule = cfg.clone();
+        kept_rule.mode = WindowMode::SingleWindow;
+        assert_eq!(pt(&sort_all(&kept_rule, &geo, &chain)), vec![(3000, 6000)]);
+        // A same-crystal pair is no pair, so it suppresses nothing: b opens.
+        let same = [
+            single(0, 3, 511.0),
+            single(1000, 3, 511.0),
+            single(2000, 7, 511.0),
+        ];
+        cfg.min_transaxial_mm = None;
+        assert_eq!(
+            pt(&sort_all(&cfg, &geo, &same)),
+            vec![(0, 2000), (1000, 2000)]
+        );
     }
 
     #[test]
@@ -1226,3 +1372,8 @@ mod tests {
         }
     }
 }
+
+/// Parity with the real GATE 10 sorter's output (not part of the coincidence benchmark).
+#[cfg(test)]
+#[path = "gate10/mod.rs"]
+mod gate10;

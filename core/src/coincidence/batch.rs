@@ -219,8 +219,10 @@ pub struct CoincidenceStats {
     pub unmapped_channel: u64,
     /// Singles that opened a window.
     pub windows_opened: u64,
-    /// Singles that opened no window because they were the partner of a kept pair
-    /// (single-window mode only).
+    /// Singles that opened no window: in [`SingleWindow`](super::WindowMode::SingleWindow)
+    /// mode the partners of kept pairs, in
+    /// [`SingleWindowGate10`](super::WindowMode::SingleWindowGate10) mode the candidates of an
+    /// earlier single's window (0 in multi-window mode).
     pub openers_suppressed: u64,
     /// Windows holding exactly one pair.
     pub one_pair_windows: u64,

@@ -84,9 +84,15 @@ pub enum WindowMode {
     /// Every single (inside the energy window) opens its own window (GATE 10 default).
     #[default]
     MultiWindow,
-    /// A single that was the second member of a kept pair opens no window of its own (older
-    /// GATE behaviour).
+    /// A single that was the second member of a kept pair opens no window of its own
+    /// (scandaq's single-window rule: only pairs the policy kept suppress; not what GATE 10
+    /// does, see [`WindowMode::SingleWindowGate10`]).
     SingleWindow,
+    /// GATE 10.1.1's single-window rule (`allDigiOpenCoincGate = False` in
+    /// `opengate/actors/coincidences.py`): a single that is a candidate of any earlier single's
+    /// window (another crystal, within the window) opens no window of its own — whether or not
+    /// that pair is good or kept, and whether or not the earlier single opened a window itself.
+    SingleWindowGate10,
 }
 
 /// Minimum module difference of a good pair (an extra criterion, off by default).

@@ -34,7 +34,7 @@ pub fn gap_cuts(t_ps: &[i64], span_ps: i64, pieces: usize) -> Vec<usize> {
 /// Sorts one whole time-ordered batch on rayon's current pool: slices cut at gaps longer than
 /// `offset + window` ([`gap_cuts`]) are sorted independently and their coincidences appended
 /// to `out` in order. The output and the counters are identical to
-/// [`sort_coincidences`](super::sort_coincidences) in both window modes: no window, hence no
+/// [`sort_coincidences`](super::sort_coincidences) in every window mode: no window, hence no
 /// kept pair and no single-window suppression, crosses such a gap.
 pub fn sort_coincidences_parallel(
     config: &CoincidenceConfig,

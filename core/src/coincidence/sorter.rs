@@ -30,7 +30,8 @@ pub struct CoincidenceSorter<'a> {
     ch: Vec<u32>,
     e: Vec<f32>,
     crystal: Vec<u32>,
-    // Single-window mode: partner of a kept pair (opens no window).
+    // Single-window modes: opens no window (SingleWindow: partner of a kept pair;
+    // SingleWindowGate10: candidate of an earlier single's window).
     suppressed: Vec<bool>,
     // Window pointers relative to the carried singles: first candidate, one past the last.
     lo: usize,
@@ -171,6 +172,7 @@ impl<'a> CoincidenceSorter<'a> {
         let off = self.cfg.offset_ps;
         let span = self.cfg.span_ps();
         let single = self.cfg.mode == WindowMode::SingleWindow;
+        let gate10 = self.cfg.mode == WindowMode::SingleWindowGate10;
         let (mut lo, mut hi) = (self.lo, self.hi);
         let mut i = 0;
         while i < n {
@@ -194,6 +196,19 @@ impl<'a> CoincidenceSorter<'a> {
             }
             if hi == n && !at_end {
                 break;
+            }
+            if gate10 {
+                // Every candidate of this window opens none of its own, even when this single
+                // is itself suppressed (so its window is still needed, complete).
+                let chi = self.ch[i];
+                for j in lo..hi {
+                    self.suppressed[j] |= self.ch[j] != chi;
+                }
+                if self.suppressed[i] {
+                    self.stats.openers_suppressed += 1;
+                    i += 1;
+                    continue;
+                }
             }
             self.stats.windows_opened += 1;
             if lo < hi {
