@@ -56,13 +56,16 @@ fn zero_shapes_are_rejected() {
 /// field by field (bytes placed by the offset table, not by `encode_block`).
 #[test]
 fn block_header_matches_the_doc_test_vector_and_literal_layouts() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/meg.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/meg.md")).unwrap();
     let at = doc
         .find("Test vector: counter 0xFFFFFFFE")
         .expect("test vector paragraph in docs/meg.md");
     let para = &doc[at..at + 400];
-    let hex = para.split('`').nth(3).expect("the header bytes in backticks");
+    let hex = para
+        .split('`')
+        .nth(3)
+        .expect("the header bytes in backticks");
     let header: Vec<u8> = hex
         .split_whitespace()
         .map(|b| u8::from_str_radix(b, 16).unwrap())
@@ -100,8 +103,8 @@ fn block_header_matches_the_doc_test_vector_and_literal_layouts() {
     let cases: [([u8; 16], u32, u16, u16, u32, u32); 3] = [
         (
             [
-                0x78, 0x56, 0x34, 0x12, 0x03, 0x00, 0x01, 0x00, 0x40, 0x42, 0x0F, 0x00, 0x02,
-                0x00, 0x00, 0x00,
+                0x78, 0x56, 0x34, 0x12, 0x03, 0x00, 0x01, 0x00, 0x40, 0x42, 0x0F, 0x00, 0x02, 0x00,
+                0x00, 0x00,
             ],
             0x1234_5678,
             3,
@@ -111,8 +114,8 @@ fn block_header_matches_the_doc_test_vector_and_literal_layouts() {
         ),
         (
             [
-                0x01, 0x00, 0x00, 0x80, 0x01, 0x00, 0x05, 0x00, 0xA0, 0x90, 0x5B, 0x00, 0x03,
-                0x00, 0x00, 0x00,
+                0x01, 0x00, 0x00, 0x80, 0x01, 0x00, 0x05, 0x00, 0xA0, 0x90, 0x5B, 0x00, 0x03, 0x00,
+                0x00, 0x00,
             ],
             0x8000_0001,
             1,
@@ -122,8 +125,8 @@ fn block_header_matches_the_doc_test_vector_and_literal_layouts() {
         ),
         (
             [
-                0x00, 0x00, 0x00, 0x00, 0x02, 0x01, 0x01, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x00,
-                0x00, 0x00, 0x80,
+                0x00, 0x00, 0x00, 0x00, 0x02, 0x01, 0x01, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00,
+                0x00, 0x80,
             ],
             0,
             0x0102,

@@ -169,13 +169,20 @@ fn chunk_headers_match_the_doc_test_vector_and_literal_layouts() {
         .find("Test vector: frame 1, tx 0")
         .expect("test vector paragraph in docs/ultrasound.md");
     let para = &doc[at..at + 500];
-    let hex = para.split('`').nth(1).expect("the header bytes in backticks");
+    let hex = para
+        .split('`')
+        .nth(1)
+        .expect("the header bytes in backticks");
     let mut bytes: Vec<u8> = hex
         .split(|c: char| c.is_whitespace() || c == '|')
         .filter(|t| !t.is_empty())
         .map(|b| u8::from_str_radix(b, 16).unwrap())
         .collect();
-    assert_eq!(bytes.len(), CHUNK_HEADER_LEN, "docs/ultrasound.md bytes {hex:?}");
+    assert_eq!(
+        bytes.len(),
+        CHUNK_HEADER_LEN,
+        "docs/ultrasound.md bytes {hex:?}"
+    );
     bytes.extend((0..64u8).map(|i| i.wrapping_mul(37)));
     let c = decode_chunk(&bytes).unwrap();
     assert_eq!(
