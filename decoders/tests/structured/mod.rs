@@ -913,14 +913,14 @@ mod targeted {
     }
 
     /// A `.rawf` header as literal bytes from the docs/formats.md §2 word list: 200 MHz with
-    /// the QDC bit (h[0] bit 32), sync epoch 1.5 s (f64), trigger 12 (`0x8000 | 12`), mixed
+    /// the QDC bit (h[0] bit 32), sync epoch 1.5 s (f64), trigger 0x1234 (`0x8000 | 0x1234`), mixed
     /// mode, creation tick 99, h[5..7] zero.
     #[test]
     fn rawf_header_literal_vector() {
         let mut b = vec![
             0x00, 0xc2, 0xeb, 0x0b, 0x01, 0x00, 0x00, 0x00, // h[0]
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0x3f, // h[1]
-            0x0c, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // h[2]
+            0x34, 0x92, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // h[2]
             0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // h[3]
             0x63, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // h[4]
         ];
@@ -935,7 +935,7 @@ mod targeted {
                 h.mixed_mode,
                 h.creation_ticks
             ),
-            (200_000_000, true, 1.5, Some(12), true, 99)
+            (200_000_000, true, 1.5, Some(0x1234), true, 99)
         );
         assert_eq!(&h.encode()[..], &b[..]);
     }
