@@ -138,33 +138,83 @@ fn near_wrap_gives_exactly_one_wrap_and_unwrapped_frames_cover_truth() {
     );
 }
 
+/// Time residuals (decoded with the true tables minus the truth) against the simulator's
+/// noise model, with bounds from the sample size. Per hit the model gives the variance
+/// `sigma_t^2` (jitter) `+ P^2 (noise^2 + 1/12) / (dcode/dq)^2` (TDC noise and the rounding
+/// of the fine code, through the slope `a1 + 2 a2 q` of the true TDC curve at the hit's
+/// phase) `+ 1/12 ps^2` (truth rounded to whole ps). Checked: the residual variance equals the
+/// mean model variance within 6 standard errors of a sample variance (from the sample's own
+/// fourth moment and n); the global mean and every channel's mean are 0 within 6 standard
+/// errors (a chance exceedance has probability 2e-9 per channel).
 #[test]
 fn true_tables_recover_time_and_energy() {
     let config = cfg(0.1);
     let sigma_t = config.ctr_fwhm_ps / (2.355 * 2f64.sqrt());
+    let noise = config.tdc_noise_codes;
     let (sim, frames, truth) = run(config);
     let (_, _, hits) = decode(&frames);
     let skew = &sim.true_skew().offsets_ps;
     let energy = &sim.true_energy().entries;
-    let (mut n, mut s1, mut s2) = (0.0, 0.0, 0.0);
+    let mut resid = Vec::with_capacity(hits.len());
+    let mut model_var = 0.0;
+    let mut per_channel: std::collections::BTreeMap<u32, (f64, f64, f64)> = Default::default();
     let mut peak = Vec::new();
     for (k, (frame, h)) in hits.iter().enumerate() {
         let (t_ps, tot_ns) = invert(&sim, *frame, h, 0);
-        let resid = t_ps - skew[&h.channel] - truth.t_true_ps[k] as f64;
-        n += 1.0;
-        s1 += resid;
-        s2 += resid * resid;
+        let r = t_ps - skew[&h.channel] - truth.t_true_ps[k] as f64;
+        resid.push(r);
+        let tt = sim.true_tdc().get(h.channel, h.tac, Branch::T).unwrap();
+        let slope = tt.a1 + 2.0 * tt.a2 * tt.phase(f64::from(h.tfine));
+        model_var += sigma_t * sigma_t
+            + PERIOD_PS * PERIOD_PS * (noise * noise + 1.0 / 12.0) / (slope * slope)
+            + 1.0 / 12.0;
+        let c = per_channel.entry(h.channel).or_default();
+        c.0 += 1.0;
+        c.1 += r;
+        c.2 += r * r;
         if truth.kind[k] == HitKind::True && truth.e_true_kev[k] == 511.0 {
             peak.push(energy[&h.channel].energy_kev(tot_ns));
         }
     }
-    let mean = s1 / n;
-    let rms = (s2 / n).sqrt();
-    assert!(mean.abs() < 2.0, "mean residual {mean} ps");
-    assert!(
-        rms < sigma_t + 10.0 && rms > sigma_t - 5.0,
-        "rms {rms} ps vs sigma {sigma_t}"
+    let n = resid.len() as f64;
+    assert!(n > 100_000.0, "{n} hits");
+    let mean = resid.iter().sum::<f64>() / n;
+    let var = resid.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let m4 = resid.iter().map(|r| (r - mean).powi(4)).sum::<f64>() / n;
+    let model_var = model_var / n;
+    // Standard error of a sample variance: sqrt((m4 - var^2) / n).
+    let se_var = ((m4 - var * var) / n).sqrt();
+    eprintln!(
+        "residual mean {mean:.3} ps (se {:.3}), rms {:.3} ps, model {:.3} ps, var - model = {:.1} ps^2 (se {se_var:.1}), {} channels",
+        (var / n).sqrt(),
+        var.sqrt(),
+        model_var.sqrt(),
+        var - model_var,
+        per_channel.len()
     );
+    assert!(
+        mean.abs() < 6.0 * (var / n).sqrt(),
+        "mean residual {mean} ps, {} standard errors",
+        mean / (var / n).sqrt()
+    );
+    assert!(
+        (var - model_var).abs() < 6.0 * se_var,
+        "residual variance {var} ps^2 (rms {}) vs model {model_var} (rms {}): {} standard errors",
+        var.sqrt(),
+        model_var.sqrt(),
+        (var - model_var) / se_var
+    );
+    for (ch, &(nc, s1, s2)) in &per_channel {
+        assert!(nc >= 100.0, "channel {ch:#x}: only {nc} hits");
+        let m = s1 / nc;
+        let v = (s2 - nc * m * m) / (nc - 1.0);
+        let se = (v / nc).sqrt();
+        assert!(
+            m.abs() < 6.0 * se,
+            "channel {ch:#x}: mean residual {m} ps over {nc} hits, {} standard errors",
+            m / se
+        );
+    }
     assert!(peak.len() > 5000, "{}", peak.len());
     let m = peak.iter().sum::<f64>() / peak.len() as f64;
     let sd = (peak.iter().map(|e| (e - m) * (e - m)).sum::<f64>() / peak.len() as f64).sqrt();

@@ -154,3 +154,101 @@ proptest! {
         }
     }
 }
+
+/// The event-header test vector of docs/ultrasound.md, read from the document, and a
+/// handwritten header with every field non-trivial (bytes placed by the offset table, not by
+/// `encode_chunk`), decode field by field.
+#[test]
+fn chunk_headers_match_the_doc_test_vector_and_literal_layouts() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/ultrasound.md"
+    ))
+    .unwrap();
+    let at = doc
+        .find("Test vector: frame 1, tx 0")
+        .expect("test vector paragraph in docs/ultrasound.md");
+    let para = &doc[at..at + 500];
+    let hex = para
+        .split('`')
+        .nth(1)
+        .expect("the header bytes in backticks");
+    let mut bytes: Vec<u8> = hex
+        .split(|c: char| c.is_whitespace() || c == '|')
+        .filter(|t| !t.is_empty())
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    assert_eq!(
+        bytes.len(),
+        CHUNK_HEADER_LEN,
+        "docs/ultrasound.md bytes {hex:?}"
+    );
+    bytes.extend((0..64u8).map(|i| i.wrapping_mul(37)));
+    let c = decode_chunk(&bytes).unwrap();
+    assert_eq!(
+        c.header.event,
+        RfEventHeader {
+            frame_no: 1,
+            tx_index: 0,
+            n_channels: 4,
+            n_samples: 8,
+            tx_ticks: 123_456_789,
+            rx_offset_ns: -250,
+            sample_rate_hz: 25_000_000,
+        }
+    );
+    assert_eq!(
+        (
+            c.header.chunk_index,
+            c.header.chunk_count,
+            c.header.chunk_offset
+        ),
+        (0, 1, 0)
+    );
+    assert_eq!(c.samples, &bytes[40..]);
+
+    // frame 0x0102030405060708, tx 0xBEEF, 3 channels x 70000 samples, tx_ticks
+    // 0xF0E1D2C3B4A59687, rx_offset -2^31 + 5 ns, 62.5 MS/s, chunk 2 of 3 at byte 840.
+    let literal: [u8; 40] = [
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0xef, 0xbe, 0x03, 0x00, 0x70, 0x11, 0x01,
+        0x00, 0x87, 0x96, 0xa5, 0xb4, 0xc3, 0xd2, 0xe1, 0xf0, 0x05, 0x00, 0x00, 0x80, 0xa0, 0xac,
+        0xb9, 0x03, 0x02, 0x00, 0x03, 0x00, 0x48, 0x03, 0x00, 0x00,
+    ];
+    let mut bytes = literal.to_vec();
+    bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+    let c = decode_chunk(&bytes).unwrap();
+    let e = c.header.event;
+    assert_eq!(
+        (
+            e.frame_no,
+            e.tx_index,
+            e.n_channels,
+            e.n_samples,
+            e.tx_ticks,
+            e.rx_offset_ns,
+            e.sample_rate_hz
+        ),
+        (
+            0x0102_0304_0506_0708,
+            0xbeef,
+            3,
+            70_000,
+            0xf0e1_d2c3_b4a5_9687,
+            i32::MIN + 5,
+            62_500_000
+        )
+    );
+    assert_eq!(
+        (
+            c.header.chunk_index,
+            c.header.chunk_count,
+            c.header.chunk_offset
+        ),
+        (2, 3, 840)
+    );
+    assert_eq!(c.samples, &[1, 2, 3, 4, 5, 6]);
+    assert_eq!(e.event_bytes(), 420_000);
+    let mut enc = Vec::new();
+    encode_chunk(&mut enc, &c.header, c.samples);
+    assert_eq!(enc, bytes, "encoder vs literal");
+}

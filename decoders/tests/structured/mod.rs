@@ -550,6 +550,13 @@ proptest! {
         m[bit / 8] ^= 1 << (bit % 8);
         let word = bit / 64;
         let wbit = bit % 64;
+        // Accepted exactly when the docs/formats.md §2 rules (applied by the test) accept
+        // the flipped bytes: e.g. a clock pushed above 2 GHz by bit 31 is refused.
+        prop_assert_eq!(
+            RawfHeader::parse(&m).is_ok(),
+            super::doc_valid_rawf_header(&m),
+            "word {} bit {}", word, wbit
+        );
         match RawfHeader::parse(&m) {
             Ok(h2) => {
                 // Only bits the format gives a meaning can change a header that still parses.
@@ -619,16 +626,37 @@ proptest! {
         let mut m = pkt.clone();
         m[bit / 8] ^= 1 << (bit % 8);
         let byte = bit / 8;
-        match decode_packet(&m) {
-            Ok((_, p)) => {
-                prop_assert!(byte < 28, "payload/CRC flip at byte {} accepted", byte);
-                prop_assert!(payload.starts_with(p));
+        // The outcome each header field's flip must have (docs/formats.md §1).
+        let got = decode_packet(&m);
+        match byte {
+            // Magic: never accepted.
+            0..=3 => prop_assert_eq!(got.unwrap_err().reason(), "bad_header"),
+            // header_len 32 flipped: below 32 is a bad header; above, the payload would start
+            // later and no longer fits.
+            4 | 5 => {
+                let hl = u16::from_le_bytes([m[4], m[5]]);
+                let want = if hl < 32 { "bad_header" } else { "truncated_packet" };
+                prop_assert_eq!(got.unwrap_err().reason(), want);
             }
-            Err(e) => {
-                if byte >= 28 {
-                    prop_assert_eq!(e.reason(), "crc_error");
-                }
+            // payload_format, source_id, flags, seq: accepted with the flipped field and the
+            // same payload (a cleared CRC flag skips the check).
+            6..=23 => {
+                let (h, p) = got.unwrap();
+                prop_assert_eq!(p, &payload[..]);
+                let field = |b: &[u8], o: usize, n: usize| b[o..o + n].iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x));
+                prop_assert_eq!(u64::from(h.payload_format), field(&m, 6, 2));
+                prop_assert_eq!(u64::from(h.source_id), field(&m, 8, 4));
+                prop_assert_eq!(u64::from(h.flags), field(&m, 12, 4));
+                prop_assert_eq!(h.seq, field(&m, 16, 8));
             }
+            // payload_len: longer than the bytes is truncated; shorter fails the CRC.
+            24..=27 => {
+                let pl = u32::from_le_bytes([m[24], m[25], m[26], m[27]]) as usize;
+                let want = if pl > payload.len() { "truncated_packet" } else { "crc_error" };
+                prop_assert_eq!(got.unwrap_err().reason(), want);
+            }
+            // CRC or payload.
+            _ => prop_assert_eq!(got.unwrap_err().reason(), "crc_error"),
         }
         let cut = cut.index(pkt.len());
         prop_assert!(decode_packet(&pkt[..cut]).is_err());
@@ -721,5 +749,220 @@ mod third_party {
                 }
             }
         }
+    }
+}
+
+/// Targeted tests for validity checks that the generated inputs above do not reach (each was
+/// found by removing the check and seeing no test fail; see docs/formats.md and the report).
+mod targeted {
+    use super::*;
+    use scandaq_decoders::petsys::{FrameIdVerdict, judge_frame_id};
+    use scandaq_decoders::rf::decode_chunk;
+
+    /// Frame bytes placed by the docs/formats.md §2 table.
+    fn frame(out: &mut Vec<u8>, id: u64, hits: &[u64]) {
+        put_frame(
+            out,
+            &GenFrame {
+                id,
+                hits: hits.to_vec(),
+                lossy: false,
+            },
+        );
+    }
+
+    /// While resynchronising after a bad header, a well-formed header whose frame ID is
+    /// far (2^30) from the last good frame is not a frame: its bytes are skipped with the
+    /// garbage (`resync_skipped_bytes`), nothing is judged or dropped as a frame.
+    #[test]
+    fn resync_skips_well_formed_headers_with_implausible_frame_ids() {
+        let mut buf = Vec::new();
+        frame(&mut buf, 100, &[1 << 63 | 1]);
+        buf.extend_from_slice(&u64::MAX.to_le_bytes()); // bad header word
+        frame(&mut buf, 100 + (1 << 30), &[1 << 63 | 2]); // well-formed, implausible
+        frame(&mut buf, 101, &[1 << 63 | 3, 1 << 63 | 4]);
+        let (s, out) = scan_pieces(&buf, &[]);
+        assert_eq!(
+            out.iter().map(|f| (f.id, f.hits.len())).collect::<Vec<_>>(),
+            vec![(100, 1), (101, 2)]
+        );
+        assert_eq!(
+            s.losses.get("bad_frame_header"),
+            1,
+            "{}",
+            s.losses.summary()
+        );
+        // The bad word and the whole implausible frame (2 header words + 1 hit).
+        assert_eq!(s.losses.get("resync_skipped_bytes"), 8 + 24);
+        assert_eq!(
+            s.losses.get("corrupt_frame_id"),
+            0,
+            "{}",
+            s.losses.summary()
+        );
+        assert!(bytes_accounted(&s, buf.len()));
+    }
+
+    /// Two single-bit changes of a bad frame ID land between its neighbours (27 -> 11 or
+    /// 19 between 10 and 20): ambiguous, so the frame is dropped, never "repaired" to a guess.
+    #[test]
+    fn an_ambiguous_frame_id_repair_is_a_drop() {
+        assert_eq!(judge_frame_id(Some(10), 27, Some(20)), FrameIdVerdict::Drop);
+        // A unique one is repaired (only 28 ^ 16 = 12 lands between).
+        assert_eq!(
+            judge_frame_id(Some(10), 28, Some(20)),
+            FrameIdVerdict::Repair(12)
+        );
+        let mut buf = Vec::new();
+        for (id, n) in [(9u64, 1usize), (10, 2), (27, 3), (20, 4), (21, 5)] {
+            frame(&mut buf, id, &vec![1 << 63; n]);
+        }
+        let (s, out) = scan_pieces(&buf, &[]);
+        assert_eq!(
+            out.iter().map(|f| f.id).collect::<Vec<_>>(),
+            vec![9, 10, 20, 21]
+        );
+        assert_eq!(
+            (
+                s.losses.get("corrupt_frame_id"),
+                s.losses.get("corrupt_frame_id_hits"),
+                s.losses.get("repaired_frame_id")
+            ),
+            (1, 3, 0),
+            "{}",
+            s.losses.summary()
+        );
+    }
+
+    /// The transport test vector of docs/formats.md §1, as literal bytes, and each header
+    /// check: bad magic and header_len < 32 are `bad_header`, a payload past the end is
+    /// `truncated_packet`, a longer header_len is skipped over.
+    #[test]
+    fn transport_header_checks_on_the_doc_vector() {
+        let pkt: Vec<u8> = vec![
+            0x53, 0x44, 0x51, 0x31, 0x20, 0x00, 0x01, 0x00, 0x07, 0x00, 0x00, 0x00, 0x01, 0x00,
+            0x00, 0x00, 0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00,
+            0x31, 0x0a, 0xc8, 0x92, 0x61, 0x62, 0x63, 0x64,
+        ];
+        let (h, p) = decode_packet(&pkt).unwrap();
+        assert_eq!(
+            (h.header_len, h.payload_format, h.source_id, h.flags, h.seq),
+            (32, 1, 7, 1, 0x0102)
+        );
+        assert_eq!((h.payload_len, h.crc32c, p), (4, 0x92c8_0a31, &b"abcd"[..]));
+        for k in 0..4 {
+            let mut m = pkt.clone();
+            m[k] = b'X';
+            assert_eq!(
+                decode_packet(&m).unwrap_err().reason(),
+                "bad_header",
+                "magic byte {k}"
+            );
+        }
+        for hl in [0u16, 1, 16, 31] {
+            let mut m = pkt.clone();
+            m[4..6].copy_from_slice(&hl.to_le_bytes());
+            assert_eq!(
+                decode_packet(&m).unwrap_err().reason(),
+                "bad_header",
+                "header_len {hl}"
+            );
+        }
+        let mut m = pkt.clone();
+        m[24] = 5;
+        assert_eq!(decode_packet(&m).unwrap_err().reason(), "truncated_packet");
+        assert_eq!(
+            decode_packet(&pkt[..35]).unwrap_err().reason(),
+            "truncated_packet"
+        );
+        assert_eq!(
+            decode_packet(&pkt[..31]).unwrap_err().reason(),
+            "bad_header"
+        );
+        // header_len 40: 8 extra header bytes are skipped, the payload follows them.
+        let mut m = pkt[..32].to_vec();
+        m[4] = 40;
+        m.extend_from_slice(&[0xee; 8]);
+        m.extend_from_slice(b"abcd");
+        assert_eq!(decode_packet(&m).unwrap().1, &b"abcd"[..]);
+    }
+
+    /// The `.rawf` clock bounds of docs/formats.md §2 at their edges (1 MHz and 2 GHz
+    /// accepted, one Hz outside refused), header bytes written here.
+    #[test]
+    fn rawf_clock_bounds() {
+        for (hz, ok) in [
+            (999_999u32, false),
+            (1_000_000, true),
+            (200_000_000, true),
+            (2_000_000_000, true),
+            (2_000_000_001, false),
+            (u32::MAX, false),
+            (0, false),
+        ] {
+            let mut b = [0u8; 64];
+            b[..4].copy_from_slice(&hz.to_le_bytes());
+            let got = RawfHeader::parse(&b);
+            assert_eq!(got.is_ok(), ok, "{hz} Hz: {got:?}");
+            if ok {
+                assert_eq!(got.unwrap().frequency_hz, hz);
+            } else {
+                assert_eq!(got, Err(RawfHeaderError::BadFrequency(hz)));
+            }
+        }
+    }
+
+    /// A `.rawf` header as literal bytes from the docs/formats.md §2 word list: 200 MHz with
+    /// the QDC bit (h[0] bit 32), sync epoch 1.5 s (f64), trigger 0x1234 (`0x8000 | 0x1234`), mixed
+    /// mode, creation tick 99, h[5..7] zero.
+    #[test]
+    fn rawf_header_literal_vector() {
+        let mut b = vec![
+            0x00, 0xc2, 0xeb, 0x0b, 0x01, 0x00, 0x00, 0x00, // h[0]
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0x3f, // h[1]
+            0x34, 0x92, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // h[2]
+            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // h[3]
+            0x63, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // h[4]
+        ];
+        b.resize(64, 0);
+        let h = RawfHeader::parse(&b).unwrap();
+        assert_eq!(
+            (
+                h.frequency_hz,
+                h.qdc_mode,
+                h.daq_sync_epoch_s,
+                h.trigger_id,
+                h.mixed_mode,
+                h.creation_ticks
+            ),
+            (200_000_000, true, 1.5, Some(0x1234), true, 99)
+        );
+        assert_eq!(&h.encode()[..], &b[..]);
+    }
+
+    /// RF chunk checks the generated streams never reach (docs/ultrasound.md loss table): an
+    /// empty shape is `us_bad_event_shape`, a chunk without samples or at an odd byte offset is
+    /// `us_misaligned_chunks`.
+    #[test]
+    fn rf_chunk_shape_and_alignment_checks() {
+        // frame 1, tx 0, channels, samples 8, ..., chunk 0 of 1 at `offset`.
+        let chunk = |channels: u16, offset: u32, samples: &[u8]| {
+            let mut b = vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            b.extend_from_slice(&channels.to_le_bytes());
+            b.extend_from_slice(&[8, 0, 0, 0]);
+            b.extend_from_slice(&[0; 16]);
+            b.extend_from_slice(&[0, 0, 1, 0]);
+            b.extend_from_slice(&offset.to_le_bytes());
+            b.extend_from_slice(samples);
+            b
+        };
+        assert!(decode_chunk(&chunk(4, 0, &[0; 64])).is_ok());
+        assert!(decode_chunk(&chunk(4, 2, &[0; 62])).is_ok());
+        let reason = |b: Vec<u8>| decode_chunk(&b).unwrap_err().reason();
+        assert_eq!(reason(chunk(0, 0, &[0; 2])), "us_bad_event_shape");
+        assert_eq!(reason(chunk(4, 0, &[])), "us_misaligned_chunks");
+        assert_eq!(reason(chunk(4, 1, &[0; 2])), "us_misaligned_chunks");
+        assert_eq!(reason(chunk(4, 0, &[0; 3])), "us_misaligned_chunks");
+        assert_eq!(reason(chunk(4, 2, &[0; 64])), "us_chunk_outside_event");
     }
 }
