@@ -453,7 +453,17 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
     // included, travel in the archive) gives the same tables ...
     let replay_dir = replay_archive(&run_archive(&run), &run.run_dir.join("replays"), &[]);
     for table in ["meg_blocks", "meg_channels", "triggers", "clock_segments"] {
-        let (live, _) = read_parquet(&run.run_dir.join(format!("{table}-source0.parquet")));
+        let live_file = run.run_dir.join(format!("{table}-source0.parquet"));
+        assert!(
+            live_file.is_file(),
+            "the live run wrote no {table} table; its files: {:?}, manifest: {:?}",
+            std::fs::read_dir(&run.run_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>(),
+            run.manifest
+        );
+        let (live, _) = read_parquet(&live_file);
         let (replayed, _) = read_parquet(&replay_dir.join(format!("{table}-source0.parquet")));
         assert_same_rows(&live, &replayed, table);
     }
