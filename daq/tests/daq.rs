@@ -3292,8 +3292,8 @@ mod crash_safety {
     }
 
     /// SIGKILL of a demo (1 M hits/s, singles rotated every 16 MB (~2.2 M singles) so the manifest lists
-    /// committed files while the run goes on) at seeded points after its control socket
-    /// appears. Before recovery: every file the manifest lists reads with its rows and hash,
+    /// committed files while the run goes on) at seeded points of its progress (3.5 M to 6 M
+    /// singles acquired, read from its control socket). Before recovery: every file the manifest lists reads with its rows and hash,
     /// and once 2.5 M singles had reached the sink one interval before the kill, at least one
     /// is listed. The open singles file's complete row groups are salvaged (some kills). After: the run is `recovered`, each interrupted file has a note, the
     /// singles recovered are at least those acquired one commit interval before the kill
@@ -3304,7 +3304,10 @@ mod crash_safety {
         let tmp = tempfile::tempdir().unwrap();
         let mut salvaged_rows = 0u64;
         let mut listed_checked = 0;
-        for (i, delay) in kill_points(0x5eed_cafe, 5, 2500, 5000)
+        // Kill points in acquired singles (3.5 M to 6 M, thousands drawn at random), not in
+        // time: a loaded machine acquires less per second, and a time-based kill could come
+        // before the first rotation every time.
+        for (i, target_k) in kill_points(0x5eed_cafe, 5, 3500, 6000)
             .into_iter()
             .enumerate()
         {
@@ -3334,7 +3337,11 @@ mod crash_safety {
                 .unwrap();
             let dir = wait_for_socket(&out, &mut child);
             let watcher = Watcher::start(dir.join(scandaq::control::SOCKET_NAME));
-            std::thread::sleep(Duration::from_millis(delay));
+            crate::wait_for(
+                &format!("kill {i}: the run to acquire {target_k} k singles"),
+                Duration::from_secs(300),
+                || watcher.singles_before(std::time::Instant::now()) >= target_k * 1000,
+            );
             let t_kill = kill_now(&mut child);
             let must = watcher.singles_before(t_kill - Duration::from_secs(1));
             watcher.finish();
@@ -3404,7 +3411,7 @@ mod crash_safety {
                 .sum();
             assert!(
                 recovered >= must,
-                "kill {i} at {delay} ms: {recovered} singles recovered, {must} acquired one interval before the kill"
+                "kill {i} at {target_k} k singles: {recovered} singles recovered, {must} acquired one interval before the kill"
             );
             let left: Vec<_> = std::fs::read_dir(&dir)
                 .unwrap()
@@ -3423,7 +3430,7 @@ mod crash_safety {
                 text
             );
             eprintln!(
-                "kill {i} at {delay} ms: {listed} singles listed before recovery, {recovered} after, {must} acquired one interval before the kill"
+                "kill {i} at {target_k} k singles: {listed} singles listed before recovery, {recovered} after, {must} acquired one interval before the kill"
             );
         }
         assert!(
