@@ -248,23 +248,80 @@ fn replay_with_true_tables_reproduces_the_truth() {
         (t.first().copied(), t.last().copied())
     );
 
-    // Times: residual against truth = jitter (+ TDC code noise), centred on zero.
+    // Times: residual against truth, centred on zero, with the variance the simulator puts
+    // in: its Gaussian jitter, the truth's rounding to whole ps (1/12 ps^2) and the TDC's
+    // (Gaussian code noise + rounding to a whole code, `noise^2 + 1/12` codes^2), turned into
+    // ps by the true response's slope `a1 + 2 a2 q` (codes per 5 ns period) averaged over the
+    // uniform phase q and the channel's 4 round-robin TACs. Checked per channel and overall,
+    // each within 5 standard errors: mean (sd sqrt(V / n)) and rms (sd sqrt(V / 2n)).
     let pairs = pair_by_channel(&truth.t, &truth.channel, &t, &ch);
-    let n = pairs.len() as f64;
-    let resid: Vec<f64> = pairs
-        .iter()
-        .map(|&(i, j)| (t[j] - truth.t[i]) as f64)
-        .collect();
-    let mean = resid.iter().sum::<f64>() / n;
-    let rms = (resid.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let true_tdc = scandaq_core::TdcTable::parse(
+        "true tdc",
+        &std::fs::read_to_string(sim_dir().join("calib/tdc_calibration.tsv")).unwrap(),
+    )
+    .unwrap();
     let sigma = jitter_sigma_ps(&config);
+    let code_var = config.tdc_noise_codes.powi(2) + 1.0 / 12.0;
+    let expected_var = |c: u32| {
+        let tdc_var = (0..4u8)
+            .map(|tac| {
+                let e = true_tdc
+                    .get(c, tac, scandaq_core::calib::Branch::T)
+                    .unwrap();
+                (0..1000)
+                    .map(|i| {
+                        let q = (f64::from(i) + 0.5) / 1000.0;
+                        (5000.0 / (e.a1 + 2.0 * e.a2 * q)).powi(2)
+                    })
+                    .sum::<f64>()
+                    / 1000.0
+            })
+            .sum::<f64>()
+            / 4.0
+            * code_var;
+        sigma * sigma + 1.0 / 12.0 + tdc_var
+    };
+    // (sum, sum of squares, n) of the residuals per channel.
+    let mut per_channel: BTreeMap<u32, (f64, f64, f64)> = BTreeMap::new();
+    for &(i, j) in &pairs {
+        let r = (t[j] - truth.t[i]) as f64;
+        let a = per_channel.entry(ch[j]).or_default();
+        *a = (a.0 + r, a.1 + r * r, a.2 + 1.0);
+    }
+    let (mut sum, mut sum2, mut n, mut var_sum) = (0.0, 0.0, 0.0, 0.0);
+    for (&c, &(s1, s2, k)) in &per_channel {
+        let v = expected_var(c);
+        let (mean_c, rms_c) = (s1 / k, (s2 / k - (s1 / k).powi(2)).sqrt());
+        assert!(
+            mean_c.abs() < 5.0 * (v / k).sqrt(),
+            "channel {c}: time bias {mean_c:.2} ps over {k} hits (5 sd = {:.2} ps)",
+            5.0 * (v / k).sqrt()
+        );
+        assert!(
+            (rms_c - v.sqrt()).abs() < 5.0 * (v / (2.0 * k)).sqrt(),
+            "channel {c}: time residual rms {rms_c:.2} ps, expected {:.2} ps +- {:.2} over {k} hits",
+            v.sqrt(),
+            5.0 * (v / (2.0 * k)).sqrt()
+        );
+        (sum, sum2, n, var_sum) = (sum + s1, sum2 + s2, n + k, var_sum + v * k);
+    }
+    assert_eq!(n as usize, pairs.len());
+    let (mean, v) = (sum / n, var_sum / n);
+    let rms = (sum2 / n - mean * mean).sqrt();
     eprintln!(
-        "time residual: mean {mean:.2} ps, rms {rms:.2} ps (jitter {sigma:.2} ps) over {n} hits"
+        "time residual: mean {mean:.3} ps, rms {rms:.3} ps, expected {:.3} ps (jitter {sigma:.2} ps) over {n} hits",
+        v.sqrt()
     );
-    assert!(mean.abs() < 2.0, "time bias {mean:.2} ps");
     assert!(
-        rms < sigma + 5.0 && rms > sigma * 0.9,
-        "time residual rms {rms:.2} ps vs jitter {sigma:.2} ps"
+        mean.abs() < 5.0 * (v / n).sqrt(),
+        "time bias {mean:.3} ps (5 sd = {:.3} ps)",
+        5.0 * (v / n).sqrt()
+    );
+    assert!(
+        (rms - v.sqrt()).abs() < 5.0 * (v / (2.0 * n)).sqrt(),
+        "time residual rms {rms:.3} ps, expected {:.3} +- {:.3} ps",
+        v.sqrt(),
+        5.0 * (v / (2.0 * n)).sqrt()
     );
 
     // Energies: within the simulated resolution of the true deposit.
@@ -378,6 +435,53 @@ fn scandaq(args: &[&str]) -> (i32, String, String) {
 
 fn no_panic(stderr: &str) {
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
+}
+
+/// Polls `ready` every 20 ms until it holds; panics naming `what` after `timeout`. The
+/// readiness wait every test here uses instead of a fixed sleep.
+fn wait_for(what: &str, timeout: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits until the run under `out` says `running` in its manifest (its inputs are bound and
+/// listening), failing at once if `child` exits first; returns the run directory.
+fn wait_run_running(out: &Path, child: &mut std::process::Child) -> PathBuf {
+    let mut dir = None;
+    wait_for(
+        "the run's manifest to say running",
+        std::time::Duration::from_secs(120),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the run exited ({status}) before it said running");
+            }
+            dir = std::fs::read_dir(out).ok().and_then(|entries| {
+                entries.flatten().map(|e| e.path()).find(|p| {
+                    Manifest::read(p)
+                        .is_ok_and(|m| m.state == scandaq_core::run_state::RunState::Running)
+                })
+            });
+            dir.is_some()
+        },
+    );
+    dir.expect("found above")
+}
+
+/// A prerequisite of a test is missing (a tool, a Python package): under CI (env `CI` set)
+/// the test fails naming it; elsewhere it prints `SKIPPED (not under CI): why` and the caller
+/// returns.
+fn skip_unless_ci(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{why} (CI installs it; the test cannot run without it)"
+    );
+    println!("SKIPPED (not under CI): {why}");
 }
 
 #[test]
@@ -698,7 +802,18 @@ mod live {
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        std::thread::sleep(Duration::from_millis(500)); // the run binds its socket first
+        // The run says `running` once its socket is bound: only then does the sender start.
+        crate::wait_for(
+            "the run to say running",
+            Duration::from_secs(120),
+            || match stats.snapshot().state {
+                RunState::Running => true,
+                RunState::Stopped | RunState::Failed => {
+                    panic!("the run ended before it was running")
+                }
+                _ => false,
+            },
+        );
         let sent = stream(config).unwrap();
         let run = run.join().unwrap();
         Acquired {
@@ -715,8 +830,6 @@ mod live {
 
     #[test]
     fn udp_run_with_every_fault_accounts_for_every_packet_and_hit() {
-        let tmp = tempfile::tempdir().unwrap();
-        let addr = free_port_udp();
         let faults = Faults {
             lose_packets: 0.02,
             duplicate: 0.02,
@@ -725,16 +838,41 @@ mod live {
             disconnect_after: None,
             restart_at_s: None,
         };
-        // Prerendered: generated first, then sent paced (the path of the 5 M hits/s runs).
-        let acquired = acquire(
-            InputSpec::Udp(addr),
-            StreamConfig {
+        // Exact accounting needs every datagram the sender put on the loopback to reach the
+        // run: a datagram the kernel drops (a starved receiver on a loaded machine) is a gap
+        // nobody injected. Such an attempt is not checked at all: the whole run is repeated,
+        // the same ~0.2 M hits sent at a third, then a tenth, of the rate. A test where every
+        // attempt lost datagrams fails, naming the drops.
+        let mut dropped = Vec::new();
+        let mut kept = None;
+        for (rate_hz, seconds) in [(1e6, 0.1), (3e5, 0.1 * 10.0 / 3.0), (1e5, 1.0)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let addr = free_port_udp();
+            let mut config = StreamConfig {
+                // Prerendered: generated first, then sent paced (the path of the 5 M hits/s
+                // runs).
                 prerender: true,
-                ..stream_config(Transport::Udp { target: addr }, faults, 21)
-            },
-            tmp.path(),
-            true,
-        );
+                ..stream_config(Transport::Udp { target: addr }, faults.clone(), 21)
+            };
+            config.bench.hit_rate_hz = rate_hz;
+            config.bench.duration_s = seconds;
+            let acquired = acquire(InputSpec::Udp(addr), config, tmp.path(), true);
+            let drops = acquired.run.manifest.losses.get("udp_kernel_drops");
+            if drops == 0 {
+                kept = Some((tmp, acquired));
+                break;
+            }
+            eprintln!(
+                "note: at {rate_hz} hits/s the kernel dropped {drops} datagrams; repeating slower"
+            );
+            dropped.push((rate_hz, drops));
+        }
+        let Some((tmp, acquired)) = kept else {
+            panic!(
+                "the kernel dropped datagrams in every attempt ((hits/s, drops): {dropped:?}): \
+                 the receiver never kept up, so per-board accounting cannot be checked"
+            );
+        };
         let (s, sent) = (&acquired.run, &acquired.sent);
         assert!(s.error.is_none(), "{:?}", s.error);
         let m = &s.manifest;
@@ -795,19 +933,11 @@ mod live {
         assert!(last.sink_bytes > 0);
         assert!(last.losses_total() > 0);
         let t = &sent.faults;
-        let kernel_drops = m.losses.get("udp_kernel_drops");
-        if kernel_drops > 0 {
-            // A starved receiver on a loaded machine: the kernel's drops are gaps too, so the
-            // totals still add up, but per-board fault counts can no longer be matched exactly.
-            eprintln!("note: the kernel dropped {kernel_drops} datagrams; checking totals only");
-            let missing: u64 = sent
-                .boards
-                .iter()
-                .map(|b| count(m, &format!("board.{}.packets_missing", b.source_id)))
-                .sum();
-            assert_eq!(missing, t.lost_packets + t.corrupted_packets + kernel_drops);
-            return;
-        }
+        assert_eq!(
+            m.losses.get("udp_kernel_drops"),
+            0,
+            "kept attempts lost none"
+        );
         for b in &sent.boards {
             let id = b.source_id;
             let f = &b.faults;
@@ -885,16 +1015,12 @@ mod live {
         };
         let config = stream_config(Transport::Tcp { listen: addr }, faults, 22);
         let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
-        // fpga-sim listens, scandaq connects: start the sender first.
+        // fpga-sim listens, scandaq connects: start the sender first. No wait for it to
+        // listen: scandaq retries refused connections until its connect timeout (60 s here).
         let sender = std::thread::spawn(move || stream(config).unwrap());
-        std::thread::sleep(Duration::from_millis(200));
-        let s = run_live(
-            &live_config(InputSpec::Tcp(addr), tmp.path(), false),
-            &calib,
-            Arc::new(AtomicBool::new(false)),
-            "run",
-        )
-        .unwrap();
+        let mut live = live_config(InputSpec::Tcp(addr), tmp.path(), false);
+        live.inputs[0].ingest.connect_timeout = Duration::from_secs(60);
+        let s = run_live(&live, &calib, Arc::new(AtomicBool::new(false)), "run").unwrap();
         let sent = sender.join().unwrap();
         assert!(s.error.is_none(), "{:?}", s.error);
         let m = &s.manifest;
@@ -918,8 +1044,9 @@ mod live {
     fn sigint_stops_a_run_cleanly() {
         let tmp = tempfile::tempdir().unwrap();
         let calib = sim_dir().join("calib");
-        let addr = free_port_udp().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        let udp = free_port_udp();
+        let addr = udp.to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
             .args([
                 "run",
                 "--udp",
@@ -934,7 +1061,26 @@ mod live {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(700));
+        // SIGINT once the run is running and has written singles: a stop mid-acquisition,
+        // not one during start-up.
+        let dir = crate::wait_run_running(tmp.path(), &mut child);
+        let sent = stream(StreamConfig::new(
+            BenchConfig {
+                seed: 23,
+                duration_s: 0.05,
+                hit_rate_hz: 2e5,
+                ..BenchConfig::default()
+            },
+            Transport::Udp { target: udp },
+        ))
+        .unwrap();
+        assert!(sent.hits_sent > 0);
+        let socket = dir.join(scandaq::observe::control::SOCKET_NAME);
+        crate::wait_for(
+            "the run to hand singles to its sink",
+            Duration::from_secs(60),
+            || scandaq::observe::control::status(&socket).is_ok_and(|s| s.singles > 0),
+        );
         let killed = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
@@ -944,8 +1090,9 @@ mod live {
         let stderr = String::from_utf8_lossy(&out.stderr);
         no_panic(&stderr);
         assert!(out.status.success(), "{stderr}");
-        let m = Manifest::read(&tmp.path().join("run-000001")).unwrap();
+        let m = Manifest::read(&dir).unwrap();
         assert!(m.complete, "a clean stop commits the run");
+        assert!(m.counts["singles_written"] > 0, "{:?}", m.counts);
         assert_eq!(
             (m.state.name(), m.stop_reason.map(|r| r.name())),
             ("stopped", Some("stop requested"))
@@ -1632,22 +1779,30 @@ mod coincidences {
         let (t1, c1) = (col_i64(&prompts, "t1_ps"), col_u32(&prompts, "channel1"));
         let (t2, c2) = (col_i64(&prompts, "t2_ps"), col_u32(&prompts, "channel2"));
         let mut found = 0usize;
+        let mut found_set = std::collections::BTreeSet::new();
         let mut randoms = 0u64;
         for k in 0..t1.len() {
             let a = index[&(t1[k], c1[k])];
             let b = index[&(t2[k], c2[k])];
             if expected.contains(&(a, b)) {
                 found += 1;
+                found_set.insert((a, b));
             }
             if decay[truth_of[a]] != decay[truth_of[b]] {
                 randoms += 1;
             }
         }
         let fraction = found as f64 / expected.len() as f64;
+        // Every one, not 99 %: the replay sorts with `takeAllGoods` and no good-pair
+        // criteria, which keeps every pair of a window (docs/coincidences.md, rules 6-7), and
+        // the expected set is exactly the pairs those rules admit (same energy window, other
+        // crystal, closed 4 ns window).
+        let missing: Vec<_> = expected.difference(&found_set).collect();
         assert!(
-            fraction >= 0.99,
-            "found {found} of {} trues",
-            expected.len()
+            missing.is_empty(),
+            "found {found} of {} trues; missing (single index pairs, first 20): {:?}",
+            expected.len(),
+            &missing[..missing.len().min(20)]
         );
         let delayed = table(&dir, "delayed-00000.parquet")
             .iter()
@@ -2126,15 +2281,17 @@ mod singles_positions {
     }
 
     /// pyarrow, polars and DuckDB read the new columns (scripts/check_parquet_clients.py checks
-    /// multiplicities against photon_id group sizes and one position per channel); skipped,
-    /// with a note, where the Python clients are not installed (CI installs them).
+    /// multiplicities against photon_id group sizes and one position per channel). Without
+    /// the Python clients this fails under CI (which installs them) and says SKIPPED elsewhere.
     fn check_with_python_clients(runs: &[&Path]) {
         let have = Command::new("python3")
             .args(["-c", "import pyarrow, polars, duckdb"])
             .output()
             .is_ok_and(|o| o.status.success());
         if !have {
-            eprintln!("python3 with pyarrow, polars and duckdb not found: client check skipped");
+            crate::skip_unless_ci(
+                "python3 with pyarrow, polars and duckdb not found: the Parquet client check",
+            );
             return;
         }
         let script =
@@ -2358,7 +2515,7 @@ mod dashboard {
     #[test]
     fn demo_dashboard_in_tmux_marker_quit_and_top() {
         if Command::new("tmux").arg("-V").output().is_err() {
-            println!("SKIPPED: tmux is not installed (apt-get install tmux)");
+            crate::skip_unless_ci("tmux is not installed (apt-get install tmux)");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -2373,13 +2530,13 @@ mod dashboard {
         start_session(&demo.0, &cmd);
         let s1 = wait_screen(&demo.0, "RUNNING", 60);
         assert!(s1.contains("fpga-sim (in-pro"), "{s1}");
-        std::thread::sleep(Duration::from_millis(1500));
-        let s2 = pane(&demo.0);
-        let (a, b) = (singles_on_screen(&s1), singles_on_screen(&s2));
-        assert!(
-            matches!((a, b), (Some(a), Some(b)) if b > a),
-            "the singles count moves: {a:?} -> {b:?}\n{s2}"
-        );
+        let a = singles_on_screen(&s1);
+        let mut s2 = String::new();
+        super::wait_for("the singles count to move", Duration::from_secs(60), || {
+            s2 = pane(&demo.0);
+            matches!((a, singles_on_screen(&s2)), (Some(a), Some(b)) if b > a)
+        });
+        let b = singles_on_screen(&s2);
         assert_eq!(
             tmux(&["display", "-p", "-t", &demo.0, "#{alternate_on}"]).trim(),
             "1"
@@ -2393,12 +2550,25 @@ mod dashboard {
         let t = wait_screen(&top.0, "RUNNING", 30);
         assert!(t.contains("run 000001"), "{t}");
         assert!(t.contains("fpga-sim (in-pro"), "{t}");
-        // Killing the viewer does not disturb the run.
+        // Killing the viewer does not disturb the run: its session is gone, and the run's
+        // own dashboard still says RUNNING with a singles count that keeps moving.
         drop(top);
-        std::thread::sleep(Duration::from_millis(800));
-        let s3 = pane(&demo.0);
-        assert!(s3.contains("RUNNING"), "{s3}");
-        assert!(singles_on_screen(&s3) > b, "{s3}");
+        assert!(
+            !tmux(&["list-sessions", "-F", "#{session_name}"])
+                .lines()
+                .any(|l| l == format!("scandaq-top-{id}")),
+            "the viewer's session is gone"
+        );
+        let mut s3 = String::new();
+        super::wait_for(
+            "the singles count to move on",
+            Duration::from_secs(60),
+            || {
+                s3 = pane(&demo.0);
+                assert!(s3.contains("RUNNING"), "{s3}");
+                singles_on_screen(&s3) > b
+            },
+        );
 
         tmux(&["send-keys", "-t", &demo.0, "m"]);
         wait_screen(
@@ -2430,11 +2600,12 @@ mod dashboard {
     /// `scandaq top` attached to a real `scandaq run` fed by fpga-sim over UDP with lost
     /// packets: the viewer shows the counters `scandaq ctl status` reports (singles, the
     /// dropped-data total and its reason), and killing the viewer does not disturb the run,
-    /// which completes with every board's hits accounted for.
+    /// which, stopped over its control socket afterwards, completes with every board's hits
+    /// accounted for.
     #[test]
     fn top_attached_to_a_udp_run_shows_its_counters_and_can_be_killed() {
         if Command::new("tmux").arg("-V").output().is_err() {
-            println!("SKIPPED: tmux is not installed (apt-get install tmux)");
+            crate::skip_unless_ci("tmux is not installed (apt-get install tmux)");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -2445,7 +2616,7 @@ mod dashboard {
         std::fs::write(
             &cfg,
             format!(
-                "[run]\nout = {:?}\nduration = \"8s\"\nstop_at_end_of_stream = false\n\
+                "[run]\nout = {:?}\nduration = \"20m\"\nstop_at_end_of_stream = false\n\
                  [calibration]\ndir = {:?}\n[[input]]\nudp = \"127.0.0.1:{port}\"\n",
                 out.display().to_string(),
                 super::sim_dir().join("calib").display().to_string(),
@@ -2458,10 +2629,10 @@ mod dashboard {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        wait_until("the run's control socket", Duration::from_secs(20), || {
-            out.exists() && run_dir(&out).join(SOCKET_NAME).exists()
+        let dir = super::wait_run_running(&out, &mut run);
+        wait_until("the run's control socket", Duration::from_secs(60), || {
+            dir.join(SOCKET_NAME).exists()
         });
-        let dir = run_dir(&out);
         let id = std::process::id();
         let top = Session(format!("scandaq-top-run-{id}"));
         let top_cmd = format!("{bin} top {}", dir.display());
@@ -2493,9 +2664,9 @@ mod dashboard {
         let lost = sent.faults.lost_packets;
         assert!(lost > 0);
 
-        // Everything has arrived; the counters stand still until the run's 8 s are up.
+        // Everything has arrived; the counters stand still until the run is stopped.
         let socket = dir.join(SOCKET_NAME);
-        wait_until("every packet counted", Duration::from_secs(10), || {
+        wait_until("every packet counted", Duration::from_secs(60), || {
             control::request(&socket, &json!({"cmd": "status"}))
                 .map(|s| {
                     let boards = s["snapshot"]["inputs"][0]["boards"]
@@ -2506,38 +2677,66 @@ mod dashboard {
                 })
                 .unwrap_or(false)
         });
-        std::thread::sleep(Duration::from_millis(600));
-        let reply = control::request(&socket, &json!({"cmd": "status"})).unwrap();
-        let status = &reply["snapshot"];
-        let missing: u64 = status["inputs"][0]["boards"]
-            .as_array()
-            .unwrap()
+        // Every board's hits decoded (the sender's truth), then the viewer and `ctl status`
+        // agree: polled together until top's refresh shows what ctl says.
+        let expected: Vec<(u32, u64)> = sent
+            .boards
             .iter()
-            .map(|b| b["packets_missing"].as_u64().unwrap())
-            .sum();
+            .map(|b| (b.source_id, b.hits_sent - b.faults.lost_hits))
+            .collect();
+        wait_until(
+            "every board's hits decoded",
+            Duration::from_secs(60),
+            || {
+                control::status(&socket).is_ok_and(|s| {
+                    expected.iter().all(|&(id, n)| {
+                        s.boards_decoded
+                            .iter()
+                            .any(|b| b.source_id == id && b.hits_decoded == n)
+                    })
+                })
+            },
+        );
+        let (mut screen, mut singles, mut missing) = (String::new(), 0.0, 0);
+        wait_until(
+            "top to show what ctl status says",
+            Duration::from_secs(60),
+            || {
+                let reply = control::request(&socket, &json!({"cmd": "status"})).unwrap();
+                let status = &reply["snapshot"];
+                missing = status["inputs"][0]["boards"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b["packets_missing"].as_u64().unwrap())
+                    .sum();
+                singles = status["singles"].as_u64().unwrap() as f64;
+                screen = pane(&top.0);
+                screen.contains(&format!("DROPPED {missing}"))
+                    && singles_on_screen(&screen)
+                        .is_some_and(|shown| (shown - singles).abs() <= singles * 1e-3 + 1.0)
+            },
+        );
         assert_eq!(missing, lost);
-        let singles = status["singles"].as_u64().unwrap() as f64;
-        let screen = wait_screen(&top.0, &format!("DROPPED {missing}"), 10);
         assert!(
             screen.contains(&format!("packet_gaps {missing}")),
             "{screen}"
         );
-        let shown = singles_on_screen(&screen).expect("singles on the screen");
-        assert!(
-            (shown - singles).abs() <= singles * 1e-3 + 1.0,
-            "top shows {shown} singles, ctl says {singles}\n{screen}"
-        );
+        assert!(singles > 0.0);
         assert!(screen.contains("run 000001"), "{screen}");
 
-        // Killing the viewer does not disturb the run: it ends by its duration limit with
-        // every hit accounted for, per board.
+        // Killing the viewer does not disturb the run: still running, it stops when asked,
+        // with every hit accounted for, per board.
         drop(top);
+        let reply = control::request(&socket, &json!({"cmd": "status"})).unwrap();
+        assert_eq!(reply["snapshot"]["state"], "running", "{reply}");
+        control::request(&socket, &json!({"cmd": "stop"})).unwrap();
         let status = run.wait().unwrap();
         let mut stderr = String::new();
         std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         assert!(status.success(), "{stderr}");
         let m = Manifest::read(&dir).unwrap();
-        assert_eq!(m.stop_reason.map(|r| r.name()), Some("duration limit"));
+        assert_eq!(m.stop_reason.map(|r| r.name()), Some("stop requested"));
         for b in &sent.boards {
             let id = b.source_id;
             assert_eq!(
@@ -2634,7 +2833,7 @@ mod rotation {
 /// replay with the derived tables compared with the truth.
 mod calibration {
     use super::*;
-    use scandaq_core::calib::Branch;
+    use scandaq_core::calib::{Branch, SkewTable};
     use scandaq_core::{Geometry, TdcTable};
 
     fn run_ok(args: &[&str]) -> String {
@@ -2806,10 +3005,53 @@ mod calibration {
         ] {
             assert!(d2.join(f).is_file(), "{f}");
         }
-        // The skew table differs from the truth by the gauge and the TACs' mean offset only:
-        // compare offsets after removing the means.
-        let truth_tdc_e = truth_tdc.get(0, 0, Branch::E).unwrap();
-        assert!(truth_tdc_e.a1 > 0.0);
+        // The skew table against the simulator's truth. What a channel's skew must absorb is
+        // its total timing offset averaged over its 4 TACs: the true skew, plus each TAC's true
+        // T-branch `t0` (the derived TDC tables write 0), minus the derived TDC response's mean
+        // phase error over q in [0, 1) (step 1's table against the true response), in ps.
+        // Only differences are observable (the gauge), so both sides lose their mean over the
+        // 128 channels. What remains is printed; step 6 asserts the differences that the
+        // point-source data determine.
+        let truth_skew = SkewTable::parse("t", &read(sim.join("calib/skew.tsv"))).unwrap();
+        let got_skew = SkewTable::parse("d", &read(d2.join("skew.tsv"))).unwrap();
+        assert_eq!(got_skew.offsets_ps.len(), 128);
+        let expected_skew: BTreeMap<u32, f64> = truth_skew
+            .offsets_ps
+            .iter()
+            .map(|(&c, &skew)| {
+                let per_tac = (0..4u8).map(|tac| {
+                    let t = truth_tdc.get(c, tac, Branch::T).unwrap();
+                    let g = got_tdc.get(c, tac, Branch::T).unwrap();
+                    let phase_error = (0..1000)
+                        .map(|i| {
+                            let q = (f64::from(i) + 0.5) / 1000.0;
+                            g.phase(t.a0 + t.a1 * q + t.a2 * q * q) - q
+                        })
+                        .sum::<f64>()
+                        / 1000.0;
+                    (t.t0 - g.t0 - phase_error) * 5000.0
+                });
+                (c, skew + per_tac.sum::<f64>() / 4.0)
+            })
+            .collect();
+        let mean_of = |m: &BTreeMap<u32, f64>| m.values().sum::<f64>() / m.len() as f64;
+        let (mean_expected, mean_got) = (mean_of(&expected_skew), mean_of(&got_skew.offsets_ps));
+        let skew_errors: Vec<(u32, f64)> = expected_skew
+            .iter()
+            .map(|(c, e)| {
+                (
+                    *c,
+                    (got_skew.offsets_ps[c] - mean_got) - (e - mean_expected),
+                )
+            })
+            .collect();
+        let skew_rms =
+            (skew_errors.iter().map(|e| e.1 * e.1).sum::<f64>() / skew_errors.len() as f64).sqrt();
+        let skew_worst = skew_errors.iter().map(|e| e.1.abs()).fold(0.0, f64::max);
+        eprintln!(
+            "skew vs truth after removing the means, per channel: {skew_rms:.2} ps rms, \
+             {skew_worst:.2} ps max"
+        );
 
         // 4. Replay with the derived directory.
         let runs = tmp.path().join("runs");
@@ -2879,6 +3121,52 @@ mod calibration {
         assert!(
             (f - ctr).abs() < 0.1 * ctr,
             "CTR {f} ps vs simulated {ctr} ps"
+        );
+        // 6. The skew table against the truth, after removing the means (above): what a
+        // coincidence can observe is a difference of two channels' offsets, and a point source
+        // at the centre of two facing modules pairs each crystal almost only with its mirror
+        // image, so the per-channel values are not determined (the rms printed above, hundreds
+        // of ps) while the differences along the lines of response that carry the data are.
+        // For every LOR with at least 100 prompts within 1 ns of the geometric TOF (randoms
+        // spread over the 4 ns window), the derived difference of the two channels' offsets
+        // equals the true one within 5 standard errors of its direct estimate,
+        // sigma_y / sqrt(n), sigma_y = CTR / 2.355 the spread of one pair's time difference
+        // (least squares is at least that precise); those LORs carry >= 90 % of the prompts.
+        let skew_error: BTreeMap<u32, f64> = expected_skew
+            .iter()
+            .map(|(c, e)| (*c, got_skew.offsets_ps[c] - e))
+            .collect();
+        let mut lors: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for (k, d) in corrected.iter().enumerate() {
+            if d.abs() < 1000.0 {
+                *lors
+                    .entry((c1[k].min(c2[k]), c1[k].max(c2[k])))
+                    .or_default() += 1;
+            }
+        }
+        let sigma_y = ctr / 2.355;
+        let (mut checked, mut worst_z) = (0u64, 0.0f64);
+        for (&(a, b), &n) in lors.iter().filter(|l| *l.1 >= 100) {
+            let d = skew_error[&a] - skew_error[&b];
+            let se = sigma_y / (n as f64).sqrt();
+            assert!(
+                d.abs() < 5.0 * se,
+                "LOR ({a}, {b}), {n} prompts: derived skew difference off the truth by {d:.2} ps \
+                 (5 sd = {:.2} ps)",
+                5.0 * se
+            );
+            checked += n;
+            worst_z = worst_z.max(d.abs() / se);
+        }
+        let near: u64 = lors.values().sum();
+        eprintln!(
+            "skew differences on {} LORs with >= 100 prompts ({checked} of {near} prompts within \
+             1 ns): worst {worst_z:.2} sd",
+            lors.values().filter(|&&n| n >= 100).count()
+        );
+        assert!(
+            checked as f64 >= 0.9 * near as f64,
+            "the checked LORs carry {checked} of {near} prompts"
         );
     }
 
@@ -2997,8 +3285,8 @@ mod crash_safety {
     }
 
     /// SIGKILL of a demo (1 M hits/s, singles rotated every 16 MB (~2.2 M singles) so the manifest lists
-    /// committed files while the run goes on) at seeded points after its control socket
-    /// appears. Before recovery: every file the manifest lists reads with its rows and hash,
+    /// committed files while the run goes on) at seeded points of its progress (3.5 M to 6 M
+    /// singles acquired, read from its control socket). Before recovery: every file the manifest lists reads with its rows and hash,
     /// and once 2.5 M singles had reached the sink one interval before the kill, at least one
     /// is listed. The open singles file's complete row groups are salvaged (some kills). After: the run is `recovered`, each interrupted file has a note, the
     /// singles recovered are at least those acquired one commit interval before the kill
@@ -3009,7 +3297,10 @@ mod crash_safety {
         let tmp = tempfile::tempdir().unwrap();
         let mut salvaged_rows = 0u64;
         let mut listed_checked = 0;
-        for (i, delay) in kill_points(0x5eed_cafe, 5, 2500, 5000)
+        // Kill points in acquired singles (3.5 M to 6 M, thousands drawn at random), not in
+        // time: a loaded machine acquires less per second, and a time-based kill could come
+        // before the first rotation every time.
+        for (i, target_k) in kill_points(0x5eed_cafe, 5, 3500, 6000)
             .into_iter()
             .enumerate()
         {
@@ -3039,7 +3330,11 @@ mod crash_safety {
                 .unwrap();
             let dir = wait_for_socket(&out, &mut child);
             let watcher = Watcher::start(dir.join(scandaq::observe::control::SOCKET_NAME));
-            std::thread::sleep(Duration::from_millis(delay));
+            crate::wait_for(
+                &format!("kill {i}: the run to acquire {target_k} k singles"),
+                Duration::from_secs(300),
+                || watcher.singles_before(std::time::Instant::now()) >= target_k * 1000,
+            );
             let t_kill = kill_now(&mut child);
             let must = watcher.singles_before(t_kill - Duration::from_secs(1));
             watcher.finish();
@@ -3109,7 +3404,7 @@ mod crash_safety {
                 .sum();
             assert!(
                 recovered >= must,
-                "kill {i} at {delay} ms: {recovered} singles recovered, {must} acquired one interval before the kill"
+                "kill {i} at {target_k} k singles: {recovered} singles recovered, {must} acquired one interval before the kill"
             );
             let left: Vec<_> = std::fs::read_dir(&dir)
                 .unwrap()
@@ -3128,7 +3423,7 @@ mod crash_safety {
                 text
             );
             eprintln!(
-                "kill {i} at {delay} ms: {listed} singles listed before recovery, {recovered} after, {must} acquired one interval before the kill"
+                "kill {i} at {target_k} k singles: {listed} singles listed before recovery, {recovered} after, {must} acquired one interval before the kill"
             );
         }
         assert!(

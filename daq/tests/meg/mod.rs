@@ -16,7 +16,6 @@ use scandaq_fpga_sim::packet_out::Destination;
 use scandaq_sinks::Manifest;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::free_port_udp;
 
@@ -106,7 +105,7 @@ fn stream_run_with(config: &OpmConfig, speed: f64, archive: bool) -> OpmRun {
     )
     .unwrap();
     let addr = free_port_udp();
-    let child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
         .args([
             "run",
             "--udp",
@@ -125,7 +124,8 @@ fn stream_run_with(config: &OpmConfig, speed: f64, archive: bool) -> OpmRun {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800)); // the run binds its socket first
+    // The sender starts once the run's manifest says running (its socket is bound).
+    super::wait_run_running(&runs, &mut child);
     let sent = run_opm(
         config,
         Destination::Udp { target: addr },
@@ -453,7 +453,17 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
     // included, travel in the archive) gives the same tables ...
     let replay_dir = replay_archive(&run_archive(&run), &run.run_dir.join("replays"), &[]);
     for table in ["meg_blocks", "meg_channels", "triggers", "clock_segments"] {
-        let (live, _) = read_parquet(&run.run_dir.join(format!("{table}-source0.parquet")));
+        let live_file = run.run_dir.join(format!("{table}-source0.parquet"));
+        assert!(
+            live_file.is_file(),
+            "the live run wrote no {table} table; its files: {:?}, manifest: {:?}",
+            std::fs::read_dir(&run.run_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>(),
+            run.manifest
+        );
+        let (live, _) = read_parquet(&live_file);
         let (replayed, _) = read_parquet(&replay_dir.join(format!("{table}-source0.parquet")));
         assert_same_rows(&live, &replayed, table);
     }
@@ -470,8 +480,8 @@ fn fif_export_is_read_by_mne_with_matching_names_rate_and_tesla_values() {
     // FIFF_FILE_ID (100), type id struct (31), 20 bytes, big-endian.
     assert_eq!(&bytes[..12], &[0, 0, 0, 100, 0, 0, 0, 31, 0, 0, 0, 20]);
     if !have_mne() {
-        eprintln!(
-            "NOTICE: python3 cannot import mne (pip install mne): the MNE-Python check of the FIF export is skipped"
+        super::skip_unless_ci(
+            "python3 cannot import mne and pyarrow (pip install mne pyarrow): the MNE-Python check of the FIF export",
         );
         return;
     }
@@ -690,13 +700,13 @@ fn export_fif(run_dir: &std::path::Path, fif: &std::path::Path, extra: &[&str]) 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs scripts/check_fif_mne.py (skipped with a notice without mne).
+/// Runs scripts/check_fif_mne.py (without mne: fails under CI, says SKIPPED elsewhere).
 fn mne_check(run_dir: &std::path::Path, fif: &std::path::Path, extra: &[&str]) {
     if !have_mne() {
-        eprintln!(
-            "NOTICE: python3 cannot import mne: MNE check of {} skipped",
+        super::skip_unless_ci(&format!(
+            "python3 cannot import mne and pyarrow: the MNE check of {}",
             fif.display()
-        );
+        ));
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_fif_mne.py");

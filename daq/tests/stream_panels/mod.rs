@@ -398,7 +398,7 @@ fn top_attached_to_a_meg_run_shows_the_meg_panel() {
         String::from_utf8_lossy(&o.stdout).to_string()
     };
     if Command::new("tmux").arg("-V").output().is_err() {
-        println!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        super::skip_unless_ci("tmux is not installed (apt-get install tmux)");
         return;
     }
     let wait = |what: &str, timeout_s: u64, f: &mut dyn FnMut() -> bool| {

@@ -456,10 +456,13 @@ fn rf_events_over_tcp_with_a_board_clock_reset_are_bit_exact_and_the_reset_is_co
     let mut worst_retimed = 0i64;
     for t in &truth {
         let (t_ns, stored_ns) = retimed[&(t.frame_no, t.tx_index)];
+        // Interpolated between sync points, an event is off by the quantisation of its
+        // integer tx_ticks (under one 10 ns tick at the simulator's 100 MHz) plus the line
+        // fit's error between sync points (a few ns): asserted within 15 ns (measured 11 ns).
         let err = (t_ns - t.true_tx_time_ns).abs();
         assert!(
-            err < 1000,
-            "event {} {} re-timed {err} ns off",
+            err <= 15,
+            "event {} {} re-timed {err} ns off (bound 15 ns)",
             t.frame_no,
             t.tx_index
         );
