@@ -3421,3 +3421,4 @@ mod faults_durable;
 mod faults_frames;
 #[path = "faults_ingest/mod.rs"]
 mod faults_ingest;
+mod petsys_peer;
