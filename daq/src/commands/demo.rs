@@ -1,12 +1,17 @@
 //! `scandaq demo`: the bench simulator runs in-process and streams its frames through the
 //! same pipeline as a replay, with the simulator's true calibration, into a new run.
 
+use crate::commands::outcome::finish_run;
+use crate::observe::control::{ControlContext, ControlServer};
+use crate::observe::dashboard;
 use crate::observe::live_stats::{
     BoardDecodeSnapshot, BoardTransportSnapshot, InputSnapshot, LiveStats, RunInfo, RunState,
 };
 use crate::observe::markers::SharedMarkers;
 use crate::observe::stop::StopFlag;
+use crate::observe::stop::stop_on_signals;
 use crate::process::calib_load::LoadedCalibration;
+use crate::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
 use crate::process::pipeline;
 use crate::process::pipeline::Chunk;
 use crate::process::session::{self, RunDescription, RunEnd, RunSummary};
@@ -14,11 +19,16 @@ use anyhow::{Result, anyhow};
 use crossbeam_channel::bounded;
 use scandaq_core::calib::checksum_of;
 use scandaq_core::run_state::StopReason;
+use scandaq_core::units::{parse_duration_s, parse_rate_hz};
 use scandaq_core::{Calibration, ClockModel, HitBatch};
 use scandaq_fpga_sim::{BenchConfig, BenchSim, TruthBatch};
+use scandaq_tui::AppOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -293,4 +303,172 @@ fn sim_input_snapshot(chunks: u64, bytes: u64, queued: usize, ended: bool) -> In
         }],
         ..Default::default()
     }
+}
+
+/// `scandaq demo`: simulate a two-module PET bench in-process, acquire it, and write Parquet.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Detector time to simulate (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_s)]
+    pub duration: f64,
+    /// Hit rate of the simulated bench (e.g. 1M, 250k).
+    #[arg(long, default_value = "1M", value_parser = parse_rate_hz)]
+    pub rate: f64,
+    /// Simulator seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory for runs.
+    #[arg(long, default_value = "scandaq-runs")]
+    pub out: PathBuf,
+    /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
+    #[arg(long)]
+    pub raw_columns: bool,
+    /// No dashboard: run at full speed with a progress bar and print the summary (the default when stdin/stdout is not a terminal).
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Commit interval: every single is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::process::pipeline::parse_commit_interval)]
+    pub commit_interval: Option<f64>,
+    /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+    #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
+    pub rotate_size: Option<u64>,
+    /// Coincidence settings (window, delay, energy window, policy, grouping).
+    #[command(flatten)]
+    pub coincidences: CoincidenceArgs,
+}
+
+/// `scandaq demo`: the embedded simulator into a new run, with the dashboard on a terminal
+/// (paced to wall-clock time) or at full speed with a summary otherwise.
+pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    let DemoArgs {
+        duration,
+        rate,
+        seed,
+        out,
+        raw_columns,
+        no_tui,
+        commit_interval,
+        rotate_size,
+        coincidences,
+    } = args;
+    let rotation = crate::process::pipeline::Rotation {
+        commit_interval_s: commit_interval,
+        max_bytes: rotate_size,
+        ..Default::default()
+    };
+    let coincidences = coincidences.apply(CoincidenceOptions::default())?;
+    if !no_tui && dashboard::can_run() {
+        let config = scandaq_fpga_sim::BenchConfig {
+            seed,
+            duration_s: duration,
+            hit_rate_hz: rate,
+            ..Default::default()
+        };
+        return demo_dashboard(config, out, raw_columns, coincidences, rotation);
+    }
+    let config = scandaq_fpga_sim::BenchConfig {
+        seed,
+        duration_s: duration,
+        hit_rate_hz: rate,
+        ..Default::default()
+    };
+    println!(
+        "scandaq demo: simulating a two-module LYSO bench with a Na-22 source, {duration} s at {:.0} hits/s",
+        rate
+    );
+    // Ctrl-C (or SIGTERM) stops the simulation; what was acquired is committed. A
+    // control socket (`scandaq ctl status` shows the progress) while it runs.
+    let stats = Arc::new(LiveStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&stop)?;
+    let markers: SharedMarkers = Arc::default();
+    let control = ControlServer::start_for_run(ControlContext {
+        stats: stats.clone(),
+        stop: stop.clone(),
+        markers: markers.clone(),
+    });
+    let live = DemoLive {
+        stats,
+        stop,
+        markers,
+        realtime: false,
+    };
+    let summary = demo_with(
+        config,
+        &out,
+        true,
+        raw_columns,
+        coincidences,
+        rotation,
+        Some(live),
+    );
+    control.shutdown();
+    let summary = summary?;
+    let ran_out = summary.manifest.stop_reason != Some(StopReason::StopRequested);
+    Ok(finish_run(summary, ran_out.then_some(duration)))
+}
+
+/// `scandaq demo` with the dashboard: the simulator paced to wall-clock time, the dashboard
+/// on this thread, the acquisition on another, a control socket in the run directory.
+fn demo_dashboard(
+    config: scandaq_fpga_sim::BenchConfig,
+    out: PathBuf,
+    raw_columns: bool,
+    coincidences: CoincidenceOptions,
+    rotation: crate::process::pipeline::Rotation,
+) -> Result<ExitCode> {
+    let duration = config.duration_s;
+    let stats = Arc::new(LiveStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let markers: SharedMarkers = Arc::default();
+    let exit = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&exit)?;
+    let control = ControlServer::start_for_run(ControlContext {
+        stats: stats.clone(),
+        stop: stop.clone(),
+        markers: markers.clone(),
+    });
+    let window = coincidences
+        .energy_window_kev
+        .map_or((425.0, 650.0), |[a, b]| (f64::from(a), f64::from(b)));
+    let live = DemoLive {
+        stats: stats.clone(),
+        stop: stop.clone(),
+        markers: markers.clone(),
+        realtime: true,
+    };
+    let worker = std::thread::Builder::new()
+        .name("demo".into())
+        .spawn(move || {
+            demo_with(
+                config,
+                &out,
+                false,
+                raw_columns,
+                coincidences,
+                rotation,
+                Some(live),
+            )
+        })?;
+    let ui = dashboard::run_in_process(
+        stats,
+        stop.clone(),
+        markers,
+        &exit,
+        AppOptions {
+            energy_window_kev: window,
+            attached: false,
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let summary = worker
+        .join()
+        .map_err(|_| anyhow!("the demo thread panicked"))?;
+    control.shutdown();
+    if let Err(e) = ui {
+        eprintln!("warning: {e:#}");
+    }
+    let summary = summary?;
+    let ran_out = summary.manifest.stop_reason != Some(StopReason::StopRequested);
+    Ok(finish_run(summary, ran_out.then_some(duration)))
 }

@@ -1,8 +1,14 @@
 //! `scandaq replay FILE.rawf`: reads a PETsys raw file set (`.rawf` + `.idxf`) and runs it
 //! through the pipeline with the calibration from `--calib DIR` or `--petsys-config FILE`.
 
+use crate::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+use crate::acquire::ring::OverflowPolicy;
+use crate::commands::outcome::finish_run;
+use crate::commands::petlink_replay;
 use crate::observe::progress::progress_bar;
+use crate::process::calib_load;
 use crate::process::calib_load::LoadedCalibration;
+use crate::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
 use crate::process::pipeline::Chunk;
 use crate::process::session::{self, RunDescription, RunSummary};
 use anyhow::{Context, Result, bail};
@@ -13,6 +19,9 @@ use scandaq_decoders::rawf::{RAWF_HEADER_LEN, RawfHeader};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Bytes read per chunk.
 const READ_CHUNK: usize = 8 << 20;
@@ -257,4 +266,135 @@ pub fn archive_stream_settings(
         ));
     }
     Ok((settings, notes))
+}
+
+/// `scandaq replay`: reprocess a .rawf, a raw archive or a PETLINK file.
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// The .rawf file (its .idxf is looked for beside it), a .sdq raw archive, or a PETLINK .l file.
+    pub file: PathBuf,
+    /// Interfile header of a PETLINK .l file (default: FILE.l.hdr, FILE.l.hdr.STIR, FILE.hdr or a *.hdr* naming FILE).
+    #[arg(long)]
+    pub header: Option<PathBuf>,
+    /// scandaq calibration directory (tdc_calibration.tsv, energy_calibration.tsv, skew.tsv, map_channel.tsv).
+    #[arg(long, conflicts_with = "petsys_config")]
+    pub calib: Option<PathBuf>,
+    /// A PETsys config.ini naming the setup's calibration tables.
+    #[arg(long)]
+    pub petsys_config: Option<PathBuf>,
+    /// A .sdq archive with no PETsys boards (only OPM-MEG / ultrasound streams) needs no PET calibration.
+    #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
+    pub no_calib: bool,
+    /// Run configuration whose [meg] / [ultrasound] keys override the stream settings stored in the .sdq archive (channel table, clock-fit settings, sequence).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output directory; each replay makes a new run-NNNNNN inside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
+    #[arg(long)]
+    pub raw_columns: bool,
+    /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+    #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
+    pub rotate_size: Option<u64>,
+    /// Coincidence settings (window, delay, energy window, policy, grouping).
+    #[command(flatten)]
+    pub coincidences: CoincidenceArgs,
+}
+
+/// `scandaq replay`: a PETLINK file into its tables, a raw archive through the live pipeline,
+/// or a `.rawf` through the replay pipeline.
+pub fn run(args: ReplayArgs) -> Result<ExitCode> {
+    let ReplayArgs {
+        file,
+        header,
+        calib,
+        petsys_config,
+        no_calib,
+        config,
+        out,
+        no_progress,
+        raw_columns,
+        rotate_size,
+        coincidences,
+    } = args;
+    let rotation = crate::process::pipeline::Rotation {
+        max_bytes: rotate_size,
+        max_seconds: None,
+        commit_interval_s: None,
+    };
+    let coincidences = coincidences.apply(CoincidenceOptions::default())?;
+    if petlink_replay::is_petlink(&file, header.as_deref()) {
+        let summary = petlink_replay::replay_petlink(&file, header.as_deref(), &out)?;
+        petlink_replay::print_summary(&summary);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let calibration = match (calib, petsys_config) {
+        (Some(dir), None) => calib_load::load_calibration_dir(&dir)?,
+        (None, Some(ini)) => calib_load::load_petsys_config(&ini)?,
+        (None, None) if no_calib && is_raw_archive(&file) => calib_load::LoadedCalibration::none(),
+        _ => bail!(
+            "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup); a .sdq archive of OPM-MEG / ultrasound streams only takes --no-calib"
+        ),
+    };
+    if config.is_some() && !is_raw_archive(&file) {
+        bail!(
+            "--config only applies to a .sdq raw archive (its [meg] / [ultrasound] stream settings)"
+        );
+    }
+    if is_raw_archive(&file) {
+        let (streams, notes) = archive_stream_settings(&file, config.as_deref())?;
+        for n in notes {
+            eprintln!("replay: {n}");
+        }
+        let live = LiveConfig {
+            inputs: vec![InputConfig {
+                spec: InputSpec::Archive(file.clone()),
+                allow: vec![],
+                policy: OverflowPolicy::Block,
+                ring_chunks: 64,
+                ingest: Default::default(),
+            }],
+            out_dir: out,
+            limits: RunLimits::default(),
+            raw_columns,
+            raw_archive: false,
+            stop_at_end_of_stream: false,
+            coincidences,
+            rotation,
+            streams,
+            ..LiveConfig::default()
+        };
+        let summary = run_live(
+            &live,
+            &calibration,
+            Arc::new(AtomicBool::new(false)),
+            "replay",
+        )?;
+        return Ok(finish_run(summary, None));
+    }
+    let summary = replay(
+        &file,
+        &calibration,
+        &out,
+        ReplayOptions {
+            progress: !no_progress,
+            raw_columns,
+            coincidences,
+            rotation,
+        },
+    )?;
+    Ok(finish_run(summary, None))
+}
+
+fn is_raw_archive(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == scandaq_decoders::archive::ARCHIVE_MAGIC
 }

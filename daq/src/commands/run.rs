@@ -1,0 +1,222 @@
+//! `scandaq run`: the command-line flags over the TOML run file, and the live acquisition
+//! with its stats line or dashboard.
+
+use crate::acquire::live::run_live_with_markers;
+use crate::acquire::ring::OverflowPolicy;
+use crate::acquire::run_config::{self, RunFile};
+use crate::commands::outcome::finish_run;
+use crate::observe::control::{ControlContext, ControlServer};
+use crate::observe::dashboard;
+use crate::observe::live_stats::LiveStats;
+use crate::observe::markers::SharedMarkers;
+use crate::observe::stop::stop_on_signals;
+use crate::process::calib_load;
+use crate::process::coinc_stage::CoincidenceArgs;
+use anyhow::{Result, anyhow};
+use scandaq_core::units::parse_duration_s;
+use scandaq_tui::AppOptions;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `scandaq run`: acquire from live front-ends (UDP/TCP) into a new run.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// TOML run configuration (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen for front-end datagrams on HOST:PORT (repeatable).
+    #[arg(long)]
+    pub udp: Vec<SocketAddr>,
+    /// Connect to a front-end TCP stream at HOST:PORT (repeatable).
+    #[arg(long)]
+    pub tcp: Vec<SocketAddr>,
+    /// Accept packets only from these front-end IP addresses (repeatable; default: any).
+    #[arg(long)]
+    pub allow: Vec<IpAddr>,
+    /// The boards (source ids) expected, e.g. 0,1; other sources are counted as
+    /// unknown_source_packets [default: any, up to 256 per input].
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub boards: Option<Vec<u32>>,
+    /// TCP: fail the run if no connection is made within this time (e.g. 30s) [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Overflow policy of the input rings.
+    #[arg(long, value_parser = ["drop", "block"])]
+    pub policy: Option<String>,
+    /// scandaq calibration directory.
+    #[arg(long, conflicts_with = "petsys_config")]
+    pub calib: Option<PathBuf>,
+    /// PETsys config.ini naming the calibration tables.
+    #[arg(long)]
+    pub petsys_config: Option<PathBuf>,
+    /// The run has no PETsys boards (only OPM-MEG / ultrasound streams): no PET calibration.
+    #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
+    pub no_calib: bool,
+    /// Stop after this wall-clock time (e.g. 60s).
+    #[arg(long, value_parser = parse_duration_s)]
+    pub duration: Option<f64>,
+    /// Stop after this many singles.
+    #[arg(long)]
+    pub max_hits: Option<u64>,
+    /// Stop after this many bytes of frames accepted.
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Record packets as received into raw-00000.sdq (replayable with `scandaq replay`).
+    #[arg(long)]
+    pub raw_archive: bool,
+    /// Also write the raw diagnostic columns.
+    #[arg(long)]
+    pub raw_columns: bool,
+    /// No stats line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub rotate_size: Option<String>,
+    /// Start a new singles file after this wall-clock time (e.g. 10m).
+    #[arg(long, value_name = "DURATION")]
+    pub rotate_every: Option<String>,
+    /// Commit interval: every single (and archived packet) is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub commit_interval: Option<String>,
+    /// Show the operator dashboard (needs a terminal; otherwise the stats line is printed).
+    #[arg(long)]
+    pub tui: bool,
+    /// Coincidence settings (window, delay, energy window, policy, grouping).
+    #[command(flatten)]
+    pub coincidences: CoincidenceArgs,
+}
+
+/// `scandaq run`: the run file (if any) with the flags on top, validated; the acquisition
+/// with the stats line, or the dashboard on a terminal (`--tui`); a control socket meanwhile.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let mut file = match &args.config {
+        Some(path) => run_config::read(path)?,
+        None => RunFile::default(),
+    };
+    // Flags override the file.
+    if !args.udp.is_empty() || !args.tcp.is_empty() {
+        file.input.clear();
+        for a in &args.udp {
+            file.input.push(run_config::InputSection {
+                udp: Some(a.to_string()),
+                ..Default::default()
+            });
+        }
+        for a in &args.tcp {
+            file.input.push(run_config::InputSection {
+                tcp: Some(a.to_string()),
+                ..Default::default()
+            });
+        }
+    }
+    for input in &mut file.input {
+        if !args.allow.is_empty() {
+            input.allow = args.allow.iter().map(|a| a.to_string()).collect();
+        }
+        if let Some(p) = &args.policy {
+            input.policy = Some(if p == "block" {
+                OverflowPolicy::Block
+            } else {
+                OverflowPolicy::Drop
+            });
+        }
+    }
+    if args.calib.is_some() || args.petsys_config.is_some() || args.no_calib {
+        file.calibration.dir = args.calib.clone();
+        file.calibration.petsys_config = args.petsys_config.clone();
+        file.calibration.none = args.no_calib.then_some(true);
+    }
+    if let Some(d) = args.duration {
+        file.run.duration = Some(format!("{d}s"));
+    }
+    if args.boards.is_some() {
+        file.run.boards = args.boards.clone();
+    }
+    if args.connect_timeout.is_some() {
+        file.run.connect_timeout = args.connect_timeout.clone();
+    }
+    if args.max_hits.is_some() {
+        file.run.max_hits = args.max_hits;
+    }
+    if args.max_bytes.is_some() {
+        file.run.max_bytes = args.max_bytes;
+    }
+    if let Some(o) = &args.out {
+        file.run.out = Some(o.clone());
+    }
+    if args.raw_archive {
+        file.run.raw_archive = Some(true);
+    }
+    if args.raw_columns {
+        file.run.raw_columns = Some(true);
+    }
+    file.coincidences = args.coincidences.apply(file.coincidences.clone())?;
+    if args.rotate_size.is_some() {
+        file.run.rotate_size = args.rotate_size.clone();
+    }
+    if args.rotate_every.is_some() {
+        file.run.rotate_every = args.rotate_every.clone();
+    }
+    if args.commit_interval.is_some() {
+        file.run.commit_interval = args.commit_interval.clone();
+    }
+    let mut v = file.validate()?;
+    if args.quiet {
+        v.live.stats_every = None;
+    }
+    let calibration = match (&v.calib_dir, &v.petsys_config) {
+        (Some(d), _) => calib_load::load_calibration_dir(d)?,
+        (_, Some(p)) => calib_load::load_petsys_config(p)?,
+        _ => calib_load::LoadedCalibration::none(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&stop)?;
+    if !args.quiet {
+        eprintln!(
+            "scandaq run: {} input(s), Ctrl-C stops cleanly",
+            v.live.inputs.len()
+        );
+    }
+    let stats = Arc::new(LiveStats::default());
+    let markers: SharedMarkers = Arc::default();
+    let control = ControlServer::start_for_run(ControlContext {
+        stats: stats.clone(),
+        stop: stop.clone(),
+        markers: markers.clone(),
+    });
+    if args.tui && !dashboard::can_run() {
+        eprintln!(
+            "scandaq run: --tui needs a terminal on stdin and stdout; printing the stats line instead"
+        );
+    }
+    let summary = if args.tui && dashboard::can_run() {
+        v.live.stats_every = None;
+        let exit = Arc::new(AtomicBool::new(false));
+        stop_on_signals(&exit)?;
+        let (live, s, m, st) = (v.live.clone(), stats.clone(), markers.clone(), stop.clone());
+        let worker = std::thread::Builder::new()
+            .name("acquisition".into())
+            .spawn(move || run_live_with_markers(&live, &calibration, st, "run", s, m))?;
+        let ui =
+            dashboard::run_in_process(stats, stop.clone(), markers, &exit, AppOptions::default());
+        stop.store(true, Ordering::Relaxed);
+        let summary = worker
+            .join()
+            .map_err(|_| anyhow!("the acquisition thread panicked"))?;
+        if let Err(e) = ui {
+            eprintln!("warning: {e:#}");
+        }
+        summary?
+    } else {
+        run_live_with_markers(&v.live, &calibration, stop, "run", stats, markers)?
+    };
+    control.shutdown();
+    Ok(finish_run(summary, None))
+}
