@@ -1,7 +1,7 @@
 //! Integration tests of scandaq-core's coincidence stage.
 //!
 //! [`reference`] is a deliberately plain, quadratic implementation of grouping and of the
-//! GATE 10 coincidence sorter (PHYSICS.md §4), written straight from the rules and sharing no
+//! GATE 10 coincidence sorter (docs/physics.md §4), written straight from the rules and sharing no
 //! code with the library: it only reads the public [`Geometry`](scandaq_core::Geometry).
 //! The tests compare the library to it on random singles (every policy, both window modes,
 //! prompt and delayed, whole vs streaming vs parallel) and on hand-written cases. The

@@ -18,7 +18,7 @@ pub const MAX_DURATION_S: f64 = 3600.0;
 /// Largest `max_hits_per_frame`: the frame header's size field is 15 bits (hits + 2 words).
 pub const MAX_FRAME_HITS: usize = (1 << 15) - 3;
 
-/// Everything the bench preset can be told (see PHYSICS.md §1–2). All fields are public so a
+/// Everything the bench preset can be told (see docs/physics.md §1–2). All fields are public so a
 /// caller can write `BenchConfig { duration_s: 0.1, ..Default::default() }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchConfig {

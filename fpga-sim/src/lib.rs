@@ -1,7 +1,7 @@
 //! scandaq-fpga-sim: a front-end emulator that turns simulated PET detector physics into
 //! PETsys TOFPET2 frames, with the ground truth of every emitted hit beside them.
 //!
-//! The `bench` preset (PHYSICS.md §1–2): two 8×8 LYSO modules facing a Na-22 point source,
+//! The `bench` preset (docs/physics.md §1–2): two 8×8 LYSO modules facing a Na-22 point source,
 //! read one-to-one; dark counts, Lu-176 background, per-channel skew, gain and TDC response,
 //! dead time and frame overflow. [`BenchSim`] generates frames slice by slice (for in-process
 //! use by the `scandaq demo` pipeline and tests); [`write_bench_files`] writes a whole run as

@@ -1,6 +1,7 @@
-//! `fpga-sim`: simulates a PET front end (presets `bench` and `ring`) and writes its PETsys
-//! raw files, ground truth, true calibration and summary to a directory, or (bench) streams it
-//! live over UDP or TCP with fault injection.
+//! `fpga-sim`: simulates a front end with ground truth. PET presets `bench` and `ring` write
+//! PETsys raw files, truth, true calibration and a summary to a directory, or (bench) stream
+//! live over UDP or TCP with fault injection; `opm` (OPM-MEG digitiser) and `us` (ultrasound
+//! receive board) stream transport packets or write a raw archive.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -17,11 +18,11 @@ use scandaq_fpga_sim::{Faults, StreamConfig, Transport, stream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Simulate a PET front end and write PETsys .rawf/.idxf, truth.parquet, calib/ and summary.json.
+/// Simulate a front end (PET bench or ring, OPM-MEG digitiser, ultrasound board) with ground truth.
 #[derive(Parser, Debug)]
 #[command(name = "fpga-sim", version, about, long_about = None)]
 struct Args {
-    /// Preset (available: bench, ring, opm).
+    /// Preset: bench (two PET modules), ring (full PET ring), opm (OPM-MEG digitiser), us (ultrasound receive board).
     #[arg(long, default_value = "bench", value_parser = parse_preset)]
     preset: String,
     /// Detector time to simulate: 5s, 500ms, 2m, or seconds (10).

@@ -1,4 +1,4 @@
-//! CASToR list-mode export (FORMATS.md §4, docs/formats.md "CASToR export"): the `.cdh`
+//! CASToR list-mode export (docs/formats.md §5 "CASToR list-mode export"): the `.cdh`
 //! header and `.cdf` records of a list-mode data file, the user-defined scanner description
 //! (`.hscan` + binary `.lut`), the dense crystal-id mapping that ties them together, and
 //! readers for all of them (used by the round-trip tests and by anyone checking an export).

@@ -1,4 +1,4 @@
-//! Grouping and coincidence sorting (PHYSICS.md §4, GATE 10 sorter semantics).
+//! Grouping and coincidence sorting (docs/physics.md §4, GATE 10 sorter semantics).
 //!
 //! - [`config`]: [`CoincidenceConfig`], [`GroupingConfig`], [`Policy`], [`WindowMode`] and
 //!   the [`CoincidenceError`] for impossible configurations and bad input.

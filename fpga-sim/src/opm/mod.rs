@@ -1,4 +1,4 @@
-//! The `opm` preset: an OPM-MEG digitiser (PHYSICS.md §5, docs/meg.md) sending sample blocks
+//! The `opm` preset: an OPM-MEG digitiser (docs/physics.md §5, docs/meg.md) sending sample blocks
 //! (payload format 3) and clock-sync control records through [`crate::packet_out`].
 //!
 //! The board samples at a nominal, non-integer rate (default 1200.5 Hz) from a clock that

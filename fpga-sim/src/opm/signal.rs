@@ -1,4 +1,4 @@
-//! The OPM array's channels and signals (PHYSICS.md §5): triaxial sensors on a helmet-like
+//! The OPM array's channels and signals (docs/physics.md §5): triaxial sensors on a helmet-like
 //! hemisphere, each axis a channel summing white noise, 1/f-like noise (the white draw shaped by
 //! three one-pole filters), 50 Hz mains with its third harmonic, and an evoked response locked
 //! to the trigger pulses and delayed by the sensor's group delay; a trigger bitmask channel last.

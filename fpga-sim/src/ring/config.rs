@@ -128,7 +128,7 @@ impl Default for Phantom {
     }
 }
 
-/// Everything the ring preset can be told (PHYSICS.md §1–2). Build with
+/// Everything the ring preset can be told (docs/physics.md §1–2). Build with
 /// `RingConfig { duration_s: 0.1, ..Default::default() }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RingConfig {

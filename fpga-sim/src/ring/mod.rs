@@ -1,4 +1,4 @@
-//! The `ring` preset (PHYSICS.md §1): a full PET ring of 8×8-crystal LYSO modules (default
+//! The `ring` preset (docs/physics.md §1): a full PET ring of 8×8-crystal LYSO modules (default
 //! 32 modules = 2048 channels, face radius 400 mm) around point, line or cylinder sources of
 //! back-to-back 511 keV photons (acollinearity, optional positron range), with an optional
 //! water phantom (Compton scatter in the object), inter-crystal scatter (multi-hit photons),

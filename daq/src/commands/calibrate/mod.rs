@@ -1,5 +1,5 @@
 //! `scandaq calibrate tdc|energy|skew`: derive the calibration tables from raw PETsys `.rawf`
-//! acquisitions (PHYSICS.md §3, docs/calibration.md "scandaq calibrate").
+//! acquisitions (docs/physics.md §3, docs/calibration.md "scandaq calibrate").
 //!
 //! - [`tdc`]: code-density fit of the fine-code response per (channel, TAC, branch).
 //! - [`energy`]: photopeaks in the ToT spectra -> per-TAC energy-branch offsets and the
