@@ -160,6 +160,85 @@ impl fmt::Display for FailureReason {
     }
 }
 
+/// What made the run: `scandaq demo`, `replay` (a file or raw archive), `run` (live
+/// front-ends), or `recover` (the tail of a killed run's raw archive).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// The embedded simulator.
+    Demo,
+    /// A recorded file or raw archive.
+    Replay,
+    /// Live front-ends.
+    #[default]
+    Run,
+    /// The tail replay of `scandaq recover`.
+    Recover,
+}
+
+impl RunMode {
+    /// The documented name (`demo`, `replay`, `run`, `recover`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RunMode::Demo => "demo",
+            RunMode::Replay => "replay",
+            RunMode::Run => "run",
+            RunMode::Recover => "recover",
+        }
+    }
+}
+
+/// What the singles' `energy_kev` column holds: keV (energy-calibrated), ToT in ns (no energy
+/// table, flag bit 0 set on every single), or nothing (a run without PET singles, e.g. PETLINK).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnergyUnit {
+    /// Calibrated energy in keV.
+    #[serde(rename = "keV")]
+    Kev,
+    /// Time over threshold in ns.
+    #[serde(rename = "ToT_ns")]
+    TotNs,
+    /// No PET energies in the run.
+    #[default]
+    #[serde(rename = "")]
+    None,
+}
+
+impl EnergyUnit {
+    /// The documented name (`keV`, `ToT_ns`, or empty).
+    pub fn name(self) -> &'static str {
+        match self {
+            EnergyUnit::Kev => "keV",
+            EnergyUnit::TotNs => "ToT_ns",
+            EnergyUnit::None => "",
+        }
+    }
+}
+
+/// Each vocabulary equals its documented name (`RunMode::Demo == "demo"`), and displays as it.
+macro_rules! named {
+    ($($t:ty),+) => {$(
+        impl PartialEq<&str> for $t {
+            fn eq(&self, name: &&str) -> bool {
+                self.name() == *name
+            }
+        }
+    )+};
+}
+named!(RunMode, EnergyUnit, RunState, StopReason, FailureReason);
+
+impl fmt::Display for RunMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for EnergyUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

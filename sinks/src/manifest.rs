@@ -4,7 +4,7 @@
 use crate::durable_file::write_atomic;
 use crate::error::SinkError;
 use scandaq_core::LossCounts;
-use scandaq_core::run_state::{FailureReason, RunState, StopReason};
+use scandaq_core::run_state::{EnergyUnit, FailureReason, RunMode, RunState, StopReason};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,11 +47,11 @@ pub struct Manifest {
     /// scandaq version that wrote the run.
     pub software_version: String,
     /// What produced the data (`replay`, `demo`, ...).
-    pub mode: String,
+    pub mode: RunMode,
     /// Input files or sources.
     pub sources: Vec<String>,
     /// Unit of the singles `energy_kev` column: `keV` or `ToT_ns`.
-    pub energy_unit: String,
+    pub energy_unit: EnergyUnit,
     /// Calibration checksum (sha256) and the tables it covers.
     pub calibration: CalibrationRecord,
     /// Processing counts (hits decoded, singles written, frames, ...).
@@ -64,6 +64,10 @@ pub struct Manifest {
     pub first_t_ps: Option<i64>,
     /// Last singles time, ps.
     pub last_t_ps: Option<i64>,
+    /// The scanner's coincidence time resolution (FWHM, ps) when the run knows it (the demo
+    /// writes its simulated bench's); `scandaq export castor` writes it as the TOF resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctr_fwhm_ps: Option<i64>,
 }
 
 /// Which calibration a run used.

@@ -241,7 +241,7 @@ fn main() {
             &config,
             &calibration,
             Arc::new(AtomicBool::new(false)),
-            "bench",
+            scandaq_core::run_state::RunMode::Replay,
             stats,
         )
         .expect("run");

@@ -21,7 +21,7 @@ use crate::process::streams::StreamSettings;
 use crate::process::streams::stage::StreamStage;
 use anyhow::{Context, Result, anyhow, bail};
 use scandaq_core::LossReason;
-use scandaq_core::run_state::{FailureReason, StopReason};
+use scandaq_core::run_state::{FailureReason, RunMode, StopReason};
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
 use scandaq_decoders::transport::TransportHeader;
@@ -441,7 +441,7 @@ pub fn run_live(
     config: &LiveConfig,
     calibration: &LoadedCalibration,
     stop: StopFlag,
-    mode: &str,
+    mode: RunMode,
 ) -> Result<RunSummary> {
     run_live_with_stats(
         config,
@@ -458,7 +458,7 @@ pub fn run_live_with_stats(
     config: &LiveConfig,
     calibration: &LoadedCalibration,
     stop: StopFlag,
-    mode: &str,
+    mode: RunMode,
     stats: Arc<LiveStats>,
 ) -> Result<RunSummary> {
     let markers = Arc::default();
@@ -471,7 +471,7 @@ pub fn run_live_with_markers(
     config: &LiveConfig,
     calibration: &LoadedCalibration,
     stop: StopFlag,
-    mode: &str,
+    mode: RunMode,
     stats: Arc<LiveStats>,
     markers: crate::observe::markers::SharedMarkers,
 ) -> Result<RunSummary> {
@@ -481,7 +481,7 @@ pub fn run_live_with_markers(
     // Checked (and the files they name read) before anything starts.
     let stream_settings = config.streams.resolve()?;
     let description = RunDescription {
-        mode: mode.into(),
+        mode,
         sources: config.inputs.iter().map(|i| i.spec.to_string()).collect(),
         clock: config.clock,
         extra_counts: BTreeMap::new(),
@@ -520,7 +520,7 @@ pub fn run_live_with_markers(
     stats.info.publish(RunInfo {
         run: start.run_dir.run,
         run_dir: start.run_dir.path.display().to_string(),
-        mode: mode.to_string(),
+        mode: mode.name().into(),
         limits: limit_descriptions(&config.limits),
     });
     let mut archive = if config.raw_archive {

@@ -9,6 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use scandaq_core::Geometry;
+use scandaq_core::run_state::EnergyUnit;
 use scandaq_sinks::Manifest;
 use scandaq_sinks::castor::{
     CdfEvent, CdfWriter, CdhHeader, CrystalIds, ScannerHeader, TofHeader, lut_bytes, lut_entries,
@@ -271,7 +272,7 @@ pub fn export_castor(run_dir: &Path, opts: &CastorOptions) -> Result<CastorExpor
     let window_ps = cfg_i64("window_ps");
     let delay_ps = cfg_i64("delay_ps");
 
-    let timing_calibrated = manifest.energy_unit == "keV"
+    let timing_calibrated = manifest.energy_unit == EnergyUnit::Kev
         && manifest
             .calibration
             .tables
@@ -290,10 +291,10 @@ pub fn export_castor(run_dir: &Path, opts: &CastorOptions) -> Result<CastorExpor
     } else if !timing_calibrated {
         notes.push("TOF not written: the run's times are not fully calibrated (no skew table, or ToT energies); give --tof-fwhm to write it anyway".into());
         None
-    } else if manifest.mode == "demo" {
-        let f = scandaq_fpga_sim::BenchConfig::default().ctr_fwhm_ps;
+    } else if let Some(ctr) = manifest.ctr_fwhm_ps {
+        let f = ctr as f64;
         notes.push(format!(
-            "TOF resolution {f} ps: the demo bench's simulated coincidence time resolution (give --tof-fwhm to override)"
+            "TOF resolution {f} ps: the run's coincidence time resolution, from its manifest (give --tof-fwhm to override)"
         ));
         Some(f)
     } else {

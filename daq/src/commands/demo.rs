@@ -18,7 +18,7 @@ use crate::process::session::{self, RunDescription, RunEnd, RunSummary};
 use anyhow::{Result, anyhow};
 use crossbeam_channel::bounded;
 use scandaq_core::calib::checksum_of;
-use scandaq_core::run_state::StopReason;
+use scandaq_core::run_state::{RunMode, StopReason};
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
 use scandaq_core::{Calibration, ClockModel, HitBatch};
 use scandaq_fpga_sim::{BenchConfig, BenchSim, TruthBatch};
@@ -129,6 +129,7 @@ pub fn demo_with(
     live: Option<DemoLive>,
 ) -> Result<RunSummary> {
     let duration_s = config.duration_s;
+    let ctr_fwhm_ps = config.ctr_fwhm_ps;
     let mut sim = BenchSim::new(config).map_err(|e| anyhow!("simulator configuration: {e}"))?;
     let calibration = true_calibration(&sim);
     let (tx, rx) = bounded::<Result<Chunk>>(2);
@@ -190,7 +191,7 @@ pub fn demo_with(
     let mut extra_counts = BTreeMap::new();
     extra_counts.insert("simulated_ms".into(), (duration_s * 1000.0) as u64);
     let description = RunDescription {
-        mode: "demo".into(),
+        mode: RunMode::Demo,
         sources: vec![format!("fpga-sim bench preset, {duration_s} s")],
         clock: ClockModel::TOFPET2_DEFAULT,
         extra_counts,
@@ -201,12 +202,13 @@ pub fn demo_with(
     };
     // session::run, with the statistics and markers fed at the sink.
     let mut start = session::begin(out_dir, &calibration, description)?;
+    start.manifest.ctr_fwhm_ps = Some(ctr_fwhm_ps.round() as i64);
     start.set_running(live.as_ref().map(|l| l.stats.as_ref()))?;
     if let Some(l) = &live {
         l.stats.info.publish(RunInfo {
             run: start.run_dir.run,
             run_dir: start.run_dir.path.display().to_string(),
-            mode: "demo".into(),
+            mode: RunMode::Demo.name().into(),
             limits: vec![format!("duration {duration_s} s (simulated)")],
         });
     }

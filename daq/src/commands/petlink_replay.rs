@@ -15,7 +15,7 @@ use crate::process::session::{self, SOFTWARE_VERSION};
 use anyhow::{Context, Result, bail};
 use scandaq_core::LossCounts;
 use scandaq_core::LossReason;
-use scandaq_core::run_state::{FailureReason, RunState, StopReason};
+use scandaq_core::run_state::{FailureReason, RunMode, RunState, StopReason};
 use scandaq_decoders::interfile::PetlinkHeader;
 use scandaq_decoders::petlink::{EventBatch, PetlinkCounts, PetlinkDecoder, SinglesRateBatch};
 use scandaq_sinks::petlink_tables::{self as tables, PETLINK_SCHEMA_VERSION};
@@ -216,7 +216,7 @@ pub fn replay_petlink(
         file.display().to_string(),
         header_path.display().to_string(),
     ];
-    let (run_dir, mut manifest) = session::open_run(out_dir, "replay", &sources)?;
+    let (run_dir, mut manifest) = session::open_run(out_dir, RunMode::Replay, &sources)?;
     manifest.state = RunState::Running;
     if let Err(e) = manifest.write_atomic(&run_dir.path) {
         let e = anyhow::Error::from(e);
@@ -319,7 +319,10 @@ fn write_tables(
                 "scandaq.software_version".to_string(),
                 SOFTWARE_VERSION.to_string(),
             ),
-            ("scandaq.mode".to_string(), "replay".to_string()),
+            (
+                "scandaq.mode".to_string(),
+                RunMode::Replay.name().to_string(),
+            ),
             ("scandaq.source".to_string(), sources.join(";")),
             ("scandaq.time_unit".to_string(), "ms".to_string()),
         ];

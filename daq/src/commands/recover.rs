@@ -32,6 +32,7 @@ use parquet::file::metadata::{
 };
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::SchemaDescriptor;
+use scandaq_core::run_state::RunMode;
 use scandaq_sinks::coincidences::{DELAYED_FILE, PROMPTS_FILE};
 use scandaq_sinks::manifest::FileRecord;
 use scandaq_sinks::{ParquetTableWriter, WriteOptions, coincidences, petlink_tables, singles};
@@ -1298,7 +1299,7 @@ fn replay_archive_tail(
             &config,
             &calibration,
             Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            "recover",
+            RunMode::Recover,
         )?;
         if let Some(e) = &summary.error {
             bail!("replaying {}: {e}", archive.display());

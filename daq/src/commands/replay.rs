@@ -14,6 +14,7 @@ use crate::process::session::{self, RunDescription, RunSummary};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::bounded;
 use scandaq_core::ClockModel;
+use scandaq_core::run_state::RunMode;
 use scandaq_decoders::idxf;
 use scandaq_decoders::rawf::{RAWF_HEADER_LEN, RawfHeader};
 use std::collections::BTreeMap;
@@ -131,7 +132,7 @@ pub fn replay(
 
     let bar = progress_bar(options.progress, file_len);
     let description = RunDescription {
-        mode: "replay".into(),
+        mode: RunMode::Replay,
         sources: vec![rawf.display().to_string()],
         clock: ClockModel {
             frequency_hz: header.frequency_hz,
@@ -372,7 +373,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             &live,
             &calibration,
             Arc::new(AtomicBool::new(false)),
-            "replay",
+            RunMode::Replay,
         )?;
         return Ok(finish_run(summary, None));
     }

@@ -13,6 +13,7 @@ use crate::observe::stop::stop_on_signals;
 use crate::process::calib_load;
 use crate::process::coinc_stage::CoincidenceArgs;
 use anyhow::{Result, anyhow};
+use scandaq_core::run_state::RunMode;
 use scandaq_core::units::parse_duration_s;
 use scandaq_tui::AppOptions;
 use std::net::{IpAddr, SocketAddr};
@@ -203,7 +204,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let (live, s, m, st) = (v.live.clone(), stats.clone(), markers.clone(), stop.clone());
         let worker = std::thread::Builder::new()
             .name("acquisition".into())
-            .spawn(move || run_live_with_markers(&live, &calibration, st, "run", s, m))?;
+            .spawn(move || run_live_with_markers(&live, &calibration, st, RunMode::Run, s, m))?;
         let ui =
             dashboard::run_in_process(stats, stop.clone(), markers, &exit, AppOptions::default());
         stop.store(true, Ordering::Relaxed);
@@ -215,7 +216,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         summary?
     } else {
-        run_live_with_markers(&v.live, &calibration, stop, "run", stats, markers)?
+        run_live_with_markers(&v.live, &calibration, stop, RunMode::Run, stats, markers)?
     };
     control.shutdown();
     Ok(finish_run(summary, None))

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use scandaq_core::ClockModel;
 use scandaq_core::LossReason;
-use scandaq_core::run_state::{FailureReason, RunState, StopReason};
+use scandaq_core::run_state::{EnergyUnit, FailureReason, RunMode, RunState, StopReason};
 use scandaq_sinks::manifest::{CalibrationRecord, release_manifest_space, reserve_manifest_space};
 use scandaq_sinks::{Manifest, RunDir};
 
@@ -48,7 +48,7 @@ pub struct RunSummary {
 /// How a run is described in its outputs.
 pub struct RunDescription {
     /// `replay`, `demo`, ...
-    pub mode: String,
+    pub mode: RunMode,
     /// Inputs.
     pub sources: Vec<String>,
     /// Front-end clock.
@@ -134,7 +134,7 @@ pub fn begin(
     calibration: &LoadedCalibration,
     description: RunDescription,
 ) -> Result<RunStart> {
-    let (run_dir, mut manifest) = open_run(out_dir, &description.mode, &description.sources)?;
+    let (run_dir, mut manifest) = open_run(out_dir, description.mode, &description.sources)?;
     if let Err(e) = store_calibration(&run_dir, calibration) {
         fail_run(&run_dir, &mut manifest, FailureReason::StartFailed, &e);
         return Err(e);
@@ -145,13 +145,13 @@ pub fn begin(
 /// Opens a new run: allocates its numbered directory under `out_dir`, reserves the space of
 /// its last manifest and writes the first one (state `configured`). Every kind of run starts
 /// here; from here on every way out leaves a manifest that says how the run ended.
-pub fn open_run(out_dir: &Path, mode: &str, sources: &[String]) -> Result<(RunDir, Manifest)> {
+pub fn open_run(out_dir: &Path, mode: RunMode, sources: &[String]) -> Result<(RunDir, Manifest)> {
     let run_dir = RunDir::allocate(out_dir)?;
     let mut manifest = Manifest {
         run: run_dir.run,
         state: RunState::Configured,
         software_version: SOFTWARE_VERSION.to_string(),
-        mode: mode.to_string(),
+        mode,
         sources: sources.to_vec(),
         ..Manifest::default()
     };
@@ -212,12 +212,12 @@ fn begin_prepared(
 ) -> Result<RunStart> {
     let kernel = CompiledCalibration::new(&calibration.calibration, description.clock);
     let energy_unit = if kernel.energy_in_kev() {
-        "keV"
+        EnergyUnit::Kev
     } else {
-        "ToT_ns"
+        EnergyUnit::TotNs
     };
     let mut manifest = Manifest {
-        energy_unit: energy_unit.to_string(),
+        energy_unit,
         calibration: CalibrationRecord {
             checksum: calibration.calibration.checksum.clone(),
             tables: calibration.calibration.sources.clone(),
@@ -239,13 +239,13 @@ fn begin_prepared(
             scandaq_sinks::singles::SINGLES_SCHEMA_VERSION.into(),
         ),
         kv("scandaq.software_version", SOFTWARE_VERSION.into()),
-        kv("scandaq.mode", description.mode.clone()),
+        kv("scandaq.mode", description.mode.name().into()),
         kv("scandaq.source", description.sources.join(";")),
         kv(
             "scandaq.calibration_checksum",
             calibration.calibration.checksum.clone(),
         ),
-        kv("scandaq.energy_unit", energy_unit.into()),
+        kv("scandaq.energy_unit", energy_unit.name().into()),
         kv(
             "scandaq.clock_hz",
             description.clock.frequency_hz.to_string(),
@@ -471,7 +471,7 @@ pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
             c.singles_written as f64 / secs.max(1e-12)
         );
     }
-    if s.manifest.energy_unit == "keV" {
+    if s.manifest.energy_unit == EnergyUnit::Kev {
         match s.histogram.peak_in(400, 650) {
             Some(p) => println!("  photopeak at {p:.1} keV"),
             None => println!("  photopeak: not found in 400-650 keV"),

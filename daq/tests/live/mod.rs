@@ -80,7 +80,7 @@ fn acquire(spec: InputSpec, config: StreamConfig, out: &Path, archive: bool) -> 
             &live,
             &calib,
             Arc::new(AtomicBool::new(false)),
-            "run",
+            scandaq_core::run_state::RunMode::Run,
             run_stats,
         )
         .unwrap()
@@ -317,7 +317,13 @@ fn tcp_disconnect_reconnects_and_counts_the_gap() {
     let sender = std::thread::spawn(move || stream(config).unwrap());
     let mut live = live_config(InputSpec::Tcp(addr), tmp.path(), false);
     live.inputs[0].ingest.connect_timeout = Duration::from_secs(60);
-    let s = run_live(&live, &calib, Arc::new(AtomicBool::new(false)), "run").unwrap();
+    let s = run_live(
+        &live,
+        &calib,
+        Arc::new(AtomicBool::new(false)),
+        scandaq_core::run_state::RunMode::Run,
+    )
+    .unwrap();
     let sent = sender.join().unwrap();
     assert!(s.error.is_none(), "{:?}", s.error);
     let m = &s.manifest;

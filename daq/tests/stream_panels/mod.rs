@@ -54,7 +54,7 @@ fn acquire(archive: &Path, out: &Path, streams: StreamSettings) -> StatsSnapshot
         &live,
         &LoadedCalibration::none(),
         Arc::new(AtomicBool::new(false)),
-        "run",
+        scandaq_core::run_state::RunMode::Run,
         stats.clone(),
     )
     .unwrap();
