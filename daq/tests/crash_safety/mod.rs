@@ -391,6 +391,22 @@ fn demo_run_exports_to_castor_and_reads_back() {
         h.number_of_events * 12
     );
     assert!(!exp2.join("plain_delayed.cdf").exists());
+    // No TOF flag: the demo's manifest carries its bench's CTR, written as the TOF resolution.
+    let ctr = scandaq_fpga_sim::BenchConfig::default().ctr_fwhm_ps;
+    assert_eq!(m.ctr_fwhm_ps, Some(ctr.round() as i64));
+    let exp3 = tmp.path().join("castor-manifest-ctr");
+    let (code, stdout, stderr) = scandaq(&[
+        "export",
+        "castor",
+        dir.to_str().unwrap(),
+        "--out",
+        exp3.to_str().unwrap(),
+        "--no-delayed",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("from its manifest"), "{stdout}");
+    let h = CdhHeader::read(&exp3.join("run-000001.cdh")).unwrap();
+    assert_eq!(h.tof.expect("TOF from the manifest").resolution_ps, ctr);
 }
 
 #[test]
