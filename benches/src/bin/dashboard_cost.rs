@@ -2,7 +2,7 @@
 //! measured in CPU time so that a cost of a few percent can show.
 //!
 //! A raw archive (`.sdq`) of a two-board bench run is generated once; then
-//! `scandaq::acquire::live::run_live_with_stats` replays it (the live pipeline: ingest, rings,
+//! `scandaq::acquire::live::run_live` (with its own `LiveHandles::stats`) replays it (the live pipeline: ingest, rings,
 //! decode/calibrate, k-way merge, singles and coincidence sinks) PAIRS times with the dashboard
 //! off and on. "On" is the in-process dashboard's work exactly as `scandaq run --tui` does it:
 //! every frame (100 ms, the dashboard's `FRAME`) a stats snapshot is taken, the app state
@@ -33,7 +33,9 @@
 use ratatui::layout::Rect;
 use ratatui::prelude::CrosstermBackend;
 use ratatui::{Terminal, TerminalOptions, Viewport};
-use scandaq::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live_with_stats};
+use scandaq::acquire::live::{
+    InputConfig, InputSpec, LiveConfig, LiveHandles, RunLimits, run_live,
+};
 use scandaq::acquire::ring::OverflowPolicy;
 use scandaq::observe::live_stats::LiveStats;
 use scandaq::process::calib_load::load_calibration_dir;
@@ -237,14 +239,11 @@ fn main() {
             let (stats, done) = (stats.clone(), done.clone());
             std::thread::spawn(move || dashboard(stats, done, burn_us * 1000))
         });
-        let summary = run_live_with_stats(
-            &config,
-            &calibration,
-            Arc::new(AtomicBool::new(false)),
-            scandaq_core::run_state::RunMode::Replay,
+        let handles = LiveHandles {
             stats,
-        )
-        .expect("run");
+            ..LiveHandles::new(scandaq_core::run_state::RunMode::Replay)
+        };
+        let summary = run_live(&config, &calibration, handles).expect("run");
         done.store(true, Ordering::Relaxed);
         let (frames, dash_ns) = viewer.map_or((0, 0), |v| v.join().expect("dashboard thread"));
         let wall_s = started.elapsed().as_secs_f64();

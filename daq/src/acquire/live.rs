@@ -436,45 +436,44 @@ fn drain<'k>(
     Ok(got)
 }
 
-/// Runs a live acquisition until a limit, `stop`, or the end of every stream.
+/// What a live run shares with its caller: the stop flag (signals, the control socket, a
+/// dashboard), the mode the manifest records, the statistics anyone may snapshot while the run
+/// goes on, and the operator markers it writes into `markers.parquet`.
+pub struct LiveHandles {
+    /// Raise to stop the run (it drains and commits).
+    pub stop: StopFlag,
+    /// `run`, `replay` (a raw archive), `recover` (a killed run's archive tail).
+    pub mode: RunMode,
+    /// Published statistics ([`LiveStats::snapshot`] from any thread).
+    pub stats: Arc<LiveStats>,
+    /// Markers to place (dashboard, control socket).
+    pub markers: crate::observe::markers::SharedMarkers,
+}
+
+impl LiveHandles {
+    /// Fresh handles: a stop flag not raised, empty statistics and markers.
+    pub fn new(mode: RunMode) -> Self {
+        Self {
+            stop: crate::observe::stop::new_stop_flag(),
+            mode,
+            stats: Arc::new(LiveStats::default()),
+            markers: Arc::default(),
+        }
+    }
+}
+
+/// Runs a live acquisition until a limit, the stop flag, or the end of every stream.
 pub fn run_live(
     config: &LiveConfig,
     calibration: &LoadedCalibration,
-    stop: StopFlag,
-    mode: RunMode,
+    handles: LiveHandles,
 ) -> Result<RunSummary> {
-    run_live_with_stats(
-        config,
-        calibration,
+    let LiveHandles {
         stop,
         mode,
-        Arc::new(LiveStats::default()),
-    )
-}
-
-/// [`run_live`], publishing its statistics into `stats` (read them with
-/// [`LiveStats::snapshot`] from any thread while the run goes on).
-pub fn run_live_with_stats(
-    config: &LiveConfig,
-    calibration: &LoadedCalibration,
-    stop: StopFlag,
-    mode: RunMode,
-    stats: Arc<LiveStats>,
-) -> Result<RunSummary> {
-    let markers = Arc::default();
-    run_live_with_markers(config, calibration, stop, mode, stats, markers)
-}
-
-/// [`run_live_with_stats`], placing operator markers from `markers` (dashboard, control
-/// socket) into the run's `markers.parquet`.
-pub fn run_live_with_markers(
-    config: &LiveConfig,
-    calibration: &LoadedCalibration,
-    stop: StopFlag,
-    mode: RunMode,
-    stats: Arc<LiveStats>,
-    markers: crate::observe::markers::SharedMarkers,
-) -> Result<RunSummary> {
+        stats,
+        markers,
+    } = handles;
     if config.inputs.is_empty() {
         bail!("a run needs at least one input (--udp ADDR, --tcp ADDR or [[input]] in the config)");
     }

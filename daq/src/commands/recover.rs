@@ -1231,7 +1231,9 @@ fn replay_archive_tail(
     names: &[String],
     run: u64,
 ) -> Result<TailReplay> {
-    use crate::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+    use crate::acquire::live::{
+        InputConfig, InputSpec, LiveConfig, LiveHandles, RunLimits, run_live,
+    };
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     let (end, schema, clock_hz) = singles_end(dir, files)?;
@@ -1295,12 +1297,7 @@ fn replay_archive_tail(
         ..LiveConfig::default()
     };
     let result = (|| -> Result<TailReplay> {
-        let summary = run_live(
-            &config,
-            &calibration,
-            Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            RunMode::Recover,
-        )?;
+        let summary = run_live(&config, &calibration, LiveHandles::new(RunMode::Recover))?;
         if let Some(e) = &summary.error {
             bail!("replaying {}: {e}", archive.display());
         }

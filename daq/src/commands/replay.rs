@@ -1,7 +1,7 @@
 //! `scandaq replay FILE.rawf`: reads a PETsys raw file set (`.rawf` + `.idxf`) and runs it
 //! through the pipeline with the calibration from `--calib DIR` or `--petsys-config FILE`.
 
-use crate::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live};
+use crate::acquire::live::{InputConfig, InputSpec, LiveConfig, LiveHandles, RunLimits, run_live};
 use crate::acquire::ring::OverflowPolicy;
 use crate::commands::outcome::finish_run;
 use crate::commands::petlink_replay;
@@ -21,8 +21,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// Bytes read per chunk.
 const READ_CHUNK: usize = 8 << 20;
@@ -369,12 +367,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             streams,
             ..LiveConfig::default()
         };
-        let summary = run_live(
-            &live,
-            &calibration,
-            Arc::new(AtomicBool::new(false)),
-            RunMode::Replay,
-        )?;
+        let summary = run_live(&live, &calibration, LiveHandles::new(RunMode::Replay))?;
         return Ok(finish_run(summary, None));
     }
     let summary = replay(

@@ -1,7 +1,7 @@
 //! `scandaq run`: the command-line flags over the TOML run file, and the live acquisition
 //! with its stats line or dashboard.
 
-use crate::acquire::live::run_live_with_markers;
+use crate::acquire::live::{LiveHandles, run_live};
 use crate::acquire::ring::OverflowPolicy;
 use crate::acquire::run_config::{self, RunFile};
 use crate::commands::outcome::finish_run;
@@ -204,7 +204,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let (live, s, m, st) = (v.live.clone(), stats.clone(), markers.clone(), stop.clone());
         let worker = std::thread::Builder::new()
             .name("acquisition".into())
-            .spawn(move || run_live_with_markers(&live, &calibration, st, RunMode::Run, s, m))?;
+            .spawn(move || {
+                let handles = LiveHandles {
+                    stop: st,
+                    mode: RunMode::Run,
+                    stats: s,
+                    markers: m,
+                };
+                run_live(&live, &calibration, handles)
+            })?;
         let ui =
             dashboard::run_in_process(stats, stop.clone(), markers, &exit, AppOptions::default());
         stop.store(true, Ordering::Relaxed);
@@ -216,7 +224,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         summary?
     } else {
-        run_live_with_markers(&v.live, &calibration, stop, RunMode::Run, stats, markers)?
+        let handles = LiveHandles {
+            stop,
+            mode: RunMode::Run,
+            stats,
+            markers,
+        };
+        run_live(&v.live, &calibration, handles)?
     };
     control.shutdown();
     Ok(finish_run(summary, None))

@@ -1,13 +1,12 @@
 use super::*;
 use scandaq::acquire::live::{
-    InputConfig, InputSpec, LiveConfig, RunLimits, run_live, run_live_with_stats,
+    InputConfig, InputSpec, LiveConfig, LiveHandles, RunLimits, run_live,
 };
 use scandaq::acquire::ring::OverflowPolicy;
 use scandaq::observe::live_stats::{LiveStats, RunState, StatsSnapshot};
 use scandaq_fpga_sim::stream::{Faults, StreamConfig, StreamSummary, Transport, stream};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::free_port_udp;
@@ -76,14 +75,11 @@ fn acquire(spec: InputSpec, config: StreamConfig, out: &Path, archive: bool) -> 
     let stats = Arc::new(LiveStats::default());
     let run_stats = stats.clone();
     let run = std::thread::spawn(move || {
-        run_live_with_stats(
-            &live,
-            &calib,
-            Arc::new(AtomicBool::new(false)),
-            scandaq_core::run_state::RunMode::Run,
-            run_stats,
-        )
-        .unwrap()
+        let handles = LiveHandles {
+            stats: run_stats,
+            ..LiveHandles::new(scandaq_core::run_state::RunMode::Run)
+        };
+        run_live(&live, &calib, handles).unwrap()
     });
     let observer_stats = stats.clone();
     let observer = std::thread::spawn(move || {
@@ -320,8 +316,7 @@ fn tcp_disconnect_reconnects_and_counts_the_gap() {
     let s = run_live(
         &live,
         &calib,
-        Arc::new(AtomicBool::new(false)),
-        scandaq_core::run_state::RunMode::Run,
+        LiveHandles::new(scandaq_core::run_state::RunMode::Run),
     )
     .unwrap();
     let sent = sender.join().unwrap();

@@ -9,7 +9,9 @@
 use super::read_parquet;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt16Type, UInt64Type};
-use scandaq::acquire::live::{InputConfig, InputSpec, LiveConfig, RunLimits, run_live_with_stats};
+use scandaq::acquire::live::{
+    InputConfig, InputSpec, LiveConfig, LiveHandles, RunLimits, run_live,
+};
 use scandaq::acquire::ring::OverflowPolicy;
 use scandaq::observe::live_stats::LiveStats;
 use scandaq::process::calib_load::LoadedCalibration;
@@ -25,7 +27,6 @@ use scandaq_fpga_sim::packet_out::Destination;
 use scandaq_fpga_sim::us::{TRUTH_FILE, TruthEvent, UsConfig, read_truth};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Acquires `archive` in-process with `streams` settings; returns the final snapshot.
@@ -50,14 +51,11 @@ fn acquire(archive: &Path, out: &Path, streams: StreamSettings) -> StatsSnapshot
         ..LiveConfig::default()
     };
     let stats = Arc::new(LiveStats::default());
-    let summary = run_live_with_stats(
-        &live,
-        &LoadedCalibration::none(),
-        Arc::new(AtomicBool::new(false)),
-        scandaq_core::run_state::RunMode::Run,
-        stats.clone(),
-    )
-    .unwrap();
+    let handles = LiveHandles {
+        stats: stats.clone(),
+        ..LiveHandles::new(scandaq_core::run_state::RunMode::Run)
+    };
+    let summary = run_live(&live, &LoadedCalibration::none(), handles).unwrap();
     assert!(summary.error.is_none(), "{:?}", summary.error);
     stats.snapshot()
 }
