@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crossbeam_channel::{Sender, bounded};
 use scandaq_core::coincidence::{
     CoincidenceBatch, CoincidenceConfig, CoincidenceError, CoincidenceSorter, CoincidenceStats,
-    CrystalLut, GroupingConfig, GroupingStats, Policy, SinglesRef, WindowMode,
+    CrystalLut, GroupingConfig, GroupingStats, PhotonBatch, Policy, SinglesRef, WindowMode,
 };
 use scandaq_core::{Geometry, HitBatch};
 use scandaq_sinks::FileMetadata;
@@ -266,7 +266,7 @@ pub(crate) fn spawn(
     metadata: FileMetadata,
     setup: CoincidenceSetup,
     live: Arc<SinkCounters>,
-) -> Result<(Sender<HitBatch>, JoinHandle<Result<CoincidenceReport>>)> {
+) -> Result<(Sender<SorterInput>, JoinHandle<Result<CoincidenceReport>>)> {
     let prompt_cfg = setup.options.prompt_config(setup.energy_in_kev);
     let window_ps = prompt_cfg.window_ps;
     let delayed_cfg =
@@ -294,7 +294,7 @@ pub(crate) fn spawn(
         Some(_) => Some(TableOut::create(dir, DELAYED_FILE, &table_meta("delayed"))?),
         None => None,
     };
-    let (tx, rx) = bounded::<HitBatch>(QUEUE);
+    let (tx, rx) = bounded::<SorterInput>(QUEUE);
     let handle = std::thread::Builder::new()
         .name("coincidences".into())
         .spawn(move || -> Result<CoincidenceReport> {
@@ -345,12 +345,7 @@ pub(crate) fn spawn(
                 Ok(())
             };
             for batch in rx {
-                if let Err(e) = sort(
-                    SinglesRef::from(&batch),
-                    &mut prompts,
-                    &mut delayed,
-                    &mut report,
-                ) {
+                if let Err(e) = sort(batch.singles_ref(), &mut prompts, &mut delayed, &mut report) {
                     // The run stops at once (a full disk, most likely), not at its end.
                     let e = e.context("coincidence sink");
                     let _ = live
@@ -389,14 +384,60 @@ fn refusal_reason(e: &CoincidenceError) -> &'static str {
     }
 }
 
-/// The four physics columns of `batch` (what the coincidence stage reads).
-pub(crate) fn physics_columns(batch: &HitBatch) -> HitBatch {
-    HitBatch {
-        t_ps: batch.t_ps.clone(),
-        channel: batch.channel.clone(),
-        energy_kev: batch.energy_kev.clone(),
-        flags: batch.flags.clone(),
-        ..HitBatch::default()
+/// What the coincidence stage sorts, in time order: singles or grouped photons, as the four
+/// columns the sorter reads (all of the same length). Its own type, so a [`HitBatch`] never
+/// travels with its raw columns left empty.
+#[derive(Debug, Default)]
+pub struct SorterInput {
+    /// Time, ps.
+    pub t_ps: Vec<i64>,
+    /// PETsys absolute channel id (a photon's: its highest-energy hit's).
+    pub channel: Vec<u32>,
+    /// Energy, keV (or ToT ns).
+    pub energy_kev: Vec<f32>,
+    /// Hit flags (a photon's: OR of its hits').
+    pub flags: Vec<u16>,
+}
+
+impl SorterInput {
+    /// The physics columns of `batch` (copied: the singles sink keeps the batch).
+    pub fn of_singles(batch: &HitBatch) -> Self {
+        Self {
+            t_ps: batch.t_ps.clone(),
+            channel: batch.channel.clone(),
+            energy_kev: batch.energy_kev.clone(),
+            flags: batch.flags.clone(),
+        }
+    }
+
+    /// The photons of `batch` (moved; their multiplicities stay with the singles' columns).
+    pub fn of_photons(batch: PhotonBatch) -> Self {
+        Self {
+            t_ps: batch.t_ps,
+            channel: batch.channel,
+            energy_kev: batch.energy_kev,
+            flags: batch.flags,
+        }
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.t_ps.len()
+    }
+
+    /// True when there is nothing to sort.
+    pub fn is_empty(&self) -> bool {
+        self.t_ps.is_empty()
+    }
+
+    /// The rows as the sorter borrows them.
+    pub fn singles_ref(&self) -> SinglesRef<'_> {
+        SinglesRef {
+            t_ps: &self.t_ps,
+            channel: &self.channel,
+            energy_kev: &self.energy_kev,
+            flags: &self.flags,
+        }
     }
 }
 

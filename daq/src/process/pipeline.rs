@@ -10,7 +10,7 @@
 
 use crate::observe::live_stats::SinkCounters;
 use crate::observe::live_stats::SinkFailure;
-use crate::process::coinc_stage::{self, CoincidenceReport, CoincidenceSetup};
+use crate::process::coinc_stage::{self, CoincidenceReport, CoincidenceSetup, SorterInput};
 use crate::process::kernel::{CompiledCalibration, KernelLosses};
 use crate::process::merge::TimeMerger;
 use crate::process::singles_columns::{Annotated, SinglesAnnotator};
@@ -357,7 +357,7 @@ pub(crate) fn spawn_singles_sink(
             let mut ready: Vec<Annotated> = Vec::new();
             // Sends what the coincidence thread sorts: the photons when grouping, else the
             // singles' physics columns.
-            let to_sorter = |batch: HitBatch, coinc_tx: &mut Option<Sender<HitBatch>>| {
+            let to_sorter = |batch: SorterInput, coinc_tx: &mut Option<Sender<SorterInput>>| {
                 if batch.is_empty() {
                     return;
                 }
@@ -410,7 +410,7 @@ pub(crate) fn spawn_singles_sink(
                     (_, Some(batch)) if batch.is_empty() => continue,
                     (None, Some(batch)) => {
                         if coinc_tx.is_some() {
-                            to_sorter(coinc_stage::physics_columns(&batch), &mut coinc_tx);
+                            to_sorter(SorterInput::of_singles(&batch), &mut coinc_tx);
                         }
                         ready.push((batch, singles::DerivedColumns::default()));
                     }
@@ -420,7 +420,7 @@ pub(crate) fn spawn_singles_sink(
                         match batch {
                             Some(batch) => {
                                 if !grouping && coinc_tx.is_some() {
-                                    to_sorter(coinc_stage::physics_columns(&batch), &mut coinc_tx);
+                                    to_sorter(SorterInput::of_singles(&batch), &mut coinc_tx);
                                 }
                                 a.push(batch, &mut photons, &mut ready);
                             }
@@ -428,16 +428,7 @@ pub(crate) fn spawn_singles_sink(
                         }
                         if grouping {
                             let p = std::mem::take(&mut photons);
-                            to_sorter(
-                                HitBatch {
-                                    t_ps: p.t_ps,
-                                    channel: p.channel,
-                                    energy_kev: p.energy_kev,
-                                    flags: p.flags,
-                                    ..HitBatch::default()
-                                },
-                                &mut coinc_tx,
-                            );
+                            to_sorter(SorterInput::of_photons(p), &mut coinc_tx);
                         }
                     }
                 }
