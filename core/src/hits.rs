@@ -17,7 +17,9 @@ pub mod hit_flags {
     pub const CLOCK_REBASED: u16 = 1 << 5;
 }
 
-/// A batch of hits as columns. All columns have the same length; row `i` is one hit.
+/// A batch of hits as columns; row `i` is one hit. The four physics columns (`t_ps`, `channel`,
+/// `energy_kev`, `flags`) have the same length; the raw diagnostic columns (`frame` .. `tac`)
+/// are either all empty (not requested) or all of that length too.
 ///
 /// `t_ps` is the corrected time in picoseconds since the device clock's zero (unwrapped);
 /// `energy_kev` is keV, or ToT in ns when `flags` has [`hit_flags::ENERGY_IS_TOT_NS`].
