@@ -17,6 +17,7 @@ pub mod parquet_table;
 pub mod petlink_tables;
 pub mod rf_tables;
 pub mod run_dir;
+pub mod salvage;
 pub mod singles;
 
 pub use error::SinkError;
