@@ -200,12 +200,11 @@ impl Ingest {
     pub fn publish_into(&mut self, label: String, cell: Arc<LatestCell<InputSnapshot>>) {
         self.label = label.clone();
         self.published = Some((label, cell));
-        self.publish(true);
+        self.publish();
     }
 
-    /// Copies the counters into the published cell; with `wait` false it never blocks (a
-    /// reader holding the cell makes it skip this time).
-    pub fn publish(&self, wait: bool) {
+    /// Copies the counters into the published cell (lock-free: never waits for readers).
+    pub fn publish(&self) {
         let Some((label, cell)) = &self.published else {
             return;
         };
@@ -237,11 +236,7 @@ impl Ingest {
                 warnings: self.warnings.clone(),
             }
         };
-        if wait {
-            cell.publish(snapshot());
-        } else {
-            cell.try_publish(snapshot);
-        }
+        cell.publish(snapshot());
     }
 
     /// Per-board counts.
@@ -558,7 +553,7 @@ impl Ingest {
             };
             self.ring.push(chunk)?;
         }
-        self.publish(final_flush);
+        self.publish();
         Ok(())
     }
 }

@@ -260,7 +260,7 @@ fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
             off += len;
         }
         buf.drain(..off);
-        ingest.publish(false);
+        ingest.publish();
         if n == 0 {
             if !buf.is_empty() {
                 ingest
@@ -705,9 +705,7 @@ pub fn run_live(
         stats.boards.store(boards.len() as u64, Ordering::Relaxed);
         if last_publish.elapsed() >= Duration::from_millis(50) {
             last_publish = Instant::now();
-            stats
-                .board_decode
-                .try_publish(|| board_decode_snapshot(&boards));
+            stats.board_decode.publish(board_decode_snapshot(&boards));
         }
         if config.stats_every.is_some() && last_warning_check.elapsed() >= WARNINGS_EVERY {
             last_warning_check = Instant::now();

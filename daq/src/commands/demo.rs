@@ -173,9 +173,7 @@ pub fn demo_with(
                     }
                     slices = 0;
                     if let Some(cell) = &input_cell {
-                        cell.try_publish(|| {
-                            sim_input_snapshot(chunks, bytes_sent, tx.len(), !more)
-                        });
+                        cell.publish({ sim_input_snapshot(chunks, bytes_sent, tx.len(), !more) });
                     }
                 }
                 if !more {
@@ -221,7 +219,7 @@ pub fn demo_with(
                 last_publish = Instant::now();
                 // The demo's one board: hits counted as they reach the sink.
                 let singles = l.stats.singles.load(Ordering::Relaxed);
-                l.stats.board_decode.try_publish(|| {
+                l.stats.board_decode.publish({
                     vec![BoardDecodeSnapshot {
                         source_id: 0,
                         hits_decoded: singles,

@@ -3,6 +3,7 @@
 //! reads as a consistent-enough [`StatsSnapshot`] at ~10 Hz, without ever blocking the
 //! acquisition.
 
+use arc_swap::ArcSwap;
 use scandaq_core::HitBatch;
 use scandaq_core::run_state::FailureReason;
 pub use scandaq_core::snapshot::{
@@ -15,38 +16,23 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// A value one thread publishes and others copy, where the publisher never waits: it uses
-/// `try_lock` and skips a publication when a reader happens to hold the lock (the next one,
-/// milliseconds later, carries the newer numbers). Readers hold the lock only to clone.
+/// A value one thread publishes and others copy, lock-free (`arc_swap::ArcSwap`): a
+/// publication swaps in a new `Arc` and never waits for readers, and no publication is skipped;
+/// a reader takes the current `Arc` and clones the value out of it.
 #[derive(Debug, Default)]
 pub struct LatestCell<T> {
-    slot: Mutex<T>,
+    slot: ArcSwap<T>,
 }
 
 impl<T: Clone> LatestCell<T> {
-    /// Replaces the value unless a reader holds it right now; returns whether it did.
-    pub fn try_publish(&self, value: impl FnOnce() -> T) -> bool {
-        match self.slot.try_lock() {
-            Ok(mut slot) => {
-                *slot = value();
-                true
-            }
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                *p.into_inner() = value();
-                true
-            }
-            Err(std::sync::TryLockError::WouldBlock) => false,
-        }
-    }
-
-    /// Replaces the value, waiting for readers (for final values at the end of a run).
+    /// Replaces the value (never waits).
     pub fn publish(&self, value: T) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = value;
+        self.slot.store(Arc::new(value));
     }
 
     /// A copy of the latest value.
     pub fn get(&self) -> T {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        T::clone(&self.slot.load())
     }
 }
 

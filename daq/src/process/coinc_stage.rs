@@ -340,7 +340,7 @@ pub(crate) fn spawn(
                 }
                 if last_publish.elapsed() >= LIVE_PUBLISH_EVERY {
                     last_publish = Instant::now();
-                    live.coincidences.try_publish(|| Some(view.clone()));
+                    live.coincidences.publish(Some(view.clone()));
                 }
                 Ok(())
             };

@@ -89,7 +89,7 @@ impl StreamStage {
             return;
         }
         self.last_publish = Some(Instant::now());
-        cell.try_publish(|| self.snapshots());
+        cell.publish(self.snapshots());
     }
 
     /// True when `chunk` belongs to a stream board (not to the PETsys hit pipeline).
