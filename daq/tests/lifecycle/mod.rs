@@ -199,6 +199,84 @@ fn a_port_in_use_fails_the_start_and_leaves_a_failed_run() {
     drop(busy);
 }
 
+/// Names of the files under `dir` a reader could take for data.
+fn data_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".parquet") || n.contains(".sdq"))
+        .collect()
+}
+
+#[test]
+fn a_raw_archive_that_cannot_be_opened_fails_the_start_and_leaves_a_failed_run() {
+    use scandaq::acquire::live::{InputConfig, InputSpec, LiveConfig, run_live};
+    use scandaq::acquire::ring::OverflowPolicy;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-archive.sdq");
+    let out = tmp.path().join("runs");
+    // The live pipeline with an archive input, as `scandaq replay` and `recover` build it.
+    let live = LiveConfig {
+        inputs: vec![InputConfig {
+            spec: InputSpec::Archive(missing.clone()),
+            allow: vec![],
+            policy: OverflowPolicy::Block,
+            ring_chunks: 64,
+            ingest: Default::default(),
+        }],
+        out_dir: out.clone(),
+        ..LiveConfig::default()
+    };
+    let calib =
+        scandaq::process::calib_load::load_calibration_dir(&sim_dir().join("calib")).unwrap();
+    let Err(err) = run_live(&live, &calib, Arc::new(AtomicBool::new(false)), "replay") else {
+        panic!("a run over a missing archive started and ended without an error");
+    };
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!("cannot open raw archive {}", missing.display())),
+        "{text}"
+    );
+    assert!(text.contains("says failed: start_failed"), "{text}");
+    let dir = only_run(&out);
+    let m = Manifest::read(&dir).unwrap();
+    assert_eq!(
+        (m.state, m.failure, m.stop_reason),
+        (
+            RunState::Failed,
+            Some(FailureReason::StartFailed),
+            Some(StopReason::Failure)
+        ),
+        "{m:?}"
+    );
+    let error = m.error.unwrap_or_default();
+    assert!(error.contains(&missing.display().to_string()), "{error}");
+    assert_eq!(data_files(&dir), Vec::<String>::new());
+
+    // `scandaq replay` checks the archive before it allocates a run: the command fails naming
+    // the file, and no run directory (so nothing a reader could take for data) is made.
+    let out = tmp.path().join("replayed");
+    let (code, _stdout, stderr) = scandaq(&[
+        "replay",
+        missing.to_str().unwrap(),
+        "--calib",
+        sim_dir().join("calib").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    no_panic(&stderr);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot open {}", missing.display())),
+        "{stderr}"
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
 #[test]
 fn concurrent_runs_into_one_directory_get_distinct_numbers() {
     let tmp = tempfile::tempdir().unwrap();
