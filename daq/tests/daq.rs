@@ -291,6 +291,8 @@ mod faults_ingest;
 
 #[path = "architecture/mod.rs"]
 mod architecture;
+#[path = "calib_gaps/mod.rs"]
+mod calib_gaps;
 #[path = "petsys_peer/mod.rs"]
 mod petsys_peer;
 

@@ -376,3 +376,61 @@ pub enum CoincidenceError {
         t_ps: i64,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{CoincidenceConfig, CoincidenceError, ModuleDifference};
+
+    #[test]
+    fn a_non_finite_energy_window_is_refused_naming_the_field() {
+        for [lo, hi] in [
+            [f32::NAN, 600.0],
+            [400.0, f32::NAN],
+            [400.0, f32::INFINITY],
+            [f32::NEG_INFINITY, 600.0],
+        ] {
+            let mut c = CoincidenceConfig::prompt(4000);
+            c.energy_window_kev = Some([lo, hi]);
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(e, CoincidenceError::BadEnergyWindow { .. }),
+                "[{lo}, {hi}]: {e:?}"
+            );
+            let m = e.to_string();
+            assert!(
+                m.contains("energy_window_kev") && m.contains("finite"),
+                "[{lo}, {hi}]: {m}"
+            );
+        }
+        // A finite window is taken: the refusal is about the values, not the field.
+        let mut c = CoincidenceConfig::prompt(4000);
+        c.energy_window_kev = Some([400.0, 600.0]);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_ring_of_zero_modules_is_refused_naming_the_field() {
+        let with_ring = |ring_modules| {
+            let mut c = CoincidenceConfig::prompt(4000);
+            c.min_module_difference = Some(ModuleDifference {
+                min: 1,
+                ring_modules,
+            });
+            c.validate()
+        };
+        let e = with_ring(Some(0)).unwrap_err();
+        assert_eq!(
+            e,
+            CoincidenceError::BadLimit {
+                field: "min_module_difference.ring_modules",
+                value: 0.0
+            }
+        );
+        let m = e.to_string();
+        assert!(m.contains("min_module_difference.ring_modules"), "{m}");
+        assert!(m.contains("ring_modules > 0"), "{m}");
+        assert_eq!(with_ring(Some(1)), Ok(()));
+        assert_eq!(with_ring(Some(24)), Ok(()));
+        assert_eq!(with_ring(None), Ok(()));
+    }
+}

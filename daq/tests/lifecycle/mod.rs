@@ -199,6 +199,154 @@ fn a_port_in_use_fails_the_start_and_leaves_a_failed_run() {
     drop(busy);
 }
 
+/// Names of the files under `dir` a reader could take for data.
+fn data_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".parquet") || n.contains(".sdq"))
+        .collect()
+}
+
+#[test]
+fn a_raw_archive_that_cannot_be_opened_fails_the_start_and_leaves_a_failed_run() {
+    use scandaq::acquire::live::{InputConfig, InputSpec, LiveConfig, run_live};
+    use scandaq::acquire::ring::OverflowPolicy;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-archive.sdq");
+    let out = tmp.path().join("runs");
+    // The live pipeline with an archive input, as `scandaq replay` and `recover` build it.
+    let live = LiveConfig {
+        inputs: vec![InputConfig {
+            spec: InputSpec::Archive(missing.clone()),
+            allow: vec![],
+            policy: OverflowPolicy::Block,
+            ring_chunks: 64,
+            ingest: Default::default(),
+        }],
+        out_dir: out.clone(),
+        ..LiveConfig::default()
+    };
+    let calib =
+        scandaq::process::calib_load::load_calibration_dir(&sim_dir().join("calib")).unwrap();
+    let Err(err) = run_live(&live, &calib, Arc::new(AtomicBool::new(false)), "replay") else {
+        panic!("a run over a missing archive started and ended without an error");
+    };
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!("cannot open raw archive {}", missing.display())),
+        "{text}"
+    );
+    assert!(text.contains("says failed: start_failed"), "{text}");
+    let dir = only_run(&out);
+    let m = Manifest::read(&dir).unwrap();
+    assert_eq!(
+        (m.state, m.failure, m.stop_reason),
+        (
+            RunState::Failed,
+            Some(FailureReason::StartFailed),
+            Some(StopReason::Failure)
+        ),
+        "{m:?}"
+    );
+    let error = m.error.unwrap_or_default();
+    assert!(error.contains(&missing.display().to_string()), "{error}");
+    assert_eq!(data_files(&dir), Vec::<String>::new());
+
+    // `scandaq replay` checks the archive before it allocates a run: the command fails naming
+    // the file, and no run directory (so nothing a reader could take for data) is made.
+    let out = tmp.path().join("replayed");
+    let (code, _stdout, stderr) = scandaq(&[
+        "replay",
+        missing.to_str().unwrap(),
+        "--calib",
+        sim_dir().join("calib").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    no_panic(&stderr);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot open {}", missing.display())),
+        "{stderr}"
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn sigterm_stops_a_live_run_like_sigint_and_commits_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = sim_dir().join("calib");
+    let udp = free_port_udp();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args([
+            "run",
+            "--udp",
+            &udp.to_string(),
+            "--calib",
+            calib.to_str().unwrap(),
+            "--out",
+            tmp.path().to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // SIGTERM once the run is running and has singles: a stop mid-acquisition.
+    let dir = crate::wait_run_running(tmp.path(), &mut child);
+    let sent = stream(udp_sender(udp.port(), 0.05, 2e5)).unwrap();
+    assert!(sent.hits_sent > 0);
+    let socket = dir.join(scandaq::observe::control::SOCKET_NAME);
+    wait_until(
+        "the run to hand singles to its sink",
+        Duration::from_secs(60),
+        || scandaq::observe::control::status(&socket).is_ok_and(|s| s.singles > 0),
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    no_panic(&stderr);
+    // Exit 0, not death by the signal: the handler turned SIGTERM into a stop request.
+    assert_eq!(out.status.code(), Some(0), "{:?}: {stderr}", out.status);
+    let m = Manifest::read(&dir).unwrap();
+    assert!(m.complete, "a clean stop commits the run: {m:?}");
+    assert_eq!(
+        (m.state, m.stop_reason),
+        (RunState::Stopped, Some(StopReason::StopRequested)),
+        "{m:?}"
+    );
+    assert!(m.counts["singles_written"] > 0, "{:?}", m.counts);
+    let names: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "singles-00000.parquet",
+            "coincidences-00000.parquet",
+            "delayed-00000.parquet"
+        ]
+    );
+    for f in &m.files {
+        assert!(dir.join(&f.path).exists(), "{}", f.path);
+    }
+    // The committed singles file holds every single the manifest counts.
+    let file = std::fs::File::open(dir.join("singles-00000.parquet")).unwrap();
+    let rows = parquet::file::reader::FileReader::metadata(
+        &parquet::file::reader::SerializedFileReader::new(file).unwrap(),
+    )
+    .file_metadata()
+    .num_rows();
+    assert_eq!(rows as u64, m.counts["singles_written"]);
+}
+
 #[test]
 fn concurrent_runs_into_one_directory_get_distinct_numbers() {
     let tmp = tempfile::tempdir().unwrap();
