@@ -22,6 +22,8 @@ use scandaq_decoders::rf::{
 
 // ---------------------------------------------------------------- transport
 
+use scandaq_decoders::transport::encode_packet;
+
 /// docs/formats.md §1 flags: bit 0 CRC present, bit 1 end of stream, bit 2 start of stream.
 #[test]
 fn transport_flag_constants_are_the_documented_bits() {
@@ -51,6 +53,18 @@ fn transport_packet_len_is_header_len_plus_payload_len() {
     let h = TransportHeader::parse(&b).expect("a valid header");
     assert_eq!((h.header_len, h.payload_len), (40, 7));
     assert_eq!(h.packet_len(), 47);
+}
+
+/// docs/formats.md §1: flag bit 0 says the CRC is present. A packet encoded with a CRC has
+/// bit 0 set even when the caller's extra flags already carry it (bytes 12..16 = flags).
+#[test]
+fn transport_packet_with_crc_has_the_crc_flag_whatever_the_extra_flags() {
+    use scandaq_decoders::transport::{FLAG_CRC, FLAG_END_OF_STREAM, decode_packet};
+    let mut b = Vec::new();
+    encode_packet(&mut b, 1, 9, 5, FLAG_CRC | FLAG_END_OF_STREAM, b"abc", true);
+    assert_eq!(u32::from_le_bytes(b[12..16].try_into().unwrap()), 0b011);
+    let (h, payload) = decode_packet(&b).expect("valid packet");
+    assert_eq!((h.flags, payload), (0b011, &b"abc"[..]));
 }
 
 // ---------------------------------------------------------------- .idxf
@@ -368,6 +382,13 @@ fn petlink_counts_by_kind_and_by_name_match_a_literal_word_stream() {
 fn petsys_repeated_frame_id_with_next_behind_prev_is_dropped() {
     let next = (1u64 << 35) + (1 << 33) + 1;
     assert_eq!(judge_frame_id(Some(0), 0, Some(next)), FrameIdVerdict::Drop);
+}
+
+/// docs/formats.md §2: frameSize is bits 36-50 of word 0, 15 bits, so the largest frame is
+/// 2^15 - 1 = 32767 words.
+#[test]
+fn petsys_max_frame_words_is_the_largest_15_bit_frame_size() {
+    assert_eq!(scandaq_decoders::petsys::MAX_FRAME_WORDS, 32767);
 }
 
 fn scan_all(buf: &[u8]) -> (FrameScanner, Vec<FrameSpan>) {
