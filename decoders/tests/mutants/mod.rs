@@ -391,6 +391,17 @@ fn petsys_max_frame_words_is_the_largest_15_bit_frame_size() {
     assert_eq!(scandaq_decoders::petsys::MAX_FRAME_WORDS, 32767);
 }
 
+/// "After" means 1 to 2^35 - 1 frames ahead (mod 2^36): a candidate exactly 2^35 ahead of
+/// prev is not after it, next (2^35 + 2^30 ahead of prev) is not after prev either, and
+/// neither neighbour is within `MAX_UNCONFIRMED_STEP` (2^24) of the candidate: rule 5, drop.
+#[test]
+fn petsys_frame_id_exactly_half_the_counter_ahead_is_not_after() {
+    assert_eq!(
+        judge_frame_id(Some(0), 1 << 35, Some((1 << 35) + (1 << 30))),
+        FrameIdVerdict::Drop
+    );
+}
+
 fn scan_all(buf: &[u8]) -> (FrameScanner, Vec<FrameSpan>) {
     let mut s = FrameScanner::new();
     let mut spans = Vec::new();
