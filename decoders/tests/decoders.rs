@@ -814,3 +814,6 @@ mod rf;
 
 #[path = "structured/mod.rs"]
 mod structured;
+
+#[path = "mutants/mod.rs"]
+mod mutants;
