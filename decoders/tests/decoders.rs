@@ -817,3 +817,6 @@ mod structured;
 
 #[path = "mutants/mod.rs"]
 mod mutants;
+
+#[path = "control/mod.rs"]
+mod control;

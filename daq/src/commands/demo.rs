@@ -173,7 +173,7 @@ pub fn demo_with(
                     }
                     slices = 0;
                     if let Some(cell) = &input_cell {
-                        cell.publish({ sim_input_snapshot(chunks, bytes_sent, tx.len(), !more) });
+                        cell.publish(sim_input_snapshot(chunks, bytes_sent, tx.len(), !more));
                     }
                 }
                 if !more {

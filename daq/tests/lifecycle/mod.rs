@@ -5,7 +5,8 @@
 
 use super::faults_durable::SmallDisk;
 use super::{free_port_udp, no_panic, scandaq, sim_dir};
-use scandaq_core::run_state::{FailureReason, RunState, StopReason};
+use scandaq::acquire::live::LiveHandles;
+use scandaq_core::run_state::{FailureReason, RunMode, RunState, StopReason};
 use scandaq_fpga_sim::BenchConfig;
 use scandaq_fpga_sim::stream::{StreamConfig, Transport, stream};
 use scandaq_sinks::Manifest;
@@ -213,8 +214,6 @@ fn data_files(dir: &Path) -> Vec<String> {
 fn a_raw_archive_that_cannot_be_opened_fails_the_start_and_leaves_a_failed_run() {
     use scandaq::acquire::live::{InputConfig, InputSpec, LiveConfig, run_live};
     use scandaq::acquire::ring::OverflowPolicy;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-archive.sdq");
@@ -233,7 +232,7 @@ fn a_raw_archive_that_cannot_be_opened_fails_the_start_and_leaves_a_failed_run()
     };
     let calib =
         scandaq::process::calib_load::load_calibration_dir(&sim_dir().join("calib")).unwrap();
-    let Err(err) = run_live(&live, &calib, Arc::new(AtomicBool::new(false)), "replay") else {
+    let Err(err) = run_live(&live, &calib, LiveHandles::new(RunMode::Replay)) else {
         panic!("a run over a missing archive started and ended without an error");
     };
     let text = format!("{err:#}");
