@@ -637,3 +637,48 @@ fn rf_chunk_with_a_different_header_or_chunk_count_conflicts() {
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(r.open_events(), 1);
 }
+
+/// docs/ultrasound.md: the reassembler remembers the last `4 * max_open_events + 16` closed
+/// events, so a repeated chunk of one of them is `us_duplicate_chunks` (never a second copy of
+/// the event); a chunk of an event closed before those is taken as a new event.
+#[test]
+fn rf_closed_events_are_remembered_for_four_times_the_open_limit_plus_sixteen() {
+    for max_open in [1usize, 3] {
+        let remembered = 4 * max_open + 16;
+        let event = |frame_no: u64| RfEventHeader {
+            frame_no,
+            ..rf_event(2, 4)
+        };
+        let chunk = |frame_no: u64| rf_chunk(event(frame_no), 0, 1, 0, &[7; 16]);
+        let mut r = RfReassembler::new(max_open, 1 << 20);
+        let mut emitted = Vec::new();
+        for f in 0..remembered as u64 {
+            r.push(&chunk(f), &mut |e| emitted.push(e.header.frame_no));
+        }
+        assert_eq!(emitted.len(), remembered, "max_open {max_open}");
+        // Event 0 is the oldest still remembered: its repeat is a duplicate.
+        r.push(&chunk(0), &mut |e| emitted.push(e.header.frame_no));
+        assert_eq!(
+            emitted.len(),
+            remembered,
+            "max_open {max_open}: repeat emitted"
+        );
+        assert_eq!(
+            r.losses().get("us_duplicate_chunks"),
+            1,
+            "max_open {max_open}"
+        );
+        // One more event closes: event 0 is forgotten, so its chunk makes a new event.
+        r.push(&chunk(remembered as u64), &mut |e| {
+            emitted.push(e.header.frame_no)
+        });
+        r.push(&chunk(0), &mut |e| emitted.push(e.header.frame_no));
+        assert_eq!(emitted.len(), remembered + 2, "max_open {max_open}");
+        assert_eq!(emitted.last(), Some(&0), "max_open {max_open}");
+        assert_eq!(
+            r.losses().get("us_duplicate_chunks"),
+            1,
+            "max_open {max_open}"
+        );
+    }
+}
