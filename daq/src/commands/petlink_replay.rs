@@ -11,6 +11,7 @@
 //! moved into Arrow without copying) written as it comes, so memory stays flat for files of
 //! any size.
 
+use crate::process::read_blocks::read_up_to;
 use crate::process::session::{self, SOFTWARE_VERSION};
 use anyhow::{Context, Result, bail};
 use scandaq_core::LossCounts;
@@ -20,7 +21,7 @@ use scandaq_decoders::interfile::PetlinkHeader;
 use scandaq_decoders::petlink::{EventBatch, PetlinkCounts, PetlinkDecoder, SinglesRateBatch};
 use scandaq_sinks::petlink_tables::{self as tables, PETLINK_SCHEMA_VERSION};
 use scandaq_sinks::{FileRecord, Manifest, ParquetTableWriter, RunDir};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -149,20 +150,6 @@ pub struct PetlinkReplaySummary {
     pub elapsed: Duration,
     /// Notes for the user.
     pub warnings: Vec<String>,
-}
-
-/// Reads until `buf` is full or end of file; returns the bytes read.
-fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Replays the PETLINK list-mode `file` (header from `header` or found beside it) into a new

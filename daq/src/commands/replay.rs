@@ -10,6 +10,7 @@ use crate::process::calib_load;
 use crate::process::calib_load::LoadedCalibration;
 use crate::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
 use crate::process::pipeline::Chunk;
+use crate::process::read_blocks::read_up_to;
 use crate::process::session::{self, RunDescription, RunSummary};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::bounded;
@@ -145,20 +146,6 @@ pub fn replay(
     bar.finish_and_clear();
     let _ = reader.join();
     summary
-}
-
-/// Reads until `buf` is full or end of file; returns the bytes read.
-fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// The metadata JSON of the raw archive `archive` (`.sdq`: 64-byte header, JSON, packets).

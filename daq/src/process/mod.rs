@@ -11,6 +11,7 @@ pub mod frame_chunk;
 pub mod kernel;
 pub mod merge;
 pub mod pipeline;
+pub mod read_blocks;
 pub mod session;
 pub mod singles_columns;
 pub mod streams;

@@ -21,12 +21,12 @@ pub mod tdc;
 use crate::process::calib_load::names;
 use crate::process::kernel::CompiledCalibration;
 use crate::process::pipeline::Processor;
+use crate::process::read_blocks::read_up_to;
 use anyhow::{Context, Result, bail};
 use scandaq_core::{Calibration, ClockModel, EnergyTable, Geometry, HitBatch, TdcTable};
 use scandaq_decoders::FrameScanner;
 use scandaq_decoders::petsys::HitFields;
 use scandaq_decoders::rawf::{RAWF_HEADER_LEN, RawfHeader};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Bytes read per chunk (memory stays bounded by a few chunks whatever the file size).
@@ -76,20 +76,6 @@ fn open_rawf(path: &Path) -> Result<(std::fs::File, ClockModel)> {
             frequency_hz: header.frequency_hz,
         },
     ))
-}
-
-/// Reads until `buf` is full or end of file.
-fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Streams the chunks of one `.rawf` to `f(bytes, eof)`.
