@@ -332,6 +332,21 @@ mod tests {
     }
 
     #[test]
+    fn repairs_move_out_by_name_and_a_reason_displays_as_its_name() {
+        let mut c = LossCounts::default();
+        c.add(LossReason::RepairedFrameId, 3);
+        c.add(LossReason::BadFrameHeader, 2);
+        let repairs = c.take_repairs();
+        assert_eq!(
+            repairs,
+            BTreeMap::from([("repaired_frame_id".to_string(), 3)])
+        );
+        assert_eq!(c.by_name(), BTreeMap::from([("bad_frame_header", 2)]));
+        assert!(c.take_repairs().is_empty());
+        assert_eq!(LossReason::BadFrameHeader.to_string(), "bad_frame_header");
+    }
+
+    #[test]
     fn the_documented_table_lists_every_reason() {
         let doc = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tables.md"),
