@@ -376,3 +376,75 @@ impl StatsSnapshot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LossReason;
+
+    fn snapshot(
+        inputs: Vec<InputSnapshot>,
+        boards_decoded: Vec<BoardDecodeSnapshot>,
+    ) -> StatsSnapshot {
+        StatsSnapshot {
+            info: RunInfo::default(),
+            state: RunState::default(),
+            elapsed_s: 1.0,
+            inputs,
+            boards_decoded,
+            sink_rows: 0,
+            sink_bytes: 0,
+            singles: 0,
+            frame_bytes: 0,
+            ring_fill: 0,
+            boards: 0,
+            energy_bins: vec![],
+            channel_hits: vec![],
+            other_channel_hits: 0,
+            module_energy_bins: vec![],
+            coincidences: None,
+            streams: vec![],
+            health: RunHealth::default(),
+        }
+    }
+
+    #[test]
+    fn losses_total_adds_every_place_and_leaves_repairs_out() {
+        let mut input_losses = crate::LossCounts::default();
+        input_losses.add(LossReason::CrcError, 2);
+        let mut decode_losses = crate::LossCounts::default();
+        decode_losses.add(LossReason::LateHit, 7);
+        decode_losses.add(LossReason::RepairedFrameId, 100);
+        let input = |losses: crate::LossCounts, missing: u64| InputSnapshot {
+            losses,
+            ring_dropped_packets: 3,
+            kernel_drops: 5,
+            boards: vec![BoardTransportSnapshot {
+                packets_missing: missing,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let board = BoardDecodeSnapshot {
+            losses: decode_losses,
+            ..Default::default()
+        };
+        let s = snapshot(
+            vec![input(input_losses, 11), input(Default::default(), 13)],
+            vec![board.clone(), board],
+        );
+        // inputs: (2 + 3 + 5 + 11) + (0 + 3 + 5 + 13); decode: 7 + 7 (repairs are no loss).
+        assert_eq!(s.losses_total(), 21 + 21 + 14);
+        assert_eq!(snapshot(vec![], vec![]).losses_total(), 0);
+    }
+
+    #[test]
+    fn health_counts_count_each_state() {
+        use ChannelHealth::{Flat, Noisy, Ok, Saturated};
+        let meg = MegSnapshot {
+            health: vec![Ok, Flat, Noisy, Ok, Saturated, Noisy, Noisy],
+            ..Default::default()
+        };
+        assert_eq!(meg.health_counts(), (2, 1, 1, 3));
+    }
+}
