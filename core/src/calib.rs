@@ -268,6 +268,24 @@ mod tests {
         assert!(err.to_string().contains("expected 6 columns"), "{err}");
     }
 
+    /// docs/calibration.md: tacID 0..3; a_ns and b_kev both positive; entries found by
+    /// (channel, TAC, branch).
+    #[test]
+    fn tac_range_positive_energy_terms_and_lookup() {
+        // Channel 0x1041 = port 0, slave 1, chip 1, channel 1.
+        let t = TdcTable::parse("tdc", "0 1 1 1 3 T 0.5 100 300 -10\n").unwrap();
+        let e = t.get(0x1041, 3, Branch::T).expect("the row's entry");
+        assert_eq!((e.t0, e.a0, e.a1, e.a2), (0.5, 100.0, 300.0, -10.0));
+        assert!(t.get(0x1041, 3, Branch::E).is_none());
+        assert!(t.get(0x1041, 2, Branch::T).is_none());
+        let err = TdcTable::parse("tdc", "0 1 1 1 4 T 0.5 100 300 -10\n").unwrap_err();
+        assert!(err.message.contains("tacID 4 out of range"), "{err}");
+        for row in ["0 0 0 1 -2.0 10\n", "0 0 0 1 2.0 0\n"] {
+            let err = EnergyTable::parse("energy.tsv", row).unwrap_err();
+            assert!(err.message.contains("must be positive"), "{row}: {err}");
+        }
+    }
+
     #[test]
     fn energy_and_skew_round_trip() {
         let mut e = EnergyTable::default();

@@ -51,4 +51,20 @@ mod tests {
         assert!(ChannelId::from_parts(32, 0, 0, 0).is_none());
         assert!(ChannelId::from_parts(0, 0, 64, 0).is_none());
     }
+
+    /// docs/formats.md: `port << 17 | slave << 12 | chip << 6 | channel`, 22 bits.
+    #[test]
+    fn the_largest_id_and_a_literal_one_match_the_documented_layout() {
+        assert_eq!(ChannelId::MAX, 4_194_303);
+        assert_eq!(
+            ChannelId::from_parts(31, 31, 63, 63),
+            Some(ChannelId(ChannelId::MAX))
+        );
+        // 2 << 17 | 5 << 12 | 9 << 6 | 33 = 262144 + 20480 + 576 + 33.
+        assert_eq!(ChannelId::from_parts(2, 5, 9, 33), Some(ChannelId(283_233)));
+        assert_eq!(
+            ChannelId(283_233).to_string(),
+            "283233 (port 2 slave 5 chip 9 channel 33)"
+        );
+    }
 }

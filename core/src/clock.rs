@@ -82,6 +82,33 @@ mod tests {
     }
 
     #[test]
+    fn only_a_backward_jump_of_more_than_half_the_range_is_a_wrap() {
+        let mut u = FrameUnwrapper::new();
+        let a = 4 * FRAME_ID_MODULUS / 10;
+        assert_eq!(u.unwrap(a), a);
+        // Backward by 10 % of the range, mid-range: disorder, not a wrap.
+        assert_eq!(
+            u.unwrap(a - FRAME_ID_MODULUS / 10),
+            a - FRAME_ID_MODULUS / 10
+        );
+        assert_eq!(u.wraps(), 0);
+        // Backward by exactly half the range: still not a wrap.
+        let mut u = FrameUnwrapper::new();
+        let top = FRAME_ID_MODULUS - 1;
+        u.unwrap(top);
+        assert_eq!(
+            u.unwrap(top - FRAME_ID_MODULUS / 2),
+            top - FRAME_ID_MODULUS / 2
+        );
+        assert_eq!(u.wraps(), 0);
+        // One more: a wrap.
+        let mut u = FrameUnwrapper::new();
+        u.unwrap(top);
+        u.unwrap(top - FRAME_ID_MODULUS / 2 - 1);
+        assert_eq!(u.wraps(), 1);
+    }
+
+    #[test]
     fn period_of_default_clock_is_5000_ps() {
         assert_eq!(ClockModel::TOFPET2_DEFAULT.period_ps(), 5000.0);
     }
