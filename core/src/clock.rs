@@ -106,6 +106,17 @@ mod tests {
         u.unwrap(top);
         u.unwrap(top - FRAME_ID_MODULUS / 2 - 1);
         assert_eq!(u.wraps(), 1);
+        // After a wrap, a forward step of exactly half the range stays in the new epoch; one
+        // more is a straggler from before the wrap.
+        let mut u = FrameUnwrapper::new();
+        u.unwrap(top);
+        assert_eq!(u.unwrap(5), FRAME_ID_MODULUS + 5);
+        let half = 5 + FRAME_ID_MODULUS / 2;
+        assert_eq!(u.unwrap(half), FRAME_ID_MODULUS + half);
+        let mut u = FrameUnwrapper::new();
+        u.unwrap(top);
+        u.unwrap(5);
+        assert_eq!(u.unwrap(half + 1), half + 1);
     }
 
     #[test]
