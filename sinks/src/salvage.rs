@@ -494,8 +494,10 @@ pub fn salvage(
                 break;
             }
         };
-        if writer.is_none() {
-            let meta = vec![
+        let w = match &mut writer {
+            Some(w) => w,
+            None => {
+                let meta = vec![
                 ("scandaq.run".to_string(), run.to_string()),
                 ("scandaq.table".to_string(), table.to_string()),
                 (
@@ -507,15 +509,15 @@ pub fn salvage(
                     "salvaged by scandaq recover from a file without footer; the original key-value metadata was in the lost footer".to_string(),
                 ),
             ];
-            writer = Some(ParquetTableWriter::create(
-                dir,
-                final_name,
-                schema.clone(),
-                &options,
-                meta,
-            )?);
-        }
-        let w = writer.as_mut().expect("created above");
+                writer.insert(ParquetTableWriter::create(
+                    dir,
+                    final_name,
+                    schema.clone(),
+                    &options,
+                    meta,
+                )?)
+            }
+        };
         for b in &batches {
             w.write(b)?;
         }

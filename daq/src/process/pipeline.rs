@@ -180,24 +180,28 @@ struct SinglesFiles {
 
 impl SinglesFiles {
     fn open(&mut self) -> Result<&mut ParquetTableWriter> {
-        if self.writer.is_none() {
-            let name = singles::singles_file_name(self.next_index);
-            let options = scandaq_sinks::WriteOptions {
-                commit_interval: Some(self.rotation.commit_interval()),
-                ..singles::write_options()
-            };
-            self.writer = Some(ParquetTableWriter::create(
-                &self.dir,
-                &name,
-                singles::schema_with(self.columns),
-                &options,
-                self.metadata.clone(),
-            )?);
-            self.next_index += 1;
-            self.opened = Instant::now();
-            self.range = None;
-        }
-        Ok(self.writer.as_mut().expect("just opened"))
+        let writer = match self.writer.take() {
+            Some(w) => w,
+            None => {
+                let name = singles::singles_file_name(self.next_index);
+                let options = scandaq_sinks::WriteOptions {
+                    commit_interval: Some(self.rotation.commit_interval()),
+                    ..singles::write_options()
+                };
+                let w = ParquetTableWriter::create(
+                    &self.dir,
+                    &name,
+                    singles::schema_with(self.columns),
+                    &options,
+                    self.metadata.clone(),
+                )?;
+                self.next_index += 1;
+                self.opened = Instant::now();
+                self.range = None;
+                w
+            }
+        };
+        Ok(self.writer.insert(writer))
     }
 
     fn write(&mut self, record: &RecordBatch, first: i64, last: i64) -> Result<()> {

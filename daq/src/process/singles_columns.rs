@@ -182,7 +182,11 @@ impl<'a> SinglesAnnotator<'a> {
                 front.photon_id.iter().position(|&id| is_open(id))
             };
             match cut {
-                None => out.push(g.held.pop_front().expect("front exists")),
+                None => {
+                    if let Some(whole) = g.held.pop_front() {
+                        out.push(whole);
+                    }
+                }
                 Some(0) => break,
                 Some(n) => {
                     out.push(split_front(front, n));
