@@ -58,10 +58,12 @@ fn sigkill_at_random_points_then_recover() {
     // Kill points in acquired singles (3.5 M to 6 M, thousands drawn at random), not in
     // time: a loaded machine acquires less per second, and a time-based kill could come
     // before the first rotation every time.
-    for (i, target_k) in kill_points(0x5eed_cafe, 5, 3500, 6000)
-        .into_iter()
-        .enumerate()
-    {
+    // A last kill at 9 M singles: even on an idle machine (3.6 M singles/s) the singles
+    // acquired one second before it are past the first rotation, so the listed-files check
+    // always runs at least once (with kills at 3.5-6 M only, a fast run could skip it).
+    let mut points = kill_points(0x5eed_cafe, 5, 3500, 6000);
+    points.push(9000);
+    for (i, target_k) in points.into_iter().enumerate() {
         let out = tmp.path().join(format!("k{i}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
             .args([
