@@ -120,6 +120,30 @@ mod tests {
     }
 
     #[test]
+    fn a_far_forward_step_before_any_wrap_is_not_a_straggler() {
+        // No wrap yet (epoch 0): there is no earlier epoch to put it in, so it stays in epoch 0.
+        let mut u = FrameUnwrapper::new();
+        u.unwrap(5);
+        let far = 5 + FRAME_ID_MODULUS / 2 + 1;
+        assert_eq!(u.unwrap(far), far);
+        assert_eq!(u.wraps(), 0);
+    }
+
+    #[test]
+    fn a_straggler_after_two_wraps_belongs_to_the_second_epoch() {
+        let top = FRAME_ID_MODULUS - 1;
+        let mut u = FrameUnwrapper::new();
+        u.unwrap(top);
+        u.unwrap(1); // wrap 1
+        u.unwrap(FRAME_ID_MODULUS / 2);
+        u.unwrap(top);
+        u.unwrap(1); // wrap 2
+        assert_eq!(u.wraps(), 2);
+        // A late frame from just before the second wrap: epoch 1.
+        assert_eq!(u.unwrap(top - 3), FRAME_ID_MODULUS + top - 3);
+    }
+
+    #[test]
     fn period_of_default_clock_is_5000_ps() {
         assert_eq!(ClockModel::TOFPET2_DEFAULT.period_ps(), 5000.0);
     }

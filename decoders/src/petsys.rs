@@ -348,6 +348,42 @@ impl FrameScanner {
         }
     }
 
+    /// The verdict on the id of a frame that does not follow the last one, from the headers
+    /// after it (ending at `end`); `None` while those headers are not here yet.
+    fn judge_out_of_sequence(
+        &self,
+        buf: &[u8],
+        end: usize,
+        frame_id: u64,
+        eof: bool,
+    ) -> Option<FrameIdVerdict> {
+        let next = match Self::check(buf, end) {
+            HeaderCheck::Frame(n) => Some(n),
+            HeaderCheck::Bad => None,
+            HeaderCheck::NeedMore if eof => None,
+            HeaderCheck::NeedMore => return None,
+        };
+        let verdict = judge_frame_id(self.last_frame_id, frame_id, next.map(|n| n.frame_id));
+        if let (None, Some(n), false) =
+            (self.last_frame_id, next, verdict == FrameIdVerdict::Accept)
+        {
+            // A first frame and its successor disagree: the frame after them decides which
+            // one is the outlier.
+            let end2 = end + 16 + 8 * n.n_hits as usize;
+            match Self::check(buf, end2) {
+                HeaderCheck::Frame(n2)
+                    if is_shortly_after(frame_id, n2.frame_id)
+                        && !is_shortly_after(n.frame_id, n2.frame_id) =>
+                {
+                    return Some(FrameIdVerdict::Accept);
+                }
+                HeaderCheck::NeedMore if !eof => return None,
+                _ => {}
+            }
+        }
+        Some(verdict)
+    }
+
     /// Scans whole frames at the start of `buf`, appending a [`FrameSpan`] per data frame to
     /// `spans`. Returns the number of bytes consumed; the caller keeps the rest and calls
     /// again with more bytes appended. With `eof`, trailing bytes that do not make a whole
@@ -380,32 +416,9 @@ impl FrameScanner {
             let in_sequence =
                 matches!(self.last_frame_id, Some(last) if ahead(last, frame_id) == 1);
             if !in_sequence {
-                let next = match Self::check(buf, end) {
-                    HeaderCheck::Frame(n) => Some(n),
-                    HeaderCheck::Bad => None,
-                    HeaderCheck::NeedMore if eof => None,
-                    // Decide when the next header is here.
-                    HeaderCheck::NeedMore => break,
+                let Some(verdict) = self.judge_out_of_sequence(buf, end, frame_id, eof) else {
+                    break; // decide when the next headers are here
                 };
-                let mut verdict =
-                    judge_frame_id(self.last_frame_id, frame_id, next.map(|n| n.frame_id));
-                if let (None, Some(n), false) =
-                    (self.last_frame_id, next, verdict == FrameIdVerdict::Accept)
-                {
-                    // A first frame and its successor disagree: the frame after them decides
-                    // which one is the outlier.
-                    let end2 = end + 16 + 8 * n.n_hits as usize;
-                    match Self::check(buf, end2) {
-                        HeaderCheck::Frame(n2)
-                            if is_shortly_after(frame_id, n2.frame_id)
-                                && !is_shortly_after(n.frame_id, n2.frame_id) =>
-                        {
-                            verdict = FrameIdVerdict::Accept;
-                        }
-                        HeaderCheck::NeedMore if !eof => break,
-                        _ => {}
-                    }
-                }
                 match verdict {
                     FrameIdVerdict::Accept => {}
                     FrameIdVerdict::Repair(id) => {

@@ -9,12 +9,14 @@
 use crate::error::SinkError;
 use crate::manifest::FileRecord;
 use crate::{ParquetTableWriter, WriteOptions, coincidences, petlink_tables, singles};
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::{
     ColumnChunkMetaData, FileMetaData, ParquetMetaData, RowGroupMetaData,
 };
@@ -439,19 +441,7 @@ pub fn salvage(
     }
     let pages = walk_pages(&bytes);
     drop(bytes);
-    // The candidate schema that explains the most complete row groups.
-    let mut best: Option<(SchemaRef, Vec<FoundGroup>, Option<String>)> = None;
-    for schema in schemas {
-        let dict: Vec<bool> = schema
-            .fields()
-            .iter()
-            .map(|f| options.dictionary_columns.contains(&f.name().as_str()))
-            .collect();
-        let (groups, why) = cut_row_groups(&pages, &dict);
-        if best.as_ref().is_none_or(|b| groups.len() > b.1.len()) {
-            best = Some((schema, groups, why));
-        }
-    }
+    let best = best_explaining_schema(&pages, schemas, &options.dictionary_columns);
     let Some((schema, groups, mut why)) = best else {
         return Err(fail("no schema".into()));
     };
@@ -472,17 +462,7 @@ pub fn salvage(
     let mut kept_end = 4u64;
     for (i, g) in groups.iter().enumerate() {
         let metadata = rebuild_metadata(&descr, &groups[..=i], compression).map_err(fail)?;
-        let decoded = ArrowReaderMetadata::try_new(
-            Arc::new(metadata),
-            ArrowReaderOptions::new().with_schema(schema.clone()),
-        )
-        .and_then(|m| {
-            ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, m)
-                .with_row_groups(vec![i])
-                .build()?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(Into::into)
-        });
+        let decoded = decode_row_group(&file, metadata, &schema, i);
         let batches = match decoded {
             Ok(b) if b.iter().map(|b| b.num_rows() as u64).sum::<u64>() == g.rows => b,
             Ok(_) => {
@@ -496,27 +476,9 @@ pub fn salvage(
         };
         let w = match &mut writer {
             Some(w) => w,
-            None => {
-                let meta = vec![
-                ("scandaq.run".to_string(), run.to_string()),
-                ("scandaq.table".to_string(), table.to_string()),
-                (
-                    "scandaq.software_version".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                ),
-                (
-                    "scandaq.recovered".to_string(),
-                    "salvaged by scandaq recover from a file without footer; the original key-value metadata was in the lost footer".to_string(),
-                ),
-            ];
-                writer.insert(ParquetTableWriter::create(
-                    dir,
-                    final_name,
-                    schema.clone(),
-                    &options,
-                    meta,
-                )?)
-            }
+            None => writer.insert(salvage_writer(
+                dir, final_name, &schema, &options, run, table,
+            )?),
         };
         for b in &batches {
             w.write(b)?;
@@ -541,6 +503,74 @@ pub fn salvage(
         bytes_lost: size.saturating_sub(kept_end),
         why_stopped: why,
     })
+}
+
+/// The candidate schema whose page layout explains the most complete row groups, with those
+/// groups and why the walk stopped.
+fn best_explaining_schema(
+    pages: &[Page],
+    schemas: Vec<SchemaRef>,
+    dictionary_columns: &[&str],
+) -> Option<(SchemaRef, Vec<FoundGroup>, Option<String>)> {
+    let mut best: Option<(SchemaRef, Vec<FoundGroup>, Option<String>)> = None;
+    for schema in schemas {
+        let dict: Vec<bool> = schema
+            .fields()
+            .iter()
+            .map(|f| dictionary_columns.contains(&f.name().as_str()))
+            .collect();
+        let (groups, why) = cut_row_groups(pages, &dict);
+        if best.as_ref().is_none_or(|b| groups.len() > b.1.len()) {
+            best = Some((schema, groups, why));
+        }
+    }
+    best
+}
+
+/// Row group `index` of the footerless `file`, read through the rebuilt `metadata`.
+fn decode_row_group(
+    file: &std::fs::File,
+    metadata: ParquetMetaData,
+    schema: &SchemaRef,
+    index: usize,
+) -> Result<Vec<RecordBatch>, ParquetError> {
+    ArrowReaderMetadata::try_new(
+        Arc::new(metadata),
+        ArrowReaderOptions::new().with_schema(schema.clone()),
+    )
+    .and_then(|m| {
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, m)
+            .with_row_groups(vec![index])
+            .build()?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Into::into)
+    })
+}
+
+/// The writer of the salvaged table, its metadata saying where it came from.
+fn salvage_writer(
+    dir: &Path,
+    final_name: &str,
+    schema: &SchemaRef,
+    options: &WriteOptions,
+    run: u64,
+    table: &str,
+) -> Result<ParquetTableWriter, SinkError> {
+    let meta = vec![
+        ("scandaq.run".to_string(), run.to_string()),
+        ("scandaq.table".to_string(), table.to_string()),
+        (
+            "scandaq.software_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "scandaq.recovered".to_string(),
+            "salvaged by scandaq recover from a file without footer; the original key-value \
+             metadata was in the lost footer"
+                .to_string(),
+        ),
+    ];
+    ParquetTableWriter::create(dir, final_name, schema.clone(), options, meta)
 }
 
 #[cfg(test)]

@@ -801,7 +801,6 @@ fn meg_cell(health: ChannelHealth, rms: f64, median: f64) -> (char, Style) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn draw_meg(
     frame: &mut Frame,
     app: &App,
@@ -814,6 +813,40 @@ fn draw_meg(
     let b = block_owned(format!(" MEG stream {id}{which} "));
     let inner = b.inner(area);
     frame.render_widget(b, area);
+    let mut lines = vec![meg_rates_line(m)];
+    if m.windows == 0 || m.rms.is_empty() {
+        lines.push(Line::styled(
+            "channel RMS: waiting for the first analysis window",
+            DIM,
+        ));
+        frame.render_widget(Paragraph::new(lines), inner);
+        return;
+    }
+    let width = inner.width as usize;
+    lines.push(meg_health_line(m));
+    lines.push(meg_bad_channels_line(m, width));
+    // The channel map: one cell per channel, rows of up to 64.
+    let sel = app.meg_channel_index(m.rms.len());
+    let room = (inner.height as usize).saturating_sub(lines.len() + 1);
+    lines.extend(meg_channel_map(m, width, room, selected.then_some(sel)));
+    if selected {
+        lines.push(meg_selected_channel_line(m, sel));
+    }
+    // Per-channel RMS bars when there is room.
+    let left = (inner.height as usize).saturating_sub(lines.len());
+    if left >= 3 && width >= 10 {
+        let values = fit_columns(&m.rms, width);
+        lines.extend(
+            bar_rows(&values, left.min(10))
+                .into_iter()
+                .map(|r| Line::styled(r, Style::new().fg(Color::Cyan))),
+        );
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// Sample rate, blocks, trigger rate and the mains line of a MEG stream.
+fn meg_rates_line(m: &MegSnapshot) -> Line<'static> {
     let sep = Span::styled(" │ ", DIM);
     let mains = if m.windows == 0 {
         "mains -".to_string()
@@ -831,30 +864,26 @@ fn draw_meg(
             field(m.mains_amplitude, &m.unit)
         )
     };
-    let mut lines = vec![Line::from(vec![
+    Line::from(vec![
         Span::raw(format!("{:.3} Hz", m.rate_hz)),
         sep.clone(),
         Span::raw(format!("blocks {}", si(m.blocks as f64))),
         sep.clone(),
         Span::raw(format!("trig {:.2} Hz", m.trigger_rate_hz)),
-        sep.clone(),
+        sep,
         Span::raw(mains),
-    ])];
-    if m.windows == 0 || m.rms.is_empty() {
-        lines.push(Line::styled(
-            "channel RMS: waiting for the first analysis window",
-            DIM,
-        ));
-        frame.render_widget(Paragraph::new(lines), inner);
-        return;
-    }
+    ])
+}
+
+/// The median RMS and how many channels are in each health state.
+fn meg_health_line(m: &MegSnapshot) -> Line<'static> {
     let (ok, flat, sat, noisy) = m.health_counts();
     let count = |label: &str, n: usize, bad: Style| {
         Span::styled(format!("{label} {n}"), if n > 0 { bad } else { DIM })
     };
-    lines.push(Line::from(vec![
+    Line::from(vec![
         Span::raw(format!("RMS median {}", field(m.median_rms, &m.unit))),
-        sep.clone(),
+        Span::styled(" │ ", DIM),
         Span::styled(format!("ok {ok}"), OK),
         Span::raw(" "),
         count("flat", flat, WARN),
@@ -862,11 +891,13 @@ fn draw_meg(
         count("saturated", sat, RED),
         Span::raw(" "),
         count("noisy", noisy, RED),
-    ]));
-    // The channels that are not ok, by name, as many as fit.
+    ])
+}
+
+/// The channels that are not ok, by name, as many as fit in `width`.
+fn meg_bad_channels_line(m: &MegSnapshot, width: usize) -> Line<'static> {
     let mut bad: Vec<Span> = Vec::new();
     let mut used = 0usize;
-    let width = inner.width as usize;
     for (i, h) in m.health.iter().enumerate() {
         if *h == ChannelHealth::Ok {
             continue;
@@ -889,57 +920,58 @@ fn draw_meg(
         bad.push(Span::styled(text, style));
     }
     if bad.is_empty() {
-        lines.push(Line::styled("all channels ok", OK));
+        Line::styled("all channels ok", OK)
     } else {
-        lines.push(Line::from(bad));
+        Line::from(bad)
     }
-    // The channel map: one cell per channel, rows of up to 64.
+}
+
+/// One cell per channel, rows of up to 64, at most `room` rows; the `selected` channel reversed.
+fn meg_channel_map(
+    m: &MegSnapshot,
+    width: usize,
+    room: usize,
+    selected: Option<usize>,
+) -> Vec<Line<'static>> {
     let n = m.rms.len();
     let cols = n.min(64).min(width.max(1));
     let cell_w = (width / cols.max(1)).clamp(1, 2);
-    let sel = app.meg_channel_index(n);
     let rows = n.div_ceil(cols.max(1));
-    let room = (inner.height as usize).saturating_sub(lines.len() + 1);
-    for r in 0..rows.min(room) {
-        let spans: Vec<Span> = (r * cols..((r + 1) * cols).min(n))
-            .map(|i| {
-                let (ch, mut style) = meg_cell(
-                    m.health.get(i).copied().unwrap_or_default(),
-                    f64::from(m.rms[i]),
-                    m.median_rms,
-                );
-                if selected && i == sel {
-                    style = style.add_modifier(Modifier::REVERSED);
-                }
-                Span::styled(ch.to_string().repeat(cell_w), style)
-            })
-            .collect();
-        lines.push(Line::from(spans));
-    }
-    if selected {
-        let h = m.health.get(sel).copied().unwrap_or_default();
-        lines.push(Line::from(vec![
-            Span::raw(format!(
-                "ch {} {}: {} ",
-                sel + 1,
-                m.channel_names.get(sel).map_or("?", String::as_str),
-                field(f64::from(m.rms[sel]), &m.unit)
-            )),
-            Span::styled(h.name(), if h == ChannelHealth::Ok { OK } else { WARN }),
-            Span::styled(format!("  (RMS over {:.1} s, ↑↓)", m.window_s), DIM),
-        ]));
-    }
-    // Per-channel RMS bars when there is room.
-    let left = (inner.height as usize).saturating_sub(lines.len());
-    if left >= 3 && width >= 10 {
-        let values = fit_columns(&m.rms, width);
-        lines.extend(
-            bar_rows(&values, left.min(10))
-                .into_iter()
-                .map(|r| Line::styled(r, Style::new().fg(Color::Cyan))),
-        );
-    }
-    frame.render_widget(Paragraph::new(lines), inner);
+    (0..rows.min(room))
+        .map(|r| {
+            let spans: Vec<Span> = (r * cols..((r + 1) * cols).min(n))
+                .map(|i| {
+                    let (ch, mut style) = meg_cell(
+                        m.health.get(i).copied().unwrap_or_default(),
+                        f64::from(m.rms[i]),
+                        m.median_rms,
+                    );
+                    if selected == Some(i) {
+                        style = style.add_modifier(Modifier::REVERSED);
+                    }
+                    Span::styled(ch.to_string().repeat(cell_w), style)
+                })
+                .collect();
+            Line::from(spans)
+        })
+        .collect()
+}
+
+/// Name, RMS and health of the channel the operator selected.
+fn meg_selected_channel_line(m: &MegSnapshot, sel: usize) -> Line<'static> {
+    let h = m.health.get(sel).copied().unwrap_or_default();
+    Line::from(vec![
+        Span::raw(format!(
+            "ch {} {}: {} ",
+            sel + 1,
+            m.channel_names.get(sel).map_or("?", String::as_str),
+            m.rms
+                .get(sel)
+                .map_or("-".to_string(), |r| field(f64::from(*r), &m.unit))
+        )),
+        Span::styled(h.name(), if h == ChannelHealth::Ok { OK } else { WARN }),
+        Span::styled(format!("  (RMS over {:.1} s, ↑↓)", m.window_s), DIM),
+    ])
 }
 
 /// An ultrasound element whose RMS is below this fraction of the median is shown as dead.

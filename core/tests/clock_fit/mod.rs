@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use scandaq_core::clock_fit::{
-    ClockFit, ClockFitConfig, CounterUnwrapper, JumpKind, SegmentStart, SyncPoint,
+    ClockFit, ClockFitConfig, CounterUnwrapper, JumpKind, PointOutcome, SegmentStart, SyncPoint,
 };
 
 /// A drifting device clock: ticks elapsed at reference time `t` seconds.
@@ -204,4 +204,111 @@ proptest! {
             prop_assert_eq!(got.tick - first, (truth - start) as i64);
         }
     }
+}
+
+fn point(tick: i64, reference_ns: i64) -> SyncPoint {
+    SyncPoint {
+        tick,
+        frac: 0.0,
+        reference_ns,
+    }
+}
+
+#[test]
+fn unwrapper_reports_its_segment_and_high_water_and_masks_raw_values() {
+    // A 16-bit counter (half range 0x8000), forward window 100, backward window 10.
+    let mut u = CounterUnwrapper::new(16, 100, 10);
+    assert_eq!((u.segment(), u.high_water()), (0, None));
+    // Bits above the counter width are not part of the count.
+    assert_eq!(u.push(0x1_0005).tick, 5);
+    assert_eq!(u.high_water(), Some(5));
+    // A span of 4 counts starting at 10 moves the high-water mark to its last count, 13.
+    assert_eq!(u.push_span(10, 4).tick, 10);
+    assert_eq!(u.high_water(), Some(13));
+    // Behind the high-water mark within the window: no new segment, the mark stays.
+    assert_eq!(u.push(8).tick, 8);
+    assert_eq!((u.segment(), u.high_water()), (0, Some(13)));
+    // 0x8000 + 13 is exactly half the range ahead of the last count: a backward jump by the
+    // half-range rule (it is not an advance), restarting right after the high-water mark.
+    let j = u.push(0x8000 + 13);
+    assert_eq!(j.jump.map(|j| j.kind), Some(JumpKind::Backward));
+    assert_eq!((j.tick, j.segment), (14, 1));
+    assert_eq!((u.segment(), u.high_water()), (1, Some(14)));
+}
+
+#[test]
+fn segment_start_names_are_the_documented_table_strings() {
+    // docs/meg.md, clock_segments.start.
+    let names: Vec<&str> = [
+        SegmentStart::First,
+        SegmentStart::Drift,
+        SegmentStart::Length,
+        SegmentStart::ClockJump,
+        SegmentStart::CounterJump,
+    ]
+    .into_iter()
+    .map(SegmentStart::as_str)
+    .collect();
+    assert_eq!(
+        names,
+        ["first", "drift", "length", "clock_jump", "counter_jump"]
+    );
+}
+
+#[test]
+fn residuals_of_a_three_point_fit_match_the_hand_computed_least_squares() {
+    // x = 0, 1000, 2000 ticks; y = 0, 1090, 2000 ns. By hand: mean x 1000, mean y 1030,
+    // Sxx = 2e6, Sxy = 1000 * 1030 + 1000 * 970 = 2e6, so slope 1 ns/tick, intercept 30 ns;
+    // residuals -30, +60, -30: rms sqrt(5400 / 3) = sqrt(1800), max 60.
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    fit.add(point(0, 0), 0);
+    fit.add(point(1000, 1090), 0);
+    fit.add(point(2000, 2000), 0);
+    let s = fit.segments();
+    assert_eq!(s.len(), 1);
+    assert!((s[0].ns_per_tick - 1.0).abs() < 1e-12, "{s:?}");
+    assert_eq!(s[0].offset_ns, 30);
+    assert!(
+        (s[0].rms_residual_ns - 1800f64.sqrt()).abs() < 1e-9,
+        "{s:?}"
+    );
+    assert!((s[0].max_residual_ns - 60.0).abs() < 1e-9, "{s:?}");
+    assert_eq!(s[0].n_points, 3);
+    assert_eq!(fit.last_tick(), Some(2000));
+}
+
+#[test]
+fn a_drift_split_joins_the_new_line_at_the_last_point_with_its_own_rate() {
+    // 1 ns/tick for three points, then a point 1000 ns late: the least-squares line through
+    // all four (slope 1.3, intercept -200) leaves the third point 400 ns off, over the 200 ns
+    // limit (and the point is under the 100 us jump limit). So a new segment starts at the
+    // third point, its line through both points: (4000 - 2000) / 1000 = 2 ns/tick.
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    for k in 0..3 {
+        assert!(matches!(
+            fit.add(point(1000 * k, 1000 * k), 7),
+            PointOutcome::Added | PointOutcome::NewSegment(SegmentStart::First)
+        ));
+    }
+    assert_eq!(
+        fit.add(point(3000, 4000), 7),
+        PointOutcome::NewSegment(SegmentStart::Drift)
+    );
+    assert_eq!(fit.segment_count(), 2);
+    assert_eq!(fit.last_tick(), Some(3000));
+    assert_eq!(fit.last_counter_segment(), Some(7));
+    let s = fit.segments();
+    assert_eq!(
+        (s[1].first_tick, s[1].last_tick, s[1].n_points),
+        (2000, 3000, 2)
+    );
+    assert!((s[1].ns_per_tick - 2.0).abs() < 1e-12, "{s:?}");
+    assert_eq!(s[1].offset_ns, 2000);
+    // Halfway along the new line: 2000 + 2 * 500 = 3000 ns.
+    let t = fit.time(2500, 0.0).expect("a fitted time");
+    assert_eq!((t.ns, t.segment, t.extrapolated), (3000, 1, false));
+    // A point of another counter segment starts an unjoined segment and is reported as such.
+    fit.add(point(5000, 9000), 8);
+    assert_eq!(fit.last_counter_segment(), Some(8));
+    assert_eq!(fit.segment_count(), 3);
 }
