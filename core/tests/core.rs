@@ -1329,10 +1329,10 @@ mod tests {
     fn streaming_carry_over_is_bounded_and_exact() {
         let geo = ring(64);
         let lut = CrystalLut::from_geometry(&geo);
-        // 200k singles, 1 per 100 ps on average, in batches of 1000.
+        // 60k singles, 1 per 100 ps on average, in batches of 1000.
         let mut t = 0i64;
         let mut x = 12345u64;
-        let rows: Vec<Single> = (0..200_000)
+        let rows: Vec<Single> = (0..60_000)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
