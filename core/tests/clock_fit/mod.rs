@@ -312,3 +312,105 @@ fn a_drift_split_joins_the_new_line_at_the_last_point_with_its_own_rate() {
     assert_eq!(fit.last_counter_segment(), Some(8));
     assert_eq!(fit.segment_count(), 3);
 }
+
+#[test]
+fn a_residual_of_exactly_the_limit_keeps_the_segment() {
+    // x = 0, 1024, 2048 ticks; y = 0, 1024, 2648 ns (all exact in binary). By hand: slope
+    // 2648 / 2048, intercept -100, residuals +100, -200, +100: exactly the 200 ns limit, which
+    // a segment may reach (only beyond it does the segment close).
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    fit.add(point(0, 0), 0);
+    fit.add(point(1024, 1024), 0);
+    assert_eq!(fit.add(point(2048, 2648), 0), PointOutcome::Added);
+    let s = fit.segments();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].max_residual_ns, 200.0);
+}
+
+#[test]
+fn the_jump_limit_is_exclusive_and_applies_from_the_second_point_or_a_nominal_rate() {
+    // Two points give the rate (1 ns/tick); a third exactly 100 us off the line is not a jump
+    // (the limit is exclusive), so it closes the segment as drift instead.
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    fit.add(point(0, 0), 0);
+    fit.add(point(1000, 1000), 0);
+    assert_eq!(
+        fit.add(point(2000, 2000 + 100_000), 0),
+        PointOutcome::NewSegment(SegmentStart::Drift)
+    );
+    // One ns more is a jump.
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    fit.add(point(0, 0), 0);
+    fit.add(point(1000, 1000), 0);
+    assert_eq!(
+        fit.add(point(2000, 2000 + 100_001), 0),
+        PointOutcome::NewSegment(SegmentStart::ClockJump)
+    );
+    // With a nominal rate, the second point is already checked against it.
+    let nominal = ClockFitConfig {
+        nominal_ns_per_tick: Some(1.0),
+        ..ClockFitConfig::default()
+    };
+    let mut fit = ClockFit::new(nominal);
+    fit.add(point(0, 0), 0);
+    assert_eq!(
+        fit.add(point(1000, 1_000_000), 0),
+        PointOutcome::NewSegment(SegmentStart::ClockJump)
+    );
+    // Without one, a second point cannot be judged: it is added.
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    fit.add(point(0, 0), 0);
+    assert_eq!(fit.add(point(1000, 1_000_000), 0), PointOutcome::Added);
+}
+
+#[test]
+fn after_a_clock_jump_the_single_point_segment_uses_the_last_fitted_rate() {
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    for k in 0..3 {
+        fit.add(point(1000 * k, 2000 * k), 0); // 2 ns per tick
+    }
+    assert_eq!(fit.ns_per_tick(0), Some(2.0));
+    assert_eq!(
+        fit.add(point(3000, 10_000_000), 0),
+        PointOutcome::NewSegment(SegmentStart::ClockJump)
+    );
+    // The new segment has one point: its rate is the previous segment's.
+    assert_eq!(fit.ns_per_tick(1), Some(2.0));
+    let t = fit.time(3100, 0.0).expect("a rate is known");
+    assert_eq!((t.ns, t.segment, t.extrapolated), (10_000_200, 1, true));
+    assert_eq!(fit.ns_per_tick(2), None);
+    // A fit with one point and no nominal rate has no rate at all.
+    let mut lone = ClockFit::new(ClockFitConfig::default());
+    lone.add(point(0, 0), 0);
+    assert_eq!(lone.ns_per_tick(0), None);
+    assert_eq!(lone.time(10, 0.0), None);
+}
+
+#[test]
+fn segment_choice_and_extrapolation_at_exact_boundaries() {
+    // Segment 0: ticks 0..=2000 (1 ns/tick). Segment 1 starts after a clock jump at tick
+    // 3000 + 0.5 with its own points.
+    let mut fit = ClockFit::new(ClockFitConfig::default());
+    for k in 0..3 {
+        fit.add(point(1000 * k, 1000 * k), 0);
+    }
+    let jump = SyncPoint {
+        tick: 3000,
+        frac: 0.5,
+        reference_ns: 5_000_000,
+    };
+    assert_eq!(
+        fit.add(jump, 0),
+        PointOutcome::NewSegment(SegmentStart::ClockJump)
+    );
+    // At the first and at the last point of a segment the time is interpolated, not
+    // extrapolated.
+    let first = fit.time(0, 0.0).expect("fitted");
+    assert_eq!((first.ns, first.segment, first.extrapolated), (0, 0, false));
+    let last = fit.time(2000, 0.0).expect("fitted");
+    assert_eq!((last.ns, last.segment, last.extrapolated), (2000, 0, false));
+    // On the jump's tick: before its fraction the old segment applies, from it the new one.
+    assert_eq!(fit.time(3000, 0.25).map(|t| t.segment), Some(0));
+    let at = fit.time(3000, 0.5).expect("fitted");
+    assert_eq!((at.ns, at.segment), (5_000_000, 1));
+}
