@@ -175,148 +175,30 @@ pub struct ValidatedRun {
 impl RunFile {
     /// Validates every value and builds the run configuration.
     pub fn validate(&self) -> Result<ValidatedRun> {
-        let duration = self
-            .run
-            .duration
-            .as_deref()
-            .map(|d| parse_duration_s(d).map_err(|e| anyhow::anyhow!("run.duration: {e}")))
-            .transpose()?
-            .map(Duration::from_secs_f64);
+        let duration = self.run.duration()?;
         let out = self
             .run
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from("scandaq-runs"));
         check_out_dir(&out)?;
-        let (calib_dir, petsys_config) = match (
-            &self.calibration.dir,
-            &self.calibration.petsys_config,
-        ) {
-            (Some(d), None) => {
-                if !d.join(crate::process::calib_load::names::TDC).is_file() {
-                    bail!(
-                        "calibration.dir = {}: no {} there",
-                        d.display(),
-                        crate::process::calib_load::names::TDC
-                    );
-                }
-                (Some(d.clone()), None)
-            }
-            (None, Some(p)) => {
-                if !p.is_file() {
-                    bail!("calibration.petsys_config = {}: no such file", p.display());
-                }
-                (None, Some(p.clone()))
-            }
-            (Some(_), Some(_)) => bail!("calibration: give either dir or petsys_config, not both"),
-            (None, None) if self.calibration.none == Some(true) => (None, None),
-            (None, None) => bail!(
-                "calibration: missing; set calibration.dir (or --calib DIR) or calibration.petsys_config (or --petsys-config FILE); a run with only OPM-MEG / ultrasound streams sets calibration.none = true (or --no-calib)"
-            ),
-        };
-        if self.calibration.none == Some(true)
-            && (self.calibration.dir.is_some() || self.calibration.petsys_config.is_some())
-        {
-            bail!("calibration: none = true cannot be combined with dir or petsys_config");
-        }
+        let (calib_dir, petsys_config) = self.calibration.source()?;
         if self.input.is_empty() {
             bail!(
                 "no input: add an [[input]] table with udp = \"HOST:PORT\" or tcp = \"HOST:PORT\" (or pass --udp/--tcp)"
             );
         }
-        let connect_timeout = match self.run.connect_timeout.as_deref() {
-            None => crate::acquire::ingest::DEFAULT_CONNECT_TIMEOUT,
-            Some(t) => match parse_duration_s(t) {
-                Ok(s) if s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
-                Ok(_) => bail!("run.connect_timeout = {t:?}: must be more than 0 s"),
-                Err(e) => bail!("run.connect_timeout: {e}"),
-            },
-        };
-        let ingest = crate::acquire::ingest::IngestOptions {
-            expected_boards: self.run.boards.clone(),
-            connect_timeout,
-        };
-        if self.run.boards.as_ref().is_some_and(|b| b.is_empty()) {
-            bail!("run.boards is empty: list the expected boards' source ids, or leave it out");
-        }
-        let mut inputs = Vec::new();
-        for (k, i) in self.input.iter().enumerate() {
-            let key = format!("input[{k}]");
-            let spec = match (&i.udp, &i.tcp) {
-                (Some(a), None) => InputSpec::Udp(socket_addr(&format!("{key}.udp"), a)?),
-                (None, Some(a)) => InputSpec::Tcp(socket_addr(&format!("{key}.tcp"), a)?),
-                _ => bail!("{key}: give exactly one of udp = \"HOST:PORT\" or tcp = \"HOST:PORT\""),
-            };
-            let allow = i
-                .allow
-                .iter()
-                .map(|a| {
-                    a.parse::<IpAddr>()
-                        .with_context(|| format!("{key}.allow: {a:?} is not an IP address"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let ring_chunks = i.ring_chunks.unwrap_or(256);
-            if ring_chunks == 0 {
-                bail!("{key}.ring_chunks must be at least 1");
-            }
-            inputs.push(InputConfig {
-                spec,
-                allow,
-                policy: i.policy.unwrap_or(OverflowPolicy::Drop),
-                ring_chunks,
-                ingest: ingest.clone(),
-            });
-        }
-        let clock_hz = self
-            .run
-            .clock_hz
-            .unwrap_or(ClockModel::TOFPET2_DEFAULT.frequency_hz);
-        if !(1_000_000..=2_000_000_000).contains(&clock_hz) {
-            bail!("run.clock_hz = {clock_hz}: expected 1 MHz .. 2 GHz");
-        }
+        let ingest = self.run.ingest_options()?;
+        let inputs = self
+            .input
+            .iter()
+            .enumerate()
+            .map(|(k, i)| i.input_config(k, &ingest))
+            .collect::<Result<Vec<_>>>()?;
+        let clock_hz = self.run.clock_hz()?;
         self.coincidences.validate()?;
-        let rotation = crate::process::pipeline::Rotation {
-            max_bytes: self
-                .run
-                .rotate_size
-                .as_deref()
-                .map(scandaq_core::units::parse_bytes)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("run.rotate_size: {e}"))?,
-            max_seconds: self
-                .run
-                .rotate_every
-                .as_deref()
-                .map(scandaq_core::units::parse_duration_s)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("run.rotate_every: {e}"))?,
-            commit_interval_s: self
-                .run
-                .commit_interval
-                .as_deref()
-                .map(crate::process::pipeline::parse_commit_interval)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("run.commit_interval: {e:#}"))?,
-        };
-        let defaults = crate::observe::disk_watch::DiskWarnLevels::default();
-        let disk_warn = crate::observe::disk_watch::DiskWarnLevels {
-            min_free_bytes: self
-                .run
-                .disk_warn_free
-                .as_deref()
-                .map(scandaq_core::units::parse_bytes)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("run.disk_warn_free: {e}"))?
-                .unwrap_or(defaults.min_free_bytes),
-            min_time_to_full: self
-                .run
-                .disk_warn_time
-                .as_deref()
-                .map(scandaq_core::units::parse_duration_s)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("run.disk_warn_time: {e}"))?
-                .map_or(defaults.min_time_to_full, Duration::from_secs_f64),
-        };
+        let rotation = self.run.rotation()?;
+        let disk_warn = self.run.disk_warn_levels()?;
         Ok(ValidatedRun {
             live: LiveConfig {
                 inputs,
@@ -348,6 +230,163 @@ impl RunFile {
             },
             calib_dir,
             petsys_config,
+        })
+    }
+}
+
+impl RunSection {
+    /// `run.duration`, when given.
+    fn duration(&self) -> Result<Option<Duration>> {
+        Ok(self
+            .duration
+            .as_deref()
+            .map(|d| parse_duration_s(d).map_err(|e| anyhow::anyhow!("run.duration: {e}")))
+            .transpose()?
+            .map(Duration::from_secs_f64))
+    }
+
+    /// What every input's ingest is told: `run.boards` and `run.connect_timeout`.
+    fn ingest_options(&self) -> Result<crate::acquire::ingest::IngestOptions> {
+        let connect_timeout = match self.connect_timeout.as_deref() {
+            None => crate::acquire::ingest::DEFAULT_CONNECT_TIMEOUT,
+            Some(t) => match parse_duration_s(t) {
+                Ok(s) if s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
+                Ok(_) => bail!("run.connect_timeout = {t:?}: must be more than 0 s"),
+                Err(e) => bail!("run.connect_timeout: {e}"),
+            },
+        };
+        let ingest = crate::acquire::ingest::IngestOptions {
+            expected_boards: self.boards.clone(),
+            connect_timeout,
+        };
+        if self.boards.as_ref().is_some_and(|b| b.is_empty()) {
+            bail!("run.boards is empty: list the expected boards' source ids, or leave it out");
+        }
+        Ok(ingest)
+    }
+
+    /// `run.clock_hz` (default: the TOFPET2 clock), checked to be 1 MHz .. 2 GHz.
+    fn clock_hz(&self) -> Result<u32> {
+        let clock_hz = self
+            .clock_hz
+            .unwrap_or(ClockModel::TOFPET2_DEFAULT.frequency_hz);
+        if !(1_000_000..=2_000_000_000).contains(&clock_hz) {
+            bail!("run.clock_hz = {clock_hz}: expected 1 MHz .. 2 GHz");
+        }
+        Ok(clock_hz)
+    }
+
+    /// File rotation and commit interval: `run.rotate_size`, `rotate_every`, `commit_interval`.
+    fn rotation(&self) -> Result<crate::process::pipeline::Rotation> {
+        Ok(crate::process::pipeline::Rotation {
+            max_bytes: self
+                .rotate_size
+                .as_deref()
+                .map(scandaq_core::units::parse_bytes)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.rotate_size: {e}"))?,
+            max_seconds: self
+                .rotate_every
+                .as_deref()
+                .map(scandaq_core::units::parse_duration_s)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.rotate_every: {e}"))?,
+            commit_interval_s: self
+                .commit_interval
+                .as_deref()
+                .map(crate::process::pipeline::parse_commit_interval)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.commit_interval: {e:#}"))?,
+        })
+    }
+
+    /// The disk warnings: `run.disk_warn_free` and `disk_warn_time` over the defaults.
+    fn disk_warn_levels(&self) -> Result<crate::observe::disk_watch::DiskWarnLevels> {
+        let defaults = crate::observe::disk_watch::DiskWarnLevels::default();
+        Ok(crate::observe::disk_watch::DiskWarnLevels {
+            min_free_bytes: self
+                .disk_warn_free
+                .as_deref()
+                .map(scandaq_core::units::parse_bytes)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.disk_warn_free: {e}"))?
+                .unwrap_or(defaults.min_free_bytes),
+            min_time_to_full: self
+                .disk_warn_time
+                .as_deref()
+                .map(scandaq_core::units::parse_duration_s)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.disk_warn_time: {e}"))?
+                .map_or(defaults.min_time_to_full, Duration::from_secs_f64),
+        })
+    }
+}
+
+impl CalibrationSection {
+    /// The calibration source: (`dir`, `petsys_config`), exactly one of them unless
+    /// `none = true`; the one given must exist.
+    fn source(&self) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+        let source = match (&self.dir, &self.petsys_config) {
+            (Some(d), None) => {
+                if !d.join(crate::process::calib_load::names::TDC).is_file() {
+                    bail!(
+                        "calibration.dir = {}: no {} there",
+                        d.display(),
+                        crate::process::calib_load::names::TDC
+                    );
+                }
+                (Some(d.clone()), None)
+            }
+            (None, Some(p)) => {
+                if !p.is_file() {
+                    bail!("calibration.petsys_config = {}: no such file", p.display());
+                }
+                (None, Some(p.clone()))
+            }
+            (Some(_), Some(_)) => bail!("calibration: give either dir or petsys_config, not both"),
+            (None, None) if self.none == Some(true) => (None, None),
+            (None, None) => bail!(
+                "calibration: missing; set calibration.dir (or --calib DIR) or calibration.petsys_config (or --petsys-config FILE); a run with only OPM-MEG / ultrasound streams sets calibration.none = true (or --no-calib)"
+            ),
+        };
+        if self.none == Some(true) && (self.dir.is_some() || self.petsys_config.is_some()) {
+            bail!("calibration: none = true cannot be combined with dir or petsys_config");
+        }
+        Ok(source)
+    }
+}
+
+impl InputSection {
+    /// The configuration of `input[k]`.
+    fn input_config(
+        &self,
+        k: usize,
+        ingest: &crate::acquire::ingest::IngestOptions,
+    ) -> Result<InputConfig> {
+        let key = format!("input[{k}]");
+        let spec = match (&self.udp, &self.tcp) {
+            (Some(a), None) => InputSpec::Udp(socket_addr(&format!("{key}.udp"), a)?),
+            (None, Some(a)) => InputSpec::Tcp(socket_addr(&format!("{key}.tcp"), a)?),
+            _ => bail!("{key}: give exactly one of udp = \"HOST:PORT\" or tcp = \"HOST:PORT\""),
+        };
+        let allow = self
+            .allow
+            .iter()
+            .map(|a| {
+                a.parse::<IpAddr>()
+                    .with_context(|| format!("{key}.allow: {a:?} is not an IP address"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ring_chunks = self.ring_chunks.unwrap_or(256);
+        if ring_chunks == 0 {
+            bail!("{key}.ring_chunks must be at least 1");
+        }
+        Ok(InputConfig {
+            spec,
+            allow,
+            policy: self.policy.unwrap_or(OverflowPolicy::Drop),
+            ring_chunks,
+            ingest: ingest.clone(),
         })
     }
 }

@@ -182,17 +182,51 @@ pub fn run(opts: &TdcOptions) -> Result<Report> {
         "method: code density per (channel, TAC, branch) -> least-squares quadratic fine = a0 + a1 q + a2 q^2; t0 = 0 (TAC offsets come from `calibrate energy` and `calibrate skew`)"
     );
     summarise_stream(&mut report, &counts);
-    let mut table = TdcTable::default();
-    let (mut rms, mut maxes, mut hits) = (vec![], vec![], vec![]);
+    let mut table = FittedTable::default();
     for (k, fit) in &fits {
-        let (ch, tac, branch) = unkey(*k);
+        table.add(*k, fit, &mut report);
+    }
+    // A (channel, TAC) needs both branches, or the kernel drops its hits.
+    let channels: std::collections::BTreeSet<u32> = keys.iter().map(|&k| unkey(k).0).collect();
+    table.flag_single_branches(&channels, &mut report);
+    if table.table.entries.is_empty() {
+        let text = report.to_text();
+        bail!("no (channel, TAC, branch) could be calibrated:\n{text}");
+    }
+    table.summarise(&mut report, channels.len(), fits.len());
+    let path = write_table(&opts.out, names::TDC, &table.table.to_text())?;
+    report.files.push(path.display().to_string());
+    if copy_map(opts.geometry.as_deref(), &opts.out)?.is_some() {
+        report
+            .files
+            .push(opts.out.join(names::MAP).display().to_string());
+    }
+    report.finish(&opts.out)
+}
+
+/// The TDC table built from the fits, and the figures the report gives of them.
+#[derive(Default)]
+struct FittedTable {
+    table: TdcTable,
+    /// Per entry: the fit's residual rms, ps.
+    rms_ps: Vec<f64>,
+    /// Per entry: the fit's largest residual, ps.
+    max_ps: Vec<f64>,
+    /// Per entry: the hits fitted.
+    hits: Vec<f64>,
+}
+
+impl FittedTable {
+    /// Adds the fit of histogram `k` (an entry, or an outlier saying why there is none).
+    fn add(&mut self, k: u64, fit: &Result<TdcFit, String>, report: &mut Report) {
+        let (ch, tac, branch) = unkey(k);
         let b = if branch == Branch::T { 'T' } else { 'E' };
         match fit {
             Ok(f) => {
-                table.entries.insert((ch, tac, branch), f.entry);
-                rms.push(f.rms_ps);
-                maxes.push(f.max_ps);
-                hits.push(f.hits as f64);
+                self.table.entries.insert((ch, tac, branch), f.entry);
+                self.rms_ps.push(f.rms_ps);
+                self.max_ps.push(f.max_ps);
+                self.hits.push(f.hits as f64);
                 if f.rms_ps > 3.0 * f.expected_rms_ps + 5.0 {
                     report.outlier(
                         ch,
@@ -208,52 +242,51 @@ pub fn run(opts: &TdcOptions) -> Result<Report> {
             Err(why) => report.outlier(ch, Some(tac), Some(b), format!("no entry: {why}")),
         }
     }
-    // A (channel, TAC) needs both branches, or the kernel drops its hits.
-    let channels: std::collections::BTreeSet<u32> = keys.iter().map(|&k| unkey(k).0).collect();
-    for &ch in &channels {
-        for tac in 0..4u8 {
-            let t = table.get(ch, tac, Branch::T).is_some();
-            let e = table.get(ch, tac, Branch::E).is_some();
-            if t != e {
-                report.outlier(
-                    ch,
-                    Some(tac),
-                    None,
-                    "only one branch calibrated: this TAC's hits will be dropped (no_tdc_calibration)".into(),
-                );
+
+    /// Reports each (channel, TAC) of `channels` with one branch calibrated only.
+    fn flag_single_branches(
+        &self,
+        channels: &std::collections::BTreeSet<u32>,
+        report: &mut Report,
+    ) {
+        for &ch in channels {
+            for tac in 0..4u8 {
+                let t = self.table.get(ch, tac, Branch::T).is_some();
+                let e = self.table.get(ch, tac, Branch::E).is_some();
+                if t != e {
+                    report.outlier(
+                        ch,
+                        Some(tac),
+                        None,
+                        "only one branch calibrated: this TAC's hits will be dropped (no_tdc_calibration)".into(),
+                    );
+                }
             }
         }
     }
-    if table.entries.is_empty() {
-        let text = report.to_text();
-        bail!("no (channel, TAC, branch) could be calibrated:\n{text}");
+
+    /// The report's summary line and metrics.
+    fn summarise(&self, report: &mut Report, channels: usize, histograms: usize) {
+        let entries = self.table.entries.len();
+        report.line(format!(
+            "{channels} channels, {entries} of {histograms} (channel, TAC, branch) entries fitted"
+        ));
+        report.metric("entries", entries as f64);
+        report.metric("channels", channels as f64);
+        report.metric("hits_per_entry_median", median(&self.hits).unwrap_or(0.0));
+        report.metric(
+            "fit_residual_rms_ps_median",
+            median(&self.rms_ps).unwrap_or(0.0),
+        );
+        report.metric(
+            "fit_residual_rms_ps_max",
+            self.rms_ps.iter().copied().fold(0.0, f64::max),
+        );
+        report.metric(
+            "fit_residual_abs_ps_max",
+            self.max_ps.iter().copied().fold(0.0, f64::max),
+        );
     }
-    report.line(format!(
-        "{} channels, {} of {} (channel, TAC, branch) entries fitted",
-        channels.len(),
-        table.entries.len(),
-        fits.len()
-    ));
-    report.metric("entries", table.entries.len() as f64);
-    report.metric("channels", channels.len() as f64);
-    report.metric("hits_per_entry_median", median(&hits).unwrap_or(0.0));
-    report.metric("fit_residual_rms_ps_median", median(&rms).unwrap_or(0.0));
-    report.metric(
-        "fit_residual_rms_ps_max",
-        rms.iter().copied().fold(0.0, f64::max),
-    );
-    report.metric(
-        "fit_residual_abs_ps_max",
-        maxes.iter().copied().fold(0.0, f64::max),
-    );
-    let path = write_table(&opts.out, names::TDC, &table.to_text())?;
-    report.files.push(path.display().to_string());
-    if copy_map(opts.geometry.as_deref(), &opts.out)?.is_some() {
-        report
-            .files
-            .push(opts.out.join(names::MAP).display().to_string());
-    }
-    report.finish(&opts.out)
 }
 
 /// Adds the stream counts to a report.
