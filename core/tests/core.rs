@@ -395,6 +395,10 @@ pub mod reference {
 mod clock_fit;
 
 #[cfg(test)]
+#[path = "hits/mod.rs"]
+mod hits;
+
+#[cfg(test)]
 mod tests {
     use super::reference::{self, Pair, Single};
     use scandaq_core::coincidence::*;
