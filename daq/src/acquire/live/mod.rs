@@ -9,11 +9,12 @@
 //! the manifest is written. The run's states (configured -> running -> stopping -> stopped |
 //! failed) are moved by its [`Run`](crate::process::run::Run).
 //!
-//! The files, by job: [`inputs`] (input threads, the raw-archive reader), [`boards`] (per-board
-//! decode state, the shared timeline, draining the rings), [`start`] (opening the run, its
-//! sinks and inputs), [`run_loop`] (the acquisition loop and its stop conditions),
-//! [`shutdown`] (draining, closing and accounting) and [`console`] (what the operator sees on
-//! stderr). [`LiveRun`](run_loop::LiveRun) owns the state of one acquisition.
+//! The files, by job: `inputs` (input threads, the raw-archive reader), `boards` (per-board
+//! decode state, the shared timeline, draining the rings), `start` (opening the run, its
+//! sinks and inputs), `run_loop` (the acquisition loop and its stop conditions), `shutdown`
+//! (draining, closing and accounting) and `console` (what the operator sees on stderr).
+//! `LiveRun` (in `run_loop`) owns the state of one acquisition; [`run_live`] starts it, runs
+//! its loop and finishes it.
 
 mod boards;
 mod console;
