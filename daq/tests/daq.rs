@@ -312,5 +312,7 @@ mod petlink;
 mod replay;
 #[path = "rotation/mod.rs"]
 mod rotation;
+#[path = "run_lifecycle/mod.rs"]
+mod run_lifecycle;
 #[path = "singles_positions/mod.rs"]
 mod singles_positions;

@@ -1,6 +1,7 @@
 //! The live path: inputs (UDP with batched receive, TCP, raw archives) feeding bounded rings,
-//! per-board sequence tracking and loss accounting, the run configuration file, and the run
-//! loop that wires inputs to the processing stage ([`live`]).
+//! per-board sequence tracking and loss accounting, the run configuration file, and the live
+//! run ([`live`]: its `LiveRun` owns one acquisition, from the inputs to the processing stage
+//! and the sinks).
 //!
 //! May import [`crate::process`] and [`crate::observe`]; never [`crate::commands`].
 

@@ -5,18 +5,17 @@ use crate::commands::outcome::finish_run;
 use crate::observe::control::{ControlContext, ControlServer};
 use crate::observe::dashboard;
 use crate::observe::live_stats::{
-    BoardDecodeSnapshot, BoardTransportSnapshot, InputSnapshot, LiveStats, RunInfo, RunState,
+    BoardDecodeSnapshot, BoardTransportSnapshot, InputSnapshot, LatestCell, LiveStats, RunInfo,
 };
 use crate::observe::markers::SharedMarkers;
 use crate::observe::stop::StopFlag;
 use crate::observe::stop::stop_on_signals;
 use crate::process::calib_load::LoadedCalibration;
 use crate::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
-use crate::process::pipeline;
-use crate::process::pipeline::Chunk;
-use crate::process::session::{self, RunDescription, RunEnd, RunSummary};
+use crate::process::pipeline::{self, Chunk, PipelineOutcome};
+use crate::process::run::{RunDescription, RunEnd, RunStart, RunSummary};
 use anyhow::{Result, anyhow};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Sender, bounded};
 use scandaq_core::calib::checksum_of;
 use scandaq_core::run_state::{RunMode, StopReason};
 use scandaq_core::units::{parse_duration_s, parse_rate_hz};
@@ -30,6 +29,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Bytes of frames gathered before handing a chunk to the pipeline.
@@ -124,67 +124,16 @@ pub fn demo_with(
     out_dir: &Path,
     show_progress: bool,
     raw_columns: bool,
-    coincidences: crate::process::coinc_stage::CoincidenceOptions,
+    coincidences: CoincidenceOptions,
     rotation: crate::process::pipeline::Rotation,
     live: Option<DemoLive>,
 ) -> Result<RunSummary> {
     let duration_s = config.duration_s;
     let ctr_fwhm_ps = config.ctr_fwhm_ps;
-    let mut sim = BenchSim::new(config).map_err(|e| anyhow!("simulator configuration: {e}"))?;
+    let sim = BenchSim::new(config).map_err(|e| anyhow!("simulator configuration: {e}"))?;
     let calibration = true_calibration(&sim);
     let (tx, rx) = bounded::<Result<Chunk>>(2);
-    let stop = live.as_ref().map(|l| l.stop.clone());
-    let realtime = live.as_ref().is_some_and(|l| l.realtime);
-    let input_cell = live.as_ref().map(|l| l.stats.register_input(SIM_INPUT));
-    let producer = std::thread::Builder::new()
-        .name("fpga-sim".into())
-        .spawn(move || {
-            let mut truth = TruthBatch::default();
-            let mut frames = Vec::with_capacity(DEMO_CHUNK + (1 << 20));
-            let mut slices = 0u64;
-            let (mut total_slices, mut chunks, mut bytes_sent) = (0u64, 0u64, 0u64);
-            let begun = Instant::now();
-            let mut stopped;
-            loop {
-                stopped = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
-                let more = !stopped && sim.next_slice(&mut frames, &mut truth);
-                truth = TruthBatch::default();
-                slices += 1;
-                total_slices += 1;
-                // Paced: a chunk every 100 ms of detector time, sent when its time has come.
-                let due = frames.len() >= DEMO_CHUNK || (realtime && slices >= 100);
-                if due || (!more && !frames.is_empty()) {
-                    if realtime {
-                        let at = begun + Duration::from_millis(total_slices);
-                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                    }
-                    let bytes =
-                        std::mem::replace(&mut frames, Vec::with_capacity(DEMO_CHUNK + (1 << 20)));
-                    chunks += 1;
-                    bytes_sent += bytes.len() as u64;
-                    if tx
-                        .send(Ok(Chunk {
-                            bytes,
-                            progress: slices,
-                        }))
-                        .is_err()
-                    {
-                        break;
-                    }
-                    slices = 0;
-                    if let Some(cell) = &input_cell {
-                        cell.publish(sim_input_snapshot(chunks, bytes_sent, tx.len(), !more));
-                    }
-                }
-                if !more {
-                    if let Some(cell) = &input_cell {
-                        cell.publish(sim_input_snapshot(chunks, bytes_sent, 0, true));
-                    }
-                    break;
-                }
-            }
-            (sim.summary(), stopped)
-        })?;
+    let producer = SimFeed::new(sim, tx, live.as_ref()).spawn()?;
     let bar = crate::observe::progress::progress_bar(show_progress, (duration_s * 1000.0) as u64);
     let mut extra_counts = BTreeMap::new();
     extra_counts.insert("simulated_ms".into(), (duration_s * 1000.0) as u64);
@@ -198,62 +147,51 @@ pub fn demo_with(
         rotation,
         coincidences,
     };
-    // session::run, with the statistics and markers fed at the sink.
-    let mut start = session::begin(out_dir, &calibration, description)?;
-    start.manifest.ctr_fwhm_ps = Some(ctr_fwhm_ps.round() as i64);
-    start.set_running(live.as_ref().map(|l| l.stats.as_ref()))?;
+    let stats = live.as_ref().map(|l| l.stats.clone());
+    let mut start = RunStart::begin(out_dir, &calibration, description, stats)?;
+    start.run.manifest_mut().ctr_fwhm_ps = Some(ctr_fwhm_ps.round() as i64);
+    start.set_running()?;
     if let Some(l) = &live {
         l.stats.info.publish(RunInfo {
-            run: start.run_dir.run,
-            run_dir: start.run_dir.path.display().to_string(),
+            run: start.run.number(),
+            run_dir: start.run.path().display().to_string(),
             mode: RunMode::Demo.name().into(),
             limits: vec![format!("duration {duration_s} s (simulated)")],
         });
     }
-    let mut last_publish = Instant::now();
-    let mut observe = |batch: &HitBatch| {
-        if let Some(l) = &live {
-            l.stats.record_singles(batch);
-            l.markers.note_released(batch);
-            if last_publish.elapsed() >= Duration::from_millis(50) {
-                last_publish = Instant::now();
-                // The demo's one board: hits counted as they reach the sink.
-                let singles = l.stats.singles.load(Ordering::Relaxed);
-                l.stats.board_decode.publish({
-                    vec![BoardDecodeSnapshot {
-                        source_id: 0,
-                        hits_decoded: singles,
-                        ..Default::default()
-                    }]
-                });
-            }
-        }
-    };
+    let mut observe = SinkObserver::new(live.as_ref());
     let outcome = pipeline::run_observed(
         rx,
         &start.kernel,
-        &start.run_dir.path,
+        start.run.path(),
         start.metadata.clone(),
         start.sink_settings(
             live.as_ref()
                 .map_or_else(Arc::default, |l| l.stats.sink.clone()),
         ),
-        &mut observe,
+        &mut |batch| observe.note(batch),
         |n| bar.inc(n),
     );
     bar.finish_and_clear();
     let joined = producer
         .join()
         .map_err(|_| anyhow!("the simulator thread panicked"));
-    if let Some(l) = &live {
-        l.stats.set_state(RunState::Stopping);
-    }
-    let (_, stopped) = joined?;
-    let outcome = outcome?;
+    start.run.set_stopping();
+    let stopped = joined?;
+    finish_demo(start, outcome?, stopped, live.as_ref())
+}
+
+/// Commits the demo's markers and finalises its run.
+fn finish_demo(
+    start: RunStart,
+    outcome: PipelineOutcome,
+    stopped: bool,
+    live: Option<&DemoLive>,
+) -> Result<RunSummary> {
     let mut extra_files = vec![];
     let mut error = outcome.input_error.map(|e| format!("{e:#}"));
-    if let Some(l) = &live {
-        match l.markers.commit(&start.run_dir.path, &start.metadata) {
+    if let Some(l) = live {
+        match l.markers.commit(start.run.path(), &start.metadata) {
             Ok(Some(f)) => extra_files.push(f),
             Ok(None) => {}
             Err(e) => {
@@ -261,7 +199,7 @@ pub fn demo_with(
             }
         }
     }
-    let end = RunEnd {
+    start.finish(RunEnd {
         counts: outcome.counts,
         sink: outcome.sink,
         extra_files,
@@ -273,15 +211,131 @@ pub fn demo_with(
         } else {
             StopReason::EndOfInput
         },
-    };
-    let summary = session::finish(start, end);
-    if let Some(l) = &live {
-        l.stats.set_state(match &summary {
-            Ok(s) if s.error.is_none() => RunState::Stopped,
-            _ => RunState::Failed,
-        });
+    })
+}
+
+/// What the demo shows of the singles on their way to the sink: the statistics and markers
+/// of a watched demo, and its one board's decode count (every 50 ms).
+struct SinkObserver<'a> {
+    live: Option<&'a DemoLive>,
+    last_publish: Instant,
+}
+
+impl<'a> SinkObserver<'a> {
+    fn new(live: Option<&'a DemoLive>) -> Self {
+        Self {
+            live,
+            last_publish: Instant::now(),
+        }
     }
-    summary
+
+    fn note(&mut self, batch: &HitBatch) {
+        let Some(l) = self.live else { return };
+        l.stats.record_singles(batch);
+        l.markers.note_released(batch);
+        if self.last_publish.elapsed() >= Duration::from_millis(50) {
+            self.last_publish = Instant::now();
+            // The demo's one board: hits counted as they reach the sink.
+            let singles = l.stats.singles.load(Ordering::Relaxed);
+            l.stats.board_decode.publish(vec![BoardDecodeSnapshot {
+                source_id: 0,
+                hits_decoded: singles,
+                ..Default::default()
+            }]);
+        }
+    }
+}
+
+/// Frames gathered by the simulator before a chunk is handed on (room for one more slice).
+const FRAMES_CAPACITY: usize = DEMO_CHUNK + (1 << 20);
+
+/// The simulator's thread: slices of simulated frames gathered into chunks for the pipeline,
+/// paced to wall-clock time when asked, its progress published as the demo's one input.
+struct SimFeed {
+    sim: BenchSim,
+    tx: Sender<Result<Chunk>>,
+    stop: Option<StopFlag>,
+    realtime: bool,
+    cell: Option<Arc<LatestCell<InputSnapshot>>>,
+    chunks: u64,
+    bytes_sent: u64,
+}
+
+impl SimFeed {
+    fn new(sim: BenchSim, tx: Sender<Result<Chunk>>, live: Option<&DemoLive>) -> Self {
+        Self {
+            sim,
+            tx,
+            stop: live.map(|l| l.stop.clone()),
+            realtime: live.is_some_and(|l| l.realtime),
+            cell: live.map(|l| l.stats.register_input(SIM_INPUT)),
+            chunks: 0,
+            bytes_sent: 0,
+        }
+    }
+
+    /// Starts the thread; it returns whether the stop flag ended the simulation.
+    fn spawn(self) -> Result<JoinHandle<bool>> {
+        Ok(std::thread::Builder::new()
+            .name("fpga-sim".into())
+            .spawn(move || self.run())?)
+    }
+
+    fn run(mut self) -> bool {
+        let mut truth = TruthBatch::default();
+        let mut frames = Vec::with_capacity(FRAMES_CAPACITY);
+        let (mut slices, mut total_slices) = (0u64, 0u64);
+        let begun = Instant::now();
+        loop {
+            let stopped = self
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed));
+            let more = !stopped && self.sim.next_slice(&mut frames, &mut truth);
+            truth = TruthBatch::default();
+            slices += 1;
+            total_slices += 1;
+            // Paced: a chunk every 100 ms of detector time, sent when its time has come.
+            let due = frames.len() >= DEMO_CHUNK || (self.realtime && slices >= 100);
+            if due || (!more && !frames.is_empty()) {
+                if self.realtime {
+                    let at = begun + Duration::from_millis(total_slices);
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                let bytes = std::mem::replace(&mut frames, Vec::with_capacity(FRAMES_CAPACITY));
+                if !self.send(bytes, slices, !more) {
+                    return stopped;
+                }
+                slices = 0;
+            }
+            if !more {
+                self.publish(0, true);
+                return stopped;
+            }
+        }
+    }
+
+    /// Hands `bytes` on; false when the pipeline has stopped taking chunks.
+    fn send(&mut self, bytes: Vec<u8>, progress: u64, ended: bool) -> bool {
+        self.chunks += 1;
+        self.bytes_sent += bytes.len() as u64;
+        if self.tx.send(Ok(Chunk { bytes, progress })).is_err() {
+            return false;
+        }
+        self.publish(self.tx.len(), ended);
+        true
+    }
+
+    fn publish(&self, queued: usize, ended: bool) {
+        if let Some(cell) = &self.cell {
+            cell.publish(sim_input_snapshot(
+                self.chunks,
+                self.bytes_sent,
+                queued,
+                ended,
+            ));
+        }
+    }
 }
 
 /// Label of the demo's simulator in the statistics.

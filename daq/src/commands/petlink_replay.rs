@@ -12,15 +12,15 @@
 //! any size.
 
 use crate::process::read_blocks::read_up_to;
-use crate::process::session::{self, SOFTWARE_VERSION};
+use crate::process::run::{Run, SOFTWARE_VERSION, failure_of};
 use anyhow::{Context, Result, bail};
 use scandaq_core::LossCounts;
 use scandaq_core::LossReason;
-use scandaq_core::run_state::{FailureReason, RunMode, RunState, StopReason};
+use scandaq_core::run_state::{RunMode, StopReason};
 use scandaq_decoders::interfile::PetlinkHeader;
 use scandaq_decoders::petlink::{EventBatch, PetlinkCounts, PetlinkDecoder, SinglesRateBatch};
 use scandaq_sinks::petlink_tables::{self as tables, PETLINK_SCHEMA_VERSION};
-use scandaq_sinks::{FileRecord, Manifest, ParquetTableWriter, RunDir};
+use scandaq_sinks::{FileRecord, Manifest, ParquetTableWriter};
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -203,47 +203,27 @@ pub fn replay_petlink(
         file.display().to_string(),
         header_path.display().to_string(),
     ];
-    let (run_dir, mut manifest) = session::open_run(out_dir, RunMode::Replay, &sources)?;
-    manifest.state = RunState::Running;
-    if let Err(e) = manifest.write_atomic(&run_dir.path) {
-        let e = anyhow::Error::from(e);
-        session::fail_run(&run_dir, &mut manifest, FailureReason::StartFailed, &e);
-        return Err(e);
-    }
-    let tables = write_tables(&run_dir, file, &mut input, &h, &header_path, &sources);
+    let mut run = Run::open(out_dir, RunMode::Replay, &sources, None)?;
+    run.set_running()?;
+    let tables = write_tables(&run, file, &mut input, &h, &header_path, &sources);
     let (counts, events_file, singles_file, sinograms) = match tables {
         Ok(t) => t,
         Err(e) => {
             // The manifest says what went wrong; `complete` stays false.
-            let reason = session::failure_of(&format!("{e:#}"));
-            session::fail_run(&run_dir, &mut manifest, reason, &e);
-            return Err(e);
+            let reason = failure_of(&format!("{e:#}"));
+            return Err(run.fail(reason, e));
         }
     };
-
-    for (k, v) in counts.named() {
-        manifest.counts.insert(k.to_string(), v);
-    }
+    let manifest = run.manifest_mut();
+    record_counts(manifest, &counts, &h, file_len);
     manifest
         .counts
         .insert("events_written".into(), events_file.rows);
     manifest
         .counts
         .insert("singles_rows_written".into(), singles_file.rows);
-    manifest.counts.insert("file_bytes".into(), file_len);
-    if let Some(t) = h.total_listmode_words {
-        manifest
-            .counts
-            .insert("header_total_listmode_words".into(), t);
-    }
-    let mut losses = LossCounts::default();
-    losses.add(LossReason::TrailingBytes, counts.trailing_bytes);
-    losses.add(LossReason::AddressOutOfRange, counts.address_out_of_range);
-    manifest.losses = losses;
-    manifest.first_t_ps = counts.first_time_ms.map(|t| i64::from(t) * 1_000_000_000);
-    manifest.last_t_ps = counts.max_time_ms.map(|t| i64::from(t) * 1_000_000_000);
     manifest.files = vec![events_file, singles_file];
-    session::close_run(&run_dir, &mut manifest, StopReason::EndOfInput)?;
+    let (run_dir, manifest) = run.stop(StopReason::EndOfInput)?;
     if counts.backward_time_jumps > 0 {
         warnings.push(format!(
             "{} time tags went backwards (counted as backward_time_jumps)",
@@ -274,10 +254,34 @@ pub fn replay_petlink(
     })
 }
 
-/// Decodes `input` into the two tables of `run_dir`; returns the counts, both file records and
+/// Records the decoder's counts, losses and time range in `manifest`.
+fn record_counts(
+    manifest: &mut Manifest,
+    counts: &PetlinkCounts,
+    h: &PetlinkHeader,
+    file_len: u64,
+) {
+    for (k, v) in counts.named() {
+        manifest.counts.insert(k.to_string(), v);
+    }
+    manifest.counts.insert("file_bytes".into(), file_len);
+    if let Some(t) = h.total_listmode_words {
+        manifest
+            .counts
+            .insert("header_total_listmode_words".into(), t);
+    }
+    let mut losses = LossCounts::default();
+    losses.add(LossReason::TrailingBytes, counts.trailing_bytes);
+    losses.add(LossReason::AddressOutOfRange, counts.address_out_of_range);
+    manifest.losses = losses;
+    manifest.first_t_ps = counts.first_time_ms.map(|t| i64::from(t) * 1_000_000_000);
+    manifest.last_t_ps = counts.max_time_ms.map(|t| i64::from(t) * 1_000_000_000);
+}
+
+/// Decodes `input` into the two tables of `run`; returns the counts, both file records and
 /// the number of sinograms of the layout.
 fn write_tables(
-    run_dir: &RunDir,
+    run: &Run,
     file: &Path,
     input: &mut std::fs::File,
     h: &PetlinkHeader,
@@ -285,7 +289,7 @@ fn write_tables(
     sources: &[String],
 ) -> Result<(PetlinkCounts, FileRecord, FileRecord, u32)> {
     // Keep the header beside the tables: it is the acquisition's description.
-    let header_copy = run_dir.path.join(file_name(header_path));
+    let header_copy = run.path().join(file_name(header_path));
     std::fs::copy(header_path, &header_copy).with_context(|| {
         format!(
             "cannot copy {} to {}",
@@ -296,7 +300,7 @@ fn write_tables(
 
     let metadata = |table: &str| {
         let mut kv = vec![
-            ("scandaq.run".to_string(), run_dir.run.to_string()),
+            ("scandaq.run".to_string(), run.number().to_string()),
             ("scandaq.table".to_string(), table.to_string()),
             (
                 "scandaq.schema_version".to_string(),
@@ -317,14 +321,14 @@ fn write_tables(
         kv
     };
     let mut events_w = ParquetTableWriter::create(
-        &run_dir.path,
+        run.path(),
         tables::EVENTS_FILE,
         tables::events_schema(),
         &tables::events_write_options(),
         metadata(tables::EVENTS_TABLE),
     )?;
     let mut singles_w = ParquetTableWriter::create(
-        &run_dir.path,
+        run.path(),
         tables::SINGLES_FILE,
         tables::singles_schema(),
         &tables::singles_write_options(),

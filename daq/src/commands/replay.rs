@@ -6,16 +6,15 @@ use crate::acquire::ring::OverflowPolicy;
 use crate::commands::outcome::finish_run;
 use crate::commands::petlink_replay;
 use crate::observe::progress::progress_bar;
-use crate::process::calib_load;
-use crate::process::calib_load::LoadedCalibration;
+use crate::process::calib_load::{CalibrationArgs, LoadedCalibration};
 use crate::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
-use crate::process::pipeline::Chunk;
+use crate::process::pipeline::{self, Chunk};
 use crate::process::read_blocks::read_up_to;
-use crate::process::session::{self, RunDescription, RunSummary};
+use crate::process::run::{RunDescription, RunEnd, RunStart, RunSummary};
 use anyhow::{Context, Result, bail};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, bounded};
 use scandaq_core::ClockModel;
-use scandaq_core::run_state::RunMode;
+use scandaq_core::run_state::{RunMode, StopReason};
 use scandaq_decoders::idxf;
 use scandaq_decoders::rawf::{RAWF_HEADER_LEN, RawfHeader};
 use std::collections::BTreeMap;
@@ -142,10 +141,39 @@ pub fn replay(
         rotation: options.rotation,
         coincidences: options.coincidences.clone(),
     };
-    let summary = session::run(out_dir, calibration, description, rx, |n| bar.inc(n));
+    let summary = run_pipeline(out_dir, calibration, description, rx, |n| bar.inc(n));
     bar.finish_and_clear();
     let _ = reader.join();
     summary
+}
+
+/// Runs `input` through the pipeline into a new run under `out_dir`.
+fn run_pipeline(
+    out_dir: &Path,
+    calibration: &LoadedCalibration,
+    description: RunDescription,
+    input: Receiver<Result<Chunk>>,
+    on_progress: impl FnMut(u64),
+) -> Result<RunSummary> {
+    let mut start = RunStart::begin(out_dir, calibration, description, None)?;
+    start.set_running()?;
+    let outcome = pipeline::run(
+        input,
+        &start.kernel,
+        start.run.path(),
+        start.metadata.clone(),
+        start.sink_settings(Default::default()),
+        on_progress,
+    )?;
+    start.finish(RunEnd {
+        counts: outcome.counts,
+        sink: outcome.sink,
+        extra_files: vec![],
+        extra_counts: BTreeMap::new(),
+        error: outcome.input_error.map(|e| format!("{e:#}")),
+        failure: None,
+        stop_reason: StopReason::EndOfInput,
+    })
 }
 
 /// The metadata JSON of the raw archive `archive` (`.sdq`: 64-byte header, JSON, packets).
@@ -256,21 +284,21 @@ pub fn archive_stream_settings(
 
 /// `scandaq replay`: reprocess a .rawf, a raw archive or a PETLINK file.
 #[derive(clap::Args)]
+#[command(
+    mut_arg("calib", |a| a.help("scandaq calibration directory (tdc_calibration.tsv, energy_calibration.tsv, skew.tsv, map_channel.tsv)")),
+    mut_arg("petsys_config", |a| a.help("A PETsys config.ini naming the setup's calibration tables")),
+    mut_arg("no_calib", |a| a.help("A .sdq archive with no PETsys boards (only OPM-MEG / ultrasound streams) needs no PET calibration")),
+)]
 pub struct ReplayArgs {
     /// The .rawf file (its .idxf is looked for beside it), a .sdq raw archive, or a PETLINK .l file.
     pub file: PathBuf,
     /// Interfile header of a PETLINK .l file (default: FILE.l.hdr, FILE.l.hdr.STIR, FILE.hdr or a *.hdr* naming FILE).
     #[arg(long)]
     pub header: Option<PathBuf>,
-    /// scandaq calibration directory (tdc_calibration.tsv, energy_calibration.tsv, skew.tsv, map_channel.tsv).
-    #[arg(long, conflicts_with = "petsys_config")]
-    pub calib: Option<PathBuf>,
-    /// A PETsys config.ini naming the setup's calibration tables.
-    #[arg(long)]
-    pub petsys_config: Option<PathBuf>,
-    /// A .sdq archive with no PETsys boards (only OPM-MEG / ultrasound streams) needs no PET calibration.
-    #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
-    pub no_calib: bool,
+    /// Calibration: `--calib DIR`, `--petsys-config FILE` or (a .sdq archive of streams
+    /// only) `--no-calib`.
+    #[command(flatten)]
+    pub calibration: CalibrationArgs,
     /// Run configuration whose [meg] / [ultrasound] keys override the stream settings stored in the .sdq archive (channel table, clock-fit settings, sequence).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -297,9 +325,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let ReplayArgs {
         file,
         header,
-        calib,
-        petsys_config,
-        no_calib,
+        calibration: calib,
         config,
         out,
         no_progress,
@@ -318,10 +344,8 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         petlink_replay::print_summary(&summary);
         return Ok(ExitCode::SUCCESS);
     }
-    let calibration = match (calib, petsys_config) {
-        (Some(dir), None) => calib_load::load_calibration_dir(&dir)?,
-        (None, Some(ini)) => calib_load::load_petsys_config(&ini)?,
-        (None, None) if no_calib && is_raw_archive(&file) => calib_load::LoadedCalibration::none(),
+    let calibration = match calib.load()? {
+        Some(c) if !calib.no_calib || is_raw_archive(&file) => c,
         _ => bail!(
             "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup); a .sdq archive of OPM-MEG / ultrasound streams only takes --no-calib"
         ),

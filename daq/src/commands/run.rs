@@ -1,7 +1,7 @@
 //! `scandaq run`: the command-line flags over the TOML run file, and the live acquisition
 //! with its stats line or dashboard.
 
-use crate::acquire::live::{LiveHandles, run_live};
+use crate::acquire::live::{LiveConfig, LiveHandles, run_live};
 use crate::acquire::ring::OverflowPolicy;
 use crate::acquire::run_config::{self, RunFile};
 use crate::commands::outcome::finish_run;
@@ -10,8 +10,9 @@ use crate::observe::dashboard;
 use crate::observe::live_stats::LiveStats;
 use crate::observe::markers::SharedMarkers;
 use crate::observe::stop::stop_on_signals;
-use crate::process::calib_load;
+use crate::process::calib_load::{CalibrationArgs, LoadedCalibration};
 use crate::process::coinc_stage::CoincidenceArgs;
+use crate::process::run::RunSummary;
 use anyhow::{Result, anyhow};
 use scandaq_core::run_state::RunMode;
 use scandaq_core::units::parse_duration_s;
@@ -47,15 +48,10 @@ pub struct RunArgs {
     /// Overflow policy of the input rings.
     #[arg(long, value_parser = ["drop", "block"])]
     pub policy: Option<String>,
-    /// scandaq calibration directory.
-    #[arg(long, conflicts_with = "petsys_config")]
-    pub calib: Option<PathBuf>,
-    /// PETsys config.ini naming the calibration tables.
-    #[arg(long)]
-    pub petsys_config: Option<PathBuf>,
-    /// The run has no PETsys boards (only OPM-MEG / ultrasound streams): no PET calibration.
-    #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
-    pub no_calib: bool,
+    /// Calibration: `--calib DIR`, `--petsys-config FILE` or `--no-calib` (over the run
+    /// file's `[calibration]`).
+    #[command(flatten)]
+    pub calibration: CalibrationArgs,
     /// Stop after this wall-clock time (e.g. 60s).
     #[arg(long, value_parser = parse_duration_s)]
     pub duration: Option<f64>,
@@ -97,11 +93,100 @@ pub struct RunArgs {
 /// `scandaq run`: the run file (if any) with the flags on top, validated; the acquisition
 /// with the stats line, or the dashboard on a terminal (`--tui`); a control socket meanwhile.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let mut v = run_file(&args)?.validate()?;
+    if args.quiet {
+        v.live.stats_every = None;
+    }
+    // The validated `[calibration]`, as the flags would give it.
+    let calibration = CalibrationArgs {
+        calib: v.calib_dir.clone(),
+        petsys_config: v.petsys_config.clone(),
+        no_calib: false,
+    }
+    .load()?
+    .unwrap_or_else(LoadedCalibration::none);
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&stop)?;
+    if !args.quiet {
+        eprintln!(
+            "scandaq run: {} input(s), Ctrl-C stops cleanly",
+            v.live.inputs.len()
+        );
+    }
+    let handles = LiveHandles {
+        stop,
+        mode: RunMode::Run,
+        stats: Arc::new(LiveStats::default()),
+        markers: SharedMarkers::default(),
+    };
+    let control = ControlServer::start_for_run(ControlContext {
+        stats: handles.stats.clone(),
+        stop: handles.stop.clone(),
+        markers: handles.markers.clone(),
+    });
+    if args.tui && !dashboard::can_run() {
+        eprintln!(
+            "scandaq run: --tui needs a terminal on stdin and stdout; printing the stats line instead"
+        );
+    }
+    let summary = if args.tui && dashboard::can_run() {
+        v.live.stats_every = None;
+        with_dashboard(v.live, calibration, handles)?
+    } else {
+        run_live(&v.live, &calibration, handles)?
+    };
+    control.shutdown();
+    Ok(finish_run(summary, None))
+}
+
+/// The acquisition on its own thread, the dashboard on this one; closing the dashboard stops
+/// the run.
+fn with_dashboard(
+    live: LiveConfig,
+    calibration: LoadedCalibration,
+    handles: LiveHandles,
+) -> Result<RunSummary> {
+    let exit = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&exit)?;
+    let (stats, stop, markers) = (
+        handles.stats.clone(),
+        handles.stop.clone(),
+        handles.markers.clone(),
+    );
+    let worker = std::thread::Builder::new()
+        .name("acquisition".into())
+        .spawn(move || run_live(&live, &calibration, handles))?;
+    let ui = dashboard::run_in_process(stats, stop.clone(), markers, &exit, AppOptions::default());
+    stop.store(true, Ordering::Relaxed);
+    let summary = worker
+        .join()
+        .map_err(|_| anyhow!("the acquisition thread panicked"))?;
+    if let Err(e) = ui {
+        eprintln!("warning: {e:#}");
+    }
+    summary
+}
+
+/// The run file `--config` names (or an empty one) with the flags laid over it.
+fn run_file(args: &RunArgs) -> Result<RunFile> {
     let mut file = match &args.config {
         Some(path) => run_config::read(path)?,
         None => RunFile::default(),
     };
-    // Flags override the file.
+    override_inputs(&mut file, args);
+    let calib = &args.calibration;
+    if calib.given() {
+        file.calibration.dir = calib.calib.clone();
+        file.calibration.petsys_config = calib.petsys_config.clone();
+        file.calibration.none = calib.no_calib.then_some(true);
+    }
+    override_run(&mut file.run, args);
+    file.coincidences = args.coincidences.apply(file.coincidences.clone())?;
+    Ok(file)
+}
+
+/// `--udp` / `--tcp` replace the file's inputs; `--allow` and `--policy` apply to each.
+fn override_inputs(file: &mut RunFile, args: &RunArgs) {
     if !args.udp.is_empty() || !args.tcp.is_empty() {
         file.input.clear();
         for a in &args.udp {
@@ -129,109 +214,41 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             });
         }
     }
-    if args.calib.is_some() || args.petsys_config.is_some() || args.no_calib {
-        file.calibration.dir = args.calib.clone();
-        file.calibration.petsys_config = args.petsys_config.clone();
-        file.calibration.none = args.no_calib.then_some(true);
-    }
+}
+
+/// The `[run]` keys the flags give.
+fn override_run(run: &mut run_config::RunSection, args: &RunArgs) {
     if let Some(d) = args.duration {
-        file.run.duration = Some(format!("{d}s"));
+        run.duration = Some(format!("{d}s"));
     }
     if args.boards.is_some() {
-        file.run.boards = args.boards.clone();
+        run.boards = args.boards.clone();
     }
     if args.connect_timeout.is_some() {
-        file.run.connect_timeout = args.connect_timeout.clone();
+        run.connect_timeout = args.connect_timeout.clone();
     }
     if args.max_hits.is_some() {
-        file.run.max_hits = args.max_hits;
+        run.max_hits = args.max_hits;
     }
     if args.max_bytes.is_some() {
-        file.run.max_bytes = args.max_bytes;
+        run.max_bytes = args.max_bytes;
     }
     if let Some(o) = &args.out {
-        file.run.out = Some(o.clone());
+        run.out = Some(o.clone());
     }
     if args.raw_archive {
-        file.run.raw_archive = Some(true);
+        run.raw_archive = Some(true);
     }
     if args.raw_columns {
-        file.run.raw_columns = Some(true);
+        run.raw_columns = Some(true);
     }
-    file.coincidences = args.coincidences.apply(file.coincidences.clone())?;
     if args.rotate_size.is_some() {
-        file.run.rotate_size = args.rotate_size.clone();
+        run.rotate_size = args.rotate_size.clone();
     }
     if args.rotate_every.is_some() {
-        file.run.rotate_every = args.rotate_every.clone();
+        run.rotate_every = args.rotate_every.clone();
     }
     if args.commit_interval.is_some() {
-        file.run.commit_interval = args.commit_interval.clone();
+        run.commit_interval = args.commit_interval.clone();
     }
-    let mut v = file.validate()?;
-    if args.quiet {
-        v.live.stats_every = None;
-    }
-    let calibration = match (&v.calib_dir, &v.petsys_config) {
-        (Some(d), _) => calib_load::load_calibration_dir(d)?,
-        (_, Some(p)) => calib_load::load_petsys_config(p)?,
-        _ => calib_load::LoadedCalibration::none(),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    stop_on_signals(&stop)?;
-    if !args.quiet {
-        eprintln!(
-            "scandaq run: {} input(s), Ctrl-C stops cleanly",
-            v.live.inputs.len()
-        );
-    }
-    let stats = Arc::new(LiveStats::default());
-    let markers: SharedMarkers = Arc::default();
-    let control = ControlServer::start_for_run(ControlContext {
-        stats: stats.clone(),
-        stop: stop.clone(),
-        markers: markers.clone(),
-    });
-    if args.tui && !dashboard::can_run() {
-        eprintln!(
-            "scandaq run: --tui needs a terminal on stdin and stdout; printing the stats line instead"
-        );
-    }
-    let summary = if args.tui && dashboard::can_run() {
-        v.live.stats_every = None;
-        let exit = Arc::new(AtomicBool::new(false));
-        stop_on_signals(&exit)?;
-        let (live, s, m, st) = (v.live.clone(), stats.clone(), markers.clone(), stop.clone());
-        let worker = std::thread::Builder::new()
-            .name("acquisition".into())
-            .spawn(move || {
-                let handles = LiveHandles {
-                    stop: st,
-                    mode: RunMode::Run,
-                    stats: s,
-                    markers: m,
-                };
-                run_live(&live, &calibration, handles)
-            })?;
-        let ui =
-            dashboard::run_in_process(stats, stop.clone(), markers, &exit, AppOptions::default());
-        stop.store(true, Ordering::Relaxed);
-        let summary = worker
-            .join()
-            .map_err(|_| anyhow!("the acquisition thread panicked"))?;
-        if let Err(e) = ui {
-            eprintln!("warning: {e:#}");
-        }
-        summary?
-    } else {
-        let handles = LiveHandles {
-            stop,
-            mode: RunMode::Run,
-            stats,
-            markers,
-        };
-        run_live(&v.live, &calibration, handles)?
-    };
-    control.shutdown();
-    Ok(finish_run(summary, None))
 }

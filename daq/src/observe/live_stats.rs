@@ -105,7 +105,8 @@ impl Default for LiveStats {
 }
 
 impl LiveStats {
-    /// Moves the run to `state`.
+    /// Moves the run to `state`. Called only by the run's `process::run::Run`, so this state
+    /// and the manifest's move together (checked by the `run_lifecycle` tests).
     pub fn set_state(&self, state: RunState) {
         let i = RunState::ALL.iter().position(|&s| s == state).unwrap_or(0);
         self.state.store(i as u8, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! Loading calibration from disk: a scandaq calibration directory (`--calib DIR`) or a PETsys
-//! setup's `config.ini` (`--petsys-config FILE`), with errors that name the file and line.
+//! setup's `config.ini` (`--petsys-config FILE`), with errors that name the file and line; and
+//! the three calibration flags of the commands that process hits ([`CalibrationArgs`]).
 
 use anyhow::{Context, Result, bail};
 use scandaq_core::calib::checksum_of;
@@ -45,6 +46,39 @@ impl LoadedCalibration {
             warnings: vec![
                 "no PET calibration (--no-calib): hits of a PETsys board would be counted as no_tdc_calibration".into(),
             ],
+        }
+    }
+}
+
+/// The calibration flags of `scandaq run` and `scandaq replay` (flattened into both; `replay`
+/// words their help for files).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CalibrationArgs {
+    /// scandaq calibration directory.
+    #[arg(long, conflicts_with = "petsys_config")]
+    pub calib: Option<PathBuf>,
+    /// PETsys config.ini naming the calibration tables.
+    #[arg(long)]
+    pub petsys_config: Option<PathBuf>,
+    /// The run has no PETsys boards (only OPM-MEG / ultrasound streams): no PET calibration.
+    #[arg(long, conflicts_with_all = ["calib", "petsys_config"])]
+    pub no_calib: bool,
+}
+
+impl CalibrationArgs {
+    /// True when any of the flags was given.
+    pub fn given(&self) -> bool {
+        self.calib.is_some() || self.petsys_config.is_some() || self.no_calib
+    }
+
+    /// The calibration the flags name: the tables of `--calib DIR` or of
+    /// `--petsys-config FILE`, no PET calibration with `--no-calib`; `None` when no flag says.
+    pub fn load(&self) -> Result<Option<LoadedCalibration>> {
+        match (&self.calib, &self.petsys_config) {
+            (Some(dir), _) => load_calibration_dir(dir).map(Some),
+            (None, Some(ini)) => load_petsys_config(ini).map(Some),
+            (None, None) if self.no_calib => Ok(Some(LoadedCalibration::none())),
+            (None, None) => Ok(None),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Turning raw frames into physics and tables: the decode + calibrate [`kernel`], the loaded
 //! calibration ([`calib_load`]), the parallel [`pipeline`] and its time-order [`merge`], the
-//! coincidence stage, the singles columns, the OPM-MEG / ultrasound [`streams`], and the run
-//! [`session`] (run directory, manifest, lifecycle) shared by every command that writes a run.
+//! coincidence stage, the singles columns, the OPM-MEG / ultrasound [`streams`], and the
+//! [`run`] lifecycle (run directory, manifest, states) shared by every command that writes a
+//! run.
 //!
 //! May import [`crate::observe`]; never [`crate::acquire`] or [`crate::commands`].
 
@@ -12,6 +13,6 @@ pub mod kernel;
 pub mod merge;
 pub mod pipeline;
 pub mod read_blocks;
-pub mod session;
+pub mod run;
 pub mod singles_columns;
 pub mod streams;

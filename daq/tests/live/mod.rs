@@ -61,7 +61,7 @@ fn stream_config(transport: Transport, faults: Faults, seed: u64) -> StreamConfi
 /// What a live acquisition left: its summary, what the sender sent, the states a 10 Hz
 /// observer saw, and the final stats snapshot.
 struct Acquired {
-    run: scandaq::process::session::RunSummary,
+    run: scandaq::process::run::RunSummary,
     sent: StreamSummary,
     states_seen: Vec<RunState>,
     last: StatsSnapshot,

@@ -1,0 +1,351 @@
+//! The processing side of a live run: per-board decode state ([`BoardState`], one per board
+//! session, moved onto the run's timeline after a restart), the merger that restores time
+//! order, the OPM-MEG / ultrasound stream stage, and the raw-archive tap; [`Decoding`] owns
+//! them and drains the input rings into them.
+
+use super::inputs::InputThread;
+use crate::acquire::ingest::FrameChunk;
+use crate::observe::live_stats::BoardDecodeSnapshot;
+use crate::process::kernel::CompiledCalibration;
+use crate::process::merge::KWayMerger;
+use crate::process::pipeline::{PipelineCounts, Processor};
+use crate::process::streams::StreamReport;
+use crate::process::streams::stage::StreamStage;
+use anyhow::Result;
+use scandaq_core::{HitBatch, LossReason};
+use scandaq_sinks::FileRecord;
+use scandaq_sinks::archive::RawArchiveWriter;
+use std::collections::BTreeMap;
+
+/// Chunks taken off one input's ring per processing round (between merger releases).
+const DRAIN_CHUNKS_PER_CALL: usize = 8;
+
+/// The raw archive the run records packets into (when asked), and the first error writing
+/// it (the archive stops then; the run fails on it).
+pub(super) struct ArchiveTap {
+    writer: Option<RawArchiveWriter>,
+    error: Option<String>,
+}
+
+impl ArchiveTap {
+    /// A tap into `writer` (none: nothing is recorded).
+    pub(super) fn new(writer: Option<RawArchiveWriter>) -> Self {
+        Self {
+            writer,
+            error: None,
+        }
+    }
+
+    /// True when packets are recorded.
+    pub(super) fn is_on(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// The first error writing the archive.
+    pub(super) fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    fn write(&mut self, chunk: &FrameChunk) {
+        if let Some(w) = self.writer.as_mut()
+            && !chunk.raw.is_empty()
+            && let Err(e) = w.write_packets(&chunk.raw, chunk.raw_packets)
+        {
+            self.stop_on(e.to_string());
+        }
+    }
+
+    /// Keeps the commit interval when no packets arrive.
+    pub(super) fn tick(&mut self) {
+        if let Some(Err(e)) = self.writer.as_mut().map(RawArchiveWriter::tick) {
+            self.stop_on(e.to_string());
+        }
+    }
+
+    /// Commits the archive: its file record (if it was written) and the first error.
+    fn commit(self) -> (Option<FileRecord>, Option<String>) {
+        let mut error = self.error;
+        let file = match self.writer.map(RawArchiveWriter::commit) {
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) => {
+                error = Some(e.to_string());
+                None
+            }
+            None => None,
+        };
+        (file, error)
+    }
+
+    fn stop_on(&mut self, error: String) {
+        self.error = Some(error);
+        self.writer = None;
+    }
+}
+
+/// What the processing side hands to the run's end.
+pub(super) struct DecodeEnd {
+    /// Counts and losses of every board (late hits included).
+    pub(super) counts: PipelineCounts,
+    /// Per-board counts for the manifest.
+    pub(super) extra: BTreeMap<String, u64>,
+    /// Boards seen.
+    pub(super) boards: u64,
+    /// The stream stage's report and errors.
+    pub(super) streams: (StreamReport, Vec<String>),
+    /// The raw archive's file and first error.
+    pub(super) archive: (Option<FileRecord>, Option<String>),
+}
+
+/// The boards' decode state, the merger, the stream stage and the raw-archive tap of a run.
+pub(super) struct Decoding<'k> {
+    kernel: &'k CompiledCalibration,
+    boards: BTreeMap<u32, BoardState<'k>>,
+    timeline: Timeline,
+    merger: KWayMerger,
+    streams: StreamStage,
+    /// The raw archive.
+    pub(super) archive: ArchiveTap,
+}
+
+impl<'k> Decoding<'k> {
+    /// Nothing decoded yet.
+    pub(super) fn new(
+        kernel: &'k CompiledCalibration,
+        streams: StreamStage,
+        archive: ArchiveTap,
+    ) -> Self {
+        Self {
+            kernel,
+            boards: BTreeMap::new(),
+            timeline: Timeline::default(),
+            // Boards may lag each other by 0.5 s of detector time; nothing within 50 ms of the
+            // newest hit is released, so a board whose data starts a little later is not late.
+            merger: KWayMerger::new(500_000_000_000, 50_000_000_000),
+            streams,
+            archive,
+        }
+    }
+
+    /// Drains every ring once into the boards' processors and the merger; returns whether
+    /// anything arrived.
+    pub(super) fn drain(&mut self, inputs: &mut [InputThread]) -> Result<bool> {
+        let mut got = false;
+        for input in inputs.iter_mut() {
+            // A bounded number per call: the caller releases merged hits to the sink between
+            // calls, so an input that refills its ring as fast as it is drained cannot make
+            // the merger hold an unbounded backlog.
+            for _ in 0..DRAIN_CHUNKS_PER_CALL {
+                let Some(chunk) = input.consumer.pop() else {
+                    break;
+                };
+                got = true;
+                self.take(&chunk)?;
+            }
+        }
+        Ok(got)
+    }
+
+    /// Records `chunk` in the archive and hands it to its stream or its board.
+    fn take(&mut self, chunk: &FrameChunk) -> Result<()> {
+        self.archive.write(chunk);
+        if chunk.frames.is_empty() && !chunk.end_of_stream && chunk.packets == 0 {
+            return Ok(()); // archive-only chunk (rejected packets)
+        }
+        if StreamStage::is_stream_chunk(chunk) {
+            return self.streams.push(chunk);
+        }
+        let kernel = self.kernel;
+        let (merger, timeline) = (&mut self.merger, &mut self.timeline);
+        let board = self
+            .boards
+            .entry(chunk.source_id)
+            .or_insert_with(|| BoardState::new(kernel, chunk.session, chunk.source_id));
+        if chunk.session > board.session {
+            board.next_session(chunk.session, kernel, merger, timeline)?;
+        }
+        board.push(&chunk.frames, false, merger, timeline)?;
+        if chunk.end_of_stream && !board.ended {
+            board.ended = true;
+            board.push(&[], true, merger, timeline)?;
+            merger.end(board.key);
+        }
+        Ok(())
+    }
+
+    /// Merged singles ready for the sink.
+    pub(super) fn release(&mut self) -> HitBatch {
+        self.merger.release()
+    }
+
+    /// True when every board and stream seen (at least one) has sent its end of stream.
+    pub(super) fn all_ended(&self) -> bool {
+        (!self.boards.is_empty() || !self.streams.is_empty())
+            && self.boards.values().all(|b| b.ended)
+            && (self.streams.is_empty() || self.streams.all_ended())
+    }
+
+    /// Boards seen.
+    pub(super) fn board_count(&self) -> usize {
+        self.boards.len()
+    }
+
+    /// Ends every board that has not sent its end of stream (its last singles flushed into
+    /// the merger); stops at the first error.
+    pub(super) fn end_boards(&mut self) -> Result<()> {
+        for board in self.boards.values_mut() {
+            if !board.ended {
+                board.push(&[], true, &mut self.merger, &mut self.timeline)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything the merger still holds.
+    pub(super) fn finish_merger(&mut self) -> HitBatch {
+        self.merger.finish()
+    }
+
+    /// Per-board decode counts for the stats snapshot.
+    pub(super) fn snapshot(&self) -> Vec<BoardDecodeSnapshot> {
+        self.boards
+            .iter()
+            .map(|(&id, b)| {
+                let c = b.counts();
+                BoardDecodeSnapshot {
+                    source_id: id,
+                    frames: c.frames,
+                    hits_decoded: c.hits_decoded,
+                    losses: c.losses,
+                }
+            })
+            .collect()
+    }
+
+    /// The counts of every board, the streams' report and the committed archive.
+    pub(super) fn close(self) -> DecodeEnd {
+        let mut counts = PipelineCounts::default();
+        let mut extra = BTreeMap::new();
+        for (&id, board) in &self.boards {
+            let c = board.counts();
+            counts.bytes_scanned += c.bytes_scanned;
+            counts.frames += c.frames;
+            counts.hits_decoded += c.hits_decoded;
+            counts.frame_wraps += c.frame_wraps;
+            counts.losses.merge(&c.losses);
+            extra.insert(format!("board.{id}.hits_decoded"), c.hits_decoded);
+            extra.insert(format!("board.{id}.frames"), c.frames);
+        }
+        counts
+            .losses
+            .add(LossReason::LateHit, self.merger.late_hits());
+        DecodeEnd {
+            counts,
+            extra,
+            boards: self.boards.len() as u64,
+            streams: self.streams.finish(),
+            archive: self.archive.commit(),
+        }
+    }
+}
+
+/// Per-board processing state (of the board's current session).
+struct BoardState<'k> {
+    processor: Processor<'k>,
+    ended: bool,
+    /// The board's session (0, then one more per restart; see [`crate::acquire::ingest`]).
+    session: u32,
+    /// The merger stream of this session.
+    key: u32,
+    /// Sessions after a restart: the offset that puts their clock onto the run's timeline
+    /// (fixed by the session's first singles).
+    rebase: Option<i64>,
+    /// Counts of the board's earlier sessions.
+    earlier: PipelineCounts,
+}
+
+/// Times and merger streams shared by the boards' sessions.
+#[derive(Default)]
+struct Timeline {
+    /// Newest singles time handed to the merger (ps), if any.
+    newest: Option<i64>,
+    /// Sessions after a restart opened so far (their merger streams are numbered down from
+    /// `u32::MAX - 1`; a board's first session uses its source id, so ties between boards
+    /// break as before, whatever order their chunks arrive in).
+    keys: u32,
+}
+
+impl<'k> BoardState<'k> {
+    fn new(kernel: &'k CompiledCalibration, session: u32, key: u32) -> Self {
+        Self {
+            processor: Processor::new(kernel),
+            ended: false,
+            session,
+            key,
+            rebase: None,
+            earlier: PipelineCounts::default(),
+        }
+    }
+
+    /// This board's counts over all its sessions.
+    fn counts(&self) -> PipelineCounts {
+        let mut c = self.processor.counts();
+        let e = &self.earlier;
+        c.bytes_scanned += e.bytes_scanned;
+        c.frames += e.frames;
+        c.hits_decoded += e.hits_decoded;
+        c.frame_wraps += e.frame_wraps;
+        c.losses.merge(&e.losses);
+        c
+    }
+
+    /// Decodes `frames` (and the session's end with `eof`) into the merger; a session after
+    /// a restart is moved onto the run's timeline and flagged.
+    fn push(
+        &mut self,
+        frames: &[u8],
+        eof: bool,
+        merger: &mut KWayMerger,
+        timeline: &mut Timeline,
+    ) -> Result<()> {
+        let (key, restarted, rebase) = (self.key, self.session > 0, &mut self.rebase);
+        self.processor.push(frames, eof, &mut |mut b| {
+            if restarted && !b.is_empty() {
+                // The board's clock restarted with it: its first singles are placed at the
+                // newest time of the run so far, and the session keeps that offset.
+                let offset = *rebase.get_or_insert_with(|| {
+                    timeline.newest.map_or(0, |n| n.saturating_sub(b.t_ps[0]))
+                });
+                for t in &mut b.t_ps {
+                    *t = t.saturating_add(offset);
+                }
+                for f in &mut b.flags {
+                    *f |= scandaq_core::hit_flags::CLOCK_REBASED;
+                }
+            }
+            if let Some(&last) = b.t_ps.last() {
+                timeline.newest = Some(timeline.newest.map_or(last, |n| n.max(last)));
+            }
+            merger.push(key, b);
+            Ok(())
+        })
+    }
+
+    /// Ends the current session and opens `session`, on a new merger stream.
+    fn next_session(
+        &mut self,
+        session: u32,
+        kernel: &'k CompiledCalibration,
+        merger: &mut KWayMerger,
+        timeline: &mut Timeline,
+    ) -> Result<()> {
+        if !self.ended {
+            self.push(&[], true, merger, timeline)?;
+        }
+        merger.end(self.key);
+        let earlier = self.counts();
+        timeline.keys += 1;
+        *self = Self::new(kernel, session, u32::MAX - timeline.keys);
+        self.earlier = earlier;
+        Ok(())
+    }
+}
