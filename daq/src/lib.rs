@@ -5,7 +5,7 @@
 //! - [`commands`]: one module per subcommand (demo, replay, recover, export, calibrate, ...);
 //! - [`acquire`]: the live path (UDP/TCP/archive inputs, rings, sequence tracking, the run loop);
 //! - [`process`]: decode + calibrate kernel, time-order merge, coincidence stage, Parquet sinks
-//!   glue, OPM-MEG / ultrasound streams, and the run session (directory, manifest, lifecycle);
+//!   glue, OPM-MEG / ultrasound streams, and the run lifecycle (process::run: directory, manifest, states);
 //! - [`observe`]: live statistics, the control socket, markers, the dashboard glue, disk watch.
 //!
 //! `main.rs` only parses the command line, calls a command and maps errors to exit codes.

@@ -51,6 +51,7 @@ fn state_moves(text: &str) -> Vec<(usize, String)> {
                 || l.contains("state: RunState::")
                 || l.contains("set_state(")
                 || l.contains("RunDir::allocate")
+                || l.contains("insert(\"state\"")
         })
         .map(|(n, l)| (n, l.trim().to_string()))
         .collect()
@@ -102,6 +103,7 @@ fn the_run_module_is_where_states_move() {
         "RunState::Running",
         "RunState::Failed",
         "set_state(",
+        "insert(\"state\"",
     ] {
         assert!(
             moves.iter().any(|(_, l)| l.contains(needle)),
@@ -117,9 +119,10 @@ fn the_checker_sees_a_bypass() {
                   m.state = RunState::Running; // said running\n\
                   stats.set_state(RunState::Failed);\n\
                   let m = Manifest { state: RunState::Stopped, ..m };\n\
-                  let dir = RunDir::allocate(out)?;\n";
+                  let dir = RunDir::allocate(out)?;\n\
+                  obj.insert(\"state\".into(), \"recovered\".into());\n";
     let lines: Vec<usize> = state_moves(bypass).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(lines, vec![2, 3, 4, 5]);
+    assert_eq!(lines, vec![2, 3, 4, 5, 6]);
     let innocent = "if m.state == RunState::Running {}\n\
                     let s = self.state.load(Ordering::Relaxed);\n\
                     m.states = vec![];\n\

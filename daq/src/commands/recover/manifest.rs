@@ -44,16 +44,9 @@ impl Recovery<'_> {
                 self.dir.join("manifest.json").display()
             )
         })?;
-        obj.insert("complete".into(), false.into());
-        obj.insert("state".into(), "recovered".into());
+        crate::process::run::mark_recovered(obj)?;
         obj.insert("files".into(), serde_json::to_value(&self.files)?);
         obj.insert("recovery".into(), serde_json::to_value(&section)?);
-        if obj.get("stop_reason").is_none_or(|v| v.is_null()) {
-            obj.insert(
-                "stop_reason".into(),
-                serde_json::to_value(scandaq_core::run_state::StopReason::ProcessEnded)?,
-            );
-        }
         write_final_manifest(self.dir, &value)
     }
 }

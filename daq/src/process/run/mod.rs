@@ -36,6 +36,22 @@ use std::sync::Arc;
 /// Software version written into files and manifests.
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Marks a dead run's manifest as recovered, the one state change that happens after the run's
+/// process: `complete: false`, `state: recovered`, and `stop_reason: process_ended` when it had
+/// none. The manifest is kept as JSON so fields this version does not know survive (used by
+/// `scandaq recover`).
+pub fn mark_recovered(manifest: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    manifest.insert("complete".into(), false.into());
+    manifest.insert("state".into(), serde_json::to_value(RunState::Recovered)?);
+    if manifest.get("stop_reason").is_none_or(|v| v.is_null()) {
+        manifest.insert(
+            "stop_reason".into(),
+            serde_json::to_value(StopReason::ProcessEnded)?,
+        );
+    }
+    Ok(())
+}
+
 /// One run: its numbered directory, its manifest, and (when the run is watched live) the
 /// statistics whose state follows the manifest's. The only code that moves a run through
 /// its states.
