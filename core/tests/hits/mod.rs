@@ -147,8 +147,9 @@ fn take_before_splits_at_the_limit() {
 
 #[test]
 fn merging_equals_a_stable_sort_of_both_whichever_ends_first() {
-    let cases: [(&[i64], &[i64]); 6] = [
+    let cases: [(&[i64], &[i64]); 7] = [
         (&[1, 3, 3, 9], &[0, 3, 4, 10, 11]),
+        (&[3, 5], &[1, 3, 3]),
         (&[5, 6, 7], &[1]),
         (&[1], &[5, 6, 7]),
         (&[2, 2, 2], &[2, 2]),
