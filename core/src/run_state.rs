@@ -54,14 +54,6 @@ impl RunState {
             RunState::Recovered => "recovered",
         }
     }
-
-    /// True once the run is over (nothing will change any more).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunState::Stopped | RunState::Failed | RunState::Recovered
-        )
-    }
 }
 
 impl fmt::Display for RunState {
@@ -270,6 +262,30 @@ mod tests {
             FailureReason::ProcessingFailed,
         ] {
             assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{f}\""));
+        }
+    }
+
+    #[test]
+    fn mode_and_energy_unit_names_are_the_documented_manifest_strings() {
+        // docs/tables.md, manifest `mode` and `energy_unit`.
+        let modes = [
+            (RunMode::Demo, "demo"),
+            (RunMode::Replay, "replay"),
+            (RunMode::Run, "run"),
+            (RunMode::Recover, "recover"),
+        ];
+        for (mode, name) in modes {
+            assert_eq!((mode.name(), mode.to_string()), (name, name.to_string()));
+            assert_eq!(serde_json::to_string(&mode).unwrap(), format!("\"{name}\""));
+        }
+        let units = [
+            (EnergyUnit::Kev, "keV"),
+            (EnergyUnit::TotNs, "ToT_ns"),
+            (EnergyUnit::None, ""),
+        ];
+        for (unit, name) in units {
+            assert_eq!((unit.name(), unit.to_string()), (name, name.to_string()));
+            assert_eq!(serde_json::to_string(&unit).unwrap(), format!("\"{name}\""));
         }
     }
 }

@@ -220,16 +220,6 @@ pub struct StreamSnapshot {
     pub figures: StreamFigures,
 }
 
-impl StreamSnapshot {
-    /// `MEG` or `US`.
-    pub fn kind_name(&self) -> &'static str {
-        match self.figures {
-            StreamFigures::Meg(_) => "MEG",
-            StreamFigures::Ultrasound(_) => "US",
-        }
-    }
-}
-
 /// The figures of one kind of stream.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -446,5 +436,43 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(meg.health_counts(), (2, 1, 1, 3));
+    }
+
+    #[test]
+    fn tof_histogram_bins_by_hand() {
+        // Window 1000 ps, 4 bins over [-1000, 1000): edges -1000, -500, 0, 500, 1000.
+        let mut c = CoincidenceSnapshot::new(1000, 4);
+        c.add_tof(&[-1000, -501, -500, -1, 0, 499, 500, 999, 1000, -1001, 5000]);
+        // 1000 and beyond, and below -1000, are outside.
+        assert_eq!(c.dt_bins, vec![2, 2, 2, 2]);
+        c.add_tof(&[250, 250]);
+        assert_eq!(c.dt_bins, vec![2, 2, 4, 2]);
+    }
+
+    #[test]
+    fn singles_rate_between_two_snapshots() {
+        let mut earlier = snapshot(vec![], vec![]);
+        earlier.elapsed_s = 2.0;
+        earlier.singles = 1_000;
+        let mut now = snapshot(vec![], vec![]);
+        now.elapsed_s = 6.0;
+        now.singles = 9_000;
+        assert_eq!(now.singles_rate_since(&earlier), 2_000.0);
+        // No time between them: no rate rather than a division by zero.
+        assert_eq!(now.singles_rate_since(&now), 0.0);
+    }
+
+    #[test]
+    fn channel_health_names_are_the_documented_ones() {
+        // docs/meg.md, "Live figures": ok, flat, saturated, noisy; serialised the same.
+        for (h, name) in [
+            (ChannelHealth::Ok, "ok"),
+            (ChannelHealth::Flat, "flat"),
+            (ChannelHealth::Saturated, "saturated"),
+            (ChannelHealth::Noisy, "noisy"),
+        ] {
+            assert_eq!(h.name(), name);
+            assert_eq!(serde_json::to_string(&h).unwrap(), format!("\"{name}\""));
+        }
     }
 }

@@ -374,4 +374,12 @@ mod tests {
     fn a_misspelt_name_is_not_read_as_zero() {
         let _ = LossCounts::default().get("crc_errors");
     }
+
+    #[test]
+    fn empty_until_something_is_counted() {
+        let mut counts = LossCounts::default();
+        assert!(counts.is_empty());
+        counts.add(LossReason::LateHit, 1);
+        assert!(!counts.is_empty());
+    }
 }

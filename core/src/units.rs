@@ -197,4 +197,18 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_largest_accepted_values_and_binary_units() {
+        // Times: accepted below 9e18 ps (under i64::MAX with margin), refused from it on.
+        assert!(parse_time_ps("8999999s").is_ok());
+        assert!(parse_time_ps("9000000s").is_err());
+        assert!(parse_time_ps("10000000s").is_err());
+        // Sizes: accepted below 1.8e19 bytes (under u64::MAX), refused from it on.
+        assert_eq!(parse_bytes("1TiB"), Ok(1 << 40));
+        assert_eq!(parse_bytes("3Ti"), Ok(3 << 40));
+        assert!(parse_bytes("17999999TB").is_ok());
+        assert!(parse_bytes("18000000TB").is_err());
+        assert!(parse_bytes("20000000TB").is_err());
+    }
 }
