@@ -11,8 +11,9 @@ use scandaq_fpga_sim::cli::{
     summary_paragraph,
 };
 use scandaq_fpga_sim::files::{CALIB_DIR, CALIB_FILES, SUMMARY_FILE, TRUTH_FILE, bench_file_list};
+use scandaq_fpga_sim::packet_out::TCP_ACCEPT_WAIT;
 use scandaq_fpga_sim::ring::{Phantom, RingConfig, Source, ring_file_list, write_ring_files};
-use scandaq_fpga_sim::stream::{DEFAULT_MAX_PACKET_BYTES, TCP_FIRST_ACCEPT_WAIT};
+use scandaq_fpga_sim::stream::DEFAULT_MAX_PACKET_BYTES;
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
 use scandaq_fpga_sim::{Faults, StreamConfig, Transport, stream};
 use std::path::PathBuf;
@@ -370,7 +371,7 @@ fn run(args: Args) -> Result<()> {
     if let Transport::Tcp { listen } = &transport {
         eprintln!(
             "fpga-sim: serving TCP on {listen}; waiting up to {} s for scandaq to connect",
-            TCP_FIRST_ACCEPT_WAIT.as_secs()
+            TCP_ACCEPT_WAIT.as_secs()
         );
     }
     let rate = config.hit_rate_hz;

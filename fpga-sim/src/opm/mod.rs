@@ -20,6 +20,7 @@ pub mod cli;
 pub mod signal;
 
 use crate::config::SimError;
+use crate::packet_out::faults::Faults;
 use crate::packet_out::{Destination, PacketOut, PacketOutOptions, PacketOutSummary};
 use crate::rng::Rng;
 use scandaq_decoders::control::{ClockSync, encode_clock_sync};
@@ -420,7 +421,7 @@ pub fn run_opm(
     let mut out = PacketOut::open(
         destination,
         PacketOutOptions {
-            lose_packets: config.faults.lose_packets,
+            faults: Faults::loss(config.faults.lose_packets),
             seed: config.seed,
             ..PacketOutOptions::default()
         },

@@ -33,6 +33,7 @@ pub mod cli;
 pub mod echo;
 
 use crate::config::SimError;
+use crate::packet_out::faults::Faults;
 use crate::packet_out::{Destination, Pacing, PacketOut, PacketOutOptions, PacketOutSummary};
 use crate::rng::Rng;
 use echo::{EchoGeometry, Scatterer, default_scatterers, noise_table, render_event};
@@ -474,7 +475,7 @@ pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary,
         destination,
         PacketOutOptions {
             pacing: Pacing::Unpaced,
-            lose_packets: config.lose_packets,
+            faults: Faults::loss(config.lose_packets),
             seed: config.seed,
             prerender: config.prerender,
             ..PacketOutOptions::default()
