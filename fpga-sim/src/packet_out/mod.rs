@@ -3,7 +3,7 @@
 //! source's packets, adds the CRC-32C, injects seeded faults, paces the output and delivers it
 //! over UDP, TCP, into a `.sdq` raw archive or to a closure.
 //!
-//! By job: [`packetizer`] builds packets into a batch, [`faults`] draws each data packet's
+//! By job: `packetizer` builds packets into a batch, [`faults`] draws each data packet's
 //! fate, [`pacing`] holds batches back to a rate or a simulator's clock (and prerenders),
 //! [`transports`] hands batches to the destination. This file keeps the sources' sequence
 //! spaces and ties the four together.
