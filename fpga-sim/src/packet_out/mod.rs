@@ -710,6 +710,65 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_restart_and_end_marker_is_counted_as_a_receiver_sees_it() {
+        let mut got: Received = Vec::new();
+        let summary = {
+            let mut out = PacketOut::open(
+                Destination::Closure(Box::new(|s, p: &[u8]| {
+                    got.push((s, p.to_vec()));
+                    true
+                })),
+                PacketOutOptions {
+                    faults: Faults {
+                        lose_packets: 0.1,
+                        duplicate: 0.1,
+                        reorder: 0.1,
+                        corrupt: 0.1,
+                        ..Faults::default()
+                    },
+                    seed: 5,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            out.declare_source(9, 1);
+            for i in 0..300u32 {
+                out.send_counted(9, 1, &[&i.to_le_bytes()], 2).unwrap();
+                if i == 150 {
+                    out.restart_source(9).unwrap();
+                }
+            }
+            out.finish().unwrap()
+        };
+        let f = &summary.source_faults[0];
+        assert!(f.lost_packets > 0 && f.corrupted_packets > 0 && f.duplicated_packets > 0);
+        assert!(f.reordered_packets > 0);
+        assert_eq!(f.lost_hits, 2 * f.lost_packets);
+        assert_eq!(f.restarts, 1);
+        let crc_failures = got
+            .iter()
+            .filter(|(_, p)| decode_packet(p).is_err())
+            .count();
+        assert_eq!(crc_failures as u64, f.corrupted_packets);
+        let repeats = got.windows(2).filter(|w| w[0] == w[1]).count();
+        assert_eq!(repeats as u64, f.duplicated_packets);
+        // Every data packet arrives (held ones included) except the lost, plus the end marker.
+        assert_eq!(
+            got.len() as u64,
+            300 - f.lost_packets + f.duplicated_packets + 1
+        );
+        let (h, payload) = decode_packet(&got[got.len() - 1].1).unwrap();
+        assert!(h.flags & FLAG_END_OF_STREAM != 0 && payload.is_empty());
+        assert_eq!(h.payload_format, 1);
+        let starts = got
+            .iter()
+            .filter_map(|(_, p)| decode_packet(p).ok())
+            .filter(|(h, _)| h.seq == 0)
+            .count();
+        assert!(starts >= 2, "a start packet before and after the restart");
+    }
+
+    #[test]
     fn archive_destination_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.sdq");
