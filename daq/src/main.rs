@@ -1,10 +1,16 @@
 //! The `scandaq` command line: parses the arguments, calls the command (daq/src/commands/)
 //! and maps its error to the exit code, printing it on one line.
+//!
+//! Without the `demo` feature (a scanner build: `--no-default-features`) `scandaq demo` still
+//! parses, whatever its arguments, and fails with a message saying how to get it back
+//! (`DEMO_MISSING`), rather than clap's "unrecognized subcommand".
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+#[cfg(feature = "demo")]
+use scandaq::commands::demo;
 use scandaq::commands::{
-    attach, calibrate, config_check, demo, export, inspect, recover, replay, run as run_cmd,
+    attach, calibrate, config_check, export, inspect, recover, replay, run as run_cmd,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +31,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Simulate a two-module PET bench in-process, acquire it, and write Parquet (no hardware needed).
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
+    /// Not in this build (built without the demo feature): rebuild with the default features.
+    #[cfg(not(feature = "demo"))]
+    Demo {
+        /// Ignored: the command is not in this build.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Reprocess a PETsys .rawf file or raw archive into calibrated singles, or a PETLINK .l list-mode file into events, in Parquet.
     Replay(replay::ReplayArgs),
     /// Acquire from live front-ends (UDP/TCP) into a new run; Ctrl-C stops cleanly.
@@ -76,6 +90,12 @@ enum Command {
     },
 }
 
+/// What `scandaq demo` says in a build without the `demo` feature.
+#[cfg(not(feature = "demo"))]
+const DEMO_MISSING: &str = "this scandaq was built without the demo feature (a scanner build: \
+     no simulator); rebuild with the default features (cargo build --release -p scandaq) to \
+     get `scandaq demo`";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -89,7 +109,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => anyhow::bail!("{DEMO_MISSING}"),
         Command::Replay(args) => replay::run(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Config { action } => config_check::run(action),

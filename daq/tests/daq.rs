@@ -301,6 +301,7 @@ mod calibration;
 #[path = "coincidences/mod.rs"]
 mod coincidences;
 #[path = "crash_safety/mod.rs"]
+#[cfg(feature = "demo")] // every test here runs `scandaq demo`
 mod crash_safety;
 #[path = "dashboard/mod.rs"]
 mod dashboard;

@@ -12,6 +12,9 @@
 //! The `ring` preset ([`ring`]): a full PET ring (default 32 modules × 64 crystals) around
 //! point, line or cylinder sources, with optional phantom scatter and inter-crystal scatter,
 //! through the same electronics; [`RingSim`] and [`write_ring_files`].
+//! The `opm` and `us` presets ([`opm`], [`us`]) stream OPM-MEG blocks and ultrasound RF events.
+//! Every streaming preset sends through one packet sender, [`packet_out`] (sequence numbers,
+//! CRC, faults, pacing; UDP, TCP, `.sdq` archive or closure).
 //! Everything is deterministic in the seed.
 
 pub mod cli;

@@ -11,8 +11,9 @@ use scandaq_fpga_sim::cli::{
     summary_paragraph,
 };
 use scandaq_fpga_sim::files::{CALIB_DIR, CALIB_FILES, SUMMARY_FILE, TRUTH_FILE, bench_file_list};
+use scandaq_fpga_sim::packet_out::TCP_ACCEPT_WAIT;
 use scandaq_fpga_sim::ring::{Phantom, RingConfig, Source, ring_file_list, write_ring_files};
-use scandaq_fpga_sim::stream::{DEFAULT_MAX_PACKET_BYTES, TCP_FIRST_ACCEPT_WAIT};
+use scandaq_fpga_sim::stream::DEFAULT_MAX_PACKET_BYTES;
 use scandaq_fpga_sim::{BenchConfig, write_bench_files};
 use scandaq_fpga_sim::{Faults, StreamConfig, Transport, stream};
 use std::path::PathBuf;
@@ -294,6 +295,11 @@ fn run(args: Args) -> Result<()> {
     if args.preset == "ring" {
         return run_ring(args);
     }
+    run_bench(args)
+}
+
+/// The bench preset: files, or a stream when --udp or --tcp is given.
+fn run_bench(args: Args) -> Result<()> {
     // parse_preset has already rejected anything but bench and ring.
     let ring_only = ring_options_given(&args);
     if !ring_only.is_empty() {
@@ -309,54 +315,53 @@ fn run(args: Args) -> Result<()> {
     if args.near_wrap {
         config = config.near_wrap();
     }
-    let faults = Faults {
-        lose_packets: args.lose_packets.unwrap_or(0.0),
-        duplicate: args.duplicate.unwrap_or(0.0),
-        reorder: args.reorder.unwrap_or(0.0),
-        corrupt: args.corrupt.unwrap_or(0.0),
-        disconnect_after: args.disconnect_after,
-        restart_at_s: args.restart_at,
-    };
     let transport = match (args.udp, args.tcp) {
-        (Some(target), _) => Some(Transport::Udp { target }),
-        (_, Some(listen)) => Some(Transport::Tcp { listen }),
-        _ => None,
+        (Some(target), _) => Transport::Udp { target },
+        (_, Some(listen)) => Transport::Tcp { listen },
+        _ => return write_bench(args, config),
     };
-    let Some(transport) = transport else {
-        let stream_flags = [
-            ("--lose-packets", args.lose_packets.is_some()),
-            ("--duplicate", args.duplicate.is_some()),
-            ("--reorder", args.reorder.is_some()),
-            ("--corrupt", args.corrupt.is_some()),
-            ("--disconnect-after", args.disconnect_after.is_some()),
-            ("--restart-at", args.restart_at.is_some()),
-            ("--boards", args.boards != 1),
-            ("--max-packet-bytes", args.max_packet_bytes.is_some()),
-            ("--unpaced", args.unpaced),
-        ];
-        let given: Vec<&str> = stream_flags
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(f, _)| *f)
-            .collect();
-        if !given.is_empty() {
-            bail!(
-                "stream options ({}) need --udp HOST:PORT or --tcp HOST:PORT (faults need a stream); \
-                 drop them to write files",
-                given.join(", ")
-            );
-        }
-        let Some(out) = args.out else {
-            bail!("say where to write the files with --out DIR, or stream with --udp/--tcp");
-        };
-        let summary = write_bench_files(config, &out)
-            .with_context(|| format!("simulating into {}", out.display()))?;
-        println!(
-            "{}",
-            summary_paragraph(&summary, &out.display().to_string(), &bench_file_list())
+    stream_bench(args, config, transport)
+}
+
+/// The bench to files (no stream options allowed).
+fn write_bench(args: Args, config: BenchConfig) -> Result<()> {
+    let stream_flags = [
+        ("--lose-packets", args.lose_packets.is_some()),
+        ("--duplicate", args.duplicate.is_some()),
+        ("--reorder", args.reorder.is_some()),
+        ("--corrupt", args.corrupt.is_some()),
+        ("--disconnect-after", args.disconnect_after.is_some()),
+        ("--restart-at", args.restart_at.is_some()),
+        ("--boards", args.boards != 1),
+        ("--max-packet-bytes", args.max_packet_bytes.is_some()),
+        ("--unpaced", args.unpaced),
+    ];
+    let given: Vec<&str> = stream_flags
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| *f)
+        .collect();
+    if !given.is_empty() {
+        bail!(
+            "stream options ({}) need --udp HOST:PORT or --tcp HOST:PORT (faults need a stream); \
+             drop them to write files",
+            given.join(", ")
         );
-        return Ok(());
+    }
+    let Some(out) = args.out else {
+        bail!("say where to write the files with --out DIR, or stream with --udp/--tcp");
     };
+    let summary = write_bench_files(config, &out)
+        .with_context(|| format!("simulating into {}", out.display()))?;
+    println!(
+        "{}",
+        summary_paragraph(&summary, &out.display().to_string(), &bench_file_list())
+    );
+    Ok(())
+}
+
+/// The bench streamed live over `transport`, faults injected.
+fn stream_bench(args: Args, config: BenchConfig, transport: Transport) -> Result<()> {
     if let (Transport::Udp { .. }, Some(_)) = (&transport, args.disconnect_after) {
         bail!("--disconnect-after needs --tcp: a UDP stream has no connection to break");
     }
@@ -370,9 +375,17 @@ fn run(args: Args) -> Result<()> {
     if let Transport::Tcp { listen } = &transport {
         eprintln!(
             "fpga-sim: serving TCP on {listen}; waiting up to {} s for scandaq to connect",
-            TCP_FIRST_ACCEPT_WAIT.as_secs()
+            TCP_ACCEPT_WAIT.as_secs()
         );
     }
+    let faults = Faults {
+        lose_packets: args.lose_packets.unwrap_or(0.0),
+        duplicate: args.duplicate.unwrap_or(0.0),
+        reorder: args.reorder.unwrap_or(0.0),
+        corrupt: args.corrupt.unwrap_or(0.0),
+        disconnect_after: args.disconnect_after,
+        restart_at_s: args.restart_at,
+    };
     let rate = config.hit_rate_hz;
     let out = args.out.clone();
     let summary = stream(StreamConfig {

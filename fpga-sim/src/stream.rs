@@ -1,7 +1,8 @@
-//! Streaming front-end emulation: the bench's frames split into one stream per board, packed
-//! whole into transport packets (docs/formats.md §1), with deterministic fault injection, sent
-//! over UDP or served over TCP in real time at the configured hit rate. [`generate_packets`]
-//! hands the same packets to a closure for in-process use and tests.
+//! Streaming front-end emulation of the PET bench: the bench's frames split into one stream
+//! per board and packed whole into transport packets (docs/formats.md §1), which the
+//! simulator's one sender ([`crate::packet_out`]) faults, paces and sends over UDP or serves
+//! over TCP in real time at the configured hit rate. [`generate_packets`] hands the same
+//! packets to a closure for in-process use and tests.
 //!
 //! # Boards
 //! The bench has two modules, PETsys chips 0 and 1. With one board, source 0 carries every hit;
@@ -17,28 +18,22 @@
 //! detector time, so the packets are the same paced or not. `seq` counts every packet a board
 //! *generates* from 0, so a lost packet leaves a gap. A board's first packet (seq 0) carries
 //! `FLAG_START_OF_STREAM` and is never lost or corrupted (a draw for either is ignored; it may
-//! be duplicated or reordered). At the end
-//! each board sends one empty
-//! packet with `FLAG_END_OF_STREAM` and its own next seq; it is never faulted. Over UDP it is
-//! sent [`UDP_END_OF_STREAM_COPIES`] times in all (same bytes, same seq): receivers treat repeats
-//! of an end marker as harmless. [`generate_packets`] emits it once.
+//! be duplicated or reordered). At the end each board sends one empty packet with
+//! `FLAG_END_OF_STREAM` and its own next seq; it is never faulted. Over UDP it is sent
+//! [`UDP_END_OF_STREAM_COPIES`] times in all (same bytes, same seq): receivers treat repeats
+//! of an end marker as harmless. [`generate_packets`] emits it once. Packets leave one at a
+//! time, as soon as they are made.
 //!
 //! # Faults
-//! One draw per data packet from the run's seed, the outcomes exclusive:
-//! - lost: never sent (`lost_packets`, `lost_hits`);
-//! - corrupted: one payload byte flipped after the CRC was computed, so a receiver rejects it
-//!   and its hits are lost (`corrupted_packets`, `corrupted_hits`);
-//! - duplicated: sent twice in a row (`duplicated_packets`);
-//! - reordered: held back and sent right after the next packet that goes out intact
-//!   (`reordered_packets`; one packet per board is held at a time). A held packet with no
-//!   intact successor before the end is sent in order and not counted.
-//!
-//! TCP `disconnect_after = N` (once per run): after N packets on the connection, the next
-//! packet that is sent once, intact and with no held packet behind it gets only its first half
-//! written; the connection is closed (`disconnects`, `disconnect_lost_packets` = 1,
-//! `disconnect_lost_hits`), the server accepts the client's reconnection and continues with
-//! the following packet, `seq` continuing. With these rules each count equals what a receiver
-//! observes (gaps, repeats, seq below the highest seen, CRC failures), faults combined or not.
+//! One draw per data packet from the run's seed (stream [`BENCH_FAULT_STREAM`]), the outcomes
+//! exclusive, applied by [`crate::packet_out`] (its module documentation has the rules):
+//! lost (`lost_packets`, `lost_hits`), corrupted after the CRC (`corrupted_packets`,
+//! `corrupted_hits`), duplicated (`duplicated_packets`), reordered behind the next intact
+//! packet (`reordered_packets`). TCP `disconnect_after = N` (once per run) cuts the
+//! connection in the middle of a packet (`disconnects`, `disconnect_lost_packets` = 1,
+//! `disconnect_lost_hits`) and serves the client's reconnection from the following packet,
+//! `seq` continuing. With these rules each count equals what a receiver observes (gaps,
+//! repeats, seq below the highest seen, CRC failures), faults combined or not.
 //!
 //! `restart_at_s = T` (once per run): at the first slice whose first hit is at least T s of
 //! detector time after the run's first hit, every board restarts as a front end does after a
@@ -52,20 +47,23 @@ use crate::files::{
     SUMMARY_FILE, TRUTH_BATCH_ROWS, create_truth_writer, prepare_out_dir, write_calibration_dir,
     write_truth,
 };
-use crate::rng::Rng;
+use crate::packet_out::{Destination, Pacing, PacketOut, PacketOutOptions, PacketOutSummary};
 use crate::sim::{BenchSim, SimSummary};
 use crate::truth::TruthBatch;
-use scandaq_decoders::petsys::{FrameScanner, HitFields, encode_frame};
-use scandaq_decoders::transport::{
-    FLAG_END_OF_STREAM, FLAG_START_OF_STREAM, HEADER_LEN, encode_packet, payload_format,
-};
+use scandaq_decoders::petsys::{FrameScanner, FrameSpan, HitFields, encode_frame};
+use scandaq_decoders::transport::{HEADER_LEN, payload_format};
+use scandaq_sinks::ParquetTableWriter;
 use serde::{Deserialize, Serialize};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
+pub use crate::packet_out::UDP_END_OF_STREAM_COPIES;
+pub use crate::packet_out::faults::{FaultCounts, Faults};
+
+/// Random stream of the bench's fault draws.
+pub const BENCH_FAULT_STREAM: u64 = 0x5eed_57ea;
 /// Default largest packet, header included.
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 8192;
 /// Smallest `max_packet_bytes`: the header plus 64 bytes.
@@ -74,15 +72,6 @@ pub const MIN_MAX_PACKET_BYTES: usize = HEADER_LEN + 64;
 pub const MAX_MAX_PACKET_BYTES: usize = 65_507;
 /// A board's pending frames are packed and sent after this many slices (~1 ms each).
 pub const FLUSH_AFTER_SLICES: u64 = 10;
-/// Times the end-of-stream packet is sent over UDP (the same bytes each time).
-pub const UDP_END_OF_STREAM_COPIES: usize = 3;
-/// How long the TCP server waits for the first client.
-pub const TCP_FIRST_ACCEPT_WAIT: Duration = Duration::from_secs(60);
-/// How long the TCP server waits for a client to reconnect after a disconnect.
-pub const TCP_REACCEPT_WAIT: Duration = Duration::from_secs(10);
-/// A TCP client that reads nothing for this long ends the run with an error.
-pub const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Where packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -105,26 +94,6 @@ impl std::fmt::Display for Transport {
             Self::Tcp { listen } => write!(f, "TCP served on {listen}"),
         }
     }
-}
-
-/// Fault injection: probabilities per data packet (each in [0, 1), sum below 1), and the TCP
-/// disconnect.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Faults {
-    /// Packets never sent.
-    pub lose_packets: f64,
-    /// Packets sent twice.
-    pub duplicate: f64,
-    /// Packets sent after the following packet.
-    pub reorder: f64,
-    /// Packets with a payload byte flipped after the CRC.
-    pub corrupt: f64,
-    /// TCP only: cut the connection once, after this many packets on it.
-    pub disconnect_after: Option<u64>,
-    /// Restart every board once, this many seconds of detector time into the run: sequence
-    /// numbers and frame counter from 0 again, start-of-stream flag on the first packet.
-    #[serde(default)]
-    pub restart_at_s: Option<f64>,
 }
 
 /// A streaming run.
@@ -167,58 +136,6 @@ impl StreamConfig {
             source_id_base: 0,
             prerender: false,
         }
-    }
-}
-
-/// What each fault affected.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FaultCounts {
-    /// Packets not sent.
-    pub lost_packets: u64,
-    /// Hits in them.
-    pub lost_hits: u64,
-    /// Packets sent twice.
-    pub duplicated_packets: u64,
-    /// Packets sent late.
-    pub reordered_packets: u64,
-    /// Packets corrupted (a receiver rejects them by CRC).
-    pub corrupted_packets: u64,
-    /// Hits in them.
-    pub corrupted_hits: u64,
-    /// TCP disconnects injected.
-    pub disconnects: u64,
-    /// Packets cut by a disconnect.
-    pub disconnect_lost_packets: u64,
-    /// Hits in them.
-    pub disconnect_lost_hits: u64,
-    /// Board restarts (sequence and frame counter from 0 again).
-    #[serde(default)]
-    pub restarts: u64,
-}
-
-impl FaultCounts {
-    /// Adds `o` to these counts.
-    pub fn add(&mut self, o: &FaultCounts) {
-        self.lost_packets += o.lost_packets;
-        self.lost_hits += o.lost_hits;
-        self.duplicated_packets += o.duplicated_packets;
-        self.reordered_packets += o.reordered_packets;
-        self.corrupted_packets += o.corrupted_packets;
-        self.corrupted_hits += o.corrupted_hits;
-        self.disconnects += o.disconnects;
-        self.disconnect_lost_packets += o.disconnect_lost_packets;
-        self.disconnect_lost_hits += o.disconnect_lost_hits;
-        self.restarts += o.restarts;
-    }
-
-    /// Packets a receiver never gets intact (lost, corrupted or cut).
-    pub fn packets_missing(&self) -> u64 {
-        self.lost_packets + self.corrupted_packets + self.disconnect_lost_packets
-    }
-
-    /// Hits in those packets.
-    pub fn hits_missing(&self) -> u64 {
-        self.lost_hits + self.corrupted_hits + self.disconnect_lost_hits
     }
 }
 
@@ -269,54 +186,129 @@ impl StreamSummary {
     }
 }
 
-/// A packet on its way out of the generator.
-struct Out<'a> {
-    source_id: u32,
-    bytes: &'a [u8],
-    hits: u64,
-    end_of_stream: bool,
-    /// Sent once, intact, with nothing held behind it: a TCP disconnect may cut it and the
-    /// receiver then sees exactly one more gap.
-    cuttable: bool,
-}
-
-type Emit<'e> = dyn FnMut(&Out<'_>) -> bool + 'e;
-
+/// One board's pending payload and totals.
 struct Board {
     summary: BoardSummary,
-    seq: u64,
     payload: Vec<u8>,
     payload_hits: u64,
     /// Slice in which the oldest pending frame was added.
     payload_since: u64,
-    /// A packet held back for reordering, with its hits.
-    held: Option<(Vec<u8>, u64)>,
 }
 
-struct Packer<'e> {
+/// The bench's packetizer: splits each slice's frames by board, packs whole frames into each
+/// board's payload, and hands full (or old enough) payloads to the sender.
+struct Packer<'a> {
     boards: Vec<Board>,
-    rng: Rng,
-    faults: Faults,
+    out: PacketOut<'a>,
     max_payload: usize,
-    emit: &'e mut Emit<'e>,
-    stopped: bool,
     /// Frame IDs are sent relative to this one (the first frame after a restart).
     frame_base: u64,
+    /// Prerendering: each packet is due when the hits before it have elapsed at this rate.
+    pace_by_hits: Option<f64>,
+    /// Hits put into packets so far.
+    hits_packed: u64,
+    /// Scratch: the frames of a slice, and one frame's hit words per board.
+    spans: Vec<FrameSpan>,
+    words: Vec<Vec<u64>>,
 }
 
-impl Packer<'_> {
-    fn send(&mut self, out: Out<'_>) {
-        if !self.stopped && !(self.emit)(&out) {
-            self.stopped = true;
+impl<'a> Packer<'a> {
+    fn new(config: &StreamConfig, mut out: PacketOut<'a>, pace_by_hits: Option<f64>) -> Self {
+        let boards: Vec<Board> = (0..config.boards)
+            .map(|b| Board {
+                summary: BoardSummary {
+                    source_id: config.source_id_base + b,
+                    ..Default::default()
+                },
+                payload: Vec::with_capacity(config.max_packet_bytes),
+                payload_hits: 0,
+                payload_since: 0,
+            })
+            .collect();
+        for board in &boards {
+            out.declare_source(board.summary.source_id, payload_format::PETSYS_TOFPET2);
+        }
+        Self {
+            words: vec![Vec::new(); boards.len()],
+            boards,
+            out,
+            max_payload: config.max_packet_bytes - HEADER_LEN,
+            frame_base: 0,
+            pace_by_hits,
+            hits_packed: 0,
+            spans: Vec::new(),
         }
     }
 
-    fn add_frame(&mut self, b: usize, frame_id: u64, lossy: bool, words: &[u64], slice: u64) {
+    /// Packs one slice's frames: restarts the boards first when the slice has a frame and
+    /// `restart` says so, then sends the payloads that are due.
+    fn add_slice(
+        &mut self,
+        slice_no: u64,
+        frames: &[u8],
+        restart: impl FnOnce() -> bool,
+    ) -> Result<(), SimError> {
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.clear();
+        FrameScanner::new().scan(frames, true, &mut spans);
+        if let Some(first) = spans.first()
+            && restart()
+        {
+            self.restart(first.frame)?;
+        }
+        for span in &spans {
+            self.split_frame(span, frames, slice_no)?;
+        }
+        self.spans = spans;
+        for b in 0..self.boards.len() {
+            if slice_no >= self.boards[b].payload_since + FLUSH_AFTER_SLICES {
+                self.flush(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits one frame's hits by board (chip `b` on board `b`, or all on board 0).
+    fn split_frame(
+        &mut self,
+        span: &FrameSpan,
+        frames: &[u8],
+        slice_no: u64,
+    ) -> Result<(), SimError> {
+        let last = self.boards.len() - 1;
+        let mut words = std::mem::take(&mut self.words);
+        for w in words.iter_mut() {
+            w.clear();
+        }
+        for k in 0..span.n_hits as usize {
+            let off = span.hits_offset + 8 * k;
+            let word = u64::from_le_bytes(frames[off..off + 8].try_into().unwrap_or([0; 8]));
+            let chip = (HitFields::decode(word).channel >> 6) & 0x3f;
+            words[(chip as usize).min(last)].push(word);
+        }
+        let mut result = Ok(());
+        for (b, w) in words.iter().enumerate() {
+            if !w.is_empty() && result.is_ok() {
+                result = self.add_frame(b, span.frame, span.lossy, w, slice_no);
+            }
+        }
+        self.words = words;
+        result
+    }
+
+    fn add_frame(
+        &mut self,
+        b: usize,
+        frame_id: u64,
+        lossy: bool,
+        words: &[u64],
+        slice: u64,
+    ) -> Result<(), SimError> {
         let frame_bytes = 16 + 8 * words.len();
         let frame_id = frame_id.wrapping_sub(self.frame_base);
         let board = &self.boards[b];
         if !board.payload.is_empty() && board.payload.len() + frame_bytes > self.max_payload {
-            self.flush(b);
+            self.flush(b)?;
         }
         let board = &mut self.boards[b];
         if board.payload.is_empty() {
@@ -325,168 +317,130 @@ impl Packer<'_> {
         encode_frame(&mut board.payload, frame_id, lossy, words);
         board.payload_hits += words.len() as u64;
         board.summary.frames_sent += 1;
+        Ok(())
     }
 
-    /// Packs the board's pending frames into one packet and sends it, faults applied.
-    fn flush(&mut self, b: usize) {
+    /// Packs board `b`'s pending frames into one packet and hands it to the sender.
+    fn flush(&mut self, b: usize) -> Result<(), SimError> {
         let board = &mut self.boards[b];
         if board.payload.is_empty() {
-            return;
+            return Ok(());
         }
-        let source_id = board.summary.source_id;
-        let start = board.seq == 0;
-        let mut packet = Vec::with_capacity(HEADER_LEN + board.payload.len());
-        encode_packet(
-            &mut packet,
-            payload_format::PETSYS_TOFPET2,
-            source_id,
-            board.seq,
-            if start { FLAG_START_OF_STREAM } else { 0 },
-            &board.payload,
-            true,
-        );
+        if let Some(rate) = self.pace_by_hits {
+            self.out
+                .pace_to(Duration::from_secs_f64(self.hits_packed as f64 / rate))?;
+        }
         let hits = board.payload_hits;
-        board.seq += 1;
+        self.out.send_counted(
+            board.summary.source_id,
+            payload_format::PETSYS_TOFPET2,
+            &[&board.payload],
+            hits,
+        )?;
         board.summary.packets_sent += 1;
         board.summary.hits_sent += hits;
         board.payload.clear();
         board.payload_hits = 0;
-
-        let f = &self.faults;
-        let u = self.rng.uniform();
-        let lose = f.lose_packets;
-        let corrupt = lose + f.corrupt;
-        // The start packet is never lost or corrupted (1.0 is above every threshold); it may
-        // be duplicated or reordered.
-        let u = if start && u < corrupt { 1.0 } else { u };
-        let duplicate = corrupt + f.duplicate;
-        let reorder = duplicate + f.reorder;
-        let counts = &mut board.summary.faults;
-        let out = |bytes, cuttable| Out {
-            source_id,
-            bytes,
-            hits,
-            end_of_stream: false,
-            cuttable,
-        };
-        if u < lose {
-            counts.lost_packets += 1;
-            counts.lost_hits += hits;
-            // Not sent: a held packet waits for the next packet that goes out.
-            return;
-        }
-        if u < corrupt {
-            counts.corrupted_packets += 1;
-            counts.corrupted_hits += hits;
-            let at = HEADER_LEN + self.rng.below((packet.len() - HEADER_LEN) as u64) as usize;
-            packet[at] ^= 0x5a;
-            self.send(out(&packet, false));
-            // The receiver rejects it: a held packet waits for an intact one.
-            return;
-        }
-        if u < duplicate {
-            counts.duplicated_packets += 1;
-            self.send(out(&packet, false));
-            self.send(out(&packet, false));
-        } else if u < reorder && board.held.is_none() {
-            counts.reordered_packets += 1;
-            board.held = Some((packet, hits));
-            return;
-        } else {
-            let cuttable = board.held.is_none() && !start;
-            self.send(out(&packet, cuttable));
-        }
-        if let Some((late, late_hits)) = self.boards[b].held.take() {
-            self.send(Out {
-                source_id,
-                bytes: &late,
-                hits: late_hits,
-                end_of_stream: false,
-                cuttable: false,
-            });
-        }
-    }
-
-    /// Flushes board `b`'s pending frames and sends a held packet in order.
-    fn flush_all(&mut self, b: usize) {
-        self.flush(b);
-        let board = &mut self.boards[b];
-        let source_id = board.summary.source_id;
-        if let Some((late, hits)) = board.held.take() {
-            // Nothing intact followed it: it goes out in order, so it was not reordered.
-            board.summary.faults.reordered_packets -= 1;
-            self.send(Out {
-                source_id,
-                bytes: &late,
-                hits,
-                end_of_stream: false,
-                cuttable: false,
-            });
-        }
+        self.hits_packed += hits;
+        Ok(())
     }
 
     /// Restarts every board: what it has goes out, then `seq` from 0 and frame IDs relative
     /// to `first_frame`.
-    fn restart(&mut self, first_frame: u64) {
+    fn restart(&mut self, first_frame: u64) -> Result<(), SimError> {
         for b in 0..self.boards.len() {
-            self.flush_all(b);
-            let board = &mut self.boards[b];
-            board.seq = 0;
-            board.summary.faults.restarts += 1;
+            self.flush(b)?;
+            self.out.restart_source(self.boards[b].summary.source_id)?;
         }
         self.frame_base = first_frame;
+        Ok(())
     }
 
-    /// Flushes every board, releases held packets in order and sends the end-of-stream markers.
-    fn finish(&mut self) {
+    /// Flushes every board and ends its stream (a held packet, then the end-of-stream marker).
+    fn end_streams(&mut self) -> Result<(), SimError> {
         for b in 0..self.boards.len() {
-            self.flush_all(b);
-            let source_id = self.boards[b].summary.source_id;
-            let board = &mut self.boards[b];
-            let mut eos = Vec::with_capacity(HEADER_LEN);
-            encode_packet(
-                &mut eos,
-                payload_format::PETSYS_TOFPET2,
-                source_id,
-                board.seq,
-                FLAG_END_OF_STREAM
-                    | if board.seq == 0 {
-                        FLAG_START_OF_STREAM
-                    } else {
-                        0
-                    },
-                &[],
-                true,
-            );
-            board.seq += 1;
-            board.summary.packets_sent += 1;
-            self.send(Out {
-                source_id,
-                bytes: &eos,
-                hits: 0,
-                end_of_stream: true,
-                cuttable: false,
-            });
+            self.flush(b)?;
+            self.out.end_source(self.boards[b].summary.source_id)?;
+            self.boards[b].summary.packets_sent += 1;
         }
+        Ok(())
     }
 
-    fn summary(self, wall_seconds: f64, sim: SimSummary) -> StreamSummary {
-        let mut faults = FaultCounts::default();
-        for b in &self.boards {
-            faults.add(&b.summary.faults);
+    /// Sends what is left (`complete`: the end markers too) and adds up the run's totals.
+    fn finish(
+        mut self,
+        complete: bool,
+        started: Instant,
+        sim: SimSummary,
+    ) -> Result<StreamSummary, SimError> {
+        let packets = match complete {
+            true => {
+                self.end_streams()?;
+                self.report_prerendered(started)?;
+                self.out.finish()?
+            }
+            false => self.out.finish_without_end_markers()?,
+        };
+        let wall_seconds = match self.pace_by_hits {
+            // Prerendered: the sending alone (generating came first).
+            Some(_) => packets.wall_seconds,
+            None => started.elapsed().as_secs_f64(),
+        };
+        Ok(stream_summary(self.boards, &packets, wall_seconds, sim))
+    }
+
+    /// Prerendering: says what was generated, before the sending starts.
+    fn report_prerendered(&mut self, started: Instant) -> Result<(), SimError> {
+        self.out.flush()?;
+        if let Some(t) = self.out.prerendered_totals() {
+            eprintln!(
+                "fpga-sim: {} packets ({:.1} MB, {} hits) generated in {:.1} s; sending",
+                t.packets,
+                t.bytes as f64 / 1e6,
+                t.hits,
+                started.elapsed().as_secs_f64()
+            );
         }
-        StreamSummary {
-            hits_sent: self.boards.iter().map(|b| b.summary.hits_sent).sum(),
-            packets_sent: self.boards.iter().map(|b| b.summary.packets_sent).sum(),
-            boards: self.boards.into_iter().map(|b| b.summary).collect(),
-            faults,
-            wall_seconds,
-            client_disconnects: 0,
-            sim,
-        }
+        Ok(())
     }
 }
 
+/// The run's totals: the boards' own counts, their faults from the sender.
+fn stream_summary(
+    boards: Vec<Board>,
+    packets: &PacketOutSummary,
+    wall_seconds: f64,
+    sim: SimSummary,
+) -> StreamSummary {
+    let mut faults = FaultCounts::default();
+    let boards: Vec<BoardSummary> = boards
+        .into_iter()
+        .map(|b| {
+            let mut s = b.summary;
+            if let Some(i) = packets
+                .sources
+                .iter()
+                .position(|c| c.source_id == s.source_id)
+                && let Some(f) = packets.source_faults.get(i)
+            {
+                s.faults = f.clone();
+            }
+            faults.add(&s.faults);
+            s
+        })
+        .collect();
+    StreamSummary {
+        hits_sent: boards.iter().map(|b| b.hits_sent).sum(),
+        packets_sent: boards.iter().map(|b| b.packets_sent).sum(),
+        boards,
+        faults,
+        wall_seconds,
+        client_disconnects: packets.client_disconnects,
+        sim,
+    }
+}
+
+/// Checks the configuration; errors name the field and the accepted range.
 fn validate(config: &StreamConfig) -> Result<(), SimError> {
     if !(1..=2).contains(&config.boards) {
         return Err(SimError::config(
@@ -496,38 +450,7 @@ fn validate(config: &StreamConfig) -> Result<(), SimError> {
              or 2 (chip b on source b)",
         ));
     }
-    let f = &config.faults;
-    for (name, p) in [
-        ("lose_packets", f.lose_packets),
-        ("duplicate", f.duplicate),
-        ("reorder", f.reorder),
-        ("corrupt", f.corrupt),
-    ] {
-        if !(0.0..1.0).contains(&p) {
-            return Err(SimError::config(
-                name,
-                p,
-                "must be a probability per packet in [0, 1)",
-            ));
-        }
-    }
-    if let Some(t) = f.restart_at_s
-        && !(t.is_finite() && t >= 0.0)
-    {
-        return Err(SimError::config(
-            "restart_at_s",
-            t,
-            "must be a time in seconds of detector time, >= 0",
-        ));
-    }
-    let sum = f.lose_packets + f.duplicate + f.reorder + f.corrupt;
-    if sum >= 1.0 {
-        return Err(SimError::config(
-            "faults",
-            sum,
-            "the fault probabilities must add up to less than 1",
-        ));
-    }
+    config.faults.validate()?;
     if !(MIN_MAX_PACKET_BYTES..=MAX_MAX_PACKET_BYTES).contains(&config.max_packet_bytes) {
         return Err(SimError::config(
             "max_packet_bytes",
@@ -539,27 +462,30 @@ fn validate(config: &StreamConfig) -> Result<(), SimError> {
         ));
     }
     match config.transport {
-        Transport::Udp { .. } => {
-            if f.disconnect_after.is_some() {
-                return Err(SimError::config(
-                    "disconnect_after",
-                    f.disconnect_after.unwrap_or(0),
-                    "a disconnect needs the TCP transport (UDP has no connection)",
-                ));
-            }
-            let largest = HEADER_LEN + 16 + 8 * config.bench.max_hits_per_frame;
-            if largest > MAX_MAX_PACKET_BYTES {
-                return Err(SimError::config(
-                    "max_hits_per_frame",
-                    config.bench.max_hits_per_frame,
-                    format!(
-                        "a full frame makes a {largest}-byte packet, more than a UDP datagram \
-                         holds ({MAX_MAX_PACKET_BYTES})"
-                    ),
-                ));
-            }
-        }
-        Transport::Tcp { .. } => {}
+        Transport::Udp { .. } => validate_udp(config),
+        Transport::Tcp { .. } => Ok(()),
+    }
+}
+
+/// UDP: no disconnect, and a full frame must fit a datagram.
+fn validate_udp(config: &StreamConfig) -> Result<(), SimError> {
+    if let Some(n) = config.faults.disconnect_after {
+        return Err(SimError::config(
+            "disconnect_after",
+            n,
+            "a disconnect needs the TCP transport (UDP has no connection)",
+        ));
+    }
+    let largest = HEADER_LEN + 16 + 8 * config.bench.max_hits_per_frame;
+    if largest > MAX_MAX_PACKET_BYTES {
+        return Err(SimError::config(
+            "max_hits_per_frame",
+            config.bench.max_hits_per_frame,
+            format!(
+                "a full frame makes a {largest}-byte packet, more than a UDP datagram holds \
+                 ({MAX_MAX_PACKET_BYTES})"
+            ),
+        ));
     }
     Ok(())
 }
@@ -575,42 +501,143 @@ struct Slice {
 /// Slices (about 1 ms each) buffered between the simulator, the packer and the truth writer.
 const PIPELINE_SLICES: usize = 16;
 
-/// Runs the simulator, packs and faults the packets, hands each to `emit` (false = stop), and
-/// writes calib/ and truth.parquet when `out_dir` is set. The simulator and the truth writer
-/// run on their own threads, so the packer (and the socket) keep up with the generation.
-fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimError> {
-    validate(config)?;
-    let mut sim = BenchSim::new(config.bench.clone())?;
-    let truth_writer = match &config.out_dir {
-        Some(dir) => {
-            prepare_out_dir(dir)?;
-            write_calibration_dir(&sim, &dir.join(crate::files::CALIB_DIR))?;
-            Some(create_truth_writer(&sim, dir)?)
+/// Writes calib/ and opens truth.parquet when `out_dir` is set.
+fn open_outputs(
+    config: &StreamConfig,
+    sim: &BenchSim,
+) -> Result<Option<ParquetTableWriter>, SimError> {
+    let Some(dir) = &config.out_dir else {
+        return Ok(None);
+    };
+    prepare_out_dir(dir)?;
+    write_calibration_dir(sim, &dir.join(crate::files::CALIB_DIR))?;
+    Ok(Some(create_truth_writer(sim, dir)?))
+}
+
+/// The simulator thread: slices to the packer, truth to the writer, until the run ends or
+/// a receiver goes away. Returns the simulator's summary.
+fn simulate(
+    mut sim: BenchSim,
+    slices: std::sync::mpsc::SyncSender<Slice>,
+    truth_tx: Option<std::sync::mpsc::SyncSender<TruthBatch>>,
+) -> SimSummary {
+    let mut truth = TruthBatch::new();
+    loop {
+        let mut frames = Vec::with_capacity(64 << 10);
+        if !sim.next_slice(&mut frames, &mut truth) {
+            break;
         }
-        None => None,
+        let slice = Slice {
+            frames,
+            first_t: truth.t_true_ps.first().copied(),
+            last_t: truth.t_true_ps.last().copied(),
+        };
+        match &truth_tx {
+            Some(tx) => {
+                if tx.send(std::mem::take(&mut truth)).is_err() {
+                    break;
+                }
+            }
+            None => truth.clear(),
+        }
+        if slices.send(slice).is_err() {
+            break;
+        }
+    }
+    sim.summary()
+}
+
+/// The truth writer thread: batches of [`TRUTH_BATCH_ROWS`] rows, then the commit.
+fn write_truth_file(mut w: ParquetTableWriter, rx: Receiver<TruthBatch>) -> Result<(), SimError> {
+    let mut pending = TruthBatch::new();
+    for batch in rx {
+        pending.extend_from(&batch);
+        if pending.len() >= TRUTH_BATCH_ROWS {
+            write_truth(&mut w, &mut pending)?;
+        }
+    }
+    write_truth(&mut w, &mut pending)?;
+    w.commit()?;
+    Ok(())
+}
+
+/// Detector-time bookkeeping of the packing loop: pacing and the restart.
+struct Clock {
+    /// Truth time of the run's first hit.
+    first_t: Option<i64>,
+    restart_due: Option<f64>,
+    /// Pace each slice to its detector time.
+    paced: bool,
+}
+
+impl Clock {
+    /// Notes a slice (the run's first hit time).
+    fn note(&mut self, slice: &Slice) {
+        self.first_t = self.first_t.or(slice.first_t);
+    }
+
+    /// True (once) when the boards restart at this slice.
+    fn restart_now(&mut self, slice: &Slice) -> bool {
+        if let (Some(at), Some(a), Some(t)) = (self.restart_due, self.first_t, slice.first_t)
+            && (t - a) as f64 * 1e-12 >= at
+        {
+            self.restart_due = None;
+            return true;
+        }
+        false
+    }
+
+    /// When the slice's last hit is due, counted from the run's first hit.
+    fn due(&self, slice: &Slice) -> Option<Duration> {
+        match (self.paced, self.first_t, slice.last_t) {
+            (true, Some(a), Some(b)) => {
+                Some(Duration::from_secs_f64(((b - a) as f64 * 1e-12).max(0.0)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Packs every slice from `slices` and paces it; returns false when the sender stopped.
+fn pack_slices(
+    packer: &mut Packer<'_>,
+    slices: &Receiver<Slice>,
+    mut clock: Clock,
+) -> Result<bool, SimError> {
+    for (slice_no, slice) in (0u64..).zip(slices.iter()) {
+        clock.note(&slice);
+        packer.add_slice(slice_no, &slice.frames, || clock.restart_now(&slice))?;
+        if packer.out.stopped() {
+            return Ok(false);
+        }
+        if let Some(due) = clock.due(&slice) {
+            packer.out.pace_to(due)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Runs the simulator, packs the packets and hands them to `destination`, and writes calib/
+/// and truth.parquet when `out_dir` is set. The simulator and the truth writer run on their
+/// own threads, so the packer (and the socket) keep up with the generation.
+fn run(
+    config: &StreamConfig,
+    destination: Destination<'_>,
+    options: PacketOutOptions,
+) -> Result<StreamSummary, SimError> {
+    validate(config)?;
+    let sim = BenchSim::new(config.bench.clone())?;
+    let truth_writer = open_outputs(config, &sim)?;
+    let prerender = options.prerender;
+    let mut out = PacketOut::open(destination, options)?;
+    out.wait_for_receiver()?;
+    let pace_by_hits = (prerender && config.paced).then(|| config.bench.hit_rate_hz.max(1.0));
+    let mut packer = Packer::new(config, out, pace_by_hits);
+    let clock = Clock {
+        first_t: None,
+        restart_due: config.faults.restart_at_s,
+        paced: config.paced && !prerender,
     };
-    let mut packer = Packer {
-        boards: (0..config.boards)
-            .map(|b| Board {
-                summary: BoardSummary {
-                    source_id: config.source_id_base + b,
-                    ..Default::default()
-                },
-                seq: 0,
-                payload: Vec::with_capacity(config.max_packet_bytes),
-                payload_hits: 0,
-                payload_since: 0,
-                held: None,
-            })
-            .collect(),
-        rng: Rng::stream(config.bench.seed, 0x5eed_57ea),
-        faults: config.faults.clone(),
-        max_payload: config.max_packet_bytes - HEADER_LEN,
-        emit,
-        stopped: false,
-        frame_base: 0,
-    };
-    let boards = config.boards as usize;
     let started = Instant::now();
     std::thread::scope(|scope| {
         let (slice_tx, slice_rx) = sync_channel::<Slice>(PIPELINE_SLICES);
@@ -621,111 +648,40 @@ fn run(config: &StreamConfig, emit: &mut Emit<'_>) -> Result<StreamSummary, SimE
             }
             false => (None, None),
         };
-        let simulator = scope.spawn(move || {
-            let mut truth = TruthBatch::new();
-            loop {
-                let mut frames = Vec::with_capacity(64 << 10);
-                if !sim.next_slice(&mut frames, &mut truth) {
-                    break;
-                }
-                let slice = Slice {
-                    frames,
-                    first_t: truth.t_true_ps.first().copied(),
-                    last_t: truth.t_true_ps.last().copied(),
-                };
-                match &truth_tx {
-                    Some(tx) => {
-                        if tx.send(std::mem::take(&mut truth)).is_err() {
-                            break;
-                        }
-                    }
-                    None => truth.clear(),
-                }
-                if slice_tx.send(slice).is_err() {
-                    break;
-                }
-            }
-            sim.summary()
-        });
-        let writer = truth_writer.zip(truth_rx).map(|(mut w, rx)| {
-            scope.spawn(move || -> Result<(), SimError> {
-                let mut pending = TruthBatch::new();
-                for batch in rx {
-                    pending.extend_from(&batch);
-                    if pending.len() >= TRUTH_BATCH_ROWS {
-                        write_truth(&mut w, &mut pending)?;
-                    }
-                }
-                write_truth(&mut w, &mut pending)?;
-                w.commit()?;
-                Ok(())
-            })
-        });
-
-        let mut first_t: Option<i64> = None;
-        let mut restart_due = config.faults.restart_at_s;
-        let mut spans = Vec::new();
-        let mut words: Vec<Vec<u64>> = vec![Vec::new(); boards];
-        for (slice_no, slice) in (0u64..).zip(slice_rx.iter()) {
-            first_t = first_t.or(slice.first_t);
-            let frames = &slice.frames;
-            spans.clear();
-            FrameScanner::new().scan(frames, true, &mut spans);
-            if let (Some(at), Some(a), Some(t), Some(span)) =
-                (restart_due, first_t, slice.first_t, spans.first())
-                && (t - a) as f64 * 1e-12 >= at
-            {
-                packer.restart(span.frame);
-                restart_due = None;
-            }
-            for span in &spans {
-                for w in words.iter_mut() {
-                    w.clear();
-                }
-                for k in 0..span.n_hits as usize {
-                    let off = span.hits_offset + 8 * k;
-                    let word =
-                        u64::from_le_bytes(frames[off..off + 8].try_into().unwrap_or([0; 8]));
-                    let chip = (HitFields::decode(word).channel >> 6) & 0x3f;
-                    words[(chip as usize).min(boards - 1)].push(word);
-                }
-                for (b, w) in words.iter().enumerate() {
-                    if !w.is_empty() {
-                        packer.add_frame(b, span.frame, span.lossy, w, slice_no);
-                    }
-                }
-            }
-            for b in 0..boards {
-                if slice_no >= packer.boards[b].payload_since + FLUSH_AFTER_SLICES {
-                    packer.flush(b);
-                }
-            }
-            if packer.stopped {
-                break;
-            }
-            if let (true, Some(a), Some(b)) = (config.paced, first_t, slice.last_t) {
-                let due = Duration::from_secs_f64(((b - a) as f64 * 1e-12).max(0.0));
-                let elapsed = started.elapsed();
-                if due > elapsed {
-                    std::thread::sleep(due - elapsed);
-                }
-            }
-        }
-        let stopped = packer.stopped;
+        let simulator = scope.spawn(move || simulate(sim, slice_tx, truth_tx));
+        let writer = truth_writer
+            .zip(truth_rx)
+            .map(|(w, rx)| scope.spawn(move || write_truth_file(w, rx)));
+        let packed = pack_slices(&mut packer, &slice_rx, clock);
         // Stops the simulator thread when the run was cut short.
         drop(slice_rx);
         let sim_summary = simulator
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let truth_written = match writer {
+            Some(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => Ok(()),
+        };
         // A simulator cut short by a failing truth writer ends without the end markers.
-        if !stopped && sim_summary.finished {
-            packer.finish();
-        }
-        if let Some(w) = writer {
-            w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-        }
-        Ok(packer.summary(started.elapsed().as_secs_f64(), sim_summary))
+        let complete = packed? && sim_summary.finished;
+        let summary = packer.finish(complete, started, sim_summary)?;
+        truth_written?;
+        Ok(summary)
     })
+}
+
+/// The sender's options for a bench stream.
+fn sender_options(config: &StreamConfig) -> PacketOutOptions {
+    PacketOutOptions {
+        pacing: Pacing::Unpaced,
+        faults: config.faults.clone(),
+        seed: config.bench.seed,
+        fault_stream: BENCH_FAULT_STREAM,
+        // Each packet leaves as soon as it is made.
+        udp_batch: 1,
+        prerender: config.prerender && matches!(config.transport, Transport::Udp { .. }),
+        tcp_reconnect: true,
+    }
 }
 
 fn write_summary(dir: &Path, summary: &StreamSummary) -> Result<(), SimError> {
@@ -740,253 +696,21 @@ fn write_summary(dir: &Path, summary: &StreamSummary) -> Result<(), SimError> {
 /// Generates every packet of the run (faults applied, end-of-stream markers once each) and
 /// hands it to `emit(source_id, packet)`; `emit` returning false stops the run early. The
 /// transport in `config` is not used except for validation (a disconnect needs TCP; the TCP
-/// disconnect itself is applied by [`stream`], not here). Writes calib/, truth.parquet and
-/// summary.json when `out_dir` is set.
+/// disconnect itself is applied by [`stream`], not here), nor is `prerender`. Writes calib/,
+/// truth.parquet and summary.json when `out_dir` is set.
 pub fn generate_packets(
     config: &StreamConfig,
     mut emit: impl FnMut(u32, &[u8]) -> bool,
 ) -> Result<StreamSummary, SimError> {
-    let summary = run(config, &mut |p: &Out<'_>| emit(p.source_id, p.bytes))?;
+    let mut options = sender_options(config);
+    options.faults.disconnect_after = None;
+    options.prerender = false;
+    let destination =
+        Destination::Closure(Box::new(|source_id, packet: &[u8]| emit(source_id, packet)));
+    let summary = run(config, destination, options)?;
     if let Some(dir) = &config.out_dir {
         write_summary(dir, &summary)?;
     }
-    Ok(summary)
-}
-
-fn net(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> SimError {
-    let action = action.into();
-    move |source| SimError::Network { action, source }
-}
-
-/// Sends one datagram, retrying briefly when the socket buffer is full.
-fn send_datagram(socket: &UdpSocket, bytes: &[u8], target: SocketAddr) -> std::io::Result<()> {
-    let mut tries = 0;
-    loop {
-        match socket.send_to(bytes, target) {
-            Ok(_) => return Ok(()),
-            Err(_) if tries < 100 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn stream_udp(config: &StreamConfig, target: SocketAddr) -> Result<StreamSummary, SimError> {
-    let bind = if target.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let socket = UdpSocket::bind(bind).map_err(net("binding a UDP socket"))?;
-    if config.prerender {
-        return stream_udp_prerendered(config, &socket, target);
-    }
-    let mut error = None;
-    let summary = run(config, &mut |p: &Out<'_>| {
-        let copies = if p.end_of_stream {
-            UDP_END_OF_STREAM_COPIES
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            if let Err(e) = send_datagram(&socket, p.bytes, target) {
-                error = Some(net(format!("sending a datagram to {target}"))(e));
-                return false;
-            }
-        }
-        true
-    })?;
-    match error {
-        Some(e) => Err(e),
-        None => Ok(summary),
-    }
-}
-
-/// One packet generated ahead of sending.
-struct Rendered {
-    end: usize,
-    hits_before: u64,
-    end_of_stream: bool,
-}
-
-/// [`StreamConfig::prerender`]: generates the whole run (unpaced), then sends it paced by
-/// hits: packet `k` is due when the hits before it, at the configured rate, have elapsed.
-fn stream_udp_prerendered(
-    config: &StreamConfig,
-    socket: &UdpSocket,
-    target: SocketAddr,
-) -> Result<StreamSummary, SimError> {
-    let mut bytes = Vec::new();
-    let mut packets = Vec::new();
-    let mut hits = 0u64;
-    let mut unpaced = config.clone();
-    unpaced.paced = false;
-    let mut summary = run(&unpaced, &mut |p: &Out<'_>| {
-        bytes.extend_from_slice(p.bytes);
-        packets.push(Rendered {
-            end: bytes.len(),
-            hits_before: hits,
-            end_of_stream: p.end_of_stream,
-        });
-        hits += p.hits;
-        true
-    })?;
-    eprintln!(
-        "fpga-sim: {} packets ({:.1} MB, {hits} hits) generated in {:.1} s; sending",
-        packets.len(),
-        bytes.len() as f64 / 1e6,
-        summary.wall_seconds
-    );
-    let rate = config.bench.hit_rate_hz.max(1.0);
-    let started = Instant::now();
-    let mut start = 0;
-    for p in &packets {
-        if config.paced {
-            let due = Duration::from_secs_f64(p.hits_before as f64 / rate);
-            let elapsed = started.elapsed();
-            if due > elapsed + Duration::from_micros(200) {
-                std::thread::sleep(due - elapsed);
-            }
-        }
-        let copies = if p.end_of_stream {
-            UDP_END_OF_STREAM_COPIES
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            send_datagram(socket, &bytes[start..p.end], target)
-                .map_err(net(format!("sending a datagram to {target}")))?;
-        }
-        start = p.end;
-    }
-    summary.wall_seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
-}
-
-/// Waits up to `wait` for a client on the (non-blocking) listener.
-pub(crate) fn accept(
-    listener: &TcpListener,
-    wait: Duration,
-    what: &str,
-) -> Result<TcpStream, SimError> {
-    let deadline = Instant::now() + wait;
-    loop {
-        match listener.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)
-                    .map_err(net("configuring the TCP connection"))?;
-                s.set_write_timeout(Some(TCP_WRITE_TIMEOUT))
-                    .map_err(net("configuring the TCP connection"))?;
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                if Instant::now() >= deadline {
-                    let addr = listener
-                        .local_addr()
-                        .map_or_else(|_| "?".to_string(), |a| a.to_string());
-                    return Err(SimError::Network {
-                        action: format!(
-                            "no client {what} on {addr} within {} s",
-                            wait.as_secs_f64()
-                        ),
-                        source: ErrorKind::TimedOut.into(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            // A client that gave up before being accepted: wait for the next one.
-            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
-            Err(e) => return Err(net("accepting a TCP client")(e)),
-        }
-    }
-}
-
-fn client_gone(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::BrokenPipe
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::NotConnected
-            | ErrorKind::UnexpectedEof
-    )
-}
-
-fn stream_tcp(config: &StreamConfig, listen: SocketAddr) -> Result<StreamSummary, SimError> {
-    let listener = TcpListener::bind(listen).map_err(net(format!("listening on TCP {listen}")))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(net("configuring the TCP listener"))?;
-    let mut conn = Some(accept(&listener, TCP_FIRST_ACCEPT_WAIT, "connected")?);
-    let mut on_connection = 0u64;
-    let mut cut: Option<(u32, u64)> = None;
-    let mut client_disconnects = 0u64;
-    let mut error = None;
-    let disconnect_after = config.faults.disconnect_after;
-    let mut summary = run(config, &mut |p: &Out<'_>| {
-        let result = (|| -> Result<(), SimError> {
-            let c = match conn.as_mut() {
-                Some(c) => c,
-                None => conn.insert(accept(&listener, TCP_REACCEPT_WAIT, "reconnected")?),
-            };
-            if cut.is_none() && p.cuttable && disconnect_after.is_some_and(|n| on_connection >= n) {
-                // Injected disconnect: half the packet, then close.
-                let _ = c.write_all(&p.bytes[..p.bytes.len() / 2]);
-                let _ = c.flush();
-                let _ = c.shutdown(Shutdown::Both);
-                conn = None;
-                cut = Some((p.source_id, p.hits));
-                on_connection = 0;
-                return Ok(());
-            }
-            match c.write_all(p.bytes) {
-                Ok(()) => on_connection += 1,
-                Err(e) if client_gone(&e) => {
-                    // The client went away: serve its reconnection from the next packet on.
-                    client_disconnects += 1;
-                    conn = None;
-                    on_connection = 0;
-                }
-                Err(e) => return Err(net("writing to the TCP client")(e)),
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                error = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = error {
-        return Err(e);
-    }
-    if let Some(mut c) = conn {
-        // Let the client read everything, then wait (briefly) for it to close.
-        let _ = c.flush();
-        let _ = c.shutdown(Shutdown::Write);
-        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut sink = [0u8; 256];
-        while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
-    }
-    if let Some((source_id, hits)) = cut {
-        for counts in summary
-            .boards
-            .iter_mut()
-            .filter(|b| b.source_id == source_id)
-            .map(|b| &mut b.faults)
-            .chain(std::iter::once(&mut summary.faults))
-        {
-            counts.disconnects += 1;
-            counts.disconnect_lost_packets += 1;
-            counts.disconnect_lost_hits += hits;
-        }
-    }
-    summary.client_disconnects = client_disconnects;
     Ok(summary)
 }
 
@@ -994,12 +718,12 @@ fn stream_tcp(config: &StreamConfig, listen: SocketAddr) -> Result<StreamSummary
 /// are sent) and returns what was sent and injected. Writes calib/, truth.parquet and
 /// summary.json when `out_dir` is set.
 pub fn stream(config: StreamConfig) -> Result<StreamSummary, SimError> {
-    let mut summary = match config.transport {
-        Transport::Udp { target } => stream_udp(&config, target)?,
-        Transport::Tcp { listen } => stream_tcp(&config, listen)?,
+    let destination = match config.transport {
+        Transport::Udp { target } => Destination::Udp { target },
+        Transport::Tcp { listen } => Destination::Tcp { listen },
     };
+    let mut summary = run(&config, destination, sender_options(&config))?;
     if let Some(dir) = &config.out_dir {
-        // Wall time includes the TCP close.
         write_summary(dir, &summary)?;
     }
     summary.wall_seconds = summary.wall_seconds.max(0.0);

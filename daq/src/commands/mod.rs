@@ -3,11 +3,15 @@
 //!
 //! Top layer: may import [`crate::acquire`], [`crate::process`] and [`crate::observe`];
 //! nothing below imports a command.
+//!
+//! `demo` exists only with the `demo` feature (on by default): it is the one command that
+//! needs the simulator (scandaq-fpga-sim), so a scanner build without it carries no simulator.
 
 pub mod attach;
 pub mod calibrate;
 pub mod castor;
 pub mod config_check;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
 pub mod fif;

@@ -77,6 +77,7 @@ fn check_run(dir: &Path, config: &CoincidenceConfig) -> (usize, usize) {
     (sizes[0], sizes[1])
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_coincidences_equal_the_library_on_the_same_singles() {
     let tmp = tempfile::tempdir().unwrap();
@@ -304,6 +305,7 @@ fn ring_prompts_find_the_true_coincidences_and_delayeds_estimate_the_randoms() {
     );
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn impossible_windows_are_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();

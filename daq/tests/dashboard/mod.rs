@@ -1,8 +1,11 @@
 //! The operator dashboard's plumbing: control socket, markers, and the real binary in tmux.
+// Helpers shared with the tests that run `scandaq demo` (absent without the demo feature).
+#![cfg_attr(not(feature = "demo"), allow(unused_imports, dead_code))]
 
 use super::{col_str, read_parquet};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
+#[cfg(feature = "demo")]
 use scandaq::commands::demo::{DemoLive, demo_live};
 use scandaq::observe::control::{self, ControlContext, ControlServer, SOCKET_NAME};
 use scandaq::observe::live_stats::{LiveStats, RunState};
@@ -26,6 +29,7 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn control_socket_serves_status_subscribe_marker_and_stop() {
     let tmp = tempfile::tempdir().unwrap();
@@ -197,6 +201,7 @@ fn run_dir(out: &Path) -> PathBuf {
         .unwrap()
 }
 
+#[cfg(feature = "demo")]
 /// Drives the real binary in tmux: `scandaq demo` shows the dashboard, the rates move,
 /// `scandaq top` attached to it shows the same run and can be killed without harm, `m`
 /// writes a marker, `q` asks and `y` stops and quits, the terminal is restored.

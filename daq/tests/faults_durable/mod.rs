@@ -11,6 +11,8 @@
 //! received is in the tables.
 //!
 //! Disk full: real full file systems (a small tmpfs, mounted for the test; needs root).
+// Helpers shared with the tests that run `scandaq demo` (absent without the demo feature).
+#![cfg_attr(not(feature = "demo"), allow(unused_imports, dead_code))]
 
 use super::{col_i64, no_panic, read_parquet, scandaq, sim_dir};
 use scandaq::observe::control;
@@ -214,6 +216,7 @@ fn recover_and_read(dir: &Path, with_pyarrow: bool) -> (Manifest, Vec<i64>) {
     (m, t)
 }
 
+#[cfg(feature = "demo")]
 /// SIGKILL of `scandaq demo --no-tui` (1 M hits/s simulated, at full speed) at ten seeded
 /// points: after `recover`, the singles table holds at least every single acquired one
 /// commit interval (1 s) before the kill, every file reads whole (parquet crate, pyarrow),
@@ -428,6 +431,7 @@ impl Drop for SmallDisk {
     }
 }
 
+#[cfg(feature = "demo")]
 /// A demo into a 24 MiB file system: the singles writer's first failed write is a
 /// `disk full` error naming the file, the run stops with a non-zero exit long before its
 /// simulated 600 s (and its `SinkFailure` is published at once for the run to stop on).

@@ -119,6 +119,7 @@ fn a_full_disk_fails_the_live_run_at_once_naming_the_path() {
     );
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn a_full_disk_fails_the_demo_and_counts_what_was_not_committed() {
     let Some(disk) = SmallDisk::mount(8) else {
@@ -346,6 +347,7 @@ fn sigterm_stops_a_live_run_like_sigint_and_commits_it() {
     assert_eq!(rows as u64, m.counts["singles_written"]);
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn concurrent_runs_into_one_directory_get_distinct_numbers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -382,6 +384,7 @@ fn concurrent_runs_into_one_directory_get_distinct_numbers() {
     assert_eq!(runs, vec![1, 2, 3, 4]);
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn ctrl_c_stops_a_demo_without_dashboard_and_commits_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -353,6 +353,7 @@ fn bad_inputs_give_one_clear_error_and_no_panic() {
     assert!(stderr.contains("cannot open"), "{stderr}");
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_runs_end_to_end_and_inspect_summarises_everything() {
     let tmp = tempfile::tempdir().unwrap();

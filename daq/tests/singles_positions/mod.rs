@@ -376,6 +376,7 @@ fn photon_columns_equal_a_plain_reference_grouping() {
     check_with_python_clients(&[&run, &grouped]);
 }
 
+#[cfg(feature = "demo")]
 /// `scandaq demo --positions --group-window` writes both column groups, readable by the
 /// Python clients; `[run] positions = true` in a run config turns positions on for
 /// `scandaq run`.

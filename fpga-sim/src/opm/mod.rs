@@ -20,6 +20,7 @@ pub mod cli;
 pub mod signal;
 
 use crate::config::SimError;
+use crate::packet_out::faults::Faults;
 use crate::packet_out::{Destination, PacketOut, PacketOutOptions, PacketOutSummary};
 use crate::rng::Rng;
 use scandaq_decoders::control::{ClockSync, encode_clock_sync};
@@ -349,6 +350,321 @@ pub fn archive_metadata(config: &OpmConfig) -> String {
     .to_string()
 }
 
+/// The trigger pulses of the run: the first at 0.5 s, then at random intervals.
+fn draw_triggers(config: &OpmConfig) -> Vec<Trigger> {
+    let mut rng = Rng::stream(config.seed, TRIGGER_STREAM);
+    let mut t = 0.5;
+    let mut v = Vec::new();
+    while t < config.duration_s {
+        v.push(Trigger {
+            t_s: t,
+            bits: if rng.uniform() < 0.5 { 1 } else { 2 },
+        });
+        t += rng.range(config.trigger_interval_s.0, config.trigger_interval_s.1);
+    }
+    v
+}
+
+/// Writes the channel table and the trigger truth into `dir` and opens the block truth
+/// (header written).
+fn open_truth_files(
+    dir: &Path,
+    config: &OpmConfig,
+    models: &[signal::ChannelModel],
+    triggers: &[Trigger],
+) -> Result<TruthFiles, SimError> {
+    std::fs::create_dir_all(dir).map_err(|e| SimError::io("creating", dir, e))?;
+    let table: Vec<_> = models.iter().map(|m| m.info.clone()).collect();
+    let p = dir.join(CHANNELS_FILE);
+    std::fs::write(&p, format_channel_table(&table)).map_err(|e| SimError::io("writing", &p, e))?;
+    let blocks_path = dir.join(TRUTH_BLOCKS_FILE);
+    let mut blocks = create(&blocks_path)?;
+    let mut trig = create(&dir.join(TRUTH_TRIGGERS_FILE))?;
+    let w = |e| SimError::io("writing", &blocks_path, e);
+    writeln!(
+        blocks,
+        "seq\tfirst_sample\tcounter\tn_samples\tt_ref_ns\tlost\ttruncated"
+    )
+    .map_err(w)?;
+    writeln!(trig, "t_ref_ns\tbits").map_err(w)?;
+    for tr in triggers {
+        writeln!(
+            trig,
+            "{}\t{}",
+            config.reference_start_ns + (tr.t_s * 1e9).round() as i64,
+            tr.bits
+        )
+        .map_err(w)?;
+    }
+    Ok(TruthFiles {
+        blocks,
+        triggers: trig,
+        blocks_path,
+    })
+}
+
+/// The board's sample counter: `counter = base + true sample index`, the base changing at
+/// the injected faults (a jump, a reset).
+struct Counter {
+    /// (first true sample, base), in order.
+    bases: Vec<(i64, i64)>,
+    jump_pending: Option<f64>,
+    reset_pending: Option<f64>,
+}
+
+impl Counter {
+    fn base_at(&self, j: i64) -> i64 {
+        self.bases
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= j)
+            .map_or(0, |b| b.1)
+    }
+
+    /// The 32-bit counter value of true sample `j`.
+    fn value(&self, j: i64) -> i64 {
+        (self.base_at(j) + j).rem_euclid(1 << 32)
+    }
+
+    /// Applies a jump or reset due at the block starting at sample `j`, time `t_first`.
+    fn apply_faults(&mut self, j: u64, t_first: f64, faults: &mut OpmFaultCounts) {
+        if self.jump_pending.is_some_and(|t| t_first >= t) {
+            self.jump_pending = None;
+            let b = self.base_at(j as i64) + COUNTER_JUMP;
+            self.bases.push((j as i64, b));
+            faults.counter_jumps += 1;
+        }
+        if self.reset_pending.is_some_and(|t| t_first >= t) {
+            self.reset_pending = None;
+            self.bases.push((j as i64, -(j as i64)));
+            faults.clock_resets += 1;
+        }
+    }
+}
+
+/// One block: where it starts and its samples' reference times.
+struct Block {
+    /// True index of its first sample.
+    j: u64,
+    n: usize,
+    t_first: f64,
+    t_last: f64,
+}
+
+/// A run in progress: the digitiser between blocks.
+struct OpmRun<'c, 'a> {
+    config: &'c OpmConfig,
+    out: PacketOut<'a>,
+    models: Vec<signal::ChannelModel>,
+    noise: Rng,
+    fault_rng: Rng,
+    triggers: Vec<Trigger>,
+    /// First trigger that may still touch a block.
+    trig_lo: usize,
+    truth: Option<TruthFiles>,
+    counter: Counter,
+    /// Next reference second whose clock-sync record is due.
+    next_edge: i64,
+    summary: OpmSummary,
+    /// Scratch: the block's samples, its payload.
+    row: Vec<i32>,
+    payload: Vec<u8>,
+}
+
+impl<'c, 'a> OpmRun<'c, 'a> {
+    fn new(
+        config: &'c OpmConfig,
+        destination: Destination<'a>,
+        out_dir: Option<&Path>,
+    ) -> Result<Self, SimError> {
+        let models = signal::channels(
+            config.sensors,
+            config.clock.f0_hz,
+            config.white_noise_ft,
+            config.mains_ft,
+            config.evoked_ft,
+            &mut Rng::stream(config.seed, CHANNEL_STREAM),
+        );
+        let triggers = draw_triggers(config);
+        let truth = match out_dir {
+            Some(dir) => Some(open_truth_files(dir, config, &models, &triggers)?),
+            None => None,
+        };
+        let out = PacketOut::open(
+            destination,
+            PacketOutOptions {
+                faults: Faults::loss(config.faults.lose_packets),
+                seed: config.seed,
+                ..PacketOutOptions::default()
+            },
+        )?;
+        let (spb, nch) = (config.block_samples(), config.n_channels());
+        Ok(Self {
+            summary: OpmSummary {
+                preset: "opm".into(),
+                config: Some(config.clone()),
+                n_channels: nch,
+                samples_per_block: spb,
+                triggers: triggers.len() as u64,
+                ..OpmSummary::default()
+            },
+            config,
+            out,
+            models,
+            noise: Rng::stream(config.seed, NOISE_STREAM),
+            fault_rng: Rng::stream(config.seed, FAULT_STREAM),
+            triggers,
+            trig_lo: 0,
+            truth,
+            counter: Counter {
+                bases: vec![(i64::MIN, config.start_counter as i64)],
+                jump_pending: config.faults.counter_jump_at_s,
+                reset_pending: config.faults.clock_reset_at_s,
+            },
+            next_edge: 0,
+            row: Vec::with_capacity(spb * nch),
+            payload: Vec::with_capacity(16 + 4 * spb * nch),
+        })
+    }
+
+    /// The clock-sync record of reference second `edge`: the counter there.
+    fn send_sync(&mut self, edge: i64) -> Result<(), SimError> {
+        let config = self.config;
+        let pos = config.clock.sample_position(edge as f64);
+        let whole = pos.floor();
+        let sync = ClockSync {
+            device_counter: self.counter.value(whole as i64) as u64,
+            device_fraction: ((pos - whole) * 4_294_967_296.0).min(4_294_967_295.0) as u32,
+            reference_ns: config.reference_start_ns + edge * 1_000_000_000,
+        };
+        self.out
+            .send_control(config.source_id, &encode_clock_sync(&sync))?;
+        self.summary.sync_records += 1;
+        Ok(())
+    }
+
+    /// The samples of `block` into `row`, flat channels forced.
+    fn sample(&mut self, block: &Block) {
+        let (n, t_first, t_last) = (block.n, block.t_first, block.t_last);
+        while self.trig_lo < self.triggers.len() && self.triggers[self.trig_lo].t_s + 0.5 < t_first
+        {
+            self.trig_lo += 1;
+        }
+        let near: Vec<Trigger> = self.triggers[self.trig_lo..]
+            .iter()
+            .take_while(|tr| tr.t_s <= t_last)
+            .copied()
+            .collect();
+        self.row.clear();
+        for i in 0..n {
+            let t = if n > 1 {
+                t_first + (t_last - t_first) * i as f64 / (n - 1) as f64
+            } else {
+                t_first
+            };
+            let start = self.row.len();
+            signal::sample_row_at(
+                &mut self.models,
+                t,
+                &near,
+                &mut self.noise,
+                &mut self.row,
+                self.config.mains_hz,
+            );
+            for &c in &self.config.flat_channels {
+                self.row[start + c] = FLAT_CHANNEL_VALUE;
+            }
+        }
+    }
+
+    /// Makes, faults and sends one block, then the clock-sync records its time passed.
+    fn block(&mut self, block: Block) -> Result<(), SimError> {
+        let config = self.config;
+        self.counter
+            .apply_faults(block.j, block.t_first, &mut self.summary.faults);
+        self.sample(&block);
+        let counter = self.counter.value(block.j as i64) as u32;
+        let header = BlockHeader {
+            sample_counter: counter,
+            n_channels: config.n_channels() as u16,
+            n_samples: block.n as u16,
+            sample_rate_mhz: (config.clock.f0_hz * 1000.0).round() as u32,
+            flags: FLAG_TRIGGER_CHANNEL,
+        };
+        self.payload.clear();
+        encode_block_into(&header, &self.row, &mut self.payload);
+        let truncated = self.fault_rng.uniform() < config.faults.truncate_blocks;
+        if truncated {
+            let keep = (self.fault_rng.uniform() * self.payload.len() as f64) as usize;
+            self.payload.truncate(keep.min(self.payload.len() - 1));
+        }
+        let sent = self
+            .out
+            .send(config.source_id, payload_format::OPM_BLOCK, &self.payload)?;
+        self.count(&block, sent.lost, truncated);
+        self.write_truth(&block, sent, counter, truncated)?;
+        while (self.next_edge as f64) <= block.t_last {
+            self.send_sync(self.next_edge)?;
+            self.next_edge += 1;
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, block: &Block, lost: bool, truncated: bool) {
+        let s = &mut self.summary;
+        let n = block.n as u64;
+        s.blocks += 1;
+        s.samples += n;
+        if lost {
+            s.faults.lost_blocks += 1;
+            s.faults.lost_samples += n;
+        } else if truncated {
+            s.faults.truncated_blocks += 1;
+            s.faults.truncated_samples += n;
+        }
+    }
+
+    /// The block's row of `opm_truth_blocks.tsv`.
+    fn write_truth(
+        &mut self,
+        block: &Block,
+        sent: crate::packet_out::Sent,
+        counter: u32,
+        truncated: bool,
+    ) -> Result<(), SimError> {
+        let Some(tf) = self.truth.as_mut() else {
+            return Ok(());
+        };
+        writeln!(
+            tf.blocks,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            sent.seq,
+            block.j,
+            counter,
+            block.n,
+            self.config.reference_start_ns + (block.t_first * 1e9).round() as i64,
+            u8::from(sent.lost),
+            u8::from(truncated && !sent.lost)
+        )
+        .map_err(|e| SimError::io("writing", &tf.blocks_path, e))
+    }
+
+    /// The last sync, the end markers, the truth files flushed.
+    fn finish(mut self) -> Result<OpmSummary, SimError> {
+        // The board keeps counting after its last block: the next reference edge is latched
+        // and sent too, so the last blocks lie between two sync points.
+        self.send_sync(self.next_edge)?;
+        self.summary.packets = self.out.finish()?;
+        if let Some(mut tf) = self.truth {
+            tf.blocks
+                .flush()
+                .and_then(|_| tf.triggers.flush())
+                .map_err(|e| SimError::io("writing", &tf.blocks_path, e))?;
+        }
+        Ok(self.summary)
+    }
+}
+
 /// Simulates the run into `destination`, paced at `speed` times real time (`None`: as fast
 /// as the destination takes it), writing the channel table, truth and summary into
 /// `out_dir` when given.
@@ -360,210 +676,26 @@ pub fn run_opm(
 ) -> Result<OpmSummary, SimError> {
     config.validate()?;
     let clock = config.clock;
-    let mut models = signal::channels(
-        config.sensors,
-        clock.f0_hz,
-        config.white_noise_ft,
-        config.mains_ft,
-        config.evoked_ft,
-        &mut Rng::stream(config.seed, CHANNEL_STREAM),
-    );
-    let mut noise = Rng::stream(config.seed, NOISE_STREAM);
-    let mut fault_rng = Rng::stream(config.seed, FAULT_STREAM);
-    let triggers = {
-        let mut rng = Rng::stream(config.seed, TRIGGER_STREAM);
-        let mut t = 0.5;
-        let mut v = Vec::new();
-        while t < config.duration_s {
-            v.push(Trigger {
-                t_s: t,
-                bits: if rng.uniform() < 0.5 { 1 } else { 2 },
-            });
-            t += rng.range(config.trigger_interval_s.0, config.trigger_interval_s.1);
-        }
-        v
-    };
-    let mut truth = match out_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| SimError::io("creating", dir, e))?;
-            let table: Vec<_> = models.iter().map(|m| m.info.clone()).collect();
-            let p = dir.join(CHANNELS_FILE);
-            std::fs::write(&p, format_channel_table(&table))
-                .map_err(|e| SimError::io("writing", &p, e))?;
-            let blocks_path = dir.join(TRUTH_BLOCKS_FILE);
-            let mut blocks = create(&blocks_path)?;
-            let mut trig = create(&dir.join(TRUTH_TRIGGERS_FILE))?;
-            let w = |e| SimError::io("writing", &blocks_path, e);
-            writeln!(
-                blocks,
-                "seq\tfirst_sample\tcounter\tn_samples\tt_ref_ns\tlost\ttruncated"
-            )
-            .map_err(w)?;
-            writeln!(trig, "t_ref_ns\tbits").map_err(w)?;
-            for tr in &triggers {
-                writeln!(
-                    trig,
-                    "{}\t{}",
-                    config.reference_start_ns + (tr.t_s * 1e9).round() as i64,
-                    tr.bits
-                )
-                .map_err(w)?;
-            }
-            Some(TruthFiles {
-                blocks,
-                triggers: trig,
-                blocks_path,
-            })
-        }
-        None => None,
-    };
-    let mut out = PacketOut::open(
-        destination,
-        PacketOutOptions {
-            lose_packets: config.faults.lose_packets,
-            seed: config.seed,
-            ..PacketOutOptions::default()
-        },
-    )?;
+    let mut run = OpmRun::new(config, destination, out_dir)?;
     let n_total = (config.duration_s * clock.f0_hz).floor().max(1.0) as u64;
-    let spb = config.block_samples();
-    let nch = config.n_channels();
-    let rate_mhz = (clock.f0_hz * 1000.0).round() as u32;
-    // Counter = base + true sample index; (first true sample, base) changes at faults.
-    let mut bases: Vec<(i64, i64)> = vec![(i64::MIN, config.start_counter as i64)];
-    let base_at = |bases: &[(i64, i64)], j: i64| {
-        bases
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= j)
-            .map_or(0, |b| b.1)
-    };
-    let mut jump_pending = config.faults.counter_jump_at_s;
-    let mut reset_pending = config.faults.clock_reset_at_s;
-    let mut summary = OpmSummary {
-        preset: "opm".into(),
-        config: Some(config.clone()),
-        n_channels: nch,
-        samples_per_block: spb,
-        triggers: triggers.len() as u64,
-        ..OpmSummary::default()
-    };
-    let mut next_edge: i64 = 0;
-    let mut trig_lo = 0usize;
-    let mut row: Vec<i32> = Vec::with_capacity(spb * nch);
-    let mut payload: Vec<u8> = Vec::with_capacity(16 + 4 * spb * nch);
+    let spb = config.block_samples() as u64;
     let mut j: u64 = 0;
-    let send_sync = |out: &mut PacketOut<'_>,
-                     bases: &[(i64, i64)],
-                     edge: i64,
-                     summary: &mut OpmSummary|
-     -> Result<(), SimError> {
-        let pos = clock.sample_position(edge as f64);
-        let whole = pos.floor();
-        let counter = (base_at(bases, whole as i64) + whole as i64).rem_euclid(1 << 32);
-        let sync = ClockSync {
-            device_counter: counter as u64,
-            device_fraction: ((pos - whole) * 4_294_967_296.0).min(4_294_967_295.0) as u32,
-            reference_ns: config.reference_start_ns + edge * 1_000_000_000,
-        };
-        out.send_control(config.source_id, &encode_clock_sync(&sync))?;
-        summary.sync_records += 1;
-        Ok(())
-    };
     while j < n_total {
-        let n = (spb as u64).min(n_total - j) as usize;
-        let t_first = clock.sample_time(j as f64);
-        let t_last = clock.sample_time((j + n as u64 - 1) as f64);
-        if jump_pending.is_some_and(|t| t_first >= t) {
-            jump_pending = None;
-            let b = base_at(&bases, j as i64) + COUNTER_JUMP;
-            bases.push((j as i64, b));
-            summary.faults.counter_jumps += 1;
-        }
-        if reset_pending.is_some_and(|t| t_first >= t) {
-            reset_pending = None;
-            bases.push((j as i64, -(j as i64)));
-            summary.faults.clock_resets += 1;
-        }
-        while trig_lo < triggers.len() && triggers[trig_lo].t_s + 0.5 < t_first {
-            trig_lo += 1;
-        }
-        let near: Vec<Trigger> = triggers[trig_lo..]
-            .iter()
-            .take_while(|tr| tr.t_s <= t_last)
-            .copied()
-            .collect();
-        row.clear();
-        for i in 0..n {
-            let t = if n > 1 {
-                t_first + (t_last - t_first) * i as f64 / (n - 1) as f64
-            } else {
-                t_first
-            };
-            let start = row.len();
-            signal::sample_row_at(&mut models, t, &near, &mut noise, &mut row, config.mains_hz);
-            for &c in &config.flat_channels {
-                row[start + c] = FLAT_CHANNEL_VALUE;
-            }
-        }
-        let counter = (base_at(&bases, j as i64) + j as i64).rem_euclid(1 << 32) as u32;
-        let header = BlockHeader {
-            sample_counter: counter,
-            n_channels: nch as u16,
-            n_samples: n as u16,
-            sample_rate_mhz: rate_mhz,
-            flags: FLAG_TRIGGER_CHANNEL,
+        let n = spb.min(n_total - j) as usize;
+        let block = Block {
+            j,
+            n,
+            t_first: clock.sample_time(j as f64),
+            t_last: clock.sample_time((j + n as u64 - 1) as f64),
         };
-        payload.clear();
-        encode_block_into(&header, &row, &mut payload);
-        let truncated = fault_rng.uniform() < config.faults.truncate_blocks;
-        if truncated {
-            let keep = (fault_rng.uniform() * payload.len() as f64) as usize;
-            payload.truncate(keep.min(payload.len() - 1));
-        }
-        let sent = out.send(config.source_id, payload_format::OPM_BLOCK, &payload)?;
-        summary.blocks += 1;
-        summary.samples += n as u64;
-        if sent.lost {
-            summary.faults.lost_blocks += 1;
-            summary.faults.lost_samples += n as u64;
-        } else if truncated {
-            summary.faults.truncated_blocks += 1;
-            summary.faults.truncated_samples += n as u64;
-        }
-        if let Some(tf) = truth.as_mut() {
-            writeln!(
-                tf.blocks,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                sent.seq,
-                j,
-                counter,
-                n,
-                config.reference_start_ns + (t_first * 1e9).round() as i64,
-                u8::from(sent.lost),
-                u8::from(truncated && !sent.lost)
-            )
-            .map_err(|e| SimError::io("writing", &tf.blocks_path, e))?;
-        }
-        while (next_edge as f64) <= t_last {
-            send_sync(&mut out, &bases, next_edge, &mut summary)?;
-            next_edge += 1;
-        }
+        let t_last = block.t_last;
+        run.block(block)?;
         j += n as u64;
         if let Some(speed) = speed {
-            out.pace_to(Duration::from_secs_f64(t_last / speed))?;
+            run.out.pace_to(Duration::from_secs_f64(t_last / speed))?;
         }
     }
-    // The board keeps counting after its last block: the next reference edge is latched and
-    // sent too, so the last blocks lie between two sync points.
-    send_sync(&mut out, &bases, next_edge, &mut summary)?;
-    summary.packets = out.finish()?;
-    if let Some(mut tf) = truth {
-        tf.blocks
-            .flush()
-            .and_then(|_| tf.triggers.flush())
-            .map_err(|e| SimError::io("writing", &tf.blocks_path, e))?;
-    }
+    let summary = run.finish()?;
     if let Some(dir) = out_dir {
         let p = dir.join(SUMMARY_FILE);
         let json = serde_json::to_string_pretty(&summary).map_err(|e| SimError::Json {

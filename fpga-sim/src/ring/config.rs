@@ -248,6 +248,15 @@ impl RingConfig {
 
     /// Checks every field; the error names the field, its value and the accepted range.
     pub fn validate(&self) -> Result<(), SimError> {
+        self.validate_run()?;
+        self.validate_geometry()?;
+        self.validate_source()?;
+        self.validate_physics()?;
+        self.validate_electronics()
+    }
+
+    /// Duration, rates, activity and the first frame ID.
+    fn validate_run(&self) -> Result<(), SimError> {
         range(
             "duration_s",
             self.duration_s,
@@ -266,6 +275,11 @@ impl RingConfig {
                 "must be below 2^36 (the frameID counter has 36 bits)",
             ));
         }
+        Ok(())
+    }
+
+    /// Modules, crystals and the ring radius they must fit around.
+    fn validate_geometry(&self) -> Result<(), SimError> {
         if !(2..=MAX_MODULES.min(4096)).contains(&self.modules) {
             return Err(SimError::config(
                 "modules",
@@ -296,6 +310,11 @@ impl RingConfig {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The source (inside the ring) and the phantom.
+    fn validate_source(&self) -> Result<(), SimError> {
         self.source.validate()?;
         let (r_src, _) = self.source.extent();
         if r_src >= self.ring_radius_mm - 1.0 {
@@ -319,6 +338,11 @@ impl RingConfig {
             range("phantom.length_mm", p.length_mm, 1.0, 10_000.0, "mm")?;
             range("phantom.mu_511_per_mm", p.mu_511_per_mm, 0.0, 1.0, "1/mm")?;
         }
+        Ok(())
+    }
+
+    /// Annihilation physics, acceptance and detection probabilities.
+    fn validate_physics(&self) -> Result<(), SimError> {
         range(
             "acollinearity_fwhm_deg",
             self.acollinearity_fwhm_deg,
@@ -337,6 +361,11 @@ impl RingConfig {
         ] {
             range(name, v, 0.0, 1.0, "(probability)")?;
         }
+        Ok(())
+    }
+
+    /// Coincidence window and the electronics' response.
+    fn validate_electronics(&self) -> Result<(), SimError> {
         range(
             "coincidence_window_ps",
             self.coincidence_window_ps,

@@ -33,6 +33,7 @@ pub mod cli;
 pub mod echo;
 
 use crate::config::SimError;
+use crate::packet_out::faults::Faults;
 use crate::packet_out::{Destination, Pacing, PacketOut, PacketOutOptions, PacketOutSummary};
 use crate::rng::Rng;
 use echo::{EchoGeometry, Scatterer, default_scatterers, noise_table, render_event};
@@ -192,6 +193,14 @@ impl UsConfig {
 
     /// Checks every value; errors name the field and the accepted range.
     pub fn validate(&self) -> Result<(), SimError> {
+        self.validate_rates()?;
+        self.validate_sequence()?;
+        self.validate_packets()?;
+        self.validate_timing()
+    }
+
+    /// Positive rates and sizes, the clock, the noise.
+    fn validate_rates(&self) -> Result<(), SimError> {
         let positive = |name: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -215,6 +224,11 @@ impl UsConfig {
                 "must be >= 0",
             ));
         }
+        Ok(())
+    }
+
+    /// Angles, elements, sampling and the clock error.
+    fn validate_sequence(&self) -> Result<(), SimError> {
         if self.angles_deg.is_empty() || self.angles_deg.len() > 256 {
             return Err(SimError::config(
                 "angles_deg",
@@ -261,6 +275,11 @@ impl UsConfig {
                 "clock error within +-1000 ppm and drift within +-100 ppm/s",
             ));
         }
+        Ok(())
+    }
+
+    /// Packet size (an event must fit 65535 chunks) and the fault probabilities.
+    fn validate_packets(&self) -> Result<(), SimError> {
         let lo = HEADER_LEN + CHUNK_HEADER_LEN + 64;
         if !(lo..=crate::packet_out::MAX_UDP_PACKET_BYTES).contains(&self.max_packet_bytes) {
             return Err(SimError::config(
@@ -298,6 +317,11 @@ impl UsConfig {
                 return Err(SimError::config(name, p, "must be a probability in [0, 1)"));
             }
         }
+        Ok(())
+    }
+
+    /// Each receive window must end before the next transmit.
+    fn validate_timing(&self) -> Result<(), SimError> {
         // Each receive window must end before the next transmit.
         let pri = 1.0 / self.event_rate_hz();
         let window = f64::from(self.rx_offset_ns) * 1e-9
@@ -412,37 +436,44 @@ pub fn archive_metadata(config: &UsConfig) -> String {
     .to_string()
 }
 
-/// Runs the preset into `destination`; writes the output files when `out_dir` is set.
-pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary, SimError> {
-    config.validate()?;
-    let mut truth = match &config.out_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| SimError::io("creating", dir, e))?;
-            let seq = config.sequence();
-            let json = serde_json::to_string_pretty(&seq).map_err(|e| SimError::Json {
-                what: "us sequence",
-                message: e.to_string(),
-            })?;
-            write_text(&dir.join(SEQUENCE_FILE), &(json + "\n"))?;
-            let seq_path = std::fs::canonicalize(dir.join(SEQUENCE_FILE))
-                .unwrap_or_else(|_| dir.join(SEQUENCE_FILE));
-            write_text(
-                &dir.join(CONFIG_FRAGMENT_FILE),
-                &format!(
-                    "[ultrasound]\nsequence_file = {:?}\ntick_rate_hz = {}\n",
-                    seq_path.display().to_string(),
-                    config.tick_rate_hz
-                ),
-            )?;
-            let path = dir.join(TRUTH_FILE);
-            let f = std::fs::File::create(&path).map_err(|e| SimError::io("creating", &path, e))?;
-            let mut w = std::io::BufWriter::new(f);
-            writeln!(w, "{TRUTH_COLUMNS}").map_err(|e| SimError::io("writing", &path, e))?;
-            Some((w, path))
-        }
-        None => None,
-    };
+/// The truth file of a run, open.
+struct TruthTsv {
+    w: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
 
+/// Writes the sequence and the run-config fragment into `out_dir` and opens the truth file
+/// (header written); `None` without `out_dir`.
+fn open_outputs(config: &UsConfig) -> Result<Option<TruthTsv>, SimError> {
+    let Some(dir) = &config.out_dir else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| SimError::io("creating", dir, e))?;
+    let seq = config.sequence();
+    let json = serde_json::to_string_pretty(&seq).map_err(|e| SimError::Json {
+        what: "us sequence",
+        message: e.to_string(),
+    })?;
+    write_text(&dir.join(SEQUENCE_FILE), &(json + "\n"))?;
+    let seq_path =
+        std::fs::canonicalize(dir.join(SEQUENCE_FILE)).unwrap_or_else(|_| dir.join(SEQUENCE_FILE));
+    write_text(
+        &dir.join(CONFIG_FRAGMENT_FILE),
+        &format!(
+            "[ultrasound]\nsequence_file = {:?}\ntick_rate_hz = {}\n",
+            seq_path.display().to_string(),
+            config.tick_rate_hz
+        ),
+    )?;
+    let path = dir.join(TRUTH_FILE);
+    let f = std::fs::File::create(&path).map_err(|e| SimError::io("creating", &path, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    writeln!(w, "{TRUTH_COLUMNS}").map_err(|e| SimError::io("writing", &path, e))?;
+    Ok(Some(TruthTsv { w, path }))
+}
+
+/// The echo templates of each transmit angle.
+fn templates(config: &UsConfig) -> Vec<Vec<i16>> {
     let geometry = EchoGeometry {
         n_elements: config.n_elements,
         pitch_m: config.pitch_m,
@@ -454,172 +485,294 @@ pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary,
         speed_of_sound_m_s: config.speed_of_sound_m_s,
     };
     let scatterers: Vec<Scatterer> = default_scatterers();
-    let templates: Vec<Vec<i16>> = config
+    config
         .angles_deg
         .iter()
         .map(|&a| geometry.template(a, &scatterers))
-        .collect();
-    let mut noise_rng = Rng::stream(config.seed, 0x05_0001);
-    let noise = noise_table(&mut noise_rng, config.noise_lsb);
-    let mut fault_rng = Rng::stream(config.seed, 0x05_0002);
-    let mut clock_rng = Rng::stream(config.seed, 0x05_0003);
-    let clock = BoardClock {
-        tick0: (1u64 << 40) as f64 + clock_rng.below(1 << 30) as f64,
-        rate: config.tick_rate_hz,
-        ppm: config.clock_ppm,
-        drift: config.clock_drift_ppm_per_s,
-        reset_at: config.clock_reset_at_s,
-    };
-    let mut out = PacketOut::open(
-        destination,
-        PacketOutOptions {
-            pacing: Pacing::Unpaced,
-            lose_packets: config.lose_packets,
-            seed: config.seed,
-            prerender: config.prerender,
-            ..PacketOutOptions::default()
-        },
-    )?;
+        .collect()
+}
 
-    let n_tx = config.angles_deg.len() as u64;
-    let event_rate = config.event_rate_hz();
-    // The first transmit a quarter sync interval after t = 0, so the first sync precedes it.
-    let t_start = 0.25 * config.sync_interval_s.min(1.0 / event_rate);
-    let nc = usize::from(config.n_elements);
-    let ns = config.n_samples as usize;
-    let max_payload = config.max_packet_bytes - HEADER_LEN;
-    let mut rf = Vec::with_capacity(2 * nc * ns);
-    let mut cut = Vec::with_capacity(max_payload);
-    let mut next_sync = 0u64;
-    let mut summary_faults = UsFaults::default();
-    let (mut events, mut complete_events, mut chunks_total, mut rf_bytes) =
-        (0u64, 0u64, 0u64, 0u64);
+/// What became of one event's chunks.
+#[derive(Default)]
+struct EventFate {
+    lost: u64,
+    truncated: u64,
+    /// The sender stopped (a closure destination) in the middle of the event.
+    stopped: bool,
+}
+
+/// The run's totals so far.
+#[derive(Default)]
+struct Totals {
+    events: u64,
+    complete_events: u64,
+    chunks: u64,
+    rf_bytes: u64,
+    faults: UsFaults,
+    /// Reference time of the last transmit, s.
+    last_t: f64,
+}
+
+/// A run in progress: the board between transmits.
+struct UsRun<'c, 'a> {
+    config: &'c UsConfig,
+    out: PacketOut<'a>,
+    templates: Vec<Vec<i16>>,
+    noise: Vec<i16>,
+    noise_rng: Rng,
+    fault_rng: Rng,
+    clock: BoardClock,
+    truth: Option<TruthTsv>,
+    /// Reference time of the first transmit, s.
+    t_start: f64,
+    event_rate: f64,
+    max_payload: usize,
+    /// Scratch: the event's RF bytes, a truncated chunk.
+    rf: Vec<u8>,
+    cut: Vec<u8>,
+    next_sync: u64,
+    totals: Totals,
+}
+
+impl<'c, 'a> UsRun<'c, 'a> {
+    fn new(
+        config: &'c UsConfig,
+        destination: Destination<'a>,
+        truth: Option<TruthTsv>,
+    ) -> Result<Self, SimError> {
+        let templates = templates(config);
+        let mut noise_rng = Rng::stream(config.seed, 0x05_0001);
+        let noise = noise_table(&mut noise_rng, config.noise_lsb);
+        let fault_rng = Rng::stream(config.seed, 0x05_0002);
+        let mut clock_rng = Rng::stream(config.seed, 0x05_0003);
+        let clock = BoardClock {
+            tick0: (1u64 << 40) as f64 + clock_rng.below(1 << 30) as f64,
+            rate: config.tick_rate_hz,
+            ppm: config.clock_ppm,
+            drift: config.clock_drift_ppm_per_s,
+            reset_at: config.clock_reset_at_s,
+        };
+        let out = PacketOut::open(
+            destination,
+            PacketOutOptions {
+                pacing: Pacing::Unpaced,
+                faults: Faults::loss(config.lose_packets),
+                seed: config.seed,
+                prerender: config.prerender,
+                ..PacketOutOptions::default()
+            },
+        )?;
+        let event_rate = config.event_rate_hz();
+        let (nc, ns) = (usize::from(config.n_elements), config.n_samples as usize);
+        let max_payload = config.max_packet_bytes - HEADER_LEN;
+        Ok(Self {
+            config,
+            out,
+            templates,
+            noise,
+            noise_rng,
+            fault_rng,
+            clock,
+            truth,
+            // The first transmit a quarter sync interval after t = 0, so the first sync
+            // precedes it.
+            t_start: 0.25 * config.sync_interval_s.min(1.0 / event_rate),
+            event_rate,
+            max_payload,
+            rf: Vec::with_capacity(2 * nc * ns),
+            cut: Vec::with_capacity(max_payload),
+            next_sync: 0,
+            totals: Totals::default(),
+        })
+    }
+
+    /// Clock-sync records for every reference edge up to `t`.
+    fn send_syncs_until(&mut self, t: f64) -> Result<(), SimError> {
+        let config = self.config;
+        while self.next_sync as f64 * config.sync_interval_s <= t {
+            let ts = self.next_sync as f64 * config.sync_interval_s;
+            let ticks = self.clock.ticks(ts);
+            let whole = ticks.floor();
+            let sync = ClockSync {
+                device_counter: whole as u64,
+                device_fraction: ((ticks - whole) * 4_294_967_296.0).min(4_294_967_295.0) as u32,
+                reference_ns: REFERENCE_EPOCH_NS + (ts * 1e9).round() as i64,
+            };
+            if config.paced {
+                self.out.pace_to(Duration::from_secs_f64(ts))?;
+            }
+            self.out
+                .send_control(config.source_id, &encode_clock_sync(&sync))?;
+            self.next_sync += 1;
+        }
+        Ok(())
+    }
+
+    /// Fires transmit `k` of frame `frame`: syncs due, the event's chunks, its truth row.
+    /// Returns false when the sender stopped.
+    fn transmit(&mut self, frame: u64, k: u64) -> Result<bool, SimError> {
+        let config = self.config;
+        let n_tx = config.angles_deg.len() as u64;
+        let t = self.t_start + (frame * n_tx + k) as f64 / self.event_rate;
+        self.totals.last_t = t;
+        self.send_syncs_until(t)?;
+        if config.paced {
+            self.out.pace_to(Duration::from_secs_f64(t))?;
+        }
+        let header = RfEventHeader {
+            frame_no: frame,
+            tx_index: k as u16,
+            n_channels: config.n_elements,
+            n_samples: config.n_samples,
+            tx_ticks: self.clock.ticks(t).floor() as u64,
+            rx_offset_ns: config.rx_offset_ns,
+            sample_rate_hz: config.sample_rate_hz,
+        };
+        render_event(
+            &self.templates[k as usize],
+            &self.noise,
+            usize::from(config.n_elements),
+            config.n_samples as usize,
+            &mut self.noise_rng,
+            &mut self.rf,
+        );
+        let plan = plan_chunks(&header, self.max_payload).unwrap_or_default();
+        let fate = self.send_chunks(&plan)?;
+        if fate.stopped {
+            return Ok(false);
+        }
+        let complete = fate.lost == 0 && fate.truncated == 0;
+        let totals = &mut self.totals;
+        totals.events += 1;
+        totals.complete_events += u64::from(complete);
+        totals.chunks += plan.len() as u64;
+        totals.rf_bytes += self.rf.len() as u64;
+        totals.faults.truncated_chunks += fate.truncated;
+        totals.faults.incomplete_events += u64::from(!complete);
+        self.write_truth(&header, t, plan.len(), &fate)?;
+        Ok(true)
+    }
+
+    /// Sends the event's chunks, truncating some (fault injection).
+    fn send_chunks(
+        &mut self,
+        plan: &[(scandaq_decoders::rf::ChunkHeader, std::ops::Range<usize>)],
+    ) -> Result<EventFate, SimError> {
+        let config = self.config;
+        let mut fate = EventFate::default();
+        for (ch, range) in plan {
+            let head = encode_chunk_header(ch);
+            let body = &self.rf[range.clone()];
+            let sent = if config.truncate_chunks > 0.0
+                && self.fault_rng.uniform() < config.truncate_chunks
+            {
+                fate.truncated += 1;
+                self.cut.clear();
+                self.cut.extend_from_slice(&head);
+                self.cut.extend_from_slice(body);
+                let keep = self.fault_rng.below(self.cut.len() as u64) as usize;
+                self.cut.truncate(keep);
+                self.out
+                    .send(config.source_id, payload_format::US_RF_EVENT, &self.cut)?
+            } else {
+                self.out.send_parts(
+                    config.source_id,
+                    payload_format::US_RF_EVENT,
+                    &[&head, body],
+                )?
+            };
+            fate.lost += u64::from(sent.lost);
+            if self.out.stopped() {
+                fate.stopped = true;
+                break;
+            }
+        }
+        Ok(fate)
+    }
+
+    /// The event's row of `us_truth.tsv`.
+    fn write_truth(
+        &mut self,
+        header: &RfEventHeader,
+        t: f64,
+        chunks: usize,
+        fate: &EventFate,
+    ) -> Result<(), SimError> {
+        let Some(tsv) = self.truth.as_mut() else {
+            return Ok(());
+        };
+        let hash = hex(&Sha256::digest(&self.rf));
+        let (lost, truncated) = (fate.lost, fate.truncated);
+        writeln!(
+            tsv.w,
+            "{}\t{}\t{}\t{}\t{chunks}\t{lost}\t{truncated}\t{}\t{hash}",
+            header.frame_no,
+            header.tx_index,
+            REFERENCE_EPOCH_NS + (t * 1e9).round() as i64,
+            header.tx_ticks,
+            u8::from(lost == 0 && truncated == 0),
+        )
+        .map_err(|e| SimError::io("writing", &tsv.path, e))
+    }
+
+    /// Ends the streams, syncs the truth file and adds up the summary.
+    fn finish(self, started: std::time::Instant) -> Result<UsSummary, SimError> {
+        let config = self.config;
+        let packets = self.out.finish()?;
+        let mut t = self.totals;
+        t.faults.lost_packets = packets.lost_packets();
+        t.faults.clock_resets = u64::from(config.clock_reset_at_s.is_some_and(|r| r <= t.last_t));
+        // Prerendered: the sending alone (generating came first).
+        let wall_seconds = if config.prerender {
+            packets.wall_seconds
+        } else {
+            started.elapsed().as_secs_f64()
+        };
+        if let Some(tsv) = self.truth {
+            tsv.w
+                .into_inner()
+                .map_err(|e| SimError::io("writing", &tsv.path, e.into_error()))?
+                .sync_all()
+                .map_err(|e| SimError::io("syncing", &tsv.path, e))?;
+        }
+        Ok(UsSummary {
+            preset: "us".into(),
+            seed: config.seed,
+            frames: config.frames,
+            events: t.events,
+            complete_events: t.complete_events,
+            chunks: t.chunks,
+            sync_records: self.next_sync,
+            rf_bytes: t.rf_bytes,
+            packets,
+            faults: t.faults,
+            sim_seconds: t.last_t,
+            wall_seconds,
+            rf_mb_per_s: if wall_seconds > 0.0 {
+                t.rf_bytes as f64 / wall_seconds / 1e6
+            } else {
+                0.0
+            },
+            config: config.clone(),
+        })
+    }
+}
+
+/// Runs the preset into `destination`; writes the output files when `out_dir` is set.
+pub fn run(config: &UsConfig, destination: Destination<'_>) -> Result<UsSummary, SimError> {
+    config.validate()?;
+    let truth = open_outputs(config)?;
+    let mut run = UsRun::new(config, destination, truth)?;
     let started = std::time::Instant::now();
-    let mut last_t = 0.0;
+    let n_tx = config.angles_deg.len() as u64;
     'frames: for frame in 0..config.frames {
         for k in 0..n_tx {
-            let t = t_start + (frame * n_tx + k) as f64 / event_rate;
-            last_t = t;
-            // Clock-sync records for every reference edge up to this transmit.
-            while next_sync as f64 * config.sync_interval_s <= t {
-                let ts = next_sync as f64 * config.sync_interval_s;
-                let ticks = clock.ticks(ts);
-                let whole = ticks.floor();
-                let sync = ClockSync {
-                    device_counter: whole as u64,
-                    device_fraction: ((ticks - whole) * 4_294_967_296.0).min(4_294_967_295.0)
-                        as u32,
-                    reference_ns: REFERENCE_EPOCH_NS + (ts * 1e9).round() as i64,
-                };
-                if config.paced {
-                    out.pace_to(Duration::from_secs_f64(ts))?;
-                }
-                out.send_control(config.source_id, &encode_clock_sync(&sync))?;
-                next_sync += 1;
-            }
-            if config.paced {
-                out.pace_to(Duration::from_secs_f64(t))?;
-            }
-            let header = RfEventHeader {
-                frame_no: frame,
-                tx_index: k as u16,
-                n_channels: config.n_elements,
-                n_samples: config.n_samples,
-                tx_ticks: clock.ticks(t).floor() as u64,
-                rx_offset_ns: config.rx_offset_ns,
-                sample_rate_hz: config.sample_rate_hz,
-            };
-            render_event(
-                &templates[k as usize],
-                &noise,
-                nc,
-                ns,
-                &mut noise_rng,
-                &mut rf,
-            );
-            let plan = plan_chunks(&header, max_payload).unwrap_or_default();
-            let (mut lost, mut truncated) = (0u64, 0u64);
-            for (ch, range) in &plan {
-                let head = encode_chunk_header(ch);
-                let body = &rf[range.clone()];
-                let sent = if config.truncate_chunks > 0.0
-                    && fault_rng.uniform() < config.truncate_chunks
-                {
-                    truncated += 1;
-                    cut.clear();
-                    cut.extend_from_slice(&head);
-                    cut.extend_from_slice(body);
-                    let keep = fault_rng.below(cut.len() as u64) as usize;
-                    cut.truncate(keep);
-                    out.send(config.source_id, payload_format::US_RF_EVENT, &cut)?
-                } else {
-                    out.send_parts(
-                        config.source_id,
-                        payload_format::US_RF_EVENT,
-                        &[&head, body],
-                    )?
-                };
-                lost += u64::from(sent.lost);
-                if out.stopped() {
-                    break 'frames;
-                }
-            }
-            let complete = lost == 0 && truncated == 0;
-            events += 1;
-            complete_events += u64::from(complete);
-            chunks_total += plan.len() as u64;
-            rf_bytes += rf.len() as u64;
-            summary_faults.truncated_chunks += truncated;
-            summary_faults.incomplete_events += u64::from(!complete);
-            if let Some((w, path)) = truth.as_mut() {
-                let hash = hex(&Sha256::digest(&rf));
-                writeln!(
-                    w,
-                    "{frame}\t{k}\t{}\t{}\t{}\t{lost}\t{truncated}\t{}\t{hash}",
-                    REFERENCE_EPOCH_NS + (t * 1e9).round() as i64,
-                    header.tx_ticks,
-                    plan.len(),
-                    u8::from(complete),
-                )
-                .map_err(|e| SimError::io("writing", path, e))?;
+            if !run.transmit(frame, k)? {
+                break 'frames;
             }
         }
     }
-    let packets = out.finish()?;
-    summary_faults.lost_packets = packets.lost_packets();
-    summary_faults.clock_resets = u64::from(config.clock_reset_at_s.is_some_and(|r| r <= last_t));
-    // Prerendered: the sending alone (generating came first).
-    let wall_seconds = if config.prerender {
-        packets.wall_seconds
-    } else {
-        started.elapsed().as_secs_f64()
-    };
-    if let Some((w, path)) = truth.take() {
-        w.into_inner()
-            .map_err(|e| SimError::io("writing", &path, e.into_error()))?
-            .sync_all()
-            .map_err(|e| SimError::io("syncing", &path, e))?;
-    }
-    let summary = UsSummary {
-        preset: "us".into(),
-        seed: config.seed,
-        frames: config.frames,
-        events,
-        complete_events,
-        chunks: chunks_total,
-        sync_records: next_sync,
-        rf_bytes,
-        packets,
-        faults: summary_faults,
-        sim_seconds: last_t,
-        wall_seconds,
-        rf_mb_per_s: if wall_seconds > 0.0 {
-            rf_bytes as f64 / wall_seconds / 1e6
-        } else {
-            0.0
-        },
-        config: config.clone(),
-    };
+    let summary = run.finish(started)?;
     if let Some(dir) = &config.out_dir {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| SimError::Json {
             what: "us summary",

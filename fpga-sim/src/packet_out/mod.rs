@@ -1,15 +1,22 @@
-//! A generic transport-packet emitter (docs/formats.md §1) that any preset can use: it numbers
-//! each source's packets, adds the CRC-32C, injects seeded packet loss, paces the output and
-//! delivers it over UDP, TCP, into a `.sdq` raw archive or to a closure.
+//! The simulator's one packet sender (docs/formats.md §1), used by every streaming preset
+//! (bench through [`crate::stream`], opm, us; ring writes files only): it numbers each
+//! source's packets, adds the CRC-32C, injects seeded faults, paces the output and delivers it
+//! over UDP, TCP, into a `.sdq` raw archive or to a closure.
+//!
+//! By job: `packetizer` builds packets into a batch, [`faults`] draws each data packet's
+//! fate, [`pacing`] holds batches back to a rate or a simulator's clock (and prerenders),
+//! [`transports`] hands batches to the destination. This file keeps the sources' sequence
+//! spaces and ties the four together.
 //!
 //! # Use
 //! ```no_run
 //! use scandaq_fpga_sim::packet_out::{Destination, PacketOut, PacketOutOptions, Pacing};
+//! use scandaq_fpga_sim::packet_out::faults::Faults;
 //! use scandaq_decoders::transport::payload_format;
 //! # fn main() -> Result<(), scandaq_fpga_sim::SimError> {
 //! let options = PacketOutOptions {
 //!     pacing: Pacing::BytesPerSecond(200e6),
-//!     lose_packets: 0.001,
+//!     faults: Faults::loss(0.001),
 //!     seed: 7,
 //!     ..PacketOutOptions::default()
 //! };
@@ -29,24 +36,40 @@
 //! # Packets and sources
 //! Every packet is a 32-byte header + payload, CRC flag set. `seq` counts each source's
 //! packets from 0, lost ones included (a lost packet leaves a gap); a source's first packet
-//! (seq 0) carries `FLAG_START_OF_STREAM` and is never lost. Several sources may be
-//! interleaved freely: the caller decides the order by calling [`PacketOut::send_parts`] /
-//! [`PacketOut::send_control`] with their source ids. [`PacketOut::finish`] sends, for each
-//! source in order of first appearance, one empty packet with `FLAG_END_OF_STREAM` and the
-//! source's next seq, in the payload format of its last data packet (control if it sent none);
-//! over UDP it goes out [`UDP_END_OF_STREAM_COPIES`] times (same bytes, same seq) as in
-//! [`crate::stream`], elsewhere once. End markers and control packets are never faulted.
+//! (seq 0) carries `FLAG_START_OF_STREAM` and is never lost or corrupted. Several sources may
+//! be interleaved freely: the caller decides the order by calling [`PacketOut::send_parts`] /
+//! [`PacketOut::send_control`] with their source ids. [`PacketOut::end_source`] (or
+//! [`PacketOut::finish`], for each source not yet ended, in order of first appearance or
+//! [`PacketOut::declare_source`]) sends one empty packet with `FLAG_END_OF_STREAM` and the
+//! source's next seq, in the payload format of its last data packet (the declared one, or
+//! control if it sent none); over UDP it goes out [`UDP_END_OF_STREAM_COPIES`] times (same
+//! bytes, same seq), elsewhere once. End markers and control packets are never faulted.
+//! [`PacketOut::restart_source`] starts a source's `seq` from 0 again, as a front end does
+//! after a reset.
 //!
 //! # Faults
-//! One uniform draw per data packet from `Rng::stream(seed, LOSS_STREAM)`; below
-//! `lose_packets` the packet is numbered but not sent. [`Sent::lost`] tells the caller (for its
-//! truth), and [`SourceCounts`] counts lost packets and payload bytes per source.
+//! One uniform draw per data packet from `Rng::stream(seed, fault_stream)` decides it, the
+//! outcomes exclusive ([`faults::Faults`]):
+//! - lost: numbered, never sent ([`Sent::lost`] tells the caller, for its truth);
+//! - corrupted: one payload byte flipped after the CRC was computed (a second draw picks it);
+//! - duplicated: sent twice in a row;
+//! - reordered: held back and sent right after the next packet of its source that goes out
+//!   intact (one held packet per source). A held packet with no intact successor before the
+//!   source ends or restarts is sent in order and not counted.
+//!
+//! [`SourceCounts`] counts lost packets and payload bytes per source;
+//! [`PacketOutSummary::source_faults`] every fault, with the callers' hit counts
+//! ([`PacketOut::send_counted`]). TCP `disconnect_after = N` (with
+//! [`PacketOutOptions::tcp_reconnect`]): after N packets on the connection, the next packet
+//! that is sent once, intact and with no held packet behind it gets only its first half
+//! written; the connection is closed and the receiver's reconnection served from the
+//! following packet on.
 //!
 //! # Pacing
 //! [`Pacing::BytesPerSecond`] (wire bytes, headers included) or [`Pacing::PacketsPerSecond`]
 //! hold each batch back until the rate allows it, measured from the first packet;
-//! [`PacketOut::pace_to`] additionally lets a simulator pace on its own clock (e.g. frame times).
-//! [`Pacing::Unpaced`] sends as fast as the destination takes it. With
+//! [`PacketOut::pace_to`] additionally lets a simulator pace on its own clock (e.g. frame
+//! times). [`Pacing::Unpaced`] sends as fast as the destination takes it. With
 //! [`PacketOutOptions::prerender`] the packets are generated first, kept in memory, and sent
 //! at [`PacketOut::finish`] with the same pacing.
 //!
@@ -56,8 +79,11 @@
 //!   system call each would cost a core), a 4 MiB send buffer, retries while the kernel reports
 //!   a full buffer.
 //! - [`Destination::Tcp`]: listens at open ([`PacketOut::local_addr`] gives the bound port);
-//!   the receiver connects, accepted at the first flush (waiting up to [`TCP_ACCEPT_WAIT`]);
-//!   packets are written back to back in 256 KiB batches. A client that goes away is an error.
+//!   the receiver connects, accepted at the first flush or [`PacketOut::wait_for_receiver`]
+//!   (waiting up to [`TCP_ACCEPT_WAIT`]); packets are written back to back in 256 KiB
+//!   batches, and a client that goes away is an error. With
+//!   [`PacketOutOptions::tcp_reconnect`] packets are written one at a time and a client that
+//!   goes away is served again when it reconnects (within [`TCP_REACCEPT_WAIT`]).
 //! - [`Destination::Archive`]: a `.sdq` raw archive (64-byte `SDQA` header, the given metadata
 //!   JSON, packets exactly as a receiver would have them), written `.inprogress` and committed
 //!   by [`PacketOut::finish`] through `scandaq_sinks::archive::RawArchiveWriter`; lost packets
@@ -65,114 +91,68 @@
 //! - [`Destination::Closure`]: `f(source_id, packet)` per packet (tests, in-process use);
 //!   returning false stops the emitter ([`PacketOut::stopped`]).
 
+pub mod faults;
+pub mod pacing;
+mod packetizer;
+pub mod transports;
+
 use crate::config::SimError;
-use crate::rng::Rng;
-use nix::errno::Errno;
-use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, setsockopt, sockopt,
-};
-use scandaq_decoders::transport::{
-    FLAG_CRC, FLAG_END_OF_STREAM, FLAG_START_OF_STREAM, HEADER_LEN, MAGIC, payload_format,
-};
-use scandaq_sinks::archive::RawArchiveWriter;
+use faults::{Fate, FaultCounts, FaultDraw, Faults};
+use packetizer::Batch;
+use scandaq_decoders::transport::{FLAG_END_OF_STREAM, HEADER_LEN, payload_format};
 use serde::{Deserialize, Serialize};
-use std::io::{ErrorKind, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Instant;
+use transports::Sink;
+
+pub use pacing::Pacing;
+pub use transports::{
+    Destination, PacketSink, TCP_ACCEPT_WAIT, TCP_REACCEPT_WAIT, TCP_WRITE_TIMEOUT,
+};
 
 /// Times the end-of-stream packet is sent over UDP (the same bytes each time).
 pub const UDP_END_OF_STREAM_COPIES: usize = 3;
-/// How long a TCP destination waits for the receiver to connect.
-pub const TCP_ACCEPT_WAIT: Duration = Duration::from_secs(60);
-/// A TCP client that reads nothing for this long ends the run with an error.
-pub const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes collected before a TCP or archive write.
 pub const STREAM_BATCH_BYTES: usize = 256 << 10;
 /// Default datagrams per `sendmmsg` call.
 pub const DEFAULT_UDP_BATCH: usize = 32;
 /// Largest packet a UDP datagram holds (header included).
 pub const MAX_UDP_PACKET_BYTES: usize = 65_507;
-/// Random stream of the loss draws (independent of a preset's physics streams).
+/// Random stream of the fault draws (independent of a preset's physics streams).
 pub const LOSS_STREAM: u64 = 0x9ac4_e700_0000_0001;
-/// UDP send buffer requested.
-const UDP_SEND_BUFFER: usize = 4 << 20;
-
-/// A closure receiving `(source_id, packet bytes)`; false stops the emitter.
-pub type PacketSink<'a> = Box<dyn FnMut(u32, &[u8]) -> bool + 'a>;
-
-/// Where the packets go.
-pub enum Destination<'a> {
-    /// Datagrams from an ephemeral socket to this address.
-    Udp {
-        /// Receiver address.
-        target: SocketAddr,
-    },
-    /// Listen here and serve one client (the receiver connects).
-    Tcp {
-        /// Listening address (port 0 picks a free port; see [`PacketOut::local_addr`]).
-        listen: SocketAddr,
-    },
-    /// A `.sdq` raw archive file.
-    Archive {
-        /// The file to create (its directory must exist).
-        path: PathBuf,
-        /// Metadata JSON stored after the archive header (run number, configuration...).
-        metadata_json: String,
-    },
-    /// A closure per packet.
-    Closure(PacketSink<'a>),
-}
-
-impl std::fmt::Debug for Destination<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Udp { target } => write!(f, "UDP to {target}"),
-            Self::Tcp { listen } => write!(f, "TCP served on {listen}"),
-            Self::Archive { path, .. } => write!(f, "archive {}", path.display()),
-            Self::Closure(_) => write!(f, "closure"),
-        }
-    }
-}
-
-/// Output rate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub enum Pacing {
-    /// As fast as the destination takes it.
-    #[default]
-    Unpaced,
-    /// Wire bytes (headers included) per second.
-    BytesPerSecond(f64),
-    /// Packets per second.
-    PacketsPerSecond(f64),
-}
 
 /// Emitter options.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PacketOutOptions {
     /// Rate limit.
     pub pacing: Pacing,
-    /// Probability per data packet of losing it (in [0, 1)).
-    pub lose_packets: f64,
-    /// Seed of the loss draws.
+    /// Fault probabilities per data packet (and the TCP disconnect).
+    pub faults: Faults,
+    /// Seed of the fault draws.
     pub seed: u64,
+    /// Random stream of the fault draws (default [`LOSS_STREAM`]).
+    pub fault_stream: u64,
     /// Datagrams per `sendmmsg` call (UDP; 1..=1024).
     pub udp_batch: usize,
     /// Generate everything first, keeping the packets in memory (the run's wire bytes), then
     /// send them with the same pacing: a benchmark's sender then costs only its system calls,
     /// as a front-end board on its own hardware would, not the physics. UDP and TCP only.
     pub prerender: bool,
+    /// TCP: write packets one at a time and serve the receiver again when it reconnects (a
+    /// front-end board's behaviour); needed for `faults.disconnect_after`.
+    pub tcp_reconnect: bool,
 }
 
 impl Default for PacketOutOptions {
     fn default() -> Self {
         Self {
             pacing: Pacing::Unpaced,
-            lose_packets: 0.0,
+            faults: Faults::default(),
             seed: 1,
+            fault_stream: LOSS_STREAM,
             udp_batch: DEFAULT_UDP_BATCH,
             prerender: false,
+            tcp_reconnect: false,
         }
     }
 }
@@ -220,6 +200,14 @@ pub struct PacketOutSummary {
     pub archive: Option<scandaq_sinks::FileRecord>,
     /// True when a closure stopped the emitter early.
     pub stopped: bool,
+    /// Every fault per source, in the order of `sources` (not in the presets' summary files:
+    /// `sources` carries the loss they report).
+    #[serde(skip)]
+    pub source_faults: Vec<FaultCounts>,
+    /// TCP clients that went away without being told to ([`PacketOutOptions::tcp_reconnect`]):
+    /// the packet in flight then is lost without being counted in `source_faults`.
+    #[serde(skip)]
+    pub client_disconnects: u64,
 }
 
 impl PacketOutSummary {
@@ -229,45 +217,30 @@ impl PacketOutSummary {
     }
 }
 
-/// Packets generated ahead of sending ([`PacketOutOptions::prerender`]).
-struct PrerenderedBatch {
-    /// Not sent before this time after the start of sending ([`PacketOut::pace_to`]).
-    not_before: Duration,
-    batch: Vec<u8>,
-    spans: Vec<(u32, usize, usize)>,
+/// A packet held back for reordering, with its hits.
+struct Held {
+    bytes: Vec<u8>,
+    hits: u64,
 }
 
+/// One source's sequence space.
 struct Source {
     counts: SourceCounts,
+    faults: FaultCounts,
     seq: u64,
     last_format: Option<u16>,
-}
-
-enum Sink<'a> {
-    Udp {
-        socket: UdpSocket,
-        target: SockaddrStorage,
-        target_text: String,
-        headers: MultiHeaders<SockaddrStorage>,
-    },
-    Tcp {
-        listener: TcpListener,
-        conn: Option<TcpStream>,
-    },
-    Archive(RawArchiveWriter),
-    Closure(PacketSink<'a>),
+    held: Option<Held>,
+    ended: bool,
 }
 
 /// The emitter. See the module documentation.
 pub struct PacketOut<'a> {
     sink: Sink<'a>,
     options: PacketOutOptions,
-    rng: Rng,
+    draw: FaultDraw,
     sources: Vec<Source>,
-    /// Packets waiting to be written, back to back.
-    batch: Vec<u8>,
-    /// `(source_id, start, len)` of each packet in `batch`.
-    spans: Vec<(u32, usize, usize)>,
+    /// Packets waiting to be written.
+    batch: Batch,
     batch_packets: usize,
     batch_bytes: usize,
     started: Option<Instant>,
@@ -276,117 +249,38 @@ pub struct PacketOut<'a> {
     stopped: bool,
     /// With [`PacketOutOptions::prerender`]: the batches generated so far, and the pacing
     /// time the next one gets.
-    prerendered: Option<(Vec<PrerenderedBatch>, Duration)>,
-}
-
-fn net(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> SimError {
-    let action = action.into();
-    move |source| SimError::Network { action, source }
+    prerendered: Option<pacing::Prerendered>,
 }
 
 impl<'a> PacketOut<'a> {
     /// Opens the destination (binds the UDP socket, starts listening on TCP, creates the
     /// archive's `.inprogress` file).
     pub fn open(destination: Destination<'a>, options: PacketOutOptions) -> Result<Self, SimError> {
-        if !(0.0..1.0).contains(&options.lose_packets) {
-            return Err(SimError::config(
-                "lose_packets",
-                options.lose_packets,
-                "must be a probability per packet in [0, 1)",
-            ));
-        }
-        if !(1..=1024).contains(&options.udp_batch) {
-            return Err(SimError::config(
-                "udp_batch",
-                options.udp_batch,
-                "datagrams per sendmmsg call must be in [1, 1024]",
-            ));
-        }
-        match options.pacing {
-            Pacing::BytesPerSecond(r) | Pacing::PacketsPerSecond(r) if r.is_nan() || r <= 0.0 => {
-                return Err(SimError::config(
-                    "pacing",
-                    r,
-                    "a paced rate must be positive (use Pacing::Unpaced for no limit)",
-                ));
-            }
-            _ => {}
-        }
-        let (sink, batch_packets, batch_bytes) = match destination {
-            Destination::Udp { target } => {
-                let bind = if target.is_ipv4() {
-                    SocketAddr::from(([0, 0, 0, 0], 0))
-                } else {
-                    SocketAddr::from(([0u16; 8], 0))
-                };
-                let socket = UdpSocket::bind(bind).map_err(net("binding a UDP socket"))?;
-                // A larger buffer absorbs bursts; the kernel may cap it (not an error).
-                let _ = setsockopt(&socket, sockopt::SndBuf, &UDP_SEND_BUFFER);
-                (
-                    Sink::Udp {
-                        socket,
-                        target: SockaddrStorage::from(target),
-                        target_text: target.to_string(),
-                        headers: MultiHeaders::preallocate(options.udp_batch, None),
-                    },
-                    options.udp_batch,
-                    usize::MAX,
-                )
-            }
-            Destination::Tcp { listen } => {
-                let listener =
-                    TcpListener::bind(listen).map_err(net(format!("listening on TCP {listen}")))?;
-                listener
-                    .set_nonblocking(true)
-                    .map_err(net("configuring the TCP listener"))?;
-                (
-                    Sink::Tcp {
-                        listener,
-                        conn: None,
-                    },
-                    usize::MAX,
-                    STREAM_BATCH_BYTES,
-                )
-            }
-            Destination::Archive {
-                path,
-                metadata_json,
-            } => {
-                let dir = match path.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .ok_or_else(|| {
-                        SimError::OutputDir(format!(
-                            "archive path {} has no file name",
-                            path.display()
-                        ))
-                    })?;
-                let w = RawArchiveWriter::create(&dir, &name, &metadata_json)?;
-                (Sink::Archive(w), usize::MAX, STREAM_BATCH_BYTES)
-            }
-            Destination::Closure(f) => (Sink::Closure(f), 1, usize::MAX),
-        };
-        if options.prerender && !matches!(sink, Sink::Udp { .. } | Sink::Tcp { .. }) {
+        validate(&options)?;
+        let (sink, limits) = Sink::open(destination, &options)?;
+        if options.prerender && !sink.is_network() {
             return Err(SimError::config(
                 "prerender",
                 true,
                 "prerendering paces a network stream: use it with --udp or --tcp",
             ));
         }
+        if options.faults.disconnect_after.is_some() && !matches!(sink, Sink::Tcp(_)) {
+            return Err(SimError::config(
+                "disconnect_after",
+                options.faults.disconnect_after.unwrap_or(0),
+                "a disconnect needs the TCP transport (UDP has no connection)",
+            ));
+        }
         Ok(Self {
             sink,
-            rng: Rng::stream(options.seed, LOSS_STREAM),
-            prerendered: options.prerender.then(|| (Vec::new(), Duration::ZERO)),
+            draw: FaultDraw::new(options.seed, options.fault_stream, options.faults.clone()),
+            prerendered: options.prerender.then(pacing::Prerendered::default),
             options,
             sources: Vec::new(),
-            batch: Vec::with_capacity(STREAM_BATCH_BYTES + 65_536),
-            spans: Vec::new(),
-            batch_packets,
-            batch_bytes,
+            batch: Batch::with_capacity(STREAM_BATCH_BYTES + 65_536),
+            batch_packets: limits.packets,
+            batch_bytes: limits.bytes,
             started: None,
             wire_packets: 0,
             wire_bytes: 0,
@@ -396,10 +290,13 @@ impl<'a> PacketOut<'a> {
 
     /// The TCP listening address (useful with port 0); `None` for other destinations.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        match &self.sink {
-            Sink::Tcp { listener, .. } => listener.local_addr().ok(),
-            _ => None,
-        }
+        self.sink.local_addr()
+    }
+
+    /// TCP: waits (up to [`TCP_ACCEPT_WAIT`]) for the receiver to connect now, before the
+    /// first packet is made; other destinations: nothing.
+    pub fn wait_for_receiver(&mut self) -> Result<(), SimError> {
+        self.sink.wait_for_receiver()
     }
 
     /// True once a closure destination asked to stop; further packets are discarded.
@@ -415,9 +312,16 @@ impl<'a> PacketOut<'a> {
             .map_or(0, |s| s.seq)
     }
 
-    fn source(&mut self, source_id: u32) -> &mut Source {
+    /// Registers `source_id` now (sources end, at [`PacketOut::finish`], in the order they
+    /// appeared), with the payload format its end-of-stream marker has if it sends no data.
+    pub fn declare_source(&mut self, source_id: u32, format: u16) {
+        let i = self.source_index(source_id);
+        self.sources[i].last_format.get_or_insert(format);
+    }
+
+    fn source_index(&mut self, source_id: u32) -> usize {
         // Few sources: a linear search beats a map.
-        let i = match self
+        match self
             .sources
             .iter()
             .position(|s| s.counts.source_id == source_id)
@@ -429,47 +333,21 @@ impl<'a> PacketOut<'a> {
                         source_id,
                         ..Default::default()
                     },
+                    faults: FaultCounts::default(),
                     seq: 0,
                     last_format: None,
+                    held: None,
+                    ended: false,
                 });
                 self.sources.len() - 1
             }
-        };
-        &mut self.sources[i]
-    }
-
-    /// Appends one packet (header + the concatenated parts) to the batch.
-    fn push_packet(&mut self, source_id: u32, format: u16, seq: u64, flags: u32, parts: &[&[u8]]) {
-        let start = self.batch.len();
-        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
-        self.batch.resize(start + HEADER_LEN, 0);
-        let mut crc = 0u32;
-        for p in parts {
-            self.batch.extend_from_slice(p);
-            crc = crc32c::crc32c_append(crc, p);
         }
-        let flags = if seq == 0 {
-            flags | FLAG_START_OF_STREAM
-        } else {
-            flags
-        };
-        let h = &mut self.batch[start..start + HEADER_LEN];
-        h[0..4].copy_from_slice(&MAGIC);
-        h[4..6].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
-        h[6..8].copy_from_slice(&format.to_le_bytes());
-        h[8..12].copy_from_slice(&source_id.to_le_bytes());
-        h[12..16].copy_from_slice(&(flags | FLAG_CRC).to_le_bytes());
-        h[16..24].copy_from_slice(&seq.to_le_bytes());
-        h[24..28].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        h[28..32].copy_from_slice(&crc.to_le_bytes());
-        self.spans
-            .push((source_id, start, HEADER_LEN + payload_len));
     }
 
     fn check_size(&self, payload_len: usize) -> Result<(), SimError> {
-        let limit = match self.sink {
-            Sink::Udp { .. } => MAX_UDP_PACKET_BYTES,
-            _ => HEADER_LEN + u32::MAX as usize,
+        let limit = match self.sink.is_udp() {
+            true => MAX_UDP_PACKET_BYTES,
+            false => HEADER_LEN + u32::MAX as usize,
         };
         if HEADER_LEN + payload_len > limit {
             return Err(SimError::config(
@@ -486,7 +364,9 @@ impl<'a> PacketOut<'a> {
     }
 
     fn after_push(&mut self) -> Result<(), SimError> {
-        if self.spans.len() >= self.batch_packets || self.batch.len() >= self.batch_bytes {
+        if self.batch.spans.len() >= self.batch_packets
+            || self.batch.bytes.len() >= self.batch_bytes
+        {
             self.flush()?;
         }
         Ok(())
@@ -501,30 +381,7 @@ impl<'a> PacketOut<'a> {
         format: u16,
         parts: &[&[u8]],
     ) -> Result<Sent, SimError> {
-        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
-        self.check_size(payload_len)?;
-        self.started.get_or_insert_with(Instant::now);
-        let lost = self.rng.uniform() < self.options.lose_packets;
-        let src = self.source(source_id);
-        let seq = src.seq;
-        // A source's start packet is never lost (the draw is made all the same).
-        let lost = lost && seq != 0;
-        src.seq += 1;
-        src.last_format = Some(format);
-        let c = &mut src.counts;
-        c.packets += 1;
-        c.data_packets += 1;
-        c.payload_bytes += payload_len as u64;
-        if lost {
-            c.lost_packets += 1;
-            c.lost_payload_bytes += payload_len as u64;
-            return Ok(Sent { seq, lost });
-        }
-        if !self.stopped {
-            self.push_packet(source_id, format, seq, 0, parts);
-            self.after_push()?;
-        }
-        Ok(Sent { seq, lost })
+        self.send_counted(source_id, format, parts, 0)
     }
 
     /// Sends one data packet (see [`PacketOut::send_parts`]).
@@ -532,249 +389,256 @@ impl<'a> PacketOut<'a> {
         self.send_parts(source_id, format, &[payload])
     }
 
+    /// [`PacketOut::send_parts`] for a packet carrying `hits` of the caller's units (the PET
+    /// bench's hits), which the fault counts add up.
+    pub fn send_counted(
+        &mut self,
+        source_id: u32,
+        format: u16,
+        parts: &[&[u8]],
+        hits: u64,
+    ) -> Result<Sent, SimError> {
+        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+        self.check_size(payload_len)?;
+        self.started.get_or_insert_with(Instant::now);
+        let i = self.source_index(source_id);
+        let src = &mut self.sources[i];
+        let seq = src.seq;
+        let fate = self.draw.draw(seq == 0, payload_len, src.held.is_none());
+        src.seq += 1;
+        src.last_format = Some(format);
+        let c = &mut src.counts;
+        c.packets += 1;
+        c.data_packets += 1;
+        c.payload_bytes += payload_len as u64;
+        if fate == Fate::Lost {
+            c.lost_packets += 1;
+            c.lost_payload_bytes += payload_len as u64;
+            src.faults.lost_packets += 1;
+            src.faults.lost_hits += hits;
+            // Not sent: a held packet waits for the next packet that goes out.
+            return Ok(Sent { seq, lost: true });
+        }
+        if !self.stopped {
+            self.push_data(i, (format, seq, parts, hits), fate);
+            self.after_push()?;
+        }
+        Ok(Sent { seq, lost: false })
+    }
+
+    /// Puts a data packet that is not lost into the batch, its fate applied.
+    fn push_data(&mut self, i: usize, packet: (u16, u64, &[&[u8]], u64), fate: Fate) {
+        let (format, seq, parts, hits) = packet;
+        let src = &mut self.sources[i];
+        let source_id = src.counts.source_id;
+        let k = self.batch.push_packet(source_id, format, seq, 0, parts);
+        self.batch.spans[k].hits = hits;
+        match fate {
+            Fate::Corrupted { at } => {
+                src.faults.corrupted_packets += 1;
+                src.faults.corrupted_hits += hits;
+                let span = self.batch.spans[k];
+                self.batch.bytes[span.start + HEADER_LEN + at] ^= 0x5a;
+                // The receiver rejects it: a held packet waits for an intact one.
+                return;
+            }
+            Fate::Reordered => {
+                src.faults.reordered_packets += 1;
+                let bytes = self.batch.take_last().unwrap_or_default();
+                src.held = Some(Held { bytes, hits });
+                return;
+            }
+            Fate::Duplicated => {
+                src.faults.duplicated_packets += 1;
+                self.batch.duplicate_last();
+            }
+            Fate::Intact => self.batch.spans[k].cuttable = src.held.is_none() && seq != 0,
+            Fate::Lost => return,
+        }
+        if let Some(late) = src.held.take() {
+            self.batch.push_bytes(source_id, &late.bytes, late.hits);
+        }
+    }
+
+    /// Sends a held packet of source `i` in order: nothing intact followed it, so it was not
+    /// reordered.
+    fn release_held(&mut self, i: usize) {
+        let src = &mut self.sources[i];
+        if let Some(late) = src.held.take() {
+            src.faults.reordered_packets -= 1;
+            if !self.stopped {
+                self.batch
+                    .push_bytes(src.counts.source_id, &late.bytes, late.hits);
+            }
+        }
+    }
+
     /// Sends a control packet (format 0xFFFF) in `source_id`'s sequence space; never faulted.
     /// Returns its seq.
     pub fn send_control(&mut self, source_id: u32, payload: &[u8]) -> Result<u64, SimError> {
         self.check_size(payload.len())?;
         self.started.get_or_insert_with(Instant::now);
-        let src = self.source(source_id);
+        let i = self.source_index(source_id);
+        let src = &mut self.sources[i];
         let seq = src.seq;
         src.seq += 1;
         src.counts.packets += 1;
         src.counts.control_packets += 1;
         if !self.stopped {
-            self.push_packet(source_id, payload_format::CONTROL, seq, 0, &[payload]);
+            self.batch
+                .push_packet(source_id, payload_format::CONTROL, seq, 0, &[payload]);
             self.after_push()?;
         }
         Ok(seq)
     }
 
-    /// Waits until `t` has passed since the first packet (a simulator pacing on its own clock,
-    /// e.g. frame times); batched packets are written first so they are not held back.
-    pub fn pace_to(&mut self, t: Duration) -> Result<(), SimError> {
-        if self.prerendered.is_some() {
-            self.flush()?;
-            if let Some((_, not_before)) = &mut self.prerendered {
-                *not_before = t;
-            }
-            return Ok(());
-        }
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let elapsed = started.elapsed();
-        if t > elapsed {
-            self.flush()?;
-            let elapsed = started.elapsed();
-            if t > elapsed {
-                std::thread::sleep(t - elapsed);
-            }
-        }
-        Ok(())
+    /// Restarts `source_id` as a front end does after a reset: a held packet goes out first,
+    /// then `seq` starts from 0 again (the next packet carries `FLAG_START_OF_STREAM`).
+    pub fn restart_source(&mut self, source_id: u32) -> Result<(), SimError> {
+        let i = self.source_index(source_id);
+        self.release_held(i);
+        let src = &mut self.sources[i];
+        src.seq = 0;
+        src.faults.restarts += 1;
+        self.after_push()
     }
 
-    /// Holds the next batch back until the configured rate allows it.
-    fn pace_batch(&self) {
-        let Some(started) = self.started else { return };
-        let due = match self.options.pacing {
-            Pacing::Unpaced => return,
-            Pacing::BytesPerSecond(r) => self.wire_bytes as f64 / r,
-            Pacing::PacketsPerSecond(r) => self.wire_packets as f64 / r,
+    /// Ends `source_id`: a held packet goes out in order, then the end-of-stream marker
+    /// (never faulted; over UDP [`UDP_END_OF_STREAM_COPIES`] copies).
+    pub fn end_source(&mut self, source_id: u32) -> Result<(), SimError> {
+        let i = self.source_index(source_id);
+        self.release_held(i);
+        let copies = match self.sink.is_udp() {
+            true => UDP_END_OF_STREAM_COPIES,
+            false => 1,
         };
-        let due = Duration::from_secs_f64(due);
-        let elapsed = started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
+        let s = &mut self.sources[i];
+        let (seq, format) = (s.seq, s.last_format.unwrap_or(payload_format::CONTROL));
+        s.seq += 1;
+        s.counts.packets += 1;
+        s.ended = true;
+        if !self.stopped {
+            let k = self
+                .batch
+                .push_packet(source_id, format, seq, FLAG_END_OF_STREAM, &[]);
+            self.batch.spans[k].copies = copies;
         }
+        self.after_push()
     }
 
     /// Writes every batched packet to the destination (prerendering: keeps them for later).
     pub fn flush(&mut self) -> Result<(), SimError> {
-        if self.spans.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        if let Some((batches, not_before)) = &mut self.prerendered {
-            let capacity = self.batch.capacity();
-            batches.push(PrerenderedBatch {
-                not_before: *not_before,
-                batch: std::mem::replace(&mut self.batch, Vec::with_capacity(capacity)),
-                spans: std::mem::take(&mut self.spans),
-            });
+        if self.prerendered.is_some() {
+            self.keep_prerendered();
             return Ok(());
         }
         self.write_batch()
     }
 
-    /// Sends the prerendered batches, each no earlier than its pacing time after the first.
-    fn send_prerendered(&mut self) -> Result<(), SimError> {
-        let Some((batches, _)) = self.prerendered.take() else {
-            return Ok(());
-        };
-        let started = Instant::now();
-        self.started = Some(started);
-        for b in batches {
-            let elapsed = started.elapsed();
-            if b.not_before > elapsed {
-                std::thread::sleep(b.not_before - elapsed);
-            }
-            self.batch = b.batch;
-            self.spans = b.spans;
-            self.write_batch()?;
-            if self.stopped {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// Writes the current batch to the destination, paced.
     fn write_batch(&mut self) -> Result<(), SimError> {
-        if self.spans.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
         self.pace_batch();
-        let n = self.spans.len() as u64;
-        let bytes = self.batch.len() as u64;
-        let result = match &mut self.sink {
-            Sink::Udp {
-                socket,
-                target,
-                target_text,
-                headers,
-            } => send_udp_batch(socket, headers, target, &self.batch, &self.spans)
-                .map_err(net(format!("sending datagrams to {target_text}"))),
-            Sink::Tcp { listener, conn } => {
-                let c = match conn {
-                    Some(c) => c,
-                    None => conn.insert(accept(listener)?),
-                };
-                c.write_all(&self.batch)
-                    .map_err(net("writing to the TCP client"))
-            }
-            Sink::Archive(w) => w.write_packets(&self.batch, n).map_err(SimError::from),
-            Sink::Closure(f) => {
-                for &(source_id, start, len) in &self.spans {
-                    if !f(source_id, &self.batch[start..start + len]) {
-                        self.stopped = true;
-                        break;
-                    }
-                }
-                Ok(())
-            }
-        };
+        let result = self.sink.write(&self.batch);
+        let (n, bytes) = (self.batch.wire_packets(), self.batch.wire_bytes());
         self.batch.clear();
-        self.spans.clear();
-        result?;
+        self.stopped |= result?.stopped;
         self.wire_packets += n;
         self.wire_bytes += bytes;
         Ok(())
     }
 
-    /// Sends the end-of-stream markers, flushes, closes the destination (TCP: lets the client
-    /// read everything; archive: commits the file) and returns the totals.
+    /// Sends the end-of-stream markers of every source not yet ended, flushes, closes the
+    /// destination (TCP: lets the client read everything; archive: commits the file) and
+    /// returns the totals.
     pub fn finish(mut self) -> Result<PacketOutSummary, SimError> {
         self.flush()?;
-        let copies = match self.sink {
-            Sink::Udp { .. } => UDP_END_OF_STREAM_COPIES,
-            _ => 1,
-        };
         for i in 0..self.sources.len() {
-            let s = &mut self.sources[i];
-            let (id, seq) = (s.counts.source_id, s.seq);
-            let format = s.last_format.unwrap_or(payload_format::CONTROL);
-            s.seq += 1;
-            s.counts.packets += 1;
-            for _ in 0..copies {
-                if !self.stopped {
-                    self.push_packet(id, format, seq, FLAG_END_OF_STREAM, &[]);
-                }
+            if !self.sources[i].ended {
+                let id = self.sources[i].counts.source_id;
+                self.end_source(id)?;
             }
         }
+        self.close(true)
+    }
+
+    /// Flushes and closes the destination without end-of-stream markers (a run cut short:
+    /// the receiver sees the stream stop), and returns the totals.
+    pub fn finish_without_end_markers(self) -> Result<PacketOutSummary, SimError> {
+        self.close(false)
+    }
+
+    fn close(mut self, graceful: bool) -> Result<PacketOutSummary, SimError> {
         self.flush()?;
         self.send_prerendered()?;
         let wall_seconds = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let archive = match self.sink {
-            Sink::Tcp {
-                conn: Some(mut c), ..
-            } => {
-                let _ = c.flush();
-                let _ = c.shutdown(Shutdown::Write);
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut sink = [0u8; 256];
-                while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
-                None
-            }
-            Sink::Archive(w) => Some(w.commit()?),
-            _ => None,
-        };
+        let closed = self.sink.close(graceful)?;
+        let mut source_faults: Vec<FaultCounts> =
+            self.sources.iter().map(|s| s.faults.clone()).collect();
+        if let Some((source_id, hits)) = closed.cut
+            && let Some(i) = self
+                .sources
+                .iter()
+                .position(|s| s.counts.source_id == source_id)
+        {
+            let f = &mut source_faults[i];
+            f.disconnects += 1;
+            f.disconnect_lost_packets += 1;
+            f.disconnect_lost_hits += hits;
+        }
         Ok(PacketOutSummary {
             sources: self.sources.into_iter().map(|s| s.counts).collect(),
             wire_packets: self.wire_packets,
             wire_bytes: self.wire_bytes,
             wall_seconds,
-            archive,
+            archive: closed.archive,
             stopped: self.stopped,
+            source_faults,
+            client_disconnects: closed.client_disconnects,
         })
     }
-}
 
-/// Sends the batch's packets as datagrams, `sendmmsg` at a time; a partial send continues with
-/// the rest, a full buffer is retried (1 ms apart, up to 1 s).
-fn send_udp_batch(
-    socket: &UdpSocket,
-    headers: &mut MultiHeaders<SockaddrStorage>,
-    target: &SockaddrStorage,
-    batch: &[u8],
-    spans: &[(u32, usize, usize)],
-) -> std::io::Result<()> {
-    let mut done = 0;
-    let mut retries = 0;
-    while done < spans.len() {
-        let slices: Vec<[IoSlice<'_>; 1]> = spans[done..]
-            .iter()
-            .map(|&(_, start, len)| [IoSlice::new(&batch[start..start + len])])
-            .collect();
-        let addrs = vec![Some(*target); slices.len()];
-        let cmsgs: [ControlMessage<'_>; 0] = [];
-        match sendmmsg(
-            socket.as_raw_fd(),
-            headers,
-            &slices,
-            &addrs,
-            cmsgs,
-            MsgFlags::empty(),
-        ) {
-            Ok(results) => {
-                let n = results.count();
-                if n == 0 {
-                    retries += 1;
-                    if retries > 1000 {
-                        return Err(ErrorKind::WriteZero.into());
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                done += n;
-            }
-            Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::EINTR) if retries < 1000 => {
-                retries += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            // The receiver's port was not open yet (an ICMP reply to an earlier datagram):
-            // UDP does not care, and neither does a sender that streams before anyone listens.
-            Err(Errno::ECONNREFUSED) => {}
-            Err(e) => return Err(std::io::Error::from(e)),
-        }
+    /// The fault probabilities in force.
+    pub fn faults(&self) -> &Faults {
+        self.draw.faults()
     }
-    Ok(())
 }
 
-/// Waits up to [`TCP_ACCEPT_WAIT`] for the receiver on the (non-blocking) listener.
-fn accept(listener: &TcpListener) -> Result<TcpStream, SimError> {
-    crate::stream::accept(listener, TCP_ACCEPT_WAIT, "connected")
+/// Checks the options; errors name the field and the accepted range.
+fn validate(options: &PacketOutOptions) -> Result<(), SimError> {
+    options.faults.validate()?;
+    if !(1..=1024).contains(&options.udp_batch) {
+        return Err(SimError::config(
+            "udp_batch",
+            options.udp_batch,
+            "datagrams per sendmmsg call must be in [1, 1024]",
+        ));
+    }
+    match options.pacing {
+        Pacing::BytesPerSecond(r) | Pacing::PacketsPerSecond(r) if r.is_nan() || r <= 0.0 => {
+            Err(SimError::config(
+                "pacing",
+                r,
+                "a paced rate must be positive (use Pacing::Unpaced for no limit)",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::socket::{setsockopt, sockopt};
     use scandaq_decoders::transport::decode_packet;
+    use std::io::Read;
+    use std::net::{TcpStream, UdpSocket};
+    use std::time::Duration;
 
     /// Packets received by the closure, `(source_id, bytes)`.
     type Received = Vec<(u32, Vec<u8>)>;
@@ -807,7 +671,7 @@ mod tests {
     #[test]
     fn sequences_crc_loss_and_end_markers() {
         let (got, summary, sent) = collect(PacketOutOptions {
-            lose_packets: 0.1,
+            faults: Faults::loss(0.1),
             seed: 3,
             ..Default::default()
         });
@@ -838,11 +702,70 @@ mod tests {
         assert_eq!(per, 207);
         // Deterministic in the seed.
         let (got2, _, _) = collect(PacketOutOptions {
-            lose_packets: 0.1,
+            faults: Faults::loss(0.1),
             seed: 3,
             ..Default::default()
         });
         assert_eq!(got, got2);
+    }
+
+    #[test]
+    fn every_fault_restart_and_end_marker_is_counted_as_a_receiver_sees_it() {
+        let mut got: Received = Vec::new();
+        let summary = {
+            let mut out = PacketOut::open(
+                Destination::Closure(Box::new(|s, p: &[u8]| {
+                    got.push((s, p.to_vec()));
+                    true
+                })),
+                PacketOutOptions {
+                    faults: Faults {
+                        lose_packets: 0.1,
+                        duplicate: 0.1,
+                        reorder: 0.1,
+                        corrupt: 0.1,
+                        ..Faults::default()
+                    },
+                    seed: 5,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            out.declare_source(9, 1);
+            for i in 0..300u32 {
+                out.send_counted(9, 1, &[&i.to_le_bytes()], 2).unwrap();
+                if i == 150 {
+                    out.restart_source(9).unwrap();
+                }
+            }
+            out.finish().unwrap()
+        };
+        let f = &summary.source_faults[0];
+        assert!(f.lost_packets > 0 && f.corrupted_packets > 0 && f.duplicated_packets > 0);
+        assert!(f.reordered_packets > 0);
+        assert_eq!(f.lost_hits, 2 * f.lost_packets);
+        assert_eq!(f.restarts, 1);
+        let crc_failures = got
+            .iter()
+            .filter(|(_, p)| decode_packet(p).is_err())
+            .count();
+        assert_eq!(crc_failures as u64, f.corrupted_packets);
+        let repeats = got.windows(2).filter(|w| w[0] == w[1]).count();
+        assert_eq!(repeats as u64, f.duplicated_packets);
+        // Every data packet arrives (held ones included) except the lost, plus the end marker.
+        assert_eq!(
+            got.len() as u64,
+            300 - f.lost_packets + f.duplicated_packets + 1
+        );
+        let (h, payload) = decode_packet(&got[got.len() - 1].1).unwrap();
+        assert!(h.flags & FLAG_END_OF_STREAM != 0 && payload.is_empty());
+        assert_eq!(h.payload_format, 1);
+        let starts = got
+            .iter()
+            .filter_map(|(_, p)| decode_packet(p).ok())
+            .filter(|(h, _)| h.seq == 0)
+            .count();
+        assert!(starts >= 2, "a start packet before and after the restart");
     }
 
     #[test]
@@ -942,7 +865,7 @@ mod tests {
             },
             PacketOutOptions {
                 udp_batch: 4,
-                lose_packets: 0.1,
+                faults: Faults::loss(0.1),
                 seed: 9,
                 prerender,
                 ..Default::default()
