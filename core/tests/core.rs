@@ -1375,6 +1375,187 @@ mod tests {
             assert!(gap_cuts(&cols.t, cfg.span_ps(), 7).len() > 2 || cfg.delayed);
         }
     }
+
+    #[test]
+    fn labeled_grouping_says_which_photon_each_hit_joined() {
+        let geo = ring(64);
+        let lut = CrystalLut::from_geometry(&geo);
+        let mut x = 99u64;
+        let mut t = 0i64;
+        // 3000 hits, mean gap 40 ps, one in 16 on a channel missing from the geometry.
+        let rows: Vec<Single> = (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t += (x % 80) as i64;
+                let ch = if x.is_multiple_of(16) {
+                    5000
+                } else {
+                    (x >> 8) as u32 % 64
+                };
+                single(t, ch, 100.0 + (x >> 30) as f32 % 400.0)
+            })
+            .collect();
+        let cols = Cols::new(&rows);
+        let cfg = GroupingConfig {
+            window_ps: 100,
+            max_distance_mm: 100.0,
+        };
+        let want = reference::group(100, 100.0, &geo, &rows);
+        let mut plain = Grouper::new(cfg.clone(), &lut).unwrap();
+        let mut labeled = Grouper::new(cfg, &lut).unwrap();
+        let (mut p_plain, mut p_labeled) = (PhotonBatch::default(), PhotonBatch::default());
+        let mut labels = GroupLabels::default();
+        for start in (0..rows.len()).step_by(97) {
+            let part = cols.view().slice(start..(start + 97).min(rows.len()));
+            plain.push(part, &mut p_plain).unwrap();
+            labeled
+                .push_labeled(part, &mut p_labeled, &mut labels)
+                .unwrap();
+            // Groups close in id order: every id below groups_closed has its multiplicity.
+            assert_eq!(
+                labeled.groups_closed(),
+                labels.closed_multiplicity.len() as u64
+            );
+        }
+        plain.finish(&mut p_plain);
+        labeled.finish_labeled(&mut p_labeled, &mut labels);
+        assert_eq!(p_labeled, p_plain, "labels change no photon");
+        assert_eq!(p_labeled.len(), want.len());
+        assert!(!p_labeled.is_empty());
+        // One label per hit; the unmapped hits are the ungrouped ones.
+        assert_eq!(labels.photon_id.len(), rows.len());
+        let unmapped = rows.iter().filter(|r| r.ch == 5000).count();
+        let ungrouped = labels
+            .photon_id
+            .iter()
+            .filter(|&&id| id == GroupLabels::UNGROUPED)
+            .count();
+        assert_eq!((ungrouped, unmapped > 100), (unmapped, true));
+        // Group k holds exactly closed_multiplicity[k] hits; the multiplicities are the
+        // reference's.
+        assert_eq!(labels.closed_multiplicity.len(), want.len());
+        assert_eq!(labeled.groups_closed(), want.len() as u64);
+        let mut members = vec![0u32; want.len()];
+        for &id in labels
+            .photon_id
+            .iter()
+            .filter(|&&id| id != GroupLabels::UNGROUPED)
+        {
+            members[id as usize] += 1;
+        }
+        assert_eq!(members, labels.closed_multiplicity);
+        let mut from_reference: Vec<u32> = want.iter().map(|p| p.multiplicity).collect();
+        let mut from_labels = labels.closed_multiplicity.clone();
+        from_reference.sort_unstable();
+        from_labels.sort_unstable();
+        assert_eq!(from_labels, from_reference);
+        // The counters.
+        let stats = *labeled.stats();
+        assert_eq!(stats.hits_in, rows.len() as u64);
+        assert_eq!(stats.unmapped_channel, unmapped as u64);
+        assert_eq!(stats.photons_out, want.len() as u64);
+        let multi = want.iter().filter(|p| p.multiplicity > 1).count() as u64;
+        assert_eq!((stats.multi_hit_photons, multi > 10), (multi, true));
+        labels.clear();
+        assert_eq!(labels, GroupLabels::default());
+    }
+
+    #[test]
+    fn batch_helpers_and_column_checks() {
+        // One column of the wrong length is enough for an error.
+        let (t, ch, e, f) = ([1i64, 2], [0u32, 1], [1.0f32, 1.0], [0u16, 0]);
+        let ok = SinglesRef {
+            t_ps: &t,
+            channel: &ch,
+            energy_kev: &e,
+            flags: &f,
+        };
+        assert!(ok.check_lengths().is_ok());
+        assert!(!ok.is_empty());
+        assert!(ok.slice(1..1).is_empty());
+        for bad in [
+            SinglesRef {
+                channel: &ch[..1],
+                ..ok
+            },
+            SinglesRef {
+                energy_kev: &e[..1],
+                ..ok
+            },
+            SinglesRef {
+                flags: &f[..1],
+                ..ok
+            },
+        ] {
+            assert!(matches!(
+                bad.check_lengths(),
+                Err(CoincidenceError::ColumnLengths { .. })
+            ));
+        }
+        assert!(PhotonBatch::default().is_empty());
+        let geo = ring(8);
+        let lut = CrystalLut::from_geometry(&geo);
+        let mut pairs = CoincidenceBatch::default();
+        sort_coincidences(&CoincidenceConfig::prompt(1000), &lut, ok, &mut pairs).unwrap();
+        assert!(!pairs.is_empty());
+        pairs.clear();
+        assert!(pairs.is_empty());
+        assert_eq!(pairs, CoincidenceBatch::default());
+    }
+
+    #[test]
+    fn config_names_delays_and_module_differences() {
+        // GATE's policy names (docs/coincidences.md), as displayed and parsed.
+        let names = [
+            "takeAllGoods",
+            "takeWinnerOfGoods",
+            "takeWinnerIfIsGood",
+            "takeWinnerIfAllAreGoods",
+            "takeIfOnlyOneGood",
+            "removeMultiples",
+        ];
+        for (p, name) in Policy::ALL.into_iter().zip(names) {
+            assert_eq!(p.to_string(), name);
+            assert_eq!(name.parse::<Policy>(), Ok(p));
+        }
+        // A delayed copy keeps cuts, policy and mode.
+        let prompt = CoincidenceConfig {
+            energy_window_kev: Some([400.0, 650.0]),
+            min_transaxial_mm: Some(50.0),
+            policy: Policy::RemoveMultiples,
+            mode: WindowMode::SingleWindow,
+            ..CoincidenceConfig::prompt(3000)
+        };
+        let delayed = prompt.to_delayed(50_000);
+        assert_eq!(
+            delayed,
+            CoincidenceConfig {
+                offset_ps: 50_000,
+                delayed: true,
+                ..prompt.clone()
+            }
+        );
+        assert!(delayed.validate().is_ok());
+        // Module difference: plain, around a ring of 10, and with no ring size.
+        let plain = ModuleDifference {
+            min: 1,
+            ring_modules: None,
+        };
+        let around = ModuleDifference {
+            min: 1,
+            ring_modules: Some(10),
+        };
+        let zero = ModuleDifference {
+            min: 1,
+            ring_modules: Some(0),
+        };
+        assert_eq!(plain.difference(0, 9), 9);
+        assert_eq!(around.difference(0, 9), 1);
+        assert_eq!(around.difference(2, 7), 5);
+        assert_eq!(zero.difference(0, 9), 9, "a ring of 0 modules is no ring");
+    }
 }
 
 /// Parity with the real GATE 10 sorter's output (not part of the coincidence benchmark).

@@ -120,15 +120,6 @@ impl PhotonBatch {
         self.flags.clear();
         self.multiplicity.clear();
     }
-
-    /// Appends every photon of `other`.
-    pub fn append(&mut self, other: &PhotonBatch) {
-        self.t_ps.extend_from_slice(&other.t_ps);
-        self.channel.extend_from_slice(&other.channel);
-        self.energy_kev.extend_from_slice(&other.energy_kev);
-        self.flags.extend_from_slice(&other.flags);
-        self.multiplicity.extend_from_slice(&other.multiplicity);
-    }
 }
 
 /// Coincidences as columns. Row order: by opener (first single) in input order, then by
@@ -263,14 +254,4 @@ pub struct GroupingStats {
     pub photons_out: u64,
     /// Photons made of more than one hit.
     pub multi_hit_photons: u64,
-}
-
-impl GroupingStats {
-    /// Adds every counter of `other`.
-    pub fn add(&mut self, other: &GroupingStats) {
-        self.hits_in += other.hits_in;
-        self.unmapped_channel += other.unmapped_channel;
-        self.photons_out += other.photons_out;
-        self.multi_hit_photons += other.multi_hit_photons;
-    }
 }
