@@ -2,12 +2,26 @@
 //! version 1, u16 reserved, u32 metadata_len, 52 reserved zero bytes), `metadata_len` bytes of
 //! UTF-8 JSON, then transport packets exactly as received.
 
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
 /// Archive magic.
 pub const ARCHIVE_MAGIC: [u8; 4] = *b"SDQA";
 /// Header size.
 pub const ARCHIVE_HEADER_LEN: usize = 64;
 /// Version written.
 pub const ARCHIVE_VERSION: u16 = 1;
+
+/// Wire layout of the file header.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct WireArchiveHeader {
+    magic: [u8; 4],
+    version: U16,
+    reserved: U16,
+    metadata_len: U32,
+    reserved_end: [u8; 52],
+}
 
 /// Why an archive header is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,29 +39,28 @@ pub enum ArchiveError {
 
 /// Encodes the file header for `metadata_len` bytes of JSON.
 pub fn encode_header(metadata_len: u32) -> [u8; ARCHIVE_HEADER_LEN] {
-    let mut h = [0u8; ARCHIVE_HEADER_LEN];
-    h[0..4].copy_from_slice(&ARCHIVE_MAGIC);
-    h[4..6].copy_from_slice(&ARCHIVE_VERSION.to_le_bytes());
-    h[8..12].copy_from_slice(&metadata_len.to_le_bytes());
-    h
+    let wire = WireArchiveHeader {
+        magic: ARCHIVE_MAGIC,
+        version: U16::new(ARCHIVE_VERSION),
+        reserved: U16::ZERO,
+        metadata_len: U32::new(metadata_len),
+        reserved_end: [0; 52],
+    };
+    zerocopy::transmute!(wire)
 }
 
 /// Parses the header; returns the metadata length.
 pub fn parse_header(bytes: &[u8]) -> Result<u32, ArchiveError> {
-    if bytes.len() < ARCHIVE_HEADER_LEN {
-        return Err(ArchiveError::Short(bytes.len()));
+    let (wire, _) =
+        WireArchiveHeader::ref_from_prefix(bytes).map_err(|_| ArchiveError::Short(bytes.len()))?;
+    if wire.magic != ARCHIVE_MAGIC {
+        return Err(ArchiveError::BadMagic(wire.magic));
     }
-    let magic: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if magic != ARCHIVE_MAGIC {
-        return Err(ArchiveError::BadMagic(magic));
-    }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let version = wire.version.get();
     if version != ARCHIVE_VERSION {
         return Err(ArchiveError::Version(version));
     }
-    Ok(u32::from_le_bytes([
-        bytes[8], bytes[9], bytes[10], bytes[11],
-    ]))
+    Ok(wire.metadata_len.get())
 }
 
 #[cfg(test)]

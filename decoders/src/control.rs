@@ -15,11 +15,25 @@
 
 use scandaq_core::LossReason;
 use thiserror::Error;
+use zerocopy::little_endian::{I64, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Kind code of a clock-sync record.
 pub const KIND_CLOCK_SYNC: u16 = 1;
 /// Length of a clock-sync record.
 pub const CLOCK_SYNC_LEN: usize = 32;
+
+/// Wire layout of a clock-sync record (the table above).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct WireClockSync {
+    kind: U16,
+    reserved: U16,
+    device_fraction: U32,
+    device_counter: U64,
+    reference_ns: I64,
+    reserved_end: [u8; 8],
+}
 
 /// A clock-sync record.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,31 +88,25 @@ impl ControlError {
 
 /// Decodes one control payload.
 pub fn decode_control(payload: &[u8]) -> Result<ControlRecord, ControlError> {
-    if payload.len() < 2 {
+    let Ok((kind, _)) = U16::read_from_prefix(payload) else {
         return Err(ControlError::Truncated {
             kind: 0,
             len: payload.len(),
             need: 2,
         });
-    }
-    let kind = u16::from_le_bytes([payload[0], payload[1]]);
-    match kind {
+    };
+    match kind.get() {
         KIND_CLOCK_SYNC => {
-            if payload.len() < CLOCK_SYNC_LEN {
-                return Err(ControlError::Truncated {
-                    kind,
+            let (wire, _) =
+                WireClockSync::ref_from_prefix(payload).map_err(|_| ControlError::Truncated {
+                    kind: KIND_CLOCK_SYNC,
                     len: payload.len(),
                     need: CLOCK_SYNC_LEN,
-                });
-            }
-            let u32_at =
-                |o: usize| u32::from_le_bytes(payload[o..o + 4].try_into().unwrap_or_default());
-            let u64_at =
-                |o: usize| u64::from_le_bytes(payload[o..o + 8].try_into().unwrap_or_default());
+                })?;
             Ok(ControlRecord::ClockSync(ClockSync {
-                device_fraction: u32_at(4),
-                device_counter: u64_at(8),
-                reference_ns: u64_at(16) as i64,
+                device_fraction: wire.device_fraction.get(),
+                device_counter: wire.device_counter.get(),
+                reference_ns: wire.reference_ns.get(),
             }))
         }
         other => Ok(ControlRecord::Unknown(other)),
@@ -107,12 +115,15 @@ pub fn decode_control(payload: &[u8]) -> Result<ControlRecord, ControlError> {
 
 /// Encodes a clock-sync record (32 bytes).
 pub fn encode_clock_sync(sync: &ClockSync) -> [u8; CLOCK_SYNC_LEN] {
-    let mut out = [0u8; CLOCK_SYNC_LEN];
-    out[0..2].copy_from_slice(&KIND_CLOCK_SYNC.to_le_bytes());
-    out[4..8].copy_from_slice(&sync.device_fraction.to_le_bytes());
-    out[8..16].copy_from_slice(&sync.device_counter.to_le_bytes());
-    out[16..24].copy_from_slice(&sync.reference_ns.to_le_bytes());
-    out
+    let wire = WireClockSync {
+        kind: U16::new(KIND_CLOCK_SYNC),
+        reserved: U16::ZERO,
+        device_fraction: U32::new(sync.device_fraction),
+        device_counter: U64::new(sync.device_counter),
+        reference_ns: I64::new(sync.reference_ns),
+        reserved_end: [0; 8],
+    };
+    zerocopy::transmute!(wire)
 }
 
 #[cfg(test)]

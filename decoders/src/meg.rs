@@ -14,6 +14,8 @@
 
 use scandaq_core::LossReason;
 use thiserror::Error;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Length of the block header.
 pub const BLOCK_HEADER_LEN: usize = 16;
@@ -21,6 +23,18 @@ pub const BLOCK_HEADER_LEN: usize = 16;
 pub const FLAG_TRIGGER_CHANNEL: u32 = 1 << 0;
 /// Flag bit: some samples of the block are clipped.
 pub const FLAG_CLIPPED: u32 = 1 << 1;
+
+/// Wire layout of the block header (the table above).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct WireBlockHeader {
+    sample_counter: U32,
+    n_channels: U16,
+    n_samples: U16,
+    sample_rate_mhz: U32,
+    flags: U32,
+}
+const _: () = assert!(size_of::<WireBlockHeader>() == BLOCK_HEADER_LEN);
 
 /// The header of a sample block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,18 +134,14 @@ impl BlockError {
 
 /// Decodes one payload as a block.
 pub fn decode_block(payload: &[u8]) -> Result<Block<'_>, BlockError> {
-    if payload.len() < BLOCK_HEADER_LEN {
-        return Err(BlockError::Truncated { len: payload.len() });
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([payload[o], payload[o + 1]]);
-    let u32_at =
-        |o: usize| u32::from_le_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
+    let (wire, data) = WireBlockHeader::ref_from_prefix(payload)
+        .map_err(|_| BlockError::Truncated { len: payload.len() })?;
     let header = BlockHeader {
-        sample_counter: u32_at(0),
-        n_channels: u16_at(4),
-        n_samples: u16_at(6),
-        sample_rate_mhz: u32_at(8),
-        flags: u32_at(12),
+        sample_counter: wire.sample_counter.get(),
+        n_channels: wire.n_channels.get(),
+        n_samples: wire.n_samples.get(),
+        sample_rate_mhz: wire.sample_rate_mhz.get(),
+        flags: wire.flags.get(),
     };
     if header.n_channels == 0 || header.n_samples == 0 {
         return Err(BlockError::Empty {
@@ -139,7 +149,6 @@ pub fn decode_block(payload: &[u8]) -> Result<Block<'_>, BlockError> {
             n_samples: header.n_samples,
         });
     }
-    let data = &payload[BLOCK_HEADER_LEN..];
     if data.len() != header.data_len() {
         return Err(BlockError::LengthMismatch {
             n_channels: header.n_channels,
@@ -156,11 +165,14 @@ pub fn decode_block(payload: &[u8]) -> Result<Block<'_>, BlockError> {
 /// blocks).
 pub fn encode_block_into(header: &BlockHeader, samples: &[i32], out: &mut Vec<u8>) {
     out.reserve(BLOCK_HEADER_LEN + 4 * samples.len());
-    out.extend_from_slice(&header.sample_counter.to_le_bytes());
-    out.extend_from_slice(&header.n_channels.to_le_bytes());
-    out.extend_from_slice(&header.n_samples.to_le_bytes());
-    out.extend_from_slice(&header.sample_rate_mhz.to_le_bytes());
-    out.extend_from_slice(&header.flags.to_le_bytes());
+    let wire = WireBlockHeader {
+        sample_counter: U32::new(header.sample_counter),
+        n_channels: U16::new(header.n_channels),
+        n_samples: U16::new(header.n_samples),
+        sample_rate_mhz: U32::new(header.sample_rate_mhz),
+        flags: U32::new(header.flags),
+    };
+    out.extend_from_slice(wire.as_bytes());
     for s in samples {
         out.extend_from_slice(&s.to_le_bytes());
     }

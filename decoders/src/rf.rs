@@ -30,6 +30,8 @@ use scandaq_core::LossCounts;
 use scandaq_core::LossReason;
 use std::collections::{HashSet, VecDeque};
 use thiserror::Error;
+use zerocopy::little_endian::{I32, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Length of the event header repeated in every chunk.
 pub const CHUNK_HEADER_LEN: usize = 40;
@@ -37,6 +39,23 @@ pub const CHUNK_HEADER_LEN: usize = 40;
 pub const MAX_EVENT_BYTES: u64 = 1 << 30;
 /// Default bound on the events the reassembler keeps open at once.
 pub const DEFAULT_MAX_OPEN_EVENTS: usize = 64;
+
+/// Wire layout of the 40-byte chunk header (the table above).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct WireChunkHeader {
+    frame_no: U64,
+    tx_index: U16,
+    n_channels: U16,
+    n_samples: U32,
+    tx_ticks: U64,
+    rx_offset_ns: I32,
+    sample_rate_hz: U32,
+    chunk_index: U16,
+    chunk_count: U16,
+    chunk_offset: U32,
+}
+const _: () = assert!(size_of::<WireChunkHeader>() == CHUNK_HEADER_LEN);
 
 /// The event header (the part every chunk of one event repeats identically).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,18 +176,6 @@ impl RfError {
     }
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// Decodes one format-4 payload, checking the chunk against its event's shape (limit
 /// [`MAX_EVENT_BYTES`]).
 pub fn decode_chunk(payload: &[u8]) -> Result<RfChunk<'_>, RfError> {
@@ -177,23 +184,22 @@ pub fn decode_chunk(payload: &[u8]) -> Result<RfChunk<'_>, RfError> {
 
 /// [`decode_chunk`] with a smaller event-size limit.
 pub fn decode_chunk_limited(payload: &[u8], max_event_bytes: u64) -> Result<RfChunk<'_>, RfError> {
-    if payload.len() < CHUNK_HEADER_LEN {
-        return Err(RfError::Truncated(payload.len()));
-    }
+    let (wire, samples) =
+        WireChunkHeader::ref_from_prefix(payload).map_err(|_| RfError::Truncated(payload.len()))?;
     let event = RfEventHeader {
-        frame_no: u64_at(payload, 0),
-        tx_index: u16_at(payload, 8),
-        n_channels: u16_at(payload, 10),
-        n_samples: u32_at(payload, 12),
-        tx_ticks: u64_at(payload, 16),
-        rx_offset_ns: u32_at(payload, 24) as i32,
-        sample_rate_hz: u32_at(payload, 28),
+        frame_no: wire.frame_no.get(),
+        tx_index: wire.tx_index.get(),
+        n_channels: wire.n_channels.get(),
+        n_samples: wire.n_samples.get(),
+        tx_ticks: wire.tx_ticks.get(),
+        rx_offset_ns: wire.rx_offset_ns.get(),
+        sample_rate_hz: wire.sample_rate_hz.get(),
     };
     let header = ChunkHeader {
         event,
-        chunk_index: u16_at(payload, 32),
-        chunk_count: u16_at(payload, 34),
-        chunk_offset: u32_at(payload, 36),
+        chunk_index: wire.chunk_index.get(),
+        chunk_count: wire.chunk_count.get(),
+        chunk_offset: wire.chunk_offset.get(),
     };
     if header.chunk_index >= header.chunk_count {
         return Err(RfError::ChunkIndex {
@@ -211,7 +217,6 @@ pub fn decode_chunk_limited(payload: &[u8], max_event_bytes: u64) -> Result<RfCh
             max,
         });
     }
-    let samples = &payload[CHUNK_HEADER_LEN..];
     if samples.is_empty()
         || !samples.len().is_multiple_of(2)
         || !header.chunk_offset.is_multiple_of(2)
@@ -233,19 +238,20 @@ pub fn decode_chunk_limited(payload: &[u8], max_event_bytes: u64) -> Result<RfCh
 
 /// The 40-byte chunk header.
 pub fn encode_chunk_header(h: &ChunkHeader) -> [u8; CHUNK_HEADER_LEN] {
-    let mut out = [0u8; CHUNK_HEADER_LEN];
     let e = &h.event;
-    out[0..8].copy_from_slice(&e.frame_no.to_le_bytes());
-    out[8..10].copy_from_slice(&e.tx_index.to_le_bytes());
-    out[10..12].copy_from_slice(&e.n_channels.to_le_bytes());
-    out[12..16].copy_from_slice(&e.n_samples.to_le_bytes());
-    out[16..24].copy_from_slice(&e.tx_ticks.to_le_bytes());
-    out[24..28].copy_from_slice(&e.rx_offset_ns.to_le_bytes());
-    out[28..32].copy_from_slice(&e.sample_rate_hz.to_le_bytes());
-    out[32..34].copy_from_slice(&h.chunk_index.to_le_bytes());
-    out[34..36].copy_from_slice(&h.chunk_count.to_le_bytes());
-    out[36..40].copy_from_slice(&h.chunk_offset.to_le_bytes());
-    out
+    let wire = WireChunkHeader {
+        frame_no: U64::new(e.frame_no),
+        tx_index: U16::new(e.tx_index),
+        n_channels: U16::new(e.n_channels),
+        n_samples: U32::new(e.n_samples),
+        tx_ticks: U64::new(e.tx_ticks),
+        rx_offset_ns: I32::new(e.rx_offset_ns),
+        sample_rate_hz: U32::new(e.sample_rate_hz),
+        chunk_index: U16::new(h.chunk_index),
+        chunk_count: U16::new(h.chunk_count),
+        chunk_offset: U32::new(h.chunk_offset),
+    };
+    zerocopy::transmute!(wire)
 }
 
 /// Appends one chunk payload (header + samples) to `out`.

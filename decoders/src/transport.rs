@@ -46,6 +46,7 @@ struct WireHeader {
     payload_len: U32,
     crc32c: U32,
 }
+const _: () = assert!(size_of::<WireHeader>() == HEADER_LEN);
 
 /// A decoded transport header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 use crate::acquire::ring::{RingClosed, RingItem, RingProducer};
 use crate::acquire::seq_tracker::{SeqTracker, SeqVerdict, SuspectOutcome};
 use crate::observe::live_stats::{BoardTransportSnapshot, InputSnapshot, LatestCell};
+use bytes::Bytes;
 use scandaq_core::LossCounts;
 use scandaq_core::LossReason;
 use scandaq_decoders::transport::{
@@ -123,7 +124,34 @@ struct Suspect {
     seq: u64,
     format: u16,
     flags: u32,
-    payload: Vec<u8>,
+    payload: Bytes,
+}
+
+/// A packet's payload: its bytes and, when they live in a shared receive buffer, a handle on
+/// them, so that passing the packet through the reorder hold costs a reference count, not a
+/// copy.
+struct Payload<'a> {
+    bytes: &'a [u8],
+    shared: Option<Bytes>,
+}
+
+impl<'a> Payload<'a> {
+    fn borrowed(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            shared: None,
+        }
+    }
+
+    /// The payload to keep in the reorder hold. The shared handle only when `transient`
+    /// (the packet leaves the hold before this packet's call returns): a packet that waits
+    /// gets its own copy, so it never pins a whole receive batch.
+    fn keep(self, transient: bool) -> Bytes {
+        match self.shared {
+            Some(b) if transient => b,
+            _ => Bytes::copy_from_slice(self.bytes),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -133,7 +161,7 @@ struct Board {
     next_seq: Option<u64>,
     /// Data payload format, fixed by the board's first data packet.
     format: Option<u16>,
-    held: BTreeMap<u64, (u16, Vec<u8>)>,
+    held: BTreeMap<u64, (u16, Bytes)>,
     suspect: Option<Suspect>,
     pending: FrameChunk,
 }
@@ -347,33 +375,31 @@ impl Ingest {
 
     /// Accounts for one whole packet from `peer`.
     pub fn accept(&mut self, peer: IpAddr, packet: &[u8]) -> Result<(), RingClosed> {
-        self.packets_in += 1;
-        self.bytes_in += packet.len() as u64;
-        if !self.allowed(peer) {
-            self.losses.add(LossReason::ForeignSenderPackets, 1);
-            self.warn_rejected_sender(peer);
+        self.accept_packet(peer, packet, None)
+    }
+
+    /// [`Ingest::accept`] for a packet in a shared buffer (a UDP receive batch): a packet
+    /// passing through in order is never copied before its board's pending chunk.
+    pub fn accept_shared(&mut self, peer: IpAddr, packet: &Bytes) -> Result<(), RingClosed> {
+        self.accept_packet(peer, packet, Some(packet))
+    }
+
+    fn accept_packet(
+        &mut self,
+        peer: IpAddr,
+        packet: &[u8],
+        shared: Option<&Bytes>,
+    ) -> Result<(), RingClosed> {
+        let Some((header, payload)) = self.check(peer, packet) else {
             return Ok(());
-        }
-        if self.archive {
-            self.raw.extend_from_slice(packet);
-            self.raw_packets += 1;
-        }
-        let (header, payload) = match transport::decode_packet(packet) {
-            Ok(x) => x,
-            Err(e) => {
-                self.losses.add(e.reason(), 1);
-                return Ok(());
-            }
         };
+        let shared = shared.and_then(|p| {
+            let start = usize::from(header.header_len);
+            let end = start + payload.len();
+            (end <= p.len()).then(|| p.slice(start..end))
+        });
         let format = header.payload_format;
-        if format != payload_format::CONTROL && !is_supported_data_format(format) {
-            self.losses.add(LossReason::UnsupportedPayloadFormat, 1);
-            return Ok(());
-        }
         let id = header.source_id;
-        if !self.boards.contains_key(&id) && !self.admit_board(id) {
-            return Ok(());
-        }
         let packets_in = self.packets_in;
         let board = self.boards.entry(id).or_default();
         board.pending.source_id = id;
@@ -415,20 +441,23 @@ impl Ingest {
         }
         let take = matches!(seen.verdict, SeqVerdict::InOrder | SeqVerdict::Late);
         let losses = &mut self.losses;
-        let this = (header.seq, format, header.flags, payload);
+        let this = Payload {
+            bytes: payload,
+            shared,
+        };
         let take_this = |board: &mut Board, losses: &mut LossCounts| {
             if take {
-                place(board, losses, this.0, this.1, this.2, this.3);
+                place(board, losses, header.seq, format, header.flags, this);
             }
         };
         match confirmed {
             // The two in sequence order.
             Some(s) if take && s.seq > header.seq => {
                 take_this(board, losses);
-                place(board, losses, s.seq, s.format, s.flags, &s.payload);
+                place_suspect(board, losses, &s);
             }
             Some(s) => {
-                place(board, losses, s.seq, s.format, s.flags, &s.payload);
+                place_suspect(board, losses, &s);
                 take_this(board, losses);
             }
             None => take_this(board, losses),
@@ -438,33 +467,80 @@ impl Ingest {
                 seq: header.seq,
                 format,
                 flags: header.flags,
-                payload: payload.to_vec(),
+                payload: Bytes::copy_from_slice(payload),
             });
         }
         if board.pending.frames.len() >= CHUNK_BYTES || board.pending.end_of_stream {
             hand_on(ring, board, raw, raw_packets)?;
         }
         if let Some(first_seq) = restarted {
-            let at_ms = self.started.elapsed().as_millis() as u64;
-            let event = RestartEvent {
-                session: board.session,
-                at_ms,
-                after_packets: packets_in - 1,
-                first_seq,
-                previous_highest_seq: previous_highest,
-            };
-            if board.counts.restarts.len() < MAX_RESTART_EVENTS {
-                board.counts.restarts.push(event);
-            }
-            let text = format!(
-                "{}: board {id} restarted {:.3} s into the input (sequence {previous_highest} -> {first_seq}); its data from then on is session {}, decoded on its own clock (singles flag bit 5, clock_rebased)",
-                self.label,
-                at_ms as f64 / 1e3,
-                board.session
-            );
-            self.warn(text);
+            self.record_restart(id, first_seq, previous_highest, packets_in);
         }
         Ok(())
+    }
+
+    /// Counts the packet in, and checks it up to its board: the allowlist (it then goes to
+    /// the archive), the header and CRC, the payload format, the board list or cap. The
+    /// header and payload of a packet that passes; None (counted) for one that does not.
+    fn check<'p>(
+        &mut self,
+        peer: IpAddr,
+        packet: &'p [u8],
+    ) -> Option<(transport::TransportHeader, &'p [u8])> {
+        self.packets_in += 1;
+        self.bytes_in += packet.len() as u64;
+        if !self.allowed(peer) {
+            self.losses.add(LossReason::ForeignSenderPackets, 1);
+            self.warn_rejected_sender(peer);
+            return None;
+        }
+        if self.archive {
+            self.raw.extend_from_slice(packet);
+            self.raw_packets += 1;
+        }
+        let (header, payload) = match transport::decode_packet(packet) {
+            Ok(x) => x,
+            Err(e) => {
+                self.losses.add(e.reason(), 1);
+                return None;
+            }
+        };
+        let format = header.payload_format;
+        if format != payload_format::CONTROL && !is_supported_data_format(format) {
+            self.losses.add(LossReason::UnsupportedPayloadFormat, 1);
+            return None;
+        }
+        let id = header.source_id;
+        if !self.boards.contains_key(&id) && !self.admit_board(id) {
+            return None;
+        }
+        Some((header, payload))
+    }
+
+    /// Records board `id`'s restart (its new session's first packet `first_seq`, the input's
+    /// `packets_in`-th) and warns about it.
+    fn record_restart(&mut self, id: u32, first_seq: u64, previous_highest: u64, packets_in: u64) {
+        let Some(board) = self.boards.get_mut(&id) else {
+            return;
+        };
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let event = RestartEvent {
+            session: board.session,
+            at_ms,
+            after_packets: packets_in - 1,
+            first_seq,
+            previous_highest_seq: previous_highest,
+        };
+        if board.counts.restarts.len() < MAX_RESTART_EVENTS {
+            board.counts.restarts.push(event);
+        }
+        let session = board.session;
+        let text = format!(
+            "{}: board {id} restarted {:.3} s into the input (sequence {previous_highest} -> {first_seq}); its data from then on is session {session}, decoded on its own clock (singles flag bit 5, clock_rebased)",
+            self.label,
+            at_ms as f64 / 1e3,
+        );
+        self.warn(text);
     }
 
     /// Adds this input's per-board counts (`board.{id}.*` keys and run totals) to a run's
@@ -524,14 +600,7 @@ impl Ingest {
                 match board.counts.seq.finish() {
                     Some(SuspectOutcome::Confirmed { .. }) => {
                         if let Some(s) = board.suspect.take() {
-                            place(
-                                board,
-                                &mut self.losses,
-                                s.seq,
-                                s.format,
-                                s.flags,
-                                &s.payload,
-                            );
+                            place_suspect(board, &mut self.losses, &s);
                         }
                     }
                     Some(SuspectOutcome::Rejected) => board.suspect = None,
@@ -558,6 +627,12 @@ impl Ingest {
     }
 }
 
+/// Takes a confirmed suspect into the board (see [`place`]).
+fn place_suspect(board: &mut Board, losses: &mut LossCounts, s: &Suspect) {
+    let payload = Payload::borrowed(&s.payload);
+    place(board, losses, s.seq, s.format, s.flags, payload);
+}
+
 /// Takes an accepted packet into the board: its data format, its payload, the reorder hold.
 fn place(
     board: &mut Board,
@@ -565,7 +640,7 @@ fn place(
     seq: u64,
     format: u16,
     flags: u32,
-    payload: &[u8],
+    payload: Payload<'_>,
 ) {
     let mut format_changed = false;
     if format != payload_format::CONTROL {
@@ -590,8 +665,12 @@ fn place(
         }
     }
     let end = flags & FLAG_END_OF_STREAM != 0;
-    let payload = if format_changed { &[][..] } else { payload };
-    board.counts.payload_bytes += payload.len() as u64;
+    let payload = if format_changed {
+        Payload::borrowed(&[])
+    } else {
+        payload
+    };
+    board.counts.payload_bytes += payload.bytes.len() as u64;
     if end {
         board.counts.ended = true;
     }
@@ -599,10 +678,12 @@ fn place(
     match board.next_seq {
         Some(next) if seq < next => {
             // A late packet whose gap was already given up on: deliver it as it is.
-            deliver(board, format, payload);
+            deliver(board, format, payload.bytes);
         }
-        _ => {
-            board.held.insert(seq, (format, payload.to_vec()));
+        next => {
+            // In order with nothing held: it leaves the hold again at once.
+            let transient = board.held.is_empty() && next.is_none_or(|n| seq == n);
+            board.held.insert(seq, (format, payload.keep(transient)));
             release_in_order(board, end);
         }
     }

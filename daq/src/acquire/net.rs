@@ -3,6 +3,7 @@
 //! after a disconnect). Each runs on its own thread and feeds an [`Ingest`].
 
 use crate::acquire::ingest::Ingest;
+use bytes::{Bytes, BytesMut};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use scandaq_core::LossReason;
@@ -81,11 +82,17 @@ const UDP_MAX_DATAGRAM: usize = 65536;
 /// How often the kernel's drop counter is read while running.
 const KERNEL_DROPS_EVERY: Duration = Duration::from_millis(500);
 
+/// Bytes of one batch buffer: [`UDP_BATCH`] slots of the largest datagram.
+const BATCH_BYTES: usize = UDP_BATCH * UDP_MAX_DATAGRAM;
+
 /// Batched datagram receive: one `recvmmsg` system call returns up to [`UDP_BATCH`]
 /// datagrams with their senders (`MSG_WAITFORONE`: wait for the first, then take what is
-/// already queued). The socket's read timeout bounds the wait.
+/// already queued). The socket's read timeout bounds the wait. Each batch's buffer is handed
+/// out as shared [`Bytes`] (one slice per datagram, no copy) and taken back for the next
+/// batch once nothing refers to it (ingest keeps no reference past its `accept`).
 pub struct BatchReceiver {
-    buffers: Vec<u8>,
+    /// The last batch's buffer, shared with the datagrams handed out.
+    batch: Bytes,
     headers: MultiHeaders<SockaddrStorage>,
     /// `(length, sender)` of each datagram of the last batch, in arrival order.
     received: Vec<(usize, Option<IpAddr>)>,
@@ -94,7 +101,7 @@ pub struct BatchReceiver {
 impl Default for BatchReceiver {
     fn default() -> Self {
         Self {
-            buffers: vec![0u8; UDP_BATCH * UDP_MAX_DATAGRAM],
+            batch: BytesMut::zeroed(BATCH_BYTES).freeze(),
             headers: MultiHeaders::preallocate(UDP_BATCH, None),
             received: Vec::with_capacity(UDP_BATCH),
         }
@@ -105,8 +112,32 @@ impl BatchReceiver {
     /// Receives one batch; `Ok(0)` after a timeout. With `nonblocking` it never waits.
     pub fn receive(&mut self, socket: &UdpSocket, nonblocking: bool) -> std::io::Result<usize> {
         self.received.clear();
-        let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
-            .buffers
+        // The previous batch's buffer, unless a datagram of it is still referenced.
+        let mut buffers = match std::mem::take(&mut self.batch).try_into_mut() {
+            Ok(b) if b.len() == BATCH_BYTES => b,
+            _ => BytesMut::zeroed(BATCH_BYTES),
+        };
+        let result = Self::receive_into(
+            &mut buffers,
+            &mut self.headers,
+            &mut self.received,
+            socket,
+            nonblocking,
+        );
+        self.batch = buffers.freeze();
+        result.map(|()| self.received.len())
+    }
+
+    /// One `recvmmsg` into the slots of `buffers`; `(length, sender)` of each datagram into
+    /// `received`.
+    fn receive_into(
+        buffers: &mut [u8],
+        headers: &mut MultiHeaders<SockaddrStorage>,
+        received: &mut Vec<(usize, Option<IpAddr>)>,
+        socket: &UdpSocket,
+        nonblocking: bool,
+    ) -> std::io::Result<()> {
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
             .chunks_mut(UDP_MAX_DATAGRAM)
             .map(|b| [IoSliceMut::new(b)])
             .collect();
@@ -115,13 +146,7 @@ impl BatchReceiver {
         } else {
             MsgFlags::MSG_WAITFORONE
         };
-        match recvmmsg(
-            socket.as_raw_fd(),
-            &mut self.headers,
-            slices.iter_mut(),
-            flags,
-            None,
-        ) {
+        match recvmmsg(socket.as_raw_fd(), headers, slices.iter_mut(), flags, None) {
             Ok(results) => {
                 for r in results {
                     let peer = r.address.and_then(|a: SockaddrStorage| {
@@ -129,21 +154,22 @@ impl BatchReceiver {
                             .map(|v4| IpAddr::V4(v4.ip()))
                             .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
                     });
-                    self.received.push((r.bytes, peer));
+                    received.push((r.bytes, peer));
                 }
-                Ok(self.received.len())
+                Ok(())
             }
-            Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(()),
             Err(e) => Err(std::io::Error::from(e)),
         }
     }
 
-    /// The datagrams of the last batch: `(sender, bytes)`.
-    pub fn datagrams(&self) -> impl Iterator<Item = (Option<IpAddr>, &[u8])> {
-        self.received
-            .iter()
-            .zip(self.buffers.chunks(UDP_MAX_DATAGRAM))
-            .map(|(&(len, peer), buf)| (peer, &buf[..len.min(buf.len())]))
+    /// The datagrams of the last batch: `(sender, bytes)`, each a slice of the batch buffer.
+    pub fn datagrams(&self) -> impl Iterator<Item = (Option<IpAddr>, Bytes)> + '_ {
+        self.received.iter().enumerate().map(|(i, &(len, peer))| {
+            let start = i * UDP_MAX_DATAGRAM;
+            let end = (start + len.min(UDP_MAX_DATAGRAM)).min(self.batch.len());
+            (peer, self.batch.slice(start.min(end)..end))
+        })
     }
 }
 
@@ -193,7 +219,7 @@ pub fn run_udp(socket: UdpSocket, mut ingest: Ingest, stop: Arc<AtomicBool>) -> 
 fn accept_batch(receiver: &BatchReceiver, ingest: &mut Ingest) -> bool {
     for (peer, datagram) in receiver.datagrams() {
         let peer = peer.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if ingest.accept(peer, datagram).is_err() {
+        if ingest.accept_shared(peer, &datagram).is_err() {
             return true;
         }
     }

@@ -291,35 +291,63 @@ impl CompiledCalibration {
         out: &mut HitBatch,
         losses: &mut KernelLosses,
     ) {
-        SCRATCH.with_borrow_mut(|scratch| self.decode_block_with(buf, spans, out, losses, scratch));
+        SCRATCH.with_borrow_mut(|scratch| {
+            let start = out.len();
+            BlockDecode {
+                cal: self,
+                out,
+                start,
+                scratch,
+            }
+            .run(buf, spans, losses)
+        });
+    }
+}
+
+/// One block going through the kernel: the compiled constants, the batch it appends to (from
+/// row `start`) and the thread's scratch columns. Each method is one column pass.
+struct BlockDecode<'a> {
+    cal: &'a CompiledCalibration,
+    out: &'a mut HitBatch,
+    start: usize,
+    scratch: &'a mut Scratch,
+}
+
+impl BlockDecode<'_> {
+    /// Runs the passes in order; hits that cannot be calibrated are counted in `losses` and
+    /// compacted away.
+    fn run(mut self, buf: &[u8], spans: &[FrameSpan], losses: &mut KernelLosses) {
+        self.gather_words(buf, spans);
+        self.split_fields();
+        let any_dropped = self.resolve_entries();
+        self.edge_terms();
+        self.leading_edge_times();
+        self.energies();
+        if any_dropped {
+            self.drop_uncalibrated(losses);
+        }
     }
 
-    fn decode_block_with(
-        &self,
-        buf: &[u8],
-        spans: &[FrameSpan],
-        out: &mut HitBatch,
-        losses: &mut KernelLosses,
-        scratch: &mut Scratch,
-    ) {
-        let start = out.len();
-        let base_flags = if self.energy_table {
+    /// Flags every hit of the block carries: energy in ToT ns without an energy table, no
+    /// skew without a skew table.
+    fn base_flags(&self) -> u16 {
+        (if self.cal.energy_table {
             0
         } else {
             hit_flags::ENERGY_IS_TOT_NS
-        } | if self.skew_table {
+        }) | if self.cal.skew_table {
             0
         } else {
             hit_flags::NO_SKEW
-        };
+        }
+    }
+
+    /// Gathers the hit words of the block into one run, with each hit's frame and flags.
+    fn gather_words(&mut self, buf: &[u8], spans: &[FrameSpan]) {
+        let base_flags = self.base_flags();
         let n_hint: usize = spans.iter().map(|s| s.n_hits as usize).sum();
-        let Scratch {
-            words,
-            entry_of,
-            t_frac_ps,
-            energy_x,
-            energy_b,
-        } = scratch;
+        let words = &mut self.scratch.words;
+        let out = &mut *self.out;
         words.clear();
         words.reserve(n_hint);
         for span in spans {
@@ -341,6 +369,13 @@ impl CompiledCalibration {
             out.frame.extend(std::iter::repeat_n(span.frame, k));
             out.flags.extend(std::iter::repeat_n(frame_flags, k));
         }
+    }
+
+    /// Splits the raw fields (pure bit operations over contiguous words) and sizes the
+    /// calibrated columns.
+    fn split_fields(&mut self) {
+        let words = &self.scratch.words;
+        let out = &mut *self.out;
         let n = words.len();
         out.channel.extend(words.iter().map(|&w| (w >> 42) as u32));
         out.tac.extend(words.iter().map(|&w| ((w >> 40) & 3) as u8));
@@ -351,30 +386,48 @@ impl CompiledCalibration {
         out.tfine
             .extend(words.iter().map(|&w| decode_fine(w >> 10)));
         out.efine.extend(words.iter().map(|&w| decode_fine(w)));
-        out.t_ps.resize(start + n, 0);
-        out.energy_kev.resize(start + n, 0.0);
+        out.t_ps.resize(self.start + n, 0);
+        out.energy_kev.resize(self.start + n, 0.0);
+    }
 
-        // Which entry each hit uses (entry 0 = no calibration), and whether any is dropped.
+    /// Which entry each hit uses (entry 0 = no calibration); true when any hit is dropped.
+    fn resolve_entries(&mut self) -> bool {
+        let cal = self.cal;
+        let start = self.start;
+        let entry_of = &mut self.scratch.entry_of;
         entry_of.clear();
         let mut any_dropped = false;
-        for (&channel, &tac) in out.channel[start..].iter().zip(&out.tac[start..]) {
-            let slot = self.chip_slot[(channel >> 6) as usize];
+        for (&channel, &tac) in self.out.channel[start..].iter().zip(&self.out.tac[start..]) {
+            let slot = cal.chip_slot[(channel >> 6) as usize];
             let i = if slot == NO_SLOT {
                 0
             } else {
                 1 + (slot * 64 + (channel & 63)) * 4 + u32::from(tac)
             };
-            any_dropped |= self.entries[i as usize].status != status::OK;
+            any_dropped |= cal.entries[i as usize].status != status::OK;
             entry_of.push(i);
         }
+        any_dropped
+    }
 
-        // The physics, in three short branch-free loops so that many hits are in flight at
-        // once (one long loop body serialised on its square-root/division/exp latency chain).
-        // Loop 1: TDC phases -> leading-edge fraction (ps, skew applied) and the exponent of
-        // the energy model (or ToT ns), per hit.
-        let period_ps = self.period_ps;
+    /// The physics comes in three short branch-free loops so that many hits are in flight
+    /// at once (one long loop body serialised on its square-root/division/exp latency chain).
+    /// Loop 1: TDC phases -> leading-edge fraction (ps, skew applied) and the exponent of the
+    /// energy model (or ToT ns), per hit.
+    fn edge_terms(&mut self) {
+        let cal = self.cal;
+        let start = self.start;
+        let period_ps = cal.period_ps;
         let period_ns = period_ps / 1000.0;
-        let energy_in_kev = self.energy_table;
+        let Scratch {
+            words,
+            entry_of,
+            t_frac_ps,
+            energy_x,
+            energy_b,
+        } = &mut *self.scratch;
+        let n = words.len();
+        let out = &mut *self.out;
         t_frac_ps.resize(n, 0.0);
         energy_x.resize(n, 0.0);
         energy_b.resize(n, 0.0);
@@ -395,7 +448,7 @@ impl CompiledCalibration {
             ((frac_out, x_out), b_out),
         ) in rows
         {
-            let entry = &self.entries[ei as usize];
+            let entry = &cal.entries[ei as usize];
             let q_t = entry.t.phase(f64::from(tfine));
             let q_e = entry.e.phase(f64::from(efine));
             let out_of_range = !(-0.5..=1.5).contains(&q_t) | !(-0.5..=1.5).contains(&q_e);
@@ -410,21 +463,30 @@ impl CompiledCalibration {
             *x_out = tot_ns * entry.inv_a_ns;
             *b_out = entry.b_kev;
         }
-        // Loop 2: leading-edge time, whole ticks exactly in integers plus the rounded fraction.
+    }
+
+    /// Loop 2: leading-edge time, whole ticks exactly in integers plus the rounded fraction.
+    fn leading_edge_times(&mut self) {
+        let cal = self.cal;
+        let start = self.start;
+        let out = &mut *self.out;
         let times = out.t_ps[start..]
             .iter_mut()
             .zip(&out.frame[start..])
             .zip(&out.tcoarse[start..])
-            .zip(t_frac_ps.iter());
+            .zip(self.scratch.t_frac_ps.iter());
         for (((t, &frame), &tcoarse), &frac) in times {
-            *t = self.ticks_to_ps(((frame as i64) << 10) + i64::from(tcoarse)) + round_to_i64(frac);
+            *t = cal.ticks_to_ps(((frame as i64) << 10) + i64::from(tcoarse)) + round_to_i64(frac);
         }
-        // Loop 3: energy, E = b (exp(ToT / a) - 1), or ToT ns without an energy table.
-        let energies = out.energy_kev[start..]
+    }
+
+    /// Loop 3: energy, E = b (exp(ToT / a) - 1), or ToT ns without an energy table.
+    fn energies(&mut self) {
+        let energies = self.out.energy_kev[self.start..]
             .iter_mut()
-            .zip(energy_x.iter())
-            .zip(energy_b.iter());
-        if energy_in_kev {
+            .zip(self.scratch.energy_x.iter())
+            .zip(self.scratch.energy_b.iter());
+        if self.cal.energy_table {
             for ((e, &x), &b) in energies {
                 *e = (b * (exp_inline(x) - 1.0)) as f32;
             }
@@ -433,22 +495,24 @@ impl CompiledCalibration {
                 *e = x as f32;
             }
         }
+    }
 
-        if any_dropped {
-            let mut drop = vec![0u8; n];
-            for (d, &ei) in drop.iter_mut().zip(entry_of.iter()) {
-                *d = self.entries[ei as usize].status;
-            }
-            for &r in &drop {
-                match r {
-                    status::NO_TDC => losses.no_tdc_calibration += 1,
-                    status::NO_ENERGY => losses.no_energy_calibration += 1,
-                    status::NO_SKEW => losses.no_skew_calibration += 1,
-                    _ => {}
-                }
-            }
-            out.retain_from(start, |i| drop[i] == 0);
+    /// Counts the hits that cannot be calibrated by reason and compacts them away.
+    fn drop_uncalibrated(&mut self, losses: &mut KernelLosses) {
+        let entry_of = &self.scratch.entry_of;
+        let mut drop = vec![0u8; entry_of.len()];
+        for (d, &ei) in drop.iter_mut().zip(entry_of.iter()) {
+            *d = self.cal.entries[ei as usize].status;
         }
+        for &r in &drop {
+            match r {
+                status::NO_TDC => losses.no_tdc_calibration += 1,
+                status::NO_ENERGY => losses.no_energy_calibration += 1,
+                status::NO_SKEW => losses.no_skew_calibration += 1,
+                _ => {}
+            }
+        }
+        self.out.retain_from(self.start, |i| drop[i] == 0);
     }
 }
 

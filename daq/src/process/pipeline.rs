@@ -277,6 +277,9 @@ pub struct SinkSettings {
     pub counters: Arc<SinkCounters>,
 }
 
+/// Starts the singles sink thread (and, when configured, the coincidence thread it feeds).
+/// The first singles file is created before it returns, so an unwritable directory fails
+/// before anything runs.
 pub(crate) fn spawn_singles_sink(
     dir: &Path,
     metadata: FileMetadata,
@@ -302,50 +305,16 @@ pub(crate) fn spawn_singles_sink(
         )?),
         _ => None,
     };
-    // The derived singles columns (docs/tables.md): positions with `--positions`, photon ids
-    // whenever hits are grouped (the coincidences are then sorted from those photons).
-    let columns = SinglesColumns {
-        positions: coincidences.as_ref().is_some_and(|c| c.options.positions),
-        photons: coincidences
-            .as_ref()
-            .is_some_and(|c| c.options.grouping.is_some()),
-        raw: raw_columns,
-    };
-    let mut metadata = metadata;
-    if let Some(g) = coincidences
-        .as_ref()
-        .and_then(|c| c.options.grouping.as_ref())
-    {
-        metadata.push((
-            "scandaq.photon_grouping".into(),
-            serde_json::to_string(g).unwrap_or_default(),
-        ));
-    }
-    let mut files = SinglesFiles {
-        dir: dir.to_path_buf(),
-        metadata,
-        columns,
-        rotation,
-        next_index: 0,
-        writer: None,
-        opened: Instant::now(),
-        range: None,
-        committed: Vec::new(),
-    };
-    // The first file exists from the start: an unwritable directory fails before anything runs.
+    let mut files =
+        SinglesFiles::for_run(dir, metadata, rotation, coincidences.as_ref(), raw_columns);
     files.open()?;
     let handle = std::thread::Builder::new()
         .name("singles-sink".into())
         .spawn(move || -> Result<SinkReport> {
-            let mut t_range: Option<(i64, i64)> = None;
-            let mut histogram = EnergyHistogram::default();
-            let mut error = None;
-            let (mut coinc_tx, coinc_thread) = match coincidence_stage {
-                Some((tx, handle)) => (Some(tx), Some(handle)),
-                None => (None, None),
-            };
+            let columns = files.columns;
+            let (coinc_tx, coinc_thread) = coincidence_stage.unzip();
             let lut = coincidences.as_ref().map(|c| c.lut.clone());
-            let mut annotator = match (&coincidences, &lut) {
+            let annotator = match (&coincidences, &lut) {
                 (Some(c), Some(lut)) if columns.positions || columns.photons => {
                     Some(SinglesAnnotator::new(
                         lut,
@@ -356,135 +325,223 @@ pub(crate) fn spawn_singles_sink(
                 }
                 _ => None,
             };
-            let grouping = columns.photons;
-            let mut photons = PhotonBatch::default();
-            let mut ready: Vec<Annotated> = Vec::new();
-            // Sends what the coincidence thread sorts: the photons when grouping, else the
-            // singles' physics columns.
-            let to_sorter = |batch: SorterInput, coinc_tx: &mut Option<Sender<SorterInput>>| {
-                if batch.is_empty() {
-                    return;
-                }
-                if let Some(tx) = coinc_tx.as_ref()
-                    && tx.send(batch).is_err()
-                {
-                    // The coincidence thread stopped on an error: its report says why.
-                    *coinc_tx = None;
-                }
+            let mut sink = SinglesSink {
+                files,
+                counters,
+                annotator,
+                coinc_tx,
+                photons: PhotonBatch::default(),
+                ready: Vec::new(),
+                t_range: None,
+                histogram: EnergyHistogram::default(),
+                error: None,
+                failure: None,
             };
-            let mut write = |batch: HitBatch,
-                             derived: singles::DerivedColumns,
-                             files: &mut SinglesFiles|
-             -> Result<()> {
-                if batch.is_empty() {
-                    return Ok(());
-                }
-                let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
-                histogram.fill(&batch.energy_kev);
-                singles::to_record_batch_with(batch, derived, columns)
-                    .map_err(|e| anyhow!("building a singles row group: {e}"))
-                    .and_then(|record| files.write(&record, first, last))?;
-                t_range = Some(t_range.map_or((first, last), |(a, _)| (a, last)));
-                counters.rows.store(files.rows(), Ordering::Relaxed);
-                counters.bytes.store(files.bytes(), Ordering::Relaxed);
-                Ok(())
-            };
-            let mut failure = None;
-            let mut fail = |e: anyhow::Error| {
-                let f = SinkFailure::of(&e);
-                // Published at once: the run stops on it without waiting for the sink's end.
-                let _ = counters.failure.set(f.clone());
-                failure = Some(f);
-                format!("{e:#}")
-            };
-            loop {
-                let batch = match rx.recv_timeout(tick_every) {
-                    Ok(b) => Some(b),
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Err(e) = files.tick() {
-                            error = Some(fail(e));
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => None,
-                };
-                let end = batch.is_none();
-                match (&mut annotator, batch) {
-                    (_, Some(batch)) if batch.is_empty() => continue,
-                    (None, Some(batch)) => {
-                        if coinc_tx.is_some() {
-                            to_sorter(SorterInput::of_singles(&batch), &mut coinc_tx);
-                        }
-                        ready.push((batch, singles::DerivedColumns::default()));
-                    }
-                    (None, None) => {}
-                    (Some(a), batch) => {
-                        photons.clear();
-                        match batch {
-                            Some(batch) => {
-                                if !grouping && coinc_tx.is_some() {
-                                    to_sorter(SorterInput::of_singles(&batch), &mut coinc_tx);
-                                }
-                                a.push(batch, &mut photons, &mut ready);
-                            }
-                            None => a.finish(&mut photons, &mut ready),
-                        }
-                        if grouping {
-                            let p = std::mem::take(&mut photons);
-                            to_sorter(SorterInput::of_photons(p), &mut coinc_tx);
-                        }
-                    }
-                }
-                let mut failed = None;
-                for (batch, derived) in ready.drain(..) {
-                    if let Err(e) = write(batch, derived, &mut files) {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                if let Some(e) = failed {
-                    // Stop taking data (senders see the sink gone and stop cleanly); what
-                    // was committed stays committed.
-                    error = Some(fail(e));
-                    break;
-                }
-                if end {
-                    break;
-                }
-            }
+            sink.run(&rx, tick_every);
             drop(rx);
-            drop(coinc_tx);
-            let mut coincidences = coinc_thread.map(|h| {
-                h.join()
-                    .map_err(|_| anyhow!("the coincidence thread panicked"))
-                    .and_then(|r| r)
-            });
-            if let Some(a) = &annotator {
-                // Grouping and derived-column counts go with the coincidence counts (a report
-                // of their own when coincidences were not sorted).
-                let report = coincidences.get_or_insert_with(|| Ok(CoincidenceReport::default()));
-                if let Ok(r) = report {
-                    r.grouping = a.grouping_stats();
-                    r.singles_columns = a.counts().counts(columns);
-                }
-            }
-            if error.is_none()
-                && let Err(e) = files.commit(false)
-            {
-                error = Some(fail(e));
-            }
-            Ok(SinkReport {
-                files: files.committed,
-                t_range,
-                histogram,
-                coincidences,
-                error,
-                failure,
-            })
+            Ok(sink.finish(coinc_thread))
         })
         .context("cannot start the sink thread")?;
     Ok((tx, handle))
+}
+
+impl SinglesFiles {
+    /// The singles files of a run in `dir`, with the derived columns (docs/tables.md) the
+    /// coincidence setup asks for: positions with `--positions`, photon ids whenever hits are
+    /// grouped (the coincidences are then sorted from those photons). No file is open yet.
+    fn for_run(
+        dir: &Path,
+        mut metadata: FileMetadata,
+        rotation: Rotation,
+        coincidences: Option<&CoincidenceSetup>,
+        raw_columns: bool,
+    ) -> Self {
+        let grouping = coincidences.and_then(|c| c.options.grouping.as_ref());
+        let columns = SinglesColumns {
+            positions: coincidences.is_some_and(|c| c.options.positions),
+            photons: grouping.is_some(),
+            raw: raw_columns,
+        };
+        if let Some(g) = grouping {
+            metadata.push((
+                "scandaq.photon_grouping".into(),
+                serde_json::to_string(g).unwrap_or_default(),
+            ));
+        }
+        Self {
+            dir: dir.to_path_buf(),
+            metadata,
+            columns,
+            rotation,
+            next_index: 0,
+            writer: None,
+            opened: Instant::now(),
+            range: None,
+            committed: Vec::new(),
+        }
+    }
+}
+
+/// The singles sink thread's state: the files, what was written so far, the derived-column
+/// annotator and the coincidence thread's input.
+struct SinglesSink<'a> {
+    files: SinglesFiles,
+    counters: Arc<SinkCounters>,
+    annotator: Option<SinglesAnnotator<'a>>,
+    /// None when there is no coincidence stage, or it stopped on an error (its report says
+    /// why).
+    coinc_tx: Option<Sender<SorterInput>>,
+    photons: PhotonBatch,
+    ready: Vec<Annotated>,
+    t_range: Option<(i64, i64)>,
+    histogram: EnergyHistogram,
+    error: Option<String>,
+    failure: Option<SinkFailure>,
+}
+
+impl SinglesSink<'_> {
+    /// Takes batches until the merger hangs up or a write fails, keeping the commit interval
+    /// while none arrive.
+    fn run(&mut self, rx: &Receiver<HitBatch>, tick_every: Duration) {
+        loop {
+            let batch = match rx.recv_timeout(tick_every) {
+                Ok(b) => Some(b),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.files.tick() {
+                        self.fail(e);
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            };
+            let end = batch.is_none();
+            self.route(batch);
+            if let Err(e) = self.write_ready() {
+                // Stop taking data (senders see the sink gone and stop cleanly); what was
+                // committed stays committed.
+                self.fail(e);
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    }
+
+    /// Sends a batch (`None`: the end of the stream) through the annotator, when there is
+    /// one, into the batches ready to write, and what the coincidence thread sorts to it.
+    fn route(&mut self, batch: Option<HitBatch>) {
+        let grouping = self.files.columns.photons;
+        let Some(a) = &mut self.annotator else {
+            if let Some(batch) = batch.filter(|b| !b.is_empty()) {
+                if self.coinc_tx.is_some() {
+                    Self::to_sorter(&mut self.coinc_tx, SorterInput::of_singles(&batch));
+                }
+                self.ready.push((batch, singles::DerivedColumns::default()));
+            }
+            return;
+        };
+        if batch.as_ref().is_some_and(|b| b.is_empty()) {
+            return;
+        }
+        self.photons.clear();
+        match batch {
+            Some(batch) => {
+                if !grouping && self.coinc_tx.is_some() {
+                    Self::to_sorter(&mut self.coinc_tx, SorterInput::of_singles(&batch));
+                }
+                a.push(batch, &mut self.photons, &mut self.ready);
+            }
+            None => a.finish(&mut self.photons, &mut self.ready),
+        }
+        if grouping {
+            let p = std::mem::take(&mut self.photons);
+            Self::to_sorter(&mut self.coinc_tx, SorterInput::of_photons(p));
+        }
+    }
+
+    /// Sends what the coincidence thread sorts: the photons when grouping, else the singles'
+    /// physics columns.
+    fn to_sorter(coinc_tx: &mut Option<Sender<SorterInput>>, batch: SorterInput) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(tx) = coinc_tx.as_ref()
+            && tx.send(batch).is_err()
+        {
+            // The coincidence thread stopped on an error: its report says why.
+            *coinc_tx = None;
+        }
+    }
+
+    /// Writes the batches ready (the rest are dropped after a failed write).
+    fn write_ready(&mut self) -> Result<()> {
+        let mut ready = std::mem::take(&mut self.ready);
+        for (batch, derived) in ready.drain(..) {
+            self.write(batch, derived)?;
+        }
+        self.ready = ready;
+        Ok(())
+    }
+
+    /// Writes one batch with its derived columns and publishes the counters.
+    fn write(&mut self, batch: HitBatch, derived: singles::DerivedColumns) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
+        self.histogram.fill(&batch.energy_kev);
+        singles::to_record_batch_with(batch, derived, self.files.columns)
+            .map_err(|e| anyhow!("building a singles row group: {e}"))
+            .and_then(|record| self.files.write(&record, first, last))?;
+        self.t_range = Some(self.t_range.map_or((first, last), |(a, _)| (a, last)));
+        let counters = &self.counters;
+        counters.rows.store(self.files.rows(), Ordering::Relaxed);
+        counters.bytes.store(self.files.bytes(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Records the error that stops the sink, published at once: the run stops on it without
+    /// waiting for the sink's end.
+    fn fail(&mut self, e: anyhow::Error) {
+        let f = SinkFailure::of(&e);
+        let _ = self.counters.failure.set(f.clone());
+        self.failure = Some(f);
+        self.error = Some(format!("{e:#}"));
+    }
+
+    /// Waits for the coincidence thread, commits the open file and reports.
+    fn finish(mut self, coinc_thread: Option<JoinHandle<Result<CoincidenceReport>>>) -> SinkReport {
+        drop(self.coinc_tx.take());
+        let mut coincidences = coinc_thread.map(|h| {
+            h.join()
+                .map_err(|_| anyhow!("the coincidence thread panicked"))
+                .and_then(|r| r)
+        });
+        if let Some(a) = &self.annotator {
+            // Grouping and derived-column counts go with the coincidence counts (a report of
+            // their own when coincidences were not sorted).
+            let report = coincidences.get_or_insert_with(|| Ok(CoincidenceReport::default()));
+            if let Ok(r) = report {
+                r.grouping = a.grouping_stats();
+                r.singles_columns = a.counts().counts(self.files.columns);
+            }
+        }
+        if self.error.is_none()
+            && let Err(e) = self.files.commit(false)
+        {
+            self.fail(e);
+        }
+        SinkReport {
+            files: self.files.committed,
+            t_range: self.t_range,
+            histogram: self.histogram,
+            coincidences,
+            error: self.error,
+            failure: self.failure,
+        }
+    }
 }
 
 /// Counts of one pipeline run.
