@@ -193,3 +193,128 @@ fn the_checker_sees_a_circle_and_an_upward_import() {
     let code = code_of("use crate::acquire::live::X; // crate::commands::demo\n");
     assert_eq!(crate_paths(&code), vec![m("acquire::live::X")]);
 }
+
+/// Longest function allowed in any crate's sources (issue 15: long run-path functions become
+/// structs with small methods). Counted from the `fn` line to its closing brace.
+const MAX_FUNCTION_LINES: usize = 120;
+
+/// `line` without string and char literals and without a `//` comment, so braces can be counted.
+fn braces_of(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            // A char literal ('{', '\n'); a lifetime ('a) has no closing quote two chars on.
+            '\'' => {
+                let rest: String = chars.clone().take(3).collect();
+                if rest.starts_with('\\') {
+                    chars.by_ref().take_while(|&q| q != '\'').for_each(drop);
+                } else if rest.chars().nth(1) == Some('\'') {
+                    chars.next();
+                    chars.next();
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => break,
+            '{' | '}' => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The name of the function a line declares, if it declares one.
+fn declared_function(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    let mut word = words.next()?;
+    while matches!(word, "pub" | "async" | "const" | "unsafe" | "extern")
+        || word.starts_with("pub(")
+        || word.starts_with('"')
+    {
+        word = words.next()?;
+    }
+    if word != "fn" {
+        return None;
+    }
+    let name = words.next()?;
+    Some(name.split(['(', '<']).next().unwrap_or(name))
+}
+
+/// `(name, first line number, length in lines)` of every function with a body in `text`.
+fn function_lengths(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let Some(name) = declared_function(line) else {
+            continue;
+        };
+        let mut depth = 0i64;
+        let mut opened = false;
+        for (offset, body_line) in lines[start..].iter().enumerate() {
+            let braces = braces_of(body_line);
+            if !opened && braces.is_empty() && body_line.trim_end().ends_with(';') {
+                break; // a declaration without a body (trait method)
+            }
+            for b in braces.chars() {
+                depth += if b == '{' { 1 } else { -1 };
+                opened = true;
+            }
+            if opened && depth == 0 {
+                out.push((name.to_string(), start + 1, offset + 1));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_120_lines() {
+    let mut long = Vec::new();
+    let mut counted = 0;
+    for krate in CRATES {
+        let src = workspace().join(krate).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (name, line, length) in function_lengths(code) {
+                counted += 1;
+                if length > MAX_FUNCTION_LINES {
+                    let rel = file.strip_prefix(workspace()).unwrap_or(&file);
+                    long.push(format!("{}:{line} {name}: {length} lines", rel.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        counted > 500,
+        "only {counted} functions found: the scan is broken"
+    );
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (split them into a struct that owns the \
+         state, with small methods):\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn the_function_scan_measures_bodies_not_strings_or_declarations() {
+    let text = "pub(crate) fn a(x: &str) -> char {\n    let s = \"}}{\";\n    if x.is_empty() { '}' } else { '{' }\n}\ntrait T {\n    fn b(&self);\n}\nfn c<'a>(v: &'a str) -> &'a str {\n    v // }\n}\n";
+    assert_eq!(
+        function_lengths(text),
+        vec![("a".to_string(), 1, 4), ("c".to_string(), 8, 3)]
+    );
+}
