@@ -1515,8 +1515,16 @@ mod tests {
         assert!(PhotonBatch::default().is_empty());
         let geo = ring(8);
         let lut = CrystalLut::from_geometry(&geo);
+        assert_eq!((lut.len(), lut.is_empty()), (8, false));
+        let none = CrystalLut::from_geometry(&Geometry::default());
+        assert_eq!((none.len(), none.is_empty()), (0, true));
+        let cfg = CoincidenceConfig::prompt(1000);
+        assert_eq!(
+            CoincidenceSorter::new(cfg.clone(), &lut).unwrap().config(),
+            &cfg
+        );
         let mut pairs = CoincidenceBatch::default();
-        sort_coincidences(&CoincidenceConfig::prompt(1000), &lut, ok, &mut pairs).unwrap();
+        sort_coincidences(&cfg, &lut, ok, &mut pairs).unwrap();
         assert!(!pairs.is_empty());
         pairs.clear();
         assert!(pairs.is_empty());
