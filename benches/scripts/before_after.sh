@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Before/after benchmark (used for issue 15, BENCHMARKS.md): release binaries of BEFORE and AFTER, alternating runs,
-# same inputs, same machine. Usage: ab.sh BEFORE_RELEASE_DIR AFTER_RELEASE_DIR [RUNS=5]
+# same inputs, same machine. Usage: benches/scripts/before_after.sh BEFORE_RELEASE_DIR AFTER_RELEASE_DIR [RUNS=5]
 set -euo pipefail
 B=$1; A=$2; runs=${3:-5}
 work=$(mktemp -d /tmp/ab.XXXX); trap 'rm -rf "$work"' EXIT
