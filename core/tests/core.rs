@@ -1513,6 +1513,33 @@ mod tests {
             ));
         }
         assert!(PhotonBatch::default().is_empty());
+        // The first row out of order is named, after equal times (which are in order).
+        let (tt, cc, ee, ff) = ([5i64, 5, 3], [0u32, 1, 2], [1.0f32; 3], [0u16; 3]);
+        let unordered = SinglesRef {
+            t_ps: &tt,
+            channel: &cc,
+            energy_kev: &ee,
+            flags: &ff,
+        };
+        assert!(matches!(
+            sort_coincidences(
+                &CoincidenceConfig::prompt(10),
+                &CrystalLut::from_geometry(&ring(8)),
+                unordered,
+                &mut CoincidenceBatch::default()
+            ),
+            Err(CoincidenceError::NotTimeOrdered {
+                index: 2,
+                previous_ps: 5,
+                t_ps: 3
+            })
+        ));
+        // A channel inside the table's range but without a crystal is unmapped.
+        let sparse = geometry(&[(0, 0, [0.0; 3]), (10, 1, [1.0; 3])]);
+        let sparse_lut = CrystalLut::from_geometry(&sparse);
+        assert_eq!(sparse_lut.crystal(5), None);
+        assert!(sparse_lut.crystal(10).is_some());
+        assert_eq!(sparse_lut.crystal(11), None);
         let geo = ring(8);
         let lut = CrystalLut::from_geometry(&geo);
         assert_eq!((lut.len(), lut.is_empty()), (8, false));
