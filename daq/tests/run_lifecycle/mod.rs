@@ -11,19 +11,10 @@ const OWNER: &str = "process/run/mod.rs";
 /// Where `LiveStats::set_state` is defined (its definition is allowed there, no call).
 const STATS_DEFINITION: &str = "observe/live_stats.rs";
 
+use super::architecture::rust_files;
+
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// True when `line` assigns to a field named `field` (`x.field = ...`, not `==`).
