@@ -321,8 +321,8 @@ fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, SimError> {
         .map_err(|e| SimError::io("creating", path, e))
 }
 
-/// The channel table the run of `config` uses (the one `out_dir/opm_channels.tsv` holds).
-pub fn channel_table(config: &OpmConfig) -> Vec<scandaq_decoders::meg::ChannelInfo> {
+/// The channel models of the run of `config` (drawn from its seed's channel stream).
+fn channel_models(config: &OpmConfig) -> Vec<signal::ChannelModel> {
     signal::channels(
         config.sensors,
         config.clock.f0_hz,
@@ -331,9 +331,11 @@ pub fn channel_table(config: &OpmConfig) -> Vec<scandaq_decoders::meg::ChannelIn
         config.evoked_ft,
         &mut Rng::stream(config.seed, CHANNEL_STREAM),
     )
-    .into_iter()
-    .map(|m| m.info)
-    .collect()
+}
+
+/// The channel table the run of `config` uses (the one `out_dir/opm_channels.tsv` holds).
+pub fn channel_table(config: &OpmConfig) -> Vec<scandaq_decoders::meg::ChannelInfo> {
+    channel_models(config).into_iter().map(|m| m.info).collect()
 }
 
 /// Metadata JSON for a `.sdq` raw archive of the run of `config`: what made it, and under
@@ -477,14 +479,7 @@ impl<'c, 'a> OpmRun<'c, 'a> {
         destination: Destination<'a>,
         out_dir: Option<&Path>,
     ) -> Result<Self, SimError> {
-        let models = signal::channels(
-            config.sensors,
-            config.clock.f0_hz,
-            config.white_noise_ft,
-            config.mains_ft,
-            config.evoked_ft,
-            &mut Rng::stream(config.seed, CHANNEL_STREAM),
-        );
+        let models = channel_models(config);
         let triggers = draw_triggers(config);
         let truth = match out_dir {
             Some(dir) => Some(open_truth_files(dir, config, &models, &triggers)?),

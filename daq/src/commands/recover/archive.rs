@@ -53,14 +53,8 @@ impl Recovery<'_> {
 
 /// The note of an interrupted file left as it is (nothing of it salvaged: all its bytes lost).
 fn left_in_place(dir: &Path, name: &str, note: String) -> RecoveryNote {
-    RecoveryNote {
-        file: name.to_string(),
-        action: "not salvaged".into(),
-        rows: 0,
-        bytes: 0,
-        bytes_lost: std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()),
-        note,
-    }
+    let size = std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    RecoveryNote::not_salvaged(name.to_string(), size, note)
 }
 
 /// What committing an interrupted archive gave.

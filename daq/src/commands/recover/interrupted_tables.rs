@@ -64,16 +64,13 @@ impl Recovery<'_> {
                     let _ = std::fs::remove_file(dir.join(format!("{final_name}.inprogress")));
                     bail!("{advice} ({final_name}.footerless is kept)");
                 }
-                self.notes.push(RecoveryNote {
-                    file: format!("{final_name}.footerless"),
-                    action: "not salvaged".into(),
-                    rows: 0,
-                    bytes: 0,
-                    bytes_lost: size,
-                    note: format!(
+                self.notes.push(RecoveryNote::not_salvaged(
+                    format!("{final_name}.footerless"),
+                    size,
+                    format!(
                         "no footer (the writer was killed before closing the file): {e:#}; {size} bytes lost (file kept as {final_name}.footerless)"
                     ),
-                });
+                ));
                 Ok(())
             }
         }
@@ -91,16 +88,13 @@ impl Recovery<'_> {
             let why = s.why_stopped.unwrap_or_else(|| {
                 "the writer was killed before it finished its first row group".into()
             });
-            self.notes.push(RecoveryNote {
-                file: format!("{final_name}.footerless"),
-                action: "not salvaged".into(),
-                rows: 0,
-                bytes: 0,
-                bytes_lost: size,
-                note: format!(
+            self.notes.push(RecoveryNote::not_salvaged(
+                format!("{final_name}.footerless"),
+                size,
+                format!(
                     "no footer (the writer was killed before closing the file) and no complete row group: {why}; {size} bytes lost (file kept as {final_name}.footerless)"
                 ),
-            });
+            ));
             return Ok(());
         };
         let stop = s

@@ -62,6 +62,20 @@ pub struct RecoveryNote {
     pub note: String,
 }
 
+impl RecoveryNote {
+    /// A leftover file nothing could be salvaged from: `size` bytes lost, why in `note`.
+    pub(super) fn not_salvaged(file: String, size: u64, note: String) -> Self {
+        Self {
+            file,
+            action: "not salvaged".into(),
+            rows: 0,
+            bytes: 0,
+            bytes_lost: size,
+            note,
+        }
+    }
+}
+
 /// The manifest's `recovery` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoverySection {
