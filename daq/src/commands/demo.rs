@@ -80,54 +80,30 @@ pub struct DemoLive {
     pub realtime: bool,
 }
 
+/// How a demo runs, beyond the simulator's own settings.
+#[derive(Default)]
+pub struct DemoOptions {
+    /// Show a progress bar on stderr.
+    pub show_progress: bool,
+    /// Write the raw diagnostic columns into the singles table.
+    pub raw_columns: bool,
+    /// Coincidence sorting.
+    pub coincidences: CoincidenceOptions,
+    /// The singles files' rotation and commit interval.
+    pub rotation: crate::process::pipeline::Rotation,
+    /// Live statistics, markers and a stop flag for a dashboard or control socket.
+    pub live: Option<DemoLive>,
+}
+
 /// Runs the demo: `config.duration_s` of the bench preset into a new run under `out_dir`.
-pub fn demo(
-    config: BenchConfig,
-    out_dir: &Path,
-    show_progress: bool,
-    raw_columns: bool,
-    coincidences: crate::process::coinc_stage::CoincidenceOptions,
-) -> Result<RunSummary> {
-    demo_live(
-        config,
-        out_dir,
+pub fn demo(config: BenchConfig, out_dir: &Path, options: DemoOptions) -> Result<RunSummary> {
+    let DemoOptions {
         show_progress,
         raw_columns,
         coincidences,
-        None,
-    )
-}
-
-/// [`demo`], optionally feeding live statistics and markers and obeying a stop flag.
-pub fn demo_live(
-    config: BenchConfig,
-    out_dir: &Path,
-    show_progress: bool,
-    raw_columns: bool,
-    coincidences: crate::process::coinc_stage::CoincidenceOptions,
-    live: Option<DemoLive>,
-) -> Result<RunSummary> {
-    demo_with(
-        config,
-        out_dir,
-        show_progress,
-        raw_columns,
-        coincidences,
-        Default::default(),
+        rotation,
         live,
-    )
-}
-
-/// [`demo_live`] with the singles files' rotation and commit interval.
-pub fn demo_with(
-    config: BenchConfig,
-    out_dir: &Path,
-    show_progress: bool,
-    raw_columns: bool,
-    coincidences: CoincidenceOptions,
-    rotation: crate::process::pipeline::Rotation,
-    live: Option<DemoLive>,
-) -> Result<RunSummary> {
+    } = options;
     let duration_s = config.duration_s;
     let ctr_fwhm_ps = config.ctr_fwhm_ps;
     let sim = BenchSim::new(config).map_err(|e| anyhow!("simulator configuration: {e}"))?;
@@ -447,14 +423,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         markers,
         realtime: false,
     };
-    let summary = demo_with(
+    let summary = demo(
         config,
         &out,
-        true,
-        raw_columns,
-        coincidences,
-        rotation,
-        Some(live),
+        DemoOptions {
+            show_progress: true,
+            raw_columns,
+            coincidences,
+            rotation,
+            live: Some(live),
+        },
     );
     control.shutdown();
     let summary = summary?;
@@ -494,14 +472,16 @@ fn demo_dashboard(
     let worker = std::thread::Builder::new()
         .name("demo".into())
         .spawn(move || {
-            demo_with(
+            demo(
                 config,
                 &out,
-                false,
-                raw_columns,
-                coincidences,
-                rotation,
-                Some(live),
+                DemoOptions {
+                    show_progress: false,
+                    raw_columns,
+                    coincidences,
+                    rotation,
+                    live: Some(live),
+                },
             )
         })?;
     let ui = dashboard::run_in_process(

@@ -6,7 +6,7 @@ use super::{col_str, read_parquet};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 #[cfg(feature = "demo")]
-use scandaq::commands::demo::{DemoLive, demo_live};
+use scandaq::commands::demo::{DemoLive, DemoOptions, demo};
 use scandaq::observe::control::{self, ControlContext, ControlServer, SOCKET_NAME};
 use scandaq::observe::live_stats::{LiveStats, RunState};
 use scandaq::observe::markers::SharedMarkers;
@@ -57,7 +57,14 @@ fn control_socket_serves_status_subscribe_marker_and_stop() {
     };
     let out2 = out.clone();
     let run = std::thread::spawn(move || {
-        demo_live(config, &out2, false, false, Default::default(), Some(live))
+        demo(
+            config,
+            &out2,
+            DemoOptions {
+                live: Some(live),
+                ..DemoOptions::default()
+            },
+        )
     });
     wait_until("the control socket", Duration::from_secs(20), || {
         server.socket_path().is_some()
