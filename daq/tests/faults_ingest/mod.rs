@@ -33,6 +33,19 @@ struct Run {
     spawned: Instant,
 }
 
+/// A `scandaq run` on a free UDP port with `extra` arguments, in a fresh temporary output
+/// directory, once it is listening. The directory lives as long as the returned guard.
+fn udp_run(extra: &[&str]) -> (tempfile::TempDir, std::net::SocketAddr, Run) {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_port_udp();
+    let port = addr.to_string();
+    let mut args = vec!["--udp", port.as_str()];
+    args.extend_from_slice(extra);
+    let run = spawn_run(tmp.path(), &args);
+    run.wait_ready();
+    (tmp, addr, run)
+}
+
 fn spawn_run(out: &Path, args: &[&str]) -> Run {
     let calib = sim_dir().join("calib");
     let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
@@ -276,13 +289,7 @@ fn a_stray_header_with_an_implausible_sequence_number_costs_one_packet_and_no_ti
             "hits/s",
             &[2e5, 5e4, 2e4],
             |rate| {
-                let tmp = tempfile::tempdir().unwrap();
-                let addr = free_port_udp();
-                let mut run = spawn_run(
-                    tmp.path(),
-                    &["--udp", &addr.to_string(), "--duration", "4s"],
-                );
-                run.wait_ready();
+                let (tmp, addr, mut run) = udp_run(&["--duration", "4s"]);
                 let config = bench(addr, 1, 31, 0.3, rate);
                 let sent = send_with_stray(&config, addr, 20, &stray(0, stray_seq));
                 let exit = run.wait_exit(Duration::from_secs(15));
@@ -323,10 +330,7 @@ fn a_stray_header_with_an_implausible_sequence_number_costs_one_packet_and_no_ti
 #[test]
 fn sigint_or_ctl_stop_while_a_suspect_is_held_ends_the_run_promptly() {
     for (stray_seq, by_ctl) in [(1u64 << 62, false), (1_000_000_000_000, true)] {
-        let tmp = tempfile::tempdir().unwrap();
-        let addr = free_port_udp();
-        let mut run = spawn_run(tmp.path(), &["--udp", &addr.to_string()]);
-        run.wait_ready();
+        let (tmp, addr, mut run) = udp_run(&[]);
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         for seq in 0..5 {
             let flags = if seq == 0 { FLAG_START_OF_STREAM } else { 0 };
@@ -370,10 +374,7 @@ fn a_board_that_restarts_mid_run_has_both_sessions_written() {
     // restart at 0.25 s of detector time.
     let (run, _tmp, sent, status) =
         without_kernel_drops("board restart", "hits/s", &[2e5, 5e4, 1.5e4], |rate| {
-            let tmp = tempfile::tempdir().unwrap();
-            let addr = free_port_udp();
-            let mut run = spawn_run(tmp.path(), &["--udp", &addr.to_string(), "--raw-columns"]);
-            run.wait_ready();
+            let (tmp, addr, mut run) = udp_run(&["--raw-columns"]);
             let config = StreamConfig {
                 faults: Faults {
                     restart_at_s: Some(0.25),
@@ -479,20 +480,7 @@ fn packets_a_sender_sent_before_the_run_started_are_counted() {
 
 #[test]
 fn an_allowlist_that_rejects_the_sender_says_so_within_a_second() {
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = free_port_udp();
-    let mut run = spawn_run(
-        tmp.path(),
-        &[
-            "--udp",
-            &addr.to_string(),
-            "--allow",
-            "10.1.2.3",
-            "--duration",
-            "3s",
-        ],
-    );
-    run.wait_ready();
+    let (_tmp, addr, mut run) = udp_run(&["--allow", "10.1.2.3", "--duration", "3s"]);
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sent_at = Instant::now();
     for seq in 0..3 {
@@ -519,20 +507,7 @@ fn an_allowlist_that_rejects_the_sender_says_so_within_a_second() {
 #[test]
 fn unexpected_and_excess_source_ids_are_counted_not_made_boards() {
     // With a list of expected boards.
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = free_port_udp();
-    let mut run = spawn_run(
-        tmp.path(),
-        &[
-            "--udp",
-            &addr.to_string(),
-            "--boards",
-            "0",
-            "--duration",
-            "2s",
-        ],
-    );
-    run.wait_ready();
+    let (_tmp, addr, mut run) = udp_run(&["--boards", "0", "--duration", "2s"]);
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in 0..6 {
         tx.send_to(&frame_packet(0, seq, 0), addr).unwrap();
@@ -556,13 +531,7 @@ fn unexpected_and_excess_source_ids_are_counted_not_made_boards() {
         "datagrams/s",
         &[f64::INFINITY, 2e3, 5e2],
         |rate| {
-            let tmp = tempfile::tempdir().unwrap();
-            let addr = free_port_udp();
-            let mut run = spawn_run(
-                tmp.path(),
-                &["--udp", &addr.to_string(), "--duration", "4s"],
-            );
-            run.wait_ready();
+            let (tmp, addr, mut run) = udp_run(&["--duration", "4s"]);
             let started = Instant::now();
             for source in 0..300u32 {
                 // Pacing (a send schedule), not a wait for anything to happen.
