@@ -3,6 +3,7 @@
 #![cfg_attr(not(feature = "demo"), allow(unused_imports, dead_code))]
 
 use super::{col_str, read_parquet};
+use crate::wait_for as wait_until;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 #[cfg(feature = "demo")]
@@ -20,14 +21,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[cfg(feature = "demo")]
 #[test]

@@ -15,6 +15,7 @@
 #![cfg_attr(not(feature = "demo"), allow(unused_imports, dead_code))]
 
 use super::{col_i64, no_panic, read_parquet, scandaq, sim_dir};
+use crate::wait_for;
 use scandaq::observe::control;
 use scandaq_sinks::Manifest;
 use serde_json::json;
@@ -41,15 +42,6 @@ pub(crate) fn kill_points(seed: u64, n: usize, lo: u64, hi: u64) -> Vec<u64> {
             lo + s % (hi - lo + 1)
         })
         .collect()
-}
-
-/// Polls `ready` every 10 ms until it holds; panics naming `what` after `timeout`.
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The only run directory under `out` (once it exists).

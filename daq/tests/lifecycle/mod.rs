@@ -5,6 +5,7 @@
 
 use super::faults_durable::SmallDisk;
 use super::{free_port_udp, no_panic, scandaq, sim_dir};
+use crate::wait_for as wait_until;
 use scandaq::acquire::live::LiveHandles;
 use scandaq_core::run_state::{FailureReason, RunMode, RunState, StopReason};
 use scandaq_fpga_sim::BenchConfig;
@@ -13,15 +14,6 @@ use scandaq_sinks::Manifest;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Polls `f` every 20 ms until it holds; panics naming `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The only run directory under `out`.
 fn only_run(out: &Path) -> PathBuf {

@@ -4,6 +4,7 @@
 //! events the truth says are incomplete must be exactly the ones missing and counted. Bad
 //! input through the binary and the processor never panics.
 
+use crate::wait_for as wait_until;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt16Type, UInt64Type};
@@ -15,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A small, fast ultrasound run: 64 channels x 1024 samples (128 KiB events, 17 chunks each).
 fn small_config(seed: u64, out: &Path) -> UsConfig {
@@ -112,14 +113,6 @@ fn only_run_dir(out: &Path) -> PathBuf {
         .map(|e| e.path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run-"))
         .expect("a run directory")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
