@@ -12,6 +12,7 @@ pub mod coincidence;
 pub mod geometry;
 pub mod hex;
 pub mod hits;
+mod nearly_sorted;
 pub mod run_state;
 pub mod snapshot;
 pub mod stats;

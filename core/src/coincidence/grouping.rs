@@ -269,7 +269,9 @@ impl<'a> Grouper<'a> {
 
     /// Emits the closed photons earlier than `bound` (all when `None`) in (time, seq) order.
     fn emit(&mut self, bound: Option<i64>, out: &mut PhotonBatch) {
-        self.done.sort_unstable_by_key(|d| (d.t, d.seq));
+        // Groups close in opening order and a photon's time is at most a grouping window
+        // after its first hit, so `done` is nearly sorted (keys are unique).
+        crate::nearly_sorted::sort_nearly_sorted_by_key(&mut self.done, |d| (d.t, d.seq));
         let n = match bound {
             Some(b) => self.done.partition_point(|d| d.t < b),
             None => self.done.len(),

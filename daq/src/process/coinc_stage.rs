@@ -646,7 +646,7 @@ impl CoincidenceArgs {
         if let Some(path) = &self.trigger_map {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--trigger-map: cannot read {}", path.display()))?;
-            let (c, m) = crate::process::petsys_trigger::parse_trigger_map(path, &text)?;
+            let (c, m) = crate::process::trigger_map::parse_trigger_map(path, &text)?;
             base.allowed_module_pairs = Some(c);
             multi_hit = Some(m);
         }

@@ -1,8 +1,8 @@
 //! Turning raw frames into physics and tables: the decode + calibrate [`kernel`], the loaded
 //! calibration ([`calib_load`]), the parallel [`pipeline`] and its time-order [`merge`], the
-//! coincidence stage, the singles columns, the OPM-MEG / ultrasound [`streams`], and the
-//! [`run`] lifecycle (run directory, manifest, states) shared by every command that writes a
-//! run.
+//! coincidence stage and its PETsys trigger settings ([`petsys_trigger`], [`trigger_map`]), the
+//! singles columns, the OPM-MEG / ultrasound [`streams`], and the [`run`] lifecycle (run
+//! directory, manifest, states) shared by every command that writes a run.
 //!
 //! May import [`crate::observe`]; never [`crate::acquire`] or [`crate::commands`].
 
@@ -17,3 +17,4 @@ pub mod read_blocks;
 pub mod run;
 pub mod singles_columns;
 pub mod streams;
+pub mod trigger_map;

@@ -177,11 +177,12 @@ fn petsys_config_replay_keeps_tot_and_says_so() {
     let (batches, kv, manifest) = run_files(&s.dir);
     assert_eq!(kv["scandaq.energy_unit"], "ToT_ns");
     assert_eq!(manifest.energy_unit, "ToT_ns");
+    // The config names the skew table as PETsys's time_offset_calibration_table: skew applied.
     let flags = col_u16(&batches, "flags");
     assert!(
         flags
             .iter()
-            .all(|f| f & hit_flags::ENERGY_IS_TOT_NS != 0 && f & hit_flags::NO_SKEW != 0)
+            .all(|f| f & hit_flags::ENERGY_IS_TOT_NS != 0 && f & hit_flags::NO_SKEW == 0)
     );
     // ToT of 511 keV hits is ~a ln(1 + 511/b): tens to a few hundred ns.
     let e = col_f32(&batches, "energy_kev");
