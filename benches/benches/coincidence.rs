@@ -98,6 +98,7 @@ fn coincidence(c: &mut Criterion) {
         min_transaxial: None,
         max_axial: None,
         min_module: None,
+        allowed_modules: None,
         policy: reference::Policy::TakeAllGoods,
         single_window: false,
     };

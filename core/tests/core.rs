@@ -62,6 +62,8 @@ pub mod reference {
         pub max_axial: Option<f64>,
         /// (minimum module difference, modules around the ring).
         pub min_module: Option<(u32, Option<u32>)>,
+        /// Module pairs a good pair may join (either order); `None` = any.
+        pub allowed_modules: Option<Vec<(u32, u32)>>,
         /// Policy.
         pub policy: Policy,
         /// Single-window mode.
@@ -159,7 +161,30 @@ pub mod reference {
                 good = false;
             }
         }
+        if let Some(allowed) = &cfg.allowed_modules
+            && !pair_listed(allowed, ca.module, cb.module)
+        {
+            good = false;
+        }
         good
+    }
+
+    /// True when `(a, b)` or `(b, a)` is in `pairs`.
+    fn pair_listed(pairs: &[(u32, u32)], a: u32, b: u32) -> bool {
+        pairs.iter().any(|&p| p == (a, b) || p == (b, a))
+    }
+
+    /// Grouping rules beyond the window and distance (all off by default).
+    #[derive(Clone, Debug, Default)]
+    pub struct GroupRules {
+        /// Module pairs whose hits may share a photon (first hit's module, hit's module).
+        pub multi_hit: Option<Vec<(u32, u32)>>,
+        /// Fewer hits: no photon.
+        pub min_hits: u32,
+        /// More hits: no photon.
+        pub max_hits: Option<u32>,
+        /// Closed window on the summed energy.
+        pub energy: Option<(f32, f32)>,
     }
 
     /// Index (into `partners`) of the highest e1 + e2 among `allowed`; ties: earliest.
@@ -337,12 +362,24 @@ pub mod reference {
 
     /// Groups time-ordered hits into photons.
     pub fn group(window: i64, max_distance: f64, geo: &Geometry, hits: &[Single]) -> Vec<Photon> {
+        group_with(window, max_distance, &GroupRules::default(), geo, hits)
+    }
+
+    /// Groups time-ordered hits into photons under `rules`.
+    pub fn group_with(
+        window: i64,
+        max_distance: f64,
+        rules: &GroupRules,
+        geo: &Geometry,
+        hits: &[Single],
+    ) -> Vec<Photon> {
         let hits: Vec<Single> = hits
             .iter()
             .copied()
             .filter(|h| geo.crystal(h.ch).is_some())
             .collect();
         let pos = |h: &Single| geo.crystal(h.ch).unwrap().pos_mm;
+        let module = |h: &Single| geo.crystal(h.ch).unwrap().module;
         let mut assigned = vec![false; hits.len()];
         let mut photons = Vec::new();
         for i in 0..hits.len() {
@@ -360,7 +397,11 @@ pub mod reference {
                 let dy = a[1] as f64 - b[1] as f64;
                 let dz = a[2] as f64 - b[2] as f64;
                 let d = (dx * dx + dy * dy + dz * dz).sqrt();
-                if hits[j].t - hits[i].t <= window && d <= max_distance {
+                let modules_may_share = rules
+                    .multi_hit
+                    .as_ref()
+                    .is_none_or(|pairs| pair_listed(pairs, module(&hits[i]), module(&hits[j])));
+                if hits[j].t - hits[i].t <= window && d <= max_distance && modules_may_share {
                     assigned[j] = true;
                     members.push(j);
                 }
@@ -374,6 +415,13 @@ pub mod reference {
                 if hits[m].e > hits[best].e {
                     best = m;
                 }
+            }
+            let n = members.len() as u32;
+            let outside_energy = rules
+                .energy
+                .is_some_and(|(lo, hi)| !(sum >= lo && sum <= hi));
+            if rules.max_hits.is_some_and(|max| n > max) || n < rules.min_hits || outside_energy {
+                continue;
             }
             photons.push(Photon {
                 t: hits[best].t,
@@ -415,6 +463,10 @@ mod tests {
             min_transaxial: cfg.min_transaxial_mm,
             max_axial: cfg.max_axial_mm,
             min_module: cfg.min_module_difference.map(|m| (m.min, m.ring_modules)),
+            allowed_modules: cfg
+                .allowed_module_pairs
+                .as_ref()
+                .map(|p| p.pairs().iter().map(|&[a, b]| (a, b)).collect()),
             policy: match cfg.policy {
                 Policy::TakeAllGoods => reference::Policy::TakeAllGoods,
                 Policy::TakeWinnerOfGoods => reference::Policy::TakeWinnerOfGoods,
@@ -553,6 +605,7 @@ mod tests {
         min_transaxial: Option<f64>,
         max_axial: Option<f64>,
         module: Option<ModuleDifference>,
+        allowed_modules: Option<Vec<[u32; 2]>>,
         splits: Vec<usize>,
         pieces: usize,
     }
@@ -575,9 +628,22 @@ mod tests {
                 prop::option::of((1u32..3, prop::option::of(Just(4u32)))),
                 prop::collection::vec(0usize..30, 0..8),
                 1usize..6,
+                prop::option::of(prop::collection::vec([0u32..4, 0u32..4], 0..6)),
             )
                 .prop_map(
-                    |(g, window, extra, raw, energy, min_t, max_a, module, splits, pieces)| {
+                    |(
+                        g,
+                        window,
+                        extra,
+                        raw,
+                        energy,
+                        min_t,
+                        max_a,
+                        module,
+                        splits,
+                        pieces,
+                        allowed_modules,
+                    )| {
                         let crystals: Vec<(u32, u32, [f32; 3])> = g
                             .iter()
                             .enumerate()
@@ -624,6 +690,7 @@ mod tests {
                             max_axial: max_a,
                             module: module
                                 .map(|(min, ring_modules)| ModuleDifference { min, ring_modules }),
+                            allowed_modules,
                             splits,
                             pieces,
                         }
@@ -648,6 +715,7 @@ mod tests {
                     cfg.min_transaxial_mm = c.min_transaxial;
                     cfg.max_axial_mm = c.max_axial;
                     cfg.min_module_difference = c.module;
+                    cfg.allowed_module_pairs = c.allowed_modules.clone().map(ModulePairs);
                     if delayed {
                         cfg = cfg.to_delayed(c.delay);
                     }
@@ -791,18 +859,36 @@ mod tests {
     fn grouping_matches_reference_whole_and_streaming() {
         use proptest::prelude::*;
         let dmax = prop_oneof![Just(0.0), Just(50.0), Just(100.0), Just(1000.0)];
-        check!(400, (case_strategy!(), 0i64..60, dmax), |(
+        // Module rule, hit-count and energy cuts: off in about half the cases each.
+        let rules = (
+            prop::option::of(prop::collection::vec([0u32..4, 0u32..4], 0..6)),
+            prop_oneof![Just(1u32), Just(1u32), Just(2u32)],
+            prop::option::of(1u32..4),
+            prop::option::of(prop_oneof![Just([300.0f32, 900.0]), Just([0.0f32, 500.0])]),
+        );
+        check!(400, (case_strategy!(), 0i64..60, dmax, rules), |(
             c,
             window,
             dmax,
+            (multi_hit, min_hits, max_hits, energy),
         )| {
             let lut = CrystalLut::from_geometry(&c.geo);
             let cols = Cols::new(&c.singles);
+            let max_hits = max_hits.map(|m| m.max(min_hits));
             let cfg = GroupingConfig {
-                window_ps: window,
-                max_distance_mm: dmax,
+                multi_hit_module_pairs: multi_hit.clone().map(ModulePairs),
+                min_hits,
+                max_hits,
+                energy_window: energy,
+                ..GroupingConfig::new(window, dmax)
             };
-            let want = reference::group(window, dmax, &c.geo, &c.singles);
+            let rules = reference::GroupRules {
+                multi_hit: multi_hit.map(|v| v.iter().map(|&[a, b]| (a, b)).collect()),
+                min_hits,
+                max_hits,
+                energy: energy.map(|[a, b]| (a, b)),
+            };
+            let want = reference::group_with(window, dmax, &rules, &c.geo, &c.singles);
             let got_of = |b: &PhotonBatch| -> Vec<reference::Photon> {
                 (0..b.len())
                     .map(|k| reference::Photon {
@@ -818,6 +904,14 @@ mod tests {
             prop_assert_eq!(got_of(&whole), want.clone());
             prop_assert_eq!(stats.photons_out, want.len() as u64);
             prop_assert_eq!(stats.hits_in, c.singles.len() as u64);
+            // Every group either gave a photon or was counted as rejected.
+            let uncut = reference::GroupRules {
+                multi_hit: rules.multi_hit.clone(),
+                ..Default::default()
+            };
+            let all_groups =
+                reference::group_with(window, dmax, &uncut, &c.geo, &c.singles).len() as u64;
+            prop_assert_eq!(stats.photons_out + stats.rejected(), all_groups);
             let mut g = Grouper::new(cfg.clone(), &lut).unwrap();
             let mut streamed = PhotonBatch::default();
             for r in split_batches(c.singles.len(), &c.splits) {
@@ -1156,10 +1250,7 @@ mod tests {
             (9, 1, [500.0, 0.0, 0.0]),
         ]);
         let lut = CrystalLut::from_geometry(&geo);
-        let cfg = GroupingConfig {
-            window_ps: 10_000,
-            max_distance_mm: 25.0,
-        };
+        let cfg = GroupingConfig::new(10_000, 25.0);
         let mut hits = vec![
             single(0, 0, 100.0),
             single(2_000, 9, 50.0), // far: its own photon
@@ -1185,10 +1276,7 @@ mod tests {
         assert_eq!(want.len(), 3);
         assert_eq!(want[1].e, 450.0);
         // Window 0: only equal times group.
-        let zero = GroupingConfig {
-            window_ps: 0,
-            max_distance_mm: 1000.0,
-        };
+        let zero = GroupingConfig::new(0, 1000.0);
         let (p, _) = group_hits(&zero, &lut, cols.view()).unwrap();
         assert_eq!(p.multiplicity, vec![1, 1, 1, 2, 1]);
     }
@@ -1230,20 +1318,14 @@ mod tests {
         let mut p = CoincidenceConfig::delayed(4000);
         p.offset_ps = i64::MAX;
         assert!(msg(p).contains("overflows"));
-        let g = GroupingConfig {
-            window_ps: -1,
-            max_distance_mm: 1.0,
-        };
+        let g = GroupingConfig::new(-1, 1.0);
         assert!(
             Grouper::new(g, &lut)
                 .unwrap_err()
                 .to_string()
                 .contains("window_ps")
         );
-        let g = GroupingConfig {
-            window_ps: 1,
-            max_distance_mm: f64::INFINITY,
-        };
+        let g = GroupingConfig::new(1, f64::INFINITY);
         assert!(
             group_hits(&g, &lut, Cols::new(&[]).view())
                 .unwrap_err()
@@ -1398,10 +1480,7 @@ mod tests {
             })
             .collect();
         let cols = Cols::new(&rows);
-        let cfg = GroupingConfig {
-            window_ps: 100,
-            max_distance_mm: 100.0,
-        };
+        let cfg = GroupingConfig::new(100, 100.0);
         let want = reference::group(100, 100.0, &geo, &rows);
         let mut plain = Grouper::new(cfg.clone(), &lut).unwrap();
         let mut labeled = Grouper::new(cfg, &lut).unwrap();

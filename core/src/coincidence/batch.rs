@@ -252,6 +252,28 @@ pub struct GroupingStats {
     pub unmapped_channel: u64,
     /// Photons written.
     pub photons_out: u64,
-    /// Photons made of more than one hit.
+    /// Photons written that are made of more than one hit.
     pub multi_hit_photons: u64,
+    /// Groups that gave no photon: more hits than `max_hits`.
+    #[serde(default)]
+    pub rejected_too_many_hits: u64,
+    /// ... fewer hits than `min_hits` (checked after `max_hits`).
+    #[serde(default)]
+    pub rejected_too_few_hits: u64,
+    /// ... summed energy below the energy window (checked after the hit counts).
+    #[serde(default)]
+    pub rejected_below_min_energy: u64,
+    /// ... summed energy above the energy window.
+    #[serde(default)]
+    pub rejected_above_max_energy: u64,
+}
+
+impl GroupingStats {
+    /// Groups that gave no photon, whatever the reason.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_too_many_hits
+            + self.rejected_too_few_hits
+            + self.rejected_below_min_energy
+            + self.rejected_above_max_energy
+    }
 }

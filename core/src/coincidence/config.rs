@@ -1,6 +1,7 @@
 //! Configuration of grouping and of the coincidence sorter (windows, energy cut, geometric
 //! "good pair" criteria, multiples policy, window mode) and its validation errors.
 
+use super::module_pairs::ModulePairs;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -141,6 +142,9 @@ pub struct CoincidenceConfig {
     pub max_axial_mm: Option<f64>,
     /// Minimum module difference of a good pair (off by default).
     pub min_module_difference: Option<ModuleDifference>,
+    /// Good pair: the two crystals' modules form one of these pairs (PETsys's `C` entries of
+    /// `map_trigger.tsv`); `None` = any modules.
+    pub allowed_module_pairs: Option<ModulePairs>,
     /// What a multiple keeps.
     pub policy: Policy,
     /// Multi-window (default) or single-window.
@@ -165,6 +169,7 @@ impl CoincidenceConfig {
             min_transaxial_mm: None,
             max_axial_mm: None,
             min_module_difference: None,
+            allowed_module_pairs: None,
             policy: Policy::TakeAllGoods,
             mode: WindowMode::MultiWindow,
         }
@@ -244,6 +249,7 @@ impl CoincidenceConfig {
                 value: 0.0,
             });
         }
+        check_module_ids("allowed_module_pairs", self.allowed_module_pairs.as_ref())?;
         Ok(())
     }
 
@@ -252,21 +258,37 @@ impl CoincidenceConfig {
         self.min_transaxial_mm.is_none()
             && self.max_axial_mm.is_none()
             && self.min_module_difference.is_none()
+            && self.allowed_module_pairs.is_none()
     }
 }
 
 /// Grouping (photon building) configuration.
 ///
-/// A hit joins a group when `t_hit - t_first <= window_ps` and the 3-D distance between its
-/// crystal and the group's first crystal is `<= max_distance_mm` (both closed), where
-/// `first` is the group's first (earliest) hit.
+/// A hit joins a group when `t_hit - t_first <= window_ps`, the 3-D distance between its
+/// crystal and the group's first crystal is `<= max_distance_mm` (both closed), and (when
+/// `multi_hit_module_pairs` is set) the two crystals' modules form one of those pairs, where
+/// `first` is the group's first (earliest) hit. A closed group whose hit count is outside
+/// `[min_hits, max_hits]` or whose summed energy is outside `energy_window` gives no photon
+/// (counted in [`GroupingStats`](super::GroupingStats) by reason). The defaults group across
+/// all modules and reject nothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct GroupingConfig {
     /// Time window from the group's first hit, ps (>= 0).
     pub window_ps: i64,
     /// Distance limit from the group's first hit, mm (>= 0).
     pub max_distance_mm: f64,
+    /// Module pairs whose hits may share a photon (PETsys's `M` entries of `map_trigger.tsv`);
+    /// `None` = any. A hit on a module no pair names starts a photon of its own.
+    pub multi_hit_module_pairs: Option<ModulePairs>,
+    /// Groups with fewer hits give no photon (PETsys `group_min_hits`).
+    pub min_hits: u32,
+    /// Groups with more hits give no photon (PETsys `group_max_hits`); `None` = no limit.
+    pub max_hits: Option<u32>,
+    /// Closed window on the photon's summed energy, in the energy column's unit (keV, or ToT
+    /// ns without an energy table: PETsys `group_min_energy` / `group_max_energy`); `None` =
+    /// no cut.
+    pub energy_window: Option<[f32; 2]>,
 }
 
 impl Default for GroupingConfig {
@@ -274,11 +296,29 @@ impl Default for GroupingConfig {
         Self {
             window_ps: 10_000,
             max_distance_mm: 100.0,
+            multi_hit_module_pairs: None,
+            min_hits: 1,
+            max_hits: None,
+            energy_window: None,
         }
     }
 }
 
 impl GroupingConfig {
+    /// A grouping of `window_ps` and `max_distance_mm` with no module rule and no photon cuts.
+    pub fn new(window_ps: i64, max_distance_mm: f64) -> Self {
+        Self {
+            window_ps,
+            max_distance_mm,
+            ..Self::default()
+        }
+    }
+
+    /// True when some closed groups may give no photon (a hit-count or energy cut is set).
+    pub fn rejects_photons(&self) -> bool {
+        self.min_hits > 1 || self.max_hits.is_some() || self.energy_window.is_some()
+    }
+
     /// Checks the configuration; the error names the offending field.
     pub fn validate(&self) -> Result<(), CoincidenceError> {
         if self.window_ps < 0 {
@@ -293,7 +333,46 @@ impl GroupingConfig {
                 value: self.max_distance_mm,
             });
         }
-        Ok(())
+        if let Some(max) = self.max_hits
+            && max < self.min_hits.max(1)
+        {
+            return Err(CoincidenceError::BadSetting {
+                field: "grouping.max_hits",
+                problem: format!(
+                    "{max} is below min_hits ({}) or 1: no photon could pass",
+                    self.min_hits
+                ),
+            });
+        }
+        if let Some([lo, hi]) = self.energy_window
+            && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+        {
+            return Err(CoincidenceError::BadSetting {
+                field: "grouping.energy_window",
+                problem: format!("[{lo}, {hi}] must be finite with min <= max"),
+            });
+        }
+        check_module_ids(
+            "grouping.multi_hit_module_pairs",
+            self.multi_hit_module_pairs.as_ref(),
+        )
+    }
+}
+
+/// Refuses a module id of [`MAX_MODULES`](super::module_pairs::MAX_MODULES) or more in `pairs`.
+fn check_module_ids(
+    field: &'static str,
+    pairs: Option<&ModulePairs>,
+) -> Result<(), CoincidenceError> {
+    match pairs.and_then(ModulePairs::out_of_range) {
+        Some(m) => Err(CoincidenceError::BadSetting {
+            field,
+            problem: format!(
+                "module {m} is out of range: module (trigger region) ids go from 0 to {}",
+                super::module_pairs::MAX_MODULES - 1
+            ),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -349,6 +428,14 @@ pub enum CoincidenceError {
         /// Offending value.
         value: f64,
     },
+    /// A setting outside what it may be; `problem` says what is expected.
+    #[error("{field}: {problem}")]
+    BadSetting {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
     /// Input columns of unequal length.
     #[error(
         "input columns differ in length: t_ps {t_ps}, channel {channel}, energy_kev {energy_kev}, flags {flags}"
@@ -379,7 +466,8 @@ pub enum CoincidenceError {
 
 #[cfg(test)]
 mod tests {
-    use super::{CoincidenceConfig, CoincidenceError, ModuleDifference};
+    use super::{CoincidenceConfig, CoincidenceError, GroupingConfig, ModuleDifference};
+    use crate::coincidence::ModulePairs;
 
     #[test]
     fn a_non_finite_energy_window_is_refused_naming_the_field() {
@@ -432,5 +520,56 @@ mod tests {
         assert_eq!(with_ring(Some(1)), Ok(()));
         assert_eq!(with_ring(Some(24)), Ok(()));
         assert_eq!(with_ring(None), Ok(()));
+    }
+
+    #[test]
+    fn grouping_cuts_and_module_ids_are_checked_naming_the_field() {
+        let field_of = |g: GroupingConfig| match g.validate() {
+            Err(CoincidenceError::BadSetting { field, problem }) => format!("{field}: {problem}"),
+            other => format!("{other:?}"),
+        };
+        let base = GroupingConfig::new(10_000, 100.0);
+        assert_eq!(base.validate(), Ok(()));
+        let m = field_of(GroupingConfig {
+            min_hits: 3,
+            max_hits: Some(2),
+            ..base.clone()
+        });
+        assert!(
+            m.starts_with("grouping.max_hits: 2 is below min_hits (3)"),
+            "{m}"
+        );
+        let m = field_of(GroupingConfig {
+            max_hits: Some(0),
+            ..base.clone()
+        });
+        assert!(m.starts_with("grouping.max_hits: 0"), "{m}");
+        let ok = GroupingConfig {
+            min_hits: 2,
+            max_hits: Some(2),
+            energy_window: Some([-1e6, 1e6]),
+            multi_hit_module_pairs: Some(ModulePairs(vec![[4095, 0]])),
+            ..base.clone()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        for w in [[5.0, 1.0], [f32::NAN, 1.0], [0.0, f32::INFINITY]] {
+            let m = field_of(GroupingConfig {
+                energy_window: Some(w),
+                ..base.clone()
+            });
+            assert!(m.starts_with("grouping.energy_window"), "{w:?}: {m}");
+        }
+        let m = field_of(GroupingConfig {
+            multi_hit_module_pairs: Some(ModulePairs(vec![[0, 4096]])),
+            ..base
+        });
+        assert!(
+            m.contains("grouping.multi_hit_module_pairs: module 4096 is out of range"),
+            "{m}"
+        );
+        let mut c = CoincidenceConfig::prompt(4000);
+        c.allowed_module_pairs = Some(ModulePairs(vec![[9000, 1]]));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("allowed_module_pairs: module 9000"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 use super::batch::{GroupingStats, PhotonBatch, SinglesRef};
 use super::config::{CoincidenceError, GroupingConfig};
 use super::lut::CrystalLut;
+use super::module_pairs::ModulePairTable;
 use super::sorter::check_order;
 use std::collections::VecDeque;
 
@@ -14,6 +15,7 @@ struct Open {
     seq: u64,
     t_first: i64,
     pos_first: [f32; 3],
+    module_first: u32,
     best_t: i64,
     best_ch: u32,
     best_e: f32,
@@ -62,8 +64,11 @@ impl GroupLabels {
 /// Streaming grouper.
 ///
 /// Hits are taken in time order. A hit joins the earliest-opened group that is still open
-/// (`t_hit - t_first <= window_ps`) and whose first hit's crystal is within `max_distance_mm`
-/// (3-D distance between crystal centres, computed in f64); otherwise it opens a new group.
+/// (`t_hit - t_first <= window_ps`), whose first hit's crystal is within `max_distance_mm`
+/// (3-D distance between crystal centres, computed in f64) and, with
+/// `multi_hit_module_pairs`, whose first hit's module forms an allowed pair with the hit's;
+/// otherwise it opens a new group. A closed group outside the hit-count or energy cuts gives
+/// no photon (counted by reason).
 /// A photon has the time, channel and crystal of the group's highest-energy hit (ties: the
 /// earliest such hit), energy = f32 sum of the hit energies in hit order, flags = OR of the
 /// hit flags, multiplicity = number of hits. Photons are emitted in time order (equal times:
@@ -73,6 +78,8 @@ impl GroupLabels {
 pub struct Grouper<'a> {
     cfg: GroupingConfig,
     lut: &'a CrystalLut,
+    // `cfg.multi_hit_module_pairs` as a bit table.
+    multi_hit: Option<ModulePairTable>,
     open: VecDeque<Open>,
     done: Vec<Done>,
     next_seq: u64,
@@ -85,6 +92,7 @@ impl<'a> Grouper<'a> {
     pub fn new(config: GroupingConfig, lut: &'a CrystalLut) -> Result<Self, CoincidenceError> {
         config.validate()?;
         Ok(Self {
+            multi_hit: config.multi_hit_module_pairs.as_ref().map(|p| p.table()),
             cfg: config,
             lut,
             open: VecDeque::new(),
@@ -148,6 +156,7 @@ impl<'a> Grouper<'a> {
                 continue;
             };
             let pos = self.lut.pos_mm(cr);
+            let module = self.lut.module(cr);
             while let Some(g) = self.open.front()
                 && t.saturating_sub(g.t_first) > w
             {
@@ -158,11 +167,11 @@ impl<'a> Grouper<'a> {
                 self.close(g);
             }
             let (e, f) = (hits.energy_kev[k], hits.flags[k]);
-            match self
-                .open
-                .iter_mut()
-                .find(|g| distance(g.pos_first, pos) <= dmax)
-            {
+            let multi_hit = self.multi_hit.as_ref();
+            match self.open.iter_mut().find(|g| {
+                distance(g.pos_first, pos) <= dmax
+                    && multi_hit.is_none_or(|m| m.allows(g.module_first, module))
+            }) {
                 Some(g) => {
                     if let Some(l) = labels.as_deref_mut() {
                         l.photon_id.push(g.seq);
@@ -184,6 +193,7 @@ impl<'a> Grouper<'a> {
                         seq: self.next_seq,
                         t_first: t,
                         pos_first: pos,
+                        module_first: module,
                         best_t: t,
                         best_ch: ch,
                         best_e: e,
@@ -225,7 +235,28 @@ impl<'a> Grouper<'a> {
         self.last_t = None;
     }
 
+    /// Closes `g`: its photon waits to be emitted, unless a cut rejects it (counted).
     fn close(&mut self, g: Open) {
+        let cfg = &self.cfg;
+        let stats = &mut self.stats;
+        let rejected = if cfg.max_hits.is_some_and(|max| g.multiplicity > max) {
+            Some(&mut stats.rejected_too_many_hits)
+        } else if g.multiplicity < cfg.min_hits {
+            Some(&mut stats.rejected_too_few_hits)
+        } else {
+            match cfg.energy_window {
+                // A NaN sum is outside any window: counted as below it.
+                Some([lo, _]) if g.sum_e < lo || g.sum_e.is_nan() => {
+                    Some(&mut stats.rejected_below_min_energy)
+                }
+                Some([_, hi]) if g.sum_e > hi => Some(&mut stats.rejected_above_max_energy),
+                _ => None,
+            }
+        };
+        if let Some(counter) = rejected {
+            *counter += 1;
+            return;
+        }
         self.done.push(Done {
             t: g.best_t,
             seq: g.seq,

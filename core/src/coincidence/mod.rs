@@ -3,6 +3,7 @@
 //! - [`config`]: [`CoincidenceConfig`], [`GroupingConfig`], [`Policy`], [`WindowMode`] and
 //!   the [`CoincidenceError`] for impossible configurations and bad input.
 //! - [`lut`]: [`CrystalLut`], the dense channel -> crystal position/module table.
+//! - [`module_pairs`]: [`ModulePairs`], the module (trigger region) pairs a rule allows.
 //! - [`batch`]: input view [`SinglesRef`], outputs [`PhotonBatch`], [`CoincidenceBatch`],
 //!   counters.
 //! - [`grouping`]: photon building ([`Grouper`], [`group_hits`], per-hit [`GroupLabels`]).
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod config;
 pub mod grouping;
 pub mod lut;
+pub mod module_pairs;
 pub mod parallel;
 pub mod sorter;
 
@@ -27,5 +29,6 @@ pub use config::{
 };
 pub use grouping::{GroupLabels, Grouper, group_hits};
 pub use lut::CrystalLut;
+pub use module_pairs::{MAX_MODULES, ModulePairTable, ModulePairs};
 pub use parallel::{gap_cuts, sort_coincidences_parallel, sort_coincidences_sliced};
 pub use sorter::{CoincidenceSorter, sort_coincidences};

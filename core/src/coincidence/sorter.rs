@@ -6,6 +6,7 @@
 use super::batch::{CoincidenceBatch, CoincidenceStats, SinglesRef, coinc_flags};
 use super::config::{CoincidenceConfig, CoincidenceError, Policy, WindowMode};
 use super::lut::CrystalLut;
+use super::module_pairs::ModulePairTable;
 use std::cmp::Ordering::{Equal, Greater, Less};
 
 /// Input rows handled per step of [`CoincidenceSorter::push`].
@@ -24,6 +25,8 @@ const PIECE: usize = 8192;
 pub struct CoincidenceSorter<'a> {
     cfg: CoincidenceConfig,
     lut: &'a CrystalLut,
+    // `cfg.allowed_module_pairs` as a bit table.
+    allowed_modules: Option<ModulePairTable>,
     out_flags: u16,
     // Singles past the energy cut, from the first opener whose window is not complete yet.
     t: Vec<i64>,
@@ -52,6 +55,7 @@ impl<'a> CoincidenceSorter<'a> {
             } else {
                 0
             },
+            allowed_modules: config.allowed_module_pairs.as_ref().map(|p| p.table()),
             cfg: config,
             lut,
             t: Vec::new(),
@@ -344,6 +348,11 @@ impl<'a> CoincidenceSorter<'a> {
         }
         if let Some(md) = self.cfg.min_module_difference
             && md.difference(self.lut.module(ci), self.lut.module(cj)) < md.min
+        {
+            return false;
+        }
+        if let Some(table) = &self.allowed_modules
+            && !table.allows(self.lut.module(ci), self.lut.module(cj))
         {
             return false;
         }

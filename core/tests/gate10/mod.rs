@@ -192,6 +192,7 @@ fn ref_config(cfg: &CoincidenceConfig) -> reference::Config {
         min_transaxial: cfg.min_transaxial_mm,
         max_axial: cfg.max_axial_mm,
         min_module: None,
+        allowed_modules: None,
         policy: match cfg.policy {
             Policy::TakeAllGoods => reference::Policy::TakeAllGoods,
             Policy::TakeWinnerOfGoods => reference::Policy::TakeWinnerOfGoods,

@@ -40,6 +40,8 @@ pub struct RunSection {
     pub commit_interval: Option<String>,
     /// Write each single's crystal centre (x_mm, y_mm, z_mm) into the singles table.
     pub positions: Option<bool>,
+    /// Write only the coincidence tables, no singles table.
+    pub coincidences_only: Option<bool>,
     /// Warn when the output disk has less free space than this (`500MB`, `2GiB`; default
     /// 1 GiB).
     pub disk_warn_free: Option<String>,
@@ -100,6 +102,10 @@ pub struct RunFile {
     /// `[coincidences]`: how prompts and delayeds are sorted (docs/coincidences.md).
     #[serde(default)]
     pub coincidences: crate::process::coinc_stage::CoincidenceOptions,
+    /// The keys the file gives in `[coincidences]`, as written (laid over PETsys's
+    /// `[sw_trigger]` settings when the calibration is a PETsys config).
+    #[serde(skip)]
+    pub coincidence_keys: toml::Table,
     /// `[meg]`: OPM-MEG streams (docs/meg.md).
     #[serde(default)]
     pub meg: crate::process::streams::meg::MegSettings,
@@ -110,7 +116,14 @@ pub struct RunFile {
 
 /// Parses a run file; errors name the file, line and key.
 pub fn parse(path: &Path, text: &str) -> Result<RunFile> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let mut file: RunFile =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let raw: toml::Table =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(toml::Value::Table(t)) = raw.get("coincidences") {
+        file.coincidence_keys = t.clone();
+    }
+    Ok(file)
 }
 
 /// Reads and parses a run file.
@@ -217,6 +230,8 @@ impl RunFile {
                 },
                 coincidences: crate::process::coinc_stage::CoincidenceOptions {
                     positions: self.coincidences.positions || self.run.positions.unwrap_or(false),
+                    coincidences_only: self.coincidences.coincidences_only
+                        || self.run.coincidences_only.unwrap_or(false),
                     ..self.coincidences.clone()
                 },
                 rotation,
@@ -266,7 +281,7 @@ impl RunSection {
     }
 
     /// `run.clock_hz` (default: the TOFPET2 clock), checked to be 1 MHz .. 2 GHz.
-    fn clock_hz(&self) -> Result<u32> {
+    pub(crate) fn clock_hz(&self) -> Result<u32> {
         let clock_hz = self
             .clock_hz
             .unwrap_or(ClockModel::TOFPET2_DEFAULT.frequency_hz);

@@ -20,7 +20,22 @@ pub enum ConfigAction {
 /// Carries out a `scandaq config` action.
 pub fn run(action: ConfigAction) -> Result<ExitCode> {
     let ConfigAction::Check { file } = action;
-    let v = run_config::read(&file)?.validate()?;
+    let run_file = run_config::read(&file)?;
+    let v = run_file.validate()?;
+    // The coincidence settings the run would use (PETsys's [sw_trigger] under the file's
+    // [coincidences] keys when the calibration is a PETsys config).
+    let mut notes = Vec::new();
+    let coincidences = match &v.petsys_config {
+        Some(ini) => crate::process::petsys_trigger::resolve_coincidence_options(
+            Default::default(),
+            Some(ini),
+            f64::from(v.live.clock.frequency_hz),
+            Some((&run_file.coincidence_keys, &file)),
+            &Default::default(),
+            &mut notes,
+        )?,
+        None => v.live.coincidences.clone(),
+    };
     println!("{}: ok", file.display());
     for i in &v.live.inputs {
         let allow = if i.allow.is_empty() {
@@ -52,6 +67,26 @@ pub fn run(action: ConfigAction) -> Result<ExitCode> {
             limits.join(", ")
         }
     );
+    if coincidences.enabled {
+        println!(
+            "  coincidences: window {} ps, delay {} ps, policy {}, grouping {}",
+            coincidences.window_ps,
+            coincidences.delay_ps,
+            coincidences.policy,
+            coincidences
+                .grouping
+                .as_ref()
+                .map_or("off".to_string(), |g| format!(
+                    "{} ps / {} mm",
+                    g.window_ps, g.max_distance_mm
+                ))
+        );
+    } else {
+        println!("  coincidences: off");
+    }
+    for n in notes {
+        println!("  note: {n}");
+    }
     if let (Some(ch), Some(p)) = (
         v.live.streams.meg.channels()?,
         &v.live.streams.meg.channel_table,

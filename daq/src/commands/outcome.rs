@@ -52,11 +52,19 @@ fn has_inprogress_files(dir: &std::path::Path) -> bool {
 pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
     let c = &s.counts;
     println!("run {} -> {}", s.run, s.dir.display());
+    // Coincidences-only runs sort their singles without writing them.
+    let (singles, verb) = match c.singles_sorted_only {
+        0 => (c.singles_written, "written"),
+        n => (
+            c.singles_written + n,
+            "sorted (coincidences only: no singles table)",
+        ),
+    };
     println!(
-        "  frames {}  hits decoded {}  singles written {}  in {:.2} s wall time ({:.1} M hits/s)",
+        "  frames {}  hits decoded {}  singles {verb} {}  in {:.2} s wall time ({:.1} M hits/s)",
         c.frames,
         c.hits_decoded,
-        c.singles_written,
+        singles,
         s.elapsed.as_secs_f64(),
         c.hits_decoded as f64 / s.elapsed.as_secs_f64().max(1e-9) / 1e6
     );
@@ -66,7 +74,7 @@ pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
         println!(
             "  time span {:.3} s of detector time, singles rate {:.0} /s",
             span,
-            c.singles_written as f64 / secs.max(1e-12)
+            singles as f64 / secs.max(1e-12)
         );
     }
     if s.manifest.energy_unit == EnergyUnit::Kev {
@@ -79,9 +87,12 @@ pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
     }
     let count = |k: &str| s.manifest.counts.get(k).copied();
     if let Some(p) = count("coincidences.prompt.pairs") {
-        let d = count("coincidences.delayed.pairs").unwrap_or(0);
+        let delayed = match count("coincidences.delayed.pairs") {
+            Some(d) => format!("{d} delayed (randoms estimate)"),
+            None => "no delayed window".into(),
+        };
         println!(
-            "  coincidences: {p} prompt, {d} delayed (randoms estimate), {} multiples seen",
+            "  coincidences: {p} prompt, {delayed}, {} multiples seen",
             count("coincidences.prompt.multiples_seen").unwrap_or(0)
         );
     }

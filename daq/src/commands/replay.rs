@@ -299,7 +299,9 @@ pub struct ReplayArgs {
     /// only) `--no-calib`.
     #[command(flatten)]
     pub calibration: CalibrationArgs,
-    /// Run configuration whose [meg] / [ultrasound] keys override the stream settings stored in the .sdq archive (channel table, clock-fit settings, sequence).
+    /// Run configuration: its [coincidences] keys set the coincidence sorting (over the
+    /// PETsys [sw_trigger] settings with --petsys-config; flags override both), and for a .sdq
+    /// archive its [meg] / [ultrasound] keys override the stream settings stored in the archive.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Output directory; each replay makes a new run-NNNNNN inside it.
@@ -338,7 +340,6 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         max_seconds: None,
         commit_interval_s: None,
     };
-    let coincidences = coincidences.apply(CoincidenceOptions::default())?;
     if petlink_replay::is_petlink(&file, header.as_deref()) {
         let summary = petlink_replay::replay_petlink(&file, header.as_deref(), &out)?;
         petlink_replay::print_summary(&summary);
@@ -350,11 +351,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup); a .sdq archive of OPM-MEG / ultrasound streams only takes --no-calib"
         ),
     };
-    if config.is_some() && !is_raw_archive(&file) {
-        bail!(
-            "--config only applies to a .sdq raw archive (its [meg] / [ultrasound] stream settings)"
-        );
-    }
+    let coincidences = replay_coincidences(&file, &calib, config.as_deref(), &coincidences)?;
     if is_raw_archive(&file) {
         let (streams, notes) = archive_stream_settings(&file, config.as_deref())?;
         for n in notes {
@@ -393,6 +390,57 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         },
     )?;
     Ok(finish_run(summary, None))
+}
+
+/// The coincidence options of a replay of `file`: defaults, PETsys's `[sw_trigger]` with
+/// `--petsys-config` (windows at the file's clock), the `[coincidences]` keys of `--config`,
+/// then the flags. Prints the notes.
+fn replay_coincidences(
+    file: &Path,
+    calib: &CalibrationArgs,
+    config: Option<&Path>,
+    flags: &CoincidenceArgs,
+) -> Result<CoincidenceOptions> {
+    let given = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read run configuration {}", path.display()))?;
+            Some((
+                crate::acquire::run_config::parse(path, &text)?.coincidence_keys,
+                path,
+            ))
+        }
+        None => None,
+    };
+    let clock_hz = if calib.petsys_config.is_some() && !is_raw_archive(file) {
+        rawf_clock_hz(file)?
+    } else {
+        ClockModel::TOFPET2_DEFAULT.frequency_hz
+    };
+    let mut notes = Vec::new();
+    let options = crate::process::petsys_trigger::resolve_coincidence_options(
+        CoincidenceOptions::default(),
+        calib.petsys_config.as_deref(),
+        f64::from(clock_hz),
+        given.as_ref().map(|(t, p)| (t, *p)),
+        flags,
+        &mut notes,
+    )?;
+    for n in notes {
+        eprintln!("replay: {n}");
+    }
+    Ok(options)
+}
+
+/// The clock frequency a `.rawf` header gives.
+fn rawf_clock_hz(rawf: &Path) -> Result<u32> {
+    let mut head = [0u8; RAWF_HEADER_LEN];
+    let n = std::fs::File::open(rawf)
+        .and_then(|mut f| read_up_to(&mut f, &mut head))
+        .with_context(|| format!("cannot read {}", rawf.display()))?;
+    let header = RawfHeader::parse(&head[..n])
+        .with_context(|| format!("{} is not a usable PETsys .rawf file", rawf.display()))?;
+    Ok(header.frequency_hz)
 }
 
 fn is_raw_archive(path: &std::path::Path) -> bool {

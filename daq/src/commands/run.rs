@@ -11,7 +11,8 @@ use crate::observe::live_stats::LiveStats;
 use crate::observe::markers::SharedMarkers;
 use crate::observe::stop::stop_on_signals;
 use crate::process::calib_load::{CalibrationArgs, LoadedCalibration};
-use crate::process::coinc_stage::CoincidenceArgs;
+use crate::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
+use crate::process::petsys_trigger::resolve_coincidence_options;
 use crate::process::run::RunSummary;
 use anyhow::{Result, anyhow};
 use scandaq_core::run_state::RunMode;
@@ -181,7 +182,32 @@ fn run_file(args: &RunArgs) -> Result<RunFile> {
         file.calibration.none = calib.no_calib.then_some(true);
     }
     override_run(&mut file.run, args);
-    file.coincidences = args.coincidences.apply(file.coincidences.clone())?;
+    // With a PETsys config, its [sw_trigger] settings come under the file's [coincidences]
+    // keys and the flags.
+    let petsys = file.calibration.petsys_config.clone();
+    let (base, given) = match (&petsys, &args.config) {
+        (Some(_), Some(path)) => (
+            CoincidenceOptions::default(),
+            Some((&file.coincidence_keys, path.as_path())),
+        ),
+        (Some(_), None) => (CoincidenceOptions::default(), None),
+        (None, _) => (file.coincidences.clone(), None),
+    };
+    let mut notes = Vec::new();
+    let options = resolve_coincidence_options(
+        base,
+        petsys.as_deref(),
+        f64::from(file.run.clock_hz()?),
+        given,
+        &args.coincidences,
+        &mut notes,
+    )?;
+    file.coincidences = options;
+    if !args.quiet {
+        for note in notes {
+            eprintln!("scandaq run: {note}");
+        }
+    }
     Ok(file)
 }
 

@@ -191,7 +191,7 @@ pub fn load_calibration_dir(dir: &Path) -> Result<LoadedCalibration> {
     )
 }
 
-/// A parsed PETsys `config.ini`: section -> key -> value (keys lower-cased).
+/// A parsed PETsys `config.ini`: section -> key -> value (section and key names lower-cased).
 pub fn parse_ini(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut section = String::new();
@@ -214,9 +214,12 @@ pub fn parse_ini(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     out
 }
 
-/// Loads the tables a PETsys `config.ini` names (`[main]` tdc_calibration_table, channel_map;
-/// `%CDIR%` = the config's folder). Energy stays ToT in ns unless `energy_calibration_table`
-/// (a scandaq extension) is present; `timing_offsets_table` (scandaq extension) gives skews.
+/// Loads the tables a PETsys `config.ini` names (`[main]` tdc_calibration_table, channel_map,
+/// time_offset_calibration_table; `%CDIR%` = the config's folder). Energy stays ToT in ns
+/// unless `energy_calibration_table` (here a scandaq ToT -> keV table, not PETsys's QDC one)
+/// is present; `timing_offsets_table` (scandaq's earlier name) also gives skews. The
+/// `[sw_trigger]` section and trigger map are read by
+/// [`PetsysTrigger`](crate::process::petsys_trigger::PetsysTrigger).
 pub fn load_petsys_config(config: &Path) -> Result<LoadedCalibration> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read PETsys configuration {}", config.display()))?;
@@ -248,17 +251,15 @@ pub fn load_petsys_config(config: &Path) -> Result<LoadedCalibration> {
         }
     };
     let mut warnings = vec![];
-    let skew = load_opt("timing_offsets_table")?;
+    let skew = match load_opt("time_offset_calibration_table")? {
+        Some(t) => Some(t),
+        None => load_opt("timing_offsets_table")?,
+    };
     if skew.is_none() {
-        warnings.push("PETsys config has no timing offsets: times are not skew-corrected".into());
-    }
-    if let Some(trigger) = resolve("trigger_map")
-        && !trigger.is_file()
-    {
-        warnings.push(format!(
-            "trigger_map {} not found (not needed for singles)",
-            trigger.display()
-        ));
+        warnings.push(
+            "PETsys config names no time_offset_calibration_table: times are not skew-corrected"
+                .into(),
+        );
     }
     assemble(
         tdc,

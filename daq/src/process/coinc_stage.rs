@@ -10,7 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use crossbeam_channel::{Sender, bounded};
 use scandaq_core::coincidence::{
     CoincidenceBatch, CoincidenceConfig, CoincidenceError, CoincidenceSorter, CoincidenceStats,
-    CrystalLut, GroupingConfig, GroupingStats, PhotonBatch, Policy, SinglesRef, WindowMode,
+    CrystalLut, GroupingConfig, GroupingStats, ModuleDifference, ModulePairs, PhotonBatch, Policy,
+    SinglesRef, WindowMode,
 };
 use scandaq_core::{Geometry, HitBatch};
 use scandaq_sinks::FileMetadata;
@@ -46,12 +47,20 @@ pub struct CoincidenceOptions {
     pub energy_window_kev: Option<[f32; 2]>,
     /// Multiples policy (GATE names).
     pub policy: Policy,
-    /// Single-window mode instead of the default multi-window.
+    /// Single-window mode instead of the default multi-window (`window_mode`, when set,
+    /// takes precedence).
     pub single_window: bool,
+    /// Which singles open a window: `multi_window`, `single_window` or `single_window_gate10`.
+    pub window_mode: Option<WindowMode>,
     /// Minimum transaxial distance of a good pair, mm.
     pub min_transaxial_mm: Option<f64>,
     /// Maximum axial difference of a good pair, mm.
     pub max_axial_mm: Option<f64>,
+    /// Minimum module difference of a good pair (`{ min = 2, ring_modules = 24 }`).
+    pub min_module_difference: Option<ModuleDifference>,
+    /// Module (trigger region) pairs a good pair may join (`[[0, 1], [0, 2]]`); PETsys's `C`
+    /// entries of `map_trigger.tsv`.
+    pub allowed_module_pairs: Option<ModulePairs>,
     /// Group hits into photons first: `[window_ps, max_distance_mm]`. The singles table then
     /// carries `photon_id` and `photon_multiplicity`.
     pub grouping: Option<GroupingConfig>,
@@ -60,6 +69,11 @@ pub struct CoincidenceOptions {
     /// `[run] positions`, not by `[coincidences]`; not part of the coincidence metadata.
     #[serde(skip)]
     pub positions: bool,
+    /// Write no singles table: the singles (or photons) only feed the sorters (PETsys's
+    /// `convert_raw_to_coincidence` job). Set by `--coincidences-only` or
+    /// `[run] coincidences_only`; not part of the coincidence metadata.
+    #[serde(skip)]
+    pub coincidences_only: bool,
 }
 
 impl Default for CoincidenceOptions {
@@ -71,10 +85,14 @@ impl Default for CoincidenceOptions {
             energy_window_kev: Some([400.0, 650.0]),
             policy: Policy::TakeAllGoods,
             single_window: false,
+            window_mode: None,
             min_transaxial_mm: None,
             max_axial_mm: None,
+            min_module_difference: None,
+            allowed_module_pairs: None,
             grouping: None,
             positions: false,
+            coincidences_only: false,
         }
     }
 }
@@ -90,14 +108,41 @@ impl CoincidenceOptions {
             },
             min_transaxial_mm: self.min_transaxial_mm,
             max_axial_mm: self.max_axial_mm,
+            min_module_difference: self.min_module_difference,
+            allowed_module_pairs: self.allowed_module_pairs.clone(),
             policy: self.policy,
-            mode: if self.single_window {
+            mode: self.window_mode.unwrap_or(if self.single_window {
                 WindowMode::SingleWindow
             } else {
                 WindowMode::MultiWindow
-            },
+            }),
             ..CoincidenceConfig::prompt(self.window_ps)
         }
+    }
+
+    /// These options with the keys of a run configuration's `[coincidences]` table laid over
+    /// them (nested tables such as `grouping` merged key by key); the result is checked like
+    /// a whole table (unknown keys and wrong types are named). `source` names the file.
+    pub fn overlaid_with(&self, given: &toml::Table, source: &Path) -> Result<Self> {
+        fn merge(base: &mut toml::Table, over: &toml::Table) {
+            for (k, v) in over {
+                match (base.get_mut(k), v) {
+                    (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+                    _ => {
+                        base.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut table =
+            toml::Table::try_from(self).map_err(|e| anyhow!("coincidence options as TOML: {e}"))?;
+        merge(&mut table, given);
+        let mut out: Self = table
+            .try_into()
+            .map_err(|e| anyhow!("{}: [coincidences]: {e}", source.display()))?;
+        out.positions = self.positions;
+        out.coincidences_only = self.coincidences_only;
+        Ok(out)
     }
 
     /// Checks the options as the sorters will (a clear message naming the setting).
@@ -105,6 +150,16 @@ impl CoincidenceOptions {
         if let Some(g) = &self.grouping {
             g.validate()
                 .map_err(|e| anyhow!("coincidences (grouping): {e}"))?;
+        }
+        if self.coincidences_only && !self.enabled {
+            bail!(
+                "coincidences-only mode with coincidences disabled would write nothing: drop one of the two"
+            );
+        }
+        if self.coincidences_only && self.positions {
+            bail!(
+                "coincidences-only mode writes no singles table, so it has no crystal positions: drop --positions (or [run] positions)"
+            );
         }
         if !self.enabled {
             return Ok(());
@@ -214,6 +269,14 @@ impl CoincidenceReport {
             out.insert("grouping.photons_out".into(), g.photons_out);
             out.insert("grouping.multi_hit_photons".into(), g.multi_hit_photons);
             out.insert("grouping.unmapped_channel".into(), g.unmapped_channel);
+            for (reason, n) in [
+                ("too_many_hits", g.rejected_too_many_hits),
+                ("too_few_hits", g.rejected_too_few_hits),
+                ("below_min_energy", g.rejected_below_min_energy),
+                ("above_max_energy", g.rejected_above_max_energy),
+            ] {
+                out.insert(format!("grouping.photons_rejected.{reason}"), n);
+            }
         }
         for (k, v) in &self.refused_batches {
             out.insert(format!("coincidences.refused.{k}"), *v);
@@ -410,6 +473,16 @@ impl SorterInput {
         }
     }
 
+    /// The physics columns of `batch`, moved (nothing else needs the batch).
+    pub fn from_singles(batch: HitBatch) -> Self {
+        Self {
+            t_ps: batch.t_ps,
+            channel: batch.channel,
+            energy_kev: batch.energy_kev,
+            flags: batch.flags,
+        }
+    }
+
     /// The photons of `batch` (moved; their multiplicities stay with the singles' columns).
     pub fn of_photons(batch: PhotonBatch) -> Self {
         Self {
@@ -491,6 +564,40 @@ pub struct CoincidenceArgs {
     /// singles table.
     #[arg(long)]
     pub positions: bool,
+    /// Write only the coincidence tables, no singles table (the singles, or photons, only
+    /// feed the sorters).
+    #[arg(long, conflicts_with_all = ["no_coincidences", "positions"])]
+    pub coincidences_only: bool,
+    /// Which singles open a window: multi_window (default), single_window or
+    /// single_window_gate10 (docs/coincidences.md).
+    #[arg(long, value_name = "MODE")]
+    pub window_mode: Option<String>,
+    /// Good pair: transaxial distance between the crystals at least this, mm.
+    #[arg(long, value_name = "MM")]
+    pub min_transaxial: Option<f64>,
+    /// Good pair: axial distance |z1 - z2| at most this, mm.
+    #[arg(long, value_name = "MM")]
+    pub max_axial: Option<f64>,
+    /// Good pair: module difference at least this (with --ring-modules it wraps around the ring).
+    #[arg(long, value_name = "N")]
+    pub min_module_difference: Option<u32>,
+    /// Modules around the ring, for --min-module-difference.
+    #[arg(long, value_name = "N", requires = "min_module_difference")]
+    pub ring_modules: Option<u32>,
+    /// A PETsys map_trigger.tsv: `C` region pairs may coincide, `M` region pairs may share a
+    /// photon (replaces the one --petsys-config names).
+    #[arg(long, value_name = "FILE")]
+    pub trigger_map: Option<std::path::PathBuf>,
+    /// Grouping: largest distance from a photon's first hit, mm [default: 100].
+    #[arg(long, value_name = "MM")]
+    pub group_max_distance: Option<f64>,
+    /// Grouping: photons with a hit count outside MIN:MAX are dropped (counted), e.g. 1:64.
+    #[arg(long, value_name = "MIN:MAX")]
+    pub group_hits: Option<String>,
+    /// Grouping: photons whose summed energy is outside MIN:MAX (the energy column's unit:
+    /// keV, or ToT ns without an energy table) are dropped (counted).
+    #[arg(long, value_name = "MIN:MAX")]
+    pub group_energy: Option<String>,
 }
 
 impl CoincidenceArgs {
@@ -517,13 +624,89 @@ impl CoincidenceArgs {
         if self.positions {
             base.positions = true;
         }
-        if let Some(g) = self.group_window {
-            base.grouping = Some(GroupingConfig {
-                window_ps: g,
-                ..base.grouping.unwrap_or_default()
+        if self.coincidences_only {
+            base.coincidences_only = true;
+        }
+        if let Some(m) = &self.window_mode {
+            base.window_mode = Some(parse_window_mode(m)?);
+        }
+        if self.min_transaxial.is_some() {
+            base.min_transaxial_mm = self.min_transaxial;
+        }
+        if self.max_axial.is_some() {
+            base.max_axial_mm = self.max_axial;
+        }
+        if let Some(min) = self.min_module_difference {
+            base.min_module_difference = Some(ModuleDifference {
+                min,
+                ring_modules: self.ring_modules,
             });
         }
+        let mut multi_hit = None;
+        if let Some(path) = &self.trigger_map {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--trigger-map: cannot read {}", path.display()))?;
+            let (c, m) = crate::process::petsys_trigger::parse_trigger_map(path, &text)?;
+            base.allowed_module_pairs = Some(c);
+            multi_hit = Some(m);
+        }
+        self.apply_grouping(&mut base, multi_hit)?;
         base.validate()?;
         Ok(base)
     }
+
+    /// The grouping flags: any of them turns grouping on (defaults for the others).
+    fn apply_grouping(
+        &self,
+        base: &mut CoincidenceOptions,
+        multi_hit: Option<ModulePairs>,
+    ) -> Result<()> {
+        let any = self.group_window.is_some()
+            || self.group_max_distance.is_some()
+            || self.group_hits.is_some()
+            || self.group_energy.is_some();
+        if !any && (multi_hit.is_none() || base.grouping.is_none()) {
+            return Ok(());
+        }
+        let mut g = base.grouping.take().unwrap_or_default();
+        if let Some(w) = self.group_window {
+            g.window_ps = w;
+        }
+        if let Some(d) = self.group_max_distance {
+            g.max_distance_mm = d;
+        }
+        if let Some(text) = &self.group_hits {
+            let [lo, hi] = parse_range::<u32>("--group-hits", text, "hits, e.g. 1:64")?;
+            (g.min_hits, g.max_hits) = (lo, Some(hi));
+        }
+        if let Some(text) = &self.group_energy {
+            g.energy_window = Some(parse_range::<f32>(
+                "--group-energy",
+                text,
+                "the energy column's unit, e.g. 400:650",
+            )?);
+        }
+        if multi_hit.is_some() {
+            g.multi_hit_module_pairs = multi_hit;
+        }
+        base.grouping = Some(g);
+        Ok(())
+    }
+}
+
+/// Parses a window mode name (`multi_window`, `single_window`, `single_window_gate10`).
+fn parse_window_mode(text: &str) -> Result<WindowMode> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+        anyhow!(
+            "--window-mode {text}: expected multi_window, single_window or single_window_gate10"
+        )
+    })
+}
+
+/// Parses `MIN:MAX` for `flag` (`what` says the unit and gives an example).
+fn parse_range<T: std::str::FromStr>(flag: &str, text: &str, what: &str) -> Result<[T; 2]> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
+    parsed.with_context(|| format!("{flag} {text:?}: expected MIN:MAX ({what})"))
 }

@@ -11,6 +11,7 @@ pub mod coinc_stage;
 pub mod frame_chunk;
 pub mod kernel;
 pub mod merge;
+pub mod petsys_trigger;
 pub mod pipeline;
 pub mod read_blocks;
 pub mod run;

@@ -106,6 +106,8 @@ pub struct SinkReport {
     pub histogram: EnergyHistogram,
     /// The coincidence stage's report, when it ran.
     pub coincidences: Option<Result<CoincidenceReport>>,
+    /// Singles that went to the sorters only (coincidences-only mode: no singles table).
+    pub sorted_only: u64,
     /// The error that stopped the sink early (disk full, unwritable directory, ...); every
     /// file committed before it is still in `files`.
     pub error: Option<String>,
@@ -167,6 +169,8 @@ pub fn parse_commit_interval(text: &str) -> Result<f64> {
 
 /// The sequence of singles files of one run.
 struct SinglesFiles {
+    /// False in coincidences-only mode: no file is ever opened.
+    store: bool,
     dir: PathBuf,
     metadata: FileMetadata,
     columns: SinglesColumns,
@@ -205,6 +209,9 @@ impl SinglesFiles {
     }
 
     fn write(&mut self, record: &RecordBatch, first: i64, last: i64) -> Result<()> {
+        if !self.store {
+            return Ok(());
+        }
         let w = self.open()?;
         w.write(record)?;
         self.range = Some(self.range.map_or((first, last), |(a, _)| (a, last)));
@@ -307,7 +314,9 @@ pub(crate) fn spawn_singles_sink(
     };
     let mut files =
         SinglesFiles::for_run(dir, metadata, rotation, coincidences.as_ref(), raw_columns);
-    files.open()?;
+    if files.store {
+        files.open()?;
+    }
     let handle = std::thread::Builder::new()
         .name("singles-sink".into())
         .spawn(move || -> Result<SinkReport> {
@@ -332,6 +341,7 @@ pub(crate) fn spawn_singles_sink(
                 coinc_tx,
                 photons: PhotonBatch::default(),
                 ready: Vec::new(),
+                sorted_only: 0,
                 t_range: None,
                 histogram: EnergyHistogram::default(),
                 error: None,
@@ -369,6 +379,7 @@ impl SinglesFiles {
             ));
         }
         Self {
+            store: !coincidences.is_some_and(|c| c.options.coincidences_only),
             dir: dir.to_path_buf(),
             metadata,
             columns,
@@ -393,6 +404,8 @@ struct SinglesSink<'a> {
     coinc_tx: Option<Sender<SorterInput>>,
     photons: PhotonBatch,
     ready: Vec<Annotated>,
+    /// Singles that went to the sorters only (coincidences-only mode).
+    sorted_only: u64,
     t_range: Option<(i64, i64)>,
     histogram: EnergyHistogram,
     error: Option<String>,
@@ -435,6 +448,12 @@ impl SinglesSink<'_> {
         let grouping = self.files.columns.photons;
         let Some(a) = &mut self.annotator else {
             if let Some(batch) = batch.filter(|b| !b.is_empty()) {
+                if !self.files.store {
+                    // Coincidences only: the columns move to the sorter, nothing is written.
+                    self.note_sorted_only(&batch);
+                    Self::to_sorter(&mut self.coinc_tx, SorterInput::from_singles(batch));
+                    return;
+                }
                 if self.coinc_tx.is_some() {
                     Self::to_sorter(&mut self.coinc_tx, SorterInput::of_singles(&batch));
                 }
@@ -485,9 +504,24 @@ impl SinglesSink<'_> {
         Ok(())
     }
 
+    /// Counts a batch that goes to the sorters only (coincidences-only mode): its spectrum
+    /// and time range still describe the run.
+    fn note_sorted_only(&mut self, batch: &HitBatch) {
+        let Some((&first, &last)) = batch.t_ps.first().zip(batch.t_ps.last()) else {
+            return;
+        };
+        self.histogram.fill(&batch.energy_kev);
+        self.t_range = Some(self.t_range.map_or((first, last), |(a, _)| (a, last)));
+        self.sorted_only += batch.len() as u64;
+    }
+
     /// Writes one batch with its derived columns and publishes the counters.
     fn write(&mut self, batch: HitBatch, derived: singles::DerivedColumns) -> Result<()> {
         if batch.is_empty() {
+            return Ok(());
+        }
+        if !self.files.store {
+            self.note_sorted_only(&batch);
             return Ok(());
         }
         let (first, last) = (batch.t_ps[0], batch.t_ps[batch.len() - 1]);
@@ -538,6 +572,7 @@ impl SinglesSink<'_> {
             t_range: self.t_range,
             histogram: self.histogram,
             coincidences,
+            sorted_only: self.sorted_only,
             error: self.error,
             failure: self.failure,
         }
@@ -555,6 +590,8 @@ pub struct PipelineCounts {
     pub hits_decoded: u64,
     /// Singles written.
     pub singles_written: u64,
+    /// Singles that went to the sorters only (coincidences-only mode: no singles table).
+    pub singles_sorted_only: u64,
     /// Frame-ID wraps seen.
     pub frame_wraps: u64,
     /// Everything not written, by reason.
@@ -660,6 +697,7 @@ impl<'k> Processor<'k> {
             frames: self.scanner.frames,
             hits_decoded: self.scanner.hits,
             singles_written: 0,
+            singles_sorted_only: 0,
             frame_wraps: self.scanner.wraps(),
             losses,
         }
@@ -756,6 +794,7 @@ pub fn run_observed(
     let mut counts = processor.counts();
     if let Ok(report) = &sink {
         counts.singles_written = report.rows();
+        counts.singles_sorted_only = report.sorted_only;
     }
     Ok(PipelineOutcome {
         counts,

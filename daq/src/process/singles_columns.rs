@@ -343,10 +343,7 @@ mod tests {
             all.energy_kev.push(((rng >> 40) % 600) as f32);
             all.flags.push(0);
         }
-        let cfg = GroupingConfig {
-            window_ps: 10_000,
-            max_distance_mm: 70.0,
-        };
+        let cfg = GroupingConfig::new(10_000, 70.0);
         let (expected, _) = group_hits(&cfg, &lut, SinglesRef::from(&all)).unwrap();
         for split in [1usize, 7, 100, 5000] {
             let mut a = SinglesAnnotator::new(&lut, true, Some(cfg.clone()), false).unwrap();

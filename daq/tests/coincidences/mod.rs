@@ -339,3 +339,301 @@ fn impossible_windows_are_refused_before_anything_starts() {
     assert_ne!(code, 0);
     assert!(stderr.contains("takeSomething"), "{stderr}");
 }
+
+/// A PETsys config.ini in `dir` naming the simulator's tables (absolute paths), with the given
+/// `[sw_trigger]` lines and trigger map text.
+fn petsys_setup(dir: &Path, sw_trigger: &str, map_trigger: &str) -> PathBuf {
+    let calib = sim_dir().join("calib");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("map_trigger.tsv"), map_trigger).unwrap();
+    let ini = dir.join("config.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[main]\ntdc_calibration_table = {}\nchannel_map = {}\ntrigger_map = %CDIR%/map_trigger.tsv\n[sw_trigger]\n{sw_trigger}",
+            calib.join("tdc_calibration.tsv").display(),
+            calib.join("map_channel.tsv").display(),
+        ),
+    )
+    .unwrap();
+    ini
+}
+
+/// The coincidence options a run's prompt table records (`scandaq.coincidence_config`).
+fn recorded_options(run: &Path) -> serde_json::Value {
+    let (_, kv) = read_parquet(&run.join("coincidences-00000.parquet"));
+    serde_json::from_str(&kv["scandaq.coincidence_config"]).unwrap()
+}
+
+#[test]
+fn petsys_sw_trigger_then_config_keys_then_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ini = petsys_setup(
+        &tmp.path().join("setup"),
+        "coincidence_time_window = 1.5\ngroup_time_window = 2\ngroup_max_distance = 30\ngroup_max_hits = 5\n",
+        "0\t1\tC\n0\t0\tM\n1\t1\tM\n",
+    );
+    let rawf = sim_dir().join("bench.rawf");
+    let replay = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            rawf.to_str().unwrap(),
+            "--petsys-config",
+            ini.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--coincidences-only",
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = scandaq(&args);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        (stdout, stderr)
+    };
+    // [sw_trigger] alone: windows in 5 ns clock periods, PETsys's regions and cuts.
+    let out = tmp.path().join("a");
+    let (_, stderr) = replay(&out, &[]);
+    assert!(
+        stderr.contains("PETsys [sw_trigger]: coincidence window 7500 ps"),
+        "{stderr}"
+    );
+    let o = recorded_options(&out.join("run-000001"));
+    assert_eq!(o["window_ps"], 7500);
+    assert_eq!(o["energy_window_kev"], serde_json::Value::Null);
+    assert_eq!(o["allowed_module_pairs"], serde_json::json!([[0, 1]]));
+    assert_eq!(o["grouping"]["window_ps"], 10_000);
+    assert_eq!(o["grouping"]["max_distance_mm"], 30.0);
+    assert_eq!(o["grouping"]["max_hits"], 5);
+    assert_eq!(
+        o["grouping"]["multi_hit_module_pairs"],
+        serde_json::json!([[0, 0], [1, 1]])
+    );
+    // A run configuration's [coincidences] keys override them, key by key (nested too) ...
+    let toml = tmp.path().join("run.toml");
+    std::fs::write(
+        &toml,
+        "[coincidences]\nwindow_ps = 6000\nmin_transaxial_mm = 10.0\n[coincidences.grouping]\nmax_distance_mm = 40.0\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("b");
+    replay(&out, &["--config", toml.to_str().unwrap()]);
+    let o = recorded_options(&out.join("run-000001"));
+    assert_eq!(o["window_ps"], 6000);
+    assert_eq!(o["min_transaxial_mm"], 10.0);
+    assert_eq!(o["grouping"]["max_distance_mm"], 40.0);
+    assert_eq!(o["grouping"]["window_ps"], 10_000, "kept from [sw_trigger]");
+    assert_eq!(o["allowed_module_pairs"], serde_json::json!([[0, 1]]));
+    // ... and the flags override both.
+    let out = tmp.path().join("c");
+    replay(
+        &out,
+        &[
+            "--config",
+            toml.to_str().unwrap(),
+            "--window",
+            "3ns",
+            "--group-max-distance",
+            "50",
+            "--group-hits",
+            "1:9",
+        ],
+    );
+    let o = recorded_options(&out.join("run-000001"));
+    assert_eq!(o["window_ps"], 3000);
+    assert_eq!(o["grouping"]["max_distance_mm"], 50.0);
+    assert_eq!(o["grouping"]["max_hits"], 9);
+    // An unknown key in [coincidences] is named.
+    std::fs::write(&toml, "[coincidences]\nwindow_pss = 6000\n").unwrap();
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        rawf.to_str().unwrap(),
+        "--petsys-config",
+        ini.to_str().unwrap(),
+        "--config",
+        toml.to_str().unwrap(),
+        "--out",
+        tmp.path().join("d").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("window_pss"), "{stderr}");
+}
+
+#[test]
+fn coincidences_only_writes_the_same_pairs_and_no_singles_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ini = petsys_setup(
+        &tmp.path().join("setup"),
+        "coincidence_time_window = 2\n",
+        "0\t1\tC\n0\t0\tM\n1\t1\tM\n",
+    );
+    let rawf = sim_dir().join("bench.rawf");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            rawf.to_str().unwrap(),
+            "--petsys-config",
+            ini.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = scandaq(&args);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        no_panic(&stderr);
+        let dir = out.join("run-000001");
+        (dir.clone(), Manifest::read(&dir).unwrap(), stdout)
+    };
+    let (full, full_m, _) = run(&tmp.path().join("full"), &[]);
+    let (only, only_m, stdout) = run(&tmp.path().join("only"), &["--coincidences-only"]);
+    assert!(
+        stdout.contains("coincidences only: no singles table"),
+        "{stdout}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&only)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("singles-")),
+        "{names:?}"
+    );
+    assert!(only_m.files.iter().all(|f| !f.path.starts_with("singles-")));
+    assert_eq!(only_m.counts["singles_written"], 0);
+    assert!(full_m.counts["singles_written"] > 1_000_000);
+    assert_eq!(
+        only_m.counts["singles_sorted_only"],
+        full_m.counts["singles_written"]
+    );
+    assert!(only_m.losses.is_empty(), "{:?}", only_m.losses);
+    for name in ["coincidences-00000.parquet", "delayed-00000.parquet"] {
+        let (a, b) = (table(&full, name), table(&only, name));
+        for c in ["t1_ps", "t2_ps", "tof_ps"] {
+            assert_eq!(col_i64(&a, c), col_i64(&b, c), "{name} {c}");
+        }
+        assert_eq!(col_u32(&a, "channel1"), col_u32(&b, "channel1"), "{name}");
+        assert_eq!(col_u32(&a, "channel2"), col_u32(&b, "channel2"), "{name}");
+        assert_eq!(
+            col_f32(&a, "energy1_kev"),
+            col_f32(&b, "energy1_kev"),
+            "{name}"
+        );
+        assert!(!col_i64(&a, "t1_ps").is_empty(), "{name}");
+    }
+    assert_eq!(
+        full_m.counts["grouping.photons_out"],
+        only_m.counts["grouping.photons_out"]
+    );
+    // Contradictory requests are refused before anything runs.
+    for (flags, says) in [
+        (
+            ["--coincidences-only", "--no-coincidences"],
+            "--no-coincidences",
+        ),
+        (["--coincidences-only", "--positions"], "--positions"),
+    ] {
+        let out = tmp.path().join("refused");
+        let mut args = vec![
+            "replay",
+            rawf.to_str().unwrap(),
+            "--petsys-config",
+            ini.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&flags);
+        let (code, _, stderr) = scandaq(&args);
+        assert_ne!(code, 0);
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn good_pair_flags_and_window_mode_reach_the_sorter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("runs");
+    let calib = sim_dir().join("calib");
+    let (code, stdout, stderr) = scandaq(&[
+        "replay",
+        sim_dir().join("bench.rawf").to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--window-mode",
+        "single_window_gate10",
+        "--min-transaxial",
+        "20",
+        "--max-axial",
+        "8",
+        "--min-module-difference",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let cfg = CoincidenceConfig {
+        energy_window_kev: Some([400.0, 650.0]),
+        mode: WindowMode::SingleWindowGate10,
+        min_transaxial_mm: Some(20.0),
+        max_axial_mm: Some(8.0),
+        min_module_difference: Some(scandaq_core::coincidence::ModuleDifference {
+            min: 1,
+            ring_modules: None,
+        }),
+        ..CoincidenceConfig::prompt(4_000)
+    };
+    let (prompts, _) = check_run(&out.join("run-000001"), &cfg);
+    assert!(prompts > 0);
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        sim_dir().join("bench.rawf").to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--window-mode",
+        "gate",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("single_window_gate10"), "{stderr}");
+}
+
+#[test]
+fn broken_petsys_trigger_settings_are_named_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rawf = sim_dir().join("bench.rawf");
+    for (k, (sw_trigger, map, says)) in [
+        ("", "0\t1\tC\n0\t1\n", "map_trigger.tsv line 2"),
+        ("", "0\t1\tQ\n", "expected C (coincidence) or M"),
+        (
+            "coincidence_time_window = ten\n",
+            "0\t1\tC\n",
+            "coincidence_time_window = \"ten\"",
+        ),
+        (
+            "coincidence_time_window = 0\n",
+            "0\t1\tC\n",
+            "coincidence_time_window must be > 0",
+        ),
+        ("group_max_hits = 0\n", "0\t1\tC\n", "grouping.max_hits"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ini = petsys_setup(&tmp.path().join(format!("setup{k}")), sw_trigger, map);
+        let out = tmp.path().join(format!("out{k}"));
+        let (code, _, stderr) = scandaq(&[
+            "replay",
+            rawf.to_str().unwrap(),
+            "--petsys-config",
+            ini.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0, "{sw_trigger}{map}");
+        no_panic(&stderr);
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(!out.exists(), "nothing may start");
+    }
+}

@@ -124,6 +124,7 @@ fn record_sink(
     };
     let mut coincidence_counts = BTreeMap::new();
     counts.singles_written = report.rows();
+    counts.singles_sorted_only = report.sorted_only;
     manifest.first_t_ps = report.t_range.map(|r| r.0);
     manifest.last_t_ps = report.t_range.map(|r| r.1);
     manifest.files.extend(report.files);
@@ -155,6 +156,12 @@ fn record_counts(manifest: &mut Manifest, counts: &mut PipelineCounts, failed: b
     ] {
         manifest.counts.insert(name.into(), value);
     }
+    if counts.singles_sorted_only > 0 {
+        // Coincidences-only mode: sorted, deliberately not stored (not a loss).
+        manifest
+            .counts
+            .insert("singles_sorted_only".into(), counts.singles_sorted_only);
+    }
     if failed {
         // Singles that reached the sink but are in no committed file (a full disk, a failed
         // write): counted, so a failed run never says "no losses". `scandaq recover` salvages
@@ -162,7 +169,7 @@ fn record_counts(manifest: &mut Manifest, counts: &mut PipelineCounts, failed: b
         let to_sink = counts.hits_decoded.saturating_sub(counts.hits_dropped());
         counts.losses.add(
             LossReason::UncommittedAfterFailure,
-            to_sink.saturating_sub(counts.singles_written),
+            to_sink.saturating_sub(counts.singles_written + counts.singles_sorted_only),
         );
     }
     // Repaired frame IDs lost nothing: they are counts, not losses.
