@@ -295,6 +295,8 @@ mod architecture;
 mod calib_gaps;
 #[path = "petsys_peer/mod.rs"]
 mod petsys_peer;
+#[path = "petsys_semantics/mod.rs"]
+mod petsys_semantics;
 
 #[path = "calibration/mod.rs"]
 mod calibration;

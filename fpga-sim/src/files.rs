@@ -43,14 +43,28 @@ pub fn bench_file_list() -> Vec<String> {
     v
 }
 
-/// PETsys `config.ini` naming the tables beside it; windows in clock periods.
+/// PETsys `config.ini` naming the tables beside it, with the `[sw_trigger]` keys PETsys's
+/// `convert_raw_to_coincidence` / `convert_raw_to_group` read (windows in clock periods; the
+/// values are PETsys's defaults except the coincidence window). `skew.tsv` has the layout of
+/// PETsys's time offset table (port slave chip channel t0_ps, subtracted from the time), so it
+/// is named as `time_offset_calibration_table`. `energy_calibration.tsv` (scandaq's ToT -> keV
+/// table) is not named: PETsys reads `energy_calibration_table` only for QDC mode, in another
+/// format (the file says so in a comment too).
 pub const CONFIG_INI: &str = "[main]
 tdc_calibration_table = %CDIR%/tdc_calibration.tsv
+time_offset_calibration_table = %CDIR%/skew.tsv
 channel_map = %CDIR%/map_channel.tsv
 trigger_map = %CDIR%/map_trigger.tsv
+# energy_calibration.tsv (ToT -> keV) is scandaq's own table: PETsys reads
+# energy_calibration_table only for QDC mode, in another format, so it is not named here.
 [sw_trigger]
-group_max_interval = 20
-coincidence_time_window = 3
+group_time_window = 20
+group_max_distance = 100.0
+group_min_hits = 1
+group_max_hits = 64
+group_min_energy = -1e6
+group_max_energy = +1e6
+coincidence_time_window = 2
 ";
 
 /// PETsys `map_trigger.tsv`: regions 0 and 1 in coincidence, multi-hit grouping within each.

@@ -449,7 +449,24 @@ fn bench_files_on_disk() {
     );
     let ini = read("config.ini");
     assert!(ini.contains("tdc_calibration_table = %CDIR%/tdc_calibration.tsv"));
-    assert!(ini.contains("[sw_trigger]\ngroup_max_interval = 20\ncoincidence_time_window = 3"));
+    assert!(ini.contains("time_offset_calibration_table = %CDIR%/skew.tsv"));
+    assert!(!ini.contains("group_max_interval"));
+    let sw_trigger = ini
+        .split("[sw_trigger]\n")
+        .nth(1)
+        .expect("a [sw_trigger] section");
+    assert_eq!(
+        sw_trigger.lines().collect::<Vec<_>>(),
+        [
+            "group_time_window = 20",
+            "group_max_distance = 100.0",
+            "group_min_hits = 1",
+            "group_max_hits = 64",
+            "group_min_energy = -1e6",
+            "group_max_energy = +1e6",
+            "coincidence_time_window = 2",
+        ]
+    );
     let trig: Vec<Vec<String>> = read("map_trigger.tsv")
         .lines()
         .map(|l| l.split_whitespace().map(String::from).collect())
