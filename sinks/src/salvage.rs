@@ -445,9 +445,17 @@ pub fn salvage(
     let Some((schema, groups, mut why)) = best else {
         return Err(fail("no schema".into()));
     };
-    let compression = match options.zstd_level {
-        Some(l) => Compression::ZSTD(ZstdLevel::try_new(l).unwrap_or_default()),
-        None => Compression::UNCOMPRESSED,
+    // The codec the writer used: zstd (any level), unless every page is stored as is, which
+    // is what an uncompressed table (`--compression none`) looks like.
+    let compression = if groups.iter().all(|g| {
+        g.columns
+            .iter()
+            .flatten()
+            .all(|p| p.compressed == p.uncompressed)
+    }) {
+        Compression::UNCOMPRESSED
+    } else {
+        Compression::ZSTD(ZstdLevel::try_new(options.zstd_level.unwrap_or(1)).unwrap_or_default())
     };
     let descr = Arc::new(
         ArrowSchemaConverter::new()
@@ -583,7 +591,7 @@ mod tests {
     use scandaq_core::HitBatch;
 
     /// A committed singles file of 7 row groups of 1000 hits (the table's own encodings).
-    fn committed_singles(dir: &Path) -> (Vec<u8>, HitBatch) {
+    fn committed_singles(dir: &Path, zstd_level: Option<i32>) -> (Vec<u8>, HitBatch) {
         let n = 7000;
         let mut hits = HitBatch::with_capacity(n);
         for i in 0..n {
@@ -595,6 +603,7 @@ mod tests {
         let options = WriteOptions {
             row_group_rows: 1000,
             commit_interval: None,
+            zstd_level,
             ..singles::write_options()
         };
         let mut w = ParquetTableWriter::create(
@@ -639,8 +648,15 @@ mod tests {
 
     #[test]
     fn every_cut_keeps_exactly_the_row_groups_before_it() {
+        // zstd (the default) and an uncompressed table (`--compression none`).
+        for zstd_level in [Some(1), None] {
+            every_cut_keeps_the_row_groups_before_it(zstd_level);
+        }
+    }
+
+    fn every_cut_keeps_the_row_groups_before_it(zstd_level: Option<i32>) {
         let tmp = tempfile::tempdir().unwrap();
-        let (bytes, hits) = committed_singles(tmp.path());
+        let (bytes, hits) = committed_singles(tmp.path(), zstd_level);
         let (groups, boundaries) = layout(&bytes, tmp.path());
         assert_eq!(groups.len(), 7, "the test needs several row groups");
         let footer_start = groups.last().unwrap().0;

@@ -42,6 +42,8 @@ pub struct RunSection {
     pub positions: Option<bool>,
     /// Write only the coincidence tables, no singles table.
     pub coincidences_only: Option<bool>,
+    /// Table compression: "zstd" (level 1, the default), "zstd:N" or "none".
+    pub compression: Option<String>,
     /// Warn when the output disk has less free space than this (`500MB`, `2GiB`; default
     /// 1 GiB).
     pub disk_warn_free: Option<String>,
@@ -312,6 +314,13 @@ impl RunSection {
                 .map(crate::process::pipeline::parse_commit_interval)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("run.commit_interval: {e:#}"))?,
+            compression: self
+                .compression
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("run.compression: {e:#}"))?
+                .unwrap_or_default(),
         })
     }
 

@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Commit interval: every single (and archived packet) is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
     #[arg(long, value_name = "DURATION")]
     pub commit_interval: Option<String>,
+    /// Page compression of the singles and coincidence tables: zstd (level 1, the default),
+    /// zstd:N, or none.
+    #[arg(long, value_name = "CODEC")]
+    pub compression: Option<String>,
     /// Show the operator dashboard (needs a terminal; otherwise the stats line is printed).
     #[arg(long)]
     pub tui: bool,
@@ -273,6 +277,9 @@ fn override_run(run: &mut run_config::RunSection, args: &RunArgs) {
     }
     if args.rotate_every.is_some() {
         run.rotate_every = args.rotate_every.clone();
+    }
+    if args.compression.is_some() {
+        run.compression = args.compression.clone();
     }
     if args.commit_interval.is_some() {
         run.commit_interval = args.commit_interval.clone();

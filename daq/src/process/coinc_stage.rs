@@ -293,13 +293,22 @@ struct TableOut {
 }
 
 impl TableOut {
-    fn create(dir: &Path, name: &str, metadata: &FileMetadata) -> Result<Self> {
+    fn create(
+        dir: &Path,
+        name: &str,
+        metadata: &FileMetadata,
+        compression: crate::process::pipeline::Compression,
+    ) -> Result<Self> {
+        let options = scandaq_sinks::WriteOptions {
+            zstd_level: compression.zstd_level,
+            ..coincidences::write_options()
+        };
         Ok(Self {
             writer: ParquetTableWriter::create(
                 dir,
                 name,
                 coincidences::schema(),
-                &coincidences::write_options(),
+                &options,
                 metadata.clone(),
             )?,
             pending: CoincidenceBatch::default(),
@@ -328,6 +337,7 @@ pub(crate) fn spawn(
     dir: &Path,
     metadata: FileMetadata,
     setup: CoincidenceSetup,
+    compression: crate::process::pipeline::Compression,
     live: Arc<SinkCounters>,
 ) -> Result<(Sender<SorterInput>, JoinHandle<Result<CoincidenceReport>>)> {
     let prompt_cfg = setup.options.prompt_config(setup.energy_in_kev);
@@ -352,9 +362,15 @@ pub(crate) fn spawn(
         ));
         meta
     };
-    let mut prompts = TableOut::create(dir, PROMPTS_FILE, &table_meta("coincidences"))?;
+    let mut prompts =
+        TableOut::create(dir, PROMPTS_FILE, &table_meta("coincidences"), compression)?;
     let mut delayed = match &delayed_cfg {
-        Some(_) => Some(TableOut::create(dir, DELAYED_FILE, &table_meta("delayed"))?),
+        Some(_) => Some(TableOut::create(
+            dir,
+            DELAYED_FILE,
+            &table_meta("delayed"),
+            compression,
+        )?),
         None => None,
     };
     let (tx, rx) = bounded::<SorterInput>(QUEUE);

@@ -405,3 +405,69 @@ fn demo_runs_end_to_end_and_inspect_summarises_everything() {
         "{stdout}"
     );
 }
+
+/// The codec of every column chunk of a Parquet file.
+fn codecs(path: &Path) -> Vec<parquet::basic::Compression> {
+    let f = std::fs::File::open(path).unwrap();
+    let r = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    r.metadata()
+        .row_groups()
+        .iter()
+        .flat_map(|g| g.columns().iter().map(|c| c.compression()))
+        .collect()
+}
+
+#[test]
+fn compression_none_and_zstd_levels_reach_the_tables_and_bad_codecs_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = sim_dir().join("calib");
+    let replay = |codec: &str| {
+        let out = tmp.path().join(codec.replace(':', "_"));
+        let (code, stdout, stderr) = scandaq(&[
+            "replay",
+            sim_dir().join("bench.rawf").to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--compression",
+            codec,
+        ]);
+        (code, stdout, stderr, out.join("run-000001"))
+    };
+    let (code, stdout, stderr, plain) = replay("none");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr, zstd) = replay("zstd:3");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    use parquet::basic::Compression as C;
+    for table in [
+        "singles-00000.parquet",
+        "coincidences-00000.parquet",
+        "delayed-00000.parquet",
+    ] {
+        let none = codecs(&plain.join(table));
+        assert!(
+            !none.is_empty() && none.iter().all(|c| *c == C::UNCOMPRESSED),
+            "{table}: {none:?}"
+        );
+        let z = codecs(&zstd.join(table));
+        assert!(z.iter().all(|c| matches!(c, C::ZSTD(_))), "{table}: {z:?}");
+        // Same rows either way; the uncompressed file is larger.
+        let (a, _) = read_parquet(&plain.join(table));
+        let (b, _) = read_parquet(&zstd.join(table));
+        let time = if table.starts_with("singles") {
+            "t_ps"
+        } else {
+            "t1_ps"
+        };
+        assert_eq!(col_i64(&a, time), col_i64(&b, time), "{table}");
+        let size = |d: &Path| std::fs::metadata(d.join(table)).unwrap().len();
+        assert!(size(&plain) > size(&zstd), "{table}");
+    }
+    let (code, _, stderr, out) = replay("zstd:30");
+    assert_ne!(code, 0);
+    no_panic(&stderr);
+    assert!(stderr.contains("zstd:N (N from 1 to 22)"), "{stderr}");
+    assert!(!out.exists());
+}

@@ -1,0 +1,136 @@
+//! Codec and encoding trade-offs of the singles and coincidence tables: writes a table read
+//! from a Parquet file (one a run wrote) with scandaq's `ParquetTableWriter` under several
+//! layouts (zstd levels, no compression, channel ids plain or dictionary, row-group sizes),
+//! alternating them, and prints per layout the median wall time, CPU time of the process
+//! (all threads) and the file size relative to today's default. BENCHMARKS.md quotes it.
+//!
+//! Usage: `sink_codecs singles|coincidences INPUT.parquet [REPEATS]`
+
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use scandaq_sinks::{ParquetTableWriter, WriteOptions, coincidences, singles};
+use std::time::Instant;
+
+/// CPU time of this process so far (user + system, all threads), seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) close with ')'.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let table = args.next().unwrap_or_default();
+    let (Some(input), true) = (args.next(), table == "singles" || table == "coincidences") else {
+        eprintln!("usage: sink_codecs singles|coincidences INPUT.parquet [REPEATS]");
+        std::process::exit(2);
+    };
+    let repeats: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let (schema, base) = if table == "singles" {
+        (singles::schema(false), singles::write_options())
+    } else {
+        (coincidences::schema(), coincidences::write_options())
+    };
+    let file = std::fs::File::open(&input).expect("open input");
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("a Parquet file")
+        .with_batch_size(64 << 10)
+        .build()
+        .expect("reader")
+        .map(|b| {
+            let b = b.expect("read");
+            let cols = schema
+                .fields()
+                .iter()
+                .map(|f| b.column_by_name(f.name()).expect("table column").clone())
+                .collect();
+            RecordBatch::try_new(schema.clone(), cols).expect("table batch")
+        })
+        .collect();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let without = |cols: &[&'static str], name: &str| -> Vec<&'static str> {
+        cols.iter().copied().filter(|c| *c != name).collect()
+    };
+    let channel_plain = |o: &WriteOptions| WriteOptions {
+        dictionary_columns: without(&without(&o.dictionary_columns, "channel"), "channel1")
+            .into_iter()
+            .filter(|c| *c != "channel2")
+            .collect(),
+        ..o.clone()
+    };
+    let layouts: Vec<(&str, WriteOptions)> = vec![
+        ("default (zstd 1)", base.clone()),
+        (
+            "zstd 3",
+            WriteOptions {
+                zstd_level: Some(3),
+                ..base.clone()
+            },
+        ),
+        (
+            "zstd 9",
+            WriteOptions {
+                zstd_level: Some(9),
+                ..base.clone()
+            },
+        ),
+        (
+            "uncompressed",
+            WriteOptions {
+                zstd_level: None,
+                ..base.clone()
+            },
+        ),
+        ("channel ids plain (zstd 1)", channel_plain(&base)),
+        (
+            "row groups of 256 k rows",
+            WriteOptions {
+                row_group_rows: 256 << 10,
+                ..base.clone()
+            },
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut wall = vec![Vec::new(); layouts.len()];
+    let mut cpu = vec![Vec::new(); layouts.len()];
+    let mut bytes = vec![0u64; layouts.len()];
+    for i in 0..repeats {
+        for (k, (_, options)) in layouts.iter().enumerate() {
+            let name = format!("out-{i}-{k}.parquet");
+            let (t0, c0) = (Instant::now(), cpu_seconds());
+            let mut w =
+                ParquetTableWriter::create(dir.path(), &name, schema.clone(), options, vec![])
+                    .expect("create");
+            for b in &batches {
+                w.write(b).expect("write");
+            }
+            let rec = w.commit().expect("commit");
+            wall[k].push(t0.elapsed().as_secs_f64());
+            cpu[k].push(cpu_seconds() - c0);
+            bytes[k] = rec.bytes;
+            std::fs::remove_file(dir.path().join(&name)).ok();
+        }
+    }
+    println!("{table}: {rows} rows, median of {repeats}, layouts alternated");
+    println!("| layout | wall | CPU | M rows/s (wall) | bytes/row | size vs default |");
+    println!("|---|---|---|---|---|---|");
+    for (k, (label, _)) in layouts.iter().enumerate() {
+        let w = median(&mut wall[k]);
+        let c = median(&mut cpu[k]);
+        println!(
+            "| {label} | {w:.3} s | {c:.3} s | {:.1} | {:.2} | {:.2}x |",
+            rows as f64 / w / 1e6,
+            bytes[k] as f64 / rows as f64,
+            bytes[k] as f64 / bytes[0] as f64
+        );
+    }
+}
