@@ -43,6 +43,9 @@ pub fn write_options() -> WriteOptions {
         delta_columns: vec!["t1_ps", "t2_ps", "tof_ps"],
         byte_stream_split_columns: vec!["energy1_kev", "energy2_kev"],
         dictionary_columns: vec!["channel1", "channel2", "flags"],
+        // 42 B a row, and up to (threads + 2) row groups are buffered or being encoded: 1 M-row
+        // groups held ~170 MB per table at high coincidence rates (BENCHMARKS.md, issue 16).
+        row_group_rows: 256 << 10,
         ..WriteOptions::default()
     }
 }

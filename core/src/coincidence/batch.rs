@@ -145,6 +145,18 @@ pub struct CoincidenceBatch {
 }
 
 impl CoincidenceBatch {
+    /// Drops the spare capacity of every column (before a batch is kept for a while).
+    pub fn shrink_to_fit(&mut self) {
+        self.t1_ps.shrink_to_fit();
+        self.t2_ps.shrink_to_fit();
+        self.channel1.shrink_to_fit();
+        self.channel2.shrink_to_fit();
+        self.energy1_kev.shrink_to_fit();
+        self.energy2_kev.shrink_to_fit();
+        self.tof_ps.shrink_to_fit();
+        self.flags.shrink_to_fit();
+    }
+
     /// Number of coincidences.
     pub fn len(&self) -> usize {
         self.t1_ps.len()

@@ -317,7 +317,10 @@ impl TableOut {
 
     fn write_if_full(&mut self, force: bool) -> Result<()> {
         if self.pending.len() >= WRITE_ROWS || (force && !self.pending.is_empty()) {
-            let batch = std::mem::take(&mut self.pending);
+            let mut batch = std::mem::take(&mut self.pending);
+            // The sorter pushes past WRITE_ROWS, so the columns have doubled to 128 Ki rows;
+            // Arrow would keep that capacity while the row group is buffered and encoded.
+            batch.shrink_to_fit();
             let record = coincidences::to_record_batch(batch)
                 .map_err(|e| anyhow!("building a coincidence row group: {e}"))?;
             self.writer.write(&record)?;
