@@ -674,17 +674,21 @@ impl CoincidenceArgs {
         Ok(base)
     }
 
+    /// True when a grouping flag is given.
+    pub fn sets_grouping(&self) -> bool {
+        self.group_window.is_some()
+            || self.group_max_distance.is_some()
+            || self.group_hits.is_some()
+            || self.group_energy.is_some()
+    }
+
     /// The grouping flags: any of them turns grouping on (defaults for the others).
     fn apply_grouping(
         &self,
         base: &mut CoincidenceOptions,
         multi_hit: Option<ModulePairs>,
     ) -> Result<()> {
-        let any = self.group_window.is_some()
-            || self.group_max_distance.is_some()
-            || self.group_hits.is_some()
-            || self.group_energy.is_some();
-        if !any && (multi_hit.is_none() || base.grouping.is_none()) {
+        if !self.sets_grouping() && (multi_hit.is_none() || base.grouping.is_none()) {
             return Ok(());
         }
         let mut g = base.grouping.take().unwrap_or_default();

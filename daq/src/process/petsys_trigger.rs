@@ -195,12 +195,20 @@ pub fn resolve_coincidence_options(
         options = trigger.coincidence_options(options, clock_hz);
         notes.push(trigger.summary(&options));
     }
+    let grouping_asked =
+        flags.sets_grouping() || given.is_some_and(|(t, _)| t.contains_key("grouping"));
     if let Some((table, path)) = given
         && !table.is_empty()
     {
         options = options.overlaid_with(table, path)?;
     }
-    flags.apply(options)
+    let mut options = flags.apply(options)?;
+    // PETsys's grouping serves its coincidences: a singles-only run keeps today's singles
+    // table (no photon columns) unless grouping was asked for by a key or a flag.
+    if !options.enabled && petsys_config.is_some() && !grouping_asked {
+        options.grouping = None;
+    }
+    Ok(options)
 }
 
 impl PetsysTrigger {

@@ -19,7 +19,7 @@ use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rayon::prelude::*;
 use scandaq_core::LossReason;
-use scandaq_core::coincidence::PhotonBatch;
+use scandaq_core::coincidence::{Grouper, PhotonBatch};
 use scandaq_core::{HitBatch, LossCounts};
 use scandaq_decoders::{FrameScanner, FrameSpan};
 use scandaq_sinks::singles::{self, SinglesColumns};
@@ -364,8 +364,20 @@ pub(crate) fn spawn_singles_sink(
             let columns = files.columns;
             let (coinc_tx, coinc_thread) = coincidence_stage.unzip();
             let lut = coincidences.as_ref().map(|c| c.lut.clone());
+            // Coincidences only: no singles table to annotate, so a plain grouper feeds the
+            // sorter (no per-hit labels, nothing held back).
+            let plain_grouper = match (&coincidences, &lut) {
+                (Some(c), Some(lut)) if !files.store => c
+                    .options
+                    .grouping
+                    .clone()
+                    .map(|g| Grouper::new(g, lut))
+                    .transpose()
+                    .map_err(|e| anyhow!("coincidences (grouping): {e}"))?,
+                _ => None,
+            };
             let annotator = match (&coincidences, &lut) {
-                (Some(c), Some(lut)) if columns.positions || columns.photons => {
+                (Some(c), Some(lut)) if files.store && (columns.positions || columns.photons) => {
                     Some(SinglesAnnotator::new(
                         lut,
                         columns.positions,
@@ -379,6 +391,8 @@ pub(crate) fn spawn_singles_sink(
                 files,
                 counters,
                 annotator,
+                plain_grouper,
+                refused_batches: 0,
                 coinc_tx,
                 photons: PhotonBatch::default(),
                 ready: Vec::new(),
@@ -440,6 +454,10 @@ struct SinglesSink<'a> {
     files: SinglesFiles,
     counters: Arc<SinkCounters>,
     annotator: Option<SinglesAnnotator<'a>>,
+    /// Coincidences-only runs with grouping: the grouper, without labels.
+    plain_grouper: Option<Grouper<'a>>,
+    /// Batches the plain grouper refused (time order broken): not sorted, counted.
+    refused_batches: u64,
     /// None when there is no coincidence stage, or it stopped on an error (its report says
     /// why).
     coinc_tx: Option<Sender<SorterInput>>,
@@ -487,6 +505,23 @@ impl SinglesSink<'_> {
     /// one, into the batches ready to write, and what the coincidence thread sorts to it.
     fn route(&mut self, batch: Option<HitBatch>) {
         let grouping = self.files.columns.photons;
+        if let Some(g) = self.plain_grouper.as_mut() {
+            self.photons.clear();
+            match &batch {
+                Some(b) => {
+                    if g.push(b.into(), &mut self.photons).is_err() {
+                        self.refused_batches += 1;
+                    }
+                }
+                None => g.finish(&mut self.photons),
+            }
+            if let Some(b) = &batch {
+                self.note_sorted_only(b);
+            }
+            let p = std::mem::take(&mut self.photons);
+            Self::to_sorter(&mut self.coinc_tx, SorterInput::of_photons(p));
+            return;
+        }
         let Some(a) = &mut self.annotator else {
             if let Some(batch) = batch.filter(|b| !b.is_empty()) {
                 if !self.files.store {
@@ -594,6 +629,15 @@ impl SinglesSink<'_> {
                 .map_err(|_| anyhow!("the coincidence thread panicked"))
                 .and_then(|r| r)
         });
+        if let Some(g) = &self.plain_grouper
+            && let Some(Ok(r)) = coincidences.as_mut()
+        {
+            r.grouping = Some(*g.stats());
+            r.singles_columns.insert(
+                "singles.photon_refused_batches".into(),
+                self.refused_batches,
+            );
+        }
         if let Some(a) = &self.annotator {
             // Grouping and derived-column counts go with the coincidence counts (a report of
             // their own when coincidences were not sorted).

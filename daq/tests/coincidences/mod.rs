@@ -637,3 +637,76 @@ fn broken_petsys_trigger_settings_are_named_before_anything_runs() {
         assert!(!out.exists(), "nothing may start");
     }
 }
+
+#[test]
+fn config_check_shows_the_petsys_settings_under_the_files_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ini = petsys_setup(
+        &tmp.path().join("setup"),
+        "coincidence_time_window = 3\ngroup_time_window = 4\n",
+        "0\t1\tC\n",
+    );
+    let toml = tmp.path().join("run.toml");
+    let write = |coincidences: &str| {
+        std::fs::write(
+            &toml,
+            format!(
+                "[run]\nout = \"{}\"\nclock_hz = 250000000\n[calibration]\npetsys_config = \"{}\"\n[[input]]\nudp = \"127.0.0.1:0\"\n{coincidences}",
+                tmp.path().join("runs").display(),
+                ini.display()
+            ),
+        )
+        .unwrap();
+    };
+    // 3 and 4 periods of a 250 MHz clock.
+    write("");
+    let (code, stdout, stderr) = scandaq(&["config", "check", toml.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("coincidences: window 12000 ps"), "{stdout}");
+    assert!(stdout.contains("grouping 16000 ps / 100 mm"), "{stdout}");
+    write("[coincidences]\nwindow_ps = 5000\n");
+    let (code, stdout, stderr) = scandaq(&["config", "check", toml.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("coincidences: window 5000 ps"), "{stdout}");
+    assert!(stdout.contains("grouping 16000 ps"), "{stdout}");
+}
+
+#[test]
+fn a_petsys_singles_only_replay_keeps_the_plain_singles_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ini = petsys_setup(
+        &tmp.path().join("setup"),
+        "group_time_window = 4\n",
+        "0\t1\tC\n0\t0\tM\n",
+    );
+    let rawf = sim_dir().join("bench.rawf");
+    let columns = |extra: &[&str]| -> Vec<String> {
+        let out = tmp.path().join(format!("out{}", extra.len()));
+        let mut args = vec![
+            "replay",
+            rawf.to_str().unwrap(),
+            "--petsys-config",
+            ini.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--no-coincidences",
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = scandaq(&args);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let (batches, _) = read_parquet(&out.join("run-000001/singles-00000.parquet"));
+        batches[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    };
+    // PETsys's grouping only serves its coincidences ...
+    let plain = columns(&[]);
+    assert!(!plain.iter().any(|c| c.starts_with("photon")), "{plain:?}");
+    // ... grouping asked for by a flag still labels the singles.
+    let grouped = columns(&["--group-window", "20ns"]);
+    assert!(grouped.iter().any(|c| c == "photon_id"), "{grouped:?}");
+}
