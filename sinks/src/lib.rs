@@ -22,5 +22,5 @@ pub mod singles;
 
 pub use error::SinkError;
 pub use manifest::{FileRecord, Manifest};
-pub use parquet_table::{FileMetadata, ParquetTableWriter, WriteOptions};
+pub use parquet_table::{Compression, FileMetadata, ParquetTableWriter, WriteOptions};
 pub use run_dir::RunDir;

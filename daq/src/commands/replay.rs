@@ -321,7 +321,7 @@ pub struct ReplayArgs {
     /// Page compression of the singles and coincidence tables: zstd (level 1), zstd:N, or none
     /// (about 15 % larger files for about 20 % less encoding CPU; BENCHMARKS.md).
     #[arg(long, value_name = "CODEC", default_value = "zstd")]
-    pub compression: crate::process::pipeline::Compression,
+    pub compression: scandaq_sinks::Compression,
     /// Coincidence settings (window, delay, energy window, policy, grouping).
     #[command(flatten)]
     pub coincidences: CoincidenceArgs,

@@ -297,7 +297,7 @@ impl TableOut {
         dir: &Path,
         name: &str,
         metadata: &FileMetadata,
-        compression: crate::process::pipeline::Compression,
+        compression: scandaq_sinks::Compression,
     ) -> Result<Self> {
         let options = scandaq_sinks::WriteOptions {
             zstd_level: compression.zstd_level,
@@ -340,7 +340,7 @@ pub(crate) fn spawn(
     dir: &Path,
     metadata: FileMetadata,
     setup: CoincidenceSetup,
-    compression: crate::process::pipeline::Compression,
+    compression: scandaq_sinks::Compression,
     live: Arc<SinkCounters>,
 ) -> Result<(Sender<SorterInput>, JoinHandle<Result<CoincidenceReport>>)> {
     let prompt_cfg = setup.options.prompt_config(setup.energy_in_kev);

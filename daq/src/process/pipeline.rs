@@ -147,43 +147,7 @@ pub struct Rotation {
     pub commit_interval_s: Option<f64>,
     /// Compression of the singles and coincidence tables.
     #[serde(default)]
-    pub compression: Compression,
-}
-
-/// Page compression of the singles and coincidence tables (`--compression`, `[run]
-/// compression`): zstd at a level (1, the fastest, by default) or none. Measured trade-off in
-/// BENCHMARKS.md: no compression costs about 15 % more bytes for about 20 % less encoder CPU;
-/// higher zstd levels gain well under 1 % of size for 2-3x the CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compression {
-    /// zstd level (1..=22), or `None` for uncompressed pages.
-    pub zstd_level: Option<i32>,
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Self {
-            zstd_level: Some(1),
-        }
-    }
-}
-
-impl std::str::FromStr for Compression {
-    type Err = anyhow::Error;
-    /// `zstd` (level 1), `zstd:N` (N in 1..=22) or `none`.
-    fn from_str(text: &str) -> Result<Self> {
-        let zstd_level = match text.trim() {
-            "none" => None,
-            "zstd" => Some(1),
-            other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
-                Some(Ok(level)) if (1..=22).contains(&level) => Some(level),
-                _ => anyhow::bail!(
-                    "compression {text:?}: expected zstd (level 1), zstd:N (N from 1 to 22) or none"
-                ),
-            },
-        };
-        Ok(Self { zstd_level })
-    }
+    pub compression: scandaq_sinks::Compression,
 }
 
 impl Rotation {
