@@ -251,6 +251,37 @@ fn wait_run_running(out: &Path, child: &mut std::process::Child) -> PathBuf {
     dir.expect("found above")
 }
 
+/// `fpga-sim` beside the `scandaq` binary (built by `cargo test --workspace`, as CI runs).
+fn fpga_sim_exe() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_scandaq"))
+        .with_file_name(format!("fpga-sim{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Writes a simulated run with the `fpga-sim` binary (`args` after `--out DIR`), or when it is
+/// not built, with the library function it calls (`fallback`). Returns the `.rawf`.
+fn simulate(dir: &Path, preset: &str, args: &[&str], fallback: impl FnOnce(&Path)) -> PathBuf {
+    let exe = fpga_sim_exe();
+    if exe.is_file() {
+        let out = std::process::Command::new(&exe)
+            .args(["--preset", preset, "--out", dir.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fpga-sim failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!(
+            "note: {} not built (cargo build -p scandaq-fpga-sim); writing the {preset} files in process",
+            exe.display()
+        );
+        fallback(dir);
+    }
+    dir.join(format!("{preset}.rawf"))
+}
+
 /// A prerequisite of a test is missing (a tool, a Python package): under CI (env `CI` set)
 /// the test fails naming it; elsewhere it prints `SKIPPED (not under CI): why` and the caller
 /// returns.

@@ -359,6 +359,23 @@ fn petsys_setup(dir: &Path, sw_trigger: &str, map_trigger: &str) -> PathBuf {
     ini
 }
 
+/// `scandaq replay` of the bench simulation with the PETsys config `ini` into `out`, with
+/// `--no-progress` and `extra` flags: (exit code, stdout, stderr).
+fn petsys_replay(ini: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
+    let rawf = sim_dir().join("bench.rawf");
+    let mut args = vec![
+        "replay",
+        rawf.to_str().unwrap(),
+        "--petsys-config",
+        ini.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    scandaq(&args)
+}
+
 /// The coincidence options a run's prompt table records (`scandaq.coincidence_config`).
 fn recorded_options(run: &Path) -> serde_json::Value {
     let (_, kv) = read_parquet(&run.join("coincidences-00000.parquet"));
@@ -375,18 +392,8 @@ fn petsys_sw_trigger_then_config_keys_then_flags() {
     );
     let rawf = sim_dir().join("bench.rawf");
     let replay = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "replay",
-            rawf.to_str().unwrap(),
-            "--petsys-config",
-            ini.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-progress",
-            "--coincidences-only",
-        ];
-        args.extend_from_slice(extra);
-        let (code, stdout, stderr) = scandaq(&args);
+        let args = [&["--coincidences-only"], extra].concat();
+        let (code, stdout, stderr) = petsys_replay(&ini, out, &args);
         assert_eq!(code, 0, "{stdout}{stderr}");
         (stdout, stderr)
     };
@@ -466,19 +473,8 @@ fn coincidences_only_writes_the_same_pairs_and_no_singles_table() {
         "coincidence_time_window = 2\n",
         "0\t1\tC\n0\t0\tM\n1\t1\tM\n",
     );
-    let rawf = sim_dir().join("bench.rawf");
     let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "replay",
-            rawf.to_str().unwrap(),
-            "--petsys-config",
-            ini.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-progress",
-        ];
-        args.extend_from_slice(extra);
-        let (code, stdout, stderr) = scandaq(&args);
+        let (code, stdout, stderr) = petsys_replay(&ini, out, extra);
         assert_eq!(code, 0, "{stdout}{stderr}");
         no_panic(&stderr);
         let dir = out.join("run-000001");
@@ -533,16 +529,7 @@ fn coincidences_only_writes_the_same_pairs_and_no_singles_table() {
         (["--coincidences-only", "--positions"], "--positions"),
     ] {
         let out = tmp.path().join("refused");
-        let mut args = vec![
-            "replay",
-            rawf.to_str().unwrap(),
-            "--petsys-config",
-            ini.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(&flags);
-        let (code, _, stderr) = scandaq(&args);
+        let (code, _, stderr) = petsys_replay(&ini, &out, &flags);
         assert_ne!(code, 0);
         assert!(stderr.contains(says), "{stderr}");
         assert!(!out.exists());
@@ -679,21 +666,10 @@ fn a_petsys_singles_only_replay_keeps_the_plain_singles_table() {
         "group_time_window = 4\n",
         "0\t1\tC\n0\t0\tM\n",
     );
-    let rawf = sim_dir().join("bench.rawf");
     let columns = |extra: &[&str]| -> Vec<String> {
         let out = tmp.path().join(format!("out{}", extra.len()));
-        let mut args = vec![
-            "replay",
-            rawf.to_str().unwrap(),
-            "--petsys-config",
-            ini.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-progress",
-            "--no-coincidences",
-        ];
-        args.extend_from_slice(extra);
-        let (code, stdout, stderr) = scandaq(&args);
+        let args = [&["--no-coincidences"], extra].concat();
+        let (code, stdout, stderr) = petsys_replay(&ini, &out, &args);
         assert_eq!(code, 0, "{stdout}{stderr}");
         let (batches, _) = read_parquet(&out.join("run-000001/singles-00000.parquet"));
         batches[0]

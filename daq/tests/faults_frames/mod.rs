@@ -11,7 +11,7 @@
 //! time merger as `scandaq replay`, without the Parquet sink) on the file's first ~200 k hits,
 //! so that one lost frame is a larger share of the file than in the full one.
 
-use super::{no_panic, scandaq};
+use super::{no_panic, scandaq, simulate};
 use scandaq::commands::calibrate::for_each_calibrated_batch;
 use scandaq::process::calib_load::load_calibration_dir;
 use scandaq_sinks::Manifest;
@@ -39,12 +39,6 @@ struct Sim {
     frames: Vec<FrameInfo>,
 }
 
-/// `fpga-sim` beside the `scandaq` binary (built by `cargo test --workspace`, as CI runs).
-fn fpga_sim_exe() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_scandaq"))
-        .with_file_name(format!("fpga-sim{}", std::env::consts::EXE_SUFFIX))
-}
-
 /// The bench preset, 1 s at 1 M hits/s, frame IDs crossing the 36-bit wrap mid-file, written
 /// once by the `fpga-sim` binary.
 fn sim() -> &'static Sim {
@@ -52,37 +46,32 @@ fn sim() -> &'static Sim {
     SIM.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("sim");
-        let exe = fpga_sim_exe();
-        if exe.is_file() {
-            let out = std::process::Command::new(&exe)
-                .args(["--preset", "bench", "--duration", "1s", "--rate", "1M"])
-                .args(["--seed", "13", "--near-wrap", "--out", dir.to_str().unwrap()])
-                .output()
+        simulate(
+            &dir,
+            "bench",
+            &[
+                "--duration",
+                "1s",
+                "--rate",
+                "1M",
+                "--seed",
+                "13",
+                "--near-wrap",
+            ],
+            |dir| {
+                scandaq_fpga_sim::write_bench_files(
+                    scandaq_fpga_sim::BenchConfig {
+                        seed: 13,
+                        duration_s: 1.0,
+                        hit_rate_hz: 1e6,
+                        ..Default::default()
+                    }
+                    .near_wrap(),
+                    dir,
+                )
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "fpga-sim failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        } else {
-            // `cargo test -p scandaq` alone does not build other packages' binaries: write the
-            // same preset through the library function the binary calls.
-            eprintln!(
-                "note: {} not built (cargo build -p scandaq-fpga-sim); writing the bench files in process",
-                exe.display()
-            );
-            scandaq_fpga_sim::write_bench_files(
-                scandaq_fpga_sim::BenchConfig {
-                    seed: 13,
-                    duration_s: 1.0,
-                    hit_rate_hz: 1e6,
-                    ..Default::default()
-                }
-                .near_wrap(),
-                &dir,
-            )
-            .unwrap();
-        }
+            },
+        );
         let bytes = std::fs::read(dir.join("bench.rawf")).unwrap();
         let frames = walk_frames(&bytes);
         Sim {

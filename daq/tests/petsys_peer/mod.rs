@@ -50,14 +50,14 @@ fn data_dir() -> Option<PathBuf> {
 
 /// One PETsys single from `singles.ldat` (16 bytes, little endian: i64 time ps, f32 energy,
 /// i32 channel id).
-#[derive(Clone, Copy, Debug)]
-struct Single {
-    t_ps: i64,
-    energy: f32,
-    channel: u32,
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Single {
+    pub(super) t_ps: i64,
+    pub(super) energy: f32,
+    pub(super) channel: u32,
 }
 
-fn read_ldat_singles(path: &Path) -> Vec<Single> {
+pub(super) fn read_ldat_singles(path: &Path) -> Vec<Single> {
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(
         bytes.len() % 16,

@@ -45,7 +45,8 @@
 //! petsys_peer); without it the tests that need it fail under CI (`CI` set) and print
 //! `SKIPPED (not under CI): ...` otherwise.
 
-use super::{col_f32, col_i64, col_u32, no_panic, read_parquet, scandaq};
+use super::petsys_peer::{Single, read_ldat_singles};
+use super::{col_f32, col_i64, col_u32, no_panic, read_parquet, scandaq, simulate};
 use arrow_array::RecordBatch;
 use scandaq_sinks::Manifest;
 use std::collections::{BTreeMap, HashMap};
@@ -237,14 +238,6 @@ impl Setup {
 
 // ---------------------------------------------------------------------------------------------
 // The reference: grouping and pairing.
-
-/// A single: time (ps), energy (keV or ToT ns), channel id.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Single {
-    t_ps: i64,
-    energy: f32,
-    channel: u32,
-}
 
 /// A photon of the reference.
 #[derive(Clone, Debug)]
@@ -537,25 +530,6 @@ fn data_dir() -> Option<PathBuf> {
     println!("SKIPPED (not under CI): {why}");
     eprintln!("SKIPPED (not under CI): {why}");
     None
-}
-
-/// `singles.ldat`: 16-byte records, little endian: i64 time ps, f32 energy, i32 channel id.
-fn read_ldat_singles(path: &Path) -> Vec<Single> {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(
-        bytes.len() % 16,
-        0,
-        "{}: not 16-byte records",
-        path.display()
-    );
-    bytes
-        .chunks_exact(16)
-        .map(|r| Single {
-            t_ps: i64::from_le_bytes(r[0..8].try_into().unwrap()),
-            energy: f32::from_le_bytes(r[8..12].try_into().unwrap()),
-            channel: u32::try_from(i32::from_le_bytes(r[12..16].try_into().unwrap())).unwrap(),
-        })
-        .collect()
 }
 
 /// `coincidences.ldat`: 36-byte packed records, per photon u8 n, u8 j, i64 time ps, f32
@@ -1082,37 +1056,6 @@ fn replay_with_petsys_config_gives_petsys_coincidences() {
     }
     problems.extend(check_rejection_counters("third-party set", &m, &g).1);
     assert!(problems.is_empty(), "{}\n{log}", problems.join("\n"));
-}
-
-/// `fpga-sim` beside the `scandaq` binary (built by `cargo test --workspace`, as CI runs).
-fn fpga_sim_exe() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_scandaq"))
-        .with_file_name(format!("fpga-sim{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// Writes a simulated run with the `fpga-sim` binary (`args` after `--out DIR`), or when it is
-/// not built, with the library function it calls (`fallback`). Returns the `.rawf`.
-fn simulate(dir: &Path, preset: &str, args: &[&str], fallback: impl FnOnce(&Path)) -> PathBuf {
-    let exe = fpga_sim_exe();
-    if exe.is_file() {
-        let out = std::process::Command::new(&exe)
-            .args(["--preset", preset, "--out", dir.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fpga-sim failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!(
-            "note: {} not built (cargo build -p scandaq-fpga-sim); writing the {preset} files in process",
-            exe.display()
-        );
-        fallback(dir);
-    }
-    dir.join(format!("{preset}.rawf"))
 }
 
 /// One simulated case: the run replayed with `ini`, checked against the reference.
