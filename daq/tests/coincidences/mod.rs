@@ -686,3 +686,81 @@ fn a_petsys_singles_only_replay_keeps_the_plain_singles_table() {
     let grouped = columns(&["--group-window", "20ns"]);
     assert!(grouped.iter().any(|c| c == "photon_id"), "{grouped:?}");
 }
+
+#[test]
+fn a_live_run_with_a_petsys_config_sorts_with_its_sw_trigger() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let ini = petsys_setup(
+        &tmp.path().join("setup"),
+        "coincidence_time_window = 3\ngroup_time_window = 2\n",
+        "0\t1\tC\n0\t0\tM\n1\t1\tM\n",
+    );
+    let out = tmp.path().join("runs");
+    let addr = free_port_udp().to_string();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args([
+            "run",
+            "--udp",
+            &addr,
+            "--petsys-config",
+            ini.to_str().unwrap(),
+        ])
+        .args(["--out", out.to_str().unwrap(), "--duration", "60s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("running:") || line.contains("error") {
+            break;
+        }
+    }
+    assert!(
+        said.contains("PETsys [sw_trigger]: coincidence window 15000 ps"),
+        "{said}"
+    );
+    // The simulator's bench, paced, ending with end-of-stream markers (the run then stops).
+    let sim = Command::new(fpga_sim_exe())
+        .args([
+            "--preset",
+            "bench",
+            "--seed",
+            "11",
+            "--duration",
+            "0.3s",
+            "--rate",
+            "1M",
+        ])
+        .args(["--udp", &addr])
+        .output();
+    let Ok(sim) = sim else {
+        let _ = run.kill();
+        skip_unless_ci("the fpga-sim binary is not built (cargo build -p scandaq-fpga-sim)");
+        return;
+    };
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(run.wait().unwrap().success(), "{said}{}", rest.join("\n"));
+    let dir = out.join("run-000001");
+    let o = recorded_options(&dir);
+    assert_eq!(o["window_ps"], 15_000);
+    assert_eq!(o["grouping"]["window_ps"], 10_000);
+    assert_eq!(o["allowed_module_pairs"], serde_json::json!([[0, 1]]));
+    let m = Manifest::read(&dir).unwrap();
+    assert!(
+        m.counts["coincidences.prompt.pairs"] > 1000,
+        "{:?}",
+        m.counts
+    );
+    assert!(m.counts["grouping.photons_out"] > 0, "{:?}", m.counts);
+}
