@@ -741,6 +741,7 @@ fn a_live_run_with_a_petsys_config_sorts_with_its_sw_trigger() {
         .output();
     let Ok(sim) = sim else {
         let _ = run.kill();
+        let _ = run.wait();
         skip_unless_ci("the fpga-sim binary is not built (cargo build -p scandaq-fpga-sim)");
         return;
     };
