@@ -65,7 +65,7 @@ impl GroupLabels {
 ///
 /// Hits are taken in time order. A hit joins the earliest-opened group that is still open
 /// (`t_hit - t_first <= window_ps`), whose first hit's crystal is within `max_distance_mm`
-/// (3-D distance between crystal centres, computed in f64) and, with
+/// (3-D distance between crystal centres, compared squared in f64) and, with
 /// `multi_hit_module_pairs`, whose first hit's module forms an allowed pair with the hit's;
 /// otherwise it opens a new group. A closed group outside the hit-count or energy cuts gives
 /// no photon (counted by reason).
@@ -143,7 +143,8 @@ impl<'a> Grouper<'a> {
         hits.check_lengths()?;
         check_order(hits.t_ps, self.last_t)?;
         let w = self.cfg.window_ps;
-        let dmax = self.cfg.max_distance_mm;
+        // Squared distances are compared (no square root per candidate group).
+        let dmax2 = self.cfg.max_distance_mm * self.cfg.max_distance_mm;
         self.stats.hits_in += hits.len() as u64;
         for k in 0..hits.len() {
             let t = hits.t_ps[k];
@@ -169,8 +170,8 @@ impl<'a> Grouper<'a> {
             let (e, f) = (hits.energy_kev[k], hits.flags[k]);
             let multi_hit = self.multi_hit.as_ref();
             match self.open.iter_mut().find(|g| {
-                distance(g.pos_first, pos) <= dmax
-                    && multi_hit.is_none_or(|m| m.allows(g.module_first, module))
+                multi_hit.is_none_or(|m| m.allows(g.module_first, module))
+                    && squared_distance(g.pos_first, pos) <= dmax2
             }) {
                 Some(g) => {
                     if let Some(l) = labels.as_deref_mut() {
@@ -292,11 +293,11 @@ impl<'a> Grouper<'a> {
 }
 
 #[inline]
-fn distance(a: [f32; 3], b: [f32; 3]) -> f64 {
+fn squared_distance(a: [f32; 3], b: [f32; 3]) -> f64 {
     let dx = a[0] as f64 - b[0] as f64;
     let dy = a[1] as f64 - b[1] as f64;
     let dz = a[2] as f64 - b[2] as f64;
-    (dx * dx + dy * dy + dz * dz).sqrt()
+    dx * dx + dy * dy + dz * dz
 }
 
 /// Groups one whole time-ordered batch of hits into photons (see [`Grouper`]).
