@@ -428,6 +428,12 @@ impl App {
             .is_some_and(|(s, _)| !s.boards_decoded.is_empty() || s.singles > 0)
     }
 
+    /// Whether the run on screen has streams (MEG, ultrasound) and no PET boards: then no PET
+    /// panel or word is shown (a run with neither yet counts as PET, the default).
+    pub fn stream_only(&self) -> bool {
+        !self.streams().is_empty() && !self.has_pet()
+    }
+
     /// The streams (MEG, ultrasound) of the snapshot on screen.
     pub fn streams(&self) -> &[StreamSnapshot] {
         self.shown().map_or(&[], |(s, _)| s.streams.as_slice())

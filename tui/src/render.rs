@@ -205,7 +205,7 @@ fn header_totals(app: &App, s: &StatsSnapshot, width: u16) -> Line<'static> {
     let sep = Span::styled(" │ ", DIM);
     let losses = s.losses_total();
     let (singles_rate, _, _) = app.totals_rates();
-    let pet = app.has_pet();
+    let pet = !app.stream_only();
     let written = pet.then(|| format!("written {:.1} MB", s.sink_bytes as f64 / 1e6));
     let singles = pet.then(|| format!("singles {} ({}/s)", si(s.singles as f64), si(singles_rate)));
     let dropped = if losses > 0 {
@@ -812,7 +812,7 @@ fn draw_sink(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     let waited: u64 = s.inputs.iter().map(|i| i.ring_blocked_ms).sum();
     let (disk, low) = disk_text(s, bytes);
     let mut spans = vec![Span::styled(" sink ", TITLE)];
-    if app.has_pet() {
+    if !app.stream_only() {
         spans.push(Span::raw(format!(
             "{} rows/s {:.1} MB/s │ ",
             si(rows),
@@ -888,7 +888,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 /// The help overlay: the keys of the panels this run has (no PET keys in a stream-only run,
 /// no stream-panel keys in a PET-only one).
 fn help_lines(app: &App) -> Vec<Line<'static>> {
-    let pet = app.has_pet() || app.streams().is_empty();
+    let pet = !app.stream_only();
     let streams = !app.streams().is_empty();
     let mut lines = vec![
         Line::raw("q / Esc   quit (asks first if the run is still going)"),

@@ -674,3 +674,18 @@ fn after_the_run_ends_the_crystal_map_shows_the_runs_average_not_dead_channels()
     let screen = text(&draw(&app, 200, 50));
     assert!(screen.contains("dead 1 hot 0"), "{screen}");
 }
+
+#[test]
+fn a_run_before_its_first_single_still_reads_as_pet() {
+    let mut s = snapshot(0.1, RunState::Running, false);
+    s.boards_decoded.clear();
+    s.singles = 0;
+    let mut app = App::new(AppOptions::default());
+    app.update(s);
+    let screen = text(&draw(&app, 100, 30));
+    assert!(screen.contains("│ singles 0 (0/s)"), "{screen}");
+    assert!(
+        screen.contains("energy spectrum") || screen.contains("keV"),
+        "{screen}"
+    );
+}
