@@ -635,7 +635,8 @@ fn draw_coincidences(frame: &mut Frame, app: &App, area: Rect) {
             None => "Δt FWHM -".into(),
         }),
         Line::raw(match c.peak_ps() {
-            Some(p) => format!("peak at {p:+.0} ps"),
+            // `+0`, not `-0`, for a peak within half a ps of 0.
+            Some(p) => format!("peak at {:+.0} ps", p.round() + 0.0),
             None => "peak at -".into(),
         }),
         Line::raw(format!(
@@ -644,12 +645,12 @@ fn draw_coincidences(frame: &mut Frame, app: &App, area: Rect) {
             si(c.delayed_rate)
         )),
     ];
-    let h = (inner.height as usize).saturating_sub(lines.len());
+    let h = (inner.height as usize).saturating_sub(lines.len() + 1);
     if h > 0 && !c.dt_bins.is_empty() {
         let cols = inner.width as usize;
-        let per = c.dt_bins.len().div_ceil(cols).max(1);
-        let values: Vec<f64> = c
-            .dt_bins
+        let (bins, lo_ps, hi_ps) = dt_zoom(c);
+        let per = bins.len().div_ceil(cols).max(1);
+        let values: Vec<f64> = bins
             .chunks(per)
             .map(|x| x.iter().sum::<u64>() as f64)
             .collect();
@@ -658,8 +659,35 @@ fn draw_coincidences(frame: &mut Frame, app: &App, area: Rect) {
                 .into_iter()
                 .map(|r| Line::styled(r, Style::new().fg(Color::Magenta))),
         );
+        lines.push(Line::styled(dt_axis(lo_ps, hi_ps, values.len()), DIM));
     }
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The part of the Δt histogram the panel draws: ±4 FWHM around 0 (at least ±500 ps, at
+/// most the whole window), so the peak's shape shows; with its edges in ps.
+fn dt_zoom(c: &crate::app::CoincidenceView) -> (&[u64], f64, f64) {
+    let n = c.dt_bins.len();
+    let half = c.fwhm_ps().map_or(f64::INFINITY, |f| (4.0 * f).max(500.0));
+    let first = ((-half - c.dt_min_ps) / c.bin_ps)
+        .floor()
+        .clamp(0.0, n as f64) as usize;
+    let last = ((half - c.dt_min_ps) / c.bin_ps)
+        .ceil()
+        .clamp(0.0, n as f64) as usize;
+    if last <= first {
+        return (&c.dt_bins, c.dt_min_ps, c.dt_min_ps + n as f64 * c.bin_ps);
+    }
+    let edge = |i: usize| c.dt_min_ps + i as f64 * c.bin_ps;
+    (&c.dt_bins[first..last], edge(first), edge(last))
+}
+
+/// `-840 ps` at the left, `+840` at the right of `width` columns.
+fn dt_axis(lo_ps: f64, hi_ps: f64, width: usize) -> String {
+    let left = format!("{lo_ps:.0} ps");
+    let right = format!("{hi_ps:+.0}");
+    let gap = width.saturating_sub(left.chars().count() + right.chars().count());
+    format!("{left}{}{right}", " ".repeat(gap))
 }
 
 fn draw_losses(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {

@@ -324,10 +324,7 @@ fn quit_asks_first_while_running_and_not_after() {
     assert_eq!(stopped.handle_key(Key::Char('q')), Action::Quit);
     assert_eq!(stopped.handle_key(Key::Char('s')), Action::None);
 
-    let mut attached = App::new(AppOptions {
-        attached: true,
-        ..AppOptions::default()
-    });
+    let mut attached = App::new(AppOptions { attached: true });
     attached.update(snapshot(1.0, RunState::Running, false));
     assert_eq!(attached.handle_key(Key::Char('q')), Action::Quit);
 }
@@ -448,6 +445,9 @@ fn coincidence_panel_is_fed_from_the_snapshot() {
     assert!((fwhm - 200.0).abs() < 10.0, "{fwhm}");
     let s = text(&draw(&app, 200, 50));
     assert!(s.contains("prompt 10.0 k/s"), "{s}");
+    // Drawn over ±4 FWHM (4 x 201 ps, to whole 10 ps bins) around 0, not the whole ±4 ns.
+    assert!(s.contains("-810 ps") && s.contains("+810"), "{s}");
+    assert!(s.contains("peak at +0 ps"), "{s}");
     assert!(!s.contains("no coincidences yet"));
 }
 
