@@ -738,6 +738,15 @@ impl App {
         })
     }
 
+    /// `e`: all channels / the selected module; `l`: linear / log counts.
+    fn toggle_spectrum(&mut self, key: Key) {
+        if key == Key::Char('e') {
+            self.module_spectrum = !self.module_spectrum;
+        } else {
+            self.log_spectrum = !self.log_spectrum;
+        }
+    }
+
     /// Applies a key; returns what the caller must do.
     pub fn handle_key(&mut self, key: Key) -> Action {
         if self.confirm_quit {
@@ -789,12 +798,8 @@ impl App {
                 }
                 Action::None
             }
-            Key::Char('e') => {
-                self.module_spectrum = !self.module_spectrum;
-                Action::None
-            }
-            Key::Char('l') => {
-                self.log_spectrum = !self.log_spectrum;
+            Key::Char('e') | Key::Char('l') => {
+                self.toggle_spectrum(key);
                 Action::None
             }
             Key::Char('d') => {
