@@ -208,13 +208,17 @@ impl CoincidenceSnapshot {
     }
 
     /// Adds prompt time differences (ps, from [`detector_ordered_dt_ps`]) to the histogram;
-    /// values outside are ignored.
+    /// values outside `[-window, +window]` are ignored (+window itself, which a pair exactly
+    /// one window apart has when oriented the other way, goes into the last bin).
     pub fn add_dt(&mut self, dt_ps: impl IntoIterator<Item = i64>) {
         let n = self.dt_bins.len();
+        let top = self.dt_min_ps + n as f64 * self.bin_ps;
         for t in dt_ps {
             let x = (t as f64 - self.dt_min_ps) / self.bin_ps;
             if x >= 0.0 && (x as usize) < n {
                 self.dt_bins[x as usize] += 1;
+            } else if t as f64 == top && n > 0 {
+                self.dt_bins[n - 1] += 1;
             }
         }
     }
@@ -477,11 +481,13 @@ mod tests {
     fn tof_histogram_bins_by_hand() {
         // Window 1000 ps, 4 bins over [-1000, 1000): edges -1000, -500, 0, 500, 1000.
         let mut c = CoincidenceSnapshot::new(1000, 4);
-        c.add_dt([-1000, -501, -500, -1, 0, 499, 500, 999, 1000, -1001, 5000]);
-        // 1000 and beyond, and below -1000, are outside.
-        assert_eq!(c.dt_bins, vec![2, 2, 2, 2]);
+        c.add_dt([
+            -1000, -501, -500, -1, 0, 499, 500, 999, 1000, -1001, 1001, 5000,
+        ]);
+        // +1000 (the window's closed end) is in the last bin; beyond either end is outside.
+        assert_eq!(c.dt_bins, vec![2, 2, 2, 3]);
         c.add_dt([250, 250]);
-        assert_eq!(c.dt_bins, vec![2, 2, 4, 2]);
+        assert_eq!(c.dt_bins, vec![2, 2, 4, 3]);
     }
 
     #[test]

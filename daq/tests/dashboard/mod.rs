@@ -519,8 +519,10 @@ fn demo_dashboard_shows_the_true_ctr_the_runs_window_rates_disk_and_final_figure
             .is_some_and(|c| c.prompts >= 30_000)
     });
 
-    // 1. Δt: FWHM = the simulated CTR (what `scandaq demo` simulates), peak at 0.
-    let ctr = BenchConfig::default().ctr_fwhm_ps;
+    // 1. Δt: FWHM = the simulated CTR (the manifest's, which the simulator was given), peak
+    // at 0.
+    let ctr = Manifest::read(&run_dir(&out)).unwrap().ctr_fwhm_ps.unwrap() as f64;
+    assert_eq!(ctr, BenchConfig::default().ctr_fwhm_ps);
     let screen = wait_screen(&session.0, "Δt FWHM", 10);
     let fwhm = number_after(&screen, "Δt FWHM ").unwrap_or_else(|| panic!("{screen}"));
     let peak = number_after(&screen, "peak at ").unwrap_or_else(|| panic!("{screen}"));
