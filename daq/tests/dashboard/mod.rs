@@ -417,6 +417,8 @@ fn top_attached_to_a_udp_run_shows_its_counters_and_can_be_killed() {
     );
     assert!(singles > 0.0);
     assert!(screen.contains("run 000001"), "{screen}");
+    // The run's own energy window (the default 400-650 keV), sent over the socket.
+    assert!(screen.contains("window 400-650"), "{screen}");
 
     // Killing the viewer does not disturb the run: still running, it stops when asked,
     // with every hit accounted for, per board.
