@@ -28,6 +28,11 @@ pub struct RunInfo {
     pub mode: String,
     /// Limits as the operator set them (`duration 60 s`, `hits 1000000`, ...; empty = none).
     pub limits: Vec<String>,
+    /// Energy window `[min, max]` keV the run's coincidence sorting applies (what the
+    /// dashboard marks on the spectrum); `None` when it applies none (coincidences off, the
+    /// window set to `none`, or energies in ToT without an energy table).
+    #[serde(default)]
+    pub energy_window_kev: Option<[f32; 2]>,
 }
 
 /// What one input (a UDP socket, a TCP connection, an archive reader) reports about itself.
@@ -175,9 +180,12 @@ pub struct CoincidenceSnapshot {
     pub delayeds: u64,
     /// Singles the sorter has consumed.
     pub singles_sorted: u64,
-    /// Histogram of prompt `tof_ps` (= t1 - t2): counts per bin.
+    /// Histogram of the prompts' Δt oriented by detector ([`detector_ordered_dt_ps`]:
+    /// the single of the smaller module first, then of the smaller channel), counts per bin.
+    /// Not the tables' `tof_ps` (opener minus partner, never positive): a centred point
+    /// source gives a peak at 0 whose FWHM is the CTR.
     pub dt_bins: Vec<u64>,
-    /// `tof_ps` at the low edge of bin 0, ps.
+    /// Δt at the low edge of bin 0, ps.
     pub dt_min_ps: f64,
     /// Bin width, ps.
     pub bin_ps: f64,
@@ -199,15 +207,46 @@ impl CoincidenceSnapshot {
         }
     }
 
-    /// Adds prompt time differences (ps) to the histogram; values outside are ignored.
-    pub fn add_tof(&mut self, tof_ps: &[i64]) {
+    /// Adds prompt time differences (ps, from [`detector_ordered_dt_ps`]) to the histogram;
+    /// values outside `[-window, +window]` are ignored (+window itself, which a pair exactly
+    /// one window apart has when oriented the other way, goes into the last bin).
+    pub fn add_dt(&mut self, dt_ps: impl IntoIterator<Item = i64>) {
         let n = self.dt_bins.len();
-        for &t in tof_ps {
+        let top = self.dt_min_ps + n as f64 * self.bin_ps;
+        for t in dt_ps {
             let x = (t as f64 - self.dt_min_ps) / self.bin_ps;
             if x >= 0.0 && (x as usize) < n {
                 self.dt_bins[x as usize] += 1;
+            } else if t as f64 == top && n > 0 {
+                self.dt_bins[n - 1] += 1;
             }
         }
+    }
+}
+
+/// One single of a coincidence pair, as the dashboard orders the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairSingle {
+    /// Detection time, ps.
+    pub t_ps: i64,
+    /// Detector module (the crystal's `region` in the run's `map_channel.tsv`).
+    pub module: u32,
+    /// PETsys absolute channel id.
+    pub channel: u32,
+}
+
+/// Δt of a coincidence pair oriented by detector, the dashboard's convention
+/// (docs/coincidences.md, "Δt on the dashboard"): the single with the smaller module id comes
+/// first, ties broken by the smaller channel id, and Δt = t_first − t_second. Unlike the
+/// sorter's `tof_ps` (opener minus partner, so never positive) the sign follows the
+/// detectors, not the arrival order: a point source centred between two modules gives a
+/// symmetric peak at 0 whose FWHM is the coincidence time resolution. Saturates instead of
+/// overflowing.
+pub fn detector_ordered_dt_ps(a: PairSingle, b: PairSingle) -> i64 {
+    if (a.module, a.channel) <= (b.module, b.channel) {
+        a.t_ps.saturating_sub(b.t_ps)
+    } else {
+        b.t_ps.saturating_sub(a.t_ps)
     }
 }
 
@@ -442,11 +481,46 @@ mod tests {
     fn tof_histogram_bins_by_hand() {
         // Window 1000 ps, 4 bins over [-1000, 1000): edges -1000, -500, 0, 500, 1000.
         let mut c = CoincidenceSnapshot::new(1000, 4);
-        c.add_tof(&[-1000, -501, -500, -1, 0, 499, 500, 999, 1000, -1001, 5000]);
-        // 1000 and beyond, and below -1000, are outside.
-        assert_eq!(c.dt_bins, vec![2, 2, 2, 2]);
-        c.add_tof(&[250, 250]);
-        assert_eq!(c.dt_bins, vec![2, 2, 4, 2]);
+        c.add_dt([
+            -1000, -501, -500, -1, 0, 499, 500, 999, 1000, -1001, 1001, 5000,
+        ]);
+        // +1000 (the window's closed end) is in the last bin; beyond either end is outside.
+        assert_eq!(c.dt_bins, vec![2, 2, 2, 3]);
+        c.add_dt([250, 250]);
+        assert_eq!(c.dt_bins, vec![2, 2, 4, 3]);
+    }
+
+    #[test]
+    fn pairs_are_ordered_by_module_then_channel_not_by_arrival() {
+        let single = |t_ps, module, channel| PairSingle {
+            t_ps,
+            module,
+            channel,
+        };
+        // Module 0 first, whichever arrived first and whichever the sorter called opener.
+        let early_m1 = single(1_000, 1, 64);
+        let late_m0 = single(1_150, 0, 63);
+        assert_eq!(detector_ordered_dt_ps(early_m1, late_m0), 150);
+        assert_eq!(detector_ordered_dt_ps(late_m0, early_m1), 150);
+        let early_m0 = single(1_000, 0, 5);
+        let late_m1 = single(1_150, 1, 70);
+        assert_eq!(detector_ordered_dt_ps(early_m0, late_m1), -150);
+        assert_eq!(detector_ordered_dt_ps(late_m1, early_m0), -150);
+        // The module decides even against the channel ids (a map may number them apart).
+        let m0_high_channel = single(2_000, 0, 500);
+        let m1_low_channel = single(2_040, 1, 3);
+        assert_eq!(detector_ordered_dt_ps(m1_low_channel, m0_high_channel), -40);
+        // Same module: the smaller channel first.
+        let a = single(10, 2, 130);
+        let b = single(30, 2, 129);
+        assert_eq!(detector_ordered_dt_ps(a, b), 20);
+        assert_eq!(detector_ordered_dt_ps(b, a), 20);
+        // Absurd times saturate instead of overflowing.
+        let far = single(i64::MIN, 0, 0);
+        assert_eq!(
+            detector_ordered_dt_ps(far, single(i64::MAX, 1, 0)),
+            i64::MIN
+        );
     }
 
     #[test]

@@ -15,6 +15,73 @@ pub const SPARK_POINTS: usize = 120;
 pub const LOG_ENTRIES: usize = 200;
 /// The window (seconds of run time) over which rates are averaged.
 pub const RATE_WINDOW_S: f64 = 1.0;
+/// Points a [`RunHistory`] keeps at most: when full, neighbours are merged so the points
+/// always cover the whole run.
+pub const RUN_HISTORY_POINTS: usize = 128;
+/// Run time (s) one [`RunHistory`] point covers at first.
+pub const RUN_HISTORY_FIRST_BUCKET_S: f64 = 1.0;
+
+/// The rate of one counter over the whole run: one point per bucket of run time (at first
+/// [`RUN_HISTORY_FIRST_BUCKET_S`]); when [`RUN_HISTORY_POINTS`] are reached, each pair of
+/// neighbours is merged into one point and buckets double, so a long run still fits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunHistory {
+    bucket_s: f64,
+    points: Vec<f64>,
+    /// Run time and count at the start of the bucket being filled.
+    bucket_start: Option<(f64, u64)>,
+}
+
+impl Default for RunHistory {
+    fn default() -> Self {
+        Self {
+            bucket_s: RUN_HISTORY_FIRST_BUCKET_S,
+            points: Vec::new(),
+            bucket_start: None,
+        }
+    }
+}
+
+impl RunHistory {
+    /// Takes the counter's value `count` at run time `t_s`; closes a bucket (one point, the
+    /// mean rate over it) once it covers at least the bucket time.
+    pub fn record(&mut self, t_s: f64, count: u64) {
+        let Some((t0, n0)) = self.bucket_start else {
+            self.bucket_start = Some((t_s, count));
+            return;
+        };
+        if t_s < t0 || count < n0 {
+            // A new run behind the same socket: start over.
+            *self = Self::default();
+            self.bucket_start = Some((t_s, count));
+            return;
+        }
+        let dt = t_s - t0;
+        if dt < self.bucket_s {
+            return;
+        }
+        self.points.push((count - n0) as f64 / dt);
+        self.bucket_start = Some((t_s, count));
+        if self.points.len() >= RUN_HISTORY_POINTS {
+            self.points = self
+                .points
+                .chunks(2)
+                .map(|p| p.iter().sum::<f64>() / p.len() as f64)
+                .collect();
+            self.bucket_s *= 2.0;
+        }
+    }
+
+    /// Mean rates (per second) of the closed buckets, oldest first.
+    pub fn points(&self) -> &[f64] {
+        &self.points
+    }
+
+    /// Run time one point covers now, s.
+    pub fn seconds_per_point(&self) -> f64 {
+        self.bucket_s
+    }
+}
 
 /// A key the dashboard understands (backend-neutral; see [`crate::term::key_from_event`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +160,9 @@ pub struct LogEntry {
 /// coincidences yet" while there are none.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CoincidenceView {
-    /// Time-difference histogram (counts per bin).
+    /// Time-difference histogram (counts per bin), Δt oriented by detector: t of the single
+    /// of the smaller module (then channel) minus t of the other
+    /// ([`scandaq_core::snapshot::detector_ordered_dt_ps`]).
     pub dt_bins: Vec<u64>,
     /// Time difference at the low edge of bin 0, ps.
     pub dt_min_ps: f64,
@@ -111,10 +180,25 @@ impl CoincidenceView {
     pub fn fwhm_ps(&self) -> Option<f64> {
         fwhm(&self.dt_bins, self.bin_ps)
     }
+
+    /// Centre of the peak in ps: the midpoint of its two half-maximum crossings (0 for a
+    /// point source centred between two modules), `None` when empty.
+    pub fn peak_ps(&self) -> Option<f64> {
+        let (left, right) = half_maximum_crossings(&self.dt_bins)?;
+        // Bin i covers [min + i*w, min + (i+1)*w): its centre is at i + 0.5.
+        Some(self.dt_min_ps + ((left + right) / 2.0 + 0.5) * self.bin_ps)
+    }
 }
 
 /// FWHM of a histogram in units of `bin_width` (linear interpolation on both flanks).
 pub fn fwhm(bins: &[u64], bin_width: f64) -> Option<f64> {
+    let (left, right) = half_maximum_crossings(bins)?;
+    Some((right - left) * bin_width)
+}
+
+/// Where a histogram's highest peak crosses half its maximum on either side, in bins
+/// (fractional, linear interpolation; bin i's count sits at i), `None` when empty.
+fn half_maximum_crossings(bins: &[u64]) -> Option<(f64, f64)> {
     let (imax, &max) = bins.iter().enumerate().max_by_key(|(_, c)| **c)?;
     if max == 0 {
         return None;
@@ -136,7 +220,7 @@ pub fn fwhm(bins: &[u64], bin_width: f64) -> Option<f64> {
             break;
         }
     }
-    Some((right - left) * bin_width)
+    Some((left, right))
 }
 
 /// Coincidence statistics from a snapshot: the prompt time-difference histogram as
@@ -169,23 +253,13 @@ pub fn coincidence_view(
     })
 }
 
-/// How the dashboard is used.
-#[derive(Clone, Debug)]
+/// How the dashboard is used. (The energy window marked on the spectrum is the run's own,
+/// from its snapshot: [`App::energy_window_kev`].)
+#[derive(Clone, Debug, Default)]
 pub struct AppOptions {
-    /// Energy window marked on the spectrum, keV (lower, upper).
-    pub energy_window_kev: (f64, f64),
     /// Attached to another process's run (`scandaq top`): `q` leaves the viewer without
     /// asking, since it stops nothing.
     pub attached: bool,
-}
-
-impl Default for AppOptions {
-    fn default() -> Self {
-        Self {
-            energy_window_kev: (425.0, 650.0),
-            attached: false,
-        }
-    }
 }
 
 /// Rates of one input over the rate window.
@@ -215,12 +289,16 @@ pub struct App {
     spark: Vec<VecDeque<f64>>,
     /// Singles/s history.
     singles_spark: VecDeque<f64>,
+    /// Singles, prompts and delayeds per second over the whole run.
+    history: RateHistories,
     coincidences: Option<CoincidenceView>,
     log: VecDeque<LogEntry>,
     /// Index into the sorted list of modules with hits.
     pub selected_module: usize,
     /// `e` pressed: the energy spectrum shows the selected module instead of all channels.
     pub module_spectrum: bool,
+    /// `l` pressed: the energy spectrum's counts on a logarithmic scale.
+    pub log_spectrum: bool,
     /// Channel within the selected module (0..63).
     pub selected_channel: u32,
     /// The main view.
@@ -326,10 +404,12 @@ impl App {
             frozen: None,
             spark: Vec::new(),
             singles_spark: VecDeque::new(),
+            history: RateHistories::default(),
             coincidences: None,
             log: VecDeque::new(),
             selected_module: 0,
             module_spectrum: false,
+            log_spectrum: false,
             selected_channel: 0,
             view: View::Overview,
             help: false,
@@ -346,6 +426,12 @@ impl App {
     pub fn has_pet(&self) -> bool {
         self.shown()
             .is_some_and(|(s, _)| !s.boards_decoded.is_empty() || s.singles > 0)
+    }
+
+    /// Whether the run on screen has streams (MEG, ultrasound) and no PET boards: then no PET
+    /// panel or word is shown (a run with neither yet counts as PET, the default).
+    pub fn stream_only(&self) -> bool {
+        !self.streams().is_empty() && !self.has_pet()
     }
 
     /// The streams (MEG, ultrasound) of the snapshot on screen.
@@ -391,6 +477,7 @@ impl App {
         }
         let prev = self.recent.back().cloned();
         self.derive_log(prev.as_ref(), &snapshot);
+        self.history.record(&snapshot);
         if let Some(p) = &prev {
             let dt = snapshot.elapsed_s - p.elapsed_s;
             self.spark.resize_with(snapshot.inputs.len(), VecDeque::new);
@@ -583,6 +670,18 @@ impl App {
         self.singles_spark.iter().copied().collect()
     }
 
+    /// Singles, prompts and delayeds per second over the whole run.
+    pub fn history(&self) -> &RateHistories {
+        &self.history
+    }
+
+    /// The energy window the run applies, keV (lower, upper), from the snapshot on screen;
+    /// `None` when the run applies none (no coincidences, `none`, ToT energies).
+    pub fn energy_window_kev(&self) -> Option<(f64, f64)> {
+        let [lo, hi] = self.shown()?.0.info.energy_window_kev?;
+        Some((f64::from(lo), f64::from(hi)))
+    }
+
     /// Modules (channel >> 6) that have hits on screen, ascending.
     pub fn modules(&self) -> Vec<u32> {
         let Some((s, _)) = self.shown() else {
@@ -604,12 +703,14 @@ impl App {
     }
 
     /// Count rate (hits/s) of every channel of `module`, index = channel & 63. Over the rate
-    /// window, or since the start with a single snapshot.
+    /// window, or since the start with a single snapshot or once the run has ended (nothing
+    /// arrives any more: the map would call every channel dead).
     pub fn module_rates(&self, module: u32) -> [f64; 64] {
         let mut out = [0.0; 64];
         let Some((s, base)) = self.shown() else {
             return out;
         };
+        let base = base.filter(|_| !matches!(s.state, RunState::Stopped | RunState::Failed));
         let lo = module * CHANNELS_PER_MODULE;
         let in_module = |c: u32| c >= lo && c < lo + CHANNELS_PER_MODULE;
         let then: BTreeMap<u32, u64> = base
@@ -635,6 +736,15 @@ impl App {
                 RunState::Configured | RunState::Running | RunState::Stopping
             )
         })
+    }
+
+    /// `e`: all channels / the selected module; `l`: linear / log counts.
+    fn toggle_spectrum(&mut self, key: Key) {
+        if key == Key::Char('e') {
+            self.module_spectrum = !self.module_spectrum;
+        } else {
+            self.log_spectrum = !self.log_spectrum;
+        }
     }
 
     /// Applies a key; returns what the caller must do.
@@ -688,8 +798,8 @@ impl App {
                 }
                 Action::None
             }
-            Key::Char('e') => {
-                self.module_spectrum = !self.module_spectrum;
+            Key::Char('e') | Key::Char('l') => {
+                self.toggle_spectrum(key);
                 Action::None
             }
             Key::Char('d') => {
@@ -753,6 +863,27 @@ impl App {
                 Action::None
             }
             _ => Action::None,
+        }
+    }
+}
+
+/// The run-long rate histories of the dashboard's rates panel.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RateHistories {
+    /// Singles handed to the sink, per second.
+    pub singles: RunHistory,
+    /// Prompt coincidences, per second (empty while the run sorts none).
+    pub prompts: RunHistory,
+    /// Delayed-window coincidences, per second.
+    pub delayeds: RunHistory,
+}
+
+impl RateHistories {
+    fn record(&mut self, s: &StatsSnapshot) {
+        self.singles.record(s.elapsed_s, s.singles);
+        if let Some(c) = &s.coincidences {
+            self.prompts.record(s.elapsed_s, c.prompts);
+            self.delayeds.record(s.elapsed_s, c.delayeds);
         }
     }
 }

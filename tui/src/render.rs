@@ -118,10 +118,20 @@ pub fn render(frame: &mut Frame, app: &App) {
     let small = area.height < 36;
     let log_h = if small { 4 } else { (area.height / 5).max(4) };
     let sources_h = (3 + n_inputs).min(if small { 5 } else { 10 });
-    let [header, sources, health, sink, log, footer] = Layout::vertical([
+    // The run-long rate history of singles, prompts and delayeds: PET panels only.
+    // One line on a small screen (the crystal map keeps its 8 rows at 80x24).
+    let rates_h = if app.view != View::Overview || app.shows_streams() || area.height < 20 {
+        0
+    } else if area.height < 28 {
+        1
+    } else {
+        RATE_LINES
+    };
+    let [header, sources, health, rates, sink, log, footer] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(sources_h),
         Constraint::Min(6),
+        Constraint::Length(rates_h),
         Constraint::Length(1),
         Constraint::Length(log_h),
         Constraint::Length(1),
@@ -133,6 +143,9 @@ pub fn render(frame: &mut Frame, app: &App) {
         View::Overview if app.shows_streams() => draw_streams(frame, app, health),
         View::Overview => draw_health(frame, app, snap, health),
         View::Losses => draw_losses(frame, app, snap, health),
+    }
+    if rates_h > 0 {
+        draw_rate_history(frame, app, snap, rates);
     }
     draw_sink(frame, app, snap, sink);
     draw_log(frame, app, log);
@@ -156,8 +169,8 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
         l1.push(Span::raw(s.info.mode.clone()));
     }
     // What matters most takes the place of the limits on a narrow screen: a failure, then a
-    // disk about to fill; a healthy disk's free space goes after the totals where it fits.
-    let (disk, disk_low) = disk_text(s);
+    // disk about to fill; a healthy disk's free space is on the sink line.
+    let (disk, disk_low) = disk_text(s, app.totals_rates().2);
     l1.push(sep.clone());
     if let Some(f) = s.health.failure {
         l1.push(Span::styled(
@@ -179,50 +192,57 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
             Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD),
         ));
     }
+    frame.render_widget(
+        Paragraph::new(vec![Line::from(l1), header_totals(app, s, area.width)]),
+        area,
+    );
+}
+
+/// The header's second line: output directory, what the singles sink wrote and the singles
+/// (PET runs: stream-only runs write their own tables, which this figure does not count), and
+/// the dropped-data total.
+fn header_totals(app: &App, s: &StatsSnapshot, width: u16) -> Line<'static> {
+    let sep = Span::styled(" │ ", DIM);
     let losses = s.losses_total();
     let (singles_rate, _, _) = app.totals_rates();
-    let written = format!("written {:.1} MB", s.sink_bytes as f64 / 1e6);
-    let singles = format!("singles {} ({}/s)", si(s.singles as f64), si(singles_rate));
+    let pet = !app.stream_only();
+    let written = pet.then(|| format!("written {:.1} MB", s.sink_bytes as f64 / 1e6));
+    let singles = pet.then(|| format!("singles {} ({}/s)", si(s.singles as f64), si(singles_rate)));
     let dropped = if losses > 0 {
         format!("DROPPED {losses}")
     } else {
         "dropped 0".to_string()
     };
-    let fixed = 5 + written.len() + 3 + singles.len() + 3 + dropped.len() + 3;
-    let room = (area.width as usize).saturating_sub(fixed).max(8);
+    let parts: Vec<String> = written.into_iter().chain(singles).collect();
+    let fixed = 5 + parts.iter().map(|p| p.chars().count() + 3).sum::<usize>() + dropped.len() + 3;
+    let room = (width as usize).saturating_sub(fixed).max(8);
     let dir = if s.info.run_dir.is_empty() {
         "-".to_string()
     } else {
         ellipsize_left(&s.info.run_dir, room)
     };
-    let l2 = vec![
-        Span::raw(" out "),
-        Span::raw(dir),
-        sep.clone(),
-        Span::raw(written),
-        sep.clone(),
-        Span::raw(singles),
-        sep,
-        Span::styled(
-            dropped,
-            if losses > 0 {
-                RED.add_modifier(Modifier::REVERSED)
-            } else {
-                OK
-            },
-        ),
-    ];
-    let mut l2 = l2;
-    let used: usize = l2.iter().map(|sp| sp.content.chars().count()).sum();
-    if !disk.is_empty() && !disk_low && used + 3 + disk.len() <= area.width as usize {
-        l2.push(Span::styled(" │ ", DIM));
-        l2.push(Span::styled(disk, DIM));
+    let mut l2 = vec![Span::raw(" out "), Span::raw(dir)];
+    for p in parts {
+        l2.push(sep.clone());
+        l2.push(Span::raw(p));
     }
-    frame.render_widget(Paragraph::new(vec![Line::from(l1), Line::from(l2)]), area);
+    l2.push(sep);
+    l2.push(Span::styled(
+        dropped,
+        if losses > 0 {
+            RED.add_modifier(Modifier::REVERSED)
+        } else {
+            OK
+        },
+    ));
+    Line::from(l2)
 }
 
 /// `disk 12.3 GB free, full in 41 min` and whether that is low (under 10 minutes or 1 GB).
-fn disk_text(s: &StatsSnapshot) -> (String, bool) {
+/// The time to full is the disk watch's (the filesystem's fill rate over the last seconds),
+/// or else the free space over `write_rate` (the run's bytes per second); `not filling` when
+/// neither says it fills.
+pub fn disk_text(s: &StatsSnapshot, write_rate: f64) -> (String, bool) {
     let Some(free) = s.health.disk_free_bytes else {
         return (String::new(), false);
     };
@@ -235,15 +255,34 @@ fn disk_text(s: &StatsSnapshot) -> (String, bool) {
         format!("disk {:.0} MB free", free as f64 / 1e6)
     };
     let mut low = free < 1 << 30;
-    if let Some(secs) = s.health.disk_seconds_to_full {
-        low |= secs < 600.0;
-        if secs < 120.0 {
-            text.push_str(&format!(", full in {secs:.0} s"));
-        } else if secs < 48.0 * 3600.0 {
-            text.push_str(&format!(", full in {:.0} min", secs / 60.0));
+    let seconds_to_full = s
+        .health
+        .disk_seconds_to_full
+        .or_else(|| (write_rate > 0.0).then(|| free as f64 / write_rate));
+    match seconds_to_full {
+        Some(secs) => {
+            low |= secs < 600.0;
+            text.push_str(", full in ");
+            text.push_str(&duration_text(secs));
         }
+        None => text.push_str(", not filling"),
     }
     (text, low)
+}
+
+/// `95 s`, `41 min`, `5.2 h`, `12 d`.
+pub fn duration_text(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        "-".into()
+    } else if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 2.0 * 3600.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else if secs < 48.0 * 3600.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else {
+        format!("{:.0} d", secs / 86_400.0)
+    }
 }
 
 fn draw_sources(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
@@ -370,31 +409,49 @@ fn spectrum_source<'s>(app: &App, s: &'s StatsSnapshot) -> (&'s [u64], f64, Stri
     (&s.energy_bins, 1.0, "all channels".into())
 }
 
-fn draw_spectrum(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
-    let (lo_w, hi_w) = app.options.energy_window_kev;
-    let (bins, width, label) = spectrum_source(app, s);
+/// The fraction of `bins` (of `width` keV from 0) whose centre lies in `[lo, hi)` keV;
+/// `None` without counts.
+pub fn in_window_fraction(bins: &[u64], width: f64, (lo, hi): (f64, f64)) -> Option<f64> {
     let total: u64 = bins.iter().sum();
-    let in_window: u64 = bins
+    let inside: u64 = bins
         .iter()
         .enumerate()
         .filter(|(i, _)| {
             let e = (*i as f64 + 0.5) * width;
-            e >= lo_w && e < hi_w
+            e >= lo && e < hi
         })
         .map(|(_, c)| c)
         .sum();
-    let share = if total > 0 {
-        format!(": {:.0}%", in_window as f64 * 100.0 / total as f64)
-    } else {
-        String::new()
+    (total > 0).then(|| inside as f64 / total as f64)
+}
+
+/// The spectrum panel's title: what is shown, the scale, the run's energy window and the
+/// share of the counts in it.
+fn spectrum_title(app: &App, label: &str, share: Option<f64>, panel_width: u16) -> String {
+    let window = match app.energy_window_kev() {
+        Some((lo, hi)) => {
+            let share = share.map_or(String::new(), |f| format!(": {:.0}%", f * 100.0));
+            format!("window {lo:.0}-{hi:.0}{share}")
+        }
+        None => "no energy window".into(),
     };
-    let title = if area.width >= 60 {
-        format!(" energy spectrum, {label} (keV); window {lo_w:.0}-{hi_w:.0}{share} ")
+    let scale = if app.log_spectrum { ", log" } else { "" };
+    if panel_width >= 60 {
+        format!(" energy spectrum, {label} (keV{scale}); {window} ")
     } else if app.module_spectrum {
-        format!(" keV, {label}, window {lo_w:.0}-{hi_w:.0}{share} ")
+        format!(" keV{scale}, {label}, {window} ")
     } else {
-        format!(" keV, window {lo_w:.0}-{hi_w:.0}{share} ")
-    };
+        format!(" keV{scale}, {window} ")
+    }
+}
+
+fn draw_spectrum(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    // Without a window nothing is marked (an empty range).
+    let (lo_w, hi_w) = app.energy_window_kev().unwrap_or((0.0, 0.0));
+    let (bins, width, label) = spectrum_source(app, s);
+    let total: u64 = bins.iter().sum();
+    let share = in_window_fraction(bins, width, (lo_w, hi_w));
+    let title = spectrum_title(app, &label, share, area.width);
     let b = block(&title);
     let inner = b.inner(area);
     frame.render_widget(b, area);
@@ -412,8 +469,11 @@ fn draw_spectrum(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
         .map(|c| {
             let a = (c as f64 * per / width) as usize;
             let b = (((c + 1) as f64 * per / width) as usize).max(a + 1);
-            bins.get(a.min(bins.len())..b.min(bins.len()))
-                .map_or(0, |x| x.iter().sum::<u64>()) as f64
+            let n = bins
+                .get(a.min(bins.len())..b.min(bins.len()))
+                .map_or(0, |x| x.iter().sum::<u64>()) as f64;
+            // `l`: log scale (log10(1 + n), so an empty column stays empty).
+            if app.log_spectrum { n.ln_1p() } else { n }
         })
         .collect();
     let in_win = |c: usize| {
@@ -540,8 +600,21 @@ fn draw_crystal_map(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// The coincidence panel's title: the longest that fits, with the Δt convention (the help
+/// overlay has it in full).
+fn coincidence_title(width: u16) -> &'static str {
+    [
+        " coincidences, Δt = t(lower module) − t(higher) ",
+        " coincidences, Δt = t(low mod) − t(high) ",
+        " Δt = t(low mod) − t(high mod) ",
+    ]
+    .into_iter()
+    .find(|t| t.chars().count() + 2 <= usize::from(width))
+    .unwrap_or(" coincidences ")
+}
+
 fn draw_coincidences(frame: &mut Frame, app: &App, area: Rect) {
-    let b = block(" coincidences ");
+    let b = block(coincidence_title(area.width));
     let inner = b.inner(area);
     frame.render_widget(b, area);
     let Some(c) = app.coincidences() else {
@@ -561,18 +634,23 @@ fn draw_coincidences(frame: &mut Frame, app: &App, area: Rect) {
             Some(f) => format!("Δt FWHM {f:.0} ps"),
             None => "Δt FWHM -".into(),
         }),
+        Line::raw(match c.peak_ps() {
+            // `+0`, not `-0`, for a peak within half a ps of 0.
+            Some(p) => format!("peak at {:+.0} ps", p.round() + 0.0),
+            None => "peak at -".into(),
+        }),
         Line::raw(format!(
             "prompt {}/s  delayed {}/s",
             si(c.prompt_rate),
             si(c.delayed_rate)
         )),
     ];
-    let h = (inner.height as usize).saturating_sub(2);
+    let h = (inner.height as usize).saturating_sub(lines.len() + 1);
     if h > 0 && !c.dt_bins.is_empty() {
         let cols = inner.width as usize;
-        let per = c.dt_bins.len().div_ceil(cols).max(1);
-        let values: Vec<f64> = c
-            .dt_bins
+        let (bins, lo_ps, hi_ps) = dt_zoom(c);
+        let per = bins.len().div_ceil(cols).max(1);
+        let values: Vec<f64> = bins
             .chunks(per)
             .map(|x| x.iter().sum::<u64>() as f64)
             .collect();
@@ -581,8 +659,35 @@ fn draw_coincidences(frame: &mut Frame, app: &App, area: Rect) {
                 .into_iter()
                 .map(|r| Line::styled(r, Style::new().fg(Color::Magenta))),
         );
+        lines.push(Line::styled(dt_axis(lo_ps, hi_ps, values.len()), DIM));
     }
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The part of the Δt histogram the panel draws: ±4 FWHM around 0 (at least ±500 ps, at
+/// most the whole window), so the peak's shape shows; with its edges in ps.
+fn dt_zoom(c: &crate::app::CoincidenceView) -> (&[u64], f64, f64) {
+    let n = c.dt_bins.len();
+    let half = c.fwhm_ps().map_or(f64::INFINITY, |f| (4.0 * f).max(500.0));
+    let first = ((-half - c.dt_min_ps) / c.bin_ps)
+        .floor()
+        .clamp(0.0, n as f64) as usize;
+    let last = ((half - c.dt_min_ps) / c.bin_ps)
+        .ceil()
+        .clamp(0.0, n as f64) as usize;
+    if last <= first {
+        return (&c.dt_bins, c.dt_min_ps, c.dt_min_ps + n as f64 * c.bin_ps);
+    }
+    let edge = |i: usize| c.dt_min_ps + i as f64 * c.bin_ps;
+    (&c.dt_bins[first..last], edge(first), edge(last))
+}
+
+/// `-840 ps` at the left, `+840` at the right of `width` columns.
+fn dt_axis(lo_ps: f64, hi_ps: f64, width: usize) -> String {
+    let left = format!("{lo_ps:.0} ps");
+    let right = format!("{hi_ps:+.0}");
+    let gap = width.saturating_sub(left.chars().count() + right.chars().count());
+    format!("{left}{}{right}", " ".repeat(gap))
 }
 
 fn draw_losses(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
@@ -632,19 +737,122 @@ fn draw_losses(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     }
 }
 
+/// Lines of the run-long rate history (singles, prompts, delayeds).
+const RATE_LINES: u16 = 3;
+
+/// `values` squeezed into `width` points (means of neighbours) when there are more.
+fn squeeze(values: &[f64], width: usize) -> Vec<f64> {
+    if values.len() <= width || width == 0 {
+        return values.to_vec();
+    }
+    let per = values.len().div_ceil(width);
+    values
+        .chunks(per)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect()
+}
+
+/// Singles, prompts and delayeds per second over the whole run, one sparkline each (every
+/// point one bucket of run time; the newest bucket's rate at the end).
+fn draw_rate_history(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    if area.height < RATE_LINES {
+        return draw_rate_history_line(frame, app, s, area);
+    }
+    let h = app.history();
+    let width = area.width as usize;
+    let span = format!(
+        " run {}, {:.0} s/pt",
+        clock(s.elapsed_s),
+        h.singles.seconds_per_point()
+    );
+    let spark_w = width
+        .saturating_sub(10 + 12 + span.chars().count())
+        .clamp(4, 120);
+    let sorted = s.coincidences.is_some();
+    let rows = [
+        ("singles", &h.singles, true, OK),
+        (
+            "prompts",
+            &h.prompts,
+            sorted,
+            Style::new().fg(Color::Magenta),
+        ),
+        ("delayed", &h.delayeds, sorted, WARN),
+    ];
+    let lines: Vec<Line> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, hist, shown, style))| {
+            let mut spans = vec![Span::styled(format!(" {label:<9}"), TITLE)];
+            if !shown {
+                spans.push(Span::styled("not sorted in this run", DIM));
+                return Line::from(spans);
+            }
+            let points = squeeze(hist.points(), spark_w);
+            let last = hist
+                .points()
+                .last()
+                .map_or("-".to_string(), |r| format!("{}/s", si(*r)));
+            spans.push(Span::styled(sparkline(&points, spark_w), style));
+            spans.push(Span::raw(format!(" {last:<11}")));
+            if i == 0 {
+                spans.push(Span::styled(span.clone(), DIM));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// The rate history on one line (small screens): a short sparkline and the newest rate each.
+fn draw_rate_history_line(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
+    let h = app.history();
+    let sorted = s.coincidences.is_some();
+    let spark_w = (area.width as usize).saturating_sub(3 * 18).clamp(3, 40) / 3;
+    let mut spans = vec![];
+    for (label, hist, style) in [
+        ("singles", &h.singles, OK),
+        ("prompts", &h.prompts, Style::new().fg(Color::Magenta)),
+        ("delayed", &h.delayeds, WARN),
+    ] {
+        spans.push(Span::styled(format!(" {label} "), TITLE));
+        if label != "singles" && !sorted {
+            spans.push(Span::styled("-", DIM));
+            continue;
+        }
+        spans.push(Span::styled(
+            sparkline(&squeeze(hist.points(), spark_w), spark_w),
+            style,
+        ));
+        let last = hist
+            .points()
+            .last()
+            .map_or("-".to_string(), |r| format!("{}/s", si(*r)));
+        spans.push(Span::raw(format!(" {last}")));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The sink line: what the singles sink writes per second (PET runs), the output disk's
+/// free space and time to full, and the time inputs waited for room in their rings.
 fn draw_sink(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     let (_, rows, bytes) = app.totals_rates();
     let waited: u64 = s.inputs.iter().map(|i| i.ring_blocked_ms).sum();
-    let line = Line::from(vec![
-        Span::styled(" sink ", TITLE),
-        Span::raw(format!(
-            "{} rows/s {:.1} MB/s │ singles-00000.parquet │ rotations 0 │ wait {} ms",
+    let (disk, low) = disk_text(s, bytes);
+    let mut spans = vec![Span::styled(" sink ", TITLE)];
+    if !app.stream_only() {
+        spans.push(Span::raw(format!(
+            "{} rows/s {:.1} MB/s │ ",
             si(rows),
-            bytes / 1e6,
-            waited
-        )),
-    ]);
-    frame.render_widget(Paragraph::new(line), area);
+            bytes / 1e6
+        )));
+    }
+    if !disk.is_empty() {
+        spans.push(Span::styled(disk, if low { RED } else { Style::new() }));
+        spans.push(Span::raw(" │ "));
+    }
+    spans.push(Span::raw(format!("ring wait {waited} ms")));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
@@ -686,9 +894,9 @@ fn draw_footer(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
             " q quit  s stop  m marker  p freeze  tab view  ←→ stream  ↑↓ channel  ? help"
         }
     } else if !app.streams().is_empty() {
-        " q quit  s stop  m marker  p freeze  tab view  d streams  ←→ module  ↑↓ channel  ? help"
+        " q quit s stop m marker p freeze tab view l log d streams ←→↑↓ crystal ? help"
     } else {
-        " q quit  s stop  m marker  p freeze  tab view  ←→ module  ↑↓ channel  ? help"
+        " q quit  s stop  m marker  p freeze  tab view  l log  ←→↑↓ crystal  ? help"
     };
     spans.push(Span::styled(keys, DIM));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -705,24 +913,48 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     }
 }
 
+/// The help overlay: the keys of the panels this run has (no PET keys in a stream-only run,
+/// no stream-panel keys in a PET-only one).
+fn help_lines(app: &App) -> Vec<Line<'static>> {
+    let pet = !app.stream_only();
+    let streams = !app.streams().is_empty();
+    let mut lines = vec![
+        Line::raw("q / Esc   quit (asks first if the run is still going)"),
+        Line::raw("Ctrl-C    stop the run and quit"),
+        Line::raw("s         stop the run (files committed, manifest written)"),
+        Line::raw("m         write a marker row (markers.parquet)"),
+        Line::raw("p         freeze / unfreeze the display"),
+        Line::raw("tab       overview / losses view"),
+    ];
+    if pet {
+        lines.extend([
+            Line::raw("← →       select module (crystal map)"),
+            Line::raw("↑ ↓       select channel in the module"),
+            Line::raw("e         energy spectrum: all channels / selected module"),
+            Line::raw("l         energy spectrum: linear / log scale"),
+            Line::raw("          Δt = t(lower module) − t(higher); same module:"),
+            Line::raw("          t(lower channel) − t(higher)"),
+        ]);
+    }
+    if pet {
+        lines.push(Line::raw(
+            "d         PET panels / stream panels (MEG, ultrasound)",
+        ));
+    }
+    if streams {
+        lines.push(Line::raw(
+            "← → ↑ ↓   on stream panels: select stream, MEG channel",
+        ));
+    }
+    lines.push(Line::raw("?         this help (any key closes it)"));
+    lines
+}
+
 fn draw_overlays(frame: &mut Frame, app: &App) {
     let area = frame.area();
     if app.help {
-        let lines = vec![
-            Line::raw("q / Esc   quit (asks first if the run is still going)"),
-            Line::raw("Ctrl-C    stop the run and quit"),
-            Line::raw("s         stop the run (files committed, manifest written)"),
-            Line::raw("m         write a marker row (markers.parquet)"),
-            Line::raw("p         freeze / unfreeze the display"),
-            Line::raw("tab       overview / losses view"),
-            Line::raw("← →       select module (crystal map)"),
-            Line::raw("e         energy spectrum: all channels / selected module"),
-            Line::raw("↑ ↓       select channel in the module"),
-            Line::raw("d         PET panels / stream panels (MEG, ultrasound)"),
-            Line::raw("← → ↑ ↓   on stream panels: select stream, MEG channel"),
-            Line::raw("?         this help (any key closes it)"),
-        ];
-        let r = centered(area, 62, lines.len() as u16 + 2);
+        let lines = help_lines(app);
+        let r = centered(area, 66, lines.len() as u16 + 2);
         frame.render_widget(Clear, r);
         frame.render_widget(Paragraph::new(lines).block(block(" help ")), r);
     }

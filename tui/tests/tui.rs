@@ -58,6 +58,7 @@ fn snapshot(t: f64, state: RunState, lossy: bool) -> StatsSnapshot {
             run_dir: "/data/scandaq-runs/run-000042".into(),
             mode: "run".into(),
             limits: vec!["duration 60 s".into()],
+            energy_window_kev: Some([425.0, 650.0]),
         },
         state,
         elapsed_s: t,
@@ -323,10 +324,7 @@ fn quit_asks_first_while_running_and_not_after() {
     assert_eq!(stopped.handle_key(Key::Char('q')), Action::Quit);
     assert_eq!(stopped.handle_key(Key::Char('s')), Action::None);
 
-    let mut attached = App::new(AppOptions {
-        attached: true,
-        ..AppOptions::default()
-    });
+    let mut attached = App::new(AppOptions { attached: true });
     attached.update(snapshot(1.0, RunState::Running, false));
     assert_eq!(attached.handle_key(Key::Char('q')), Action::Quit);
 }
@@ -411,6 +409,8 @@ fn coincidence_panel_shows_fwhm_once_coincidences_exist() {
     }));
     let s = text(&draw(&app, 200, 50));
     assert!(s.contains("Δt FWHM 250 ps"), "{s}");
+    // Bins centred on -250, -225, ..., 250 ps: the triangle's apex at 0.
+    assert!(s.contains("peak at +0 ps"), "{s}");
     assert!(s.contains("prompt 12.3 k/s"), "{s}");
     assert!(!s.contains("no coincidences yet"));
 }
@@ -430,7 +430,7 @@ fn coincidence_panel_is_fed_from_the_snapshot() {
                 std::iter::repeat_n(x, n)
             })
             .collect();
-        c.add_tof(&tofs);
+        c.add_dt(tofs);
         c.prompts = (t * 10_000.0) as u64;
         c.delayeds = (t * 500.0) as u64;
         s.coincidences = Some(c);
@@ -445,6 +445,9 @@ fn coincidence_panel_is_fed_from_the_snapshot() {
     assert!((fwhm - 200.0).abs() < 10.0, "{fwhm}");
     let s = text(&draw(&app, 200, 50));
     assert!(s.contains("prompt 10.0 k/s"), "{s}");
+    // Drawn over ±4 FWHM (4 x 201 ps, to whole 10 ps bins) around 0, not the whole ±4 ns.
+    assert!(s.contains("-810 ps") && s.contains("+810"), "{s}");
+    assert!(s.contains("peak at +0 ps"), "{s}");
     assert!(!s.contains("no coincidences yet"));
 }
 
@@ -501,5 +504,188 @@ fn input_warnings_reach_the_log_once() {
         log.iter().filter(|l| l.as_str() == warning).count(),
         1,
         "{log:?}"
+    );
+}
+
+/// The share of the fixture's spectrum in `[lo, hi)` keV, counted here bin by bin.
+fn share_by_hand(s: &StatsSnapshot, lo: usize, hi: usize) -> f64 {
+    let total: u64 = s.energy_bins.iter().sum();
+    let inside: u64 = s.energy_bins[lo..hi].iter().sum();
+    inside as f64 / total as f64
+}
+
+#[test]
+fn the_spectrum_marks_the_runs_own_energy_window_and_its_share() {
+    let mut s = snapshot(2.0, RunState::Running, false);
+    s.info.energy_window_kev = Some([300.0, 700.0]);
+    let mut app = App::new(AppOptions::default());
+    app.update(s.clone());
+    assert_eq!(app.energy_window_kev(), Some((300.0, 700.0)));
+    let percent = (share_by_hand(&s, 300, 700) * 100.0).round();
+    for (w, h) in SIZES {
+        let screen = text(&draw(&app, w, h));
+        assert!(
+            screen.contains(&format!("window 300-700: {percent:.0}%")),
+            "{w}x{h}: {screen}"
+        );
+        assert!(!screen.contains("425"), "no built-in window: {screen}");
+    }
+    // A run without a window (coincidences off, `none`, ToT energies) marks none.
+    s.info.energy_window_kev = None;
+    s.elapsed_s = 2.5;
+    app.update(s);
+    let screen = text(&draw(&app, 200, 50));
+    assert!(screen.contains("no energy window"), "{screen}");
+    assert!(!screen.contains('━'), "nothing marked: {screen}");
+}
+
+#[test]
+fn l_toggles_the_spectrum_between_linear_and_log_counts() {
+    let mut app = app_with(RunState::Running, false);
+    let linear = draw(&app, 200, 50);
+    let lin_text = text(&linear);
+    assert!(
+        lin_text.contains("energy spectrum, all channels (keV);"),
+        "{lin_text}"
+    );
+    assert!(
+        text(&draw(&app, 80, 24)).contains("l log"),
+        "the key is in the footer"
+    );
+    assert_eq!(app.handle_key(Key::Char('l')), Action::None);
+    assert!(app.log_spectrum);
+    let log = draw(&app, 200, 50);
+    let log_text = text(&log);
+    assert!(log_text.contains("(keV, log);"), "{log_text}");
+    // The Compton shelf (150 counts per bin against a 1000-count peak) is a low bar on the
+    // linear scale and a tall one on the log scale: more filled cells in the spectrum.
+    let filled = |b: &Buffer| {
+        let (x0, y0) = find(b, "energy spectrum").unwrap();
+        let (x1, _) = find(b, "module 0").unwrap();
+        (y0..y0 + 20)
+            .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+            .filter(|&p| b[p].symbol() == "█")
+            .count()
+    };
+    assert!(filled(&log) > filled(&linear) + 20, "{log_text}");
+    app.handle_key(Key::Char('?'));
+    assert!(text(&draw(&app, 80, 24)).contains("linear / log scale"));
+    app.handle_key(Key::Char('x'));
+    app.handle_key(Key::Char('l'));
+    assert!(!app.log_spectrum);
+}
+
+#[test]
+fn rate_history_covers_the_whole_run_in_a_bounded_number_of_points() {
+    use scandaq_tui::app::{RUN_HISTORY_POINTS, RunHistory};
+    let mut h = RunHistory::default();
+    // 10 Hz snapshots for 1000 s: 1000 counts/s for 500 s, then 3000/s.
+    let mut count = 0u64;
+    for k in 0..=10_000u64 {
+        let t = k as f64 / 10.0;
+        if k > 0 {
+            count += if t <= 500.0 { 100 } else { 300 };
+        }
+        h.record(t, count);
+    }
+    let p = h.points();
+    assert!(
+        p.len() < RUN_HISTORY_POINTS && p.len() >= RUN_HISTORY_POINTS / 2,
+        "{p:?}"
+    );
+    let covered = p.len() as f64 * h.seconds_per_point();
+    assert!((900.0..=1000.0).contains(&covered), "{covered} s of 1000");
+    assert!((p[0] - 1000.0).abs() < 1.0, "{p:?}");
+    assert!((p[p.len() - 1] - 3000.0).abs() < 1.0, "{p:?}");
+    assert!((p[p.len() / 4] - 1000.0).abs() < 1.0 && (p[3 * p.len() / 4] - 3000.0).abs() < 1.0);
+    // A new run behind the same socket starts over.
+    h.record(1.0, 5);
+    assert!(h.points().is_empty());
+}
+
+#[test]
+fn rates_panel_shows_singles_prompts_and_delayeds_over_the_run() {
+    use scandaq_core::snapshot::CoincidenceSnapshot;
+    let mut app = App::new(AppOptions::default());
+    for k in 0..=40 {
+        let t = f64::from(k) * 0.25;
+        let mut s = snapshot(t, RunState::Running, false);
+        let mut c = CoincidenceSnapshot::new(4_000, 400);
+        c.prompts = (t * 20_000.0) as u64;
+        c.delayeds = (t * 700.0) as u64;
+        s.coincidences = Some(c);
+        app.update(s);
+    }
+    for (w, h) in SIZES {
+        let screen = text(&draw(&app, w, h));
+        for needle in [
+            " singles", "1.00 M/s", " prompts", "20.0 k/s", " delayed", "700/s",
+        ] {
+            assert!(screen.contains(needle), "{w}x{h}: {needle:?} in\n{screen}");
+        }
+    }
+    // A line per counter where there is room, with the time the points cover.
+    let screen = text(&draw(&app, 200, 50));
+    assert!(screen.contains("run 0:00:10, 1 s/pt"), "{screen}");
+    // Without coincidences the two lines say so.
+    let app = app_with(RunState::Running, false);
+    let screen = text(&draw(&app, 200, 50));
+    assert!(screen.contains("not sorted in this run"), "{screen}");
+}
+
+#[test]
+fn disk_free_space_and_time_to_full_at_the_write_rate() {
+    let mut app = app_with(RunState::Running, false);
+    let mut s = snapshot(11.5, RunState::Running, false);
+    // 52 GB free, no reading of the filesystem's own fill rate yet: the run writes 9 MB/s,
+    // full in 52e9 / 9e6 s = 96 min.
+    s.health.disk_free_bytes = Some(52_000_000_000);
+    app.update(s.clone());
+    for (w, h) in SIZES {
+        let screen = text(&draw(&app, w, h));
+        assert!(
+            screen.contains("disk 52 GB free, full in 96 min"),
+            "{w}x{h}: {screen}"
+        );
+    }
+    // The disk watch's reading (the whole filesystem) wins when there is one.
+    s.elapsed_s = 11.75;
+    s.health.disk_seconds_to_full = Some(3.0 * 86_400.0);
+    app.update(s);
+    assert!(text(&draw(&app, 80, 24)).contains("disk 52 GB free, full in 3 d"));
+}
+
+#[test]
+fn after_the_run_ends_the_crystal_map_shows_the_runs_average_not_dead_channels() {
+    let mut app = App::new(AppOptions::default());
+    let running = snapshot(10.0, RunState::Running, false);
+    app.update(running.clone());
+    // Stopped: the counts stand still from here on.
+    for t in [10.5, 11.0] {
+        let mut s = running.clone();
+        s.elapsed_s = t;
+        s.state = RunState::Stopped;
+        app.update(s);
+    }
+    let rates = app.module_rates(0);
+    // Channel 0: 7000 hits/s for 10 s, averaged over the 11 s of the run.
+    assert!((rates[0] - 70_000.0 / 11.0).abs() < 1.0, "{rates:?}");
+    assert_eq!(rates[5], 0.0, "the dead channel stays dead");
+    let screen = text(&draw(&app, 200, 50));
+    assert!(screen.contains("dead 1 hot 0"), "{screen}");
+}
+
+#[test]
+fn a_run_before_its_first_single_still_reads_as_pet() {
+    let mut s = snapshot(0.1, RunState::Running, false);
+    s.boards_decoded.clear();
+    s.singles = 0;
+    let mut app = App::new(AppOptions::default());
+    app.update(s);
+    let screen = text(&draw(&app, 100, 30));
+    assert!(screen.contains("│ singles 0 (0/s)"), "{screen}");
+    assert!(
+        screen.contains("energy spectrum") || screen.contains("keV"),
+        "{screen}"
     );
 }

@@ -4,6 +4,7 @@
 use crate::commands::outcome::finish_run;
 use crate::observe::control::{ControlContext, ControlServer};
 use crate::observe::dashboard;
+use crate::observe::disk_watch::{DiskWarnLevels, DiskWatch};
 use crate::observe::live_stats::{
     BoardDecodeSnapshot, BoardTransportSnapshot, InputSnapshot, LatestCell, LiveStats, RunInfo,
 };
@@ -133,9 +134,13 @@ pub fn demo(config: BenchConfig, out_dir: &Path, options: DemoOptions) -> Result
             run_dir: start.run.path().display().to_string(),
             mode: RunMode::Demo.name().into(),
             limits: vec![format!("duration {duration_s} s (simulated)")],
+            energy_window_kev: start
+                .coincidences
+                .as_ref()
+                .and_then(|c| c.applied_energy_window_kev()),
         });
     }
-    let mut observe = SinkObserver::new(live.as_ref());
+    let mut observe = SinkObserver::new(live.as_ref(), start.run.path());
     let outcome = pipeline::run_observed(
         rx,
         &start.kernel,
@@ -195,18 +200,22 @@ fn finish_demo(
 struct SinkObserver<'a> {
     live: Option<&'a DemoLive>,
     last_publish: Instant,
+    /// The output disk's free space, for the dashboard.
+    disk: DiskWatch,
 }
 
 impl<'a> SinkObserver<'a> {
-    fn new(live: Option<&'a DemoLive>) -> Self {
+    fn new(live: Option<&'a DemoLive>, run_dir: &Path) -> Self {
         Self {
             live,
             last_publish: Instant::now(),
+            disk: DiskWatch::new(run_dir, DiskWarnLevels::default()),
         }
     }
 
     fn note(&mut self, batch: &HitBatch) {
         let Some(l) = self.live else { return };
+        self.disk.publish_into(&l.stats);
         l.stats.record_singles(batch);
         l.markers.note_released(batch);
         if self.last_publish.elapsed() >= Duration::from_millis(50) {
@@ -460,9 +469,6 @@ fn demo_dashboard(
         stop: stop.clone(),
         markers: markers.clone(),
     });
-    let window = coincidences
-        .energy_window_kev
-        .map_or((425.0, 650.0), |[a, b]| (f64::from(a), f64::from(b)));
     let live = DemoLive {
         stats: stats.clone(),
         stop: stop.clone(),
@@ -484,16 +490,7 @@ fn demo_dashboard(
                 },
             )
         })?;
-    let ui = dashboard::run_in_process(
-        stats,
-        stop.clone(),
-        markers,
-        &exit,
-        AppOptions {
-            energy_window_kev: window,
-            attached: false,
-        },
-    );
+    let ui = dashboard::run_in_process(stats, stop.clone(), markers, &exit, AppOptions::default());
     stop.store(true, Ordering::Relaxed);
     let summary = worker
         .join()

@@ -142,10 +142,7 @@ pub fn top(socket: &Path, exit: &AtomicBool) -> Result<()> {
         return plain_lines(socket, exit);
     }
     let (latest, closed) = spawn_reader(socket)?;
-    let mut app = App::new(AppOptions {
-        attached: true,
-        ..AppOptions::default()
-    });
+    let mut app = App::new(AppOptions { attached: true });
     app.note(Level::Info, format!("attached to {}", socket.display()));
     let mut c = Attached {
         socket: socket.to_path_buf(),

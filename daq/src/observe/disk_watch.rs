@@ -2,6 +2,7 @@
 //! rate over the last checks, the time until it is full. Warns (once per level) before the
 //! disk fills, so an operator can act while the run still goes on.
 
+use crate::observe::live_stats::LiveStats;
 use scandaq_sinks::error::human_bytes;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,6 +82,17 @@ impl DiskWatch {
         self.last_check = Some(now);
         let free = free_bytes(&self.dir).ok()?;
         Some(self.reading(now, free))
+    }
+
+    /// Reads the free space when it is time ([`Self::check`]) and publishes the reading and
+    /// its warnings into `stats` (what the dashboard and the control socket show).
+    pub fn publish_into(&mut self, stats: &LiveStats) {
+        if let Some((reading, warnings)) = self.check() {
+            stats.set_disk(reading.free_bytes, reading.seconds_to_full);
+            for w in warnings {
+                stats.warn(w);
+            }
+        }
     }
 
     /// Turns a free-space reading at `now` into the time to full and the warnings.

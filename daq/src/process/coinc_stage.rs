@@ -13,6 +13,7 @@ use scandaq_core::coincidence::{
     CrystalLut, GroupingConfig, GroupingStats, ModuleDifference, ModulePairs, PhotonBatch, Policy,
     SinglesRef, WindowMode,
 };
+use scandaq_core::snapshot::{PairSingle, detector_ordered_dt_ps};
 use scandaq_core::{Geometry, HitBatch};
 use scandaq_sinks::FileMetadata;
 use scandaq_sinks::coincidences;
@@ -191,6 +192,16 @@ pub struct CoincidenceSetup {
 }
 
 impl CoincidenceSetup {
+    /// The energy window the prompt sorter applies, keV (none when coincidences are off, the
+    /// window is `none`, or energies are ToT): what the dashboard marks on the spectrum.
+    pub fn applied_energy_window_kev(&self) -> Option<[f32; 2]> {
+        if self.options.enabled && self.energy_in_kev {
+            self.options.energy_window_kev
+        } else {
+            None
+        }
+    }
+
     /// The setup for `options` on `geometry`; None when nothing needs the geometry
     /// (coincidences off, no positions, no grouping), or (with the reason) when it is missing.
     pub fn new(
@@ -402,9 +413,8 @@ pub(crate) fn spawn(
                 view.singles_sorted += singles.t_ps.len() as u64;
                 let before = prompts.pending.len();
                 let pushed = prompt_sorter.push(singles, &mut prompts.pending);
-                let new_prompts = &prompts.pending.tof_ps[before.min(prompts.pending.len())..];
-                view.prompts += new_prompts.len() as u64;
-                view.add_tof(new_prompts);
+                view.prompts += prompts.pending.len().saturating_sub(before) as u64;
+                view.add_dt(detector_ordered_dts(&prompts.pending, before, &lut));
                 if let Err(e) = pushed {
                     *report
                         .refused_batches
@@ -438,9 +448,8 @@ pub(crate) fn spawn(
             }
             let before = prompts.pending.len();
             prompt_sorter.finish(&mut prompts.pending);
-            let last = &prompts.pending.tof_ps[before.min(prompts.pending.len())..];
-            view.prompts += last.len() as u64;
-            view.add_tof(last);
+            view.prompts += prompts.pending.len().saturating_sub(before) as u64;
+            view.add_dt(detector_ordered_dts(&prompts.pending, before, &lut));
             report.prompt = Some(*prompt_sorter.stats());
             report.files.push(prompts.commit()?);
             if let (Some(mut s), Some(mut d)) = (delayed_sorter, delayed) {
@@ -455,6 +464,34 @@ pub(crate) fn spawn(
         })
         .context("cannot start the coincidence thread")?;
     Ok((tx, handle))
+}
+
+/// The dashboard's Δt of the pairs of `batch` from row `from` on, oriented by detector
+/// ([`detector_ordered_dt_ps`]: smaller module first, then smaller channel), the module being
+/// the crystal's region in the run's map (channel id / 64 for a channel it does not map).
+fn detector_ordered_dts<'b>(
+    batch: &'b CoincidenceBatch,
+    from: usize,
+    lut: &'b CrystalLut,
+) -> impl Iterator<Item = i64> + 'b {
+    let module = move |channel: u32| {
+        lut.crystal(channel).map_or(
+            channel / scandaq_core::snapshot::CHANNELS_PER_MODULE as u32,
+            |c| lut.module(c),
+        )
+    };
+    let single = move |t_ps: i64, channel: u32| PairSingle {
+        t_ps,
+        module: module(channel),
+        channel,
+    };
+    let n = batch.len();
+    (from.min(n)..n).map(move |i| {
+        detector_ordered_dt_ps(
+            single(batch.t1_ps[i], batch.channel1[i]),
+            single(batch.t2_ps[i], batch.channel2[i]),
+        )
+    })
 }
 
 /// The manifest name of a refused batch.

@@ -447,6 +447,8 @@ impl SinglesSink<'_> {
                         self.fail(e);
                         return;
                     }
+                    // What the tick flushed counts as written (the dashboard's figure).
+                    self.publish_counters();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => None,
@@ -570,10 +572,18 @@ impl SinglesSink<'_> {
             .map_err(|e| anyhow!("building a singles row group: {e}"))
             .and_then(|record| self.files.write(&record, first, last))?;
         self.t_range = Some(self.t_range.map_or((first, last), |(a, _)| (a, last)));
-        let counters = &self.counters;
-        counters.rows.store(self.files.rows(), Ordering::Relaxed);
-        counters.bytes.store(self.files.bytes(), Ordering::Relaxed);
+        self.publish_counters();
         Ok(())
+    }
+
+    /// Publishes the rows and bytes written so far (flushed, or committed).
+    fn publish_counters(&self) {
+        self.counters
+            .rows
+            .store(self.files.rows(), Ordering::Relaxed);
+        self.counters
+            .bytes
+            .store(self.files.bytes(), Ordering::Relaxed);
     }
 
     /// Records the error that stops the sink, published at once: the run stops on it without
@@ -616,6 +626,9 @@ impl SinglesSink<'_> {
         {
             self.fail(e);
         }
+        // The final figures: what the committed files hold (the dashboard keeps showing them
+        // after the run ends; the last write may have left only the flushed part counted).
+        self.publish_counters();
         SinkReport {
             files: self.files.committed,
             t_range: self.t_range,

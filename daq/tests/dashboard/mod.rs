@@ -417,6 +417,8 @@ fn top_attached_to_a_udp_run_shows_its_counters_and_can_be_killed() {
     );
     assert!(singles > 0.0);
     assert!(screen.contains("run 000001"), "{screen}");
+    // The run's own energy window (the default 400-650 keV), sent over the socket.
+    assert!(screen.contains("window 400-650"), "{screen}");
 
     // Killing the viewer does not disturb the run: still running, it stops when asked,
     // with every hit accounted for, per board.
@@ -465,4 +467,156 @@ fn ctl_and_top_without_a_run_say_what_to_do() {
         err.contains("neither a control socket nor a run directory"),
         "{err}"
     );
+}
+
+/// The number (sign, digits, point) right after the first `marker` on the screen.
+fn number_after(screen: &str, marker: &str) -> Option<f64> {
+    let i = screen.find(marker)? + marker.len();
+    let n: String = screen[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
+        .collect();
+    n.parse().ok()
+}
+
+/// The screen line that starts with `label` (after spaces).
+fn line_starting<'s>(screen: &'s str, label: &str) -> Option<&'s str> {
+    screen.lines().find(|l| l.trim_start().starts_with(label))
+}
+
+#[cfg(feature = "demo")]
+/// Issue 17, "the dashboard must not mislead", through the real binary in tmux: the
+/// coincidence panel's Δt FWHM, from the pairs the demo really sorts, is the simulator's
+/// CTR and its peak sits at 0 (point source centred between the modules); the spectrum
+/// marks the run's own energy window (`--energy-window 350:700`) with the share of the
+/// snapshot's counts in it; `l` switches to a log scale; singles, prompts and delayeds
+/// have a rate history; the sink line shows the disk's free space (as `df` says) and a
+/// time to full; after `s` the header keeps what the committed singles files hold.
+#[test]
+fn demo_dashboard_shows_the_true_ctr_the_runs_window_rates_disk_and_final_figures() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        crate::skip_unless_ci("tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("runs");
+    let bin = env!("CARGO_BIN_EXE_scandaq");
+    let session = Session(format!("scandaq-dash17-{}", std::process::id()));
+    let cmd = format!(
+        "{bin} demo --duration 300s --rate 300k --energy-window 350:700 --out {}; \
+         echo SCANDAQ-EXIT=$?; sleep 60",
+        out.display()
+    );
+    start_session(&session.0, &cmd);
+    wait_screen(&session.0, "RUNNING", 60);
+    let socket = run_dir(&out).join(SOCKET_NAME);
+    wait_until("the control socket", Duration::from_secs(30), || {
+        socket.exists()
+    });
+    // Enough prompts for a stable peak: 30 000 pairs.
+    wait_until("30 000 prompts", Duration::from_secs(240), || {
+        control::status(&socket)
+            .ok()
+            .and_then(|s| s.coincidences)
+            .is_some_and(|c| c.prompts >= 30_000)
+    });
+
+    // 1. Δt: FWHM = the simulated CTR (the manifest's, which the simulator was given), peak
+    // at 0.
+    let ctr = Manifest::read(&run_dir(&out)).unwrap().ctr_fwhm_ps.unwrap() as f64;
+    assert_eq!(ctr, BenchConfig::default().ctr_fwhm_ps);
+    let screen = wait_screen(&session.0, "Δt FWHM", 10);
+    let fwhm = number_after(&screen, "Δt FWHM ").unwrap_or_else(|| panic!("{screen}"));
+    let peak = number_after(&screen, "peak at ").unwrap_or_else(|| panic!("{screen}"));
+    assert!(
+        (fwhm - ctr).abs() < 0.15 * ctr,
+        "Δt FWHM {fwhm} ps on screen, simulated CTR {ctr} ps:\n{screen}"
+    );
+    assert!(peak.abs() < 0.15 * ctr, "peak at {peak} ps:\n{screen}");
+    assert!(screen.contains("Δt = t(low mod) − t(high"), "{screen}");
+
+    // 2. The run's window, and the share of the snapshot's spectrum in it (counted here).
+    let mut shown = (0.0, 0.0);
+    wait_until(
+        "the window's share to match ctl status",
+        Duration::from_secs(30),
+        || {
+            let s = control::status(&socket).unwrap();
+            let total: u64 = s.energy_bins.iter().sum();
+            let inside: u64 = s.energy_bins[350..700].iter().sum();
+            let expected = 100.0 * inside as f64 / total as f64;
+            let screen = pane(&session.0);
+            let on_screen = number_after(&screen, "window 350-700: ");
+            shown = (on_screen.unwrap_or(-1.0), expected);
+            on_screen.is_some_and(|p| (p - expected).abs() <= 1.0)
+        },
+    );
+    // Most singles are dark counts far below the window; some are in it, not all.
+    assert!(shown.1 > 0.5 && shown.1 < 99.5, "{shown:?}");
+    assert!(!pane(&session.0).contains("425"), "no built-in window");
+
+    // 3. `l`: log scale.
+    tmux(&["send-keys", "-t", &session.0, "l"]);
+    let screen = wait_screen(&session.0, "keV, log", 10);
+    assert!(
+        screen.contains("l log"),
+        "the key is on the help line:\n{screen}"
+    );
+
+    // 4. Rate history over the run: singles, prompts and delayeds, each with a rate.
+    for label in ["singles ", "prompts ", "delayed "] {
+        let line = line_starting(&screen, label).unwrap_or_else(|| panic!("{label}\n{screen}"));
+        assert!(
+            line.contains("/s") && !line.contains("not sorted"),
+            "{line}"
+        );
+    }
+
+    // 5. Free space as `df` reports it for the output directory, and a time to full.
+    let df = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let avail_gb: f64 = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse::<f64>()
+        .unwrap()
+        / 1e9;
+    let disk_gb = number_after(&screen, "disk ").unwrap_or_else(|| panic!("{screen}"));
+    let unit_gb = if screen.contains(&format!("disk {disk_gb} MB")) {
+        1e-3
+    } else {
+        1.0
+    };
+    assert!(
+        (disk_gb * unit_gb - avail_gb).abs() <= 0.05 * avail_gb + 1.0,
+        "disk {disk_gb} on screen, df says {avail_gb:.1} GB:\n{screen}"
+    );
+    assert!(screen.contains(" free, full in "), "{screen}");
+
+    // 6. Stop: the header keeps the committed singles files' size.
+    tmux(&["send-keys", "-t", &session.0, "s"]);
+    wait_screen(&session.0, "STOPPED", 60);
+    let dir = run_dir(&out);
+    wait_until("the final manifest", Duration::from_secs(60), || {
+        Manifest::read(&dir).is_ok_and(|m| m.complete)
+    });
+    let m = Manifest::read(&dir).unwrap();
+    let singles_bytes: u64 = m
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("singles"))
+        .map(|f| f.bytes)
+        .sum();
+    assert!(singles_bytes > 1_000_000, "{:?}", m.files);
+    let written = format!("written {:.1} MB", singles_bytes as f64 / 1e6);
+    let screen = wait_screen(&session.0, &written, 10);
+    assert!(screen.contains("STOPPED"), "{screen}");
+    tmux(&["send-keys", "-t", &session.0, "q"]);
+    let end = wait_screen(&session.0, "SCANDAQ-EXIT=", 60);
+    assert!(end.contains("SCANDAQ-EXIT=0"), "{end}");
 }

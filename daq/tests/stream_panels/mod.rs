@@ -504,7 +504,32 @@ fn top_attached_to_a_meg_run_shows_the_meg_panel() {
             && screen.contains("mains 60 Hz")
     });
     assert!(screen.contains("ok 23"), "{screen}");
-    assert!(!screen.contains("energy spectrum"), "{screen}");
+    // No PET panel and no PET wording anywhere, the help included.
+    tmux(&["send-keys", "-t", &session, "?"]);
+    let mut help = String::new();
+    wait("the help overlay", 10, &mut || {
+        help = tmux(&["capture-pane", "-p", "-t", &session]);
+        help.contains("this help")
+    });
+    assert!(help.contains("select stream, MEG channel"), "{help}");
+    for shown in [&screen, &help] {
+        for pet in [
+            "singles",
+            "energy",
+            "keV",
+            "coincidence",
+            "prompt",
+            "delayed",
+            "module",
+            "crystal",
+            "Δt",
+            "l log",
+        ] {
+            assert!(!shown.contains(pet), "{pet:?} in a MEG-only run:\n{shown}");
+        }
+        let header = shown.lines().nth(1).unwrap_or_default();
+        assert!(!header.contains("written"), "{shown}");
+    }
     let stop = Command::new(bin)
         .args([
             "ctl",

@@ -319,3 +319,48 @@ fn stream_panels_render_at_every_size_and_before_the_first_window() {
         draw(&full, w, h);
     }
 }
+
+#[test]
+fn a_stream_only_run_shows_no_pet_panels_or_wording() {
+    for streams in [
+        vec![meg_stream(true)],
+        vec![us_stream()],
+        vec![meg_stream(false), us_stream()],
+    ] {
+        let mut app = app_of([
+            stream_run(10.0, streams.clone()),
+            stream_run(10.5, streams.clone()),
+        ]);
+        let mut screens = vec![];
+        for (w, h) in [(80, 24), (100, 30), (200, 50)] {
+            screens.push(text(&draw(&app, w, h)));
+        }
+        app.handle_key(Key::Char('?'));
+        screens.push(text(&draw(&app, 100, 30)));
+        for s in &screens {
+            for pet in [
+                "singles",
+                "energy",
+                "keV",
+                "coincidence",
+                "prompt",
+                "delayed",
+                "module",
+                "crystal",
+                "Δt",
+                "l log",
+                "rows/s",
+            ] {
+                assert!(!s.contains(pet), "{pet:?} in a stream-only run:\n{s}");
+            }
+            // The singles sink's "written" (stream tables are not counted in it).
+            let header = s.lines().nth(1).unwrap_or_default();
+            assert!(!header.contains("written"), "{s}");
+        }
+        assert!(
+            screens[3].contains("select stream, MEG channel"),
+            "{}",
+            screens[3]
+        );
+    }
+}

@@ -85,6 +85,10 @@ pub(super) fn start_run(
         run_dir: start.run.path().display().to_string(),
         mode: handles.mode.name().into(),
         limits: limit_descriptions(&config.limits),
+        energy_window_kev: start
+            .coincidences
+            .as_ref()
+            .and_then(|c| c.applied_energy_window_kev()),
     });
     let archive = ArchiveTap::new(raw_archive(config, &start, calibration, &stream_settings)?);
     // Then processing, then inputs.
