@@ -122,7 +122,7 @@ struct Args {
     #[arg(long, help_heading = "Ring preset")]
     positron_range: Option<f64>,
     /// Ring: simulate only photon axes with |cos(polar angle)| <= this (1 = all directions;
-    /// default automatic, see the README).
+    /// default automatic, see docs/physics.md "Ring preset: axial acceptance").
     #[arg(long, value_name = "COS", help_heading = "Ring preset")]
     axial_acceptance: Option<f64>,
     /// Ring: probability that a photopeak photon shares its energy with neighbouring crystals
