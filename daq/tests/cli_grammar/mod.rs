@@ -350,6 +350,15 @@ fn run_numbers_past_999999_keep_counting() {
     assert!(stdout.starts_with("run 1000000 -> "), "{stdout}");
     assert!(run_dir_of(&stdout).ends_with("run-1000000"));
     assert_eq!(Manifest::read(&run_dir_of(&stdout)).unwrap().run, 1_000_000);
+    // `top` and `ctl` attach to the newest live run: by number, run-1000000, although its
+    // name sorts before run-999999.
+    use scandaq::observe::control::{SOCKET_NAME, find_socket};
+    let _listeners: Vec<_> = ["run-999999", "run-1000000"]
+        .iter()
+        .map(|r| std::os::unix::net::UnixListener::bind(out.join(r).join(SOCKET_NAME)).unwrap())
+        .collect();
+    let newest = find_socket(None, std::slice::from_ref(&out)).unwrap();
+    assert_eq!(newest, out.join("run-1000000").join(SOCKET_NAME));
 }
 
 #[test]
