@@ -579,3 +579,49 @@ fn help_points_to_sections_that_exist() {
         referenced_sections_exist(&help);
     }
 }
+
+#[test]
+fn fpga_sim_reads_the_same_time_grammar() {
+    let sim = Path::new(env!("CARGO_BIN_EXE_scandaq")).with_file_name("fpga-sim");
+    if !sim.is_file() {
+        skip_unless_ci("fpga-sim is not built (cargo build -p scandaq-fpga-sim)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = |flag: &str, value: &str, dir: &str| {
+        std::process::Command::new(&sim)
+            .args([
+                "--preset",
+                "ring",
+                "--duration",
+                "1ms",
+                flag,
+                value,
+                "--out",
+            ])
+            .arg(tmp.path().join(dir))
+            .output()
+            .unwrap()
+    };
+    // --ctr takes a unit; the old --ctr-ps a plain number of ps: the same resolution.
+    for (flag, value, dir) in [("--ctr", "150ps", "new"), ("--ctr-ps", "150", "old")] {
+        let out = ring(flag, value, dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = std::fs::read_to_string(tmp.path().join(dir).join("summary.json")).unwrap();
+        assert!(
+            summary.contains("\"ctr_fwhm_ps\": 150.0"),
+            "{flag}: {summary}"
+        );
+    }
+    let out = ring("--ctr", "-5ps", "neg");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("negative") && !stderr.contains("unexpected argument"),
+        "{stderr}"
+    );
+}
