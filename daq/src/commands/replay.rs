@@ -340,7 +340,7 @@ pub fn archive_stream_settings(
 #[command(
     mut_arg("calib", |a| a.help("scandaq calibration directory (tdc_calibration.tsv, energy_calibration.tsv, skew.tsv, map_channel.tsv)")),
     mut_arg("petsys_config", |a| a.help("A PETsys config.ini naming the setup's calibration tables")),
-    mut_arg("no_calib", |a| a.help("A .sdq archive with no PETsys boards (only OPM-MEG / ultrasound streams) needs no PET calibration")),
+    mut_arg("no_calib", |a| a.help("Replay a .sdq archive without PET calibration (PETsys hits are then counted as no_tdc_calibration); an archive whose metadata says it holds OPM-MEG / ultrasound streams only needs no flag")),
 )]
 pub struct ReplayArgs {
     /// The .rawf file (its .idxf is looked for beside it), a .sdq raw archive, or a PETLINK .l file.
@@ -348,8 +348,8 @@ pub struct ReplayArgs {
     /// Interfile header of a PETLINK .l file (default: FILE.l.hdr, FILE.l.hdr.STIR, FILE.hdr or a *.hdr* naming FILE).
     #[arg(long)]
     pub header: Option<PathBuf>,
-    /// Calibration: `--calib DIR`, `--petsys-config FILE` or (a .sdq archive of streams
-    /// only) `--no-calib`.
+    /// Calibration: `--calib DIR`, `--petsys-config FILE`, or for a .sdq archive `--no-calib`
+    /// (none needed when the archive says it holds streams only).
     #[command(flatten)]
     pub calibration: CalibrationArgs,
     /// Run configuration: its [coincidences] keys set the coincidence sorting (over the
