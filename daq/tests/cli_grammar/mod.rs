@@ -625,3 +625,52 @@ fn fpga_sim_reads_the_same_time_grammar() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_archive_recorded_without_pet_calibration_replays_without_flags() {
+    use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, encode_header, parse_header};
+    let tmp = tempfile::tempdir().unwrap();
+    let opm = std::fs::read(opm_archive(tmp.path())).unwrap();
+    let meta_len = parse_header(&opm).unwrap() as usize;
+    let stored: serde_json::Value =
+        serde_json::from_slice(&opm[ARCHIVE_HEADER_LEN..ARCHIVE_HEADER_LEN + meta_len]).unwrap();
+    let packets = &opm[ARCHIVE_HEADER_LEN + meta_len..];
+    // The same packets as `scandaq run --raw-archive` records them: the run's calibration
+    // checksum instead of fpga-sim's source line.
+    let recorded = |checksum: &str, name: &str| {
+        let meta = serde_json::json!({
+            "run": 7,
+            "inputs": ["udp 127.0.0.1:5600"],
+            "calibration_checksum": checksum,
+            "streams": stored["streams"],
+        })
+        .to_string();
+        let mut bytes = encode_header(meta.len() as u32).to_vec();
+        bytes.extend_from_slice(meta.as_bytes());
+        bytes.extend_from_slice(packets);
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let none = scandaq::process::calib_load::LoadedCalibration::none()
+        .calibration
+        .checksum;
+    let out = tmp.path().join("runs");
+    let (stdout, _) = succeeds(&[
+        "replay",
+        s(&recorded(&none, "streams.sdq")),
+        "--out",
+        s(&out),
+    ]);
+    assert!(Manifest::read(&run_dir_of(&stdout)).unwrap().complete);
+    // Recorded with a PET calibration: the replay asks for one.
+    fails_saying(
+        &[
+            "replay",
+            s(&recorded("0123abcd", "pet.sdq")),
+            "--out",
+            s(&out),
+        ],
+        &["--calib DIR", "--petsys-config", "--no-calib"],
+    );
+}
