@@ -6,7 +6,7 @@
 //! (`DEMO_MISSING`), rather than clap's "unrecognized subcommand".
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[cfg(feature = "demo")]
 use scandaq::commands::demo;
 use scandaq::commands::{
@@ -83,7 +83,7 @@ enum Command {
         #[command(subcommand)]
         kind: calibrate::CalibrateCommand,
     },
-    /// Summarise a .rawf, a scandaq Parquet file, or a run directory.
+    /// Summarise a .rawf, a .sdq raw archive, a PETLINK .l list-mode file (with its header), a scandaq Parquet file, or a run directory.
     Inspect {
         /// File or run directory.
         path: PathBuf,
@@ -97,7 +97,9 @@ const DEMO_MISSING: &str = "this scandaq was built without the demo feature (a s
      get `scandaq demo`";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Numeric options take values starting with `-`, for our parsers to name the range.
+    let matches = scandaq::commands::cli::accept_negative_values(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {

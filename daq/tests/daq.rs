@@ -331,6 +331,8 @@ mod petsys_semantics;
 
 #[path = "calibration/mod.rs"]
 mod calibration;
+#[path = "cli_grammar/mod.rs"]
+mod cli_grammar;
 #[path = "coincidences/mod.rs"]
 mod coincidences;
 #[path = "crash_safety/mod.rs"]

@@ -112,9 +112,13 @@ struct Args {
     /// Ring: number of 64-channel modules around the ring [default: 32].
     #[arg(long, help_heading = "Ring preset")]
     modules: Option<usize>,
-    /// Ring: coincidence time resolution, ps FWHM [default: 200].
-    #[arg(long, help_heading = "Ring preset")]
-    ctr_ps: Option<f64>,
+    /// Ring: coincidence time resolution, FWHM (e.g. 200ps) [default: 200ps].
+    #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_time_ps,
+          allow_hyphen_values = true, help_heading = "Ring preset")]
+    ctr: Option<i64>,
+    /// Old spelling of --ctr, in ps (`--ctr-ps 200`).
+    #[arg(long, hide = true, conflicts_with = "ctr", value_parser = scandaq_core::units::parse_legacy_ps)]
+    ctr_ps: Option<i64>,
     /// Ring: photon pair acollinearity, degrees FWHM [default: 0.5].
     #[arg(long, help_heading = "Ring preset")]
     acollinearity: Option<f64>,
@@ -122,7 +126,7 @@ struct Args {
     #[arg(long, help_heading = "Ring preset")]
     positron_range: Option<f64>,
     /// Ring: simulate only photon axes with |cos(polar angle)| <= this (1 = all directions;
-    /// default automatic, see the README).
+    /// default automatic, see docs/physics.md "Ring preset: axial acceptance").
     #[arg(long, value_name = "COS", help_heading = "Ring preset")]
     axial_acceptance: Option<f64>,
     /// Ring: probability that a photopeak photon shares its energy with neighbouring crystals
@@ -142,7 +146,7 @@ fn ring_options_given(args: &Args) -> Vec<&'static str> {
         ("--phantom", args.phantom),
         ("--ring-radius", args.ring_radius.is_some()),
         ("--modules", args.modules.is_some()),
-        ("--ctr-ps", args.ctr_ps.is_some()),
+        ("--ctr", args.ctr.is_some() || args.ctr_ps.is_some()),
         ("--acollinearity", args.acollinearity.is_some()),
         ("--positron-range", args.positron_range.is_some()),
         ("--inter-crystal", args.inter_crystal.is_some()),
@@ -178,7 +182,10 @@ fn run_ring(args: Args) -> Result<()> {
                 ..p
             }
         }),
-        ctr_fwhm_ps: args.ctr_ps.unwrap_or(d.ctr_fwhm_ps),
+        ctr_fwhm_ps: args
+            .ctr
+            .or(args.ctr_ps)
+            .map_or(d.ctr_fwhm_ps, |ps| ps as f64),
         acollinearity_fwhm_deg: args.acollinearity.unwrap_or(d.acollinearity_fwhm_deg),
         positron_range_mm: args.positron_range.unwrap_or(d.positron_range_mm),
         inter_crystal_fraction: args.inter_crystal.unwrap_or(d.inter_crystal_fraction),

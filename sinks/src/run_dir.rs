@@ -2,6 +2,11 @@
 //! (`.scandaq-last-run`) so a run number is never reused, even after directories are deleted.
 //! Runs started at the same moment into one output directory take the counter in turn (an
 //! exclusive lock on `.scandaq-runs.lock`), so each gets its own number.
+//!
+//! Names are `run-` and the number with at least six digits ([`run_dir_name`]): `run-000001`
+//! to `run-999999`, then `run-1000000` and on. Within six digits the names sort as the numbers
+//! do; past them a plain sort of names does not (`run-1000000` < `run-999999`), so everything
+//! that orders runs orders them by [`run_number_of`] (and `ls -v` lists them in order).
 
 use crate::error::SinkError;
 use std::io::Write;
@@ -19,18 +24,26 @@ pub struct RunDir {
     pub path: PathBuf,
 }
 
+/// The directory name of run `run`: `run-000042`, `run-1000000`.
+pub fn run_dir_name(run: u64) -> String {
+    format!("run-{run:06}")
+}
+
+/// The run number a directory name gives (`run-000042` -> 42), or None for other names.
+pub fn run_number_of(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("run-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 fn highest_existing_run(outdir: &Path) -> u64 {
     std::fs::read_dir(outdir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("run-")?
-                .parse::<u64>()
-                .ok()
-        })
+        .filter_map(|e| run_number_of(e.file_name().to_str()?))
         .max()
         .unwrap_or(0)
 }
@@ -79,7 +92,7 @@ impl RunDir {
             .unwrap_or(0);
         let mut run = last.max(highest_existing_run(outdir)) + 1;
         let path = loop {
-            let path = outdir.join(format!("run-{run:06}"));
+            let path = outdir.join(run_dir_name(run));
             match std::fs::create_dir(&path) {
                 Ok(()) => break path,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => run += 1,
@@ -118,6 +131,35 @@ mod tests {
         assert_eq!(runs, (1..=8).collect::<Vec<u64>>());
         let counter = std::fs::read_to_string(out.join(COUNTER_FILE)).unwrap();
         assert_eq!(counter.trim(), "8");
+    }
+
+    #[test]
+    fn run_numbers_past_999999_keep_counting_and_order_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("runs");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::create_dir(out.join("run-999999")).unwrap();
+        let next = RunDir::allocate(&out).unwrap();
+        assert_eq!(next.run, 1_000_000);
+        assert!(
+            next.path.ends_with("run-1000000"),
+            "{}",
+            next.path.display()
+        );
+        assert_eq!(RunDir::allocate(&out).unwrap().run, 1_000_001);
+        // Ordered by number, the newest is last (a plain name sort would not say so).
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| run_number_of(n).is_some())
+            .collect();
+        names.sort_by_key(|n| run_number_of(n));
+        assert_eq!(names, ["run-999999", "run-1000000", "run-1000001"]);
+        assert_eq!(run_number_of("run-000042"), Some(42));
+        assert_eq!(run_number_of("run-"), None);
+        assert_eq!(run_number_of("run-12.tmp"), None);
+        assert_eq!(run_dir_name(7), "run-000007");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! `scandaq config check FILE`: parse and validate a run configuration, and print what the
-//! run would do, without running anything.
+//! run would do, without running anything. A file may leave to the command line what
+//! `scandaq run` takes as flags (its inputs: `--udp`/`--tcp`; its calibration: `--calib`,
+//! `--petsys-config` or `--no-calib`, as the README's stream-only `meg.toml` does): the check
+//! then says what the command line must add instead of failing.
 
 use crate::acquire::run_config;
 use anyhow::Result;
@@ -21,7 +24,8 @@ pub enum ConfigAction {
 pub fn run(action: ConfigAction) -> Result<ExitCode> {
     let ConfigAction::Check { file } = action;
     let run_file = run_config::read(&file)?;
-    let v = run_file.validate()?;
+    let (completed, left_to_flags) = completed_by_flags(&run_file);
+    let v = completed.validate()?;
     // The coincidence settings the run would use (PETsys's [sw_trigger] under the file's
     // [coincidences] keys when the calibration is a PETsys config).
     let mut notes = Vec::new();
@@ -37,7 +41,10 @@ pub fn run(action: ConfigAction) -> Result<ExitCode> {
         None => v.live.coincidences.clone(),
     };
     println!("{}: ok", file.display());
-    for i in &v.live.inputs {
+    for note in &left_to_flags {
+        println!("  note: {note}");
+    }
+    for i in v.live.inputs.iter().take(run_file.input.len()) {
         let allow = if i.allow.is_empty() {
             "any sender".to_string()
         } else {
@@ -55,7 +62,10 @@ pub fn run(action: ConfigAction) -> Result<ExitCode> {
     match (&v.calib_dir, &v.petsys_config) {
         (Some(d), _) => println!("  calibration dir {}", d.display()),
         (_, Some(p)) => println!("  PETsys config {}", p.display()),
-        _ => println!("  no PET calibration (calibration.none = true)"),
+        _ if run_file.calibration.none == Some(true) => {
+            println!("  no PET calibration (calibration.none = true)")
+        }
+        _ => {}
     }
     let limits = crate::acquire::live::limit_descriptions(&v.live.limits);
     println!(
@@ -94,4 +104,33 @@ pub fn run(action: ConfigAction) -> Result<ExitCode> {
         println!("  MEG channel table {}: {} channels", p.display(), ch.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `file` with what the command line may give filled in for validation (a placeholder input,
+/// no PET calibration), and one note per key left to the command line.
+fn completed_by_flags(file: &run_config::RunFile) -> (run_config::RunFile, Vec<String>) {
+    let mut completed = file.clone();
+    let mut notes = Vec::new();
+    if completed.input.is_empty() {
+        completed.input.push(run_config::InputSection {
+            udp: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        });
+        notes.push(
+            "no [[input]]: give the inputs on the command line (scandaq run --udp HOST:PORT or \
+             --tcp HOST:PORT)"
+                .to_string(),
+        );
+    }
+    let c = &completed.calibration;
+    if c.dir.is_none() && c.petsys_config.is_none() && c.none.is_none() {
+        completed.calibration.none = Some(true);
+        notes.push(
+            "no [calibration]: give it on the command line (--calib DIR or --petsys-config \
+             FILE for PETsys boards; --no-calib for a run of OPM-MEG / ultrasound streams only), \
+             or set calibration.dir, calibration.petsys_config or calibration.none = true"
+                .to_string(),
+        );
+    }
+    (completed, notes)
 }

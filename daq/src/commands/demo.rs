@@ -19,7 +19,7 @@ use anyhow::{Result, anyhow};
 use crossbeam_channel::{Sender, bounded};
 use scandaq_core::calib::checksum_of;
 use scandaq_core::run_state::{RunMode, StopReason};
-use scandaq_core::units::{parse_duration_s, parse_rate_hz};
+use scandaq_core::units::{parse_duration_s, parse_rate_hz, parse_whole};
 use scandaq_core::{Calibration, ClockModel, HitBatch};
 use scandaq_fpga_sim::{BenchConfig, BenchSim, TruthBatch};
 use scandaq_tui::AppOptions;
@@ -344,20 +344,36 @@ fn sim_input_snapshot(chunks: u64, bytes: u64, queued: usize, ended: bool) -> In
     }
 }
 
+/// `--duration` of a demo: a duration up to the simulator's longest run
+/// ([`scandaq_fpga_sim::config::MAX_DURATION_S`], one hour: its times are f64 picoseconds
+/// since the run start, finer than 1 ps only that far).
+fn demo_duration_s(s: &str) -> Result<f64, String> {
+    let max = scandaq_fpga_sim::config::MAX_DURATION_S;
+    match parse_duration_s(s)? {
+        d if d <= max => Ok(d),
+        d => Err(format!(
+            "{d} s is longer than the simulator's limit of {max} s (1h): give --duration 1h or \
+             less (each demo is a new run; run several for more)"
+        )),
+    }
+}
+
 /// `scandaq demo`: simulate a two-module PET bench in-process, acquire it, and write Parquet.
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Detector time to simulate (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration_s)]
+    /// Detector time to simulate (e.g. 10s, 500ms), at most 1h (the simulator's limit:
+    /// README "Demo").
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = demo_duration_s)]
     pub duration: f64,
     /// Hit rate of the simulated bench (e.g. 1M, 250k).
     #[arg(long, default_value = "1M", value_parser = parse_rate_hz)]
     pub rate: f64,
     /// Simulator seed.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = |s: &str| parse_whole(s, 0, u64::MAX))]
     pub seed: u64,
-    /// Output directory for runs.
-    #[arg(long, default_value = "scandaq-runs")]
+    /// Output directory; each demo makes a new run-NNNNNN inside it (created if missing, its
+    /// parent must exist).
+    #[arg(long, value_name = "DIR", default_value = "scandaq-runs")]
     pub out: PathBuf,
     /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
     #[arg(long)]
@@ -395,6 +411,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         max_bytes: rotate_size,
         ..Default::default()
     };
+    for note in coincidences.notes() {
+        eprintln!("scandaq demo: note: {note}");
+    }
     let coincidences = coincidences.apply(CoincidenceOptions::default())?;
     if !no_tui && dashboard::can_run() {
         let config = scandaq_fpga_sim::BenchConfig {

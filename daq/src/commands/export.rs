@@ -2,10 +2,11 @@
 //! read (CASToR list mode, MNE's raw FIF); the writers are in [`crate::commands::castor`] and
 //! [`crate::commands::fif`].
 
-use crate::commands::{castor, fif};
+use crate::commands::{castor, cli, fif};
 use anyhow::Result;
 use clap::Subcommand;
-use std::path::PathBuf;
+use scandaq_core::units::{parse_number_in, parse_whole};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The formats `scandaq export` writes.
@@ -15,8 +16,8 @@ pub enum ExportFormat {
     Castor {
         /// The run directory (OUTDIR/run-NNNNNN).
         run_dir: PathBuf,
-        /// Output directory (created if its parent exists).
-        #[arg(long)]
+        /// Output directory (created if missing, its parent must exist).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Base name of the data files (default: the run directory's name).
         #[arg(long)]
@@ -31,18 +32,20 @@ pub enum ExportFormat {
         #[arg(long)]
         no_delayed: bool,
         /// Crystal depth for the scanner description, mm.
-        #[arg(long, default_value_t = 20.0)]
+        #[arg(long, value_name = "MM", default_value_t = 20.0,
+              value_parser = |s: &str| parse_number_in(s, 0.001, 10_000.0, "mm"))]
         crystal_depth: f64,
     },
     /// Raw FIF (MNE-Python: mne.io.read_raw_fif) of a run's OPM-MEG stream: channels, calibrations, effective sampling rate, data buffers, trigger channel.
     Fif {
         /// The run directory (OUTDIR/run-NNNNNN).
         run_dir: PathBuf,
-        /// The FIF file to write.
-        #[arg(long)]
+        /// Output directory (created if missing, its parent must exist; the file is
+        /// RUN.fif, e.g. run-000001.fif), or the file to write when the path ends in .fif.
+        #[arg(long, value_name = "DIR|FILE.fif")]
         out: PathBuf,
         /// The stream (source id) to export, when the run has several.
-        #[arg(long)]
+        #[arg(long, value_parser = |s: &str| parse_whole(s, 0, u64::from(u32::MAX)).map(|n| n as u32))]
         stream: Option<u32>,
         /// Write the samples as recorded; by default each channel is shifted by its group delay (meg_channels.delay_ps) so all channels refer to the same instants.
         #[arg(long)]
@@ -51,6 +54,23 @@ pub enum ExportFormat {
         #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
         split_size: Option<u64>,
     },
+}
+
+/// The FIF file `export fif --out OUT` writes: OUT itself when it ends in `.fif`, else
+/// `OUT/RUN.fif` (the run directory's name), OUT made like every `--out` directory.
+fn fif_path(run_dir: &Path, out: &Path) -> Result<PathBuf> {
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("fif"))
+    {
+        return Ok(out.to_path_buf());
+    }
+    cli::prepare_out_dir(out)?;
+    let run_name = std::fs::canonicalize(run_dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "run".into());
+    Ok(out.join(format!("{run_name}.fif")))
 }
 
 /// Carries out `scandaq export FORMAT ...` and prints what was written.
@@ -86,6 +106,7 @@ pub fn run(format: ExportFormat) -> Result<ExitCode> {
             unaligned,
             split_size,
         } => {
+            let out = fif_path(&run_dir, &out)?;
             let e = fif::export_fif_with(
                 &run_dir,
                 &out,

@@ -10,6 +10,7 @@
 pub mod attach;
 pub mod calibrate;
 pub mod castor;
+pub mod cli;
 pub mod config_check;
 #[cfg(feature = "demo")]
 pub mod demo;

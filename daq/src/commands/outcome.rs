@@ -52,6 +52,28 @@ fn has_inprogress_files(dir: &std::path::Path) -> bool {
 pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
     let c = &s.counts;
     println!("run {} -> {}", s.run, s.dir.display());
+    // A run without PET calibration (streams only) has no singles to speak of.
+    if s.manifest.calibration.tables != ["none"] {
+        print_pet_lines(s, detector_seconds);
+    }
+    println!("  losses: {}", c.losses.summary());
+    for f in &s.manifest.files {
+        println!(
+            "  wrote {} ({} rows, {} bytes)",
+            s.dir.join(&f.path).display(),
+            f.rows,
+            f.bytes
+        );
+    }
+    println!("  manifest {}", s.dir.join("manifest.json").display());
+    for w in &s.warnings {
+        println!("  note: {w}");
+    }
+}
+
+/// The PET lines of a summary: frames, hits and singles, time span, photopeak, coincidences.
+fn print_pet_lines(s: &RunSummary, detector_seconds: Option<f64>) {
+    let c = &s.counts;
     // Coincidences-only runs sort their singles without writing them.
     let (singles, verb) = match c.singles_sorted_only {
         0 => (c.singles_written, "written"),
@@ -95,18 +117,5 @@ pub fn print_summary(s: &RunSummary, detector_seconds: Option<f64>) {
             "  coincidences: {p} prompt, {delayed}, {} multiples seen",
             count("coincidences.prompt.multiples_seen").unwrap_or(0)
         );
-    }
-    println!("  losses: {}", c.losses.summary());
-    for f in &s.manifest.files {
-        println!(
-            "  wrote {} ({} rows, {} bytes)",
-            s.dir.join(&f.path).display(),
-            f.rows,
-            f.bytes
-        );
-    }
-    println!("  manifest {}", s.dir.join("manifest.json").display());
-    for w in &s.warnings {
-        println!("  note: {w}");
     }
 }

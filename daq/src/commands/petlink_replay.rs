@@ -53,6 +53,23 @@ fn names_file(h: &PetlinkHeader, data: &Path) -> bool {
     named == want || named.eq_ignore_ascii_case(&want)
 }
 
+/// True when the Interfile text at `path` has a `name of data file` naming `data`, whether or
+/// not the rest of it is a usable PETLINK header.
+fn text_names_file(path: &Path, data: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let Ok(h) = scandaq_decoders::interfile::InterfileHeader::parse(&text, "") else {
+        return false;
+    };
+    let want = file_name(data);
+    h.get("name of data file").is_some_and(|named| {
+        let named = named.rsplit(['/', '\\']).next().unwrap_or(named);
+        named.eq_ignore_ascii_case(&want)
+    })
+}
+
 /// Reads and parses a header file.
 pub fn read_header(path: &Path) -> Result<PetlinkHeader> {
     let bytes = std::fs::read(path)
@@ -109,12 +126,21 @@ pub fn find_header(data: &Path, explicit: Option<&Path>) -> Result<(PathBuf, Pet
         .collect();
     others.sort();
     for path in &others {
-        // Other headers in the folder may be of other kinds: unreadable ones are skipped.
-        let Ok(h) = read_header(path) else { continue };
-        if names_file(&h, data) {
-            return Ok((path.clone(), h));
+        // Other headers in the folder may be of other kinds: unreadable ones are skipped,
+        // unless they name this file (then what is wrong in them is the error).
+        match read_header(path) {
+            Ok(h) if names_file(&h, data) => return Ok((path.clone(), h)),
+            Ok(h) => mismatches.push(format!("{} names `{}`", path.display(), h.data_file)),
+            Err(e) if text_names_file(path, data) => {
+                return Err(e.context(format!(
+                    "the Interfile header of {} ({}) cannot be used: fix the value it names, \
+                     or pass another header with --header PATH",
+                    data.display(),
+                    path.display()
+                )));
+            }
+            Err(_) => {}
         }
-        mismatches.push(format!("{} names `{}`", path.display(), h.data_file));
     }
     let mut msg = format!(
         "no Interfile header found for {}: looked for {}, {}, {} and any *.hdr* in {} whose `name of data file` is {name}",

@@ -29,27 +29,59 @@ const READ_CHUNK: usize = 1 << 20;
 /// Chunks in flight between the reader thread and the pipeline.
 const READ_QUEUE: usize = 2;
 
-/// Checks the `.idxf` beside `rawf` against the file; returns counts and warnings.
-fn check_index(rawf: &Path, file_len: u64) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+/// Checks the `.idxf` beside `rawf` against the file; returns counts and warnings. A
+/// missing index is a note (it only lists acquisition steps); an unreadable or corrupt one is
+/// an error naming it, with the way to go on without it (`ignore` = `--no-index`: not read).
+fn check_index(
+    rawf: &Path,
+    file_len: u64,
+    ignore: bool,
+) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
     let idx_path = rawf.with_extension("idxf");
     let mut counts = BTreeMap::new();
     let mut warnings = Vec::new();
-    match std::fs::read_to_string(&idx_path) {
-        Err(_) => warnings.push(format!(
-            "{} not found: replaying the whole .rawf as one step (the index only lists acquisition steps)",
+    if ignore {
+        warnings.push(format!(
+            "--no-index: {} not read; replaying the whole .rawf as one step",
             idx_path.display()
-        )),
-        Ok(text) => {
-            let steps = idxf::parse(&text).with_context(|| format!("cannot use index {}", idx_path.display()))?;
-            counts.insert("idxf_steps".to_string(), steps.len() as u64);
-            if let Some(last) = steps.iter().map(|s| s.end_offset).max()
-                && last > file_len {
-                    warnings.push(format!(
-                        "{} says the data ends at byte {last} but the file has {file_len} bytes: the .rawf is truncated",
-                        idx_path.display()
-                    ));
-                }
+        ));
+        return Ok((counts, warnings));
+    }
+    let go_on = "the index only lists acquisition steps: replay without it with --no-index, or \
+                 move it away";
+    let text = match std::fs::read(&idx_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            warnings.push(format!(
+                "{} not found: replaying the whole .rawf as one step (the index only lists \
+                 acquisition steps)",
+                idx_path.display()
+            ));
+            return Ok((counts, warnings));
         }
+        Err(e) => bail!(
+            "cannot read the index {}: {e} ({go_on})",
+            idx_path.display()
+        ),
+        Ok(bytes) => String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "the index {} is corrupt: not text (byte {} is not UTF-8) ({go_on})",
+                idx_path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?,
+    };
+    let steps = idxf::parse(&text).map_err(|e| {
+        anyhow::anyhow!("the index {} is corrupt: {e} ({go_on})", idx_path.display())
+    })?;
+    counts.insert("idxf_steps".to_string(), steps.len() as u64);
+    if let Some(last) = steps.iter().map(|s| s.end_offset).max()
+        && last > file_len
+    {
+        warnings.push(format!(
+            "{} says the data ends at byte {last} but the file has {file_len} bytes: the .rawf \
+             is truncated",
+            idx_path.display()
+        ));
     }
     Ok((counts, warnings))
 }
@@ -65,6 +97,8 @@ pub struct ReplayOptions {
     pub coincidences: crate::process::coinc_stage::CoincidenceOptions,
     /// Singles file rotation.
     pub rotation: crate::process::pipeline::Rotation,
+    /// Do not read the `.idxf` beside the file (`--no-index`: a corrupt index).
+    pub ignore_index: bool,
 }
 
 /// Replays `rawf` into a new run under `out_dir`.
@@ -92,7 +126,7 @@ pub fn replay(
             rawf.display()
         );
     }
-    let (extra_counts, mut warnings) = check_index(rawf, file_len)?;
+    let (extra_counts, mut warnings) = check_index(rawf, file_len, options.ignore_index)?;
     if file_len > RAWF_HEADER_LEN as u64 && !(file_len - RAWF_HEADER_LEN as u64).is_multiple_of(8) {
         warnings.push(format!(
             "{} is not a whole number of 64-bit words: the file is truncated",
@@ -197,6 +231,23 @@ pub fn archive_metadata(archive: &Path) -> Result<serde_json::Value> {
         .with_context(|| format!("{}: the archive's metadata is not JSON", archive.display()))
 }
 
+/// True when the metadata of a raw archive says it holds no PET data: written by fpga-sim's
+/// OPM-MEG or ultrasound preset, or recorded by a run without PET calibration (`--no-calib`,
+/// whose PETsys hits, had there been any, were counted as `no_tdc_calibration` then too).
+pub fn archive_holds_streams_only(meta: &serde_json::Value) -> bool {
+    let source = meta.get("source").and_then(|s| s.as_str()).unwrap_or("");
+    if ["fpga-sim --preset opm", "fpga-sim --preset us"]
+        .iter()
+        .any(|p| source.starts_with(p))
+    {
+        return true;
+    }
+    let none = LoadedCalibration::none().calibration.checksum;
+    meta.get("calibration_checksum")
+        .and_then(|c| c.as_str())
+        .is_some_and(|c| c == none)
+}
+
 /// Stream settings for replaying the raw archive `archive`: the `[meg]` / `[ultrasound]`
 /// settings the recording run (or fpga-sim) stored in the archive's metadata (key
 /// [`crate::process::streams::ARCHIVE_METADATA_KEY`], the channel table's and sequence's text
@@ -289,7 +340,7 @@ pub fn archive_stream_settings(
 #[command(
     mut_arg("calib", |a| a.help("scandaq calibration directory (tdc_calibration.tsv, energy_calibration.tsv, skew.tsv, map_channel.tsv)")),
     mut_arg("petsys_config", |a| a.help("A PETsys config.ini naming the setup's calibration tables")),
-    mut_arg("no_calib", |a| a.help("A .sdq archive with no PETsys boards (only OPM-MEG / ultrasound streams) needs no PET calibration")),
+    mut_arg("no_calib", |a| a.help("Replay a .sdq archive without PET calibration (PETsys hits are then counted as no_tdc_calibration); an archive whose metadata says it holds OPM-MEG / ultrasound streams only needs no flag")),
 )]
 pub struct ReplayArgs {
     /// The .rawf file (its .idxf is looked for beside it), a .sdq raw archive, or a PETLINK .l file.
@@ -297,8 +348,8 @@ pub struct ReplayArgs {
     /// Interfile header of a PETLINK .l file (default: FILE.l.hdr, FILE.l.hdr.STIR, FILE.hdr or a *.hdr* naming FILE).
     #[arg(long)]
     pub header: Option<PathBuf>,
-    /// Calibration: `--calib DIR`, `--petsys-config FILE` or (a .sdq archive of streams
-    /// only) `--no-calib`.
+    /// Calibration: `--calib DIR`, `--petsys-config FILE`, or for a .sdq archive `--no-calib`
+    /// (none needed when the archive says it holds streams only).
     #[command(flatten)]
     pub calibration: CalibrationArgs,
     /// Run configuration: its [coincidences] keys set the coincidence sorting (over the
@@ -306,9 +357,14 @@ pub struct ReplayArgs {
     /// archive its [meg] / [ultrasound] keys override the stream settings stored in the archive.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Output directory; each replay makes a new run-NNNNNN inside it.
-    #[arg(long)]
+    /// Output directory; each replay makes a new run-NNNNNN inside it (created if missing, its
+    /// parent must exist).
+    #[arg(long, value_name = "DIR", default_value = "scandaq-runs")]
     pub out: PathBuf,
+    /// Do not read the .idxf beside a .rawf (it only lists acquisition steps): for a corrupt
+    /// index.
+    #[arg(long)]
+    pub no_index: bool,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -336,6 +392,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         calibration: calib,
         config,
         out,
+        no_index,
         no_progress,
         raw_columns,
         rotate_size,
@@ -353,14 +410,33 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         petlink_replay::print_summary(&summary);
         return Ok(ExitCode::SUCCESS);
     }
+    let archive = is_raw_archive(&file);
+    // An archive whose metadata says it holds OPM-MEG / ultrasound streams only needs no
+    // PET calibration, and gets no notes about one.
+    let streams_only = archive && archive_holds_streams_only(&archive_metadata(&file)?);
     let calibration = match calib.load()? {
-        Some(c) if !calib.no_calib || is_raw_archive(&file) => c,
+        Some(c) if calib.no_calib && streams_only => LoadedCalibration {
+            warnings: vec![],
+            ..c
+        },
+        Some(c) if !calib.no_calib || archive => c,
+        None if streams_only => LoadedCalibration {
+            warnings: vec![],
+            ..LoadedCalibration::none()
+        },
+        _ if archive => bail!(
+            "{} holds PETsys data (or does not say it holds streams only): give its calibration \
+             with --calib DIR or --petsys-config config.ini (--no-calib replays it without one: \
+             PETsys hits are then counted as no_tdc_calibration)",
+            file.display()
+        ),
         _ => bail!(
-            "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config config.ini (a PETsys setup); a .sdq archive of OPM-MEG / ultrasound streams only takes --no-calib"
+            "replay needs a calibration: --calib DIR (scandaq tables) or --petsys-config \
+             config.ini (a PETsys setup)"
         ),
     };
     let coincidences = replay_coincidences(&file, &calib, config.as_deref(), &coincidences)?;
-    if is_raw_archive(&file) {
+    if archive {
         let (streams, notes) = archive_stream_settings(&file, config.as_deref())?;
         for n in notes {
             eprintln!("replay: {n}");
@@ -395,6 +471,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             raw_columns,
             coincidences,
             rotation,
+            ignore_index: no_index,
         },
     )?;
     Ok(finish_run(summary, None))

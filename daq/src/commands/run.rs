@@ -16,7 +16,7 @@ use crate::process::petsys_trigger::resolve_coincidence_options;
 use crate::process::run::RunSummary;
 use anyhow::{Result, anyhow};
 use scandaq_core::run_state::RunMode;
-use scandaq_core::units::parse_duration_s;
+use scandaq_core::units::{parse_bytes, parse_duration_s, parse_whole};
 use scandaq_tui::AppOptions;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -41,10 +41,11 @@ pub struct RunArgs {
     pub allow: Vec<IpAddr>,
     /// The boards (source ids) expected, e.g. 0,1; other sources are counted as
     /// unknown_source_packets [default: any, up to 256 per input].
-    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    #[arg(long, value_delimiter = ',', value_name = "IDS",
+          value_parser = |s: &str| parse_whole(s, 0, u64::from(u32::MAX)).map(|n| n as u32))]
     pub boards: Option<Vec<u32>>,
     /// TCP: fail the run if no connection is made within this time (e.g. 30s) [default: 10s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = duration_text, allow_hyphen_values = true)]
     pub connect_timeout: Option<String>,
     /// Overflow policy of the input rings.
     #[arg(long, value_parser = ["drop", "block"])]
@@ -54,16 +55,17 @@ pub struct RunArgs {
     #[command(flatten)]
     pub calibration: CalibrationArgs,
     /// Stop after this wall-clock time (e.g. 60s).
-    #[arg(long, value_parser = parse_duration_s)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_s)]
     pub duration: Option<f64>,
     /// Stop after this many singles.
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| parse_whole(s, 1, u64::MAX))]
     pub max_hits: Option<u64>,
-    /// Stop after this many bytes of frames accepted.
-    #[arg(long)]
+    /// Stop after this many bytes of frames accepted (e.g. 10GB, 512MiB, 1000000).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub max_bytes: Option<u64>,
-    /// Output directory.
-    #[arg(long)]
+    /// Output directory; each run makes a new run-NNNNNN inside it (created if missing, its
+    /// parent must exist) [default: the run file's run.out, else scandaq-runs].
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Record packets as received into raw-00000.sdq (replayable with `scandaq replay`).
     #[arg(long)]
@@ -75,13 +77,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", value_parser = size_text, allow_hyphen_values = true)]
     pub rotate_size: Option<String>,
     /// Start a new singles file after this wall-clock time (e.g. 10m).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = duration_text, allow_hyphen_values = true)]
     pub rotate_every: Option<String>,
     /// Commit interval: every single (and archived packet) is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = duration_text, allow_hyphen_values = true)]
     pub commit_interval: Option<String>,
     /// Page compression of the singles and coincidence tables: zstd (level 1, the default),
     /// zstd:N, or none.
@@ -93,6 +95,16 @@ pub struct RunArgs {
     /// Coincidence settings (window, delay, energy window, policy, grouping).
     #[command(flatten)]
     pub coincidences: CoincidenceArgs,
+}
+
+/// A duration flag laid over the run file's text key: checked now, kept as written.
+fn duration_text(s: &str) -> Result<String, String> {
+    parse_duration_s(s).map(|_| s.trim().to_string())
+}
+
+/// A size flag laid over the run file's text key: checked now, kept as written.
+fn size_text(s: &str) -> Result<String, String> {
+    parse_bytes(s).map(|_| s.trim().to_string())
 }
 
 /// `scandaq run`: the run file (if any) with the flags on top, validated; the acquisition

@@ -356,11 +356,14 @@ pub fn find_socket(arg: Option<&Path>, search: &[PathBuf]) -> Result<PathBuf> {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             let sock = e.path().join(SOCKET_NAME);
-            if name.starts_with("run-") && is_socket(&sock) {
-                candidates.push((name, sock));
+            if let Some(run) = scandaq_sinks::run_dir::run_number_of(&name)
+                && is_socket(&sock)
+            {
+                candidates.push((run, sock));
             }
         }
     }
+    // By run number: past run-999999 the names no longer sort as the numbers do.
     candidates.sort();
     for (_, sock) in candidates.into_iter().rev() {
         if UnixStream::connect(&sock).is_ok() {

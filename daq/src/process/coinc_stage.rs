@@ -570,23 +570,25 @@ impl SorterInput {
     }
 }
 
-/// Parses `MIN:MAX` keV, or `none`.
+/// Parses `MIN:MAX` keV (`400:650`, `400:650keV`; the old `400,650` is read too, see
+/// [`CoincidenceArgs::notes`]), or `none`.
 pub fn parse_energy_window(s: &str) -> Result<Option<[f32; 2]>> {
-    if s.eq_ignore_ascii_case("none") {
+    if s.trim().eq_ignore_ascii_case("none") {
         return Ok(None);
     }
-    let Some((a, b)) = s.split_once(':') else {
-        bail!("energy window {s:?}: expected MIN:MAX in keV (e.g. 400:650) or none");
-    };
-    let a: f32 = a
-        .trim()
-        .parse()
-        .with_context(|| format!("energy window {s:?}: bad minimum"))?;
-    let b: f32 = b
-        .trim()
-        .parse()
-        .with_context(|| format!("energy window {s:?}: bad maximum"))?;
-    Ok(Some([a, b]))
+    let w = scandaq_core::units::parse_kev_window(s)
+        .map_err(|e| anyhow!("--energy-window: {e}, or none"))?;
+    Ok(Some(w.kev()))
+}
+
+/// A distance flag: a number of mm, 0 or more (`20`, `20mm`).
+fn distance_mm(s: &str) -> Result<f64, String> {
+    scandaq_core::units::parse_number_in(s, 0.0, f64::INFINITY, "mm")
+}
+
+/// A count flag of 1 or more that fits in 32 bits.
+fn count_u32(s: &str) -> Result<u32, String> {
+    scandaq_core::units::parse_whole(s, 1, u64::from(u32::MAX)).map(|n| n as u32)
 }
 
 /// Coincidence flags shared by `scandaq demo`, `replay` and `run` (each overrides the run
@@ -602,8 +604,9 @@ pub struct CoincidenceArgs {
     /// Delayed window offset (e.g. 100ns; 0 = no delayed table).
     #[arg(long, value_name = "DURATION", value_parser = scandaq_core::units::parse_time_ps)]
     pub delay: Option<i64>,
-    /// Energy window applied before sorting, MIN:MAX keV (e.g. 400:650) or `none`.
-    #[arg(long, value_name = "MIN:MAX")]
+    /// Energy window applied before sorting, MIN:MAX keV (e.g. 400:650 or 400:650keV) or
+    /// `none`.
+    #[arg(long, value_name = "MIN:MAX", allow_hyphen_values = true)]
     pub energy_window: Option<String>,
     /// Multiples policy: takeAllGoods, takeWinnerOfGoods, takeWinnerIfIsGood,
     /// takeWinnerIfAllAreGoods, takeIfOnlyOneGood, removeMultiples.
@@ -629,34 +632,45 @@ pub struct CoincidenceArgs {
     #[arg(long, value_name = "MODE")]
     pub window_mode: Option<String>,
     /// Good pair: transaxial distance between the crystals at least this, mm.
-    #[arg(long, value_name = "MM")]
+    #[arg(long, value_name = "MM", value_parser = distance_mm)]
     pub min_transaxial: Option<f64>,
     /// Good pair: axial distance |z1 - z2| at most this, mm.
-    #[arg(long, value_name = "MM")]
+    #[arg(long, value_name = "MM", value_parser = distance_mm)]
     pub max_axial: Option<f64>,
     /// Good pair: module difference at least this (with --ring-modules it wraps around the ring).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count_u32)]
     pub min_module_difference: Option<u32>,
     /// Modules around the ring, for --min-module-difference.
-    #[arg(long, value_name = "N", requires = "min_module_difference")]
+    #[arg(long, value_name = "N", requires = "min_module_difference", value_parser = count_u32)]
     pub ring_modules: Option<u32>,
     /// A PETsys map_trigger.tsv: `C` region pairs may coincide, `M` region pairs may share a
     /// photon (replaces the one --petsys-config names).
     #[arg(long, value_name = "FILE")]
     pub trigger_map: Option<std::path::PathBuf>,
     /// Grouping: largest distance from a photon's first hit, mm [default: 100].
-    #[arg(long, value_name = "MM")]
+    #[arg(long, value_name = "MM", value_parser = distance_mm)]
     pub group_max_distance: Option<f64>,
     /// Grouping: photons with a hit count outside MIN:MAX are dropped (counted), e.g. 1:64.
-    #[arg(long, value_name = "MIN:MAX")]
+    #[arg(long, value_name = "MIN:MAX", allow_hyphen_values = true)]
     pub group_hits: Option<String>,
     /// Grouping: photons whose summed energy is outside MIN:MAX (the energy column's unit:
     /// keV, or ToT ns without an energy table) are dropped (counted).
-    #[arg(long, value_name = "MIN:MAX")]
+    #[arg(long, value_name = "MIN:MAX", allow_hyphen_values = true)]
     pub group_energy: Option<String>,
 }
 
 impl CoincidenceArgs {
+    /// Notes for the operator about how the flags were written (an energy window in the old
+    /// comma form).
+    pub fn notes(&self) -> Vec<String> {
+        self.energy_window
+            .as_deref()
+            .and_then(|e| scandaq_core::units::parse_kev_window(e).ok())
+            .and_then(|w| w.deprecation_note("--energy-window"))
+            .into_iter()
+            .collect()
+    }
+
     /// `base` with every flag given applied, validated.
     pub fn apply(&self, mut base: CoincidenceOptions) -> Result<CoincidenceOptions> {
         if self.no_coincidences {

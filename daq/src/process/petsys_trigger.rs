@@ -203,6 +203,7 @@ pub fn resolve_coincidence_options(
         options = options.overlaid_with(table, path)?;
     }
     let mut options = flags.apply(options)?;
+    notes.extend(flags.notes());
     // PETsys's grouping serves its coincidences: a singles-only run keeps today's singles
     // table (no photon columns) unless grouping was asked for by a key or a flag.
     if !options.enabled && petsys_config.is_some() && !grouping_asked {

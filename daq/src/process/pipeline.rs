@@ -286,6 +286,9 @@ pub struct SinkSettings {
     pub coincidences: Option<CoincidenceSetup>,
     /// Live counters.
     pub counters: Arc<SinkCounters>,
+    /// Write a singles table (false for a run without PET calibration, where no hit can
+    /// become a single: no empty table is written).
+    pub singles_table: bool,
 }
 
 /// Starts the singles sink thread (and, when configured, the coincidence thread it feeds).
@@ -301,6 +304,7 @@ pub(crate) fn spawn_singles_sink(
         rotation,
         coincidences,
         counters,
+        singles_table,
     } = settings;
     let (tx, rx) = bounded::<HitBatch>(SINK_QUEUE);
     // The sink wakes this often when no rows arrive, so the open row group is cut and synced
@@ -319,6 +323,7 @@ pub(crate) fn spawn_singles_sink(
     };
     let mut files =
         SinglesFiles::for_run(dir, metadata, rotation, coincidences.as_ref(), raw_columns);
+    files.store &= singles_table;
     if files.store {
         files.open()?;
     }

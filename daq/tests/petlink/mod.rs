@@ -362,3 +362,64 @@ fn bad_petlink_inputs_give_one_clear_error_or_a_counted_loss() {
     );
     assert!(stdout.contains("no time tags"), "{stdout}");
 }
+
+#[test]
+fn a_found_header_with_a_bad_value_names_the_value() {
+    // The header's name follows no convention, so it is found by its `name of data file`;
+    // one of its values is broken. The error is that value, as with --header, not "no
+    // Interfile header found".
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture(DATA)).unwrap();
+    let data = staged(tmp.path(), DATA, &bytes[..4096], HEADER, DATA);
+    let header = tmp.path().join(HEADER);
+    let text = std::fs::read_to_string(&header).unwrap();
+    assert!(text.contains("%number of projections:=344"));
+    std::fs::write(
+        &header,
+        text.replace(
+            "%number of projections:=344",
+            "%number of projections:=lots",
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("runs");
+    for cmd in [
+        vec![
+            "replay",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec!["inspect", data.to_str().unwrap()],
+    ] {
+        let (code, _, stderr) = scandaq(&cmd);
+        one_line_error(code, &stderr);
+        assert!(!stderr.contains("no Interfile header found"), "{stderr}");
+        for needle in [
+            HEADER,
+            "number of projections",
+            "`lots`",
+            "line 63",
+            "--header",
+        ] {
+            assert!(
+                stderr.contains(needle),
+                "{cmd:?}: {needle:?} not in {stderr}"
+            );
+        }
+    }
+    // The same header passed with --header says the same.
+    let (code, _, stderr) = scandaq(&[
+        "replay",
+        data.to_str().unwrap(),
+        "--header",
+        header.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    one_line_error(code, &stderr);
+    assert!(
+        stderr.contains("`lots`") && stderr.contains("line 63"),
+        "{stderr}"
+    );
+}

@@ -31,11 +31,13 @@ pub struct OpmArgs {
     /// OPM: probability per block of truncating its payload.
     #[arg(long, value_name = "P", help_heading = "OPM preset")]
     pub truncate_blocks: Option<f64>,
-    /// OPM: make the sample counter jump (skip 5,000,000 counts) at this simulated time, s.
-    #[arg(long, value_name = "S", help_heading = "OPM preset")]
+    /// OPM: make the sample counter jump (skip 5,000,000 counts) at this simulated time (e.g.
+    /// 30s, 500ms; a plain number is seconds).
+    #[arg(long, value_name = "TIME", value_parser = crate::cli::parse_duration, help_heading = "OPM preset")]
     pub counter_jump_at: Option<f64>,
-    /// OPM and US: reset the board clock (its counter restarts at 0) at this simulated time, s.
-    #[arg(long, value_name = "S", help_heading = "OPM preset")]
+    /// OPM and US: reset the board clock (its counter restarts at 0) at this simulated time
+    /// (e.g. 30s; a plain number is seconds).
+    #[arg(long, value_name = "TIME", value_parser = crate::cli::parse_duration, help_heading = "OPM preset")]
     pub clock_reset_at: Option<f64>,
     /// OPM: mains frequency, Hz [default: 50].
     #[arg(long, value_name = "HZ", help_heading = "OPM preset")]

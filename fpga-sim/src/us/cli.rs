@@ -50,8 +50,8 @@ pub struct UsArgs {
         help_heading = "US preset"
     )]
     pub clock_drift: Option<f64>,
-    /// US: clock-sync record period, s [default: 0.1].
-    #[arg(long, value_name = "S", help_heading = "US preset")]
+    /// US: clock-sync record period (e.g. 100ms; a plain number is seconds) [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration, help_heading = "US preset")]
     pub sync_interval: Option<f64>,
     /// US: probability per chunk of truncating its payload.
     #[arg(long, value_name = "P", help_heading = "US preset")]

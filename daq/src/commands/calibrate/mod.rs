@@ -23,11 +23,20 @@ use crate::process::kernel::CompiledCalibration;
 use crate::process::pipeline::Processor;
 use crate::process::read_blocks::read_up_to;
 use anyhow::{Context, Result, bail};
+use scandaq_core::units::{
+    KevWindow, parse_kev_window, parse_legacy_ns, parse_legacy_ps, parse_number_in, parse_time_ps,
+    parse_whole,
+};
 use scandaq_core::{Calibration, ClockModel, EnergyTable, Geometry, HitBatch, TdcTable};
 use scandaq_decoders::FrameScanner;
 use scandaq_decoders::petsys::HitFields;
 use scandaq_decoders::rawf::{RAWF_HEADER_LEN, RawfHeader};
 use std::path::{Path, PathBuf};
+
+/// `calibrate energy --min-tot` when not given, ns.
+const DEFAULT_MIN_TOT_NS: f64 = 20.0;
+/// `calibrate skew --window` when not given, ps.
+const DEFAULT_SKEW_WINDOW_PS: i64 = 10_000;
 
 /// Bytes read per chunk (memory stays bounded by a few chunks whatever the file size).
 const READ_CHUNK: usize = 8 << 20;
@@ -309,19 +318,6 @@ fn parse_xyz(s: &str) -> std::result::Result<[f64; 3], String> {
     }
 }
 
-/// Parses `LO,HI` (keV).
-fn parse_window(s: &str) -> std::result::Result<[f32; 2], String> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|p| p.trim().parse::<f32>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| format!("expected LO,HI in keV (e.g. 400,650): {e}"))?;
-    match v[..] {
-        [lo, hi] if lo.is_finite() && hi.is_finite() && lo < hi => Ok([lo, hi]),
-        _ => Err(format!("expected LO,HI in keV with LO < HI, got {s:?}")),
-    }
-}
-
 /// The `scandaq calibrate` subcommands (command-line form of the options structs).
 #[derive(clap::Subcommand, Debug)]
 pub enum CalibrateCommand {
@@ -330,14 +326,14 @@ pub enum CalibrateCommand {
         /// Raw .rawf files (any acquisition with hits uncorrelated to the clock).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Output calibration directory.
-        #[arg(long)]
+        /// Output calibration directory (created if missing, its parent must exist).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Channel map (map_channel.tsv or a directory holding it) to copy into --out.
         #[arg(long)]
         geometry: Option<PathBuf>,
         /// Fewest hits a (channel, TAC, branch) needs for a fit.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = |s: &str| parse_whole(s, 1, u64::MAX))]
         min_hits: u64,
     },
     /// Energy calibration from the 511 keV (and 1274.5 keV) photopeaks: writes energy_calibration.tsv.
@@ -348,23 +344,31 @@ pub enum CalibrateCommand {
         /// TDC table (file or calibration directory).
         #[arg(long)]
         tdc: PathBuf,
-        /// Output calibration directory.
-        #[arg(long)]
+        /// Output calibration directory (created if missing, its parent must exist).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Channel map to copy into --out (default: the one beside the TDC table).
         #[arg(long)]
         geometry: Option<PathBuf>,
         /// Second line in keV (1274.5 for Na-22); 0 = the 511 keV line only.
-        #[arg(long, default_value_t = 1274.5)]
+        #[arg(long, default_value_t = 1274.5, value_name = "KEV",
+              value_parser = |s: &str| parse_number_in(s, 0.0, 100_000.0, "keV"))]
         second_line_kev: f64,
-        /// ToT scale a (ns) for channels with one line (default: median of the two-line channels, else 80).
-        #[arg(long)]
+        /// ToT scale a for channels with one line (e.g. 80ns) [default: median of the
+        /// two-line channels, else 80ns].
+        #[arg(long, value_name = "DURATION", value_parser = positive_ns)]
+        fixed_a: Option<f64>,
+        /// Old spelling of --fixed-a, in ns (`--fixed-a-ns 80`).
+        #[arg(long, hide = true, conflicts_with = "fixed_a", value_parser = positive_legacy_ns)]
         fixed_a_ns: Option<f64>,
-        /// Ignore peaks below this ToT (dark counts), ns.
-        #[arg(long, default_value_t = 20.0)]
-        min_tot_ns: f64,
+        /// Ignore peaks below this ToT (dark counts), e.g. 20ns [default: 20ns].
+        #[arg(long, value_name = "DURATION", value_parser = non_negative_ns)]
+        min_tot: Option<f64>,
+        /// Old spelling of --min-tot, in ns (`--min-tot-ns 20`).
+        #[arg(long, hide = true, conflicts_with = "min_tot", value_parser = parse_legacy_ns)]
+        min_tot_ns: Option<f64>,
         /// Fewest hits a channel needs.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = |s: &str| parse_whole(s, 1, u64::MAX))]
         min_hits: u64,
     },
     /// Time-skew calibration from a point source: writes skew.tsv (and refined TAC offsets).
@@ -384,26 +388,58 @@ pub enum CalibrateCommand {
         /// Source position X,Y,Z in mm.
         #[arg(long, value_parser = parse_xyz, allow_hyphen_values = true)]
         source: [f64; 3],
-        /// Output calibration directory.
-        #[arg(long)]
+        /// Output calibration directory (created if missing, its parent must exist).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Coincidence window, ps.
-        #[arg(long, default_value_t = 10_000)]
-        window_ps: i64,
-        /// Energy window LO,HI in keV.
-        #[arg(long, value_parser = parse_window, default_value = "400,650")]
-        energy_window: [f32; 2],
+        /// Coincidence window (e.g. 10ns, 10000ps) [default: 10ns].
+        #[arg(long, value_name = "DURATION", value_parser = parse_time_ps)]
+        window: Option<i64>,
+        /// Old spelling of --window, in ps (`--window-ps 10000`).
+        #[arg(long, hide = true, conflicts_with = "window", value_parser = parse_legacy_ps)]
+        window_ps: Option<i64>,
+        /// Energy window MIN:MAX in keV (e.g. 400:650; the old form 400,650 is still read,
+        /// with a note).
+        #[arg(long, value_name = "MIN:MAX", value_parser = parse_kev_window,
+              default_value = "400:650")]
+        energy_window: KevWindow,
         /// Fewest coincidences a (channel, TAC) needs.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = |s: &str| parse_whole(s, 1, u64::MAX))]
         min_coincidences: u64,
         /// Most coincidences kept in memory (12 bytes each).
-        #[arg(long, default_value_t = 20_000_000)]
+        #[arg(long, default_value_t = 20_000_000,
+              value_parser = |s: &str| parse_whole(s, 1, u64::MAX).map(|n| n as usize))]
         max_coincidences: usize,
     },
 }
 
+/// A ToT-like time (`80ns`) in ns, more than 0.
+fn positive_ns(s: &str) -> std::result::Result<f64, String> {
+    match parse_time_ps(s)? {
+        0 => Err(format!("invalid time {:?}: must be more than 0", s.trim())),
+        ps => Ok(ps as f64 * 1e-3),
+    }
+}
+
+/// A ToT-like time (`20ns`) in ns, 0 or more.
+fn non_negative_ns(s: &str) -> std::result::Result<f64, String> {
+    parse_time_ps(s).map(|ps| ps as f64 * 1e-3)
+}
+
+/// An old `...-ns` value (plain ns or with a unit), more than 0.
+fn positive_legacy_ns(s: &str) -> std::result::Result<f64, String> {
+    match parse_legacy_ns(s)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err(format!("invalid time {:?}: must be more than 0", s.trim())),
+    }
+}
+
 /// Runs one `scandaq calibrate` subcommand.
 pub fn run_cli(cmd: CalibrateCommand) -> Result<report::Report> {
+    // The output directory is checked (and made) before any file is read.
+    let (CalibrateCommand::Tdc { out, .. }
+    | CalibrateCommand::Energy { out, .. }
+    | CalibrateCommand::Skew { out, .. }) = &cmd;
+    crate::commands::cli::prepare_out_dir(out)?;
     match cmd {
         CalibrateCommand::Tdc {
             files,
@@ -422,7 +458,9 @@ pub fn run_cli(cmd: CalibrateCommand) -> Result<report::Report> {
             out,
             geometry,
             second_line_kev,
+            fixed_a,
             fixed_a_ns,
+            min_tot,
             min_tot_ns,
             min_hits,
         } => energy::run(&energy::EnergyOptions {
@@ -431,8 +469,8 @@ pub fn run_cli(cmd: CalibrateCommand) -> Result<report::Report> {
             out,
             geometry,
             second_line_kev,
-            fixed_a_ns,
-            min_tot_ns,
+            fixed_a_ns: fixed_a.or(fixed_a_ns),
+            min_tot_ns: min_tot.or(min_tot_ns).unwrap_or(DEFAULT_MIN_TOT_NS),
             min_hits,
         }),
         CalibrateCommand::Skew {
@@ -442,21 +480,27 @@ pub fn run_cli(cmd: CalibrateCommand) -> Result<report::Report> {
             geometry,
             source,
             out,
+            window,
             window_ps,
             energy_window,
             min_coincidences,
             max_coincidences,
-        } => skew::run(&skew::SkewOptions {
-            files,
-            tdc,
-            energy,
-            geometry,
-            source_mm: source,
-            out,
-            window_ps,
-            energy_window_kev: energy_window,
-            min_coincidences,
-            max_coincidences,
-        }),
+        } => {
+            if let Some(note) = energy_window.deprecation_note("--energy-window") {
+                eprintln!("note: {note}");
+            }
+            skew::run(&skew::SkewOptions {
+                files,
+                tdc,
+                energy,
+                geometry,
+                source_mm: source,
+                out,
+                window_ps: window.or(window_ps).unwrap_or(DEFAULT_SKEW_WINDOW_PS),
+                energy_window_kev: energy_window.kev(),
+                min_coincidences,
+                max_coincidences,
+            })
+        }
     }
 }

@@ -11,7 +11,7 @@
 mod inputs;
 mod list_mode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use inputs::{ScannerMap, Windows};
 use list_mode::ListModeWriter;
 use scandaq_sinks::Manifest;
@@ -168,17 +168,7 @@ pub fn export_castor(run_dir: &Path, opts: &CastorOptions) -> Result<CastorExpor
 
 /// Creates the output directory when it does not exist (refused when `out` is a file).
 fn create_out_dir(out: &Path) -> Result<()> {
-    if !out.exists() {
-        std::fs::create_dir_all(out).with_context(|| {
-            format!(
-                "cannot create output directory {} (check the path)",
-                out.display()
-            )
-        })?;
-    } else if !out.is_dir() {
-        bail!("--out {} exists but is not a directory", out.display());
-    }
-    Ok(())
+    crate::commands::cli::prepare_out_dir(out)
 }
 
 /// Writes the scanner description: `.hscan`, `.lut` and the crystal-id table; returns their

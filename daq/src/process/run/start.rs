@@ -54,6 +54,10 @@ pub struct RunStart {
     pub started: Instant,
     /// The coincidence stage, when coincidences are sorted.
     pub coincidences: Option<CoincidenceSetup>,
+    /// The run has a PET calibration (a TDC table). Without one (`--no-calib`: OPM-MEG /
+    /// ultrasound streams only) no hit can become a single, so no singles table is written
+    /// and no coincidences are sorted.
+    pub pet_calibration: bool,
 }
 
 impl RunStart {
@@ -86,8 +90,12 @@ impl RunStart {
             return Err(run.fail(FailureReason::StartFailed, e));
         }
         let metadata = file_metadata(run.number(), calibration, &description, energy_unit);
-        let (coincidences, calibration_warnings) =
-            coincidence_setup(calibration, &description, &kernel);
+        let pet_calibration = !calibration.calibration.tdc.entries.is_empty();
+        let (coincidences, calibration_warnings) = if pet_calibration {
+            coincidence_setup(calibration, &description, &kernel)
+        } else {
+            (None, calibration.warnings.clone())
+        };
         Ok(Self {
             run,
             kernel,
@@ -96,6 +104,7 @@ impl RunStart {
             calibration_warnings,
             started: Instant::now(),
             coincidences,
+            pet_calibration,
         })
     }
 
@@ -116,6 +125,7 @@ impl RunStart {
             rotation: self.description.rotation,
             coincidences: self.coincidences.clone(),
             counters,
+            singles_table: self.pet_calibration,
         }
     }
 }

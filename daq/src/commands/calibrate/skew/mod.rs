@@ -70,7 +70,7 @@ pub struct SkewOptions {
 pub fn run(opts: &SkewOptions) -> Result<Report> {
     check_inputs(&opts.files)?;
     if opts.window_ps <= 0 {
-        bail!("--window-ps must be positive");
+        bail!("--window must be more than 0 (e.g. 10ns)");
     }
     let mut tdc = load_tdc(&opts.tdc)?;
     let energy = load_energy(&opts.energy)?;

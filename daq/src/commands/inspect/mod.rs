@@ -1,7 +1,14 @@
-//! `scandaq inspect FILE`: a summary of a PETsys `.rawf`, a scandaq Parquet file or a run
-//! directory (format, counts, time span, losses), without calibration. A `.rawf` is scanned
-//! with the replay's [`FrameScanner`], so its losses carry the replay's reason names and counts
-//! (frame IDs judged, repaired or dropped the same way).
+//! `scandaq inspect PATH`: a summary of a PETsys `.rawf`, a scandaq raw archive `.sdq`
+//! ([`archive`]), a PETLINK `.l` list-mode file with its Interfile header ([`petlink`]), a
+//! scandaq Parquet file or a run directory (format, counts, time span, losses), without
+//! calibration. What a file is comes from its first bytes (`PAR1`, `SDQA`), then its name
+//! (`.l`); anything else is read as a `.rawf`. A `.rawf` is scanned with the replay's
+//! [`FrameScanner`], so its losses carry the replay's reason names and counts (frame IDs
+//! judged, repaired or dropped the same way). A directory without a manifest is said not to
+//! be a run.
+
+mod archive;
+mod petlink;
 
 use anyhow::{Context, Result, bail};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -15,6 +22,13 @@ use std::path::Path;
 /// Prints a summary of `path` on stdout.
 pub fn inspect(path: &Path) -> Result<()> {
     if path.is_dir() {
+        if !path.join("manifest.json").exists() {
+            bail!(
+                "{} is a directory but not a scandaq run (no manifest.json): give a run \
+                 directory (OUTDIR/run-NNNNNN) or a file (.rawf, .sdq, .l, .parquet)",
+                path.display()
+            );
+        }
         return inspect_run_dir(path);
     }
     let mut f =
@@ -26,7 +40,13 @@ pub fn inspect(path: &Path) -> Result<()> {
     if n == 4 && &magic == b"PAR1" {
         return inspect_parquet(path);
     }
+    if n == 4 && magic == scandaq_decoders::archive::ARCHIVE_MAGIC {
+        return archive::inspect_archive(path);
+    }
     drop(f);
+    if crate::commands::petlink_replay::is_petlink(path, None) {
+        return petlink::inspect_petlink(path);
+    }
     inspect_rawf(path)
 }
 
