@@ -12,35 +12,24 @@ fn decode_calibrate(c: &mut Criterion) {
     // 0.5 s of the bench at 2 MHz: ~1 M hit words.
     let f = fixture(0.5, 2e6);
     let kernel = CompiledCalibration::new(&f.calibration, ClockModel::TOFPET2_DEFAULT);
-    // The kernel without phase tables: the computed path (as for channels beyond the budget).
-    let computed = CompiledCalibration::with_phase_table_budget(
-        &f.calibration,
-        ClockModel::TOFPET2_DEFAULT,
-        0,
-    );
     let mut group = c.benchmark_group("decode_calibrate");
     group.throughput(Throughput::Elements(f.hits));
     group.sample_size(20);
 
     // Blocks of ~16 Ki hits, as the pipeline cuts them (frames average ~5 hits here).
     let blocks: Vec<_> = f.spans.chunks(3200).collect();
-    for (name, kernel) in [
-        ("scandaq_kernel_1core", &kernel),
-        ("scandaq_kernel_1core_no_phase_tables", &computed),
-    ] {
-        group.bench_function(name, |b| {
-            let mut batch = HitBatch::with_capacity(32 * 1024);
-            b.iter(|| {
-                let mut n = 0;
-                for spans in &blocks {
-                    batch.clear();
-                    kernel.decode_block(&f.bytes, spans, &mut batch, &mut KernelLosses::default());
-                    n += batch.len();
-                }
-                black_box(n)
-            })
-        });
-    }
+    group.bench_function("scandaq_kernel_1core", |b| {
+        let mut batch = HitBatch::with_capacity(32 * 1024);
+        b.iter(|| {
+            let mut n = 0;
+            for spans in &blocks {
+                batch.clear();
+                kernel.decode_block(&f.bytes, spans, &mut batch, &mut KernelLosses::default());
+                n += batch.len();
+            }
+            black_box(n)
+        })
+    });
 
     group.bench_function("scalar_peer_1core", |b| {
         let mut out: Vec<ScalarHit> = Vec::with_capacity(f.hits as usize);

@@ -138,26 +138,20 @@ mod tests {
         let f = fixture(0.02, 1e6);
         let mut peer = Vec::new();
         scalar_peer(&f.bytes, &f.spans, &f.calibration, 5000.0, &mut peer);
-        // With phase tables (the default) and without (the computed path).
-        let clock = ClockModel::TOFPET2_DEFAULT;
-        for kernel in [
-            CompiledCalibration::new(&f.calibration, clock),
-            CompiledCalibration::with_phase_table_budget(&f.calibration, clock, 0),
-        ] {
-            let mut batch = HitBatch::default();
-            kernel.decode_block(&f.bytes, &f.spans, &mut batch, &mut KernelLosses::default());
-            let ours = rows(&batch);
-            assert_eq!(ours.len(), peer.len());
-            assert!(ours.len() as u64 == f.hits && f.hits > 1000);
-            for (a, b) in ours.iter().zip(&peer) {
-                assert_eq!(a.channel, b.channel);
-                // Absolute times ~1e14 ps: the peer's all-f64 arithmetic loses ~0.02 ps.
-                assert!((a.t_ps - b.t_ps).abs() <= 1, "{a:?} {b:?}");
-                assert!(
-                    (a.energy_kev - b.energy_kev).abs() < 0.01 * a.energy_kev.abs().max(1.0),
-                    "{a:?} {b:?}"
-                );
-            }
+        let kernel = CompiledCalibration::new(&f.calibration, ClockModel::TOFPET2_DEFAULT);
+        let mut batch = HitBatch::default();
+        kernel.decode_block(&f.bytes, &f.spans, &mut batch, &mut KernelLosses::default());
+        let ours = rows(&batch);
+        assert_eq!(ours.len(), peer.len());
+        assert!(ours.len() as u64 == f.hits && f.hits > 1000);
+        for (a, b) in ours.iter().zip(&peer) {
+            assert_eq!(a.channel, b.channel);
+            // Absolute times ~1e14 ps: the peer's all-f64 arithmetic loses ~0.02 ps.
+            assert!((a.t_ps - b.t_ps).abs() <= 1, "{a:?} {b:?}");
+            assert!(
+                (a.energy_kev - b.energy_kev).abs() < 0.01 * a.energy_kev.abs().max(1.0),
+                "{a:?} {b:?}"
+            );
         }
     }
 }

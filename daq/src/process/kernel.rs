@@ -3,14 +3,100 @@
 //! layout ([`CompiledCalibration`]); the kernel then does no map look-ups and no allocation
 //! per hit.
 
-mod compile;
-mod math;
-
-use compile::{FINE_CODES, Layout, NO_TABLE, PHASE_TABLE_BYTES, ResponsePair, TacEntry, status};
-use math::{FastExp, round_to_i64};
 use scandaq_core::LossReason;
+use scandaq_core::calib::Branch;
 use scandaq_core::{Calibration, ClockModel, HitBatch, hit_flags};
 use scandaq_decoders::petsys::{FrameSpan, decode_fine};
+
+const NO_SLOT: u32 = u32::MAX;
+const CHIPS: usize = 1 << 16;
+
+/// Rounds half away from zero with a truncating cast: `f64::round` is a libm call on
+/// baseline x86-64 (no SSE4.1), this is two instructions.
+#[inline(always)]
+fn round_to_i64(x: f64) -> i64 {
+    (x + f64::copysign(0.5, x)) as i64
+}
+
+/// `exp(x)` inlined for the kernel (glibc's `exp` was a third of the kernel's time as a call):
+/// `2^k * exp(r)` with `k = round(x / ln 2)`, `|r| <= ln 2 / 2` and a degree-8 Taylor polynomial
+/// for `exp(r)`; relative error below 3e-10, far below the f32 the energy is stored in.
+/// Inputs are clamped to [-700, 700].
+#[inline(always)]
+fn exp_inline(x: f64) -> f64 {
+    const LN2: f64 = std::f64::consts::LN_2;
+    let x = x.clamp(-700.0, 700.0);
+    let k = round_to_i64(x * std::f64::consts::LOG2_E);
+    let r = x - k as f64 * LN2;
+    let p = 1.0
+        + r * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0
+                            + r * (1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0))))))));
+    p * f64::from_bits(((k + 1023) as u64) << 52)
+}
+
+/// One TAC branch, with the constants of the phase inversion precomputed.
+#[derive(Clone, Copy, Debug, Default)]
+struct TacBranch {
+    t0: f64,
+    a0: f64,
+    a1: f64,
+    a1_sq: f64,
+    four_a2: f64,
+}
+
+impl TacBranch {
+    /// Harmless constants for entries whose hits are dropped (keeps the loop branch-free).
+    const INERT: Self = Self {
+        t0: 0.0,
+        a0: 0.0,
+        a1: 1.0,
+        a1_sq: 1.0,
+        four_a2: 0.0,
+    };
+
+    /// Phase `q` of a fine code: the stable root of `a0 + a1 q + a2 q^2 = fine`.
+    #[inline(always)]
+    fn phase(&self, fine: f64) -> f64 {
+        let d = fine - self.a0;
+        let disc = (self.a1_sq + self.four_a2 * d).max(0.0);
+        2.0 * d / (self.a1 + disc.sqrt())
+    }
+}
+
+/// Why an entry's hits are dropped (0 = calibrated).
+mod status {
+    pub const OK: u8 = 0;
+    pub const NO_TDC: u8 = 1;
+    pub const NO_ENERGY: u8 = 2;
+    pub const NO_SKEW: u8 = 3;
+}
+
+/// Everything the kernel needs for hits of one (channel, TAC): both branches, the channel's
+/// energy constants and skew, and whether its hits can be calibrated at all.
+#[derive(Clone, Copy, Debug)]
+struct TacEntry {
+    t: TacBranch,
+    e: TacBranch,
+    skew_ps: f64,
+    inv_a_ns: f64,
+    b_kev: f64,
+    status: u8,
+}
+
+impl TacEntry {
+    const MISSING: Self = Self {
+        t: TacBranch::INERT,
+        e: TacBranch::INERT,
+        skew_ps: 0.0,
+        inv_a_ns: 0.0,
+        b_kev: 0.0,
+        status: status::NO_TDC,
+    };
+}
 
 /// Per-thread working columns of the kernel, reused from block to block (allocating them per
 /// block cost page faults on every block).
@@ -27,17 +113,12 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-/// Default memory for phase tables: 64 MiB, 4096 calibrated (channel, TAC)s (1024 channels
-/// with all four TACs; the bench has 128 channels, a full ring tens of thousands).
-pub const DEFAULT_PHASE_TABLE_BUDGET_BYTES: usize = 64 << 20;
-
 /// Calibration compiled for the kernel: chip (`channel >> 6`) -> slot of 64 channels x 4 TACs
-/// of entries (slot 0 is "no calibration", where unknown chips point), and per calibrated
-/// (channel, TAC), within a memory budget, a phase table of every fine code.
+/// of [`TacEntry`]. Entry 0 is the "no calibration" entry that unknown chips point at.
 #[derive(Clone, Debug)]
 pub struct CompiledCalibration {
-    layout: Layout,
-    fast_exp: FastExp,
+    chip_slot: Vec<u32>,
+    entries: Vec<TacEntry>,
     period_ps: f64,
     /// Integral clock period in ps (exact integer time arithmetic), if the clock has one.
     period_ps_int: Option<i64>,
@@ -78,37 +159,105 @@ impl KernelLosses {
 }
 
 impl CompiledCalibration {
-    /// Compiles `cal` for a clock, with phase tables within
-    /// [`DEFAULT_PHASE_TABLE_BUDGET_BYTES`].
+    /// Compiles `cal` for a clock.
     pub fn new(cal: &Calibration, clock: ClockModel) -> Self {
-        Self::with_phase_table_budget(cal, clock, DEFAULT_PHASE_TABLE_BUDGET_BYTES)
-    }
-
-    /// Compiles `cal` for a clock, with phase tables for as many calibrated (channel, TAC)s
-    /// as fit in `budget_bytes` (16 KiB each: both branches x 1024 fine codes x f64), in
-    /// channel order. A block whose hits all have tables looks their edge fractions up; any
-    /// other block computes them (two square roots and divisions per hit). Both give the
-    /// same bits: the tables hold what the computation gives. 0 = no tables.
-    pub fn with_phase_table_budget(
-        cal: &Calibration,
-        clock: ClockModel,
-        budget_bytes: usize,
-    ) -> Self {
+        let mut chip_slot = vec![NO_SLOT; CHIPS];
+        let mut entries: Vec<TacEntry> = vec![TacEntry::MISSING];
+        // Per entry: which branches have TDC constants.
+        let mut have: Vec<[bool; 2]> = vec![[false; 2]];
+        let mut index_of = |channel: u32,
+                            tac: u8,
+                            entries: &mut Vec<TacEntry>,
+                            have: &mut Vec<[bool; 2]>|
+         -> usize {
+            let chip = (channel >> 6) as usize;
+            if chip_slot[chip] == NO_SLOT {
+                chip_slot[chip] = ((entries.len() - 1) / 256) as u32;
+                entries.resize(entries.len() + 256, TacEntry::MISSING);
+                have.resize(have.len() + 256, [false; 2]);
+            }
+            1 + (chip_slot[chip] as usize * 64 + (channel & 63) as usize) * 4 + usize::from(tac & 3)
+        };
+        for (&(channel, tac, branch), e) in &cal.tdc.entries {
+            let i = index_of(channel, tac, &mut entries, &mut have);
+            let b = TacBranch {
+                t0: e.t0,
+                a0: e.a0,
+                a1: e.a1,
+                a1_sq: e.a1 * e.a1,
+                four_a2: 4.0 * e.a2,
+            };
+            match branch {
+                Branch::T => entries[i].t = b,
+                Branch::E => entries[i].e = b,
+            }
+            have[i][branch as usize] = true;
+        }
+        for (i, entry) in entries.iter_mut().enumerate().skip(1) {
+            let [has_t, has_e] = have[i];
+            if !(has_t && has_e) {
+                *entry = TacEntry::MISSING;
+            } else {
+                entry.status = status::OK;
+            }
+        }
+        // Channel-level constants go into each of the channel's TAC entries.
+        let tac_entries = |channel: u32| -> Option<std::ops::Range<usize>> {
+            let slot = *chip_slot
+                .get((channel >> 6) as usize)
+                .filter(|s| **s != NO_SLOT)?;
+            let first = 1 + (slot as usize * 64 + (channel & 63) as usize) * 4;
+            Some(first..first + 4)
+        };
+        if cal.energy.is_none() {
+            for entry in entries.iter_mut() {
+                entry.inv_a_ns = 1.0;
+            }
+        }
+        if let Some(energy) = &cal.energy {
+            for entry in entries
+                .iter_mut()
+                .skip(1)
+                .filter(|e| e.status == status::OK)
+            {
+                entry.status = status::NO_ENERGY;
+            }
+            for (&channel, e) in &energy.entries {
+                for entry in tac_entries(channel).map_or(&mut [][..], |r| &mut entries[r]) {
+                    if entry.status == status::NO_ENERGY {
+                        entry.inv_a_ns = 1.0 / e.a_ns;
+                        entry.b_kev = e.b_kev;
+                        entry.status = status::OK;
+                    }
+                }
+            }
+        }
+        if let Some(skew) = &cal.skew {
+            let mut has_skew = vec![false; entries.len()];
+            for (&channel, &t) in &skew.offsets_ps {
+                if let Some(range) = tac_entries(channel) {
+                    for i in range {
+                        entries[i].skew_ps = t;
+                        has_skew[i] = true;
+                    }
+                }
+            }
+            for (entry, has) in entries.iter_mut().zip(has_skew) {
+                if entry.status == status::OK && !has {
+                    entry.status = status::NO_SKEW;
+                }
+            }
+        }
         let period_ps = clock.period_ps();
         let rounded = period_ps.round();
         Self {
-            layout: Layout::compile(cal, budget_bytes),
-            fast_exp: FastExp::new(),
+            chip_slot,
+            entries,
             period_ps,
             period_ps_int: ((period_ps - rounded).abs() < 1e-9).then_some(rounded as i64),
             energy_table: cal.energy.is_some(),
             skew_table: cal.skew.is_some(),
         }
-    }
-
-    /// Memory held by phase tables, bytes (the all-zero table of dropped hits not counted).
-    pub fn phase_table_bytes(&self) -> usize {
-        (self.layout.tables.len() - 1) * PHASE_TABLE_BYTES
     }
 
     /// True when energies come out in keV (an energy table is loaded), false for ToT ns.
@@ -170,12 +319,8 @@ impl BlockDecode<'_> {
     fn run(mut self, buf: &[u8], spans: &[FrameSpan], losses: &mut KernelLosses) {
         self.gather_words(buf, spans);
         self.split_fields();
-        let (any_dropped, all_tabled) = self.resolve_entries();
-        if all_tabled {
-            self.edge_terms_from_tables();
-        } else {
-            self.edge_terms_computed();
-        }
+        let any_dropped = self.resolve_entries();
+        self.edge_terms();
         self.leading_edge_times();
         self.energies();
         if any_dropped {
@@ -245,60 +390,34 @@ impl BlockDecode<'_> {
         out.energy_kev.resize(self.start + n, 0.0);
     }
 
-    /// Which entry each hit uses (no branch: unknown chips point at the "no calibration"
-    /// slot); whether any hit is dropped and whether every hit's entry has a phase table.
-    fn resolve_entries(&mut self) -> (bool, bool) {
-        let layout = &self.cal.layout;
+    /// Which entry each hit uses (entry 0 = no calibration); true when any hit is dropped.
+    fn resolve_entries(&mut self) -> bool {
+        let cal = self.cal;
         let start = self.start;
         let entry_of = &mut self.scratch.entry_of;
         entry_of.clear();
         let mut any_dropped = false;
-        let mut all_tabled = true;
         for (&channel, &tac) in self.out.channel[start..].iter().zip(&self.out.tac[start..]) {
-            let i = layout.entry_index(channel, tac);
-            let entry = &layout.entries[i as usize];
-            any_dropped |= entry.status != status::OK;
-            all_tabled &= entry.table != NO_TABLE;
+            let slot = cal.chip_slot[(channel >> 6) as usize];
+            let i = if slot == NO_SLOT {
+                0
+            } else {
+                1 + (slot * 64 + (channel & 63)) * 4 + u32::from(tac)
+            };
+            any_dropped |= cal.entries[i as usize].status != status::OK;
             entry_of.push(i);
         }
-        (any_dropped, all_tabled)
-    }
-
-    /// Loop 1 with the phase tables: each fine code's phase is one load.
-    fn edge_terms_from_tables(&mut self) {
-        let layout = &self.cal.layout;
-        self.edge_terms(|_, entry, tfine, efine| {
-            let table = &layout.tables[entry.table as usize];
-            let q_t = table[usize::from(tfine) % FINE_CODES];
-            let q_e = table[FINE_CODES + usize::from(efine) % FINE_CODES];
-            let in_range =
-                entry.t_codes_in_range.contains(tfine) & entry.e_codes_in_range.contains(efine);
-            (q_t, q_e, !in_range)
-        });
-    }
-
-    /// Loop 1 computing the phases: the stable quadratic root per branch.
-    fn edge_terms_computed(&mut self) {
-        let responses = &self.cal.layout.responses;
-        self.edge_terms(|ei, _, tfine, efine| {
-            let [q_t, q_e] = responses[ei as usize].phases([f64::from(tfine), f64::from(efine)]);
-            let (q_t, q_e) = (q_t as f32, q_e as f32);
-            let in_range = ResponsePair::phase_in_range(f64::from(q_t))
-                & ResponsePair::phase_in_range(f64::from(q_e));
-            (q_t, q_e, !in_range)
-        });
+        any_dropped
     }
 
     /// The physics comes in three short branch-free loops so that many hits are in flight
     /// at once (one long loop body serialised on its square-root/division/exp latency chain).
-    /// Loop 1: both branches' phases (clock periods, f32) and whether one is out of range,
-    /// from `phases` (entry index, entry, tfine, efine), -> leading-edge fraction (ps, skew
-    /// applied) and the exponent of the energy model (or ToT ns), per hit.
-    #[inline(always)]
-    fn edge_terms(&mut self, phases: impl Fn(u32, &TacEntry, u16, u16) -> (f32, f32, bool)) {
-        let entries = &self.cal.layout.entries;
+    /// Loop 1: TDC phases -> leading-edge fraction (ps, skew applied) and the exponent of the
+    /// energy model (or ToT ns), per hit.
+    fn edge_terms(&mut self) {
+        let cal = self.cal;
         let start = self.start;
-        let period_ps = self.cal.period_ps;
+        let period_ps = cal.period_ps;
         let period_ns = period_ps / 1000.0;
         let Scratch {
             words,
@@ -329,16 +448,17 @@ impl BlockDecode<'_> {
             ((frac_out, x_out), b_out),
         ) in rows
         {
-            let entry = &entries[ei as usize];
-            let (q_t, q_e, out_of_range) = phases(ei, entry, tfine, efine);
-            let t_frac = -f64::from(q_t) - entry.t0_t;
-            let e_frac = -f64::from(q_e) - entry.t0_e;
+            let entry = &cal.entries[ei as usize];
+            let q_t = entry.t.phase(f64::from(tfine));
+            let q_e = entry.e.phase(f64::from(efine));
+            let out_of_range = !(-0.5..=1.5).contains(&q_t) | !(-0.5..=1.5).contains(&q_e);
             *flags |= u16::from(out_of_range) * hit_flags::FINE_OUT_OF_RANGE;
+            let t_frac = -q_t - entry.t.t0;
             *frac_out = t_frac * period_ps - entry.skew_ps;
             // Trailing edge: ecoarse wraps within the frame.
             let wrapped = i32::from(ecoarse) < i32::from(tcoarse) - 256;
             let e_ticks = i32::from(ecoarse) + 1024 * i32::from(wrapped) - i32::from(tcoarse);
-            let tot_ns = (f64::from(e_ticks) + e_frac - t_frac) * period_ns;
+            let tot_ns = (f64::from(e_ticks) + (-q_e - entry.e.t0) - t_frac) * period_ns;
             // inv_a_ns is 1 without an energy table, so x is then the ToT in ns.
             *x_out = tot_ns * entry.inv_a_ns;
             *b_out = entry.b_kev;
@@ -367,9 +487,8 @@ impl BlockDecode<'_> {
             .zip(self.scratch.energy_x.iter())
             .zip(self.scratch.energy_b.iter());
         if self.cal.energy_table {
-            let fast_exp = &self.cal.fast_exp;
             for ((e, &x), &b) in energies {
-                *e = (b * (fast_exp.exp(x) - 1.0)) as f32;
+                *e = (b * (exp_inline(x) - 1.0)) as f32;
             }
         } else {
             for ((e, &x), _) in energies {
@@ -383,7 +502,7 @@ impl BlockDecode<'_> {
         let entry_of = &self.scratch.entry_of;
         let mut drop = vec![0u8; entry_of.len()];
         for (d, &ei) in drop.iter_mut().zip(entry_of.iter()) {
-            *d = self.cal.layout.entries[ei as usize].status;
+            *d = self.cal.entries[ei as usize].status;
         }
         for &r in &drop {
             match r {
@@ -400,10 +519,21 @@ impl BlockDecode<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scandaq_core::calib::{Branch, EnergyEntry, TdcEntry};
+    use scandaq_core::calib::{EnergyEntry, TdcEntry};
     use scandaq_core::{EnergyTable, SkewTable, TdcTable};
     use scandaq_decoders::FrameScanner;
     use scandaq_decoders::petsys::{HitFields, encode_frame};
+
+    #[test]
+    fn inline_exp_matches_std() {
+        let mut x = -50.0;
+        while x < 50.0 {
+            let (a, b) = (exp_inline(x), x.exp());
+            assert!(((a - b) / b).abs() < 3e-10, "x={x}: {a} vs {b}");
+            x += 0.00731;
+        }
+        assert_eq!(exp_inline(0.0), 1.0);
+    }
 
     /// Builds one hit from a known edge time and checks the kernel recovers it exactly.
     #[test]
@@ -486,142 +616,5 @@ mod tests {
             out.energy_kev[0]
         );
         assert_eq!(out.flags[0], 0);
-    }
-}
-
-#[cfg(test)]
-mod table_tests {
-    use super::*;
-    use scandaq_core::calib::{Branch, EnergyEntry, TdcEntry};
-    use scandaq_core::{EnergyTable, SkewTable, TdcTable};
-    use scandaq_decoders::FrameScanner;
-    use scandaq_decoders::petsys::{HitFields, encode_frame};
-
-    /// Channels 0..6 on chip 0 and 64..70 on chip 1, with curved responses of both signs,
-    /// a linear one and one TAC without a branch-E entry (dropped).
-    fn calibration() -> Calibration {
-        let mut tdc = TdcTable::default();
-        let mut energy = EnergyTable::default();
-        let mut skew = SkewTable::default();
-        for channel in (0..6).chain(64..70) {
-            for tac in 0..4u8 {
-                let k = f64::from(channel % 7) + f64::from(tac) * 0.3;
-                let a2 = [-12.0, 9.0, 0.0][(channel as usize + usize::from(tac)) % 3];
-                let entry = |t0: f64, a0: f64| TdcEntry {
-                    t0,
-                    a0,
-                    a1: 300.0 + 7.0 * k,
-                    a2,
-                };
-                tdc.entries
-                    .insert((channel, tac, Branch::T), entry(0.1 * k - 0.3, 80.0 + k));
-                if (channel, tac) != (3, 2) {
-                    tdc.entries
-                        .insert((channel, tac, Branch::E), entry(0.25 - 0.05 * k, 60.0 + k));
-                }
-            }
-            let a_ns = 70.0 + f64::from(channel % 5);
-            energy
-                .entries
-                .insert(channel, EnergyEntry { a_ns, b_kev: 140.0 });
-            skew.offsets_ps
-                .insert(channel, 37.5 * f64::from(channel) - 300.0);
-        }
-        Calibration {
-            tdc,
-            energy: Some(energy),
-            skew: Some(skew),
-            ..Default::default()
-        }
-    }
-
-    /// Frames of hits over every fine code of both branches, on the calibrated channels (and
-    /// some uncalibrated ones), as blocks of spans.
-    fn frames(channels: &[u32]) -> (Vec<u8>, Vec<FrameSpan>) {
-        let mut state = 12345u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
-        let mut buf = Vec::new();
-        for frame in 0..512u64 {
-            let words: Vec<u64> = (0..8u32)
-                .map(|k| {
-                    let code = (frame as u32 * 8 + k) % 1024;
-                    let tcoarse = (next() % 1024) as u16;
-                    HitFields {
-                        channel: channels[next() as usize % channels.len()],
-                        tac: (next() % 4) as u8,
-                        tcoarse,
-                        ecoarse: (tcoarse + 3 + (next() % 40) as u16) % 1024,
-                        tfine: code as u16,
-                        efine: (1023 - code) as u16,
-                    }
-                    .encode()
-                })
-                .collect();
-            encode_frame(&mut buf, 7_000_000 + frame, false, &words);
-        }
-        let mut spans = Vec::new();
-        FrameScanner::new().scan(&buf, true, &mut spans);
-        (buf, spans)
-    }
-
-    fn decode(
-        k: &CompiledCalibration,
-        buf: &[u8],
-        spans: &[FrameSpan],
-    ) -> (HitBatch, KernelLosses) {
-        let mut out = HitBatch::default();
-        let mut losses = KernelLosses::default();
-        for block in spans.chunks(64) {
-            k.decode_block(buf, block, &mut out, &mut losses);
-        }
-        (out, losses)
-    }
-
-    #[test]
-    fn phase_tables_and_the_computed_path_give_the_same_bits() {
-        let cal = calibration();
-        let clock = ClockModel::TOFPET2_DEFAULT;
-        let all = CompiledCalibration::new(&cal, clock);
-        let none = CompiledCalibration::with_phase_table_budget(&cal, clock, 0);
-        // Tables for the first 10 (channel, TAC)s only: channels 0 and 1, two TACs of channel 2.
-        let some =
-            CompiledCalibration::with_phase_table_budget(&cal, clock, 10 * PHASE_TABLE_BYTES);
-        // 47 entries with both branches (one lacks E).
-        assert_eq!(all.phase_table_bytes(), 47 * PHASE_TABLE_BYTES);
-        assert_eq!(none.phase_table_bytes(), 0);
-        assert_eq!(some.phase_table_bytes(), 10 * PHASE_TABLE_BYTES);
-
-        let channels: Vec<u32> = (0..6).chain(64..70).chain([6, 200, 1 << 20]).collect();
-        for channels in [&channels[..], &[0, 1], &[0, 1, 2]] {
-            let (buf, spans) = frames(channels);
-            let (reference, reference_losses) = decode(&none, &buf, &spans);
-            assert!(reference.len() > 2000, "{}", reference.len());
-            let out_of_range = reference
-                .flags
-                .iter()
-                .filter(|&&f| f & hit_flags::FINE_OUT_OF_RANGE != 0)
-                .count();
-            // Both kinds of hits are there (phase in range and not).
-            assert!(
-                out_of_range > 100 && out_of_range + 100 < reference.len(),
-                "{out_of_range} of {}",
-                reference.len()
-            );
-            for k in [&all, &some] {
-                let (out, losses) = decode(k, &buf, &spans);
-                assert_eq!(losses, reference_losses);
-                assert_eq!(out.t_ps, reference.t_ps);
-                assert_eq!(out.flags, reference.flags);
-                assert_eq!(out.channel, reference.channel);
-                let bits =
-                    |b: &HitBatch| b.energy_kev.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&out), bits(&reference));
-            }
-        }
     }
 }
