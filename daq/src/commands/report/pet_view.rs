@@ -107,9 +107,10 @@ fn module_table(p: &PetFigures, unit: &str) -> String {
 fn energy_chart(m: &ModuleFigures, unit: &str, energy_unit: EnergyUnit) -> Chart {
     let mut series = vec![Series::steps("singles", &m.energy, 1.0, 0)];
     if let Some(g) = &m.photopeak {
-        let lo = g.mean - 2.0 * g.fwhm();
+        // Over the fitted range (about ±1 FWHM).
+        let lo = g.mean - g.fwhm();
         let points = (0..=100)
-            .map(|k| lo + 4.0 * g.fwhm() * f64::from(k) / 100.0)
+            .map(|k| lo + 2.0 * g.fwhm() * f64::from(k) / 100.0)
             .map(|x| (x, g.at(x)))
             .collect();
         series.push(Series::line("Gaussian fit", points, 1));
