@@ -8,7 +8,9 @@
 use super::{col_i64, col_u32, no_panic, read_parquet, scandaq, simulate, skip_unless_ci};
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt8Type;
-use scandaq_fpga_sim::opm::{OpmConfig, archive_metadata as opm_metadata, run_opm};
+use scandaq_fpga_sim::opm::{
+    OpmConfig, TRUTH_BLOCKS_FILE, archive_metadata as opm_metadata, run_opm,
+};
 use scandaq_fpga_sim::packet_out::Destination;
 use scandaq_fpga_sim::us::{UsConfig, archive_metadata as us_metadata, run as run_us};
 use scandaq_sinks::Manifest;
@@ -303,6 +305,52 @@ fn meg_report_names_the_dead_channel_flat_and_counts_every_trigger() {
         s["trigger_rising_edges"],
         serde_json::to_value(&want).unwrap()
     );
+}
+
+#[test]
+fn meg_report_says_when_samples_were_lost_at_the_truths_gaps() {
+    // 15 % of the 48 blocks truncated by the simulator (rejected, their samples missing): each run
+    // of such blocks inside the stream is one gap, seen at the first block after it.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = meg_config();
+    config.faults.truncate_blocks = 0.15;
+    let (archive, sim) = (tmp.path().join("opm.sdq"), tmp.path().join("sim"));
+    let dest = Destination::Archive {
+        path: archive.clone(),
+        metadata_json: opm_metadata(&config),
+    };
+    run_opm(&config, dest, None, Some(&sim)).unwrap();
+    let run = replay(&archive, &tmp.path().join("runs"), &["--no-calib"]);
+    let d = report(&run, &tmp.path().join("r.html"));
+    let m = Manifest::read(&run).unwrap();
+    assert!(m.losses.get("meg_missing_samples") > 0, "{:?}", m.losses);
+    let losses: Value = serde_json::to_value(m.losses.by_name()).unwrap();
+    assert_eq!(d["summary"]["losses"], losses);
+    let truth = scandaq_fpga_sim::opm::read_block_truth(&sim.join(TRUTH_BLOCKS_FILE)).unwrap();
+    // The true time of the first block after each run of rejected blocks (not at the ends).
+    let gone = |b: &scandaq_fpga_sim::opm::BlockTruth| b.lost || b.truncated;
+    let first_kept = truth.iter().position(|b| !gone(b)).unwrap();
+    let mut want = Vec::new();
+    for w in truth[first_kept..].windows(2) {
+        if gone(&w[0]) && !gone(&w[1]) {
+            want.push(w[1].t_ref_ns);
+        }
+    }
+    assert!(want.len() >= 2, "the seed loses blocks inside the run");
+    let got: Vec<i64> = d["meg"]["streams"][0]["gap_times_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len(), "gaps {got:?}, truth {want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 10_000, "gap at {g} ns, truth {w} ns");
+    }
+    let when = d["summary"]["loss_times"]["meg_missing_samples"]
+        .as_str()
+        .unwrap();
+    assert!(when.starts_with("gaps at "), "{when}");
 }
 
 #[test]

@@ -29,6 +29,8 @@ const BATCH_ROWS: usize = 256;
 const EDGES_DRAWN: usize = 5000;
 /// Columns of the spectral map (frequency bins are averaged down to this).
 const MAP_COLUMNS: usize = 400;
+/// Gap times listed in the data block (all are counted).
+const GAP_TIMES_LISTED: usize = 10_000;
 
 /// The MEG section and its data, or None when the run has no MEG stream.
 pub(super) fn meg_section(
@@ -64,6 +66,15 @@ pub(super) fn meg_section(
             inputs
                 .loss_times
                 .insert("meg_sample_gaps".into(), format!("at {when}"));
+            // A rejected block's samples show up as the gap before the next block.
+            for reason in [
+                "meg_truncated_blocks",
+                "meg_oversized_blocks",
+                "meg_empty_blocks",
+            ] {
+                let text = format!("their samples are missing at the gaps at {when}");
+                inputs.loss_times.insert(reason.into(), text);
+            }
         }
         let name = suffix.trim_end_matches(".parquet").to_string();
         html.push_str(&stream_html(&name, &s)?);
@@ -640,6 +651,7 @@ fn stream_data(name: &str, s: &MegStream) -> Value {
         "psd_df_hz": s.welch.as_ref().map(|w| w.df()),
         "channels": channels,
         "gaps": s.gaps_ns.len(),
+        "gap_times_ns": s.gaps_ns.iter().take(GAP_TIMES_LISTED).collect::<Vec<_>>(),
         "trigger_rising_edges": s.triggers.rising.iter().map(|(b, n)| (b.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
     })
 }

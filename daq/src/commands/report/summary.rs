@@ -93,6 +93,7 @@ pub(super) fn summary_section(run: &RunTables, inputs: &SummaryInputs) -> (Secti
         "sources": m.sources,
         "duration_s": inputs.duration.map(|d| d.0),
         "losses": m.losses.by_name(),
+        "loss_times": inputs.loss_times,
         "files": m.files.iter().map(|f| json!({"path": f.path, "rows": f.rows, "bytes": f.bytes})).collect::<Vec<_>>(),
     });
     (
