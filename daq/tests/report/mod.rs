@@ -378,6 +378,90 @@ fn us_bmode_brightest_points_are_the_simulated_scatterers() {
     }
 }
 
+/// The B-mode figure's PNG decoded here (8-bit grey, filter type 0 rows; the test refuses
+/// anything else): (width, height, pixels row-major from the top).
+fn bmode_pixels(page: &str) -> (usize, usize, Vec<u8>) {
+    use base64::Engine;
+    let fig = &page[page
+        .find("data-figure=\"us-bmode-")
+        .expect("a B-mode figure")..];
+    let start = fig.find("data:image/png;base64,").unwrap() + "data:image/png;base64,".len();
+    let end = start + fig[start..].find('"').unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(&fig[start..end])
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let be32 = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+    let (mut width, mut height, mut idat, mut pos) = (0, 0, Vec::new(), 8);
+    while pos + 8 <= png.len() {
+        let len = be32(&png[pos..]);
+        let data = &png[pos + 8..pos + 8 + len];
+        match &png[pos + 4..pos + 8] {
+            b"IHDR" => {
+                (width, height) = (be32(data), be32(&data[4..]));
+                assert_eq!((data[8], data[9], data[12]), (8, 0, 0), "8-bit grey");
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            _ => {}
+        }
+        pos += 12 + len;
+    }
+    let raw = miniz_oxide::inflate::decompress_to_vec_zlib(&idat).unwrap();
+    assert_eq!(raw.len(), height * (width + 1));
+    let mut pixels = Vec::with_capacity(width * height);
+    for row in raw.chunks_exact(width + 1) {
+        assert_eq!(row[0], 0, "filter type 0");
+        pixels.extend_from_slice(&row[1..]);
+    }
+    (width, height, pixels)
+}
+
+#[test]
+fn us_bmode_picture_is_bright_at_the_scatterers_and_nowhere_else() {
+    let f = us();
+    let g = &f.data["us"]["streams"][0]["bmode"];
+    let (w, h, px) = bmode_pixels(&std::fs::read_to_string(&f.html).unwrap());
+    assert_eq!(
+        (w as u64, h as u64),
+        (g["nx"].as_u64().unwrap(), g["nz"].as_u64().unwrap())
+    );
+    let num = |k: &str| g[k].as_f64().unwrap();
+    let (x0, dx, z0, dz) = (num("x0_mm"), num("dx_mm"), num("z0_mm"), num("dz_mm"));
+    // The brightest pixels of the picture, at least 2 mm apart (a plain greedy search here).
+    let mut order: Vec<usize> = (0..px.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(px[i]));
+    let mut found: Vec<(f64, f64, u8)> = Vec::new();
+    let truth = scandaq_fpga_sim::us::echo::default_scatterers();
+    for i in order {
+        let (x, z) = (x0 + (i % w) as f64 * dx, z0 + (i / w) as f64 * dz);
+        if found
+            .iter()
+            .all(|&(fx, fz, _)| (fx - x).hypot(fz - z) >= 2.0)
+        {
+            found.push((x, z, px[i]));
+            if found.len() == truth.len() + 1 {
+                break;
+            }
+        }
+    }
+    for sc in &truth {
+        let (x, z) = (sc.x_m * 1e3, sc.z_m * 1e3);
+        assert!(
+            found[..truth.len()]
+                .iter()
+                .any(|&(fx, fz, _)| (fx - x).abs() <= 0.6 && (fz - z).abs() <= 0.4),
+            "no bright spot at the scatterer ({x}, {z}) mm: {found:?}"
+        );
+    }
+    // Anything else is well below the weakest scatterer's spot (the grey scale spans 50 dB).
+    let weakest = found[..truth.len()].iter().map(|f| f.2).min().unwrap();
+    let next = found[truth.len()].2;
+    assert!(
+        f64::from(next) < f64::from(weakest) - 255.0 * 6.0 / 50.0,
+        "a spot of {next} where no scatterer is, the weakest scatterer {weakest}: {found:?}"
+    );
+}
+
 #[test]
 fn bad_run_directories_give_one_clear_error_naming_the_path() {
     let tmp = tempfile::tempdir().unwrap();

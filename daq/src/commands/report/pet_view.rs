@@ -81,8 +81,13 @@ fn unit_name(u: EnergyUnit) -> &'static str {
 }
 
 fn module_table(p: &PetFigures, unit: &str) -> String {
+    let res = if p.energy_unit == EnergyUnit::TotNs {
+        "FWHM / position (ToT: not an energy resolution)"
+    } else {
+        "resolution"
+    };
     let mut t = format!(
-        "<table class=\"data\"><tr><th>module</th><th>singles</th><th>photopeak ({unit})</th><th>FWHM ({unit})</th><th>resolution</th></tr>"
+        "<table class=\"data\"><tr><th>module</th><th>singles</th><th>photopeak ({unit})</th><th>FWHM ({unit})</th><th>{res}</th></tr>"
     );
     for m in &p.modules {
         let singles: u64 = m.channel_counts.iter().sum();
