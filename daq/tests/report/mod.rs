@@ -12,7 +12,10 @@ use scandaq_fpga_sim::opm::{
     OpmConfig, TRUTH_BLOCKS_FILE, archive_metadata as opm_metadata, run_opm,
 };
 use scandaq_fpga_sim::packet_out::Destination;
-use scandaq_fpga_sim::us::{UsConfig, archive_metadata as us_metadata, run as run_us};
+use scandaq_fpga_sim::us::{
+    TRUTH_FILE as US_TRUTH_FILE, UsConfig, archive_metadata as us_metadata, read_truth,
+    run as run_us,
+};
 use scandaq_sinks::Manifest;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -376,6 +379,56 @@ fn us_bmode_brightest_points_are_the_simulated_scatterers() {
             "no bright point at the scatterer ({x}, {z}) mm: {brightest:?}"
         );
     }
+}
+
+#[test]
+fn us_report_names_the_frames_whose_transmits_were_lost() {
+    // Truncated chunks make whole events incomplete (never stored): their frames must be the
+    // ones the report names, and the losses the manifest's.
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    let config = UsConfig {
+        seed: 12,
+        frames: 12,
+        paced: false,
+        truncate_chunks: 0.001,
+        n_elements: 64,
+        n_samples: 1024,
+        out_dir: Some(sim.clone()),
+        ..UsConfig::default()
+    };
+    let archive = tmp.path().join("us.sdq");
+    let dest = Destination::Archive {
+        path: archive.clone(),
+        metadata_json: us_metadata(&config),
+    };
+    run_us(&config, dest).unwrap();
+    let run = replay(&archive, &tmp.path().join("runs"), &["--no-calib"]);
+    let d = report(&run, &tmp.path().join("r.html"));
+    let m = Manifest::read(&run).unwrap();
+    let losses: Value = serde_json::to_value(m.losses.by_name()).unwrap();
+    assert_eq!(d["summary"]["losses"], losses);
+    let truth = read_truth(&sim.join(US_TRUTH_FILE)).unwrap();
+    let n_tx = config.angles_deg.len();
+    // Frames with some but not all transmits stored, from the truth.
+    let mut want = std::collections::BTreeSet::new();
+    for frame in truth.iter().map(|t| t.frame_no) {
+        let complete = truth
+            .iter()
+            .filter(|t| t.frame_no == frame && t.complete)
+            .count();
+        if complete > 0 && complete < n_tx {
+            want.insert(frame);
+        }
+    }
+    assert!(!want.is_empty(), "the seed truncates some events");
+    let s = &d["us"]["streams"][0];
+    assert_eq!(s["frames_missing_transmits"], want.len() as u64, "{want:?}");
+    let when = d["summary"]["loss_times"]["us_incomplete_events"]
+        .as_str()
+        .unwrap();
+    let first = want.iter().next().unwrap();
+    assert!(when.starts_with(&format!("frame {first} at ")), "{when}");
 }
 
 /// The B-mode figure's PNG decoded here (8-bit grey, filter type 0 rows; the test refuses
