@@ -98,7 +98,8 @@ pub(super) fn beamform(probe: &Probe, events: &[TxEvent]) -> Option<Image> {
     let nz = ((z_max - MIN_DEPTH_M) / dz).floor() as usize + 1;
     let mut sum = vec![Complex::new(0.0f64, 0.0); nx * nz];
     for ev in events {
-        if ev.n_channels != probe.n_elements || ev.rf.len() != ev.n_channels * ev.n_samples {
+        let shape_ok = ev.n_samples >= 2 && ev.rf.len() == ev.n_channels * ev.n_samples;
+        if ev.n_channels != probe.n_elements || !shape_ok {
             continue;
         }
         let analytic = analytic_signals(ev);
@@ -296,6 +297,30 @@ mod tests {
             n_channels: probe.n_elements,
             n_samples: ns,
             rf,
+        }
+    }
+
+    #[test]
+    fn events_of_no_or_wrong_shape_give_no_image_and_no_panic() {
+        let probe = Probe {
+            n_elements: 4,
+            pitch_m: 0.3e-3,
+            center_frequency_hz: 5e6,
+            speed_of_sound_m_s: 1540.0,
+        };
+        for (nc, ns, len) in [(4, 0, 0), (4, 1, 4), (4, 100, 7), (3, 100, 300)] {
+            let ev = TxEvent {
+                angle_deg: 0.0,
+                rx_offset_ns: 0,
+                sample_rate_hz: 25e6,
+                n_channels: nc,
+                n_samples: ns,
+                rf: vec![1; len],
+            };
+            assert!(
+                beamform(&probe, &[ev]).is_none(),
+                "{nc} x {ns}, {len} samples"
+            );
         }
     }
 

@@ -55,7 +55,7 @@ pub(super) fn meg_section(
             s.triggers = read_triggers(&triggers)?;
         }
         if inputs.duration.is_none() && s.t_range.1 > s.t_range.0 {
-            let d = (s.t_range.1 - s.t_range.0) as f64 * 1e-9;
+            let d = s.t_range.1.saturating_sub(s.t_range.0) as f64 * 1e-9;
             inputs.duration = Some((d, "MEG reference clock, first to last block"));
         }
         if !s.gaps_ns.is_empty() {
@@ -93,7 +93,7 @@ fn times_text(times_ns: &[i64], t0_ns: i64) -> String {
     let mut s: Vec<String> = times_ns
         .iter()
         .take(5)
-        .map(|t| format!("{:.3} s", (t - t0_ns) as f64 * 1e-9))
+        .map(|t| format!("{:.3} s", t.saturating_sub(t0_ns) as f64 * 1e-9))
         .collect();
     if times_ns.len() > 5 {
         s.push(format!("(+{} more)", times_ns.len() - 5));
@@ -587,7 +587,7 @@ fn trigger_figure(name: &str, s: &MegStream) -> Result<String> {
             .drawn
             .iter()
             .filter(|e| e.1 == bit)
-            .map(|e| ((e.0 - t0) as f64 * 1e-9, f64::from(bit)))
+            .map(|e| (e.0.saturating_sub(t0) as f64 * 1e-9, f64::from(bit)))
             .collect();
         series.push(Series {
             name: format!("bit {bit}"),

@@ -96,8 +96,8 @@ pub fn write_report(run_dir: &Path, out: &Path) -> Result<Written> {
                 "frontend_lost_frames".into(),
                 format!(
                     "{n} singles from flagged frames, detector time {:.6} s to {:.6} s",
-                    (a - p.t0_ps) as f64 * 1e-12,
-                    (b - p.t0_ps) as f64 * 1e-12
+                    a.saturating_sub(p.t0_ps) as f64 * 1e-12,
+                    b.saturating_sub(p.t0_ps) as f64 * 1e-12
                 ),
             );
         }

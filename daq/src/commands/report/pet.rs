@@ -101,8 +101,9 @@ pub(super) fn pet_figures(run: &RunTables) -> Result<Option<PetFigures>> {
         _ => (400.0, 650.0),
     };
     let (t0_ps, t1_ps) = time_span(m.first_t_ps, m.last_t_ps, &singles, &prompts)?;
-    let bin_s = nice_bin((t1_ps - t0_ps) as f64 * 1e-12 / TIME_BINS as f64);
-    let n_time = (((t1_ps - t0_ps) as f64 * 1e-12 / bin_s).floor() as usize + 1).min(4 * TIME_BINS);
+    let bin_s = nice_bin(t1_ps.saturating_sub(t0_ps) as f64 * 1e-12 / TIME_BINS as f64);
+    let n_time = ((t1_ps.saturating_sub(t0_ps) as f64 * 1e-12 / bin_s).floor() as usize + 1)
+        .min(4 * TIME_BINS);
     let rate = || Histogram::new(0.0, bin_s, n_time);
     let mut acc = SinglesAcc {
         chips: HashMap::new(),
@@ -145,7 +146,7 @@ pub(super) fn pet_figures(run: &RunTables) -> Result<Option<PetFigures>> {
         singles: acc.rows,
         lossy_frames: acc.lossy,
         t0_ps,
-        duration_s: (t1_ps - t0_ps) as f64 * 1e-12,
+        duration_s: t1_ps.saturating_sub(t0_ps) as f64 * 1e-12,
         singles_rate: acc.rate,
         prompts_rate,
         delayed_rate,
@@ -186,7 +187,8 @@ impl SinglesAcc {
                 let m = &mut self.modules[last.1];
                 m.energy.add(f64::from(e[i]));
                 m.channel_counts[ch[i] as usize % CHANNELS_PER_MODULE] += 1;
-                self.rate.add((t[i] - self.t0_ps) as f64 * 1e-12);
+                self.rate
+                    .add(t[i].saturating_sub(self.t0_ps) as f64 * 1e-12);
                 if flags[i] & hit_flags::FROM_LOSSY_FRAME != 0 {
                     let l = &mut self.lossy;
                     *l = (l.0 + 1, l.1.min(t[i]), l.2.max(t[i]));
@@ -227,7 +229,7 @@ fn read_pairs(
         let c1 = b.primitive::<UInt32Type>("channel1")?.values();
         let c2 = b.primitive::<UInt32Type>("channel2")?.values();
         for i in 0..b.rows() {
-            rate.add((t1[i] - t0_ps) as f64 * 1e-12);
+            rate.add(t1[i].saturating_sub(t0_ps) as f64 * 1e-12);
             if let Some(h) = dt.as_deref_mut() {
                 h.add(oriented_dt_ps((t1[i], c1[i]), (t2[i], c2[i])) as f64);
             }
@@ -243,9 +245,9 @@ fn read_pairs(
 pub(super) fn oriented_dt_ps(a: (i64, u32), b: (i64, u32)) -> i64 {
     let key = |c: u32| (c / CHANNELS_PER_MODULE as u32, c);
     if key(a.1) <= key(b.1) {
-        a.0 - b.0
+        a.0.saturating_sub(b.0)
     } else {
-        b.0 - a.0
+        b.0.saturating_sub(a.0)
     }
 }
 
@@ -338,6 +340,8 @@ mod tests {
         assert_eq!(oriented_dt_ps((30, 3), (10, 9)), 20);
         // Module decides before channel: channel 64 (module 1) after channel 63 (module 0).
         assert_eq!(oriented_dt_ps((0, 64), (7, 63)), 7);
+        // Times far apart (a damaged table) saturate instead of overflowing.
+        assert_eq!(oriented_dt_ps((i64::MIN, 1), (i64::MAX, 2)), i64::MIN);
     }
 
     #[test]

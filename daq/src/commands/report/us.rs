@@ -49,7 +49,7 @@ pub(super) fn us_section(
                 .iter()
                 .take(5)
                 .map(|(f, t)| match t {
-                    Some(t) => format!("frame {f} at {:.3} s", (t - t0) as f64 * 1e-9),
+                    Some(t) => format!("frame {f} at {:.3} s", t.saturating_sub(t0) as f64 * 1e-9),
                     None => format!("frame {f}"),
                 })
                 .collect();
@@ -61,7 +61,7 @@ pub(super) fn us_section(
                 .insert("us_incomplete_events".into(), when.join(", "));
         }
         if inputs.duration.is_none() && index.t_range.1 > index.t_range.0 {
-            let d = (index.t_range.1 - index.t_range.0) as f64 * 1e-9;
+            let d = index.t_range.1.saturating_sub(index.t_range.0) as f64 * 1e-9;
             inputs.duration = Some((d, "ultrasound transmit clock, first to last event"));
         }
         let frame = index.first_complete_frame(angles.len());
