@@ -229,6 +229,26 @@ fn pet_report_counts_equal_the_tables_and_the_manifest() {
     }
 }
 
+/// Channel id -> region of a PETsys `map_channel.tsv` (`portID slaveID chipID channelID
+/// region ...`; channel id = port << 17 | slave << 12 | chip << 6 | channel).
+fn regions(path: &Path) -> std::collections::HashMap<u32, u32> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let f: Vec<u32> = line
+            .split_whitespace()
+            .take(5)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        out.insert(f[0] << 17 | f[1] << 12 | f[2] << 6 | f[3], f[4]);
+    }
+    assert!(!out.is_empty(), "{}", path.display());
+    out
+}
+
 #[test]
 fn pet_report_photopeak_is_at_511_kev_and_dt_is_oriented_with_the_simulated_ctr() {
     let f = pet();
@@ -241,8 +261,11 @@ fn pet_report_photopeak_is_at_511_kev_and_dt_is_oriented_with_the_simulated_ctr(
         // The bench simulates 11 % FWHM at 511 keV.
         assert!((7.0..16.0).contains(&res), "resolution {res} %");
     }
-    // The Δt histogram equals one computed here from the prompt table with the rule:
-    // smaller module first, then smaller channel; Δt = t_first - t_second.
+    // The Δt histogram equals one computed here from the prompt table with the dashboard's
+    // rule: smaller module (the crystal's region in the run's map_channel.tsv, read here)
+    // first, then smaller channel; Δt = t_first - t_second; +window in the last bin.
+    let region = regions(&f.run.join("calib/map_channel.tsv"));
+    let module = |c: u32| region.get(&c).copied().unwrap_or(c / 64);
     let (b, _) = read_parquet(&f.run.join("coincidences-00000.parquet"));
     let (t1, t2) = (col_i64(&b, "t1_ps"), col_i64(&b, "t2_ps"));
     let (c1, c2) = (col_u32(&b, "channel1"), col_u32(&b, "channel2"));
@@ -256,15 +279,18 @@ fn pet_report_photopeak_is_at_511_kev_and_dt_is_oriented_with_the_simulated_ctr(
         .collect();
     let mut want = vec![0u64; counts.len()];
     for i in 0..t1.len() {
-        let first_is_1 = (c1[i] >> 6, c1[i]) <= (c2[i] >> 6, c2[i]);
+        let first_is_1 = (module(c1[i]), c1[i]) <= (module(c2[i]), c2[i]);
         let dt = if first_is_1 {
             t1[i] - t2[i]
         } else {
             t2[i] - t1[i]
         };
         let k = ((dt as f64 - lo) / bin).floor();
-        if k >= 0.0 && (k as usize) < want.len() {
+        let n = want.len();
+        if k >= 0.0 && (k as usize) < n {
             want[k as usize] += 1;
+        } else if dt as f64 == lo + n as f64 * bin {
+            want[n - 1] += 1;
         }
     }
     assert_eq!(counts, want);

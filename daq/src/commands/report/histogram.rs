@@ -42,6 +42,18 @@ impl Histogram {
         }
     }
 
+    /// Adds one value, a value on the upper edge into the last bin (a closed top).
+    #[inline]
+    pub fn add_top_closed(&mut self, x: f64) {
+        if x == self.hi() {
+            if let Some(last) = self.counts.last_mut() {
+                *last += 1;
+            }
+        } else {
+            self.add(x);
+        }
+    }
+
     /// Centre of bin `k`.
     pub fn centre(&self, k: usize) -> f64 {
         self.lo + (k as f64 + 0.5) * self.bin
@@ -255,5 +267,9 @@ mod tests {
         }
         assert_eq!(h.counts, vec![1, 0, 0, 1]);
         assert_eq!(h.outside, 3);
+        h.add_top_closed(4.0);
+        h.add_top_closed(4.5);
+        assert_eq!(h.counts, vec![1, 0, 0, 2]);
+        assert_eq!(h.outside, 4);
     }
 }

@@ -2,18 +2,22 @@
 //! delayed tables: per-module energy spectra and channel count maps, singles / prompt /
 //! delayed rates over detector time, and the oriented coincidence Δt histogram.
 //!
-//! Modules are chips (`channel >> 6`, 64 channels each), as on the dashboard. **Orientation**
-//! of a pair (the dashboard uses the same rule): the single with the smaller module id comes
-//! first, ties broken by the smaller channel id, and Δt = t_first − t_second. So a source off
-//! centre shows as a shifted peak whatever order the sorter stored the pair in.
+//! Spectra and count maps are per chip (`channel >> 6`, 64 channels), as the dashboard's.
+//! **Orientation** of a pair: the dashboard's rule and code
+//! ([`detector_ordered_dt_ps`]): the single with the smaller module id comes first, ties
+//! broken by the smaller channel id, and Δt = t_first − t_second, the module being the
+//! crystal's `region` in the run's `calib/map_channel.tsv` (channel id / 64 for a channel the
+//! map lacks). So a source off centre shows as a shifted peak whatever order the sorter
+//! stored the pair in.
 
 use super::histogram::{Gaussian, Histogram};
 use super::tables::{RunTables, for_each_batch, key_values};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use arrow_array::types::{Float32Type, Int64Type, UInt16Type, UInt32Type};
+use scandaq_core::Geometry;
 use scandaq_core::hit_flags;
 use scandaq_core::run_state::EnergyUnit;
-use scandaq_core::snapshot::CHANNELS_PER_MODULE;
+use scandaq_core::snapshot::{CHANNELS_PER_MODULE, PairSingle, detector_ordered_dt_ps};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -124,10 +128,12 @@ pub(super) fn pet_figures(run: &RunTables) -> Result<Option<PetFigures>> {
         .flatten();
     let w = window_ps.unwrap_or(5_000).max(1) as f64;
     let mut dt = Histogram::new(-w, 2.0 * w / DT_BINS as f64, DT_BINS);
+    let modules = ModuleMap::read(&run.dir)?;
     let mut prompts_rate = rate();
     let mut n_prompts = 0;
     for path in &prompts {
-        n_prompts += read_pairs(path, t0_ps, &mut prompts_rate, Some(&mut dt))?;
+        let oriented = Some((&mut dt, &modules));
+        n_prompts += read_pairs(path, t0_ps, &mut prompts_rate, oriented)?;
     }
     let mut delayed_rate = rate();
     let mut n_delayed = 0;
@@ -213,13 +219,44 @@ impl SinglesAcc {
     }
 }
 
+/// The module of a channel for the Δt orientation: the crystal's `region` in the run's
+/// `calib/map_channel.tsv`, channel id / 64 without it.
+pub(super) struct ModuleMap(Option<Geometry>);
+
+impl ModuleMap {
+    fn read(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join("calib").join("map_channel.tsv");
+        if !path.is_file() {
+            return Ok(Self(None));
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the crystal map {}", path.display()))?;
+        let g = Geometry::parse_map_channel(&path.display().to_string(), &text)
+            .with_context(|| format!("{}: not a crystal map", path.display()))?;
+        Ok(Self(Some(g)))
+    }
+
+    fn single(&self, t_ps: i64, channel: u32) -> PairSingle {
+        let module = self
+            .0
+            .as_ref()
+            .and_then(|g| g.crystal(channel))
+            .map_or(channel / CHANNELS_PER_MODULE as u32, |c| c.module);
+        PairSingle {
+            t_ps,
+            module,
+            channel,
+        }
+    }
+}
+
 /// Reads a prompt or delayed table: pairs per time bin of the opener, and, for prompts, the
 /// oriented Δt. Returns the rows read.
 fn read_pairs(
     path: &Path,
     t0_ps: i64,
     rate: &mut Histogram,
-    mut dt: Option<&mut Histogram>,
+    mut dt: Option<(&mut Histogram, &ModuleMap)>,
 ) -> Result<u64> {
     let mut rows = 0u64;
     let columns = ["t1_ps", "t2_ps", "channel1", "channel2"];
@@ -230,25 +267,17 @@ fn read_pairs(
         let c2 = b.primitive::<UInt32Type>("channel2")?.values();
         for i in 0..b.rows() {
             rate.add(t1[i].saturating_sub(t0_ps) as f64 * 1e-12);
-            if let Some(h) = dt.as_deref_mut() {
-                h.add(oriented_dt_ps((t1[i], c1[i]), (t2[i], c2[i])) as f64);
+            if let Some((h, map)) = dt.as_mut() {
+                let (a, b) = (map.single(t1[i], c1[i]), map.single(t2[i], c2[i]));
+                // A pair exactly one window apart lands on the top edge: the last bin, as
+                // on the dashboard.
+                h.add_top_closed(detector_ordered_dt_ps(a, b) as f64);
             }
         }
         rows += b.rows() as u64;
         Ok(true)
     })?;
     Ok(rows)
-}
-
-/// Δt of a pair of singles `(t_ps, channel)`: the single with the smaller module
-/// (`channel >> 6`) first, ties broken by the smaller channel; t_first − t_second.
-pub(super) fn oriented_dt_ps(a: (i64, u32), b: (i64, u32)) -> i64 {
-    let key = |c: u32| (c / CHANNELS_PER_MODULE as u32, c);
-    if key(a.1) <= key(b.1) {
-        a.0.saturating_sub(b.0)
-    } else {
-        b.0.saturating_sub(a.0)
-    }
 }
 
 /// The coincidence window recorded in a coincidence table's `scandaq.coincidence_config`.
@@ -329,20 +358,6 @@ pub(super) fn nice_bin(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn orientation_puts_the_smaller_module_then_the_smaller_channel_first() {
-        // Module 0 (channel 5) against module 1 (channel 70): module 0 first either way.
-        assert_eq!(oriented_dt_ps((100, 5), (40, 70)), 60);
-        assert_eq!(oriented_dt_ps((40, 70), (100, 5)), 60);
-        // Same module: the smaller channel first.
-        assert_eq!(oriented_dt_ps((10, 9), (30, 3)), 20);
-        assert_eq!(oriented_dt_ps((30, 3), (10, 9)), 20);
-        // Module decides before channel: channel 64 (module 1) after channel 63 (module 0).
-        assert_eq!(oriented_dt_ps((0, 64), (7, 63)), 7);
-        // Times far apart (a damaged table) saturate instead of overflowing.
-        assert_eq!(oriented_dt_ps((i64::MIN, 1), (i64::MAX, 2)), i64::MIN);
-    }
 
     #[test]
     fn nice_bins() {

@@ -267,7 +267,7 @@ fn pet_data(p: &PetFigures, unit: &str) -> Value {
             "delayed": p.delayed as f64 / span_s,
         },
         "dt": {
-            "orientation": "smaller module (channel >> 6) first, ties: smaller channel; dt = t_first - t_second",
+            "orientation": "smaller module (region in calib/map_channel.tsv, else channel / 64) first, ties: smaller channel; dt = t_first - t_second; a pair exactly +window apart in the last bin",
             "lo_ps": p.dt.lo,
             "bin_ps": p.dt.bin,
             "counts": p.dt.counts,
