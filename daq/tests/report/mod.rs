@@ -594,6 +594,38 @@ fn bad_run_directories_give_one_clear_error_naming_the_path() {
     );
 }
 
+#[test]
+fn out_is_a_directory_or_the_html_file_as_in_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = &pet().run;
+    let name = run.file_name().unwrap().to_str().unwrap();
+    // A missing directory whose parent exists is made; the file is named after the run.
+    let logbook = tmp.path().join("logbook");
+    let (code, stdout, stderr) = scandaq(&[
+        "report",
+        run.to_str().unwrap(),
+        "--out",
+        logbook.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let file = logbook.join(format!("{name}.html"));
+    assert!(
+        file.is_file() && stdout.contains(file.to_str().unwrap()),
+        "{stdout}"
+    );
+    // A missing parent is refused with the mkdir to run.
+    let missing = tmp.path().join("no/such/dir");
+    let (code, _, stderr) = scandaq(&[
+        "report",
+        run.to_str().unwrap(),
+        "--out",
+        missing.to_str().unwrap(),
+    ]);
+    no_panic(&stderr);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("mkdir -p"), "{stderr}");
+}
+
 /// Chromium and Playwright for the render check, or why not.
 fn browser() -> Result<PathBuf, String> {
     let chromium = PathBuf::from("/usr/bin/chromium");

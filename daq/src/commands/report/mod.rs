@@ -39,17 +39,16 @@ use summary::SummaryInputs;
 pub struct ReportArgs {
     /// The run directory (OUTDIR/run-NNNNNN).
     pub run_dir: PathBuf,
-    /// Where to write the HTML file (default: RUN_DIR/report.html).
-    #[arg(long)]
+    /// Output directory (created if missing, its parent must exist; the file is RUN.html,
+    /// e.g. run-000001.html), or the file to write when the path ends in .html (default:
+    /// RUN_DIR/report.html).
+    #[arg(long, value_name = "DIR|FILE.html")]
     pub out: Option<PathBuf>,
 }
 
 /// Runs `scandaq report`: writes the file and prints where it is.
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.run_dir.join("report.html"));
+    let out = report_path(&args.run_dir, args.out.as_deref())?;
     let written = write_report(&args.run_dir, &out)?;
     println!(
         "report of {} written to {} ({} figures, {} bytes)",
@@ -59,6 +58,27 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         written.bytes
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The file `report --out OUT` writes: RUN_DIR/report.html without OUT, OUT itself when it
+/// ends in `.html`, else `OUT/RUN.html` (the run directory's name), OUT made like every
+/// `--out` directory (docs/cli.md).
+fn report_path(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let Some(out) = out else {
+        return Ok(run_dir.join("report.html"));
+    };
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("html"))
+    {
+        return Ok(out.to_path_buf());
+    }
+    super::cli::prepare_out_dir(out)?;
+    let run_name = std::fs::canonicalize(run_dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "run".into());
+    Ok(out.join(format!("{run_name}.html")))
 }
 
 /// What [`write_report`] wrote.
