@@ -10,7 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[cfg(feature = "demo")]
 use scandaq::commands::demo;
 use scandaq::commands::{
-    attach, calibrate, config_check, export, inspect, recover, replay, run as run_cmd,
+    attach, calibrate, config_check, export, inspect, recover, replay, report, run as run_cmd,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +83,8 @@ enum Command {
         #[command(subcommand)]
         kind: calibrate::CalibrateCommand,
     },
+    /// Write a run's report: one self-contained HTML file with its summary, losses and figures (PET spectra, coincidence timing, MEG spectra, ultrasound B-mode).
+    Report(report::ReportArgs),
     /// Summarise a .rawf, a .sdq raw archive, a PETLINK .l list-mode file (with its header), a scandaq Parquet file, or a run directory.
     Inspect {
         /// File or run directory.
@@ -138,6 +140,7 @@ fn run(command: Command) -> Result<ExitCode> {
             calibrate::run_cli(kind)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(args) => report::run(args),
         Command::Inspect { path } => {
             inspect::inspect(&path)?;
             Ok(ExitCode::SUCCESS)

@@ -346,6 +346,8 @@ mod live;
 mod petlink;
 #[path = "replay/mod.rs"]
 mod replay;
+#[path = "report/mod.rs"]
+mod report;
 #[path = "rotation/mod.rs"]
 mod rotation;
 #[path = "run_lifecycle/mod.rs"]

@@ -1,5 +1,5 @@
 //! The subcommands, one module each: what `scandaq demo`, `replay`, `recover`, `export`,
-//! `calibrate` and `inspect` do beyond parsing their arguments.
+//! `calibrate`, `inspect` and `report` do beyond parsing their arguments.
 //!
 //! Top layer: may import [`crate::acquire`], [`crate::process`] and [`crate::observe`];
 //! nothing below imports a command.
@@ -21,6 +21,7 @@ mod outcome;
 pub mod petlink_replay;
 pub mod recover;
 pub mod replay;
+pub mod report;
 pub mod run;
 
 pub use outcome::finish_run;
