@@ -5,6 +5,7 @@
 //!
 //! May import [`crate::process`] and [`crate::observe`]; never [`crate::commands`].
 
+pub mod archive_file;
 pub mod ingest;
 pub mod live;
 pub mod net;

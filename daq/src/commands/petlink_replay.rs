@@ -406,12 +406,11 @@ fn write_tables(
     ))
 }
 
-/// Prints the human summary of a PETLINK replay on stdout.
-pub fn print_summary(s: &PetlinkReplaySummary) {
-    let c = &s.counts;
-    println!("run {} -> {}", s.run, s.dir.display());
-    println!(
-        "  PETLINK words {}: prompts {}  delayeds {}  time tags {}  singles tags {}  gantry {}  gating {}  control {}  (+{} trailing bytes)  in {:.2} s wall time",
+/// The decoder's word counts on one line: `words N: prompts N  delayeds N ...`.
+pub fn word_counts_line(c: &PetlinkCounts) -> String {
+    format!(
+        "words {}: prompts {}  delayeds {}  time tags {}  singles tags {}  gantry {}  \
+         gating {}  control {}  (+{} trailing bytes)",
         c.words,
         c.prompts,
         c.delayeds,
@@ -420,7 +419,17 @@ pub fn print_summary(s: &PetlinkReplaySummary) {
         c.gantry_tags,
         c.gating_tags,
         c.control_words,
-        c.trailing_bytes,
+        c.trailing_bytes
+    )
+}
+
+/// Prints the human summary of a PETLINK replay on stdout.
+pub fn print_summary(s: &PetlinkReplaySummary) {
+    let c = &s.counts;
+    println!("run {} -> {}", s.run, s.dir.display());
+    println!(
+        "  PETLINK {}  in {:.2} s wall time",
+        word_counts_line(c),
         s.elapsed.as_secs_f64()
     );
     let secs = c.duration_ms() as f64 / 1e3;

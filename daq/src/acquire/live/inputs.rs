@@ -3,6 +3,7 @@
 //! them, reports their fill and bytes, and stops and joins them at the end.
 
 use super::{InputConfig, InputSpec};
+use crate::acquire::archive_file::{MAX_ARCHIVED_PAYLOAD, open_archive};
 use crate::acquire::ingest::{FrameChunk, Ingest};
 use crate::acquire::net::{bind_udp, run_tcp, run_udp};
 use crate::acquire::ring::{RingConsumer, RingStats, ring};
@@ -10,7 +11,6 @@ use crate::observe::live_stats::LiveStats;
 use crate::observe::stop::StopFlag;
 use anyhow::{Context, Result, anyhow, bail};
 use scandaq_core::{LossCounts, LossReason};
-use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
 use scandaq_decoders::transport::TransportHeader;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
@@ -200,21 +200,9 @@ fn start_input(
     })
 }
 
-/// Largest payload an archived packet may declare (as for a TCP stream); a header claiming
-/// more is skipped like a bad one.
-const MAX_ARCHIVED_PAYLOAD: u32 = 1 << 26;
-
 /// Feeds every packet of a `.sdq` archive to `ingest`, in file order.
 fn read_archive(path: &Path, mut ingest: Ingest) -> Result<Ingest> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut head = [0u8; ARCHIVE_HEADER_LEN];
-    file.read_exact(&mut head)
-        .with_context(|| format!("{}: too short for a raw archive", path.display()))?;
-    let meta_len = parse_header(&head).with_context(|| format!("{}", path.display()))?;
-    let mut meta = vec![0u8; meta_len as usize];
-    file.read_exact(&mut meta)
-        .with_context(|| format!("{}: metadata truncated", path.display()))?;
+    let (mut file, _metadata) = open_archive(path)?;
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 4 << 20];

@@ -2,15 +2,12 @@
 //! header and metadata (what recorded it, the stream settings it carries), and its packets
 //! by source and payload format, read header by header (payloads are not decoded).
 
+use crate::acquire::archive_file::{MAX_ARCHIVED_PAYLOAD, open_archive};
 use anyhow::{Context, Result};
-use scandaq_decoders::archive::{ARCHIVE_HEADER_LEN, parse_header};
 use scandaq_decoders::transport::{HEADER_LEN, TransportHeader, payload_format};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-
-/// Largest payload an archived packet may declare (as the archive replay reads them).
-const MAX_ARCHIVED_PAYLOAD: u32 = 1 << 26;
 
 /// What the packets of an archive hold.
 #[derive(Debug, Default)]
@@ -37,15 +34,8 @@ fn format_name(format: u16) -> String {
 
 /// Prints a summary of the raw archive `path` on stdout.
 pub fn inspect_archive(path: &Path) -> Result<()> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut head = [0u8; ARCHIVE_HEADER_LEN];
-    file.read_exact(&mut head)
-        .with_context(|| format!("{}: too short for a raw archive", path.display()))?;
-    let meta_len = parse_header(&head).with_context(|| format!("{}", path.display()))?;
-    let mut meta = vec![0u8; meta_len as usize];
-    file.read_exact(&mut meta)
-        .with_context(|| format!("{}: the archive's metadata is truncated", path.display()))?;
+    let (mut file, meta) = open_archive(path)?;
+    let meta_len = meta.len();
     println!(
         "{}: scandaq raw archive (.sdq), {} bytes of metadata",
         path.display(),

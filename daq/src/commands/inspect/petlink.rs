@@ -2,7 +2,7 @@
 //! header (found as `scandaq replay` finds it): what the header says, and every word counted
 //! by kind with the replay's decoder (nothing written).
 
-use crate::commands::petlink_replay::{READ_CHUNK, find_header};
+use crate::commands::petlink_replay::{READ_CHUNK, find_header, word_counts_line};
 use crate::process::read_blocks::read_up_to;
 use anyhow::{Context, Result};
 use scandaq_decoders::petlink::{EventBatch, PetlinkDecoder, SinglesRateBatch};
@@ -55,19 +55,7 @@ pub fn inspect_petlink(path: &Path) -> Result<()> {
         decoder.decode(&buf[..n], &mut events, &mut singles);
     }
     let c = decoder.finish();
-    println!(
-        "  words {}: prompts {}  delayeds {}  time tags {}  singles tags {}  gantry {}  \
-         gating {}  control {}  (+{} trailing bytes)",
-        c.words,
-        c.prompts,
-        c.delayeds,
-        c.time_tags,
-        c.singles_tags,
-        c.gantry_tags,
-        c.gating_tags,
-        c.control_words,
-        c.trailing_bytes
-    );
+    println!("  {}", word_counts_line(c));
     match (c.first_time_ms, c.max_time_ms) {
         (Some(a), Some(b)) => println!(
             "  duration {:.3} s (time tags {a}..{b} ms)",
