@@ -21,6 +21,6 @@ pub mod salvage;
 pub mod singles;
 
 pub use error::SinkError;
-pub use manifest::{FileRecord, Manifest};
+pub use manifest::{FileRecord, LossTime, Manifest};
 pub use parquet_table::{Compression, FileMetadata, ParquetTableWriter, WriteOptions};
 pub use run_dir::RunDir;

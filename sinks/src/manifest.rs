@@ -68,6 +68,26 @@ pub struct Manifest {
     /// writes its simulated bench's); `scandaq export castor` writes it as the TOF resolution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctr_fwhm_ps: Option<i64>,
+    /// When the losses of a live run happened: per place and reason, the run time at which
+    /// the count was first and last seen growing (sampled 4 times a second). Empty for
+    /// replays and for runs that lost nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss_times: Vec<LossTime>,
+}
+
+/// When one loss counter of a live run grew (docs/tables.md "manifest.json").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossTime {
+    /// Where it was counted: the input's label, or `board N` for a board no input lists.
+    pub place: String,
+    /// The loss reason's documented name.
+    pub reason: String,
+    /// Seconds since the run started when the count was first seen above zero.
+    pub first_s: f64,
+    /// Seconds since the run started when the count was last seen growing.
+    pub last_s: f64,
+    /// The count at the end of the run.
+    pub count: u64,
 }
 
 /// Which calibration a run used.

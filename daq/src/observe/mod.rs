@@ -8,6 +8,7 @@ pub mod control;
 pub mod dashboard;
 pub mod disk_watch;
 pub mod live_stats;
+pub mod loss_timeline;
 pub mod markers;
 pub mod progress;
 pub mod stop;

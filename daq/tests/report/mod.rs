@@ -5,7 +5,10 @@
 //! error, and the page renders in headless Chromium without errors with every figure drawn
 //! (a screenshot is kept under the target directory).
 
-use super::{col_i64, col_u32, no_panic, read_parquet, scandaq, simulate, skip_unless_ci};
+use super::{
+    col_i64, col_u32, fpga_sim_exe, free_port_udp, no_panic, read_parquet, scandaq, simulate,
+    skip_unless_ci,
+};
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt8Type;
 use scandaq_fpga_sim::opm::{
@@ -723,4 +726,81 @@ fn reports_render_in_headless_chromium_without_errors_and_every_figure_drawn() {
             .iter()
             .any(|f| f.starts_with("us-bmode"))
     );
+}
+
+/// A live run over UDP with corrupt packets all along: the manifest records when the
+/// `crc_error` counter grew (from the first to the last corrupt packet, spread over the
+/// sender's 2 s, not one instant at the end), and the report shows those times.
+#[test]
+fn a_live_runs_losses_are_timed_in_the_manifest_and_the_report() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("runs");
+    let addr = free_port_udp().to_string();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args(["run", "--udp", &addr, "--no-calib", "--duration", "60s"])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("running:") || line.contains("error") {
+            break;
+        }
+    }
+    let sim = Command::new(fpga_sim_exe())
+        .args(["--preset", "bench", "--seed", "3", "--duration", "2s"])
+        .args(["--rate", "100k", "--corrupt", "0.05", "--udp", &addr])
+        .output();
+    let Ok(sim) = sim else {
+        let _ = run.kill();
+        let _ = run.wait();
+        skip_unless_ci("the fpga-sim binary is not built (cargo build -p scandaq-fpga-sim)");
+        return;
+    };
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(run.wait().unwrap().success(), "{said}{}", rest.join("\n"));
+    let dir = only_run(&out);
+    let m = Manifest::read(&dir).unwrap();
+    let corrupt = m.losses.get("crc_error");
+    assert!(corrupt > 10, "{:?}", m.losses);
+    let timed: Vec<_> = m
+        .loss_times
+        .iter()
+        .filter(|t| t.reason == "crc_error")
+        .collect();
+    assert_eq!(timed.len(), 1, "{:?}", m.loss_times);
+    let t = timed[0];
+    assert_eq!(t.count, corrupt);
+    assert!(
+        t.first_s >= 0.0 && t.last_s - t.first_s > 1.0,
+        "corrupt packets arrived over 2 s, recorded from {} s to {} s",
+        t.first_s,
+        t.last_s
+    );
+    let data = report(&dir, &tmp.path().join("r.html"));
+    let shown = &data["summary"]["loss_run_times"];
+    assert_eq!(
+        shown.as_array().map(Vec::len),
+        Some(m.loss_times.len()),
+        "{shown}"
+    );
+    let page = std::fs::read_to_string(tmp.path().join("r.html")).unwrap();
+    let text = format!(
+        "{}: {} from {:.1} s to {:.1} s after the start",
+        t.place, t.count, t.first_s, t.last_s
+    );
+    assert!(page.contains(&text), "the report does not say {text:?}");
 }

@@ -9,6 +9,7 @@ use super::start::{SinkFeed, Started};
 use super::{LiveConfig, LiveHandles};
 use crate::observe::disk_watch::DiskWatch;
 use crate::observe::live_stats::LiveStats;
+use crate::observe::loss_timeline::LossTimeline;
 use crate::observe::markers::SharedMarkers;
 use crate::observe::stop::StopFlag;
 use crate::process::kernel::CompiledCalibration;
@@ -33,6 +34,8 @@ pub(super) struct LiveRun<'a, 'k> {
     begun: Instant,
     last_data: Instant,
     last_publish: Instant,
+    /// When each loss counter grew (the manifest's `loss_times`).
+    pub(super) loss_timeline: LossTimeline,
     /// The error that ends the run, if any (the first one wins).
     pub(super) error: Option<String>,
     /// Why it failed, when known where it happened.
@@ -68,6 +71,7 @@ impl<'a, 'k> LiveRun<'a, 'k> {
             begun: Instant::now(),
             last_data: Instant::now(),
             last_publish: Instant::now(),
+            loss_timeline: LossTimeline::default(),
             error: None,
             failure: None,
         }
@@ -195,6 +199,8 @@ impl<'a, 'k> LiveRun<'a, 'k> {
             self.last_publish = Instant::now();
             s.board_decode.publish(self.decoding.snapshot());
         }
+        let stats = &self.stats;
+        self.loss_timeline.sample_if_due(|| stats.snapshot());
         self.console.tick(&self.stats);
     }
 }

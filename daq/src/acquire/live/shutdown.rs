@@ -25,7 +25,10 @@ impl LiveRun<'_, '_> {
         let inputs = self.inputs.join();
         self.flush_boards();
         let sink = self.sink.close();
-        let (start, end) = self.account(reason, inputs, sink);
+        self.loss_timeline.sample(&self.stats.snapshot());
+        let loss_times = self.loss_timeline.records();
+        let (mut start, end) = self.account(reason, inputs, sink);
+        start.run.manifest_mut().loss_times = loss_times;
         start.finish(end)
     }
 

@@ -1,7 +1,7 @@
 //! The run summary at the top of the report: what the run was (sources, mode, state, stop
 //! reason or failure), how long it ran and at what rates, its files, and every loss with its
-//! reason, unit, meaning and when it happened (where the tables say; the manifest keeps
-//! totals only).
+//! reason, unit, meaning and when it happened (where the tables say, and for a live run the
+//! run times the manifest's `loss_times` recorded).
 
 use super::html::{Section, escape};
 use super::tables::RunTables;
@@ -94,6 +94,7 @@ pub(super) fn summary_section(run: &RunTables, inputs: &SummaryInputs) -> (Secti
         "duration_s": inputs.duration.map(|d| d.0),
         "losses": m.losses.by_name(),
         "loss_times": inputs.loss_times,
+        "loss_run_times": m.loss_times.iter().map(|t| json!({"place": t.place, "reason": t.reason, "first_s": t.first_s, "last_s": t.last_s, "count": t.count})).collect::<Vec<_>>(),
         "files": m.files.iter().map(|f| json!({"path": f.path, "rows": f.rows, "bytes": f.bytes})).collect::<Vec<_>>(),
     });
     (
@@ -116,11 +117,7 @@ fn loss_table(run: &RunTables, inputs: &SummaryInputs) -> String {
         losses.total_lost()
     );
     for (reason, n) in &losses.0 {
-        let when = inputs
-            .loss_times
-            .get(reason.name())
-            .cloned()
-            .unwrap_or_else(|| "not recorded (the manifest keeps totals only)".into());
+        let when = when_it_happened(run, inputs, reason.name());
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{n}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -132,6 +129,30 @@ fn loss_table(run: &RunTables, inputs: &SummaryInputs) -> String {
     }
     html.push_str("</table>");
     html
+}
+
+/// When the losses under `reason` happened: what the tables say (detector or frame times)
+/// and, for a live run, the run times at which the counters grew (the manifest's
+/// `loss_times`).
+fn when_it_happened(run: &RunTables, inputs: &SummaryInputs, reason: &str) -> String {
+    let mut parts: Vec<String> = inputs.loss_times.get(reason).cloned().into_iter().collect();
+    for t in run
+        .manifest
+        .loss_times
+        .iter()
+        .filter(|t| t.reason == reason)
+    {
+        let span = if t.last_s - t.first_s < 0.05 {
+            format!("at {:.1} s", t.first_s)
+        } else {
+            format!("from {:.1} s to {:.1} s", t.first_s, t.last_s)
+        };
+        parts.push(format!("{}: {} {span} after the start", t.place, t.count));
+    }
+    if parts.is_empty() {
+        return "not recorded (the manifest keeps totals only)".into();
+    }
+    parts.join("; ")
 }
 
 fn file_table(run: &RunTables) -> String {
