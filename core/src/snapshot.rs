@@ -97,7 +97,7 @@ pub struct BoardDecodeSnapshot {
 }
 
 /// A copy of the statistics at one instant.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatsSnapshot {
     /// What the run is.
     pub info: RunInfo,

@@ -282,6 +282,55 @@ fn simulate(dir: &Path, preset: &str, args: &[&str], fallback: impl FnOnce(&Path
     dir.join(format!("{preset}.rawf"))
 }
 
+/// A live `scandaq` run started with `args`: the child, the rest of its stderr, and what it
+/// said up to `running:` (or its first error), read before anything is sent to it.
+struct LiveRunChild {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    said: String,
+}
+
+/// Starts `scandaq ARGS` (stdout discarded) and waits for its `running:` line.
+fn spawn_live_run(args: &[&str]) -> LiveRunChild {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("running:") || line.contains("error") {
+            break;
+        }
+    }
+    LiveRunChild { child, lines, said }
+}
+
+impl LiveRunChild {
+    /// Waits for the run to end and asserts it succeeded (its stderr in the message).
+    fn wait_success(self) {
+        let LiveRunChild {
+            mut child,
+            lines,
+            said,
+        } = self;
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(child.wait().unwrap().success(), "{said}{}", rest.join("\n"));
+    }
+
+    /// Kills the run (when the test cannot go on).
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A prerequisite of a test is missing (a tool, a Python package): under CI (env `CI` set)
 /// the test fails naming it; elsewhere it prints `SKIPPED (not under CI): why` and the caller
 /// returns.

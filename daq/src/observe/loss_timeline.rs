@@ -62,33 +62,17 @@ impl LossTimeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scandaq_core::run_state::RunState;
-    use scandaq_core::snapshot::{InputSnapshot, RunHealth, RunInfo};
+    use scandaq_core::snapshot::InputSnapshot;
 
     fn snapshot_at(elapsed_s: f64, ring_dropped_packets: u64) -> StatsSnapshot {
         StatsSnapshot {
-            info: RunInfo::default(),
-            state: RunState::default(),
             elapsed_s,
             inputs: vec![InputSnapshot {
                 label: "udp:5000".into(),
                 ring_dropped_packets,
                 ..Default::default()
             }],
-            boards_decoded: vec![],
-            sink_rows: 0,
-            sink_bytes: 0,
-            singles: 0,
-            frame_bytes: 0,
-            ring_fill: 0,
-            boards: 0,
-            energy_bins: vec![],
-            channel_hits: vec![],
-            other_channel_hits: 0,
-            module_energy_bins: vec![],
-            coincidences: None,
-            streams: vec![],
-            health: RunHealth::default(),
+            ..Default::default()
         }
     }
 

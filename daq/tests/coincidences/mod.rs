@@ -689,7 +689,6 @@ fn a_petsys_singles_only_replay_keeps_the_plain_singles_table() {
 
 #[test]
 fn a_live_run_with_a_petsys_config_sorts_with_its_sw_trigger() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let ini = petsys_setup(
         &tmp.path().join("setup"),
@@ -698,29 +697,18 @@ fn a_live_run_with_a_petsys_config_sorts_with_its_sw_trigger() {
     );
     let out = tmp.path().join("runs");
     let addr = free_port_udp().to_string();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_scandaq"))
-        .args([
-            "run",
-            "--udp",
-            &addr,
-            "--petsys-config",
-            ini.to_str().unwrap(),
-        ])
-        .args(["--out", out.to_str().unwrap(), "--duration", "60s"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
-    let mut said = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        said.push_str(&line);
-        said.push('\n');
-        if line.contains("running:") || line.contains("error") {
-            break;
-        }
-    }
+    let run = crate::spawn_live_run(&[
+        "run",
+        "--udp",
+        &addr,
+        "--petsys-config",
+        ini.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--duration",
+        "60s",
+    ]);
+    let said = &run.said;
     assert!(
         said.contains("PETsys [sw_trigger]: coincidence window 15000 ps"),
         "{said}"
@@ -740,8 +728,7 @@ fn a_live_run_with_a_petsys_config_sorts_with_its_sw_trigger() {
         .args(["--udp", &addr])
         .output();
     let Ok(sim) = sim else {
-        let _ = run.kill();
-        let _ = run.wait();
+        run.kill();
         skip_unless_ci("the fpga-sim binary is not built (cargo build -p scandaq-fpga-sim)");
         return;
     };
@@ -750,8 +737,7 @@ fn a_live_run_with_a_petsys_config_sorts_with_its_sw_trigger() {
         "{}",
         String::from_utf8_lossy(&sim.stderr)
     );
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(run.wait().unwrap().success(), "{said}{}", rest.join("\n"));
+    run.wait_success();
     let dir = out.join("run-000001");
     let o = recorded_options(&dir);
     assert_eq!(o["window_ps"], 15_000);

@@ -733,35 +733,26 @@ fn reports_render_in_headless_chromium_without_errors_and_every_figure_drawn() {
 /// sender's 2 s, not one instant at the end), and the report shows those times.
 #[test]
 fn a_live_runs_losses_are_timed_in_the_manifest_and_the_report() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("runs");
     let addr = free_port_udp().to_string();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_scandaq"))
-        .args(["run", "--udp", &addr, "--no-calib", "--duration", "60s"])
-        .args(["--out", out.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
-    let mut said = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        said.push_str(&line);
-        said.push('\n');
-        if line.contains("running:") || line.contains("error") {
-            break;
-        }
-    }
+    let run = crate::spawn_live_run(&[
+        "run",
+        "--udp",
+        &addr,
+        "--no-calib",
+        "--duration",
+        "60s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let sim = Command::new(fpga_sim_exe())
         .args(["--preset", "bench", "--seed", "3", "--duration", "2s"])
         .args(["--rate", "100k", "--corrupt", "0.05", "--udp", &addr])
         .output();
     let Ok(sim) = sim else {
-        let _ = run.kill();
-        let _ = run.wait();
+        run.kill();
         skip_unless_ci("the fpga-sim binary is not built (cargo build -p scandaq-fpga-sim)");
         return;
     };
@@ -770,8 +761,7 @@ fn a_live_runs_losses_are_timed_in_the_manifest_and_the_report() {
         "{}",
         String::from_utf8_lossy(&sim.stderr)
     );
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(run.wait().unwrap().success(), "{said}{}", rest.join("\n"));
+    run.wait_success();
     let dir = only_run(&out);
     let m = Manifest::read(&dir).unwrap();
     let corrupt = m.losses.get("crc_error");
