@@ -148,8 +148,10 @@ fn coincidence_figures(p: &PetFigures) -> Result<String> {
     let mut markers = Vec::new();
     let caption = match p.dt_fwhm {
         Some((peak, w)) => {
-            markers.push((peak - w / 2.0, format!("FWHM {w:.0} ps")));
-            markers.push((peak + w / 2.0, String::new()));
+            // The label starts at its marker and runs right: on the right edge it stays
+            // clear of the peak.
+            markers.push((peak - w / 2.0, String::new()));
+            markers.push((peak + w / 2.0, format!("FWHM {w:.0} ps")));
             format!(
                 "Prompt Δt = t_first − t_second (first: smaller module, then smaller channel); peak at {peak:.0} ps, FWHM {w:.0} ps"
             )
