@@ -7,6 +7,7 @@
 //! Usage: `sink_codecs singles|coincidences INPUT.parquet [REPEATS]`
 
 use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use scandaq_sinks::{ParquetTableWriter, WriteOptions, coincidences, singles};
 use std::time::Instant;
@@ -20,6 +21,37 @@ fn cpu_seconds() -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The table at `input` with exactly the columns of `schema`, in 64 k-row batches.
+fn read_table(input: &str, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    let file = std::fs::File::open(input).map_err(|e| format!("cannot open: {e}"))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("not a Parquet file: {e}"))?
+        .with_batch_size(64 << 10)
+        .build()
+        .map_err(|e| format!("cannot read: {e}"))?;
+    reader
+        .map(|b| {
+            let b = b.map_err(|e| format!("cannot read: {e}"))?;
+            let cols = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    b.column_by_name(f.name()).cloned().ok_or_else(|| {
+                        format!("no column {}: give a table this scandaq wrote", f.name())
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), cols).map_err(|e| format!("wrong columns: {e}"))
+        })
+        .collect()
+}
+
+/// Stops the tool on a failed write to `what`.
+fn fail(what: &str, e: &dyn std::fmt::Display) -> ! {
+    eprintln!("error: writing {what}: {e}");
+    std::process::exit(1);
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -40,22 +72,13 @@ fn main() {
     } else {
         (coincidences::schema(), coincidences::write_options())
     };
-    let file = std::fs::File::open(&input).expect("open input");
-    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("a Parquet file")
-        .with_batch_size(64 << 10)
-        .build()
-        .expect("reader")
-        .map(|b| {
-            let b = b.expect("read");
-            let cols = schema
-                .fields()
-                .iter()
-                .map(|f| b.column_by_name(f.name()).expect("table column").clone())
-                .collect();
-            RecordBatch::try_new(schema.clone(), cols).expect("table batch")
-        })
-        .collect();
+    let batches = match read_table(&input, &schema) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {input}: {e}");
+            std::process::exit(1);
+        }
+    };
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let without = |cols: &[&'static str], name: &str| -> Vec<&'static str> {
         cols.iter().copied().filter(|c| *c != name).collect()
@@ -99,7 +122,7 @@ fn main() {
             },
         ),
     ];
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| fail("a temporary directory", &e));
     let mut wall = vec![Vec::new(); layouts.len()];
     let mut cpu = vec![Vec::new(); layouts.len()];
     let mut bytes = vec![0u64; layouts.len()];
@@ -109,11 +132,11 @@ fn main() {
             let (t0, c0) = (Instant::now(), cpu_seconds());
             let mut w =
                 ParquetTableWriter::create(dir.path(), &name, schema.clone(), options, vec![])
-                    .expect("create");
+                    .unwrap_or_else(|e| fail(&name, &e));
             for b in &batches {
-                w.write(b).expect("write");
+                w.write(b).unwrap_or_else(|e| fail(&name, &e));
             }
-            let rec = w.commit().expect("commit");
+            let rec = w.commit().unwrap_or_else(|e| fail(&name, &e));
             wall[k].push(t0.elapsed().as_secs_f64());
             cpu[k].push(cpu_seconds() - c0);
             bytes[k] = rec.bytes;

@@ -47,13 +47,13 @@ pub(super) fn encode(width: usize, height: usize, pixels: Pixels, data: &[u8]) -
     ihdr.extend_from_slice(&w.to_be_bytes());
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, pixels.colour_type(), 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IHDR", &ihdr)?;
     chunk(
         &mut out,
         b"IDAT",
         &miniz_oxide::deflate::compress_to_vec_zlib(&raw, 6),
-    );
-    chunk(&mut out, b"IEND", &[]);
+    )?;
+    chunk(&mut out, b"IEND", &[])?;
     Some(out)
 }
 
@@ -68,14 +68,16 @@ pub(super) fn encode_base64(
         .map(|png| base64::engine::general_purpose::STANDARD.encode(png))
 }
 
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    let len = u32::try_from(data.len()).expect("PNG chunks here are far below 4 GiB");
+/// Appends one chunk; None when `data` is too long for a PNG chunk (4 GiB).
+fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) -> Option<()> {
+    let len = u32::try_from(data.len()).ok()?;
     out.extend_from_slice(&len.to_be_bytes());
     let start = out.len();
     out.extend_from_slice(kind);
     out.extend_from_slice(data);
     let crc = crc32(&out[start..]);
     out.extend_from_slice(&crc.to_be_bytes());
+    Some(())
 }
 
 /// CRC-32 (IEEE 802.3, reflected 0xEDB88320), as PNG chunks carry it.
