@@ -4,7 +4,6 @@
 //! events the truth says are incomplete must be exactly the ones missing and counted. Bad
 //! input through the binary and the processor never panics.
 
-use crate::wait_for as wait_until;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt16Type, UInt64Type};
@@ -16,7 +15,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// A small, fast ultrasound run: 64 channels x 1024 samples (128 KiB events, 17 chunks each).
 fn small_config(seed: u64, out: &Path) -> UsConfig {
@@ -141,19 +139,15 @@ fn rf_events_over_udp_are_bit_exact_and_lost_chunks_make_exactly_the_truths_inco
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
         .args(["run", "--config", cfg.to_str().unwrap(), "--quiet"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the run to start", Duration::from_secs(30), || {
-        out.exists() && std::fs::read_dir(&out).unwrap().next().is_some()
-    });
-    // The socket is bound before the run directory's control socket appears.
-    wait_until("the control socket", Duration::from_secs(30), || {
-        only_run_dir(&out).join("control.sock").exists()
-    });
+    // The run-number lock file appears in `out` before the run directory does, so wait for
+    // the manifest to say running (the UDP socket is bound by then).
+    crate::wait_run_running(&out, &mut child);
     let target = format!("127.0.0.1:{port}").parse().unwrap();
     let summary = run(&config, Destination::Udp { target }).unwrap();
     let result = child.wait_with_output().unwrap();
