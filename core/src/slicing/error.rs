@@ -15,8 +15,9 @@ pub enum SliceError {
         /// What is wrong and how to fix it.
         problem: String,
     },
-    /// The grouping or coincidence configuration is invalid.
-    #[error("coincidence configuration: {0}")]
+    /// From grouping or the sorters: an invalid configuration, unequal columns, rows out of
+    /// time order.
+    #[error("grouping or coincidence sorting: {0}")]
     Config(#[from] CoincidenceError),
     /// A source's rows are not in time order (within a batch or against its previous batch).
     #[error(

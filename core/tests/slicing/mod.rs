@@ -472,6 +472,9 @@ fn random_cluster_layouts_equal_the_single_process_when_exact() {
         ..Default::default()
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
+    // Cases with a stateful stage where every slice was exact (fully compared), and cases
+    // with some inexact slice: both must occur, or the test proves little.
+    let (stateful_exact, some_inexact) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
     let result = runner.run(
         &strategy,
         |(act, quantum, t0, (m, n), slice_ps, lead_in, (p, pm, dm), grouping, seed)| {
@@ -507,6 +510,12 @@ fn random_cluster_layouts_equal_the_single_process_when_exact() {
             match compare(&hits, &s, &l) {
                 Ok((n, exact)) => {
                     prop_assert!(!stateless || exact == n, "stateless but inexact");
+                    if !stateless && exact == n && n > 1 {
+                        stateful_exact.set(stateful_exact.get() + 1);
+                    }
+                    if exact < n {
+                        some_inexact.set(some_inexact.get() + 1);
+                    }
                 }
                 Err(e) => prop_assert!(false, "{e}"),
             }
@@ -516,6 +525,12 @@ fn random_cluster_layouts_equal_the_single_process_when_exact() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    eprintln!(
+        "stateful all-exact cases: {}, cases with inexact slices: {}",
+        stateful_exact.get(),
+        some_inexact.get()
+    );
+    assert!(stateful_exact.get() >= 10 && some_inexact.get() >= 1);
 }
 
 /// A chain of singles 3 ns apart on alternating crystals (4 ns window) never leaves a gap:
@@ -884,4 +899,54 @@ fn assembler_merges_refuses_and_reports_missing_slices() {
         "3 skipped, 5 empty but complete"
     );
     assert!(a.pop_job().is_none());
+}
+
+/// Singles placed at the exact edges that matter — a slice boundary minus and plus 1 ps, one
+/// prompt window, one delayed span, one grouping window, and 1 ps either side of each — so
+/// an opener 1 ps before a slice's end has its partner exactly `offset + window` later, in the
+/// next slice's body: the lead-out must reach it (and no further is needed). Every policy,
+/// mode and grouping choice, M = 2, N = 3, 1 µs slices: exact and equal.
+#[test]
+fn window_edges_at_slice_boundaries_equal_the_single_process() {
+    let deltas: [i64; 27] = [
+        -14_001, -14_000, -13_999, -10_001, -10_000, -4_001, -4_000, -3_999, -3_001, -3_000, -1,
+        0, 1, 2_999, 3_000, 3_001, 3_999, 4_000, 4_001, 9_999, 10_000, 13_999, 14_000, 14_001,
+        16_999, 17_000, 17_001,
+    ];
+    let mut hits = Vec::new();
+    for k in 1..6i64 {
+        for (i, &d) in deltas.iter().enumerate() {
+            // Skip a few per boundary so that each boundary sees a different pattern.
+            if (i as i64 + k) % 5 == 0 {
+                continue;
+            }
+            let module = if (i as i64 + k) % 2 == 0 { 0 } else { 4 };
+            hits.push(Hit {
+                t: k * 1_000_000 + d,
+                ch: module * 64 + (i as u32 % 3),
+                e: [511.0, 480.0, 200.0][i % 3],
+                flags: 0,
+            });
+        }
+    }
+    hits.sort_by_key(|h| h.t);
+    let l = Layout {
+        sources: 2,
+        builders: 3,
+        slice_ps: 1_000_000,
+        lead_in_ps: None,
+        seed: 5,
+    };
+    for policy in Policy::ALL {
+        for mode in MODES {
+            for grouping in [None, Some(grouping_with_cuts())] {
+                let mut s = setup(policy, mode, grouping.clone());
+                s.prompt.min_transaxial_mm = None;
+                s.delayed.min_transaxial_mm = None;
+                let (n, exact) = compare(&hits, &s, &l)
+                    .unwrap_or_else(|e| panic!("{policy} {mode:?} {grouping:?}: {e}"));
+                assert_eq!((n, exact), (6, 6), "{policy} {mode:?} {grouping:?}");
+            }
+        }
+    }
 }
