@@ -169,30 +169,16 @@ impl SliceAssembler {
         rows.check_lengths()?;
         let range = role.range_ps(&self.spec, slice);
         let flight = self.in_flight.get(&slice);
-        let mut prev = flight
+        let prev = flight
             .and_then(|f| f.per_source[src].t_ps.last().copied())
             .unwrap_or(i64::MIN);
-        for (row, &t) in rows.t_ps.iter().enumerate() {
-            if !range.contains(&t) {
-                return Err(SliceError::RowOutsidePiece {
-                    source_id,
-                    slice,
-                    role,
-                    row,
-                    t_ps: t,
-                    start_ps: range.start,
-                    end_ps: range.end,
-                });
-            }
-            if t < prev {
-                return Err(SliceError::NotTimeOrdered {
-                    source_id,
-                    row,
-                    previous_ps: prev,
-                    t_ps: t,
-                });
-            }
-            prev = t;
+        let t = rows.t_ps;
+        // Fast path: sorted, after `prev`, first and last inside the range.
+        let fine = t.first().is_none_or(|&f| f >= prev && range.contains(&f))
+            && t.last().is_none_or(|l| range.contains(l))
+            && t.windows(2).all(|w| w[0] <= w[1]);
+        if !fine {
+            return Err(first_bad_row(source_id, slice, role, t, prev, range));
         }
         if rows.is_empty() {
             return Ok(());
@@ -303,5 +289,46 @@ impl SliceAssembler {
             return Err(SliceError::SliceClosed { source_id, slice });
         }
         Ok(())
+    }
+}
+
+/// The error for the first row of `t` outside `range` or before its predecessor (`prev` for
+/// the first row).
+fn first_bad_row(
+    source_id: u32,
+    slice: i64,
+    role: PieceRole,
+    t: &[i64],
+    mut prev: i64,
+    range: Range<i64>,
+) -> SliceError {
+    for (row, &t_ps) in t.iter().enumerate() {
+        if !range.contains(&t_ps) {
+            return SliceError::RowOutsidePiece {
+                source_id,
+                slice,
+                role,
+                row,
+                t_ps,
+                start_ps: range.start,
+                end_ps: range.end,
+            };
+        }
+        if t_ps < prev {
+            return SliceError::NotTimeOrdered {
+                source_id,
+                row,
+                previous_ps: prev,
+                t_ps,
+            };
+        }
+        prev = t_ps;
+    }
+    // Not reached: the caller found a bad row.
+    SliceError::NotTimeOrdered {
+        source_id,
+        row: 0,
+        previous_ps: prev,
+        t_ps: prev,
     }
 }

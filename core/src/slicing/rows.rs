@@ -57,42 +57,30 @@ impl SliceRows {
 /// order: rows of `runs[0]` first, then `runs[1]`, ...; within a run, its own order. With the
 /// runs given by ascending source id this is the order of the single-process merge
 /// (`KWayMerger` in daq/src/process/merge.rs merges boards by ascending stream id, earlier
-/// stream first on equal times). Copies whole runs of rows at a time.
+/// stream first on equal times).
 pub fn merge_runs(runs: &[SinglesRef<'_>]) -> SliceRows {
     let total = runs.iter().map(|r| r.len()).sum();
     let mut out = SliceRows::default();
     out.reserve(total);
     let mut pos = vec![0usize; runs.len()];
-    loop {
-        // The run whose head comes first: smallest time, then smallest run index.
-        let mut best: Option<usize> = None;
+    // Row by row (sources interleave every few rows at high rates, so stretches are short):
+    // take the head with the smallest time, the earliest run on equal times.
+    for _ in 0..total {
+        let mut best = usize::MAX;
+        let mut best_t = 0;
         for (i, r) in runs.iter().enumerate() {
-            if pos[i] < r.len() && best.is_none_or(|b| r.t_ps[pos[i]] < runs[b].t_ps[pos[b]]) {
-                best = Some(i);
+            if let Some(&t) = r.t_ps.get(pos[i])
+                && (best == usize::MAX || t < best_t)
+            {
+                (best, best_t) = (i, t);
             }
         }
-        let Some(b) = best else {
-            break;
-        };
-        // Copy from run b while it stays first: rows before every other head (or equal to a
-        // head of a later run).
-        let run = runs[b];
-        let start = pos[b];
-        let mut end = run.len();
-        for (i, r) in runs.iter().enumerate() {
-            if i == b || pos[i] >= r.len() {
-                continue;
-            }
-            let head = r.t_ps[pos[i]];
-            let limit = if i > b {
-                start + run.t_ps[start..].partition_point(|&t| t <= head)
-            } else {
-                start + run.t_ps[start..].partition_point(|&t| t < head)
-            };
-            end = end.min(limit);
-        }
-        out.extend_from(run.slice(start..end));
-        pos[b] = end;
+        let (r, p) = (&runs[best], pos[best]);
+        out.t_ps.push(best_t);
+        out.channel.push(r.channel[p]);
+        out.energy_kev.push(r.energy_kev[p]);
+        out.flags.push(r.flags[p]);
+        pos[best] = p + 1;
     }
     out
 }

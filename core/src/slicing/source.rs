@@ -122,17 +122,22 @@ impl SourceSlicer {
     pub fn push(&mut self, t_ps: &[i64], out: &mut Routing) -> Result<(), SliceError> {
         out.pieces.clear();
         out.ended = self.next_unended..self.next_unended;
-        let mut prev = self.last_t.unwrap_or(i64::MIN);
-        for (row, &t) in t_ps.iter().enumerate() {
-            if t < prev {
-                return Err(SliceError::NotTimeOrdered {
-                    source_id: self.source_id,
-                    row,
-                    previous_ps: prev,
-                    t_ps: t,
-                });
+        let last_t = self.last_t.unwrap_or(i64::MIN);
+        let sorted =
+            t_ps.first().is_none_or(|&f| f >= last_t) && t_ps.windows(2).all(|w| w[0] <= w[1]);
+        if !sorted {
+            let mut prev = last_t;
+            for (row, &t) in t_ps.iter().enumerate() {
+                if t < prev {
+                    return Err(SliceError::NotTimeOrdered {
+                        source_id: self.source_id,
+                        row,
+                        previous_ps: prev,
+                        t_ps: t,
+                    });
+                }
+                prev = t;
             }
-            prev = t;
         }
         let Some(&last) = t_ps.last() else {
             return Ok(());
