@@ -5,7 +5,8 @@
 //!
 //! - [`spec`]: [`SliceSpec`] (slice length, builders, lead-in, lead-out) and [`SliceNeeds`],
 //!   derived from the coincidence configuration.
-//! - [`source`]: [`SourceSlicer`], one source's batches cut into [`Piece`]s and end markers.
+//! - [`source`]: [`SourceSlicer`], one source's batches cut into [`Piece`]s and end markers;
+//!   [`role`]: [`PieceRole`] (lead-in, body, lead-out).
 //! - [`rows`]: [`SliceRows`] columns and the k-way merge with the single-process tie order.
 //! - [`assemble`]: [`SliceAssembler`], a builder's pieces merged into [`SliceJob`]s;
 //!   [`MissingSlice`] for abandoned ones.
@@ -22,6 +23,7 @@ pub mod error;
 mod group_stage;
 pub mod process;
 pub mod quiet;
+pub mod role;
 pub mod rows;
 pub mod source;
 pub mod spec;
@@ -30,6 +32,7 @@ pub use assemble::{MissingSlice, SliceAssembler, SliceJob};
 pub use error::SliceError;
 pub use process::{SliceOutput, SliceStats, add_grouping, process_slice};
 pub use quiet::{first_quiet_start, quiet_start};
+pub use role::PieceRole;
 pub use rows::{SliceRows, merge_runs};
-pub use source::{Piece, PieceRole, Routing, SourceSlicer};
+pub use source::{Piece, Routing, SourceSlicer};
 pub use spec::{DEFAULT_SLICE_PS, LEAD_IN_QUIET_GAPS, SliceNeeds, SliceSpec};

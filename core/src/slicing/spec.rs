@@ -3,6 +3,7 @@
 //! ([`SliceSpec::for_coincidences`], [`SliceNeeds`]).
 
 use super::error::SliceError;
+use super::role::PieceRole;
 use crate::coincidence::{CoincidenceConfig, GroupingConfig, WindowMode};
 use std::ops::Range;
 
@@ -183,5 +184,14 @@ impl SliceSpec {
     pub fn lead_out_ps_range(&self, slice: i64) -> Range<i64> {
         let b = self.body_ps(slice);
         b.end..b.end.saturating_add(self.lead_out_ps)
+    }
+
+    /// The time range of `role` in `slice`.
+    pub fn role_ps(&self, slice: i64, role: PieceRole) -> Range<i64> {
+        match role {
+            PieceRole::LeadIn => self.lead_in_ps_range(slice),
+            PieceRole::Body => self.body_ps(slice),
+            PieceRole::LeadOut => self.lead_out_ps_range(slice),
+        }
     }
 }
