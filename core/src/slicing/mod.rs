@@ -10,7 +10,8 @@
 //! - [`rows`]: [`SliceRows`] columns and the k-way merge with the single-process tie order.
 //! - [`assemble`]: [`SliceAssembler`], a builder's pieces merged into [`SliceJob`]s;
 //!   [`MissingSlice`] for abandoned ones.
-//! - [`process`]: [`process_slice`] -> [`SliceOutput`] with [`SliceStats`].
+//! - [`process`]: [`process_slice`] (or [`process_slice_with`], sorters optional) ->
+//!   [`SliceOutput`] with [`SliceStats`].
 //! - `quiet`, `body_sort`, `group_stage`: the quiet-gap search and the per-stage runs
 //!   `process` uses.
 //! - errors: [`SliceError`] (module [`error`]).
@@ -30,7 +31,7 @@ pub mod spec;
 
 pub use assemble::{MissingSlice, SliceAssembler, SliceJob};
 pub use error::SliceError;
-pub use process::{SliceOutput, SliceStats, add_grouping, process_slice};
+pub use process::{SliceOutput, SliceStats, add_grouping, process_slice, process_slice_with};
 pub use quiet::{first_quiet_start, quiet_start};
 pub use role::PieceRole;
 pub use rows::{SliceRows, merge_runs};

@@ -3,7 +3,7 @@
 //! the body's counters and whether the result is exact ([`SliceStats`]).
 
 use super::assemble::SliceJob;
-use super::body_sort::sort_body;
+use super::body_sort::{BodySort, sort_body};
 use super::error::SliceError;
 use super::group_stage::group_slice;
 use super::quiet::first_quiet_start;
@@ -104,7 +104,21 @@ pub fn process_slice(
     grouping: Option<&GroupingConfig>,
     lut: &CrystalLut,
 ) -> Result<SliceOutput, SliceError> {
-    let needs = SliceNeeds::of(prompt, delayed, grouping)?;
+    process_slice_with(job, Some(prompt), Some(delayed), grouping, lut)
+}
+
+/// [`process_slice`] with either sorter optional (a run without a delayed table, say): a
+/// sorter that is `None` gives no pairs and zero counters, and is not part of the lead-out
+/// and quiet-gap needs.
+pub fn process_slice_with(
+    job: &SliceJob,
+    prompt: Option<&CoincidenceConfig>,
+    delayed: Option<&CoincidenceConfig>,
+    grouping: Option<&GroupingConfig>,
+    lut: &CrystalLut,
+) -> Result<SliceOutput, SliceError> {
+    let sorters: Vec<&CoincidenceConfig> = prompt.into_iter().chain(delayed).collect();
+    let needs = SliceNeeds::of_sorters(&sorters, grouping)?;
     job.spec.check_covers(&needs)?;
     let hits = job.rows.view();
     hits.check_lengths()?;
@@ -143,15 +157,12 @@ pub fn process_slice(
         }
         None => (hits, before_ps),
     };
-    let p = sort_body(
-        prompt,
-        lut,
-        input,
-        body_ps.clone(),
-        input_before_ps,
-        job.slice,
-    )?;
-    let d = sort_body(delayed, lut, input, body_ps, input_before_ps, job.slice)?;
+    let run = |cfg: Option<&CoincidenceConfig>| match cfg {
+        Some(c) => sort_body(c, lut, input, body_ps.clone(), input_before_ps, job.slice),
+        None => Ok(BodySort::default()),
+    };
+    let p = run(prompt)?;
+    let d = run(delayed)?;
     stats.inexact_prompt = u64::from(!p.exact);
     stats.inexact_delayed = u64::from(!d.exact);
     stats.prompt = p.stats;

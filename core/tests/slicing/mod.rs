@@ -1058,3 +1058,42 @@ fn jobs_from_one_stream_give_the_single_process_output() {
     assert!(!prompts.is_empty());
     assert_eq!((prompts, delayed), (w.prompts, w.delayed));
 }
+
+/// Without a delayed sorter (`process_slice_with`), the lead-out is the prompt's alone and the
+/// prompts are the single process's; the delayed output is empty with zero counters.
+#[test]
+fn a_slice_without_a_delayed_sorter_needs_only_the_prompt_lead_out() {
+    let a = Activity {
+        seed: 5,
+        events: 400,
+        mean_gap_ps: 20_000,
+        idle_per_mille: 30,
+        quantum_ps: 250,
+        t0_ps: 0,
+    };
+    let hits = simulate(&a);
+    let lut = CrystalLut::from_geometry(&scanner());
+    let s = setup(Policy::TakeAllGoods, WindowMode::SingleWindowGate10, None);
+    let w = whole(&hits, 1, &IDS[..1], &s, &lut);
+    let needs = SliceNeeds::of_sorters(&[&s.prompt], None).unwrap();
+    assert_eq!((needs.lead_out_ps, needs.quiet_gap_ps), (4_000, 4_000));
+    let spec = SliceSpec::for_needs(30_000, 1, &needs).unwrap();
+    let stream = rows(&hits.iter().collect::<Vec<_>>());
+    let mut prompts = CoincidenceBatch::default();
+    let mut stats = SliceStats::default();
+    for k in 0..=spec.slice_of(*stream.t_ps.last().unwrap()) {
+        let job = SliceJob::from_rows(spec, k, stream.view());
+        let o = process_slice_with(&job, Some(&s.prompt), None, None, &lut).unwrap();
+        assert!(o.exact && o.delayed.is_empty(), "slice {k}");
+        prompts.append(&o.prompts);
+        stats.add(&o.stats);
+    }
+    assert_eq!(prompts, w.prompts);
+    assert_eq!(
+        (stats.prompt, stats.delayed),
+        (w.prompt_stats, CoincidenceStats::default())
+    );
+    // process_slice still asks for the delayed lead-out.
+    let job = SliceJob::from_rows(spec, 0, stream.view());
+    assert!(process_slice(&job, &s.prompt, &s.delayed, None, &lut).is_err());
+}
