@@ -128,24 +128,27 @@ pub fn process_slice_with(
         .start
         .saturating_sub(job.spec.lead_in_ps)
         .saturating_sub(1);
+    // The body's rows, from the times (not trusting `job.body`, a public field).
+    let body = hits.t_ps.partition_point(|&t| t < body_ps.start)
+        ..hits.t_ps.partition_point(|&t| t < body_ps.end);
     let n = hits.len() as u64;
     let mut stats = SliceStats {
         slices: 1,
-        rows_lead_in: job.body.start as u64,
-        rows_body: job.body.len() as u64,
-        rows_lead_out: n - job.body.end as u64,
+        rows_lead_in: body.start as u64,
+        rows_body: body.len() as u64,
+        rows_lead_out: n - body.end as u64,
         ..SliceStats::default()
     };
     let photons: PhotonBatch;
     let (input, input_before_ps) = match grouping {
         Some(g) => {
-            let quiet = first_quiet_start(hits.t_ps, job.body.start, before_ps, g.window_ps);
+            let quiet = first_quiet_start(hits.t_ps, body.start, before_ps, g.window_ps);
             let (start, found) = match quiet {
                 Some(p) => (p, true),
                 None => (0, false),
             };
             stats.inexact_grouping = u64::from(!found);
-            let (p, gstats) = group_slice(g, lut, hits, start, job.body.clone(), body_ps.clone())?;
+            let (p, gstats) = group_slice(g, lut, hits, start, body.clone(), body_ps.clone())?;
             stats.grouping = gstats;
             photons = p;
             let before = if start == 0 {

@@ -798,6 +798,19 @@ fn errors_name_the_row_the_field_and_the_fix() {
         SliceSpec::for_coincidences(1000, 1, &bad, &delayed, None),
         Err(SliceError::Config(_))
     ));
+    // A hand-made job with rows out of order and a wrong body range: an error, no panic.
+    let mut job = SliceJob::from_rows(derived, 0, SliceRows::default().view());
+    job.rows = SliceRows {
+        t_ps: vec![500, 100, 900],
+        channel: vec![0, 256, 0],
+        energy_kev: vec![511.0; 3],
+        flags: vec![0; 3],
+    };
+    job.body = 7..99;
+    for g in [None, Some(&g)] {
+        let e = process_slice(&job, &prompt, &single, g, &lut).unwrap_err();
+        assert!(e.to_string().contains("not in time order"), "{e}");
+    }
 }
 
 /// The assembler: ties merge by ascending source id; a piece for another builder, an
