@@ -201,12 +201,36 @@ impl HitBatch {
         if n == self.len() {
             return std::mem::take(self);
         }
-        let mut head = HitBatch::with_capacity(n);
-        head.extend_from_range(self, 0..n);
-        let mut tail = HitBatch::with_capacity(self.len() - n);
-        tail.extend_from_range(self, n..self.len());
-        *self = tail;
-        head
+        // The head keeps the columns' allocations; only the tail (usually the short rest a
+        // merger holds back) is copied.
+        let tail = self.split_off(n);
+        std::mem::replace(self, tail)
+    }
+
+    /// Returns rows `at..` and leaves rows `..at` in `self` (the tail is copied; the head
+    /// keeps the allocations). Raw columns of another length than `t_ps` (empty: not
+    /// requested) stay as they are in `self` and the tail's are empty.
+    pub fn split_off(&mut self, at: usize) -> HitBatch {
+        let len = self.len();
+        fn cut<T>(col: &mut Vec<T>, at: usize, len: usize) -> Vec<T> {
+            if col.len() == len {
+                col.split_off(at)
+            } else {
+                Vec::new()
+            }
+        }
+        HitBatch {
+            t_ps: cut(&mut self.t_ps, at, len),
+            channel: cut(&mut self.channel, at, len),
+            energy_kev: cut(&mut self.energy_kev, at, len),
+            flags: cut(&mut self.flags, at, len),
+            frame: cut(&mut self.frame, at, len),
+            tcoarse: cut(&mut self.tcoarse, at, len),
+            ecoarse: cut(&mut self.ecoarse, at, len),
+            tfine: cut(&mut self.tfine, at, len),
+            efine: cut(&mut self.efine, at, len),
+            tac: cut(&mut self.tac, at, len),
+        }
     }
 
     /// Merges two time-ordered batches into one time-ordered batch (`a` first on ties).

@@ -33,28 +33,65 @@ impl TimeMerger {
 
     /// Adds a time-ordered batch; returns the hits that are now final (time ordered, all
     /// before every hit still pending), possibly empty.
-    pub fn push(&mut self, mut batch: HitBatch) -> HitBatch {
+    pub fn push(&mut self, batch: HitBatch) -> HitBatch {
+        let mut parts = Vec::new();
+        self.push_into(batch, &mut parts);
+        let mut out = HitBatch::default();
+        for p in parts {
+            if out.is_empty() {
+                out = p;
+            } else {
+                out.extend_from_range(&p, 0..p.len());
+            }
+        }
+        out
+    }
+
+    /// [`TimeMerger::push`], appending the final hits to `ready` as up to two batches (in
+    /// time order, each time ordered). When everything pending precedes the new batch (the
+    /// usual case: blocks arrive in stream order), the batch's columns are handed on as they
+    /// are and only the held-back rest is copied; otherwise the two are merged.
+    pub fn push_into(&mut self, mut batch: HitBatch, ready: &mut Vec<HitBatch>) {
         debug_assert!(batch.is_time_ordered());
         let late = batch.t_ps.partition_point(|&t| t < self.released_up_to);
         if late > 0 {
             self.late_hits += late as u64;
             let _ = batch.take_before(self.released_up_to);
         }
-        if batch.is_empty() {
-            return HitBatch::default();
-        }
-        self.pending = if self.pending.is_empty() {
-            batch
-        } else {
-            HitBatch::merge_sorted(&self.pending, &batch)
+        let (Some(&first), Some(&last)) = (batch.t_ps.first(), batch.t_ps.last()) else {
+            return;
         };
-        let newest = *self.pending.t_ps.last().unwrap_or(&i64::MIN);
+        let newest = self.pending.t_ps.last().map_or(last, |&p| p.max(last));
         let watermark = newest.saturating_sub(self.lateness_ps);
-        if watermark <= self.released_up_to {
-            return HitBatch::default();
+        let in_order = self.pending.t_ps.last().is_none_or(|&p| p <= first);
+        if watermark <= self.released_up_to || !in_order {
+            self.pending = if self.pending.is_empty() {
+                batch
+            } else {
+                HitBatch::merge_sorted(&self.pending, &batch)
+            };
+            if watermark > self.released_up_to {
+                self.released_up_to = watermark;
+                ready.push(self.pending.take_before(watermark));
+            }
+            return;
         }
         self.released_up_to = watermark;
-        self.pending.take_before(watermark)
+        // Pending rows all precede the batch (ties: pending first, as merge_sorted puts them).
+        let head = self.pending.take_before(watermark);
+        if !head.is_empty() {
+            ready.push(head);
+        }
+        if self.pending.is_empty() {
+            let out = batch.take_before(watermark);
+            self.pending = batch;
+            if !out.is_empty() {
+                ready.push(out);
+            }
+        } else {
+            // Some pending rows are at or after the watermark, so every batch row is too.
+            self.pending.extend_from_range(&batch, 0..batch.len());
+        }
     }
 
     /// Releases everything still pending (end of stream).

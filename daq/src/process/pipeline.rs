@@ -480,6 +480,8 @@ impl SinglesSink<'_> {
             self.photons.clear();
             match &batch {
                 Some(b) => {
+                    // At most one photon per hit, plus the few groups held open before.
+                    self.photons.reserve(b.len() + 64);
                     if g.push(b.into(), &mut self.photons).is_err() {
                         self.refused_batches += 1;
                     }
@@ -738,11 +740,12 @@ impl<'k> Processor<'k> {
                 (batch, losses)
             })
             .collect();
+        let mut ready = Vec::new();
         for (batch, losses) in results {
             self.kernel_losses.add(&losses);
-            let ready = self.merger.push(batch);
-            if !ready.is_empty() {
-                emit(ready)?;
+            self.merger.push_into(batch, &mut ready);
+            for batch in ready.drain(..) {
+                emit(batch)?;
             }
         }
         self.carry.drain(..consumed);
