@@ -63,6 +63,15 @@ impl CrystalLut {
             .unwrap_or(Self::UNMAPPED)
     }
 
+    /// Position (mm) and module of `channel`'s crystal, if mapped (one look-up for callers
+    /// that need both).
+    #[inline]
+    pub fn place(&self, channel: u32) -> Option<([f32; 3], u32)> {
+        let c = self.crystal(channel)?;
+        let e = self.crystals[c as usize];
+        Some((e.pos_mm, e.module))
+    }
+
     /// Position (mm) of crystal number `crystal` (from [`CrystalLut::crystal`]).
     #[inline]
     pub fn pos_mm(&self, crystal: u32) -> [f32; 3] {
