@@ -338,6 +338,28 @@ impl CompiledCalibration {
         });
     }
 
+    /// [`CompiledCalibration::decode_block`] without the raw columns (left as they are in
+    /// `out`): the physics columns only, as a replay without `--raw-columns` decodes.
+    pub fn decode_block_physics(
+        &self,
+        buf: &[u8],
+        spans: &[FrameSpan],
+        out: &mut HitBatch,
+        losses: &mut KernelLosses,
+    ) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let start = out.len();
+            BlockDecode {
+                cal: self,
+                out,
+                start,
+                raw: false,
+                scratch,
+            }
+            .run(buf, spans, losses)
+        });
+    }
+
     /// [`CompiledCalibration::decode_block`] into an empty `out`, then sorted by time
     /// ([`HitBatch::sort_by_time`]); the raw columns are filled only when `raw` (otherwise
     /// they stay empty and the hits never pass through them: 17 of a hit's 35 bytes).
@@ -677,6 +699,67 @@ mod tests {
         let mut out = HitBatch::default();
         let mut losses = KernelLosses::default();
         k.decode_block(&buf, &spans, &mut out, &mut losses);
+        // Without the raw columns, and sorted: the same physics columns as decode_block and
+        // sort_by_time, on many frames of hits in random order, some dropped (channel 999).
+        let mut many = Vec::new();
+        let mut r = 3u64;
+        for f in 0..60u64 {
+            let words: Vec<u64> = (0..9)
+                .map(|_| {
+                    r = r
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    HitFields {
+                        channel: if (r >> 60) < 3 { 999 } else { 5 },
+                        tac: ((r >> 50) % 4) as u8,
+                        tcoarse: ((r >> 20) % 1024) as u16,
+                        ecoarse: ((r >> 30) % 1024) as u16,
+                        tfine: 100 + ((r >> 40) % 300) as u16,
+                        ..hit
+                    }
+                    .encode()
+                })
+                .collect();
+            encode_frame(&mut many, frame + f, f % 7 == 3, &words);
+        }
+        let mut many_spans = Vec::new();
+        FrameScanner::new().scan(&many, true, &mut many_spans);
+        let (mut plain, mut plain_losses) = (HitBatch::default(), KernelLosses::default());
+        k.decode_block(&many, &many_spans, &mut plain, &mut plain_losses);
+        assert!(plain_losses.no_tdc_calibration > 0 && !plain.is_time_ordered());
+        for raw in [false, true] {
+            let (mut sorted, mut losses) = (HitBatch::default(), KernelLosses::default());
+            k.decode_block_sorted(&many, &many_spans, &mut sorted, &mut losses, raw);
+            assert_eq!(losses.no_tdc_calibration, plain_losses.no_tdc_calibration);
+            let mut want = plain.clone();
+            want.sort_by_time();
+            if !raw {
+                want = HitBatch {
+                    t_ps: want.t_ps,
+                    channel: want.channel,
+                    energy_kev: want.energy_kev,
+                    flags: want.flags,
+                    ..HitBatch::default()
+                };
+            }
+            assert_eq!(sorted, want, "raw {raw}");
+        }
+        for raw in [false, true] {
+            let mut sorted = HitBatch::default();
+            k.decode_block_sorted(&buf, &spans, &mut sorted, &mut KernelLosses::default(), raw);
+            let mut want = out.clone();
+            want.sort_by_time();
+            if !raw {
+                want = HitBatch {
+                    t_ps: want.t_ps,
+                    channel: want.channel,
+                    energy_kev: want.energy_kev,
+                    flags: want.flags,
+                    ..HitBatch::default()
+                };
+            }
+            assert_eq!(sorted, want, "raw {raw}");
+        }
         assert_eq!(out.len(), 1);
         assert_eq!(losses.no_tdc_calibration, 1);
         let expected_ps = ((frame * 1024) as f64 + 517.35 - t_e.t0) * 5000.0 - 123.0;

@@ -47,8 +47,8 @@ impl TimeMerger {
         out
     }
 
-    /// [`TimeMerger::push`], appending the final hits to `ready` as up to two batches (in
-    /// time order, each time ordered). When everything pending precedes the new batch (the
+    /// [`TimeMerger::push`], appending the final hits to `ready` as up to two non-empty
+    /// batches (in time order, each time ordered). When everything pending precedes the new batch (the
     /// usual case: blocks arrive in stream order), the batch's columns are handed on as they
     /// are and only the held-back rest is copied; otherwise the two are merged.
     pub fn push_into(&mut self, mut batch: HitBatch, ready: &mut Vec<HitBatch>) {
@@ -72,7 +72,10 @@ impl TimeMerger {
             };
             if watermark > self.released_up_to {
                 self.released_up_to = watermark;
-                ready.push(self.pending.take_before(watermark));
+                let out = self.pending.take_before(watermark);
+                if !out.is_empty() {
+                    ready.push(out);
+                }
             }
             return;
         }
@@ -103,6 +106,79 @@ impl TimeMerger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `push_into` (and `push`) against the merger's rule written plainly on rows: drop what
+    /// is behind the released time, stable-merge the rest behind the pending rows, release
+    /// every row more than `lateness` before the newest. Random sorted batches that overlap
+    /// the pending rows, follow them, or arrive late; physics-only batches too.
+    #[test]
+    fn push_into_releases_what_the_plain_rule_releases() {
+        let mut rng = 11u64;
+        let mut next = |m: u64| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) % m
+        };
+        for case in 0..200 {
+            let lateness = 1 + next(50) as i64;
+            let (mut m, mut plain) = (TimeMerger::new(lateness), TimeMerger::new(lateness));
+            let (mut pending, mut released, mut late) = (Vec::<(i64, u32)>::new(), i64::MIN, 0);
+            let (mut want, mut got, mut got_plain) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut t0, mut id) = (0i64, 0u32);
+            for _ in 0..30 {
+                t0 += next(60) as i64 - 20;
+                let n = next(12) as usize;
+                let mut times: Vec<i64> = (0..n).map(|_| t0 + next(40) as i64).collect();
+                times.sort();
+                let mut b = HitBatch::from_times(&times);
+                for c in &mut b.channel {
+                    *c = id;
+                    id += 1;
+                }
+                // The rule on rows.
+                let rows: Vec<(i64, u32)> = times.iter().copied().zip(b.channel.clone()).collect();
+                late += rows.iter().filter(|r| r.0 < released).count() as u64;
+                pending.extend(rows.into_iter().filter(|r| r.0 >= released));
+                pending.sort_by_key(|r| r.0);
+                if let Some(&(newest, _)) = pending.last() {
+                    let w = newest.saturating_sub(lateness);
+                    if w > released {
+                        released = w;
+                        let k = pending.partition_point(|r| r.0 < w);
+                        want.extend(pending.drain(..k));
+                    }
+                }
+                let mut ready = Vec::new();
+                let physics = HitBatch {
+                    t_ps: b.t_ps.clone(),
+                    channel: b.channel.clone(),
+                    energy_kev: b.energy_kev.clone(),
+                    flags: b.flags.clone(),
+                    ..HitBatch::default()
+                };
+                if case % 2 == 0 {
+                    m.push_into(b, &mut ready);
+                } else {
+                    m.push_into(physics.clone(), &mut ready);
+                }
+                for r in ready {
+                    assert!(r.is_time_ordered() && !r.is_empty());
+                    got.extend(r.t_ps.iter().copied().zip(r.channel.iter().copied()));
+                }
+                let r = plain.push(physics);
+                got_plain.extend(r.t_ps.iter().copied().zip(r.channel.iter().copied()));
+            }
+            want.extend(pending);
+            let rest = m.finish();
+            got.extend(rest.t_ps.iter().copied().zip(rest.channel.iter().copied()));
+            let rest = plain.finish();
+            got_plain.extend(rest.t_ps.iter().copied().zip(rest.channel.iter().copied()));
+            assert_eq!(got, want, "case {case}");
+            assert_eq!(got_plain, want, "case {case}");
+            assert_eq!((m.late_hits(), plain.late_hits()), (late, late), "case {case}");
+        }
+    }
 
     fn batch(times: &[i64]) -> HitBatch {
         HitBatch::from_times(times)
