@@ -38,7 +38,12 @@ fn decode_calibrate(c: &mut Criterion) {
             let mut n = 0;
             for spans in &blocks {
                 batch.clear();
-                kernel.decode_block_physics(&f.bytes, spans, &mut batch, &mut KernelLosses::default());
+                kernel.decode_block_physics(
+                    &f.bytes,
+                    spans,
+                    &mut batch,
+                    &mut KernelLosses::default(),
+                );
                 n += batch.len();
             }
             black_box(n)

@@ -207,7 +207,11 @@ fn batches_without_raw_columns_go_through_every_operation_like_the_physics_of_fu
     for limit in [0, 3, 6, 10] {
         let (mut a, mut b) = (want.clone(), physics_only(&want));
         let (ha, hb) = (a.take_before(limit), b.take_before(limit));
-        assert_eq!((physics_only(&ha), physics_only(&a)), (hb, b), "limit {limit}");
+        assert_eq!(
+            (physics_only(&ha), physics_only(&a)),
+            (hb, b),
+            "limit {limit}"
+        );
     }
     let other = batch(&[0, 4, 4, 8]);
     assert_eq!(

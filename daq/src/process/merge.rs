@@ -176,7 +176,11 @@ mod tests {
             got_plain.extend(rest.t_ps.iter().copied().zip(rest.channel.iter().copied()));
             assert_eq!(got, want, "case {case}");
             assert_eq!(got_plain, want, "case {case}");
-            assert_eq!((m.late_hits(), plain.late_hits()), (late, late), "case {case}");
+            assert_eq!(
+                (m.late_hits(), plain.late_hits()),
+                (late, late),
+                "case {case}"
+            );
         }
     }
 
