@@ -331,11 +331,10 @@ impl TableOut {
     }
 
     fn write_if_full(&mut self, force: bool) -> Result<()> {
-        if self.pending.len() >= WRITE_ROWS || (force && !self.pending.is_empty()) {
-            let mut batch = std::mem::replace(&mut self.pending, gathering_columns());
-            // The columns have room for WRITE_SLACK more rows; Arrow would keep that
-            // capacity while the row group is buffered and encoded (shrinking is in place).
-            batch.shrink_to_fit();
+        while self.pending.len() >= WRITE_ROWS || (force && !self.pending.is_empty()) {
+            // Exactly WRITE_ROWS rows per write, copied out of the gathering columns (which
+            // are kept): every write allocates the same sizes, which the allocator reuses.
+            let batch = take_rows(&mut self.pending, WRITE_ROWS);
             let record = coincidences::to_record_batch(batch)
                 .map_err(|e| anyhow!("building a coincidence row group: {e}"))?;
             self.writer.write(&record)?;
@@ -346,6 +345,27 @@ impl TableOut {
     fn commit(mut self) -> Result<FileRecord> {
         self.write_if_full(true)?;
         Ok(self.writer.commit()?)
+    }
+}
+
+/// The first `n` rows of `c` (all when fewer), copied into columns of their exact size; the
+/// rest moves to the front of `c`.
+fn take_rows(c: &mut CoincidenceBatch, n: usize) -> CoincidenceBatch {
+    let n = n.min(c.len());
+    fn take<T: Copy>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+        let head = v[..n].to_vec();
+        v.drain(..n);
+        head
+    }
+    CoincidenceBatch {
+        t1_ps: take(&mut c.t1_ps, n),
+        t2_ps: take(&mut c.t2_ps, n),
+        channel1: take(&mut c.channel1, n),
+        channel2: take(&mut c.channel2, n),
+        energy1_kev: take(&mut c.energy1_kev, n),
+        energy2_kev: take(&mut c.energy2_kev, n),
+        tof_ps: take(&mut c.tof_ps, n),
+        flags: take(&mut c.flags, n),
     }
 }
 
