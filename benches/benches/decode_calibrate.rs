@@ -31,6 +31,25 @@ fn decode_calibrate(c: &mut Criterion) {
         })
     });
 
+    // The same without the six raw diagnostic columns (a replay without --raw-columns).
+    group.bench_function("scandaq_kernel_1core_physics_only", |b| {
+        let mut batch = HitBatch::with_capacity(32 * 1024);
+        b.iter(|| {
+            let mut n = 0;
+            for spans in &blocks {
+                batch.clear();
+                kernel.decode_block_physics(
+                    &f.bytes,
+                    spans,
+                    &mut batch,
+                    &mut KernelLosses::default(),
+                );
+                n += batch.len();
+            }
+            black_box(n)
+        })
+    });
+
     group.bench_function("scalar_peer_1core", |b| {
         let mut out: Vec<ScalarHit> = Vec::with_capacity(f.hits as usize);
         b.iter(|| {

@@ -106,21 +106,24 @@ impl HitBatch {
         self.tac.clear();
     }
 
-    /// Appends row `i` of `other`.
+    /// Appends row `i` of `other` (its raw columns only when `other` has them).
     pub fn push_row_from(&mut self, other: &HitBatch, i: usize) {
         self.t_ps.push(other.t_ps[i]);
         self.channel.push(other.channel[i]);
         self.energy_kev.push(other.energy_kev[i]);
         self.flags.push(other.flags[i]);
-        self.frame.push(other.frame[i]);
-        self.tcoarse.push(other.tcoarse[i]);
-        self.ecoarse.push(other.ecoarse[i]);
-        self.tfine.push(other.tfine[i]);
-        self.efine.push(other.efine[i]);
-        self.tac.push(other.tac[i]);
+        if other.frame.len() == other.len() {
+            self.frame.push(other.frame[i]);
+            self.tcoarse.push(other.tcoarse[i]);
+            self.ecoarse.push(other.ecoarse[i]);
+            self.tfine.push(other.tfine[i]);
+            self.efine.push(other.efine[i]);
+            self.tac.push(other.tac[i]);
+        }
     }
 
-    /// Appends rows `range` of `other` (column-wise slice copies).
+    /// Appends rows `range` of `other` (column-wise slice copies; its raw columns only when
+    /// `other` has them).
     pub fn extend_from_range(&mut self, other: &HitBatch, range: std::ops::Range<usize>) {
         self.t_ps.extend_from_slice(&other.t_ps[range.clone()]);
         self.channel
@@ -128,6 +131,9 @@ impl HitBatch {
         self.energy_kev
             .extend_from_slice(&other.energy_kev[range.clone()]);
         self.flags.extend_from_slice(&other.flags[range.clone()]);
+        if other.frame.len() != other.len() {
+            return;
+        }
         self.frame.extend_from_slice(&other.frame[range.clone()]);
         self.tcoarse
             .extend_from_slice(&other.tcoarse[range.clone()]);
@@ -175,20 +181,41 @@ impl HitBatch {
             return;
         }
         let order = time_order(&self.t_ps, &self.frame);
+        self.permute(&order);
+    }
+
+    /// [`HitBatch::sort_by_time`] with each row's frame number given apart (`frame`, one per
+    /// row, as the decoder read them), for batches whose raw columns are left empty: the rows
+    /// of one frame are contiguous, which keeps the sort short. Same permutation as
+    /// `sort_by_time` with those frames in the `frame` column; a `frame` of another length
+    /// only makes the sort slower.
+    pub fn sort_by_time_in_frames(&mut self, frame: &[u64]) {
+        if self.is_time_ordered() {
+            return;
+        }
+        let order = time_order(&self.t_ps, frame);
+        self.permute(&order);
+    }
+
+    /// Gathers every column through `order` (raw columns only when present).
+    fn permute(&mut self, order: &[u32]) {
         fn gather<T: Copy>(col: &mut Vec<T>, order: &[u32]) {
+            if col.len() != order.len() {
+                return;
+            }
             let sorted: Vec<T> = order.iter().map(|&i| col[i as usize]).collect();
             *col = sorted;
         }
-        gather(&mut self.t_ps, &order);
-        gather(&mut self.channel, &order);
-        gather(&mut self.energy_kev, &order);
-        gather(&mut self.flags, &order);
-        gather(&mut self.frame, &order);
-        gather(&mut self.tcoarse, &order);
-        gather(&mut self.ecoarse, &order);
-        gather(&mut self.tfine, &order);
-        gather(&mut self.efine, &order);
-        gather(&mut self.tac, &order);
+        gather(&mut self.t_ps, order);
+        gather(&mut self.channel, order);
+        gather(&mut self.energy_kev, order);
+        gather(&mut self.flags, order);
+        gather(&mut self.frame, order);
+        gather(&mut self.tcoarse, order);
+        gather(&mut self.ecoarse, order);
+        gather(&mut self.tfine, order);
+        gather(&mut self.efine, order);
+        gather(&mut self.tac, order);
     }
 
     /// Splits off and returns every hit with `t_ps < limit`, assuming the batch is time
@@ -201,12 +228,36 @@ impl HitBatch {
         if n == self.len() {
             return std::mem::take(self);
         }
-        let mut head = HitBatch::with_capacity(n);
-        head.extend_from_range(self, 0..n);
-        let mut tail = HitBatch::with_capacity(self.len() - n);
-        tail.extend_from_range(self, n..self.len());
-        *self = tail;
-        head
+        // The head keeps the columns' allocations; only the tail (usually the short rest a
+        // merger holds back) is copied.
+        let tail = self.split_off(n);
+        std::mem::replace(self, tail)
+    }
+
+    /// Returns rows `at..` and leaves rows `..at` in `self` (the tail is copied; the head
+    /// keeps the allocations). Raw columns of another length than `t_ps` (empty: not
+    /// requested) stay as they are in `self` and the tail's are empty.
+    pub fn split_off(&mut self, at: usize) -> HitBatch {
+        let len = self.len();
+        fn cut<T>(col: &mut Vec<T>, at: usize, len: usize) -> Vec<T> {
+            if col.len() == len {
+                col.split_off(at)
+            } else {
+                Vec::new()
+            }
+        }
+        HitBatch {
+            t_ps: cut(&mut self.t_ps, at, len),
+            channel: cut(&mut self.channel, at, len),
+            energy_kev: cut(&mut self.energy_kev, at, len),
+            flags: cut(&mut self.flags, at, len),
+            frame: cut(&mut self.frame, at, len),
+            tcoarse: cut(&mut self.tcoarse, at, len),
+            ecoarse: cut(&mut self.ecoarse, at, len),
+            tfine: cut(&mut self.tfine, at, len),
+            efine: cut(&mut self.efine, at, len),
+            tac: cut(&mut self.tac, at, len),
+        }
     }
 
     /// Merges two time-ordered batches into one time-ordered batch (`a` first on ties).

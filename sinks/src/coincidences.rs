@@ -46,6 +46,9 @@ pub fn write_options() -> WriteOptions {
         // 42 B a row, and up to (threads + 2) row groups are buffered or being encoded: 1 M-row
         // groups held ~170 MB per table at high coincidence rates (BENCHMARKS.md, issue 16).
         row_group_rows: 256 << 10,
+        // Values handed to the column writers at a time: the page row limit (20 000) is then
+        // met in one go instead of in 1024-value steps, as the singles do.
+        write_batch_rows: 20_000,
         ..WriteOptions::default()
     }
 }

@@ -112,6 +112,15 @@ impl PhotonBatch {
         self.t_ps.is_empty()
     }
 
+    /// Room for `n` more photons in every column.
+    pub fn reserve(&mut self, n: usize) {
+        self.t_ps.reserve(n);
+        self.channel.reserve(n);
+        self.energy_kev.reserve(n);
+        self.flags.reserve(n);
+        self.multiplicity.reserve(n);
+    }
+
     /// Removes every photon, keeping the allocations.
     pub fn clear(&mut self) {
         self.t_ps.clear();
@@ -165,6 +174,18 @@ impl CoincidenceBatch {
     /// True when there is no coincidence.
     pub fn is_empty(&self) -> bool {
         self.t1_ps.is_empty()
+    }
+
+    /// Room for `n` more coincidences in every column.
+    pub fn reserve(&mut self, n: usize) {
+        self.t1_ps.reserve(n);
+        self.t2_ps.reserve(n);
+        self.channel1.reserve(n);
+        self.channel2.reserve(n);
+        self.energy1_kev.reserve(n);
+        self.energy2_kev.reserve(n);
+        self.tof_ps.reserve(n);
+        self.flags.reserve(n);
     }
 
     /// Removes every coincidence, keeping the allocations.

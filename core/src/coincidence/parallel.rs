@@ -89,20 +89,9 @@ pub fn sort_coincidences_sliced(
         parts.push(part);
     }
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    reserve(out, total);
+    out.reserve(total);
     for p in &parts {
         out.append(p);
     }
     Ok(stats)
-}
-
-fn reserve(out: &mut CoincidenceBatch, n: usize) {
-    out.t1_ps.reserve(n);
-    out.t2_ps.reserve(n);
-    out.channel1.reserve(n);
-    out.channel2.reserve(n);
-    out.energy1_kev.reserve(n);
-    out.energy2_kev.reserve(n);
-    out.tof_ps.reserve(n);
-    out.flags.reserve(n);
 }

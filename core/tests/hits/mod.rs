@@ -172,3 +172,62 @@ fn merging_equals_a_stable_sort_of_both_whichever_ends_first() {
         );
     }
 }
+
+/// The batch without its raw columns (as a replay without `--raw-columns` carries it).
+fn physics_only(b: &HitBatch) -> HitBatch {
+    HitBatch {
+        t_ps: b.t_ps.clone(),
+        channel: b.channel.clone(),
+        energy_kev: b.energy_kev.clone(),
+        flags: b.flags.clone(),
+        ..HitBatch::default()
+    }
+}
+
+#[test]
+fn batches_without_raw_columns_go_through_every_operation_like_the_physics_of_full_ones() {
+    let times = [5, 1, 3, 3, 9, 0, 7, 7, 2];
+    // Frames as the decoder gives them: contiguous runs (the sort's short path).
+    let frames: Vec<u64> = (0..times.len() as u64).map(|k| k / 3).collect();
+    let full = batch(&times);
+    let mut want = full.clone();
+    want.sort_by_time();
+    let mut got = physics_only(&full);
+    got.sort_by_time_in_frames(&frames);
+    assert_eq!(got, physics_only(&want));
+    assert!(got.frame.is_empty() && got.tac.is_empty());
+    // The same frames in the column: the same permutation as sort_by_time.
+    let mut with_frames = full.clone();
+    with_frames.frame = frames.clone();
+    let mut by_column = with_frames.clone();
+    by_column.sort_by_time();
+    with_frames.sort_by_time_in_frames(&frames);
+    assert_eq!(with_frames, by_column);
+
+    for limit in [0, 3, 6, 10] {
+        let (mut a, mut b) = (want.clone(), physics_only(&want));
+        let (ha, hb) = (a.take_before(limit), b.take_before(limit));
+        assert_eq!(
+            (physics_only(&ha), physics_only(&a)),
+            (hb, b),
+            "limit {limit}"
+        );
+    }
+    let other = batch(&[0, 4, 4, 8]);
+    assert_eq!(
+        HitBatch::merge_sorted(&physics_only(&want), &physics_only(&other)),
+        physics_only(&HitBatch::merge_sorted(&want, &other))
+    );
+    let mut copy = HitBatch::default();
+    copy.extend_from_range(&physics_only(&want), 2..5);
+    copy.push_row_from(&physics_only(&want), 0);
+    let mut full_copy = HitBatch::default();
+    full_copy.extend_from_range(&want, 2..5);
+    full_copy.push_row_from(&want, 0);
+    assert_eq!(copy, physics_only(&full_copy));
+    let mut kept = physics_only(&want);
+    kept.retain_from(1, |i| i % 2 == 0);
+    let mut kept_full = want.clone();
+    kept_full.retain_from(1, |i| i % 2 == 0);
+    assert_eq!(kept, physics_only(&kept_full));
+}

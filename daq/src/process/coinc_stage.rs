@@ -31,6 +31,10 @@ const QUEUE: usize = 8;
 const LIVE_PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// Coincidences gathered before a write.
 const WRITE_ROWS: usize = 64 << 10;
+/// Room kept beyond [`WRITE_ROWS`] in the gathering columns: the sorter appends a whole input
+/// batch's pairs before the size is checked, and columns grown by doubling were copied on
+/// every growth (realloc, 2-3 % of a coincidences-only replay's CPU).
+const WRITE_SLACK: usize = 32 << 10;
 pub use scandaq_sinks::coincidences::{DELAYED_FILE, PROMPTS_FILE};
 
 /// How a run sorts coincidences (the `[coincidences]` table of a run config, or CLI flags).
@@ -322,16 +326,15 @@ impl TableOut {
                 &options,
                 metadata.clone(),
             )?,
-            pending: CoincidenceBatch::default(),
+            pending: gathering_columns(),
         })
     }
 
     fn write_if_full(&mut self, force: bool) -> Result<()> {
-        if self.pending.len() >= WRITE_ROWS || (force && !self.pending.is_empty()) {
-            let mut batch = std::mem::take(&mut self.pending);
-            // The sorter pushes past WRITE_ROWS, so the columns have doubled to 128 Ki rows;
-            // Arrow would keep that capacity while the row group is buffered and encoded.
-            batch.shrink_to_fit();
+        while self.pending.len() >= WRITE_ROWS || (force && !self.pending.is_empty()) {
+            // Exactly WRITE_ROWS rows per write, copied out of the gathering columns (which
+            // are kept): every write allocates the same sizes, which the allocator reuses.
+            let batch = take_rows(&mut self.pending, WRITE_ROWS);
             let record = coincidences::to_record_batch(batch)
                 .map_err(|e| anyhow!("building a coincidence row group: {e}"))?;
             self.writer.write(&record)?;
@@ -343,6 +346,34 @@ impl TableOut {
         self.write_if_full(true)?;
         Ok(self.writer.commit()?)
     }
+}
+
+/// The first `n` rows of `c` (all when fewer), copied into columns of their exact size; the
+/// rest moves to the front of `c`.
+fn take_rows(c: &mut CoincidenceBatch, n: usize) -> CoincidenceBatch {
+    let n = n.min(c.len());
+    fn take<T: Copy>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+        let head = v[..n].to_vec();
+        v.drain(..n);
+        head
+    }
+    CoincidenceBatch {
+        t1_ps: take(&mut c.t1_ps, n),
+        t2_ps: take(&mut c.t2_ps, n),
+        channel1: take(&mut c.channel1, n),
+        channel2: take(&mut c.channel2, n),
+        energy1_kev: take(&mut c.energy1_kev, n),
+        energy2_kev: take(&mut c.energy2_kev, n),
+        tof_ps: take(&mut c.tof_ps, n),
+        flags: take(&mut c.flags, n),
+    }
+}
+
+/// Empty coincidence columns with room for a row group and the slack.
+fn gathering_columns() -> CoincidenceBatch {
+    let mut c = CoincidenceBatch::default();
+    c.reserve(WRITE_ROWS + WRITE_SLACK);
+    c
 }
 
 /// Starts the coincidence thread; send it singles (or grouped photons) in time order, drop the

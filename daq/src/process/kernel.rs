@@ -103,10 +103,44 @@ impl TacEntry {
 #[derive(Default)]
 struct Scratch {
     words: Vec<u64>,
+    // The block's raw fields; copied into the batch only when its raw columns are asked for.
+    raw: RawFields,
     entry_of: Vec<u32>,
     t_frac_ps: Vec<f64>,
     energy_x: Vec<f64>,
     energy_b: Vec<f64>,
+}
+
+/// The raw fields of a block's hits, one column each (the `HitBatch` raw columns).
+#[derive(Default)]
+struct RawFields {
+    frame: Vec<u64>,
+    tcoarse: Vec<u16>,
+    ecoarse: Vec<u16>,
+    tfine: Vec<u16>,
+    efine: Vec<u16>,
+    tac: Vec<u8>,
+}
+
+impl RawFields {
+    fn clear(&mut self) {
+        self.frame.clear();
+        self.tcoarse.clear();
+        self.ecoarse.clear();
+        self.tfine.clear();
+        self.efine.clear();
+        self.tac.clear();
+    }
+
+    /// Appends every column to the batch's raw columns.
+    fn append_to(&self, out: &mut HitBatch) {
+        out.frame.extend_from_slice(&self.frame);
+        out.tcoarse.extend_from_slice(&self.tcoarse);
+        out.ecoarse.extend_from_slice(&self.ecoarse);
+        out.tfine.extend_from_slice(&self.tfine);
+        out.efine.extend_from_slice(&self.efine);
+        out.tac.extend_from_slice(&self.tac);
+    }
 }
 
 thread_local! {
@@ -297,9 +331,58 @@ impl CompiledCalibration {
                 cal: self,
                 out,
                 start,
+                raw: true,
                 scratch,
             }
             .run(buf, spans, losses)
+        });
+    }
+
+    /// [`CompiledCalibration::decode_block`] without the raw columns (left as they are in
+    /// `out`): the physics columns only, as a replay without `--raw-columns` decodes.
+    pub fn decode_block_physics(
+        &self,
+        buf: &[u8],
+        spans: &[FrameSpan],
+        out: &mut HitBatch,
+        losses: &mut KernelLosses,
+    ) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let start = out.len();
+            BlockDecode {
+                cal: self,
+                out,
+                start,
+                raw: false,
+                scratch,
+            }
+            .run(buf, spans, losses)
+        });
+    }
+
+    /// [`CompiledCalibration::decode_block`] into an empty `out`, then sorted by time
+    /// ([`HitBatch::sort_by_time`]); the raw columns are filled only when `raw` (otherwise
+    /// they stay empty and the hits never pass through them: 17 of a hit's 35 bytes).
+    pub fn decode_block_sorted(
+        &self,
+        buf: &[u8],
+        spans: &[FrameSpan],
+        out: &mut HitBatch,
+        losses: &mut KernelLosses,
+        raw: bool,
+    ) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let start = out.len();
+            BlockDecode {
+                cal: self,
+                out: &mut *out,
+                start,
+                raw,
+                scratch: &mut *scratch,
+            }
+            .run(buf, spans, losses);
+            // The frames (kept in the scratch, compacted like the batch) make the sort short.
+            out.sort_by_time_in_frames(&scratch.raw.frame);
         });
     }
 }
@@ -310,6 +393,8 @@ struct BlockDecode<'a> {
     cal: &'a CompiledCalibration,
     out: &'a mut HitBatch,
     start: usize,
+    /// Copy the raw fields into the batch's raw columns.
+    raw: bool,
     scratch: &'a mut Scratch,
 }
 
@@ -323,6 +408,9 @@ impl BlockDecode<'_> {
         self.edge_terms();
         self.leading_edge_times();
         self.energies();
+        if self.raw {
+            self.scratch.raw.append_to(self.out);
+        }
         if any_dropped {
             self.drop_uncalibrated(losses);
         }
@@ -347,8 +435,10 @@ impl BlockDecode<'_> {
         let base_flags = self.base_flags();
         let n_hint: usize = spans.iter().map(|s| s.n_hits as usize).sum();
         let words = &mut self.scratch.words;
+        let raw = &mut self.scratch.raw;
         let out = &mut *self.out;
         words.clear();
+        raw.clear();
         words.reserve(n_hint);
         for span in spans {
             let bytes = buf
@@ -366,7 +456,7 @@ impl BlockDecode<'_> {
                 } else {
                     0
                 };
-            out.frame.extend(std::iter::repeat_n(span.frame, k));
+            raw.frame.extend(std::iter::repeat_n(span.frame, k));
             out.flags.extend(std::iter::repeat_n(frame_flags, k));
         }
     }
@@ -375,17 +465,18 @@ impl BlockDecode<'_> {
     /// calibrated columns.
     fn split_fields(&mut self) {
         let words = &self.scratch.words;
+        let raw = &mut self.scratch.raw;
         let out = &mut *self.out;
         let n = words.len();
         out.channel.extend(words.iter().map(|&w| (w >> 42) as u32));
-        out.tac.extend(words.iter().map(|&w| ((w >> 40) & 3) as u8));
-        out.tcoarse
+        raw.tac.extend(words.iter().map(|&w| ((w >> 40) & 3) as u8));
+        raw.tcoarse
             .extend(words.iter().map(|&w| ((w >> 30) & 0x3ff) as u16));
-        out.ecoarse
+        raw.ecoarse
             .extend(words.iter().map(|&w| ((w >> 20) & 0x3ff) as u16));
-        out.tfine
+        raw.tfine
             .extend(words.iter().map(|&w| decode_fine(w >> 10)));
-        out.efine.extend(words.iter().map(|&w| decode_fine(w)));
+        raw.efine.extend(words.iter().map(|&w| decode_fine(w)));
         out.t_ps.resize(self.start + n, 0);
         out.energy_kev.resize(self.start + n, 0.0);
     }
@@ -397,7 +488,7 @@ impl BlockDecode<'_> {
         let entry_of = &mut self.scratch.entry_of;
         entry_of.clear();
         let mut any_dropped = false;
-        for (&channel, &tac) in self.out.channel[start..].iter().zip(&self.out.tac[start..]) {
+        for (&channel, &tac) in self.out.channel[start..].iter().zip(&self.scratch.raw.tac) {
             let slot = cal.chip_slot[(channel >> 6) as usize];
             let i = if slot == NO_SLOT {
                 0
@@ -421,6 +512,7 @@ impl BlockDecode<'_> {
         let period_ns = period_ps / 1000.0;
         let Scratch {
             words,
+            raw,
             entry_of,
             t_frac_ps,
             energy_x,
@@ -437,10 +529,10 @@ impl BlockDecode<'_> {
             .zip(energy_b.iter_mut());
         let rows = entry_of
             .iter()
-            .zip(&out.tcoarse[start..])
-            .zip(&out.ecoarse[start..])
-            .zip(&out.tfine[start..])
-            .zip(&out.efine[start..])
+            .zip(&raw.tcoarse)
+            .zip(&raw.ecoarse)
+            .zip(&raw.tfine)
+            .zip(&raw.efine)
             .zip(&mut out.flags[start..])
             .zip(scratch_out);
         for (
@@ -472,8 +564,8 @@ impl BlockDecode<'_> {
         let out = &mut *self.out;
         let times = out.t_ps[start..]
             .iter_mut()
-            .zip(&out.frame[start..])
-            .zip(&out.tcoarse[start..])
+            .zip(&self.scratch.raw.frame)
+            .zip(&self.scratch.raw.tcoarse)
             .zip(self.scratch.t_frac_ps.iter());
         for (((t, &frame), &tcoarse), &frac) in times {
             *t = cal.ticks_to_ps(((frame as i64) << 10) + i64::from(tcoarse)) + round_to_i64(frac);
@@ -513,6 +605,12 @@ impl BlockDecode<'_> {
             }
         }
         self.out.retain_from(self.start, |i| drop[i] == 0);
+        // The scratch frames go on to order the batch (decode_block_sorted).
+        let mut k = 0;
+        self.scratch.raw.frame.retain(|_| {
+            k += 1;
+            drop[k - 1] == 0
+        });
     }
 }
 
@@ -601,6 +699,67 @@ mod tests {
         let mut out = HitBatch::default();
         let mut losses = KernelLosses::default();
         k.decode_block(&buf, &spans, &mut out, &mut losses);
+        // Without the raw columns, and sorted: the same physics columns as decode_block and
+        // sort_by_time, on many frames of hits in random order, some dropped (channel 999).
+        let mut many = Vec::new();
+        let mut r = 3u64;
+        for f in 0..60u64 {
+            let words: Vec<u64> = (0..9)
+                .map(|_| {
+                    r = r
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    HitFields {
+                        channel: if (r >> 60) < 3 { 999 } else { 5 },
+                        tac: ((r >> 50) % 4) as u8,
+                        tcoarse: ((r >> 20) % 1024) as u16,
+                        ecoarse: ((r >> 30) % 1024) as u16,
+                        tfine: 100 + ((r >> 40) % 300) as u16,
+                        ..hit
+                    }
+                    .encode()
+                })
+                .collect();
+            encode_frame(&mut many, frame + f, f % 7 == 3, &words);
+        }
+        let mut many_spans = Vec::new();
+        FrameScanner::new().scan(&many, true, &mut many_spans);
+        let (mut plain, mut plain_losses) = (HitBatch::default(), KernelLosses::default());
+        k.decode_block(&many, &many_spans, &mut plain, &mut plain_losses);
+        assert!(plain_losses.no_tdc_calibration > 0 && !plain.is_time_ordered());
+        for raw in [false, true] {
+            let (mut sorted, mut losses) = (HitBatch::default(), KernelLosses::default());
+            k.decode_block_sorted(&many, &many_spans, &mut sorted, &mut losses, raw);
+            assert_eq!(losses.no_tdc_calibration, plain_losses.no_tdc_calibration);
+            let mut want = plain.clone();
+            want.sort_by_time();
+            if !raw {
+                want = HitBatch {
+                    t_ps: want.t_ps,
+                    channel: want.channel,
+                    energy_kev: want.energy_kev,
+                    flags: want.flags,
+                    ..HitBatch::default()
+                };
+            }
+            assert_eq!(sorted, want, "raw {raw}");
+        }
+        for raw in [false, true] {
+            let mut sorted = HitBatch::default();
+            k.decode_block_sorted(&buf, &spans, &mut sorted, &mut KernelLosses::default(), raw);
+            let mut want = out.clone();
+            want.sort_by_time();
+            if !raw {
+                want = HitBatch {
+                    t_ps: want.t_ps,
+                    channel: want.channel,
+                    energy_kev: want.energy_kev,
+                    flags: want.flags,
+                    ..HitBatch::default()
+                };
+            }
+            assert_eq!(sorted, want, "raw {raw}");
+        }
         assert_eq!(out.len(), 1);
         assert_eq!(losses.no_tdc_calibration, 1);
         let expected_ps = ((frame * 1024) as f64 + 517.35 - t_e.t0) * 5000.0 - 123.0;

@@ -33,28 +33,68 @@ impl TimeMerger {
 
     /// Adds a time-ordered batch; returns the hits that are now final (time ordered, all
     /// before every hit still pending), possibly empty.
-    pub fn push(&mut self, mut batch: HitBatch) -> HitBatch {
+    pub fn push(&mut self, batch: HitBatch) -> HitBatch {
+        let mut parts = Vec::new();
+        self.push_into(batch, &mut parts);
+        let mut out = HitBatch::default();
+        for p in parts {
+            if out.is_empty() {
+                out = p;
+            } else {
+                out.extend_from_range(&p, 0..p.len());
+            }
+        }
+        out
+    }
+
+    /// [`TimeMerger::push`], appending the final hits to `ready` as up to two non-empty
+    /// batches (in time order, each time ordered). When everything pending precedes the new batch (the
+    /// usual case: blocks arrive in stream order), the batch's columns are handed on as they
+    /// are and only the held-back rest is copied; otherwise the two are merged.
+    pub fn push_into(&mut self, mut batch: HitBatch, ready: &mut Vec<HitBatch>) {
         debug_assert!(batch.is_time_ordered());
         let late = batch.t_ps.partition_point(|&t| t < self.released_up_to);
         if late > 0 {
             self.late_hits += late as u64;
             let _ = batch.take_before(self.released_up_to);
         }
-        if batch.is_empty() {
-            return HitBatch::default();
-        }
-        self.pending = if self.pending.is_empty() {
-            batch
-        } else {
-            HitBatch::merge_sorted(&self.pending, &batch)
+        let (Some(&first), Some(&last)) = (batch.t_ps.first(), batch.t_ps.last()) else {
+            return;
         };
-        let newest = *self.pending.t_ps.last().unwrap_or(&i64::MIN);
+        let newest = self.pending.t_ps.last().map_or(last, |&p| p.max(last));
         let watermark = newest.saturating_sub(self.lateness_ps);
-        if watermark <= self.released_up_to {
-            return HitBatch::default();
+        let in_order = self.pending.t_ps.last().is_none_or(|&p| p <= first);
+        if watermark <= self.released_up_to || !in_order {
+            self.pending = if self.pending.is_empty() {
+                batch
+            } else {
+                HitBatch::merge_sorted(&self.pending, &batch)
+            };
+            if watermark > self.released_up_to {
+                self.released_up_to = watermark;
+                let out = self.pending.take_before(watermark);
+                if !out.is_empty() {
+                    ready.push(out);
+                }
+            }
+            return;
         }
         self.released_up_to = watermark;
-        self.pending.take_before(watermark)
+        // Pending rows all precede the batch (ties: pending first, as merge_sorted puts them).
+        let head = self.pending.take_before(watermark);
+        if !head.is_empty() {
+            ready.push(head);
+        }
+        if self.pending.is_empty() {
+            let out = batch.take_before(watermark);
+            self.pending = batch;
+            if !out.is_empty() {
+                ready.push(out);
+            }
+        } else {
+            // Some pending rows are at or after the watermark, so every batch row is too.
+            self.pending.extend_from_range(&batch, 0..batch.len());
+        }
     }
 
     /// Releases everything still pending (end of stream).
@@ -66,6 +106,83 @@ impl TimeMerger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `push_into` (and `push`) against the merger's rule written plainly on rows: drop what
+    /// is behind the released time, stable-merge the rest behind the pending rows, release
+    /// every row more than `lateness` before the newest. Random sorted batches that overlap
+    /// the pending rows, follow them, or arrive late; physics-only batches too.
+    #[test]
+    fn push_into_releases_what_the_plain_rule_releases() {
+        let mut rng = 11u64;
+        let mut next = |m: u64| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) % m
+        };
+        for case in 0..200 {
+            let lateness = 1 + next(50) as i64;
+            let (mut m, mut plain) = (TimeMerger::new(lateness), TimeMerger::new(lateness));
+            let (mut pending, mut released, mut late) = (Vec::<(i64, u32)>::new(), i64::MIN, 0);
+            let (mut want, mut got, mut got_plain) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut t0, mut id) = (0i64, 0u32);
+            for _ in 0..30 {
+                t0 += next(60) as i64 - 20;
+                let n = next(12) as usize;
+                let mut times: Vec<i64> = (0..n).map(|_| t0 + next(40) as i64).collect();
+                times.sort();
+                let mut b = HitBatch::from_times(&times);
+                for c in &mut b.channel {
+                    *c = id;
+                    id += 1;
+                }
+                // The rule on rows.
+                let rows: Vec<(i64, u32)> = times.iter().copied().zip(b.channel.clone()).collect();
+                late += rows.iter().filter(|r| r.0 < released).count() as u64;
+                pending.extend(rows.into_iter().filter(|r| r.0 >= released));
+                pending.sort_by_key(|r| r.0);
+                if let Some(&(newest, _)) = pending.last() {
+                    let w = newest.saturating_sub(lateness);
+                    if w > released {
+                        released = w;
+                        let k = pending.partition_point(|r| r.0 < w);
+                        want.extend(pending.drain(..k));
+                    }
+                }
+                let mut ready = Vec::new();
+                let physics = HitBatch {
+                    t_ps: b.t_ps.clone(),
+                    channel: b.channel.clone(),
+                    energy_kev: b.energy_kev.clone(),
+                    flags: b.flags.clone(),
+                    ..HitBatch::default()
+                };
+                if case % 2 == 0 {
+                    m.push_into(b, &mut ready);
+                } else {
+                    m.push_into(physics.clone(), &mut ready);
+                }
+                for r in ready {
+                    assert!(r.is_time_ordered() && !r.is_empty());
+                    got.extend(r.t_ps.iter().copied().zip(r.channel.iter().copied()));
+                }
+                let r = plain.push(physics);
+                got_plain.extend(r.t_ps.iter().copied().zip(r.channel.iter().copied()));
+            }
+            want.extend(pending);
+            let rest = m.finish();
+            got.extend(rest.t_ps.iter().copied().zip(rest.channel.iter().copied()));
+            let rest = plain.finish();
+            got_plain.extend(rest.t_ps.iter().copied().zip(rest.channel.iter().copied()));
+            assert_eq!(got, want, "case {case}");
+            assert_eq!(got_plain, want, "case {case}");
+            assert_eq!(
+                (m.late_hits(), plain.late_hits()),
+                (late, late),
+                "case {case}"
+            );
+        }
+    }
 
     fn batch(times: &[i64]) -> HitBatch {
         HitBatch::from_times(times)

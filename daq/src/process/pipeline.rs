@@ -480,6 +480,8 @@ impl SinglesSink<'_> {
             self.photons.clear();
             match &batch {
                 Some(b) => {
+                    // At most one photon per hit, plus the few groups held open before.
+                    self.photons.reserve(b.len() + 64);
                     if g.push(b.into(), &mut self.photons).is_err() {
                         self.refused_batches += 1;
                     }
@@ -686,9 +688,12 @@ pub(crate) struct Processor<'k> {
     carry: Vec<u8>,
     spans: Vec<FrameSpan>,
     bytes_scanned: u64,
+    /// Fill the batches' raw diagnostic columns (frame, coarse and fine codes, TAC).
+    raw: bool,
 }
 
 impl<'k> Processor<'k> {
+    /// A processor whose batches carry the raw diagnostic columns.
     pub(crate) fn new(kernel: &'k CompiledCalibration) -> Self {
         Self {
             kernel,
@@ -698,7 +703,15 @@ impl<'k> Processor<'k> {
             carry: Vec::new(),
             spans: Vec::new(),
             bytes_scanned: 0,
+            raw: true,
         }
+    }
+
+    /// Whether the batches carry the raw diagnostic columns; without them (when nothing
+    /// reads them: no `--raw-columns`) the hits never pass through them.
+    pub(crate) fn raw_columns(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
     }
 
     /// Appends bytes, processes every whole frame, hands final (time-ordered) singles to `emit`.
@@ -727,22 +740,33 @@ impl<'k> Processor<'k> {
         }
         let kernel = self.kernel;
         let carry = &self.carry;
+        let raw = self.raw;
         let results: Vec<(HitBatch, KernelLosses)> = blocks
             .par_iter()
             .map(|spans| {
                 let n: usize = spans.iter().map(|s| s.n_hits as usize).sum();
-                let mut batch = HitBatch::with_capacity(n);
+                let mut batch = if raw {
+                    HitBatch::with_capacity(n)
+                } else {
+                    HitBatch {
+                        t_ps: Vec::with_capacity(n),
+                        channel: Vec::with_capacity(n),
+                        energy_kev: Vec::with_capacity(n),
+                        flags: Vec::with_capacity(n),
+                        ..HitBatch::default()
+                    }
+                };
                 let mut losses = KernelLosses::default();
-                kernel.decode_block(carry, spans, &mut batch, &mut losses);
-                batch.sort_by_time();
+                kernel.decode_block_sorted(carry, spans, &mut batch, &mut losses, raw);
                 (batch, losses)
             })
             .collect();
+        let mut ready = Vec::new();
         for (batch, losses) in results {
             self.kernel_losses.add(&losses);
-            let ready = self.merger.push(batch);
-            if !ready.is_empty() {
-                emit(ready)?;
+            self.merger.push_into(batch, &mut ready);
+            for batch in ready.drain(..) {
+                emit(batch)?;
             }
         }
         self.carry.drain(..consumed);
@@ -824,13 +848,14 @@ pub fn run_observed(
     observe: &mut dyn FnMut(&HitBatch),
     mut on_progress: impl FnMut(u64),
 ) -> Result<PipelineOutcome> {
+    let raw = settings.raw_columns;
     let (tx, sink) = spawn_singles_sink(dir, metadata, settings)?;
     let mut send = send_to(&tx);
     let mut emit = |batch: HitBatch| {
         observe(&batch);
         send(batch)
     };
-    let mut processor = Processor::new(kernel);
+    let mut processor = Processor::new(kernel).raw_columns(raw);
     let mut input_error = None;
     let mut sink_gone = false;
     for chunk in input.iter() {

@@ -99,6 +99,8 @@ pub(super) struct DecodeEnd {
 /// The boards' decode state, the merger, the stream stage and the raw-archive tap of a run.
 pub(super) struct Decoding<'k> {
     kernel: &'k CompiledCalibration,
+    /// The singles carry the raw diagnostic columns (`raw_columns`).
+    raw_columns: bool,
     boards: BTreeMap<u32, BoardState<'k>>,
     timeline: Timeline,
     merger: KWayMerger,
@@ -111,11 +113,13 @@ impl<'k> Decoding<'k> {
     /// Nothing decoded yet.
     pub(super) fn new(
         kernel: &'k CompiledCalibration,
+        raw_columns: bool,
         streams: StreamStage,
         archive: ArchiveTap,
     ) -> Self {
         Self {
             kernel,
+            raw_columns,
             boards: BTreeMap::new(),
             timeline: Timeline::default(),
             // Boards may lag each other by 0.5 s of detector time; nothing within 50 ms of the
@@ -154,12 +158,12 @@ impl<'k> Decoding<'k> {
         if StreamStage::is_stream_chunk(chunk) {
             return self.streams.push(chunk);
         }
-        let kernel = self.kernel;
+        let (kernel, raw) = (self.kernel, self.raw_columns);
         let (merger, timeline) = (&mut self.merger, &mut self.timeline);
         let board = self
             .boards
             .entry(chunk.source_id)
-            .or_insert_with(|| BoardState::new(kernel, chunk.session, chunk.source_id));
+            .or_insert_with(|| BoardState::new(kernel, raw, chunk.session, chunk.source_id));
         if chunk.session > board.session {
             board.next_session(chunk.session, kernel, merger, timeline)?;
         }
@@ -251,6 +255,8 @@ impl<'k> Decoding<'k> {
 /// Per-board processing state (of the board's current session).
 struct BoardState<'k> {
     processor: Processor<'k>,
+    /// Its processor fills the raw diagnostic columns.
+    raw: bool,
     ended: bool,
     /// The board's session (0, then one more per restart; see [`crate::acquire::ingest`]).
     session: u32,
@@ -275,9 +281,10 @@ struct Timeline {
 }
 
 impl<'k> BoardState<'k> {
-    fn new(kernel: &'k CompiledCalibration, session: u32, key: u32) -> Self {
+    fn new(kernel: &'k CompiledCalibration, raw: bool, session: u32, key: u32) -> Self {
         Self {
-            processor: Processor::new(kernel),
+            processor: Processor::new(kernel).raw_columns(raw),
+            raw,
             ended: false,
             session,
             key,
@@ -344,7 +351,7 @@ impl<'k> BoardState<'k> {
         merger.end(self.key);
         let earlier = self.counts();
         timeline.keys += 1;
-        *self = Self::new(kernel, session, u32::MAX - timeline.keys);
+        *self = Self::new(kernel, self.raw, session, u32::MAX - timeline.keys);
         self.earlier = earlier;
         Ok(())
     }

@@ -66,7 +66,7 @@ impl<'a, 'k> LiveRun<'a, 'k> {
             markers: handles.markers,
             stop: handles.stop,
             inputs,
-            decoding: Decoding::new(kernel, streams, archive),
+            decoding: Decoding::new(kernel, config.raw_columns, streams, archive),
             sink,
             begun: Instant::now(),
             last_data: Instant::now(),
