@@ -1,16 +1,12 @@
 //! The cluster over Arrow Flight (docs/cluster.md), as processes on the loopback: two
 //! acquisition nodes fed by fpga-sim over UDP and two builders give the same coincidences as
-//! one process replaying the same packets (the nodes' raw archives); a builder killed mid-run
+//! one whole-stream sorter over the same singles; a builder killed mid-run
 //! leaves its slices listed missing while the acquisition nodes finish; a pyarrow Flight
 //! client reads a node's stats; Python datafusion counts the partitioned tables.
 
 use super::*;
 use scandaq::acquire::cluster::acquisition::AcquisitionReport;
 use scandaq::acquire::cluster::manifest::RunManifest;
-use scandaq::acquire::live::{
-    InputConfig, InputSpec, LiveConfig, LiveHandles, RunLimits, run_live,
-};
-use scandaq::acquire::ring::OverflowPolicy;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -29,7 +25,7 @@ fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]
     let calib = sim_dir().join("calib");
     std::fs::write(
         dir.join("acq.toml"),
-        "[run]\nraw_archive = true\nduration = \"120s\"\n",
+        "[run]\nduration = \"120s\"\n",
     )
     .unwrap();
     let mut text = format!(
@@ -189,38 +185,56 @@ fn node_run_dir(out: &Path, name: &str) -> PathBuf {
         .unwrap()
 }
 
-/// The single-process reference: both nodes' raw archives replayed as one live run with the
-/// cluster's coincidence settings; its run directory.
-fn replay_in_one_process(out: &Path, archives: Vec<PathBuf>) -> PathBuf {
+/// The nodes' singles (their local singles tables, what they sent), merged into one time
+/// order.
+fn merged_singles(out: &Path) -> scandaq::process::coinc_stage::SorterInput {
+    let mut rows: Vec<(i64, usize, u32, f32, u16)> = Vec::new();
+    for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
+        let dir = node_run_dir(out, name);
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("singles-") && n.ends_with(".parquet") {
+                let (b, _) = read_parquet(&e.path());
+                let (t, c) = (col_i64(&b, "t_ps"), col_u32(&b, "channel"));
+                let (en, f) = (col_f32(&b, "energy_kev"), col_u16(&b, "flags"));
+                rows.extend((0..t.len()).map(|i| (t[i], k, c[i], en[i], f[i])));
+            }
+        }
+    }
+    rows.sort_by_key(|r| (r.0, r.1));
+    let mut s = scandaq::process::coinc_stage::SorterInput::default();
+    for (t, _, c, e, f) in rows {
+        s.t_ps.push(t);
+        s.channel.push(c);
+        s.energy_kev.push(e);
+        s.flags.push(f);
+    }
+    s
+}
+
+/// (t1, t2, channel1, channel2) of every pair one whole-stream sorter finds in `singles`.
+fn sorted_in_one_process(singles: &scandaq::process::coinc_stage::SorterInput, delay_ps: i64) -> Vec<(i64, i64, u32, u32)> {
     let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
-    let live = LiveConfig {
-        inputs: archives
-            .into_iter()
-            .map(|a| InputConfig {
-                spec: InputSpec::Archive(a),
-                allow: vec![],
-                policy: OverflowPolicy::Block,
-                ring_chunks: 64,
-                ingest: Default::default(),
-            })
-            .collect(),
-        out_dir: out.to_path_buf(),
-        limits: RunLimits::default(),
-        coincidences: scandaq::process::coinc_stage::CoincidenceOptions {
-            window_ps: 4000,
-            delay_ps: 100_000,
-            ..Default::default()
-        },
-        ..LiveConfig::default()
-    };
-    let summary = run_live(
-        &live,
-        &calib,
-        LiveHandles::new(scandaq_core::run_state::RunMode::Replay),
-    )
-    .unwrap();
-    assert!(summary.error.is_none(), "{:?}", summary.error);
-    summary.dir
+    let lut = scandaq_core::coincidence::CrystalLut::from_geometry(calib.calibration.geometry.as_ref().unwrap());
+    let options = cluster_options();
+    let mut config = options.prompt_config(true);
+    if delay_ps != 0 {
+        config = config.to_delayed(delay_ps);
+    }
+    let mut out = scandaq_core::coincidence::CoincidenceBatch::default();
+    scandaq_core::coincidence::sort_coincidences(&config, &lut, singles.singles_ref(), &mut out).unwrap();
+    let mut pairs: Vec<_> = (0..out.len()).map(|i| (out.t1_ps[i], out.t2_ps[i], out.channel1[i], out.channel2[i])).collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// The coincidence settings of the clusters here.
+fn cluster_options() -> scandaq::process::coinc_stage::CoincidenceOptions {
+    scandaq::process::coinc_stage::CoincidenceOptions {
+        window_ps: 4000,
+        delay_ps: 100_000,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -251,15 +265,16 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
             "builder {b} wrote no pair"
         );
     }
-    let archives = ["acq-a", "acq-b"].map(|n| node_run_dir(&out, n).join("raw-00000.sdq"));
-    let reference = replay_in_one_process(&dir.join("reference"), archives.to_vec());
-    let want_prompts = pairs_under(&reference, "coincidences-");
-    let want_delayed = pairs_under(&reference, "delayed-");
+    // The reference: every single the nodes acquired, through one whole-stream sorter.
+    let singles = merged_singles(&out);
+    let want_prompts = sorted_in_one_process(&singles, 0);
+    let want_delayed = sorted_in_one_process(&singles, 100_000);
     assert!(
         want_prompts.len() > 1000,
         "the reference has {} prompts only",
         want_prompts.len()
     );
+    eprintln!("prompts: cluster {} reference {}", cluster_prompts.len(), want_prompts.len());
     assert_eq!(cluster_prompts.len(), want_prompts.len(), "prompt count");
     assert!(
         cluster_prompts == want_prompts,
@@ -450,4 +465,103 @@ print(json.dumps({"actions": actions, "stats": json.loads(body)}))
     assert_eq!(v["stats"]["node"], "b0");
     assert_eq!(v["stats"]["role"], "builder");
     assert_eq!(v["stats"]["slices_written"], 0);
+}
+
+/// In memory: random singles on the bench's crystals (a few MHz, so windows overlap and
+/// multiples are common) split across three sources, cut into 2 us slices for three builders,
+/// equal one whole-stream sorter's pairs for every multiples policy, prompt and delayed.
+#[test]
+fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
+    use scandaq::process::cluster::slices::{SliceAssembler, SliceSpec, SourceSlicer, process_slice};
+    use scandaq::process::coinc_stage::SorterInput;
+    use scandaq_core::coincidence::{CoincidenceBatch, CrystalLut, Policy, sort_coincidences};
+    let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
+    let geometry = calib.calibration.geometry.as_ref().unwrap();
+    let channels: Vec<u32> = geometry.crystals.keys().copied().collect();
+    let lut = CrystalLut::from_geometry(geometry);
+    // A plain xorshift: the data need only be varied and reproducible.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut whole, mut sources) = (SorterInput::default(), (0..3).map(|_| SorterInput::default()).collect::<Vec<_>>());
+    let mut t = 0i64;
+    for _ in 0..200_000 {
+        // Mean 1 ns apart (1 G singles/s over 64 crystals): windows of 4 ns hold multiples.
+        t += 1 + (next() % 2000) as i64;
+        let (c, e) = (channels[(next() % channels.len() as u64) as usize], 300.0 + (next() % 400) as f32);
+        for s in [&mut whole, &mut sources[(next() % 3) as usize]] {
+            s.t_ps.push(t);
+            s.channel.push(c);
+            s.energy_kev.push(e);
+            s.flags.push(0);
+        }
+    }
+    for policy in Policy::ALL {
+        let options = scandaq::process::coinc_stage::CoincidenceOptions {
+            window_ps: 4000,
+            delay_ps: 20_000,
+            policy,
+            ..Default::default()
+        };
+        let spec = SliceSpec::new(2_000_000, 3, &options).unwrap();
+        let names: Vec<String> = (0..3).map(|k| format!("s{k}")).collect();
+        let mut assemblers: Vec<SliceAssembler> = (0..3).map(|_| SliceAssembler::new(names.clone())).collect();
+        for (k, source) in sources.iter().enumerate() {
+            let mut slicer = SourceSlicer::new(spec);
+            // In batches of 10 000 rows, as a node would send them.
+            for from in (0..source.len()).step_by(10_000) {
+                let to = (from + 10_000).min(source.len());
+                let (pieces, through) = slicer.push(&source.t_ps[from..to]).unwrap();
+                for p in pieces {
+                    let r = (from + p.rows.start)..(from + p.rows.end);
+                    let rows = SorterInput {
+                        t_ps: source.t_ps[r.clone()].to_vec(),
+                        channel: source.channel[r.clone()].to_vec(),
+                        energy_kev: source.energy_kev[r.clone()].to_vec(),
+                        flags: source.flags[r].to_vec(),
+                    };
+                    assemblers[p.builder as usize].add_piece(&names[k], p.slice, rows, 0);
+                }
+                if let Some(through) = through {
+                    assemblers.iter_mut().for_each(|a| a.finished_through(&names[k], through));
+                }
+            }
+            let last = slicer.finish().unwrap();
+            assemblers.iter_mut().for_each(|a| a.finished_through(&names[k], last));
+        }
+        let (mut prompts, mut delayed) = (Vec::new(), Vec::new());
+        for a in &mut assemblers {
+            let jobs = a.take_ready();
+            assert_eq!(a.pending_slices(), 0);
+            for job in jobs {
+                let out = process_slice(&spec, &options, true, &lut, &job).unwrap();
+                assert!(out.exact);
+                prompts.extend(rows_of(&out.prompts));
+                delayed.extend(rows_of(&out.delayed));
+            }
+        }
+        let want = |config| {
+            let mut out = CoincidenceBatch::default();
+            sort_coincidences(&config, &lut, whole.singles_ref(), &mut out).unwrap();
+            let mut r = rows_of(&out);
+            r.sort_unstable();
+            r
+        };
+        let want_prompts = want(options.prompt_config(true));
+        let want_delayed = want(options.prompt_config(true).to_delayed(options.delay_ps));
+        prompts.sort_unstable();
+        delayed.sort_unstable();
+        assert!(want_prompts.len() > 1000 && want_delayed.len() > 1000, "{policy:?}: too few pairs to test");
+        assert!(prompts == want_prompts, "{policy:?}: prompts differ ({} vs {})", prompts.len(), want_prompts.len());
+        assert!(delayed == want_delayed, "{policy:?}: delayed differ ({} vs {})", delayed.len(), want_delayed.len());
+    }
+}
+
+/// (t1, t2, channel1, channel2, flags) of every row.
+fn rows_of(b: &scandaq_core::coincidence::CoincidenceBatch) -> Vec<(i64, i64, u32, u32, u16)> {
+    (0..b.len()).map(|i| (b.t1_ps[i], b.t2_ps[i], b.channel1[i], b.channel2[i], b.flags[i])).collect()
 }
