@@ -14,6 +14,7 @@ pub mod hex;
 pub mod hits;
 mod nearly_sorted;
 pub mod run_state;
+pub mod slicing;
 pub mod snapshot;
 pub mod stats;
 mod table_text;
@@ -28,4 +29,8 @@ pub use coincidence::{
 };
 pub use geometry::{Crystal, Geometry};
 pub use hits::{HitBatch, hit_flags};
+pub use slicing::{
+    MissingSlice, Piece, PieceRole, SliceAssembler, SliceError, SliceJob, SliceOutput, SliceSpec,
+    SliceStats, SourceSlicer, process_slice,
+};
 pub use stats::{LossCounts, LossReason};

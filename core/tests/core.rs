@@ -446,6 +446,11 @@ mod clock_fit;
 #[path = "hits/mod.rs"]
 mod hits;
 
+/// Time slices across sources and builders (not part of the coincidence benchmark).
+#[cfg(test)]
+#[path = "slicing/mod.rs"]
+mod slicing;
+
 #[cfg(test)]
 mod tests {
     use super::reference::{self, Pair, Single};

@@ -405,3 +405,5 @@ mod rotation;
 mod run_lifecycle;
 #[path = "singles_positions/mod.rs"]
 mod singles_positions;
+#[path = "time_slices/mod.rs"]
+mod time_slices;

@@ -1,0 +1,35 @@
+//! Time slices: carry calibrated, time-sorted singles from M acquisition sources to N
+//! builders so that every builder produces exactly its share of the single-process
+//! coincidence result (docs/cluster.md, "Time slices and exactness"). Pure: no I/O, no
+//! threads; the transport (Arrow Flight, daq) moves the rows.
+//!
+//! - [`spec`]: [`SliceSpec`] (slice length, builders, lead-in, lead-out) and [`SliceNeeds`],
+//!   derived from the coincidence configuration.
+//! - [`source`]: [`SourceSlicer`], one source's batches cut into [`Piece`]s and end markers.
+//! - [`rows`]: [`SliceRows`] columns and the k-way merge with the single-process tie order.
+//! - [`assemble`]: [`SliceAssembler`], a builder's pieces merged into [`SliceJob`]s;
+//!   [`MissingSlice`] for abandoned ones.
+//! - [`process`]: [`process_slice`] -> [`SliceOutput`] with [`SliceStats`].
+//! - `quiet`, `body_sort`, `group_stage`: the quiet-gap search and the per-stage runs
+//!   `process` uses.
+//! - errors: [`SliceError`] (module [`error`]).
+//!
+//! Imports only `crate::coincidence`'s public API (sorter, grouper, batches, configs).
+
+pub mod assemble;
+mod body_sort;
+pub mod error;
+mod group_stage;
+pub mod process;
+pub mod quiet;
+pub mod rows;
+pub mod source;
+pub mod spec;
+
+pub use assemble::{MissingSlice, SliceAssembler, SliceJob};
+pub use error::SliceError;
+pub use process::{SliceOutput, SliceStats, add_grouping, process_slice};
+pub use quiet::{first_quiet_start, quiet_start};
+pub use rows::{SliceRows, merge_runs};
+pub use source::{Piece, PieceRole, Routing, SourceSlicer};
+pub use spec::{DEFAULT_SLICE_PS, LEAD_IN_QUIET_GAPS, SliceNeeds, SliceSpec};
