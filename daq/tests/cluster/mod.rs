@@ -23,11 +23,7 @@ fn free_port_tcp() -> std::net::SocketAddr {
 fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
     let udp = [free_port_udp(), free_port_udp()];
     let calib = sim_dir().join("calib");
-    std::fs::write(
-        dir.join("acq.toml"),
-        "[run]\nduration = \"120s\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("acq.toml"), "[run]\nduration = \"120s\"\n").unwrap();
     let mut text = format!(
         "slice = \"{slice}\"\nout = \"out\"\n[calibration]\ndir = \"{}\"\n[coincidences]\nwindow_ps = 4000\ndelay_ps = 100000\n[flow]\nreconnect_every = \"200ms\"\ndrain_timeout = \"20s\"\n",
         calib.display()
@@ -213,17 +209,25 @@ fn merged_singles(out: &Path) -> scandaq::process::coinc_stage::SorterInput {
 }
 
 /// (t1, t2, channel1, channel2) of every pair one whole-stream sorter finds in `singles`.
-fn sorted_in_one_process(singles: &scandaq::process::coinc_stage::SorterInput, delay_ps: i64) -> Vec<(i64, i64, u32, u32)> {
+fn sorted_in_one_process(
+    singles: &scandaq::process::coinc_stage::SorterInput,
+    delay_ps: i64,
+) -> Vec<(i64, i64, u32, u32)> {
     let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
-    let lut = scandaq_core::coincidence::CrystalLut::from_geometry(calib.calibration.geometry.as_ref().unwrap());
+    let lut = scandaq_core::coincidence::CrystalLut::from_geometry(
+        calib.calibration.geometry.as_ref().unwrap(),
+    );
     let options = cluster_options();
     let mut config = options.prompt_config(true);
     if delay_ps != 0 {
         config = config.to_delayed(delay_ps);
     }
     let mut out = scandaq_core::coincidence::CoincidenceBatch::default();
-    scandaq_core::coincidence::sort_coincidences(&config, &lut, singles.singles_ref(), &mut out).unwrap();
-    let mut pairs: Vec<_> = (0..out.len()).map(|i| (out.t1_ps[i], out.t2_ps[i], out.channel1[i], out.channel2[i])).collect();
+    scandaq_core::coincidence::sort_coincidences(&config, &lut, singles.singles_ref(), &mut out)
+        .unwrap();
+    let mut pairs: Vec<_> = (0..out.len())
+        .map(|i| (out.t1_ps[i], out.t2_ps[i], out.channel1[i], out.channel2[i]))
+        .collect();
     pairs.sort_unstable();
     pairs
 }
@@ -274,7 +278,11 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
         "the reference has {} prompts only",
         want_prompts.len()
     );
-    eprintln!("prompts: cluster {} reference {}", cluster_prompts.len(), want_prompts.len());
+    eprintln!(
+        "prompts: cluster {} reference {}",
+        cluster_prompts.len(),
+        want_prompts.len()
+    );
     assert_eq!(cluster_prompts.len(), want_prompts.len(), "prompt count");
     assert!(
         cluster_prompts == want_prompts,
@@ -467,12 +475,14 @@ print(json.dumps({"actions": actions, "stats": json.loads(body)}))
     assert_eq!(v["stats"]["slices_written"], 0);
 }
 
-/// In memory: random singles on the bench's crystals (a few MHz, so windows overlap and
-/// multiples are common) split across three sources, cut into 2 us slices for three builders,
-/// equal one whole-stream sorter's pairs for every multiples policy, prompt and delayed.
+/// In memory, through the transport's adapter (`process::cluster::slices`) and the wire
+/// roles: random singles on the bench's crystals (1 G/s, so windows overlap and multiples are
+/// common) split across three sources, cut into 2 us slices for three builders, equal one
+/// whole-stream sorter's pairs for every multiples policy, prompt and delayed.
 #[test]
 fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
-    use scandaq::process::cluster::slices::{SliceAssembler, SliceSpec, SourceSlicer, process_slice};
+    use scandaq::process::cluster::protocol::PieceRole;
+    use scandaq::process::cluster::slices::{Assembler, Slicer, cluster_spec, process};
     use scandaq::process::coinc_stage::SorterInput;
     use scandaq_core::coincidence::{CoincidenceBatch, CrystalLut, Policy, sort_coincidences};
     let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
@@ -487,12 +497,16 @@ fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
         state ^= state << 17;
         state
     };
-    let (mut whole, mut sources) = (SorterInput::default(), (0..3).map(|_| SorterInput::default()).collect::<Vec<_>>());
+    let mut whole = SorterInput::default();
+    let mut sources: Vec<SorterInput> = (0..3).map(|_| SorterInput::default()).collect();
     let mut t = 0i64;
     for _ in 0..200_000 {
-        // Mean 1 ns apart (1 G singles/s over 64 crystals): windows of 4 ns hold multiples.
+        // Mean 1 ns apart: 4 ns windows hold multiples.
         t += 1 + (next() % 2000) as i64;
-        let (c, e) = (channels[(next() % channels.len() as u64) as usize], 300.0 + (next() % 400) as f32);
+        let (c, e) = (
+            channels[(next() % channels.len() as u64) as usize],
+            300.0 + (next() % 400) as f32,
+        );
         for s in [&mut whole, &mut sources[(next() % 3) as usize]] {
             s.t_ps.push(t);
             s.channel.push(c);
@@ -500,6 +514,7 @@ fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
             s.flags.push(0);
         }
     }
+    let names: Vec<String> = (0..3).map(|k| format!("s{k}")).collect();
     for policy in Policy::ALL {
         let options = scandaq::process::coinc_stage::CoincidenceOptions {
             window_ps: 4000,
@@ -507,11 +522,12 @@ fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
             policy,
             ..Default::default()
         };
-        let spec = SliceSpec::new(2_000_000, 3, &options).unwrap();
-        let names: Vec<String> = (0..3).map(|k| format!("s{k}")).collect();
-        let mut assemblers: Vec<SliceAssembler> = (0..3).map(|_| SliceAssembler::new(names.clone())).collect();
+        let spec = cluster_spec(2_000_000, 3, &options).unwrap();
+        let mut assemblers: Vec<Assembler> = (0..3)
+            .map(|b| Assembler::new(spec, b, &names).unwrap())
+            .collect();
         for (k, source) in sources.iter().enumerate() {
-            let mut slicer = SourceSlicer::new(spec);
+            let mut slicer = Slicer::new(spec, k as u32).unwrap();
             // In batches of 10 000 rows, as a node would send them.
             for from in (0..source.len()).step_by(10_000) {
                 let to = (from + 10_000).min(source.len());
@@ -524,25 +540,31 @@ fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
                         energy_kev: source.energy_kev[r.clone()].to_vec(),
                         flags: source.flags[r].to_vec(),
                     };
-                    assemblers[p.builder as usize].add_piece(&names[k], p.slice, rows, 0);
+                    // Through the wire vocabulary and back.
+                    let role = PieceRole::of(p.role).slicing().unwrap();
+                    assemblers[p.builder as usize]
+                        .add_piece(&names[k], p.slice, role, &rows, 0)
+                        .unwrap();
                 }
                 if let Some(through) = through {
-                    assemblers.iter_mut().for_each(|a| a.finished_through(&names[k], through));
+                    assemblers
+                        .iter_mut()
+                        .for_each(|a| a.finished_through(&names[k], through).unwrap());
                 }
             }
-            let last = slicer.finish().unwrap();
-            assemblers.iter_mut().for_each(|a| a.finished_through(&names[k], last));
+            assemblers
+                .iter_mut()
+                .for_each(|a| a.end_of_stream(&names[k]).unwrap());
         }
         let (mut prompts, mut delayed) = (Vec::new(), Vec::new());
         for a in &mut assemblers {
-            let jobs = a.take_ready();
-            assert_eq!(a.pending_slices(), 0);
-            for job in jobs {
-                let out = process_slice(&spec, &options, true, &lut, &job).unwrap();
-                assert!(out.exact);
+            for job in a.take_ready() {
+                let out = process(&job.job, &options, true, &lut).unwrap();
+                assert!(out.exact && job.missing_sources.is_empty());
                 prompts.extend(rows_of(&out.prompts));
                 delayed.extend(rows_of(&out.delayed));
             }
+            assert!(a.all_done());
         }
         let want = |config| {
             let mut out = CoincidenceBatch::default();
@@ -555,13 +577,36 @@ fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
         let want_delayed = want(options.prompt_config(true).to_delayed(options.delay_ps));
         prompts.sort_unstable();
         delayed.sort_unstable();
-        assert!(want_prompts.len() > 1000 && want_delayed.len() > 1000, "{policy:?}: too few pairs to test");
-        assert!(prompts == want_prompts, "{policy:?}: prompts differ ({} vs {})", prompts.len(), want_prompts.len());
-        assert!(delayed == want_delayed, "{policy:?}: delayed differ ({} vs {})", delayed.len(), want_delayed.len());
+        assert!(
+            want_prompts.len() > 1000 && want_delayed.len() > 1000,
+            "{policy:?}: too few pairs to test"
+        );
+        assert!(
+            prompts == want_prompts,
+            "{policy:?}: prompts differ ({} vs {})",
+            prompts.len(),
+            want_prompts.len()
+        );
+        assert!(
+            delayed == want_delayed,
+            "{policy:?}: delayed differ ({} vs {})",
+            delayed.len(),
+            want_delayed.len()
+        );
     }
 }
 
 /// (t1, t2, channel1, channel2, flags) of every row.
 fn rows_of(b: &scandaq_core::coincidence::CoincidenceBatch) -> Vec<(i64, i64, u32, u32, u16)> {
-    (0..b.len()).map(|i| (b.t1_ps[i], b.t2_ps[i], b.channel1[i], b.channel2[i], b.flags[i])).collect()
+    (0..b.len())
+        .map(|i| {
+            (
+                b.t1_ps[i],
+                b.t2_ps[i],
+                b.channel1[i],
+                b.channel2[i],
+                b.flags[i],
+            )
+        })
+        .collect()
 }

@@ -86,6 +86,11 @@ pub fn run_acquisition(
     let settings = SenderSettings {
         run,
         source: name.into(),
+        source_id: cluster
+            .nodes_of(Role::Acquisition)
+            .iter()
+            .position(|(n, _)| n.name == name)
+            .unwrap_or(0) as u32,
         spec: cluster.spec,
         builders: cluster
             .nodes_of(Role::Builder)
@@ -177,7 +182,8 @@ fn report_of(
             .entry("cluster_builder_unreachable".into())
             .or_insert(0) += link.rows_unreachable;
         for (slice, reason) in &link.missing_slices {
-            let (start_ps, end_ps) = cluster.spec.range_ps(*slice);
+            let body = cluster.spec.body_ps(*slice);
+            let (start_ps, end_ps) = (body.start, body.end);
             missing.entry(*slice).or_insert_with(|| MissingSlice {
                 slice: *slice,
                 start_ps,

@@ -12,7 +12,7 @@ use crate::observe::stop::StopFlag;
 use crate::process::calib_load::CalibrationArgs;
 use crate::process::cluster::builder_out::{BuilderManifest, BuilderOutput};
 use crate::process::cluster::protocol::{PieceMeta, PieceRole};
-use crate::process::cluster::slices::{SliceAssembler, SliceJob, process_slice};
+use crate::process::cluster::slices::{Assembler, Job, process};
 use crate::process::coinc_stage::SorterInput;
 use anyhow::{Context, Result, anyhow};
 use scandaq_core::coincidence::CrystalLut;
@@ -107,7 +107,7 @@ pub fn run_builder(
         cluster,
         name,
         lut: &lut,
-        assembler: SliceAssembler::new(sources.clone()),
+        assembler: Assembler::new(cluster.spec, builder_index(cluster, name), &sources)?,
         output: None,
         ended: BTreeSet::new(),
         stats,
@@ -143,6 +143,15 @@ pub fn run_builder(
     result
 }
 
+/// The index of builder `name` among the builders (slice k goes to builder k mod N).
+fn builder_index(cluster: &Cluster, name: &str) -> u32 {
+    cluster
+        .nodes_of(Role::Builder)
+        .iter()
+        .position(|(n, _)| n.name == name)
+        .unwrap_or(0) as u32
+}
+
 /// The crystal map the builders sort with (the cluster's `[calibration]`).
 fn builder_lut(cluster: &Cluster) -> Result<CrystalLut> {
     let cal = cluster.builder_calibration();
@@ -166,7 +175,7 @@ struct Assembly<'a> {
     cluster: &'a Cluster,
     name: &'a str,
     lut: &'a CrystalLut,
-    assembler: SliceAssembler,
+    assembler: Assembler,
     output: Option<BuilderOutput>,
     ended: BTreeSet<String>,
     stats: Arc<Mutex<BuilderStats>>,
@@ -182,7 +191,7 @@ impl Assembly<'_> {
                     "scandaq node {}: source {source} lost (its stream broke)",
                     self.name
                 );
-                self.assembler.source_gone(&source);
+                self.assembler.source_gone(&source)?;
                 if let Ok(mut s) = self.stats.lock() {
                     s.sources_lost.push(source);
                 }
@@ -230,19 +239,24 @@ impl Assembly<'_> {
         }
         match meta.role {
             PieceRole::EndOfStream => {
-                self.assembler.finished_through(&meta.source, meta.slice);
+                self.assembler.end_of_stream(&meta.source)?;
                 self.ended.insert(meta.source.clone());
                 if let Ok(mut s) = self.stats.lock() {
                     s.sources_ended.push(meta.source);
                 }
             }
-            _ => {
-                if n > 0 || meta.dropped_rows > 0 {
-                    self.assembler
-                        .add_piece(&meta.source, meta.slice, rows, meta.dropped_rows);
+            role => {
+                if let Some(role) = role.slicing().filter(|_| n > 0 || meta.dropped_rows > 0) {
+                    self.assembler.add_piece(
+                        &meta.source,
+                        meta.slice,
+                        role,
+                        &rows,
+                        meta.dropped_rows,
+                    )?;
                 }
                 if meta.end_of_slice {
-                    self.assembler.finished_through(&meta.source, meta.slice);
+                    self.assembler.finished_through(&meta.source, meta.slice)?;
                 }
             }
         }
@@ -261,26 +275,35 @@ impl Assembly<'_> {
     }
 
     /// Sorts and writes `job`; `forced` names why it is written incomplete (a stop).
-    fn write(&mut self, job: SliceJob, forced: Option<&str>) -> Result<()> {
+    fn write(&mut self, job: Job, forced: Option<&str>) -> Result<()> {
         let Some(out) = self.output.as_mut() else {
             return Ok(());
         };
-        let result = process_slice(
-            &self.cluster.spec,
+        let quiet = job.missing_sources.is_empty() && job.dropped_rows == 0 && forced.is_none();
+        if job.job.rows.is_empty() && quiet {
+            // An empty slice (no source had singles in it): nothing to write or list.
+            return Ok(());
+        }
+        let result = process(
+            &job.job,
             &self.cluster.file.coincidences,
             self.energy_in_kev,
             self.lut,
-            &job,
         )?;
         let mut missing = 0;
         if let Some(reason) = forced {
-            out.missing(job.slice, reason, vec![], true);
+            out.missing(job.job.slice, reason, vec![], true);
             missing += 1;
         } else if !job.missing_sources.is_empty() {
-            out.missing(job.slice, "source_lost", job.missing_sources.clone(), true);
+            out.missing(
+                job.job.slice,
+                "source_lost",
+                job.missing_sources.clone(),
+                true,
+            );
             missing += 1;
         } else if job.dropped_rows > 0 {
-            out.missing(job.slice, "dropped_rows", vec![], true);
+            out.missing(job.job.slice, "dropped_rows", vec![], true);
             out.loss("cluster_buffer_full", job.dropped_rows);
             missing += 1;
         }
@@ -294,12 +317,13 @@ impl Assembly<'_> {
     }
 
     fn done(&self) -> bool {
-        self.output.is_some() && self.assembler.all_done(&self.ended)
+        self.output.is_some() && self.assembler.all_done()
     }
 
     /// Stops: what waits is written from what arrived and listed missing.
     fn stop(&mut self, reason: &str) -> Result<Option<BuilderManifest>> {
-        for job in self.assembler.abandon_all() {
+        self.assembler.end_all()?;
+        for job in self.assembler.take_ready() {
             self.write(job, Some(reason))?;
         }
         self.commit(false)

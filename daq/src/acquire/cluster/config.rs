@@ -5,9 +5,10 @@
 //! every error names the key.
 
 use crate::acquire::run_config::{self, CalibrationSection, InputSection, RunFile};
-use crate::process::cluster::slices::SliceSpec;
+use crate::process::cluster::slices::cluster_spec;
 use crate::process::coinc_stage::CoincidenceOptions;
 use anyhow::{Context, Result};
+use scandaq_core::slicing::SliceSpec;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -229,7 +230,7 @@ impl ClusterFile {
                     .into(),
             ));
         }
-        let spec = SliceSpec::new(slice.ps.round() as i64, builders as u32, &self.coincidences)
+        let spec = cluster_spec(slice.ps.round() as i64, builders as u32, &self.coincidences)
             .map_err(|e| at(format!("slice: {e:#}")))?;
         let out = base.join(
             self.out

@@ -92,7 +92,8 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
             // Nothing of it is committed: every slice it owned is missing.
             if let Some((first, last)) = range {
                 for slice in (first..=last).filter(|&k| cluster.spec.builder_of(k) == b as u32) {
-                    let (start_ps, end_ps) = cluster.spec.range_ps(slice);
+                    let body = cluster.spec.body_ps(slice);
+                    let (start_ps, end_ps) = (body.start, body.end);
                     join(
                         &mut missing,
                         MissingSlice {

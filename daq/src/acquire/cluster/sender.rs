@@ -8,13 +8,14 @@
 //! again every `reconnect_every` and, once back, resumes at the next slice boundary.
 
 use crate::process::cluster::protocol::{Credit, PieceMeta, PieceRole, SinglesEncoder};
-use crate::process::cluster::slices::{SliceSpec, SourceSlicer};
+use crate::process::cluster::slices::Slicer;
 use crate::process::coinc_stage::SorterInput;
 use anyhow::{Context, Result, anyhow};
 use arrow_flight::FlightData;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use crossbeam_channel::Receiver;
 use futures::SinkExt;
+use scandaq_core::slicing::SliceSpec;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct SenderSettings {
     pub run: u64,
     /// This node's name (the `source` of every piece).
     pub source: String,
+    /// Its index among the acquisition nodes (the slicing library's source id).
+    pub source_id: u32,
     /// Slicing.
     pub spec: SliceSpec,
     /// The builders, by index (slice k goes to builder k mod N).
@@ -246,7 +249,7 @@ fn slice_loop(
     queues: Vec<mpsc::Sender<Outgoing>>,
     counters: SenderCounters,
 ) -> Result<()> {
-    let mut slicer = SourceSlicer::new(settings.spec);
+    let mut slicer = Slicer::new(settings.spec, settings.source_id)?;
     let mut encoder = SinglesEncoder::default();
     let mut marked: Vec<Option<i64>> = vec![None; queues.len()];
     let meta = |slice: i64, role: PieceRole, end_of_slice: bool| PieceMeta {
@@ -270,7 +273,7 @@ fn slice_loop(
             let mut start = piece.rows.start;
             while start < piece.rows.end {
                 let end = (start + settings.batch_rows).min(piece.rows.end);
-                let m = meta(piece.slice, piece.role, false);
+                let m = meta(piece.slice, PieceRole::of(piece.role), false);
                 let data = encoder.piece(&batch, start..end, &m)?;
                 offer(
                     queue,
@@ -306,7 +309,7 @@ fn slice_loop(
             }
         }
     }
-    let last = slicer.finish().unwrap_or(-1);
+    let last = counters.slice_range().map_or(-1, |(_, last)| last);
     for queue in &queues {
         let m = meta(last, PieceRole::EndOfStream, true);
         let out = Outgoing {

@@ -4,9 +4,9 @@
 //! `builder-manifest.json`: counts, losses and the slices that never completed, with their
 //! time ranges.
 
-use crate::process::cluster::slices::{SliceOutput, SliceSpec};
 use anyhow::{Context, Result, anyhow};
 use scandaq_core::coincidence::CoincidenceBatch;
+use scandaq_core::slicing::{SliceOutput, SliceSpec};
 use scandaq_sinks::{FileMetadata, FileRecord, ParquetTableWriter, coincidences};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -186,7 +186,8 @@ impl BuilderOutput {
 
     /// Records `slice` as missing (with `written` saying whether its pairs were written).
     pub fn missing(&mut self, slice: i64, reason: &str, sources: Vec<String>, written: bool) {
-        let (start_ps, end_ps) = self.spec.range_ps(slice);
+        let body = self.spec.body_ps(slice);
+        let (start_ps, end_ps) = (body.start, body.end);
         self.manifest.missing_slices.push(MissingSlice {
             slice,
             start_ps,

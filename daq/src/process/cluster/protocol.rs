@@ -49,6 +49,29 @@ pub enum PieceRole {
     EndOfStream,
 }
 
+impl PieceRole {
+    /// The slicing library's role (None for the end-of-stream marker).
+    pub fn slicing(self) -> Option<scandaq_core::slicing::PieceRole> {
+        use scandaq_core::slicing::PieceRole as R;
+        match self {
+            PieceRole::Body => Some(R::Body),
+            PieceRole::LeadIn => Some(R::LeadIn),
+            PieceRole::LeadOut => Some(R::LeadOut),
+            PieceRole::EndOfStream => None,
+        }
+    }
+
+    /// The wire role of a slicing library role.
+    pub fn of(role: scandaq_core::slicing::PieceRole) -> Self {
+        use scandaq_core::slicing::PieceRole as R;
+        match role {
+            R::Body => PieceRole::Body,
+            R::LeadIn => PieceRole::LeadIn,
+            R::LeadOut => PieceRole::LeadOut,
+        }
+    }
+}
+
 /// The `app_metadata` of one `FlightData` an acquisition node sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

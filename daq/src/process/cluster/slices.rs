@@ -1,458 +1,256 @@
-//! The time-slice adapter: the one place the cluster transport meets the slicing library.
-//! Until `scandaq_core::slicing` lands (another branch), this holds a small implementation of
-//! its interface: [`SliceSpec`] (slice length, builders, lead-out), [`SourceSlicer`] (a
-//! time-sorted singles batch of one source -> pieces + the slices it finished),
-//! [`SliceAssembler`] (a builder's pieces from M sources -> complete slices) and
-//! [`process_slice`] (a slice's singles -> its prompts and delayeds).
+//! The one place the cluster transport meets the slicing library (`scandaq_core::slicing`,
+//! docs/cluster.md "Time slices and exactness"): the spec a cluster's `[coincidences]` needs,
+//! a source's [`Slicer`] (pieces + a watermark of finished slices), a builder's
+//! [`Assembler`] (sources by node name, lost sources and dropped rows remembered per slice)
+//! and [`process`] (one job -> its prompts and delayeds with the run's options).
 //!
-//! Exactness (docs/cluster.md): in multi-window mode every window is independent, so a builder
-//! that keeps the pairs whose opener (`t1_ps`) lies in its slice and also receives the next
-//! `max(window, delay + window)` of singles produces exactly the single-process pairs. Single
-//! window mode and grouping carry state across windows: this adapter flags such slices
-//! inexact (`exact = false`) rather than extending them back to a quiet gap.
+//! Sources are numbered by their order among the cluster file's acquisition nodes (the
+//! library breaks time ties by ascending id, as the single-process merge does by input).
+//! Every source starts at slice 0 ([`FIRST_SLICE`]): detector time starts at 0 for PETsys
+//! boards; rows before it would be counted, not routed.
 
-use crate::process::cluster::protocol::PieceRole;
 use crate::process::coinc_stage::{CoincidenceOptions, SorterInput};
-use anyhow::{Result, anyhow, bail};
-use scandaq_core::coincidence::{
-    CoincidenceBatch, CoincidenceSorter, CoincidenceStats, CrystalLut, WindowMode,
+use anyhow::{Result, anyhow};
+use scandaq_core::coincidence::{CoincidenceConfig, CrystalLut, SinglesRef};
+use scandaq_core::slicing::{
+    Piece, PieceRole, Routing, SliceAssembler, SliceJob, SliceOutput, SliceSpec, SourceSlicer,
+    process_slice,
 };
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
+use std::collections::BTreeMap;
 
-/// How detector time is cut into slices and routed: slice `k` covers
-/// `[k * slice_ps, (k + 1) * slice_ps)` and goes to builder `k mod builders`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SliceSpec {
-    /// Slice length, ps.
-    pub slice_ps: i64,
-    /// Builder nodes.
-    pub builders: u32,
-    /// Singles before a slice sent with it (0 here: multi-window needs none).
-    pub lead_in_ps: i64,
-    /// Singles after a slice sent with it: the partners of pairs opened inside it.
-    pub lead_out_ps: i64,
+/// The first slice of every run.
+pub const FIRST_SLICE: i64 = 0;
+
+/// The prompt and delayed sorter configurations of `options` (the delayed one stands in as a
+/// copy of the prompt's shifted by the default delay when the run writes no delayed table).
+pub fn sorter_configs(
+    options: &CoincidenceOptions,
+    energy_in_kev: bool,
+) -> (CoincidenceConfig, CoincidenceConfig) {
+    let prompt = options.prompt_config(energy_in_kev);
+    let delay = if options.delay_ps != 0 {
+        options.delay_ps
+    } else {
+        scandaq_core::coincidence::DEFAULT_DELAY_PS
+    };
+    let delayed = prompt.to_delayed(delay);
+    (prompt, delayed)
 }
 
-impl SliceSpec {
-    /// The spec for `options` (lead-out = the delayed window's far edge, or the prompt
-    /// window's, plus 1 ps: the windows are closed intervals).
-    pub fn new(slice_ps: i64, builders: u32, options: &CoincidenceOptions) -> Result<Self> {
-        if builders == 0 {
-            bail!("a cluster needs at least one builder node");
-        }
-        let far = if options.delay_ps != 0 {
-            options.delay_ps.saturating_abs() + options.window_ps
-        } else {
-            options.window_ps
-        };
-        let lead_out_ps = far.saturating_add(1);
-        if slice_ps < lead_out_ps.saturating_mul(2) {
-            bail!(
-                "slice = {slice_ps} ps is too short for the coincidence windows (lead-out {lead_out_ps} ps): use at least twice that, e.g. 10ms"
-            );
-        }
+/// The spec for `slice_ps` slices over `builders` builders with the lead-in and lead-out
+/// `options` need (grouping and single-window modes get a lead-in to a quiet gap).
+pub fn cluster_spec(
+    slice_ps: i64,
+    builders: u32,
+    options: &CoincidenceOptions,
+) -> Result<SliceSpec> {
+    let (prompt, delayed) = sorter_configs(options, true);
+    SliceSpec::for_coincidences(
+        slice_ps,
+        builders,
+        &prompt,
+        &delayed,
+        options.grouping.as_ref(),
+    )
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// One source's slicer.
+#[derive(Debug)]
+pub struct Slicer {
+    inner: SourceSlicer,
+    routing: Routing,
+}
+
+impl Slicer {
+    /// The slicer of source `source_id` (its index among the acquisition nodes).
+    pub fn new(spec: SliceSpec, source_id: u32) -> Result<Self> {
         Ok(Self {
-            slice_ps,
-            builders,
-            lead_in_ps: 0,
-            lead_out_ps,
+            inner: SourceSlicer::new(spec, source_id, FIRST_SLICE).map_err(|e| anyhow!("{e}"))?,
+            routing: Routing::default(),
         })
     }
 
-    /// The slice holding time `t_ps`.
-    pub fn slice_of(&self, t_ps: i64) -> i64 {
-        t_ps.div_euclid(self.slice_ps)
-    }
-
-    /// The builder that owns `slice`.
-    pub fn builder_of(&self, slice: i64) -> u32 {
-        slice.rem_euclid(i64::from(self.builders)) as u32
-    }
-
-    /// `[start, end)` of `slice`, ps.
-    pub fn range_ps(&self, slice: i64) -> (i64, i64) {
-        let start = slice.saturating_mul(self.slice_ps);
-        (start, start.saturating_add(self.slice_ps))
-    }
-
-    /// True when the sorter's result on a slice is the single-process result.
-    pub fn exact_for(options: &CoincidenceOptions) -> bool {
-        let mode = options.prompt_config(true).mode;
-        mode == WindowMode::MultiWindow && options.grouping.is_none()
-    }
-}
-
-/// Rows of one source's batch bound for one builder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Piece {
-    /// The slice the rows serve.
-    pub slice: i64,
-    /// Its builder.
-    pub builder: u32,
-    /// Rows of the batch.
-    pub rows: Range<usize>,
-    /// Body or lead-out.
-    pub role: PieceRole,
-}
-
-/// Cuts one source's time-sorted singles into pieces and says which slices it finished.
-#[derive(Debug)]
-pub struct SourceSlicer {
-    spec: SliceSpec,
-    last_t: Option<i64>,
-    finished_through: Option<i64>,
-    first_slice: Option<i64>,
-}
-
-impl SourceSlicer {
-    /// A slicer for `spec`.
-    pub fn new(spec: SliceSpec) -> Self {
-        Self {
-            spec,
-            last_t: None,
-            finished_through: None,
-            first_slice: None,
-        }
-    }
-
-    /// The pieces of `t_ps` (sorted, after every earlier batch) and the last slice this source
-    /// has now finished (None when that did not move).
+    /// The pieces of `t_ps` (sorted, after every earlier batch) and, when it moved, the last
+    /// slice the source has now finished.
     pub fn push(&mut self, t_ps: &[i64]) -> Result<(Vec<Piece>, Option<i64>)> {
-        let (Some(&first), Some(&last)) = (t_ps.first(), t_ps.last()) else {
-            return Ok((vec![], None));
-        };
-        if self.last_t.is_some_and(|l| first < l) || t_ps.windows(2).any(|w| w[1] < w[0]) {
-            bail!("singles out of time order reached the slicer");
-        }
-        self.first_slice.get_or_insert(self.spec.slice_of(first));
-        let mut pieces = Vec::new();
-        let mut at = 0;
-        while at < t_ps.len() {
-            let slice = self.spec.slice_of(t_ps[at]);
-            let (start, end) = self.spec.range_ps(slice);
-            let body_end = at + t_ps[at..].partition_point(|&t| t < end);
-            // Rows near the start of this slice are the lead-out of the one before it.
-            let lead_end =
-                at + t_ps[at..body_end].partition_point(|&t| t < start + self.spec.lead_out_ps);
-            if lead_end > at {
-                pieces.push(self.piece(slice - 1, at..lead_end, PieceRole::LeadOut));
-            }
-            pieces.push(self.piece(slice, at..body_end, PieceRole::Body));
-            at = body_end;
-        }
-        self.last_t = Some(last);
-        // Slice k is finished once a single at or beyond (k + 1) * S + lead-out is seen.
-        let through = self.spec.slice_of(last - self.spec.lead_out_ps) - 1;
-        let moved = self.finished_through.is_none_or(|f| through > f);
-        if moved {
-            self.finished_through = Some(through);
-        }
-        Ok((pieces, moved.then_some(through)))
+        self.inner
+            .push(t_ps, &mut self.routing)
+            .map_err(|e| anyhow!("{e}"))?;
+        let ended = &self.routing.ended;
+        let through = (ended.end > ended.start).then(|| ended.end - 1);
+        Ok((std::mem::take(&mut self.routing.pieces), through))
     }
 
-    /// End of stream: the last slice with data (every slice is finished now).
-    pub fn finish(&mut self) -> Option<i64> {
-        let last = self.spec.slice_of(self.last_t?);
-        self.finished_through = Some(last);
-        Some(last)
-    }
-
-    fn piece(&self, slice: i64, rows: Range<usize>, role: PieceRole) -> Piece {
-        Piece {
-            slice,
-            builder: self.spec.builder_of(slice),
-            rows,
-            role,
-        }
+    /// Singles before the first slice (not routed; a loss the node counts).
+    pub fn rows_before_first(&self) -> u64 {
+        self.inner.rows_before_first()
     }
 }
 
-/// One slice's singles as received, per source.
-#[derive(Debug, Default)]
-pub struct SliceJob {
-    /// The slice.
-    pub slice: i64,
-    /// Body and lead-out rows of every source, in arrival order per source.
-    pub parts: Vec<SorterInput>,
-    /// Singles the sources dropped before sending (the slice is incomplete when > 0).
-    pub dropped_rows: u64,
-    /// Sources that ended (died) before finishing the slice.
-    pub missing_sources: Vec<String>,
-}
-
-/// A builder's assembly of slices from its sources.
+/// A complete slice with what the transport knows of it.
 #[derive(Debug)]
-pub struct SliceAssembler {
-    sources: Vec<String>,
-    finished: BTreeMap<String, i64>,
-    gone: BTreeSet<String>,
-    pending: BTreeMap<i64, SliceJob>,
-    first_slice: BTreeMap<String, i64>,
+pub struct Job {
+    /// The library's job (rows merged in time order).
+    pub job: SliceJob,
+    /// Acquisition nodes that died before finishing the slice.
+    pub missing_sources: Vec<String>,
+    /// Singles the sources said they dropped for it.
+    pub dropped_rows: u64,
 }
 
-impl SliceAssembler {
-    /// An assembler waiting for `sources` (the acquisition nodes' names).
-    pub fn new(sources: Vec<String>) -> Self {
-        Self {
-            sources,
-            finished: BTreeMap::new(),
-            gone: BTreeSet::new(),
-            pending: BTreeMap::new(),
-            first_slice: BTreeMap::new(),
-        }
+/// A builder's assembly of slices from its sources, by node name.
+#[derive(Debug)]
+pub struct Assembler {
+    inner: SliceAssembler,
+    ids: BTreeMap<String, u32>,
+    /// Per source: every slice below this is finished by it.
+    finished_before: BTreeMap<String, i64>,
+    /// Sources that died, with the first slice they had not finished.
+    lost: BTreeMap<String, i64>,
+    ended: Vec<String>,
+    dropped: BTreeMap<i64, u64>,
+}
+
+impl Assembler {
+    /// Builder `builder` of `spec`, expecting `sources` (acquisition node names, in cluster
+    /// file order: their ids).
+    pub fn new(spec: SliceSpec, builder: u32, sources: &[String]) -> Result<Self> {
+        let ids: BTreeMap<String, u32> = sources.iter().cloned().zip(0..).collect();
+        let id_list: Vec<u32> = ids.values().copied().collect();
+        Ok(Self {
+            inner: SliceAssembler::new(spec, builder, &id_list, FIRST_SLICE)
+                .map_err(|e| anyhow!("{e}"))?,
+            finished_before: sources.iter().map(|s| (s.clone(), FIRST_SLICE)).collect(),
+            ids,
+            lost: BTreeMap::new(),
+            ended: Vec::new(),
+            dropped: BTreeMap::new(),
+        })
     }
 
-    /// Rows of `slice` from `source`.
-    pub fn add_piece(&mut self, source: &str, slice: i64, rows: SorterInput, dropped: u64) {
-        self.first_slice.entry(source.to_string()).or_insert(slice);
-        let job = self.pending.entry(slice).or_insert_with(|| SliceJob {
-            slice,
-            ..SliceJob::default()
-        });
-        job.dropped_rows += dropped;
-        if !rows.is_empty() {
-            job.parts.push(rows);
+    fn id(&self, source: &str) -> Result<u32> {
+        self.ids.get(source).copied().ok_or_else(|| {
+            anyhow!("a piece from {source:?}, which is no acquisition node of the cluster file")
+        })
+    }
+
+    /// Rows of `slice` from `source` as `role` (and singles it dropped for the slice).
+    pub fn add_piece(
+        &mut self,
+        source: &str,
+        slice: i64,
+        role: PieceRole,
+        rows: &SorterInput,
+        dropped: u64,
+    ) -> Result<()> {
+        let id = self.id(source)?;
+        if dropped > 0 {
+            *self.dropped.entry(slice).or_insert(0) += dropped;
         }
+        self.inner
+            .push_piece(id, slice, role, rows.singles_ref())
+            .map_err(|e| anyhow!("{source}: {e}"))
     }
 
     /// `source` finished every slice through `slice`.
-    pub fn finished_through(&mut self, source: &str, slice: i64) {
-        let f = self.finished.entry(source.to_string()).or_insert(slice);
-        *f = (*f).max(slice);
+    pub fn finished_through(&mut self, source: &str, slice: i64) -> Result<()> {
+        let id = self.id(source)?;
+        let f = self
+            .finished_before
+            .entry(source.to_string())
+            .or_insert(FIRST_SLICE);
+        *f = (*f).max(slice.saturating_add(1));
+        self.inner.end(id, slice).map_err(|e| anyhow!("{e}"))
     }
 
-    /// `source` is gone (its stream ended without end-of-stream): slices it had not finished
-    /// are completed without it and name it missing.
-    pub fn source_gone(&mut self, source: &str) {
-        self.gone.insert(source.to_string());
+    /// `source` ended its stream cleanly.
+    pub fn end_of_stream(&mut self, source: &str) -> Result<()> {
+        self.finished_through(source, i64::MAX - 1)?;
+        self.ended.push(source.to_string());
+        Ok(())
     }
 
-    /// Slices every live source has finished, in order, taken out of the assembler.
-    pub fn take_ready(&mut self) -> Vec<SliceJob> {
-        let mut ready = Vec::new();
-        while let Some((&slice, _)) = self.pending.first_key_value() {
-            let mut missing = Vec::new();
-            let mut waiting = false;
-            for s in &self.sources {
-                let done = self.finished.get(s).is_some_and(|&f| f >= slice);
-                if done {
-                    continue;
-                }
-                if self.gone.contains(s) {
-                    missing.push(s.clone());
-                } else {
-                    waiting = true;
-                }
-            }
-            if waiting {
-                break;
-            }
-            if let Some(mut job) = self.pending.remove(&slice) {
-                job.missing_sources = missing;
-                ready.push(job);
+    /// `source` is gone: its unfinished slices complete without it and name it missing.
+    pub fn source_gone(&mut self, source: &str) -> Result<()> {
+        let id = self.id(source)?;
+        let from = self
+            .finished_before
+            .get(source)
+            .copied()
+            .unwrap_or(FIRST_SLICE);
+        self.lost.insert(source.to_string(), from);
+        self.inner.end_source(id).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Slices every source has finished (or is gone), in order.
+    pub fn take_ready(&mut self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        while let Some(job) = self.inner.pop_job() {
+            let missing_sources = self
+                .lost
+                .iter()
+                .filter(|(_, from)| job.slice >= **from)
+                .map(|(s, _)| s.clone())
+                .collect();
+            let dropped_rows = self.dropped.remove(&job.slice).unwrap_or(0);
+            jobs.push(Job {
+                job,
+                missing_sources,
+                dropped_rows,
+            });
+        }
+        jobs
+    }
+
+    /// Every source is ended or lost: the rest completes with what arrived (a stop).
+    pub fn end_all(&mut self) -> Result<()> {
+        for (source, id) in self.ids.clone() {
+            if !self.ended.contains(&source) && !self.lost.contains_key(&source) {
+                self.lost
+                    .insert(source.clone(), self.finished_before[&source]);
+                self.inner.end_source(id).map_err(|e| anyhow!("{e}"))?;
             }
         }
-        ready
+        Ok(())
     }
 
-    /// Slices waiting for a source.
+    /// Slices holding rows.
     pub fn pending_slices(&self) -> usize {
-        self.pending.len()
+        self.inner.slices_in_flight()
     }
 
-    /// Singles held in waiting slices.
+    /// Singles held.
     pub fn pending_rows(&self) -> usize {
-        self.pending
-            .values()
-            .flat_map(|j| j.parts.iter())
-            .map(SorterInput::len)
-            .sum()
+        self.inner.rows_held()
     }
 
-    /// True when every source has finished or is gone, and nothing waits.
-    pub fn all_done(&self, ended: &BTreeSet<String>) -> bool {
-        self.sources
-            .iter()
-            .all(|s| ended.contains(s) || self.gone.contains(s))
-            && self.pending.is_empty()
-    }
-
-    /// Takes every waiting slice out, whatever its sources said (the builder stops).
-    pub fn abandon_all(&mut self) -> Vec<SliceJob> {
-        std::mem::take(&mut self.pending).into_values().collect()
+    /// Every source ended or was lost and nothing is held.
+    pub fn all_done(&self) -> bool {
+        self.ids
+            .keys()
+            .all(|s| self.ended.contains(s) || self.lost.contains_key(s))
+            && self.inner.slices_in_flight() == 0
     }
 }
 
-/// What one slice gave.
-#[derive(Debug, Default)]
-pub struct SliceOutput {
-    /// The slice.
-    pub slice: i64,
-    /// Prompt pairs opened inside the slice.
-    pub prompts: CoincidenceBatch,
-    /// Delayed pairs opened inside the slice.
-    pub delayed: CoincidenceBatch,
-    /// Prompt sorter counters over the slice's rows (lead-out included).
-    pub stats: CoincidenceStats,
-    /// The pairs are the single-process pairs (window mode allows it, nothing missing).
-    pub exact: bool,
-}
-
-/// Sorts one slice: the sources' rows merged in time order, the prompt and delayed sorters
-/// run over them, and only the pairs whose first single lies inside the slice kept.
-pub fn process_slice(
-    spec: &SliceSpec,
+/// Sorts one job with `options` (energy window only when energies are keV).
+pub fn process(
+    job: &SliceJob,
     options: &CoincidenceOptions,
     energy_in_kev: bool,
     lut: &CrystalLut,
-    job: &SliceJob,
 ) -> Result<SliceOutput> {
-    let merged = merge_sorted(&job.parts);
-    let (start, end) = spec.range_ps(job.slice);
-    let prompt_cfg = options.prompt_config(energy_in_kev);
-    let mut out = SliceOutput {
-        slice: job.slice,
-        exact: SliceSpec::exact_for(options)
-            && job.dropped_rows == 0
-            && job.missing_sources.is_empty(),
-        ..SliceOutput::default()
-    };
-    let mut sorter = CoincidenceSorter::new(prompt_cfg.clone(), lut)
-        .map_err(|e| anyhow!("coincidences: {e}"))?;
-    let mut all = CoincidenceBatch::default();
-    sorter
-        .push(merged.singles_ref(), &mut all)
+    let (prompt, delayed) = sorter_configs(options, energy_in_kev);
+    let mut out = process_slice(job, &prompt, &delayed, options.grouping.as_ref(), lut)
         .map_err(|e| anyhow!("slice {}: {e}", job.slice))?;
-    sorter.finish(&mut all);
-    out.stats = *sorter.stats();
-    out.prompts = keep_opened_in(all, start, end);
-    if options.delay_ps != 0 {
-        let mut delayed_sorter =
-            CoincidenceSorter::new(prompt_cfg.to_delayed(options.delay_ps), lut)
-                .map_err(|e| anyhow!("coincidences (delayed): {e}"))?;
-        let mut all = CoincidenceBatch::default();
-        delayed_sorter
-            .push(merged.singles_ref(), &mut all)
-            .map_err(|e| anyhow!("slice {} (delayed): {e}", job.slice))?;
-        delayed_sorter.finish(&mut all);
-        out.delayed = keep_opened_in(all, start, end);
+    if options.delay_ps == 0 {
+        out.delayed = Default::default();
     }
     Ok(out)
 }
 
-/// The rows of `batch` whose first single lies in `[start, end)`.
-fn keep_opened_in(batch: CoincidenceBatch, start: i64, end: i64) -> CoincidenceBatch {
-    let mut out = CoincidenceBatch::default();
-    for i in 0..batch.len() {
-        let t = batch.t1_ps[i];
-        if t < start || t >= end {
-            continue;
-        }
-        out.t1_ps.push(batch.t1_ps[i]);
-        out.t2_ps.push(batch.t2_ps[i]);
-        out.channel1.push(batch.channel1[i]);
-        out.channel2.push(batch.channel2[i]);
-        out.energy1_kev.push(batch.energy1_kev[i]);
-        out.energy2_kev.push(batch.energy2_kev[i]);
-        out.tof_ps.push(batch.tof_ps[i]);
-        out.flags.push(batch.flags[i]);
-    }
-    out
-}
-
-/// The rows of `parts` (each sorted) in one time order (stable: equal times keep part order).
-fn merge_sorted(parts: &[SorterInput]) -> SorterInput {
-    let n: usize = parts.iter().map(SorterInput::len).sum();
-    let mut order: Vec<(i64, u32, u32)> = Vec::with_capacity(n);
-    for (p, part) in parts.iter().enumerate() {
-        order.extend(
-            part.t_ps
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| (t, p as u32, i as u32)),
-        );
-    }
-    order.sort_unstable();
-    let mut out = SorterInput {
-        t_ps: Vec::with_capacity(n),
-        channel: Vec::with_capacity(n),
-        energy_kev: Vec::with_capacity(n),
-        flags: Vec::with_capacity(n),
-    };
-    for (t, p, i) in order {
-        let part = &parts[p as usize];
-        let i = i as usize;
-        out.t_ps.push(t);
-        out.channel.push(part.channel[i]);
-        out.energy_kev.push(part.energy_kev[i]);
-        out.flags.push(part.flags[i]);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> SliceSpec {
-        SliceSpec {
-            slice_ps: 100,
-            builders: 2,
-            lead_in_ps: 0,
-            lead_out_ps: 10,
-        }
-    }
-
-    #[test]
-    fn pieces_cover_bodies_and_lead_outs_and_finish_slices_behind_the_lead_out() {
-        let mut s = SourceSlicer::new(spec());
-        let (pieces, through) = s.push(&[5, 50, 99, 100, 104, 150, 205]).unwrap();
-        let want = vec![
-            Piece {
-                slice: 0,
-                builder: 0,
-                rows: 0..3,
-                role: PieceRole::Body,
-            },
-            Piece {
-                slice: 0,
-                builder: 0,
-                rows: 3..5,
-                role: PieceRole::LeadOut,
-            },
-            Piece {
-                slice: 1,
-                builder: 1,
-                rows: 3..6,
-                role: PieceRole::Body,
-            },
-            Piece {
-                slice: 2,
-                builder: 0,
-                rows: 6..7,
-                role: PieceRole::Body,
-            },
-        ];
-        assert_eq!(pieces, want);
-        // 205 - 10 = 195 lies in slice 1: slice 0 is finished, slice 1 not yet.
-        assert_eq!(through, Some(0));
-        assert!(
-            s.push(&[100]).is_err(),
-            "time order is checked across batches"
-        );
-        assert_eq!(s.finish(), Some(2));
-    }
-
-    #[test]
-    fn a_slice_is_ready_once_every_source_finished_it_or_is_gone() {
-        let mut a = SliceAssembler::new(vec!["a".into(), "b".into()]);
-        a.add_piece("a", 4, SorterInput::default(), 0);
-        a.finished_through("a", 4);
-        assert!(a.take_ready().is_empty());
-        a.source_gone("b");
-        let ready = a.take_ready();
-        assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].missing_sources, vec!["b".to_string()]);
-    }
+/// A job's rows as the sorter borrows them (for tests and counts).
+pub fn job_rows(job: &SliceJob) -> SinglesRef<'_> {
+    job.rows.view()
 }
