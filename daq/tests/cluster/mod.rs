@@ -329,7 +329,7 @@ print(json.dumps({r["builder"]: r["n"] for b in rows for r in b.to_pylist()}))
     }
     let tables = out.join("coincidence-tables");
     // Only the prompt tables, partitioned run=R/builder=B (datafusion lists every file).
-    for (b, _) in &m.builders {
+    for b in m.builders.keys() {
         let from = out.join("run=1").join(format!("builder={b}"));
         let to = tables.join("run=1").join(format!("builder={b}"));
         std::fs::create_dir_all(&to).unwrap();

@@ -580,17 +580,12 @@ async fn read_acks(
     acks: Arc<Acks>,
     lost: tokio::sync::watch::Sender<bool>,
 ) {
-    loop {
-        match responses.message().await {
-            Ok(Some(put)) => {
-                if let Ok(credit) = Credit::parse(&put.app_metadata) {
-                    acks.acked
-                        .fetch_max(credit.acked_sequence + 1, Ordering::AcqRel);
-                    acks.credits.store(credit.credits.max(1), Ordering::Release);
-                    acks.notify.notify_one();
-                }
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(put)) = responses.message().await {
+        if let Ok(credit) = Credit::parse(&put.app_metadata) {
+            acks.acked
+                .fetch_max(credit.acked_sequence + 1, Ordering::AcqRel);
+            acks.credits.store(credit.credits.max(1), Ordering::Release);
+            acks.notify.notify_one();
         }
     }
     let _ = lost.send(true);

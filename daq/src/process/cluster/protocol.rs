@@ -215,7 +215,7 @@ pub fn from_record_batch(batch: &RecordBatch) -> Result<SorterInput> {
             batch.schema()
         );
     }
-    fn column<'a, T: 'static>(batch: &'a RecordBatch, k: usize) -> Result<&'a T> {
+    fn column<T: 'static>(batch: &RecordBatch, k: usize) -> Result<&T> {
         batch
             .column(k)
             .as_any()
