@@ -610,3 +610,115 @@ fn rows_of(b: &scandaq_core::coincidence::CoincidenceBatch) -> Vec<(i64, i64, u3
         })
         .collect()
 }
+
+/// A builder that takes nothing: the sender stops at its credits, queues up to its buffer and
+/// then drops and counts; every routed single is either sent or counted (`cluster_buffer_full`),
+/// and up to what credits, the builder's queue and the buffer hold nothing is lost. Then the
+/// builder drains and the end-of-stream still arrives.
+#[test]
+fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
+    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
+    use scandaq::acquire::cluster::service::{Inbound, NodeService};
+    use scandaq::process::cluster::slices::cluster_spec;
+    use scandaq::process::coinc_stage::{CoincidenceOptions, SorterInput};
+    const ROWS: usize = 1000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = free_port_tcp();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(4);
+    let service = NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, 2);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(service.serve(addr, async {
+        let _ = stop_rx.await;
+    }));
+    wait_for("the builder service", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let spec = cluster_spec(3_600_000_000_000_000, 1, &CoincidenceOptions::default()).unwrap();
+    let settings = SenderSettings {
+        run: 1,
+        source: "acq-a".into(),
+        source_id: 0,
+        spec,
+        builders: vec![("b0".into(), addr)],
+        credits: 2,
+        buffer_batches: 3,
+        batch_rows: ROWS,
+        reconnect_every: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        energy_in_kev: true,
+    };
+    let mut sender = Sender::start(settings, runtime.handle().clone()).unwrap();
+    let tap = sender.tap.take().unwrap();
+    let counters = sender.counters.clone();
+    let batch = |b: usize| SorterInput {
+        t_ps: (0..ROWS as i64)
+            .map(|i| (b * ROWS) as i64 * 1000 + i * 1000)
+            .collect(),
+        channel: vec![1; ROWS],
+        energy_kev: vec![511.0; ROWS],
+        flags: vec![0; ROWS],
+    };
+    // Nothing is taken: credits (2), the service's queue (4) and the buffer (3) fill up.
+    let mut b = 0;
+    wait_for(
+        "the sender to stall on credits",
+        Duration::from_secs(60),
+        || {
+            tap.send(batch(b)).unwrap();
+            b += 1;
+            counters.reports()[0].rows_buffer_full > 0
+        },
+    );
+    let stalled = counters.reports()[0].clone();
+    assert!(
+        stalled.batches_sent <= 2 + 4 + 1 + 1,
+        "sent {} while the builder took nothing",
+        stalled.batches_sent
+    );
+    // 50 more batches into the stalled link: all dropped and counted.
+    for k in 0..50 {
+        tap.send(batch(b + k)).unwrap();
+    }
+    b += 50;
+    // The builder drains now; the sender ends.
+    let taken = std::thread::spawn(move || {
+        let mut rows = 0;
+        let mut ended = false;
+        while let Some(i) = rx.blocking_recv() {
+            if let Inbound::Piece { meta, rows: r } = i {
+                rows += r.len() as u64;
+                ended |= meta.role == scandaq::process::cluster::protocol::PieceRole::EndOfStream;
+                if ended {
+                    break;
+                }
+            }
+        }
+        (rows, ended)
+    });
+    drop(tap);
+    let links = sender.finish().unwrap();
+    let (rows_taken, ended) = taken.join().unwrap();
+    let l = &links[0];
+    assert!(ended, "the end of stream arrived");
+    assert_eq!((l.rows_unreachable, l.queued), (0, 0));
+    // What got through is what credits (2), the service's queue (4 + 1 being handed over),
+    // the buffer (3) and the tap (8, sliced after the builder woke) can hold: the rest dropped.
+    assert!(l.rows_sent <= (2 + 5 + 3 + 8) * ROWS as u64, "{l:?}");
+    assert!(l.rows_buffer_full >= (b as u64 - 18) * ROWS as u64, "{l:?}");
+    assert_eq!(
+        l.rows_sent + l.rows_buffer_full,
+        (b * ROWS) as u64,
+        "every routed single is sent or counted"
+    );
+    assert_eq!(rows_taken, l.rows_sent, "the builder got every single sent");
+    assert_eq!(
+        l.missing_slices,
+        vec![(0, "cluster_buffer_full".to_string())]
+    );
+    let _ = stop.send(());
+    let _ = runtime.block_on(server);
+}

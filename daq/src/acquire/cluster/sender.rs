@@ -310,7 +310,7 @@ fn slice_loop(
         }
     }
     let last = counters.slice_range().map_or(-1, |(_, last)| last);
-    for queue in &queues {
+    for (queue, link) in queues.iter().zip(&counters.links) {
         let m = meta(last, PieceRole::EndOfStream, true);
         let out = Outgoing {
             data: encoder.marker(&m)?,
@@ -318,7 +318,9 @@ fn slice_loop(
             rows: 0,
         };
         // The link drains its queue whatever the builder does (sends, or counts it lost).
-        let _ = queue.blocking_send(out);
+        if queue.blocking_send(out).is_ok() {
+            link.2.queued.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Ok(())
 }
