@@ -124,9 +124,14 @@ pub fn run_acquisition(
     let summary = run_live(&validated.live, &calibration, handles);
     let links = sender.finish();
     let _ = shutdown.send(());
-    let _ = runtime.block_on(server);
+    let served = runtime.block_on(server);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let summary = summary?;
+    if let Ok(Err(e)) = served {
+        eprintln!(
+            "scandaq node {name}: the Flight stats server on {addr} failed: {e:?} (is the address in use?)"
+        );
+    }
     let links = links?;
     let mut report = report_of(cluster, name, run, &summary, links);
     report.slice_range = counters.slice_range();

@@ -138,9 +138,14 @@ pub fn run_builder(
         }
     };
     let _ = shutdown.send(());
-    let _ = runtime.block_on(server);
+    let served = runtime.block_on(server);
     runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+    match served {
+        Ok(Err(e)) => Err(anyhow!(
+            "node {name}: the Flight server on {addr} failed: {e:?} (is the address in use?)"
+        )),
+        _ => result,
+    }
 }
 
 /// The index of builder `name` among the builders (slice k goes to builder k mod N).

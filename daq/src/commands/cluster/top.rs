@@ -22,7 +22,15 @@ pub fn run(cluster_file: &Path, once: bool) -> Result<ExitCode> {
             let stats = runtime.block_on(async {
                 tokio::time::timeout(Duration::from_secs(2), fetch_stats(*addr)).await
             });
-            rows.push(row(&node.name, *addr, stats.ok().and_then(Result::ok)));
+            let stats = match stats {
+                Ok(Ok(v)) => Some(v),
+                Ok(Err(e)) => {
+                    eprintln!("{}: {e:#}", node.name);
+                    None
+                }
+                Err(_) => None,
+            };
+            rows.push(row(&node.name, *addr, stats));
         }
         if !once {
             print!("\x1b[2J\x1b[H");
@@ -69,7 +77,7 @@ fn row(name: &str, addr: std::net::SocketAddr, stats: Option<Value>) -> [String;
             "acquisition".into(),
             addr.to_string(),
             s["live"]["state"].as_str().unwrap_or("?").into(),
-            n(&s["live"]["singles_written"]).to_string(),
+            n(&s["live"]["singles"]).to_string(),
             sum("rows_sent").to_string(),
             (sum("rows_buffer_full") + sum("rows_unreachable")).to_string(),
             format!(
