@@ -1,8 +1,9 @@
 //! scandaq-core: the vocabulary every scandaq crate shares.
 //!
 //! Hit batches (struct-of-arrays), PETsys channel identifiers, scanner geometry, calibration
-//! tables with their text formats, clock/unwrap helpers and named loss counters. No I/O, no
-//! threads: parsers take `&str` and formatters return `String`, the caller owns the files.
+//! tables with their text formats, clock/unwrap helpers and named loss counters, the
+//! coincidence library and its time slices for a cluster ([`slicing`]). No I/O, no threads:
+//! parsers take `&str` and formatters return `String`, the caller owns the files.
 
 pub mod calib;
 pub mod channel;

@@ -4,8 +4,8 @@
 //! is [`abandon`](SliceAssembler::abandon)ed and reported as a [`MissingSlice`].
 
 use super::error::SliceError;
+use super::role::PieceRole;
 use super::rows::{SliceRows, merge_runs};
-use super::source::PieceRole;
 use super::spec::SliceSpec;
 use crate::coincidence::SinglesRef;
 use std::collections::BTreeMap;
@@ -167,7 +167,7 @@ impl SliceAssembler {
             return Err(SliceError::PieceAfterEnd { source_id, slice });
         }
         rows.check_lengths()?;
-        let range = role.range_ps(&self.spec, slice);
+        let range = self.spec.role_ps(slice, role);
         let flight = self.in_flight.get(&slice);
         let prev = flight
             .and_then(|f| f.per_source[src].t_ps.last().copied())

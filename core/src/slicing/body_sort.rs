@@ -11,12 +11,22 @@ use crate::coincidence::{
 };
 use std::ops::Range;
 
-/// Pairs and counters of one sorter for one slice.
+/// Pairs and counters of one sorter for one slice (the default: no sorter, nothing, exact).
 pub(crate) struct BodySort {
     pub pairs: CoincidenceBatch,
     pub stats: CoincidenceStats,
     /// False when a single-window sorter found no quiet start in the lead-in.
     pub exact: bool,
+}
+
+impl Default for BodySort {
+    fn default() -> Self {
+        Self {
+            pairs: CoincidenceBatch::default(),
+            stats: CoincidenceStats::default(),
+            exact: true,
+        }
+    }
 }
 
 /// Sorts `input` (time ordered: lead-in, body, lead-out of slice `slice`) with `cfg`.

@@ -1,6 +1,7 @@
 //! [`SliceError`]: what went wrong while routing, assembling or processing a time slice, with
 //! the field, row, source or slice it concerns and how to fix it.
 
+use super::role::PieceRole;
 use crate::coincidence::CoincidenceError;
 
 /// Errors of the time-slice routing library.
@@ -80,7 +81,7 @@ pub enum SliceError {
         /// The slice.
         slice: i64,
         /// The piece's role.
-        role: super::PieceRole,
+        role: PieceRole,
         /// Row in the piece.
         row: usize,
         /// Its time.

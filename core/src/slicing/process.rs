@@ -3,7 +3,7 @@
 //! the body's counters and whether the result is exact ([`SliceStats`]).
 
 use super::assemble::SliceJob;
-use super::body_sort::sort_body;
+use super::body_sort::{BodySort, sort_body};
 use super::error::SliceError;
 use super::group_stage::group_slice;
 use super::quiet::first_quiet_start;
@@ -104,7 +104,21 @@ pub fn process_slice(
     grouping: Option<&GroupingConfig>,
     lut: &CrystalLut,
 ) -> Result<SliceOutput, SliceError> {
-    let needs = SliceNeeds::of(prompt, delayed, grouping)?;
+    process_slice_with(job, Some(prompt), Some(delayed), grouping, lut)
+}
+
+/// [`process_slice`] with either sorter optional (a run without a delayed table, say): a
+/// sorter that is `None` gives no pairs and zero counters, and is not part of the lead-out
+/// and quiet-gap needs.
+pub fn process_slice_with(
+    job: &SliceJob,
+    prompt: Option<&CoincidenceConfig>,
+    delayed: Option<&CoincidenceConfig>,
+    grouping: Option<&GroupingConfig>,
+    lut: &CrystalLut,
+) -> Result<SliceOutput, SliceError> {
+    let sorters: Vec<&CoincidenceConfig> = prompt.into_iter().chain(delayed).collect();
+    let needs = SliceNeeds::of_sorters(&sorters, grouping)?;
     job.spec.check_covers(&needs)?;
     let hits = job.rows.view();
     hits.check_lengths()?;
@@ -114,24 +128,27 @@ pub fn process_slice(
         .start
         .saturating_sub(job.spec.lead_in_ps)
         .saturating_sub(1);
+    // The body's rows, from the times (not trusting `job.body`, a public field).
+    let body = hits.t_ps.partition_point(|&t| t < body_ps.start)
+        ..hits.t_ps.partition_point(|&t| t < body_ps.end);
     let n = hits.len() as u64;
     let mut stats = SliceStats {
         slices: 1,
-        rows_lead_in: job.body.start as u64,
-        rows_body: job.body.len() as u64,
-        rows_lead_out: n - job.body.end as u64,
+        rows_lead_in: body.start as u64,
+        rows_body: body.len() as u64,
+        rows_lead_out: n - body.end as u64,
         ..SliceStats::default()
     };
     let photons: PhotonBatch;
     let (input, input_before_ps) = match grouping {
         Some(g) => {
-            let quiet = first_quiet_start(hits.t_ps, job.body.start, before_ps, g.window_ps);
+            let quiet = first_quiet_start(hits.t_ps, body.start, before_ps, g.window_ps);
             let (start, found) = match quiet {
                 Some(p) => (p, true),
                 None => (0, false),
             };
             stats.inexact_grouping = u64::from(!found);
-            let (p, gstats) = group_slice(g, lut, hits, start, job.body.clone(), body_ps.clone())?;
+            let (p, gstats) = group_slice(g, lut, hits, start, body.clone(), body_ps.clone())?;
             stats.grouping = gstats;
             photons = p;
             let before = if start == 0 {
@@ -143,15 +160,12 @@ pub fn process_slice(
         }
         None => (hits, before_ps),
     };
-    let p = sort_body(
-        prompt,
-        lut,
-        input,
-        body_ps.clone(),
-        input_before_ps,
-        job.slice,
-    )?;
-    let d = sort_body(delayed, lut, input, body_ps, input_before_ps, job.slice)?;
+    let run = |cfg: Option<&CoincidenceConfig>| match cfg {
+        Some(c) => sort_body(c, lut, input, body_ps.clone(), input_before_ps, job.slice),
+        None => Ok(BodySort::default()),
+    };
+    let p = run(prompt)?;
+    let d = run(delayed)?;
     stats.inexact_prompt = u64::from(!p.exact);
     stats.inexact_delayed = u64::from(!d.exact);
     stats.prompt = p.stats;

@@ -4,49 +4,9 @@
 //! moves the rows.
 
 use super::error::SliceError;
+use super::role::PieceRole;
 use super::spec::SliceSpec;
-use std::fmt;
 use std::ops::Range;
-
-/// What a piece's rows are to its slice.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum PieceRole {
-    /// Rows of `[start - lead_in_ps, start)`: the previous slice's tail, duplicated.
-    LeadIn,
-    /// Rows of `[start, end)`: the slice itself.
-    Body,
-    /// Rows of `[end, end + lead_out_ps)`: the next slice's head, duplicated.
-    LeadOut,
-}
-
-impl PieceRole {
-    /// The snake_case name (`lead_in`, `body`, `lead_out`).
-    pub fn name(self) -> &'static str {
-        match self {
-            PieceRole::LeadIn => "lead_in",
-            PieceRole::Body => "body",
-            PieceRole::LeadOut => "lead_out",
-        }
-    }
-
-    /// The time range of this role in `slice` under `spec`.
-    pub fn range_ps(self, spec: &SliceSpec, slice: i64) -> Range<i64> {
-        match self {
-            PieceRole::LeadIn => spec.lead_in_ps_range(slice),
-            PieceRole::Body => spec.body_ps(slice),
-            PieceRole::LeadOut => spec.lead_out_ps_range(slice),
-        }
-    }
-}
-
-impl fmt::Display for PieceRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Rows `rows` of the batch just pushed go to `slice` (on `builder`) as its `role`.
 #[derive(Clone, Debug, PartialEq, Eq)]

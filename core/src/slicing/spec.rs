@@ -3,6 +3,7 @@
 //! ([`SliceSpec::for_coincidences`], [`SliceNeeds`]).
 
 use super::error::SliceError;
+use super::role::PieceRole;
 use crate::coincidence::{CoincidenceConfig, GroupingConfig, WindowMode};
 use std::ops::Range;
 
@@ -52,16 +53,26 @@ impl SliceNeeds {
         delayed: &CoincidenceConfig,
         grouping: Option<&GroupingConfig>,
     ) -> Result<Self, SliceError> {
-        prompt.validate()?;
-        delayed.validate()?;
+        Self::of_sorters(&[prompt, delayed], grouping)
+    }
+
+    /// The needs of any set of `sorters` (e.g. a prompt sorter alone) and optional
+    /// `grouping` (all validated here).
+    pub fn of_sorters(
+        sorters: &[&CoincidenceConfig],
+        grouping: Option<&GroupingConfig>,
+    ) -> Result<Self, SliceError> {
+        for c in sorters {
+            c.validate()?;
+        }
         if let Some(g) = grouping {
             g.validate()?;
         }
         let group_ps = grouping.map_or(0, |g| g.window_ps);
-        let span = prompt.span_ps().max(delayed.span_ps());
+        let span = sorters.iter().map(|c| c.span_ps()).max().unwrap_or(0);
         let mut quiet = group_ps;
         let mut stateful = grouping.is_some();
-        for c in [prompt, delayed] {
+        for c in sorters {
             if c.mode != WindowMode::MultiWindow {
                 quiet = quiet.max(c.span_ps());
                 stateful = true;
@@ -92,7 +103,16 @@ impl SliceSpec {
         delayed: &CoincidenceConfig,
         grouping: Option<&GroupingConfig>,
     ) -> Result<Self, SliceError> {
-        let needs = SliceNeeds::of(prompt, delayed, grouping)?;
+        Self::for_needs(
+            slice_ps,
+            builders,
+            &SliceNeeds::of(prompt, delayed, grouping)?,
+        )
+    }
+
+    /// A spec of `slice_ps` slices over `builders` builders with the lead-out `needs` asks for
+    /// and a lead-in of [`LEAD_IN_QUIET_GAPS`] quiet gaps.
+    pub fn for_needs(slice_ps: i64, builders: u32, needs: &SliceNeeds) -> Result<Self, SliceError> {
         let spec = Self {
             slice_ps,
             builders,
@@ -183,5 +203,14 @@ impl SliceSpec {
     pub fn lead_out_ps_range(&self, slice: i64) -> Range<i64> {
         let b = self.body_ps(slice);
         b.end..b.end.saturating_add(self.lead_out_ps)
+    }
+
+    /// The time range of `role` in `slice`.
+    pub fn role_ps(&self, slice: i64, role: PieceRole) -> Range<i64> {
+        match role {
+            PieceRole::LeadIn => self.lead_in_ps_range(slice),
+            PieceRole::Body => self.body_ps(slice),
+            PieceRole::LeadOut => self.lead_out_ps_range(slice),
+        }
     }
 }

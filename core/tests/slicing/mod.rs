@@ -798,6 +798,19 @@ fn errors_name_the_row_the_field_and_the_fix() {
         SliceSpec::for_coincidences(1000, 1, &bad, &delayed, None),
         Err(SliceError::Config(_))
     ));
+    // A hand-made job with rows out of order and a wrong body range: an error, no panic.
+    let mut job = SliceJob::from_rows(derived, 0, SliceRows::default().view());
+    job.rows = SliceRows {
+        t_ps: vec![500, 100, 900],
+        channel: vec![0, 256, 0],
+        energy_kev: vec![511.0; 3],
+        flags: vec![0; 3],
+    };
+    job.body = 7..99;
+    for g in [None, Some(&g)] {
+        let e = process_slice(&job, &prompt, &single, g, &lut).unwrap_err();
+        assert!(e.to_string().contains("not in time order"), "{e}");
+    }
 }
 
 /// The assembler: ties merge by ascending source id; a piece for another builder, an
@@ -949,4 +962,151 @@ fn window_edges_at_slice_boundaries_equal_the_single_process() {
             }
         }
     }
+}
+
+/// A quiet source (no rows for a while) ends its slices through `advance`, so the builders
+/// need not wait for its next row; rows before the first slice are counted, and those inside
+/// its lead-in still reach it as lead-in.
+#[test]
+fn a_quiet_source_advances_and_early_rows_are_counted() {
+    let spec = SliceSpec {
+        slice_ps: 1000,
+        builders: 2,
+        lead_in_ps: 300,
+        lead_out_ps: 200,
+    };
+    let mut busy = SourceSlicer::new(spec, 1, 0).unwrap();
+    let mut quiet = SourceSlicer::new(spec, 2, 0).unwrap();
+    let mut asm = SliceAssembler::new(spec, 0, &[1, 2], 0).unwrap();
+    let mut r = Routing::default();
+    // Source 2 sends two rows before slice 0 (one inside slice 0's lead-in), then nothing.
+    quiet.push(&[-500, -100], &mut r).unwrap();
+    assert_eq!(quiet.rows_before_first(), 2);
+    assert_eq!(
+        r.pieces,
+        [Piece {
+            slice: 0,
+            builder: 0,
+            rows: 1..2,
+            role: PieceRole::LeadIn
+        }]
+    );
+    fn cols(t: &[i64]) -> SinglesRef<'_> {
+        SinglesRef {
+            t_ps: t,
+            channel: &[0, 0, 0][..t.len()],
+            energy_kev: &[1.0, 1.0, 1.0][..t.len()],
+            flags: &[0, 0, 0][..t.len()],
+        }
+    }
+    asm.push_piece(2, 0, PieceRole::LeadIn, cols(&[-100]))
+        .unwrap();
+    let t = [100, 2500, 4300];
+    busy.push(&t, &mut r).unwrap();
+    for p in r.pieces.iter().filter(|p| p.builder == 0) {
+        asm.push_piece(1, p.slice, p.role, cols(&t[p.rows.clone()]))
+            .unwrap();
+    }
+    // Source 1 ended slices 0..=3 (4300 >= 4 * 1000 + 200, slice 3's lead-out end); source
+    // 2 nothing yet.
+    assert_eq!(r.ended, 0..4);
+    asm.end(1, r.ended.end - 1).unwrap();
+    assert!(asm.pop_job().is_none(), "source 2 has not ended slice 0");
+    // Its time moves on without rows: 2199 ends slice 0 only, 3200 ends 0..=2.
+    assert_eq!(quiet.advance(2199), 0..1);
+    assert_eq!(quiet.advance(100), 1..1, "an earlier time changes nothing");
+    assert_eq!(quiet.advance(3200), 1..3);
+    asm.end(2, 2).unwrap();
+    let job = asm.pop_job().unwrap();
+    assert_eq!(
+        (job.slice, job.rows.t_ps.clone(), job.body),
+        (0, vec![-100, 100], 1..2)
+    );
+    let job = asm.pop_job().unwrap();
+    assert_eq!((job.slice, job.rows.len()), (2, 1), "2500: slice 2's body");
+    assert!(asm.pop_job().is_none());
+    // After advance, a row before the advanced time is out of order.
+    assert!(matches!(
+        quiet.push(&[3100], &mut r),
+        Err(SliceError::NotTimeOrdered {
+            row: 0,
+            previous_ps: 3200,
+            ..
+        })
+    ));
+}
+
+/// `SliceJob::from_rows` cuts one stream into the same jobs the assemblers build: processed
+/// slice by slice, the single process's output comes back (the single-machine use of slices).
+#[test]
+fn jobs_from_one_stream_give_the_single_process_output() {
+    let a = Activity {
+        seed: 21,
+        events: 600,
+        mean_gap_ps: 30_000,
+        idle_per_mille: 30,
+        quantum_ps: 1,
+        t0_ps: 0,
+    };
+    let hits = simulate(&a);
+    let lut = CrystalLut::from_geometry(&scanner());
+    let s = setup(
+        Policy::TakeWinnerIfIsGood,
+        WindowMode::SingleWindow,
+        Some(grouping_with_cuts()),
+    );
+    let w = whole(&hits, 1, &IDS[..1], &s, &lut);
+    let stream = rows(&hits.iter().collect::<Vec<_>>());
+    let spec = SliceSpec::for_coincidences(200_000, 1, &s.prompt, &s.delayed, s.grouping.as_ref())
+        .unwrap();
+    let last = spec.slice_of(*stream.t_ps.last().unwrap());
+    let (mut prompts, mut delayed) = (CoincidenceBatch::default(), CoincidenceBatch::default());
+    for k in 0..=last {
+        let job = SliceJob::from_rows(spec, k, stream.view());
+        let o = process_slice(&job, &s.prompt, &s.delayed, s.grouping.as_ref(), &lut).unwrap();
+        assert!(o.exact, "slice {k}");
+        prompts.append(&o.prompts);
+        delayed.append(&o.delayed);
+    }
+    assert!(!prompts.is_empty());
+    assert_eq!((prompts, delayed), (w.prompts, w.delayed));
+}
+
+/// Without a delayed sorter (`process_slice_with`), the lead-out is the prompt's alone and the
+/// prompts are the single process's; the delayed output is empty with zero counters.
+#[test]
+fn a_slice_without_a_delayed_sorter_needs_only_the_prompt_lead_out() {
+    let a = Activity {
+        seed: 5,
+        events: 400,
+        mean_gap_ps: 20_000,
+        idle_per_mille: 30,
+        quantum_ps: 250,
+        t0_ps: 0,
+    };
+    let hits = simulate(&a);
+    let lut = CrystalLut::from_geometry(&scanner());
+    let s = setup(Policy::TakeAllGoods, WindowMode::SingleWindowGate10, None);
+    let w = whole(&hits, 1, &IDS[..1], &s, &lut);
+    let needs = SliceNeeds::of_sorters(&[&s.prompt], None).unwrap();
+    assert_eq!((needs.lead_out_ps, needs.quiet_gap_ps), (4_000, 4_000));
+    let spec = SliceSpec::for_needs(30_000, 1, &needs).unwrap();
+    let stream = rows(&hits.iter().collect::<Vec<_>>());
+    let mut prompts = CoincidenceBatch::default();
+    let mut stats = SliceStats::default();
+    for k in 0..=spec.slice_of(*stream.t_ps.last().unwrap()) {
+        let job = SliceJob::from_rows(spec, k, stream.view());
+        let o = process_slice_with(&job, Some(&s.prompt), None, None, &lut).unwrap();
+        assert!(o.exact && o.delayed.is_empty(), "slice {k}");
+        prompts.append(&o.prompts);
+        stats.add(&o.stats);
+    }
+    assert_eq!(prompts, w.prompts);
+    assert_eq!(
+        (stats.prompt, stats.delayed),
+        (w.prompt_stats, CoincidenceStats::default())
+    );
+    // process_slice still asks for the delayed lead-out.
+    let job = SliceJob::from_rows(spec, 0, stream.view());
+    assert!(process_slice(&job, &s.prompt, &s.delayed, None, &lut).is_err());
 }

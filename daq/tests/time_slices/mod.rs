@@ -16,8 +16,8 @@ use scandaq_core::slicing::{
     process_slice,
 };
 
-/// The in-memory cluster: `sources` (ids ascending, rows time ordered) in batches of 4096
-/// rows, round robin, to `builders` assemblers; every job processed when ready.
+/// The in-memory cluster: `sources` (ids ascending, rows time ordered) in batches of 64
+/// rows, earliest source first, to `builders` assemblers; every job processed when ready.
 fn run_cluster(
     sources: &[(u32, SliceRows)],
     spec: SliceSpec,
@@ -42,30 +42,31 @@ fn run_cluster(
     let mut routing = Routing::default();
     let mut outs = Vec::new();
     let mut max_in_flight = 0;
-    while finished.iter().any(|f| !f) {
-        for (k, (id, rows)) in sources.iter().enumerate() {
-            if finished[k] {
-                continue;
+    // As in real time: the source whose next row is earliest delivers its next batch.
+    let next_t = |k: usize, pos: &[usize]| sources[k].1.t_ps.get(pos[k]).copied();
+    while let Some(k) = (0..sources.len())
+        .filter(|&k| !finished[k])
+        .min_by_key(|&k| next_t(k, &pos).unwrap_or(i64::MIN))
+    {
+        let (id, rows) = &sources[k];
+        let ended = if pos[k] == rows.len() {
+            finished[k] = true;
+            slicers[k].finish()
+        } else {
+            let end = (pos[k] + 64).min(rows.len());
+            let batch = rows.view().slice(pos[k]..end);
+            slicers[k].push(batch.t_ps, &mut routing).unwrap();
+            for p in &routing.pieces {
+                asm[p.builder as usize]
+                    .push_piece(*id, p.slice, p.role, batch.slice(p.rows.clone()))
+                    .unwrap();
             }
-            let ended = if pos[k] == rows.len() {
-                finished[k] = true;
-                slicers[k].finish()
-            } else {
-                let end = (pos[k] + 4096).min(rows.len());
-                let batch = rows.view().slice(pos[k]..end);
-                slicers[k].push(batch.t_ps, &mut routing).unwrap();
-                for p in &routing.pieces {
-                    asm[p.builder as usize]
-                        .push_piece(*id, p.slice, p.role, batch.slice(p.rows.clone()))
-                        .unwrap();
-                }
-                pos[k] = end;
-                routing.ended.clone()
-            };
-            if !ended.is_empty() {
-                for a in &mut asm {
-                    a.end(*id, ended.end - 1).unwrap();
-                }
+            pos[k] = end;
+            routing.ended.clone()
+        };
+        if !ended.is_empty() {
+            for a in &mut asm {
+                a.end(*id, ended.end - 1).unwrap();
             }
         }
         for a in &mut asm {
@@ -235,14 +236,14 @@ fn pick(s: &SliceRows, rows: impl Iterator<Item = usize>) -> SliceRows {
     out
 }
 
-/// `sources` through 3 builders in 1 ms slices: the concatenated prompts and delayed and the
+/// `sources` through 3 builders in 5 µs slices (a million slice edges in the 5 s run): the concatenated prompts and delayed and the
 /// summed counters (every slice exact: 1 M singles/s leaves quiet gaps).
 fn sliced(
     sources: &[(u32, SliceRows)],
     cfg: (&CoincidenceConfig, &CoincidenceConfig, &GroupingConfig),
     lut: &CrystalLut,
 ) -> (CoincidenceBatch, CoincidenceBatch, SliceStats) {
-    let spec = SliceSpec::for_coincidences(1_000_000_000, 3, cfg.0, cfg.1, Some(cfg.2)).unwrap();
+    let spec = SliceSpec::for_coincidences(5_000_000, 3, cfg.0, cfg.1, Some(cfg.2)).unwrap();
     let outs = run_cluster(sources, spec, cfg, lut);
     let mut sum = SliceStats::default();
     let (mut prompts, mut delays) = (CoincidenceBatch::default(), CoincidenceBatch::default());
