@@ -13,27 +13,22 @@ use crate::process::coinc_stage::{CoincidenceOptions, SorterInput};
 use anyhow::{Result, anyhow};
 use scandaq_core::coincidence::{CoincidenceConfig, CrystalLut, SinglesRef};
 use scandaq_core::slicing::{
-    Piece, PieceRole, Routing, SliceAssembler, SliceJob, SliceOutput, SliceSpec, SourceSlicer,
-    process_slice,
+    Piece, PieceRole, Routing, SliceAssembler, SliceJob, SliceNeeds, SliceOutput, SliceSpec,
+    SourceSlicer, process_slice_with,
 };
 use std::collections::BTreeMap;
 
 /// The first slice of every run.
 pub const FIRST_SLICE: i64 = 0;
 
-/// The prompt and delayed sorter configurations of `options` (the delayed one stands in as a
-/// copy of the prompt's shifted by the default delay when the run writes no delayed table).
+/// The prompt sorter's configuration of `options`, and the delayed one's when the run writes
+/// a delayed table (`delay_ps` != 0).
 pub fn sorter_configs(
     options: &CoincidenceOptions,
     energy_in_kev: bool,
-) -> (CoincidenceConfig, CoincidenceConfig) {
+) -> (CoincidenceConfig, Option<CoincidenceConfig>) {
     let prompt = options.prompt_config(energy_in_kev);
-    let delay = if options.delay_ps != 0 {
-        options.delay_ps
-    } else {
-        scandaq_core::coincidence::DEFAULT_DELAY_PS
-    };
-    let delayed = prompt.to_delayed(delay);
+    let delayed = (options.delay_ps != 0).then(|| prompt.to_delayed(options.delay_ps));
     (prompt, delayed)
 }
 
@@ -45,14 +40,11 @@ pub fn cluster_spec(
     options: &CoincidenceOptions,
 ) -> Result<SliceSpec> {
     let (prompt, delayed) = sorter_configs(options, true);
-    SliceSpec::for_coincidences(
-        slice_ps,
-        builders,
-        &prompt,
-        &delayed,
-        options.grouping.as_ref(),
-    )
-    .map_err(|e| anyhow!("{e}"))
+    let sorters: Vec<&CoincidenceConfig> =
+        std::iter::once(&prompt).chain(delayed.as_ref()).collect();
+    let needs =
+        SliceNeeds::of_sorters(&sorters, options.grouping.as_ref()).map_err(|e| anyhow!("{e}"))?;
+    SliceSpec::for_needs(slice_ps, builders, &needs).map_err(|e| anyhow!("{e}"))
 }
 
 /// One source's slicer.
@@ -242,12 +234,14 @@ pub fn process(
     lut: &CrystalLut,
 ) -> Result<SliceOutput> {
     let (prompt, delayed) = sorter_configs(options, energy_in_kev);
-    let mut out = process_slice(job, &prompt, &delayed, options.grouping.as_ref(), lut)
-        .map_err(|e| anyhow!("slice {}: {e}", job.slice))?;
-    if options.delay_ps == 0 {
-        out.delayed = Default::default();
-    }
-    Ok(out)
+    process_slice_with(
+        job,
+        Some(&prompt),
+        delayed.as_ref(),
+        options.grouping.as_ref(),
+        lut,
+    )
+    .map_err(|e| anyhow!("slice {}: {e}", job.slice))
 }
 
 /// A job's rows as the sorter borrows them (for tests and counts).
