@@ -83,6 +83,8 @@ loss_reasons! {
     TcpTruncatedBytes => "tcp_truncated_bytes", "bytes", "bytes of a partial packet left when a TCP connection ended";
     RingOverflowPackets => "ring_overflow_packets", "packets", "packets dropped because an input ring was full (drop policy)";
     RingOverflowBytes => "ring_overflow_bytes", "bytes", "the bytes of those packets";
+    ClusterBufferFull => "cluster_buffer_full", "singles", "singles an acquisition node dropped because its buffer to a builder was full (builder or link too slow; the slice is listed missing)";
+    ClusterBuilderUnreachable => "cluster_builder_unreachable", "singles", "singles an acquisition node could not deliver because the builder of their slice was gone (the slice is listed missing)";
     UncommittedAfterFailure => "uncommitted_after_failure", "singles", "singles that reached the sink of a failed run but are in no committed file";
     MegTruncatedBlocks => "meg_truncated_blocks", "blocks", "OPM-MEG blocks shorter than their header";
     MegEmptyBlocks => "meg_empty_blocks", "blocks", "OPM-MEG blocks with zero channels or samples";

@@ -10,7 +10,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[cfg(feature = "demo")]
 use scandaq::commands::demo;
 use scandaq::commands::{
-    attach, calibrate, config_check, export, inspect, recover, replay, report, run as run_cmd,
+    attach, calibrate, cluster, config_check, export, inspect, node, recover, replay, report,
+    run as run_cmd,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,13 +50,26 @@ enum Command {
         #[command(subcommand)]
         action: config_check::ConfigAction,
     },
-    /// Show the dashboard of a running acquisition (attached through its control socket; q leaves, the run goes on).
+    /// Show the dashboard of a running acquisition (attached through its control socket; q leaves, the run goes on), or with --cluster every node of a cluster.
     Top {
         /// A run directory or its control.sock (default: the newest live run under --out).
         target: Option<PathBuf>,
         /// Where to look for runs when no target is given (default: ./runs and ./scandaq-runs).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// A cluster file: show every node's statistics (Flight DoAction "stats") as a table.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["target", "out"])]
+        cluster: Option<PathBuf>,
+        /// With --cluster: print the table once and exit.
+        #[arg(long, requires = "cluster")]
+        once: bool,
+    },
+    /// Run one node of a cluster (acquisition or builder, as the cluster file says).
+    Node(node::NodeArgs),
+    /// A cluster on this machine (`local`), or a run's merged manifest (`manifest`).
+    Cluster {
+        #[command(subcommand)]
+        action: cluster::ClusterAction,
     },
     /// Talk to a running acquisition's control socket (for scripts).
     Ctl {
@@ -120,7 +134,14 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Config { action } => config_check::run(action),
-        Command::Top { target, out } => attach::top(target.as_deref(), out),
+        Command::Top {
+            cluster: Some(file),
+            once,
+            ..
+        } => cluster::top::run(&file, once),
+        Command::Top { target, out, .. } => attach::top(target.as_deref(), out),
+        Command::Node(args) => node::run(args),
+        Command::Cluster { action } => cluster::run(action),
         Command::Ctl {
             action,
             socket,

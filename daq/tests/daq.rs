@@ -382,6 +382,8 @@ mod petsys_semantics;
 mod calibration;
 #[path = "cli_grammar/mod.rs"]
 mod cli_grammar;
+#[path = "cluster/mod.rs"]
+mod cluster;
 #[path = "coincidences/mod.rs"]
 mod coincidences;
 #[path = "crash_safety/mod.rs"]

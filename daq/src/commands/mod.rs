@@ -1,5 +1,5 @@
 //! The subcommands, one module each: what `scandaq demo`, `replay`, `recover`, `export`,
-//! `calibrate`, `inspect` and `report` do beyond parsing their arguments.
+//! `calibrate`, `inspect`, `report`, `node` and `cluster` do beyond parsing their arguments.
 //!
 //! Top layer: may import [`crate::acquire`], [`crate::process`] and [`crate::observe`];
 //! nothing below imports a command.
@@ -11,12 +11,14 @@ pub mod attach;
 pub mod calibrate;
 pub mod castor;
 pub mod cli;
+pub mod cluster;
 pub mod config_check;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
 pub mod fif;
 pub mod inspect;
+pub mod node;
 mod outcome;
 pub mod petlink_replay;
 pub mod recover;

@@ -135,6 +135,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         mode: RunMode::Run,
         stats: Arc::new(LiveStats::default()),
         markers: SharedMarkers::default(),
+        singles_tap: None,
     };
     let control = ControlServer::start_for_run(ControlContext {
         stats: handles.stats.clone(),

@@ -151,6 +151,10 @@ pub struct LiveHandles {
     pub stats: Arc<LiveStats>,
     /// Markers to place (dashboard, control socket).
     pub markers: crate::observe::markers::SharedMarkers,
+    /// A copy of every singles batch handed to the singles sink (its four physics columns),
+    /// in time order: a cluster acquisition node's feed to its builders (docs/cluster.md).
+    /// Bounded; the receiver must keep up (it never waits on the network).
+    pub singles_tap: Option<crossbeam_channel::Sender<crate::process::coinc_stage::SorterInput>>,
 }
 
 impl LiveHandles {
@@ -161,6 +165,7 @@ impl LiveHandles {
             mode,
             stats: Arc::new(LiveStats::default()),
             markers: Arc::default(),
+            singles_tap: None,
         }
     }
 }

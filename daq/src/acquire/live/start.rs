@@ -9,6 +9,7 @@ use super::{LiveConfig, LiveHandles, limit_descriptions};
 use crate::observe::live_stats::{LiveStats, RunInfo};
 use crate::observe::markers::SharedMarkers;
 use crate::process::calib_load::LoadedCalibration;
+use crate::process::coinc_stage::SorterInput;
 use crate::process::pipeline::{SinkReport, spawn_singles_sink};
 use crate::process::run::{RunDescription, RunStart, SOFTWARE_VERSION};
 use crate::process::streams::StreamSettings;
@@ -79,7 +80,12 @@ pub(super) fn start_run(
         stream_settings.clone(),
     );
     streams.publish_into(stats.streams.clone());
-    let sink = SinkFeed::spawn(&start, stats.clone(), handles.markers.clone())?;
+    let sink = SinkFeed::spawn(
+        &start,
+        stats.clone(),
+        handles.markers.clone(),
+        handles.singles_tap.clone(),
+    )?;
     stats.info.publish(RunInfo {
         run: start.run.number(),
         run_dir: start.run.path().display().to_string(),
@@ -142,10 +148,16 @@ pub(super) struct SinkFeed {
     pub(super) singles_sent: u64,
     stats: Arc<LiveStats>,
     markers: SharedMarkers,
+    tap: Option<Sender<SorterInput>>,
 }
 
 impl SinkFeed {
-    fn spawn(start: &RunStart, stats: Arc<LiveStats>, markers: SharedMarkers) -> Result<Self> {
+    fn spawn(
+        start: &RunStart,
+        stats: Arc<LiveStats>,
+        markers: SharedMarkers,
+        tap: Option<Sender<SorterInput>>,
+    ) -> Result<Self> {
         let (tx, handle) = spawn_singles_sink(
             start.run.path(),
             start.metadata.clone(),
@@ -157,6 +169,7 @@ impl SinkFeed {
             singles_sent: 0,
             stats,
             markers,
+            tap,
         })
     }
 
@@ -167,6 +180,12 @@ impl SinkFeed {
         self.singles_sent += batch.len() as u64;
         self.stats.record_singles(&batch);
         self.markers.note_released(&batch);
+        if let Some(tap) = &self.tap
+            && tap.send(SorterInput::of_singles(&batch)).is_err()
+        {
+            // The tap's reader ended (its owner reports why); the run goes on.
+            self.tap = None;
+        }
         let tx = self
             .tx
             .as_ref()

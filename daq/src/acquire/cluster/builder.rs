@@ -1,0 +1,372 @@
+//! A builder node: its Flight service takes the acquisition nodes' singles streams, the
+//! assembly loop (this thread) gathers their pieces into slices (`SliceAssembler`), sorts each
+//! complete slice (`process_slice`) and writes it (`BuilderOutput`: `OUT/run=R/builder=B/`).
+//! The run ends when every acquisition node has ended its stream (or died: its unfinished
+//! slices are written from what arrived and listed missing), or on a stop (what waits is
+//! listed missing). Memory: the bounded inbound queue plus the slices still waiting for a
+//! source.
+
+use crate::acquire::cluster::config::{Cluster, Role};
+use crate::acquire::cluster::service::{Inbound, NodeService, StatsFn};
+use crate::observe::stop::StopFlag;
+use crate::process::calib_load::CalibrationArgs;
+use crate::process::cluster::builder_out::{BuilderManifest, BuilderOutput};
+use crate::process::cluster::protocol::{PieceMeta, PieceRole};
+use crate::process::cluster::slices::{Assembler, Job, process};
+use crate::process::coinc_stage::SorterInput;
+use anyhow::{Context, Result, anyhow};
+use scandaq_core::coincidence::CrystalLut;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Pieces waiting for the assembly loop (each up to one Flight batch).
+const INBOUND_QUEUE: usize = 16;
+
+/// What a builder shows through `DoAction("stats")`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BuilderStats {
+    /// Node name.
+    pub node: String,
+    /// Always `builder`.
+    pub role: String,
+    /// Run number (0 before the first piece).
+    pub run: u64,
+    /// Singles received, by source.
+    pub singles_received: BTreeMap<String, u64>,
+    /// Messages received.
+    pub pieces: u64,
+    /// Slices written.
+    pub slices_written: u64,
+    /// Slices waiting for a source.
+    pub slices_pending: u64,
+    /// Singles held in waiting slices.
+    pub rows_pending: u64,
+    /// Prompt pairs written.
+    pub prompts: u64,
+    /// Delayed pairs written.
+    pub delayed: u64,
+    /// Sources that ended their stream.
+    pub sources_ended: Vec<String>,
+    /// Sources whose stream broke.
+    pub sources_lost: Vec<String>,
+    /// Slices listed missing.
+    pub slices_missing: u64,
+}
+
+/// Runs builder `name` of `cluster` until every source ended or `stop` is raised.
+pub fn run_builder(
+    cluster: &Cluster,
+    name: &str,
+    stop: StopFlag,
+) -> Result<Option<BuilderManifest>> {
+    let (_, node) = cluster.node(name)?;
+    if node.role != Role::Builder {
+        anyhow::bail!(
+            "node {name:?} is an acquisition node: start it the same way, it runs its inputs"
+        );
+    }
+    let lut = builder_lut(cluster)?;
+    let addr = cluster.addrs[cluster.node(name)?.0];
+    let sources: Vec<String> = cluster
+        .nodes_of(Role::Acquisition)
+        .iter()
+        .map(|(n, _)| n.name.clone())
+        .collect();
+    let stats = Arc::new(Mutex::new(BuilderStats {
+        node: name.into(),
+        role: "builder".into(),
+        ..BuilderStats::default()
+    }));
+    let shown = stats.clone();
+    let stats_fn: StatsFn = Arc::new(move || {
+        shown
+            .lock()
+            .map(|s| serde_json::to_value(&*s).unwrap_or_default())
+            .unwrap_or_default()
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("flight")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = NodeService::builder(stats_fn, tx, cluster.file.flow.credits);
+    let server = runtime.spawn(service.serve(addr, async {
+        let _ = shutdown_rx.await;
+    }));
+    eprintln!(
+        "scandaq node {name}: builder listening on {addr} (Flight), waiting for {}",
+        sources.join(", ")
+    );
+    let mut assembly = Assembly {
+        cluster,
+        name,
+        lut: &lut,
+        assembler: Assembler::new(cluster.spec, builder_index(cluster, name), &sources)?,
+        output: None,
+        ended: BTreeSet::new(),
+        stats,
+        energy_in_kev: true,
+    };
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break assembly.stop("builder_stopped");
+        }
+        if server.is_finished() {
+            break Err(anyhow!(
+                "the Flight server on {addr} stopped (is the address in use?)"
+            ));
+        }
+        let next = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_millis(200), rx.recv()).await });
+        match next {
+            Ok(Some(inbound)) => {
+                if let Err(e) = assembly.take(inbound) {
+                    break Err(e);
+                }
+            }
+            Ok(None) => break assembly.stop("builder_stopped"),
+            Err(_) => {}
+        }
+        if assembly.done() {
+            break assembly.commit(true);
+        }
+    };
+    let _ = shutdown.send(());
+    let served = runtime.block_on(server);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match served {
+        Ok(Err(e)) => Err(anyhow!(
+            "node {name}: the Flight server on {addr} failed: {e:?} (is the address in use?)"
+        )),
+        _ => result,
+    }
+}
+
+/// The index of builder `name` among the builders (slice k goes to builder k mod N).
+fn builder_index(cluster: &Cluster, name: &str) -> u32 {
+    cluster
+        .nodes_of(Role::Builder)
+        .iter()
+        .position(|(n, _)| n.name == name)
+        .unwrap_or(0) as u32
+}
+
+/// The crystal map the builders sort with (the cluster's `[calibration]`).
+fn builder_lut(cluster: &Cluster) -> Result<CrystalLut> {
+    let cal = cluster.builder_calibration();
+    let loaded = CalibrationArgs {
+        calib: cal.dir.clone(),
+        petsys_config: cal.petsys_config.clone(),
+        no_calib: false,
+    }
+    .load()?
+    .ok_or_else(|| {
+        anyhow!("cluster [calibration]: a builder needs the crystal map: set dir or petsys_config")
+    })?;
+    let geometry = loaded.calibration.geometry.as_ref().ok_or_else(|| {
+        anyhow!("cluster [calibration]: no crystal map (map_channel.tsv) there: builders cannot sort coincidences")
+    })?;
+    Ok(CrystalLut::from_geometry(geometry))
+}
+
+/// The assembly loop's state.
+struct Assembly<'a> {
+    cluster: &'a Cluster,
+    name: &'a str,
+    lut: &'a CrystalLut,
+    assembler: Assembler,
+    output: Option<BuilderOutput>,
+    ended: BTreeSet<String>,
+    stats: Arc<Mutex<BuilderStats>>,
+    energy_in_kev: bool,
+}
+
+impl Assembly<'_> {
+    fn take(&mut self, inbound: Inbound) -> Result<()> {
+        match inbound {
+            Inbound::Piece { meta, rows } => self.piece(meta, rows)?,
+            Inbound::SourceLost { source } => {
+                eprintln!(
+                    "scandaq node {}: source {source} lost (its stream broke)",
+                    self.name
+                );
+                self.assembler.source_gone(&source)?;
+                if let Ok(mut s) = self.stats.lock() {
+                    s.sources_lost.push(source);
+                }
+            }
+        }
+        self.process_ready()
+    }
+
+    fn piece(&mut self, meta: PieceMeta, rows: SorterInput) -> Result<()> {
+        if self.output.is_none() {
+            let metadata = vec![
+                ("scandaq.run".to_string(), meta.run.to_string()),
+                ("scandaq.builder".to_string(), self.name.to_string()),
+                (
+                    "scandaq.coincidence_config".to_string(),
+                    serde_json::to_string(&self.cluster.file.coincidences)?,
+                ),
+            ];
+            let out = BuilderOutput::create(
+                &self.cluster.out,
+                meta.run,
+                self.name,
+                self.cluster.spec,
+                self.cluster.file.coincidences.delay_ps != 0,
+                metadata,
+            )?;
+            eprintln!(
+                "scandaq node {}: run {} -> {}",
+                self.name,
+                meta.run,
+                out.dir().display()
+            );
+            self.output = Some(out);
+            self.energy_in_kev = meta.energy_in_kev;
+        }
+        let n = rows.len() as u64;
+        if let Ok(mut s) = self.stats.lock() {
+            s.run = meta.run;
+            s.pieces += 1;
+            *s.singles_received.entry(meta.source.clone()).or_insert(0) += n;
+        }
+        if let Some(out) = self.output.as_mut() {
+            out.count(&format!("source.{}.singles", meta.source), n);
+            out.count("singles_received", n);
+        }
+        match meta.role {
+            PieceRole::EndOfStream => {
+                self.assembler.end_of_stream(&meta.source)?;
+                self.ended.insert(meta.source.clone());
+                if let Ok(mut s) = self.stats.lock() {
+                    s.sources_ended.push(meta.source);
+                }
+            }
+            role => {
+                if let Some(role) = role.slicing().filter(|_| n > 0 || meta.dropped_rows > 0) {
+                    self.assembler.add_piece(
+                        &meta.source,
+                        meta.slice,
+                        role,
+                        &rows,
+                        meta.dropped_rows,
+                    )?;
+                }
+                if meta.end_of_slice {
+                    self.assembler.finished_through(&meta.source, meta.slice)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_ready(&mut self) -> Result<()> {
+        for job in self.assembler.take_ready() {
+            self.write(job, None)?;
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.slices_pending = self.assembler.pending_slices() as u64;
+            s.rows_pending = self.assembler.pending_rows() as u64;
+        }
+        Ok(())
+    }
+
+    /// Sorts and writes `job`; `forced` names why it is written incomplete (a stop).
+    fn write(&mut self, job: Job, forced: Option<&str>) -> Result<()> {
+        let Some(out) = self.output.as_mut() else {
+            return Ok(());
+        };
+        let quiet = job.missing_sources.is_empty() && job.dropped_rows == 0 && forced.is_none();
+        if job.job.rows.is_empty() && quiet {
+            // An empty slice (no source had singles in it): nothing to write or list.
+            return Ok(());
+        }
+        let result = process(
+            &job.job,
+            &self.cluster.file.coincidences,
+            self.energy_in_kev,
+            self.lut,
+        )?;
+        let mut missing = 0;
+        if let Some(reason) = forced {
+            out.missing(job.job.slice, reason, vec![], true);
+            missing += 1;
+        } else if !job.missing_sources.is_empty() {
+            out.missing(
+                job.job.slice,
+                "source_lost",
+                job.missing_sources.clone(),
+                true,
+            );
+            missing += 1;
+        } else if job.dropped_rows > 0 {
+            out.missing(job.job.slice, "dropped_rows", vec![], true);
+            out.loss("cluster_buffer_full", job.dropped_rows);
+            missing += 1;
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.slices_written += 1;
+            s.prompts += result.prompts.len() as u64;
+            s.delayed += result.delayed.len() as u64;
+            s.slices_missing += missing;
+        }
+        out.write_slice(result)
+    }
+
+    fn done(&self) -> bool {
+        self.output.is_some() && self.assembler.all_done()
+    }
+
+    /// Stops: what waits is written from what arrived and listed missing.
+    fn stop(&mut self, reason: &str) -> Result<Option<BuilderManifest>> {
+        self.assembler.end_all()?;
+        for job in self.assembler.take_ready() {
+            self.write(job, Some(reason))?;
+        }
+        self.commit(false)
+    }
+
+    fn commit(&mut self, complete: bool) -> Result<Option<BuilderManifest>> {
+        let Some(mut out) = self.output.take() else {
+            eprintln!(
+                "scandaq node {}: no data arrived; nothing written",
+                self.name
+            );
+            return Ok(None);
+        };
+        for source in self.cluster.nodes_of(Role::Acquisition) {
+            let how = if self.ended.contains(&source.0.name) {
+                "end_of_stream"
+            } else if out
+                .manifest
+                .counts
+                .contains_key(&format!("source.{}.singles", source.0.name))
+            {
+                "lost"
+            } else {
+                "never_connected"
+            };
+            out.manifest
+                .sources
+                .insert(source.0.name.clone(), how.into());
+        }
+        let manifest = out.commit(complete)?;
+        eprintln!(
+            "scandaq node {}: committed {} prompts, {} delayed in {} slices ({} missing)",
+            self.name,
+            manifest.counts.get("prompts").copied().unwrap_or(0),
+            manifest.counts.get("delayed").copied().unwrap_or(0),
+            manifest.counts.get("slices_written").copied().unwrap_or(0),
+            manifest.missing_slices.len()
+        );
+        Ok(Some(manifest))
+    }
+}

@@ -1,0 +1,724 @@
+//! The cluster over Arrow Flight (docs/cluster.md), as processes on the loopback: two
+//! acquisition nodes fed by fpga-sim over UDP and two builders give the same coincidences as
+//! one whole-stream sorter over the same singles; a builder killed mid-run
+//! leaves its slices listed missing while the acquisition nodes finish; a pyarrow Flight
+//! client reads a node's stats; Python datafusion counts the partitioned tables.
+
+use super::*;
+use scandaq::acquire::cluster::acquisition::AcquisitionReport;
+use scandaq::acquire::cluster::manifest::RunManifest;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// A TCP address on the loopback nobody listens on.
+fn free_port_tcp() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A cluster of two acquisition nodes (`acq-a`, `acq-b`, raw archives on) and two builders
+/// (`b0`, `b1`) in `dir`; the acquisition nodes' UDP inputs.
+fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
+    let udp = [free_port_udp(), free_port_udp()];
+    let calib = sim_dir().join("calib");
+    std::fs::write(dir.join("acq.toml"), "[run]\nduration = \"120s\"\n").unwrap();
+    let mut text = format!(
+        "slice = \"{slice}\"\nout = \"out\"\n[calibration]\ndir = \"{}\"\n[coincidences]\nwindow_ps = 4000\ndelay_ps = 100000\n[flow]\nreconnect_every = \"200ms\"\ndrain_timeout = \"20s\"\n",
+        calib.display()
+    );
+    for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
+        text += &format!(
+            "[[node]]\nname = \"{name}\"\nrole = \"acquisition\"\nlisten = \"{}\"\nrun_config = \"acq.toml\"\n[[node.input]]\nudp = \"{}\"\npolicy = \"block\"\n",
+            free_port_tcp(),
+            udp[k]
+        );
+    }
+    for name in ["b0", "b1"] {
+        text += &format!(
+            "[[node]]\nname = \"{name}\"\nrole = \"builder\"\nlisten = \"{}\"\n",
+            free_port_tcp()
+        );
+    }
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, udp)
+}
+
+/// `scandaq node` for `name` (stderr kept for the failure message).
+fn spawn_node(cluster: &Path, name: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args([
+            "node",
+            "--cluster",
+            cluster.to_str().unwrap(),
+            "--name",
+            name,
+            "--run",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` to exit and asserts it succeeded.
+fn wait_ok(mut child: Child, what: &str) {
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{what} failed ({status}): {err}");
+    no_panic(&err);
+}
+
+/// Waits until a node's Flight port accepts connections.
+fn wait_listening(cluster_dir: &Path, name: &str) {
+    let text = std::fs::read_to_string(cluster_dir.join("cluster.toml")).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    let addr: std::net::SocketAddr = file["node"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"].as_str() == Some(name))
+        .and_then(|n| n["listen"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_for(
+        &format!("{name} to listen on {addr}"),
+        Duration::from_secs(60),
+        || std::net::TcpStream::connect(addr).is_ok(),
+    );
+}
+
+/// fpga-sim streaming the bench preset to `udp` (one board, `source_id_base`).
+fn spawn_sim(udp: std::net::SocketAddr, seed: u64, duration: &str, base: u32) -> Child {
+    Command::new(fpga_sim_exe())
+        .args([
+            "--preset",
+            "bench",
+            "--udp",
+            &udp.to_string(),
+            "--rate",
+            "1M",
+        ])
+        .args(["--duration", duration, "--seed", &seed.to_string()])
+        .args(["--source-id-base", &base.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts builders, then acquisition nodes (waiting until each says running), then one
+/// simulator per acquisition node; returns (builders, acquisition nodes, simulators).
+fn start_cluster(
+    dir: &Path,
+    cluster: &Path,
+    udp: [std::net::SocketAddr; 2],
+    duration: &str,
+) -> (Vec<Child>, Vec<Child>, Vec<Child>) {
+    assert!(
+        fpga_sim_exe().is_file(),
+        "build fpga-sim first: cargo build -p scandaq-fpga-sim"
+    );
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(cluster, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(dir, b);
+    }
+    let mut acq = Vec::new();
+    for name in ["acq-a", "acq-b"] {
+        let mut child = spawn_node(cluster, name);
+        wait_run_running(&dir.join("out/nodes").join(name), &mut child);
+        acq.push(child);
+    }
+    let sims = vec![
+        spawn_sim(udp[0], 11, duration, 0),
+        spawn_sim(udp[1], 12, duration, 4),
+    ];
+    (builders, acq, sims)
+}
+
+/// (t1_ps, t2_ps, channel1, channel2) of every row of the `prefix-*.parquet` tables under
+/// `dir` (recursively), sorted.
+fn pairs_under(dir: &Path, prefix: &str) -> Vec<(i64, i64, u32, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.starts_with(prefix) && name.ends_with(".parquet") {
+                let (b, _) = read_parquet(&p);
+                let (t1, t2) = (col_i64(&b, "t1_ps"), col_i64(&b, "t2_ps"));
+                let (c1, c2) = (col_u32(&b, "channel1"), col_u32(&b, "channel2"));
+                out.extend((0..t1.len()).map(|i| (t1[i], t2[i], c1[i], c2[i])));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The one local run directory of acquisition node `name`.
+fn node_run_dir(out: &Path, name: &str) -> PathBuf {
+    let nodes = out.join("nodes").join(name);
+    std::fs::read_dir(&nodes)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run-"))
+        .unwrap()
+}
+
+/// The nodes' singles (their local singles tables, what they sent), merged into one time
+/// order.
+fn merged_singles(out: &Path) -> scandaq::process::coinc_stage::SorterInput {
+    let mut rows: Vec<(i64, usize, u32, f32, u16)> = Vec::new();
+    for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
+        let dir = node_run_dir(out, name);
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("singles-") && n.ends_with(".parquet") {
+                let (b, _) = read_parquet(&e.path());
+                let (t, c) = (col_i64(&b, "t_ps"), col_u32(&b, "channel"));
+                let (en, f) = (col_f32(&b, "energy_kev"), col_u16(&b, "flags"));
+                rows.extend((0..t.len()).map(|i| (t[i], k, c[i], en[i], f[i])));
+            }
+        }
+    }
+    rows.sort_by_key(|r| (r.0, r.1));
+    let mut s = scandaq::process::coinc_stage::SorterInput::default();
+    for (t, _, c, e, f) in rows {
+        s.t_ps.push(t);
+        s.channel.push(c);
+        s.energy_kev.push(e);
+        s.flags.push(f);
+    }
+    s
+}
+
+/// (t1, t2, channel1, channel2) of every pair one whole-stream sorter finds in `singles`.
+fn sorted_in_one_process(
+    singles: &scandaq::process::coinc_stage::SorterInput,
+    delay_ps: i64,
+) -> Vec<(i64, i64, u32, u32)> {
+    let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
+    let lut = scandaq_core::coincidence::CrystalLut::from_geometry(
+        calib.calibration.geometry.as_ref().unwrap(),
+    );
+    let options = cluster_options();
+    let mut config = options.prompt_config(true);
+    if delay_ps != 0 {
+        config = config.to_delayed(delay_ps);
+    }
+    let mut out = scandaq_core::coincidence::CoincidenceBatch::default();
+    scandaq_core::coincidence::sort_coincidences(&config, &lut, singles.singles_ref(), &mut out)
+        .unwrap();
+    let mut pairs: Vec<_> = (0..out.len())
+        .map(|i| (out.t1_ps[i], out.t2_ps[i], out.channel1[i], out.channel2[i]))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// The coincidence settings of the clusters here.
+fn cluster_options() -> scandaq::process::coinc_stage::CoincidenceOptions {
+    scandaq::process::coinc_stage::CoincidenceOptions {
+        window_ps: 4000,
+        delay_ps: 100_000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, udp) = write_cluster(dir, "10ms");
+    let (builders, acq, sims) = start_cluster(dir, &cluster, udp, "0.3s");
+    for s in sims {
+        wait_ok(s, "fpga-sim");
+    }
+    for (a, name) in acq.into_iter().zip(["acq-a", "acq-b"]) {
+        wait_ok(a, name);
+    }
+    for (b, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(b, name);
+    }
+    let out = dir.join("out");
+    let cluster_prompts = pairs_under(&out.join("run=1"), "coincidences-");
+    let cluster_delayed = pairs_under(&out.join("run=1"), "delayed-");
+    for b in ["b0", "b1"] {
+        assert!(
+            !pairs_under(
+                &out.join("run=1").join(format!("builder={b}")),
+                "coincidences-"
+            )
+            .is_empty(),
+            "builder {b} wrote no pair"
+        );
+    }
+    // The reference: every single the nodes acquired, through one whole-stream sorter.
+    let singles = merged_singles(&out);
+    let want_prompts = sorted_in_one_process(&singles, 0);
+    let want_delayed = sorted_in_one_process(&singles, 100_000);
+    assert!(
+        want_prompts.len() > 1000,
+        "the reference has {} prompts only",
+        want_prompts.len()
+    );
+    eprintln!(
+        "prompts: cluster {} reference {}",
+        cluster_prompts.len(),
+        want_prompts.len()
+    );
+    assert_eq!(cluster_prompts.len(), want_prompts.len(), "prompt count");
+    assert!(
+        cluster_prompts == want_prompts,
+        "the cluster's prompts differ from the single-process replay"
+    );
+    assert!(!want_delayed.is_empty());
+    assert!(
+        cluster_delayed == want_delayed,
+        "the cluster's delayed pairs differ from the single-process replay"
+    );
+    // The run manifest merges the builders' counts; nothing is missing.
+    let (code, stdout, stderr) = scandaq(&[
+        "cluster",
+        "manifest",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--run",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let m: RunManifest =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m.prompts as usize, want_prompts.len());
+    assert_eq!(m.delayed as usize, want_delayed.len());
+    assert!(m.complete && m.missing_slices.is_empty(), "{m:?}");
+    datafusion_counts_match(&out, &m);
+}
+
+/// Python datafusion reads the hive-partitioned tables and counts per builder and in total.
+fn datafusion_counts_match(out: &Path, m: &RunManifest) {
+    let script = r#"
+import sys, json, datafusion
+ctx = datafusion.SessionContext()
+ctx.register_parquet("c", sys.argv[1], table_partition_cols=[("run", "string"), ("builder", "string")], file_extension=".parquet")
+rows = ctx.sql("select builder, count(*) as n from c where run = '1' group by builder order by builder").collect()
+print(json.dumps({r["builder"]: r["n"] for b in rows for r in b.to_pylist()}))
+"#;
+    let probe = Command::new("python3")
+        .args(["-c", "import datafusion"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        skip_unless_ci("python3 with datafusion (pip install datafusion)");
+        return;
+    }
+    let tables = out.join("coincidence-tables");
+    // Only the prompt tables, partitioned run=R/builder=B (datafusion lists every file).
+    for b in m.builders.keys() {
+        let from = out.join("run=1").join(format!("builder={b}"));
+        let to = tables.join("run=1").join(format!("builder={b}"));
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&from).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("coincidences-") && name.ends_with(".parquet") {
+                std::fs::hard_link(e.path(), to.join(&name)).unwrap();
+            }
+        }
+    }
+    let o = Command::new("python3")
+        .args(["-c", script, tables.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let counts: BTreeMap<String, u64> = serde_json::from_slice(&o.stdout).unwrap();
+    for (b, s) in &m.builders {
+        assert_eq!(
+            counts.get(b).copied().unwrap_or(0),
+            s.prompts,
+            "builder {b}: datafusion vs manifest"
+        );
+    }
+    assert_eq!(counts.values().sum::<u64>(), m.prompts);
+}
+
+#[test]
+fn a_killed_builder_leaves_its_slices_missing_and_the_acquisition_nodes_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, udp) = write_cluster(dir, "10ms");
+    let (mut builders, acq, sims) = start_cluster(dir, &cluster, udp, "1s");
+    // Kill b1 once it has written a slice (its tables are then uncommitted: all lost).
+    let b1_dir = dir.join("out/run=1/builder=b1");
+    wait_for("b1 to start its output", Duration::from_secs(60), || {
+        b1_dir.is_dir()
+    });
+    let mut b1 = builders.pop().unwrap();
+    b1.kill().unwrap();
+    b1.wait().unwrap();
+    for s in sims {
+        wait_ok(s, "fpga-sim");
+    }
+    for (a, name) in acq.into_iter().zip(["acq-a", "acq-b"]) {
+        wait_ok(a, name);
+    }
+    wait_ok(builders.pop().unwrap(), "b0");
+    let out = dir.join("out");
+    let (code, stdout, stderr) = scandaq(&[
+        "cluster",
+        "manifest",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--run",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let m: RunManifest =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/manifest.json")).unwrap()).unwrap();
+    assert!(!m.complete);
+    assert!(
+        m.builders["b0"].complete && m.builders["b0"].prompts > 0,
+        "{m:?}"
+    );
+    assert!(!m.builders["b1"].reported);
+    // Every odd slice of the run (b1's) is missing, no even one (b0's).
+    let mut range = None::<(i64, i64)>;
+    for name in ["acq-a", "acq-b"] {
+        let r: AcquisitionReport = serde_json::from_slice(
+            &std::fs::read(out.join(format!("run=1/acquisition-{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.state, "stopped");
+        assert!(
+            r.losses
+                .get("cluster_builder_unreachable")
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "{r:?}"
+        );
+        // Bounded: the queue to a dead builder is drained and counted, not kept.
+        assert!(
+            r.peak_rss_bytes < 1 << 30,
+            "{name} peaked at {} bytes",
+            r.peak_rss_bytes
+        );
+        let (a, b) = r.slice_range.unwrap();
+        range = Some(range.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+    }
+    let (first, last) = range.unwrap();
+    let missing: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
+    let odd: Vec<i64> = (first..=last).filter(|k| k % 2 == 1).collect();
+    assert_eq!(missing, odd, "missing slices");
+    for s in &m.missing_slices {
+        assert_eq!(
+            (s.start_ps, s.end_ps),
+            (s.slice * 10_000_000_000, (s.slice + 1) * 10_000_000_000)
+        );
+    }
+    assert!(m.losses["cluster_builder_unreachable"] > 0);
+}
+
+#[test]
+fn a_pyarrow_flight_client_reads_a_nodes_stats() {
+    let probe = Command::new("python3")
+        .args(["-c", "import pyarrow.flight"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        skip_unless_ci("python3 with pyarrow (pip install pyarrow)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, _) = write_cluster(dir, "10ms");
+    let mut b0 = spawn_node(&cluster, "b0");
+    wait_listening(dir, "b0");
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    let addr = file["node"].as_array().unwrap()[2]["listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let script = r#"
+import sys, json
+import pyarrow.flight as flight
+client = flight.connect("grpc://" + sys.argv[1])
+actions = [a.type for a in client.list_actions()]
+body = list(client.do_action(flight.Action("stats", b"")))[0].body.to_pybytes()
+print(json.dumps({"actions": actions, "stats": json.loads(body)}))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script, &addr])
+        .output()
+        .unwrap();
+    let _ = b0.kill();
+    let _ = b0.wait();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["actions"], serde_json::json!(["stats"]));
+    assert_eq!(v["stats"]["node"], "b0");
+    assert_eq!(v["stats"]["role"], "builder");
+    assert_eq!(v["stats"]["slices_written"], 0);
+}
+
+/// In memory, through the transport's adapter (`process::cluster::slices`) and the wire
+/// roles: random singles on the bench's crystals (1 G/s, so windows overlap and multiples are
+/// common) split across three sources, cut into 2 us slices for three builders, equal one
+/// whole-stream sorter's pairs for every multiples policy, prompt and delayed.
+#[test]
+fn slices_routed_to_builders_equal_the_whole_stream_sorter_for_every_policy() {
+    use scandaq::process::cluster::protocol::PieceRole;
+    use scandaq::process::cluster::slices::{Assembler, Slicer, cluster_spec, process};
+    use scandaq::process::coinc_stage::SorterInput;
+    use scandaq_core::coincidence::{CoincidenceBatch, CrystalLut, Policy, sort_coincidences};
+    let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
+    let geometry = calib.calibration.geometry.as_ref().unwrap();
+    let channels: Vec<u32> = geometry.crystals.keys().copied().collect();
+    let lut = CrystalLut::from_geometry(geometry);
+    // A plain xorshift: the data need only be varied and reproducible.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut whole = SorterInput::default();
+    let mut sources: Vec<SorterInput> = (0..3).map(|_| SorterInput::default()).collect();
+    let mut t = 0i64;
+    for _ in 0..200_000 {
+        // Mean 1 ns apart: 4 ns windows hold multiples.
+        t += 1 + (next() % 2000) as i64;
+        let (c, e) = (
+            channels[(next() % channels.len() as u64) as usize],
+            300.0 + (next() % 400) as f32,
+        );
+        for s in [&mut whole, &mut sources[(next() % 3) as usize]] {
+            s.t_ps.push(t);
+            s.channel.push(c);
+            s.energy_kev.push(e);
+            s.flags.push(0);
+        }
+    }
+    let names: Vec<String> = (0..3).map(|k| format!("s{k}")).collect();
+    for policy in Policy::ALL {
+        let options = scandaq::process::coinc_stage::CoincidenceOptions {
+            window_ps: 4000,
+            delay_ps: 20_000,
+            policy,
+            ..Default::default()
+        };
+        let spec = cluster_spec(2_000_000, 3, &options).unwrap();
+        let mut assemblers: Vec<Assembler> = (0..3)
+            .map(|b| Assembler::new(spec, b, &names).unwrap())
+            .collect();
+        for (k, source) in sources.iter().enumerate() {
+            let mut slicer = Slicer::new(spec, k as u32).unwrap();
+            // In batches of 10 000 rows, as a node would send them.
+            for from in (0..source.len()).step_by(10_000) {
+                let to = (from + 10_000).min(source.len());
+                let (pieces, through) = slicer.push(&source.t_ps[from..to]).unwrap();
+                for p in pieces {
+                    let r = (from + p.rows.start)..(from + p.rows.end);
+                    let rows = SorterInput {
+                        t_ps: source.t_ps[r.clone()].to_vec(),
+                        channel: source.channel[r.clone()].to_vec(),
+                        energy_kev: source.energy_kev[r.clone()].to_vec(),
+                        flags: source.flags[r].to_vec(),
+                    };
+                    // Through the wire vocabulary and back.
+                    let role = PieceRole::of(p.role).slicing().unwrap();
+                    assemblers[p.builder as usize]
+                        .add_piece(&names[k], p.slice, role, &rows, 0)
+                        .unwrap();
+                }
+                if let Some(through) = through {
+                    assemblers
+                        .iter_mut()
+                        .for_each(|a| a.finished_through(&names[k], through).unwrap());
+                }
+            }
+            assemblers
+                .iter_mut()
+                .for_each(|a| a.end_of_stream(&names[k]).unwrap());
+        }
+        let (mut prompts, mut delayed) = (Vec::new(), Vec::new());
+        for a in &mut assemblers {
+            for job in a.take_ready() {
+                let out = process(&job.job, &options, true, &lut).unwrap();
+                assert!(out.exact && job.missing_sources.is_empty());
+                prompts.extend(rows_of(&out.prompts));
+                delayed.extend(rows_of(&out.delayed));
+            }
+            assert!(a.all_done());
+        }
+        let want = |config| {
+            let mut out = CoincidenceBatch::default();
+            sort_coincidences(&config, &lut, whole.singles_ref(), &mut out).unwrap();
+            let mut r = rows_of(&out);
+            r.sort_unstable();
+            r
+        };
+        let want_prompts = want(options.prompt_config(true));
+        let want_delayed = want(options.prompt_config(true).to_delayed(options.delay_ps));
+        prompts.sort_unstable();
+        delayed.sort_unstable();
+        assert!(
+            want_prompts.len() > 1000 && want_delayed.len() > 1000,
+            "{policy:?}: too few pairs to test"
+        );
+        assert!(
+            prompts == want_prompts,
+            "{policy:?}: prompts differ ({} vs {})",
+            prompts.len(),
+            want_prompts.len()
+        );
+        assert!(
+            delayed == want_delayed,
+            "{policy:?}: delayed differ ({} vs {})",
+            delayed.len(),
+            want_delayed.len()
+        );
+    }
+}
+
+/// (t1, t2, channel1, channel2, flags) of every row.
+fn rows_of(b: &scandaq_core::coincidence::CoincidenceBatch) -> Vec<(i64, i64, u32, u32, u16)> {
+    (0..b.len())
+        .map(|i| {
+            (
+                b.t1_ps[i],
+                b.t2_ps[i],
+                b.channel1[i],
+                b.channel2[i],
+                b.flags[i],
+            )
+        })
+        .collect()
+}
+
+/// A builder that takes nothing: the sender stops at its credits, queues up to its buffer and
+/// then drops and counts; every routed single is either sent or counted (`cluster_buffer_full`),
+/// and up to what credits, the builder's queue and the buffer hold nothing is lost. Then the
+/// builder drains and the end-of-stream still arrives.
+#[test]
+fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
+    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
+    use scandaq::acquire::cluster::service::{Inbound, NodeService};
+    use scandaq::process::cluster::slices::cluster_spec;
+    use scandaq::process::coinc_stage::{CoincidenceOptions, SorterInput};
+    const ROWS: usize = 1000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = free_port_tcp();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(4);
+    let service = NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, 2);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(service.serve(addr, async {
+        let _ = stop_rx.await;
+    }));
+    wait_for("the builder service", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let spec = cluster_spec(3_600_000_000_000_000, 1, &CoincidenceOptions::default()).unwrap();
+    let settings = SenderSettings {
+        run: 1,
+        source: "acq-a".into(),
+        source_id: 0,
+        spec,
+        builders: vec![("b0".into(), addr)],
+        credits: 2,
+        buffer_batches: 3,
+        batch_rows: ROWS,
+        reconnect_every: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        energy_in_kev: true,
+    };
+    let mut sender = Sender::start(settings, runtime.handle().clone()).unwrap();
+    let tap = sender.tap.take().unwrap();
+    let counters = sender.counters.clone();
+    let batch = |b: usize| SorterInput {
+        t_ps: (0..ROWS as i64)
+            .map(|i| (b * ROWS) as i64 * 1000 + i * 1000)
+            .collect(),
+        channel: vec![1; ROWS],
+        energy_kev: vec![511.0; ROWS],
+        flags: vec![0; ROWS],
+    };
+    // Nothing is taken: credits (2), the service's queue (4) and the buffer (3) fill up.
+    let mut b = 0;
+    wait_for(
+        "the sender to stall on credits",
+        Duration::from_secs(60),
+        || {
+            tap.send(batch(b)).unwrap();
+            b += 1;
+            counters.reports()[0].rows_buffer_full > 0
+        },
+    );
+    let stalled = counters.reports()[0].clone();
+    assert!(
+        stalled.batches_sent <= 2 + 4 + 1 + 1,
+        "sent {} while the builder took nothing",
+        stalled.batches_sent
+    );
+    // 50 more batches into the stalled link: all dropped and counted.
+    for k in 0..50 {
+        tap.send(batch(b + k)).unwrap();
+    }
+    b += 50;
+    // The builder drains now; the sender ends.
+    let taken = std::thread::spawn(move || {
+        let mut rows = 0;
+        let mut ended = false;
+        while let Some(i) = rx.blocking_recv() {
+            if let Inbound::Piece { meta, rows: r } = i {
+                rows += r.len() as u64;
+                ended |= meta.role == scandaq::process::cluster::protocol::PieceRole::EndOfStream;
+                if ended {
+                    break;
+                }
+            }
+        }
+        (rows, ended)
+    });
+    drop(tap);
+    let links = sender.finish().unwrap();
+    let (rows_taken, ended) = taken.join().unwrap();
+    let l = &links[0];
+    assert!(ended, "the end of stream arrived");
+    assert_eq!((l.rows_unreachable, l.queued), (0, 0));
+    // What got through is what credits (2), the service's queue (4 + 1 being handed over),
+    // the buffer (3) and the tap (8, sliced after the builder woke) can hold: the rest dropped.
+    assert!(l.rows_sent <= (2 + 5 + 3 + 8) * ROWS as u64, "{l:?}");
+    assert!(l.rows_buffer_full >= (b as u64 - 18) * ROWS as u64, "{l:?}");
+    assert_eq!(
+        l.rows_sent + l.rows_buffer_full,
+        (b * ROWS) as u64,
+        "every routed single is sent or counted"
+    );
+    assert_eq!(rows_taken, l.rows_sent, "the builder got every single sent");
+    assert_eq!(
+        l.missing_slices,
+        vec![(0, "cluster_buffer_full".to_string())]
+    );
+    let _ = stop.send(());
+    let _ = runtime.block_on(server);
+}
