@@ -4,8 +4,9 @@
 # Root only. Two network namespaces joined by a veth pair:
 #   sdq-acq: fpga-sim (bench preset over UDP on the namespace's loopback) -> `scandaq node acq`
 #   sdq-bld: `scandaq node b0` (the builder)
-# The acquisition -> builder direction is shaped with `tc tbf` (LINK_RATE) over `netem`
-# (LINK_DELAY, LINK_LOSS), so the link, not the CPU, sets the pace. The script then prints,
+# The acquisition -> builder direction is shaped with `tc tbf` (LINK_RATE, a LINK_QUEUE-byte
+# queue whose tail drops TCP sees as loss) over `netem` (LINK_DELAY, LINK_LOSS) where the
+# kernel has it, so the link, not the CPU, sets the pace. The script then prints,
 # from the nodes' own reports and the merged run manifest:
 #   - singles the acquisition node had, sent, acknowledged, and dropped by named reason;
 #   - prompts/delayed the builder wrote, missing slices;
@@ -13,7 +14,7 @@
 # "Nothing lost uncounted": singles routed = acknowledged + counted drops (checked below).
 #
 # Usage: sudo benches/scripts/cluster_netns.sh [OUTDIR]
-#   env: LINK_RATE=200mbit LINK_DELAY=2ms LINK_LOSS=0.5% SIM_RATE=2M SIM_DURATION=5s
+#   env: LINK_RATE=200mbit LINK_DELAY=2ms LINK_LOSS=0.5% LINK_QUEUE=64kb SIM_RATE=2M SIM_DURATION=5s
 #        CREDITS=8 BUFFER_BATCHES=64 SCANDAQ=target/release/scandaq FPGA_SIM=target/release/fpga-sim
 set -euo pipefail
 
@@ -27,6 +28,7 @@ OUT=$(realpath -m "${1:-$ROOT/target/cluster-netns}")
 LINK_RATE=${LINK_RATE:-200mbit}
 LINK_DELAY=${LINK_DELAY:-2ms}
 LINK_LOSS=${LINK_LOSS:-0.5%}
+LINK_QUEUE=${LINK_QUEUE:-64kb}
 SIM_RATE=${SIM_RATE:-2M}
 SIM_DURATION=${SIM_DURATION:-5s}
 CREDITS=${CREDITS:-8}
@@ -57,9 +59,14 @@ ip -n $NS_B addr add 10.77.0.2/30 dev sdq-b
 for ns in $NS_A $NS_B; do ip -n $ns link set lo up; done
 ip -n $NS_A link set sdq-a up
 ip -n $NS_B link set sdq-b up
-# acquisition -> builder: rate limit, with delay and loss below it
-tc -n $NS_A qdisc add dev sdq-a root handle 1: tbf rate "$LINK_RATE" burst 256kb latency 200ms
-tc -n $NS_A qdisc add dev sdq-a parent 1:1 handle 10: netem delay "$LINK_DELAY" loss "$LINK_LOSS"
+# acquisition -> builder: rate limit with a short queue (tail drops: TCP sees loss), and
+# delay + random loss below it where the kernel has netem (sch_netem is optional).
+tc -n $NS_A qdisc add dev sdq-a root handle 1: tbf rate "$LINK_RATE" burst 64kb limit "$LINK_QUEUE"
+if tc -n $NS_A qdisc add dev sdq-a parent 1:1 handle 10: netem delay "$LINK_DELAY" loss "$LINK_LOSS" 2>/dev/null; then
+    LINK_NOTE="delay $LINK_DELAY, random loss $LINK_LOSS, queue $LINK_QUEUE"
+else
+    LINK_NOTE="no netem in this kernel: loss = tail drops of a $LINK_QUEUE queue, no added delay"
+fi
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 "$FPGA_SIM" --preset bench --duration 1ms --seed 7 --out "$OUT/sim" >/dev/null
@@ -92,7 +99,7 @@ role = "builder"
 listen = "10.77.0.2:47201"
 EOF
 
-echo "link: $LINK_RATE, delay $LINK_DELAY, loss $LINK_LOSS; simulator: $SIM_RATE singles/s for $SIM_DURATION"
+echo "link: $LINK_RATE, $LINK_NOTE; simulator: $SIM_RATE singles/s for $SIM_DURATION"
 ip netns exec $NS_B /usr/bin/time -f '%M' -o "$OUT/b0.rss" \
     "$SCANDAQ" node --cluster "$OUT/cluster.toml" --name b0 2>"$OUT/b0.log" &
 B0=$!
@@ -125,6 +132,10 @@ print(f"acquisition node: state {acq['state']}, singles sent {link['rows_sent']}
       f"batches sent/acked {link['batches_sent']}/{link['batches_acked']}, "
       f"buffer-full drops {link['rows_buffer_full']}, unreachable {link['rows_unreachable']}")
 print(f"  losses by reason: {losses or 'none'}")
+written = acq["counts"].get("singles_written", 0)
+routed = link["rows_sent"] + link["rows_buffer_full"] + link["rows_unreachable"]
+print(f"  accounting: sent + dropped = {routed} rows for {written} singles in the node's own table "
+      f"(+{routed - written}: lead-out rows routed to two slices)")
 print(f"builder: {run['prompts']} prompts, {run['delayed']} delayed, "
       f"{len(run['missing_slices'])} missing slice(s); run complete: {run['complete']}")
 for name in ("acq", "b0"):
@@ -135,7 +146,7 @@ sent = re.search(r"qdisc tbf.*?Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overl
 if sent:
     b, p, d, o = map(int, sent.groups())
     print(f"link: {b / 1e6:.0f} MB in {t1 - t0:.1f} s = {b * 8 / (t1 - t0) / 1e6:.0f} Mbit/s, "
-          f"{d} packets dropped by the qdisc, {o} overlimits (the link set the pace)")
-unaccounted = acq["counts"].get("singles_routed", None)
+          f"{d} packets dropped by the qdisc, {o} overlimits")
+
 EOF
 echo "files: $OUT (manifest.txt, qdisc.txt, *.log)"

@@ -722,3 +722,77 @@ fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
     let _ = stop.send(());
     let _ = runtime.block_on(server);
 }
+
+/// Singles before slice 0 (negative detector time) are owned by no builder: the sender
+/// routes none of them and counts every one (`cluster_before_first_slice`).
+#[test]
+fn singles_before_slice_zero_are_counted_and_never_sent() {
+    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
+    use scandaq::acquire::cluster::service::{Inbound, NodeService};
+    use scandaq::process::cluster::slices::cluster_spec;
+    use scandaq::process::coinc_stage::{CoincidenceOptions, SorterInput};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = free_port_tcp();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(4);
+    let service = NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, 8);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(service.serve(addr, async {
+        let _ = stop_rx.await;
+    }));
+    wait_for("the builder service", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let spec = cluster_spec(1_000_000_000, 1, &CoincidenceOptions::default()).unwrap();
+    let settings = SenderSettings {
+        run: 1,
+        source: "acq-a".into(),
+        source_id: 0,
+        spec,
+        builders: vec![("b0".into(), addr)],
+        credits: 8,
+        buffer_batches: 64,
+        batch_rows: 1000,
+        reconnect_every: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        energy_in_kev: true,
+    };
+    let mut sender = Sender::start(settings, runtime.handle().clone()).unwrap();
+    let tap = sender.tap.take().unwrap();
+    let counters = sender.counters.clone();
+    // 37 singles at -37 ns .. -1 ns, then 100 at 0 .. 99 ns.
+    let t_ps: Vec<i64> = (-37..100).map(|i| i * 1000).collect();
+    let n = t_ps.len();
+    tap.send(SorterInput {
+        t_ps,
+        channel: vec![1; n],
+        energy_kev: vec![511.0; n],
+        flags: vec![0; n],
+    })
+    .unwrap();
+    let taken = std::thread::spawn(move || {
+        let (mut rows, mut min_t) = (0u64, i64::MAX);
+        while let Some(i) = rx.blocking_recv() {
+            if let Inbound::Piece { meta, rows: r } = i {
+                rows += r.t_ps.len() as u64;
+                min_t = r.t_ps.iter().copied().fold(min_t, i64::min);
+                if meta.role == scandaq::process::cluster::protocol::PieceRole::EndOfStream {
+                    break;
+                }
+            }
+        }
+        (rows, min_t)
+    });
+    drop(tap);
+    let links = sender.finish().unwrap();
+    let (rows, min_t) = taken.join().unwrap();
+    assert_eq!(counters.rows_before_first_slice(), 37);
+    assert_eq!(links[0].rows_sent, 100);
+    assert_eq!(rows, 100, "the builder got only the singles of slice 0");
+    assert_eq!(min_t, 0);
+    let _ = stop.send(());
+    let _ = runtime.block_on(server);
+}

@@ -135,6 +135,13 @@ pub fn run_acquisition(
     let links = links?;
     let mut report = report_of(cluster, name, run, &summary, links);
     report.slice_range = counters.slice_range();
+    let before_first = counters.rows_before_first_slice();
+    if before_first > 0 {
+        *report
+            .losses
+            .entry("cluster_before_first_slice".into())
+            .or_insert(0) += before_first;
+    }
     let path = report_path(&cluster.out, run, name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -149,6 +149,8 @@ pub struct SenderCounters {
     links: Vec<(String, SocketAddr, Arc<LinkCounters>)>,
     /// The first and last slice this node had singles in.
     range: Arc<Mutex<Option<(i64, i64)>>>,
+    /// Singles before slice 0: routed nowhere (`cluster_before_first_slice`).
+    rows_before_first: Arc<AtomicU64>,
 }
 
 impl SenderCounters {
@@ -161,6 +163,11 @@ impl SenderCounters {
         if let Ok(mut r) = self.range.lock() {
             *r = Some(r.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
         }
+    }
+
+    /// Singles before slice 0 (negative detector time), which no builder owns.
+    pub fn rows_before_first_slice(&self) -> u64 {
+        self.rows_before_first.load(Ordering::Relaxed)
     }
 
     /// Each link's figures now.
@@ -207,6 +214,7 @@ impl Sender {
         let counters = SenderCounters {
             links,
             range: Arc::default(),
+            rows_before_first: Arc::default(),
         };
         let slicer_counters = counters.clone();
         let slicer = std::thread::Builder::new()
@@ -264,6 +272,9 @@ fn slice_loop(
     };
     for batch in tap {
         let (pieces, through) = slicer.push(&batch.t_ps)?;
+        counters
+            .rows_before_first
+            .store(slicer.rows_before_first(), Ordering::Relaxed);
         if let (Some(&first), Some(&last)) = (batch.t_ps.first(), batch.t_ps.last()) {
             counters.note_slices(settings.spec.slice_of(first), settings.spec.slice_of(last));
         }
