@@ -325,17 +325,7 @@ impl CompiledCalibration {
         out: &mut HitBatch,
         losses: &mut KernelLosses,
     ) {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let start = out.len();
-            BlockDecode {
-                cal: self,
-                out,
-                start,
-                raw: true,
-                scratch,
-            }
-            .run(buf, spans, losses)
-        });
+        self.decode_block_into(buf, spans, out, losses, true);
     }
 
     /// [`CompiledCalibration::decode_block`] without the raw columns (left as they are in
@@ -347,13 +337,25 @@ impl CompiledCalibration {
         out: &mut HitBatch,
         losses: &mut KernelLosses,
     ) {
+        self.decode_block_into(buf, spans, out, losses, false);
+    }
+
+    /// The decode of both: with or without the `raw` columns.
+    fn decode_block_into(
+        &self,
+        buf: &[u8],
+        spans: &[FrameSpan],
+        out: &mut HitBatch,
+        losses: &mut KernelLosses,
+        raw: bool,
+    ) {
         SCRATCH.with_borrow_mut(|scratch| {
             let start = out.len();
             BlockDecode {
                 cal: self,
                 out,
                 start,
-                raw: false,
+                raw,
                 scratch,
             }
             .run(buf, spans, losses)

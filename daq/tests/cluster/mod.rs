@@ -78,17 +78,7 @@ fn wait_ok(mut child: Child, what: &str) {
 
 /// Waits until a node's Flight port accepts connections.
 fn wait_listening(cluster_dir: &Path, name: &str) {
-    let text = std::fs::read_to_string(cluster_dir.join("cluster.toml")).unwrap();
-    let file: toml::Table = toml::from_str(&text).unwrap();
-    let addr: std::net::SocketAddr = file["node"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"].as_str() == Some(name))
-        .and_then(|n| n["listen"].as_str())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listen_addr(cluster_dir, name);
     wait_for(
         &format!("{name} to listen on {addr}"),
         Duration::from_secs(60),
@@ -611,6 +601,64 @@ fn rows_of(b: &scandaq_core::coincidence::CoincidenceBatch) -> Vec<(i64, i64, u3
         .collect()
 }
 
+/// A builder's Flight service in this process, on its own tokio runtime, its inbound queue
+/// (4 deep) handed to the test.
+struct BuilderService {
+    runtime: tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl BuilderService {
+    /// Starts the service granting `credits` and waits until it listens; returns it and the
+    /// queue the service hands pieces to.
+    fn start(
+        credits: u32,
+    ) -> (
+        Self,
+        tokio::sync::mpsc::Receiver<scandaq::acquire::cluster::service::Inbound>,
+    ) {
+        use scandaq::acquire::cluster::service::NodeService;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = free_port_tcp();
+        let (tx, inbound) = tokio::sync::mpsc::channel(4);
+        let service =
+            NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, credits);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(async move {
+            let served = service.serve(addr, async {
+                let _ = stop_rx.await;
+            });
+            served
+                .await
+                .expect("the builder service serves until stopped");
+        });
+        wait_for("the builder service", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        (
+            Self {
+                runtime,
+                addr,
+                stop,
+                server,
+            },
+            inbound,
+        )
+    }
+
+    /// Stops the service and waits for it.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.runtime.block_on(self.server);
+    }
+}
+
 /// A builder that takes nothing: the sender stops at its credits, queues up to its buffer and
 /// then drops and counts; every routed single is either sent or counted (`cluster_buffer_full`),
 /// and up to what credits, the builder's queue and the buffer hold nothing is lost. Then the
@@ -618,25 +666,12 @@ fn rows_of(b: &scandaq_core::coincidence::CoincidenceBatch) -> Vec<(i64, i64, u3
 #[test]
 fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
     use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
-    use scandaq::acquire::cluster::service::{Inbound, NodeService};
+    use scandaq::acquire::cluster::service::Inbound;
     use scandaq::process::cluster::slices::cluster_spec;
     use scandaq::process::coinc_stage::{CoincidenceOptions, SorterInput};
     const ROWS: usize = 1000;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = free_port_tcp();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(4);
-    let service = NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, 2);
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(service.serve(addr, async {
-        let _ = stop_rx.await;
-    }));
-    wait_for("the builder service", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    let (service, mut rx) = BuilderService::start(2);
+    let (runtime, addr) = (&service.runtime, service.addr);
     let spec = cluster_spec(3_600_000_000_000_000, 1, &CoincidenceOptions::default()).unwrap();
     let settings = SenderSettings {
         run: 1,
@@ -719,8 +754,7 @@ fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
         l.missing_slices,
         vec![(0, "cluster_buffer_full".to_string())]
     );
-    let _ = stop.send(());
-    let _ = runtime.block_on(server);
+    service.stop();
 }
 
 /// Singles before slice 0 (negative detector time) are owned by no builder: the sender
@@ -728,24 +762,11 @@ fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
 #[test]
 fn singles_before_slice_zero_are_counted_and_never_sent() {
     use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
-    use scandaq::acquire::cluster::service::{Inbound, NodeService};
+    use scandaq::acquire::cluster::service::Inbound;
     use scandaq::process::cluster::slices::cluster_spec;
     use scandaq::process::coinc_stage::{CoincidenceOptions, SorterInput};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = free_port_tcp();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(4);
-    let service = NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, 8);
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(service.serve(addr, async {
-        let _ = stop_rx.await;
-    }));
-    wait_for("the builder service", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    let (service, mut rx) = BuilderService::start(8);
+    let (runtime, addr) = (&service.runtime, service.addr);
     let spec = cluster_spec(1_000_000_000, 1, &CoincidenceOptions::default()).unwrap();
     let settings = SenderSettings {
         run: 1,
@@ -793,6 +814,102 @@ fn singles_before_slice_zero_are_counted_and_never_sent() {
     assert_eq!(links[0].rows_sent, 100);
     assert_eq!(rows, 100, "the builder got only the singles of slice 0");
     assert_eq!(min_t, 0);
-    let _ = stop.send(());
-    let _ = runtime.block_on(server);
+    service.stop();
+}
+
+/// The `listen` address of node `name` in the cluster file under `dir`.
+fn listen_addr(dir: &Path, name: &str) -> std::net::SocketAddr {
+    let text = std::fs::read_to_string(dir.join("cluster.toml")).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    file["node"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"].as_str() == Some(name))
+        .and_then(|n| n["listen"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A stream from a node the cluster file does not name (a stray or misconfigured sender)
+/// reaches the real builder processes: its singles are refused and counted
+/// (`cluster_refused_singles`), and the builders go on to commit the real nodes' slices.
+#[test]
+fn a_stream_from_an_unknown_node_is_refused_and_counted_and_the_builders_go_on() {
+    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
+    use scandaq::process::cluster::slices::cluster_spec;
+    use scandaq::process::coinc_stage::SorterInput;
+    let tmp = tempfile::tempdir().unwrap();
+    let (cluster, _) = write_cluster(tmp.path(), "1ms");
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(&cluster, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(tmp.path(), b);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spec = cluster_spec(1_000_000_000, 2, &cluster_options()).unwrap();
+    let send = |source: &str, source_id: u32, rows: i64| {
+        let settings = SenderSettings {
+            run: 1,
+            source: source.into(),
+            source_id,
+            spec,
+            builders: ["b0", "b1"]
+                .iter()
+                .map(|b| (b.to_string(), listen_addr(tmp.path(), b)))
+                .collect(),
+            credits: 8,
+            buffer_batches: 64,
+            batch_rows: 1000,
+            reconnect_every: Duration::from_millis(200),
+            drain_timeout: Duration::from_secs(30),
+            energy_in_kev: true,
+        };
+        let mut sender = Sender::start(settings, runtime.handle().clone()).unwrap();
+        let tap = sender.tap.take().unwrap();
+        // Singles every 1 us over `rows` us: several 1 ms slices for both builders.
+        let t_ps: Vec<i64> = (0..rows)
+            .map(|i| i * 1_000_000 + i64::from(source_id))
+            .collect();
+        let n = t_ps.len();
+        tap.send(SorterInput {
+            t_ps,
+            channel: vec![source_id; n],
+            energy_kev: vec![511.0; n],
+            flags: vec![0; n],
+        })
+        .unwrap();
+        drop(tap);
+        let links = sender.finish().unwrap();
+        links.iter().map(|l| l.rows_sent).sum::<u64>()
+    };
+    let stray = send("intruder", 0, 3000);
+    // 3000 singles plus the lead-out rows sent to two slices.
+    assert!(stray >= 3000, "the stray stream went through: {stray}");
+    send("acq-a", 0, 4000);
+    send("acq-b", 1, 4000);
+    let mut refused = 0;
+    for (name, child) in ["b0", "b1"].iter().zip(builders) {
+        wait_ok(child, name);
+        let text = std::fs::read_to_string(
+            tmp.path()
+                .join(format!("out/run=1/builder={name}"))
+                .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
+        )
+        .unwrap();
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        refused += m["losses"]["cluster_refused_singles"].as_u64().unwrap_or(0);
+        assert!(
+            m["counts"]["source.acq-a.singles"].as_u64().unwrap() > 0,
+            "{name} kept the real nodes' singles: {text}"
+        );
+    }
+    assert_eq!(refused, stray, "every stray single is counted");
 }

@@ -112,6 +112,8 @@ pub fn run_builder(
         ended: BTreeSet::new(),
         stats,
         energy_in_kev: true,
+        refused_singles: 0,
+        refusals: 0,
     };
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -185,12 +187,32 @@ struct Assembly<'a> {
     ended: BTreeSet<String>,
     stats: Arc<Mutex<BuilderStats>>,
     energy_in_kev: bool,
+    /// Singles of pieces refused (`cluster_refused_singles`) not yet in the output's manifest.
+    refused_singles: u64,
+    /// Refusals so far (the first few are printed).
+    refusals: u64,
 }
 
 impl Assembly<'_> {
     fn take(&mut self, inbound: Inbound) -> Result<()> {
         match inbound {
-            Inbound::Piece { meta, rows } => self.piece(meta, rows)?,
+            Inbound::Piece { meta, rows } => {
+                if self.assembler.knows(&meta.source) {
+                    self.piece(meta, rows)?;
+                } else {
+                    let why = format!(
+                        "a piece from {:?}, which is no acquisition node of the cluster file",
+                        meta.source
+                    );
+                    self.refuse(rows.len() as u64, &why);
+                }
+            }
+            Inbound::SourceLost { source } if !self.assembler.knows(&source) => {
+                eprintln!(
+                    "scandaq node {}: a stream from {source:?} (no node of the cluster file) ended",
+                    self.name
+                );
+            }
             Inbound::SourceLost { source } => {
                 eprintln!(
                     "scandaq node {}: source {source} lost (its stream broke)",
@@ -242,30 +264,63 @@ impl Assembly<'_> {
             out.count(&format!("source.{}.singles", meta.source), n);
             out.count("singles_received", n);
         }
-        match meta.role {
-            PieceRole::EndOfStream => {
-                self.assembler.end_of_stream(&meta.source)?;
+        // A piece the assembler refuses (a slice already closed, rows out of order: a stray or
+        // replayed stream) is counted and dropped; the builder goes on with the rest.
+        let taken = match meta.role {
+            PieceRole::EndOfStream => self.assembler.end_of_stream(&meta.source).map(|()| {
                 self.ended.insert(meta.source.clone());
                 if let Ok(mut s) = self.stats.lock() {
-                    s.sources_ended.push(meta.source);
+                    s.sources_ended.push(meta.source.clone());
                 }
-            }
-            role => {
-                if let Some(role) = role.slicing().filter(|_| n > 0 || meta.dropped_rows > 0) {
+            }),
+            role => role
+                .slicing()
+                .filter(|_| n > 0 || meta.dropped_rows > 0)
+                .map_or(Ok(()), |role| {
                     self.assembler.add_piece(
                         &meta.source,
                         meta.slice,
                         role,
                         &rows,
                         meta.dropped_rows,
-                    )?;
-                }
-                if meta.end_of_slice {
-                    self.assembler.finished_through(&meta.source, meta.slice)?;
-                }
-            }
+                    )
+                })
+                .and_then(|()| {
+                    if meta.end_of_slice {
+                        self.assembler.finished_through(&meta.source, meta.slice)
+                    } else {
+                        Ok(())
+                    }
+                }),
+        };
+        if let Err(e) = taken {
+            self.refuse(n, &format!("{e:#}"));
+        }
+        if let Some(out) = self.output.as_mut() {
+            out.loss(
+                "cluster_refused_singles",
+                std::mem::take(&mut self.refused_singles),
+            );
         }
         Ok(())
+    }
+
+    /// Counts a refused piece's `rows` (`cluster_refused_singles`); prints the first few.
+    fn refuse(&mut self, rows: u64, why: &str) {
+        self.refused_singles += rows;
+        self.refusals += 1;
+        if self.refusals <= 5 {
+            eprintln!(
+                "scandaq node {}: refused a piece of {rows} singles: {why}",
+                self.name
+            );
+        }
+        if let Some(out) = self.output.as_mut() {
+            out.loss(
+                "cluster_refused_singles",
+                std::mem::take(&mut self.refused_singles),
+            );
+        }
     }
 
     fn process_ready(&mut self) -> Result<()> {

@@ -121,6 +121,11 @@ impl Assembler {
         })
     }
 
+    /// True when `source` is an acquisition node of the cluster file.
+    pub fn knows(&self, source: &str) -> bool {
+        self.ids.contains_key(source)
+    }
+
     fn id(&self, source: &str) -> Result<u32> {
         self.ids.get(source).copied().ok_or_else(|| {
             anyhow!("a piece from {source:?}, which is no acquisition node of the cluster file")
