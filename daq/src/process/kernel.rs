@@ -636,6 +636,22 @@ mod tests {
     }
 
     /// Builds one hit from a known edge time and checks the kernel recovers it exactly.
+
+    /// `batch` sorted by time, keeping its raw columns only when `raw` (what
+    /// `decode_block_sorted` gives).
+    fn sorted_as_decoded(mut batch: HitBatch, raw: bool) -> HitBatch {
+        batch.sort_by_time();
+        if raw {
+            return batch;
+        }
+        HitBatch {
+            t_ps: batch.t_ps,
+            channel: batch.channel,
+            energy_kev: batch.energy_kev,
+            flags: batch.flags,
+            ..HitBatch::default()
+        }
+    }
     #[test]
     fn recovers_edge_time_energy_and_counts_missing_channels() {
         let t_e = TdcEntry {
@@ -733,34 +749,12 @@ mod tests {
             let (mut sorted, mut losses) = (HitBatch::default(), KernelLosses::default());
             k.decode_block_sorted(&many, &many_spans, &mut sorted, &mut losses, raw);
             assert_eq!(losses.no_tdc_calibration, plain_losses.no_tdc_calibration);
-            let mut want = plain.clone();
-            want.sort_by_time();
-            if !raw {
-                want = HitBatch {
-                    t_ps: want.t_ps,
-                    channel: want.channel,
-                    energy_kev: want.energy_kev,
-                    flags: want.flags,
-                    ..HitBatch::default()
-                };
-            }
-            assert_eq!(sorted, want, "raw {raw}");
+            assert_eq!(sorted, sorted_as_decoded(plain.clone(), raw), "raw {raw}");
         }
         for raw in [false, true] {
             let mut sorted = HitBatch::default();
             k.decode_block_sorted(&buf, &spans, &mut sorted, &mut KernelLosses::default(), raw);
-            let mut want = out.clone();
-            want.sort_by_time();
-            if !raw {
-                want = HitBatch {
-                    t_ps: want.t_ps,
-                    channel: want.channel,
-                    energy_kev: want.energy_kev,
-                    flags: want.flags,
-                    ..HitBatch::default()
-                };
-            }
-            assert_eq!(sorted, want, "raw {raw}");
+            assert_eq!(sorted, sorted_as_decoded(out.clone(), raw), "raw {raw}");
         }
         assert_eq!(out.len(), 1);
         assert_eq!(losses.no_tdc_calibration, 1);

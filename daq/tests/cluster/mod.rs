@@ -284,17 +284,7 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
         "the cluster's delayed pairs differ from the single-process replay"
     );
     // The run manifest merges the builders' counts; nothing is missing.
-    let (code, stdout, stderr) = scandaq(&[
-        "cluster",
-        "manifest",
-        "--cluster",
-        cluster.to_str().unwrap(),
-        "--run",
-        "1",
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let m: RunManifest =
-        serde_json::from_slice(&std::fs::read(out.join("run=1/manifest.json")).unwrap()).unwrap();
+    let m = merged_run_manifest(&cluster, &out);
     assert_eq!(m.prompts as usize, want_prompts.len());
     assert_eq!(m.delayed as usize, want_delayed.len());
     assert!(m.complete && m.missing_slices.is_empty(), "{m:?}");
@@ -368,17 +358,7 @@ fn a_killed_builder_leaves_its_slices_missing_and_the_acquisition_nodes_commit()
     }
     wait_ok(builders.pop().unwrap(), "b0");
     let out = dir.join("out");
-    let (code, stdout, stderr) = scandaq(&[
-        "cluster",
-        "manifest",
-        "--cluster",
-        cluster.to_str().unwrap(),
-        "--run",
-        "1",
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let m: RunManifest =
-        serde_json::from_slice(&std::fs::read(out.join("run=1/manifest.json")).unwrap()).unwrap();
+    let m = merged_run_manifest(&cluster, &out);
     assert!(!m.complete);
     assert!(
         m.builders["b0"].complete && m.builders["b0"].prompts > 0,
@@ -815,6 +795,20 @@ fn singles_before_slice_zero_are_counted_and_never_sent() {
     assert_eq!(rows, 100, "the builder got only the singles of slice 0");
     assert_eq!(min_t, 0);
     service.stop();
+}
+
+/// `scandaq cluster manifest` for run 1 of `cluster`, and the manifest it wrote under `out`.
+fn merged_run_manifest(cluster: &Path, out: &Path) -> RunManifest {
+    let (code, stdout, stderr) = scandaq(&[
+        "cluster",
+        "manifest",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--run",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    serde_json::from_slice(&std::fs::read(out.join("run=1/manifest.json")).unwrap()).unwrap()
 }
 
 /// The `listen` address of node `name` in the cluster file under `dir`.
