@@ -635,8 +635,6 @@ mod tests {
         assert_eq!(exp_inline(0.0), 1.0);
     }
 
-    /// Builds one hit from a known edge time and checks the kernel recovers it exactly.
-
     /// `batch` sorted by time, keeping its raw columns only when `raw` (what
     /// `decode_block_sorted` gives).
     fn sorted_as_decoded(mut batch: HitBatch, raw: bool) -> HitBatch {
@@ -652,6 +650,8 @@ mod tests {
             ..HitBatch::default()
         }
     }
+
+    /// Builds one hit from a known edge time and checks the kernel recovers it exactly.
     #[test]
     fn recovers_edge_time_energy_and_counts_missing_channels() {
         let t_e = TdcEntry {
