@@ -178,6 +178,9 @@ pub struct CoincidenceSnapshot {
     pub prompts: u64,
     /// Delayed-window coincidences written (randoms estimate).
     pub delayeds: u64,
+    /// Bytes the prompt and delayed tables hold so far (flushed, or committed at the end).
+    #[serde(default)]
+    pub bytes_written: u64,
     /// Singles the sorter has consumed.
     pub singles_sorted: u64,
     /// Histogram of the prompts' Δt oriented by detector ([`detector_ordered_dt_ps`]:
@@ -375,6 +378,12 @@ pub struct UsSnapshot {
 }
 
 impl StatsSnapshot {
+    /// Bytes the run's PET tables hold so far: the singles files and the prompt and delayed
+    /// coincidence files (a coincidences-only run writes only the latter).
+    pub fn pet_table_bytes(&self) -> u64 {
+        self.sink_bytes + self.coincidences.as_ref().map_or(0, |c| c.bytes_written)
+    }
+
     /// Total of every loss counter the snapshot knows (inputs, rings, kernel, decode).
     pub fn losses_total(&self) -> u64 {
         let inputs: u64 = self

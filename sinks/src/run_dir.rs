@@ -3,10 +3,11 @@
 //! Runs started at the same moment into one output directory take the counter in turn (an
 //! exclusive lock on `.scandaq-runs.lock`), so each gets its own number.
 //!
-//! Names are `run-` and the number with at least six digits ([`run_dir_name`]): `run-000001`
-//! to `run-999999`, then `run-1000000` and on. Within six digits the names sort as the numbers
-//! do; past them a plain sort of names does not (`run-1000000` < `run-999999`), so everything
-//! that orders runs orders them by [`run_number_of`] (and `ls -v` lists them in order).
+//! Names are `run-` and the number in six digits ([`run_dir_name`]): `run-000001` to
+//! `run-999999`. A longer number is preceded by one `x` per digit past six: `run-x1000000`,
+//! `run-xx10000000`. A letter sorts after every digit (in byte order and in the usual locales),
+//! and more `x`s mean more digits, so a plain sort of the names (`ls`, a shell glob) always
+//! follows the run numbers, also across the six-digit boundary and beside existing runs.
 
 use crate::error::SinkError;
 use std::io::Write;
@@ -24,15 +25,30 @@ pub struct RunDir {
     pub path: PathBuf,
 }
 
-/// The directory name of run `run`: `run-000042`, `run-1000000`.
+/// Digits of the plain run-directory names; longer numbers carry a width mark.
+const PLAIN_DIGITS: usize = 6;
+
+/// The directory name of run `run`: `run-000042`, and past six digits one `x` per extra
+/// digit (`run-x1000000`, `run-xx10000000`) so names sort as the numbers do.
 pub fn run_dir_name(run: u64) -> String {
-    format!("run-{run:06}")
+    let digits = format!("{run:06}");
+    let width_mark = "x".repeat(digits.len().saturating_sub(PLAIN_DIGITS));
+    format!("run-{width_mark}{digits}")
 }
 
-/// The run number a directory name gives (`run-000042` -> 42), or None for other names.
+/// The run number a directory name gives (`run-000042` -> 42, `run-x1000000` -> 1000000),
+/// or None for other names, including a width mark that does not match the digits. Unmarked
+/// long names (`run-1000000`, written by scandaq before the width mark) still give their
+/// number, so the counter never reuses them.
 pub fn run_number_of(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("run-")?;
+    let rest = name.strip_prefix("run-")?;
+    let digits = rest.trim_start_matches('x');
+    let marks = rest.len() - digits.len();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let width_ok = marks == 0 || (digits.len() == PLAIN_DIGITS + marks && !digits.starts_with('0'));
+    if !width_ok {
         return None;
     }
     digits.parse().ok()
@@ -142,24 +158,48 @@ mod tests {
         let next = RunDir::allocate(&out).unwrap();
         assert_eq!(next.run, 1_000_000);
         assert!(
-            next.path.ends_with("run-1000000"),
+            next.path.ends_with("run-x1000000"),
             "{}",
             next.path.display()
         );
         assert_eq!(RunDir::allocate(&out).unwrap().run, 1_000_001);
-        // Ordered by number, the newest is last (a plain name sort would not say so).
+        // A plain byte sort of the names (what `ls` in the C locale and a glob give) is the
+        // order of the numbers, across the six-digit boundary.
         let mut names: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .filter(|n| run_number_of(n).is_some())
             .collect();
-        names.sort_by_key(|n| run_number_of(n));
-        assert_eq!(names, ["run-999999", "run-1000000", "run-1000001"]);
+        names.sort_unstable();
+        assert_eq!(names, ["run-999999", "run-x1000000", "run-x1000001"]);
         assert_eq!(run_number_of("run-000042"), Some(42));
+        assert_eq!(run_number_of("run-x1000001"), Some(1_000_001));
         assert_eq!(run_number_of("run-"), None);
+        assert_eq!(run_number_of("run-x"), None);
+        assert_eq!(run_number_of("run-x000042"), None);
+        assert_eq!(run_number_of("run-x10000000"), None);
         assert_eq!(run_number_of("run-12.tmp"), None);
         assert_eq!(run_dir_name(7), "run-000007");
+    }
+
+    #[test]
+    fn names_sort_as_the_numbers_at_every_width() {
+        let numbers: Vec<u64> = (0..20)
+            .flat_map(|p| {
+                let base = 10u64.pow(p);
+                [base - 1, base, base + 1, base.saturating_mul(7)]
+            })
+            .chain([u64::MAX - 1, u64::MAX])
+            .collect();
+        let mut by_name: Vec<String> = numbers.iter().map(|&n| run_dir_name(n)).collect();
+        by_name.sort_unstable();
+        by_name.dedup();
+        let mut by_number = numbers.clone();
+        by_number.sort_unstable();
+        by_number.dedup();
+        let parsed: Vec<u64> = by_name.iter().map(|n| run_number_of(n).unwrap()).collect();
+        assert_eq!(parsed, by_number);
     }
 
     #[test]

@@ -642,7 +642,7 @@ impl App {
         }
     }
 
-    /// `(singles/s, sink rows/s, sink bytes/s)` on screen.
+    /// `(singles/s, sink rows/s, PET table bytes/s)` on screen.
     pub fn totals_rates(&self) -> (f64, f64, f64) {
         match self.shown() {
             Some((s, Some(b))) => {
@@ -650,7 +650,7 @@ impl App {
                 (
                     rate(s.singles, b.singles, dt),
                     rate(s.sink_rows, b.sink_rows, dt),
-                    rate(s.sink_bytes, b.sink_bytes, dt),
+                    rate(s.pet_table_bytes(), b.pet_table_bytes(), dt),
                 )
             }
             _ => (0.0, 0.0, 0.0),

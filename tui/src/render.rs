@@ -198,15 +198,15 @@ fn draw_header(frame: &mut Frame, app: &App, s: &StatsSnapshot, area: Rect) {
     );
 }
 
-/// The header's second line: output directory, what the singles sink wrote and the singles
-/// (PET runs: stream-only runs write their own tables, which this figure does not count), and
-/// the dropped-data total.
+/// The header's second line: output directory, what the PET tables hold (singles, prompts and
+/// delayed; stream-only runs write their own tables, which this figure does not count), the
+/// singles, and the dropped-data total.
 fn header_totals(app: &App, s: &StatsSnapshot, width: u16) -> Line<'static> {
     let sep = Span::styled(" │ ", DIM);
     let losses = s.losses_total();
     let (singles_rate, _, _) = app.totals_rates();
     let pet = !app.stream_only();
-    let written = pet.then(|| format!("written {:.1} MB", s.sink_bytes as f64 / 1e6));
+    let written = pet.then(|| format!("written {:.1} MB", s.pet_table_bytes() as f64 / 1e6));
     let singles = pet.then(|| format!("singles {} ({}/s)", si(s.singles as f64), si(singles_rate)));
     let dropped = if losses > 0 {
         format!("DROPPED {losses}")

@@ -363,7 +363,8 @@ pub fn find_socket(arg: Option<&Path>, search: &[PathBuf]) -> Result<PathBuf> {
             }
         }
     }
-    // By run number: past run-999999 the names no longer sort as the numbers do.
+    // By run number, so runs an older scandaq named without the width mark (`run-1000000`)
+    // are ordered right too.
     candidates.sort();
     for (_, sock) in candidates.into_iter().rev() {
         if UnixStream::connect(&sock).is_ok() {

@@ -163,7 +163,7 @@ pub fn plain_line(now: &StatsSnapshot, before: Option<&StatsSnapshot>) -> String
         now.state.name(),
         now.singles,
         rate / 1e6,
-        now.sink_bytes as f64 / 1e6,
+        now.pet_table_bytes() as f64 / 1e6,
         if losses == 0 {
             "no losses".to_string()
         } else {

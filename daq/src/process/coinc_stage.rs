@@ -463,6 +463,8 @@ pub(crate) fn spawn(
                 }
                 if last_publish.elapsed() >= LIVE_PUBLISH_EVERY {
                     last_publish = Instant::now();
+                    view.bytes_written = prompts.writer.bytes_written()
+                        + delayed.as_ref().map_or(0, |d| d.writer.bytes_written());
                     live.coincidences.publish(Some(view.clone()));
                 }
                 Ok(())
@@ -490,6 +492,7 @@ pub(crate) fn spawn(
                 report.delayed = Some(*s.stats());
                 report.files.push(d.commit()?);
             }
+            view.bytes_written = report.files.iter().map(|f| f.bytes).sum();
             live.coincidences.publish(Some(view));
             Ok(report)
         })

@@ -348,17 +348,29 @@ fn run_numbers_past_999999_keep_counting() {
         "--no-progress",
     ]);
     assert!(stdout.starts_with("run 1000000 -> "), "{stdout}");
-    assert!(run_dir_of(&stdout).ends_with("run-1000000"));
+    assert!(run_dir_of(&stdout).ends_with("run-x1000000"));
     assert_eq!(Manifest::read(&run_dir_of(&stdout)).unwrap().run, 1_000_000);
-    // `top` and `ctl` attach to the newest live run: by number, run-1000000, although its
-    // name sorts before run-999999.
+    // A plain `ls` (byte order) lists the runs in number order across the boundary.
+    let ls = std::process::Command::new("ls")
+        .arg(&out)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let listed: Vec<String> = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, ["run-999999", "run-x1000000"]);
+    // `top` and `ctl` attach to the newest live run, run-x1000000, and also pick by number
+    // a seven-digit run an older scandaq named without the width mark.
     use scandaq::observe::control::{SOCKET_NAME, find_socket};
-    let _listeners: Vec<_> = ["run-999999", "run-1000000"]
+    std::fs::create_dir(out.join("run-1000001")).unwrap();
+    let _listeners: Vec<_> = ["run-999999", "run-x1000000", "run-1000001"]
         .iter()
         .map(|r| std::os::unix::net::UnixListener::bind(out.join(r).join(SOCKET_NAME)).unwrap())
         .collect();
     let newest = find_socket(None, std::slice::from_ref(&out)).unwrap();
-    assert_eq!(newest, out.join("run-1000000").join(SOCKET_NAME));
+    assert_eq!(newest, out.join("run-1000001").join(SOCKET_NAME));
 }
 
 #[test]

@@ -598,25 +598,73 @@ fn demo_dashboard_shows_the_true_ctr_the_runs_window_rates_disk_and_final_figure
     );
     assert!(screen.contains(" free, full in "), "{screen}");
 
-    // 6. Stop: the header keeps the committed singles files' size.
-    tmux(&["send-keys", "-t", &session.0, "s"]);
-    wait_screen(&session.0, "STOPPED", 60);
-    let dir = run_dir(&out);
+    // 6. Stop: the header keeps what the committed PET tables hold.
+    stop_and_check_the_written_figure(&session.0, &out, 1_000_000);
+}
+
+/// Presses `s`, waits for the final manifest and checks the header's "written" figure equals
+/// the committed singles, prompt and delayed files (at least `min_bytes`), then quits; gives
+/// the final manifest.
+fn stop_and_check_the_written_figure(session: &str, out: &Path, min_bytes: u64) -> Manifest {
+    tmux(&["send-keys", "-t", session, "s"]);
+    wait_screen(session, "STOPPED", 60);
+    let dir = run_dir(out);
     wait_until("the final manifest", Duration::from_secs(60), || {
         Manifest::read(&dir).is_ok_and(|m| m.complete)
     });
     let m = Manifest::read(&dir).unwrap();
-    let singles_bytes: u64 = m
+    let table_bytes: u64 = m
         .files
         .iter()
-        .filter(|f| f.path.starts_with("singles"))
+        .filter(|f| {
+            ["singles", "coincidences", "delayed"]
+                .iter()
+                .any(|t| f.path.starts_with(t))
+        })
         .map(|f| f.bytes)
         .sum();
-    assert!(singles_bytes > 1_000_000, "{:?}", m.files);
-    let written = format!("written {:.1} MB", singles_bytes as f64 / 1e6);
-    let screen = wait_screen(&session.0, &written, 10);
+    assert!(table_bytes >= min_bytes, "{:?}", m.files);
+    let written = format!("written {:.1} MB", table_bytes as f64 / 1e6);
+    let screen = wait_screen(session, &written, 10);
     assert!(screen.contains("STOPPED"), "{screen}");
-    tmux(&["send-keys", "-t", &session.0, "q"]);
-    let end = wait_screen(&session.0, "SCANDAQ-EXIT=", 60);
+    tmux(&["send-keys", "-t", session, "q"]);
+    let end = wait_screen(session, "SCANDAQ-EXIT=", 60);
     assert!(end.contains("SCANDAQ-EXIT=0"), "{end}");
+    m
+}
+
+#[test]
+fn a_coincidences_only_demo_shows_the_coincidence_files_as_written() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        crate::skip_unless_ci("tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("runs");
+    let bin = env!("CARGO_BIN_EXE_scandaq");
+    let session = Session(format!("scandaq-dash-conly-{}", std::process::id()));
+    let cmd = format!(
+        "{bin} demo --duration 300s --rate 300k --coincidences-only --out {}; \
+         echo SCANDAQ-EXIT=$?; sleep 60",
+        out.display()
+    );
+    start_session(&session.0, &cmd);
+    wait_screen(&session.0, "RUNNING", 60);
+    let socket = run_dir(&out).join(SOCKET_NAME);
+    wait_until("the control socket", Duration::from_secs(30), || {
+        socket.exists()
+    });
+    wait_until("20 000 prompts", Duration::from_secs(240), || {
+        control::status(&socket)
+            .ok()
+            .and_then(|s| s.coincidences)
+            .is_some_and(|c| c.prompts >= 20_000)
+    });
+    // No singles table: the whole figure is the prompt and delayed files.
+    let m = stop_and_check_the_written_figure(&session.0, &out, 100_000);
+    assert!(
+        !m.files.iter().any(|f| f.path.starts_with("singles")),
+        "{:?}",
+        m.files
+    );
 }

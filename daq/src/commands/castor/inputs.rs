@@ -91,7 +91,7 @@ pub(super) fn export_name(
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| format!("run-{:06}", manifest.run)),
+            .unwrap_or_else(|| scandaq_sinks::run_dir::run_dir_name(manifest.run)),
     };
     if name.is_empty() || name.contains(['/', '\\', ' ', ':', '#']) {
         bail!("--name {name:?}: use a plain file name (no /, spaces, ':' or '#')");
