@@ -378,6 +378,8 @@ mod petsys_peer;
 #[path = "petsys_semantics/mod.rs"]
 mod petsys_semantics;
 
+#[path = "bids/mod.rs"]
+mod bids;
 #[path = "calibration/mod.rs"]
 mod calibration;
 #[path = "cli_grammar/mod.rs"]

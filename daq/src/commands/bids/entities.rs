@@ -104,6 +104,11 @@ impl Entities {
 
     /// This recording's files already in the meg directory (sorted).
     pub(super) fn existing_files(&self, root: &Path) -> Result<Vec<PathBuf>> {
+        self.files_where(root, |name| self.owns(name))
+    }
+
+    /// The files in the meg directory whose names `keep` selects (sorted).
+    fn files_where(&self, root: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
         let dir = self.meg_dir(root);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(Vec::new());
@@ -111,12 +116,43 @@ impl Entities {
         let mut out = Vec::new();
         for e in entries {
             let e = e.map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?;
-            if self.owns(&e.file_name().to_string_lossy()) {
+            if keep(&e.file_name().to_string_lossy()) {
                 out.push(e.path());
             }
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Refuses a recording that BIDS's inheritance principle would mix with another one of
+    /// the same task: the sidecars of a recording without a run apply to every run of the
+    /// task, so the task's recordings either all have a run or none has.
+    pub(super) fn check_runs_consistent(&self, root: &Path) -> Result<()> {
+        let bare = Self {
+            run: None,
+            ..self.clone()
+        };
+        let others = match self.run {
+            Some(_) => bare.existing_files(root)?,
+            None => {
+                let runs = format!("{}_run-", self.prefix());
+                self.files_where(root, |n| n.starts_with(&runs))?
+            }
+        };
+        if let Some(other) = others.first() {
+            bail!(
+                "{} holds {}: a task's recordings must all have a --run or none (BIDS applies \
+                 the sidecars of a recording without a run to every run of its task); {}",
+                self.meg_dir(root).display(),
+                other.file_name().unwrap_or_default().to_string_lossy(),
+                if self.run.is_some() {
+                    "export without --run to replace it (--overwrite), or use another --task"
+                } else {
+                    "give --run"
+                }
+            );
+        }
+        Ok(())
     }
 }
 

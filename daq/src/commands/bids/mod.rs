@@ -130,6 +130,7 @@ pub fn export_bids(run_dir: &Path, options: &BidsOptions) -> Result<BidsExport> 
     let manifest = scandaq_sinks::Manifest::read(run_dir).ok();
     let (root, e) = (&options.root, &options.entities);
     prepare_root(root)?;
+    e.check_runs_consistent(root)?;
     let replaced = e.existing_files(root)?;
     if !replaced.is_empty() && !options.overwrite {
         let names: Vec<String> = replaced
