@@ -12,23 +12,15 @@ use super::{no_panic, read_parquet, scandaq, skip_unless_ci};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt8Type};
 use scandaq_fpga_sim::opm::{
-    OpmConfig, TRUTH_TRIGGERS_FILE, archive_metadata, channel_table, read_trigger_truth, run_opm,
+    TRUTH_TRIGGERS_FILE, archive_metadata, channel_table, read_trigger_truth, run_opm,
 };
 use scandaq_fpga_sim::packet_out::Destination;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The simulated run: 8 s, 3 sensors, MEG channel 4 dead (the report test's run).
-fn config() -> OpmConfig {
-    OpmConfig {
-        seed: 5,
-        duration_s: 8.0,
-        sensors: 3,
-        flat_channels: vec![4],
-        ..OpmConfig::default()
-    }
-}
+// The simulated run: 8 s, 3 sensors, MEG channel 4 dead (the report test's run).
+use super::report::meg_config as config;
 
 /// A replayed simulated run and the simulator's truth directory.
 struct Fixture {

@@ -36,12 +36,9 @@ pub struct BidsOptions {
     pub root: PathBuf,
     /// The recording's entities.
     pub entities: Entities,
-    /// The stream (source id) to export; `None`: the run's only MEG stream.
-    pub stream: Option<u32>,
-    /// Write the samples as recorded instead of aligning the channels' delays.
-    pub unaligned: bool,
-    /// Largest size of one FIF file (default: FIF's limit, 2 GiB - 1 MiB).
-    pub split_bytes: Option<u64>,
+    /// The FIF export's choices (stream, alignment, split size; parts are always named as
+    /// BIDS wants).
+    pub fif: fif::FifOptions,
     /// Mains frequency for `PowerLineFrequency`, Hz (default: the one the dashboard found).
     pub line_freq_hz: Option<f64>,
     /// `Manufacturer` of the sensors (default `n/a`: the run does not record it).
@@ -123,7 +120,7 @@ pub fn export_bids(run_dir: &Path, options: &BidsOptions) -> Result<BidsExport> 
         );
     }
     // Read and check everything first: nothing is written for a run that cannot be exported.
-    let stream = fif::choose_stream(run_dir, options.stream)?;
+    let stream = fif::choose_stream(run_dir, options.fif.stream)?;
     let channels = fif::read_channel_table(run_dir, stream)?;
     let events = events::read_events(run_dir, stream)?;
     let health = report::stream_health(run_dir, stream)?;
@@ -209,9 +206,8 @@ impl Staged<'_> {
             &stage.path(&format!("{prefix}_meg.fif")),
             &fif::FifOptions {
                 stream: Some(self.stream),
-                unaligned: options.unaligned,
-                split_bytes: options.split_bytes,
                 split_naming: fif::SplitNaming::Bids,
+                ..options.fif.clone()
             },
         )?;
         stage.add_data(&fif.files);
