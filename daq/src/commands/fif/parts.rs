@@ -225,3 +225,37 @@ impl PartWriter {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_parts_are_named_as_mne_and_bids_name_them() {
+        let out = Path::new("/d/sub-01_task-a_meg.fif");
+        let name = |k, naming, split| {
+            split_part_path(out, k, naming, split)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        assert_eq!(
+            name(0, SplitNaming::Neuromag, true),
+            "sub-01_task-a_meg.fif"
+        );
+        assert_eq!(
+            name(2, SplitNaming::Neuromag, true),
+            "sub-01_task-a_meg-2.fif"
+        );
+        assert_eq!(name(0, SplitNaming::Bids, false), "sub-01_task-a_meg.fif");
+        assert_eq!(
+            name(0, SplitNaming::Bids, true),
+            "sub-01_task-a_split-01_meg.fif"
+        );
+        assert_eq!(
+            name(11, SplitNaming::Bids, true),
+            "sub-01_task-a_split-12_meg.fif"
+        );
+    }
+}
