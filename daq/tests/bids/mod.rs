@@ -8,7 +8,7 @@
 //! wants, an existing recording replaced only with --overwrite, and clear refusals that write
 //! nothing.
 
-use super::{no_panic, read_parquet, scandaq, skip_unless_ci};
+use super::{no_panic, python_has, python_script, read_parquet, scandaq, skip_unless_ci};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt8Type};
 use scandaq_fpga_sim::opm::{
@@ -118,31 +118,17 @@ fn reference_fif(run: &Path, fif: &Path) {
 /// scripts/check_bids_mne.py (MNE-BIDS): without python3 + mne-bids, fails under CI and says
 /// SKIPPED elsewhere.
 fn mne_bids_check(root: &Path, run: &Path, fif: &Path, extra: &[&str]) {
-    let have = Command::new("python3")
-        .args(["-c", "import mne, mne_bids, pyarrow"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
+    if !python_has("mne, mne_bids, pyarrow") {
         skip_unless_ci(
             "python3 cannot import mne, mne_bids and pyarrow (pip install mne-bids pyarrow): the MNE-BIDS read-back of the BIDS export",
         );
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_bids_mne.py");
     let bad = channel_table(&config())[4].name.clone();
-    let out = Command::new("python3")
-        .args([script, s(root), s(run), s(fif)])
-        .args(["--subject", "01", "--session", "1", "--task", "aef"])
-        .args(["--bad", &bad])
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let mut args = vec![s(root), s(run), s(fif), "--subject", "01", "--session", "1"];
+    args.extend(["--task", "aef", "--bad", &bad]);
+    args.extend_from_slice(extra);
+    let text = python_script("check_bids_mne.py", &args);
     assert!(text.contains("all BIDS checks passed"), "{text}");
     eprintln!("{text}");
 }
