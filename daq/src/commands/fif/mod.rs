@@ -20,7 +20,8 @@
 //!
 //! A file holds at most [`MAX_FIF_BYTES`] (FIF offsets are 32-bit): beyond it, or beyond
 //! `--split-size`, the export continues in `X-1.fif`, `X-2.fif`, ..., each a whole FIF file
-//! linked to its neighbours by `FIFFB_REF` blocks as MNE-Python writes split raw files.
+//! linked to its neighbours by `FIFFB_REF` blocks as MNE-Python writes split raw files
+//! ([`SplitNaming::Bids`]: `X_split-01_meg.fif`, `X_split-02_meg.fif`, ... for `export bids`).
 //!
 //! By job: [`tables`] reads the run's MEG tables, [`tags`] writes FIF tags and the measurement
 //! header ([`fiff`] holds the constants), [`parts`] writes the (split) files and [`data`] the
