@@ -331,6 +331,34 @@ impl LiveRunChild {
     }
 }
 
+/// True when `python3 -c "import MODULES"` works (e.g. `"mne, pyarrow"`).
+fn python_has(modules: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `python3 scripts/SCRIPT ARGS...` and asserts it exits 0; returns its stdout and
+/// stderr together.
+fn python_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script}: {text}");
+    text
+}
+
 /// A prerequisite of a test is missing (a tool, a Python package): under CI (env `CI` set)
 /// the test fails naming it; elsewhere it prints `SKIPPED (not under CI): why` and the caller
 /// returns.
@@ -378,6 +406,8 @@ mod petsys_peer;
 #[path = "petsys_semantics/mod.rs"]
 mod petsys_semantics;
 
+#[path = "bids/mod.rs"]
+mod bids;
 #[path = "calibration/mod.rs"]
 mod calibration;
 #[path = "cli_grammar/mod.rs"]

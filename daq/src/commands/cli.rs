@@ -47,12 +47,17 @@ pub fn accept_negative_values(cmd: clap::Command) -> clap::Command {
 /// one is created when its parent exists (a missing parent is most likely a typo, so it is an
 /// error, as for run directories). The same rule as `demo`, `run` and `replay` apply to theirs.
 pub fn prepare_out_dir(out: &Path) -> Result<()> {
+    prepare_dir("--out", out)
+}
+
+/// [`prepare_out_dir`] for a directory given with another flag (named in the errors).
+pub fn prepare_dir(flag: &str, out: &Path) -> Result<()> {
     if out.is_dir() {
         return Ok(());
     }
     if out.exists() {
         bail!(
-            "--out {} exists but is not a directory: give a directory",
+            "{flag} {} exists but is not a directory: give a directory",
             out.display()
         );
     }
@@ -62,7 +67,7 @@ pub fn prepare_out_dir(out: &Path) -> Result<()> {
         .unwrap_or(Path::new("."));
     if !parent.is_dir() {
         bail!(
-            "--out {}: neither it nor its parent {} exists: check the path, or create it with \
+            "{flag} {}: neither it nor its parent {} exists: check the path, or create it with \
              `mkdir -p {}`",
             out.display(),
             parent.display(),

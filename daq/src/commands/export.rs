@@ -1,8 +1,8 @@
 //! `scandaq export FORMAT RUN_DIR`: a run in the formats reconstruction and analysis tools
-//! read (CASToR list mode, MNE's raw FIF); the writers are in [`crate::commands::castor`] and
-//! [`crate::commands::fif`].
+//! read (CASToR list mode, MNE's raw FIF, a BIDS-MEG recording); the writers are in
+//! [`crate::commands::castor`], [`crate::commands::fif`] and [`crate::commands::bids`].
 
-use crate::commands::{castor, cli, fif};
+use crate::commands::{bids, castor, cli, fif};
 use anyhow::Result;
 use clap::Subcommand;
 use scandaq_core::units::{parse_number_in, parse_whole};
@@ -44,16 +44,91 @@ pub enum ExportFormat {
         /// RUN.fif, e.g. run-000001.fif), or the file to write when the path ends in .fif.
         #[arg(long, value_name = "DIR|FILE.fif")]
         out: PathBuf,
-        /// The stream (source id) to export, when the run has several.
-        #[arg(long, value_parser = |s: &str| parse_whole(s, 0, u64::from(u32::MAX)).map(|n| n as u32))]
-        stream: Option<u32>,
-        /// Write the samples as recorded; by default each channel is shifted by its group delay (meg_channels.delay_ps) so all channels refer to the same instants.
-        #[arg(long)]
-        unaligned: bool,
-        /// Largest size of one file (default and at most 2 GiB - 1 MiB); more data continues in FILE-1.fif, FILE-2.fif, ... linked as MNE's split files (mne.io.read_raw_fif(FILE) reads them all).
-        #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
-        split_size: Option<u64>,
+        /// Stream, alignment and split size.
+        #[command(flatten)]
+        choices: FifChoices,
     },
+    /// A BIDS-MEG recording (MNE-BIDS: read_raw_bids): the FIF export plus meg.json, channels.tsv (status from the channel health), events.tsv (from the trigger table), coordsystem.json, scans.tsv, participants.tsv and dataset_description.json (docs/bids.md).
+    Bids(BidsArgs),
+}
+
+/// What `export fif` and `export bids` choose of the FIF file.
+#[derive(clap::Args)]
+pub struct FifChoices {
+    /// The stream (source id) to export, when the run has several.
+    #[arg(long, value_parser = |s: &str| parse_whole(s, 0, u64::from(u32::MAX)).map(|n| n as u32))]
+    stream: Option<u32>,
+    /// Write the samples as recorded; by default each channel is shifted by its group delay (meg_channels.delay_ps) so all channels refer to the same instants.
+    #[arg(long)]
+    unaligned: bool,
+    /// Largest size of one FIF file (default and at most 2 GiB - 1 MiB); more data continues in linked parts that MNE reads as one (export fif: FILE-1.fif, FILE-2.fif, ...; export bids: ..._split-01_meg.fif, ..._split-02_meg.fif, ...).
+    #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
+    split_size: Option<u64>,
+}
+
+impl FifChoices {
+    /// The FIF export's options, parts named as `naming` says.
+    fn options(&self, split_naming: fif::SplitNaming) -> fif::FifOptions {
+        fif::FifOptions {
+            stream: self.stream,
+            unaligned: self.unaligned,
+            split_bytes: self.split_size,
+            split_naming,
+        }
+    }
+}
+
+/// `scandaq export bids` arguments.
+#[derive(clap::Args)]
+pub struct BidsArgs {
+    /// The run directory (OUTDIR/run-NNNNNN).
+    run_dir: PathBuf,
+    /// The dataset's root directory (created if missing, its parent must exist; an existing one must be a BIDS root).
+    #[arg(long, value_name = "DIR")]
+    bids_root: PathBuf,
+    /// Subject label (letters and digits): sub-LABEL.
+    #[arg(long, value_name = "LABEL")]
+    subject: String,
+    /// Session label (letters and digits): ses-LABEL.
+    #[arg(long, value_name = "LABEL")]
+    session: String,
+    /// Task label (letters and digits): task-LABEL, also the sidecar's TaskName.
+    #[arg(long, value_name = "LABEL")]
+    task: String,
+    /// Run index (digits, e.g. 1 or 01): run-N.
+    #[arg(long, value_name = "INDEX")]
+    run: Option<String>,
+    /// Replace the recording's files when the dataset already holds them.
+    #[arg(long)]
+    overwrite: bool,
+    /// Stream, alignment and split size.
+    #[command(flatten)]
+    choices: FifChoices,
+    /// PowerLineFrequency, Hz (default: the mains frequency the dashboard's analysis finds in the data).
+    #[arg(long, value_name = "HZ", value_parser = |s: &str| parse_number_in(s, 1.0, 1000.0, "Hz"))]
+    line_freq: Option<f64>,
+    /// Manufacturer of the sensors for meg.json (default n/a: the run does not record it).
+    #[arg(long, value_name = "TEXT")]
+    manufacturer: Option<String>,
+    /// Name of a new dataset (dataset_description.json; an existing one is kept).
+    #[arg(long, value_name = "TEXT")]
+    dataset_name: Option<String>,
+}
+
+/// Carries out `scandaq export bids`.
+fn run_bids(a: BidsArgs) -> Result<ExitCode> {
+    let options = bids::BidsOptions {
+        entities: bids::Entities::new(&a.subject, &a.session, &a.task, a.run.as_deref())?,
+        root: a.bids_root,
+        fif: a.choices.options(fif::SplitNaming::Bids),
+        line_freq_hz: a.line_freq,
+        manufacturer: a.manufacturer,
+        dataset_name: a.dataset_name,
+        overwrite: a.overwrite,
+    };
+    let x = bids::export_bids(&a.run_dir, &options)?;
+    bids::print_summary(&options.root, &x);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The FIF file `export fif --out OUT` writes: OUT itself when it ends in `.fif`, else
@@ -76,6 +151,7 @@ fn fif_path(run_dir: &Path, out: &Path) -> Result<PathBuf> {
 /// Carries out `scandaq export FORMAT ...` and prints what was written.
 pub fn run(format: ExportFormat) -> Result<ExitCode> {
     match format {
+        ExportFormat::Bids(args) => run_bids(args),
         ExportFormat::Castor {
             run_dir,
             out,
@@ -102,20 +178,11 @@ pub fn run(format: ExportFormat) -> Result<ExitCode> {
         ExportFormat::Fif {
             run_dir,
             out,
-            stream,
-            unaligned,
-            split_size,
+            choices,
         } => {
             let out = fif_path(&run_dir, &out)?;
-            let e = fif::export_fif_with(
-                &run_dir,
-                &out,
-                &fif::FifOptions {
-                    stream,
-                    unaligned,
-                    split_bytes: split_size,
-                },
-            )?;
+            let options = choices.options(fif::SplitNaming::Neuromag);
+            let e = fif::export_fif_with(&run_dir, &out, &options)?;
             if e.files.len() > 1 {
                 println!(
                     "split into {} files: {}",

@@ -1,4 +1,5 @@
-//! The subcommands, one module each: what `scandaq demo`, `replay`, `recover`, `export`,
+//! The subcommands, one module each: what `scandaq demo`, `replay`, `recover`, `export`
+//! (castor, fif, bids),
 //! `calibrate`, `inspect`, `report`, `node` and `cluster` do beyond parsing their arguments.
 //!
 //! Top layer: may import [`crate::acquire`], [`crate::process`] and [`crate::observe`];
@@ -8,6 +9,7 @@
 //! needs the simulator (scandaq-fpga-sim), so a scanner build without it carries no simulator.
 
 pub mod attach;
+pub mod bids;
 pub mod calibrate;
 pub mod castor;
 pub mod cli;

@@ -709,20 +709,9 @@ fn mne_check(run_dir: &std::path::Path, fif: &std::path::Path, extra: &[&str]) {
         ));
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_fif_mne.py");
-    let check = Command::new("python3")
-        .arg(script)
-        .arg(run_dir)
-        .arg(fif)
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(check.status.success(), "{text}");
+    let mut args = vec![run_dir.as_os_str(), fif.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let text = super::python_script("check_fif_mne.py", &args);
     assert!(text.contains("all FIF checks passed"), "{text}");
 }
 

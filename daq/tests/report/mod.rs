@@ -136,7 +136,8 @@ fn meg() -> &'static Fixture {
     })
 }
 
-fn meg_config() -> OpmConfig {
+/// Also the run `scandaq export bids` is tested on (daq/tests/bids).
+pub(crate) fn meg_config() -> OpmConfig {
     OpmConfig {
         seed: 5,
         duration_s: 8.0,

@@ -423,26 +423,11 @@ fn demo_flags_and_the_run_config_key_turn_the_columns_on() {
 /// multiplicities against photon_id group sizes and one position per channel). Without
 /// the Python clients this fails under CI (which installs them) and says SKIPPED elsewhere.
 fn check_with_python_clients(runs: &[&Path]) {
-    let have = Command::new("python3")
-        .args(["-c", "import pyarrow, polars, duckdb"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
+    if !crate::python_has("pyarrow, polars, duckdb") {
         crate::skip_unless_ci(
             "python3 with pyarrow, polars and duckdb not found: the Parquet client check",
         );
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_parquet_clients.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(runs)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    crate::python_script("check_parquet_clients.py", runs);
 }

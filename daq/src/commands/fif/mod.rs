@@ -20,7 +20,8 @@
 //!
 //! A file holds at most [`MAX_FIF_BYTES`] (FIF offsets are 32-bit): beyond it, or beyond
 //! `--split-size`, the export continues in `X-1.fif`, `X-2.fif`, ..., each a whole FIF file
-//! linked to its neighbours by `FIFFB_REF` blocks as MNE-Python writes split raw files.
+//! linked to its neighbours by `FIFFB_REF` blocks as MNE-Python writes split raw files
+//! ([`SplitNaming::Bids`]: `X_split-01_meg.fif`, `X_split-02_meg.fif`, ... for `export bids`).
 //!
 //! By job: [`tables`] reads the run's MEG tables, [`tags`] writes FIF tags and the measurement
 //! header ([`fiff`] holds the constants), [`parts`] writes the (split) files and [`data`] the
@@ -38,10 +39,11 @@ use data::BlockWriter;
 use parts::PartWriter;
 use scandaq_sinks::meg_tables::BLOCKS_TABLE;
 use std::path::{Path, PathBuf};
-use tables::{BlockSurvey, Channel, choose_stream, read_channel_table};
+use tables::BlockSurvey;
 use tags::MeasurementInfo;
 
-pub use parts::part_path;
+pub use parts::{SplitNaming, part_path, split_part_path};
+pub use tables::{Channel, batches, choose_stream, read_channel_table};
 
 /// FIF addresses tags with 32-bit offsets: the default (and largest) size of one file of a
 /// split set (`X.fif`, `X-1.fif`, ...).
@@ -70,6 +72,12 @@ pub struct FifExport {
     pub max_shift_samples: f64,
     /// The files written, in order (one unless the data exceeded the split size).
     pub files: Vec<PathBuf>,
+    /// The stream's sample index (`meg_blocks.first_sample`, `triggers.sample`) of FIF
+    /// sample 0.
+    pub first_sample: i64,
+    /// Measurement date: the corrected time of FIF sample 0, ns since the Unix epoch (0 when
+    /// no block has a corrected time).
+    pub meas_ns: i64,
 }
 
 /// Choices of the export.
@@ -82,6 +90,8 @@ pub struct FifOptions {
     /// Largest size of one file, bytes (default and at most [`MAX_FIF_BYTES`]); beyond it
     /// the export continues in `X-1.fif`, `X-2.fif`, ... linked as MNE links split files.
     pub split_bytes: Option<u64>,
+    /// How split parts are named (MNE's neuromag naming by default; BIDS for `export bids`).
+    pub split_naming: SplitNaming,
 }
 
 /// Exports stream `stream` (the only one when `None`) of `run_dir` to `out`, each channel
@@ -123,17 +133,24 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
     }
     let sfreq = survey.sampling_rate()?;
     let alignment = Alignment::new(&channels, sfreq, options.unaligned);
+    let meas_ns = survey.measurement_ns(first, sfreq);
     let info = MeasurementInfo {
         stream,
         channels: &channels,
         sfreq,
-        meas_ns: survey.measurement_ns(first, sfreq),
+        meas_ns,
         aligned_shift_samples: alignment
             .aligner
             .is_some()
             .then_some(alignment.max_shift_samples),
     };
-    let parts = PartWriter::new(out, info.header()?, info.id(), split_bytes);
+    let parts = PartWriter::new(
+        out,
+        info.header()?,
+        info.id(),
+        split_bytes,
+        options.split_naming,
+    );
     let aligned = alignment.aligner.is_some();
     let mut blocks = BlockWriter::new(parts, nch, first, alignment.aligner);
     blocks.write_blocks(&blocks_path)?;
@@ -148,6 +165,8 @@ pub fn export_fif_with(run_dir: &Path, out: &Path, options: &FifOptions) -> Resu
         aligned,
         max_shift_samples: alignment.max_shift_samples,
         files,
+        first_sample: first,
+        meas_ns,
     })
 }
 

@@ -1,5 +1,6 @@
-//! The files of a (possibly split) FIF export: `X.fif`, `X-1.fif`, ... each a whole FIF file
-//! linked to its neighbours, written as `.inprogress` and renamed once all are complete.
+//! The files of a (possibly split) FIF export: `X.fif`, `X-1.fif`, ... (or BIDS's
+//! `X_split-01_meg.fif`, `X_split-02_meg.fif`, ...) each a whole FIF file linked to its
+//! neighbours, written as `.inprogress` and renamed once all are complete.
 
 use super::END_RESERVE;
 use super::fiff;
@@ -25,6 +26,39 @@ pub fn part_path(out: &Path, k: u32) -> PathBuf {
     out.with_file_name(part)
 }
 
+/// How the parts of a split export are named.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SplitNaming {
+    /// `X.fif`, `X-1.fif`, `X-2.fif`, ... (MNE's "neuromag" naming).
+    #[default]
+    Neuromag,
+    /// BIDS (MNE's "bids" naming): `X_meg.fif` while the export fits one file; when it
+    /// splits, `X_split-01_meg.fif`, `X_split-02_meg.fif`, ... (the split entity goes
+    /// before the last `_suffix`).
+    Bids,
+}
+
+/// The final name of part `k` of `out` under `naming`, `split` when the export has more
+/// than one part.
+pub fn split_part_path(out: &Path, k: u32, naming: SplitNaming, split: bool) -> PathBuf {
+    match naming {
+        SplitNaming::Neuromag => part_path(out, k),
+        SplitNaming::Bids if !split => out.to_path_buf(),
+        SplitNaming::Bids => {
+            let name = out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let entity = format!("split-{:02}", k + 1);
+            let part = match name.rfind('_') {
+                Some(i) => format!("{}_{entity}{}", &name[..i], &name[i..]),
+                None => format!("{entity}_{name}"),
+            };
+            out.with_file_name(part)
+        }
+    }
+}
+
 /// The files of a (possibly split) FIF export: each part is a whole FIF file (file id,
 /// measurement info, a raw-data block starting at its first sample), linked to its
 /// neighbours by `FIFFB_REF` blocks (role, file name, measurement id, part number) as
@@ -37,20 +71,29 @@ pub(super) struct PartWriter {
     head: Vec<u8>,
     id: (i32, i32),
     split_bytes: u64,
+    naming: SplitNaming,
     fif: Option<Fif<std::io::BufWriter<std::fs::File>>>,
     part: u32,
-    /// (temporary, final) names of the parts written.
-    parts: Vec<(PathBuf, PathBuf)>,
+    /// Temporary names of the parts written.
+    parts: Vec<PathBuf>,
 }
 
 impl PartWriter {
-    /// The writer of the parts of `out`, each starting with `head`, at most `split_bytes` each.
-    pub(super) fn new(out: &Path, head: Vec<u8>, id: (i32, i32), split_bytes: u64) -> Self {
+    /// The writer of the parts of `out`, each starting with `head`, at most `split_bytes` each,
+    /// named as `naming` says.
+    pub(super) fn new(
+        out: &Path,
+        head: Vec<u8>,
+        id: (i32, i32),
+        split_bytes: u64,
+        naming: SplitNaming,
+    ) -> Self {
         Self {
             out: out.to_path_buf(),
             head,
             id,
             split_bytes,
+            naming,
             fif: None,
             part: 0,
             parts: Vec::new(),
@@ -83,10 +126,10 @@ impl PartWriter {
             .context("the export is longer than 2^31 samples (FIF sample numbers are 32-bit)")?;
         fif.int(fiff::FIRST_SAMPLE, &[first])?;
         if self.part > 0 {
-            let prev = part_path(&self.out, self.part - 1);
+            let prev = split_part_path(&self.out, self.part - 1, self.naming, true);
             self.reference(&mut fif, fiff::ROLE_PREV_FILE, &prev, self.part - 1)?;
         }
-        self.parts.push((tmp, part_path(&self.out, self.part)));
+        self.parts.push(tmp);
         self.fif = Some(fif);
         Ok(())
     }
@@ -123,7 +166,7 @@ impl PartWriter {
             return Ok(());
         };
         if more {
-            let next = part_path(&self.out, self.part + 1);
+            let next = split_part_path(&self.out, self.part + 1, self.naming, true);
             self.reference(&mut fif, fiff::ROLE_NEXT_FILE, &next, self.part + 1)?;
         }
         fif.int(fiff::BLOCK_END, &[fiff::B_RAW_DATA])?;
@@ -167,16 +210,52 @@ impl PartWriter {
     /// Closes the last part and renames every part to its final name; returns them.
     pub(super) fn finish(mut self) -> Result<Vec<PathBuf>> {
         self.close_part(false)?;
+        let split = self.parts.len() > 1;
         let mut out = Vec::new();
-        for (tmp, path) in &self.parts {
-            std::fs::rename(tmp, path)
+        for (k, tmp) in self.parts.iter().enumerate() {
+            let path = split_part_path(&self.out, k as u32, self.naming, split);
+            std::fs::rename(tmp, &path)
                 .with_context(|| format!("renaming to {}", path.display()))?;
-            out.push(path.clone());
+            out.push(path);
         }
         // Best effort: the renames survive a crash.
         if let Some(dir) = self.out.parent() {
             scandaq_sinks::durable_file::sync_dir(dir);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_parts_are_named_as_mne_and_bids_name_them() {
+        let out = Path::new("/d/sub-01_task-a_meg.fif");
+        let name = |k, naming, split| {
+            split_part_path(out, k, naming, split)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        assert_eq!(
+            name(0, SplitNaming::Neuromag, true),
+            "sub-01_task-a_meg.fif"
+        );
+        assert_eq!(
+            name(2, SplitNaming::Neuromag, true),
+            "sub-01_task-a_meg-2.fif"
+        );
+        assert_eq!(name(0, SplitNaming::Bids, false), "sub-01_task-a_meg.fif");
+        assert_eq!(
+            name(0, SplitNaming::Bids, true),
+            "sub-01_task-a_split-01_meg.fif"
+        );
+        assert_eq!(
+            name(11, SplitNaming::Bids, true),
+            "sub-01_task-a_split-12_meg.fif"
+        );
     }
 }

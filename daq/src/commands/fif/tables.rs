@@ -12,19 +12,24 @@ use scandaq_sinks::meg_tables::{BLOCKS_TABLE, CHANNELS_TABLE};
 use std::path::Path;
 
 /// One row of `meg_channels`.
-pub(super) struct Channel {
+#[derive(Clone, Debug, PartialEq)]
+pub struct Channel {
     /// Channel name (at most 15 ASCII characters in FIF).
-    pub(super) name: String,
+    pub name: String,
     /// `meg_mag`, `meg_grad`, `trigger`, ...
-    pub(super) kind: String,
-    pub(super) cal: f64,
-    pub(super) range: f64,
+    pub kind: String,
+    /// Physical unit of `raw * cal * range` (`T`, `T/m`, `bitmask`, ...).
+    pub unit: String,
+    /// Calibration: unit per raw count (times `range`).
+    pub cal: f64,
+    /// Range factor.
+    pub range: f64,
     /// Group delay, ps (0 when unknown).
-    pub(super) delay_ps: i64,
-    /// Position, m.
-    pub(super) pos: [f64; 3],
+    pub delay_ps: i64,
+    /// Position, m, in the channel table's frame.
+    pub pos: [f64; 3],
     /// Sensitive axis.
-    pub(super) ori: [f64; 3],
+    pub ori: [f64; 3],
 }
 
 /// All record batches of a Parquet file.
@@ -34,7 +39,7 @@ fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
 
 /// The record batches of a Parquet file, read one at a time (only `columns` when given), so
 /// a run of any size is exported in bounded memory.
-pub(super) fn batches(
+pub fn batches(
     path: &Path,
     columns: Option<&[&str]>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
@@ -90,6 +95,7 @@ fn read_channels(path: &Path) -> Result<Vec<Channel>> {
     for b in read_table(path)? {
         let name = col(&b, "name", &file)?.as_string::<i32>();
         let kind = col(&b, "kind", &file)?.as_string::<i32>();
+        let unit = col(&b, "unit", &file)?.as_string::<i32>();
         let f = |n: &str| -> Result<Vec<f64>> {
             Ok(col(&b, n, &file)?
                 .as_primitive::<Float64Type>()
@@ -104,6 +110,7 @@ fn read_channels(path: &Path) -> Result<Vec<Channel>> {
             out.push(Channel {
                 name: name.value(i).to_string(),
                 kind: kind.value(i).to_string(),
+                unit: unit.value(i).to_string(),
                 cal: cal[i],
                 range: range[i],
                 delay_ps: if delay.is_valid(i) { delay.value(i) } else { 0 },
@@ -116,7 +123,7 @@ fn read_channels(path: &Path) -> Result<Vec<Channel>> {
 }
 
 /// The stream to export: `requested` when the run has it, else the run's only MEG stream.
-pub(super) fn choose_stream(run_dir: &Path, requested: Option<u32>) -> Result<u32> {
+pub fn choose_stream(run_dir: &Path, requested: Option<u32>) -> Result<u32> {
     let streams = streams_in(run_dir)?;
     Ok(match (requested, streams.as_slice()) {
         (Some(s), _) if streams.contains(&s) => s,
@@ -136,7 +143,7 @@ pub(super) fn choose_stream(run_dir: &Path, requested: Option<u32>) -> Result<u3
 }
 
 /// The channels of `stream`, checked to fit FIF's channel names.
-pub(super) fn read_channel_table(run_dir: &Path, stream: u32) -> Result<Vec<Channel>> {
+pub fn read_channel_table(run_dir: &Path, stream: u32) -> Result<Vec<Channel>> {
     let ch_path = run_dir.join(scandaq_sinks::meg_tables::file_name(CHANNELS_TABLE, stream));
     if !ch_path.exists() {
         bail!(

@@ -49,7 +49,7 @@ pub(super) fn meg_section(
             .map(|n| n.to_string_lossy().replace("meg_blocks-", ""))
             .unwrap_or_default();
         let channels = read_channels(&run.dir.join(format!("meg_channels-{suffix}")))?;
-        let mut s = read_blocks(path, channels)?;
+        let mut s = read_blocks(path, channels, true)?;
         let triggers = run.dir.join(format!("triggers-{suffix}"));
         if triggers.is_file() {
             s.triggers = read_triggers(&triggers)?;
@@ -113,6 +113,8 @@ struct MegStream {
     /// Per analysed channel: windows in each health state (ok, flat, saturated, noisy).
     health_windows: Vec<[u64; 4]>,
     last_rms: Vec<f32>,
+    /// Mains frequency of the last window, Hz.
+    mains_hz: f64,
     welch: Option<Welch>,
     triggers: Triggers,
 }
@@ -155,7 +157,46 @@ fn read_channels(path: &Path) -> Result<Option<Vec<ChannelInfo>>> {
     Ok(Some(out))
 }
 
-fn read_blocks(path: &Path, channels: Option<Vec<ChannelInfo>>) -> Result<MegStream> {
+/// Each MEG channel's health over a whole stream: the dashboard's analysis (docs/meg.md §4)
+/// run over every block of `meg_blocks`, a channel's state being the one it had in most 1 s
+/// windows (what the report shows and `scandaq export bids` writes as channel status).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamHealth {
+    /// The analysed (MEG) channels, in table order.
+    pub names: Vec<String>,
+    /// Their state over the run.
+    pub health: Vec<ChannelHealth>,
+    /// Their windows in each state: ok, flat, saturated, noisy.
+    pub windows: Vec<[u64; 4]>,
+    /// The mains frequency the dashboard found (50 or 60 Hz; 0 without a complete window).
+    pub mains_hz: f64,
+}
+
+/// The channel health of stream `stream` of `run_dir` over the run (one pass over its blocks,
+/// without the spectra).
+pub fn stream_health(run_dir: &Path, stream: u32) -> Result<StreamHealth> {
+    use scandaq_sinks::meg_tables::{BLOCKS_TABLE, CHANNELS_TABLE, file_name};
+    let channels = read_channels(&run_dir.join(file_name(CHANNELS_TABLE, stream)))?;
+    let s = read_blocks(
+        &run_dir.join(file_name(BLOCKS_TABLE, stream)),
+        channels,
+        false,
+    )?;
+    Ok(StreamHealth {
+        health: s.health(),
+        names: s.names,
+        windows: s.health_windows,
+        mains_hz: s.mains_hz,
+    })
+}
+
+/// One pass over `meg_blocks`: the dashboard's figures window by window, the gaps and (with
+/// `spectra`) the Welch spectra.
+fn read_blocks(
+    path: &Path,
+    channels: Option<Vec<ChannelInfo>>,
+    spectra: bool,
+) -> Result<MegStream> {
     let mut panel = MegPanel::new(channels.clone());
     let mut s = MegStream {
         names: Vec::new(),
@@ -167,6 +208,7 @@ fn read_blocks(path: &Path, channels: Option<Vec<ChannelInfo>>) -> Result<MegStr
         gaps_ns: Vec::new(),
         health_windows: Vec::new(),
         last_rms: Vec::new(),
+        mains_hz: 0.0,
         welch: None,
         triggers: Triggers::default(),
     };
@@ -207,14 +249,17 @@ fn read_blocks(path: &Path, channels: Option<Vec<ChannelInfo>>) -> Result<MegStr
                 windows = snap.windows;
                 s.note_window(&snap);
             }
+            s.blocks += 1;
+            s.samples += n_samples as u64;
+            if !spectra {
+                continue;
+            }
             let analysed = channel_scales(channels.as_deref(), n_channels, trigger_last);
             let gap = flags.value(i) & block_flags::AFTER_GAP != 0;
             let welch = s
                 .welch
                 .get_or_insert_with(|| Welch::new(s.rate_hz, analysed.clone()));
             welch.push(data, n_samples, n_channels, &analysed, gap);
-            s.blocks += 1;
-            s.samples += n_samples as u64;
         }
         Ok(true)
     })?;
@@ -232,6 +277,7 @@ impl MegStream {
             w[health_index(*h)] += 1;
         }
         self.last_rms = snap.rms.clone();
+        self.mains_hz = snap.mains_hz;
     }
 
     /// The state each channel had in most windows (ties: the worse state).

@@ -27,6 +27,8 @@ mod summary;
 mod tables;
 mod us;
 
+pub use meg::{StreamHealth, stream_health};
+
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{Map, Value};
