@@ -1,8 +1,8 @@
 //! `scandaq export FORMAT RUN_DIR`: a run in the formats reconstruction and analysis tools
-//! read (CASToR list mode, MNE's raw FIF); the writers are in [`crate::commands::castor`] and
-//! [`crate::commands::fif`].
+//! read (CASToR list mode, PETSIRD list mode, MNE's raw FIF); the writers are in
+//! [`crate::commands::castor`], [`crate::commands::petsird`] and [`crate::commands::fif`].
 
-use crate::commands::{castor, cli, fif};
+use crate::commands::{castor, cli, fif, petsird};
 use anyhow::Result;
 use clap::Subcommand;
 use scandaq_core::units::{parse_number_in, parse_whole};
@@ -36,6 +36,8 @@ pub enum ExportFormat {
               value_parser = |s: &str| parse_number_in(s, 0.001, 10_000.0, "mm"))]
         crystal_depth: f64,
     },
+    /// PETSIRD 0.12 list mode (ETSI PET Scanner Independent Raw Data, yardl binary): prompts and delayeds in time blocks, scanner from the run's map_channel.tsv (docs/petsird.md).
+    Petsird(petsird::PetsirdArgs),
     /// Raw FIF (MNE-Python: mne.io.read_raw_fif) of a run's OPM-MEG stream: channels, calibrations, effective sampling rate, data buffers, trigger channel.
     Fif {
         /// The run directory (OUTDIR/run-NNNNNN).
@@ -97,6 +99,10 @@ pub fn run(format: ExportFormat) -> Result<ExitCode> {
                 },
             )?;
             castor::print_summary(&e);
+            Ok(ExitCode::SUCCESS)
+        }
+        ExportFormat::Petsird(args) => {
+            petsird::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         ExportFormat::Fif {
