@@ -373,6 +373,8 @@ mod faults_ingest;
 mod architecture;
 #[path = "calib_gaps/mod.rs"]
 mod calib_gaps;
+#[path = "petsird/mod.rs"]
+mod petsird;
 #[path = "petsys_peer/mod.rs"]
 mod petsys_peer;
 #[path = "petsys_semantics/mod.rs"]
