@@ -153,10 +153,10 @@ impl EventCursor {
     /// The next row's `t1_ps`, loading a batch when needed; `None` at the end.
     fn peek_t1(&mut self) -> Result<Option<i64>> {
         loop {
-            if let Some(b) = &self.batch {
-                if self.pos < b.t1.len() {
-                    return Ok(Some(b.t1.value(self.pos)));
-                }
+            if let Some(b) = &self.batch
+                && self.pos < b.t1.len()
+            {
+                return Ok(Some(b.t1.value(self.pos)));
             }
             match self.reader.next() {
                 Some(b) => {
