@@ -14,12 +14,14 @@ import shutil
 import sys
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 
 def tile(src, dst, n, span_ps):
     f = pq.ParquetFile(src)
-    schema = f.schema_arrow
+    meta = {k: v for k, v in (f.metadata.metadata or {}).items() if k != b"ARROW:schema"}
+    schema = f.schema_arrow.with_metadata(meta)
     with pq.ParquetWriter(dst, schema, compression="zstd") as w:
         for k in range(n):
             for b in f.iter_batches(batch_size=256 << 10):
@@ -27,7 +29,7 @@ def tile(src, dst, n, span_ps):
                 for name in schema.names:
                     c = b.column(name)
                     if name in ("t1_ps", "t2_ps"):
-                        c = pa.compute.add(c, pa.scalar(k * span_ps, pa.int64()))
+                        c = pc.add(c, pa.scalar(k * span_ps, pa.int64()))
                     cols.append(c)
                 w.write_batch(pa.record_batch(cols, schema=schema), row_group_size=256 << 10)
     return pq.ParquetFile(dst).metadata.num_rows
