@@ -6,7 +6,7 @@ use crate::commands::{castor, cli, fif, petsird};
 use anyhow::Result;
 use clap::Subcommand;
 use scandaq_core::units::{parse_number_in, parse_whole};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The formats `scandaq export` writes.
@@ -58,23 +58,6 @@ pub enum ExportFormat {
     },
 }
 
-/// The FIF file `export fif --out OUT` writes: OUT itself when it ends in `.fif`, else
-/// `OUT/RUN.fif` (the run directory's name), OUT made like every `--out` directory.
-fn fif_path(run_dir: &Path, out: &Path) -> Result<PathBuf> {
-    if out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("fif"))
-    {
-        return Ok(out.to_path_buf());
-    }
-    cli::prepare_out_dir(out)?;
-    let run_name = std::fs::canonicalize(run_dir)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "run".into());
-    Ok(out.join(format!("{run_name}.fif")))
-}
-
 /// Carries out `scandaq export FORMAT ...` and prints what was written.
 pub fn run(format: ExportFormat) -> Result<ExitCode> {
     match format {
@@ -112,7 +95,7 @@ pub fn run(format: ExportFormat) -> Result<ExitCode> {
             unaligned,
             split_size,
         } => {
-            let out = fif_path(&run_dir, &out)?;
+            let out = cli::out_file(&run_dir, &out, "fif")?;
             let e = fif::export_fif_with(
                 &run_dir,
                 &out,

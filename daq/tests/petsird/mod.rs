@@ -10,12 +10,19 @@ use super::{no_panic, scandaq, skip_unless_ci};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// True when python3 can import the reference reader and pyarrow.
-fn have_petsird() -> bool {
-    Command::new("python3")
+/// True when python3 cannot import the reference reader, pyarrow and numpy (then, under CI,
+/// the test fails here; elsewhere it is reported SKIPPED and the caller returns).
+fn reader_missing() -> bool {
+    let have = Command::new("python3")
         .args(["-c", "import petsird, pyarrow, numpy"])
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        skip_unless_ci(
+            "python3 cannot import petsird, pyarrow and numpy (pip install petsird==0.12.0 pyarrow): the reference-reader check of the PETSIRD export",
+        );
+    }
+    !have
 }
 
 fn script() -> &'static str {
@@ -113,10 +120,7 @@ fn petsird_export_of_a_demo_run_reads_back_with_the_reference_reader() {
     let binned = out_dir.join("run-000001.petsird");
     assert!(binned.is_file());
 
-    if !have_petsird() {
-        skip_unless_ci(
-            "python3 cannot import petsird, pyarrow and numpy (pip install petsird==0.12.0 pyarrow): the reference-reader check of the PETSIRD export",
-        );
+    if reader_missing() {
         return;
     }
     let v = check(&run, &file, &[]);
@@ -152,30 +156,13 @@ fn petsird_export_of_a_demo_run_reads_back_with_the_reference_reader() {
 
 #[test]
 fn petsird_export_of_a_ring_replay_has_replicated_modules_and_reads_back() {
-    use scandaq_fpga_sim::ring::{RingConfig, write_ring_files};
     let tmp = tempfile::tempdir().unwrap();
-    let sim = tmp.path().join("ring");
-    write_ring_files(
-        RingConfig {
-            seed: 5,
-            duration_s: 0.1,
-            ..RingConfig::default()
-        },
-        &sim,
-    )
-    .unwrap();
-    let out = tmp.path().join("runs");
-    let (code, stdout, stderr) = scandaq(&[
-        "replay",
-        sim.join("ring.rawf").to_str().unwrap(),
-        "--calib",
-        sim.join("calib").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let run = out.join("run-000001");
+    let config = scandaq_fpga_sim::ring::RingConfig {
+        seed: 5,
+        duration_s: 0.1,
+        ..Default::default()
+    };
+    let (_, run) = super::replay_ring(tmp.path(), config);
     let file = tmp.path().join("ring.petsird");
     let stdout = export(
         &run,
@@ -190,10 +177,7 @@ fn petsird_export_of_a_ring_replay_has_replicated_modules_and_reads_back() {
         &run,
         &["--out", flat.to_str().unwrap(), "--no-tof", "--no-delayed"],
     );
-    if !have_petsird() {
-        skip_unless_ci(
-            "python3 cannot import petsird, pyarrow and numpy (pip install petsird==0.12.0 pyarrow): the reference-reader check of the PETSIRD export",
-        );
+    if reader_missing() {
         return;
     }
     let v = check(&run, &file, &[]);
@@ -253,73 +237,60 @@ fn petsird_export_refuses_what_it_cannot_describe_and_leaves_no_file() {
     let tmp = tempfile::tempdir().unwrap();
     let run = demo_run(&tmp.path().join("runs"));
     let out = tmp.path().join("x.petsird");
-    let variant = |name: &str, change: &dyn Fn(&Path)| {
-        let d = tmp.path().join(name);
-        copy_run(&run, &d);
-        change(&d);
-        d
+    // A copy of the run, changed: what it lacks, and what the refusal must say.
+    let cut = |keep: fn(usize) -> usize| {
+        move |p: &Path| {
+            let b = std::fs::read(p).unwrap();
+            std::fs::write(p, &b[..keep(b.len())]).unwrap();
+        }
     };
-    let no_prompts = variant("no-prompts", &|d| {
-        std::fs::remove_file(d.join("coincidences-00000.parquet")).unwrap()
-    });
-    refused(
-        &no_prompts,
-        &out,
-        &[],
-        &[
-            "no coincidence table",
-            "--no-coincidences",
-            "map_channel.tsv",
-        ],
-    );
-    let no_map = variant("no-map", &|d| {
-        std::fs::remove_file(d.join("calib/map_channel.tsv")).unwrap()
-    });
-    refused(
-        &no_map,
-        &out,
-        &[],
-        &[
-            "map_channel.tsv",
-            "PETSIRD's scanner geometry",
-            "copy the map_channel.tsv",
-        ],
-    );
-    let no_manifest = variant("no-manifest", &|d| {
-        std::fs::remove_file(d.join("manifest.json")).unwrap()
-    });
-    refused(
-        &no_manifest,
-        &out,
-        &[],
-        &["not a scandaq run directory", "manifest.json"],
-    );
-    let cut = variant("cut-table", &|d| {
-        let p = d.join("coincidences-00000.parquet");
-        let b = std::fs::read(&p).unwrap();
-        std::fs::write(&p, &b[..b.len() / 2]).unwrap();
-    });
-    refused(
-        &cut,
-        &out,
-        &[],
-        &[
+    let remove = |p: &Path| std::fs::remove_file(p).unwrap();
+    type Change = Box<dyn Fn(&Path)>;
+    let cases: [(&str, Change, &[&str]); 5] = [
+        (
             "coincidences-00000.parquet",
-            "not a readable Parquet file",
-            "scandaq recover",
-        ],
-    );
-    let cut_delayed = variant("cut-delayed", &|d| {
-        let p = d.join("delayed-00000.parquet");
-        let b = std::fs::read(&p).unwrap();
-        std::fs::write(&p, &b[..b.len() - 10]).unwrap();
-    });
-    refused(
-        &cut_delayed,
-        &out,
-        &[],
-        &["delayed-00000.parquet", "not a readable Parquet file"],
-    );
+            Box::new(remove),
+            &[
+                "no coincidence table",
+                "--no-coincidences",
+                "map_channel.tsv",
+            ],
+        ),
+        (
+            "calib/map_channel.tsv",
+            Box::new(remove),
+            &[
+                "map_channel.tsv",
+                "PETSIRD's scanner geometry",
+                "copy the map_channel.tsv",
+            ],
+        ),
+        (
+            "manifest.json",
+            Box::new(remove),
+            &["not a scandaq run directory", "manifest.json"],
+        ),
+        (
+            "coincidences-00000.parquet",
+            Box::new(cut(|n| n / 2)),
+            &[
+                "coincidences-00000.parquet",
+                "not a readable Parquet file",
+                "scandaq recover",
+            ],
+        ),
+        (
+            "delayed-00000.parquet",
+            Box::new(cut(|n| n - 10)),
+            &["delayed-00000.parquet", "not a readable Parquet file"],
+        ),
+    ];
+    for (i, (file, change, says)) in cases.iter().enumerate() {
+        let d = tmp.path().join(format!("variant-{i}"));
+        copy_run(&run, &d);
+        change(&d.join(file));
+        refused(&d, &out, &[], says);
+    }
     // Output path problems.
     refused(
         &run,

@@ -16,7 +16,7 @@ mod layout;
 mod yardl;
 
 use crate::commands::{cli, coinc_run};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use bins::{EnergyBins, TofBins};
 use clap::Args;
 use events::{EventCursor, EventMap};
@@ -26,7 +26,7 @@ use scandaq_core::run_state::EnergyUnit;
 use scandaq_core::units::{parse_number_in, parse_whole};
 use scandaq_sinks::castor::ScannerHeader;
 use scandaq_sinks::coincidences::DELAYED_FILE;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `scandaq export petsird` arguments.
 #[derive(Args, Clone, Debug)]
@@ -93,39 +93,6 @@ pub struct PetsirdExport {
     pub tof_bins: u32,
     /// Decisions the user should know about.
     pub notes: Vec<String>,
-}
-
-/// The `.petsird` file `--out OUT` means: OUT when it ends in `.petsird`, else `OUT/RUN.petsird`.
-fn out_path(run_dir: &Path, out: &Path) -> Result<PathBuf> {
-    if out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("petsird"))
-    {
-        if out.is_dir() {
-            bail!(
-                "--out {}: is a directory; give a file name ending in .petsird or a directory without that extension",
-                out.display()
-            );
-        }
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.is_dir() {
-            bail!(
-                "--out {}: the directory {} does not exist; create it first",
-                out.display(),
-                parent.display()
-            );
-        }
-        return Ok(out.to_path_buf());
-    }
-    cli::prepare_out_dir(out)?;
-    let run_name = std::fs::canonicalize(run_dir)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "run".into());
-    Ok(out.join(format!("{run_name}.petsird")))
 }
 
 /// Energy bins from the run's energy window (see docs/petsird.md, "Energy bins").
@@ -222,7 +189,7 @@ pub fn export_petsird(args: &PetsirdArgs) -> Result<PetsirdExport> {
     } else {
         None
     };
-    let path = out_path(run_dir, &args.out)?;
+    let path = cli::out_file(run_dir, &args.out, "petsird")?;
 
     let policy = CoincidencePolicy::of_gate(windows.policy.as_deref());
     let model_name = format!(
