@@ -246,7 +246,20 @@ fn petsird_export_refuses_what_it_cannot_describe_and_leaves_no_file() {
     };
     let remove = |p: &Path| std::fs::remove_file(p).unwrap();
     type Change = Box<dyn Fn(&Path)>;
-    let cases: [(&str, Change, &[&str]); 5] = [
+    let interrupt = |p: &Path| {
+        let mut to = p.as_os_str().to_owned();
+        to.push(".inprogress");
+        std::fs::rename(p, to).unwrap();
+    };
+    let cases: [(&str, Change, &[&str]); 6] = [
+        (
+            "coincidences-00000.parquet",
+            Box::new(interrupt),
+            &[
+                "interrupted before its coincidence table was committed",
+                "scandaq recover",
+            ],
+        ),
         (
             "coincidences-00000.parquet",
             Box::new(remove),
