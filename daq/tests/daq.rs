@@ -359,6 +359,25 @@ fn python_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> String 
     text
 }
 
+/// The fpga-sim ring (`config`) written under `dir/ring` and replayed by `scandaq replay` into
+/// `dir/runs`; returns (the simulation directory, the run directory).
+fn replay_ring(dir: &Path, config: scandaq_fpga_sim::ring::RingConfig) -> (PathBuf, PathBuf) {
+    let sim = dir.join("ring");
+    scandaq_fpga_sim::ring::write_ring_files(config, &sim).unwrap();
+    let out = dir.join("runs");
+    let (code, stdout, stderr) = scandaq(&[
+        "replay",
+        sim.join("ring.rawf").to_str().unwrap(),
+        "--calib",
+        sim.join("calib").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    (sim, out.join("run-000001"))
+}
+
 /// A prerequisite of a test is missing (a tool, a Python package): under CI (env `CI` set)
 /// the test fails naming it; elsewhere it prints `SKIPPED (not under CI): why` and the caller
 /// returns.
@@ -401,6 +420,8 @@ mod faults_ingest;
 mod architecture;
 #[path = "calib_gaps/mod.rs"]
 mod calib_gaps;
+#[path = "petsird/mod.rs"]
+mod petsird;
 #[path = "petsys_peer/mod.rs"]
 mod petsys_peer;
 #[path = "petsys_semantics/mod.rs"]

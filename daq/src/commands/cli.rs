@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::any::TypeId;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The value types whose options take numbers (plain or with a unit): their values may start
 /// with `-`, so `--min-hits -1` reaches the parser, which names the valid range, instead of
@@ -61,10 +61,7 @@ pub fn prepare_dir(flag: &str, out: &Path) -> Result<()> {
             out.display()
         );
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_dir(out);
     if !parent.is_dir() {
         bail!(
             "{flag} {}: neither it nor its parent {} exists: check the path, or create it with \
@@ -76,4 +73,41 @@ pub fn prepare_dir(flag: &str, out: &Path) -> Result<()> {
     }
     std::fs::create_dir(out)
         .with_context(|| format!("cannot create output directory {}", out.display()))
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The file an export's `--out OUT` names: OUT itself when it ends in `.EXT` (its directory
+/// must exist, and it must not be a directory), else `OUT/RUN.EXT` (RUN: the run directory's
+/// name), OUT made like every `--out` directory ([`prepare_out_dir`]).
+pub fn out_file(run_dir: &Path, out: &Path, ext: &str) -> Result<PathBuf> {
+    if out.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) {
+        if out.is_dir() {
+            bail!(
+                "--out {}: is a directory; give a file name ending in .{ext}, or a directory without that extension",
+                out.display()
+            );
+        }
+        let parent = parent_dir(out);
+        if !parent.is_dir() {
+            bail!(
+                "--out {}: the directory {} does not exist; create it first (mkdir -p {})",
+                out.display(),
+                parent.display(),
+                parent.display()
+            );
+        }
+        return Ok(out.to_path_buf());
+    }
+    prepare_out_dir(out)?;
+    let run_name = std::fs::canonicalize(run_dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "run".into());
+    Ok(out.join(format!("{run_name}.{ext}")))
 }

@@ -1,12 +1,13 @@
 //! `scandaq export FORMAT RUN_DIR`: a run in the formats reconstruction and analysis tools
-//! read (CASToR list mode, MNE's raw FIF, a BIDS-MEG recording); the writers are in
-//! [`crate::commands::castor`], [`crate::commands::fif`] and [`crate::commands::bids`].
+//! read (CASToR list mode, PETSIRD list mode, MNE's raw FIF, a BIDS-MEG recording); the
+//! writers are in [`crate::commands::castor`], [`crate::commands::petsird`],
+//! [`crate::commands::fif`] and [`crate::commands::bids`].
 
-use crate::commands::{bids, castor, cli, fif};
+use crate::commands::{bids, castor, cli, fif, petsird};
 use anyhow::Result;
 use clap::Subcommand;
 use scandaq_core::units::{parse_number_in, parse_whole};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The formats `scandaq export` writes.
@@ -36,6 +37,8 @@ pub enum ExportFormat {
               value_parser = |s: &str| parse_number_in(s, 0.001, 10_000.0, "mm"))]
         crystal_depth: f64,
     },
+    /// PETSIRD 0.12 list mode (ETSI PET Scanner Independent Raw Data, yardl binary): prompts and delayeds in time blocks, scanner from the run's map_channel.tsv (docs/petsird.md).
+    Petsird(petsird::PetsirdArgs),
     /// Raw FIF (MNE-Python: mne.io.read_raw_fif) of a run's OPM-MEG stream: channels, calibrations, effective sampling rate, data buffers, trigger channel.
     Fif {
         /// The run directory (OUTDIR/run-NNNNNN).
@@ -131,23 +134,6 @@ fn run_bids(a: BidsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The FIF file `export fif --out OUT` writes: OUT itself when it ends in `.fif`, else
-/// `OUT/RUN.fif` (the run directory's name), OUT made like every `--out` directory.
-fn fif_path(run_dir: &Path, out: &Path) -> Result<PathBuf> {
-    if out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("fif"))
-    {
-        return Ok(out.to_path_buf());
-    }
-    cli::prepare_out_dir(out)?;
-    let run_name = std::fs::canonicalize(run_dir)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "run".into());
-    Ok(out.join(format!("{run_name}.fif")))
-}
-
 /// Carries out `scandaq export FORMAT ...` and prints what was written.
 pub fn run(format: ExportFormat) -> Result<ExitCode> {
     match format {
@@ -175,12 +161,16 @@ pub fn run(format: ExportFormat) -> Result<ExitCode> {
             castor::print_summary(&e);
             Ok(ExitCode::SUCCESS)
         }
+        ExportFormat::Petsird(args) => {
+            petsird::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         ExportFormat::Fif {
             run_dir,
             out,
             choices,
         } => {
-            let out = fif_path(&run_dir, &out)?;
+            let out = cli::out_file(&run_dir, &out, "fif")?;
             let options = choices.options(fif::SplitNaming::Neuromag);
             let e = fif::export_fif_with(&run_dir, &out, &options)?;
             if e.files.len() > 1 {

@@ -14,6 +14,7 @@ pub mod calibrate;
 pub mod castor;
 pub mod cli;
 pub mod cluster;
+pub mod coinc_run;
 pub mod config_check;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -23,6 +24,7 @@ pub mod inspect;
 pub mod node;
 mod outcome;
 pub mod petlink_replay;
+pub mod petsird;
 pub mod recover;
 pub mod replay;
 pub mod report;

@@ -184,30 +184,14 @@ fn col_str(batches: &[RecordBatch], name: &str) -> Vec<String> {
 /// among the prompts within statistics.
 #[test]
 fn ring_prompts_find_the_true_coincidences_and_delayeds_estimate_the_randoms() {
-    use scandaq_fpga_sim::ring::{RingConfig, write_ring_files};
+    use scandaq_fpga_sim::ring::RingConfig;
     let tmp = tempfile::tempdir().unwrap();
-    let sim = tmp.path().join("ring");
-    write_ring_files(
-        RingConfig {
-            seed: 11,
-            duration_s: 0.25,
-            ..RingConfig::default()
-        },
-        &sim,
-    )
-    .unwrap();
-    let out = tmp.path().join("runs");
-    let (code, stdout, stderr) = scandaq(&[
-        "replay",
-        sim.join("ring.rawf").to_str().unwrap(),
-        "--calib",
-        sim.join("calib").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let dir = out.join("run-000001");
+    let config = RingConfig {
+        seed: 11,
+        duration_s: 0.25,
+        ..RingConfig::default()
+    };
+    let (sim, dir) = super::replay_ring(tmp.path(), config);
     let (singles, _, manifest) = run_files(&dir);
     assert!(manifest.losses.is_empty(), "{:?}", manifest.losses);
     let (truth, _) = read_parquet(&sim.join("truth.parquet"));

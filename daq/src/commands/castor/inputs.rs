@@ -2,55 +2,17 @@
 //! is a PETLINK run or has no committed coincidence table), its crystal map, the export's
 //! name, the coincidence windows, the TOF resolution and the time origin.
 
-use super::{CastorOptions, PETLINK_REFUSAL, is_petlink_run};
-use anyhow::{Context, Result, anyhow, bail};
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use super::CastorOptions;
+use crate::commands::coinc_run;
+use anyhow::{Result, anyhow, bail};
 use scandaq_core::Geometry;
-use scandaq_core::run_state::EnergyUnit;
 use scandaq_sinks::Manifest;
 use scandaq_sinks::castor::{CrystalIds, LutEntry, lut_entries};
-use scandaq_sinks::coincidences::PROMPTS_FILE;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The manifest of `run_dir`, refused when it is not a run directory or is a PETLINK run.
 pub(super) fn read_run(run_dir: &Path) -> Result<Manifest> {
-    if !run_dir.is_dir() {
-        bail!(
-            "{} is not a run directory (expected OUTDIR/run-NNNNNN with a manifest.json)",
-            run_dir.display()
-        );
-    }
-    let manifest = Manifest::read(run_dir).with_context(|| {
-        format!(
-            "{} is not a scandaq run directory (its manifest.json cannot be read)",
-            run_dir.display()
-        )
-    })?;
-    if is_petlink_run(run_dir, &manifest) {
-        bail!("{}: {PETLINK_REFUSAL}", run_dir.display());
-    }
-    Ok(manifest)
-}
-
-/// The run's committed prompts table; an interrupted or missing one is refused with what to do.
-pub(super) fn committed_prompts(run_dir: &Path) -> Result<PathBuf> {
-    let prompts = run_dir.join(PROMPTS_FILE);
-    if !prompts.is_file() {
-        if run_dir.join(format!("{PROMPTS_FILE}.inprogress")).exists() {
-            bail!(
-                "{}: the run was interrupted before its coincidence table was committed ({PROMPTS_FILE}.inprogress); run `scandaq recover {}` first, then export",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
-        bail!(
-            "{}: the run has no coincidence table ({PROMPTS_FILE}): it was taken with --no-coincidences or without a crystal map; replay its raw data with a calibration that includes map_channel.tsv to sort coincidences",
-            run_dir.display()
-        );
-    }
-    Ok(prompts)
+    coinc_run::read_run(run_dir, "CASToR list-mode")
 }
 
 /// The run's crystals (`calib/map_channel.tsv`), their CASToR ids and LUT entries.
@@ -63,16 +25,10 @@ pub(super) struct ScannerMap {
 impl ScannerMap {
     pub(super) fn read(run_dir: &Path) -> Result<Self> {
         let map_path = run_dir.join("calib").join("map_channel.tsv");
-        let map_text = std::fs::read_to_string(&map_path).with_context(|| {
-            format!(
-                "cannot read {}: the crystal positions are needed for the scanner LUT",
-                map_path.display()
-            )
-        })?;
-        let geometry = Geometry::parse_map_channel(&map_path.display().to_string(), &map_text)?;
-        if geometry.crystals.is_empty() {
-            bail!("{}: no crystals in the map", map_path.display());
-        }
+        let geometry = coinc_run::crystal_map(
+            run_dir,
+            "the crystal positions are needed for the scanner LUT",
+        )?;
         let ids = CrystalIds::from_geometry(&geometry);
         let lut = lut_entries(&geometry).map_err(|e| anyhow!("{}: {e}", map_path.display()))?;
         Ok(Self { geometry, ids, lut })
@@ -99,121 +55,12 @@ pub(super) fn export_name(
     Ok(name)
 }
 
-/// The coincidence window and delay recorded in a coincidence table's metadata, ps.
-pub(super) struct Windows {
-    pub(super) window_ps: Option<i64>,
-    pub(super) delay_ps: Option<i64>,
-}
-
-impl Windows {
-    pub(super) fn of(table: &Path) -> Self {
-        let config = coincidence_config(table);
-        let cfg_i64 = |k: &str| {
-            config
-                .as_ref()
-                .and_then(|c| c.get(k))
-                .and_then(|v| v.as_i64())
-        };
-        Self {
-            window_ps: cfg_i64("window_ps"),
-            delay_ps: cfg_i64("delay_ps"),
-        }
-    }
-}
-
-/// The `scandaq.coincidence_config` metadata of a coincidence table, when readable.
-fn coincidence_config(path: &Path) -> Option<serde_json::Value> {
-    let file = std::fs::File::open(path).ok()?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
-    let kv = builder.metadata().file_metadata().key_value_metadata()?;
-    let v = kv
-        .iter()
-        .find(|e| e.key == "scandaq.coincidence_config")?
-        .value
-        .clone()?;
-    serde_json::from_str(&v).ok()
-}
-
-/// The TOF resolution to write (None: no TOF field): `--tof-fwhm`, else the run's own when its
-/// times are calibrated; refused when it is unknown.
+/// The TOF resolution to write (None: no TOF field): see [`coinc_run::tof_resolution`].
 pub(super) fn tof_resolution(
     run_dir: &Path,
     opts: &CastorOptions,
     manifest: &Manifest,
     notes: &mut Vec<String>,
 ) -> Result<Option<f64>> {
-    let timing_calibrated = manifest.energy_unit == EnergyUnit::Kev
-        && manifest
-            .calibration
-            .tables
-            .iter()
-            .any(|t| t.contains("skew"));
-    Ok(if opts.no_tof {
-        None
-    } else if let Some(f) = opts.tof_fwhm_ps {
-        if !(f.is_finite() && f > 0.0) {
-            bail!("--tof-fwhm {f}: must be a positive time (e.g. 200ps)");
-        }
-        if !timing_calibrated {
-            notes.push("the run's times are not fully calibrated (no skew table, or ToT energies): TOF written as asked, but expect it to be biased".into());
-        }
-        Some(f)
-    } else if !timing_calibrated {
-        notes.push("TOF not written: the run's times are not fully calibrated (no skew table, or ToT energies); give --tof-fwhm to write it anyway".into());
-        None
-    } else if let Some(ctr) = manifest.ctr_fwhm_ps {
-        let f = ctr as f64;
-        notes.push(format!(
-            "TOF resolution {f} ps: the run's coincidence time resolution, from its manifest (give --tof-fwhm to override)"
-        ));
-        Some(f)
-    } else {
-        bail!(
-            "{}: the TOF resolution of this scanner is unknown: give --tof-fwhm DURATION (the coincidence time resolution, FWHM, e.g. 250ps), or --no-tof to export without TOF",
-            run_dir.display()
-        );
-    })
-}
-
-/// Time origin: the run's first single (or, for a recovered run without a time span, the
-/// first opener of the tables exported).
-pub(super) fn time_origin(
-    manifest: &Manifest,
-    prompts: &Path,
-    delayed: Option<&Path>,
-) -> Result<i64> {
-    if let Some(t) = manifest.first_t_ps {
-        return Ok(t);
-    }
-    let a = first_t1(prompts)?;
-    let b = match delayed {
-        Some(delayed) => first_t1(delayed)?,
-        None => None,
-    };
-    Ok(match (a, b) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => 0,
-    })
-}
-
-/// First `t1_ps` of a coincidence table (rows are in opener order, so the smallest).
-fn first_t1(path: &Path) -> Result<Option<i64>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
-        .with_batch_size(1)
-        .with_limit(1)
-        .build()?;
-    match reader.next() {
-        Some(b) => {
-            let b = b?;
-            let t = b
-                .column_by_name("t1_ps")
-                .ok_or_else(|| anyhow!("{}: no t1_ps column", path.display()))?;
-            Ok(t.as_primitive_opt::<Int64Type>().map(|a| a.value(0)))
-        }
-        None => Ok(None),
-    }
+    coinc_run::tof_resolution(run_dir, opts.tof_fwhm_ps, opts.no_tof, manifest, notes)
 }

@@ -11,16 +11,13 @@
 mod inputs;
 mod list_mode;
 
+use crate::commands::coinc_run::{self, Windows};
 use anyhow::Result;
-use inputs::{ScannerMap, Windows};
+use inputs::ScannerMap;
 use list_mode::ListModeWriter;
-use scandaq_sinks::Manifest;
 use scandaq_sinks::castor::{ScannerHeader, TofHeader, lut_bytes, write_atomic};
 use scandaq_sinks::coincidences::DELAYED_FILE;
 use std::path::{Path, PathBuf};
-
-/// The refusal for a PETLINK run (sinogram bin addresses, no crystal pairs).
-pub const PETLINK_REFUSAL: &str = "this run carries sinogram bin addresses (PETLINK), not crystal pairs; CASToR list-mode export needs crystal pairs (two crystal ids per event), which a PETLINK list mode does not record. Reconstruct PETLINK data as sinograms (e.g. with STIR or the vendor's tools); nothing was written";
 
 /// How to export.
 #[derive(Clone, Debug)]
@@ -73,28 +70,11 @@ pub struct CastorExport {
     pub notes: Vec<String>,
 }
 
-/// True when `dir` holds a PETLINK replay (its tables are `petlink_*`).
-pub fn is_petlink_run(dir: &Path, manifest: &Manifest) -> bool {
-    manifest
-        .files
-        .iter()
-        .any(|f| f.path.starts_with("petlink_"))
-        || std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with("petlink_"))
-            })
-}
-
 /// Exports `run_dir` (see the module doc). Refuses PETLINK runs and runs without a committed
 /// coincidence table before writing anything.
 pub fn export_castor(run_dir: &Path, opts: &CastorOptions) -> Result<CastorExport> {
     let manifest = inputs::read_run(run_dir)?;
-    let prompts = inputs::committed_prompts(run_dir)?;
+    let prompts = coinc_run::committed_prompts(run_dir)?;
     let map = ScannerMap::read(run_dir)?;
     let name = inputs::export_name(run_dir, opts, &manifest)?;
     let scanner = format!("scandaq_{name}");
@@ -103,7 +83,7 @@ pub fn export_castor(run_dir: &Path, opts: &CastorOptions) -> Result<CastorExpor
     let fwhm = inputs::tof_resolution(run_dir, opts, &manifest, &mut notes)?;
     let delayed_path = run_dir.join(DELAYED_FILE);
     let export_delayed = !opts.no_delayed && delayed_path.is_file();
-    let t0 = inputs::time_origin(
+    let t0 = coinc_run::time_origin(
         &manifest,
         &prompts,
         export_delayed.then_some(delayed_path.as_path()),
