@@ -6,17 +6,13 @@
 //! refused with errors naming what to do, leaving no file. Without python3/petsird/pyarrow the
 //! read-back tests fail under CI and print `SKIPPED (not under CI)` elsewhere.
 
-use super::{no_panic, scandaq, skip_unless_ci};
+use super::{no_panic, python_has, python_script, scandaq, skip_unless_ci};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// True when python3 cannot import the reference reader, pyarrow and numpy (then, under CI,
 /// the test fails here; elsewhere it is reported SKIPPED and the caller returns).
 fn reader_missing() -> bool {
-    let have = Command::new("python3")
-        .args(["-c", "import petsird, pyarrow, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let have = python_has("petsird, pyarrow, numpy");
     if !have {
         skip_unless_ci(
             "python3 cannot import petsird, pyarrow and numpy (pip install petsird==0.12.0 pyarrow): the reference-reader check of the PETSIRD export",
@@ -25,26 +21,18 @@ fn reader_missing() -> bool {
     !have
 }
 
-fn script() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_petsird.py")
-}
-
-/// Runs the reference-reader check; returns its JSON line (panics with its message).
+/// Runs the reference-reader check (scripts/check_petsird.py); returns its JSON line (panics
+/// with its message).
 fn check(run_dir: &Path, file: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg(script())
-        .args([run_dir.to_str().unwrap(), file.to_str().unwrap()])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "reference reader check of {} failed:\n{stdout}{}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    let mut args = vec![run_dir.as_os_str(), file.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let text = python_script("check_petsird.py", &args);
+    let json = text.lines().find(|l| l.trim_start().starts_with('{'));
+    serde_json::from_str(
+        json.unwrap_or_else(|| panic!("no JSON line:\n{text}"))
+            .trim(),
+    )
+    .unwrap()
 }
 
 /// `scandaq export petsird RUN ARGS`; returns stdout (asserting success).
