@@ -198,7 +198,13 @@ impl EventCursor {
                 );
             }
             self.last_t1 = t1;
-            let b = self.batch.as_ref().expect("peek_t1 loaded a batch");
+            let Some(b) = self.batch.as_ref() else {
+                bail!(
+                    "{}: row {} vanished while it was read",
+                    self.table.display(),
+                    self.read
+                );
+            };
             out.push(row_event(
                 &self.table,
                 self.shift_ps,
