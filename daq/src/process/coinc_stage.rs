@@ -348,6 +348,11 @@ impl TableOut {
     }
 }
 
+/// Bytes the prompt and delayed tables have flushed so far (the dashboard's "written").
+fn flushed_bytes(prompts: &TableOut, delayed: Option<&TableOut>) -> u64 {
+    prompts.writer.bytes_written() + delayed.map_or(0, |d| d.writer.bytes_written())
+}
+
 /// The first `n` rows of `c` (all when fewer), copied into columns of their exact size; the
 /// rest moves to the front of `c`.
 fn take_rows(c: &mut CoincidenceBatch, n: usize) -> CoincidenceBatch {
@@ -463,8 +468,7 @@ pub(crate) fn spawn(
                 }
                 if last_publish.elapsed() >= LIVE_PUBLISH_EVERY {
                     last_publish = Instant::now();
-                    view.bytes_written = prompts.writer.bytes_written()
-                        + delayed.as_ref().map_or(0, |d| d.writer.bytes_written());
+                    view.bytes_written = flushed_bytes(prompts, delayed.as_ref());
                     live.coincidences.publish(Some(view.clone()));
                 }
                 Ok(())
