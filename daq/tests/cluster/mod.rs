@@ -1,6 +1,6 @@
 //! The cluster over Arrow Flight (docs/cluster.md), as processes on the loopback: two
 //! acquisition nodes fed by fpga-sim over UDP and two builders give the same coincidences as
-//! one whole-stream sorter over the same singles; a builder killed mid-run
+//! one `scandaq replay` of the raw archives the nodes recorded; a builder killed mid-run
 //! leaves its slices listed missing while the acquisition nodes finish; a pyarrow Flight
 //! client reads a node's stats; Python datafusion counts the partitioned tables.
 
@@ -23,7 +23,11 @@ fn free_port_tcp() -> std::net::SocketAddr {
 fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
     let udp = [free_port_udp(), free_port_udp()];
     let calib = sim_dir().join("calib");
-    std::fs::write(dir.join("acq.toml"), "[run]\nduration = \"120s\"\n").unwrap();
+    std::fs::write(
+        dir.join("acq.toml"),
+        "[run]\nduration = \"120s\"\nraw_archive = true\n",
+    )
+    .unwrap();
     let mut text = format!(
         "slice = \"{slice}\"\nout = \"out\"\n[calibration]\ndir = \"{}\"\n[coincidences]\nwindow_ps = 4000\ndelay_ps = 100000\n[flow]\nreconnect_every = \"200ms\"\ndrain_timeout = \"20s\"\n",
         calib.display()
@@ -171,57 +175,6 @@ fn node_run_dir(out: &Path, name: &str) -> PathBuf {
         .unwrap()
 }
 
-/// The nodes' singles (their local singles tables, what they sent), merged into one time
-/// order.
-fn merged_singles(out: &Path) -> scandaq::process::coinc_stage::SorterInput {
-    let mut rows: Vec<(i64, usize, u32, f32, u16)> = Vec::new();
-    for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
-        let dir = node_run_dir(out, name);
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with("singles-") && n.ends_with(".parquet") {
-                let (b, _) = read_parquet(&e.path());
-                let (t, c) = (col_i64(&b, "t_ps"), col_u32(&b, "channel"));
-                let (en, f) = (col_f32(&b, "energy_kev"), col_u16(&b, "flags"));
-                rows.extend((0..t.len()).map(|i| (t[i], k, c[i], en[i], f[i])));
-            }
-        }
-    }
-    rows.sort_by_key(|r| (r.0, r.1));
-    let mut s = scandaq::process::coinc_stage::SorterInput::default();
-    for (t, _, c, e, f) in rows {
-        s.t_ps.push(t);
-        s.channel.push(c);
-        s.energy_kev.push(e);
-        s.flags.push(f);
-    }
-    s
-}
-
-/// (t1, t2, channel1, channel2) of every pair one whole-stream sorter finds in `singles`.
-fn sorted_in_one_process(
-    singles: &scandaq::process::coinc_stage::SorterInput,
-    delay_ps: i64,
-) -> Vec<(i64, i64, u32, u32)> {
-    let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
-    let lut = scandaq_core::coincidence::CrystalLut::from_geometry(
-        calib.calibration.geometry.as_ref().unwrap(),
-    );
-    let options = cluster_options();
-    let mut config = options.prompt_config(true);
-    if delay_ps != 0 {
-        config = config.to_delayed(delay_ps);
-    }
-    let mut out = scandaq_core::coincidence::CoincidenceBatch::default();
-    scandaq_core::coincidence::sort_coincidences(&config, &lut, singles.singles_ref(), &mut out)
-        .unwrap();
-    let mut pairs: Vec<_> = (0..out.len())
-        .map(|i| (out.t1_ps[i], out.t2_ps[i], out.channel1[i], out.channel2[i]))
-        .collect();
-    pairs.sort_unstable();
-    pairs
-}
-
 /// The coincidence settings of the clusters here.
 fn cluster_options() -> scandaq::process::coinc_stage::CoincidenceOptions {
     scandaq::process::coinc_stage::CoincidenceOptions {
@@ -259,17 +212,40 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
             "builder {b} wrote no pair"
         );
     }
-    // The reference: every single the nodes acquired, through one whole-stream sorter.
-    let singles = merged_singles(&out);
-    let want_prompts = sorted_in_one_process(&singles, 0);
-    let want_delayed = sorted_in_one_process(&singles, 100_000);
+    // The reference: what a user checking a cluster does: replay the raw archives the
+    // acquisition nodes recorded, together, in one process (`scandaq replay A.sdq B.sdq`).
+    let archives: Vec<PathBuf> = ["acq-a", "acq-b"]
+        .iter()
+        .map(|n| node_run_dir(&out, n).join("raw-00000.sdq"))
+        .collect();
+    let archives: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+    let single = replay_archives(&archives, &dir.join("single-process"));
+    let replayed = Manifest::read(&single).unwrap();
+    assert_eq!(replayed.losses.get("late_hit"), 0, "{:?}", replayed.losses);
+    // It decoded what the nodes did: the nodes' singles merged by (time, node) are its singles.
+    let mut node_singles: Vec<(i64, usize, (i64, u32, u32, u16))> = Vec::new();
+    for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
+        node_singles.extend(
+            run_singles(&node_run_dir(&out, name))
+                .into_iter()
+                .map(|r| (r.0, k, r)),
+        );
+    }
+    node_singles.sort_by_key(|r| (r.0, r.1));
+    let node_singles: Vec<_> = node_singles.into_iter().map(|r| r.2).collect();
+    assert!(
+        run_singles(&single) == node_singles,
+        "the replay's singles differ from the nodes'"
+    );
+    let want_prompts = pairs_under(&single, "coincidences-");
+    let want_delayed = pairs_under(&single, "delayed-");
     assert!(
         want_prompts.len() > 1000,
         "the reference has {} prompts only",
         want_prompts.len()
     );
     eprintln!(
-        "prompts: cluster {} reference {}",
+        "prompts: cluster {} single process {}",
         cluster_prompts.len(),
         want_prompts.len()
     );
@@ -906,4 +882,130 @@ fn a_stream_from_an_unknown_node_is_refused_and_counted_and_the_builders_go_on()
         );
     }
     assert_eq!(refused, stray, "every stray single is counted");
+}
+
+/// A `.sdq` raw archive `dir/name` of the bench preset (one board, source id `base`, 0.3 s at
+/// 1 M hits/s, `seed`), its packets as fpga-sim emits them, after `junk` zero bytes (a
+/// damaged start the reader resynchronises over, which delays its first packet).
+fn bench_archive(dir: &Path, name: &str, seed: u64, base: u32, junk: usize) -> PathBuf {
+    use scandaq_fpga_sim::stream::{Faults, StreamConfig, Transport, generate_packets};
+    let config = StreamConfig {
+        bench: BenchConfig {
+            seed,
+            duration_s: 0.3,
+            hit_rate_hz: 1e6,
+            ..BenchConfig::default()
+        },
+        boards: 1,
+        transport: Transport::Udp {
+            target: free_port_udp(),
+        },
+        faults: Faults::default(),
+        max_packet_bytes: 8192,
+        paced: false,
+        out_dir: None,
+        source_id_base: base,
+        prerender: false,
+    };
+    let mut w = scandaq_sinks::archive::RawArchiveWriter::create(dir, name, "{}").unwrap();
+    w.write_packets(&vec![0u8; junk], 0).unwrap();
+    generate_packets(&config, |_, packet| {
+        w.write_packets(packet, 1).unwrap();
+        true
+    })
+    .unwrap();
+    w.commit().unwrap();
+    dir.join(name)
+}
+
+/// `scandaq replay FILES... --out out` with the cluster tests' coincidence settings; the
+/// run's directory.
+fn replay_archives(files: &[&Path], out: &Path) -> PathBuf {
+    let calib = sim_dir().join("calib");
+    let mut args = vec!["replay"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.extend([
+        "--calib",
+        calib.to_str().unwrap(),
+        "--window",
+        "4ns",
+        "--delay",
+        "100ns",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (code, stdout, stderr) = scandaq(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    no_panic(&stderr);
+    out.join("run-000001")
+}
+
+/// (t_ps, channel, energy_kev bits, flags) of every single of the run in `dir`, in file order.
+fn run_singles(dir: &Path) -> Vec<(i64, u32, u32, u16)> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("singles-") && n.ends_with(".parquet")
+        })
+        .collect();
+    names.sort();
+    let mut rows = Vec::new();
+    for p in names {
+        let (b, _) = read_parquet(&p);
+        let (t, c) = (col_i64(&b, "t_ps"), col_u32(&b, "channel"));
+        let (e, f) = (col_f32(&b, "energy_kev"), col_u16(&b, "flags"));
+        rows.extend((0..t.len()).map(|i| (t[i], c[i], e[i].to_bits(), f[i])));
+    }
+    rows
+}
+
+/// Two raw archives replayed as one run give the singles of each replayed alone, merged by
+/// (time, board), and nothing late, whichever archive's first packet comes first: the reader
+/// of the other one is held back by a damaged start (16 MiB it resynchronises over). Before
+/// the archives were paced by detector time, the archive read first ran past the other's
+/// first hits, which came out `late_hit`.
+#[test]
+fn several_raw_archives_replay_as_one_run_whatever_input_starts_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    const JUNK: usize = 16 << 20;
+    let a = bench_archive(dir, "a.sdq", 11, 0, 0);
+    let b = bench_archive(dir, "b.sdq", 12, 4, 0);
+    let a_late = bench_archive(dir, "a-late.sdq", 11, 0, JUNK);
+    let b_late = bench_archive(dir, "b-late.sdq", 12, 4, JUNK);
+    // The reference: each archive alone, merged by (time, source id: a's board 0 before b's 4).
+    let alone_a = run_singles(&replay_archives(&[&a], &dir.join("alone-a")));
+    let alone_b = run_singles(&replay_archives(&[&b], &dir.join("alone-b")));
+    assert!(alone_a.len() > 100_000 && alone_b.len() > 100_000);
+    let mut want: Vec<(i64, usize, (i64, u32, u32, u16))> = alone_a
+        .iter()
+        .map(|r| (r.0, 0, *r))
+        .chain(alone_b.iter().map(|r| (r.0, 1, *r)))
+        .collect();
+    want.sort_by_key(|r| (r.0, r.1));
+    let want: Vec<_> = want.into_iter().map(|r| r.2).collect();
+    let mut tables = Vec::new();
+    for (label, files) in [
+        ("b first", [a_late.as_path(), b.as_path()]),
+        ("a first", [a.as_path(), b_late.as_path()]),
+    ] {
+        let run = replay_archives(&files, &dir.join(label.replace(' ', "-")));
+        let m = Manifest::read(&run).unwrap();
+        assert_eq!(m.losses.get("late_hit"), 0, "{label}: {:?}", m.losses);
+        let got = run_singles(&run);
+        assert_eq!(got.len(), want.len(), "{label}: singles");
+        assert!(got == want, "{label}: the merged singles differ");
+        tables.push((
+            pairs_under(&run, "coincidences-"),
+            pairs_under(&run, "delayed-"),
+        ));
+    }
+    assert!(tables[0].0.len() > 1000, "too few prompts to compare");
+    assert!(
+        tables[0] == tables[1],
+        "the coincidences depend on start order"
+    );
 }
