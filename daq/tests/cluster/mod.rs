@@ -21,6 +21,11 @@ fn free_port_tcp() -> std::net::SocketAddr {
 /// A cluster of two acquisition nodes (`acq-a`, `acq-b`, raw archives on) and two builders
 /// (`b0`, `b1`) in `dir`; the acquisition nodes' UDP inputs.
 fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
+    write_cluster_with(dir, slice, "")
+}
+
+/// [`write_cluster`] with `flow` (lines of `[flow]` keys) added to its `[flow]` section.
+fn write_cluster_with(dir: &Path, slice: &str, flow: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
     let udp = [free_port_udp(), free_port_udp()];
     let calib = sim_dir().join("calib");
     std::fs::write(
@@ -29,7 +34,7 @@ fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]
     )
     .unwrap();
     let mut text = format!(
-        "slice = \"{slice}\"\nout = \"out\"\n[calibration]\ndir = \"{}\"\n[coincidences]\nwindow_ps = 4000\ndelay_ps = 100000\n[flow]\nreconnect_every = \"200ms\"\ndrain_timeout = \"20s\"\n",
+        "slice = \"{slice}\"\nout = \"out\"\n[calibration]\ndir = \"{}\"\n[coincidences]\nwindow_ps = 4000\ndelay_ps = 100000\n[flow]\nreconnect_every = \"200ms\"\ndrain_timeout = \"20s\"\n{flow}",
         calib.display()
     );
     for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
@@ -1008,4 +1013,74 @@ fn several_raw_archives_replay_as_one_run_whatever_input_starts_first() {
         tables[0] == tables[1],
         "the coincidences depend on start order"
     );
+}
+
+/// An acquisition node named in the cluster file that is never started: once the run's first
+/// data arrived, the builders wait `flow.source_timeout` (2 s here) for it, then mark it lost
+/// (`never_connected`), write every slice from the node that did come, list those slices
+/// missing (`source_lost`, naming the absent node) and exit 0. What they wrote is exactly a
+/// single-process replay of the present node's raw archive; the run manifest names the absent
+/// node `never_connected`. Before the timeout the builders waited until stopped.
+#[test]
+fn an_acquisition_node_that_never_connects_is_marked_lost_after_the_source_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, udp) = write_cluster_with(dir, "10ms", "source_timeout = \"2s\"\n");
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(&cluster, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(dir, b);
+    }
+    let mut acq = spawn_node(&cluster, "acq-a");
+    wait_run_running(&dir.join("out/nodes/acq-a"), &mut acq);
+    wait_ok(spawn_sim(udp[0], 11, "0.3s", 0), "fpga-sim");
+    wait_ok(acq, "acq-a");
+    for (b, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(b, name);
+    }
+    let out = dir.join("out");
+    let mut slices_seen = Vec::new();
+    for b in ["b0", "b1"] {
+        let text = std::fs::read_to_string(
+            out.join(format!("run=1/builder={b}"))
+                .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
+        )
+        .unwrap();
+        let m: scandaq::process::cluster::builder_out::BuilderManifest =
+            serde_json::from_str(&text).unwrap();
+        assert_eq!(m.sources["acq-b"], "never_connected", "{b}: {text}");
+        assert_eq!(m.sources["acq-a"], "end_of_stream", "{b}: {text}");
+        assert!(!m.complete);
+        for s in &m.missing_slices {
+            assert_eq!(
+                (s.reason.as_str(), s.sources.clone(), s.written),
+                ("source_lost", vec!["acq-b".to_string()], true),
+                "{b}: {s:?}"
+            );
+        }
+        slices_seen.extend(m.missing_slices.iter().map(|s| s.slice));
+    }
+    let m = merged_run_manifest(&cluster, &out);
+    assert_eq!(m.acquisition["acq-b"], "never_connected", "{m:?}");
+    assert_eq!(m.acquisition["acq-a"], "stopped");
+    assert!(!m.complete);
+    // Every slice acq-a had singles in is listed missing acq-b, once, by its builder.
+    let r: AcquisitionReport =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/acquisition-acq-a.json")).unwrap())
+            .unwrap();
+    let (first, last) = r.slice_range.unwrap();
+    slices_seen.sort_unstable();
+    let listed: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
+    assert_eq!(listed, slices_seen);
+    assert_eq!(listed, (first..=last).collect::<Vec<_>>(), "missing slices");
+    // What was written is the single process's result for the node that came.
+    let archive = node_run_dir(&out, "acq-a").join("raw-00000.sdq");
+    let single = replay_archives(&[&archive], &dir.join("single-process"));
+    let want_prompts = pairs_under(&single, "coincidences-");
+    assert!(want_prompts.len() > 1000);
+    assert!(pairs_under(&out.join("run=1"), "coincidences-") == want_prompts);
+    assert!(pairs_under(&out.join("run=1"), "delayed-") == pairs_under(&single, "delayed-"));
+    assert_eq!(m.prompts as usize, want_prompts.len());
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Pieces waiting for the assembly loop (each up to one Flight batch).
 const INBOUND_QUEUE: usize = 16;
@@ -114,6 +114,9 @@ pub fn run_builder(
         energy_in_kev: true,
         refused_singles: 0,
         refusals: 0,
+        first_data: None,
+        heard: BTreeSet::new(),
+        silent_given_up: false,
     };
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -134,6 +137,9 @@ pub fn run_builder(
             }
             Ok(None) => break assembly.stop("builder_stopped"),
             Err(_) => {}
+        }
+        if let Err(e) = assembly.give_up_on_silent() {
+            break Err(e);
         }
         if assembly.done() {
             break assembly.commit(true);
@@ -191,6 +197,12 @@ struct Assembly<'a> {
     refused_singles: u64,
     /// Refusals so far (the first few are printed).
     refusals: u64,
+    /// When the run's first piece arrived.
+    first_data: Option<Instant>,
+    /// Acquisition nodes that opened a stream to this builder.
+    heard: BTreeSet<String>,
+    /// The nodes never heard from were given up (`flow.source_timeout`).
+    silent_given_up: bool,
 }
 
 impl Assembly<'_> {
@@ -198,6 +210,8 @@ impl Assembly<'_> {
         match inbound {
             Inbound::Piece { meta, rows } => {
                 if self.assembler.knows(&meta.source) {
+                    self.first_data.get_or_insert_with(Instant::now);
+                    self.heard.insert(meta.source.clone());
                     self.piece(meta, rows)?;
                 } else {
                     let why = format!(
@@ -214,6 +228,7 @@ impl Assembly<'_> {
                 );
             }
             Inbound::SourceLost { source } => {
+                self.heard.insert(source.clone());
                 eprintln!(
                     "scandaq node {}: source {source} lost (its stream broke)",
                     self.name
@@ -222,6 +237,33 @@ impl Assembly<'_> {
                 if let Ok(mut s) = self.stats.lock() {
                     s.sources_lost.push(source);
                 }
+            }
+        }
+        self.process_ready()
+    }
+
+    /// `flow.source_timeout` after the run's first data, every acquisition node not heard
+    /// from is given up: marked lost (`never_connected` in the manifest), the slices waiting
+    /// for it completed without it and listed missing (`source_lost`, naming it), so the
+    /// builder finishes with the others. A stream it opens later is refused and counted.
+    fn give_up_on_silent(&mut self) -> Result<()> {
+        let timeout = self.cluster.source_timeout;
+        if self.silent_given_up || self.first_data.is_none_or(|t| t.elapsed() < timeout) {
+            return Ok(());
+        }
+        self.silent_given_up = true;
+        for (node, _) in self.cluster.nodes_of(Role::Acquisition) {
+            if self.heard.contains(&node.name) {
+                continue;
+            }
+            eprintln!(
+                "scandaq node {}: acquisition node {} did not connect within {timeout:?} of the \
+                 run's first data (flow.source_timeout): marked lost, its slices listed missing",
+                self.name, node.name
+            );
+            self.assembler.source_gone(&node.name)?;
+            if let Ok(mut s) = self.stats.lock() {
+                s.sources_lost.push(node.name.clone());
             }
         }
         self.process_ready()
@@ -413,6 +455,10 @@ impl Assembly<'_> {
                 .sources
                 .insert(source.0.name.clone(), how.into());
         }
+        // Complete: every source ended its stream and no slice is missing.
+        let complete = complete
+            && out.manifest.missing_slices.is_empty()
+            && out.manifest.sources.values().all(|h| h == "end_of_stream");
         let manifest = out.commit(complete)?;
         eprintln!(
             "scandaq node {}: committed {} prompts, {} delayed in {} slices ({} missing)",

@@ -47,7 +47,8 @@ pub struct RunManifest {
     pub delayed: u64,
     /// By builder name.
     pub builders: BTreeMap<String, BuilderSummary>,
-    /// Acquisition nodes' final states by name (`stopped`, `failed`, or `no_report`).
+    /// Acquisition nodes' final states by name (`stopped`, `failed`; without a report: how the
+    /// builders saw it, `never_connected` or `lost`, else `no_report`).
     pub acquisition: BTreeMap<String, String>,
     /// Every node's losses summed by name.
     pub losses: BTreeMap<String, u64>,
@@ -65,6 +66,7 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
     };
     let mut missing: BTreeMap<i64, MissingSlice> = BTreeMap::new();
     let mut range: Option<(i64, i64)> = None;
+    let mut builder_views: BTreeMap<String, String> = BTreeMap::new();
     for (node, _) in cluster.nodes_of(Role::Acquisition) {
         let path = report_path(&cluster.out, run, &node.name);
         let Some(report) = read_json::<AcquisitionReport>(&path)? else {
@@ -124,9 +126,22 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
         m.delayed += count("delayed");
         m.complete &= bm.complete;
         add_losses(&mut m.losses, &bm.losses);
+        for (source, how) in &bm.sources {
+            if how != "end_of_stream" {
+                builder_views.insert(source.clone(), how.clone());
+            }
+        }
         bm.missing_slices
             .into_iter()
             .for_each(|s| join(&mut missing, s));
+    }
+    // A node that left no report is named as the builders saw it (`never_connected`, `lost`).
+    for (name, state) in m.acquisition.iter_mut() {
+        if state == "no_report"
+            && let Some(seen) = builder_views.get(name)
+        {
+            state.clone_from(seen);
+        }
     }
     m.missing_slices = missing.into_values().collect();
     m.complete &= m.missing_slices.is_empty();

@@ -47,7 +47,8 @@ pub struct BuilderManifest {
     pub builder: String,
     /// Slice length, ps.
     pub slice_ps: i64,
-    /// True once the tables are committed and every source ended.
+    /// True once the tables are committed, every source ended its stream and no slice is
+    /// missing.
     pub complete: bool,
     /// Committed tables (paths relative to the builder directory).
     pub files: Vec<FileRecord>,
