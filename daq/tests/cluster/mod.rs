@@ -264,6 +264,7 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
         cluster_delayed == want_delayed,
         "the cluster's delayed pairs differ from the single-process replay"
     );
+    assert_links_account(&out);
     // The run manifest merges the builders' counts; nothing is missing.
     let m = merged_run_manifest(&cluster, &out);
     assert_eq!(m.prompts as usize, want_prompts.len());
@@ -339,6 +340,7 @@ fn a_killed_builder_leaves_its_slices_missing_and_the_acquisition_nodes_commit()
     }
     wait_ok(builders.pop().unwrap(), "b0");
     let out = dir.join("out");
+    assert_links_account(&out);
     let m = merged_run_manifest(&cluster, &out);
     assert!(!m.complete);
     assert!(
@@ -1041,6 +1043,7 @@ fn an_acquisition_node_that_never_connects_is_marked_lost_after_the_source_timeo
         wait_ok(b, name);
     }
     let out = dir.join("out");
+    assert_links_account(&out);
     let mut slices_seen = Vec::new();
     for b in ["b0", "b1"] {
         let text = std::fs::read_to_string(
@@ -1083,4 +1086,155 @@ fn an_acquisition_node_that_never_connects_is_marked_lost_after_the_source_timeo
     assert!(pairs_under(&out.join("run=1"), "coincidences-") == want_prompts);
     assert!(pairs_under(&out.join("run=1"), "delayed-") == pairs_under(&single, "delayed-"));
     assert_eq!(m.prompts as usize, want_prompts.len());
+}
+
+/// Every link of every acquisition report: routed = sent + buffer full + unreachable, nothing
+/// queued; the report's losses are the links' sums.
+fn assert_links_account(out: &Path) {
+    for name in ["acq-a", "acq-b"] {
+        let path = out.join(format!("run=1/acquisition-{name}.json"));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let r: AcquisitionReport = serde_json::from_slice(&bytes).unwrap();
+        let (mut full, mut unreachable) = (0, 0);
+        for l in &r.links {
+            assert_eq!(
+                l.rows_routed,
+                l.rows_sent + l.rows_buffer_full + l.rows_unreachable,
+                "{name} -> {}: routed = sent + counted: {l:?}",
+                l.builder
+            );
+            assert_eq!(l.queued, 0, "{name}: {l:?}");
+            full += l.rows_buffer_full;
+            unreachable += l.rows_unreachable;
+        }
+        let loss = |k: &str| r.losses.get(k).copied().unwrap_or(0);
+        assert_eq!(loss("cluster_buffer_full"), full, "{name}");
+        assert_eq!(loss("cluster_builder_unreachable"), unreachable, "{name}");
+    }
+}
+
+/// The pairs of `pairs` whose opener (`t1_ps`) lies in none of `missing`'s slices.
+fn outside(
+    pairs: &[(i64, i64, u32, u32)],
+    missing: &[scandaq::process::cluster::builder_out::MissingSlice],
+) -> Vec<(i64, i64, u32, u32)> {
+    pairs
+        .iter()
+        .filter(|p| {
+            !missing
+                .iter()
+                .any(|s| (s.start_ps..s.end_ps).contains(&p.0))
+        })
+        .copied()
+        .collect()
+}
+
+/// Builder `b1` is SIGKILLed mid-run and started again with the same name: the second life
+/// takes slices from a boundary on (the senders skip the slice they were in), its tables get
+/// the next number and the first life's uncommitted ones stay untouched; its manifest records
+/// both lives; the run manifest lists every b1 slice from the run's start to the rejoin as
+/// missing and no b0 slice; everything outside the missing slices equals a single-process
+/// replay of the nodes' raw archives; every link accounts for every single it routed.
+#[test]
+fn a_restarted_builder_rejoins_at_a_slice_boundary_and_both_lives_are_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, udp) = write_cluster(dir, "10ms");
+    let (mut builders, acq, sims) = start_cluster(dir, &cluster, udp, "2s");
+    let b1_dir = dir.join("out/run=1/builder=b1");
+    // Killed once it has taken some slices (as `scandaq top` shows): they die with it.
+    wait_for(
+        "b1 to receive 100 000 singles",
+        Duration::from_secs(60),
+        || builder_received(&cluster, "b1") >= 100_000,
+    );
+    let mut b1 = builders.pop().unwrap();
+    b1.kill().unwrap();
+    b1.wait().unwrap();
+    // The second life, once the senders have noticed (they count what they could not send).
+    std::thread::sleep(Duration::from_millis(300));
+    let b1 = spawn_node(&cluster, "b1");
+    for s in sims {
+        wait_ok(s, "fpga-sim");
+    }
+    for (a, name) in acq.into_iter().zip(["acq-a", "acq-b"]) {
+        wait_ok(a, name);
+    }
+    wait_ok(builders.pop().unwrap(), "b0");
+    wait_ok(b1, "b1 (second life)");
+    let out = dir.join("out");
+    assert_links_account(&out);
+    // Nothing overwritten: the first life's uncommitted table is still there.
+    assert!(
+        b1_dir
+            .join("coincidences-00000.parquet.inprogress")
+            .is_file()
+    );
+    assert!(b1_dir.join("coincidences-00001.parquet").is_file());
+    let bm: scandaq::process::cluster::builder_out::BuilderManifest = serde_json::from_slice(
+        &std::fs::read(b1_dir.join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(bm.lives.len(), 2, "{bm:?}");
+    assert!(!bm.lives[0].committed && bm.lives[1].committed, "{bm:?}");
+    let (rejoined, _) = bm.lives[1].slices.expect("the second life wrote slices");
+    let m = merged_run_manifest(&cluster, &out);
+    let missing: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
+    assert!(
+        missing.iter().all(|k| k % 2 == 1),
+        "b0 lost nothing: {missing:?}"
+    );
+    let r: AcquisitionReport =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/acquisition-acq-a.json")).unwrap())
+            .unwrap();
+    let (first, last) = r.slice_range.unwrap();
+    for k in (first..rejoined).filter(|k| k % 2 == 1) {
+        assert!(
+            missing.contains(&k),
+            "slice {k} (first life) not listed: {missing:?}"
+        );
+    }
+    assert!(
+        (rejoined..=last).any(|k| k % 2 == 1 && !missing.contains(&k)),
+        "the second life delivered no whole slice: rejoined {rejoined}, missing {missing:?}"
+    );
+    assert!(rejoined > first, "b1 died before it took a slice");
+    // The rest is exact.
+    let archives: Vec<PathBuf> = ["acq-a", "acq-b"]
+        .iter()
+        .map(|n| node_run_dir(&out, n).join("raw-00000.sdq"))
+        .collect();
+    let archives: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+    let single = replay_archives(&archives, &dir.join("single-process"));
+    for table in ["coincidences-", "delayed-"] {
+        let got = outside(&pairs_under(&out.join("run=1"), table), &m.missing_slices);
+        let want = outside(&pairs_under(&single, table), &m.missing_slices);
+        assert!(want.len() > 100, "{table}: too few to compare");
+        assert!(
+            got == want,
+            "{table}: {} vs {} outside the missing slices",
+            got.len(),
+            want.len()
+        );
+    }
+    assert_eq!(
+        m.builders["b1"].prompts as usize,
+        pairs_under(&b1_dir, "coincidences-").len(),
+        "the run manifest counts b1's committed tables"
+    );
+}
+
+/// Singles builder `name` has received, as `scandaq top --cluster F --once` shows it (0 when
+/// it does not answer).
+fn builder_received(cluster: &Path, name: &str) -> u64 {
+    let (_, stdout, _) = scandaq(&["top", "--cluster", cluster.to_str().unwrap(), "--once"]);
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&name) && w.get(1) == Some(&"builder"))
+        .and_then(|w| w.get(5).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
 }

@@ -92,23 +92,13 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
                 .insert(node.name.clone(), BuilderSummary::default());
             m.complete = false;
             // Nothing of it is committed: every slice it owned is missing.
-            if let Some((first, last)) = range {
-                for slice in (first..=last).filter(|&k| cluster.spec.builder_of(k) == b as u32) {
-                    let body = cluster.spec.body_ps(slice);
-                    let (start_ps, end_ps) = (body.start, body.end);
-                    join(
-                        &mut missing,
-                        MissingSlice {
-                            slice,
-                            start_ps,
-                            end_ps,
-                            reason: "builder_lost".into(),
-                            sources: vec![node.name.clone()],
-                            written: false,
-                        },
-                    );
-                }
-            }
+            builder_lost(
+                cluster,
+                (b as u32, &node.name),
+                range,
+                |_| false,
+                &mut missing,
+            );
             continue;
         };
         let count = |k: &str| bm.counts.get(k).copied().unwrap_or(0);
@@ -124,6 +114,15 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
         );
         m.prompts += count("prompts");
         m.delayed += count("delayed");
+        // A life that died took its slices with it: every slice of the run's range no
+        // committed life covers is missing.
+        builder_lost(
+            cluster,
+            (b as u32, &node.name),
+            range,
+            |k| bm.covers(k),
+            &mut missing,
+        );
         m.complete &= bm.complete;
         add_losses(&mut m.losses, &bm.losses);
         for (source, how) in &bm.sources {
@@ -150,6 +149,34 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
         .with_context(|| format!("cannot create {}", path.display()))?;
     scandaq_sinks::durable_file::write_atomic(&path, &serde_json::to_vec_pretty(&m)?)?;
     Ok((path, m))
+}
+
+/// Lists `builder_lost` every slice of builder `(index, name)` within the run's `range` that
+/// `covered` does not cover.
+fn builder_lost(
+    cluster: &Cluster,
+    (b, name): (u32, &str),
+    range: Option<(i64, i64)>,
+    covered: impl Fn(i64) -> bool,
+    missing: &mut BTreeMap<i64, MissingSlice>,
+) {
+    let Some((first, last)) = range else {
+        return;
+    };
+    for slice in (first..=last).filter(|&k| cluster.spec.builder_of(k) == b && !covered(k)) {
+        let body = cluster.spec.body_ps(slice);
+        join(
+            missing,
+            MissingSlice {
+                slice,
+                start_ps: body.start,
+                end_ps: body.end,
+                reason: "builder_lost".into(),
+                sources: vec![name.to_string()],
+                written: false,
+            },
+        );
+    }
 }
 
 /// One entry per slice: a second notice adds its reason and nodes.
