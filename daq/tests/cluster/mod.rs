@@ -1238,3 +1238,130 @@ fn builder_received(cluster: &Path, name: &str) -> u64 {
         .and_then(|w| w.get(5).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
+
+/// Acquisition node `acq-a` is SIGKILLed mid-run and started again under its name while its
+/// fpga-sim keeps streaming: the builders take it back at the next slice whose rows it can
+/// all have sent, list the slices in between missing (`source_lost`, naming it) and count the
+/// singles of its first, partial slice (`cluster_partial_slice_singles`); from the rejoin on
+/// the tables equal a single-process replay of the second life's and `acq-b`'s raw archives;
+/// every link accounts for what it routed. Before, the builders refused every piece of the
+/// restarted node (`cluster_refused_singles`) and the run lost it to its end.
+#[test]
+fn a_restarted_acquisition_node_rejoins_at_the_next_slice_boundary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let (cluster, udp) = write_cluster(dir, "10ms");
+    let (builders, mut acq, sims) = start_cluster(dir, &cluster, udp, "2s");
+    wait_for(
+        "b0 to receive 100 000 singles",
+        Duration::from_secs(60),
+        || builder_received(&cluster, "b0") >= 100_000,
+    );
+    let first_life = node_run_dir(&out, "acq-a");
+    let mut a = acq.remove(0);
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let mut a2 = spawn_node(&cluster, "acq-a");
+    let nodes = out.join("nodes/acq-a");
+    let mut second_life = None;
+    wait_for(
+        "acq-a's second life to run",
+        Duration::from_secs(60),
+        || {
+            if let Ok(Some(status)) = a2.try_wait() {
+                panic!("acq-a's second life exited ({status})");
+            }
+            second_life = std::fs::read_dir(&nodes).ok().and_then(|e| {
+                e.flatten().map(|e| e.path()).find(|p| {
+                    *p != first_life
+                        && Manifest::read(p)
+                            .is_ok_and(|m| m.state == scandaq_core::run_state::RunState::Running)
+                })
+            });
+            second_life.is_some()
+        },
+    );
+    let second_life = second_life.unwrap();
+    for s in sims {
+        wait_ok(s, "fpga-sim");
+    }
+    wait_ok(a2, "acq-a (second life)");
+    wait_ok(acq.remove(0), "acq-b");
+    for (b, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(b, name);
+    }
+    assert_links_account(&out);
+    let mut partial = 0;
+    for b in ["b0", "b1"] {
+        let bm: scandaq::process::cluster::builder_out::BuilderManifest = serde_json::from_slice(
+            &std::fs::read(
+                out.join(format!("run=1/builder={b}"))
+                    .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(bm.sources["acq-a"], "end_of_stream", "{b}: {bm:?}");
+        assert_eq!(
+            bm.counts.get("source.acq-a.rejoins"),
+            Some(&1),
+            "{b}: {bm:?}"
+        );
+        assert!(
+            bm.losses.get("cluster_refused_singles").is_none(),
+            "{b}: {bm:?}"
+        );
+        partial += bm
+            .losses
+            .get("cluster_partial_slice_singles")
+            .copied()
+            .unwrap_or(0);
+    }
+    eprintln!("partial-slice singles dropped: {partial}");
+    let m = merged_run_manifest(&cluster, &out);
+    assert!(!m.complete);
+    assert!(!m.missing_slices.is_empty(), "the restart lost nothing?");
+    for s in &m.missing_slices {
+        assert!(
+            s.reason == "source_lost" && s.sources == vec!["acq-a".to_string()],
+            "{s:?}"
+        );
+    }
+    // One gap: the slices between the death and the rejoin, then whole slices again.
+    let missing: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
+    let (gap_first, gap_last) = (missing[0], *missing.last().unwrap());
+    assert_eq!(missing, (gap_first..=gap_last).collect::<Vec<_>>());
+    let r: AcquisitionReport =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/acquisition-acq-b.json")).unwrap())
+            .unwrap();
+    let (_, last) = r.slice_range.unwrap();
+    assert!(
+        gap_last + 10 < last,
+        "no whole slices after the rejoin: {missing:?}, last {last}"
+    );
+    // From the rejoin on, exact: the second life's archive with acq-b's, in one process.
+    let archives = [
+        second_life.join("raw-00000.sdq"),
+        node_run_dir(&out, "acq-b").join("raw-00000.sdq"),
+    ];
+    let single = replay_archives(
+        &[archives[0].as_path(), archives[1].as_path()],
+        &dir.join("single-process"),
+    );
+    let from_ps = (gap_last + 1) * 10_000_000_000;
+    for table in ["coincidences-", "delayed-"] {
+        let after = |p: Vec<(i64, i64, u32, u32)>| -> Vec<_> {
+            p.into_iter().filter(|p| p.0 >= from_ps).collect()
+        };
+        let got = after(pairs_under(&out.join("run=1"), table));
+        let want = after(pairs_under(&single, table));
+        assert!(want.len() > 100, "{table}: too few to compare");
+        assert!(
+            got == want,
+            "{table}: {} vs {} after the rejoin",
+            got.len(),
+            want.len()
+        );
+    }
+}

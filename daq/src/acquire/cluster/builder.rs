@@ -212,6 +212,9 @@ impl Assembly<'_> {
                 if self.assembler.knows(&meta.source) {
                     self.first_data.get_or_insert_with(Instant::now);
                     self.heard.insert(meta.source.clone());
+                    if self.assembler.is_gone(&meta.source) && meta.role != PieceRole::EndOfStream {
+                        self.rejoin(&meta, &rows)?;
+                    }
                     self.piece(meta, rows)?;
                 } else {
                     let why = format!(
@@ -267,6 +270,27 @@ impl Assembly<'_> {
             }
         }
         self.process_ready()
+    }
+
+    /// A source that was lost is back (a restarted acquisition node under the same name): it
+    /// rejoins at the next slice whose rows it can all have sent; its pieces before that are
+    /// dropped and counted (`cluster_partial_slice_singles`), the slices it missed are listed
+    /// missing (`source_lost`).
+    fn rejoin(&mut self, meta: &PieceMeta, rows: &SorterInput) -> Result<()> {
+        let at = self
+            .assembler
+            .rejoin(&meta.source, rows.t_ps.first().copied(), meta.slice)?;
+        eprintln!(
+            "scandaq node {}: acquisition node {} is back (a restart): it rejoins at slice {at}",
+            self.name, meta.source
+        );
+        if let Ok(mut s) = self.stats.lock() {
+            s.sources_lost.retain(|n| n != &meta.source);
+        }
+        if let Some(out) = self.output.as_mut() {
+            out.count(&format!("source.{}.rejoins", meta.source), 1);
+        }
+        Ok(())
     }
 
     fn piece(&mut self, meta: PieceMeta, rows: SorterInput) -> Result<()> {
@@ -336,7 +360,18 @@ impl Assembly<'_> {
                 }),
         };
         if let Err(e) = taken {
-            self.refuse(n, &format!("{e:#}"));
+            if self
+                .assembler
+                .rejoined_at(&meta.source)
+                .is_some_and(|at| meta.slice < at)
+            {
+                // A restarted node's first, partial slice (or its lead-out copy).
+                if let Some(out) = self.output.as_mut() {
+                    out.loss("cluster_partial_slice_singles", n);
+                }
+            } else {
+                self.refuse(n, &format!("{e:#}"));
+            }
         }
         if let Some(out) = self.output.as_mut() {
             out.loss(
