@@ -687,7 +687,7 @@ fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
         let mut rows = 0;
         let mut ended = false;
         while let Some(i) = rx.blocking_recv() {
-            if let Inbound::Piece { meta, rows: r } = i {
+            if let Inbound::Piece { meta, rows: r, .. } = i {
                 rows += r.len() as u64;
                 ended |= meta.role == scandaq::process::cluster::protocol::PieceRole::EndOfStream;
                 if ended {
@@ -760,7 +760,7 @@ fn singles_before_slice_zero_are_counted_and_never_sent() {
     let taken = std::thread::spawn(move || {
         let (mut rows, mut min_t) = (0u64, i64::MAX);
         while let Some(i) = rx.blocking_recv() {
-            if let Inbound::Piece { meta, rows: r } = i {
+            if let Inbound::Piece { meta, rows: r, .. } = i {
                 rows += r.t_ps.len() as u64;
                 min_t = r.t_ps.iter().copied().fold(min_t, i64::min);
                 if meta.role == scandaq::process::cluster::protocol::PieceRole::EndOfStream {
@@ -1364,4 +1364,164 @@ fn a_restarted_acquisition_node_rejoins_at_the_next_slice_boundary() {
             want.len()
         );
     }
+}
+
+/// Sender settings of the in-process senders here: `source` (`source_id`) to `b0` and `b1` of
+/// the cluster in `dir`.
+fn test_sender(
+    dir: &Path,
+    source: &str,
+    source_id: u32,
+    runtime: &tokio::runtime::Runtime,
+) -> scandaq::acquire::cluster::sender::Sender {
+    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
+    use scandaq::process::cluster::slices::cluster_spec;
+    let settings = SenderSettings {
+        run: 1,
+        source: source.into(),
+        source_id,
+        spec: cluster_spec(1_000_000_000, 2, &cluster_options()).unwrap(),
+        builders: ["b0", "b1"]
+            .iter()
+            .map(|b| (b.to_string(), listen_addr(dir, b)))
+            .collect(),
+        credits: 8,
+        buffer_batches: 64,
+        batch_rows: 1000,
+        reconnect_every: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(30),
+        energy_in_kev: true,
+    };
+    Sender::start(settings, runtime.handle().clone()).unwrap()
+}
+
+/// Singles every 1 us at `[from, to)` us, on channel `channel`, time offset `channel` ps.
+fn test_singles(from: i64, to: i64, channel: u32) -> scandaq::process::coinc_stage::SorterInput {
+    let t_ps: Vec<i64> = (from..to)
+        .map(|i| i * 1_000_000 + i64::from(channel))
+        .collect();
+    let n = t_ps.len();
+    scandaq::process::coinc_stage::SorterInput {
+        t_ps,
+        channel: vec![channel; n],
+        energy_kev: vec![511.0; n],
+        flags: vec![0; n],
+    }
+}
+
+/// The builder manifest of `b` under `dir`.
+fn builder_manifest(
+    dir: &Path,
+    b: &str,
+) -> scandaq::process::cluster::builder_out::BuilderManifest {
+    serde_json::from_slice(
+        &std::fs::read(
+            dir.join(format!("out/run=1/builder={b}"))
+                .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Two stray-stream gaps, through the builder processes. (1) A second stream claiming to be
+/// `acq-a` while the real `acq-a` streams (and ending its stream) is refused and counted; the
+/// real `acq-a` is neither ended nor lost by it, and the run completes. (2) A builder that
+/// only ever got a stray stream and is stopped (SIGTERM) still writes a manifest counting the
+/// refused singles. Before: the stray's end of stream ended the real node (its later pieces
+/// refused), and the stray-only builder wrote nothing.
+#[test]
+fn a_stray_stream_claiming_a_real_name_changes_nothing_and_every_refusal_reaches_a_manifest() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // (1)
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, _) = write_cluster(dir, "1ms");
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(&cluster, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(dir, b);
+    }
+    let mut real = test_sender(dir, "acq-a", 0, &runtime);
+    let real_tap = real.tap.take().unwrap();
+    real_tap.send(test_singles(0, 3000, 0)).unwrap();
+    wait_for(
+        "b0 to take acq-a's first singles",
+        Duration::from_secs(60),
+        || builder_received(&cluster, "b0") > 0,
+    );
+    let mut stray = test_sender(dir, "acq-a", 0, &runtime);
+    let stray_tap = stray.tap.take().unwrap();
+    stray_tap.send(test_singles(0, 2000, 7)).unwrap();
+    drop(stray_tap);
+    let stray_sent: u64 = stray.finish().unwrap().iter().map(|l| l.rows_sent).sum();
+    real_tap.send(test_singles(3000, 6000, 0)).unwrap();
+    drop(real_tap);
+    let real_sent: u64 = real.finish().unwrap().iter().map(|l| l.rows_sent).sum();
+    let mut b = test_sender(dir, "acq-b", 1, &runtime);
+    let b_tap = b.tap.take().unwrap();
+    b_tap.send(test_singles(0, 6000, 1)).unwrap();
+    drop(b_tap);
+    b.finish().unwrap();
+    for (child, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(child, name);
+    }
+    let (mut refused, mut received) = (0, 0);
+    for name in ["b0", "b1"] {
+        let m = builder_manifest(dir, name);
+        assert_eq!(m.sources["acq-a"], "end_of_stream", "{name}: {m:?}");
+        assert!(m.complete && m.missing_slices.is_empty(), "{name}: {m:?}");
+        refused += m
+            .losses
+            .get("cluster_refused_singles")
+            .copied()
+            .unwrap_or(0);
+        received += m.counts["source.acq-a.singles"];
+    }
+    assert_eq!(refused, stray_sent, "every stray single is counted");
+    assert_eq!(received, real_sent, "every real acq-a single is taken");
+    // (2)
+    let tmp2 = tempfile::tempdir().unwrap();
+    let dir2 = tmp2.path();
+    let (cluster2, _) = write_cluster(dir2, "1ms");
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(&cluster2, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(dir2, b);
+    }
+    let mut intruder = test_sender(dir2, "intruder", 0, &runtime);
+    let tap = intruder.tap.take().unwrap();
+    tap.send(test_singles(0, 3000, 3)).unwrap();
+    drop(tap);
+    let sent: u64 = intruder.finish().unwrap().iter().map(|l| l.rows_sent).sum();
+    for child in &builders {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for (child, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(child, name);
+    }
+    let refused: u64 = ["b0", "b1"]
+        .iter()
+        .map(|b| {
+            let m = builder_manifest(dir2, b);
+            assert!(!m.complete);
+            m.losses
+                .get("cluster_refused_singles")
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(refused, sent, "the stray singles reach the manifests");
 }

@@ -117,10 +117,17 @@ pub fn run_builder(
         first_data: None,
         heard: BTreeSet::new(),
         silent_given_up: false,
+        streams: BTreeMap::new(),
+        stray_run: None,
     };
     let result = loop {
         if stop.load(Ordering::Relaxed) {
-            break assembly.stop("builder_stopped");
+            // What was acknowledged is taken before the stop.
+            let mut taken = Ok(());
+            while let (Ok(inbound), true) = (rx.try_recv(), taken.is_ok()) {
+                taken = assembly.take(inbound);
+            }
+            break taken.and_then(|()| assembly.stop("builder_stopped"));
         }
         if server.is_finished() {
             break Err(anyhow!(
@@ -203,16 +210,35 @@ struct Assembly<'a> {
     heard: BTreeSet<String>,
     /// The nodes never heard from were given up (`flow.source_timeout`).
     silent_given_up: bool,
+    /// Each source's current stream.
+    streams: BTreeMap<String, u64>,
+    /// The run a stray stream named (its refusals reach a manifest even if no real data
+    /// comes).
+    stray_run: Option<u64>,
 }
 
 impl Assembly<'_> {
     fn take(&mut self, inbound: Inbound) -> Result<()> {
         match inbound {
-            Inbound::Piece { meta, rows } => {
+            Inbound::Piece { meta, rows, stream } => {
                 if self.assembler.knows(&meta.source) {
                     self.first_data.get_or_insert_with(Instant::now);
                     self.heard.insert(meta.source.clone());
-                    if self.assembler.is_gone(&meta.source) && meta.role != PieceRole::EndOfStream {
+                    let gone = self.assembler.is_gone(&meta.source);
+                    // A source's stream is the first it opens, or after it was lost the next
+                    // one (a restart); another stream claiming its name is a stray.
+                    let current = *self.streams.entry(meta.source.clone()).or_insert(stream);
+                    if current != stream && !gone {
+                        let why = format!(
+                            "a second stream claiming to be {:?} while its own is open",
+                            meta.source
+                        );
+                        self.stray(meta.run);
+                        self.refuse(rows.len() as u64, &why);
+                        return self.process_ready();
+                    }
+                    self.streams.insert(meta.source.clone(), stream);
+                    if gone && meta.role != PieceRole::EndOfStream {
                         self.rejoin(&meta, &rows)?;
                     }
                     self.piece(meta, rows)?;
@@ -221,16 +247,25 @@ impl Assembly<'_> {
                         "a piece from {:?}, which is no acquisition node of the cluster file",
                         meta.source
                     );
+                    self.stray(meta.run);
                     self.refuse(rows.len() as u64, &why);
                 }
             }
-            Inbound::SourceLost { source } if !self.assembler.knows(&source) => {
+            Inbound::SourceLost { source, stream }
+                if self.streams.get(&source).is_some_and(|&s| s != stream) =>
+            {
+                eprintln!(
+                    "scandaq node {}: a stray stream claiming to be {source:?} broke (its own goes on)",
+                    self.name
+                );
+            }
+            Inbound::SourceLost { source, .. } if !self.assembler.knows(&source) => {
                 eprintln!(
                     "scandaq node {}: a stream from {source:?} (no node of the cluster file) ended",
                     self.name
                 );
             }
-            Inbound::SourceLost { source } => {
+            Inbound::SourceLost { source, .. } => {
                 self.heard.insert(source.clone());
                 eprintln!(
                     "scandaq node {}: source {source} lost (its stream broke)",
@@ -293,31 +328,36 @@ impl Assembly<'_> {
         Ok(())
     }
 
+    /// Creates the run's output (`OUT/run=R/builder=B/`).
+    fn open_output(&mut self, run: u64) -> Result<()> {
+        let metadata = vec![
+            ("scandaq.run".to_string(), run.to_string()),
+            ("scandaq.builder".to_string(), self.name.to_string()),
+            (
+                "scandaq.coincidence_config".to_string(),
+                serde_json::to_string(&self.cluster.file.coincidences)?,
+            ),
+        ];
+        let out = BuilderOutput::create(
+            &self.cluster.out,
+            run,
+            self.name,
+            self.cluster.spec,
+            self.cluster.file.coincidences.delay_ps != 0,
+            metadata,
+        )?;
+        eprintln!(
+            "scandaq node {}: run {run} -> {}",
+            self.name,
+            out.dir().display()
+        );
+        self.output = Some(out);
+        Ok(())
+    }
+
     fn piece(&mut self, meta: PieceMeta, rows: SorterInput) -> Result<()> {
         if self.output.is_none() {
-            let metadata = vec![
-                ("scandaq.run".to_string(), meta.run.to_string()),
-                ("scandaq.builder".to_string(), self.name.to_string()),
-                (
-                    "scandaq.coincidence_config".to_string(),
-                    serde_json::to_string(&self.cluster.file.coincidences)?,
-                ),
-            ];
-            let out = BuilderOutput::create(
-                &self.cluster.out,
-                meta.run,
-                self.name,
-                self.cluster.spec,
-                self.cluster.file.coincidences.delay_ps != 0,
-                metadata,
-            )?;
-            eprintln!(
-                "scandaq node {}: run {} -> {}",
-                self.name,
-                meta.run,
-                out.dir().display()
-            );
-            self.output = Some(out);
+            self.open_output(meta.run)?;
             self.energy_in_kev = meta.energy_in_kev;
         }
         let n = rows.len() as u64;
@@ -380,6 +420,11 @@ impl Assembly<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Notes the run a stray stream named.
+    fn stray(&mut self, run: u64) {
+        self.stray_run.get_or_insert(run);
     }
 
     /// Counts a refused piece's `rows` (`cluster_refused_singles`); prints the first few.
@@ -467,6 +512,17 @@ impl Assembly<'_> {
     }
 
     fn commit(&mut self, complete: bool) -> Result<Option<BuilderManifest>> {
+        if self.output.is_none()
+            && self.refused_singles > 0
+            && let Some(run) = self.stray_run
+        {
+            // Only stray streams came: their refusals still reach a manifest.
+            self.open_output(run)?;
+            let refused = std::mem::take(&mut self.refused_singles);
+            if let Some(out) = self.output.as_mut() {
+                out.loss("cluster_refused_singles", refused);
+            }
+        }
         let Some(mut out) = self.output.take() else {
             eprintln!(
                 "scandaq node {}: no data arrived; nothing written",
