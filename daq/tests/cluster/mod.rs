@@ -228,16 +228,12 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
     let replayed = Manifest::read(&single).unwrap();
     assert_eq!(replayed.losses.get("late_hit"), 0, "{:?}", replayed.losses);
     // It decoded what the nodes did: the nodes' singles merged by (time, node) are its singles.
-    let mut node_singles: Vec<(i64, usize, (i64, u32, u32, u16))> = Vec::new();
-    for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
-        node_singles.extend(
-            run_singles(&node_run_dir(&out, name))
-                .into_iter()
-                .map(|r| (r.0, k, r)),
-        );
-    }
-    node_singles.sort_by_key(|r| (r.0, r.1));
-    let node_singles: Vec<_> = node_singles.into_iter().map(|r| r.2).collect();
+    let node_singles = merged_by_time_then_part(
+        ["acq-a", "acq-b"]
+            .iter()
+            .map(|n| run_singles(&node_run_dir(&out, n)))
+            .collect(),
+    );
     assert!(
         run_singles(&single) == node_singles,
         "the replay's singles differ from the nodes'"
@@ -947,8 +943,23 @@ fn replay_archives(files: &[&Path], out: &Path) -> PathBuf {
     out.join("run-000001")
 }
 
-/// (t_ps, channel, energy_kev bits, flags) of every single of the run in `dir`, in file order.
-fn run_singles(dir: &Path) -> Vec<(i64, u32, u32, u16)> {
+/// (t_ps, channel, energy_kev bits, flags) of a single.
+type Single = (i64, u32, u32, u16);
+
+/// `parts` merged into one order by (time, part), each part's order kept (a stable sort): how
+/// the single process merges boards.
+fn merged_by_time_then_part(parts: Vec<Vec<Single>>) -> Vec<Single> {
+    let mut all: Vec<(usize, Single)> = parts
+        .into_iter()
+        .enumerate()
+        .flat_map(|(k, p)| p.into_iter().map(move |r| (k, r)))
+        .collect();
+    all.sort_by_key(|(k, r)| (r.0, *k));
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Every single of the run in `dir`, in file order.
+fn run_singles(dir: &Path) -> Vec<Single> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -987,13 +998,7 @@ fn several_raw_archives_replay_as_one_run_whatever_input_starts_first() {
     let alone_a = run_singles(&replay_archives(&[&a], &dir.join("alone-a")));
     let alone_b = run_singles(&replay_archives(&[&b], &dir.join("alone-b")));
     assert!(alone_a.len() > 100_000 && alone_b.len() > 100_000);
-    let mut want: Vec<(i64, usize, (i64, u32, u32, u16))> = alone_a
-        .iter()
-        .map(|r| (r.0, 0, *r))
-        .chain(alone_b.iter().map(|r| (r.0, 1, *r)))
-        .collect();
-    want.sort_by_key(|r| (r.0, r.1));
-    let want: Vec<_> = want.into_iter().map(|r| r.2).collect();
+    let want = merged_by_time_then_part(vec![alone_a, alone_b]);
     let mut tables = Vec::new();
     for (label, files) in [
         ("b first", [a_late.as_path(), b.as_path()]),
@@ -1309,7 +1314,7 @@ fn a_restarted_acquisition_node_rejoins_at_the_next_slice_boundary() {
             "{b}: {bm:?}"
         );
         assert!(
-            bm.losses.get("cluster_refused_singles").is_none(),
+            !bm.losses.contains_key("cluster_refused_singles"),
             "{b}: {bm:?}"
         );
         partial += bm
