@@ -86,6 +86,7 @@ loss_reasons! {
     ClusterBufferFull => "cluster_buffer_full", "singles", "singles an acquisition node dropped because its buffer to a builder was full (builder or link too slow; the slice is listed missing)";
     ClusterBuilderUnreachable => "cluster_builder_unreachable", "singles", "singles an acquisition node could not deliver because the builder of their slice was gone (the slice is listed missing)";
     ClusterRefusedSingles => "cluster_refused_singles", "singles", "singles in pieces a builder refused: from a node not in the cluster file, for a slice already closed, or out of time order (a stray or replayed stream)";
+    ClusterPartialSliceSingles => "cluster_partial_slice_singles", "singles", "singles a restarted acquisition node sent for slices before the one it rejoined at (its first slice, begun mid-way): dropped by the builders";
     ClusterBeforeFirstSlice => "cluster_before_first_slice", "singles", "singles an acquisition node had before slice 0 (negative detector time): no builder owns them";
     UncommittedAfterFailure => "uncommitted_after_failure", "singles", "singles that reached the sink of a failed run but are in no committed file";
     MegTruncatedBlocks => "meg_truncated_blocks", "blocks", "OPM-MEG blocks shorter than their header";

@@ -241,6 +241,16 @@ impl SliceAssembler {
         }
     }
 
+    /// A source that ended (given up: a restarted acquisition node comes back) is held to
+    /// again from `slice` on, or from the first slice not yet given out if that is later;
+    /// the slices before count as finished by it. Returns the slice it rejoins at.
+    pub fn rejoin(&mut self, source_id: u32, slice: i64) -> Result<i64, SliceError> {
+        let src = self.source_index(source_id)?;
+        let at = slice.max(self.next);
+        self.ended_before[src] = at;
+        Ok(at)
+    }
+
     /// Gives up on `slice` (some source never ended it): drops its rows and reports it
     /// missing. Later pieces for it are refused ([`SliceError::SliceClosed`]).
     pub fn abandon(&mut self, slice: i64) -> Result<MissingSlice, SliceError> {

@@ -345,6 +345,11 @@ pub fn archive_stream_settings(
 pub struct ReplayArgs {
     /// The .rawf file (its .idxf is looked for beside it), a .sdq raw archive, or a PETLINK .l file.
     pub file: PathBuf,
+    /// Further `.sdq` raw archives replayed with FILE as one run, each as one input, merged
+    /// into one time order as a live run with these inputs would (e.g. the archives the
+    /// acquisition nodes of a cluster recorded: docs/cluster.md).
+    #[arg(value_name = "MORE_SDQ")]
+    pub more: Vec<PathBuf>,
     /// Interfile header of a PETLINK .l file (default: FILE.l.hdr, FILE.l.hdr.STIR, FILE.hdr or a *.hdr* naming FILE).
     #[arg(long)]
     pub header: Option<PathBuf>,
@@ -388,6 +393,7 @@ pub struct ReplayArgs {
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let ReplayArgs {
         file,
+        more,
         header,
         calibration: calib,
         config,
@@ -405,6 +411,16 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         commit_interval_s: None,
         compression,
     };
+    if let Some(other) = std::iter::once(&file)
+        .chain(&more)
+        .find(|f| !is_raw_archive(f))
+        .filter(|_| !more.is_empty())
+    {
+        bail!(
+            "{}: several files replay as one run only when every one is a .sdq raw archive",
+            other.display()
+        );
+    }
     if petlink_replay::is_petlink(&file, header.as_deref()) {
         let summary = petlink_replay::replay_petlink(&file, header.as_deref(), &out)?;
         petlink_replay::print_summary(&summary);
@@ -442,13 +458,16 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             eprintln!("replay: {n}");
         }
         let live = LiveConfig {
-            inputs: vec![InputConfig {
-                spec: InputSpec::Archive(file.clone()),
-                allow: vec![],
-                policy: OverflowPolicy::Block,
-                ring_chunks: 64,
-                ingest: Default::default(),
-            }],
+            inputs: std::iter::once(&file)
+                .chain(&more)
+                .map(|f| InputConfig {
+                    spec: InputSpec::Archive(f.clone()),
+                    allow: vec![],
+                    policy: OverflowPolicy::Block,
+                    ring_chunks: 64,
+                    ingest: Default::default(),
+                })
+                .collect(),
             out_dir: out,
             limits: RunLimits::default(),
             raw_columns,

@@ -317,6 +317,14 @@ impl KWayMerger {
 
     /// Releases every hit before the current watermark, merged in time order.
     pub fn release(&mut self) -> HitBatch {
+        self.release_below(i64::MAX)
+    }
+
+    /// Releases every hit before the current watermark and before `limit`, merged in time
+    /// order: `limit` is a time some input not yet seen as a stream may still send from (a raw
+    /// archive whose boards have not all appeared), which neither the hold nor the skew rule
+    /// may release past.
+    pub fn release_below(&mut self, limit: i64) -> HitBatch {
         let newest_max = self
             .streams
             .values()
@@ -335,7 +343,7 @@ impl KWayMerger {
                 .min(newest_max.saturating_sub(self.hold_ps)),
             None => newest_max.saturating_add(1),
         };
-        self.take_before(watermark)
+        self.take_before(watermark.min(limit))
     }
 
     /// Releases everything (end of run).

@@ -1,6 +1,6 @@
 //! The cluster over Arrow Flight (docs/cluster.md), as processes on the loopback: two
 //! acquisition nodes fed by fpga-sim over UDP and two builders give the same coincidences as
-//! one whole-stream sorter over the same singles; a builder killed mid-run
+//! one `scandaq replay` of the raw archives the nodes recorded; a builder killed mid-run
 //! leaves its slices listed missing while the acquisition nodes finish; a pyarrow Flight
 //! client reads a node's stats; Python datafusion counts the partitioned tables.
 
@@ -21,11 +21,20 @@ fn free_port_tcp() -> std::net::SocketAddr {
 /// A cluster of two acquisition nodes (`acq-a`, `acq-b`, raw archives on) and two builders
 /// (`b0`, `b1`) in `dir`; the acquisition nodes' UDP inputs.
 fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
+    write_cluster_with(dir, slice, "")
+}
+
+/// [`write_cluster`] with `flow` (lines of `[flow]` keys) added to its `[flow]` section.
+fn write_cluster_with(dir: &Path, slice: &str, flow: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
     let udp = [free_port_udp(), free_port_udp()];
     let calib = sim_dir().join("calib");
-    std::fs::write(dir.join("acq.toml"), "[run]\nduration = \"120s\"\n").unwrap();
+    std::fs::write(
+        dir.join("acq.toml"),
+        "[run]\nduration = \"120s\"\nraw_archive = true\n",
+    )
+    .unwrap();
     let mut text = format!(
-        "slice = \"{slice}\"\nout = \"out\"\n[calibration]\ndir = \"{}\"\n[coincidences]\nwindow_ps = 4000\ndelay_ps = 100000\n[flow]\nreconnect_every = \"200ms\"\ndrain_timeout = \"20s\"\n",
+        "slice = \"{slice}\"\nout = \"out\"\n[calibration]\ndir = \"{}\"\n[coincidences]\nwindow_ps = 4000\ndelay_ps = 100000\n[flow]\nreconnect_every = \"200ms\"\ndrain_timeout = \"20s\"\n{flow}",
         calib.display()
     );
     for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
@@ -171,57 +180,6 @@ fn node_run_dir(out: &Path, name: &str) -> PathBuf {
         .unwrap()
 }
 
-/// The nodes' singles (their local singles tables, what they sent), merged into one time
-/// order.
-fn merged_singles(out: &Path) -> scandaq::process::coinc_stage::SorterInput {
-    let mut rows: Vec<(i64, usize, u32, f32, u16)> = Vec::new();
-    for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
-        let dir = node_run_dir(out, name);
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with("singles-") && n.ends_with(".parquet") {
-                let (b, _) = read_parquet(&e.path());
-                let (t, c) = (col_i64(&b, "t_ps"), col_u32(&b, "channel"));
-                let (en, f) = (col_f32(&b, "energy_kev"), col_u16(&b, "flags"));
-                rows.extend((0..t.len()).map(|i| (t[i], k, c[i], en[i], f[i])));
-            }
-        }
-    }
-    rows.sort_by_key(|r| (r.0, r.1));
-    let mut s = scandaq::process::coinc_stage::SorterInput::default();
-    for (t, _, c, e, f) in rows {
-        s.t_ps.push(t);
-        s.channel.push(c);
-        s.energy_kev.push(e);
-        s.flags.push(f);
-    }
-    s
-}
-
-/// (t1, t2, channel1, channel2) of every pair one whole-stream sorter finds in `singles`.
-fn sorted_in_one_process(
-    singles: &scandaq::process::coinc_stage::SorterInput,
-    delay_ps: i64,
-) -> Vec<(i64, i64, u32, u32)> {
-    let calib = load_calibration_dir(&sim_dir().join("calib")).unwrap();
-    let lut = scandaq_core::coincidence::CrystalLut::from_geometry(
-        calib.calibration.geometry.as_ref().unwrap(),
-    );
-    let options = cluster_options();
-    let mut config = options.prompt_config(true);
-    if delay_ps != 0 {
-        config = config.to_delayed(delay_ps);
-    }
-    let mut out = scandaq_core::coincidence::CoincidenceBatch::default();
-    scandaq_core::coincidence::sort_coincidences(&config, &lut, singles.singles_ref(), &mut out)
-        .unwrap();
-    let mut pairs: Vec<_> = (0..out.len())
-        .map(|i| (out.t1_ps[i], out.t2_ps[i], out.channel1[i], out.channel2[i]))
-        .collect();
-    pairs.sort_unstable();
-    pairs
-}
-
 /// The coincidence settings of the clusters here.
 fn cluster_options() -> scandaq::process::coinc_stage::CoincidenceOptions {
     scandaq::process::coinc_stage::CoincidenceOptions {
@@ -259,17 +217,36 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
             "builder {b} wrote no pair"
         );
     }
-    // The reference: every single the nodes acquired, through one whole-stream sorter.
-    let singles = merged_singles(&out);
-    let want_prompts = sorted_in_one_process(&singles, 0);
-    let want_delayed = sorted_in_one_process(&singles, 100_000);
+    // The reference: what a user checking a cluster does: replay the raw archives the
+    // acquisition nodes recorded, together, in one process (`scandaq replay A.sdq B.sdq`).
+    let archives: Vec<PathBuf> = ["acq-a", "acq-b"]
+        .iter()
+        .map(|n| node_run_dir(&out, n).join("raw-00000.sdq"))
+        .collect();
+    let archives: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+    let single = replay_archives(&archives, &dir.join("single-process"));
+    let replayed = Manifest::read(&single).unwrap();
+    assert_eq!(replayed.losses.get("late_hit"), 0, "{:?}", replayed.losses);
+    // It decoded what the nodes did: the nodes' singles merged by (time, node) are its singles.
+    let node_singles = merged_by_time_then_part(
+        ["acq-a", "acq-b"]
+            .iter()
+            .map(|n| run_singles(&node_run_dir(&out, n)))
+            .collect(),
+    );
+    assert!(
+        run_singles(&single) == node_singles,
+        "the replay's singles differ from the nodes'"
+    );
+    let want_prompts = pairs_under(&single, "coincidences-");
+    let want_delayed = pairs_under(&single, "delayed-");
     assert!(
         want_prompts.len() > 1000,
         "the reference has {} prompts only",
         want_prompts.len()
     );
     eprintln!(
-        "prompts: cluster {} reference {}",
+        "prompts: cluster {} single process {}",
         cluster_prompts.len(),
         want_prompts.len()
     );
@@ -283,6 +260,7 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
         cluster_delayed == want_delayed,
         "the cluster's delayed pairs differ from the single-process replay"
     );
+    assert_links_account(&out);
     // The run manifest merges the builders' counts; nothing is missing.
     let m = merged_run_manifest(&cluster, &out);
     assert_eq!(m.prompts as usize, want_prompts.len());
@@ -358,6 +336,7 @@ fn a_killed_builder_leaves_its_slices_missing_and_the_acquisition_nodes_commit()
     }
     wait_ok(builders.pop().unwrap(), "b0");
     let out = dir.join("out");
+    assert_links_account(&out);
     let m = merged_run_manifest(&cluster, &out);
     assert!(!m.complete);
     assert!(
@@ -704,7 +683,7 @@ fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
         let mut rows = 0;
         let mut ended = false;
         while let Some(i) = rx.blocking_recv() {
-            if let Inbound::Piece { meta, rows: r } = i {
+            if let Inbound::Piece { meta, rows: r, .. } = i {
                 rows += r.len() as u64;
                 ended |= meta.role == scandaq::process::cluster::protocol::PieceRole::EndOfStream;
                 if ended {
@@ -777,7 +756,7 @@ fn singles_before_slice_zero_are_counted_and_never_sent() {
     let taken = std::thread::spawn(move || {
         let (mut rows, mut min_t) = (0u64, i64::MAX);
         while let Some(i) = rx.blocking_recv() {
-            if let Inbound::Piece { meta, rows: r } = i {
+            if let Inbound::Piece { meta, rows: r, .. } = i {
                 rows += r.t_ps.len() as u64;
                 min_t = r.t_ps.iter().copied().fold(min_t, i64::min);
                 if meta.role == scandaq::process::cluster::protocol::PieceRole::EndOfStream {
@@ -906,4 +885,648 @@ fn a_stream_from_an_unknown_node_is_refused_and_counted_and_the_builders_go_on()
         );
     }
     assert_eq!(refused, stray, "every stray single is counted");
+}
+
+/// A `.sdq` raw archive `dir/name` of the bench preset (one board, source id `base`, 0.3 s at
+/// 1 M hits/s, `seed`), its packets as fpga-sim emits them, after `junk` zero bytes (a
+/// damaged start the reader resynchronises over, which delays its first packet).
+fn bench_archive(dir: &Path, name: &str, seed: u64, base: u32, junk: usize) -> PathBuf {
+    use scandaq_fpga_sim::stream::{Faults, StreamConfig, Transport, generate_packets};
+    let config = StreamConfig {
+        bench: BenchConfig {
+            seed,
+            duration_s: 0.3,
+            hit_rate_hz: 1e6,
+            ..BenchConfig::default()
+        },
+        boards: 1,
+        transport: Transport::Udp {
+            target: free_port_udp(),
+        },
+        faults: Faults::default(),
+        max_packet_bytes: 8192,
+        paced: false,
+        out_dir: None,
+        source_id_base: base,
+        prerender: false,
+    };
+    let mut w = scandaq_sinks::archive::RawArchiveWriter::create(dir, name, "{}").unwrap();
+    w.write_packets(&vec![0u8; junk], 0).unwrap();
+    generate_packets(&config, |_, packet| {
+        w.write_packets(packet, 1).unwrap();
+        true
+    })
+    .unwrap();
+    w.commit().unwrap();
+    dir.join(name)
+}
+
+/// `scandaq replay FILES... --out out` with the cluster tests' coincidence settings; the
+/// run's directory.
+fn replay_archives(files: &[&Path], out: &Path) -> PathBuf {
+    let calib = sim_dir().join("calib");
+    let mut args = vec!["replay"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.extend([
+        "--calib",
+        calib.to_str().unwrap(),
+        "--window",
+        "4ns",
+        "--delay",
+        "100ns",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (code, stdout, stderr) = scandaq(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    no_panic(&stderr);
+    out.join("run-000001")
+}
+
+/// (t_ps, channel, energy_kev bits, flags) of a single.
+type Single = (i64, u32, u32, u16);
+
+/// `parts` merged into one order by (time, part), each part's order kept (a stable sort): how
+/// the single process merges boards.
+fn merged_by_time_then_part(parts: Vec<Vec<Single>>) -> Vec<Single> {
+    let mut all: Vec<(usize, Single)> = parts
+        .into_iter()
+        .enumerate()
+        .flat_map(|(k, p)| p.into_iter().map(move |r| (k, r)))
+        .collect();
+    all.sort_by_key(|(k, r)| (r.0, *k));
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Every single of the run in `dir`, in file order.
+fn run_singles(dir: &Path) -> Vec<Single> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("singles-") && n.ends_with(".parquet")
+        })
+        .collect();
+    names.sort();
+    let mut rows = Vec::new();
+    for p in names {
+        let (b, _) = read_parquet(&p);
+        let (t, c) = (col_i64(&b, "t_ps"), col_u32(&b, "channel"));
+        let (e, f) = (col_f32(&b, "energy_kev"), col_u16(&b, "flags"));
+        rows.extend((0..t.len()).map(|i| (t[i], c[i], e[i].to_bits(), f[i])));
+    }
+    rows
+}
+
+/// Two raw archives replayed as one run give the singles of each replayed alone, merged by
+/// (time, board), and nothing late, whichever archive's first packet comes first: the reader
+/// of the other one is held back by a damaged start (16 MiB it resynchronises over). Before
+/// the archives were paced by detector time, the archive read first ran past the other's
+/// first hits, which came out `late_hit`.
+#[test]
+fn several_raw_archives_replay_as_one_run_whatever_input_starts_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    const JUNK: usize = 16 << 20;
+    let a = bench_archive(dir, "a.sdq", 11, 0, 0);
+    let b = bench_archive(dir, "b.sdq", 12, 4, 0);
+    let a_late = bench_archive(dir, "a-late.sdq", 11, 0, JUNK);
+    let b_late = bench_archive(dir, "b-late.sdq", 12, 4, JUNK);
+    // The reference: each archive alone, merged by (time, source id: a's board 0 before b's 4).
+    let alone_a = run_singles(&replay_archives(&[&a], &dir.join("alone-a")));
+    let alone_b = run_singles(&replay_archives(&[&b], &dir.join("alone-b")));
+    assert!(alone_a.len() > 100_000 && alone_b.len() > 100_000);
+    let want = merged_by_time_then_part(vec![alone_a, alone_b]);
+    let mut tables = Vec::new();
+    for (label, files) in [
+        ("b first", [a_late.as_path(), b.as_path()]),
+        ("a first", [a.as_path(), b_late.as_path()]),
+    ] {
+        let run = replay_archives(&files, &dir.join(label.replace(' ', "-")));
+        let m = Manifest::read(&run).unwrap();
+        assert_eq!(m.losses.get("late_hit"), 0, "{label}: {:?}", m.losses);
+        let got = run_singles(&run);
+        assert_eq!(got.len(), want.len(), "{label}: singles");
+        assert!(got == want, "{label}: the merged singles differ");
+        tables.push((
+            pairs_under(&run, "coincidences-"),
+            pairs_under(&run, "delayed-"),
+        ));
+    }
+    assert!(tables[0].0.len() > 1000, "too few prompts to compare");
+    assert!(
+        tables[0] == tables[1],
+        "the coincidences depend on start order"
+    );
+}
+
+/// An acquisition node named in the cluster file that is never started: once the run's first
+/// data arrived, the builders wait `flow.source_timeout` (2 s here) for it, then mark it lost
+/// (`never_connected`), write every slice from the node that did come, list those slices
+/// missing (`source_lost`, naming the absent node) and exit 0. What they wrote is exactly a
+/// single-process replay of the present node's raw archive; the run manifest names the absent
+/// node `never_connected`. Before the timeout the builders waited until stopped.
+#[test]
+fn an_acquisition_node_that_never_connects_is_marked_lost_after_the_source_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, udp) = write_cluster_with(dir, "10ms", "source_timeout = \"2s\"\n");
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(&cluster, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(dir, b);
+    }
+    let mut acq = spawn_node(&cluster, "acq-a");
+    wait_run_running(&dir.join("out/nodes/acq-a"), &mut acq);
+    wait_ok(spawn_sim(udp[0], 11, "0.3s", 0), "fpga-sim");
+    wait_ok(acq, "acq-a");
+    for (b, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(b, name);
+    }
+    let out = dir.join("out");
+    assert_links_account(&out);
+    let mut slices_seen = Vec::new();
+    for b in ["b0", "b1"] {
+        let text = std::fs::read_to_string(
+            out.join(format!("run=1/builder={b}"))
+                .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
+        )
+        .unwrap();
+        let m: scandaq::process::cluster::builder_out::BuilderManifest =
+            serde_json::from_str(&text).unwrap();
+        assert_eq!(m.sources["acq-b"], "never_connected", "{b}: {text}");
+        assert_eq!(m.sources["acq-a"], "end_of_stream", "{b}: {text}");
+        assert!(!m.complete);
+        for s in &m.missing_slices {
+            assert_eq!(
+                (s.reason.as_str(), s.sources.clone(), s.written),
+                ("source_lost", vec!["acq-b".to_string()], true),
+                "{b}: {s:?}"
+            );
+        }
+        slices_seen.extend(m.missing_slices.iter().map(|s| s.slice));
+    }
+    let m = merged_run_manifest(&cluster, &out);
+    assert_eq!(m.acquisition["acq-b"], "never_connected", "{m:?}");
+    assert_eq!(m.acquisition["acq-a"], "stopped");
+    assert!(!m.complete);
+    // Every slice acq-a had singles in is listed missing acq-b, once, by its builder.
+    let r: AcquisitionReport =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/acquisition-acq-a.json")).unwrap())
+            .unwrap();
+    let (first, last) = r.slice_range.unwrap();
+    slices_seen.sort_unstable();
+    let listed: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
+    assert_eq!(listed, slices_seen);
+    assert_eq!(listed, (first..=last).collect::<Vec<_>>(), "missing slices");
+    // What was written is the single process's result for the node that came.
+    let archive = node_run_dir(&out, "acq-a").join("raw-00000.sdq");
+    let single = replay_archives(&[&archive], &dir.join("single-process"));
+    let want_prompts = pairs_under(&single, "coincidences-");
+    assert!(want_prompts.len() > 1000);
+    assert!(pairs_under(&out.join("run=1"), "coincidences-") == want_prompts);
+    assert!(pairs_under(&out.join("run=1"), "delayed-") == pairs_under(&single, "delayed-"));
+    assert_eq!(m.prompts as usize, want_prompts.len());
+}
+
+/// Every link of every acquisition report: routed = sent + buffer full + unreachable, nothing
+/// queued; the report's losses are the links' sums.
+fn assert_links_account(out: &Path) {
+    for name in ["acq-a", "acq-b"] {
+        let path = out.join(format!("run=1/acquisition-{name}.json"));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let r: AcquisitionReport = serde_json::from_slice(&bytes).unwrap();
+        let (mut full, mut unreachable) = (0, 0);
+        for l in &r.links {
+            assert_eq!(
+                l.rows_routed,
+                l.rows_sent + l.rows_buffer_full + l.rows_unreachable,
+                "{name} -> {}: routed = sent + counted: {l:?}",
+                l.builder
+            );
+            assert_eq!(l.queued, 0, "{name}: {l:?}");
+            full += l.rows_buffer_full;
+            unreachable += l.rows_unreachable;
+        }
+        let loss = |k: &str| r.losses.get(k).copied().unwrap_or(0);
+        assert_eq!(loss("cluster_buffer_full"), full, "{name}");
+        assert_eq!(loss("cluster_builder_unreachable"), unreachable, "{name}");
+    }
+}
+
+/// The pairs of `pairs` whose opener (`t1_ps`) lies in none of `missing`'s slices.
+fn outside(
+    pairs: &[(i64, i64, u32, u32)],
+    missing: &[scandaq::process::cluster::builder_out::MissingSlice],
+) -> Vec<(i64, i64, u32, u32)> {
+    pairs
+        .iter()
+        .filter(|p| {
+            !missing
+                .iter()
+                .any(|s| (s.start_ps..s.end_ps).contains(&p.0))
+        })
+        .copied()
+        .collect()
+}
+
+/// Builder `b1` is SIGKILLed mid-run and started again with the same name: the second life
+/// takes slices from a boundary on (the senders skip the slice they were in), its tables get
+/// the next number and the first life's uncommitted ones stay untouched; its manifest records
+/// both lives; the run manifest lists every b1 slice from the run's start to the rejoin as
+/// missing and no b0 slice; everything outside the missing slices equals a single-process
+/// replay of the nodes' raw archives; every link accounts for every single it routed.
+#[test]
+fn a_restarted_builder_rejoins_at_a_slice_boundary_and_both_lives_are_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, udp) = write_cluster(dir, "10ms");
+    let (mut builders, acq, sims) = start_cluster(dir, &cluster, udp, "2s");
+    let b1_dir = dir.join("out/run=1/builder=b1");
+    // Killed once it has taken some slices (as `scandaq top` shows): they die with it.
+    wait_for(
+        "b1 to receive 100 000 singles",
+        Duration::from_secs(60),
+        || builder_received(&cluster, "b1") >= 100_000,
+    );
+    let mut b1 = builders.pop().unwrap();
+    b1.kill().unwrap();
+    b1.wait().unwrap();
+    // The second life, once the senders have noticed (they count what they could not send).
+    std::thread::sleep(Duration::from_millis(300));
+    let b1 = spawn_node(&cluster, "b1");
+    for s in sims {
+        wait_ok(s, "fpga-sim");
+    }
+    for (a, name) in acq.into_iter().zip(["acq-a", "acq-b"]) {
+        wait_ok(a, name);
+    }
+    wait_ok(builders.pop().unwrap(), "b0");
+    wait_ok(b1, "b1 (second life)");
+    let out = dir.join("out");
+    assert_links_account(&out);
+    // Nothing overwritten: the first life's uncommitted table is still there.
+    assert!(
+        b1_dir
+            .join("coincidences-00000.parquet.inprogress")
+            .is_file()
+    );
+    assert!(b1_dir.join("coincidences-00001.parquet").is_file());
+    let bm: scandaq::process::cluster::builder_out::BuilderManifest = serde_json::from_slice(
+        &std::fs::read(b1_dir.join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(bm.lives.len(), 2, "{bm:?}");
+    assert!(!bm.lives[0].committed && bm.lives[1].committed, "{bm:?}");
+    let (rejoined, _) = bm.lives[1].slices.expect("the second life wrote slices");
+    let m = merged_run_manifest(&cluster, &out);
+    let missing: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
+    assert!(
+        missing.iter().all(|k| k % 2 == 1),
+        "b0 lost nothing: {missing:?}"
+    );
+    let r: AcquisitionReport =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/acquisition-acq-a.json")).unwrap())
+            .unwrap();
+    let (first, last) = r.slice_range.unwrap();
+    for k in (first..rejoined).filter(|k| k % 2 == 1) {
+        assert!(
+            missing.contains(&k),
+            "slice {k} (first life) not listed: {missing:?}"
+        );
+    }
+    assert!(
+        (rejoined..=last).any(|k| k % 2 == 1 && !missing.contains(&k)),
+        "the second life delivered no whole slice: rejoined {rejoined}, missing {missing:?}"
+    );
+    assert!(rejoined > first, "b1 died before it took a slice");
+    // The rest is exact.
+    let archives: Vec<PathBuf> = ["acq-a", "acq-b"]
+        .iter()
+        .map(|n| node_run_dir(&out, n).join("raw-00000.sdq"))
+        .collect();
+    let archives: Vec<&Path> = archives.iter().map(PathBuf::as_path).collect();
+    let single = replay_archives(&archives, &dir.join("single-process"));
+    for table in ["coincidences-", "delayed-"] {
+        let got = outside(&pairs_under(&out.join("run=1"), table), &m.missing_slices);
+        let want = outside(&pairs_under(&single, table), &m.missing_slices);
+        assert!(want.len() > 100, "{table}: too few to compare");
+        assert!(
+            got == want,
+            "{table}: {} vs {} outside the missing slices",
+            got.len(),
+            want.len()
+        );
+    }
+    assert_eq!(
+        m.builders["b1"].prompts as usize,
+        pairs_under(&b1_dir, "coincidences-").len(),
+        "the run manifest counts b1's committed tables"
+    );
+}
+
+/// Singles builder `name` has received, as `scandaq top --cluster F --once` shows it (0 when
+/// it does not answer).
+fn builder_received(cluster: &Path, name: &str) -> u64 {
+    let (_, stdout, _) = scandaq(&["top", "--cluster", cluster.to_str().unwrap(), "--once"]);
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&name) && w.get(1) == Some(&"builder"))
+        .and_then(|w| w.get(5).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Acquisition node `acq-a` is SIGKILLed mid-run and started again under its name while its
+/// fpga-sim keeps streaming: the builders take it back at the next slice whose rows it can
+/// all have sent, list the slices in between missing (`source_lost`, naming it) and count the
+/// singles of its first, partial slice (`cluster_partial_slice_singles`); from the rejoin on
+/// the tables equal a single-process replay of the second life's and `acq-b`'s raw archives;
+/// every link accounts for what it routed. Before, the builders refused every piece of the
+/// restarted node (`cluster_refused_singles`) and the run lost it to its end.
+#[test]
+fn a_restarted_acquisition_node_rejoins_at_the_next_slice_boundary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let (cluster, udp) = write_cluster(dir, "10ms");
+    let (builders, mut acq, sims) = start_cluster(dir, &cluster, udp, "2s");
+    wait_for(
+        "b0 to receive 100 000 singles",
+        Duration::from_secs(60),
+        || builder_received(&cluster, "b0") >= 100_000,
+    );
+    let first_life = node_run_dir(&out, "acq-a");
+    let mut a = acq.remove(0);
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let mut a2 = spawn_node(&cluster, "acq-a");
+    let nodes = out.join("nodes/acq-a");
+    let mut second_life = None;
+    wait_for(
+        "acq-a's second life to run",
+        Duration::from_secs(60),
+        || {
+            if let Ok(Some(status)) = a2.try_wait() {
+                panic!("acq-a's second life exited ({status})");
+            }
+            second_life = std::fs::read_dir(&nodes).ok().and_then(|e| {
+                e.flatten().map(|e| e.path()).find(|p| {
+                    *p != first_life
+                        && Manifest::read(p)
+                            .is_ok_and(|m| m.state == scandaq_core::run_state::RunState::Running)
+                })
+            });
+            second_life.is_some()
+        },
+    );
+    let second_life = second_life.unwrap();
+    for s in sims {
+        wait_ok(s, "fpga-sim");
+    }
+    wait_ok(a2, "acq-a (second life)");
+    wait_ok(acq.remove(0), "acq-b");
+    for (b, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(b, name);
+    }
+    assert_links_account(&out);
+    let mut partial = 0;
+    for b in ["b0", "b1"] {
+        let bm: scandaq::process::cluster::builder_out::BuilderManifest = serde_json::from_slice(
+            &std::fs::read(
+                out.join(format!("run=1/builder={b}"))
+                    .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(bm.sources["acq-a"], "end_of_stream", "{b}: {bm:?}");
+        assert_eq!(
+            bm.counts.get("source.acq-a.rejoins"),
+            Some(&1),
+            "{b}: {bm:?}"
+        );
+        assert!(
+            !bm.losses.contains_key("cluster_refused_singles"),
+            "{b}: {bm:?}"
+        );
+        partial += bm
+            .losses
+            .get("cluster_partial_slice_singles")
+            .copied()
+            .unwrap_or(0);
+    }
+    eprintln!("partial-slice singles dropped: {partial}");
+    let m = merged_run_manifest(&cluster, &out);
+    assert!(!m.complete);
+    assert!(!m.missing_slices.is_empty(), "the restart lost nothing?");
+    for s in &m.missing_slices {
+        assert!(
+            s.reason == "source_lost" && s.sources == vec!["acq-a".to_string()],
+            "{s:?}"
+        );
+    }
+    // One gap: the slices between the death and the rejoin, then whole slices again.
+    let missing: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
+    let (gap_first, gap_last) = (missing[0], *missing.last().unwrap());
+    assert_eq!(missing, (gap_first..=gap_last).collect::<Vec<_>>());
+    let r: AcquisitionReport =
+        serde_json::from_slice(&std::fs::read(out.join("run=1/acquisition-acq-b.json")).unwrap())
+            .unwrap();
+    let (_, last) = r.slice_range.unwrap();
+    assert!(
+        gap_last + 10 < last,
+        "no whole slices after the rejoin: {missing:?}, last {last}"
+    );
+    // From the rejoin on, exact: the second life's archive with acq-b's, in one process.
+    let archives = [
+        second_life.join("raw-00000.sdq"),
+        node_run_dir(&out, "acq-b").join("raw-00000.sdq"),
+    ];
+    let single = replay_archives(
+        &[archives[0].as_path(), archives[1].as_path()],
+        &dir.join("single-process"),
+    );
+    let from_ps = (gap_last + 1) * 10_000_000_000;
+    for table in ["coincidences-", "delayed-"] {
+        let after = |p: Vec<(i64, i64, u32, u32)>| -> Vec<_> {
+            p.into_iter().filter(|p| p.0 >= from_ps).collect()
+        };
+        let got = after(pairs_under(&out.join("run=1"), table));
+        let want = after(pairs_under(&single, table));
+        assert!(want.len() > 100, "{table}: too few to compare");
+        assert!(
+            got == want,
+            "{table}: {} vs {} after the rejoin",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// Sender settings of the in-process senders here: `source` (`source_id`) to `b0` and `b1` of
+/// the cluster in `dir`.
+fn test_sender(
+    dir: &Path,
+    source: &str,
+    source_id: u32,
+    runtime: &tokio::runtime::Runtime,
+) -> scandaq::acquire::cluster::sender::Sender {
+    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
+    use scandaq::process::cluster::slices::cluster_spec;
+    let settings = SenderSettings {
+        run: 1,
+        source: source.into(),
+        source_id,
+        spec: cluster_spec(1_000_000_000, 2, &cluster_options()).unwrap(),
+        builders: ["b0", "b1"]
+            .iter()
+            .map(|b| (b.to_string(), listen_addr(dir, b)))
+            .collect(),
+        credits: 8,
+        buffer_batches: 64,
+        batch_rows: 1000,
+        reconnect_every: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(30),
+        energy_in_kev: true,
+    };
+    Sender::start(settings, runtime.handle().clone()).unwrap()
+}
+
+/// Singles every 1 us at `[from, to)` us, on channel `channel`, time offset `channel` ps.
+fn test_singles(from: i64, to: i64, channel: u32) -> scandaq::process::coinc_stage::SorterInput {
+    let t_ps: Vec<i64> = (from..to)
+        .map(|i| i * 1_000_000 + i64::from(channel))
+        .collect();
+    let n = t_ps.len();
+    scandaq::process::coinc_stage::SorterInput {
+        t_ps,
+        channel: vec![channel; n],
+        energy_kev: vec![511.0; n],
+        flags: vec![0; n],
+    }
+}
+
+/// The builder manifest of `b` under `dir`.
+fn builder_manifest(
+    dir: &Path,
+    b: &str,
+) -> scandaq::process::cluster::builder_out::BuilderManifest {
+    serde_json::from_slice(
+        &std::fs::read(
+            dir.join(format!("out/run=1/builder={b}"))
+                .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Two stray-stream gaps, through the builder processes. (1) A second stream claiming to be
+/// `acq-a` while the real `acq-a` streams (and ending its stream) is refused and counted; the
+/// real `acq-a` is neither ended nor lost by it, and the run completes. (2) A builder that
+/// only ever got a stray stream and is stopped (SIGTERM) still writes a manifest counting the
+/// refused singles. Before: the stray's end of stream ended the real node (its later pieces
+/// refused), and the stray-only builder wrote nothing.
+#[test]
+fn a_stray_stream_claiming_a_real_name_changes_nothing_and_every_refusal_reaches_a_manifest() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // (1)
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, _) = write_cluster(dir, "1ms");
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(&cluster, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(dir, b);
+    }
+    let mut real = test_sender(dir, "acq-a", 0, &runtime);
+    let real_tap = real.tap.take().unwrap();
+    real_tap.send(test_singles(0, 3000, 0)).unwrap();
+    wait_for(
+        "b0 to take acq-a's first singles",
+        Duration::from_secs(60),
+        || builder_received(&cluster, "b0") > 0,
+    );
+    let mut stray = test_sender(dir, "acq-a", 0, &runtime);
+    let stray_tap = stray.tap.take().unwrap();
+    stray_tap.send(test_singles(0, 2000, 7)).unwrap();
+    drop(stray_tap);
+    let stray_sent: u64 = stray.finish().unwrap().iter().map(|l| l.rows_sent).sum();
+    real_tap.send(test_singles(3000, 6000, 0)).unwrap();
+    drop(real_tap);
+    let real_sent: u64 = real.finish().unwrap().iter().map(|l| l.rows_sent).sum();
+    let mut b = test_sender(dir, "acq-b", 1, &runtime);
+    let b_tap = b.tap.take().unwrap();
+    b_tap.send(test_singles(0, 6000, 1)).unwrap();
+    drop(b_tap);
+    b.finish().unwrap();
+    for (child, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(child, name);
+    }
+    let (mut refused, mut received) = (0, 0);
+    for name in ["b0", "b1"] {
+        let m = builder_manifest(dir, name);
+        assert_eq!(m.sources["acq-a"], "end_of_stream", "{name}: {m:?}");
+        assert!(m.complete && m.missing_slices.is_empty(), "{name}: {m:?}");
+        refused += m
+            .losses
+            .get("cluster_refused_singles")
+            .copied()
+            .unwrap_or(0);
+        received += m.counts["source.acq-a.singles"];
+    }
+    assert_eq!(refused, stray_sent, "every stray single is counted");
+    assert_eq!(received, real_sent, "every real acq-a single is taken");
+    // (2)
+    let tmp2 = tempfile::tempdir().unwrap();
+    let dir2 = tmp2.path();
+    let (cluster2, _) = write_cluster(dir2, "1ms");
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(&cluster2, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(dir2, b);
+    }
+    let mut intruder = test_sender(dir2, "intruder", 0, &runtime);
+    let tap = intruder.tap.take().unwrap();
+    tap.send(test_singles(0, 3000, 3)).unwrap();
+    drop(tap);
+    let sent: u64 = intruder.finish().unwrap().iter().map(|l| l.rows_sent).sum();
+    for child in &builders {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for (child, name) in builders.into_iter().zip(["b0", "b1"]) {
+        wait_ok(child, name);
+    }
+    let refused: u64 = ["b0", "b1"]
+        .iter()
+        .map(|b| {
+            let m = builder_manifest(dir2, b);
+            assert!(!m.complete);
+            m.losses
+                .get("cluster_refused_singles")
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(refused, sent, "the stray singles reach the manifests");
 }

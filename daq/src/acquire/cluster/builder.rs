@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Pieces waiting for the assembly loop (each up to one Flight batch).
 const INBOUND_QUEUE: usize = 16;
@@ -114,10 +114,20 @@ pub fn run_builder(
         energy_in_kev: true,
         refused_singles: 0,
         refusals: 0,
+        first_data: None,
+        heard: BTreeSet::new(),
+        silent_given_up: false,
+        streams: BTreeMap::new(),
+        stray_run: None,
     };
     let result = loop {
         if stop.load(Ordering::Relaxed) {
-            break assembly.stop("builder_stopped");
+            // What was acknowledged is taken before the stop.
+            let mut taken = Ok(());
+            while let (Ok(inbound), true) = (rx.try_recv(), taken.is_ok()) {
+                taken = assembly.take(inbound);
+            }
+            break taken.and_then(|()| assembly.stop("builder_stopped"));
         }
         if server.is_finished() {
             break Err(anyhow!(
@@ -134,6 +144,9 @@ pub fn run_builder(
             }
             Ok(None) => break assembly.stop("builder_stopped"),
             Err(_) => {}
+        }
+        if let Err(e) = assembly.give_up_on_silent() {
+            break Err(e);
         }
         if assembly.done() {
             break assembly.commit(true);
@@ -191,29 +204,69 @@ struct Assembly<'a> {
     refused_singles: u64,
     /// Refusals so far (the first few are printed).
     refusals: u64,
+    /// When the run's first piece arrived.
+    first_data: Option<Instant>,
+    /// Acquisition nodes that opened a stream to this builder.
+    heard: BTreeSet<String>,
+    /// The nodes never heard from were given up (`flow.source_timeout`).
+    silent_given_up: bool,
+    /// Each source's current stream.
+    streams: BTreeMap<String, u64>,
+    /// The run a stray stream named (its refusals reach a manifest even if no real data
+    /// comes).
+    stray_run: Option<u64>,
 }
 
 impl Assembly<'_> {
     fn take(&mut self, inbound: Inbound) -> Result<()> {
         match inbound {
-            Inbound::Piece { meta, rows } => {
+            Inbound::Piece { meta, rows, stream } => {
                 if self.assembler.knows(&meta.source) {
+                    self.first_data.get_or_insert_with(Instant::now);
+                    self.heard.insert(meta.source.clone());
+                    let gone = self.assembler.is_gone(&meta.source);
+                    // A source's stream is the first it opens, or after it was lost the next
+                    // one (a restart); another stream claiming its name is a stray.
+                    let current = *self.streams.entry(meta.source.clone()).or_insert(stream);
+                    if current != stream && !gone {
+                        let why = format!(
+                            "a second stream claiming to be {:?} while its own is open",
+                            meta.source
+                        );
+                        self.stray(meta.run);
+                        self.refuse(rows.len() as u64, &why);
+                        return self.process_ready();
+                    }
+                    self.streams.insert(meta.source.clone(), stream);
+                    if gone && meta.role != PieceRole::EndOfStream {
+                        self.rejoin(&meta, &rows)?;
+                    }
                     self.piece(meta, rows)?;
                 } else {
                     let why = format!(
                         "a piece from {:?}, which is no acquisition node of the cluster file",
                         meta.source
                     );
+                    self.stray(meta.run);
                     self.refuse(rows.len() as u64, &why);
                 }
             }
-            Inbound::SourceLost { source } if !self.assembler.knows(&source) => {
+            Inbound::SourceLost { source, stream }
+                if self.streams.get(&source).is_some_and(|&s| s != stream) =>
+            {
+                eprintln!(
+                    "scandaq node {}: a stray stream claiming to be {source:?} broke (its own goes on)",
+                    self.name
+                );
+            }
+            Inbound::SourceLost { source, .. } if !self.assembler.knows(&source) => {
                 eprintln!(
                     "scandaq node {}: a stream from {source:?} (no node of the cluster file) ended",
                     self.name
                 );
             }
-            Inbound::SourceLost { source } => {
+            Inbound::SourceLost { source, .. } => {
+                self.heard.insert(source.clone());
                 eprintln!(
                     "scandaq node {}: source {source} lost (its stream broke)",
                     self.name
@@ -227,31 +280,84 @@ impl Assembly<'_> {
         self.process_ready()
     }
 
+    /// `flow.source_timeout` after the run's first data, every acquisition node not heard
+    /// from is given up: marked lost (`never_connected` in the manifest), the slices waiting
+    /// for it completed without it and listed missing (`source_lost`, naming it), so the
+    /// builder finishes with the others. A stream it opens later is refused and counted.
+    fn give_up_on_silent(&mut self) -> Result<()> {
+        let timeout = self.cluster.source_timeout;
+        if self.silent_given_up || self.first_data.is_none_or(|t| t.elapsed() < timeout) {
+            return Ok(());
+        }
+        self.silent_given_up = true;
+        for (node, _) in self.cluster.nodes_of(Role::Acquisition) {
+            if self.heard.contains(&node.name) {
+                continue;
+            }
+            eprintln!(
+                "scandaq node {}: acquisition node {} did not connect within {timeout:?} of the \
+                 run's first data (flow.source_timeout): marked lost, its slices listed missing",
+                self.name, node.name
+            );
+            self.assembler.source_gone(&node.name)?;
+            if let Ok(mut s) = self.stats.lock() {
+                s.sources_lost.push(node.name.clone());
+            }
+        }
+        self.process_ready()
+    }
+
+    /// A source that was lost is back (a restarted acquisition node under the same name): it
+    /// rejoins at the next slice whose rows it can all have sent; its pieces before that are
+    /// dropped and counted (`cluster_partial_slice_singles`), the slices it missed are listed
+    /// missing (`source_lost`).
+    fn rejoin(&mut self, meta: &PieceMeta, rows: &SorterInput) -> Result<()> {
+        let at = self
+            .assembler
+            .rejoin(&meta.source, rows.t_ps.first().copied(), meta.slice)?;
+        eprintln!(
+            "scandaq node {}: acquisition node {} is back (a restart): it rejoins at slice {at}",
+            self.name, meta.source
+        );
+        if let Ok(mut s) = self.stats.lock() {
+            s.sources_lost.retain(|n| n != &meta.source);
+        }
+        if let Some(out) = self.output.as_mut() {
+            out.count(&format!("source.{}.rejoins", meta.source), 1);
+        }
+        Ok(())
+    }
+
+    /// Creates the run's output (`OUT/run=R/builder=B/`).
+    fn open_output(&mut self, run: u64) -> Result<()> {
+        let metadata = vec![
+            ("scandaq.run".to_string(), run.to_string()),
+            ("scandaq.builder".to_string(), self.name.to_string()),
+            (
+                "scandaq.coincidence_config".to_string(),
+                serde_json::to_string(&self.cluster.file.coincidences)?,
+            ),
+        ];
+        let out = BuilderOutput::create(
+            &self.cluster.out,
+            run,
+            self.name,
+            self.cluster.spec,
+            self.cluster.file.coincidences.delay_ps != 0,
+            metadata,
+        )?;
+        eprintln!(
+            "scandaq node {}: run {run} -> {}",
+            self.name,
+            out.dir().display()
+        );
+        self.output = Some(out);
+        Ok(())
+    }
+
     fn piece(&mut self, meta: PieceMeta, rows: SorterInput) -> Result<()> {
         if self.output.is_none() {
-            let metadata = vec![
-                ("scandaq.run".to_string(), meta.run.to_string()),
-                ("scandaq.builder".to_string(), self.name.to_string()),
-                (
-                    "scandaq.coincidence_config".to_string(),
-                    serde_json::to_string(&self.cluster.file.coincidences)?,
-                ),
-            ];
-            let out = BuilderOutput::create(
-                &self.cluster.out,
-                meta.run,
-                self.name,
-                self.cluster.spec,
-                self.cluster.file.coincidences.delay_ps != 0,
-                metadata,
-            )?;
-            eprintln!(
-                "scandaq node {}: run {} -> {}",
-                self.name,
-                meta.run,
-                out.dir().display()
-            );
-            self.output = Some(out);
+            self.open_output(meta.run)?;
             self.energy_in_kev = meta.energy_in_kev;
         }
         let n = rows.len() as u64;
@@ -294,7 +400,18 @@ impl Assembly<'_> {
                 }),
         };
         if let Err(e) = taken {
-            self.refuse(n, &format!("{e:#}"));
+            if self
+                .assembler
+                .rejoined_at(&meta.source)
+                .is_some_and(|at| meta.slice < at)
+            {
+                // A restarted node's first, partial slice (or its lead-out copy).
+                if let Some(out) = self.output.as_mut() {
+                    out.loss("cluster_partial_slice_singles", n);
+                }
+            } else {
+                self.refuse(n, &format!("{e:#}"));
+            }
         }
         if let Some(out) = self.output.as_mut() {
             out.loss(
@@ -303,6 +420,11 @@ impl Assembly<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Notes the run a stray stream named.
+    fn stray(&mut self, run: u64) {
+        self.stray_run.get_or_insert(run);
     }
 
     /// Counts a refused piece's `rows` (`cluster_refused_singles`); prints the first few.
@@ -390,6 +512,17 @@ impl Assembly<'_> {
     }
 
     fn commit(&mut self, complete: bool) -> Result<Option<BuilderManifest>> {
+        if self.output.is_none()
+            && self.refused_singles > 0
+            && let Some(run) = self.stray_run
+        {
+            // Only stray streams came: their refusals still reach a manifest.
+            self.open_output(run)?;
+            let refused = std::mem::take(&mut self.refused_singles);
+            if let Some(out) = self.output.as_mut() {
+                out.loss("cluster_refused_singles", refused);
+            }
+        }
         let Some(mut out) = self.output.take() else {
             eprintln!(
                 "scandaq node {}: no data arrived; nothing written",
@@ -413,6 +546,10 @@ impl Assembly<'_> {
                 .sources
                 .insert(source.0.name.clone(), how.into());
         }
+        // Complete: every source ended its stream and no slice is missing.
+        let complete = complete
+            && out.manifest.missing_slices.is_empty()
+            && out.manifest.sources.values().all(|h| h == "end_of_stream");
         let manifest = out.commit(complete)?;
         eprintln!(
             "scandaq node {}: committed {} prompts, {} delayed in {} slices ({} missing)",

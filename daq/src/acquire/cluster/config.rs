@@ -42,6 +42,10 @@ pub struct FlowSection {
     pub reconnect_every: String,
     /// How long an acquisition node waits at its end for the builders' last acknowledgements.
     pub drain_timeout: String,
+    /// How long a builder waits, from the first data of the run, for an acquisition node it
+    /// has not heard from; then that node is marked lost (`never_connected`) and its slices
+    /// are listed missing.
+    pub source_timeout: String,
 }
 
 impl Default for FlowSection {
@@ -52,6 +56,7 @@ impl Default for FlowSection {
             batch_rows: 65_536,
             reconnect_every: "1s".into(),
             drain_timeout: "30s".into(),
+            source_timeout: "30s".into(),
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct Cluster {
     pub reconnect_every: Duration,
     /// `flow.drain_timeout`.
     pub drain_timeout: Duration,
+    /// `flow.source_timeout`.
+    pub source_timeout: Duration,
 }
 
 /// Reads and validates `path`.
@@ -241,6 +248,8 @@ impl ClusterFile {
             reconnect_every: duration("flow.reconnect_every", &flow.reconnect_every)
                 .map_err(|e| at(format!("{e:#}")))?,
             drain_timeout: duration("flow.drain_timeout", &flow.drain_timeout)
+                .map_err(|e| at(format!("{e:#}")))?,
+            source_timeout: duration("flow.source_timeout", &flow.source_timeout)
                 .map_err(|e| at(format!("{e:#}")))?,
             file: self,
             base,

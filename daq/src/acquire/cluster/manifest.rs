@@ -47,7 +47,8 @@ pub struct RunManifest {
     pub delayed: u64,
     /// By builder name.
     pub builders: BTreeMap<String, BuilderSummary>,
-    /// Acquisition nodes' final states by name (`stopped`, `failed`, or `no_report`).
+    /// Acquisition nodes' final states by name (`stopped`, `failed`; without a report: how the
+    /// builders saw it, `never_connected` or `lost`, else `no_report`).
     pub acquisition: BTreeMap<String, String>,
     /// Every node's losses summed by name.
     pub losses: BTreeMap<String, u64>,
@@ -65,6 +66,7 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
     };
     let mut missing: BTreeMap<i64, MissingSlice> = BTreeMap::new();
     let mut range: Option<(i64, i64)> = None;
+    let mut builder_views: BTreeMap<String, String> = BTreeMap::new();
     for (node, _) in cluster.nodes_of(Role::Acquisition) {
         let path = report_path(&cluster.out, run, &node.name);
         let Some(report) = read_json::<AcquisitionReport>(&path)? else {
@@ -90,23 +92,13 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
                 .insert(node.name.clone(), BuilderSummary::default());
             m.complete = false;
             // Nothing of it is committed: every slice it owned is missing.
-            if let Some((first, last)) = range {
-                for slice in (first..=last).filter(|&k| cluster.spec.builder_of(k) == b as u32) {
-                    let body = cluster.spec.body_ps(slice);
-                    let (start_ps, end_ps) = (body.start, body.end);
-                    join(
-                        &mut missing,
-                        MissingSlice {
-                            slice,
-                            start_ps,
-                            end_ps,
-                            reason: "builder_lost".into(),
-                            sources: vec![node.name.clone()],
-                            written: false,
-                        },
-                    );
-                }
-            }
+            builder_lost(
+                cluster,
+                (b as u32, &node.name),
+                range,
+                |_| false,
+                &mut missing,
+            );
             continue;
         };
         let count = |k: &str| bm.counts.get(k).copied().unwrap_or(0);
@@ -122,11 +114,33 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
         );
         m.prompts += count("prompts");
         m.delayed += count("delayed");
+        // A life that died took its slices with it: every slice of the run's range no
+        // committed life covers is missing.
+        builder_lost(
+            cluster,
+            (b as u32, &node.name),
+            range,
+            |k| bm.covers(k),
+            &mut missing,
+        );
         m.complete &= bm.complete;
         add_losses(&mut m.losses, &bm.losses);
+        for (source, how) in &bm.sources {
+            if how != "end_of_stream" {
+                builder_views.insert(source.clone(), how.clone());
+            }
+        }
         bm.missing_slices
             .into_iter()
             .for_each(|s| join(&mut missing, s));
+    }
+    // A node that left no report is named as the builders saw it (`never_connected`, `lost`).
+    for (name, state) in m.acquisition.iter_mut() {
+        if state == "no_report"
+            && let Some(seen) = builder_views.get(name)
+        {
+            state.clone_from(seen);
+        }
     }
     m.missing_slices = missing.into_values().collect();
     m.complete &= m.missing_slices.is_empty();
@@ -135,6 +149,34 @@ pub fn merge_run(cluster: &Cluster, run: u64) -> Result<(PathBuf, RunManifest)> 
         .with_context(|| format!("cannot create {}", path.display()))?;
     scandaq_sinks::durable_file::write_atomic(&path, &serde_json::to_vec_pretty(&m)?)?;
     Ok((path, m))
+}
+
+/// Lists `builder_lost` every slice of builder `(index, name)` within the run's `range` that
+/// `covered` does not cover.
+fn builder_lost(
+    cluster: &Cluster,
+    (b, name): (u32, &str),
+    range: Option<(i64, i64)>,
+    covered: impl Fn(i64) -> bool,
+    missing: &mut BTreeMap<i64, MissingSlice>,
+) {
+    let Some((first, last)) = range else {
+        return;
+    };
+    for slice in (first..=last).filter(|&k| cluster.spec.builder_of(k) == b && !covered(k)) {
+        let body = cluster.spec.body_ps(slice);
+        join(
+            missing,
+            MissingSlice {
+                slice,
+                start_ps: body.start,
+                end_ps: body.end,
+                reason: "builder_lost".into(),
+                sources: vec![name.to_string()],
+                written: false,
+            },
+        );
+    }
 }
 
 /// One entry per slice: a second notice adds its reason and nodes.

@@ -56,12 +56,16 @@ pub struct SenderSettings {
 pub struct LinkCounters {
     /// Connected now.
     pub connected: AtomicBool,
-    /// Singles sent.
+    /// Singles sent and acknowledged (or in flight); a batch lost unacknowledged moves to
+    /// `rows_unreachable`.
     pub rows_sent: AtomicU64,
     /// Messages sent.
     pub batches_sent: AtomicU64,
     /// Messages acknowledged.
     pub batches_acked: AtomicU64,
+    /// Singles routed to this builder (offered to its queue): at the end, sent + buffer full
+    /// + unreachable.
+    pub rows_routed: AtomicU64,
     /// Singles dropped because the queue was full (`cluster_buffer_full`).
     pub rows_buffer_full: AtomicU64,
     /// Singles not delivered because the builder was gone (`cluster_builder_unreachable`).
@@ -83,7 +87,7 @@ pub struct LinkReport {
     pub addr: String,
     /// Connected now.
     pub connected: bool,
-    /// Singles sent.
+    /// Singles sent and acknowledged (or in flight at the end).
     pub rows_sent: u64,
     /// Messages sent.
     pub batches_sent: u64,
@@ -91,6 +95,10 @@ pub struct LinkReport {
     pub batches_acked: u64,
     /// Messages queued.
     pub queued: u64,
+    /// Singles routed to this builder: at the end `rows_sent + rows_buffer_full +
+    /// rows_unreachable`.
+    #[serde(default)]
+    pub rows_routed: u64,
     /// `cluster_buffer_full` singles.
     pub rows_buffer_full: u64,
     /// `cluster_builder_unreachable` singles.
@@ -112,6 +120,7 @@ impl LinkCounters {
             batches_sent: get(&self.batches_sent),
             batches_acked: get(&self.batches_acked),
             queued: get(&self.queued),
+            rows_routed: get(&self.rows_routed),
             rows_buffer_full: get(&self.rows_buffer_full),
             rows_unreachable: get(&self.rows_unreachable),
             connections: get(&self.connections),
@@ -339,6 +348,7 @@ fn slice_loop(
 /// Offers `out` to a link's queue: full -> dropped and counted, closed -> counted.
 fn offer(queue: &mpsc::Sender<Outgoing>, link: &LinkCounters, out: Outgoing) {
     let (slice, rows) = (out.meta.slice, out.rows);
+    link.rows_routed.fetch_add(rows, Ordering::Relaxed);
     match queue.try_send(out) {
         Ok(()) => {
             link.queued.fetch_add(1, Ordering::Relaxed);
@@ -473,6 +483,9 @@ impl LinkTask {
         let reader = tokio::spawn(read_acks(responses, acks.clone(), lost_tx));
         let mut in_flight: VecDeque<(u64, i64, u64)> = VecDeque::new();
         let mut seq = 0u64;
+        // The last slice this connection sent rows of: if the builder dies, the rest of that
+        // slice must not go to its next life (its first rows died with this one).
+        let mut last_sent: Option<i64> = None;
         let ended = loop {
             // Credits: at most `credits` unacknowledged messages.
             while seq >= acks.acked.load(Ordering::Acquire) + u64::from(acks.window(self.credits)) {
@@ -510,6 +523,9 @@ impl LinkTask {
                 break Ended::Lost;
             }
             in_flight.push_back((seq, out.meta.slice, out.rows));
+            if !end {
+                last_sent = Some(last_sent.map_or(out.meta.slice, |s| s.max(out.meta.slice)));
+            }
             seq += 1;
             self.counters.batches_sent.fetch_add(1, Ordering::Relaxed);
             self.counters
@@ -524,8 +540,15 @@ impl LinkTask {
             // What was sent but never acknowledged is lost with the builder.
             settle(&mut in_flight, acks.acked.load(Ordering::Acquire));
             for (_, slice, rows) in in_flight.drain(..) {
+                // Counted once: no longer sent, now unreachable (routed = sent + counted).
+                self.counters.rows_sent.fetch_sub(rows, Ordering::Relaxed);
                 self.counters
                     .lose(slice, rows, "cluster_builder_unreachable");
+                *skip_through = Some(skip_through.map_or(slice, |s| s.max(slice)));
+            }
+            // A slice begun on this connection is broken even if all it sent was
+            // acknowledged: a restarted builder rejoins at the next slice boundary.
+            if let Some(slice) = last_sent {
                 *skip_through = Some(skip_through.map_or(slice, |s| s.max(slice)));
             }
             reader.abort();

@@ -40,11 +40,15 @@ pub enum Inbound {
         meta: PieceMeta,
         /// Its rows.
         rows: SorterInput,
+        /// The DoPut stream it came on (numbered from 1 per process).
+        stream: u64,
     },
     /// A source's stream ended without end-of-stream (the node died or the link broke).
     SourceLost {
         /// The acquisition node.
         source: String,
+        /// The stream that broke.
+        stream: u64,
     },
 }
 
@@ -101,6 +105,10 @@ impl NodeService {
     }
 }
 
+/// Numbers the DoPut streams a builder takes (so a stream that breaks is told from another
+/// claiming the same name).
+static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Reads one DoPut stream into `inbound`, acknowledging every message.
 async fn take_stream(
     stream: Streaming<FlightData>,
@@ -108,6 +116,7 @@ async fn take_stream(
     mut acks: futures::channel::mpsc::Sender<Result<PutResult, Status>>,
     credits: u32,
 ) {
+    let id = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut decoder = FlightDataDecoder::new(stream.map_err(FlightError::from));
     let mut source: Option<String> = None;
     let mut ended = false;
@@ -148,7 +157,12 @@ async fn take_stream(
             acked_sequence: meta.sequence,
             credits,
         };
-        if inbound.send(Inbound::Piece { meta, rows }).await.is_err() {
+        let piece = Inbound::Piece {
+            meta,
+            rows,
+            stream: id,
+        };
+        if inbound.send(piece).await.is_err() {
             let _ = acks
                 .send(Err(Status::unavailable("the builder is stopping")))
                 .await;
@@ -165,7 +179,9 @@ async fn take_stream(
         }
     }
     if let (Some(source), false) = (source, ended) {
-        let _ = inbound.send(Inbound::SourceLost { source }).await;
+        let _ = inbound
+            .send(Inbound::SourceLost { source, stream: id })
+            .await;
     }
 }
 

@@ -20,6 +20,13 @@ use std::collections::BTreeMap;
 /// Chunks taken off one input's ring per processing round (between merger releases).
 const DRAIN_CHUNKS_PER_CALL: usize = 8;
 
+/// How far (detector time, ps) a raw-archive input may run ahead of the slowest archive input
+/// that still holds packets before it is no longer drained: archives are read as fast as they
+/// are taken, so without this the one whose reader started first ran ahead of a board the
+/// other had not delivered yet, whose first hits were then late (`late_hit`) or, if the first
+/// archive ended before, never read (an early end of stream).
+const ARCHIVE_PACE_PS: i64 = 20_000_000_000;
+
 /// The raw archive the run records packets into (when asked), and the first error writing
 /// it (the archive stops then; the run fails on it).
 pub(super) struct ArchiveTap {
@@ -102,6 +109,8 @@ pub(super) struct Decoding<'k> {
     /// The singles carry the raw diagnostic columns (`raw_columns`).
     raw_columns: bool,
     boards: BTreeMap<u32, BoardState<'k>>,
+    /// The input (index) each board's chunks came through.
+    board_input: BTreeMap<u32, usize>,
     timeline: Timeline,
     merger: KWayMerger,
     streams: StreamStage,
@@ -121,6 +130,7 @@ impl<'k> Decoding<'k> {
             kernel,
             raw_columns,
             boards: BTreeMap::new(),
+            board_input: BTreeMap::new(),
             timeline: Timeline::default(),
             // Boards may lag each other by 0.5 s of detector time; nothing within 50 ms of the
             // newest hit is released, so a board whose data starts a little later is not late.
@@ -134,7 +144,15 @@ impl<'k> Decoding<'k> {
     /// anything arrived.
     pub(super) fn drain(&mut self, inputs: &mut [InputThread]) -> Result<bool> {
         let mut got = false;
-        for input in inputs.iter_mut() {
+        let floor = self.archive_floor(inputs);
+        for (index, input) in inputs.iter_mut().enumerate() {
+            // An archive ahead of the slowest one waits for it (the slowest is always drained).
+            if input.finite
+                && floor
+                    .is_some_and(|f| self.input_newest(index) > f.saturating_add(ARCHIVE_PACE_PS))
+            {
+                continue;
+            }
             // A bounded number per call: the caller releases merged hits to the sink between
             // calls, so an input that refills its ring as fast as it is drained cannot make
             // the merger hold an unbounded backlog.
@@ -143,6 +161,9 @@ impl<'k> Decoding<'k> {
                     break;
                 };
                 got = true;
+                if !StreamStage::is_stream_chunk(&chunk) {
+                    self.board_input.entry(chunk.source_id).or_insert(index);
+                }
                 self.take(&chunk)?;
             }
         }
@@ -176,9 +197,33 @@ impl<'k> Decoding<'k> {
         Ok(())
     }
 
-    /// Merged singles ready for the sink.
-    pub(super) fn release(&mut self) -> HitBatch {
-        self.merger.release()
+    /// Merged singles ready for the sink (`inputs`: an archive not yet exhausted holds them
+    /// back to where it has got, so boards it has not delivered yet are not late).
+    pub(super) fn release(&mut self, inputs: &[InputThread]) -> HitBatch {
+        let floor = self.archive_floor(inputs).unwrap_or(i64::MAX);
+        self.merger.release_below(floor)
+    }
+
+    /// The newest singles time of the boards input `index` delivered (`i64::MIN`: none yet).
+    fn input_newest(&self, index: usize) -> i64 {
+        self.board_input
+            .iter()
+            .filter(|&(_, &i)| i == index)
+            .filter_map(|(id, _)| self.boards.get(id).map(|b| b.newest))
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// The least newest time over the raw-archive inputs that still hold packets (none: no
+    /// such input). Nothing at or after it may be released, and no archive may run more than
+    /// [`ARCHIVE_PACE_PS`] ahead of it.
+    fn archive_floor(&self, inputs: &[InputThread]) -> Option<i64> {
+        inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, input)| input.finite && !input.exhausted())
+            .map(|(index, _)| self.input_newest(index))
+            .min()
     }
 
     /// True when every board and stream seen (at least one) has sent its end of stream.
@@ -267,6 +312,8 @@ struct BoardState<'k> {
     rebase: Option<i64>,
     /// Counts of the board's earlier sessions.
     earlier: PipelineCounts,
+    /// Newest singles time handed to the merger over its sessions (`i64::MIN`: none yet).
+    newest: i64,
 }
 
 /// Times and merger streams shared by the boards' sessions.
@@ -290,6 +337,7 @@ impl<'k> BoardState<'k> {
             key,
             rebase: None,
             earlier: PipelineCounts::default(),
+            newest: i64::MIN,
         }
     }
 
@@ -315,6 +363,7 @@ impl<'k> BoardState<'k> {
         timeline: &mut Timeline,
     ) -> Result<()> {
         let (key, restarted, rebase) = (self.key, self.session > 0, &mut self.rebase);
+        let newest = &mut self.newest;
         self.processor.push(frames, eof, &mut |mut b| {
             if restarted && !b.is_empty() {
                 // The board's clock restarted with it: its first singles are placed at the
@@ -331,6 +380,7 @@ impl<'k> BoardState<'k> {
             }
             if let Some(&last) = b.t_ps.last() {
                 timeline.newest = Some(timeline.newest.map_or(last, |n| n.max(last)));
+                *newest = (*newest).max(last);
             }
             merger.push(key, b);
             Ok(())
@@ -349,10 +399,11 @@ impl<'k> BoardState<'k> {
             self.push(&[], true, merger, timeline)?;
         }
         merger.end(self.key);
-        let earlier = self.counts();
+        let (earlier, newest) = (self.counts(), self.newest);
         timeline.keys += 1;
         *self = Self::new(kernel, self.raw, session, u32::MAX - timeline.keys);
         self.earlier = earlier;
+        self.newest = newest;
         Ok(())
     }
 }

@@ -26,6 +26,16 @@ pub(super) struct InputThread {
     /// Frame chunks from the input.
     pub(super) consumer: RingConsumer<FrameChunk>,
     stats: Arc<RingStats>,
+    /// A raw archive read back: finite, and read as fast as it is taken, so the processing
+    /// side paces it against the other archives by detector time (boards.rs).
+    pub(super) finite: bool,
+}
+
+impl InputThread {
+    /// True when the thread has ended and its ring is drained: nothing more will come.
+    pub(super) fn exhausted(&self) -> bool {
+        self.handle.is_finished() && self.consumer.is_empty()
+    }
 }
 
 /// What the inputs left when they were joined.
@@ -100,9 +110,17 @@ impl Inputs {
     /// True when every input thread has ended (archive read, TCP stream closed) and its ring
     /// is drained: nothing more to give.
     pub(super) fn all_done(&self) -> bool {
+        self.threads.iter().all(InputThread::exhausted)
+    }
+
+    /// True when every raw-archive input is exhausted (none left: true). A board that ended
+    /// its stream does not end the run while an archive still holds packets (its boards may
+    /// not have been seen yet).
+    pub(super) fn archives_done(&self) -> bool {
         self.threads
             .iter()
-            .all(|i| i.handle.is_finished() && i.consumer.is_empty())
+            .filter(|i| i.finite)
+            .all(InputThread::exhausted)
     }
 
     /// Asks every input to stop (they drain and flush).
@@ -197,6 +215,7 @@ fn start_input(
         handle,
         consumer,
         stats,
+        finite: matches!(cfg.spec, InputSpec::Archive(_)),
     })
 }
 

@@ -94,7 +94,7 @@ impl<'a, 'k> LiveRun<'a, 'k> {
             Ok(false) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => return Some(self.stop_on(e)),
         }
-        let ready = self.decoding.release();
+        let ready = self.decoding.release(&self.inputs.threads);
         if !ready.is_empty()
             && let Err(e) = self.sink.send(ready)
         {
@@ -177,6 +177,7 @@ impl<'a, 'k> LiveRun<'a, 'k> {
         }
         let streams_ended = self.config.stop_at_end_of_stream
             && self.decoding.all_ended()
+            && self.inputs.archives_done()
             && self.last_data.elapsed() > Duration::from_millis(200);
         // An input thread that has ended (archive read, TCP stream closed) with its ring
         // drained has nothing more to give.

@@ -62,7 +62,7 @@ impl LiveRun<'_, '_> {
                     Ok(g) => got = g,
                     Err(e) => self.error = Some(format!("{e:#}")),
                 }
-                let ready = self.decoding.release();
+                let ready = self.decoding.release(&self.inputs.threads);
                 if !ready.is_empty()
                     && let Err(e) = self.sink.send(ready)
                 {

@@ -47,7 +47,8 @@ pub struct BuilderManifest {
     pub builder: String,
     /// Slice length, ps.
     pub slice_ps: i64,
-    /// True once the tables are committed and every source ended.
+    /// True once the tables are committed, every source ended its stream and no slice is
+    /// missing.
     pub complete: bool,
     /// Committed tables (paths relative to the builder directory).
     pub files: Vec<FileRecord>,
@@ -61,6 +62,41 @@ pub struct BuilderManifest {
     pub missing_slices: Vec<MissingSlice>,
     /// How each source's stream ended: `end_of_stream`, `lost`, or `never_connected`.
     pub sources: BTreeMap<String, String>,
+    /// Every life of the builder in this run, in order: a restart (same name, same run) adds
+    /// one and carries the counts, files and missing slices of the lives before it that
+    /// committed; a life that died left only uncommitted tables, and every slice no committed
+    /// life covers is missing (the run manifest lists them, `builder_lost`).
+    #[serde(default)]
+    pub lives: Vec<BuilderLife>,
+}
+
+/// One life of a builder (docs/cluster.md "A restarted builder").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuilderLife {
+    /// Its tables' number (`coincidences-NNNNN.parquet`).
+    pub file_number: u32,
+    /// It committed its tables and this manifest (false: it died; its tables are lost).
+    pub committed: bool,
+    /// The first and last slice it wrote (none: it wrote none, or it died).
+    pub slices: Option<(i64, i64)>,
+}
+
+impl BuilderManifest {
+    /// Whether a committed life of this manifest wrote `slice` or owned it (a life covers
+    /// from its first slice, or from the start for the first life, through its last slice,
+    /// or to the end for the last life).
+    pub fn covers(&self, slice: i64) -> bool {
+        let n = self.lives.len();
+        if n == 0 {
+            return true; // a manifest from before lives were recorded: one life
+        }
+        self.lives.iter().enumerate().any(|(i, life)| {
+            let (first, last) = life.slices.unwrap_or((i64::MAX, i64::MIN));
+            let from = if i == 0 { i64::MIN } else { first };
+            let to = if i + 1 == n { i64::MAX } else { last };
+            life.committed && (from..=to).contains(&slice)
+        })
+    }
 }
 
 /// One of the builder's tables.
@@ -147,12 +183,7 @@ impl BuilderOutput {
         };
         let prompts = table("coincidences")?;
         let delayed = with_delayed.then(|| table("delayed")).transpose()?;
-        let manifest = BuilderManifest {
-            run,
-            builder: builder.to_string(),
-            slice_ps: spec.slice_ps,
-            ..BuilderManifest::default()
-        };
+        let manifest = earlier_lives(&dir, n, run, builder, spec)?;
         Ok(Self {
             dir,
             prompts: Some(prompts),
@@ -169,6 +200,10 @@ impl BuilderOutput {
 
     /// Writes one processed slice.
     pub fn write_slice(&mut self, out: SliceOutput) -> Result<()> {
+        if let Some(life) = self.manifest.lives.last_mut() {
+            let k = out.slice;
+            life.slices = Some(life.slices.map_or((k, k), |(a, b)| (a.min(k), b.max(k))));
+        }
         let count =
             |m: &mut BuilderManifest, k: &str, n: u64| *m.counts.entry(k.into()).or_insert(0) += n;
         count(&mut self.manifest, "prompts", out.prompts.len() as u64);
@@ -227,6 +262,9 @@ impl BuilderOutput {
             self.manifest.files.push(d.commit()?);
         }
         self.manifest.complete = complete;
+        if let Some(life) = self.manifest.lives.last_mut() {
+            life.committed = true;
+        }
         self.write_manifest()?;
         Ok(self.manifest)
     }
@@ -236,6 +274,49 @@ impl BuilderOutput {
 pub fn builder_dir(out: &Path, run: u64, builder: &str) -> PathBuf {
     out.join(format!("run={run}"))
         .join(format!("builder={builder}"))
+}
+
+/// The manifest a new life of the builder in `dir` starts from: the last committed life's
+/// manifest (its counts, files and missing slices carried on), plus a dead life for every
+/// table number below `number` it does not know (tables left `.inprogress`), plus this life.
+fn earlier_lives(
+    dir: &Path,
+    number: u32,
+    run: u64,
+    builder: &str,
+    spec: SliceSpec,
+) -> Result<BuilderManifest> {
+    let path = dir.join(BUILDER_MANIFEST);
+    let mut m = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<BuilderManifest>(&bytes).with_context(|| {
+            format!(
+                "{}: not a builder manifest (move it away to start afresh)",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BuilderManifest {
+            run,
+            builder: builder.to_string(),
+            slice_ps: spec.slice_ps,
+            ..BuilderManifest::default()
+        },
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    m.complete = false;
+    for file_number in 0..number {
+        if !m.lives.iter().any(|l| l.file_number == file_number) {
+            m.lives.push(BuilderLife {
+                file_number,
+                ..BuilderLife::default()
+            });
+        }
+    }
+    m.lives.sort_by_key(|l| l.file_number);
+    m.lives.push(BuilderLife {
+        file_number: number,
+        ..BuilderLife::default()
+    });
+    Ok(m)
 }
 
 /// One past the highest `coincidences-NNNNN.parquet` in `dir` (0 when none).

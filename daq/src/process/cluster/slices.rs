@@ -95,11 +95,16 @@ pub struct Job {
 #[derive(Debug)]
 pub struct Assembler {
     inner: SliceAssembler,
+    spec: SliceSpec,
     ids: BTreeMap<String, u32>,
     /// Per source: every slice below this is finished by it.
     finished_before: BTreeMap<String, i64>,
-    /// Sources that died, with the first slice they had not finished.
-    lost: BTreeMap<String, i64>,
+    /// Sources that died: the slices they missed, `[from, to)` (`to` = `i64::MAX` while gone).
+    lost: BTreeMap<String, Vec<(i64, i64)>>,
+    /// Sources gone now (died and not back).
+    gone: std::collections::BTreeSet<String>,
+    /// Where each source that came back rejoined, latest last.
+    rejoined: BTreeMap<String, i64>,
     ended: Vec<String>,
     dropped: BTreeMap<i64, u64>,
 }
@@ -111,11 +116,14 @@ impl Assembler {
         let ids: BTreeMap<String, u32> = sources.iter().cloned().zip(0..).collect();
         let id_list: Vec<u32> = ids.values().copied().collect();
         Ok(Self {
+            spec,
             inner: SliceAssembler::new(spec, builder, &id_list, FIRST_SLICE)
                 .map_err(|e| anyhow!("{e}"))?,
             finished_before: sources.iter().map(|s| (s.clone(), FIRST_SLICE)).collect(),
             ids,
             lost: BTreeMap::new(),
+            gone: Default::default(),
+            rejoined: BTreeMap::new(),
             ended: Vec::new(),
             dropped: BTreeMap::new(),
         })
@@ -176,8 +184,43 @@ impl Assembler {
             .get(source)
             .copied()
             .unwrap_or(FIRST_SLICE);
-        self.lost.insert(source.to_string(), from);
+        self.lost
+            .entry(source.to_string())
+            .or_default()
+            .push((from, i64::MAX));
+        self.gone.insert(source.to_string());
         self.inner.end_source(id).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// True when `source` died and has not come back.
+    pub fn is_gone(&self, source: &str) -> bool {
+        self.gone.contains(source)
+    }
+
+    /// The slice `source` last rejoined at, if it came back.
+    pub fn rejoined_at(&self, source: &str) -> Option<i64> {
+        self.rejoined.get(source).copied()
+    }
+
+    /// `source`, gone, is back (a restarted acquisition node, its first piece's first row at
+    /// `first_t`, or a marker through `slice`): it is held to again from the first slice
+    /// whose lead-in starts after that row (it may have missed the rows before it); the
+    /// slices in between complete without it and name it missing. Returns that slice.
+    pub fn rejoin(&mut self, source: &str, first_t: Option<i64>, slice: i64) -> Result<i64> {
+        let id = self.id(source)?;
+        let spec = self.spec;
+        let from = first_t.map_or(slice, |t| spec.slice_of(t.saturating_add(spec.lead_in_ps)));
+        let at = self
+            .inner
+            .rejoin(id, from.saturating_add(1))
+            .map_err(|e| anyhow!("{e}"))?;
+        if let Some(r) = self.lost.get_mut(source).and_then(|v| v.last_mut()) {
+            r.1 = at;
+        }
+        self.gone.remove(source);
+        self.rejoined.insert(source.to_string(), at);
+        self.finished_before.insert(source.to_string(), at);
+        Ok(at)
     }
 
     /// Slices every source has finished (or is gone), in order.
@@ -187,7 +230,7 @@ impl Assembler {
             let missing_sources = self
                 .lost
                 .iter()
-                .filter(|(_, from)| job.slice >= **from)
+                .filter(|(_, ranges)| ranges.iter().any(|r| (r.0..r.1).contains(&job.slice)))
                 .map(|(s, _)| s.clone())
                 .collect();
             let dropped_rows = self.dropped.remove(&job.slice).unwrap_or(0);
@@ -203,9 +246,13 @@ impl Assembler {
     /// Every source is ended or lost: the rest completes with what arrived (a stop).
     pub fn end_all(&mut self) -> Result<()> {
         for (source, id) in self.ids.clone() {
-            if !self.ended.contains(&source) && !self.lost.contains_key(&source) {
+            if !self.ended.contains(&source) && !self.gone.contains(&source) {
+                let from = self.finished_before[&source];
                 self.lost
-                    .insert(source.clone(), self.finished_before[&source]);
+                    .entry(source.clone())
+                    .or_default()
+                    .push((from, i64::MAX));
+                self.gone.insert(source.clone());
                 self.inner.end_source(id).map_err(|e| anyhow!("{e}"))?;
             }
         }
@@ -226,7 +273,7 @@ impl Assembler {
     pub fn all_done(&self) -> bool {
         self.ids
             .keys()
-            .all(|s| self.ended.contains(s) || self.lost.contains_key(s))
+            .all(|s| self.ended.contains(s) || self.gone.contains(s))
             && self.inner.slices_in_flight() == 0
     }
 }
