@@ -85,6 +85,18 @@ fn wait_ok(mut child: Child, what: &str) {
     no_panic(&err);
 }
 
+/// Builders b0 and b1 of `cluster` (written in `cluster_dir`), started and listening.
+fn start_builders(cluster: &Path, cluster_dir: &Path) -> Vec<Child> {
+    let builders: Vec<Child> = ["b0", "b1"]
+        .iter()
+        .map(|b| spawn_node(cluster, b))
+        .collect();
+    for b in ["b0", "b1"] {
+        wait_listening(cluster_dir, b);
+    }
+    builders
+}
+
 /// Waits until a node's Flight port accepts connections.
 fn wait_listening(cluster_dir: &Path, name: &str) {
     let addr = listen_addr(cluster_dir, name);
@@ -126,13 +138,7 @@ fn start_cluster(
         fpga_sim_exe().is_file(),
         "build fpga-sim first: cargo build -p scandaq-fpga-sim"
     );
-    let builders: Vec<Child> = ["b0", "b1"]
-        .iter()
-        .map(|b| spawn_node(cluster, b))
-        .collect();
-    for b in ["b0", "b1"] {
-        wait_listening(dir, b);
-    }
+    let builders = start_builders(cluster, dir);
     let mut acq = Vec::new();
     for name in ["acq-a", "acq-b"] {
         let mut child = spawn_node(cluster, name);
@@ -815,13 +821,7 @@ fn a_stream_from_an_unknown_node_is_refused_and_counted_and_the_builders_go_on()
     use scandaq::process::coinc_stage::SorterInput;
     let tmp = tempfile::tempdir().unwrap();
     let (cluster, _) = write_cluster(tmp.path(), "1ms");
-    let builders: Vec<Child> = ["b0", "b1"]
-        .iter()
-        .map(|b| spawn_node(&cluster, b))
-        .collect();
-    for b in ["b0", "b1"] {
-        wait_listening(tmp.path(), b);
-    }
+    let builders = start_builders(&cluster, tmp.path());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1033,13 +1033,7 @@ fn an_acquisition_node_that_never_connects_is_marked_lost_after_the_source_timeo
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (cluster, udp) = write_cluster_with(dir, "10ms", "source_timeout = \"2s\"\n");
-    let builders: Vec<Child> = ["b0", "b1"]
-        .iter()
-        .map(|b| spawn_node(&cluster, b))
-        .collect();
-    for b in ["b0", "b1"] {
-        wait_listening(dir, b);
-    }
+    let builders = start_builders(&cluster, dir);
     let mut acq = spawn_node(&cluster, "acq-a");
     wait_run_running(&dir.join("out/nodes/acq-a"), &mut acq);
     wait_ok(spawn_sim(udp[0], 11, "0.3s", 0), "fpga-sim");
@@ -1446,13 +1440,7 @@ fn a_stray_stream_claiming_a_real_name_changes_nothing_and_every_refusal_reaches
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (cluster, _) = write_cluster(dir, "1ms");
-    let builders: Vec<Child> = ["b0", "b1"]
-        .iter()
-        .map(|b| spawn_node(&cluster, b))
-        .collect();
-    for b in ["b0", "b1"] {
-        wait_listening(dir, b);
-    }
+    let builders = start_builders(&cluster, dir);
     let mut real = test_sender(dir, "acq-a", 0, &runtime);
     let real_tap = real.tap.take().unwrap();
     real_tap.send(test_singles(0, 3000, 0)).unwrap();
@@ -1495,13 +1483,7 @@ fn a_stray_stream_claiming_a_real_name_changes_nothing_and_every_refusal_reaches
     let tmp2 = tempfile::tempdir().unwrap();
     let dir2 = tmp2.path();
     let (cluster2, _) = write_cluster(dir2, "1ms");
-    let builders: Vec<Child> = ["b0", "b1"]
-        .iter()
-        .map(|b| spawn_node(&cluster2, b))
-        .collect();
-    for b in ["b0", "b1"] {
-        wait_listening(dir2, b);
-    }
+    let builders = start_builders(&cluster2, dir2);
     let mut intruder = test_sender(dir2, "intruder", 0, &runtime);
     let tap = intruder.tap.take().unwrap();
     tap.send(test_singles(0, 3000, 3)).unwrap();

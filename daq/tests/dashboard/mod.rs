@@ -498,28 +498,8 @@ fn demo_dashboard_shows_the_true_ctr_the_runs_window_rates_disk_and_final_figure
         crate::skip_unless_ci("tmux is not installed (apt-get install tmux)");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("runs");
-    let bin = env!("CARGO_BIN_EXE_scandaq");
-    let session = Session(format!("scandaq-dash17-{}", std::process::id()));
-    let cmd = format!(
-        "{bin} demo --duration 300s --rate 300k --energy-window 350:700 --out {}; \
-         echo SCANDAQ-EXIT=$?; sleep 60",
-        out.display()
-    );
-    start_session(&session.0, &cmd);
-    wait_screen(&session.0, "RUNNING", 60);
-    let socket = run_dir(&out).join(SOCKET_NAME);
-    wait_until("the control socket", Duration::from_secs(30), || {
-        socket.exists()
-    });
     // Enough prompts for a stable peak: 30 000 pairs.
-    wait_until("30 000 prompts", Duration::from_secs(240), || {
-        control::status(&socket)
-            .ok()
-            .and_then(|s| s.coincidences)
-            .is_some_and(|c| c.prompts >= 30_000)
-    });
+    let (_tmp, out, session, socket) = demo_in_tmux("dash17", "--energy-window 350:700", 30_000);
 
     // 1. Δt: FWHM = the simulated CTR (the manifest's, which the simulator was given), peak
     // at 0.
@@ -602,6 +582,44 @@ fn demo_dashboard_shows_the_true_ctr_the_runs_window_rates_disk_and_final_figure
     stop_and_check_the_written_figure(&session.0, &out, 1_000_000);
 }
 
+#[cfg(feature = "demo")]
+/// A 300 s demo at 300 k singles/s with `extra` flags, in a tmux session named after `tag`,
+/// running and with at least `prompts` prompts sorted; gives the temporary directory (keep it),
+/// the output directory, the session and the control socket.
+fn demo_in_tmux(
+    tag: &str,
+    extra: &str,
+    prompts: u64,
+) -> (tempfile::TempDir, PathBuf, Session, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("runs");
+    let bin = env!("CARGO_BIN_EXE_scandaq");
+    let session = Session(format!("scandaq-{tag}-{}", std::process::id()));
+    let cmd = format!(
+        "{bin} demo --duration 300s --rate 300k {extra} --out {}; \
+         echo SCANDAQ-EXIT=$?; sleep 60",
+        out.display()
+    );
+    start_session(&session.0, &cmd);
+    wait_screen(&session.0, "RUNNING", 60);
+    let socket = run_dir(&out).join(SOCKET_NAME);
+    wait_until("the control socket", Duration::from_secs(30), || {
+        socket.exists()
+    });
+    wait_until(
+        &format!("{prompts} prompts"),
+        Duration::from_secs(240),
+        || {
+            control::status(&socket)
+                .ok()
+                .and_then(|s| s.coincidences)
+                .is_some_and(|c| c.prompts >= prompts)
+        },
+    );
+    (tmp, out, session, socket)
+}
+
+#[cfg(feature = "demo")]
 /// Presses `s`, waits for the final manifest and checks the header's "written" figure equals
 /// the committed singles, prompt and delayed files (at least `min_bytes`), then quits; gives
 /// the final manifest.
@@ -633,33 +651,14 @@ fn stop_and_check_the_written_figure(session: &str, out: &Path, min_bytes: u64) 
     m
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn a_coincidences_only_demo_shows_the_coincidence_files_as_written() {
     if Command::new("tmux").arg("-V").output().is_err() {
         crate::skip_unless_ci("tmux is not installed (apt-get install tmux)");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("runs");
-    let bin = env!("CARGO_BIN_EXE_scandaq");
-    let session = Session(format!("scandaq-dash-conly-{}", std::process::id()));
-    let cmd = format!(
-        "{bin} demo --duration 300s --rate 300k --coincidences-only --out {}; \
-         echo SCANDAQ-EXIT=$?; sleep 60",
-        out.display()
-    );
-    start_session(&session.0, &cmd);
-    wait_screen(&session.0, "RUNNING", 60);
-    let socket = run_dir(&out).join(SOCKET_NAME);
-    wait_until("the control socket", Duration::from_secs(30), || {
-        socket.exists()
-    });
-    wait_until("20 000 prompts", Duration::from_secs(240), || {
-        control::status(&socket)
-            .ok()
-            .and_then(|s| s.coincidences)
-            .is_some_and(|c| c.prompts >= 20_000)
-    });
+    let (_tmp, out, session, _) = demo_in_tmux("dash-conly", "--coincidences-only", 20_000);
     // No singles table: the whole figure is the prompt and delayed files.
     let m = stop_and_check_the_written_figure(&session.0, &out, 100_000);
     assert!(

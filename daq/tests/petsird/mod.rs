@@ -7,7 +7,7 @@
 //! read-back tests fail under CI and print `SKIPPED (not under CI)` elsewhere.
 
 use super::{no_panic, python_has, python_script, scandaq, skip_unless_ci};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// True when python3 cannot import the reference reader, pyarrow and numpy (then, under CI,
 /// the test fails here; elsewhere it is reported SKIPPED and the caller returns).
@@ -46,7 +46,8 @@ fn export(run_dir: &Path, args: &[&str]) -> String {
 }
 
 /// A 500 ms demo run (the simulated bench, calibrated, with prompts and delayeds).
-fn demo_run(out: &Path) -> PathBuf {
+#[cfg(feature = "demo")]
+fn demo_run(out: &Path) -> std::path::PathBuf {
     let (code, stdout, stderr) = scandaq(&[
         "demo",
         "--duration",
@@ -66,6 +67,7 @@ fn rows(path: &Path) -> u64 {
     r.metadata().file_metadata().num_rows() as u64
 }
 
+#[cfg(feature = "demo")] // runs `scandaq demo`
 #[test]
 fn petsird_export_of_a_demo_run_reads_back_with_the_reference_reader() {
     let tmp = tempfile::tempdir().unwrap();
@@ -183,6 +185,7 @@ fn petsird_export_of_a_ring_replay_has_replicated_modules_and_reads_back() {
     );
 }
 
+#[cfg(feature = "demo")]
 /// Runs `export petsird` expecting a refusal that mentions every one of `says`, and no file.
 fn refused(run_dir: &Path, out: &Path, extra: &[&str], says: &[&str]) {
     let mut args = vec![
@@ -205,6 +208,7 @@ fn refused(run_dir: &Path, out: &Path, extra: &[&str], says: &[&str]) {
     assert!(!Path::new(&tmp).exists(), "{tmp:?} left behind");
 }
 
+#[cfg(feature = "demo")]
 /// Copies a run directory (files and calib/).
 fn copy_run(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("calib")).unwrap();
@@ -220,6 +224,7 @@ fn copy_run(from: &Path, to: &Path) {
     }
 }
 
+#[cfg(feature = "demo")] // changes copies of a `scandaq demo` run
 #[test]
 fn petsird_export_refuses_what_it_cannot_describe_and_leaves_no_file() {
     let tmp = tempfile::tempdir().unwrap();
