@@ -349,16 +349,31 @@ impl CompiledCalibration {
         losses: &mut KernelLosses,
         raw: bool,
     ) {
+        self.decode_block_then(buf, spans, out, losses, raw, |_, _| {});
+    }
+
+    /// Decodes the block into `out` with the thread's scratch columns, then hands `then` the
+    /// batch and the scratch (still borrowed: its frame column is the decoded hits' frames).
+    fn decode_block_then(
+        &self,
+        buf: &[u8],
+        spans: &[FrameSpan],
+        out: &mut HitBatch,
+        losses: &mut KernelLosses,
+        raw: bool,
+        then: impl FnOnce(&mut HitBatch, &Scratch),
+    ) {
         SCRATCH.with_borrow_mut(|scratch| {
             let start = out.len();
             BlockDecode {
                 cal: self,
-                out,
+                out: &mut *out,
                 start,
                 raw,
-                scratch,
+                scratch: &mut *scratch,
             }
-            .run(buf, spans, losses)
+            .run(buf, spans, losses);
+            then(out, scratch);
         });
     }
 
@@ -373,18 +388,9 @@ impl CompiledCalibration {
         losses: &mut KernelLosses,
         raw: bool,
     ) {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let start = out.len();
-            BlockDecode {
-                cal: self,
-                out: &mut *out,
-                start,
-                raw,
-                scratch: &mut *scratch,
-            }
-            .run(buf, spans, losses);
-            // The frames (kept in the scratch, compacted like the batch) make the sort short.
-            out.sort_by_time_in_frames(&scratch.raw.frame);
+        // The frames (kept in the scratch, compacted like the batch) make the sort short.
+        self.decode_block_then(buf, spans, out, losses, raw, |out, scratch| {
+            out.sort_by_time_in_frames(&scratch.raw.frame)
         });
     }
 }
