@@ -630,28 +630,12 @@ impl BuilderService {
 /// builder drains and the end-of-stream still arrives.
 #[test]
 fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
-    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
     use scandaq::acquire::cluster::service::Inbound;
-    use scandaq::process::cluster::slices::cluster_spec;
-    use scandaq::process::coinc_stage::{CoincidenceOptions, SorterInput};
+    use scandaq::process::coinc_stage::SorterInput;
     const ROWS: usize = 1000;
     let (service, mut rx) = BuilderService::start(2);
     let (runtime, addr) = (&service.runtime, service.addr);
-    let spec = cluster_spec(3_600_000_000_000_000, 1, &CoincidenceOptions::default()).unwrap();
-    let settings = SenderSettings {
-        run: 1,
-        source: "acq-a".into(),
-        source_id: 0,
-        spec,
-        builders: vec![("b0".into(), addr)],
-        credits: 2,
-        buffer_batches: 3,
-        batch_rows: ROWS,
-        reconnect_every: Duration::from_secs(1),
-        drain_timeout: Duration::from_secs(60),
-        energy_in_kev: true,
-    };
-    let mut sender = Sender::start(settings, runtime.handle().clone()).unwrap();
+    let mut sender = one_builder_sender(addr, runtime, 3_600_000_000_000_000, [2, 3, ROWS]);
     let tap = sender.tap.take().unwrap();
     let counters = sender.counters.clone();
     let batch = |b: usize| SorterInput {
@@ -726,27 +710,11 @@ fn a_stalled_builder_holds_the_sender_by_credits_then_drops_are_counted() {
 /// routes none of them and counts every one (`cluster_before_first_slice`).
 #[test]
 fn singles_before_slice_zero_are_counted_and_never_sent() {
-    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
     use scandaq::acquire::cluster::service::Inbound;
-    use scandaq::process::cluster::slices::cluster_spec;
-    use scandaq::process::coinc_stage::{CoincidenceOptions, SorterInput};
+    use scandaq::process::coinc_stage::SorterInput;
     let (service, mut rx) = BuilderService::start(8);
     let (runtime, addr) = (&service.runtime, service.addr);
-    let spec = cluster_spec(1_000_000_000, 1, &CoincidenceOptions::default()).unwrap();
-    let settings = SenderSettings {
-        run: 1,
-        source: "acq-a".into(),
-        source_id: 0,
-        spec,
-        builders: vec![("b0".into(), addr)],
-        credits: 8,
-        buffer_batches: 64,
-        batch_rows: 1000,
-        reconnect_every: Duration::from_secs(1),
-        drain_timeout: Duration::from_secs(60),
-        energy_in_kev: true,
-    };
-    let mut sender = Sender::start(settings, runtime.handle().clone()).unwrap();
+    let mut sender = one_builder_sender(addr, runtime, 1_000_000_000, [8, 64, 1000]);
     let tap = sender.tap.take().unwrap();
     let counters = sender.counters.clone();
     // 37 singles at -37 ns .. -1 ns, then 100 at 0 .. 99 ns.
@@ -1363,6 +1331,33 @@ fn a_restarted_acquisition_node_rejoins_at_the_next_slice_boundary() {
             want.len()
         );
     }
+}
+
+/// A sender for source acq-a (id 0) to the one builder at `addr`, slices of `slice_ps`;
+/// `[credits, buffer_batches, batch_rows]`.
+fn one_builder_sender(
+    addr: std::net::SocketAddr,
+    runtime: &tokio::runtime::Runtime,
+    slice_ps: i64,
+    [credits, buffer_batches, batch_rows]: [usize; 3],
+) -> scandaq::acquire::cluster::sender::Sender {
+    use scandaq::acquire::cluster::sender::{Sender, SenderSettings};
+    use scandaq::process::cluster::slices::cluster_spec;
+    use scandaq::process::coinc_stage::CoincidenceOptions;
+    let settings = SenderSettings {
+        run: 1,
+        source: "acq-a".into(),
+        source_id: 0,
+        spec: cluster_spec(slice_ps, 1, &CoincidenceOptions::default()).unwrap(),
+        builders: vec![("b0".into(), addr)],
+        credits: credits as u32,
+        buffer_batches,
+        batch_rows,
+        reconnect_every: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        energy_in_kev: true,
+    };
+    Sender::start(settings, runtime.handle().clone()).unwrap()
 }
 
 /// Sender settings of the in-process senders here: `source` (`source_id`) to `b0` and `b1` of
