@@ -1,6 +1,7 @@
 //! Coincidence sorting (multi-window, takeAllGoods, prompt, 4 ns): scandaq's sorter on one
 //! core and on 2 cores (cut at gaps, rayon) beside the plain quadratic reference of the core
-//! tests (`core/tests/core.rs`, included here), on Poisson singles over 2048 channels.
+//! tests (`core/tests/core.rs`, included here), on Poisson singles over 2048 channels; and
+//! photon grouping ([`Grouper`]) as a PETsys `--petsys-config` replay runs it.
 
 #[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../../core/tests/core.rs"]
@@ -9,8 +10,9 @@ mod core_tests;
 use core_tests::reference;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use scandaq_core::coincidence::{
-    CoincidenceBatch, CoincidenceConfig, CrystalLut, SinglesRef, sort_coincidences,
-    sort_coincidences_parallel, sort_coincidences_sliced,
+    CoincidenceBatch, CoincidenceConfig, CrystalLut, Grouper, GroupingConfig, ModulePairs,
+    PhotonBatch, SinglesRef, sort_coincidences, sort_coincidences_parallel,
+    sort_coincidences_sliced,
 };
 use scandaq_core::{Crystal, Geometry, HitBatch};
 use std::hint::black_box;
@@ -173,5 +175,45 @@ fn coincidence(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, coincidence);
+/// Hits per batch as the pipeline hands them to the grouper.
+const GROUPING_BATCH: usize = 16 << 10;
+
+/// Photon grouping as fpga-sim's ring `config.ini` sets it (20 clocks = 100 ns, 100 mm,
+/// multi-hit only within a module, PETsys's `M` entries), fed in pipeline-sized batches.
+fn grouping(c: &mut Criterion) {
+    let lut = CrystalLut::from_geometry(&geometry());
+    let hits = singles(4_000_000);
+    let mut cfg = GroupingConfig::new(100_000, 100.0);
+    cfg.multi_hit_module_pairs = Some(ModulePairs((0..CHANNELS / 64).map(|m| [m, m]).collect()));
+    cfg.max_hits = Some(64);
+    let group_all = |out: &mut PhotonBatch| {
+        let mut grouper = Grouper::new(cfg.clone(), &lut).unwrap();
+        out.clear();
+        let mut start = 0;
+        while start < hits.len() {
+            let end = (start + GROUPING_BATCH).min(hits.len());
+            grouper
+                .push(SinglesRef::from(&hits).slice(start..end), out)
+                .unwrap();
+            start = end;
+        }
+        grouper.finish(out);
+        out.t_ps.len()
+    };
+    let mut out = PhotonBatch::default();
+    eprintln!(
+        "grouping: {} hits -> {} photons",
+        hits.len(),
+        group_all(&mut out)
+    );
+    let mut group = c.benchmark_group("grouping");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(hits.len() as u64));
+    group.bench_function("scandaq_1thread", |b| {
+        b.iter(|| black_box(group_all(&mut out)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, coincidence, grouping);
 criterion_main!(benches);

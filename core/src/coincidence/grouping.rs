@@ -168,11 +168,18 @@ impl<'a> Grouper<'a> {
                 self.close(g);
             }
             let (e, f) = (hits.energy_kev[k], hits.flags[k]);
-            let multi_hit = self.multi_hit.as_ref();
-            match self.open.iter_mut().find(|g| {
-                multi_hit.is_none_or(|m| m.allows(g.module_first, module))
-                    && squared_distance(g.pos_first, pos) <= dmax2
-            }) {
+            let candidate = Candidate {
+                pos,
+                module,
+                dmax2,
+                multi_hit: self.multi_hit.as_ref(),
+            };
+            let (front, back) = self.open.as_slices();
+            let joined = match candidate.first_joinable(front) {
+                Some(i) => Some(i),
+                None => candidate.first_joinable(back).map(|i| i + front.len()),
+            };
+            match joined.and_then(|i| self.open.get_mut(i)) {
                 Some(g) => {
                     if let Some(l) = labels.as_deref_mut() {
                         l.photon_id.push(g.seq);
@@ -277,18 +284,43 @@ impl<'a> Grouper<'a> {
             Some(b) => self.done.partition_point(|d| d.t < b),
             None => self.done.len(),
         };
-        for d in &self.done[..n] {
-            out.t_ps.push(d.t);
-            out.channel.push(d.channel);
-            out.energy_kev.push(d.energy);
-            out.flags.push(d.flags);
-            out.multiplicity.push(d.multiplicity);
-            self.stats.photons_out += 1;
-            if d.multiplicity > 1 {
-                self.stats.multi_hit_photons += 1;
+        let ready = &self.done[..n];
+        // Column by column: each extend knows its length (no capacity check per photon).
+        out.t_ps.extend(ready.iter().map(|d| d.t));
+        out.channel.extend(ready.iter().map(|d| d.channel));
+        out.energy_kev.extend(ready.iter().map(|d| d.energy));
+        out.flags.extend(ready.iter().map(|d| d.flags));
+        out.multiplicity
+            .extend(ready.iter().map(|d| d.multiplicity));
+        self.stats.photons_out += n as u64;
+        self.stats.multi_hit_photons += ready.iter().filter(|d| d.multiplicity > 1).count() as u64;
+        self.done.drain(..n);
+    }
+}
+
+/// A hit looking for an open group to join.
+struct Candidate<'t> {
+    pos: [f32; 3],
+    module: u32,
+    dmax2: f64,
+    multi_hit: Option<&'t ModulePairTable>,
+}
+
+impl Candidate<'_> {
+    /// Index of the first of `groups` this hit may join (module rule, then distance). A plain
+    /// loop, inlined: `iter().find` / `position` left the test in a call per open group.
+    #[inline(always)]
+    fn first_joinable(&self, groups: &[Open]) -> Option<usize> {
+        for (i, g) in groups.iter().enumerate() {
+            if self
+                .multi_hit
+                .is_none_or(|m| m.allows(g.module_first, self.module))
+                && squared_distance(g.pos_first, self.pos) <= self.dmax2
+            {
+                return Some(i);
             }
         }
-        self.done.drain(..n);
+        None
     }
 }
 
