@@ -115,6 +115,28 @@ fn main() {
         ),
         ("channel ids plain (zstd 1)", channel_plain(&base)),
         (
+            "channel ids delta (zstd 1)",
+            WriteOptions {
+                delta_columns: [
+                    base.delta_columns.clone(),
+                    vec!["channel", "channel1", "channel2"],
+                ]
+                .concat(),
+                ..channel_plain(&base)
+            },
+        ),
+        (
+            "channel ids byte-stream-split (zstd 1)",
+            WriteOptions {
+                byte_stream_split_columns: [
+                    base.byte_stream_split_columns.clone(),
+                    vec!["channel", "channel1", "channel2"],
+                ]
+                .concat(),
+                ..channel_plain(&base)
+            },
+        ),
+        (
             "row groups of 256 k rows",
             WriteOptions {
                 row_group_rows: 256 << 10,

@@ -9,7 +9,7 @@ use crate::observe::progress::progress_bar;
 use crate::process::calib_load::{CalibrationArgs, LoadedCalibration};
 use crate::process::coinc_stage::{CoincidenceArgs, CoincidenceOptions};
 use crate::process::pipeline::{self, Chunk};
-use crate::process::read_blocks::read_up_to;
+use crate::process::read_blocks::{read_chunk, read_up_to};
 use crate::process::run::{RunDescription, RunEnd, RunStart, RunSummary};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::{Receiver, bounded};
@@ -140,11 +140,10 @@ pub fn replay(
         .name("rawf-reader".into())
         .spawn(move || {
             loop {
-                let mut buf = vec![0u8; READ_CHUNK];
-                match read_up_to(&mut file, &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
+                match read_chunk(&mut file, READ_CHUNK) {
+                    Ok(buf) if buf.is_empty() => break,
+                    Ok(buf) => {
+                        let n = buf.len();
                         if tx
                             .send(Ok(Chunk {
                                 bytes: buf,

@@ -1,5 +1,6 @@
 //! Reading an input file in blocks: [`read_up_to`] fills a buffer unless the file ends first
-//! (a plain `read` may return less at any time).
+//! (a plain `read` may return less at any time); [`read_chunk`] reads the next block into a
+//! new buffer without zeroing it first.
 
 use std::io::Read;
 
@@ -15,6 +16,16 @@ pub fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize
         }
     }
     Ok(filled)
+}
+
+/// The next `len` bytes of `file` (fewer only at its end; empty at the end) in a new buffer,
+/// read into the buffer's spare capacity: a zeroed `vec![0; len]` per block was a memset of
+/// every byte replayed before the read overwrote it (std's `read_to_end` reads files into
+/// uninitialised capacity, safely). Retries interrupted reads.
+pub fn read_chunk(file: &mut impl Read, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -40,5 +51,24 @@ mod tests {
         assert_eq!(buf, [0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(super::read_up_to(&mut r, &mut buf).unwrap(), 2);
         assert_eq!(&buf[..2], &[8, 9]);
+    }
+
+    #[test]
+    fn chunks_are_full_across_short_reads_and_add_up_to_the_input() {
+        let data: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let mut r = Trickle(&data);
+        let mut chunks = Vec::new();
+        loop {
+            let chunk = super::read_chunk(&mut r, 64).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        // Every chunk but the last is whole; together they are the input, in order.
+        assert_eq!(chunks.len(), 16);
+        assert!(chunks[..15].iter().all(|c| c.len() == 64));
+        assert_eq!(chunks[15].len(), 1000 - 15 * 64);
+        assert_eq!(chunks.concat(), data);
     }
 }
