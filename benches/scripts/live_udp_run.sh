@@ -13,6 +13,9 @@
 # SENDERS=1: one sender process for both boards (one detector clock; two processes that fall
 # behind real time by different amounts drift apart, and a board behind the other by more than
 # the merger's 0.5 s is late data).
+# PERF=1: also samples every CPU (perf record -a, 499 Hz) while the senders send, and prints
+# where the machine's CPU went: by thread name (senders, scandaq's threads, kernel softirq)
+# and scandaq's top functions.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-60}"
@@ -56,8 +59,26 @@ else
       --out "$work/sender$b" > "$work/sender$b.txt" 2>&1 &
   done
 fi
-wait $(jobs -p | grep -v "^$daq$" | head -2) 2>/dev/null || true
+perf_pid=
+if [ "${PERF:-0}" = 1 ]; then
+  # Starts once the senders start sending (a prerendering sender first computes its run).
+  ( while [ "${PRERENDER:-0}" = 1 ] && ! grep -q "sending" "$work"/sender*.txt 2>/dev/null; do
+      sleep 0.2
+    done
+    exec perf record -q -a -F 499 -o "$work/perf.data" -- sleep "$seconds" ) > /dev/null 2>&1 &
+  perf_pid=$!
+fi
+wait $(jobs -p | grep -v "^$daq$" | grep -v "^${perf_pid:-x}$" | head -2) 2>/dev/null || true
 wait $daq
+if [ -n "$perf_pid" ]; then
+  wait "$perf_pid" 2>/dev/null || true
+  echo "== CPU by thread while sending (% of all samples on all CPUs; idle is swapper):"
+  perf report -i "$work/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null \
+    | grep '%' | sed 's/  *-  *-  *$//' | head -20 || true
+  echo "== top functions by thread (% of all samples):"
+  perf report -i "$work/perf.data" --no-children --sort comm,symbol --stdio -g none \
+    2>/dev/null | grep '%' | sed 's/  *-  *-  *$//' | head -30 || true
+fi
 python3 - "$work" <<'EOF'
 import glob, json, sys
 work = sys.argv[1]
