@@ -4,9 +4,6 @@
 //! allocator reuses, instead of the varying sizes of its input batches: with those, glibc's
 //! heap grew with the file size (BENCHMARKS.md, issue 16, "Memory").
 //!
-//! The columns of a batch are reused once it has been encoded ([`Recycler::give_back`]): a
-//! table then allocates only as many as are ever in use at once, and none afterwards.
-//!
 //! Only flat schemas of fixed-width, non-nullable columns (every singles column) qualify;
 //! [`FixedRows::new`] says no to any other.
 
@@ -14,10 +11,6 @@ use arrow_array::{ArrayRef, RecordBatch, make_array};
 use arrow_buffer::MutableBuffer;
 use arrow_data::ArrayData;
 use arrow_schema::{ArrowError, DataType, SchemaRef};
-use std::sync::{Arc, Mutex};
-
-/// Emptied columns for reuse, one list per column of the schema.
-type Spare = Arc<Mutex<Vec<Vec<MutableBuffer>>>>;
 
 /// Rows gathered into fixed-size columns.
 pub(crate) struct FixedRows {
@@ -30,49 +23,6 @@ pub(crate) struct FixedRows {
     columns: Vec<MutableBuffer>,
     /// Rows in `columns`.
     len: usize,
-    /// Columns handed back after their batch was encoded.
-    spare: Spare,
-}
-
-/// Hands the columns of encoded batches back to their [`FixedRows`] (from any thread).
-pub(crate) struct Recycler {
-    spare: Spare,
-    capacities: Vec<usize>,
-}
-
-impl Recycler {
-    /// Takes back the columns of batches that [`FixedRows::take`] made, once nothing else
-    /// holds them; any other column is simply dropped.
-    pub(crate) fn give_back(&self, batches: Vec<RecordBatch>) {
-        let mut back: Vec<Vec<MutableBuffer>> =
-            self.capacities.iter().map(|_| Vec::new()).collect();
-        for batch in batches {
-            let columns = batch.columns().to_vec();
-            drop(batch);
-            for ((column, list), &capacity) in
-                columns.into_iter().zip(&mut back).zip(&self.capacities)
-            {
-                let data = column.to_data();
-                drop(column);
-                let Some(values) = data.buffers().first().cloned() else {
-                    continue;
-                };
-                drop(data);
-                // Only a buffer nobody else holds, whole and of the fixed size.
-                if let Ok(mut m) = values.into_mutable()
-                    && m.capacity() >= capacity
-                {
-                    m.clear();
-                    list.push(m);
-                }
-            }
-        }
-        if let Ok(mut spare) = self.spare.lock() {
-            for (list, more) in spare.iter_mut().zip(back) {
-                list.extend(more);
-            }
-        }
-    }
 }
 
 impl FixedRows {
@@ -88,23 +38,13 @@ impl FixedRows {
                 _ => None,
             })
             .collect::<Option<Vec<usize>>>()?;
-        let spare = Arc::new(Mutex::new(widths.iter().map(|_| Vec::new()).collect()));
         (rows > 0).then_some(Self {
             schema,
             rows,
             widths,
             columns: Vec::new(),
             len: 0,
-            spare,
         })
-    }
-
-    /// What hands encoded batches' columns back for reuse.
-    pub(crate) fn recycler(&self) -> Recycler {
-        Recycler {
-            spare: self.spare.clone(),
-            capacities: self.widths.iter().map(|w| self.rows * w).collect(),
-        }
     }
 
     /// Rows gathered so far (fewer than the fixed count).
@@ -124,17 +64,10 @@ impl FixedRows {
             )));
         }
         if self.columns.is_empty() {
-            let mut spare = self.spare.lock().ok();
             self.columns = self
                 .widths
                 .iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    spare
-                        .as_mut()
-                        .and_then(|s| s[i].pop())
-                        .unwrap_or_else(|| MutableBuffer::with_capacity(self.rows * w))
-                })
+                .map(|w| MutableBuffer::with_capacity(self.rows * w))
                 .collect();
         }
         let n = (self.rows - self.len).min(batch.num_rows().saturating_sub(start));
@@ -263,44 +196,6 @@ mod tests {
             .collect();
         assert_eq!(f, t.iter().map(|&v| (v * 7) as u16).collect::<Vec<_>>());
         assert!(out.iter().all(|b| b.column(1).null_count() == 0));
-    }
-
-    fn times(b: &RecordBatch) -> Vec<i64> {
-        let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        a.values().to_vec()
-    }
-
-    fn first_column_address(b: &RecordBatch) -> usize {
-        b.column(0).to_data().buffers()[0].as_ptr() as usize
-    }
-
-    /// Columns handed back are filled again (same memory, new rows); a batch still held
-    /// elsewhere keeps its columns and its rows.
-    #[test]
-    fn encoded_columns_are_reused_unless_still_held() {
-        const ROWS: usize = 64;
-        let mut fixed = FixedRows::new(schema(), ROWS).unwrap();
-        let recycler = fixed.recycler();
-        let mut one_batch = |first: i64| {
-            assert_eq!(fixed.fill(&batch(first, ROWS), 0).unwrap(), ROWS);
-            fixed.take().unwrap().unwrap()
-        };
-        let a = one_batch(0);
-        let a_at = first_column_address(&a);
-        recycler.give_back(vec![a]);
-        let b = one_batch(1000);
-        assert_eq!(first_column_address(&b), a_at, "the column is reused");
-        assert_eq!(times(&b), (1000..1000 + ROWS as i64).collect::<Vec<_>>());
-        let held = b.clone();
-        recycler.give_back(vec![b]);
-        let c = one_batch(2000);
-        assert_ne!(
-            first_column_address(&c),
-            a_at,
-            "a held column is not reused"
-        );
-        assert_eq!(times(&held), (1000..1000 + ROWS as i64).collect::<Vec<_>>());
-        assert_eq!(times(&c), (2000..2000 + ROWS as i64).collect::<Vec<_>>());
     }
 
     #[test]

@@ -494,13 +494,13 @@ impl ParquetTableWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let schema = self.schema.clone();
         let parallel_columns = self.parallel_columns;
-        let recycler = self.fixed.as_ref().map(FixedRows::recycler);
         rayon::spawn(move || {
-            let encoded = encode_row_group(writers, &batches, &schema, parallel_columns);
-            if let Some(r) = recycler {
-                r.give_back(batches);
-            }
-            let _ = tx.send(encoded);
+            let _ = tx.send(encode_row_group(
+                writers,
+                &batches,
+                &schema,
+                parallel_columns,
+            ));
         });
         self.in_flight.push_back(InFlight {
             rows,
