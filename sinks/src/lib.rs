@@ -11,7 +11,6 @@ pub mod castor;
 pub mod coincidences;
 pub mod durable_file;
 pub mod error;
-mod fixed_rows;
 pub mod manifest;
 pub mod meg_tables;
 pub mod parquet_table;

@@ -22,7 +22,6 @@
 
 use crate::durable_file::{BackgroundSync, HashingFile, copy_io_error, sync_dir};
 use crate::error::SinkError;
-use crate::fixed_rows::FixedRows;
 use crate::manifest::FileRecord;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -86,12 +85,6 @@ pub struct WriteOptions {
     /// this time of reaching the writer (`None`: row groups are cut by size only). See the
     /// module doc.
     pub commit_interval: Option<Duration>,
-    /// With `parallel_row_groups`: the rows of the row group being gathered are copied into
-    /// batches of this many rows, each column allocated at exactly that size, instead of being
-    /// kept as the caller's batches of varying sizes (whose reuse fragmented glibc's heap:
-    /// BENCHMARKS.md, issue 16). Only for flat tables of fixed-width, non-nullable columns;
-    /// ignored for others. `None`: the caller's batches are kept as they are (no copy).
-    pub fixed_write_rows: Option<usize>,
 }
 
 impl Default for WriteOptions {
@@ -107,7 +100,6 @@ impl Default for WriteOptions {
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
             commit_interval: Some(DEFAULT_COMMIT_INTERVAL),
-            fixed_write_rows: None,
         }
     }
 }
@@ -168,8 +160,6 @@ pub struct ParquetTableWriter {
     parallel_row_groups: bool,
     /// Rows of the row group being gathered (parallel_row_groups).
     gathered: Vec<RecordBatch>,
-    /// Copies the gathered rows into batches of one fixed size (`fixed_write_rows`).
-    fixed: Option<FixedRows>,
     /// Row groups being encoded, oldest first; each delivers its column chunks.
     in_flight: VecDeque<InFlight>,
     /// Cut the open row group once its oldest row is this old.
@@ -290,10 +280,6 @@ impl ParquetTableWriter {
         writer
             .flush()
             .map_err(|e| SinkError::io("writing", &tmp_path, e))?;
-        let fixed = options
-            .fixed_write_rows
-            .filter(|_| options.parallel_row_groups)
-            .and_then(|rows| FixedRows::new(schema.clone(), rows));
         Ok(Self {
             final_path,
             tmp_path,
@@ -309,7 +295,6 @@ impl ParquetTableWriter {
             parallel_columns: options.parallel_columns,
             parallel_row_groups: options.parallel_row_groups,
             gathered: Vec::new(),
-            fixed,
             in_flight: VecDeque::new(),
             cut_after: options.commit_interval.map(|i| i.mul_f64(CUT_FRACTION)),
             append_after: options.commit_interval.map(|i| i.mul_f64(APPEND_FRACTION)),
@@ -350,7 +335,7 @@ impl ParquetTableWriter {
             self.pending_rows += take;
             self.rows += take as u64;
             if self.parallel_row_groups {
-                self.gather(head)?;
+                self.gathered.push(head);
             } else {
                 self.encode(&head)?;
             }
@@ -364,24 +349,6 @@ impl ParquetTableWriter {
             }
         }
         self.tick()
-    }
-
-    /// Adds rows to the row group being gathered: as they are, or copied into fixed-size
-    /// batches (the last, partial one is taken when the row group is launched).
-    fn gather(&mut self, rows: RecordBatch) -> Result<(), SinkError> {
-        let Some(fixed) = self.fixed.as_mut() else {
-            self.gathered.push(rows);
-            return Ok(());
-        };
-        let copy_err = |e| parquet_err(&self.final_path, e);
-        let mut start = 0;
-        while start < rows.num_rows() {
-            start += fixed.fill(&rows, start).map_err(copy_err)?;
-            if fixed.is_full() {
-                self.gathered.extend(fixed.take().map_err(copy_err)?);
-            }
-        }
-        Ok(())
     }
 
     /// Ends the open row group: launched for encoding (parallel row groups) or closed and
@@ -475,10 +442,6 @@ impl ParquetTableWriter {
     /// Hands the gathered rows to a rayon task as one row group; appends finished row groups
     /// (oldest first) while more than one per core, plus one, are in flight.
     fn launch_row_group(&mut self) -> Result<(), SinkError> {
-        if let Some(fixed) = self.fixed.as_mut() {
-            let last = fixed.take().map_err(|e| parquet_err(&self.final_path, e))?;
-            self.gathered.extend(last);
-        }
         let batches = std::mem::take(&mut self.gathered);
         let rows = self.pending_rows;
         self.pending_rows = 0;
@@ -701,22 +664,18 @@ mod tests {
         ]));
         let dir = tempfile::tempdir().unwrap();
         let cases = [(1000, usize::MAX, 8), (usize::MAX, 4096, 0)];
-        // Whole row groups with the caller's batches or with fixed-size copies (300 rows: row
-        // groups of 1000 cut one of them), and batch by batch.
-        for ((rows, bytes, expect_groups), whole_groups, fixed) in cases
-            .into_iter()
-            .flat_map(|c| [(c, true, None), (c, true, Some(300)), (c, false, None)])
+        for ((rows, bytes, expect_groups), whole_groups) in
+            cases.into_iter().flat_map(|c| [(c, true), (c, false)])
         {
             let options = WriteOptions {
                 row_group_rows: rows,
                 row_group_bytes: bytes,
                 parallel_row_groups: whole_groups,
-                fixed_write_rows: fixed,
                 delta_columns: vec!["t_ps"],
                 byte_stream_split_columns: vec!["energy_kev"],
                 ..WriteOptions::default()
             };
-            let name = format!("t-{rows}-{bytes}-{whole_groups}-{fixed:?}.parquet");
+            let name = format!("t-{rows}-{bytes}-{whole_groups}.parquet");
             let mut w =
                 ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
                     .unwrap();

@@ -140,9 +140,6 @@ pub fn write_options() -> WriteOptions {
         delta_columns: vec!["t_ps", "frame", "photon_id"],
         byte_stream_split_columns: vec!["energy_kev"],
         write_batch_rows: 20_000,
-        // Copied into 64 Ki-row batches while a row group is gathered: the merger's batches
-        // vary in size, and holding them made the heap grow with the file (issue 16).
-        fixed_write_rows: Some(64 << 10),
         // Positions repeat per crystal: a dictionary of the crystal centres (plain + zstd was
         // both larger, 8.9 vs 7.8 B/single, and slower on the bench).
         dictionary_columns: vec![
