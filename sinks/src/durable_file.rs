@@ -286,7 +286,13 @@ mod tests {
         hash_of_writes(&[1, 4095, HASH_CHUNK - 7, 3 * HASH_CHUNK + 11, 0, 17]);
         // Writes ending exactly on a chunk boundary, one byte short of it and one past it,
         // and more chunks than the queue and the recycled buffers hold.
-        hash_of_writes(&[HASH_CHUNK, HASH_CHUNK - 1, 1, HASH_CHUNK + 1, HASH_CHUNK - 1]);
+        hash_of_writes(&[
+            HASH_CHUNK,
+            HASH_CHUNK - 1,
+            1,
+            HASH_CHUNK + 1,
+            HASH_CHUNK - 1,
+        ]);
         hash_of_writes(&[HASH_CHUNK - 1, 2, HASH_CHUNK - 1]);
         hash_of_writes(&[(HASH_QUEUE_CHUNKS + 5) * HASH_CHUNK, 1, HASH_CHUNK]);
     }
