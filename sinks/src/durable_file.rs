@@ -54,10 +54,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), crate::SinkError> {
     Ok(())
 }
 
-/// Bytes handed to the hashing thread at a time.
-const HASH_CHUNK: usize = 4 << 20;
-/// Chunks queued for the hashing thread at most (then the writer waits for it).
-const HASH_QUEUE_CHUNKS: usize = 8;
+/// Bytes handed to the hashing thread at a time: every chunk is exactly this long (the last
+/// one of a file excepted), in buffers the hashing thread hands back for reuse.
+const HASH_CHUNK: usize = 1 << 20;
+/// Chunks queued for the hashing thread at most (then the writer waits for it). The hasher
+/// takes 0.55 s of CPU per GB, far less than the encoding, but on a loaded machine it can be
+/// starved: a deeper queue (8 chunks of 4 MiB) then filled up in long runs, and was what made
+/// the live heap's peak grow with the file size (heaptrack, singles only: 4 MB of hashing
+/// buffers at the peak of a 10 M-hit replay, 21 MB at 100 M; BENCHMARKS.md, issue 16).
+const HASH_QUEUE_CHUNKS: usize = 4;
 
 /// Writer that counts every byte on its way to the file and hashes it (SHA-256) on a helper
 /// thread: hashing costs 0.55 s of CPU per GB, which on the writer's own thread capped the
@@ -65,9 +70,12 @@ const HASH_QUEUE_CHUNKS: usize = 8;
 pub(crate) struct HashingFile {
     file: File,
     bytes: u64,
-    /// Bytes written but not yet handed to the hashing thread.
+    /// Bytes written but not yet handed to the hashing thread (at most [`HASH_CHUNK`]).
     pending: Vec<u8>,
     to_hasher: Option<SyncSender<Vec<u8>>>,
+    /// Hashed chunks handed back, emptied, for reuse: after the first few chunks no buffer
+    /// is allocated.
+    recycled: Receiver<Vec<u8>>,
     hasher: Option<JoinHandle<Sha256>>,
     /// A write failed because the file system is full.
     disk_full: bool,
@@ -77,20 +85,26 @@ impl HashingFile {
     /// Wraps a freshly created file and starts its hashing thread.
     pub(crate) fn new(file: File) -> std::io::Result<Self> {
         let (tx, rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(HASH_QUEUE_CHUNKS);
+        // Room for every buffer there can be (queued, being hashed, pending), so handing one
+        // back never blocks the hasher.
+        let (back_tx, recycled) = sync_channel(HASH_QUEUE_CHUNKS + 2);
         let hasher = std::thread::Builder::new()
             .name("sha256".into())
             .spawn(move || {
                 let mut h = Sha256::new();
-                for chunk in rx {
+                for mut chunk in rx {
                     h.update(&chunk);
+                    chunk.clear();
+                    let _ = back_tx.try_send(chunk);
                 }
                 h
             })?;
         Ok(Self {
             file,
             bytes: 0,
-            pending: Vec::new(),
+            pending: Vec::with_capacity(HASH_CHUNK),
             to_hasher: Some(tx),
+            recycled,
             hasher: Some(hasher),
             disk_full: false,
         })
@@ -109,6 +123,23 @@ impl HashingFile {
     /// Bytes written.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Sends the pending chunk to the hashing thread; the next one is a recycled buffer when
+    /// one is back.
+    fn hand_to_hasher(&mut self) -> std::io::Result<()> {
+        let Some(tx) = &self.to_hasher else {
+            // Only after finish_hash: nothing is hashed any more.
+            self.pending.clear();
+            return Ok(());
+        };
+        let next = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(HASH_CHUNK));
+        let chunk = std::mem::replace(&mut self.pending, next);
+        tx.send(chunk)
+            .map_err(|_| std::io::Error::other("the file's hashing thread stopped"))
     }
 
     /// The SHA-256 of every byte written, as lowercase hex.
@@ -132,14 +163,16 @@ impl Write for HashingFile {
         let n = self.file.write(buf).inspect_err(|e| {
             self.disk_full |= crate::error::is_disk_full(e);
         })?;
-        self.pending.extend_from_slice(&buf[..n]);
         self.bytes += n as u64;
-        if self.pending.len() >= HASH_CHUNK
-            && let Some(tx) = &self.to_hasher
-        {
-            let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(HASH_CHUNK));
-            tx.send(chunk)
-                .map_err(|_| std::io::Error::other("the file's hashing thread stopped"))?;
+        let mut written = &buf[..n];
+        while !written.is_empty() {
+            // Filled up to HASH_CHUNK exactly, never beyond: the buffers keep their one size.
+            let take = written.len().min(HASH_CHUNK - self.pending.len());
+            self.pending.extend_from_slice(&written[..take]);
+            written = &written[take..];
+            if self.pending.len() == HASH_CHUNK {
+                self.hand_to_hasher()?;
+            }
         }
         Ok(n)
     }
@@ -249,13 +282,30 @@ mod tests {
 
     #[test]
     fn the_hash_is_the_sha256_of_the_bytes_in_the_file() {
+        // Writes of odd sizes crossing several hashing chunks.
+        hash_of_writes(&[1, 4095, HASH_CHUNK - 7, 3 * HASH_CHUNK + 11, 0, 17]);
+        // Writes ending exactly on a chunk boundary, one byte short of it and one past it,
+        // and more chunks than the queue and the recycled buffers hold.
+        hash_of_writes(&[
+            HASH_CHUNK,
+            HASH_CHUNK - 1,
+            1,
+            HASH_CHUNK + 1,
+            HASH_CHUNK - 1,
+        ]);
+        hash_of_writes(&[HASH_CHUNK - 1, 2, HASH_CHUNK - 1]);
+        hash_of_writes(&[(HASH_QUEUE_CHUNKS + 5) * HASH_CHUNK, 1, HASH_CHUNK]);
+    }
+
+    /// Writes blocks of the given sizes through a [`HashingFile`]; its hash and byte count
+    /// must be those of the file on disk.
+    fn hash_of_writes(sizes: &[usize]) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.bin");
         let mut f = HashingFile::new(File::create(&path).unwrap()).unwrap();
         let mut sync = BackgroundSync::new(f.file()).unwrap();
-        // Writes of odd sizes crossing several hashing chunks.
         let mut x = 1u64;
-        for n in [1usize, 4095, HASH_CHUNK - 7, 3 * HASH_CHUNK + 11, 0, 17] {
+        for &n in sizes {
             let buf: Vec<u8> = (0..n)
                 .map(|_| {
                     x = x
@@ -265,6 +315,9 @@ mod tests {
                 })
                 .collect();
             f.write_all(&buf).unwrap();
+            // The chunks keep one size: the pending one is never grown past it.
+            assert!(f.pending.len() < HASH_CHUNK);
+            assert_eq!(f.pending.capacity(), HASH_CHUNK);
             sync.kick();
         }
         sync.finish().unwrap();
