@@ -490,19 +490,24 @@ const NEARLY_SORTED_DESCENTS: usize = 4;
 mod tests {
     use super::*;
 
+    /// A seeded 64-bit LCG's high bits: the tests' reproducible random numbers.
+    fn lcg(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        }
+    }
+
     #[test]
     fn frame_segments_sort_like_a_whole_sort() {
         // Frames of random sizes with times spilling across their edges, and a shuffled
         // batch that exhausts the insertion budget: every path equals a plain stable sort.
         // Frames read out in random order (whole sorts), and read out by coarse clock with
         // hits of one clock in random order (insertion passes; equal times included).
-        let mut state = 12345u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            state >> 33
-        };
+        let mut next = lcg(12345);
         let cases = [0i64, 300, 5_000, 1_000_000_000]
             .into_iter()
             .flat_map(|spill| [(spill, false), (spill, true)]);
@@ -558,13 +563,7 @@ mod tests {
 
     #[test]
     fn nearly_ordered_batches_sort_in_place_like_a_stable_sort() {
-        let mut state = 99u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            state >> 33
-        };
+        let mut next = lcg(99);
         // Jittered by up to two steps (in-place path, ties included), every 10th row pulled far
         // back (few descents, but the move budget runs out midway: the keyed sort finishes),
         // and shuffled (too many descents: the keyed sort from the start).
@@ -620,13 +619,7 @@ mod tests {
 
     #[test]
     fn merges_of_any_interleaving_equal_a_stable_sort() {
-        let mut state = 5u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            state >> 33
-        };
+        let mut next = lcg(5);
         // Hit by hit interleaving (merged through the row order), long runs (run by run),
         // ties, one side empty; raw columns on both sides, then on one side only.
         for (step, run, raw_b) in [(7, 1, true), (3, 1, true), (5, 200, true), (2, 1, false)] {
