@@ -205,8 +205,9 @@ impl HitBatch {
         self.t_ps.windows(2).all(|w| w[0] <= w[1])
     }
 
-    /// Sorts the batch by `t_ps` (stable: equal times keep their order). Sorts (time, row)
-    /// keys once, then gathers each column through the permutation.
+    /// Sorts the batch by `t_ps` (stable: equal times keep their order). A batch nearly in
+    /// order is sorted in place ([`HitBatch::put_few_in_time_order`]); otherwise (time, row)
+    /// keys are sorted once, then each column is gathered through the permutation.
     pub fn sort_by_time(&mut self) {
         if self.is_time_ordered() || self.put_few_in_time_order() {
             return;
@@ -357,9 +358,12 @@ impl HitBatch {
     /// through a row order gathered column by column, since a copy per run of one hit cost
     /// ten slice copies and a binary search per hit (the top function of a live run).
     pub fn merge_sorted(a: &HitBatch, b: &HitBatch) -> HitBatch {
-        let (order, runs) = merge_order(&a.t_ps, &b.t_ps);
-        if runs.saturating_mul(LONG_RUN) > order.len() {
-            return Self::merge_through(a, b, &order);
+        // (A row order is u32: batches are far smaller, but a larger pair is copied by runs.)
+        if u32::try_from(a.len() + b.len()).is_ok() {
+            let (order, runs) = merge_order(&a.t_ps, &b.t_ps);
+            if runs.saturating_mul(LONG_RUN) > order.len() {
+                return Self::merge_through(a, b, &order);
+            }
         }
         let mut out = HitBatch::with_capacity(a.len() + b.len());
         let (mut i, mut j) = (0, 0);
