@@ -87,24 +87,51 @@ fn wait_ok(mut child: Child, what: &str) {
 
 /// Builders b0 and b1 of `cluster` (written in `cluster_dir`), started and listening.
 fn start_builders(cluster: &Path, cluster_dir: &Path) -> Vec<Child> {
-    let builders: Vec<Child> = ["b0", "b1"]
+    ["b0", "b1"]
         .iter()
-        .map(|b| spawn_node(cluster, b))
-        .collect();
-    for b in ["b0", "b1"] {
-        wait_listening(cluster_dir, b);
-    }
-    builders
+        .map(|b| spawn_listening(cluster, cluster_dir, b))
+        .collect()
 }
 
-/// Waits until a node's Flight port accepts connections.
-fn wait_listening(cluster_dir: &Path, name: &str) {
-    let addr = listen_addr(cluster_dir, name);
-    wait_for(
-        &format!("{name} to listen on {addr}"),
-        Duration::from_secs(60),
-        || std::net::TcpStream::connect(addr).is_ok(),
-    );
+/// `scandaq node` for `name`, started and listening. The port was free when the cluster file
+/// was written, but another test's socket may have taken it since: a node that exits saying
+/// its address is in use is given a new free port in the cluster file and started again (the
+/// acquisition nodes, started later, read the new one). Any other exit fails at once with the
+/// node's stderr, instead of waiting out the timeout.
+fn spawn_listening(cluster: &Path, cluster_dir: &Path, name: &str) -> Child {
+    for _attempt in 0..3 {
+        let mut child = spawn_node(cluster, name);
+        let addr = listen_addr(cluster_dir, name);
+        let mut exited = None;
+        wait_for(
+            &format!("{name} to listen on {addr}"),
+            Duration::from_secs(60),
+            || {
+                exited = child.try_wait().unwrap();
+                exited.is_some() || std::net::TcpStream::connect(addr).is_ok()
+            },
+        );
+        let Some(status) = exited else {
+            return child;
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        assert!(
+            err.contains("in use"),
+            "{name} exited ({status}) before it listened on {addr}: {err}"
+        );
+        let text = std::fs::read_to_string(cluster).unwrap();
+        let fresh = format!("listen = \"{}\"", free_port_tcp());
+        std::fs::write(
+            cluster,
+            text.replace(&format!("listen = \"{addr}\""), &fresh),
+        )
+        .unwrap();
+    }
+    panic!("{name}: no free port in 3 attempts");
 }
 
 /// fpga-sim streaming the bench preset to `udp` (one board, `source_id_base`).
@@ -388,6 +415,37 @@ fn a_killed_builder_leaves_its_slices_missing_and_the_acquisition_nodes_commit()
     assert!(m.losses["cluster_builder_unreachable"] > 0);
 }
 
+/// A node whose Flight port another process holds exits at once with an error naming the
+/// address and what to do, before it says it listens (its own tests' harness relies on it).
+#[test]
+fn a_node_whose_port_is_taken_exits_at_once_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (cluster, _) = write_cluster(dir, "10ms");
+    for name in ["b0", "acq-a"] {
+        let addr = listen_addr(dir, name);
+        let Ok(_holder) = std::net::TcpListener::bind(addr) else {
+            continue; // taken already by someone else: nothing to hold
+        };
+        let out = Command::new(env!("CARGO_BIN_EXE_scandaq"))
+            .args(["node", "--cluster", cluster.to_str().unwrap()])
+            .args(["--name", name, "--run", "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(
+            err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"),
+            "{name}: {err}"
+        );
+        assert!(
+            !err.contains("listening on"),
+            "{name} said it listens: {err}"
+        );
+        no_panic(&err);
+    }
+}
+
 #[test]
 fn a_pyarrow_flight_client_reads_a_nodes_stats() {
     let probe = Command::new("python3")
@@ -400,8 +458,7 @@ fn a_pyarrow_flight_client_reads_a_nodes_stats() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (cluster, _) = write_cluster(dir, "10ms");
-    let mut b0 = spawn_node(&cluster, "b0");
-    wait_listening(dir, "b0");
+    let mut b0 = spawn_listening(&cluster, dir, "b0");
     let text = std::fs::read_to_string(&cluster).unwrap();
     let file: toml::Table = toml::from_str(&text).unwrap();
     let addr = file["node"].as_array().unwrap()[2]["listen"]
@@ -576,8 +633,8 @@ struct BuilderService {
 }
 
 impl BuilderService {
-    /// Starts the service granting `credits` and waits until it listens; returns it and the
-    /// queue the service hands pieces to.
+    /// Starts the service granting `credits`, listening on a port the system chose; returns it
+    /// and the queue the service hands pieces to.
     fn start(
         credits: u32,
     ) -> (
@@ -590,21 +647,22 @@ impl BuilderService {
             .enable_all()
             .build()
             .unwrap();
-        let addr = free_port_tcp();
         let (tx, inbound) = tokio::sync::mpsc::channel(4);
         let service =
             NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, credits);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr, serving) = {
+            let _in_runtime = runtime.enter();
+            service
+                .serve("127.0.0.1:0".parse().unwrap(), async {
+                    let _ = stop_rx.await;
+                })
+                .unwrap()
+        };
         let server = runtime.spawn(async move {
-            let served = service.serve(addr, async {
-                let _ = stop_rx.await;
-            });
-            served
+            serving
                 .await
                 .expect("the builder service serves until stopped");
-        });
-        wait_for("the builder service", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(addr).is_ok()
         });
         (
             Self {

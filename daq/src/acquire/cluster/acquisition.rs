@@ -110,9 +110,15 @@ pub fn run_acquisition(
     let stats_fn = acquisition_stats(name, run, stats.clone(), sender.counters.clone());
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let addr = cluster.addrs[index];
-    let server = runtime.spawn(NodeService::stats_only(stats_fn).serve(addr, async {
-        let _ = shutdown_rx.await;
-    }));
+    let (_, serving) = {
+        let _in_runtime = runtime.enter();
+        NodeService::stats_only(stats_fn)
+            .serve(addr, async {
+                let _ = shutdown_rx.await;
+            })
+            .with_context(|| format!("node {name}"))?
+    };
+    let server = runtime.spawn(serving);
     eprintln!("scandaq node {name}: acquisition, run {run}, stats on {addr} (Flight)");
     let handles = LiveHandles {
         stop,
@@ -128,9 +134,7 @@ pub fn run_acquisition(
     runtime.shutdown_timeout(Duration::from_secs(1));
     let summary = summary?;
     if let Ok(Err(e)) = served {
-        eprintln!(
-            "scandaq node {name}: the Flight stats server on {addr} failed: {e:?} (is the address in use?)"
-        );
+        eprintln!("scandaq node {name}: the Flight stats server on {addr} failed: {e:?}");
     }
     let links = links?;
     let mut report = report_of(cluster, name, run, &summary, links);

@@ -96,9 +96,15 @@ pub fn run_builder(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let service = NodeService::builder(stats_fn, tx, cluster.file.flow.credits);
-    let server = runtime.spawn(service.serve(addr, async {
-        let _ = shutdown_rx.await;
-    }));
+    let (_, serving) = {
+        let _in_runtime = runtime.enter();
+        service
+            .serve(addr, async {
+                let _ = shutdown_rx.await;
+            })
+            .with_context(|| format!("node {name}"))?
+    };
+    let server = runtime.spawn(serving);
     eprintln!(
         "scandaq node {name}: builder listening on {addr} (Flight), waiting for {}",
         sources.join(", ")
@@ -130,9 +136,7 @@ pub fn run_builder(
             break taken.and_then(|()| assembly.stop("builder_stopped"));
         }
         if server.is_finished() {
-            break Err(anyhow!(
-                "the Flight server on {addr} stopped (is the address in use?)"
-            ));
+            break Err(anyhow!("the Flight server on {addr} stopped serving"));
         }
         let next = runtime
             .block_on(async { tokio::time::timeout(Duration::from_millis(200), rx.recv()).await });
@@ -157,7 +161,7 @@ pub fn run_builder(
     runtime.shutdown_timeout(Duration::from_secs(1));
     match served {
         Ok(Err(e)) => Err(anyhow!(
-            "node {name}: the Flight server on {addr} failed: {e:?} (is the address in use?)"
+            "node {name}: the Flight server on {addr} failed: {e:?}"
         )),
         _ => result,
     }

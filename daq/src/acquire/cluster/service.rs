@@ -87,22 +87,51 @@ impl NodeService {
         }
     }
 
-    /// Serves on `addr` until `shutdown` resolves.
-    pub async fn serve(
+    /// Binds `addr` now, so a port in use is an error here and not a server that stops later,
+    /// and returns the address bound (the port the system chose for port 0) and the server to
+    /// spawn, which serves until `shutdown` resolves. Call it inside a tokio runtime
+    /// (`Runtime::enter`): the listener registers with its reactor.
+    pub fn serve(
         self,
         addr: SocketAddr,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), tonic::transport::Error> {
+    ) -> Result<
+        (
+            SocketAddr,
+            impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
+        ),
+        ListenError,
+    > {
+        let listen_error = |source| ListenError { addr, source };
+        let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+            .map_err(listen_error)?
+            .with_nodelay(Some(true));
+        let bound = incoming.local_addr().map_err(listen_error)?;
         let server = FlightServiceServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        tonic::transport::Server::builder()
+        let serving = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
             .add_service(server)
-            .serve_with_shutdown(addr, shutdown)
-            .await
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        Ok((bound, serving))
     }
+}
+
+/// A node could not listen on its Flight address.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr} (another process may hold the port, a node of an earlier run \
+     still running?, or the address is not this machine's: stop it, or change this node's \
+     `listen` in the cluster file)"
+)]
+pub struct ListenError {
+    /// The address in the cluster file.
+    pub addr: SocketAddr,
+    /// What the operating system said.
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// Numbers the DoPut streams a builder takes (so a stream that breaks is told from another
