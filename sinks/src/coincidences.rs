@@ -43,9 +43,12 @@ pub fn write_options() -> WriteOptions {
         delta_columns: vec!["t1_ps", "t2_ps", "tof_ps"],
         byte_stream_split_columns: vec!["energy1_kev", "energy2_kev"],
         dictionary_columns: vec!["channel1", "channel2", "flags"],
-        // 42 B a row, and up to (threads + 2) row groups are buffered or being encoded: 1 M-row
-        // groups held ~170 MB per table at high coincidence rates (BENCHMARKS.md, issue 16).
-        row_group_rows: 256 << 10,
+        // 42 B a row, and a row group is buffered per table while up to one per core plus one
+        // are being encoded: 1 M-row groups held ~170 MB per table at high coincidence rates,
+        // and a one-pass replay's peak heap still swung between 99 and 117 MB with 256 k-row
+        // groups; 80-89 MB with these (5.5 MB each), for 0.1 % more bytes (BENCHMARKS.md,
+        // issue 16).
+        row_group_rows: 128 << 10,
         // Values handed to the column writers at a time: the page row limit (20 000) is then
         // met in one go instead of in 1024-value steps, as the singles do.
         write_batch_rows: 20_000,

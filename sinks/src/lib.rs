@@ -22,5 +22,7 @@ pub mod singles;
 
 pub use error::SinkError;
 pub use manifest::{FileRecord, LossTime, Manifest};
-pub use parquet_table::{Compression, FileMetadata, ParquetTableWriter, WriteOptions};
+pub use parquet_table::{
+    Compression, EncodeBudget, FileMetadata, ParquetTableWriter, WriteOptions,
+};
 pub use run_dir::RunDir;

@@ -4,8 +4,8 @@
 //! Row groups are cut by rows or by buffered bytes, whichever comes first. Each is encoded and
 //! compressed with parquet's `ArrowColumnWriter` API: with `parallel_row_groups`, whole row
 //! groups are handed to rayon tasks (one per core in flight plus one queued, so the cores
-//! share the work evenly whatever the columns cost) and their column chunks spliced into the
-//! file in order;
+//! share the work evenly whatever the columns cost, counted over all the tables the process
+//! writes by an [`EncodeBudget`]) and their column chunks spliced into the file in order;
 //! otherwise the open row group's columns are encoded batch by batch, in parallel
 //! (`parallel_columns`) or one after the other.
 //!
@@ -39,7 +39,9 @@ use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 /// Key-value metadata written into a Parquet file's footer (run id, units, calibration, ...).
@@ -85,6 +87,8 @@ pub struct WriteOptions {
     /// this time of reaching the writer (`None`: row groups are cut by size only). See the
     /// module doc.
     pub commit_interval: Option<Duration>,
+    /// Row groups being encoded, counted over the tables sharing it (parallel row groups).
+    pub encode_budget: Arc<EncodeBudget>,
 }
 
 impl Default for WriteOptions {
@@ -100,6 +104,7 @@ impl Default for WriteOptions {
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
             commit_interval: Some(DEFAULT_COMMIT_INTERVAL),
+            encode_budget: EncodeBudget::shared(),
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct ParquetTableWriter {
     gathered: Vec<RecordBatch>,
     /// Row groups being encoded, oldest first; each delivers its column chunks.
     in_flight: VecDeque<InFlight>,
+    /// Counts row groups in flight over the tables sharing it.
+    encode_budget: Arc<EncodeBudget>,
     /// Cut the open row group once its oldest row is this old.
     cut_after: Option<Duration>,
     /// Wait for a row group in flight once it is this old.
@@ -181,6 +188,59 @@ struct InFlight {
     rows: usize,
     launched: Instant,
     result: Receiver<ParquetResult<Vec<ArrowColumnChunk>>>,
+    /// Held until the row group is appended (or the writer is dropped).
+    _slot: EncodeSlot,
+}
+
+/// Row groups launched for encoding and not yet appended, over the tables that share it (by
+/// default every table of the process, [`EncodeBudget::shared`]): their rows and column
+/// chunks are the sinks' largest memory. A replay writing singles, prompts and delayed had up
+/// to one per core plus one in flight per table, and how many it reached at its peak varied
+/// from run to run (so its peak RSS did, with the run's length); a [`ParquetTableWriter`] now
+/// waits for its own oldest before it launches beyond [`EncodeBudget::allowed`] across the
+/// tables, keeping only the one it just launched.
+#[derive(Debug, Default)]
+pub struct EncodeBudget {
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl EncodeBudget {
+    /// The process's budget, shared by every table that is not given its own.
+    pub fn shared() -> Arc<Self> {
+        static SHARED: LazyLock<Arc<EncodeBudget>> = LazyLock::new(Arc::default);
+        SHARED.clone()
+    }
+
+    /// Row groups that may be in flight across the tables: one per core plus one queued.
+    pub fn allowed() -> usize {
+        rayon::current_num_threads().max(1) + 1
+    }
+
+    /// Row groups in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The most row groups that were in flight at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn take(self: &Arc<Self>) -> EncodeSlot {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        EncodeSlot(self.clone())
+    }
+}
+
+/// One row group counted in an [`EncodeBudget`] while it lives.
+struct EncodeSlot(Arc<EncodeBudget>);
+
+impl Drop for EncodeSlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Encodes `batches` into `writers` (one per leaf column, schema order) and closes them.
@@ -296,6 +356,7 @@ impl ParquetTableWriter {
             parallel_row_groups: options.parallel_row_groups,
             gathered: Vec::new(),
             in_flight: VecDeque::new(),
+            encode_budget: options.encode_budget.clone(),
             cut_after: options.commit_interval.map(|i| i.mul_f64(CUT_FRACTION)),
             append_after: options.commit_interval.map(|i| i.mul_f64(APPEND_FRACTION)),
             pending_since: None,
@@ -449,11 +510,21 @@ impl ParquetTableWriter {
         if batches.is_empty() {
             return Ok(());
         }
+        // One row group queued beyond the pool's threads, so a worker that finishes finds the
+        // next one ready while this thread splices and hashes the oldest; as many over all
+        // the tables sharing the budget, though a table always has one in flight.
+        let allowed = EncodeBudget::allowed();
+        while self.in_flight.len() >= allowed
+            || (!self.in_flight.is_empty() && self.encode_budget.in_flight() >= allowed)
+        {
+            self.append_oldest()?;
+        }
         let writers = self
             .factory
             .create_column_writers(self.launched)
             .map_err(|e| parquet_err(&self.final_path, e))?;
         self.launched += 1;
+        let slot = self.encode_budget.take();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let schema = self.schema.clone();
         let parallel_columns = self.parallel_columns;
@@ -469,18 +540,20 @@ impl ParquetTableWriter {
             rows,
             launched: Instant::now(),
             result: rx,
+            _slot: slot,
         });
-        // One row group queued beyond the pool's threads, so a worker that finishes finds the
-        // next one ready while this thread splices and hashes the oldest.
-        while self.in_flight.len() > rayon::current_num_threads().max(1) + 1 {
-            self.append_oldest()?;
-        }
         Ok(())
     }
 
     /// Waits for the oldest row group in flight and splices it into the file.
     fn append_oldest(&mut self) -> Result<(), SinkError> {
-        let Some(InFlight { rows, result, .. }) = self.in_flight.pop_front() else {
+        let Some(InFlight {
+            rows,
+            result,
+            _slot,
+            ..
+        }) = self.in_flight.pop_front()
+        else {
             return Ok(());
         };
         self.appended_rows += rows as u64;
@@ -640,7 +713,6 @@ mod tests {
     use arrow_array::{Float32Array, Int64Array};
     use arrow_schema::{DataType, Field, Schema};
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     fn batch(schema: &SchemaRef, start: i64, n: usize) -> RecordBatch {
@@ -654,6 +726,52 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    /// Three tables written at once while the pool's threads are busy, so the row groups they
+    /// launch wait in flight: over the three they stay within the shared budget (each table
+    /// may keep the one it just launched), where each alone would hold one per core plus one;
+    /// every slot is given back once the files are committed.
+    #[test]
+    fn tables_sharing_a_budget_keep_their_row_groups_in_flight_within_it() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("t_ps", DataType::Int64, false),
+            Field::new("energy_kev", DataType::Float32, false),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(EncodeBudget::default());
+        for _ in 0..rayon::current_num_threads() {
+            rayon::spawn(|| std::thread::sleep(Duration::from_millis(100)));
+        }
+        let tables = 3;
+        std::thread::scope(|scope| {
+            for k in 0..tables {
+                let (schema, budget, dir) = (schema.clone(), budget.clone(), dir.path());
+                scope.spawn(move || {
+                    let options = WriteOptions {
+                        row_group_rows: 1000,
+                        encode_budget: budget,
+                        ..WriteOptions::default()
+                    };
+                    let name = format!("t{k}.parquet");
+                    let mut w =
+                        ParquetTableWriter::create(dir, &name, schema.clone(), &options, vec![])
+                            .unwrap();
+                    for g in 0..10 {
+                        w.write(&batch(&schema, g * 3000, 1000)).unwrap();
+                    }
+                    assert_eq!(w.commit().unwrap().rows, 10_000);
+                });
+            }
+        });
+        let allowed = EncodeBudget::allowed();
+        assert!(
+            budget.peak() < allowed + tables,
+            "{} row groups in flight at once; allowed {allowed} over {tables} tables",
+            budget.peak()
+        );
+        assert!(budget.peak() >= 2, "the tables never overlapped");
+        assert_eq!(budget.in_flight(), 0, "every slot is given back");
     }
 
     #[test]

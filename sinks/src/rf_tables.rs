@@ -167,6 +167,7 @@ pub fn rf_events_write_options() -> WriteOptions {
         byte_stream_split_columns: Vec::new(),
         dictionary_columns: vec!["dtype"],
         commit_interval: Some(crate::parquet_table::DEFAULT_COMMIT_INTERVAL),
+        ..WriteOptions::default()
     }
 }
 

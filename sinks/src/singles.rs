@@ -150,6 +150,11 @@ pub fn write_options() -> WriteOptions {
             "z_mm",
             "photon_multiplicity",
         ],
+        // Row groups of 256 k rows (about 4.5 MB of columns) rather than the default 1 M: up
+        // to one per core plus one are being encoded at a time, and with 1 M-row groups how
+        // many a run happened to hold at its peak swung its peak RSS by tens of MB (issue 16,
+        // BENCHMARKS.md). The file is within 0.3 % of the size.
+        row_group_rows: 256 << 10,
         ..WriteOptions::default()
     }
 }
