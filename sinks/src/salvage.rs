@@ -441,7 +441,17 @@ pub fn salvage(
     }
     let pages = walk_pages(&bytes);
     drop(bytes);
-    let best = best_explaining_schema(&pages, schemas, &options.dictionary_columns);
+    // The columns this build writes as dictionaries, and those an earlier build also did.
+    let former: &[&str] = if table == "singles" {
+        singles::FORMER_DICTIONARY_COLUMNS
+    } else {
+        &[]
+    };
+    let layouts = [
+        options.dictionary_columns.clone(),
+        [options.dictionary_columns.as_slice(), former].concat(),
+    ];
+    let best = best_explaining_schema(&pages, &schemas, &layouts);
     let Some((schema, groups, mut why)) = best else {
         return Err(fail("no schema".into()));
     };
@@ -517,19 +527,21 @@ pub fn salvage(
 /// groups and why the walk stopped.
 fn best_explaining_schema(
     pages: &[Page],
-    schemas: Vec<SchemaRef>,
-    dictionary_columns: &[&str],
+    schemas: &[SchemaRef],
+    dictionary_layouts: &[Vec<&str>],
 ) -> Option<(SchemaRef, Vec<FoundGroup>, Option<String>)> {
     let mut best: Option<(SchemaRef, Vec<FoundGroup>, Option<String>)> = None;
     for schema in schemas {
-        let dict: Vec<bool> = schema
-            .fields()
-            .iter()
-            .map(|f| dictionary_columns.contains(&f.name().as_str()))
-            .collect();
-        let (groups, why) = cut_row_groups(pages, &dict);
-        if best.as_ref().is_none_or(|b| groups.len() > b.1.len()) {
-            best = Some((schema, groups, why));
+        for dictionary_columns in dictionary_layouts {
+            let dict: Vec<bool> = schema
+                .fields()
+                .iter()
+                .map(|f| dictionary_columns.contains(&f.name().as_str()))
+                .collect();
+            let (groups, why) = cut_row_groups(pages, &dict);
+            if best.as_ref().is_none_or(|b| groups.len() > b.1.len()) {
+                best = Some((schema.clone(), groups, why));
+            }
         }
     }
     best
@@ -592,6 +604,15 @@ mod tests {
 
     /// A committed singles file of 7 row groups of 1000 hits (the table's own encodings).
     fn committed_singles(dir: &Path, zstd_level: Option<i32>) -> (Vec<u8>, HitBatch) {
+        committed_singles_with(dir, zstd_level, singles::write_options())
+    }
+
+    /// [`committed_singles`] with the table's encodings given.
+    fn committed_singles_with(
+        dir: &Path,
+        zstd_level: Option<i32>,
+        encodings: WriteOptions,
+    ) -> (Vec<u8>, HitBatch) {
         let n = 7000;
         let mut hits = HitBatch::with_capacity(n);
         for i in 0..n {
@@ -604,7 +625,7 @@ mod tests {
             row_group_rows: 1000,
             commit_interval: None,
             zstd_level,
-            ..singles::write_options()
+            ..encodings
         };
         let mut w = ParquetTableWriter::create(
             dir,
@@ -707,6 +728,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A file an earlier build wrote, its flags as a dictionary, still gives its row groups.
+    #[test]
+    fn a_singles_file_of_the_former_layout_is_salvaged_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut former = singles::write_options();
+        former
+            .dictionary_columns
+            .extend_from_slice(singles::FORMER_DICTIONARY_COLUMNS);
+        let (bytes, hits) = committed_singles_with(tmp.path(), Some(1), former);
+        let (groups, _) = layout(&bytes, tmp.path());
+        let cut = groups[4].0 as usize + 10;
+        let footerless = tmp.path().join("singles-00000.parquet.footerless");
+        std::fs::write(&footerless, &bytes[..cut]).unwrap();
+        let s = salvage(tmp.path(), &footerless, "singles-00000.parquet", 1).unwrap();
+        assert_eq!(s.row_groups, 5);
+        assert_eq!(s.record.map(|r| r.rows), Some(5000));
+        assert_eq!(hits.len(), 7000);
     }
 
     #[test]

@@ -133,23 +133,22 @@ pub fn schema(raw_columns: bool) -> SchemaRef {
     })
 }
 
+/// Columns of the singles table that builds before 2026-12-07 also wrote as dictionaries
+/// (`scandaq recover` tries that layout too, to find the row groups of their files).
+pub const FORMER_DICTIONARY_COLUMNS: &[&str] = &["flags"];
+
 /// Column encodings of the singles table: delta for times and frames, byte-stream-split for
-/// energies, dictionaries for channel ids and flags, zstd.
+/// energies, dictionaries for channel ids and positions, zstd.
 pub fn write_options() -> WriteOptions {
     WriteOptions {
         delta_columns: vec!["t_ps", "frame", "photon_id"],
         byte_stream_split_columns: vec!["energy_kev"],
         write_batch_rows: 20_000,
         // Positions repeat per crystal: a dictionary of the crystal centres (plain + zstd was
-        // both larger, 8.9 vs 7.8 B/single, and slower on the bench).
-        dictionary_columns: vec![
-            "channel",
-            "flags",
-            "x_mm",
-            "y_mm",
-            "z_mm",
-            "photon_multiplicity",
-        ],
+        // both larger, 8.9 vs 7.8 B/single, and slower on the bench). Flags are plain: zstd
+        // takes their runs of equal values to the same size as a dictionary did, for 10 % less
+        // of the table's encoding CPU (`sink_codecs`, BENCHMARKS.md).
+        dictionary_columns: vec!["channel", "x_mm", "y_mm", "z_mm", "photon_multiplicity"],
         // Row groups of 256 k rows (about 4.5 MB of columns) rather than the default 1 M: up
         // to one per core plus one are being encoded at a time, and with 1 M-row groups how
         // many a run happened to hold at its peak swung its peak RSS by tens of MB (issue 16,
