@@ -332,9 +332,8 @@ impl TableOut {
 
     fn write_if_full(&mut self, force: bool) -> Result<()> {
         while self.pending.len() >= WRITE_ROWS || (force && !self.pending.is_empty()) {
-            // Exactly WRITE_ROWS rows per write: the gathering columns themselves leave, and
-            // the rows past them move to new columns of the same capacity (every write
-            // allocates the same sizes, which the allocator reuses).
+            // Exactly WRITE_ROWS rows per write, copied out of the gathering columns (which
+            // are kept): every write allocates the same sizes, which the allocator reuses.
             let batch = take_rows(&mut self.pending, WRITE_ROWS);
             let record = coincidences::to_record_batch(batch)
                 .map_err(|e| anyhow!("building a coincidence row group: {e}"))?;
@@ -354,15 +353,14 @@ fn flushed_bytes(prompts: &TableOut, delayed: Option<&TableOut>) -> u64 {
     prompts.writer.bytes_written() + delayed.map_or(0, |d| d.writer.bytes_written())
 }
 
-/// The first `n` rows of `c` (all when fewer), in `c`'s own columns (not copied); the rest,
-/// fewer rows than a sorter appends at once, is copied into new columns of `c`'s capacity.
+/// The first `n` rows of `c` (all when fewer), copied into columns of their exact size; the
+/// rest moves to the front of `c`.
 fn take_rows(c: &mut CoincidenceBatch, n: usize) -> CoincidenceBatch {
     let n = n.min(c.len());
     fn take<T: Copy>(v: &mut Vec<T>, n: usize) -> Vec<T> {
-        let mut rest = Vec::with_capacity(v.capacity());
-        rest.extend_from_slice(&v[n..]);
-        v.truncate(n);
-        std::mem::replace(v, rest)
+        let head = v[..n].to_vec();
+        v.drain(..n);
+        head
     }
     CoincidenceBatch {
         t1_ps: take(&mut c.t1_ps, n),
