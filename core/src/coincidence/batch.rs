@@ -211,18 +211,6 @@ impl CoincidenceBatch {
         self.tof_ps.extend_from_slice(&other.tof_ps);
         self.flags.extend_from_slice(&other.flags);
     }
-
-    #[inline]
-    pub(crate) fn push(&mut self, t: [i64; 2], ch: [u32; 2], e: [f32; 2], flags: u16) {
-        self.t1_ps.push(t[0]);
-        self.t2_ps.push(t[1]);
-        self.channel1.push(ch[0]);
-        self.channel2.push(ch[1]);
-        self.energy1_kev.push(e[0]);
-        self.energy2_kev.push(e[1]);
-        self.tof_ps.push(t[0].saturating_sub(t[1]));
-        self.flags.push(flags);
-    }
 }
 
 /// What the sorter saw, per single and per window.

@@ -8,7 +8,11 @@ use super::config::{CoincidenceError, GroupingConfig};
 use super::lut::CrystalLut;
 use super::module_pairs::ModulePairTable;
 use super::sorter::check_order;
-use std::collections::VecDeque;
+
+/// Closed groups kept at the front of [`Grouper`]'s open list before it is compacted (the
+/// list is a `Vec` whose front part, before `head`, holds groups already closed: closing is
+/// `head += 1`, and the open groups are one contiguous slice).
+const COMPACT_AFTER: usize = 1024;
 
 #[derive(Clone, Copy, Debug)]
 struct Open {
@@ -80,7 +84,9 @@ pub struct Grouper<'a> {
     lut: &'a CrystalLut,
     // `cfg.multi_hit_module_pairs` as a bit table.
     multi_hit: Option<ModulePairTable>,
-    open: VecDeque<Open>,
+    // Groups in opening order; those from `head` on are open, those before it closed.
+    open: Vec<Open>,
+    head: usize,
     done: Vec<Done>,
     next_seq: u64,
     last_t: Option<i64>,
@@ -95,7 +101,8 @@ impl<'a> Grouper<'a> {
             multi_hit: config.multi_hit_module_pairs.as_ref().map(|p| p.table()),
             cfg: config,
             lut,
-            open: VecDeque::new(),
+            open: Vec::new(),
+            head: 0,
             done: Vec::new(),
             next_seq: 0,
             last_t: None,
@@ -131,58 +138,82 @@ impl<'a> Grouper<'a> {
 
     /// Number of groups closed so far: every group id below it is final.
     pub fn groups_closed(&self) -> u64 {
-        self.open.front().map_or(self.next_seq, |g| g.seq)
+        self.open.get(self.head).map_or(self.next_seq, |g| g.seq)
     }
 
     fn push_impl(
         &mut self,
         hits: SinglesRef<'_>,
         out: &mut PhotonBatch,
-        mut labels: Option<&mut GroupLabels>,
+        labels: Option<&mut GroupLabels>,
     ) -> Result<(), CoincidenceError> {
         hits.check_lengths()?;
         check_order(hits.t_ps, self.last_t)?;
-        let w = self.cfg.window_ps;
-        // Squared distances are compared (no square root per candidate group).
-        let dmax2 = self.cfg.max_distance_mm * self.cfg.max_distance_mm;
         self.stats.hits_in += hits.len() as u64;
-        for k in 0..hits.len() {
-            let t = hits.t_ps[k];
-            let ch = hits.channel[k];
-            let Some(cr) = self.lut.crystal(ch) else {
-                self.stats.unmapped_channel += 1;
-                if let Some(l) = labels.as_deref_mut() {
-                    l.photon_id.push(GroupLabels::UNGROUPED);
+        match labels {
+            Some(l) => self.group::<true>(hits, l),
+            None => self.group::<false>(hits, &mut GroupLabels::default()),
+        }
+        // The closed groups before `head` are not needed any more.
+        self.open.drain(..self.head);
+        self.head = 0;
+        if let Some(&t) = hits.t_ps.last() {
+            self.last_t = Some(t);
+            // Later photons have t >= the first hit of their group >= this bound.
+            let bound = self.open.first().map_or(t, |g| g.t_first.min(t));
+            self.emit(Some(bound), out);
+        }
+        Ok(())
+    }
+
+    /// The grouping loop over checked hits; `LABELS` says whether `labels` is filled (one
+    /// copy of the loop without any per-hit label test).
+    fn group<const LABELS: bool>(&mut self, hits: SinglesRef<'_>, labels: &mut GroupLabels) {
+        let w = self.cfg.window_ps;
+        let candidate = Candidate {
+            // Squared distances are compared (no square root per candidate group).
+            dmax2: self.cfg.max_distance_mm * self.cfg.max_distance_mm,
+            multi_hit: self.multi_hit.as_ref(),
+        };
+        let lut = self.lut;
+        let mut closer = Closer {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            done: &mut self.done,
+        };
+        let open = &mut self.open;
+        let (mut head, mut next_seq) = (self.head, self.next_seq);
+        let n = hits.len();
+        let (ts, chs, es, fs) = (
+            &hits.t_ps[..n],
+            &hits.channel[..n],
+            &hits.energy_kev[..n],
+            &hits.flags[..n],
+        );
+        for k in 0..n {
+            let (t, ch) = (ts[k], chs[k]);
+            let Some((pos, module)) = lut.place(ch) else {
+                closer.stats.unmapped_channel += 1;
+                if LABELS {
+                    labels.photon_id.push(GroupLabels::UNGROUPED);
                 }
                 continue;
             };
-            let pos = self.lut.pos_mm(cr);
-            let module = self.lut.module(cr);
-            while let Some(g) = self.open.front()
+            while let Some(g) = open.get(head)
                 && t.saturating_sub(g.t_first) > w
             {
-                let g = self.open.pop_front().expect("front exists");
-                if let Some(l) = labels.as_deref_mut() {
-                    l.closed_multiplicity.push(g.multiplicity);
+                if LABELS {
+                    labels.closed_multiplicity.push(g.multiplicity);
                 }
-                self.close(g);
+                closer.close(g);
+                head += 1;
             }
-            let (e, f) = (hits.energy_kev[k], hits.flags[k]);
-            let candidate = Candidate {
-                pos,
-                module,
-                dmax2,
-                multi_hit: self.multi_hit.as_ref(),
-            };
-            let (front, back) = self.open.as_slices();
-            let joined = match candidate.first_joinable(front) {
-                Some(i) => Some(i),
-                None => candidate.first_joinable(back).map(|i| i + front.len()),
-            };
-            match joined.and_then(|i| self.open.get_mut(i)) {
-                Some(g) => {
-                    if let Some(l) = labels.as_deref_mut() {
-                        l.photon_id.push(g.seq);
+            let (e, f) = (es[k], fs[k]);
+            match candidate.first_joinable(&open[head..], pos, module) {
+                Some(i) => {
+                    let g = &mut open[head + i];
+                    if LABELS {
+                        labels.photon_id.push(g.seq);
                     }
                     g.sum_e += e;
                     g.flags |= f;
@@ -194,11 +225,15 @@ impl<'a> Grouper<'a> {
                     }
                 }
                 None => {
-                    if let Some(l) = labels.as_deref_mut() {
-                        l.photon_id.push(self.next_seq);
+                    if LABELS {
+                        labels.photon_id.push(next_seq);
                     }
-                    self.open.push_back(Open {
-                        seq: self.next_seq,
+                    if head >= COMPACT_AFTER {
+                        open.drain(..head);
+                        head = 0;
+                    }
+                    open.push(Open {
+                        seq: next_seq,
                         t_first: t,
                         pos_first: pos,
                         module_first: module,
@@ -209,17 +244,12 @@ impl<'a> Grouper<'a> {
                         flags: f,
                         multiplicity: 1,
                     });
-                    self.next_seq += 1;
+                    next_seq += 1;
                 }
             }
         }
-        if let Some(&t) = hits.t_ps.last() {
-            self.last_t = Some(t);
-            // Later photons have t >= the first hit of their group >= this bound.
-            let bound = self.open.front().map_or(t, |g| g.t_first.min(t));
-            self.emit(Some(bound), out);
-        }
-        Ok(())
+        self.head = head;
+        self.next_seq = next_seq;
     }
 
     /// Closes every group and emits the remaining photons; ready for a new stream afterwards.
@@ -233,20 +263,60 @@ impl<'a> Grouper<'a> {
     }
 
     fn finish_impl(&mut self, out: &mut PhotonBatch, mut labels: Option<&mut GroupLabels>) {
-        while let Some(g) = self.open.pop_front() {
+        let mut closer = Closer {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            done: &mut self.done,
+        };
+        for g in &self.open[self.head..] {
             if let Some(l) = labels.as_deref_mut() {
                 l.closed_multiplicity.push(g.multiplicity);
             }
-            self.close(g);
+            closer.close(g);
         }
+        self.open.clear();
+        self.head = 0;
         self.emit(None, out);
         self.last_t = None;
     }
 
+    /// Emits the closed photons earlier than `bound` (all when `None`) in (time, seq) order.
+    fn emit(&mut self, bound: Option<i64>, out: &mut PhotonBatch) {
+        // Groups close in opening order and a photon's time is at most a grouping window
+        // after its first hit, so `done` is nearly sorted (keys are unique).
+        crate::nearly_sorted::sort_nearly_sorted_by_key(&mut self.done, |d| (d.t, d.seq));
+        let n = match bound {
+            Some(b) => self.done.partition_point(|d| d.t < b),
+            None => self.done.len(),
+        };
+        let ready = &self.done[..n];
+        // Column by column: each extend knows its length (no capacity check per photon).
+        out.t_ps.extend(ready.iter().map(|d| d.t));
+        out.channel.extend(ready.iter().map(|d| d.channel));
+        out.energy_kev.extend(ready.iter().map(|d| d.energy));
+        out.flags.extend(ready.iter().map(|d| d.flags));
+        out.multiplicity
+            .extend(ready.iter().map(|d| d.multiplicity));
+        self.stats.photons_out += n as u64;
+        self.stats.multi_hit_photons += ready.iter().filter(|d| d.multiplicity > 1).count() as u64;
+        self.done.drain(..n);
+    }
+}
+
+/// Where closed groups go: the cuts, their counters and the photons waiting to be emitted
+/// (borrowed from the [`Grouper`] for the length of a loop).
+struct Closer<'g> {
+    cfg: &'g GroupingConfig,
+    stats: &'g mut GroupingStats,
+    done: &'g mut Vec<Done>,
+}
+
+impl Closer<'_> {
     /// Closes `g`: its photon waits to be emitted, unless a cut rejects it (counted).
-    fn close(&mut self, g: Open) {
-        let cfg = &self.cfg;
-        let stats = &mut self.stats;
+    #[inline]
+    fn close(&mut self, g: &Open) {
+        let cfg = self.cfg;
+        let stats = &mut *self.stats;
         let rejected = if cfg.max_hits.is_some_and(|max| g.multiplicity > max) {
             Some(&mut stats.rejected_too_many_hits)
         } else if g.multiplicity < cfg.min_hits {
@@ -274,48 +344,25 @@ impl<'a> Grouper<'a> {
             multiplicity: g.multiplicity,
         });
     }
-
-    /// Emits the closed photons earlier than `bound` (all when `None`) in (time, seq) order.
-    fn emit(&mut self, bound: Option<i64>, out: &mut PhotonBatch) {
-        // Groups close in opening order and a photon's time is at most a grouping window
-        // after its first hit, so `done` is nearly sorted (keys are unique).
-        crate::nearly_sorted::sort_nearly_sorted_by_key(&mut self.done, |d| (d.t, d.seq));
-        let n = match bound {
-            Some(b) => self.done.partition_point(|d| d.t < b),
-            None => self.done.len(),
-        };
-        let ready = &self.done[..n];
-        // Column by column: each extend knows its length (no capacity check per photon).
-        out.t_ps.extend(ready.iter().map(|d| d.t));
-        out.channel.extend(ready.iter().map(|d| d.channel));
-        out.energy_kev.extend(ready.iter().map(|d| d.energy));
-        out.flags.extend(ready.iter().map(|d| d.flags));
-        out.multiplicity
-            .extend(ready.iter().map(|d| d.multiplicity));
-        self.stats.photons_out += n as u64;
-        self.stats.multi_hit_photons += ready.iter().filter(|d| d.multiplicity > 1).count() as u64;
-        self.done.drain(..n);
-    }
 }
 
-/// A hit looking for an open group to join.
+/// The rule by which a hit may join an open group.
 struct Candidate<'t> {
-    pos: [f32; 3],
-    module: u32,
     dmax2: f64,
     multi_hit: Option<&'t ModulePairTable>,
 }
 
 impl Candidate<'_> {
-    /// Index of the first of `groups` this hit may join (module rule, then distance). A plain
-    /// loop, inlined: `iter().find` / `position` left the test in a call per open group.
+    /// Index of the first of `groups` a hit at `pos` on `module` may join (module rule, then
+    /// distance). A plain loop, inlined: `iter().find` / `position` left the test in a call
+    /// per open group.
     #[inline(always)]
-    fn first_joinable(&self, groups: &[Open]) -> Option<usize> {
+    fn first_joinable(&self, groups: &[Open], pos: [f32; 3], module: u32) -> Option<usize> {
         for (i, g) in groups.iter().enumerate() {
             if self
                 .multi_hit
-                .is_none_or(|m| m.allows(g.module_first, self.module))
-                && squared_distance(g.pos_first, self.pos) <= self.dmax2
+                .is_none_or(|m| m.allows(g.module_first, module))
+                && squared_distance(g.pos_first, pos) <= self.dmax2
             {
                 return Some(i);
             }

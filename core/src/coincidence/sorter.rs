@@ -42,6 +42,9 @@ pub struct CoincidenceSorter<'a> {
     last_t: Option<i64>,
     cand: Vec<u32>,
     good: Vec<bool>,
+    // Kept pairs of the current `process` (opener, partner, flags), as indices into the
+    // carried singles: written out column by column before the carried singles move.
+    kept: Vec<(usize, usize, u16)>,
     stats: CoincidenceStats,
 }
 
@@ -68,6 +71,7 @@ impl<'a> CoincidenceSorter<'a> {
             last_t: None,
             cand: Vec::new(),
             good: Vec::new(),
+            kept: Vec::new(),
             stats: CoincidenceStats::default(),
         })
     }
@@ -133,6 +137,9 @@ impl<'a> CoincidenceSorter<'a> {
             None => (f32::NEG_INFINITY, f32::INFINITY),
         };
         let cut = self.cfg.energy_window_kev.is_some();
+        if !cut && self.append_all_if_mapped(s) {
+            return;
+        }
         // Branch-free compaction: write every row at `w`, advance `w` only for kept rows.
         let base = self.t.len();
         let cap = base + n;
@@ -167,6 +174,27 @@ impl<'a> CoincidenceSorter<'a> {
         self.suppressed.truncate(base + w);
         self.stats.outside_energy_window += outside;
         self.stats.unmapped_channel += n as u64 - outside - w as u64;
+    }
+
+    /// Without an energy cut: appends every row of `s` and returns true when all its channels
+    /// are mapped (straight copies, no compaction); otherwise appends nothing, returns false.
+    fn append_all_if_mapped(&mut self, s: SinglesRef<'_>) -> bool {
+        let base = self.crystal.len();
+        let mut unmapped = false;
+        self.crystal.extend(s.channel.iter().map(|&c| {
+            let crystal = self.lut.crystal_or_unmapped(c);
+            unmapped |= crystal == CrystalLut::UNMAPPED;
+            crystal
+        }));
+        if unmapped {
+            self.crystal.truncate(base);
+            return false;
+        }
+        self.t.extend_from_slice(s.t_ps);
+        self.ch.extend_from_slice(s.channel);
+        self.e.extend_from_slice(s.energy_kev);
+        self.suppressed.resize(self.t.len(), false);
+        true
     }
 
     /// Opens windows in order while they are complete (all of them when `at_end`), then drops
@@ -216,10 +244,11 @@ impl<'a> CoincidenceSorter<'a> {
             }
             self.stats.windows_opened += 1;
             if lo < hi {
-                self.window(i, lo, hi, out);
+                self.window(i, lo, hi);
             }
             i += 1;
         }
+        self.write_kept(out);
         if i == n {
             self.t.clear();
             self.ch.clear();
@@ -237,30 +266,55 @@ impl<'a> CoincidenceSorter<'a> {
         self.hi = hi.saturating_sub(i);
     }
 
+    /// Appends the pairs in `kept` to `out`, column by column, and empties `kept`.
+    fn write_kept(&mut self, out: &mut CoincidenceBatch) {
+        let (kept, t, ch, e) = (&self.kept, &self.t, &self.ch, &self.e);
+        out.t1_ps.extend(kept.iter().map(|&(i, _, _)| t[i]));
+        out.t2_ps.extend(kept.iter().map(|&(_, j, _)| t[j]));
+        out.channel1.extend(kept.iter().map(|&(i, _, _)| ch[i]));
+        out.channel2.extend(kept.iter().map(|&(_, j, _)| ch[j]));
+        out.energy1_kev.extend(kept.iter().map(|&(i, _, _)| e[i]));
+        out.energy2_kev.extend(kept.iter().map(|&(_, j, _)| e[j]));
+        out.tof_ps
+            .extend(kept.iter().map(|&(i, j, _)| t[i].saturating_sub(t[j])));
+        out.flags.extend(kept.iter().map(|&(_, _, f)| f));
+        self.kept.clear();
+    }
+
     /// The window of opener `i` with candidate slots `lo..hi`.
     #[inline]
-    fn window(&mut self, i: usize, lo: usize, hi: usize, out: &mut CoincidenceBatch) {
+    fn window(&mut self, i: usize, lo: usize, hi: usize) {
         let chi = self.ch[i];
+        if hi - lo == 1 {
+            // The most frequent window, without the candidate list.
+            if self.ch[lo] != chi {
+                self.one_pair(i, lo);
+            }
+            return;
+        }
         let mut cand = std::mem::take(&mut self.cand);
         cand.clear();
         cand.extend((lo..hi).filter(|&j| self.ch[j] != chi).map(|j| j as u32));
         match cand.len() {
             0 => {}
-            1 => {
-                self.stats.one_pair_windows += 1;
-                let j = cand[0] as usize;
-                if self.is_good(i, j) {
-                    self.keep(i, j, self.out_flags, out);
-                } else {
-                    self.stats.one_pair_not_good += 1;
-                }
-            }
-            _ => self.multiple(i, &cand, out),
+            1 => self.one_pair(i, cand[0] as usize),
+            _ => self.multiple(i, &cand),
         }
         self.cand = cand;
     }
 
-    fn multiple(&mut self, i: usize, cand: &[u32], out: &mut CoincidenceBatch) {
+    /// A window whose only pair is (`i`, `j`).
+    #[inline]
+    fn one_pair(&mut self, i: usize, j: usize) {
+        self.stats.one_pair_windows += 1;
+        if self.is_good(i, j) {
+            self.keep(i, j, self.out_flags);
+        } else {
+            self.stats.one_pair_not_good += 1;
+        }
+    }
+
+    fn multiple(&mut self, i: usize, cand: &[u32]) {
         self.stats.multiples_seen += 1;
         let mut good = std::mem::take(&mut self.good);
         good.clear();
@@ -271,7 +325,7 @@ impl<'a> CoincidenceSorter<'a> {
             Policy::TakeAllGoods => {
                 for (k, &j) in cand.iter().enumerate() {
                     if good[k] {
-                        self.keep(i, j as usize, flags, out);
+                        self.keep(i, j as usize, flags);
                     }
                 }
                 None
@@ -295,7 +349,7 @@ impl<'a> CoincidenceSorter<'a> {
             Policy::RemoveMultiples => None,
         };
         if let Some(k) = pick {
-            self.keep(i, cand[k] as usize, flags, out);
+            self.keep(i, cand[k] as usize, flags);
         }
         if self.stats.pairs_kept == kept_before {
             self.stats.multiples_rejected += 1;
@@ -359,14 +413,10 @@ impl<'a> CoincidenceSorter<'a> {
         true
     }
 
+    /// Keeps the pair (`i`, `j`): noted in `kept`, written by [`Self::write_kept`].
     #[inline]
-    fn keep(&mut self, i: usize, j: usize, flags: u16, out: &mut CoincidenceBatch) {
-        out.push(
-            [self.t[i], self.t[j]],
-            [self.ch[i], self.ch[j]],
-            [self.e[i], self.e[j]],
-            flags,
-        );
+    fn keep(&mut self, i: usize, j: usize, flags: u16) {
+        self.kept.push((i, j, flags));
         self.stats.pairs_kept += 1;
         if self.cfg.mode == WindowMode::SingleWindow {
             self.suppressed[j] = true;
@@ -380,7 +430,8 @@ pub(crate) fn check_order(t: &[i64], previous: Option<i64>) -> Result<(), Coinci
         (Some(p), Some(&f)) => f >= p,
         _ => true,
     };
-    if first_ok && t.windows(2).all(|w| w[0] <= w[1]) {
+    // A fold without early exit: vectorised, where `all` stopped at every element.
+    if first_ok && t.windows(2).fold(true, |ok, w| ok & (w[0] <= w[1])) {
         return Ok(());
     }
     let mut prev = previous.unwrap_or(i64::MIN);
