@@ -57,14 +57,15 @@ fn exp_inline(x: f64) -> f64 {
 }
 
 /// The two TAC branches' phase-inversion constants, lane 0 the timing (T) branch and lane 1
-/// the energy (E) branch, side by side so that both phases are one two-lane computation.
+/// the energy (E) branch, side by side. The inversion runs in f32 ([`TacBranches::phases4`]);
+/// the offsets `t0` and everything after the phase stay f64.
 #[derive(Clone, Copy, Debug)]
 struct TacBranches {
     t0: [f64; 2],
-    a0: [f64; 2],
-    a1: [f64; 2],
-    a1_sq: [f64; 2],
-    four_a2: [f64; 2],
+    a0: [f32; 2],
+    a1: [f32; 2],
+    a1_sq: [f32; 2],
+    four_a2: [f32; 2],
 }
 
 impl TacBranches {
@@ -84,21 +85,40 @@ impl TacBranches {
             Branch::E => 1,
         };
         self.t0[lane] = e.t0;
-        self.a0[lane] = e.a0;
-        self.a1[lane] = e.a1;
-        self.a1_sq[lane] = e.a1 * e.a1;
-        self.four_a2[lane] = 4.0 * e.a2;
+        self.a0[lane] = e.a0 as f32;
+        self.a1[lane] = e.a1 as f32;
+        self.a1_sq[lane] = (e.a1 * e.a1) as f32;
+        self.four_a2[lane] = (4.0 * e.a2) as f32;
     }
 
-    /// Phases `q` of the two fine codes: the stable roots of `a0 + a1 q + a2 q^2 = fine`.
+    /// Phases `q` of two hits' four fine codes (T, E of the first hit, T, E of the second):
+    /// the stable roots of `a0 + a1 q + a2 q^2 = fine`, in f32, so that the compiler runs
+    /// them four lanes wide (`sqrtps`/`divps`: the f64 version, two lanes of `sqrtpd`/`divpd`
+    /// per hit, was the kernel's slowest step). f32 keeps the phase within ~1e-7 of a clock
+    /// period (~0.0005 ps); rounded to whole ps, a time differs from the f64 inversion's by
+    /// 1 ps at a rounding tie, 1 to 3 hits in 10 000 (docs/calibration.md, BENCHMARKS.md).
     #[inline(always)]
-    fn phases(&self, fine: [f64; 2]) -> [f64; 2] {
-        let lane = |i: usize| {
-            let d = fine[i] - self.a0[i];
-            let disc = (self.a1_sq[i] + self.four_a2[i] * d).max(0.0);
-            2.0 * d / (self.a1[i] + disc.sqrt())
-        };
-        [lane(0), lane(1)]
+    fn phases4(e: [&Self; 2], fine: [f32; 4]) -> [f32; 4] {
+        let d = [
+            fine[0] - e[0].a0[0],
+            fine[1] - e[0].a0[1],
+            fine[2] - e[1].a0[0],
+            fine[3] - e[1].a0[1],
+        ];
+        let a1 = [e[0].a1[0], e[0].a1[1], e[1].a1[0], e[1].a1[1]];
+        let a1_sq = [e[0].a1_sq[0], e[0].a1_sq[1], e[1].a1_sq[0], e[1].a1_sq[1]];
+        let four_a2 = [
+            e[0].four_a2[0],
+            e[0].four_a2[1],
+            e[1].four_a2[0],
+            e[1].four_a2[1],
+        ];
+        let mut q = [0.0f32; 4];
+        for k in 0..4 {
+            let disc = (a1_sq[k] + four_a2[k] * d[k]).max(0.0);
+            q[k] = 2.0 * d[k] / (a1[k] + disc.sqrt());
+        }
+        q
     }
 }
 
@@ -132,7 +152,7 @@ impl TacEntry {
     };
 }
 
-/// Hits per chunk: a chunk goes through every pass while its working columns (~21 KiB) stay
+/// Hits per chunk: a chunk goes through every pass while its working columns (~27 KiB) stay
 /// in L1, instead of each pass streaming block-long columns through L2 (512 measured ~2 %
 /// faster than 256; BENCHMARKS.md).
 const CHUNK: usize = 512;
@@ -156,6 +176,10 @@ struct Chunk {
     t_frac_ps: [f64; CHUNK],
     energy_x: [f64; CHUNK],
     energy_b: [f64; CHUNK],
+    /// Each hit's (channel, TAC) entry in [`CompiledCalibration::entries`].
+    entry: [u32; CHUNK],
+    /// Each hit's phases (T, E).
+    q: [[f32; 2]; CHUNK],
 }
 
 impl Chunk {
@@ -168,6 +192,8 @@ impl Chunk {
             t_frac_ps: [0.0; CHUNK],
             energy_x: [0.0; CHUNK],
             energy_b: [0.0; CHUNK],
+            entry: [0; CHUNK],
+            q: [[0.0; 2]; CHUNK],
         }
     }
 
@@ -398,10 +424,11 @@ impl CompiledCalibration {
     /// `out` in frame order. Hits that cannot be calibrated are counted in `losses`.
     ///
     /// The block's hit words are gathered [`CHUNK`] at a time (with their frame and flags);
-    /// each chunk goes through three column passes while its working columns are in L1:
-    /// split the word, look the constants up and invert the TDC phases (both branches as one
-    /// two-lane computation); the leading-edge time; the energy (two lanes at a time). Hits
-    /// to drop are compacted away at the end, only when there are any.
+    /// each chunk goes through five column passes while its working columns are in L1:
+    /// split the word and look its constants up; invert the TDC phases (both branches of two
+    /// hits as one four-lane f32 computation); the edge terms; the leading-edge time; the
+    /// energy (two lanes at a time). Hits to drop are compacted away at the end, only when
+    /// there are any.
     pub fn decode_block(
         &self,
         buf: &[u8],
@@ -561,6 +588,8 @@ impl BlockDecode<'_> {
         out.channel.resize(end, 0);
         out.energy_kev.resize(end, 0.0);
         out.flags.resize(end, 0);
+        self.lookup(c, row);
+        self.phases(c);
         self.edge_terms(c, row);
         self.leading_edge_times(c, row);
         self.energies(c, row);
@@ -572,10 +601,11 @@ impl BlockDecode<'_> {
         }
     }
 
-    /// The physics comes in three short branch-free loops so that many hits are in flight
-    /// at once (one long loop body serialised on its square-root/division/exp latency chain).
-    /// Loop 1: split the word, find the (channel, TAC) entry, TDC phases -> leading-edge
-    /// fraction (ps, skew applied) and the exponent of the energy model (or ToT ns).
+    /// The physics comes in short branch-free loops so that many hits are in flight at once
+    /// (one long loop body serialised on its square-root/division/exp latency chain).
+    /// Loop 3 (after [`BlockDecode::lookup`] and [`BlockDecode::phases`]): phases ->
+    /// leading-edge fraction (ps, skew applied) and the exponent of the energy model (or ToT
+    /// ns).
     fn edge_terms(&mut self, c: &mut Chunk, row: usize) {
         let cal = self.cal;
         let period_ps = cal.period_ps;
@@ -585,26 +615,20 @@ impl BlockDecode<'_> {
         let out = &mut *self.out;
         // Locals, so that the loop does not reload them after each store.
         let entries = &cal.entries[..];
-        let chip_base = ChipBase(&cal.chip_base);
-        let mut any_dropped = false;
         let rows = c.words[..m]
             .iter()
+            .zip(&c.entry[..m])
+            .zip(&c.q[..m])
             .zip(&c.flags[..m])
-            .zip(&mut out.channel[at..at + m])
             .zip(&mut out.flags[at..at + m])
             .zip(&mut c.t_frac_ps[..m])
             .zip(&mut c.energy_x[..m])
             .zip(&mut c.energy_b[..m]);
-        for ((((((&w, &frame_flags), channel), flags), frac_out), x_out), b_out) in rows {
-            let ch = (w >> 42) as u32;
-            *channel = ch;
-            let entry = &entries[chip_base.entry_index(ch, ((w >> 40) & 3) as u32)];
-            any_dropped |= entry.status != status::OK;
+        for (((((((&w, &i), &q), &frame_flags), flags), frac_out), x_out), b_out) in rows {
+            let entry = &entries[i as usize];
             let tcoarse = ((w >> 30) & 0x3ff) as i32;
             let ecoarse = ((w >> 20) & 0x3ff) as i32;
-            let [q_t, q_e] = entry
-                .tdc
-                .phases([f64::from(decode_fine(w >> 10)), f64::from(decode_fine(w))]);
+            let [q_t, q_e] = [f64::from(q[0]), f64::from(q[1])];
             let out_of_range = !(-0.5..=1.5).contains(&q_t) | !(-0.5..=1.5).contains(&q_e);
             *flags = frame_flags | (u16::from(out_of_range) * hit_flags::FINE_OUT_OF_RANGE);
             let t_frac = -q_t - entry.tdc.t0[0];
@@ -617,8 +641,56 @@ impl BlockDecode<'_> {
             *x_out = tot_ns * entry.inv_a_ns;
             *b_out = entry.b_kev;
         }
+    }
+
+    /// Loop 1: split the channel and TAC off the word, find the (channel, TAC) entry.
+    fn lookup(&mut self, c: &mut Chunk, row: usize) {
+        let cal = self.cal;
+        let m = c.len;
+        let at = self.start + row;
+        let entries = &cal.entries[..];
+        let chip_base = ChipBase(&cal.chip_base);
+        let mut any_dropped = false;
+        let rows = c.words[..m]
+            .iter()
+            .zip(&mut self.out.channel[at..at + m])
+            .zip(&mut c.entry[..m]);
+        for ((&w, channel), e) in rows {
+            let ch = (w >> 42) as u32;
+            *channel = ch;
+            let i = chip_base.entry_index(ch, ((w >> 40) & 3) as u32);
+            *e = i as u32;
+            any_dropped |= entries[i].status != status::OK;
+        }
+        // The phases go two hits at a time: an odd chunk's last pair is completed with the
+        // "no calibration" entry (its result is never read).
+        if m % 2 == 1 {
+            c.entry[m] = 0;
+        }
         if any_dropped {
             self.note_dropped(c, row);
+        }
+    }
+
+    /// Loop 2: the TDC phases of both branches, two hits (four f32 lanes) at a time.
+    fn phases(&self, c: &mut Chunk) {
+        let entries = &self.cal.entries[..];
+        let m2 = (c.len + 1) & !1;
+        let rows = c.words[..m2]
+            .chunks_exact(2)
+            .zip(c.entry[..m2].chunks_exact(2))
+            .zip(c.q[..m2].chunks_exact_mut(2));
+        for ((w, i), q) in rows {
+            let fine = [
+                f32::from(decode_fine(w[0] >> 10)),
+                f32::from(decode_fine(w[0])),
+                f32::from(decode_fine(w[1] >> 10)),
+                f32::from(decode_fine(w[1])),
+            ];
+            let e = [&entries[i[0] as usize].tdc, &entries[i[1] as usize].tdc];
+            let p = TacBranches::phases4(e, fine);
+            q[0] = [p[0], p[1]];
+            q[1] = [p[2], p[3]];
         }
     }
 
@@ -816,15 +888,32 @@ mod tests {
         }
     }
 
-    /// The plain per-hit decode the kernel's chunked passes must equal bit for bit: map
-    /// look-ups, the same arithmetic in the same order, one hit at a time.
-    fn decode_reference(cal: &Calibration, buf: &[u8], spans: &[FrameSpan], out: &mut HitBatch) {
+    /// The TDC phase inverted in f64: the reference the kernel's f32 inversion stays within
+    /// 1 ps of.
+    fn phase_f64(c: &TdcEntry, fine: u16) -> f64 {
+        let d = f64::from(fine) - c.a0;
+        let disc = (c.a1 * c.a1 + 4.0 * c.a2 * d).max(0.0);
+        2.0 * d / (c.a1 + disc.sqrt())
+    }
+
+    /// The TDC phase inverted in f32 as the kernel does it, one hit at a time.
+    fn phase_f32(c: &TdcEntry, fine: u16) -> f64 {
+        let d = f32::from(fine) - c.a0 as f32;
+        let disc = ((c.a1 * c.a1) as f32 + (4.0 * c.a2) as f32 * d).max(0.0);
+        f64::from(2.0 * d / (c.a1 as f32 + disc.sqrt()))
+    }
+
+    /// The plain per-hit decode the kernel's chunked passes must equal bit for bit (with
+    /// `phase` = [`phase_f32`]): map look-ups, the same arithmetic in the same order, one hit
+    /// at a time.
+    fn decode_reference(
+        cal: &Calibration,
+        buf: &[u8],
+        spans: &[FrameSpan],
+        out: &mut HitBatch,
+        phase: fn(&TdcEntry, u16) -> f64,
+    ) {
         let period_ps = ClockModel::TOFPET2_DEFAULT.period_ps();
-        let phase = |c: &TdcEntry, fine: u16| {
-            let d = f64::from(fine) - c.a0;
-            let disc = (c.a1 * c.a1 + 4.0 * c.a2 * d).max(0.0);
-            2.0 * d / (c.a1 + disc.sqrt())
-        };
         for span in spans {
             for k in 0..span.n_hits as usize {
                 let at = span.hits_offset + 8 * k;
@@ -953,8 +1042,8 @@ mod tests {
             let cal = holed_calibration(energy_and_skew);
             let k = CompiledCalibration::new(&cal, ClockModel::TOFPET2_DEFAULT);
             let mut expected = HitBatch::default();
-            decode_reference(&cal, &buf, halves.0, &mut expected);
-            decode_reference(&cal, &buf, halves.1, &mut expected);
+            decode_reference(&cal, &buf, halves.0, &mut expected, phase_f32);
+            decode_reference(&cal, &buf, halves.1, &mut expected, phase_f32);
             // Two blocks into one batch: the second appends after the first's rows.
             let (mut got, mut losses) = (HitBatch::default(), KernelLosses::default());
             k.decode_block(&buf, halves.0, &mut got, &mut losses);
@@ -966,6 +1055,75 @@ mod tests {
             let hits: u64 = spans.iter().map(|s| u64::from(s.n_hits)).sum();
             assert_eq!(got.len() as u64 + losses.total(), hits);
         }
+    }
+
+    #[test]
+    fn f32_phases_stay_within_1_ps_of_the_f64_inversion() {
+        // Every fine code of both branches on every calibrated (channel, TAC) of the holed
+        // calibration (819 200 hits; the holes dropped), coarse times at random.
+        let mut r = 9u64;
+        let mut next = move |m: u64| {
+            r = r
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (r >> 33) % m
+        };
+        let (mut buf, mut frames) = (Vec::new(), 100);
+        for channel in 0..200u32 {
+            for tac in 0..4u8 {
+                let words: Vec<u64> = (0..1024u16)
+                    .map(|fine| {
+                        HitFields {
+                            channel,
+                            tac,
+                            tcoarse: next(1024) as u16,
+                            ecoarse: next(1024) as u16,
+                            tfine: fine,
+                            efine: (fine * 7 + 3) % 1024,
+                        }
+                        .encode()
+                    })
+                    .collect();
+                for frame in words.chunks(128) {
+                    frames += 1;
+                    encode_frame(&mut buf, frames, false, frame);
+                }
+            }
+        }
+        let mut spans = Vec::new();
+        FrameScanner::new().scan(&buf, true, &mut spans);
+        let cal = holed_calibration(true);
+        let k = CompiledCalibration::new(&cal, ClockModel::TOFPET2_DEFAULT);
+        let (mut got, mut exact) = (HitBatch::default(), HitBatch::default());
+        k.decode_block(&buf, &spans, &mut got, &mut KernelLosses::default());
+        decode_reference(&cal, &buf, &spans, &mut exact, phase_f64);
+        assert!(got.len() > 790_000, "{}", got.len());
+        assert_eq!(got.len(), exact.len());
+        assert_eq!((&got.channel, &got.flags), (&exact.channel, &exact.flags));
+        let mut times_differ = 0;
+        for (i, (&a, &b)) in got.t_ps.iter().zip(&exact.t_ps).enumerate() {
+            assert!((a - b).abs() <= 1, "row {i}: {a} vs {b} ps");
+            times_differ += usize::from(a != b);
+        }
+        // A 1 ps difference only near a rounding tie of the f64 value (measured: 266 of the
+        // 809 984 rows here, 0.03 %, hits outside the calibrated range included).
+        assert!(
+            times_differ * 1000 < got.len(),
+            "{times_differ} rows differ"
+        );
+        // Energies: E = b (exp(x) - 1) with b <= 200 keV here, so dE = (E + b) dx; within
+        // 2e-7 of E + 200 keV is x within 1e-7 (the ToT within 0.01 ps, a <= 100 ns) plus
+        // one f32 rounding step of the stored energy.
+        let mut energies_differ = 0;
+        for (i, (&a, &b)) in got.energy_kev.iter().zip(&exact.energy_kev).enumerate() {
+            let bound = 2e-7 * (b.abs() + 200.0);
+            assert!((a - b).abs() <= bound, "row {i}: {a} vs {b} keV");
+            energies_differ += usize::from(a.to_bits() != b.to_bits());
+        }
+        eprintln!(
+            "{times_differ} times, {energies_differ} energies of {} differ",
+            got.len()
+        );
     }
 
     /// `batch` sorted by time, keeping its raw columns only when `raw` (what
