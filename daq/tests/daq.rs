@@ -43,14 +43,36 @@ fn bench_config() -> BenchConfig {
 
 /// The 5 s bench simulation, written once per test binary.
 fn sim_dir() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("sim");
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = per_process_dir("sim");
         write_bench_files(bench_config(), &dir).unwrap();
-        (tmp, dir)
+        dir
     })
-    .1
+}
+
+/// A folder for data written once per test process, in cargo's scratch folder for this
+/// package's integration tests (`CARGO_TARGET_TMPDIR`), named by the process id. A `static`
+/// is never dropped, so a `TempDir` held in one leaked ~90 MB into /tmp on every run of this
+/// binary; instead the folders of processes that have ended are removed here.
+fn per_process_dir(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("daq-tests");
+    std::fs::create_dir_all(&root).unwrap();
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        let file_name = entry.file_name().to_string_lossy().to_string();
+        let pid = file_name
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = root.join(format!("{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn read_parquet(path: &Path) -> (Vec<RecordBatch>, BTreeMap<String, String>) {

@@ -12,11 +12,10 @@ use scandaq_core::coincidence::{
 /// A short ring run (point source, randoms, scatter, inter-crystal multi-hit photons),
 /// written once per test binary.
 fn ring_dir() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         use scandaq_fpga_sim::ring::{RingConfig, write_ring_files};
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("ring");
+        let dir = per_process_dir("ring");
         write_ring_files(
             RingConfig {
                 seed: 23,
@@ -26,9 +25,8 @@ fn ring_dir() -> &'static Path {
             &dir,
         )
         .unwrap();
-        (tmp, dir)
+        dir
     })
-    .1
 }
 
 fn ring_geometry(calib: &Path) -> Geometry {
