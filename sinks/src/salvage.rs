@@ -57,6 +57,22 @@ pub fn table_schemas(name: &str) -> Option<(Vec<SchemaRef>, WriteOptions, &'stat
     }
 }
 
+/// The dictionary-encoded columns a file of `table` may have: this build's layout, then
+/// earlier builds' (the singles' flags were a dictionary until 2026-12-07).
+fn dictionary_layouts(table: &str, options: &WriteOptions) -> Vec<Vec<&'static str>> {
+    let mut layouts = vec![options.dictionary_columns.clone()];
+    if table == "singles" {
+        layouts.push(
+            [
+                options.dictionary_columns.as_slice(),
+                singles::FORMER_DICTIONARY_COLUMNS,
+            ]
+            .concat(),
+        );
+    }
+    layouts
+}
+
 // Page headers (Thrift compact protocol), just what walking a footerless file needs.
 
 const PAGE_DATA: i32 = 0;
@@ -441,16 +457,7 @@ pub fn salvage(
     }
     let pages = walk_pages(&bytes);
     drop(bytes);
-    // The columns this build writes as dictionaries, and those an earlier build also did.
-    let former: &[&str] = if table == "singles" {
-        singles::FORMER_DICTIONARY_COLUMNS
-    } else {
-        &[]
-    };
-    let layouts = [
-        options.dictionary_columns.clone(),
-        [options.dictionary_columns.as_slice(), former].concat(),
-    ];
+    let layouts = dictionary_layouts(table, &options);
     let best = best_explaining_schema(&pages, &schemas, &layouts);
     let Some((schema, groups, mut why)) = best else {
         return Err(fail("no schema".into()));
@@ -745,8 +752,32 @@ mod tests {
         std::fs::write(&footerless, &bytes[..cut]).unwrap();
         let s = salvage(tmp.path(), &footerless, "singles-00000.parquet", 1).unwrap();
         assert_eq!(s.row_groups, 5);
-        assert_eq!(s.record.map(|r| r.rows), Some(5000));
-        assert_eq!(hits.len(), 7000);
+        let rec = s.record.expect("the salvaged rows are committed");
+        assert_eq!(rec.rows, 5000);
+        let f = std::fs::File::open(tmp.path().join(&rec.path)).unwrap();
+        let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let flags: Vec<u16> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("flags")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::UInt16Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(
+            flags,
+            hits.flags[..5000],
+            "the dictionary-encoded flags read back"
+        );
     }
 
     #[test]

@@ -25,13 +25,9 @@ fn main() -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(16);
     let service = NodeService::builder(Arc::new(|| serde_json::json!({})), tx, 8);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, serving) = {
-        let _in_runtime = runtime.enter();
-        service.serve("127.0.0.1:0".parse()?, async {
-            let _ = stop_rx.await;
-        })?
-    };
-    let server = runtime.spawn(serving);
+    let (addr, server) = service.serve(runtime.handle(), "127.0.0.1:0".parse()?, async {
+        let _ = stop_rx.await;
+    })?;
     let drained = std::thread::spawn(move || {
         let mut rows = 0u64;
         while let Some(i) = rx.blocking_recv() {

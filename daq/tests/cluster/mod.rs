@@ -76,13 +76,19 @@ fn spawn_node(cluster: &Path, name: &str) -> Child {
 /// Waits for `child` to exit and asserts it succeeded.
 fn wait_ok(mut child: Child, what: &str) {
     let status = child.wait().unwrap();
+    let err = stderr_of(&mut child);
+    assert!(status.success(), "{what} failed ({status}): {err}");
+    no_panic(&err);
+}
+
+/// What an exited `child` wrote to its piped stderr.
+fn stderr_of(child: &mut Child) -> String {
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    assert!(status.success(), "{what} failed ({status}): {err}");
-    no_panic(&err);
+    err
 }
 
 /// Builders b0 and b1 of `cluster` (written in `cluster_dir`), started and listening.
@@ -114,11 +120,7 @@ fn spawn_listening(cluster: &Path, cluster_dir: &Path, name: &str) -> Child {
         let Some(status) = exited else {
             return child;
         };
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = stderr_of(&mut child);
         assert!(
             err.contains("in use"),
             "{name} exited ({status}) before it listened on {addr}: {err}"
@@ -629,7 +631,7 @@ struct BuilderService {
     runtime: tokio::runtime::Runtime,
     addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
+    server: scandaq::acquire::cluster::service::ServerTask,
 }
 
 impl BuilderService {
@@ -651,19 +653,11 @@ impl BuilderService {
         let service =
             NodeService::builder(std::sync::Arc::new(|| serde_json::json!({})), tx, credits);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr, serving) = {
-            let _in_runtime = runtime.enter();
-            service
-                .serve("127.0.0.1:0".parse().unwrap(), async {
-                    let _ = stop_rx.await;
-                })
-                .unwrap()
-        };
-        let server = runtime.spawn(async move {
-            serving
-                .await
-                .expect("the builder service serves until stopped");
-        });
+        let (addr, server) = service
+            .serve(runtime.handle(), "127.0.0.1:0".parse().unwrap(), async {
+                let _ = stop_rx.await;
+            })
+            .unwrap();
         (
             Self {
                 runtime,
@@ -678,7 +672,10 @@ impl BuilderService {
     /// Stops the service and waits for it.
     fn stop(self) {
         let _ = self.stop.send(());
-        let _ = self.runtime.block_on(self.server);
+        self.runtime
+            .block_on(self.server)
+            .expect("the builder service's task")
+            .expect("the builder service serves until stopped");
     }
 }
 

@@ -110,15 +110,11 @@ pub fn run_acquisition(
     let stats_fn = acquisition_stats(name, run, stats.clone(), sender.counters.clone());
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let addr = cluster.addrs[index];
-    let (_, serving) = {
-        let _in_runtime = runtime.enter();
-        NodeService::stats_only(stats_fn)
-            .serve(addr, async {
-                let _ = shutdown_rx.await;
-            })
-            .with_context(|| format!("node {name}"))?
-    };
-    let server = runtime.spawn(serving);
+    let (_, server) = NodeService::stats_only(stats_fn)
+        .serve(runtime.handle(), addr, async {
+            let _ = shutdown_rx.await;
+        })
+        .with_context(|| format!("node {name}"))?;
     eprintln!("scandaq node {name}: acquisition, run {run}, stats on {addr} (Flight)");
     let handles = LiveHandles {
         stop,

@@ -96,15 +96,11 @@ pub fn run_builder(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let service = NodeService::builder(stats_fn, tx, cluster.file.flow.credits);
-    let (_, serving) = {
-        let _in_runtime = runtime.enter();
-        service
-            .serve(addr, async {
-                let _ = shutdown_rx.await;
-            })
-            .with_context(|| format!("node {name}"))?
-    };
-    let server = runtime.spawn(serving);
+    let (_, server) = service
+        .serve(runtime.handle(), addr, async {
+            let _ = shutdown_rx.await;
+        })
+        .with_context(|| format!("node {name}"))?;
     eprintln!(
         "scandaq node {name}: builder listening on {addr} (Flight), waiting for {}",
         sources.join(", ")

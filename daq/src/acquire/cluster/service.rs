@@ -88,20 +88,16 @@ impl NodeService {
     }
 
     /// Binds `addr` now, so a port in use is an error here and not a server that stops later,
-    /// and returns the address bound (the port the system chose for port 0) and the server to
-    /// spawn, which serves until `shutdown` resolves. Call it inside a tokio runtime
-    /// (`Runtime::enter`): the listener registers with its reactor.
+    /// then serves on `runtime` until `shutdown` resolves. Returns the address bound (the port
+    /// the system chose for port 0) and the server's task.
     pub fn serve(
         self,
+        runtime: &tokio::runtime::Handle,
         addr: SocketAddr,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<
-        (
-            SocketAddr,
-            impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
-        ),
-        ListenError,
-    > {
+    ) -> Result<(SocketAddr, ServerTask), ListenError> {
+        // The listener registers with the runtime's reactor.
+        let _in_runtime = runtime.enter();
         let listen_error = |source| ListenError { addr, source };
         let incoming = tonic::transport::server::TcpIncoming::bind(addr)
             .map_err(listen_error)?
@@ -115,9 +111,12 @@ impl NodeService {
             .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
             .add_service(server)
             .serve_with_incoming_shutdown(incoming, shutdown);
-        Ok((bound, serving))
+        Ok((bound, runtime.spawn(serving)))
     }
 }
+
+/// A node's Flight server running on its runtime; it ends with the server's error, if any.
+pub type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// A node could not listen on its Flight address.
 #[derive(Debug, thiserror::Error)]
