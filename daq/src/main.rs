@@ -113,6 +113,11 @@ const DEMO_MISSING: &str = "this scandaq was built without the demo feature (a s
      get `scandaq demo`";
 
 fn main() -> ExitCode {
+    // Named workers: `top -H` and perf tell decoding from the rest ("rayon-0", ...). The
+    // pool is the default one otherwise (one worker per core).
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("rayon-{i}"))
+        .build_global();
     // Numeric options take values starting with `-`, for our parsers to name the range.
     let matches = scandaq::commands::cli::accept_negative_values(Cli::command()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

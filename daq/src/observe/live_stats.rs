@@ -83,11 +83,21 @@ pub struct LiveStats {
     health: Mutex<RunHealth>,
 }
 
-/// Hits per tracked channel of the batch being recorded, and the channels with any.
+/// 1 keV energy bins per bin of a module's spectrum.
+const KEV_BINS_PER_MODULE_BIN: usize = MODULE_ENERGY_BIN as usize;
+// The module spectra cover the same range as the 1 keV one, in whole 1 keV bins.
+const _: () = assert!(
+    KEV_BINS_PER_MODULE_BIN as f32 == MODULE_ENERGY_BIN
+        && KEV_BINS_PER_MODULE_BIN * MODULE_ENERGY_BINS == ENERGY_BINS
+);
+
+/// Hits per tracked channel and per 1 keV bin of the batch being recorded, and the channels
+/// with any.
 #[derive(Default)]
 struct RecordScratch {
     counts: Vec<u32>,
     touched: Vec<u32>,
+    energy: Vec<u32>,
 }
 
 impl Default for LiveStats {
@@ -192,49 +202,54 @@ impl LiveStats {
     pub fn record_singles(&self, batch: &HitBatch) {
         self.singles
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let mut energy = vec![0u32; ENERGY_BINS];
-        for &e in &batch.energy_kev {
-            if e >= 0.0 && e < ENERGY_BINS as f32 {
-                energy[e as usize] += 1;
-            }
+        let n_modules = TRACKED_CHANNELS / CHANNELS_PER_MODULE;
+        // One writer (the processing thread); a snapshot holds the module lock only to copy.
+        let mut modules = self.module_energy.lock().unwrap_or_else(|p| p.into_inner());
+        if modules.is_empty() {
+            modules.resize(n_modules * MODULE_ENERGY_BINS, 0);
         }
-        for (bin, &n) in self.energy.iter().zip(&energy) {
-            if n > 0 {
-                bin.fetch_add(u64::from(n), Ordering::Relaxed);
-            }
-        }
-        {
-            // One writer (the processing thread); a snapshot holds the lock only to copy.
-            let mut modules = self.module_energy.lock().unwrap_or_else(|p| p.into_inner());
-            let n_modules = TRACKED_CHANNELS / CHANNELS_PER_MODULE;
-            if modules.is_empty() {
-                modules.resize(n_modules * MODULE_ENERGY_BINS, 0);
-            }
-            for (&c, &e) in batch.channel.iter().zip(&batch.energy_kev) {
-                let module = c as usize / CHANNELS_PER_MODULE;
-                let bin = e / MODULE_ENERGY_BIN;
-                if module < n_modules && bin >= 0.0 && (bin as usize) < MODULE_ENERGY_BINS {
-                    modules[module * MODULE_ENERGY_BINS + bin as usize] += 1;
-                }
-            }
-        }
-        // Counted per channel in a kept array, then one atomic add per channel hit (a sort of
-        // the batch's channel ids did this, and was most of this function's time).
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        let RecordScratch { counts, touched } = &mut *scratch;
+        let RecordScratch {
+            counts,
+            touched,
+            energy,
+        } = &mut *scratch;
         if counts.is_empty() {
             counts.resize(TRACKED_CHANNELS, 0);
+            energy.resize(ENERGY_BINS, 0);
         }
+        // One pass: the 1 keV bin of each hit gives its module bin too (a whole number of
+        // 1 keV bins per module bin, checked at compile time below), so there is no division
+        // per hit; channels are counted in a kept array and added once per channel hit. Plain
+        // slices, so the loop does not reload the vectors through their guards per hit.
+        let (counts_of, energy_of, modules_of) =
+            (&mut counts[..], &mut energy[..], &mut modules[..]);
         let mut other = 0u64;
-        for &c in &batch.channel {
-            match counts.get_mut(c as usize) {
-                Some(n) => {
-                    if *n == 0 {
-                        touched.push(c);
-                    }
-                    *n += 1;
+        for (&c, &e) in batch.channel.iter().zip(&batch.energy_kev) {
+            let bin = (e >= 0.0 && e < ENERGY_BINS as f32).then_some(e as usize);
+            if let Some(n) = counts_of.get_mut(c as usize) {
+                if *n == 0 {
+                    touched.push(c);
                 }
-                None => other += 1,
+                *n += 1;
+                if let Some(bin) = bin {
+                    let module = c as usize / CHANNELS_PER_MODULE;
+                    let at = module * MODULE_ENERGY_BINS + bin / KEV_BINS_PER_MODULE_BIN;
+                    if let Some(m) = modules_of.get_mut(at) {
+                        *m += 1;
+                    }
+                }
+            } else {
+                other += 1;
+            }
+            if let Some(n) = bin.and_then(|b| energy_of.get_mut(b)) {
+                *n += 1;
+            }
+        }
+        drop(modules);
+        for (total, n) in self.energy.iter().zip(energy.iter_mut()) {
+            if *n > 0 {
+                total.fetch_add(u64::from(std::mem::take(n)), Ordering::Relaxed);
             }
         }
         for &c in touched.iter() {
@@ -358,34 +373,58 @@ mod tests {
         assert_eq!(later.singles_rate_since(&s), 0.0);
     }
 
-    /// Per-channel counts over several batches equal a plain count, channels beyond the
-    /// tracked ones counted apart.
+    /// Per-channel counts, the energy spectrum and the module spectra over several batches
+    /// equal a plain count (channels beyond the tracked ones counted apart; energies out of
+    /// range, NaN and bin edges included).
     #[test]
-    fn channel_counts_over_batches_equal_a_plain_count() {
+    fn counts_and_spectra_over_batches_equal_a_plain_count() {
         let stats = LiveStats::default();
         let mut want = std::collections::BTreeMap::<u32, u64>::new();
+        let mut want_energy = vec![0u64; ENERGY_BINS];
+        let mut want_modules = std::collections::BTreeMap::<u32, Vec<u64>>::new();
         let mut other = 0u64;
         let mut x = 12_345u64;
+        let mut next = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            x >> 33
+        };
+        let edges = [-0.5, 0.0, 7.999, 8.0, 511.0, 2047.99, 2048.0, 1e9, f32::NAN];
         for len in [1000, 1, 0, 5000] {
             let mut b = HitBatch::from_times(&vec![0; len]);
-            b.channel = (0..len)
-                .map(|_| {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    let c = (x >> 33) as u32 % (TRACKED_CHANNELS as u32 + 200);
+            for i in 0..len {
+                let c = next() as u32 % (TRACKED_CHANNELS as u32 + 200);
+                let e = if i % 7 == 0 {
+                    edges[next() as usize % edges.len()]
+                } else {
+                    (next() % 2_100_000) as f32 / 1000.0
+                };
+                b.channel[i] = c;
+                b.energy_kev[i] = e;
+                if (c as usize) < TRACKED_CHANNELS {
+                    *want.entry(c).or_default() += 1;
+                } else {
+                    other += 1;
+                }
+                if (0.0..ENERGY_BINS as f32).contains(&e) {
+                    want_energy[e.floor() as usize] += 1;
                     if (c as usize) < TRACKED_CHANNELS {
-                        *want.entry(c).or_default() += 1;
-                    } else {
-                        other += 1;
+                        let module = c / CHANNELS_PER_MODULE as u32;
+                        let bins = want_modules
+                            .entry(module)
+                            .or_insert_with(|| vec![0; MODULE_ENERGY_BINS]);
+                        bins[(e / MODULE_ENERGY_BIN).floor() as usize] += 1;
                     }
-                    c
-                })
-                .collect();
-            b.energy_kev = vec![100.0; len];
+                }
+            }
             stats.record_singles(&b);
         }
-        let got: std::collections::BTreeMap<u32, u64> =
-            stats.snapshot().channel_hits.into_iter().collect();
+        let s = stats.snapshot();
+        let got: std::collections::BTreeMap<u32, u64> = s.channel_hits.into_iter().collect();
         assert_eq!(got, want);
-        assert_eq!(stats.snapshot().other_channel_hits, other);
+        assert_eq!(s.other_channel_hits, other);
+        assert_eq!(s.energy_bins, want_energy);
+        let got_modules: std::collections::BTreeMap<u32, Vec<u64>> =
+            s.module_energy_bins.into_iter().collect();
+        assert_eq!(got_modules, want_modules);
     }
 }

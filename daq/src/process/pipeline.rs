@@ -11,17 +11,13 @@
 use crate::observe::live_stats::SinkCounters;
 use crate::observe::live_stats::SinkFailure;
 use crate::process::coinc_stage::{self, CoincidenceReport, CoincidenceSetup, SorterInput};
-use crate::process::kernel::{CompiledCalibration, KernelLosses};
-use crate::process::merge::TimeMerger;
+use crate::process::kernel::CompiledCalibration;
 use crate::process::singles_columns::{Annotated, SinglesAnnotator};
 use anyhow::{Context, Result, anyhow};
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
-use rayon::prelude::*;
-use scandaq_core::LossReason;
+use scandaq_core::HitBatch;
 use scandaq_core::coincidence::{Grouper, PhotonBatch};
-use scandaq_core::{HitBatch, LossCounts};
-use scandaq_decoders::{FrameScanner, FrameSpan};
 use scandaq_sinks::singles::{self, SinglesColumns};
 use scandaq_sinks::{FileMetadata, FileRecord, Manifest, ParquetTableWriter};
 use serde::{Deserialize, Serialize};
@@ -31,11 +27,9 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Hits per parallel work unit.
-pub const BLOCK_HITS: usize = 16 * 1024;
-/// Time held back by the merger (one frame, 5.12 us): far more than any calibration moves a
-/// hit, so no hit of a healthy stream is late.
-pub const LATENESS_PS: i64 = 1024 * 5000;
+use super::frame_decode::Processor;
+pub use super::frame_decode::{BLOCK_HITS, LATENESS_PS, PipelineCounts};
+
 /// Batches in flight between the merger and the sink.
 const SINK_QUEUE: usize = 8;
 
@@ -644,153 +638,6 @@ impl SinglesSink<'_> {
             sorted_only: self.sorted_only,
             error: self.error,
             failure: self.failure,
-        }
-    }
-}
-
-/// Counts of one pipeline run.
-#[derive(Debug, Default)]
-pub struct PipelineCounts {
-    /// Input bytes scanned (after any file header).
-    pub bytes_scanned: u64,
-    /// Data frames accepted.
-    pub frames: u64,
-    /// Hit words in accepted frames.
-    pub hits_decoded: u64,
-    /// Singles written.
-    pub singles_written: u64,
-    /// Singles that went to the sorters only (coincidences-only mode: no singles table).
-    pub singles_sorted_only: u64,
-    /// Frame-ID wraps seen.
-    pub frame_wraps: u64,
-    /// Everything not written, by reason.
-    pub losses: LossCounts,
-}
-
-impl PipelineCounts {
-    /// Hits decoded but not written (calibration losses + late hits).
-    pub fn hits_dropped(&self) -> u64 {
-        self.losses.sum_of(&[
-            LossReason::NoTdcCalibration,
-            LossReason::NoEnergyCalibration,
-            LossReason::NoSkewCalibration,
-            LossReason::LateHit,
-        ])
-    }
-}
-
-/// The processing stage of one stream: scanning, parallel decode/calibrate, merging.
-pub(crate) struct Processor<'k> {
-    kernel: &'k CompiledCalibration,
-    scanner: FrameScanner,
-    merger: TimeMerger,
-    kernel_losses: KernelLosses,
-    carry: Vec<u8>,
-    spans: Vec<FrameSpan>,
-    bytes_scanned: u64,
-    /// Fill the batches' raw diagnostic columns (frame, coarse and fine codes, TAC).
-    raw: bool,
-}
-
-impl<'k> Processor<'k> {
-    /// A processor whose batches carry the raw diagnostic columns.
-    pub(crate) fn new(kernel: &'k CompiledCalibration) -> Self {
-        Self {
-            kernel,
-            scanner: FrameScanner::new(),
-            merger: TimeMerger::new(LATENESS_PS),
-            kernel_losses: KernelLosses::default(),
-            carry: Vec::new(),
-            spans: Vec::new(),
-            bytes_scanned: 0,
-            raw: true,
-        }
-    }
-
-    /// Whether the batches carry the raw diagnostic columns; without them (when nothing
-    /// reads them: no `--raw-columns`) the hits never pass through them.
-    pub(crate) fn raw_columns(mut self, raw: bool) -> Self {
-        self.raw = raw;
-        self
-    }
-
-    /// Appends bytes, processes every whole frame, hands final (time-ordered) singles to `emit`.
-    pub(crate) fn push(
-        &mut self,
-        bytes: &[u8],
-        eof: bool,
-        emit: &mut dyn FnMut(HitBatch) -> Result<()>,
-    ) -> Result<()> {
-        self.carry.extend_from_slice(bytes);
-        self.spans.clear();
-        let consumed = self.scanner.scan(&self.carry, eof, &mut self.spans);
-        self.bytes_scanned += consumed as u64;
-        // Cut the frames into blocks of about BLOCK_HITS hits.
-        let mut blocks: Vec<&[FrameSpan]> = Vec::new();
-        let (mut start, mut hits) = (0, 0usize);
-        for (i, s) in self.spans.iter().enumerate() {
-            hits += s.n_hits as usize;
-            if hits >= BLOCK_HITS {
-                blocks.push(&self.spans[start..=i]);
-                (start, hits) = (i + 1, 0);
-            }
-        }
-        if start < self.spans.len() {
-            blocks.push(&self.spans[start..]);
-        }
-        let kernel = self.kernel;
-        let carry = &self.carry;
-        let raw = self.raw;
-        let results: Vec<(HitBatch, KernelLosses)> = blocks
-            .par_iter()
-            .map(|spans| {
-                let n: usize = spans.iter().map(|s| s.n_hits as usize).sum();
-                let mut batch = if raw {
-                    HitBatch::with_capacity(n)
-                } else {
-                    HitBatch {
-                        t_ps: Vec::with_capacity(n),
-                        channel: Vec::with_capacity(n),
-                        energy_kev: Vec::with_capacity(n),
-                        flags: Vec::with_capacity(n),
-                        ..HitBatch::default()
-                    }
-                };
-                let mut losses = KernelLosses::default();
-                kernel.decode_block_sorted(carry, spans, &mut batch, &mut losses, raw);
-                (batch, losses)
-            })
-            .collect();
-        let mut ready = Vec::new();
-        for (batch, losses) in results {
-            self.kernel_losses.add(&losses);
-            self.merger.push_into(batch, &mut ready);
-            for batch in ready.drain(..) {
-                emit(batch)?;
-            }
-        }
-        self.carry.drain(..consumed);
-        if eof {
-            let rest = self.merger.finish();
-            if !rest.is_empty() {
-                emit(rest)?;
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn counts(&self) -> PipelineCounts {
-        let mut losses = self.scanner.losses.clone();
-        self.kernel_losses.record(&mut losses);
-        losses.add(LossReason::LateHit, self.merger.late_hits());
-        PipelineCounts {
-            bytes_scanned: self.bytes_scanned,
-            frames: self.scanner.frames,
-            hits_decoded: self.scanner.hits,
-            singles_written: 0,
-            singles_sorted_only: 0,
-            frame_wraps: self.scanner.wraps(),
-            losses,
         }
     }
 }

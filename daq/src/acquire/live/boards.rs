@@ -6,19 +6,25 @@
 use super::inputs::InputThread;
 use crate::acquire::ingest::FrameChunk;
 use crate::observe::live_stats::BoardDecodeSnapshot;
+use crate::process::frame_decode::{PendingDecode, PipelineCounts, Processor};
 use crate::process::kernel::CompiledCalibration;
 use crate::process::merge::KWayMerger;
-use crate::process::pipeline::{PipelineCounts, Processor};
 use crate::process::streams::StreamReport;
 use crate::process::streams::stage::StreamStage;
-use anyhow::Result;
+use anyhow::{Result, anyhow};
+use rayon::Scope;
 use scandaq_core::{HitBatch, LossReason};
 use scandaq_sinks::FileRecord;
 use scandaq_sinks::archive::RawArchiveWriter;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Chunks taken off one input's ring per processing round (between merger releases).
 const DRAIN_CHUNKS_PER_CALL: usize = 8;
+
+/// Chunks being decoded on the pool at once, over all boards: while they decode, the
+/// processing thread merges, releases and hands on earlier singles. Bounds what is in flight
+/// (a chunk is at most ~256 KiB of frames).
+const DECODES_IN_FLIGHT: usize = 4;
 
 /// How far (detector time, ps) a raw-archive input may run ahead of the slowest archive input
 /// that still holds packets before it is no longer drained: archives are read as fast as they
@@ -113,6 +119,9 @@ pub(super) struct Decoding<'k> {
     board_input: BTreeMap<u32, usize>,
     timeline: Timeline,
     merger: KWayMerger,
+    /// Chunks being decoded on the pool, in the order they arrived, with their board:
+    /// completed in that order, so the singles reach the merger as if decoded in turn.
+    pending: VecDeque<(u32, PendingDecode)>,
     streams: StreamStage,
     /// The raw archive.
     pub(super) archive: ArchiveTap,
@@ -135,14 +144,23 @@ impl<'k> Decoding<'k> {
             // Boards may lag each other by 0.5 s of detector time; nothing within 50 ms of the
             // newest hit is released, so a board whose data starts a little later is not late.
             merger: KWayMerger::new(500_000_000_000, 50_000_000_000),
+            pending: VecDeque::new(),
             streams,
             archive,
         }
     }
 
-    /// Drains every ring once into the boards' processors and the merger; returns whether
-    /// anything arrived.
-    pub(super) fn drain(&mut self, inputs: &mut [InputThread]) -> Result<bool> {
+    /// Drains every ring once into the boards' processors (their frames decoded on the pool
+    /// through `scope`) and the merger; returns whether anything arrived. Decodes that have
+    /// finished are completed; the others by [`Self::settle`].
+    pub(super) fn drain<'s>(
+        &mut self,
+        inputs: &mut [InputThread],
+        scope: &Scope<'s>,
+    ) -> Result<bool>
+    where
+        'k: 's,
+    {
         let mut got = false;
         let floor = self.archive_floor(inputs);
         for (index, input) in inputs.iter_mut().enumerate() {
@@ -164,20 +182,32 @@ impl<'k> Decoding<'k> {
                 if !StreamStage::is_stream_chunk(&chunk) {
                     self.board_input.entry(chunk.source_id).or_insert(index);
                 }
-                self.take(&chunk)?;
+                self.take(chunk, scope)?;
             }
         }
+        self.settle(false)?;
         Ok(got)
     }
 
-    /// Records `chunk` in the archive and hands it to its stream or its board.
-    fn take(&mut self, chunk: &FrameChunk) -> Result<()> {
-        self.archive.write(chunk);
+    /// Records `chunk` in the archive and hands it to its stream or its board (its frames
+    /// decoded on the pool; a restart or an end of stream first completes every decode).
+    fn take<'s>(&mut self, mut chunk: FrameChunk, scope: &Scope<'s>) -> Result<()>
+    where
+        'k: 's,
+    {
+        self.archive.write(&chunk);
         if chunk.frames.is_empty() && !chunk.end_of_stream && chunk.packets == 0 {
             return Ok(()); // archive-only chunk (rejected packets)
         }
-        if StreamStage::is_stream_chunk(chunk) {
-            return self.streams.push(chunk);
+        if StreamStage::is_stream_chunk(&chunk) {
+            return self.streams.push(&chunk);
+        }
+        let restarts = self
+            .boards
+            .get(&chunk.source_id)
+            .is_some_and(|b| chunk.session > b.session);
+        if restarts {
+            self.settle(true)?;
         }
         let (kernel, raw) = (self.kernel, self.raw_columns);
         let (merger, timeline) = (&mut self.merger, &mut self.timeline);
@@ -185,16 +215,52 @@ impl<'k> Decoding<'k> {
             .boards
             .entry(chunk.source_id)
             .or_insert_with(|| BoardState::new(kernel, raw, chunk.session, chunk.source_id));
-        if chunk.session > board.session {
+        if restarts {
             board.next_session(chunk.session, kernel, merger, timeline)?;
         }
-        board.push(&chunk.frames, false, merger, timeline)?;
-        if chunk.end_of_stream && !board.ended {
-            board.ended = true;
-            board.push(&[], true, merger, timeline)?;
-            merger.end(board.key);
+        if !chunk.frames.is_empty() {
+            let decode = board
+                .processor
+                .submit(std::mem::take(&mut chunk.frames), scope);
+            self.pending.push_back((chunk.source_id, decode));
+            while self.pending.len() > DECODES_IN_FLIGHT {
+                self.complete_oldest()?;
+            }
+        }
+        if chunk.end_of_stream && self.boards.get(&chunk.source_id).is_some_and(|b| !b.ended) {
+            self.settle(true)?;
+            let (merger, timeline) = (&mut self.merger, &mut self.timeline);
+            if let Some(board) = self.boards.get_mut(&chunk.source_id) {
+                board.ended = true;
+                board.push(&[], true, merger, timeline)?;
+                merger.end(board.key);
+            }
         }
         Ok(())
+    }
+
+    /// Completes the decodes that have finished (`wait`: every one, waiting for them), in
+    /// the order they were started, into the merger.
+    pub(super) fn settle(&mut self, wait: bool) -> Result<()> {
+        while let Some((_, decode)) = self.pending.front() {
+            if !wait && !decode.is_done() {
+                break;
+            }
+            self.complete_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Completes the oldest decode into its board (waiting for it if need be).
+    fn complete_oldest(&mut self) -> Result<()> {
+        let Some((source_id, decode)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let board = self
+            .boards
+            .get_mut(&source_id)
+            .ok_or_else(|| anyhow!("a decode of board {source_id} outlived its board"))?;
+        board.complete(decode, &mut self.merger, &mut self.timeline)
     }
 
     /// Merged singles ready for the sink (`inputs`: an archive not yet exhausted holds them
@@ -241,6 +307,7 @@ impl<'k> Decoding<'k> {
     /// Ends every board that has not sent its end of stream (its last singles flushed into
     /// the merger); stops at the first error.
     pub(super) fn end_boards(&mut self) -> Result<()> {
+        self.settle(true)?;
         for board in self.boards.values_mut() {
             if !board.ended {
                 board.push(&[], true, &mut self.merger, &mut self.timeline)?;
@@ -353,8 +420,8 @@ impl<'k> BoardState<'k> {
         c
     }
 
-    /// Decodes `frames` (and the session's end with `eof`) into the merger; a session after
-    /// a restart is moved onto the run's timeline and flagged.
+    /// Decodes `frames` (and the session's end with `eof`) into the merger in the caller's
+    /// turn.
     fn push(
         &mut self,
         frames: &[u8],
@@ -362,9 +429,34 @@ impl<'k> BoardState<'k> {
         merger: &mut KWayMerger,
         timeline: &mut Timeline,
     ) -> Result<()> {
+        let (processor, mut place) = self.placing(merger, timeline);
+        processor.push(frames, eof, &mut place)
+    }
+
+    /// Completes a decode this board's processor started, into the merger.
+    fn complete(
+        &mut self,
+        decode: PendingDecode,
+        merger: &mut KWayMerger,
+        timeline: &mut Timeline,
+    ) -> Result<()> {
+        let (processor, mut place) = self.placing(merger, timeline);
+        processor.complete(decode, &mut place)
+    }
+
+    /// The processor, and what places its singles into the merger: a session after a restart
+    /// is moved onto the run's timeline and flagged.
+    fn placing<'s>(
+        &'s mut self,
+        merger: &'s mut KWayMerger,
+        timeline: &'s mut Timeline,
+    ) -> (
+        &'s mut Processor<'k>,
+        impl FnMut(HitBatch) -> Result<()> + 's,
+    ) {
         let (key, restarted, rebase) = (self.key, self.session > 0, &mut self.rebase);
         let newest = &mut self.newest;
-        self.processor.push(frames, eof, &mut |mut b| {
+        let place = move |mut b: HitBatch| {
             if restarted && !b.is_empty() {
                 // The board's clock restarted with it: its first singles are placed at the
                 // newest time of the run so far, and the session keeps that offset.
@@ -384,7 +476,8 @@ impl<'k> BoardState<'k> {
             }
             merger.push(key, b);
             Ok(())
-        })
+        };
+        (&mut self.processor, place)
     }
 
     /// Ends the current session and opens `session`, on a new merger stream.

@@ -14,6 +14,7 @@ use crate::observe::markers::SharedMarkers;
 use crate::observe::stop::StopFlag;
 use crate::process::kernel::CompiledCalibration;
 use crate::process::run::{RunStart, failure_of};
+use rayon::Scope;
 use scandaq_core::run_state::{FailureReason, StopReason};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -79,19 +80,32 @@ impl<'a, 'k> LiveRun<'a, 'k> {
 
     /// Acquires until a stop condition; returns why it stopped.
     pub(super) fn acquire(&mut self) -> StopReason {
-        loop {
-            if let Some(reason) = self.step() {
-                return reason;
+        // Frames decode on the rayon pool within this scope while this thread merges and
+        // hands on the singles decoded before them.
+        rayon::in_place_scope(|scope| {
+            loop {
+                if let Some(reason) = self.step(scope) {
+                    return reason;
+                }
             }
-        }
+        })
     }
 
     /// One round: drain the rings, release merged singles to the sink, check for failures,
     /// the disk and the stop conditions, publish the statistics.
-    fn step(&mut self) -> Option<StopReason> {
-        match self.decoding.drain(&mut self.inputs.threads) {
+    fn step<'s>(&mut self, scope: &Scope<'s>) -> Option<StopReason>
+    where
+        'k: 's,
+    {
+        match self.decoding.drain(&mut self.inputs.threads, scope) {
             Ok(true) => self.last_data = Instant::now(),
-            Ok(false) => std::thread::sleep(Duration::from_millis(1)),
+            Ok(false) => {
+                // Nothing new: what is still decoding is finished before the wait.
+                if let Err(e) = self.decoding.settle(true) {
+                    return Some(self.stop_on(e));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             Err(e) => return Some(self.stop_on(e)),
         }
         let ready = self.decoding.release(&self.inputs.threads);

@@ -54,28 +54,33 @@ impl LiveRun<'_, '_> {
     /// Keeps draining (and releasing to the sink) while the inputs finish, then until their
     /// rings are empty.
     fn drain_until_inputs_end(&mut self) {
-        loop {
-            let finished = self.inputs.all_finished();
-            let mut got = false;
-            if self.error.is_none() {
-                match self.decoding.drain(&mut self.inputs.threads) {
-                    Ok(g) => got = g,
-                    Err(e) => self.error = Some(format!("{e:#}")),
+        rayon::in_place_scope(|scope| {
+            loop {
+                let finished = self.inputs.all_finished();
+                let mut got = false;
+                if self.error.is_none() {
+                    match self.decoding.drain(&mut self.inputs.threads, scope) {
+                        Ok(g) => got = g,
+                        Err(e) => self.error = Some(format!("{e:#}")),
+                    }
+                    if !got && let Err(e) = self.decoding.settle(true) {
+                        self.error = Some(format!("{e:#}"));
+                    }
+                    let ready = self.decoding.release(&self.inputs.threads);
+                    if !ready.is_empty()
+                        && let Err(e) = self.sink.send(ready)
+                    {
+                        self.error = Some(format!("{e:#}"));
+                    }
                 }
-                let ready = self.decoding.release(&self.inputs.threads);
-                if !ready.is_empty()
-                    && let Err(e) = self.sink.send(ready)
-                {
-                    self.error = Some(format!("{e:#}"));
+                if finished && !got {
+                    break;
+                }
+                if !got {
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            if finished && !got {
-                break;
-            }
-            if !got {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        });
     }
 
     /// Flushes every board that did not end its stream and sends what the merger holds.

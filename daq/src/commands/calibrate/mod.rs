@@ -19,8 +19,8 @@ pub mod skew;
 pub mod tdc;
 
 use crate::process::calib_load::names;
+use crate::process::frame_decode::Processor;
 use crate::process::kernel::CompiledCalibration;
-use crate::process::pipeline::Processor;
 use crate::process::read_blocks::read_up_to;
 use anyhow::{Context, Result, bail};
 use scandaq_core::units::{
