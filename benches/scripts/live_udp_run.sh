@@ -13,6 +13,8 @@
 # SENDERS=1: one sender process for both boards (one detector clock; two processes that fall
 # behind real time by different amounts drift apart, and a board behind the other by more than
 # the merger's 0.5 s is late data).
+# SCANDAQ_BIN=path: the scandaq binary to run (default: this tree's release build), e.g. an
+# earlier commit's build for an A/B with the same senders.
 # PERF=1: also samples every CPU (perf record -a, 499 Hz) while the senders send, and prints
 # where the machine's CPU went: by thread name (senders, scandaq's threads, kernel softirq)
 # and scandaq's top functions.
@@ -34,7 +36,7 @@ if [ "${PRERENDER:-0}" = 1 ]; then
   prerender=(--prerender)
   limit=$((seconds * 4 + 300))
 fi
-$bin/scandaq run --udp 127.0.0.1:$port --calib "$work/cal/calib" --out "$work/runs" \
+"${SCANDAQ_BIN:-$bin/scandaq}" run --udp 127.0.0.1:$port --calib "$work/cal/calib" --out "$work/runs" \
   --duration ${limit}s --quiet --no-coincidences &
 daq=$!
 sleep 1

@@ -24,7 +24,7 @@ const DRAIN_CHUNKS_PER_CALL: usize = 8;
 /// Chunks being decoded on the pool at once, over all boards: while they decode, the
 /// processing thread merges, releases and hands on earlier singles. Bounds what is in flight
 /// (a chunk is at most ~256 KiB of frames).
-const DECODES_IN_FLIGHT: usize = 4;
+const DECODES_IN_FLIGHT: usize = 16;
 
 /// How far (detector time, ps) a raw-archive input may run ahead of the slowest archive input
 /// that still holds packets before it is no longer drained: archives are read as fast as they
