@@ -55,8 +55,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), crate::SinkError> {
 }
 
 /// Bytes handed to the hashing thread at a time: every chunk is exactly this long (the last
-/// one of a file excepted), in buffers the hashing thread hands back for reuse.
-const HASH_CHUNK: usize = 1 << 20;
+/// one of a file excepted), in buffers the hashing thread hands back for reuse. 256 KiB (was
+/// 1 MiB): the buffers there can be (queued, being hashed, pending) hold at most 1.5 MiB; a
+/// starved hasher fills its queue more often the longer a run is (heaptrack: 2.1 MB of hashing
+/// buffers at the live-heap peak of a 10 M-hit replay, 6.3 MB at 100 M with 1 MiB chunks;
+/// BENCHMARKS.md, issue 16, session 14).
+const HASH_CHUNK: usize = 256 << 10;
 /// Chunks queued for the hashing thread at most (then the writer waits for it). The hasher
 /// takes 0.55 s of CPU per GB, far less than the encoding, but on a loaded machine it can be
 /// starved: a deeper queue (8 chunks of 4 MiB) then filled up in long runs, and was what made

@@ -70,11 +70,18 @@ pub struct WriteOptions {
     /// Encode whole row groups as rayon tasks, several in flight (the fastest on a few cores;
     /// costs up to one row group of buffered rows per core, plus one).
     pub parallel_row_groups: bool,
-    /// Values the column writers take at a time; page limits (1 MiB, 20 000 rows) are checked
-    /// between them. Parquet's default is 1024; narrow tables such as the singles use 20 000,
-    /// which gives pages of 20 000 rows (as pyarrow writes) and cut the sequential encoder's
-    /// CPU by about 10 %. Keep it small for wide rows (blobs), where it bounds page bytes.
+    /// Values the column writers take at a time; page limits (1 MiB, [`Self::page_rows`]) are
+    /// checked between them. Parquet's default is 1024; narrow tables use more (the
+    /// coincidences 20 000, pages of 20 000 rows as pyarrow writes; the singles 16 384), which
+    /// cut the sequential encoder's CPU by about 10 %. Keep it small for wide rows (blobs),
+    /// where it bounds page bytes.
     pub write_batch_rows: usize,
+    /// Rows per data page at most (parquet's default, 20 000, when `None`). A page is cut once
+    /// this many rows are buffered, checked after each batch of `write_batch_rows` values, so
+    /// set both alike for pages of exactly this many rows. Page-sized buffers (the encoded
+    /// page, its compressed copy, zstd's workspace sized for it) are the largest allocations
+    /// the encoding repeats; see [`crate::singles::write_options`].
+    pub page_rows: Option<usize>,
     /// Columns written with DELTA_BINARY_PACKED (monotone integers such as times).
     pub delta_columns: Vec<&'static str>,
     /// Columns written with BYTE_STREAM_SPLIT (floats).
@@ -100,6 +107,7 @@ impl Default for WriteOptions {
             parallel_columns: true,
             parallel_row_groups: true,
             write_batch_rows: 1024,
+            page_rows: None,
             delta_columns: Vec::new(),
             byte_stream_split_columns: Vec::new(),
             dictionary_columns: Vec::new(),
@@ -315,6 +323,10 @@ impl ParquetTableWriter {
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_offset_index_disabled(true)
             .set_write_batch_size(options.write_batch_rows.max(1))
+            .set_data_page_row_count_limit(options.page_rows.map_or(
+                parquet::file::properties::DEFAULT_DATA_PAGE_ROW_COUNT_LIMIT,
+                |rows| rows.max(1),
+            ))
             .set_created_by(format!("scandaq {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(
                 metadata
@@ -878,13 +890,21 @@ mod tests {
             Field::new("t_ps", DataType::Int64, false),
             Field::new("energy_kev", DataType::Float32, false),
         ]));
-        for (batch_rows, page_rows) in [(20_000, vec![20_000; 5]), (1024, vec![20_480; 4])] {
+        for (batch_rows, limit, page_rows) in [
+            (20_000, None, vec![20_000; 5]),
+            (1024, None, vec![20_480; 4]),
+            // Pages of exactly the limit when the batches match it (the singles' layout).
+            (16_384, Some(16_384), vec![16_384; 6]),
+            // A limit below the batch is met only after a whole batch.
+            (20_000, Some(16_384), vec![20_000; 5]),
+        ] {
             let options = WriteOptions {
                 write_batch_rows: batch_rows,
+                page_rows: limit,
                 zstd_level: None,
                 ..WriteOptions::default()
             };
-            let name = format!("n{batch_rows}.parquet");
+            let name = format!("n{batch_rows}-{limit:?}.parquet");
             let mut w =
                 ParquetTableWriter::create(dir.path(), &name, schema.clone(), &options, vec![])
                     .unwrap();

@@ -143,7 +143,16 @@ pub fn write_options() -> WriteOptions {
     WriteOptions {
         delta_columns: vec!["t_ps", "frame", "photon_id"],
         byte_stream_split_columns: vec!["energy_kev"],
-        write_batch_rows: 20_000,
+        // Data pages of 16 384 rows (from about 33 k: the page limit of 20 000 rows was met
+        // only after the second of the sink's ~16 k-row batches). Page-sized buffers — the
+        // encoded page, its compressed copy, zstd's workspace sized for it (up to 577 KB) — are
+        // the largest allocations the encoding repeats, on the rayon workers; at the larger
+        // size they fit none of the holes glibc's arenas keep and pushed the arenas' tops up
+        // all through a run, so a replay's RSS crept with its length. Half the size, the creep
+        // is smaller, not gone (issue 16, BENCHMARKS.md, session 14). The file is up to 0.3 %
+        // larger; CPU within the noise.
+        write_batch_rows: 16_384,
+        page_rows: Some(16_384),
         // Positions repeat per crystal: a dictionary of the crystal centres (plain + zstd was
         // both larger, 8.9 vs 7.8 B/single, and slower on the bench). Flags are plain: zstd
         // takes their runs of equal values to the same size as a dictionary did, for 10 % less
