@@ -52,6 +52,7 @@ pub fn write_options() -> WriteOptions {
         // Values handed to the column writers at a time: the page row limit (20 000) is then
         // met in one go instead of in 1024-value steps, as the singles do.
         write_batch_rows: 20_000,
+        compression: crate::Compression::TABLES_DEFAULT,
         ..WriteOptions::default()
     }
 }

@@ -59,8 +59,8 @@ pub const APPEND_FRACTION: f64 = 0.2;
 /// How a table's columns are laid out in the file.
 #[derive(Clone, Debug)]
 pub struct WriteOptions {
-    /// zstd level (1 = fastest); `None` = uncompressed.
-    pub zstd_level: Option<i32>,
+    /// Page compression.
+    pub compression: Compression,
     /// Rows per row group (at most).
     pub row_group_rows: usize,
     /// Buffered Arrow bytes per row group (at most): wide rows cut row groups earlier.
@@ -101,7 +101,7 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         Self {
-            zstd_level: Some(1),
+            compression: Compression::Zstd(1),
             row_group_rows: 1 << 20,
             row_group_bytes: 128 << 20,
             parallel_columns: true,
@@ -117,41 +117,88 @@ impl Default for WriteOptions {
     }
 }
 
-/// Page compression of the singles and coincidence tables (`--compression`, `[run]
-/// compression`): zstd at a level (1, the fastest, by default) or none. Measured trade-off in
-/// BENCHMARKS.md: no compression costs about 15 % more bytes for about 20 % less encoder CPU;
-/// higher zstd levels gain well under 1 % of size for 2-3x the CPU.
+/// Page compression of a table. The singles and coincidence tables take it from
+/// `--compression` / `[run] compression` ([`Compression::TABLES_DEFAULT`], LZ4_RAW, unless
+/// set); other tables use zstd level 1. Measured trade-off (BENCHMARKS.md, "Codecs and
+/// encodings"): against zstd 1, LZ4_RAW costs 6-8 % more bytes for about 16 % less encoding
+/// CPU; no compression costs 12-76 % more bytes; higher zstd levels gain well under 1 % of
+/// size for 2-3x the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Compression {
-    /// zstd level (1..=22), or `None` for uncompressed pages.
-    pub zstd_level: Option<i32>,
+#[serde(try_from = "String", into = "String")]
+pub enum Compression {
+    /// Pages stored as they are (`none`).
+    None,
+    /// LZ4_RAW (a plain LZ4 block per page; `lz4`).
+    Lz4Raw,
+    /// zstd at a level from 1 (the fastest) to 22 (`zstd`, `zstd:N`).
+    Zstd(i32),
+}
+
+impl Compression {
+    /// What the singles and coincidence tables use unless told otherwise: LZ4_RAW, the
+    /// cheapest codec within 1.1x of zstd 1's file size on these tables.
+    pub const TABLES_DEFAULT: Compression = Compression::Lz4Raw;
+
+    /// The same codec as parquet's page codec.
+    fn page_codec(self) -> Result<PageCodec, String> {
+        Ok(match self {
+            Compression::None => PageCodec::UNCOMPRESSED,
+            Compression::Lz4Raw => PageCodec::LZ4_RAW,
+            Compression::Zstd(level) => {
+                PageCodec::ZSTD(ZstdLevel::try_new(level).map_err(|e| e.to_string())?)
+            }
+        })
+    }
 }
 
 impl Default for Compression {
     fn default() -> Self {
-        Self {
-            zstd_level: Some(1),
+        Self::TABLES_DEFAULT
+    }
+}
+
+impl std::fmt::Display for Compression {
+    /// The text [`Compression::from_str`] reads back: `none`, `lz4` or `zstd:N`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Lz4Raw => f.write_str("lz4"),
+            Compression::Zstd(level) => write!(f, "zstd:{level}"),
         }
     }
 }
 
 impl std::str::FromStr for Compression {
     type Err = String;
-    /// `zstd` (level 1), `zstd:N` (N in 1..=22) or `none`.
+    /// `lz4`, `zstd` (level 1), `zstd:N` (N in 1..=22) or `none`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let zstd_level = match text.trim() {
-            "none" => None,
-            "zstd" => Some(1),
+        Ok(match text.trim() {
+            "none" => Compression::None,
+            "lz4" | "lz4_raw" => Compression::Lz4Raw,
+            "zstd" => Compression::Zstd(1),
             other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
-                Some(Ok(level)) if (1..=22).contains(&level) => Some(level),
+                Some(Ok(level)) if (1..=22).contains(&level) => Compression::Zstd(level),
                 _ => {
                     return Err(format!(
-                        "compression {text:?}: expected zstd (level 1), zstd:N (N from 1 to 22) or none"
+                        "compression {text:?}: expected lz4 (the default), zstd (level 1), \
+                         zstd:N (N from 1 to 22) or none"
                     ));
                 }
             },
-        };
-        Ok(Self { zstd_level })
+        })
+    }
+}
+
+impl TryFrom<String> for Compression {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<Compression> for String {
+    fn from(c: Compression) -> String {
+        c.to_string()
     }
 }
 
@@ -306,12 +353,10 @@ impl ParquetTableWriter {
         let final_path = dir.join(file_name);
         let tmp_path = dir.join(format!("{file_name}.inprogress"));
         let file = File::create(&tmp_path).map_err(|e| SinkError::io("creating", &tmp_path, e))?;
-        let compression = match options.zstd_level {
-            Some(level) => {
-                PageCodec::ZSTD(ZstdLevel::try_new(level).map_err(|e| parquet_err(&final_path, e))?)
-            }
-            None => PageCodec::UNCOMPRESSED,
-        };
+        let compression = options
+            .compression
+            .page_codec()
+            .map_err(|e| parquet_err(&final_path, e))?;
         let mut props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(options.row_group_rows))
@@ -733,6 +778,31 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use std::time::{Duration, Instant};
 
+    /// Every codec text reads back to itself, through `FromStr`/`Display` and through serde;
+    /// wrong texts are refused with the accepted forms named.
+    #[test]
+    fn compression_texts_read_back_and_wrong_ones_name_the_choices() {
+        for (text, codec) in [
+            ("lz4", Compression::Lz4Raw),
+            ("lz4_raw", Compression::Lz4Raw),
+            ("zstd", Compression::Zstd(1)),
+            ("zstd:7", Compression::Zstd(7)),
+            (" none ", Compression::None),
+        ] {
+            let parsed: Compression = text.parse().unwrap();
+            assert_eq!(parsed, codec, "{text}");
+            assert_eq!(codec.to_string().parse::<Compression>().unwrap(), codec);
+            let json = serde_json::to_string(&codec).unwrap();
+            assert_eq!(serde_json::from_str::<Compression>(&json).unwrap(), codec);
+        }
+        assert_eq!(Compression::default(), Compression::Lz4Raw);
+        for bad in ["zstd:0", "zstd:23", "lz5", "gzip", ""] {
+            let e = bad.parse::<Compression>().unwrap_err();
+            assert!(e.contains("lz4") && e.contains("zstd:N"), "{bad}: {e}");
+        }
+        assert!(serde_json::from_str::<Compression>("\"zstd:99\"").is_err());
+    }
+
     fn batch(schema: &SchemaRef, start: i64, n: usize) -> RecordBatch {
         let t: Vec<i64> = (0..n as i64).map(|i| start + 3 * i).collect();
         let e: Vec<f32> = t.iter().map(|&x| (x % 1000) as f32 * 0.5).collect();
@@ -901,7 +971,7 @@ mod tests {
             let options = WriteOptions {
                 write_batch_rows: batch_rows,
                 page_rows: limit,
-                zstd_level: None,
+                compression: Compression::None,
                 ..WriteOptions::default()
             };
             let name = format!("n{batch_rows}-{limit:?}.parquet");

@@ -157,7 +157,7 @@ pub fn us_sequence_schema() -> SchemaRef {
 /// cap the rate), plain blobs, delta-coded frame numbers and times, row groups cut at 64 MiB.
 pub fn rf_events_write_options() -> WriteOptions {
     WriteOptions {
-        zstd_level: None,
+        compression: crate::Compression::None,
         row_group_rows: 1 << 16,
         row_group_bytes: 64 << 20,
         parallel_columns: false,

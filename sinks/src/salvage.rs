@@ -427,6 +427,24 @@ pub struct Salvage {
     pub why_stopped: Option<String>,
 }
 
+/// The codec a footerless file's pages were written with (the footer that named it is
+/// missing): the first page whose stored size differs from its size decoded starts with
+/// zstd's frame magic under zstd, and is a plain LZ4 block (no magic) under LZ4_RAW, the only
+/// other codec [`ParquetTableWriter`] writes; a file whose every page is stored as is was
+/// written uncompressed (`--compression none`). zstd's level is not in the pages and does not
+/// matter to a reader: the recovered file is written at level 1.
+fn page_codec(bytes: &[u8], pages: &[Page]) -> crate::Compression {
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+    let Some(p) = pages.iter().find(|p| p.compressed != p.uncompressed) else {
+        return crate::Compression::None;
+    };
+    let start = usize::try_from(p.offset + p.header_len).unwrap_or(usize::MAX);
+    match bytes.get(start..start.saturating_add(4)) {
+        Some(head) if head == ZSTD_MAGIC => crate::Compression::Zstd(1),
+        _ => crate::Compression::Lz4Raw,
+    }
+}
+
 /// Salvages `footerless` (a table named `final_name`, written by [`ParquetTableWriter`] and
 /// cut short before its footer) into `dir/final_name`: every complete row group, rewritten
 /// through the writer. `run` goes into the new file's metadata.
@@ -456,23 +474,24 @@ pub fn salvage(
         });
     }
     let pages = walk_pages(&bytes);
+    let codec = page_codec(&bytes, &pages);
     drop(bytes);
     let layouts = dictionary_layouts(table, &options);
     let best = best_explaining_schema(&pages, &schemas, &layouts);
     let Some((schema, groups, mut why)) = best else {
         return Err(fail("no schema".into()));
     };
-    // The codec the writer used: zstd (any level), unless every page is stored as is, which
-    // is what an uncompressed table (`--compression none`) looks like.
-    let compression = if groups.iter().all(|g| {
-        g.columns
-            .iter()
-            .flatten()
-            .all(|p| p.compressed == p.uncompressed)
-    }) {
-        Compression::UNCOMPRESSED
-    } else {
-        Compression::ZSTD(ZstdLevel::try_new(options.zstd_level.unwrap_or(1)).unwrap_or_default())
+    // The recovered file keeps the codec the writer used.
+    let options = WriteOptions {
+        compression: codec,
+        ..options
+    };
+    let compression = match codec {
+        crate::Compression::None => Compression::UNCOMPRESSED,
+        crate::Compression::Lz4Raw => Compression::LZ4_RAW,
+        crate::Compression::Zstd(level) => {
+            Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default())
+        }
     };
     let descr = Arc::new(
         ArrowSchemaConverter::new()
@@ -610,14 +629,14 @@ mod tests {
     use scandaq_core::HitBatch;
 
     /// A committed singles file of 7 row groups of 1000 hits (the table's own encodings).
-    fn committed_singles(dir: &Path, zstd_level: Option<i32>) -> (Vec<u8>, HitBatch) {
-        committed_singles_with(dir, zstd_level, singles::write_options())
+    fn committed_singles(dir: &Path, compression: crate::Compression) -> (Vec<u8>, HitBatch) {
+        committed_singles_with(dir, compression, singles::write_options())
     }
 
     /// [`committed_singles`] with the table's encodings given.
     fn committed_singles_with(
         dir: &Path,
-        zstd_level: Option<i32>,
+        compression: crate::Compression,
         encodings: WriteOptions,
     ) -> (Vec<u8>, HitBatch) {
         let n = 7000;
@@ -631,7 +650,7 @@ mod tests {
         let options = WriteOptions {
             row_group_rows: 1000,
             commit_interval: None,
-            zstd_level,
+            compression,
             ..encodings
         };
         let mut w = ParquetTableWriter::create(
@@ -676,15 +695,19 @@ mod tests {
 
     #[test]
     fn every_cut_keeps_exactly_the_row_groups_before_it() {
-        // zstd (the default) and an uncompressed table (`--compression none`).
-        for zstd_level in [Some(1), None] {
-            every_cut_keeps_the_row_groups_before_it(zstd_level);
+        // LZ4_RAW (the default), zstd and an uncompressed table (`--compression none`).
+        for compression in [
+            crate::Compression::Lz4Raw,
+            crate::Compression::Zstd(3),
+            crate::Compression::None,
+        ] {
+            every_cut_keeps_the_row_groups_before_it(compression);
         }
     }
 
-    fn every_cut_keeps_the_row_groups_before_it(zstd_level: Option<i32>) {
+    fn every_cut_keeps_the_row_groups_before_it(compression: crate::Compression) {
         let tmp = tempfile::tempdir().unwrap();
-        let (bytes, hits) = committed_singles(tmp.path(), zstd_level);
+        let (bytes, hits) = committed_singles(tmp.path(), compression);
         let (groups, boundaries) = layout(&bytes, tmp.path());
         assert_eq!(groups.len(), 7, "the test needs several row groups");
         let footer_start = groups.last().unwrap().0;
@@ -713,8 +736,20 @@ mod tests {
                 Some(rec) => {
                     assert_eq!(rec.rows, expected_rows, "cut at byte {cut}");
                     let f = std::fs::File::open(dir.path().join(&rec.path)).unwrap();
-                    let got: Vec<i64> = ParquetRecordBatchReaderBuilder::try_new(f)
-                        .unwrap()
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+                    // The recovered file keeps the codec the pages were written with.
+                    for rg in reader.metadata().row_groups() {
+                        for c in rg.columns() {
+                            let same = matches!(
+                                (compression, c.compression()),
+                                (crate::Compression::None, Compression::UNCOMPRESSED)
+                                    | (crate::Compression::Lz4Raw, Compression::LZ4_RAW)
+                                    | (crate::Compression::Zstd(_), Compression::ZSTD(_))
+                            );
+                            assert!(same, "cut at byte {cut}: {:?}", c.compression());
+                        }
+                    }
+                    let got: Vec<i64> = reader
                         .build()
                         .unwrap()
                         .flat_map(|b| {
@@ -745,7 +780,7 @@ mod tests {
         former
             .dictionary_columns
             .extend_from_slice(singles::FORMER_DICTIONARY_COLUMNS);
-        let (bytes, hits) = committed_singles_with(tmp.path(), Some(1), former);
+        let (bytes, hits) = committed_singles_with(tmp.path(), crate::Compression::Zstd(1), former);
         let (groups, _) = layout(&bytes, tmp.path());
         let cut = groups[4].0 as usize + 10;
         let footerless = tmp.path().join("singles-00000.parquet.footerless");

@@ -163,6 +163,7 @@ pub fn write_options() -> WriteOptions {
         // many a run happened to hold at its peak swung its peak RSS by tens of MB (issue 16,
         // BENCHMARKS.md). The file is within 0.3 % of the size.
         row_group_rows: 256 << 10,
+        compression: crate::Compression::TABLES_DEFAULT,
         ..WriteOptions::default()
     }
 }

@@ -1,7 +1,8 @@
 //! Parquet singles sink harness: writes a singles table (read from a Parquet file, e.g. one a
-//! run wrote) with scandaq's `ParquetTableWriter` and the singles encodings, several times,
-//! and prints the median rows/s and the file size. benches/scripts/sink_vs_pyarrow.py runs it
-//! beside pyarrow's `write_table` on the same table with the same codec and encodings.
+//! run wrote) with scandaq's `ParquetTableWriter` and the singles encodings at zstd level 1,
+//! several times, and prints the median rows/s and the file size.
+//! benches/scripts/sink_vs_pyarrow.py runs it beside pyarrow's `write_table` on the same
+//! table with the same codec and encodings.
 //!
 //! Usage: `sink_bench INPUT.parquet [REPEATS]`
 
@@ -51,6 +52,8 @@ fn main() {
             let options = scandaq_sinks::WriteOptions {
                 parallel_row_groups: row_groups,
                 parallel_columns: columns,
+                // pyarrow's codec beside it (the table's default is LZ4_RAW).
+                compression: scandaq_sinks::Compression::Zstd(1),
                 ..singles::write_options()
             };
             let start = Instant::now();

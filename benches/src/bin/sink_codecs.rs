@@ -1,6 +1,6 @@
 //! Codec and encoding trade-offs of the singles and coincidence tables: writes a table read
 //! from a Parquet file (one a run wrote) with scandaq's `ParquetTableWriter` under several
-//! layouts (zstd levels, no compression, channel ids and flags plain or dictionary, row-group
+//! layouts (LZ4_RAW, zstd levels, no compression, channel ids and flags plain or dictionary, row-group
 //! sizes),
 //! alternating them, and prints per layout the median wall time, CPU time of the process
 //! (all threads) and the file size relative to today's default. BENCHMARKS.md quotes it.
@@ -10,7 +10,7 @@
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use scandaq_sinks::{ParquetTableWriter, WriteOptions, coincidences, singles};
+use scandaq_sinks::{Compression, ParquetTableWriter, WriteOptions, coincidences, singles};
 use std::time::Instant;
 
 /// CPU time of this process so far (user + system, all threads), seconds.
@@ -92,31 +92,38 @@ fn main() {
         ..o.clone()
     };
     let layouts: Vec<(&str, WriteOptions)> = vec![
-        ("default (zstd 1)", base.clone()),
+        ("default (LZ4_RAW)", base.clone()),
+        (
+            "zstd 1",
+            WriteOptions {
+                compression: Compression::Zstd(1),
+                ..base.clone()
+            },
+        ),
         (
             "zstd 3",
             WriteOptions {
-                zstd_level: Some(3),
+                compression: Compression::Zstd(3),
                 ..base.clone()
             },
         ),
         (
             "zstd 9",
             WriteOptions {
-                zstd_level: Some(9),
+                compression: Compression::Zstd(9),
                 ..base.clone()
             },
         ),
         (
             "uncompressed",
             WriteOptions {
-                zstd_level: None,
+                compression: Compression::None,
                 ..base.clone()
             },
         ),
-        ("channel ids plain (zstd 1)", channel_plain(&base)),
+        ("channel ids plain (LZ4_RAW)", channel_plain(&base)),
         (
-            "channel ids delta (zstd 1)",
+            "channel ids delta (LZ4_RAW)",
             WriteOptions {
                 delta_columns: [
                     base.delta_columns.clone(),
@@ -127,7 +134,7 @@ fn main() {
             },
         ),
         (
-            "channel ids byte-stream-split (zstd 1)",
+            "channel ids byte-stream-split (LZ4_RAW)",
             WriteOptions {
                 byte_stream_split_columns: [
                     base.byte_stream_split_columns.clone(),
@@ -138,7 +145,7 @@ fn main() {
             },
         ),
         (
-            "flags plain (zstd 1)",
+            "flags plain (LZ4_RAW)",
             WriteOptions {
                 dictionary_columns: without(&base.dictionary_columns, "flags"),
                 ..base.clone()

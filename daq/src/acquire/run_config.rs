@@ -42,7 +42,8 @@ pub struct RunSection {
     pub positions: Option<bool>,
     /// Write only the coincidence tables, no singles table.
     pub coincidences_only: Option<bool>,
-    /// Table compression: "zstd" (level 1, the default), "zstd:N" or "none".
+    /// Page compression of the singles and coincidence tables: "lz4" (LZ4_RAW, the default),
+    /// "zstd" (level 1), "zstd:N" or "none".
     pub compression: Option<String>,
     /// Warn when the output disk has less free space than this (`500MB`, `2GiB`; default
     /// 1 GiB).

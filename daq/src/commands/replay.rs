@@ -378,9 +378,10 @@ pub struct ReplayArgs {
     /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
     #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
     pub rotate_size: Option<u64>,
-    /// Page compression of the singles and coincidence tables: zstd (level 1), zstd:N, or none
-    /// (about 15 % larger files for about 20 % less encoding CPU; BENCHMARKS.md).
-    #[arg(long, value_name = "CODEC", default_value = "zstd")]
+    /// Page compression of the singles and coincidence tables: lz4 (LZ4_RAW), zstd (level 1),
+    /// zstd:N, or none. zstd makes files 6-8 % smaller for about 16 % more encoding CPU
+    /// (BENCHMARKS.md).
+    #[arg(long, value_name = "CODEC", default_value = "lz4")]
     pub compression: scandaq_sinks::Compression,
     /// Coincidence settings (window, delay, energy window, policy, grouping).
     #[command(flatten)]

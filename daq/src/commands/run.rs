@@ -85,8 +85,8 @@ pub struct RunArgs {
     /// Commit interval: every single (and archived packet) is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = duration_text, allow_hyphen_values = true)]
     pub commit_interval: Option<String>,
-    /// Page compression of the singles and coincidence tables: zstd (level 1, the default),
-    /// zstd:N, or none.
+    /// Page compression of the singles and coincidence tables: lz4 (LZ4_RAW, the default),
+    /// zstd (level 1), zstd:N, or none.
     #[arg(long, value_name = "CODEC")]
     pub compression: Option<String>,
     /// Show the operator dashboard (needs a terminal; otherwise the stats line is printed).

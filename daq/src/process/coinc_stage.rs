@@ -315,7 +315,7 @@ impl TableOut {
         compression: scandaq_sinks::Compression,
     ) -> Result<Self> {
         let options = scandaq_sinks::WriteOptions {
-            zstd_level: compression.zstd_level,
+            compression,
             ..coincidences::write_options()
         };
         Ok(Self {

@@ -187,7 +187,7 @@ impl SinglesFiles {
                 let name = singles::singles_file_name(self.next_index);
                 let options = scandaq_sinks::WriteOptions {
                     commit_interval: Some(self.rotation.commit_interval()),
-                    zstd_level: self.rotation.compression.zstd_level,
+                    compression: self.rotation.compression,
                     ..singles::write_options()
                 };
                 let w = ParquetTableWriter::create(

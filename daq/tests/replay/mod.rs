@@ -418,27 +418,35 @@ fn codecs(path: &Path) -> Vec<parquet::basic::Compression> {
 }
 
 #[test]
-fn compression_none_and_zstd_levels_reach_the_tables_and_bad_codecs_are_named() {
+fn compression_lz4_none_and_zstd_levels_reach_the_tables_and_bad_codecs_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let calib = sim_dir().join("calib");
+    // `codec` "" is the default: no --compression flag.
     let replay = |codec: &str| {
-        let out = tmp.path().join(codec.replace(':', "_"));
-        let (code, stdout, stderr) = scandaq(&[
+        let out = tmp.path().join(format!("out-{}", codec.replace(':', "_")));
+        let rawf = sim_dir().join("bench.rawf");
+        let mut args = vec![
             "replay",
-            sim_dir().join("bench.rawf").to_str().unwrap(),
+            rawf.to_str().unwrap(),
             "--calib",
             calib.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
             "--no-progress",
-            "--compression",
-            codec,
-        ]);
+        ];
+        if !codec.is_empty() {
+            args.extend(["--compression", codec]);
+        }
+        let (code, stdout, stderr) = scandaq(&args);
         (code, stdout, stderr, out.join("run-000001"))
     };
     let (code, stdout, stderr, plain) = replay("none");
     assert_eq!(code, 0, "{stdout}{stderr}");
     let (code, stdout, stderr, zstd) = replay("zstd:3");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr, lz4) = replay("lz4");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr, default) = replay("");
     assert_eq!(code, 0, "{stdout}{stderr}");
     use parquet::basic::Compression as C;
     for table in [
@@ -453,6 +461,13 @@ fn compression_none_and_zstd_levels_reach_the_tables_and_bad_codecs_are_named() 
         );
         let z = codecs(&zstd.join(table));
         assert!(z.iter().all(|c| matches!(c, C::ZSTD(_))), "{table}: {z:?}");
+        let l = codecs(&lz4.join(table));
+        assert!(l.iter().all(|c| *c == C::LZ4_RAW), "{table}: {l:?}");
+        assert_eq!(
+            codecs(&default.join(table)),
+            l,
+            "{table}: the default is lz4"
+        );
         // Same rows either way; the uncompressed file is larger.
         let (a, _) = read_parquet(&plain.join(table));
         let (b, _) = read_parquet(&zstd.join(table));
@@ -461,9 +476,12 @@ fn compression_none_and_zstd_levels_reach_the_tables_and_bad_codecs_are_named() 
         } else {
             "t1_ps"
         };
+        let (c, _) = read_parquet(&lz4.join(table));
         assert_eq!(col_i64(&a, time), col_i64(&b, time), "{table}");
+        assert_eq!(col_i64(&a, time), col_i64(&c, time), "{table}");
         let size = |d: &Path| std::fs::metadata(d.join(table)).unwrap().len();
-        assert!(size(&plain) > size(&zstd), "{table}");
+        assert!(size(&plain) > size(&lz4), "{table}");
+        assert!(size(&lz4) > size(&zstd), "{table}");
     }
     let (code, _, stderr, out) = replay("zstd:30");
     assert_ne!(code, 0);
