@@ -17,6 +17,8 @@
 #   DATASETS="bench:1M:10M" explicit preset:rate:hits list (overrides SIZES and RATES)
 #   SEED=5                  fpga-sim seed
 #   ROWS=1                  also compare the coincidence rows (vs_petsys_rows.py; 0 = skip)
+#   COMPRESSION=CODEC       scandaq's --compression for every job (default: its own, lz4;
+#                           COMPRESSION=zstd gives the issue's "singles to zstd Parquet" job)
 #   WORK=DIR                scratch directory (default: mktemp -d; removed at exit)
 set -euo pipefail
 
@@ -35,6 +37,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 runs=${RUNS:-5}
 seed=${SEED:-5}
+codec=()
+[[ -n ${COMPRESSION:-} ]] && codec=(--compression "$COMPRESSION")
 tuned_env='glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432'
 
 cargo build --release -q -p scandaq -p scandaq-fpga-sim
@@ -127,6 +131,7 @@ echo "# PETsys: $petsys_dir; scandaq: $("$scandaq" --version 2>/dev/null || echo
 echo "# times: wall (user + sys CPU) from /usr/bin/time; RSS = peak resident set (MB)"
 echo "# PETsys tuned: GLIBC_TUNABLES=$tuned_env"
 echo "# coincidence job: $coinc_note"
+echo "# scandaq page compression: ${COMPRESSION:-its default (lz4)}"
 
 for ds in "${datasets[@]}"; do
     IFS=: read -r preset rate hits <<<"$ds"
@@ -155,11 +160,11 @@ for ds in "${datasets[@]}"; do
         run_timed "$res/ps_coinc_tuned" "$out/ps_c" "GLIBC_TUNABLES=$tuned_env" \
             "$petsys_dir/convert_raw_to_coincidence" --config "$config" -i "$prefix" -o "$out/ps_c/c" --writeBinary
         run_timed "$res/sd_singles" "$out/sd_s" "X=1" \
-            "$scandaq" replay "$rawf" --petsys-config "$config" --out "$out/sd_s" --no-progress --no-coincidences
+            "$scandaq" replay "$rawf" --petsys-config "$config" --out "$out/sd_s" --no-progress --no-coincidences "${codec[@]}"
         run_timed "$res/sd_coinc" "$out/sd_c" "X=1" \
-            "$scandaq" replay "$rawf" --petsys-config "$config" --out "$out/sd_c" --no-progress "${coinc_only[@]}"
+            "$scandaq" replay "$rawf" --petsys-config "$config" --out "$out/sd_c" --no-progress "${coinc_only[@]}" "${codec[@]}"
         run_timed "$res/sd_all" "$out/sd_all" "X=1" \
-            "$scandaq" replay "$rawf" --petsys-config "$config" --out "$out/sd_all" --no-progress
+            "$scandaq" replay "$rawf" --petsys-config "$config" --out "$out/sd_all" --no-progress "${codec[@]}"
     done
     # PETsys's one-pass equivalent: its two converters one after the other (run i + run i).
     for v in stock tuned; do
