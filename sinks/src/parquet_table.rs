@@ -352,11 +352,12 @@ impl ParquetTableWriter {
     ) -> Result<Self, SinkError> {
         let final_path = dir.join(file_name);
         let tmp_path = dir.join(format!("{file_name}.inprogress"));
-        let file = File::create(&tmp_path).map_err(|e| SinkError::io("creating", &tmp_path, e))?;
+        // Checked before the file exists: a refused codec leaves nothing for `recover` to find.
         let compression = options
             .compression
             .page_codec()
             .map_err(|e| parquet_err(&final_path, e))?;
+        let file = File::create(&tmp_path).map_err(|e| SinkError::io("creating", &tmp_path, e))?;
         let mut props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(options.row_group_rows))
@@ -801,6 +802,17 @@ mod tests {
             assert!(e.contains("lz4") && e.contains("zstd:N"), "{bad}: {e}");
         }
         assert!(serde_json::from_str::<Compression>("\"zstd:99\"").is_err());
+        // A level built in code rather than parsed is refused too, before any file exists.
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Int64, false)]));
+        let options = WriteOptions {
+            compression: Compression::Zstd(99),
+            ..WriteOptions::default()
+        };
+        assert!(
+            ParquetTableWriter::create(dir.path(), "x.parquet", schema, &options, vec![]).is_err()
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     fn batch(schema: &SchemaRef, start: i64, n: usize) -> RecordBatch {

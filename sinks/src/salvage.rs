@@ -438,7 +438,7 @@ fn page_codec(bytes: &[u8], pages: &[Page]) -> crate::Compression {
     let Some(p) = pages.iter().find(|p| p.compressed != p.uncompressed) else {
         return crate::Compression::None;
     };
-    let start = usize::try_from(p.offset + p.header_len).unwrap_or(usize::MAX);
+    let start = usize::try_from(p.offset.saturating_add(p.header_len)).unwrap_or(usize::MAX);
     match bytes.get(start..start.saturating_add(4)) {
         Some(head) if head == ZSTD_MAGIC => crate::Compression::Zstd(1),
         _ => crate::Compression::Lz4Raw,
