@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reads a `scandaq export petsird` file with PETSIRD's reference reader (pip install
 petsird==0.12.0) and checks it against the run it came from, using only the run's own files
-(manifest.json, calib/map_channel.tsv, the coincidence Parquet tables read with pyarrow):
+(manifest.json, calib/map_channel.tsv, the coincidence Parquet tables read with pyarrow, every
+file of each table's sequence in order):
 
 - the file opens (magic bytes, version, schema compared byte for byte) and every time block
   reads to the stream's end marker;
@@ -24,11 +25,13 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
 import petsird
 import petsird.helpers as helpers
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 HALF_C_MM_PER_PS = 0.299792458 / 2.0
@@ -87,16 +90,25 @@ def check_geometry(scanner, positions):
     return centres
 
 
+def table_files(run_dir, name):
+    """The committed files of table `name` (`coincidences`, `delayed`), in file-number order."""
+    pattern = re.compile(re.escape(name) + r"-(\d{5,})\.parquet$")
+    found = sorted((int(m.group(1)), f) for f in os.listdir(run_dir)
+                   if (m := pattern.match(f)))
+    return [os.path.join(run_dir, f) for _, f in found]
+
+
 def table(run_dir, name):
-    path = os.path.join(run_dir, name)
-    if not os.path.exists(path):
+    """A coincidence table's rows, every file of its sequence in order (None: no table)."""
+    files = table_files(run_dir, name)
+    if not files:
         return None
-    return pq.read_table(path, columns=["t1_ps", "channel1", "channel2", "energy1_kev",
-                                        "energy2_kev", "tof_ps"]).to_pydict()
+    columns = ["t1_ps", "channel1", "channel2", "energy1_kev", "energy2_kev", "tof_ps"]
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files]).to_pydict()
 
 
 def coincidence_config(run_dir):
-    md = pq.ParquetFile(os.path.join(run_dir, "coincidences-00000.parquet")).metadata.metadata
+    md = pq.ParquetFile(table_files(run_dir, "coincidences")[0]).metadata.metadata
     return json.loads(md[b"scandaq.coincidence_config"])
 
 
@@ -175,8 +187,8 @@ def main():
     centres = check_geometry(scanner, positions)
     with open(os.path.join(a.run_dir, "manifest.json")) as f:
         manifest = json.load(f)
-    prompts = table(a.run_dir, "coincidences-00000.parquet")
-    delayed = table(a.run_dir, "delayed-00000.parquet")
+    prompts = table(a.run_dir, "coincidences")
+    delayed = table(a.run_dir, "delayed")
     t0 = manifest.get("first_t_ps")
     if t0 is None:
         t0 = min(t["t1_ps"][0] for t in (prompts, delayed) if t and t["t1_ps"])

@@ -11,7 +11,7 @@ runs=(); while [[ $# -gt 0 && $1 != -- ]]; do runs+=("$1"); shift; done
 mkdir -p "$out"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
 for run in "${runs[@]}"; do
-  in_bytes=$(cat "$run"/coincidences-00000.parquet "$run"/delayed-00000.parquet 2>/dev/null | wc -c)
+  in_bytes=$(cat "$run"/coincidences-*.parquet "$run"/delayed-*.parquet 2>/dev/null | wc -c)
   walls=(); rss=0
   for i in 1 2 3; do
     f="$out/$(basename "$run").petsird"

@@ -1,5 +1,6 @@
-//! The coincidence tables (docs/tables.md): `coincidences-*.parquet` (prompts) and
-//! `delayed-*.parquet` (the delayed window, a randoms estimate) share one schema; a
+//! The coincidence tables (docs/tables.md): `coincidences-NNNNN.parquet` (prompts) and
+//! `delayed-NNNNN.parquet` (the delayed window, a randoms estimate), each a sequence of files
+//! rotated like the singles, share one schema; a
 //! [`CoincidenceBatch`] maps onto it without copying the columns.
 
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, UInt16Array, UInt32Array};
@@ -9,9 +10,14 @@ use std::sync::{Arc, OnceLock};
 
 use crate::WriteOptions;
 
-/// File name of a run's prompt coincidence table.
+/// Name of the prompt coincidence table: its files are `coincidences-00000.parquet`,
+/// `coincidences-00001.parquet`, ... (a new one at each rotation; [`crate::table_file_name`]).
+pub const PROMPTS_TABLE: &str = "coincidences";
+/// Name of the delayed coincidence table (`delayed-00000.parquet`, ...).
+pub const DELAYED_TABLE: &str = "delayed";
+/// The first file of a run's prompt coincidence table.
 pub const PROMPTS_FILE: &str = "coincidences-00000.parquet";
-/// File name of a run's delayed coincidence table.
+/// The first file of a run's delayed coincidence table.
 pub const DELAYED_FILE: &str = "delayed-00000.parquet";
 
 /// Schema version of the coincidence tables.

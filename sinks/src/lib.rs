@@ -19,6 +19,7 @@ pub mod rf_tables;
 pub mod run_dir;
 pub mod salvage;
 pub mod singles;
+pub mod table_files;
 
 pub use error::SinkError;
 pub use manifest::{FileRecord, LossTime, Manifest};
@@ -26,3 +27,4 @@ pub use parquet_table::{
     Compression, EncodeBudget, FileMetadata, ParquetTableWriter, WriteOptions,
 };
 pub use run_dir::RunDir;
+pub use table_files::{TableFiles, table_file_index, table_file_name};

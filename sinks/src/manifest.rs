@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// One committed output file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +116,19 @@ impl Manifest {
             serde_json::to_string_pretty(self).map_err(|e| SinkError::OutputDir(e.to_string()))?;
         text.push('\n');
         write_atomic(&dir.join("manifest.json"), text.as_bytes())
+    }
+
+    /// Adds `record` to the files of the manifest in `dir` (read, appended, written
+    /// atomically): how a table lists each file it commits while the run goes on. Calls from
+    /// the threads of one process are serialised, so two tables committing at once both land.
+    pub fn record_file(dir: &Path, record: &FileRecord) -> Result<(), SinkError> {
+        static UPDATING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = UPDATING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut m = Self::read(dir)?;
+        m.files.push(record.clone());
+        m.write_atomic(dir)
     }
 
     /// Reads `dir/manifest.json`.

@@ -14,11 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use crate::WriteOptions;
 
-/// File name of a run's singles table number `index` (a new one starts at each rotation):
-/// `singles-00000.parquet`, `singles-00001.parquet`, ...
-pub fn singles_file_name(index: u32) -> String {
-    format!("singles-{index:05}.parquet")
-}
+/// Name of the singles table: its files are `singles-00000.parquet`, `singles-00001.parquet`,
+/// ... (a new one at each rotation; [`crate::table_file_name`]).
+pub const SINGLES_TABLE: &str = "singles";
 
 /// Schema version of the singles table.
 pub const SINGLES_SCHEMA_VERSION: &str = "1";

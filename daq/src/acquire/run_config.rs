@@ -32,9 +32,9 @@ pub struct RunSection {
     pub stop_at_end_of_stream: Option<bool>,
     /// Front-end clock in Hz (default 200 MHz).
     pub clock_hz: Option<u32>,
-    /// Start a new singles file at this size, e.g. "2GB" or "512MiB".
+    /// Start a new singles or coincidence file at this size, e.g. "2GB" or "512MiB".
     pub rotate_size: Option<String>,
-    /// Start a new singles file after this wall-clock time, e.g. "10m".
+    /// Start a new singles or coincidence file after this wall-clock time, e.g. "10m".
     pub rotate_every: Option<String>,
     /// Commit interval, e.g. "1s" (the default) or "250ms": what a power cut may cost at most.
     pub commit_interval: Option<String>,

@@ -1,5 +1,6 @@
 //! What every list-mode export (CASToR, PETSIRD) reads of a run before writing anything: the
-//! manifest (a PETLINK run refused), the committed prompt table, the crystal map, the
+//! manifest (a PETLINK run refused), the committed prompt and delayed tables (each a sequence
+//! of files), the crystal map, the
 //! coincidence settings recorded in a table's metadata, and the run's time origin.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -9,7 +10,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use scandaq_core::Geometry;
 use scandaq_core::run_state::EnergyUnit;
 use scandaq_sinks::Manifest;
-use scandaq_sinks::coincidences::PROMPTS_FILE;
+use scandaq_sinks::coincidences::{PROMPTS_FILE, PROMPTS_TABLE};
+use scandaq_sinks::{TableFiles, table_file_name};
 use std::path::{Path, PathBuf};
 
 /// The refusal for a PETLINK run (sinogram bin addresses, no crystal pairs); `format` names the
@@ -58,17 +60,39 @@ pub fn read_run(run_dir: &Path, format: &str) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// The run's committed prompts table; an interrupted or missing one is refused with what to do.
-pub fn committed_prompts(run_dir: &Path) -> Result<PathBuf> {
-    let prompts = run_dir.join(PROMPTS_FILE);
-    if !prompts.is_file() {
-        if run_dir.join(format!("{PROMPTS_FILE}.inprogress")).exists() {
-            bail!(
-                "{}: the run was interrupted before its coincidence table was committed ({PROMPTS_FILE}.inprogress); run `scandaq recover {}` first, then export",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
+/// The committed files of coincidence table `name` (`coincidences` or `delayed`) in
+/// `run_dir`, in order (none when the run has no such table). Refused, with what to do, when
+/// the run was interrupted while writing it (a `.inprogress` file) or a file of the sequence is
+/// missing.
+pub fn committed_table(run_dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let files = TableFiles::find(run_dir, name)
+        .with_context(|| format!("cannot list {}", run_dir.display()))?;
+    if let Some(open) = files
+        .interrupted
+        .iter()
+        .find(|f| f.ends_with(".inprogress"))
+    {
+        bail!(
+            "{}: the run was interrupted before its coincidence table was committed ({open}); run `scandaq recover {}` first, then export",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
+    if let Some(gap) = files.first_gap() {
+        bail!(
+            "{}: {} is missing from the run's {name} table (the files after it are there): copy it from where the run was taken, then export again",
+            run_dir.display(),
+            table_file_name(name, gap)
+        );
+    }
+    Ok(files.paths())
+}
+
+/// The run's committed prompt table (its files, in order); an interrupted, incomplete or
+/// missing one is refused with what to do.
+pub fn committed_prompts(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let prompts = committed_table(run_dir, PROMPTS_TABLE)?;
+    if prompts.is_empty() {
         bail!(
             "{}: the run has no coincidence table ({PROMPTS_FILE}): it was taken with --no-coincidences or without a crystal map; replay its raw data with a calibration that includes map_channel.tsv to sort coincidences",
             run_dir.display()
@@ -191,14 +215,26 @@ pub fn tof_resolution(
 }
 
 /// Time origin: the run's first single (or, for a recovered run without a time span, the
-/// first opener of the tables exported).
-pub fn time_origin(manifest: &Manifest, prompts: &Path, delayed: Option<&Path>) -> Result<i64> {
+/// first opener of the tables exported, each given as its files in order).
+pub fn time_origin(
+    manifest: &Manifest,
+    prompts: &[PathBuf],
+    delayed: Option<&[PathBuf]>,
+) -> Result<i64> {
     if let Some(t) = manifest.first_t_ps {
         return Ok(t);
     }
-    let a = first_t1(prompts)?;
+    let first_of = |files: &[PathBuf]| -> Result<Option<i64>> {
+        for file in files {
+            if let Some(t) = first_t1(file)? {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    };
+    let a = first_of(prompts)?;
     let b = match delayed {
-        Some(delayed) => first_t1(delayed)?,
+        Some(delayed) => first_of(delayed)?,
         None => None,
     };
     Ok(match (a, b) {

@@ -76,10 +76,10 @@ pub struct RunArgs {
     /// No stats line on stderr.
     #[arg(long)]
     pub quiet: bool,
-    /// Start a new singles file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+    /// Start a new singles or coincidence file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
     #[arg(long, value_name = "SIZE", value_parser = size_text, allow_hyphen_values = true)]
     pub rotate_size: Option<String>,
-    /// Start a new singles file after this wall-clock time (e.g. 10m).
+    /// Start a new singles or coincidence file after this wall-clock time (e.g. 10m).
     #[arg(long, value_name = "DURATION", value_parser = duration_text, allow_hyphen_values = true)]
     pub rotate_every: Option<String>,
     /// Commit interval: every single (and archived packet) is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].

@@ -2,10 +2,12 @@
 //! sink writes (their four physics columns), or the photons the sink grouped them into
 //! (grouping runs in the sink thread, `singles_columns`, so the singles table can say which
 //! photon each hit went into), sorts prompt and delayed coincidences with
-//! `scandaq_core::coincidence`, and writes `coincidences-00000.parquet` and
-//! `delayed-00000.parquet`. Bounded queue, batches only.
+//! `scandaq_core::coincidence`, and writes the prompt and delayed tables
+//! (`coincidences-NNNNN.parquet`, `delayed-NNNNN.parquet`, rotated as the singles). Bounded
+//! queue, batches only.
 
 use crate::observe::live_stats::{CoincidenceSnapshot, SinkCounters};
+use crate::process::rotating_table::{RotatingTable, Rotation};
 use anyhow::{Context, Result, anyhow, bail};
 use crossbeam_channel::{Sender, bounded};
 use scandaq_core::coincidence::{
@@ -16,8 +18,8 @@ use scandaq_core::coincidence::{
 use scandaq_core::snapshot::{PairSingle, detector_ordered_dt_ps};
 use scandaq_core::{Geometry, HitBatch};
 use scandaq_sinks::FileMetadata;
+use scandaq_sinks::FileRecord;
 use scandaq_sinks::coincidences;
-use scandaq_sinks::{FileRecord, ParquetTableWriter};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,7 +37,7 @@ const WRITE_ROWS: usize = 64 << 10;
 /// batch's pairs before the size is checked, and columns grown by doubling were copied on
 /// every growth (realloc, 2-3 % of a coincidences-only replay's CPU).
 const WRITE_SLACK: usize = 32 << 10;
-pub use scandaq_sinks::coincidences::{DELAYED_FILE, PROMPTS_FILE};
+pub use scandaq_sinks::coincidences::{DELAYED_TABLE, PROMPTS_TABLE};
 
 /// How a run sorts coincidences (the `[coincidences]` table of a run config, or CLI flags).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -301,31 +303,32 @@ impl CoincidenceReport {
     }
 }
 
-/// One table being written.
+/// One coincidence table being written (a sequence of files, rotated as the run's singles).
 struct TableOut {
-    writer: ParquetTableWriter,
+    table: RotatingTable,
     pending: CoincidenceBatch,
 }
 
 impl TableOut {
+    /// Table `name`, its first file created at once (an unwritable directory fails before
+    /// anything runs).
     fn create(
         dir: &Path,
-        name: &str,
+        name: &'static str,
         metadata: &FileMetadata,
-        compression: scandaq_sinks::Compression,
+        rotation: Rotation,
     ) -> Result<Self> {
-        let options = scandaq_sinks::WriteOptions {
-            compression,
-            ..coincidences::write_options()
-        };
+        let mut table = RotatingTable::new(
+            dir,
+            name,
+            coincidences::schema(),
+            coincidences::write_options(),
+            metadata.clone(),
+            rotation,
+        );
+        table.open()?;
         Ok(Self {
-            writer: ParquetTableWriter::create(
-                dir,
-                name,
-                coincidences::schema(),
-                &options,
-                metadata.clone(),
-            )?,
+            table,
             pending: gathering_columns(),
         })
     }
@@ -335,22 +338,25 @@ impl TableOut {
             // Exactly WRITE_ROWS rows per write, copied out of the gathering columns (which
             // are kept): every write allocates the same sizes, which the allocator reuses.
             let batch = take_rows(&mut self.pending, WRITE_ROWS);
+            // Rows are in opener order: a file's t1 range is its first and last row's.
+            let (first, last) = (batch.t1_ps[0], batch.t1_ps[batch.t1_ps.len() - 1]);
             let record = coincidences::to_record_batch(batch)
                 .map_err(|e| anyhow!("building a coincidence row group: {e}"))?;
-            self.writer.write(&record)?;
+            self.table.write(&record, first, last)?;
         }
         Ok(())
     }
 
-    fn commit(mut self) -> Result<FileRecord> {
+    /// Writes what is gathered and commits the open file; every committed file, in order.
+    fn commit(mut self) -> Result<Vec<FileRecord>> {
         self.write_if_full(true)?;
-        Ok(self.writer.commit()?)
+        self.table.finish()
     }
 }
 
 /// Bytes the prompt and delayed tables have flushed so far (the dashboard's "written").
 fn flushed_bytes(prompts: &TableOut, delayed: Option<&TableOut>) -> u64 {
-    prompts.writer.bytes_written() + delayed.map_or(0, |d| d.writer.bytes_written())
+    prompts.table.bytes() + delayed.map_or(0, |d| d.table.bytes())
 }
 
 /// The first `n` rows of `c` (all when fewer), copied into columns of their exact size; the
@@ -387,7 +393,7 @@ pub(crate) fn spawn(
     dir: &Path,
     metadata: FileMetadata,
     setup: CoincidenceSetup,
-    compression: scandaq_sinks::Compression,
+    rotation: Rotation,
     live: Arc<SinkCounters>,
 ) -> Result<(Sender<SorterInput>, JoinHandle<Result<CoincidenceReport>>)> {
     let prompt_cfg = setup.options.prompt_config(setup.energy_in_kev);
@@ -412,14 +418,13 @@ pub(crate) fn spawn(
         ));
         meta
     };
-    let mut prompts =
-        TableOut::create(dir, PROMPTS_FILE, &table_meta("coincidences"), compression)?;
+    let mut prompts = TableOut::create(dir, PROMPTS_TABLE, &table_meta(PROMPTS_TABLE), rotation)?;
     let mut delayed = match &delayed_cfg {
         Some(_) => Some(TableOut::create(
             dir,
-            DELAYED_FILE,
-            &table_meta("delayed"),
-            compression,
+            DELAYED_TABLE,
+            &table_meta(DELAYED_TABLE),
+            rotation,
         )?),
         None => None,
     };
@@ -488,13 +493,13 @@ pub(crate) fn spawn(
             view.prompts += prompts.pending.len().saturating_sub(before) as u64;
             view.add_dt(detector_ordered_dts(&prompts.pending, before, &lut));
             report.prompt = Some(*prompt_sorter.stats());
-            report.files.push(prompts.commit()?);
+            report.files.extend(prompts.commit()?);
             if let (Some(mut s), Some(mut d)) = (delayed_sorter, delayed) {
                 let before = d.pending.len();
                 s.finish(&mut d.pending);
                 view.delayeds += d.pending.len().saturating_sub(before) as u64;
                 report.delayed = Some(*s.stats());
-                report.files.push(d.commit()?);
+                report.files.extend(d.commit()?);
             }
             view.bytes_written = report.files.iter().map(|f| f.bytes).sum();
             live.coincidences.publish(Some(view));

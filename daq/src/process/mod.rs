@@ -18,6 +18,7 @@ pub mod merge;
 pub mod petsys_trigger;
 pub mod pipeline;
 pub mod read_blocks;
+pub mod rotating_table;
 pub mod run;
 pub mod singles_columns;
 pub mod streams;

@@ -12,6 +12,7 @@ use crate::observe::live_stats::SinkCounters;
 use crate::observe::live_stats::SinkFailure;
 use crate::process::coinc_stage::{self, CoincidenceReport, CoincidenceSetup, SorterInput};
 use crate::process::kernel::CompiledCalibration;
+use crate::process::rotating_table::RotatingTable;
 use crate::process::singles_columns::{Annotated, SinglesAnnotator};
 use anyhow::{Context, Result, anyhow};
 use arrow_array::RecordBatch;
@@ -19,13 +20,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use scandaq_core::HitBatch;
 use scandaq_core::coincidence::{Grouper, PhotonBatch};
 use scandaq_sinks::singles::{self, SinglesColumns};
-use scandaq_sinks::{FileMetadata, FileRecord, Manifest, ParquetTableWriter};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use scandaq_sinks::{FileMetadata, FileRecord};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::frame_decode::Processor;
 pub use super::frame_decode::{BLOCK_HITS, LATENESS_PS, PipelineCounts};
@@ -117,155 +117,38 @@ impl SinkReport {
     }
 }
 
-/// Singles file size at which a new file starts when no size is configured. A Parquet writer
-/// keeps every page's index entry and every row group's metadata in memory until it writes
-/// the footer: about 10 MiB per GB of singles (measured: +18 MiB RSS over 296 M rows, 2 GB;
-/// a 10-minute soak at 2.5 M hits/s in one 10 GB file grew 66 MiB). Capping files at 4 GiB
-/// keeps that below ~40 MiB however long the run.
-pub const DEFAULT_ROTATE_BYTES: u64 = 4 << 30;
+pub use super::rotating_table::{DEFAULT_ROTATE_BYTES, Rotation, parse_commit_interval};
 
-/// When the singles sink starts a new file (`singles-00001.parquet`, ...), and how often the
-/// open one is made durable. Each file is committed (fsync + rename) as it closes and added to
-/// the manifest at once.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Rotation {
-    /// Start a new file once this many bytes are written ([`DEFAULT_ROTATE_BYTES`] when
-    /// `None`).
-    pub max_bytes: Option<u64>,
-    /// Start a new file after this much wall-clock time, seconds.
-    pub max_seconds: Option<f64>,
-    /// Commit interval, seconds (1 s when `None`): every singles row is in a complete row
-    /// group on disk (fdatasync started) within it, so a power cut or SIGKILL costs at most
-    /// this much (docs/reliability.md).
-    #[serde(default)]
-    pub commit_interval_s: Option<f64>,
-    /// Compression of the singles and coincidence tables.
-    #[serde(default)]
-    pub compression: scandaq_sinks::Compression,
-}
-
-impl Rotation {
-    /// The commit interval.
-    pub fn commit_interval(&self) -> Duration {
-        self.commit_interval_s
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(scandaq_sinks::parquet_table::DEFAULT_COMMIT_INTERVAL, |s| {
-                Duration::from_secs_f64(s.clamp(0.01, 3600.0))
-            })
-    }
-}
-
-/// Parses a commit interval (`1s`, `250ms`): at least 10 ms, at most an hour.
-pub fn parse_commit_interval(text: &str) -> Result<f64> {
-    let s = scandaq_core::units::parse_duration_s(text).map_err(|e| anyhow!("{e}"))?;
-    if !(0.01..=3600.0).contains(&s) {
-        anyhow::bail!("commit interval {text}: expected 10 ms .. 1 h");
-    }
-    Ok(s)
-}
-
-/// The sequence of singles files of one run.
+/// The singles table of one run (a sequence of files) and its derived columns.
 struct SinglesFiles {
     /// False in coincidences-only mode: no file is ever opened.
     store: bool,
-    dir: PathBuf,
-    metadata: FileMetadata,
     columns: SinglesColumns,
-    rotation: Rotation,
-    next_index: u32,
-    writer: Option<ParquetTableWriter>,
-    opened: Instant,
-    range: Option<(i64, i64)>,
-    committed: Vec<FileRecord>,
+    table: RotatingTable,
 }
 
 impl SinglesFiles {
-    fn open(&mut self) -> Result<&mut ParquetTableWriter> {
-        let writer = match self.writer.take() {
-            Some(w) => w,
-            None => {
-                let name = singles::singles_file_name(self.next_index);
-                let options = scandaq_sinks::WriteOptions {
-                    commit_interval: Some(self.rotation.commit_interval()),
-                    compression: self.rotation.compression,
-                    ..singles::write_options()
-                };
-                let w = ParquetTableWriter::create(
-                    &self.dir,
-                    &name,
-                    singles::schema_with(self.columns),
-                    &options,
-                    self.metadata.clone(),
-                )?;
-                self.next_index += 1;
-                self.opened = Instant::now();
-                self.range = None;
-                w
-            }
-        };
-        Ok(self.writer.insert(writer))
+    fn open(&mut self) -> Result<()> {
+        self.table.open().map(|_| ())
     }
 
     fn write(&mut self, record: &RecordBatch, first: i64, last: i64) -> Result<()> {
         if !self.store {
             return Ok(());
         }
-        let w = self.open()?;
-        w.write(record)?;
-        self.range = Some(self.range.map_or((first, last), |(a, _)| (a, last)));
-        let max_bytes = self.rotation.max_bytes.unwrap_or(DEFAULT_ROTATE_BYTES);
-        let due = self
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.bytes_estimate() >= max_bytes)
-            || self
-                .rotation
-                .max_seconds
-                .is_some_and(|s| self.opened.elapsed().as_secs_f64() >= s);
-        if due {
-            self.commit(true)?;
-        }
-        Ok(())
+        self.table.write(record, first, last)
     }
 
-    /// Commits the open file (if any); `record_now` also adds it to the manifest on disk.
-    fn commit(&mut self, record_now: bool) -> Result<()> {
-        let Some(mut w) = self.writer.take() else {
-            return Ok(());
-        };
-        if let Some((a, b)) = self.range {
-            w.add_metadata("first_t_ps", a.to_string());
-            w.add_metadata("last_t_ps", b.to_string());
-        }
-        let record = w.commit()?;
-        if record_now {
-            // The run's manifest lists each rotated file as soon as it is committed, so a
-            // crash keeps it on record.
-            if let Ok(mut m) = Manifest::read(&self.dir) {
-                m.files.push(record.clone());
-                let _ = m.write_atomic(&self.dir);
-            }
-        }
-        self.committed.push(record);
-        Ok(())
-    }
-
-    /// Keeps the commit interval with no rows arriving (see [`ParquetTableWriter::tick`]).
     fn tick(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.as_mut() {
-            w.tick()?;
-        }
-        Ok(())
+        self.table.tick()
     }
 
     fn bytes(&self) -> u64 {
-        self.committed.iter().map(|f| f.bytes).sum::<u64>()
-            + self.writer.as_ref().map_or(0, |w| w.bytes_written())
+        self.table.bytes()
     }
 
     fn rows(&self) -> u64 {
-        self.committed.iter().map(|f| f.rows).sum::<u64>()
-            + self.writer.as_ref().map_or(0, |w| w.rows())
+        self.table.rows()
     }
 }
 
@@ -274,7 +157,7 @@ impl SinglesFiles {
 pub struct SinkSettings {
     /// Keep the raw diagnostic columns.
     pub raw_columns: bool,
-    /// Singles file rotation.
+    /// File rotation of the singles and coincidence tables.
     pub rotation: Rotation,
     /// Coincidence sorting.
     pub coincidences: Option<CoincidenceSetup>,
@@ -310,7 +193,7 @@ pub(crate) fn spawn_singles_sink(
             dir,
             metadata.clone(),
             setup.clone(),
-            rotation.compression,
+            rotation,
             counters.clone(),
         )?),
         _ => None,
@@ -398,15 +281,15 @@ impl SinglesFiles {
         }
         Self {
             store: !coincidences.is_some_and(|c| c.options.coincidences_only),
-            dir: dir.to_path_buf(),
-            metadata,
             columns,
-            rotation,
-            next_index: 0,
-            writer: None,
-            opened: Instant::now(),
-            range: None,
-            committed: Vec::new(),
+            table: RotatingTable::new(
+                dir,
+                singles::SINGLES_TABLE,
+                singles::schema_with(columns),
+                singles::write_options(),
+                metadata,
+                rotation,
+            ),
         }
     }
 }
@@ -623,7 +506,7 @@ impl SinglesSink<'_> {
             }
         }
         if self.error.is_none()
-            && let Err(e) = self.files.commit(false)
+            && let Err(e) = self.files.table.commit(false)
         {
             self.fail(e);
         }
@@ -631,7 +514,7 @@ impl SinglesSink<'_> {
         // after the run ends; the last write may have left only the flushed part counted).
         self.publish_counters();
         SinkReport {
-            files: self.files.committed,
+            files: self.files.table.into_committed(),
             t_range: self.t_range,
             histogram: self.histogram,
             coincidences,

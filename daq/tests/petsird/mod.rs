@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// True when python3 cannot import the reference reader, pyarrow and numpy (then, under CI,
 /// the test fails here; elsewhere it is reported SKIPPED and the caller returns).
-fn reader_missing() -> bool {
+pub(crate) fn reader_missing() -> bool {
     let have = python_has("petsird, pyarrow, numpy");
     if !have {
         skip_unless_ci(
@@ -23,7 +23,7 @@ fn reader_missing() -> bool {
 
 /// Runs the reference-reader check (scripts/check_petsird.py); returns its JSON line (panics
 /// with its message).
-fn check(run_dir: &Path, file: &Path, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn check(run_dir: &Path, file: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![run_dir.as_os_str(), file.as_os_str()];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
     let text = python_script("check_petsird.py", &args);

@@ -50,7 +50,7 @@ fn replay(input: &Path, out: &Path, extra: &[&str]) -> PathBuf {
 }
 
 /// Writes the report of `run` to `html` through the binary; returns its data block.
-fn report(run: &Path, html: &Path) -> Value {
+pub(crate) fn report(run: &Path, html: &Path) -> Value {
     let (code, stdout, stderr) = scandaq(&[
         "report",
         run.to_str().unwrap(),

@@ -98,7 +98,7 @@ pub struct LiveConfig {
     pub clock: scandaq_core::ClockModel,
     /// Coincidence sorting.
     pub coincidences: CoincidenceOptions,
-    /// Singles file rotation.
+    /// File rotation of the singles and coincidence tables.
     pub rotation: crate::process::pipeline::Rotation,
     /// Stream processors' settings (`[meg]`, `[ultrasound]`).
     pub streams: StreamSettings,

@@ -1,5 +1,5 @@
-//! Writing one CASToR list-mode pair: a coincidence table streamed into a `.cdf` (event time,
-//! TOF, the two crystal ids) and its `.cdh` header.
+//! Writing one CASToR list-mode pair: a coincidence table (its files, in order) streamed into a
+//! `.cdf` (event time, TOF, the two crystal ids) and its `.cdh` header.
 
 use super::ListModeExport;
 use anyhow::{Context, Result, anyhow, bail};
@@ -8,7 +8,7 @@ use arrow_array::types::{Int64Type, UInt32Type};
 use arrow_array::{ArrayRef, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use scandaq_sinks::castor::{CdfEvent, CdfWriter, CdhHeader, CrystalIds, TofHeader, write_atomic};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What every list-mode pair of an export shares.
 pub(super) struct ListModeWriter<'a> {
@@ -30,11 +30,12 @@ pub(super) struct ListModeWriter<'a> {
 }
 
 impl ListModeWriter<'_> {
-    /// Writes `table` as `base.cdf` + `base.cdh`; `shift_ps` is added to the TOF (the delay of
-    /// a delayed window) and `what` says what the table holds.
+    /// Writes a coincidence table (its files, in order) as `base.cdf` + `base.cdh`;
+    /// `shift_ps` is added to the TOF (the delay of a delayed window) and `what` says what the
+    /// table holds.
     pub(super) fn write(
         &self,
-        table: &Path,
+        table: &[PathBuf],
         base: &str,
         shift_ps: i64,
         what: &str,
@@ -66,13 +67,13 @@ impl ListModeWriter<'_> {
     }
 
     /// The `.cdh` comments: provenance, time origin, crystal ids and (with TOF) its sign.
-    fn comments(&self, table: &Path, shift_ps: i64, what: &str) -> Vec<String> {
+    fn comments(&self, table: &[PathBuf], shift_ps: i64, what: &str) -> Vec<String> {
         let (t0, name) = (self.t0_ps, self.name);
         let mut comments = vec![
             format!(
                 "written by scandaq {} export castor from {} ({what})",
                 env!("CARGO_PKG_VERSION"),
-                table.display()
+                describe(table)
             ),
             format!(
                 "time origin: t_ps {t0} of the run (its first single); event time = floor((t1_ps - t0) / 1e9) ms"
@@ -91,40 +92,29 @@ impl ListModeWriter<'_> {
         comments
     }
 
-    /// Streams one coincidence table into a `.cdf`; returns (events, bytes, largest t2_ps).
+    /// Streams a coincidence table's files, in order, into one `.cdf`; returns (events,
+    /// bytes, largest t2_ps).
     fn write_cdf(
         &self,
-        table: &Path,
+        table: &[PathBuf],
         cdf: &Path,
         shift_ps: i64,
     ) -> Result<(u64, u64, Option<i64>)> {
-        let file = std::fs::File::open(table)
-            .with_context(|| format!("cannot open {}", table.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{} is not a readable Parquet file", table.display()))?;
-        let rows = builder.metadata().file_metadata().num_rows();
-        let reader = builder.with_batch_size(64 << 10).build()?;
-        let mut stream = CdfStream {
-            list_mode: self,
-            table,
-            shift_ps,
-            writer: CdfWriter::create(cdf, self.fwhm_ps.is_some())?,
-            t_max: None,
-        };
-        for batch in reader {
-            let b = batch.with_context(|| format!("reading {}", table.display()))?;
-            stream.write_batch(&b)?;
+        let mut writer = CdfWriter::create(cdf, self.fwhm_ps.is_some())?;
+        let mut t_max = None;
+        for file in table {
+            let mut stream = CdfStream {
+                list_mode: self,
+                table: file,
+                shift_ps,
+                writer,
+                t_max,
+            };
+            stream.write_file()?;
+            (writer, t_max) = (stream.writer, stream.t_max);
         }
-        let w = stream.writer;
-        if w.events() != rows as u64 {
-            bail!(
-                "{}: wrote {} events but the table's footer says {rows} rows",
-                table.display(),
-                w.events()
-            );
-        }
-        let (events, bytes) = w.commit()?;
-        Ok((events, bytes, stream.t_max))
+        let (events, bytes) = writer.commit()?;
+        Ok((events, bytes, t_max))
     }
 
     /// The event time of an opener at `t1_ps`: whole milliseconds from the time origin.
@@ -165,6 +155,30 @@ struct CdfStream<'a> {
 }
 
 impl CdfStream<'_> {
+    /// Writes the events of the whole file, checked against its footer's row count.
+    fn write_file(&mut self) -> Result<()> {
+        let table = self.table;
+        let file = std::fs::File::open(table)
+            .with_context(|| format!("cannot open {}", table.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("{} is not a readable Parquet file", table.display()))?;
+        let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let reader = builder.with_batch_size(64 << 10).build()?;
+        let before = self.writer.events();
+        for batch in reader {
+            let b = batch.with_context(|| format!("reading {}", table.display()))?;
+            self.write_batch(&b)?;
+        }
+        let written = self.writer.events() - before;
+        if written != rows {
+            bail!(
+                "{}: wrote {written} events but the table's footer says {rows} rows",
+                table.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Writes the events of one record batch.
     fn write_batch(&mut self, b: &RecordBatch) -> Result<()> {
         let table = self.table;
@@ -195,6 +209,20 @@ impl CdfStream<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// How a table's files are named in a comment: the file, or the first and last of several.
+fn describe(table: &[PathBuf]) -> String {
+    match table {
+        [] => "no file".into(),
+        [one] => one.display().to_string(),
+        [first, .., last] => format!(
+            "{} .. {} ({} files)",
+            first.display(),
+            last.file_name().unwrap_or_default().to_string_lossy(),
+            table.len()
+        ),
     }
 }
 

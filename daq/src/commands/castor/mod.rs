@@ -16,7 +16,7 @@ use anyhow::Result;
 use inputs::ScannerMap;
 use list_mode::ListModeWriter;
 use scandaq_sinks::castor::{ScannerHeader, TofHeader, lut_bytes, write_atomic};
-use scandaq_sinks::coincidences::DELAYED_FILE;
+use scandaq_sinks::coincidences::{DELAYED_FILE, DELAYED_TABLE};
 use std::path::{Path, PathBuf};
 
 /// How to export.
@@ -79,14 +79,18 @@ pub fn export_castor(run_dir: &Path, opts: &CastorOptions) -> Result<CastorExpor
     let name = inputs::export_name(run_dir, opts, &manifest)?;
     let scanner = format!("scandaq_{name}");
     let mut notes = Vec::new();
-    let windows = Windows::of(&prompts);
+    let windows = Windows::of(&prompts[0]);
     let fwhm = inputs::tof_resolution(run_dir, opts, &manifest, &mut notes)?;
-    let delayed_path = run_dir.join(DELAYED_FILE);
-    let export_delayed = !opts.no_delayed && delayed_path.is_file();
+    let delayed = if opts.no_delayed {
+        Vec::new()
+    } else {
+        coinc_run::committed_table(run_dir, DELAYED_TABLE)?
+    };
+    let export_delayed = !delayed.is_empty();
     let t0 = coinc_run::time_origin(
         &manifest,
         &prompts,
-        export_delayed.then_some(delayed_path.as_path()),
+        export_delayed.then_some(delayed.as_slice()),
     )?;
 
     // Everything checked: now write.
@@ -117,7 +121,7 @@ pub fn export_castor(run_dir: &Path, opts: &CastorOptions) -> Result<CastorExpor
             _ => 0,
         };
         Some(list_mode.write(
-            &delayed_path,
+            &delayed,
             &format!("{name}_delayed"),
             shift,
             "delayed-window coincidences: a randoms estimate, not data to reconstruct as prompts",

@@ -99,15 +99,20 @@ impl Columns {
     }
 }
 
-/// A coincidence table being read in time order.
+/// A coincidence table (its files, in order) being read in time order.
 pub struct EventCursor {
+    /// The file being read.
     table: PathBuf,
     reader: ParquetRecordBatchReader,
+    /// The files still to read, in order.
+    next_files: std::vec::IntoIter<PathBuf>,
+    /// Rows handed out before the file being read.
+    file_start: u64,
     batch: Option<Columns>,
     pos: usize,
     /// Added to `tof_ps` (the delayed window's offset).
     shift_ps: i64,
-    /// Rows the footer announces.
+    /// Rows the files' footers announce.
     pub rows: u64,
     /// Rows handed out.
     pub read: u64,
@@ -118,31 +123,48 @@ pub struct EventCursor {
     pub clamped: Clamped,
 }
 
+/// A reader of the event columns of one file, and the rows its footer announces (refused,
+/// naming the file, when it is not a readable Parquet file).
+fn open_file(table: &Path) -> Result<(ParquetRecordBatchReader, u64)> {
+    let file =
+        std::fs::File::open(table).with_context(|| format!("cannot open {}", table.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| {
+        format!(
+            "{} is not a readable Parquet file (truncated or damaged): copy it again from where the run was taken, or, if the run was interrupted, run `scandaq recover` on its directory",
+            table.display()
+        )
+    })?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), COLUMNS);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .with_context(|| format!("reading {}", table.display()))?;
+    Ok((reader, rows))
+}
+
 impl EventCursor {
-    /// Opens `table` (refused, naming it, when it is not a readable Parquet file).
-    pub fn open(table: &Path, shift_ps: i64) -> Result<Self> {
-        let file = std::fs::File::open(table)
-            .with_context(|| format!("cannot open {}", table.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| {
-            format!(
-                "{} is not a readable Parquet file (truncated or damaged): copy it again from where the run was taken, or, if the run was interrupted, run `scandaq recover` on its directory",
-                table.display()
-            )
-        })?;
-        let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), COLUMNS);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .with_context(|| format!("reading {}", table.display()))?;
+    /// Opens a table's files (at least one; every footer is read now, so a damaged file is
+    /// refused before anything is written).
+    pub fn open(tables: &[PathBuf], shift_ps: i64) -> Result<Self> {
+        let Some(first) = tables.first() else {
+            bail!("no coincidence table to read");
+        };
+        let mut rows = 0;
+        for table in &tables[1..] {
+            rows += open_file(table)?.1;
+        }
+        let (reader, first_rows) = open_file(first)?;
         Ok(Self {
-            table: table.to_path_buf(),
+            table: first.clone(),
             reader,
+            next_files: tables[1..].to_vec().into_iter(),
+            file_start: 0,
             batch: None,
             pos: 0,
             shift_ps,
-            rows,
+            rows: rows + first_rows,
             read: 0,
             last_t1: i64::MIN,
             max_t1: None,
@@ -150,7 +172,8 @@ impl EventCursor {
         })
     }
 
-    /// The next row's `t1_ps`, loading a batch when needed; `None` at the end.
+    /// The next row's `t1_ps`, loading a batch (and the next file) when needed; `None` at the
+    /// end of the last file.
     fn peek_t1(&mut self) -> Result<Option<i64>> {
         loop {
             if let Some(b) = &self.batch
@@ -171,7 +194,12 @@ impl EventCursor {
                 }
                 None => {
                     self.batch = None;
-                    return Ok(None);
+                    let Some(next) = self.next_files.next() else {
+                        return Ok(None);
+                    };
+                    self.reader = open_file(&next)?.0;
+                    self.table = next;
+                    self.file_start = self.read;
                 }
             }
         }
@@ -191,9 +219,9 @@ impl EventCursor {
             }
             if t1 < self.last_t1 {
                 bail!(
-                    "{}: row {} (t1_ps {t1}) is earlier than the row before it ({}): the table is not in time order, which every scandaq coincidence table is; it was not written by scandaq or was modified",
+                    "{}: row {} (t1_ps {t1}) is earlier than the row before it ({}): the table is not in time order, which every scandaq coincidence table is (its files too, one after the other); it was not written by scandaq or was modified",
                     self.table.display(),
-                    self.read,
+                    self.read - self.file_start,
                     self.last_t1
                 );
             }

@@ -25,7 +25,7 @@ use layout::Layout;
 use scandaq_core::run_state::EnergyUnit;
 use scandaq_core::units::{parse_number_in, parse_whole};
 use scandaq_sinks::castor::ScannerHeader;
-use scandaq_sinks::coincidences::DELAYED_FILE;
+use scandaq_sinks::coincidences::{DELAYED_FILE, DELAYED_TABLE};
 use std::path::PathBuf;
 
 /// `scandaq export petsird` arguments.
@@ -129,7 +129,7 @@ pub fn export_petsird(args: &PetsirdArgs) -> Result<PetsirdExport> {
         "the crystal positions are PETSIRD's scanner geometry",
     )?;
     let mut notes = Vec::new();
-    let windows = coinc_run::Windows::of(&prompts_path);
+    let windows = coinc_run::Windows::of(&prompts_path[0]);
     let fwhm_ps = coinc_run::tof_resolution(
         run_dir,
         args.tof_fwhm.map(|t| t as f64),
@@ -162,8 +162,12 @@ pub fn export_petsird(args: &PetsirdArgs) -> Result<PetsirdExport> {
             pitch.crystal_axial_mm as f32,
         ],
     );
-    let delayed_path = run_dir.join(DELAYED_FILE);
-    let export_delayed = !args.no_delayed && delayed_path.is_file();
+    let delayed_files = if args.no_delayed {
+        Vec::new()
+    } else {
+        coinc_run::committed_table(run_dir, DELAYED_TABLE)?
+    };
+    let export_delayed = !delayed_files.is_empty();
     if !args.no_delayed && !export_delayed {
         notes.push(format!(
             "no delayed table ({DELAYED_FILE}) in the run: only prompts exported"
@@ -181,11 +185,11 @@ pub fn export_petsird(args: &PetsirdArgs) -> Result<PetsirdExport> {
     let t0 = coinc_run::time_origin(
         &manifest,
         &prompts_path,
-        export_delayed.then_some(delayed_path.as_path()),
+        export_delayed.then_some(delayed_files.as_slice()),
     )?;
     let prompts = EventCursor::open(&prompts_path, 0)?;
     let delayed = if export_delayed {
-        Some(EventCursor::open(&delayed_path, shift)?)
+        Some(EventCursor::open(&delayed_files, shift)?)
     } else {
         None
     };

@@ -38,8 +38,9 @@ mod verify;
 use anyhow::{Context, Result};
 use scandaq_core::run_state::RunState;
 use scandaq_sinks::Manifest;
-use scandaq_sinks::coincidences::{DELAYED_FILE, PROMPTS_FILE};
+use scandaq_sinks::coincidences::{DELAYED_TABLE, PROMPTS_TABLE};
 use scandaq_sinks::manifest::FileRecord;
+use scandaq_sinks::table_file_index;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -189,9 +190,9 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 fn file_rank(name: &str) -> (u8, String) {
     let r = if name.starts_with("singles-") {
         0
-    } else if name == PROMPTS_FILE {
+    } else if table_file_index(name, PROMPTS_TABLE).is_some() {
         1
-    } else if name == DELAYED_FILE {
+    } else if table_file_index(name, DELAYED_TABLE).is_some() {
         2
     } else {
         3

@@ -31,7 +31,7 @@ pub struct RunDescription {
     pub warnings: Vec<String>,
     /// Write the raw diagnostic columns into the singles table.
     pub raw_columns: bool,
-    /// Singles file rotation.
+    /// File rotation of the singles and coincidence tables.
     pub rotation: pipeline::Rotation,
     /// Coincidence sorting.
     pub coincidences: CoincidenceOptions,
