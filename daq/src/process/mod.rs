@@ -2,7 +2,8 @@
 //! calibration ([`calib_load`]), one board's frame decoding ([`frame_decode`]), the parallel
 //! [`pipeline`] and its time-order [`merge`], the [`cluster`] wire protocol, slices and
 //! builder output, the coincidence stage and its PETsys trigger settings ([`petsys_trigger`],
-//! [`trigger_map`]), the singles columns, the OPM-MEG / ultrasound [`streams`], and the
+//! [`trigger_map`]), the [`rotating_table`] sequence every long table is written as, the singles
+//! columns, the OPM-MEG / ultrasound [`streams`], and the
 //! [`run`] lifecycle (run directory, manifest, states) shared by every command that writes a
 //! run.
 //!

@@ -105,7 +105,7 @@ pub struct EventCursor {
     table: PathBuf,
     reader: ParquetRecordBatchReader,
     /// The files still to read, in order.
-    next_files: std::vec::IntoIter<PathBuf>,
+    next_files: std::collections::VecDeque<PathBuf>,
     /// Rows handed out before the file being read.
     file_start: u64,
     batch: Option<Columns>,
@@ -159,7 +159,7 @@ impl EventCursor {
         Ok(Self {
             table: first.clone(),
             reader,
-            next_files: tables[1..].to_vec().into_iter(),
+            next_files: tables[1..].iter().cloned().collect(),
             file_start: 0,
             batch: None,
             pos: 0,
@@ -194,7 +194,7 @@ impl EventCursor {
                 }
                 None => {
                     self.batch = None;
-                    let Some(next) = self.next_files.next() else {
+                    let Some(next) = self.next_files.pop_front() else {
                         return Ok(None);
                     };
                     self.reader = open_file(&next)?.0;
