@@ -384,7 +384,7 @@ pub struct DemoArgs {
     /// Commit interval: every single is on disk within this time, so a power cut costs at most this much (e.g. 1s, 250ms) [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = crate::process::pipeline::parse_commit_interval)]
     pub commit_interval: Option<f64>,
-    /// Start a new singles or coincidence file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+    /// Start a new singles or coincidence file at this size (e.g. 2GB, 512MiB) [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
     pub rotate_size: Option<u64>,
     /// Coincidence settings (window, delay, energy window, policy, grouping).

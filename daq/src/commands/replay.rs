@@ -375,7 +375,7 @@ pub struct ReplayArgs {
     /// Also write the raw diagnostic columns (frame, coarse/fine counters, TAC).
     #[arg(long)]
     pub raw_columns: bool,
-    /// Start a new singles or coincidence file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+    /// Start a new singles or coincidence file at this size (e.g. 2GB, 512MiB) [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = scandaq_core::units::parse_bytes)]
     pub rotate_size: Option<u64>,
     /// Page compression of the singles and coincidence tables: lz4 (LZ4_RAW), zstd (level 1),

@@ -76,7 +76,7 @@ pub struct RunArgs {
     /// No stats line on stderr.
     #[arg(long)]
     pub quiet: bool,
-    /// Start a new singles or coincidence file at this size (e.g. 2GB, 512MiB) [default: 4GiB].
+    /// Start a new singles or coincidence file at this size (e.g. 2GB, 512MiB) [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = size_text, allow_hyphen_values = true)]
     pub rotate_size: Option<String>,
     /// Start a new singles or coincidence file after this wall-clock time (e.g. 10m).

@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// File size at which a new file starts when no size is configured. A Parquet writer keeps
-/// every row group's metadata in memory until it writes the footer: capping files at 4 GiB
-/// keeps that to about 5 MiB per singles file and 10 MiB per coincidence file however long the
-/// run (before the offset index was turned off, a 10-minute soak at 2.5 M hits/s in one 10 GB
-/// singles file grew 66 MiB).
-pub const DEFAULT_ROTATE_BYTES: u64 = 4 << 30;
+/// every row group's metadata in memory until it writes the footer (and glibc's arenas keep
+/// the space around those long-lived pieces): 1 GiB files keep a one-pass replay of a 1.2 G-hit
+/// file at 109 MB of peak RSS where 4 GiB files reached 144 MB (one file per coincidence table:
+/// 164 MB), near the 79-89 MB of a 10-100 M-hit file (BENCHMARKS.md, session 16). 1 GiB is
+/// also a size Parquet readers parallelise well over.
+pub const DEFAULT_ROTATE_BYTES: u64 = 1 << 30;
 
 /// When a run's tables start a new file (`singles-00001.parquet`, `coincidences-00001.parquet`,
 /// ...), how often the open one is made durable, and how its pages are compressed. Each file
