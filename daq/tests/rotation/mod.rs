@@ -87,11 +87,12 @@ fn listed(m: &Manifest, name: &str) -> Vec<scandaq_sinks::FileRecord> {
     files
 }
 
-/// `scandaq export castor RUN --out OUT --tof-fwhm 200ps` (asserting success); returns stdout.
-fn export_castor(run: &Path, out: &Path) -> String {
+/// `scandaq export FORMAT RUN --out OUT --tof-fwhm 200ps`: (exit code, stdout, stderr), the
+/// stderr checked for panics.
+fn export(format: &str, run: &Path, out: &Path) -> (i32, String, String) {
     let (code, stdout, stderr) = scandaq(&[
         "export",
-        "castor",
+        format,
         run.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
@@ -99,6 +100,12 @@ fn export_castor(run: &Path, out: &Path) -> String {
         "200ps",
     ]);
     no_panic(&stderr);
+    (code, stdout, stderr)
+}
+
+/// [`export`], asserting success; returns stdout.
+fn export_ok(format: &str, run: &Path, out: &Path) -> String {
+    let (code, stdout, stderr) = export(format, run, out);
     assert_eq!(code, 0, "{stdout}{stderr}");
     stdout
 }
@@ -107,8 +114,9 @@ fn export_castor(run: &Path, out: &Path) -> String {
 /// has too few rows for a second file here; it goes through the same code), each committed,
 /// listed in the manifest and stamped with its own t1 range; read in order they hold exactly
 /// the rows of the same replay unrotated, and `export castor`, `export petsird` (read back by
-/// PETSIRD's reference reader) and `report` of the sequence give what the single file gives. A file missing from the middle of the sequence is refused
-/// by the export, naming it.
+/// PETSIRD's reference reader) and `report` of the sequence give what the single file gives.
+/// A file missing from the middle of the sequence, or one left `.inprogress`, is refused by
+/// the exports, naming it.
 #[test]
 fn rotated_coincidence_tables_hold_every_pair_and_export_as_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -165,8 +173,8 @@ fn rotated_coincidence_tables_hold_every_pair_and_export_as_one() {
     }
 
     // The exports of the sequence and of the single file are the same bytes.
-    export_castor(&whole, &tmp.path().join("castor-whole"));
-    let said = export_castor(&rotated, &tmp.path().join("castor-rotated"));
+    export_ok("castor", &whole, &tmp.path().join("castor-whole"));
+    let said = export_ok("castor", &rotated, &tmp.path().join("castor-rotated"));
     assert!(said.contains("prompts:"), "{said}");
     for file in ["run-000001.cdf", "run-000001_delayed.cdf"] {
         let a = std::fs::read(tmp.path().join("castor-whole").join(file)).unwrap();
@@ -200,17 +208,7 @@ fn rotated_coincidence_tables_hold_every_pair_and_export_as_one() {
     // reference reader finds every pair of every file in it.
     let petsird = |run: &Path, file: &str| {
         let path = tmp.path().join(file);
-        let (code, stdout, stderr) = scandaq(&[
-            "export",
-            "petsird",
-            run.to_str().unwrap(),
-            "--out",
-            path.to_str().unwrap(),
-            "--tof-fwhm",
-            "200ps",
-        ]);
-        no_panic(&stderr);
-        assert_eq!(code, 0, "{stdout}{stderr}");
+        export_ok("petsird", run, &path);
         path
     };
     let (pw, pr) = (
@@ -235,20 +233,26 @@ fn rotated_coincidence_tables_hold_every_pair_and_export_as_one() {
     // A file missing from the middle: refused, named, nothing written.
     std::fs::remove_file(rotated.join("coincidences-00001.parquet")).unwrap();
     let out = tmp.path().join("castor-gap");
-    let (code, stdout, stderr) = scandaq(&[
-        "export",
-        "castor",
-        rotated.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--tof-fwhm",
-        "200ps",
-    ]);
-    no_panic(&stderr);
+    let (code, stdout, stderr) = export("castor", &rotated, &out);
     assert_ne!(code, 0, "{stdout}");
     assert!(
         stderr.contains("coincidences-00001.parquet is missing"),
         "{stderr}"
     );
     assert!(!out.join("run-000001.cdf").exists());
+
+    // A file of the sequence left `.inprogress` (a killed run): refused, saying to recover.
+    let last = listed(&mr, "coincidences").pop().unwrap().path;
+    std::fs::rename(
+        rotated.join(&last),
+        rotated.join(format!("{last}.inprogress")),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = export("petsird", &rotated, &tmp.path().join("gap.petsird"));
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stderr.contains(&format!("{last}.inprogress")) && stderr.contains("scandaq recover"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("gap.petsird").exists());
 }
