@@ -67,11 +67,12 @@ pub fn read_run(run_dir: &Path, format: &str) -> Result<Manifest> {
 pub fn committed_table(run_dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
     let files = TableFiles::find(run_dir, name)
         .with_context(|| format!("cannot list {}", run_dir.display()))?;
-    if let Some(open) = files
-        .interrupted
-        .iter()
-        .find(|f| f.ends_with(".inprogress"))
-    {
+    // A leftover `.inprogress` beside its committed file (which `recover` leaves in place,
+    // saying so) is not an interrupted table.
+    if let Some(open) = files.interrupted.iter().find(|f| {
+        f.strip_suffix(".inprogress")
+            .is_some_and(|committed| !run_dir.join(committed).is_file())
+    }) {
         bail!(
             "{}: the run was interrupted before its coincidence table was committed ({open}); run `scandaq recover {}` first, then export",
             run_dir.display(),

@@ -230,6 +230,13 @@ fn rotated_coincidence_tables_hold_every_pair_and_export_as_one() {
         );
     }
 
+    // A leftover `.inprogress` beside its committed file (`recover` leaves one in place,
+    // saying so) is not an interrupted table: the export goes ahead.
+    let leftover = rotated.join("coincidences-00000.parquet.inprogress");
+    std::fs::copy(rotated.join("coincidences-00000.parquet"), &leftover).unwrap();
+    export_ok("castor", &rotated, &tmp.path().join("castor-leftover"));
+    std::fs::remove_file(&leftover).unwrap();
+
     // A file missing from the middle: refused, named, nothing written.
     std::fs::remove_file(rotated.join("coincidences-00001.parquet")).unwrap();
     let out = tmp.path().join("castor-gap");
