@@ -199,11 +199,6 @@ impl RotatingTable {
             + self.writer.as_ref().map_or(0, |w| w.rows())
     }
 
-    /// The committed files, in order.
-    pub fn committed(&self) -> &[FileRecord] {
-        &self.committed
-    }
-
     /// Commits the open file and returns every committed file, in order.
     pub fn finish(mut self) -> Result<Vec<FileRecord>> {
         self.commit(false)?;

@@ -14,6 +14,23 @@ fn rows_of(path: &Path) -> u64 {
     r.metadata().file_metadata().num_rows() as u64
 }
 
+/// `scandaq export castor DIR --out OUT ARGS...`, asserting success (and no panic); returns
+/// stdout.
+fn export_castor_ok(dir: &Path, out: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "export",
+        "castor",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = scandaq(&all);
+    no_panic(&stderr);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    stdout
+}
+
 /// Every file the manifest lists exists, is no `.inprogress`, reads with the listed rows
 /// (and hash, when `check_sha`).
 fn check_listed(dir: &Path, m: &Manifest, check_sha: bool) {
@@ -266,17 +283,7 @@ fn sigkill_while_the_coincidence_tables_rotate_then_recover_and_export() {
             .any(|e| e.file_name().to_string_lossy().ends_with(".inprogress"))
     );
     let exp = tmp.path().join("castor");
-    let (code, stdout, stderr) = scandaq(&[
-        "export",
-        "castor",
-        dir.to_str().unwrap(),
-        "--out",
-        exp.to_str().unwrap(),
-        "--tof-fwhm",
-        "200ps",
-    ]);
-    no_panic(&stderr);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    export_castor_ok(&dir, &exp, &["--tof-fwhm", "200ps"]);
     let h = CdhHeader::read(&exp.join("run-000001.cdh")).unwrap();
     let rows: u64 = prompts.iter().map(|f| f.rows).sum();
     assert_eq!(h.number_of_events, rows);
@@ -380,17 +387,7 @@ fn demo_run_exports_to_castor_and_reads_back() {
     let dir = demo_run(&tmp.path().join("runs"), "500ms", &[]);
     let m = Manifest::read(&dir).unwrap();
     let exp = tmp.path().join("castor");
-    let (code, stdout, stderr) = scandaq(&[
-        "export",
-        "castor",
-        dir.to_str().unwrap(),
-        "--out",
-        exp.to_str().unwrap(),
-        "--tof-fwhm",
-        "200ps",
-    ]);
-    no_panic(&stderr);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    export_castor_ok(&dir, &exp, &["--tof-fwhm", "200ps"]);
     let geometry = Geometry::parse_map_channel(
         "map",
         &std::fs::read_to_string(dir.join("calib/map_channel.tsv")).unwrap(),
@@ -461,18 +458,11 @@ fn demo_run_exports_to_castor_and_reads_back() {
     }
     // Without TOF: 12-byte records.
     let exp2 = tmp.path().join("castor-notof");
-    let (code, stdout, stderr) = scandaq(&[
-        "export",
-        "castor",
-        dir.to_str().unwrap(),
-        "--out",
-        exp2.to_str().unwrap(),
-        "--no-tof",
-        "--no-delayed",
-        "--name",
-        "plain",
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    export_castor_ok(
+        &dir,
+        &exp2,
+        &["--no-tof", "--no-delayed", "--name", "plain"],
+    );
     let h = CdhHeader::read(&exp2.join("plain.cdh")).unwrap();
     assert!(h.tof.is_none());
     assert_eq!(
@@ -484,15 +474,7 @@ fn demo_run_exports_to_castor_and_reads_back() {
     let ctr = scandaq_fpga_sim::BenchConfig::default().ctr_fwhm_ps;
     assert_eq!(m.ctr_fwhm_ps, Some(ctr.round() as i64));
     let exp3 = tmp.path().join("castor-manifest-ctr");
-    let (code, stdout, stderr) = scandaq(&[
-        "export",
-        "castor",
-        dir.to_str().unwrap(),
-        "--out",
-        exp3.to_str().unwrap(),
-        "--no-delayed",
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    let stdout = export_castor_ok(&dir, &exp3, &["--no-delayed"]);
     assert!(stdout.contains("from its manifest"), "{stdout}");
     let h = CdhHeader::read(&exp3.join("run-000001.cdh")).unwrap();
     assert_eq!(h.tof.expect("TOF from the manifest").resolution_ps, ctr);
