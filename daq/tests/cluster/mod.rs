@@ -224,11 +224,15 @@ fn cluster_options() -> scandaq::process::coinc_stage::CoincidenceOptions {
     }
 }
 
+/// The builders cut their tables at `rotate_size = "100kB"` (several files each), so the
+/// comparison below also covers a rotated sequence.
 #[test]
 fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (cluster, udp) = write_cluster(dir, "10ms");
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    std::fs::write(&cluster, format!("rotate_size = \"100kB\"\n{text}")).unwrap();
     let (builders, acq, sims) = start_cluster(dir, &cluster, udp, "0.3s");
     for s in sims {
         wait_ok(s, "fpga-sim");
@@ -296,12 +300,55 @@ fn two_acquisition_nodes_and_two_builders_match_a_single_process_replay() {
         "the cluster's delayed pairs differ from the single-process replay"
     );
     assert_links_account(&out);
+    for b in ["b0", "b1"] {
+        assert_rotated_and_listed(&out.join("run=1").join(format!("builder={b}")));
+    }
     // The run manifest merges the builders' counts; nothing is missing.
     let m = merged_run_manifest(&cluster, &out);
     assert_eq!(m.prompts as usize, want_prompts.len());
     assert_eq!(m.delayed as usize, want_delayed.len());
     assert!(m.complete && m.missing_slices.is_empty(), "{m:?}");
     datafusion_counts_match(&out, &m);
+}
+
+/// The builder in `dir` cut its prompt table into several files, committed them all, and its
+/// manifest lists exactly the files there, with one life spanning their numbers.
+fn assert_rotated_and_listed(dir: &Path) {
+    let bm = builder_manifest_in(dir);
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".parquet"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = bm.files.iter().map(|f| f.path.clone()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "{}", dir.display());
+    let prompts = listed
+        .iter()
+        .filter(|n| n.starts_with("coincidences-"))
+        .count();
+    assert!(prompts >= 2, "{}: {listed:?} (no rotation)", dir.display());
+    assert_eq!(bm.lives.len(), 1, "{bm:?}");
+    assert_eq!(
+        bm.lives[0].last_file_number,
+        Some(prompts as u32 - 1),
+        "{bm:?}"
+    );
+    let rows: u64 = bm
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("coincidences-"))
+        .map(|f| f.rows)
+        .sum();
+    assert_eq!(Some(&rows), bm.counts.get("prompts"), "{bm:?}");
+}
+
+fn builder_manifest_in(dir: &Path) -> scandaq::process::cluster::builder_out::BuilderManifest {
+    serde_json::from_slice(
+        &std::fs::read(dir.join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST)).unwrap(),
+    )
+    .unwrap()
 }
 
 /// Python datafusion reads the hive-partitioned tables and counts per builder and in total.
@@ -1161,16 +1208,37 @@ fn outside(
 /// replay of the nodes' raw archives; every link accounts for every single it routed.
 #[test]
 fn a_restarted_builder_rejoins_at_a_slice_boundary_and_both_lives_are_merged() {
+    restarted_builder(None);
+}
+
+/// The same with the builders cutting their tables at 100 kB, b1 killed once it has committed
+/// a cut: the first life's committed files stay part of the run (their slices are not
+/// missing, their pairs equal the single-process replay's), only the slices after its last
+/// cut up to the rejoin are missing.
+#[test]
+fn a_builder_killed_after_a_table_cut_keeps_the_committed_files() {
+    restarted_builder(Some("100kB"));
+}
+
+fn restarted_builder(rotate_size: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (cluster, udp) = write_cluster(dir, "10ms");
+    if let Some(size) = rotate_size {
+        let text = std::fs::read_to_string(&cluster).unwrap();
+        std::fs::write(&cluster, format!("rotate_size = \"{size}\"\n{text}")).unwrap();
+    }
     let (mut builders, acq, sims) = start_cluster(dir, &cluster, udp, "2s");
     let b1_dir = dir.join("out/run=1/builder=b1");
-    // Killed once it has taken some slices (as `scandaq top` shows): they die with it.
+    // Killed once it has taken some slices (as `scandaq top` shows), and with rotation once
+    // it has committed a cut: what it has not committed dies with it.
     wait_for(
         "b1 to receive 100 000 singles",
         Duration::from_secs(60),
-        || builder_received(&cluster, "b1") >= 100_000,
+        || {
+            builder_received(&cluster, "b1") >= 100_000
+                && (rotate_size.is_none() || b1_dir.join("coincidences-00001.parquet").is_file())
+        },
     );
     let mut b1 = builders.pop().unwrap();
     b1.kill().unwrap();
@@ -1188,21 +1256,51 @@ fn a_restarted_builder_rejoins_at_a_slice_boundary_and_both_lives_are_merged() {
     wait_ok(b1, "b1 (second life)");
     let out = dir.join("out");
     assert_links_account(&out);
-    // Nothing overwritten: the first life's uncommitted table is still there.
-    assert!(
-        b1_dir
-            .join("coincidences-00000.parquet.inprogress")
-            .is_file()
-    );
-    assert!(b1_dir.join("coincidences-00001.parquet").is_file());
-    let bm: scandaq::process::cluster::builder_out::BuilderManifest = serde_json::from_slice(
-        &std::fs::read(b1_dir.join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST))
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(bm.lives.len(), 2, "{bm:?}");
-    assert!(!bm.lives[0].committed && bm.lives[1].committed, "{bm:?}");
-    let (rejoined, _) = bm.lives[1].slices.expect("the second life wrote slices");
+    let bm = builder_manifest_in(&b1_dir);
+    let (dead, second) = (&bm.lives[0], &bm.lives[bm.lives.len() - 1]);
+    assert!(!dead.committed && second.committed, "{bm:?}");
+    let (rejoined, _) = second.slices.expect("the second life wrote slices");
+    let file = |n: u32| b1_dir.join(format!("coincidences-{n:05}.parquet"));
+    let listed = |n: u32| {
+        bm.files
+            .iter()
+            .any(|f| f.path == format!("coincidences-{n:05}.parquet"))
+    };
+    let covered_through = if rotate_size.is_none() {
+        // Nothing overwritten: the first life's uncommitted table is still there, the
+        // second life's is numbered past it.
+        assert_eq!(bm.lives.len(), 2, "{bm:?}");
+        assert!(
+            b1_dir
+                .join("coincidences-00000.parquet.inprogress")
+                .is_file()
+        );
+        assert!(file(1).is_file() && second.file_number == 1, "{bm:?}");
+        i64::MIN
+    } else {
+        // Every table the first life committed at a cut is on disk and listed; a table it
+        // had open (if it had one) is left `.inprogress` under a life of its own; the
+        // second life's tables are numbered past them all.
+        let last = dead.last_file_number.unwrap_or(dead.file_number);
+        for n in dead.file_number..=last {
+            assert!(file(n).is_file() && listed(n), "table {n}: {bm:?}");
+        }
+        // (`.unlisted`: committed, but the kill came before the manifest listed it.)
+        for life in &bm.lives[1..bm.lives.len() - 1] {
+            assert!(!life.committed && life.slices.is_none(), "{bm:?}");
+            let left = |suffix: &str| {
+                b1_dir
+                    .join(format!(
+                        "coincidences-{:05}.parquet.{suffix}",
+                        life.file_number
+                    ))
+                    .is_file()
+            };
+            assert!(left("inprogress") || left("unlisted"), "{bm:?}");
+        }
+        assert!(second.file_number > last, "{bm:?}");
+        dead.committed_through.expect("b1 was killed after a cut")
+    };
     let m = merged_run_manifest(&cluster, &out);
     let missing: Vec<i64> = m.missing_slices.iter().map(|s| s.slice).collect();
     assert!(
@@ -1214,9 +1312,10 @@ fn a_restarted_builder_rejoins_at_a_slice_boundary_and_both_lives_are_merged() {
             .unwrap();
     let (first, last) = r.slice_range.unwrap();
     for k in (first..rejoined).filter(|k| k % 2 == 1) {
-        assert!(
+        assert_eq!(
             missing.contains(&k),
-            "slice {k} (first life) not listed: {missing:?}"
+            k > covered_through,
+            "slice {k} (first life, committed through {covered_through}): {missing:?}"
         );
     }
     assert!(
@@ -1463,14 +1562,7 @@ fn builder_manifest(
     dir: &Path,
     b: &str,
 ) -> scandaq::process::cluster::builder_out::BuilderManifest {
-    serde_json::from_slice(
-        &std::fs::read(
-            dir.join(format!("out/run=1/builder={b}"))
-                .join(scandaq::process::cluster::builder_out::BUILDER_MANIFEST),
-        )
-        .unwrap(),
-    )
-    .unwrap()
+    builder_manifest_in(&dir.join(format!("out/run=1/builder={b}")))
 }
 
 /// Two stray-stream gaps, through the builder processes. (1) A second stream claiming to be

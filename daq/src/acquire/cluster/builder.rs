@@ -345,6 +345,7 @@ impl Assembly<'_> {
             self.cluster.spec,
             self.cluster.file.coincidences.delay_ps != 0,
             metadata,
+            self.cluster.rotation,
         )?;
         eprintln!(
             "scandaq node {}: run {run} -> {}",

@@ -7,6 +7,7 @@
 use crate::acquire::run_config::{self, CalibrationSection, InputSection, RunFile};
 use crate::process::cluster::slices::cluster_spec;
 use crate::process::coinc_stage::CoincidenceOptions;
+use crate::process::rotating_table::Rotation;
 use anyhow::{Context, Result};
 use scandaq_core::slicing::SliceSpec;
 use serde::Deserialize;
@@ -88,6 +89,12 @@ pub struct ClusterFile {
     /// Output root: builders write `OUT/run=R/builder=B/`, acquisition nodes their singles
     /// runs under `OUT/nodes/NAME/`.
     pub out: Option<PathBuf>,
+    /// A builder starts new table files once its prompt or delayed file reaches this size
+    /// (`"1GiB"`, the default; bounds its memory over a long run).
+    pub rotate_size: Option<String>,
+    /// A builder starts new table files after this wall-clock time (`"10m"`; none by
+    /// default).
+    pub rotate_every: Option<String>,
     /// Calibration for every node (an acquisition node's run configuration may give its own).
     #[serde(default)]
     pub calibration: CalibrationSection,
@@ -121,6 +128,8 @@ pub struct Cluster {
     pub drain_timeout: Duration,
     /// `flow.source_timeout`.
     pub source_timeout: Duration,
+    /// When the builders cut their tables (`rotate_size`, `rotate_every`).
+    pub rotation: Rotation,
 }
 
 /// Reads and validates `path`.
@@ -244,7 +253,9 @@ impl ClusterFile {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("cluster-out")),
         );
+        let rotation = self.rotation().map_err(|e| at(format!("{e:#}")))?;
         Ok(Cluster {
+            rotation,
             reconnect_every: duration("flow.reconnect_every", &flow.reconnect_every)
                 .map_err(|e| at(format!("{e:#}")))?,
             drain_timeout: duration("flow.drain_timeout", &flow.drain_timeout)
@@ -256,6 +267,29 @@ impl ClusterFile {
             spec,
             out,
             addrs,
+        })
+    }
+}
+
+impl ClusterFile {
+    /// `rotate_size` and `rotate_every`.
+    fn rotation(&self) -> Result<Rotation> {
+        let max_bytes = self
+            .rotate_size
+            .as_deref()
+            .map(scandaq_core::units::parse_bytes)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("rotate_size: {e}"))?;
+        let max_seconds = self
+            .rotate_every
+            .as_deref()
+            .map(scandaq_core::units::parse_duration_s)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("rotate_every: {e}"))?;
+        Ok(Rotation {
+            max_bytes,
+            max_seconds,
+            ..Rotation::default()
         })
     }
 }
@@ -372,5 +406,25 @@ listen = "127.0.0.1:7201"
             .unwrap_err()
             .to_string();
         assert!(e.contains("windowps"), "{e}");
+    }
+
+    #[test]
+    fn builder_rotation_defaults_to_1_gib_and_bad_values_are_named() {
+        let c = parse(Path::new("c.toml"), GOOD).unwrap();
+        assert_eq!(c.rotation.max_bytes(), 1 << 30);
+        assert_eq!(c.rotation.max_seconds, None);
+        let set = format!("rotate_size = \"2GiB\"\nrotate_every = \"10m\"\n{GOOD}");
+        let c = parse(Path::new("c.toml"), &set).unwrap();
+        assert_eq!(c.rotation.max_bytes(), 2 << 30);
+        assert_eq!(c.rotation.max_seconds, Some(600.0));
+        for (bad, key) in [
+            ("rotate_size = \"2 lots\"", "rotate_size"),
+            ("rotate_every = \"soon\"", "rotate_every"),
+        ] {
+            let e = parse(Path::new("c.toml"), &format!("{bad}\n{GOOD}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("c.toml"), "{e}");
+        }
     }
 }
