@@ -524,23 +524,30 @@ mod tests {
             .unwrap()
     }
 
+    /// One-second slices over `builders` builders, and tables cut at 1 500 B: 100 rows a
+    /// slice at 8 B a row (the estimate before any row group) is 800 B, so a cut every two
+    /// slices.
+    fn small_cuts(builders: u32) -> (SliceSpec, Rotation) {
+        let spec = SliceSpec {
+            slice_ps: 1_000_000_000,
+            builders,
+            lead_in_ps: 0,
+            lead_out_ps: 0,
+        };
+        let rotation = Rotation {
+            max_bytes: Some(1_500),
+            ..Rotation::default()
+        };
+        (spec, rotation)
+    }
+
     /// Tables cut every two slices: each committed pair of files is in the manifest on disk at
     /// once; a builder that dies keeps them (its manifest says through which slice), loses only
     /// its open file, and a restarted life numbers its tables past everything there.
     #[test]
     fn rotated_tables_are_recorded_as_they_commit_and_survive_a_death() {
         let tmp = tempfile::tempdir().unwrap();
-        let spec = SliceSpec {
-            slice_ps: 1_000_000_000,
-            builders: 2,
-            lead_in_ps: 0,
-            lead_out_ps: 0,
-        };
-        // 100 rows a slice at 8 B a row before any row group: 800 B, so a cut every 2 slices.
-        let rotation = Rotation {
-            max_bytes: Some(1_500),
-            ..Rotation::default()
-        };
+        let (spec, rotation) = small_cuts(2);
         let create =
             || BuilderOutput::create(tmp.path(), 1, "b0", spec, true, vec![], rotation).unwrap();
         let mut first = create();
@@ -599,16 +606,7 @@ mod tests {
     #[test]
     fn tables_committed_but_never_listed_are_set_aside_at_the_restart() {
         let tmp = tempfile::tempdir().unwrap();
-        let spec = SliceSpec {
-            slice_ps: 1_000_000_000,
-            builders: 1,
-            lead_in_ps: 0,
-            lead_out_ps: 0,
-        };
-        let rotation = Rotation {
-            max_bytes: Some(1_500),
-            ..Rotation::default()
-        };
+        let (spec, rotation) = small_cuts(1);
         let create =
             || BuilderOutput::create(tmp.path(), 1, "b0", spec, true, vec![], rotation).unwrap();
         let mut first = create();
@@ -649,16 +647,7 @@ mod tests {
     #[test]
     fn a_cut_at_the_last_slice_leaves_no_empty_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let spec = SliceSpec {
-            slice_ps: 1_000_000_000,
-            builders: 1,
-            lead_in_ps: 0,
-            lead_out_ps: 0,
-        };
-        let rotation = Rotation {
-            max_bytes: Some(1_500),
-            ..Rotation::default()
-        };
+        let (spec, rotation) = small_cuts(1);
         let mut out =
             BuilderOutput::create(tmp.path(), 1, "b0", spec, false, vec![], rotation).unwrap();
         for k in [0, 1] {
