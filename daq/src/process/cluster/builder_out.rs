@@ -642,8 +642,36 @@ mod tests {
         assert_eq!(listed, 600);
     }
 
-    /// Without rotation (the default size, far away) one pair of files per life, as before;
-    /// a cut right at the last slice leaves no empty file behind.
+    /// `rotate_every` cuts by age alone (the size far away): a file per slice when each
+    /// slice comes after the age has passed; none while it has not.
+    #[test]
+    fn tables_are_cut_by_age() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spec, _) = small_cuts(1);
+        let rotation = Rotation {
+            max_seconds: Some(0.3),
+            ..Rotation::default()
+        };
+        let mut out =
+            BuilderOutput::create(tmp.path(), 1, "b0", spec, false, vec![], rotation).unwrap();
+        // Quickly, within the age: one file.
+        for k in [0, 1, 2] {
+            out.write_slice(slice_output(spec, k, 100)).unwrap();
+        }
+        assert!(out.manifest.files.is_empty(), "{:?}", out.manifest.files);
+        // Each slice after the age: a cut after it.
+        for k in [3, 4] {
+            std::thread::sleep(std::time::Duration::from_millis(350));
+            out.write_slice(slice_output(spec, k, 100)).unwrap();
+        }
+        let m = out.commit(true).unwrap();
+        let rows: Vec<u64> = m.files.iter().map(|f| f.rows).collect();
+        assert_eq!(rows, [400, 100], "{m:?}");
+        assert_eq!(m.lives[0].last_file_number, Some(1));
+    }
+
+    /// Two slices fill a file exactly (the cut comes after the second): a cut right at the
+    /// last slice leaves no empty file behind.
     #[test]
     fn a_cut_at_the_last_slice_leaves_no_empty_file() {
         let tmp = tempfile::tempdir().unwrap();
