@@ -53,6 +53,28 @@ fn check_listed(dir: &Path, m: &Manifest, check_sha: bool) {
     }
 }
 
+/// A silent 10-minute demo at 1 M hits/s into `out`, rotating its tables at `rotate_size`,
+/// for a test to kill. Row groups are cut at 0.2 s of age: an open file a kill interrupts
+/// holds complete row groups to salvage whatever the machine's load (with 1 s a loaded
+/// machine could kill every file before its first row group).
+fn spawn_rotating_demo(out: &Path, rotate_size: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_scandaq"))
+        .args(["demo", "--duration", "600s", "--rate", "1M", "--no-tui"])
+        .args([
+            "--rotate-size",
+            rotate_size,
+            "--commit-interval",
+            "200ms",
+            "--out",
+        ])
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn recovery(dir: &Path) -> RecoverySection {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
@@ -82,29 +104,7 @@ fn sigkill_at_random_points_then_recover() {
     points.push(9000);
     for (i, target_k) in points.into_iter().enumerate() {
         let out = tmp.path().join(format!("k{i}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
-            .args([
-                "demo",
-                "--duration",
-                "600s",
-                "--rate",
-                "1M",
-                "--no-tui",
-                "--rotate-size",
-                "16MB",
-                // Row groups cut at 0.12 s of age: an open file a kill interrupts holds
-                // complete row groups to salvage whatever the machine's load (with 1 s
-                // a loaded machine could kill every file before its first row group).
-                "--commit-interval",
-                "200ms",
-                "--out",
-            ])
-            .arg(&out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_rotating_demo(&out, "16MB");
         let dir = wait_for_socket(&out, &mut child);
         let watcher = Watcher::start(dir.join(scandaq::observe::control::SOCKET_NAME));
         crate::wait_for(
@@ -231,26 +231,7 @@ fn sigkill_while_the_coincidence_tables_rotate_then_recover_and_export() {
     use crate::faults_durable::{kill_now, wait_for_socket};
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("runs");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scandaq"))
-        .args([
-            "demo",
-            "--duration",
-            "600s",
-            "--rate",
-            "1M",
-            "--no-tui",
-            "--rotate-size",
-            "1MB",
-            "--commit-interval",
-            "200ms",
-            "--out",
-        ])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_rotating_demo(&out, "1MB");
     let dir = wait_for_socket(&out, &mut child);
     crate::wait_for(
         "two prompt files listed in the manifest",
