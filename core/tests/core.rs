@@ -864,9 +864,15 @@ mod tests {
     fn grouping_matches_reference_whole_and_streaming() {
         use proptest::prelude::*;
         let dmax = prop_oneof![Just(0.0), Just(50.0), Just(100.0), Just(1000.0)];
-        // Module rule, hit-count and energy cuts: off in about half the cases each.
+        // Module rule, hit-count and energy cuts: off in about half the cases each. Half the
+        // module rules pair modules only with themselves (PETsys's `M` entries), which the
+        // grouper follows on its fast path whenever every such module fits in the distance.
+        let same_module_pairs = prop::collection::vec((0u32..4).prop_map(|m| [m, m]), 0..4);
         let rules = (
-            prop::option::of(prop::collection::vec([0u32..4, 0u32..4], 0..6)),
+            prop::option::of(prop_oneof![
+                prop::collection::vec([0u32..4, 0u32..4], 0..6),
+                same_module_pairs,
+            ]),
             prop_oneof![Just(1u32), Just(1u32), Just(2u32)],
             prop::option::of(1u32..4),
             prop::option::of(prop_oneof![Just([300.0f32, 900.0]), Just([0.0f32, 500.0])]),

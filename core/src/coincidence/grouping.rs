@@ -7,12 +7,16 @@ use super::batch::{GroupingStats, PhotonBatch, SinglesRef};
 use super::config::{CoincidenceError, GroupingConfig};
 use super::lut::CrystalLut;
 use super::module_pairs::ModulePairTable;
+use super::module_slots::ModuleSlots;
 use super::sorter::check_order;
 
 /// Closed groups kept at the front of [`Grouper`]'s open list before it is compacted (the
 /// list is a `Vec` whose front part, before `head`, holds groups already closed: closing is
 /// `head += 1`, and the open groups are one contiguous slice).
 const COMPACT_AFTER: usize = 1024;
+
+/// Groups the fast path ([`ModuleSlots`]) opens between two bulk closings.
+const CLOSE_EVERY: usize = 256;
 
 #[derive(Clone, Copy, Debug)]
 struct Open {
@@ -26,6 +30,38 @@ struct Open {
     sum_e: f32,
     flags: u16,
     multiplicity: u32,
+}
+
+impl Open {
+    /// A group of one hit.
+    #[inline(always)]
+    fn first(seq: u64, t: i64, pos: [f32; 3], module: u32, ch: u32, e: f32, f: u16) -> Self {
+        Self {
+            seq,
+            t_first: t,
+            pos_first: pos,
+            module_first: module,
+            best_t: t,
+            best_ch: ch,
+            best_e: e,
+            sum_e: e,
+            flags: f,
+            multiplicity: 1,
+        }
+    }
+
+    /// Adds a hit (its energy to the sum; its time and channel if it is the most energetic).
+    #[inline(always)]
+    fn join(&mut self, t: i64, ch: u32, e: f32, f: u16) {
+        self.sum_e += e;
+        self.flags |= f;
+        self.multiplicity += 1;
+        if e > self.best_e {
+            self.best_e = e;
+            self.best_t = t;
+            self.best_ch = ch;
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +120,8 @@ pub struct Grouper<'a> {
     lut: &'a CrystalLut,
     // `cfg.multi_hit_module_pairs` as a bit table.
     multi_hit: Option<ModulePairTable>,
+    // The fast path, when the rules allow it (see [`ModuleSlots`]).
+    by_module: Option<ModuleSlots>,
     // Groups in opening order; those from `head` on are open, those before it closed.
     open: Vec<Open>,
     head: usize,
@@ -99,6 +137,7 @@ impl<'a> Grouper<'a> {
         config.validate()?;
         Ok(Self {
             multi_hit: config.multi_hit_module_pairs.as_ref().map(|p| p.table()),
+            by_module: ModuleSlots::for_rules(&config, lut),
             cfg: config,
             lut,
             open: Vec::new(),
@@ -150,9 +189,11 @@ impl<'a> Grouper<'a> {
         hits.check_lengths()?;
         check_order(hits.t_ps, self.last_t)?;
         self.stats.hits_in += hits.len() as u64;
-        match labels {
-            Some(l) => self.group::<true>(hits, l),
-            None => self.group::<false>(hits, &mut GroupLabels::default()),
+        match (labels, self.by_module.is_some()) {
+            (Some(l), true) => self.group_by_module::<true>(hits, l),
+            (Some(l), false) => self.group::<true>(hits, l),
+            (None, true) => self.group_by_module::<false>(hits, &mut GroupLabels::default()),
+            (None, false) => self.group::<false>(hits, &mut GroupLabels::default()),
         }
         // The closed groups before `head` are not needed any more.
         self.open.drain(..self.head);
@@ -199,15 +240,7 @@ impl<'a> Grouper<'a> {
                 }
                 continue;
             };
-            while let Some(g) = open.get(head)
-                && t.saturating_sub(g.t_first) > w
-            {
-                if LABELS {
-                    labels.closed_multiplicity.push(g.multiplicity);
-                }
-                closer.close(g);
-                head += 1;
-            }
+            closer.close_expired::<LABELS>(open, &mut head, t, w, labels);
             let (e, f) = (es[k], fs[k]);
             match candidate.first_joinable(&open[head..], pos, module) {
                 Some(i) => {
@@ -215,14 +248,7 @@ impl<'a> Grouper<'a> {
                     if LABELS {
                         labels.photon_id.push(g.seq);
                     }
-                    g.sum_e += e;
-                    g.flags |= f;
-                    g.multiplicity += 1;
-                    if e > g.best_e {
-                        g.best_e = e;
-                        g.best_t = t;
-                        g.best_ch = ch;
-                    }
+                    g.join(t, ch, e, f);
                 }
                 None => {
                     if LABELS {
@@ -232,21 +258,91 @@ impl<'a> Grouper<'a> {
                         open.drain(..head);
                         head = 0;
                     }
-                    open.push(Open {
-                        seq: next_seq,
-                        t_first: t,
-                        pos_first: pos,
-                        module_first: module,
-                        best_t: t,
-                        best_ch: ch,
-                        best_e: e,
-                        sum_e: e,
-                        flags: f,
-                        multiplicity: 1,
-                    });
+                    open.push(Open::first(next_seq, t, pos, module, ch, e, f));
                     next_seq += 1;
                 }
             }
+        }
+        self.head = head;
+        self.next_seq = next_seq;
+    }
+
+    /// The grouping loop of the fast path ([`ModuleSlots`]): a hit joins its module's last
+    /// group if that is still open, or opens a new one; expired groups are closed every
+    /// [`CLOSE_EVERY`] groups and at the end, up to the last mapped hit's time, which leaves
+    /// the same groups closed, in the same order, as [`Grouper::group`] closing them hit by
+    /// hit (and, with `LABELS`, the same labels).
+    fn group_by_module<const LABELS: bool>(
+        &mut self,
+        hits: SinglesRef<'_>,
+        labels: &mut GroupLabels,
+    ) {
+        let Some(slots) = self.by_module.as_mut() else {
+            return self.group::<LABELS>(hits, labels);
+        };
+        let w = self.cfg.window_ps;
+        let mut closer = Closer {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            done: &mut self.done,
+        };
+        let open = &mut self.open;
+        let (mut head, mut next_seq) = (self.head, self.next_seq);
+        let mut last_mapped_t = None;
+        let mut opened_since_close = 0;
+        let n = hits.len();
+        let (ts, chs, es, fs) = (
+            &hits.t_ps[..n],
+            &hits.channel[..n],
+            &hits.energy_kev[..n],
+            &hits.flags[..n],
+        );
+        for k in 0..n {
+            let (t, ch) = (ts[k], chs[k]);
+            let slot = slots.slot(ch);
+            if slot == ModuleSlots::UNMAPPED {
+                closer.stats.unmapped_channel += 1;
+                if LABELS {
+                    labels.photon_id.push(GroupLabels::UNGROUPED);
+                }
+                continue;
+            }
+            last_mapped_t = Some(t);
+            let (e, f) = (es[k], fs[k]);
+            // Ids in `open` run from `base` to `next_seq - 1`; a last group below `base` (or
+            // none) wraps to an index past the end. A group before `head` is closed, and its
+            // window is over, so the time test refuses it like a group no longer listed.
+            let base = next_seq - open.len() as u64;
+            let i = slots.last_group(slot).wrapping_sub(base);
+            if i < open.len() as u64
+                && let Some(g) = open.get_mut(i as usize)
+                && t.saturating_sub(g.t_first) <= w
+            {
+                if LABELS {
+                    labels.photon_id.push(g.seq);
+                }
+                g.join(t, ch, e, f);
+                continue;
+            }
+            if LABELS {
+                labels.photon_id.push(next_seq);
+            }
+            // Position and module are only read by the search of the general path.
+            open.push(Open::first(next_seq, t, [0.0; 3], 0, ch, e, f));
+            slots.opened(slot, next_seq);
+            next_seq += 1;
+            opened_since_close += 1;
+            if opened_since_close == CLOSE_EVERY {
+                opened_since_close = 0;
+                closer.close_expired::<LABELS>(open, &mut head, t, w, labels);
+                if head >= COMPACT_AFTER {
+                    open.drain(..head);
+                    head = 0;
+                }
+            }
+        }
+        if let Some(t) = last_mapped_t {
+            closer.close_expired::<LABELS>(open, &mut head, t, w, labels);
         }
         self.head = head;
         self.next_seq = next_seq;
@@ -312,6 +408,28 @@ struct Closer<'g> {
 }
 
 impl Closer<'_> {
+    /// Closes the open groups (from `head` on) whose window is over at time `t`, in opening
+    /// order; with `LABELS`, appends their multiplicities to `labels`.
+    #[inline(always)]
+    fn close_expired<const LABELS: bool>(
+        &mut self,
+        open: &[Open],
+        head: &mut usize,
+        t: i64,
+        w: i64,
+        labels: &mut GroupLabels,
+    ) {
+        while let Some(g) = open.get(*head)
+            && t.saturating_sub(g.t_first) > w
+        {
+            if LABELS {
+                labels.closed_multiplicity.push(g.multiplicity);
+            }
+            self.close(g);
+            *head += 1;
+        }
+    }
+
     /// Closes `g`: its photon waits to be emitted, unless a cut rejects it (counted).
     #[inline]
     fn close(&mut self, g: &Open) {
@@ -371,8 +489,9 @@ impl Candidate<'_> {
     }
 }
 
+/// Squared distance between two crystal centres, in f64 (the grouper's distance test).
 #[inline]
-fn squared_distance(a: [f32; 3], b: [f32; 3]) -> f64 {
+pub(crate) fn squared_distance(a: [f32; 3], b: [f32; 3]) -> f64 {
     let dx = a[0] as f64 - b[0] as f64;
     let dy = a[1] as f64 - b[1] as f64;
     let dz = a[2] as f64 - b[2] as f64;
@@ -390,4 +509,138 @@ pub fn group_hits(
     g.push(hits, &mut out)?;
     g.finish(&mut out);
     Ok((out, g.stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coincidence::ModulePairs;
+    use crate::{Crystal, Geometry};
+
+    /// Four modules of 3 x 3 crystals 4 mm apart (module diagonal ~11.3 mm), modules 100 mm
+    /// apart; channels `16 * module + k`, so 9..15 of each 16 are unmapped.
+    fn geometry() -> Geometry {
+        let mut g = Geometry::default();
+        for module in 0..4u32 {
+            for k in 0..9u32 {
+                let pos_mm = [
+                    module as f32 * 100.0 + (k % 3) as f32 * 4.0,
+                    (k / 3) as f32 * 4.0,
+                    0.0,
+                ];
+                let crystal = Crystal {
+                    module,
+                    xi: k % 3,
+                    yi: k / 3,
+                    pos_mm,
+                };
+                g.crystals.insert(16 * module + k, crystal);
+            }
+        }
+        g
+    }
+
+    /// Time-ordered hits, clustered (gaps of 0 to 3 windows), on 64 channel ids.
+    fn hits(seed: u64, n: usize, window: i64) -> crate::HitBatch {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut b = crate::HitBatch::default();
+        let mut t = 0i64;
+        for _ in 0..n {
+            let r = next();
+            t += match r % 8 {
+                0 | 1 => 0,
+                2 => window,
+                3 => window + 1,
+                _ => (r >> 8) as i64 % (3 * window + 1),
+            };
+            b.t_ps.push(t);
+            b.channel.push((r >> 20) as u32 % 64);
+            b.energy_kev
+                .push([100.0, 200.0, 511.0, 511.0, 300.0][(r >> 30) as usize % 5]);
+            b.flags.push(1 << ((r >> 40) % 3));
+        }
+        b
+    }
+
+    /// Every output of a grouper fed `batches` then finished, twice (a second stream after the
+    /// first's `finish`): photons, labels, counters, and `groups_closed` after each push.
+    fn run(
+        mut g: Grouper<'_>,
+        all: &crate::HitBatch,
+        cuts: &[usize],
+    ) -> (PhotonBatch, GroupLabels, GroupingStats, Vec<u64>) {
+        let (mut out, mut labels, mut closed) =
+            (PhotonBatch::default(), GroupLabels::default(), vec![]);
+        for _stream in 0..2 {
+            for w in cuts.windows(2) {
+                let batch = SinglesRef::from(all).slice(w[0]..w[1]);
+                g.push_labeled(batch, &mut out, &mut labels).unwrap();
+                closed.push(g.groups_closed());
+            }
+            g.finish_labeled(&mut out, &mut labels);
+            closed.push(g.groups_closed());
+        }
+        (out, labels, g.stats, closed)
+    }
+
+    #[test]
+    fn the_module_fast_path_gives_what_the_search_gives() {
+        let lut = CrystalLut::from_geometry(&geometry());
+        let window = 1_000;
+        let rule_sets = [
+            vec![[0, 0], [1, 1], [2, 2], [3, 3]],
+            vec![[2, 2]],
+            vec![[1, 1], [3, 3], [1, 1]],
+        ];
+        let mut fast_runs = 0;
+        for seed in 1..40u64 {
+            let all = hits(seed, 3_000, window);
+            let cuts: Vec<usize> = [0, 1, 700, 701, 2_999, 3_000]
+                .into_iter()
+                .map(|c| (c + seed as usize * 37) % 3_001)
+                .chain([0, 3_000])
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let pairs = rule_sets[seed as usize % rule_sets.len()].clone();
+            let cfg = GroupingConfig {
+                multi_hit_module_pairs: Some(ModulePairs(pairs)),
+                min_hits: 1 + (seed % 2) as u32,
+                max_hits: (seed % 3 == 0).then_some(2),
+                energy_window: (seed % 4 == 0).then_some([150.0, 900.0]),
+                ..GroupingConfig::new(window, 12.0)
+            };
+            let fast = Grouper::new(cfg.clone(), &lut).unwrap();
+            assert!(
+                fast.by_module.is_some(),
+                "modules are 11.3 mm across, the limit 12 mm"
+            );
+            let mut search = Grouper::new(cfg, &lut).unwrap();
+            search.by_module = None;
+            let (got, want) = (run(fast, &all, &cuts), run(search, &all, &cuts));
+            assert_eq!(got.0, want.0, "photons, seed {seed}");
+            assert_eq!(got.1, want.1, "labels, seed {seed}");
+            assert_eq!(got.2, want.2, "counters, seed {seed}");
+            assert_eq!(got.3, want.3, "groups closed after each push, seed {seed}");
+            assert!(want.2.multi_hit_photons > 0 && want.2.unmapped_channel > 0);
+            fast_runs += 1;
+        }
+        assert_eq!(fast_runs, 39);
+    }
+
+    #[test]
+    fn a_module_wider_than_the_limit_keeps_the_search() {
+        let lut = CrystalLut::from_geometry(&geometry());
+        let cfg = GroupingConfig {
+            multi_hit_module_pairs: Some(ModulePairs(vec![[0, 0]])),
+            ..GroupingConfig::new(1_000, 11.0)
+        };
+        assert!(Grouper::new(cfg, &lut).unwrap().by_module.is_none());
+    }
 }

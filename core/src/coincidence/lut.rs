@@ -84,6 +84,12 @@ impl CrystalLut {
         self.crystals[crystal as usize].module
     }
 
+    /// One past the largest mapped channel id (0 when none is mapped): every channel at or
+    /// above it is unmapped.
+    pub fn channel_bound(&self) -> u32 {
+        self.index.len() as u32
+    }
+
     /// Number of mapped channels.
     pub fn len(&self) -> usize {
         self.crystals.len()

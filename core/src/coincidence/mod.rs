@@ -6,7 +6,8 @@
 //! - [`module_pairs`]: [`ModulePairs`], the module (trigger region) pairs a rule allows.
 //! - [`batch`]: input view [`SinglesRef`], outputs [`PhotonBatch`], [`CoincidenceBatch`],
 //!   counters.
-//! - [`grouping`]: photon building ([`Grouper`], [`group_hits`], per-hit [`GroupLabels`]).
+//! - [`grouping`]: photon building ([`Grouper`], [`group_hits`], per-hit [`GroupLabels`]);
+//!   `module_slots`, its fast path when hits group only within their own module.
 //! - [`sorter`]: the sorter ([`CoincidenceSorter`] streaming, [`sort_coincidences`]).
 //! - [`parallel`]: [`sort_coincidences_parallel`], cut at gaps and sorted on rayon.
 //!
@@ -17,6 +18,7 @@ pub mod config;
 pub mod grouping;
 pub mod lut;
 pub mod module_pairs;
+mod module_slots;
 pub mod parallel;
 pub mod sorter;
 
