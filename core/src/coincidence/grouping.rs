@@ -309,27 +309,30 @@ impl<'a> Grouper<'a> {
             }
             last_mapped_t = Some(t);
             let (e, f) = (es[k], fs[k]);
-            // Ids in `open` run from `base` to `next_seq - 1`; a last group below `base` (or
-            // none) wraps to an index past the end. A group before `head` is closed, and its
-            // window is over, so the time test refuses it like a group no longer listed.
-            let base = next_seq - open.len() as u64;
-            let i = slots.last_group(slot).wrapping_sub(base);
-            if i < open.len() as u64
-                && let Some(g) = open.get_mut(i as usize)
-                && t.saturating_sub(g.t_first) <= w
-            {
-                if LABELS {
-                    labels.photon_id.push(g.seq);
+            // The time test first, from the slot table: most hits open a group. A group before
+            // `head` is closed, and its window is over, so the test refuses it. Ids in `open`
+            // run from `base` to `next_seq - 1`; a last group below `base` (or none) wraps to
+            // an index past the end.
+            let (last, last_t_first) = slots.last_group(slot);
+            if t.saturating_sub(last_t_first) <= w {
+                let base = next_seq - open.len() as u64;
+                let i = last.wrapping_sub(base);
+                if i < open.len() as u64
+                    && let Some(g) = open.get_mut(i as usize)
+                {
+                    if LABELS {
+                        labels.photon_id.push(g.seq);
+                    }
+                    g.join(t, ch, e, f);
+                    continue;
                 }
-                g.join(t, ch, e, f);
-                continue;
             }
             if LABELS {
                 labels.photon_id.push(next_seq);
             }
             // Position and module are only read by the search of the general path.
             open.push(Open::first(next_seq, t, [0.0; 3], 0, ch, e, f));
-            slots.opened(slot, next_seq);
+            slots.opened(slot, next_seq, t);
             next_seq += 1;
             opened_since_close += 1;
             if opened_since_close == CLOSE_EVERY {

@@ -21,9 +21,10 @@ pub(crate) struct ModuleSlots {
     /// [`ModuleSlots::NEVER_GROUPS`] for a module no pair names, or [`ModuleSlots::UNMAPPED`]
     /// (one look-up per hit instead of the crystal's and then its slot).
     slot_of_channel: Vec<u32>,
-    /// Per slot: `seq` of the last group opened on the module ([`ModuleSlots::NONE`] before
-    /// the first).
-    last_group: Vec<u64>,
+    /// Per slot: `seq` and first hit's time of the last group opened on the module
+    /// ([`ModuleSlots::NONE`] before the first), side by side so that a hit's time test
+    /// reads this small table, not the group.
+    last_group: Vec<(u64, i64)>,
 }
 
 impl ModuleSlots {
@@ -31,8 +32,9 @@ impl ModuleSlots {
     pub(crate) const UNMAPPED: u32 = u32::MAX;
     /// Slot of crystals whose module no pair names: every hit there is a photon of its own.
     pub(crate) const NEVER_GROUPS: u32 = u32::MAX - 1;
-    /// No group opened yet on the module.
-    const NONE: u64 = u64::MAX;
+    /// No group opened yet on the module: an id no group has, and a time no hit is within a
+    /// window of.
+    const NONE: (u64, i64) = (u64::MAX, i64::MIN);
 
     /// The slots for `cfg` over the crystals of `lut`, or `None` when the rules need the
     /// general search: no module rule (any two modules may group), a pair of two different
@@ -98,22 +100,22 @@ impl ModuleSlots {
             .unwrap_or(Self::UNMAPPED)
     }
 
-    /// `seq` of the last group opened on `slot` ([`ModuleSlots::NEVER_GROUPS`] gives a value no
-    /// group has).
+    /// `seq` and first hit's time of the last group opened on `slot` ([`ModuleSlots::NONE`]
+    /// for [`ModuleSlots::NEVER_GROUPS`]).
     #[inline(always)]
-    pub(crate) fn last_group(&self, slot: u32) -> u64 {
+    pub(crate) fn last_group(&self, slot: u32) -> (u64, i64) {
         self.last_group
             .get(slot as usize)
             .copied()
             .unwrap_or(Self::NONE)
     }
 
-    /// Records that group `seq` was just opened on `slot` (no-op for
+    /// Records that group `seq` was just opened on `slot` by a hit at `t_first` (no-op for
     /// [`ModuleSlots::NEVER_GROUPS`]).
     #[inline(always)]
-    pub(crate) fn opened(&mut self, slot: u32, seq: u64) {
+    pub(crate) fn opened(&mut self, slot: u32, seq: u64, t_first: i64) {
         if let Some(last) = self.last_group.get_mut(slot as usize) {
-            *last = seq;
+            *last = (seq, t_first);
         }
     }
 }
