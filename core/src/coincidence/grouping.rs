@@ -217,27 +217,14 @@ impl<'a> Grouper<'a> {
             multi_hit: self.multi_hit.as_ref(),
         };
         let lut = self.lut;
-        let mut closer = Closer {
-            cfg: &self.cfg,
-            stats: &mut self.stats,
-            done: &mut self.done,
-        };
+        let mut closer = Closer::new(&self.cfg, &mut self.stats, &mut self.done);
         let open = &mut self.open;
         let (mut head, mut next_seq) = (self.head, self.next_seq);
-        let n = hits.len();
-        let (ts, chs, es, fs) = (
-            &hits.t_ps[..n],
-            &hits.channel[..n],
-            &hits.energy_kev[..n],
-            &hits.flags[..n],
-        );
-        for k in 0..n {
+        let (ts, chs, es, fs) = columns(&hits);
+        for k in 0..ts.len() {
             let (t, ch) = (ts[k], chs[k]);
             let Some((pos, module)) = lut.place(ch) else {
-                closer.stats.unmapped_channel += 1;
-                if LABELS {
-                    labels.photon_id.push(GroupLabels::UNGROUPED);
-                }
+                closer.unmapped::<LABELS>(labels);
                 continue;
             };
             closer.close_expired::<LABELS>(open, &mut head, t, w, labels);
@@ -281,30 +268,17 @@ impl<'a> Grouper<'a> {
             return self.group::<LABELS>(hits, labels);
         };
         let w = self.cfg.window_ps;
-        let mut closer = Closer {
-            cfg: &self.cfg,
-            stats: &mut self.stats,
-            done: &mut self.done,
-        };
+        let mut closer = Closer::new(&self.cfg, &mut self.stats, &mut self.done);
         let open = &mut self.open;
         let (mut head, mut next_seq) = (self.head, self.next_seq);
         let mut last_mapped_t = None;
         let mut opened_since_close = 0;
-        let n = hits.len();
-        let (ts, chs, es, fs) = (
-            &hits.t_ps[..n],
-            &hits.channel[..n],
-            &hits.energy_kev[..n],
-            &hits.flags[..n],
-        );
-        for k in 0..n {
+        let (ts, chs, es, fs) = columns(&hits);
+        for k in 0..ts.len() {
             let (t, ch) = (ts[k], chs[k]);
             let slot = slots.slot(ch);
             if slot == ModuleSlots::UNMAPPED {
-                closer.stats.unmapped_channel += 1;
-                if LABELS {
-                    labels.photon_id.push(GroupLabels::UNGROUPED);
-                }
+                closer.unmapped::<LABELS>(labels);
                 continue;
             }
             last_mapped_t = Some(t);
@@ -362,11 +336,7 @@ impl<'a> Grouper<'a> {
     }
 
     fn finish_impl(&mut self, out: &mut PhotonBatch, mut labels: Option<&mut GroupLabels>) {
-        let mut closer = Closer {
-            cfg: &self.cfg,
-            stats: &mut self.stats,
-            done: &mut self.done,
-        };
+        let mut closer = Closer::new(&self.cfg, &mut self.stats, &mut self.done);
         for g in &self.open[self.head..] {
             if let Some(l) = labels.as_deref_mut() {
                 l.closed_multiplicity.push(g.multiplicity);
@@ -410,7 +380,21 @@ struct Closer<'g> {
     done: &'g mut Vec<Done>,
 }
 
-impl Closer<'_> {
+impl<'g> Closer<'g> {
+    /// Borrows the grouper's cuts, counters and waiting photons.
+    fn new(cfg: &'g GroupingConfig, stats: &'g mut GroupingStats, done: &'g mut Vec<Done>) -> Self {
+        Self { cfg, stats, done }
+    }
+
+    /// Counts a hit on a channel missing from the geometry (and labels it ungrouped).
+    #[inline(always)]
+    fn unmapped<const LABELS: bool>(&mut self, labels: &mut GroupLabels) {
+        self.stats.unmapped_channel += 1;
+        if LABELS {
+            labels.photon_id.push(GroupLabels::UNGROUPED);
+        }
+    }
+
     /// Closes the open groups (from `head` on) whose window is over at time `t`, in opening
     /// order; with `LABELS`, appends their multiplicities to `labels`.
     #[inline(always)]
@@ -465,6 +449,18 @@ impl Closer<'_> {
             multiplicity: g.multiplicity,
         });
     }
+}
+
+/// The four columns of `hits`, cut to one length (checked equal before grouping), so the
+/// loops index them without bounds checks.
+fn columns<'h>(hits: &SinglesRef<'h>) -> (&'h [i64], &'h [u32], &'h [f32], &'h [u16]) {
+    let n = hits.len();
+    (
+        &hits.t_ps[..n],
+        &hits.channel[..n],
+        &hits.energy_kev[..n],
+        &hits.flags[..n],
+    )
 }
 
 /// The rule by which a hit may join an open group.
