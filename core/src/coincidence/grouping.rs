@@ -285,8 +285,9 @@ impl<'a> Grouper<'a> {
             let (e, f) = (es[k], fs[k]);
             // The time test first, from the slot table: most hits open a group. A group before
             // `head` is closed, and its window is over, so the test refuses it. Ids in `open`
-            // run from `base` to `next_seq - 1`; a last group below `base` (or none) wraps to
-            // an index past the end.
+            // run from `base` to `next_seq - 1`; a last group below `base` (drained, opened
+            // before a `finish` in a stream whose times may be later than this one's, or none)
+            // wraps to an index past the end.
             let (last, last_t_first) = slots.last_group(slot);
             if t.saturating_sub(last_t_first) <= w {
                 let base = next_seq - open.len() as u64;

@@ -18,6 +18,24 @@ fn free_port_tcp() -> std::net::SocketAddr {
         .unwrap()
 }
 
+/// `N` distinct TCP addresses on the loopback nobody listens on: all bound at once before
+/// any is released (one at a time, the kernel may hand out the same port twice, which the
+/// cluster file refuses as an address used twice).
+fn free_ports_tcp<const N: usize>() -> [std::net::SocketAddr; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|k| held[k].local_addr().unwrap())
+}
+
+/// [`free_ports_tcp`] for UDP.
+fn free_ports_udp<const N: usize>() -> [std::net::SocketAddr; N] {
+    let held: Vec<std::net::UdpSocket> = (0..N)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|k| held[k].local_addr().unwrap())
+}
+
 /// A cluster of two acquisition nodes (`acq-a`, `acq-b`, raw archives on) and two builders
 /// (`b0`, `b1`) in `dir`; the acquisition nodes' UDP inputs.
 fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
@@ -26,7 +44,8 @@ fn write_cluster(dir: &Path, slice: &str) -> (PathBuf, [std::net::SocketAddr; 2]
 
 /// [`write_cluster`] with `flow` (lines of `[flow]` keys) added to its `[flow]` section.
 fn write_cluster_with(dir: &Path, slice: &str, flow: &str) -> (PathBuf, [std::net::SocketAddr; 2]) {
-    let udp = [free_port_udp(), free_port_udp()];
+    let udp = free_ports_udp::<2>();
+    let tcp = free_ports_tcp::<4>();
     let calib = sim_dir().join("calib");
     std::fs::write(
         dir.join("acq.toml"),
@@ -40,14 +59,13 @@ fn write_cluster_with(dir: &Path, slice: &str, flow: &str) -> (PathBuf, [std::ne
     for (k, name) in ["acq-a", "acq-b"].iter().enumerate() {
         text += &format!(
             "[[node]]\nname = \"{name}\"\nrole = \"acquisition\"\nlisten = \"{}\"\nrun_config = \"acq.toml\"\n[[node.input]]\nudp = \"{}\"\npolicy = \"block\"\n",
-            free_port_tcp(),
-            udp[k]
+            tcp[k], udp[k]
         );
     }
-    for name in ["b0", "b1"] {
+    for (k, name) in ["b0", "b1"].iter().enumerate() {
         text += &format!(
             "[[node]]\nname = \"{name}\"\nrole = \"builder\"\nlisten = \"{}\"\n",
-            free_port_tcp()
+            tcp[2 + k]
         );
     }
     let path = dir.join("cluster.toml");
@@ -126,7 +144,11 @@ fn spawn_listening(cluster: &Path, cluster_dir: &Path, name: &str) -> Child {
             "{name} exited ({status}) before it listened on {addr}: {err}"
         );
         let text = std::fs::read_to_string(cluster).unwrap();
-        let fresh = format!("listen = \"{}\"", free_port_tcp());
+        // Not a port another node of the file already has (that is refused as used twice).
+        let fresh = std::iter::repeat_with(free_port_tcp)
+            .find(|a| !text.contains(&a.to_string()))
+            .unwrap();
+        let fresh = format!("listen = \"{fresh}\"");
         std::fs::write(
             cluster,
             text.replace(&format!("listen = \"{addr}\""), &fresh),
