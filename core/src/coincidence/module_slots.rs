@@ -7,7 +7,8 @@
 use super::config::GroupingConfig;
 use super::lut::CrystalLut;
 
-/// Per module that may group: the id (`seq`) of the last group opened on it.
+/// Per module that may group: the id (`seq`) and first-hit time of the last group opened on
+/// it, found from a hit's channel.
 ///
 /// Exact by construction ([`ModuleSlots::for_rules`] accepts only rules where it is): with
 /// only same-module pairs, a hit may join an open group only if that group's first hit is on
