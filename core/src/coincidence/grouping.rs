@@ -189,11 +189,10 @@ impl<'a> Grouper<'a> {
         hits.check_lengths()?;
         check_order(hits.t_ps, self.last_t)?;
         self.stats.hits_in += hits.len() as u64;
-        match (labels, self.by_module.is_some()) {
-            (Some(l), true) => self.group_by_module::<true>(hits, l),
-            (Some(l), false) => self.group::<true>(hits, l),
-            (None, true) => self.group_by_module::<false>(hits, &mut GroupLabels::default()),
-            (None, false) => self.group::<false>(hits, &mut GroupLabels::default()),
+        // The fast path when the rules allow it; it hands over to the search otherwise.
+        match labels {
+            Some(l) => self.group_by_module::<true>(hits, l),
+            None => self.group_by_module::<false>(hits, &mut GroupLabels::default()),
         }
         // The closed groups before `head` are not needed any more.
         self.open.drain(..self.head);
@@ -258,7 +257,8 @@ impl<'a> Grouper<'a> {
     /// group if that is still open, or opens a new one; expired groups are closed every
     /// [`CLOSE_EVERY`] groups and at the end, up to the last mapped hit's time, which leaves
     /// the same groups closed, in the same order, as [`Grouper::group`] closing them hit by
-    /// hit (and, with `LABELS`, the same labels).
+    /// hit (and, with `LABELS`, the same labels). Without slots (rules the fast path cannot
+    /// follow) it runs [`Grouper::group`].
     fn group_by_module<const LABELS: bool>(
         &mut self,
         hits: SinglesRef<'_>,
@@ -598,7 +598,6 @@ mod tests {
             vec![[2, 2]],
             vec![[1, 1], [3, 3], [1, 1]],
         ];
-        let mut fast_runs = 0;
         for seed in 1..40u64 {
             let all = hits(seed, 3_000, window);
             let cuts: Vec<usize> = [0, 1, 700, 701, 2_999, 3_000]
@@ -629,9 +628,7 @@ mod tests {
             assert_eq!(got.2, want.2, "counters, seed {seed}");
             assert_eq!(got.3, want.3, "groups closed after each push, seed {seed}");
             assert!(want.2.multi_hit_photons > 0 && want.2.unmapped_channel > 0);
-            fast_runs += 1;
         }
-        assert_eq!(fast_runs, 39);
     }
 
     #[test]
