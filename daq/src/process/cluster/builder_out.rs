@@ -648,8 +648,10 @@ mod tests {
     fn tables_are_cut_by_age() {
         let tmp = tempfile::tempdir().unwrap();
         let (spec, _) = small_cuts(1);
+        // An age far above how long three small slices take even on a loaded machine (at
+        // 0.3 s a stalled CI run could have cut early).
         let rotation = Rotation {
-            max_seconds: Some(0.3),
+            max_seconds: Some(1.0),
             ..Rotation::default()
         };
         let mut out =
@@ -661,7 +663,7 @@ mod tests {
         assert!(out.manifest.files.is_empty(), "{:?}", out.manifest.files);
         // Each slice after the age: a cut after it.
         for k in [3, 4] {
-            std::thread::sleep(std::time::Duration::from_millis(350));
+            std::thread::sleep(std::time::Duration::from_millis(1_050));
             out.write_slice(slice_output(spec, k, 100)).unwrap();
         }
         let m = out.commit(true).unwrap();
