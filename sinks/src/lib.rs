@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod castor;
 pub mod coincidences;
+mod direct_chunk;
 pub mod durable_file;
 pub mod error;
 pub mod manifest;
