@@ -303,7 +303,8 @@ impl Drop for EncodeSlot {
     }
 }
 
-/// Encodes `batches` into `writers` (one per leaf column, schema order) and closes them.
+/// Encodes `batches` into `writers` (one per leaf column, schema order) and closes them; the
+/// columns of `direct` are encoded from their value buffers instead (their writer unused).
 fn encode_row_group(
     writers: Vec<ArrowColumnWriter>,
     batches: &[RecordBatch],
