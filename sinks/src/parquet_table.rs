@@ -643,8 +643,8 @@ impl ParquetTableWriter {
     }
 
     /// Appends a row group's column chunks to the file, pushes them out of the writer's
-    /// buffer into the file (so the row group is whole on disk, not 8 KiB short) and starts
-    /// their fdatasync.
+    /// buffer and the hashing file's into the file (so the row group is whole on disk, not up
+    /// to 256 KiB short) and starts their fdatasync.
     fn append_chunks(&mut self, chunks: Vec<EncodedChunk>) -> Result<(), SinkError> {
         let appended = (|| -> ParquetResult<()> {
             let mut row_group = self.writer.next_row_group()?;
